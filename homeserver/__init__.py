@@ -1,0 +1,3 @@
+"""A Matrix homeserver: client-server API, event graph, sync; federation lives in `federation`."""
+
+__version__ = "0.1.0"
