@@ -167,17 +167,25 @@ def sign_event(
 
 
 def verify_event_signature(
-    pdu: dict[str, Any], room_version: RoomVersion, server_name: str, verify_key: VerifyKey
+    pdu: dict[str, Any],
+    room_version: RoomVersion,
+    server_name: str,
+    verify_key: VerifyKey,
+    key_id: str | None = None,
 ) -> bool:
-    """True if the PDU has a valid signature by `server_name` with this key.
+    """True if the PDU has a valid signature by `server_name` under `key_id`.
 
-    Works on the full event or an already-redacted copy: both redact to the same bytes.
+    `key_id` defaults to the key's own `ed25519:<version>`. Works on the full event or
+    an already-redacted copy: both redact to the same bytes.
     """
     signatures = pdu.get("signatures")
-    if not isinstance(signatures, dict) or not isinstance(signatures.get(server_name), dict):
+    server_sigs = signatures.get(server_name) if isinstance(signatures, dict) else None
+    signature = server_sigs.get(key_id or key_id_of(verify_key)) if server_sigs else None
+    if not isinstance(signature, str):
         return False
     signed = _signable_event(pdu, room_version)
-    signed["signatures"] = signatures
+    # Only the one signature being checked, filed where signedjson looks for it.
+    signed["signatures"] = {server_name: {key_id_of(verify_key): signature}}
     return verify_json_signature(signed, server_name, verify_key)
 
 
@@ -226,7 +234,8 @@ def verify_event_signatures(
         for key_id in server_sigs:
             if not is_signing_algorithm_supported(key_id) or key_id not in known:
                 continue
-            if not verify_event_signature(event.pdu, event.room_version, server, known[key_id]):
+            pdu, rv = event.pdu, event.room_version
+            if not verify_event_signature(pdu, rv, server, known[key_id], key_id):
                 raise SignatureError(f"invalid signature by {server} with {key_id}")
             checked += 1
         if not checked:
