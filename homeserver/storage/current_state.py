@@ -1,0 +1,206 @@
+"""CurrentStateStore: each room's current state and the memberships derived from it.
+
+Both tables are written only by `EventStore.persist_events` (through
+`apply_current_state_delta`, inside its transaction), so they always agree with the
+events that were persisted. All reads are primary-key or index lookups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ._util import load_json, placeholders
+from .database import Connection, Database
+from .errors import StorageError
+
+StateKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class MembershipInfo:
+    room_id: str
+    user_id: str
+    membership: str
+    event_id: str
+    stream_ordering: int
+
+
+@dataclass(frozen=True)
+class MembershipSource:
+    """What a membership row needs to know about its m.room.member event."""
+
+    membership: str
+    stream_ordering: int
+
+
+async def apply_current_state_delta(
+    conn: Connection,
+    room_id: str,
+    to_remove: Iterable[StateKey],
+    to_insert: Mapping[StateKey, str],
+    known: Mapping[str, MembershipSource],
+) -> None:
+    """Update current_state and room_memberships; runs inside the caller's transaction.
+
+    `known` describes member events persisted in the same batch; others are read from
+    the events table (and must exist there).
+    """
+    removed = [k for k in to_remove if k not in to_insert]
+    await conn.executemany(
+        "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+        [(room_id, t, k) for t, k in removed],
+    )
+    await conn.executemany(
+        "DELETE FROM room_memberships WHERE room_id = $1 AND user_id = $2",
+        [(room_id, k) for t, k in removed if t == "m.room.member"],
+    )
+    await conn.executemany(
+        "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+        [(room_id, t, k, e) for (t, k), e in to_insert.items()],
+    )
+    members = [(k, e) for (t, k), e in to_insert.items() if t == "m.room.member"]
+    await upsert_memberships(conn, room_id, members, known)
+
+
+async def upsert_memberships(
+    conn: Connection,
+    room_id: str,
+    members: Sequence[tuple[str, str]],
+    known: Mapping[str, MembershipSource],
+) -> None:
+    """Set room_memberships rows from (user_id, member event ID) pairs."""
+    rows = []
+    for user_id, event_id in members:
+        source = known.get(event_id) or await _membership_source(conn, event_id)
+        rows.append((room_id, user_id, source.membership, event_id, source.stream_ordering))
+    await conn.executemany(
+        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_ordering)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, user_id) DO UPDATE SET"
+        " membership = excluded.membership, event_id = excluded.event_id,"
+        " stream_ordering = excluded.stream_ordering",
+        rows,
+    )
+
+
+async def _membership_source(conn: Connection, event_id: str) -> MembershipSource:
+    row = await conn.fetchrow(
+        "SELECT json, stream_ordering FROM events WHERE event_id = $1", event_id
+    )
+    if row is None:
+        raise StorageError(f"current state refers to unknown event {event_id}")
+    content = load_json(row[0]).get("content")
+    membership = content.get("membership") if isinstance(content, dict) else None
+    return MembershipSource(membership if isinstance(membership, str) else "", int(row[1]))
+
+
+class CurrentStateStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get_current_state_ids(
+        self, room_id: str, types: Iterable[str] | None = None
+    ) -> dict[StateKey, str]:
+        """The room's current state map, optionally only for some event types."""
+        if types is None:
+            rows = await self.db.fetch(
+                "SELECT type, state_key, event_id FROM current_state WHERE room_id = $1",
+                room_id,
+            )
+        else:
+            type_list = list(dict.fromkeys(types))
+            if not type_list:
+                return {}
+            rows = await self.db.fetch(
+                "SELECT type, state_key, event_id FROM current_state WHERE room_id = $1"
+                f" AND type IN ({placeholders(len(type_list), start=2)})",
+                room_id,
+                *type_list,
+            )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def get_current_state_event_id(
+        self, room_id: str, event_type: str, state_key: str = ""
+    ) -> str | None:
+        return await self.db.fetchval(
+            "SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2"
+            " AND state_key = $3",
+            room_id,
+            event_type,
+            state_key,
+        )
+
+    async def get_rooms_for_user(
+        self, user_id: str, memberships: Sequence[str] = ("join",)
+    ) -> list[str]:
+        """Room IDs where the user's current membership is one of `memberships`."""
+        infos = await self.get_memberships_for_user(user_id, memberships)
+        return [i.room_id for i in infos]
+
+    async def get_memberships_for_user(
+        self, user_id: str, memberships: Sequence[str] | None = None
+    ) -> list[MembershipInfo]:
+        """The user's membership rows (all, or those in `memberships`), by room ID."""
+        if memberships is None:
+            rows = await self.db.fetch(
+                "SELECT room_id, user_id, membership, event_id, stream_ordering"
+                " FROM room_memberships WHERE user_id = $1 ORDER BY room_id",
+                user_id,
+            )
+        else:
+            ms = list(dict.fromkeys(memberships))
+            if not ms:
+                return []
+            rows = await self.db.fetch(
+                "SELECT room_id, user_id, membership, event_id, stream_ordering"
+                " FROM room_memberships WHERE user_id = $1"
+                f" AND membership IN ({placeholders(len(ms), start=2)}) ORDER BY room_id",
+                user_id,
+                *ms,
+            )
+        return [MembershipInfo(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+
+    async def get_users_in_room(self, room_id: str) -> list[str]:
+        """Joined users, sorted."""
+        rows = await self.db.fetch(
+            "SELECT user_id FROM room_memberships WHERE room_id = $1 AND membership = 'join'"
+            " ORDER BY user_id",
+            room_id,
+        )
+        return [r[0] for r in rows]
+
+    async def get_joined_member_count(self, room_id: str) -> int:
+        return int(
+            await self.db.fetchval(
+                "SELECT COUNT(*) FROM room_memberships WHERE room_id = $1 AND membership = 'join'",
+                room_id,
+            )
+        )
+
+    async def get_members(self, room_id: str) -> dict[str, str]:
+        """user_id -> current membership, for every user with a member event in the room."""
+        rows = await self.db.fetch(
+            "SELECT user_id, membership FROM room_memberships WHERE room_id = $1", room_id
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def get_joined_hosts(self, room_id: str) -> set[str]:
+        """Server names of the joined users (where to send the room's events)."""
+        return {u.partition(":")[2] for u in await self.get_users_in_room(room_id)}
+
+    async def get_membership(self, room_id: str, user_id: str) -> str | None:
+        return await self.db.fetchval(
+            "SELECT membership FROM room_memberships WHERE room_id = $1 AND user_id = $2",
+            room_id,
+            user_id,
+        )
+
+    async def get_membership_info(self, room_id: str, user_id: str) -> MembershipInfo | None:
+        row = await self.db.fetchrow(
+            "SELECT room_id, user_id, membership, event_id, stream_ordering"
+            " FROM room_memberships WHERE room_id = $1 AND user_id = $2",
+            room_id,
+            user_id,
+        )
+        return None if row is None else MembershipInfo(row[0], row[1], row[2], row[3], int(row[4]))

@@ -1,0 +1,118 @@
+"""The one async database interface every store is written against.
+
+SQL is written once with `$1, $2` placeholders (the PostgreSQL spelling); each backend
+converts it through its `Dialect`. Rows support index and column-name access (`sqlite3.Row`
+and asyncpg's `Record` both do). Writes are serialised: `transaction()` hands out the one
+write connection; plain `execute` is a one-statement transaction. Reads outside a
+transaction may run concurrently on separate read connections and see committed data only.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from .dialect import Dialect
+from .errors import StorageError
+
+Row = Any  # sqlite3.Row / asyncpg.Record: row[0] and row["column"] both work.
+
+
+class Connection(Protocol):
+    """What a store may do with a connection: the same calls as `Database`."""
+
+    dialect: Dialect
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; return the number of rows it changed."""
+        ...
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None: ...
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+
+
+class Database(abc.ABC):
+    """A database handle: reads, one-statement writes and multi-statement transactions."""
+
+    dialect: Dialect
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """Open a write transaction: commit on normal exit, roll back on any exception.
+
+        Only one transaction runs at a time. Do not call the `Database` itself from inside
+        one (use the yielded connection) or the read may not see the uncommitted writes.
+        """
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, *args: Any) -> int: ...
+
+    @abc.abstractmethod
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None: ...
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _config_parts(config: Any) -> tuple[str, Mapping[str, Any]]:
+    """Accept a config object with `.name`/`.args` or a plain mapping with those keys."""
+    if isinstance(config, Mapping):
+        return str(config.get("name", "sqlite3")), config.get("args") or {}
+    return str(getattr(config, "name", "sqlite3")), getattr(config, "args", None) or {}
+
+
+async def open_database(config: Any, *, migrate: bool = True) -> Database:
+    """Open (and by default migrate) the database a `DatabaseConfig`-like object names.
+
+    `config.name` is "sqlite3" (`args.database` is the file path, ":memory:" allowed);
+    PostgreSQL ("psycopg2"/"postgres") is not implemented yet.
+    """
+    from .migrate import check_applied_versions, discover_migrations, run_migrations
+
+    migrations = discover_migrations()
+    name, args = _config_parts(config)
+    if name in ("sqlite3", "sqlite"):
+        from .sqlite import SQLiteDatabase
+
+        path = args.get("database")
+        if not path:
+            raise StorageError("database.args.database (the SQLite file path) is required")
+        db: Database = await SQLiteDatabase.open(
+            str(path),
+            read_connections=int(args.get("read_connections", 2)),
+            check=lambda applied: check_applied_versions(applied, migrations),
+        )
+    else:
+        raise StorageError(f"unsupported database engine {name!r} (supported: sqlite3)")
+    if migrate:
+        try:
+            await run_migrations(db, migrations)
+        except BaseException:
+            await db.close()
+            raise
+    return db
+
+
+__all__ = ["Connection", "Database", "Row", "open_database"]

@@ -1,0 +1,260 @@
+"""The SQLite backend (the default): aiosqlite, WAL, one writer, a few readers.
+
+SQLite allows one writer at a time, so all writes go through a single connection guarded
+by an `asyncio.Lock`; reads run on separate read-only connections and, thanks to WAL,
+never wait for the writer. Before anything is opened for writing the file is inspected
+read-only, so a foreign, corrupt or too-new database is refused without being touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from .database import Database, Row
+from .dialect import SQLITE, Dialect
+from .errors import IntegrityError, StorageError
+
+# Written into the SQLite header (PRAGMA application_id) so we know the file is ours.
+APPLICATION_ID = int.from_bytes(b"MxHs", "big")
+BUSY_TIMEOUT_MS = 10_000
+
+T = TypeVar("T")
+
+
+def _translate(exc: sqlite3.Error, sql: str) -> StorageError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return IntegrityError(f"{exc} (in: {sql.strip()[:200]})")
+    return StorageError(f"{type(exc).__name__}: {exc} (in: {sql.strip()[:200]})")
+
+
+class SQLiteConnection:
+    """One aiosqlite connection behind the `Connection` protocol."""
+
+    dialect: Dialect = SQLITE
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def _run(self, sql: str, op: Callable[[str], Any]) -> Any:
+        converted = self.dialect.convert(sql)
+        try:
+            return await op(converted)
+        except sqlite3.Error as exc:
+            raise _translate(exc, sql) from exc
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async def op(q: str) -> int:
+            async with self._conn.execute(q, args) as cur:
+                return cur.rowcount
+
+        return await self._run(sql, op)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        rows = [tuple(a) for a in args]
+        if not rows:
+            return
+
+        async def op(q: str) -> None:
+            async with self._conn.executemany(q, rows):
+                pass
+
+        await self._run(sql, op)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async def op(q: str) -> list[Row]:
+            return list(await self._conn.execute_fetchall(q, args))
+
+        return await self._run(sql, op)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async def op(q: str) -> Row | None:
+            async with self._conn.execute(q, args) as cur:
+                return await cur.fetchone()
+
+        return await self._run(sql, op)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else row[0]
+
+
+def inspect_sqlite_file(path: str) -> set[int] | None:
+    """Look at a database file read-only: None if new/empty, else its applied versions.
+
+    Raises StorageError if the file is not an SQLite database or not one of ours. Opens
+    with `mode=ro` so nothing (not even the journal mode) is changed.
+    """
+    if path == ":memory:" or not os.path.exists(path) or os.path.getsize(path) == 0:
+        return None
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open database file {path!r}: {exc}") from exc
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id != APPLICATION_ID:
+            if not tables and app_id == 0:
+                return None
+            raise StorageError(
+                f"{path!r} is an SQLite database but not a homeserver database "
+                f"(application_id={app_id}, tables: {', '.join(sorted(tables)[:8]) or 'none'}); "
+                "refusing to touch it"
+            )
+        if "schema_version" not in tables:
+            return set()
+        return {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(
+            f"{path!r} is not a usable SQLite database ({exc}); refusing to touch it"
+        ) from exc
+    finally:
+        conn.close()
+
+
+class SQLiteDatabase(Database):
+    """SQLite in WAL mode: one locked write connection, a pool of read connections."""
+
+    dialect = SQLITE
+
+    def __init__(
+        self,
+        path: str,
+        writer: aiosqlite.Connection,
+        readers: list[aiosqlite.Connection],
+    ) -> None:
+        self.path = path
+        self._writer = SQLiteConnection(writer)
+        self._raw_writer = writer
+        self._raw_readers = readers
+        self._write_lock = asyncio.Lock()
+        self._readers: asyncio.Queue[SQLiteConnection] = asyncio.Queue()
+        for r in readers:
+            self._readers.put_nowait(SQLiteConnection(r))
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str,
+        *,
+        read_connections: int = 2,
+        check: Callable[[set[int] | None], None] | None = None,
+    ) -> SQLiteDatabase:
+        """Inspect `path` read-only (and run `check` on what was found), then open it."""
+        existing = await asyncio.to_thread(inspect_sqlite_file, path)
+        if check is not None:
+            check(existing)
+        writer = await _connect(path)
+        readers: list[aiosqlite.Connection] = []
+        try:
+            await _pragmas(writer, path, write=True)
+            if existing is None:
+                await writer.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            if path != ":memory:":
+                for _ in range(max(0, read_connections)):
+                    reader = await _connect(path)
+                    readers.append(reader)
+                    await _pragmas(reader, path, write=False)
+        except BaseException:
+            for c in [*readers, writer]:
+                await c.close()
+            raise
+        return cls(path, writer, readers)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteConnection]:
+        async with self._write_lock:
+            self._check_open()
+            conn = self._writer
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                await conn.execute("COMMIT")
+            except BaseException:
+                # Also reached when COMMIT itself fails: never leave the writer mid-transaction.
+                with contextlib.suppress(Exception):
+                    await self._raw_writer.rollback()
+                raise
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self.transaction() as conn:
+            return await conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        async with self.transaction() as conn:
+            await conn.executemany(sql, args)
+
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[SQLiteConnection]:
+        self._check_open()
+        if not self._raw_readers:  # ":memory:": one connection serves everything.
+            async with self._write_lock:
+                yield self._writer
+            return
+        conn = await self._readers.get()
+        try:
+            yield conn
+        finally:
+            self._readers.put_nowait(conn)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._reader() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self._reader() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._reader() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def set_trace_callback(self, callback: Callable[[str], None] | None) -> None:
+        """Report every statement run on every connection (tests use it to check plans)."""
+        for c in [self._raw_writer, *self._raw_readers]:
+            await c.set_trace_callback(callback)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("database is closed")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        async with self._write_lock:
+            for r in self._raw_readers:
+                await r.close()
+            await self._raw_writer.close()
+
+
+async def _connect(path: str) -> aiosqlite.Connection:
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open database {path!r}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+async def _pragmas(conn: aiosqlite.Connection, path: str, *, write: bool) -> None:
+    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    if write and path != ":memory:":
+        async with conn.execute("PRAGMA journal_mode = WAL") as cur:
+            mode = (await cur.fetchone())[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"could not switch {path!r} to WAL mode (got {mode!r})")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    if not write:
+        await conn.execute("PRAGMA query_only = ON")

@@ -1,0 +1,40 @@
+"""`Stores`: every per-area store over one database, built in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .accounts import AccountStore
+from .current_state import CurrentStateStore
+from .database import Database
+from .events import EventStore
+from .rooms import RoomStore
+from .server_keys import ServerKeyStore
+from .state import StateStore
+from .transactions import TransactionStore
+
+
+@dataclass
+class Stores:
+    db: Database
+    events: EventStore
+    rooms: RoomStore
+    state: StateStore
+    current_state: CurrentStateStore
+    accounts: AccountStore
+    server_keys: ServerKeyStore
+    transactions: TransactionStore
+
+
+async def open_stores(db: Database) -> Stores:
+    """Build the stores over an opened (and migrated) database."""
+    return Stores(
+        db=db,
+        events=EventStore(db),
+        rooms=RoomStore(db),
+        state=StateStore(db),
+        current_state=CurrentStateStore(db),
+        accounts=AccountStore(db),
+        server_keys=ServerKeyStore(db),
+        transactions=TransactionStore(db),
+    )
