@@ -180,7 +180,9 @@ def verify_event_signature(
     """
     signatures = pdu.get("signatures")
     server_sigs = signatures.get(server_name) if isinstance(signatures, dict) else None
-    signature = server_sigs.get(key_id or key_id_of(verify_key)) if server_sigs else None
+    if not isinstance(server_sigs, dict):
+        return False
+    signature = server_sigs.get(key_id or key_id_of(verify_key))
     if not isinstance(signature, str):
         return False
     signed = _signable_event(pdu, room_version)

@@ -203,6 +203,9 @@ def test_sign_event_adds_to_existing_signatures(key) -> None:
     assert verify_event_signature(pdu, V1, "other.example", get_verify_key(other))
     assert not verify_event_signature(pdu, V1, "other.example", get_verify_key(key))
     assert not verify_event_signature(pdu, V1, "nobody", get_verify_key(key))
+    vk = get_verify_key(key)
+    for malformed in ({"domain": "sig"}, {"domain": {"ed25519:1": 5}}, "x", None):
+        assert not verify_event_signature(dict(pdu, signatures=malformed), V1, "domain", vk)
 
 
 # --- keys ----------------------------------------------------------------------------
