@@ -238,7 +238,11 @@ class FederationClient:
             except (IPBlockedError, aiohttp.ClientConnectorError) as e:
                 last = e
                 log.info("cannot connect to %s for %s: %s", target, destination, e)
-        raise FederationError(None, None, None, reason=str(last), **err) from last
+        reason = str(last)
+        os_error = getattr(last, "os_error", None)
+        if os_error is not None and str(os_error) not in reason:
+            reason = f"{reason} ({os_error})"
+        raise FederationError(None, None, None, reason=reason, **err) from last
 
     async def _send(
         self,
