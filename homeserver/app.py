@@ -1,0 +1,163 @@
+"""The composition root: `create_app(config)` wires every area into one aiohttp app.
+
+Layout of the app:
+
+- root app: middlewares (errors + CORS, listener resource filter), shared state
+  (homeserver.appstate keys) and every lifetime as a `cleanup_ctx`, in order:
+  signing keys -> database (open + migrate) -> outbound HTTP session -> areas' own.
+- one sub-app per URL prefix (see `Mounts`); each area's `setup(mounts)` adds routes.
+
+Adding an area is one line in `AREAS`: the resources a listener must serve for it and
+its `setup` function. This is also the one module of the core allowed to import
+`federation` (besides the CLI); everything else receives what it needs via app state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import aiohttp
+from aiohttp import web
+
+import federation.server.keys as federation_keys_api
+import homeserver.client.versions as client_versions
+import homeserver.client.well_known as client_well_known
+from federation.keys import SERVER_KEYS, load_server_keys
+from homeserver.appstate import CONFIG, DATABASE, HTTP_CLIENT, LISTENERS, Mounts
+from homeserver.config import Config, ListenerConfig
+from homeserver.errors import unrecognized
+from homeserver.http import MAX_BODY_KEY, Handler, error_middleware
+
+logger = logging.getLogger(__name__)
+
+Setup = Callable[[Mounts], None]
+
+CLIENT = frozenset({"client"})
+KEYS = frozenset({"federation", "keys"})
+FEDERATION = frozenset({"federation"})
+
+# (resources: mounted when some listener serves any of them, setup function).
+AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
+    (CLIENT, client_versions.setup),
+    (CLIENT, client_well_known.setup),
+    (KEYS, federation_keys_api.setup),
+)
+
+# URL prefix -> the listener resources that expose it (Synapse's mapping: media is also
+# reachable through the client and federation resources).
+PREFIX_RESOURCES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("/_matrix/client", CLIENT),
+    ("/_synapse/admin", CLIENT),
+    ("/.well-known/matrix", CLIENT),
+    ("/_matrix/federation", FEDERATION),
+    ("/_matrix/key", KEYS),
+    ("/_matrix/media", frozenset({"client", "federation", "media"})),
+)
+
+OUTBOUND_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=15)
+
+
+def resources_for_path(path: str) -> frozenset[str] | None:
+    """Which listener resources may serve `path`; None for paths outside every prefix."""
+    for prefix, resources in PREFIX_RESOURCES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return resources
+    return None
+
+
+def listener_for_request(request: web.Request) -> ListenerConfig | None:
+    """The configured listener whose socket received `request` (None in tests)."""
+    listeners = request.config_dict.get(LISTENERS)
+    if not listeners or request.transport is None:
+        return None
+    sockname = request.transport.get_extra_info("sockname")
+    port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+    return listeners.get(port) if port is not None else None
+
+
+@web.middleware
+async def listener_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Serve on each listener only the resources it names (404 for the rest)."""
+    listeners = request.config_dict.get(LISTENERS)
+    if listeners:
+        wanted = resources_for_path(request.path)
+        listener = listener_for_request(request)
+        if wanted is not None and (listener is None or not wanted & listener.resources):
+            raise unrecognized("Unrecognized request")
+    return await handler(request)
+
+
+async def _signing_keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[SERVER_KEYS] = load_server_keys(config)
+    logger.info(
+        "Signing keys: %s (%s)",
+        ", ".join(f"{k.alg}:{k.version}" for k in app[SERVER_KEYS].signing_keys),
+        config.keys.signing_key_path,
+    )
+    yield
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    from homeserver.storage import open_database
+
+    config = app[CONFIG]
+    config.database.path.parent.mkdir(parents=True, exist_ok=True)
+    database = await open_database(config.database)
+    app[DATABASE] = database
+    logger.info("Database: %s", config.database.path)
+    try:
+        yield
+    finally:
+        await database.close()
+
+
+async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
+    session = aiohttp.ClientSession(timeout=OUTBOUND_TIMEOUT)
+    app[HTTP_CLIENT] = session
+    try:
+        yield
+    finally:
+        await session.close()
+
+
+def create_app(
+    config: Config, *, areas: Sequence[tuple[frozenset[str], Setup]] = AREAS
+) -> web.Application:
+    """Build the whole server as one aiohttp Application (not started).
+
+    Serve it with aiohttp's runner (the CLI binds one site per listener) or with the
+    `aiohttp_client` test fixture. Areas whose resources no listener serves are skipped.
+    """
+    root = web.Application(
+        middlewares=[error_middleware, listener_middleware],
+        client_max_size=max(config.max_request_body, config.media.max_upload_size),
+    )
+    root[CONFIG] = config
+    root[MAX_BODY_KEY] = config.max_request_body
+    root[LISTENERS] = {}
+    root.cleanup_ctx.extend([_signing_keys_ctx, _database_ctx, _http_client_ctx])
+
+    mounts = Mounts(
+        config=config,
+        root=root,
+        client=web.Application(),
+        admin=web.Application(),
+        federation=web.Application(),
+        key=web.Application(),
+        media=web.Application(),
+        well_known=web.Application(),
+    )
+    served = config.resources
+    for resources, setup in areas:
+        if resources & served:
+            setup(mounts)
+
+    root.add_subapp("/_matrix/client", mounts.client)
+    root.add_subapp("/_synapse/admin", mounts.admin)
+    root.add_subapp("/_matrix/federation", mounts.federation)
+    root.add_subapp("/_matrix/key", mounts.key)
+    root.add_subapp("/_matrix/media", mounts.media)
+    root.add_subapp("/.well-known/matrix", mounts.well_known)
+    return root

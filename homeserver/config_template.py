@@ -1,0 +1,170 @@
+"""The commented config that `generate-config` prints (and config.example.yaml is made of).
+
+Kept apart from config.py so the parser stays readable; a unit test loads the output
+back and checks that every known key is mentioned, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+
+from homeserver.config import DEFAULT_IP_RANGE_BLACKLIST
+from homeserver.ids import split_server_name
+
+
+def _q(value: str) -> str:
+    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def generate_config(
+    server_name: str,
+    data_dir: str = "data",
+    *,
+    open_registration: bool = False,
+    port: int = 8008,
+) -> str:
+    """A complete, commented homeserver.yaml with safe defaults.
+
+    `open_registration` is for the local quick-start only: it lets anyone who can reach
+    the (loopback-only) listener create an account without any verification.
+    """
+    split_server_name(server_name)  # raises ValueError for a bad name
+    data = data_dir.rstrip("/") or "."
+    if open_registration:
+        registration = """\
+# Quick-start setting: anyone who can reach the listener may create an account without
+# email, captcha or token. Safe here ONLY because the listener above binds 127.0.0.1, so
+# just local clients can register. Turn it off before listening on a public address.
+enable_registration: true
+enable_registration_without_verification: true"""
+    else:
+        registration = """\
+# Let anyone create an account with /register. Off by default; Synapse (and we) also
+# demand enable_registration_without_verification: true or registration_requires_token:
+# true before open registration is accepted.
+enable_registration: false
+enable_registration_without_verification: false"""
+    blacklist = "\n".join(f"  - {_q(net)}" for net in DEFAULT_IP_RANGE_BLACKLIST)
+    return f"""\
+# Homeserver configuration (Synapse-compatible key names).
+# Relative paths are resolved against the folder containing THIS file.
+# An empty value means "use the default".
+
+# The domain part of your users' IDs (@alice:{server_name}). Cannot change later.
+server_name: {_q(server_name)}
+
+# The URL clients use to reach this server; advertised at /.well-known/matrix/client.
+#public_baseurl: "https://matrix.example.com/"
+
+# Where we listen. Each listener serves the resources it names:
+# client (/_matrix/client, /_synapse/admin, /.well-known), federation
+# (/_matrix/federation and /_matrix/key), keys (/_matrix/key only), media
+# (/_matrix/media), metrics (reserved, nothing served yet).
+listeners:
+  - port: {port}
+    # Loopback only: put a TLS reverse proxy in front, or list public addresses.
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: false
+    # Trust X-Forwarded-For from the reverse proxy.
+    x_forwarded: false
+    resources:
+      - names: [client, federation]
+
+# SQLite is the only database so far ("psycopg2" is reserved for PostgreSQL later).
+database:
+  name: sqlite3
+  args:
+    database: {_q(data + "/homeserver.db")}
+
+# Our ed25519 signing key, Synapse's file format; created on first start if absent.
+signing_key_path: {_q(data + "/" + server_name + ".signing.key")}
+
+# Keys we used to sign with, still published so old signatures verify:
+#old_signing_keys:
+#  "ed25519:auto": {{key: "<unpadded base64 public key>", expired_ts: 1700000000000}}
+old_signing_keys: {{}}
+
+# How long others may cache our key document (valid_until_ts = now + this).
+key_refresh_interval: "1d"
+
+# Notary servers we may ask for other servers' keys. Unlike Synapse (which defaults
+# to matrix.org) we trust none unless you list them here.
+#trusted_key_servers:
+#  - server_name: "matrix.org"
+#    verify_keys: {{"ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}}
+trusted_key_servers: []
+suppress_key_server_warning: false
+
+# TLS for listeners with tls: true (PEM files).
+#tls_certificate_path: "/etc/ssl/matrix/fullchain.pem"
+#tls_private_key_path: "/etc/ssl/matrix/privkey.pem"
+
+{registration}
+registration_requires_token: false
+
+# Secret for the admin API POST /_synapse/admin/v1/register (used by
+# `python -m homeserver register-user`). If neither this nor
+# registration_shared_secret_path is set, one is generated on first start and kept in
+# <database name>.secrets.yaml next to the database, together with
+# macaroon_secret_key and form_secret.
+#registration_shared_secret: "<long random string>"
+#registration_shared_secret_path: "/run/secrets/registration_shared_secret"
+#macaroon_secret_key: "<long random string>"
+#form_secret: "<long random string>"
+
+# Outbound federation.
+federation_verify_certificates: true
+# Extra CA certificates (PEM files) to trust for federation requests.
+federation_custom_ca_list: []
+# Never contact these addresses (protects your private network from crafted server
+# names). ip_range_whitelist punches holes in it.
+ip_range_blacklist:
+{blacklist}
+ip_range_whitelist: []
+# Federate only with these servers; leave unset to federate with everyone.
+#federation_domain_whitelist: ["example.com"]
+allow_public_rooms_over_federation: false
+
+# Rate limits: per_second (refill rate; null = unlimited) and burst_count.
+# rc_enabled: false switches every limit off (tests, private servers).
+rc_enabled: true
+rc_message: {{per_second: 0.2, burst_count: 10}}
+rc_registration: {{per_second: 0.17, burst_count: 3}}
+rc_registration_token_validity: {{per_second: 0.1, burst_count: 5}}
+rc_login:
+  address: {{per_second: 0.003, burst_count: 5}}
+  account: {{per_second: 0.003, burst_count: 5}}
+  failed_attempts: {{per_second: 0.17, burst_count: 3}}
+rc_joins:
+  local: {{per_second: 0.1, burst_count: 10}}
+  remote: {{per_second: 0.01, burst_count: 10}}
+rc_joins_per_room: {{per_second: 1, burst_count: 10}}
+rc_invites:
+  per_room: {{per_second: 0.3, burst_count: 10}}
+  per_user: {{per_second: 0.003, burst_count: 5}}
+  per_issuer: {{per_second: 0.3, burst_count: 10}}
+rc_third_party_invite: {{per_second: 0.2, burst_count: 10}}
+rc_media_create: {{per_second: 10, burst_count: 50}}
+# Redactions by server admins are unlimited unless set:
+#rc_admin_redaction: {{per_second: 1, burst_count: 50}}
+
+# Room version for new rooms.
+default_room_version: "12"
+
+# Uploaded media.
+media_store_path: {_q(data + "/media_store")}
+max_upload_size: "50M"
+
+# Largest JSON request body we accept (uploads use max_upload_size).
+max_request_body: "10M"
+
+# Serve /.well-known/matrix/server pointing peers at <server_name>:443.
+serve_server_wellknown: false
+# Base URL /.well-known/matrix/client advertises (defaults to public_baseurl).
+#well_known_client: "https://matrix.example.com/"
+
+# DEBUG, INFO, WARNING, ERROR or CRITICAL. Logs go to stderr.
+log_level: "INFO"
+"""
