@@ -202,7 +202,8 @@ def check_auth_rules(event: Event, auth_state: Mapping[StateKey, Event]) -> None
     if power.event_level(event.type, event.is_state()) > sender_level:
         raise AuthError(f"{event.sender} may not send {event.type}: power level too low")
 
-    if event.is_state() and event.state_key.startswith("@") and event.state_key != event.sender:  # type: ignore[union-attr]
+    state_key = event.state_key
+    if isinstance(state_key, str) and state_key.startswith("@") and state_key != event.sender:
         raise AuthError("state_key starts with '@' but is not the sender")
 
     if event.type == POWER_LEVELS and event.state_key == "":
