@@ -26,7 +26,7 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -509,6 +509,3 @@ class ServerDiscovery:
         """When the cached .well-known answer for `hostname` expires (introspection)."""
         entry = self._well_known_cache.get(hostname)
         return entry[0] if entry else None
-
-
-ResolveFn = Callable[[str], Awaitable[ResolvedServer]]
