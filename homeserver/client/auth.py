@@ -1,0 +1,72 @@
+"""Who is making a client request: access token lookup at the edge.
+
+Tokens come from `Authorization: Bearer` or, as the spec still allows, the
+`access_token` query parameter. Junk (non-ASCII, control characters, oversize) is an
+unknown token, never an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from homeserver.errors import MatrixError, missing_token, unknown_token
+from homeserver.services import STORES
+
+MAX_TOKEN_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class Requester:
+    user_id: str
+    device_id: str | None
+    access_token: str
+    token_id: int
+    is_guest: bool = False
+
+
+def extract_access_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    query_token = request.query.get("access_token")
+    token: str | None = None
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise missing_token("Invalid Authorization header: expected 'Bearer <token>'")
+        token = value.strip()
+        if query_token is not None and query_token != token:
+            raise MatrixError(
+                400, "M_MISSING_TOKEN", "Access token given in both header and query string"
+            )
+    elif query_token is not None:
+        token = query_token
+    return token
+
+
+def _plausible(token: str) -> bool:
+    return 0 < len(token) <= MAX_TOKEN_LENGTH and all(0x21 <= ord(c) <= 0x7E for c in token)
+
+
+async def get_requester(request: web.Request, *, allow_guest: bool = False) -> Requester:
+    """The authenticated user of `request`, or a 401 Matrix error."""
+    token = extract_access_token(request)
+    if token is None:
+        raise missing_token()
+    if not _plausible(token):
+        raise unknown_token()
+    info = await request.config_dict[STORES].accounts.get_token(token)
+    if info is None:
+        raise unknown_token()
+    if info.valid_until_ms is not None and info.valid_until_ms < int(time.time() * 1000):
+        raise unknown_token("Access token has expired", soft_logout=True)
+    return Requester(
+        user_id=info.user_id, device_id=info.device_id, access_token=token, token_id=info.token_id
+    )
+
+
+async def get_optional_requester(request: web.Request) -> Requester | None:
+    if extract_access_token(request) is None:
+        return None
+    return await get_requester(request)

@@ -1,0 +1,162 @@
+"""Membership changes: join, leave, invite, kick, ban, unban, knock.
+
+Local rooms get a membership event through `LocalEvents.send`. Rooms that only other
+servers can vouch for (we are not in them, or the target is a remote user to invite)
+go through the `RemoteRooms` port that federation implements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.events import Event
+from homeserver.storage import Stores
+
+from .local_events import LocalEvents
+from .ports import RemoteRooms
+
+STRIPPED_STATE_TYPES = (
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.canonical_alias",
+    "m.room.avatar",
+    "m.room.name",
+    "m.room.encryption",
+    "m.room.topic",
+)
+
+
+class MembershipService:
+    def __init__(
+        self,
+        stores: Stores,
+        local_events: LocalEvents,
+        server_name: str,
+        remote: RemoteRooms | None = None,
+    ) -> None:
+        self._stores = stores
+        self._events = local_events
+        self._server_name = server_name
+        self.remote = remote
+
+    def _is_local(self, user_id: str) -> bool:
+        return user_id.partition(":")[2] == self._server_name
+
+    async def profile_content(self, user_id: str) -> dict[str, Any]:
+        profile = await self._stores.accounts.get_profile(user_id)
+        content: dict[str, Any] = {}
+        if profile is not None:
+            if profile.displayname is not None:
+                content["displayname"] = profile.displayname
+            if profile.avatar_url is not None:
+                content["avatar_url"] = profile.avatar_url
+        return content
+
+    async def _we_are_joined(self, room_id: str) -> bool:
+        hosts = await self._stores.current_state.get_joined_hosts(room_id)
+        return self._server_name in hosts
+
+    async def join(
+        self,
+        room_id: str,
+        user_id: str,
+        servers: list[str] | None = None,
+        reason: str | None = None,
+        txn: tuple[str, str | None, str] | None = None,
+    ) -> Event:
+        content = await self.profile_content(user_id)
+        content["membership"] = "join"
+        if reason:
+            content["reason"] = reason
+        known = await self._stores.rooms.get_room_version(room_id) is not None
+        if known and (await self._we_are_joined(room_id) or not self.remote):
+            current = await self._stores.current_state.get_membership(room_id, user_id)
+            if current == "join":
+                # Re-joining keeps the profile fresh but is otherwise a no-op for clients.
+                pass
+            return await self._events.send(
+                room_id, user_id, "m.room.member", content, user_id, txn=txn
+            )
+        if self.remote is None:
+            raise not_found("No known servers to join the room through")
+        candidates = list(servers or [])
+        if known:
+            candidates += sorted(await self._stores.current_state.get_joined_hosts(room_id))
+        server_of_room = room_id.partition(":")[2]
+        if server_of_room and server_of_room not in candidates:
+            candidates.append(server_of_room)
+        candidates = [s for s in dict.fromkeys(candidates) if s and s != self._server_name]
+        if not candidates:
+            raise not_found("No known servers to join the room through")
+        return await self.remote.join(room_id, user_id, candidates, content)
+
+    async def set_membership(
+        self,
+        room_id: str,
+        sender: str,
+        target: str,
+        membership: str,
+        reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Event:
+        """Leave, kick, ban, unban (leave by another) and local invites."""
+        content: dict[str, Any] = dict(extra or {})
+        content["membership"] = membership
+        if reason is not None:
+            content["reason"] = reason
+        version = await self._stores.rooms.get_room_version(room_id)
+        if version is None:
+            if membership == "leave" and sender == target:
+                raise not_found("Unknown room")
+            raise not_found("Unknown room")
+        if membership == "invite":
+            return await self.invite(room_id, sender, target, content)
+        if membership == "leave" and sender == target and self.remote is not None:
+            current = await self._stores.current_state.get_membership(room_id, target)
+            if current in ("invite", "knock") and not await self._we_are_joined(room_id):
+                # Rejecting a remote invite: the inviting server must sign our leave.
+                return await self.remote.leave(room_id, target, [])
+        return await self._events.send(room_id, sender, "m.room.member", content, target)
+
+    async def invite(
+        self, room_id: str, sender: str, target: str, content: dict[str, Any]
+    ) -> Event:
+        current = await self._stores.current_state.get_membership(room_id, target)
+        if current == "ban":
+            raise forbidden(f"{target} is banned from the room")
+        if current == "join":
+            raise forbidden(f"{target} is already in the room")
+        content = {**content, "membership": "invite"}
+        if self._is_local(target) or self.remote is None:
+            if not self._is_local(target):
+                raise MatrixError(403, "M_FORBIDDEN", "Federation is not available")
+            return await self._events.send(room_id, sender, "m.room.member", content, target)
+        # Remote invitee: the event must be counter-signed by the invitee's server first.
+        event = await self._events.build_only(room_id, sender, "m.room.member", content, target)
+        state = await self.stripped_state(room_id)
+        signed = await self.remote.invite(event, state)
+        return await self._events.persist_built(signed)
+
+    async def stripped_state(self, room_id: str) -> list[dict[str, Any]]:
+        """The stripped state shown with invites and knocks (includes the create event)."""
+        ids = await self._stores.current_state.get_current_state_ids(room_id)
+        wanted = [ids[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in ids]
+        events = await self._stores.events.get_events(wanted)
+        out = []
+        for eid in wanted:
+            ev = events.get(eid)
+            if ev is None:
+                continue
+            item = {
+                "type": ev.type,
+                "state_key": ev.state_key,
+                "content": ev.content,
+                "sender": ev.sender,
+            }
+            if ev.type == "m.room.create":
+                item["event_id"] = ev.event_id
+                item["origin_server_ts"] = ev.origin_server_ts
+                item["room_id"] = ev.room_id
+            out.append(item)
+        return out

@@ -1,0 +1,132 @@
+"""Persist events with their state, extremities and current state; then announce them.
+
+Callers hold the room's lock (`RoomWriter.lock`). Everything about one event lands in
+one storage transaction; listeners hear about it only after that commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+from homeserver.events import Event, StateKey
+from homeserver.storage import PersistItem, Stores
+
+from .ports import EventListener, OutboundEvents
+from .room_state import RoomState, StateMap
+
+log = logging.getLogger(__name__)
+
+
+class Persister:
+    def __init__(
+        self,
+        stores: Stores,
+        room_state: RoomState,
+        server_name: str,
+        listeners: Iterable[EventListener] = (),
+        outbound: OutboundEvents | None = None,
+    ) -> None:
+        self._stores = stores
+        self._room_state = room_state
+        self._server_name = server_name
+        self._listeners = list(listeners)
+        self._outbound = outbound
+
+    def add_listener(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def set_outbound(self, outbound: OutboundEvents) -> None:
+        self._outbound = outbound
+
+    async def _group_after(
+        self, event: Event, state_before: Mapping[StateKey, str], before_group: int | None
+    ) -> int:
+        """Store (or reuse) the state group for the state after `event`."""
+        if event.is_state():
+            delta = {event.state_tuple: event.event_id}
+            if before_group is not None:
+                return await self._stores.state.store_state_group(
+                    event.room_id, before_group, delta, None
+                )
+            return await self._stores.state.store_state_group(
+                event.room_id, None, {}, {**state_before, **delta}
+            )
+        if before_group is not None:
+            return before_group
+        return await self._stores.state.store_state_group(
+            event.room_id, None, {}, dict(state_before)
+        )
+
+    async def persist(
+        self,
+        event: Event,
+        *,
+        state_before: Mapping[StateKey, str] | None,
+        state_before_group: int | None = None,
+        rejected_reason: str | None = None,
+        soft_failed: bool = False,
+        announce_to_peers: bool = False,
+    ) -> int:
+        """Persist one event; return its stream ordering.
+
+        `state_before=None` stores an outlier (no state, not in the timeline's DAG tips).
+        Rejected and soft-failed events are stored but never change current state.
+        """
+        room_id = event.room_id
+        outlier = state_before is None
+        group: int | None = None
+        new_extremities: list[str] | None = None
+        delta: tuple[list[StateKey], dict[StateKey, str]] | None = None
+        if not outlier and rejected_reason is None:
+            assert state_before is not None
+            group = await self._group_after(event, state_before, state_before_group)
+            if not soft_failed:
+                new_extremities, delta = await self._advance_room(event, group)
+        item = PersistItem(
+            event=event,
+            state_group=group,
+            rejected_reason=rejected_reason,
+            outlier=outlier,
+            soft_failed=soft_failed,
+        )
+        (stream,) = await self._stores.events.persist_events(
+            room_id, [item], new_extremities=new_extremities, current_state_delta=delta
+        )
+        if rejected_reason is None and not outlier and not soft_failed:
+            await self._announce(event, stream, announce_to_peers)
+        return stream
+
+    async def _advance_room(
+        self, event: Event, group: int
+    ) -> tuple[list[str], tuple[list[StateKey], dict[StateKey, str]]]:
+        """New forward extremities and the current-state delta the event brings."""
+        old_ext = await self._stores.events.get_forward_extremities(event.room_id)
+        prevs = set(event.prev_event_ids)
+        new_ext = [e for e in old_ext if e not in prevs] + [event.event_id]
+        if len(new_ext) == 1:
+            new_current: StateMap = dict(await self._stores.state.get_state_ids(group))
+        else:
+            others = [e for e in new_ext if e != event.event_id]
+            new_current, _ = await self._room_state.state_after_events(
+                event.room_version, [*others, event.event_id], extra={event.event_id: group}
+            )
+        old_current = await self._stores.current_state.get_current_state_ids(event.room_id)
+        removed = [k for k in old_current if k not in new_current]
+        changed = {k: v for k, v in new_current.items() if old_current.get(k) != v}
+        return new_ext, (removed, changed)
+
+    async def _announce(self, event: Event, stream: int, to_peers: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener.on_new_event(event, stream)
+            except Exception:  # a listener's bug must not fail an acknowledged write
+                log.exception("event listener failed for %s", event.event_id)
+        if to_peers and self._outbound is not None:
+            hosts = await self._stores.current_state.get_joined_hosts(event.room_id)
+            if event.type == "m.room.member" and event.state_key:
+                target_host = event.state_key.partition(":")[2]
+                hosts = set(hosts) | {target_host}
+            destinations = sorted(h for h in hosts if h != self._server_name)
+            if destinations:
+                await self._outbound.send_event(event, destinations)

@@ -1,0 +1,1 @@
+"""Stream positions, the notifier that wakes long-polls, and the /sync builder."""

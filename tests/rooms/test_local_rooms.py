@@ -1,0 +1,122 @@
+"""The room service end to end on real storage: create, send, state, membership."""
+
+from __future__ import annotations
+
+import pytest
+
+from homeserver.errors import MatrixError
+from homeserver.events.hashing import check_content_hash
+from homeserver.events.signing import get_verify_key, verify_event_signature
+from homeserver.rooms.creation import RoomSpec
+
+ALICE = "@alice:test.local"
+BOB = "@bob:test.local"
+
+VERSIONS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_create_room_then_chat(kit, version: str) -> None:
+    room_id = await kit.creator.create_room(
+        ALICE, RoomSpec(room_version=version, preset="public_chat", name="Lobby"), {}
+    )
+    state = await kit.stores.current_state.get_current_state_ids(room_id)
+    assert set(state) >= {
+        ("m.room.create", ""),
+        ("m.room.member", ALICE),
+        ("m.room.power_levels", ""),
+        ("m.room.join_rules", ""),
+        ("m.room.history_visibility", ""),
+        ("m.room.name", ""),
+    }
+    create = await kit.stores.events.get_event(state[("m.room.create", "")])
+    assert create.content["room_version"] == version
+    if version == "12":
+        assert room_id == "!" + create.event_id[1:]
+        assert "room_id" not in create.pdu
+    else:
+        assert room_id.endswith(":test.local")
+
+    # Bob joins the public room, both chat.
+    await kit.membership.join(room_id, BOB)
+    assert await kit.stores.current_state.get_membership(room_id, BOB) == "join"
+    msg = await kit.events.send(room_id, BOB, "m.room.message", {"msgtype": "m.text", "body": "hi"})
+    assert check_content_hash(msg.pdu)
+    assert msg.prev_event_ids == [
+        (await kit.stores.current_state.get_current_state_ids(room_id))[("m.room.member", BOB)]
+    ]
+    assert await kit.stores.events.get_forward_extremities(room_id) == [msg.event_id]
+    # The persisted event reads back identical and announced once, after the commit.
+    stored = await kit.stores.events.get_event(msg.event_id)
+    assert stored.pdu == msg.pdu
+    assert kit.seen[-1][1].event_id == msg.event_id
+    orderings = [s for s, _ in kit.seen]
+    assert orderings == sorted(orderings)
+
+
+async def test_event_is_signed_with_our_key(kit) -> None:
+    room_id = await kit.creator.create_room(
+        ALICE, RoomSpec(room_version="10", preset="private_chat"), {}
+    )
+    msg = await kit.events.send(
+        room_id, ALICE, "m.room.message", {"body": "x", "msgtype": "m.text"}
+    )
+    key = get_verify_key(kit.events._signing_key)
+    assert verify_event_signature(msg.pdu, msg.room_version, "test.local", key)
+
+
+async def test_non_member_cannot_send(kit) -> None:
+    room_id = await kit.creator.create_room(
+        ALICE, RoomSpec(room_version="11", preset="private_chat"), {}
+    )
+    with pytest.raises(MatrixError) as err:
+        await kit.events.send(room_id, BOB, "m.room.message", {"body": "x", "msgtype": "m.text"})
+    assert err.value.errcode == "M_FORBIDDEN"
+    # An invite-only room refuses Bob's join, and nothing was written.
+    before = await kit.stores.events.get_forward_extremities(room_id)
+    with pytest.raises(MatrixError):
+        await kit.membership.join(room_id, BOB)
+    assert await kit.stores.events.get_forward_extremities(room_id) == before
+
+
+async def test_invite_then_join_and_kick(kit) -> None:
+    room_id = await kit.creator.create_room(
+        ALICE, RoomSpec(room_version="12", preset="private_chat"), {}
+    )
+    await kit.membership.set_membership(room_id, ALICE, BOB, "invite")
+    assert await kit.stores.current_state.get_membership(room_id, BOB) == "invite"
+    await kit.membership.join(room_id, BOB)
+    assert await kit.stores.current_state.get_membership(room_id, BOB) == "join"
+    await kit.membership.set_membership(room_id, ALICE, BOB, "leave", reason="bye")
+    assert await kit.stores.current_state.get_membership(room_id, BOB) == "leave"
+    with pytest.raises(MatrixError):
+        await kit.events.send(room_id, BOB, "m.room.message", {"body": "x", "msgtype": "m.text"})
+
+
+async def test_txn_idempotency(kit) -> None:
+    room_id = await kit.creator.create_room(
+        ALICE, RoomSpec(room_version="12", preset="private_chat"), {}
+    )
+    content = {"body": "once", "msgtype": "m.text"}
+    a = await kit.events.send(room_id, ALICE, "m.room.message", content, txn=(ALICE, "DEV", "t1"))
+    b = await kit.events.send(room_id, ALICE, "m.room.message", content, txn=(ALICE, "DEV", "t1"))
+    c = await kit.events.send(room_id, ALICE, "m.room.message", content, txn=(ALICE, "DEV2", "t1"))
+    assert a.event_id == b.event_id != c.event_id
+
+
+async def test_state_shares_groups(kit) -> None:
+    room_id = await kit.creator.create_room(
+        ALICE, RoomSpec(room_version="12", preset="public_chat"), {}
+    )
+    for i in range(5):
+        await kit.events.send(
+            room_id, ALICE, "m.room.message", {"body": str(i), "msgtype": "m.text"}
+        )
+    ext = await kit.stores.events.get_forward_extremities(room_id)
+    groups = await kit.stores.state.get_state_groups_for_events(ext)
+    # Messages reuse the state group of the state event before them.
+    name_ev = await kit.events.send(room_id, ALICE, "m.room.topic", {"topic": "t"}, "")
+    g_topic = await kit.stores.state.get_state_group_for_event(name_ev.event_id)
+    assert g_topic != groups[ext[0]]
+    state = await kit.stores.state.get_state_ids(g_topic)
+    assert state[("m.room.topic", "")] == name_ev.event_id
