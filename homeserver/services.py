@@ -14,6 +14,7 @@ from aiohttp import web
 
 from homeserver.appstate import CONFIG, DATABASE
 from homeserver.events import Event
+from homeserver.ratelimit import RATE_LIMITERS, RateLimiters
 from homeserver.rooms.creation import RoomCreator
 from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.rooms.local_events import LocalEvents
@@ -73,6 +74,7 @@ def core_services_ctx(
         app[MEMBERSHIP] = MembershipService(stores, local_events, config.server_name)
         app[ROOM_CREATOR] = RoomCreator(local_events)
         app[SYNC_EXTENSIONS] = []
+        app[RATE_LIMITERS] = RateLimiters(config.ratelimit)
         yield
 
     return ctx
