@@ -94,7 +94,10 @@ def inspect_sqlite_file(path: str) -> set[int] | None:
     """
     if path == ":memory:" or not os.path.exists(path) or os.path.getsize(path) == 0:
         return None
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    # Without a -wal file everything is in the main file: `immutable` reads it without
+    # creating -wal/-shm side files. With one (unclean shutdown, or in use), plain `ro`.
+    wal_present = os.path.exists(path + "-wal")
+    uri = Path(path).resolve().as_uri() + ("?mode=ro" if wal_present else "?immutable=1")
     try:
         conn = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as exc:

@@ -45,8 +45,8 @@ WITH RECURSIVE chain(id, prev_group, chain_len) AS (
     SELECT id, prev_group, chain_len FROM state_groups WHERE id = $1
     UNION ALL
     SELECT g.id, g.prev_group, g.chain_len
-    FROM state_groups g JOIN chain c ON g.id = c.prev_group
-    WHERE c.chain_len > 0
+    FROM state_groups g JOIN chain ON g.id = chain.prev_group
+    WHERE chain.chain_len > 0
 )
 SELECT id, chain_len FROM chain
 """

@@ -1,0 +1,61 @@
+"""The LRU cache's stale-fill guard, in-memory databases, and storage's import rules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from homeserver.storage import PersistItem, open_database, open_stores
+from homeserver.storage.cache import LruCache
+
+from .conftest import ROOM, make_event
+
+
+def test_lru_evicts_least_recently_used() -> None:
+    cache: LruCache[str, int] = LruCache(2)
+    cache.set("a", 1)
+    cache.set("b", 2)
+    assert cache.get("a") == 1  # "a" is now the most recent
+    cache.set("c", 3)
+    assert "b" not in cache and cache.get("a") == 1 and cache.get("c") == 3
+    assert len(cache) == 2
+
+
+def test_stale_fill_after_invalidation_is_dropped() -> None:
+    cache: LruCache[str, str] = LruCache(10)
+    gen = cache.generation()  # a reader starts reading "k" from the database...
+    cache.invalidate("k")  # ...a writer changes "k" meanwhile...
+    cache.set_if_current("k", "old value", gen)  # ...the reader's result must not stick.
+    assert cache.get("k") is None
+    gen = cache.generation()
+    cache.set_if_current("k", "fresh", gen)
+    assert cache.get("k") == "fresh"
+    cache.clear()
+    assert cache.get("k") is None
+
+
+async def test_in_memory_database_works() -> None:
+    db = await open_database({"name": "sqlite3", "args": {"database": ":memory:"}})
+    try:
+        stores = await open_stores(db)
+        await stores.rooms.store_room(ROOM, "10")
+        await stores.events.persist_events(ROOM, [PersistItem(make_event("$m"))])
+        assert await stores.events.get_current_stream_position() == 1
+        async with db.transaction() as conn:
+            assert await conn.fetchval("SELECT COUNT(*) FROM events") == 1
+    finally:
+        await db.close()
+
+
+def test_storage_imports_no_outer_layers() -> None:
+    root = Path(__file__).resolve().parents[2] / "homeserver" / "storage"
+    forbidden = ("homeserver.rooms", "homeserver.client", "homeserver.sync", "federation")
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(forbidden), f"{path.name} imports {name}"

@@ -1,0 +1,117 @@
+"""The Database interface: placeholders, rows, transactions, isolation, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from homeserver.storage import Database, IntegrityError, StorageError
+from homeserver.storage.dialect import SQLITE, dollar_to_qmark, split_sqlite_script
+
+
+def test_placeholders_rewritten_outside_quotes_only() -> None:
+    assert dollar_to_qmark("SELECT $1, $2, $1") == "SELECT ?1, ?2, ?1"
+    assert dollar_to_qmark("SELECT '$1', \"a$2\", $3") == "SELECT '$1', \"a$2\", ?3"
+    assert dollar_to_qmark("SELECT 'it''s $1', $12") == "SELECT 'it''s $1', ?12"
+
+
+def test_script_splitting_keeps_triggers_whole() -> None:
+    script = """
+    -- a comment; with a semicolon
+    CREATE TABLE a (x INTEGER);
+    CREATE TRIGGER t AFTER INSERT ON a BEGIN
+        UPDATE a SET x = 1;
+    END;
+    INSERT INTO a VALUES (';');
+    """
+    stmts = split_sqlite_script(script)
+    assert len(stmts) == 3
+    assert stmts[1].startswith("CREATE TRIGGER") and stmts[1].endswith("END")
+    assert stmts[2] == "INSERT INTO a VALUES (';')"
+
+
+def test_schema_macros() -> None:
+    assert SQLITE.render_schema("id {{auto_id}}") == "id INTEGER PRIMARY KEY AUTOINCREMENT"
+    with pytest.raises(ValueError, match="unknown schema macro"):
+        SQLITE.render_schema("{{nope}}")
+
+
+async def _scratch(db: Database) -> None:
+    await db.execute("CREATE TABLE scratch (k TEXT PRIMARY KEY, v BIGINT)")
+
+
+async def test_rows_by_index_and_name(db: Database) -> None:
+    await _scratch(db)
+    assert await db.execute("INSERT INTO scratch VALUES ($1, $2)", "a", 2**60) == 1
+    await db.executemany("INSERT INTO scratch VALUES ($1, $2)", [("b", 2), ("c", 3)])
+    row = await db.fetchrow("SELECT k, v FROM scratch WHERE k = $1", "a")
+    assert row[0] == "a" and row["v"] == 2**60
+    rows = await db.fetch("SELECT k FROM scratch WHERE v < $1 ORDER BY k", 10)
+    assert [r["k"] for r in rows] == ["b", "c"]
+    assert await db.fetchval("SELECT v FROM scratch WHERE k = $1", "c") == 3
+    assert await db.fetchval("SELECT v FROM scratch WHERE k = $1", "zz") is None
+    assert await db.fetchrow("SELECT v FROM scratch WHERE k = $1", "zz") is None
+    assert await db.execute("UPDATE scratch SET v = v + 1 WHERE v < $1", 10) == 2
+
+
+async def test_transaction_commits_and_rolls_back(db: Database) -> None:
+    await _scratch(db)
+    async with db.transaction() as conn:
+        await conn.execute("INSERT INTO scratch VALUES ($1, $2)", "kept", 1)
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO scratch VALUES ($1, $2)", "lost", 1)
+            assert await conn.fetchval("SELECT COUNT(*) FROM scratch") == 2
+            raise RuntimeError("boom")
+    assert [r[0] for r in await db.fetch("SELECT k FROM scratch")] == ["kept"]
+    # The writer is usable again after a rollback.
+    await db.execute("INSERT INTO scratch VALUES ($1, $2)", "after", 1)
+    assert await db.fetchval("SELECT COUNT(*) FROM scratch") == 2
+
+
+async def test_integrity_errors_are_backend_neutral(db: Database) -> None:
+    await _scratch(db)
+    await db.execute("INSERT INTO scratch VALUES ($1, $2)", "a", 1)
+    with pytest.raises(IntegrityError):
+        await db.execute("INSERT INTO scratch VALUES ($1, $2)", "a", 2)
+    with pytest.raises(StorageError):
+        await db.fetch("SELECT * FROM no_such_table")
+
+
+async def test_readers_do_not_see_uncommitted_writes(db: Database) -> None:
+    await _scratch(db)
+    async with db.transaction() as conn:
+        await conn.execute("INSERT INTO scratch VALUES ($1, $2)", "pending", 1)
+        assert await db.fetchval("SELECT COUNT(*) FROM scratch") == 0
+    assert await db.fetchval("SELECT COUNT(*) FROM scratch") == 1
+
+
+async def test_transactions_are_serialised(db: Database) -> None:
+    await _scratch(db)
+    await db.execute("INSERT INTO scratch VALUES ($1, $2)", "n", 0)
+
+    async def bump() -> None:
+        async with db.transaction() as conn:
+            v = await conn.fetchval("SELECT v FROM scratch WHERE k = 'n'")
+            await asyncio.sleep(0)
+            await conn.execute("UPDATE scratch SET v = $1 WHERE k = 'n'", v + 1)
+
+    await asyncio.gather(*(bump() for _ in range(20)))
+    assert await db.fetchval("SELECT v FROM scratch WHERE k = 'n'") == 20
+
+
+async def test_pragmas(db: Database) -> None:
+    assert db.dialect.name == "sqlite"
+    assert (await db.fetchval("PRAGMA journal_mode")).lower() == "wal"
+    assert await db.fetchval("PRAGMA foreign_keys") == 1
+    assert await db.fetchval("PRAGMA busy_timeout") > 0
+    assert await db.fetchval("PRAGMA synchronous") == 1  # NORMAL
+    async with db.transaction() as conn:
+        assert await conn.fetchval("PRAGMA synchronous") == 1
+
+
+async def test_closed_database_refuses_work(db: Database) -> None:
+    await db.close()
+    with pytest.raises(StorageError, match="closed"):
+        await db.fetch("SELECT 1")

@@ -1,0 +1,133 @@
+"""RoomStore, ServerKeyStore and TransactionStore contracts."""
+
+from __future__ import annotations
+
+from homeserver.storage import Stores
+
+ROOM = "!room:example.org"
+
+
+async def test_rooms(stores: Stores) -> None:
+    rooms = stores.rooms
+    assert await rooms.store_room(ROOM, "10", "@alice:example.org", created_ts=42) is True
+    assert await rooms.store_room(ROOM, "11") is False  # known rooms are not overwritten
+    assert await rooms.get_room_version(ROOM) == "10"
+    assert await rooms.get_room_version("!nope:x") is None
+    info = await rooms.get_room(ROOM)
+    assert (info.room_id, info.room_version, info.creator, info.is_public, info.created_ts) == (
+        ROOM,
+        "10",
+        "@alice:example.org",
+        False,
+        42,
+    )
+    assert await rooms.get_room("!nope:x") is None
+
+
+async def test_public_room_list(stores: Stores) -> None:
+    rooms = stores.rooms
+    for name in ("!c:x", "!a:x", "!b:x", "!d:x"):
+        await rooms.store_room(name, "10", is_public=name != "!d:x")
+    assert await rooms.get_public_room_ids() == ["!a:x", "!b:x", "!c:x"]
+    assert await rooms.get_public_room_ids(limit=2) == ["!a:x", "!b:x"]
+    assert await rooms.get_public_room_ids(limit=2, since="!b:x") == ["!c:x"]
+    assert await rooms.set_room_is_public("!a:x", False) is True
+    assert await rooms.set_room_is_public("!zz:x", True) is False
+    assert await rooms.get_public_room_ids() == ["!b:x", "!c:x"]
+    assert await rooms.count_public_rooms() == 2
+
+
+async def test_aliases(stores: Stores) -> None:
+    rooms = stores.rooms
+    assert await rooms.create_alias("#a:x", ROOM, ["x", "y"], "@alice:x") is True
+    assert await rooms.create_alias("#a:x", "!other:x", ["x"]) is False
+    await rooms.create_alias("#b:x", ROOM, ["x"])
+    a = await rooms.get_alias("#a:x")
+    assert (a.room_id, a.servers, a.creator) == (ROOM, ["x", "y"], "@alice:x")
+    assert await rooms.get_aliases_for_room(ROOM) == ["#a:x", "#b:x"]
+    assert await rooms.delete_alias("#a:x") is True
+    assert await rooms.delete_alias("#a:x") is False
+    assert await rooms.get_alias("#a:x") is None
+
+
+async def test_server_keys(stores: Stores) -> None:
+    keys = stores.server_keys
+    await keys.store_server_keys(
+        "remote.test",
+        [("ed25519:a", "AAAA", 1000, None), ("ed25519:old", "BBBB", 500, 400)],
+        fetched_ts=10,
+    )
+    assert await keys.get_server_keys("remote.test", ["ed25519:a", "ed25519:zz"]) == {
+        "ed25519:a": ("AAAA", 1000, None)
+    }
+    assert await keys.get_server_keys("remote.test") == {
+        "ed25519:a": ("AAAA", 1000, None),
+        "ed25519:old": ("BBBB", 500, 400),
+    }
+    assert await keys.get_server_keys("remote.test", []) == {}
+    await keys.store_server_keys("remote.test", [("ed25519:a", "AAAA", 9000, None)], fetched_ts=20)
+    assert (await keys.get_server_keys("remote.test", ["ed25519:a"]))["ed25519:a"][1] == 9000
+    assert await keys.get_server_keys("other.test") == {}
+
+
+async def test_client_and_inbound_txns(stores: Stores) -> None:
+    tx = stores.transactions
+    assert await tx.get_client_txn("@a:x", "D1", "t1") is None
+    assert await tx.set_client_txn("@a:x", "D1", "t1", "$e1") == "$e1"
+    assert await tx.set_client_txn("@a:x", "D1", "t1", "$e2") == "$e1"  # first wins
+    assert await tx.get_client_txn("@a:x", "D1", "t1") == "$e1"
+    assert await tx.get_client_txn("@a:x", "D2", "t1") is None  # scoped per device
+    assert await tx.set_client_txn("@a:x", None, "t1", "$e3") == "$e3"
+    assert await tx.get_client_txn("@a:x", None, "t1") == "$e3"
+    assert await tx.prune_client_txns(older_than_ts=0) == 0
+
+    resp = {"pdus": {"$x": {}, "$y": {"error": "bad ünicode"}}}
+    assert await tx.get_inbound_txn("remote.test", "txn1") is None
+    await tx.set_inbound_txn("remote.test", "txn1", resp)
+    assert await tx.get_inbound_txn("remote.test", "txn1") == resp
+    assert await tx.get_inbound_txn("other.test", "txn1") is None
+
+
+async def test_outbox_is_ordered_and_acked_as_a_prefix(stores: Stores) -> None:
+    tx = stores.transactions
+    assert await tx.destinations_with_pending() == []
+    assert not await tx.peek("a.test")
+    for i in range(3):
+        await tx.enqueue_pdus(["a.test", "b.test", "a.test"], f"$p{i}")
+    await tx.enqueue_edu("a.test", {"edu_type": "m.typing", "content": {"n": 1}})
+    await tx.enqueue_pdus(["a.test"], "$p3")
+    assert await tx.destinations_with_pending() == ["a.test", "b.test"]
+
+    batch = await tx.peek("a.test", pdu_limit=2, edu_limit=10)
+    assert batch.pdu_event_ids == ["$p0", "$p1"] and batch.edus == []
+    # The EDU after $p2 is not skipped ahead of it: a batch is a prefix of the queue.
+    assert await tx.ack("a.test", batch.up_to_id) == 2
+    # $p2, then the EDU; $p3 would exceed the PDU limit so the batch stops before it.
+    batch = await tx.peek("a.test", pdu_limit=1, edu_limit=10)
+    assert batch.pdu_event_ids == ["$p2"]
+    assert batch.edus == [{"edu_type": "m.typing", "content": {"n": 1}}]
+    await tx.ack("a.test", batch.up_to_id)
+    batch = await tx.peek("a.test")
+    assert batch.pdu_event_ids == ["$p3"] and batch.edus == []
+    await tx.ack("a.test", batch.up_to_id)
+    assert not await tx.peek("a.test")
+    assert await tx.destinations_with_pending() == ["b.test"]
+    assert (await tx.peek("b.test")).pdu_event_ids == ["$p0", "$p1", "$p2"]
+
+    await tx.enqueue_edu("c.test", {"edu_type": "a"})
+    await tx.enqueue_edu("c.test", {"edu_type": "b"})
+    batch = await tx.peek("c.test", edu_limit=1)
+    assert batch.edus == [{"edu_type": "a"}]
+
+
+async def test_retry_state(stores: Stores) -> None:
+    tx = stores.transactions
+    assert await tx.get_retry_state("a.test") is None
+    await tx.set_retry_state("a.test", 100, 200, 5000)
+    s = await tx.get_retry_state("a.test")
+    assert (s.failure_ts, s.retry_last_ts, s.retry_interval_ms) == (100, 200, 5000)
+    await tx.set_retry_state("a.test", 100, 300, 10000)
+    assert (await tx.get_retry_state("a.test")).retry_interval_ms == 10000
+    assert [r.destination for r in await tx.get_all_retry_states()] == ["a.test"]
+    await tx.clear_retry_state("a.test")
+    assert await tx.get_retry_state("a.test") is None
