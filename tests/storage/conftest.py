@@ -1,12 +1,14 @@
 """Fixtures for the store contract tests, parametrised over database backends.
 
-To run every storage test on PostgreSQL too, add "postgres" to BACKENDS and a branch to
-`_open` once the asyncpg backend exists.
+Every test taking `db` or `stores` runs once per entry of BACKENDS. When the asyncpg
+backend exists, enabling it is one line: add "postgres" to BACKENDS (tests then need
+HS_TEST_POSTGRES_DSN pointing at a scratch database and are skipped without it).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +19,22 @@ from homeserver.storage import Database, Stores, open_database, open_stores
 
 BACKENDS = ["sqlite"]
 
-
-async def _open(backend: str, tmp_path: Path) -> Database:
-    if backend == "sqlite":
-        return await open_database(
-            {"name": "sqlite3", "args": {"database": str(tmp_path / "hs.db")}}
-        )
-    raise NotImplementedError(backend)
+_CONFIGS: dict[str, Callable[[Path], dict[str, Any] | None]] = {
+    "sqlite": lambda tmp: {"name": "sqlite3", "args": {"database": str(tmp / "hs.db")}},
+    "postgres": lambda tmp: (
+        {"name": "psycopg2", "args": {"dsn": os.environ["HS_TEST_POSTGRES_DSN"]}}
+        if os.environ.get("HS_TEST_POSTGRES_DSN")
+        else None
+    ),
+}
 
 
 @pytest.fixture(params=BACKENDS)
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    database = await _open(request.param, tmp_path)
+    config = _CONFIGS[request.param](tmp_path)
+    if config is None:
+        pytest.skip(f"no {request.param} database configured")
+    database = await open_database(config)
     try:
         yield database
     finally:
