@@ -28,6 +28,7 @@ from homeserver.appstate import CONFIG, DATABASE, HTTP_CLIENT, LISTENERS, Mounts
 from homeserver.config import Config, ListenerConfig
 from homeserver.errors import unrecognized
 from homeserver.http import MAX_BODY_KEY, Handler, error_middleware
+from homeserver.services import core_services_ctx
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,14 @@ def create_app(
     root[CONFIG] = config
     root[MAX_BODY_KEY] = config.max_request_body
     root[LISTENERS] = {}
-    root.cleanup_ctx.extend([_signing_keys_ctx, _database_ctx, _http_client_ctx])
+    root.cleanup_ctx.extend(
+        [
+            _signing_keys_ctx,
+            _database_ctx,
+            _http_client_ctx,
+            core_services_ctx(lambda app: app[SERVER_KEYS].primary),
+        ]
+    )
 
     mounts = Mounts(
         config=config,

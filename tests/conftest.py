@@ -1,0 +1,61 @@
+"""Shared fixtures: a test Config factory and an in-process client for the whole app.
+
+Kept lean on purpose; area-specific helpers belong in that area's tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from homeserver.app import create_app
+from homeserver.config import Config, parse_config
+
+TEST_SERVER_NAME = "test.local"
+TEST_SHARED_SECRET = "test-registration-shared-secret"
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> Config:
+    """A Config for tests: test.local, SQLite in tmp_path, rate limits off, registration on.
+
+    `overrides` are top-level YAML keys (e.g. `enable_registration=False`) and go
+    through the real parser, so tests exercise the same checks as a config file.
+    """
+    raw: dict[str, Any] = {
+        "server_name": TEST_SERVER_NAME,
+        "listeners": [
+            {"port": 0, "resources": [{"names": ["client", "federation", "keys", "media"]}]}
+        ],
+        "database": {"name": "sqlite3", "args": {"database": "homeserver.db"}},
+        "signing_key_path": f"{TEST_SERVER_NAME}.signing.key",
+        "media_store_path": "media_store",
+        "rc_enabled": False,
+        "enable_registration": True,
+        "enable_registration_without_verification": True,
+        "registration_shared_secret": TEST_SHARED_SECRET,
+        "macaroon_secret_key": "test-macaroon-secret",
+        "form_secret": "test-form-secret",
+        "log_level": "DEBUG",
+    }
+    raw.update(overrides)
+    return parse_config(raw, base_dir=tmp_path, source="test config")
+
+
+@pytest.fixture
+def tmp_config(tmp_path: Path) -> Callable[..., Config]:
+    """`tmp_config(**overrides) -> Config` with its files under this test's tmp_path."""
+
+    def factory(**overrides: Any) -> Config:
+        return make_config(tmp_path, **overrides)
+
+    return factory
+
+
+@pytest.fixture
+async def app_client(aiohttp_client: Any, tmp_config: Callable[..., Config]) -> TestClient:
+    """The full app (create_app) on a test server, with the default test config."""
+    return await aiohttp_client(create_app(tmp_config()))

@@ -1,0 +1,346 @@
+"""Config loading: every problem reported at once, defaults, paths, secrets."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from homeserver.config import (
+    KNOWN_KEYS,
+    ConfigError,
+    RateLimit,
+    ensure_secrets,
+    load_config,
+    parse_config,
+    parse_duration_ms,
+    parse_size,
+    read_stored_shared_secret,
+)
+from homeserver.config_template import generate_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.problems
+
+
+def test_minimal_config_gets_safe_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path / "hs.yaml", "server_name: example.com\n"))
+    assert config.server_name == "example.com"
+    assert len(config.listeners) == 1
+    listener = config.listeners[0]
+    assert (listener.port, listener.bind_addresses, listener.tls) == (8008, ("127.0.0.1",), False)
+    assert listener.resources == {"client", "federation"}
+    assert config.database.name == "sqlite3"
+    assert config.database.path == tmp_path / "homeserver.db"
+    assert config.database.args == {"database": str(tmp_path / "homeserver.db")}
+    assert config.keys.signing_key_path == tmp_path / "example.com.signing.key"
+    assert config.keys.key_refresh_interval_ms == 86_400_000
+    assert config.keys.trusted_key_servers == ()  # unlike Synapse: no matrix.org default
+    assert config.registration.enabled is False
+    assert config.registration.shared_secret is None
+    assert config.federation.verify_certificates is True
+    assert config.federation.domain_whitelist is None
+    assert config.default_room_version == "12"
+    assert config.media.max_upload_size == 50 * 1024 * 1024
+    assert config.ratelimit.enabled is True
+    assert config.ratelimit.message == RateLimit(0.2, 10)
+    assert config.ratelimit.admin_redaction.unlimited
+    assert config.log_level == "INFO"
+    assert config.config_path == (tmp_path / "hs.yaml").resolve()
+    assert config.secrets_path == tmp_path / "homeserver.secrets.yaml"
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "bad.yaml",
+        """
+enable_registraton: true
+listeners:
+  - port: "eighty"
+    bind_address: ["127.0.0.1"]
+    resources: [{names: [client, federaton]}]
+federation_verify_certificates: "yes please"
+max_upload_size: "lots"
+default_room_version: "99"
+rc_message: {per_second: -1, burst_count: 10}
+""",
+    )
+    problems = problems_of(path)
+    text = "\n".join(problems)
+    assert all(p.startswith(f"{path}: ") for p in problems), problems
+    expected = [
+        "server_name: required",
+        "enable_registraton: unknown setting (did you mean 'enable_registration'?)",
+        "listeners[0].port: expected an integer, got a string ('eighty')",
+        "listeners[0].bind_address: unknown key (did you mean 'bind_addresses'?)",
+        "listeners[0].resources[0].names[1]: unknown resource 'federaton'",
+        "federation_verify_certificates: expected true or false, got a string",
+        "max_upload_size: expected a size like '50M' or bytes",
+        "default_room_version: unknown room version '99'",
+        "rc_message.per_second: expected a positive number",
+    ]
+    for fragment in expected:
+        assert fragment in text, f"{fragment!r} not in:\n{text}"
+    assert len(problems) == len(expected)
+
+
+def test_invalid_server_name_and_types(tmp_path: Path) -> None:
+    problems = problems_of(
+        write(
+            tmp_path / "c.yaml",
+            "server_name: 'bad name!'\nlisteners: {port: 8008}\nenable_registration: 1\n",
+        )
+    )
+    text = "\n".join(problems)
+    assert "server_name: invalid server name 'bad name!'" in text
+    assert "listeners: expected a non-empty list, got a mapping" in text
+    assert "enable_registration: expected true or false, got an integer (1)" in text
+
+
+def test_file_level_errors(tmp_path: Path) -> None:
+    assert problems_of(tmp_path / "missing.yaml") == [f"{tmp_path / 'missing.yaml'}: no such file"]
+    bad_yaml = write(tmp_path / "broken.yaml", "server_name: a\nlisteners: [\n")
+    (problem,) = problems_of(bad_yaml)
+    assert problem.startswith(f"{bad_yaml}: line ") and "not valid YAML" in problem
+    (problem,) = problems_of(write(tmp_path / "list.yaml", "- a\n- b\n"))
+    assert "must be a YAML mapping" in problem
+
+
+def test_relative_paths_resolve_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = tmp_path / "etc" / "hs"
+    path = write(
+        config_dir / "homeserver.yaml",
+        """
+server_name: example.com
+database: {name: sqlite3, args: {database: ../../var/hs.db}}
+signing_key_path: keys/example.key
+media_store_path: /abs/media
+""",
+    )
+    monkeypatch.chdir(tmp_path)  # the working directory must not matter
+    config = load_config(Path("etc/hs/homeserver.yaml"))
+    assert config.database.path == tmp_path / "var" / "hs.db"
+    assert config.keys.signing_key_path == config_dir / "keys" / "example.key"
+    assert config.media.store_path == Path("/abs/media")
+    assert config.config_path == path
+
+
+def test_postgres_is_not_supported_yet(tmp_path: Path) -> None:
+    (problem,) = problems_of(
+        write(
+            tmp_path / "c.yaml",
+            "server_name: a.b\ndatabase: {name: psycopg2, args: {user: x}}\n",
+        )
+    )
+    assert "database.name: 'psycopg2' (PostgreSQL) is not supported yet" in problem
+
+
+def test_open_registration_needs_explicit_opt_in(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"server_name": "a.b", "enable_registration": True}, base_dir=tmp_path)
+    assert "enable_registration_without_verification" in str(info.value)
+    ok = parse_config(
+        {"server_name": "a.b", "enable_registration": True, "registration_requires_token": True},
+        base_dir=tmp_path,
+    )
+    assert ok.registration.enabled and ok.registration.requires_token
+
+
+def test_rate_limits(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "server_name": "a.b",
+            "rc_message": {"per_second": None, "burst_count": 3},
+            "rc_login": {"address": {"per_second": 2, "burst_count": 4}, "account": None},
+            "rc_joins": {"remote": {"burst_count": 7}},
+        },
+        base_dir=tmp_path,
+    )
+    limits = config.ratelimit
+    assert limits.message.unlimited
+    assert limits.login_address == RateLimit(2.0, 4)
+    assert limits.login_account.unlimited
+    assert limits.login_failed_attempts == RateLimit(0.17, 3)
+    assert limits.joins_remote == RateLimit(0.01, 7)
+    assert limits.get("login_address") == RateLimit(2.0, 4)
+    off = parse_config({"server_name": "a.b", "rc_enabled": False}, base_dir=tmp_path)
+    assert off.ratelimit.get("message").unlimited
+    assert off.ratelimit.message == RateLimit(0.2, 10)  # value kept, switch wins
+
+
+def test_durations_and_sizes() -> None:
+    assert parse_duration_ms(1500) == 1500
+    assert parse_duration_ms("30s") == 30_000
+    assert parse_duration_ms("2h") == 7_200_000
+    assert parse_duration_ms("1d") == 86_400_000
+    assert parse_duration_ms("1w") == 604_800_000
+    assert parse_duration_ms("250ms") == 250
+    assert parse_size(1000) == 1000
+    assert parse_size("512K") == 512 * 1024
+    assert parse_size("50M") == 50 * 1024**2
+    assert parse_size("1g") == 1024**3
+    for bad in ("soon", -1, True, "1x"):
+        with pytest.raises(ValueError):
+            parse_duration_ms(bad)
+    for bad in ("big", -5, False, "1.5M"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_keys_federation_and_well_known_settings(tmp_path: Path) -> None:
+    key = "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"
+    config = parse_config(
+        {
+            "server_name": "example.com:8448",
+            "public_baseurl": "https://matrix.example.com",
+            "old_signing_keys": {"ed25519:old": {"key": key, "expired_ts": 1234}},
+            "key_refresh_interval": "12h",
+            "trusted_key_servers": [
+                {"server_name": "matrix.org", "verify_keys": {"ed25519:auto": key}}
+            ],
+            "ip_range_whitelist": ["127.0.0.2/32"],
+            "federation_domain_whitelist": ["a.example", "b.example:8448"],
+            "serve_server_wellknown": True,
+        },
+        base_dir=tmp_path,
+    )
+    assert config.public_baseurl == "https://matrix.example.com/"
+    assert config.well_known.client_base_url == "https://matrix.example.com/"
+    assert config.keys.old_signing_keys["ed25519:old"].expired_ts == 1234
+    assert config.keys.key_refresh_interval_ms == 12 * 3_600_000
+    (trusted,) = config.keys.trusted_key_servers
+    assert trusted.server_name == "matrix.org" and trusted.verify_keys == {"ed25519:auto": key}
+    fed = config.federation
+    assert fed.is_ip_blocked("127.0.0.1")
+    assert fed.is_ip_blocked("::ffff:127.0.0.1")  # IPv4-mapped cannot bypass the list
+    assert fed.is_ip_blocked("10.1.2.3") and fed.is_ip_blocked("fe80::1")
+    assert not fed.is_ip_blocked("127.0.0.2")  # whitelisted
+    assert not fed.is_ip_blocked(ipaddress.ip_address("8.8.8.8"))
+    assert fed.allows_domain("b.example:8448") and not fed.allows_domain("c.example")
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "server_name": "a.b",
+                "old_signing_keys": {"ed25519:x": {"key": "AAAA"}},
+                "trusted_key_servers": [{"verify_keys": {"ed25519:a": "not base64!"}}],
+                "ip_range_blacklist": ["10.0.0.0/8", "nonsense"],
+                "public_baseurl": "ftp://x",
+            },
+            base_dir=tmp_path,
+        )
+    text = str(info.value)
+    assert "old_signing_keys.ed25519:x.key: an ed25519 key is 32 bytes, this one is 3" in text
+    assert "old_signing_keys.ed25519:x.expired_ts: required" in text
+    assert "trusted_key_servers[0].server_name: required" in text
+    assert "trusted_key_servers[0].verify_keys.ed25519:a: not valid base64" in text
+    assert "ip_range_blacklist[1]: not an IP address or CIDR range: 'nonsense'" in text
+    assert "public_baseurl: expected an http(s) URL" in text
+
+
+def test_tls_listener_requires_existing_files(tmp_path: Path) -> None:
+    raw = {
+        "server_name": "a.b",
+        "listeners": [{"port": 8448, "tls": True, "resources": [{"names": ["federation"]}]}],
+        "tls_certificate_path": "cert.pem",
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, base_dir=tmp_path)
+    assert info.value.problems == [
+        f"<config>: tls_certificate_path: no such file: {tmp_path / 'cert.pem'}",
+        "<config>: tls_private_key_path: required because a listener has tls: true",
+    ]
+
+
+def test_generated_config_loads_back_and_mentions_every_key(tmp_path: Path) -> None:
+    text = generate_config("example.org", "state", port=9000)
+    for key in KNOWN_KEYS:
+        assert f"\n{key}:" in text or f"\n#{key}:" in text, key
+    config = load_config(write(tmp_path / "homeserver.yaml", text))
+    assert config.server_name == "example.org"
+    assert config.listeners[0].port == 9000
+    assert config.listeners[0].bind_addresses == ("127.0.0.1",)
+    assert config.registration.enabled is False  # safe default
+    assert config.database.path == tmp_path / "state" / "homeserver.db"
+    assert config.keys.signing_key_path == tmp_path / "state" / "example.org.signing.key"
+    assert config.ratelimit == parse_config({"server_name": "x.y"}, base_dir=tmp_path).ratelimit
+    with pytest.raises(ValueError):
+        generate_config("not a server name")
+
+
+def test_example_config_is_the_open_registration_quick_start() -> None:
+    example = REPO / "config.example.yaml"
+    assert example.read_text(encoding="utf-8") == generate_config(
+        "localhost", "data", open_registration=True
+    )
+    config = load_config(example)
+    assert config.registration.enabled and config.registration.without_verification
+    assert all(lst.bind_addresses == ("127.0.0.1",) for lst in config.listeners)
+    assert config.database.path == REPO / "data" / "homeserver.db"
+
+
+def test_secrets_generated_once_and_never_overwritten(tmp_path: Path) -> None:
+    config = parse_config({"server_name": "a.b"}, base_dir=tmp_path)
+    first = ensure_secrets(config)
+    path = config.secrets_path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    stored = yaml.safe_load(path.read_text())
+    assert first.registration.shared_secret == stored["registration_shared_secret"]
+    assert first.secrets.macaroon_secret_key == stored["macaroon_secret_key"]
+    assert first.secrets.form_secret == stored["form_secret"]
+    assert len(first.secrets.form_secret) >= 40
+    before = path.read_bytes()
+    again = ensure_secrets(config)
+    assert again.registration == first.registration and path.read_bytes() == before
+    assert read_stored_shared_secret(config) == stored["registration_shared_secret"]
+
+    configured = parse_config(
+        {"server_name": "a.b", "registration_shared_secret": "mine"}, base_dir=tmp_path
+    )
+    assert ensure_secrets(configured).registration.shared_secret == "mine"
+
+    path.write_text("registration_shared_secret: x\n")
+    broken = path.read_bytes()
+    with pytest.raises(ConfigError) as info:
+        ensure_secrets(config)
+    assert "macaroon_secret_key" in str(info.value)
+    assert path.read_bytes() == broken
+
+
+def test_shared_secret_path(tmp_path: Path) -> None:
+    write(tmp_path / "secret.txt", "s3cret\n")
+    config = parse_config(
+        {"server_name": "a.b", "registration_shared_secret_path": "secret.txt"}, base_dir=tmp_path
+    )
+    assert config.registration.shared_secret == "s3cret"
+    os.remove(tmp_path / "secret.txt")
+    with pytest.raises(ConfigError, match="registration_shared_secret_path: cannot read"):
+        parse_config(
+            {"server_name": "a.b", "registration_shared_secret_path": "secret.txt"},
+            base_dir=tmp_path,
+        )
+
+
+def test_ignored_synapse_keys_are_accepted(tmp_path: Path) -> None:
+    config = parse_config(
+        {"server_name": "a.b", "report_stats": False, "log_config": "x.log.config"},
+        base_dir=tmp_path,
+    )
+    assert config.ignored_keys == ("log_config", "report_stats")
