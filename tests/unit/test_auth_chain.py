@@ -114,7 +114,7 @@ async def test_cycles_terminate() -> None:
     assert max(graph.fetched.values()) == 1
 
 
-async def test_long_chain_yields_and_stays_linear() -> None:
+async def test_long_chain_one_fetch_per_event() -> None:
     n = 3000
     edges = {f"E{i}": ([f"E{i - 1}"] if i else []) for i in range(n)}
     graph = Graph(edges)

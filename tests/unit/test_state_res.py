@@ -243,8 +243,8 @@ async def test_power_events() -> None:
 
 @pytest.mark.parametrize("version", V2_VERSIONS)
 async def test_ban_vs_power_levels(version: str) -> None:
-    """Bob raises... while alice bans him concurrently: the ban (sorted first, alice
-    being more powerful) wins and bob's power levels event fails auth."""
+    """Bob changes the power levels while alice concurrently bans him: the ban (sorted
+    first, alice being more powerful) wins and bob's power levels event fails auth."""
     room = await initial_room(version)
     await room.pl("PA", ALICE, {ALICE: 100, BOB: 50}, prev=["IMZ"])
     await room.member("MA", ALICE, "join", prev=["PA"])
