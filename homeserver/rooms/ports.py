@@ -42,3 +42,31 @@ class RemoteRooms(Protocol):
     ) -> Event: ...
 
     async def invite(self, event: Event, invite_room_state: list[dict[str, Any]]) -> Event: ...
+
+
+class RemoteEvents(Protocol):
+    """Fetching events a remote server has and we lack. Every event returned has
+    passed the receiving checks (format, signatures, content hash; a redacted copy on a
+    hash mismatch) - `rooms` trusts them for those and runs the auth checks itself."""
+
+    async def get_event(self, destination: str, room_id: str, event_id: str) -> Event | None: ...
+
+    async def get_missing_events(
+        self,
+        destination: str,
+        room_id: str,
+        earliest: list[str],
+        latest: list[str],
+        limit: int,
+        min_depth: int,
+    ) -> list[Event]: ...
+
+    async def get_state_ids(
+        self, destination: str, room_id: str, event_id: str
+    ) -> tuple[list[str], list[str]]:
+        """(state event IDs before `event_id`, auth chain IDs of that state)."""
+        ...
+
+    async def get_event_auth(
+        self, destination: str, room_id: str, event_id: str
+    ) -> list[Event]: ...
