@@ -25,9 +25,9 @@ import homeserver.client.versions as client_versions
 import homeserver.client.well_known as client_well_known
 from federation.keys import SERVER_KEYS, load_server_keys
 from homeserver.appstate import CONFIG, DATABASE, HTTP_CLIENT, LISTENERS, Mounts
-from homeserver.config import Config, ListenerConfig
+from homeserver.config import Config
 from homeserver.errors import unrecognized
-from homeserver.http import MAX_BODY_KEY, Handler, error_middleware
+from homeserver.http import MAX_BODY_KEY, Handler, error_middleware, listener_for_request
 from homeserver.services import core_services_ctx
 
 logger = logging.getLogger(__name__)
@@ -65,16 +65,6 @@ def resources_for_path(path: str) -> frozenset[str] | None:
         if path == prefix or path.startswith(prefix + "/"):
             return resources
     return None
-
-
-def listener_for_request(request: web.Request) -> ListenerConfig | None:
-    """The configured listener whose socket received `request` (None in tests)."""
-    listeners = request.config_dict.get(LISTENERS)
-    if not listeners or request.transport is None:
-        return None
-    sockname = request.transport.get_extra_info("sockname")
-    port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
-    return listeners.get(port) if port is not None else None
 
 
 @web.middleware

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from homeserver.appstate import LISTENERS
+from homeserver.config import ListenerConfig
 from homeserver.errors import MatrixError, invalid_param, missing_param, too_large, unrecognized
 
 logger = logging.getLogger(__name__)
@@ -263,3 +265,29 @@ def _validate(name: str, value: str, validator: Callable[[str], T] | None) -> T 
         return validator(value)
     except ValueError as exc:
         raise invalid_param(f"Invalid {name}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def listener_for_request(request: web.Request) -> ListenerConfig | None:
+    """The configured listener whose socket received `request` (None in tests)."""
+    listeners = request.config_dict.get(LISTENERS)
+    if not listeners or request.transport is None:
+        return None
+    sockname = request.transport.get_extra_info("sockname")
+    port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+    return listeners.get(port) if port is not None else None
+
+
+def client_ip(request: web.Request) -> str:
+    """The requester's IP: X-Forwarded-For's first entry on `x_forwarded` listeners only.
+
+    Elsewhere the header is ignored, since any client could forge it to dodge rate limits.
+    """
+    listener = listener_for_request(request)
+    if listener is not None and listener.x_forwarded:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.remote or ""

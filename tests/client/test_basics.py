@@ -9,6 +9,7 @@ from aiohttp import web
 from homeserver.app import AREAS, CLIENT, create_app
 from homeserver.appstate import CONFIG, DATABASE, HTTP_CLIENT, LISTENERS, Mounts
 from homeserver.config import ListenerConfig
+from homeserver.http import client_ip
 
 VERSIONS = [f"v1.{n}" for n in range(1, 13)]
 
@@ -102,3 +103,23 @@ async def test_listener_serves_only_its_resources(aiohttp_client: Any, tmp_confi
     response = await client.get("/_matrix/key/v2/server")
     assert response.status == 404
     assert (await response.json())["errcode"] == "M_UNRECOGNIZED"
+
+
+async def test_client_ip_trusts_x_forwarded_for_only_on_x_forwarded_listeners(
+    aiohttp_client: Any, tmp_config
+) -> None:
+    async def whoami(request: web.Request) -> web.Response:
+        return web.json_response({"ip": client_ip(request)})
+
+    def setup(mounts: Mounts) -> None:
+        mounts.client.router.add_get("/v3/test_ip", whoami)
+
+    client = await aiohttp_client(create_app(tmp_config(), areas=(*AREAS, (CLIENT, setup))))
+    port = client.server.port
+    headers = {"X-Forwarded-For": "203.0.113.7, 10.0.0.1"}
+    for x_forwarded, expected in ((False, "127.0.0.1"), (True, "203.0.113.7")):
+        client.server.app[LISTENERS][port] = ListenerConfig(
+            port=port, x_forwarded=x_forwarded, resources=frozenset({"client"})
+        )
+        response = await client.get("/_matrix/client/v3/test_ip", headers=headers)
+        assert (await response.json())["ip"] == expected
