@@ -317,7 +317,9 @@ class _Reader:
             return default
         return value
 
-    def int(self, m, key: str, where: str, default: int, lo: int | None = None, hi=None) -> int:
+    def int(
+        self, m, key: str, where: str, default: int, lo: int | None = None, hi: int | None = None
+    ) -> int:
         value = self.raw(m, key)
         if value is _MISSING:
             return default
@@ -532,6 +534,15 @@ def _read_listeners(r: _Reader, raw: Any) -> tuple[ListenerConfig, ...]:
                 resources=resources,
             )
         )
+    seen: dict[int, int] = {}
+    for i, listener in enumerate(result):
+        if listener.port and listener.port in seen:
+            r.problem(
+                f"listeners[{i}].port",
+                f"port {listener.port} is also used by listeners[{seen[listener.port]}]; "
+                "use one listener with several bind_addresses and resources",
+            )
+        seen.setdefault(listener.port, i)
     return tuple(result)
 
 

@@ -142,6 +142,16 @@ media_store_path: /abs/media
     assert config.config_path == path
 
 
+def test_listener_ports_must_be_distinct(tmp_path: Path) -> None:
+    listener = {"port": 8008, "resources": [{"names": ["client"]}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"server_name": "a.b", "listeners": [listener, listener]}, base_dir=tmp_path)
+    assert info.value.problems == [
+        "<config>: listeners[1].port: port 8008 is also used by listeners[0]; use one listener "
+        "with several bind_addresses and resources"
+    ]
+
+
 def test_postgres_is_not_supported_yet(tmp_path: Path) -> None:
     (problem,) = problems_of(
         write(
