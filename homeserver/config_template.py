@@ -104,6 +104,9 @@ suppress_key_server_warning: false
 {registration}
 registration_requires_token: false
 
+# argon2id cost for password hashes (libsodium units; defaults: the "interactive" profile).
+#password_hashing: {{opslimit: 2, memlimit: 67108864}}
+
 # Secret for the admin API POST /_synapse/admin/v1/register (used by
 # `python -m homeserver register-user`). If neither this nor
 # registration_shared_secret_path is set, one is generated on first start and kept in
