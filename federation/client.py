@@ -162,8 +162,12 @@ class FederationClient:
         custom_ca_files: Sequence[str] = (),
         timeout: float = DEFAULT_TIMEOUT_S,
         user_agent: str = USER_AGENT,
+        plain_http: bool = False,
     ) -> None:
         self.server_name = server_name
+        # http:// instead of https:// (config federation_client_plain_http_for_tests):
+        # lets a loopback test federation run without certificates. Never in production.
+        self.plain_http = plain_http
         self.signing_key = signing_key
         self.discovery = discovery or ServerDiscovery()
         if self.discovery.well_known_fetcher is None:
@@ -256,7 +260,10 @@ class FederationClient:
     ) -> Any:
         if is_ip_literal(target.host):
             self.ip_filter.check(target.host)
-        url = URL(target.base_url + uri, encoded=True)
+        base = target.base_url
+        if self.plain_http:
+            base = "http://" + base.removeprefix("https://")
+        url = URL(base + uri, encoded=True)
         try:
             async with self._get_session().request(
                 method,
@@ -264,7 +271,7 @@ class FederationClient:
                 headers={**headers, "Host": target.host_header},
                 data=data,
                 timeout=timeout,
-                server_hostname=target.tls_server_name,
+                server_hostname=None if self.plain_http else target.tls_server_name,
                 allow_redirects=False,
             ) as resp:
                 raw = await resp.read()

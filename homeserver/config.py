@@ -156,6 +156,9 @@ class FederationConfig:
     ip_range_whitelist: tuple[IPNetwork, ...] = ()
     domain_whitelist: frozenset[str] | None = None  # None: federate with everyone
     allow_public_rooms_over_federation: bool = False
+    # Outbound federation over plain http:// instead of https:// (loopback test
+    # federations only; never in production: requests would be unencrypted).
+    plain_http_for_tests: bool = False
 
     def is_ip_blocked(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """Whether outbound requests to `address` are refused (whitelist wins).
@@ -748,6 +751,7 @@ def _read_federation(r: _Reader, top: Mapping[str, Any]) -> FederationConfig:
         allow_public_rooms_over_federation=r.bool(
             top, "allow_public_rooms_over_federation", "", False
         ),
+        plain_http_for_tests=r.bool(top, "federation_client_plain_http_for_tests", "", False),
     )
 
 
@@ -794,6 +798,7 @@ KNOWN_KEYS = frozenset(
         "ip_range_whitelist",
         "federation_domain_whitelist",
         "allow_public_rooms_over_federation",
+        "federation_client_plain_http_for_tests",
         "rc_enabled",
         *_RC_FLAT,
         *_RC_NESTED,

@@ -129,6 +129,8 @@ ip_range_whitelist: []
 # Federate only with these servers; leave unset to federate with everyone.
 #federation_domain_whitelist: ["example.com"]
 allow_public_rooms_over_federation: false
+# Tests only: talk to other servers over plain http:// (no TLS). Never enable in production.
+#federation_client_plain_http_for_tests: false
 
 # Rate limits: per_second (refill rate; null = unlimited) and burst_count.
 # rc_enabled: false switches every limit off (tests, private servers).
