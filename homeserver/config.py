@@ -149,6 +149,15 @@ class RegistrationConfig:
 
 
 @dataclass(frozen=True)
+class PasswordHashingConfig:
+    """argon2id cost (libsodium units); defaults are libsodium's "interactive" profile.
+    Tests and benchmarks may lower them (`password_hashing: {opslimit: 1, memlimit: 8192}`)."""
+
+    opslimit: int = 2
+    memlimit: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class FederationConfig:
     verify_certificates: bool = True
     custom_ca_list: tuple[Path, ...] = ()
@@ -247,6 +256,7 @@ class Config:
     public_baseurl: str | None = None
     tls: TlsConfig = TlsConfig()
     registration: RegistrationConfig = RegistrationConfig()
+    password_hashing: PasswordHashingConfig = PasswordHashingConfig()
     federation: FederationConfig = FederationConfig()
     ratelimit: RateLimitConfig = RateLimitConfig()
     well_known: WellKnownConfig = WellKnownConfig()
@@ -790,6 +800,7 @@ KNOWN_KEYS = frozenset(
         "registration_requires_token",
         "registration_shared_secret",
         "registration_shared_secret_path",
+        "password_hashing",
         "macaroon_secret_key",
         "form_secret",
         "federation_custom_ca_list",
@@ -874,6 +885,13 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             "enable_registration_without_verification: true (or registration_requires_token: true)",
         )
 
+    hashing_raw = r.mapping(top.get("password_hashing"), "password_hashing") or {}
+    r.check_keys(hashing_raw, {"opslimit", "memlimit"}, "password_hashing")
+    password_hashing = PasswordHashingConfig(
+        opslimit=r.int(hashing_raw, "opslimit", "password_hashing", 2, 1, 2**32 - 1),
+        memlimit=r.int(hashing_raw, "memlimit", "password_hashing", 64 * 1024**2, 8192, 2**40),
+    )
+
     public_baseurl = r.converted(top, "public_baseurl", "", None, _parse_base_url)
     well_known_client = r.converted(top, "well_known_client", "", None, _parse_base_url)
     database = _read_database(r, top.get("database"))
@@ -895,6 +913,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         ),
         tls=tls,
         registration=registration,
+        password_hashing=password_hashing,
         federation=_read_federation(r, top),
         ratelimit=_read_rate_limits(r, top),
         media=MediaConfig(

@@ -390,3 +390,101 @@ class AccountStore:
             changed = await conn.execute("DELETE FROM refresh_tokens WHERE id = $1", token_id)
         self._tokens.invalidate_many(r[0] for r in rows)
         return changed > 0
+
+    # -- sessions (accounts area) -------------------------------------------------------
+
+    async def rotate_refresh_token(
+        self,
+        old_token_id: int,
+        new_refresh_token: str,
+        new_access_token: str,
+        user_id: str,
+        device_id: str | None,
+        valid_until_ms: int | None,
+    ) -> tuple[int, int]:
+        """One /refresh: issue a new refresh + access token pair replacing `old_token_id`.
+
+        In one transaction: the access tokens issued with the old refresh token die, a
+        successor issued by an earlier (retried) use of the old token dies with its access
+        tokens, and the old token's own predecessor is revoked (the old token being used
+        proves the client got it). The old token itself stays valid until its successor
+        is used, as the spec asks. Returns (new refresh token id, new access token id).
+        """
+        now = now_ms()
+        async with self.db.transaction() as conn:
+            dead = await conn.fetch(
+                "DELETE FROM access_tokens WHERE refresh_token_id = $1 OR refresh_token_id IN"
+                " (SELECT next_token_id FROM refresh_tokens WHERE id = $1"
+                "  AND next_token_id IS NOT NULL)"
+                " OR refresh_token_id IN (SELECT id FROM refresh_tokens WHERE next_token_id = $1)"
+                " RETURNING token",
+                old_token_id,
+            )
+            await conn.execute(
+                "DELETE FROM refresh_tokens WHERE id IN (SELECT next_token_id FROM refresh_tokens"
+                " WHERE id = $1 AND next_token_id IS NOT NULL) OR next_token_id = $1",
+                old_token_id,
+            )
+            new_id = await conn.fetchval(
+                "INSERT INTO refresh_tokens (token, user_id, device_id, created_ts)"
+                " VALUES ($1, $2, $3, $4) RETURNING id",
+                new_refresh_token,
+                user_id,
+                device_id,
+                now,
+            )
+            await conn.execute(
+                "UPDATE refresh_tokens SET next_token_id = $2 WHERE id = $1", old_token_id, new_id
+            )
+            access_id = await conn.fetchval(
+                "INSERT INTO access_tokens"
+                " (token, user_id, device_id, valid_until_ms, refresh_token_id, created_ts)"
+                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                new_access_token,
+                user_id,
+                device_id,
+                valid_until_ms,
+                new_id,
+                now,
+            )
+        self._tokens.invalidate_many(r[0] for r in dead)
+        return int(new_id), int(access_id)
+
+    async def delete_tokens_except_device(self, user_id: str, keep_device_id: str | None) -> int:
+        """Log out every session of `user_id` except those of device `keep_device_id`
+        (access and refresh tokens; the devices themselves stay). Returns tokens deleted."""
+        keep = keep_device_id if keep_device_id is not None else ""
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                "DELETE FROM access_tokens WHERE user_id = $1 AND COALESCE(device_id, '') != $2"
+                " RETURNING token",
+                user_id,
+                keep,
+            )
+            await conn.execute(
+                "DELETE FROM refresh_tokens WHERE user_id = $1 AND COALESCE(device_id, '') != $2",
+                user_id,
+                keep,
+            )
+        self._tokens.invalidate_many(r[0] for r in rows)
+        return len(rows)
+
+    async def delete_all_devices(self, user_id: str) -> list[str]:
+        """Delete every device and token of `user_id`; returns the deleted device IDs."""
+        async with self.db.transaction() as conn:
+            tokens = await conn.fetch(
+                "DELETE FROM access_tokens WHERE user_id = $1 RETURNING token", user_id
+            )
+            await conn.execute("DELETE FROM refresh_tokens WHERE user_id = $1", user_id)
+            devices = await conn.fetch(
+                "DELETE FROM devices WHERE user_id = $1 RETURNING device_id", user_id
+            )
+        self._tokens.invalidate_many(r[0] for r in tokens)
+        return sorted(r[0] for r in devices)
+
+    async def delete_device_sessions(self, user_id: str, device_id: str) -> int:
+        """Log a device out (access and refresh tokens) but keep the device itself."""
+        async with self.db.transaction() as conn:
+            tokens = await self._delete_device_tokens(conn, user_id, device_id)
+        self._tokens.invalidate_many(tokens)
+        return len(tokens)

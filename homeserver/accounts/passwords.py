@@ -1,0 +1,50 @@
+"""Password hashing with argon2id (libsodium via PyNaCl), off the event loop.
+
+Hashing is deliberately slow and memory-hard, so both hashing and verifying run in a
+worker thread (`asyncio.to_thread`): a login never stalls other requests. Passwords are
+NFKC-normalised first so the same password typed on different keyboards matches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+
+import nacl.exceptions
+import nacl.pwhash.argon2id as argon2id
+
+from homeserver.config import PasswordHashingConfig
+
+# Longer passwords are refused before hashing (Synapse's limit too).
+MAX_PASSWORD_LENGTH = 512
+
+
+def _encode(password: str) -> bytes:
+    return unicodedata.normalize("NFKC", password).encode("utf-8")
+
+
+class PasswordHasher:
+    def __init__(self, config: PasswordHashingConfig = PasswordHashingConfig()) -> None:
+        self._opslimit = config.opslimit
+        self._memlimit = config.memlimit
+
+    def _hash(self, password: str) -> str:
+        raw = argon2id.str(_encode(password), opslimit=self._opslimit, memlimit=self._memlimit)
+        return raw.decode("ascii")
+
+    async def hash(self, password: str) -> str:
+        """An argon2id PHC string (`$argon2id$v=19$m=...`) for `password`."""
+        return await asyncio.to_thread(self._hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """Whether `password` matches; False for a missing or unreadable hash."""
+        if not password_hash or not password_hash.startswith("$argon2id$"):
+            return False
+        return await asyncio.to_thread(_verify, password_hash, password)
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return bool(argon2id.verify(password_hash.encode("ascii"), _encode(password)))
+    except (nacl.exceptions.InvalidkeyError, nacl.exceptions.CryptoError, ValueError):
+        return False

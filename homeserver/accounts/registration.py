@@ -1,0 +1,122 @@
+"""Account creation: username rules and availability, the registration UIA flows, and
+creating the user (then, unless inhibited, its first session).
+
+Used by POST /register (after UIA) and by the shared-secret admin API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.accounts import tokens
+from homeserver.accounts.passwords import PasswordHasher
+from homeserver.accounts.sessions import SessionService
+from homeserver.accounts.uia import DUMMY, REGISTRATION_TOKEN
+from homeserver.config import RegistrationConfig
+from homeserver.errors import MatrixError
+from homeserver.ids import MAX_ID_LENGTH, check_new_localpart
+from homeserver.storage import AccountStore
+from homeserver.storage.account_auth import AccountAuthStore
+
+
+def invalid_username(message: str) -> MatrixError:
+    return MatrixError(400, "M_INVALID_USERNAME", message)
+
+
+def user_in_use() -> MatrixError:
+    return MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
+
+
+class RegistrationService:
+    def __init__(
+        self,
+        config: RegistrationConfig,
+        server_name: str,
+        accounts: AccountStore,
+        auth_store: AccountAuthStore,
+        hasher: PasswordHasher,
+        sessions: SessionService,
+    ) -> None:
+        self._config = config
+        self._server_name = server_name
+        self._accounts = accounts
+        self._auth_store = auth_store
+        self._hasher = hasher
+        self._sessions = sessions
+
+    @property
+    def flows(self) -> list[list[str]]:
+        """The UIA flows POST /register offers."""
+        if self._config.requires_token:
+            return [[REGISTRATION_TOKEN]]
+        return [[DUMMY]]
+
+    def user_id_for(self, username: str) -> str:
+        """The user ID a requested username maps to (lower-cased), or M_INVALID_USERNAME."""
+        localpart = username.lower()
+        try:
+            check_new_localpart(localpart)
+        except ValueError as exc:
+            raise invalid_username(str(exc)) from None
+        if localpart.isdigit():
+            raise invalid_username("Numeric user IDs are reserved")
+        user_id = f"@{localpart}:{self._server_name}"
+        if len(user_id.encode("utf-8")) > MAX_ID_LENGTH:
+            raise invalid_username(f"User ID may not be longer than {MAX_ID_LENGTH} characters")
+        return user_id
+
+    async def check_available(self, username: str) -> str:
+        """The user ID if `username` is valid and free (M_INVALID_USERNAME/M_USER_IN_USE)."""
+        user_id = self.user_id_for(username)
+        if await self._accounts.user_id_taken(user_id):
+            raise user_in_use()
+        return user_id
+
+    async def registration_token_valid(self, token: str) -> bool:
+        return await self._auth_store.registration_token_usable(token)
+
+    async def register(
+        self,
+        *,
+        username: str | None,
+        password: str | None,
+        device_id: str | None = None,
+        display_name: str | None = None,
+        inhibit_login: bool = False,
+        refreshable: bool = False,
+        admin: bool = False,
+        registration_token: str | None = None,
+        displayname: str | None = None,
+    ) -> dict[str, Any]:
+        """Create the account (and a session unless `inhibit_login`); the response body."""
+        password_hash = await self._hasher.hash(password) if password is not None else None
+        if username is not None:
+            user_id = await self.check_available(username)
+            created = await self._accounts.create_user(
+                user_id, password_hash, is_admin=admin, displayname=displayname or username.lower()
+            )
+            if not created:
+                raise user_in_use()
+        else:
+            user_id = await self._create_generated(password_hash, admin, displayname)
+        if registration_token is not None:
+            await self._auth_store.complete_registration_token(registration_token)
+        body: dict[str, Any] = {"user_id": user_id, "home_server": self._server_name}
+        if inhibit_login:
+            return body
+        session = await self._sessions.create_session(
+            user_id, device_id, display_name, refreshable=refreshable
+        )
+        return session.to_json(self._server_name)
+
+    async def _create_generated(
+        self, password_hash: str | None, admin: bool, displayname: str | None
+    ) -> str:
+        for _ in range(10):
+            localpart = tokens.localpart()
+            user_id = f"@{localpart}:{self._server_name}"
+            if await self._accounts.create_user(
+                user_id, password_hash, is_admin=admin, displayname=displayname or localpart
+            ):
+                return user_id
+        raise MatrixError(500, "M_UNKNOWN", "Could not generate a free user ID")

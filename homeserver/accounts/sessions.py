@@ -1,0 +1,225 @@
+"""Sessions: what a login is (a device plus its access and refresh tokens) and its life.
+
+Login (password or login token), session creation for registration, logout, refresh
+with rotating refresh tokens, device deletion (which runs DEVICE_DELETED_HOOKS), short-
+lived login tokens, and the throttled last-seen bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from homeserver.accounts import tokens
+from homeserver.accounts.passwords import PasswordHasher
+from homeserver.errors import MatrixError, forbidden, unknown_token
+from homeserver.ratelimit import RateLimiters
+from homeserver.storage import AccountStore
+from homeserver.storage._util import now_ms
+from homeserver.storage.account_auth import AccountAuthStore
+
+logger = logging.getLogger(__name__)
+
+# Access tokens that come with a refresh token expire after this (Synapse's default).
+REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS = 5 * 60 * 1000
+LOGIN_TOKEN_LIFETIME_MS = 2 * 60 * 1000
+LAST_SEEN_INTERVAL_S = 60.0
+
+DeviceHook = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Session:
+    user_id: str
+    device_id: str
+    access_token: str
+    refresh_token: str | None = None
+    expires_in_ms: int | None = None
+
+    def to_json(self, server_name: str) -> dict[str, Any]:
+        """The login/register response fields for this session."""
+        body: dict[str, Any] = {
+            "user_id": self.user_id,
+            "access_token": self.access_token,
+            "device_id": self.device_id,
+            "home_server": server_name,
+        }
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+            body["expires_in_ms"] = self.expires_in_ms
+        return body
+
+
+class SessionService:
+    def __init__(
+        self,
+        accounts: AccountStore,
+        auth_store: AccountAuthStore,
+        hasher: PasswordHasher,
+        limiters: RateLimiters,
+        server_name: str,
+        device_hooks: list[DeviceHook],
+    ) -> None:
+        self._accounts = accounts
+        self._auth_store = auth_store
+        self._hasher = hasher
+        self._limiters = limiters
+        self._server_name = server_name
+        self._hooks = device_hooks
+
+    def qualify(self, user: str) -> str:
+        """Full user ID from a localpart or a user ID; localparts are lower-cased."""
+        return user if user.startswith("@") else f"@{user.lower()}:{self._server_name}"
+
+    # -- creating sessions --------------------------------------------------------------
+
+    async def create_session(
+        self,
+        user_id: str,
+        device_id: str | None = None,
+        display_name: str | None = None,
+        *,
+        refreshable: bool = False,
+    ) -> Session:
+        """A new login on `device_id` (created if new; its old tokens die if reused)."""
+        device_id = device_id or tokens.device_id()
+        created = await self._accounts.upsert_device(user_id, device_id, display_name)
+        if not created:
+            # The spec: logging in on a known device invalidates its previous tokens.
+            await self._accounts.delete_device_sessions(user_id, device_id)
+        access = tokens.access_token()
+        if not refreshable:
+            await self._accounts.add_access_token(access, user_id, device_id)
+            return Session(user_id, device_id, access)
+        refresh = tokens.refresh_token()
+        refresh_id = await self._accounts.add_refresh_token(refresh, user_id, device_id)
+        lifetime = REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
+        await self._accounts.add_access_token(
+            access,
+            user_id,
+            device_id,
+            valid_until_ms=now_ms() + lifetime,
+            refresh_token_id=refresh_id,
+        )
+        return Session(user_id, device_id, access, refresh, lifetime)
+
+    async def login_with_password(
+        self,
+        user: str,
+        password: str,
+        *,
+        address: str,
+        device_id: str | None,
+        display_name: str | None,
+        refreshable: bool,
+    ) -> Session:
+        """m.login.password, with Synapse's rc_login limits (address, account, failures)."""
+        self._limiters.check("login_address", address)
+        user_id = self.qualify(user)
+        self._limiters.check("login_account", user_id)
+        info = await self._accounts.get_user(user_id)
+        ok = info is not None and await self._hasher.verify(info.password_hash, password)
+        if not ok or info is None:
+            self._limiters.check("login_failed_attempts", user_id)
+            raise forbidden("Invalid username or password")
+        if info.deactivated:
+            raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+        return await self.create_session(user_id, device_id, display_name, refreshable=refreshable)
+
+    async def login_with_token(
+        self,
+        token: str,
+        *,
+        address: str,
+        device_id: str | None,
+        display_name: str | None,
+        refreshable: bool,
+    ) -> Session:
+        """m.login.token: a single-use token from POST /login/get_token."""
+        self._limiters.check("login_address", address)
+        user_id = await self._auth_store.consume_login_token(token)
+        if user_id is None:
+            raise forbidden("Invalid login token")
+        info = await self._accounts.get_user(user_id)
+        if info is None or info.deactivated:
+            raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+        return await self.create_session(user_id, device_id, display_name, refreshable=refreshable)
+
+    async def issue_login_token(self, user_id: str) -> tuple[str, int]:
+        """(token, lifetime in ms) for POST /login/get_token."""
+        token = tokens.login_token()
+        await self._auth_store.add_login_token(token, user_id, now_ms() + LOGIN_TOKEN_LIFETIME_MS)
+        return token, LOGIN_TOKEN_LIFETIME_MS
+
+    # -- refresh ------------------------------------------------------------------------
+
+    async def refresh(self, refresh_token: str) -> Session:
+        """Rotate a refresh token: new access + refresh token; the old pair's access
+        token dies now, the old refresh token once the new one is used."""
+        info = await self._accounts.get_refresh_token(refresh_token)
+        if info is None:
+            raise unknown_token("Unknown refresh token")
+        access, refresh = tokens.access_token(), tokens.refresh_token()
+        lifetime = REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
+        await self._accounts.rotate_refresh_token(
+            info.token_id, refresh, access, info.user_id, info.device_id, now_ms() + lifetime
+        )
+        return Session(info.user_id, info.device_id or "", access, refresh, lifetime)
+
+    # -- ending sessions ----------------------------------------------------------------
+
+    async def logout(self, user_id: str, device_id: str | None, access_token: str) -> None:
+        """POST /logout: the device goes too (with its keys, via the hooks)."""
+        if device_id is None:
+            await self._accounts.delete_access_token(access_token)
+            return
+        await self.delete_devices(user_id, [device_id])
+
+    async def logout_all(self, user_id: str) -> None:
+        device_ids = await self._accounts.delete_all_devices(user_id)
+        await self.run_device_hooks(user_id, device_ids)
+
+    async def delete_devices(self, user_id: str, device_ids: Sequence[str]) -> None:
+        deleted = []
+        for device_id in dict.fromkeys(device_ids):
+            if await self._accounts.delete_device(user_id, device_id):
+                deleted.append(device_id)
+        await self.run_device_hooks(user_id, deleted)
+
+    async def run_device_hooks(self, user_id: str, device_ids: Sequence[str]) -> None:
+        """Tell other areas about deleted devices; one failing hook does not stop others."""
+        for device_id in device_ids:
+            for hook in list(self._hooks):
+                try:
+                    await hook(user_id, device_id)
+                except Exception:
+                    logger.exception("device-deleted hook %r failed for %s", hook, device_id)
+
+
+class LastSeenTracker:
+    """Writes a device's last_seen_ts/ip at most once a minute per access token.
+
+    The write happens inline (awaited), so nothing is lost on shutdown; the in-memory
+    throttle keeps it to one cheap UPDATE per active token per minute.
+    """
+
+    def __init__(self, accounts: AccountStore, interval_s: float = LAST_SEEN_INTERVAL_S) -> None:
+        self._accounts = accounts
+        self._interval = interval_s
+        self._last: dict[int, float] = {}
+
+    async def seen(self, token_id: int, user_id: str, device_id: str | None, ip: str | None):
+        if device_id is None:
+            return
+        now = time.monotonic()
+        last = self._last.get(token_id)
+        if last is not None and now - last < self._interval:
+            return
+        self._last[token_id] = now
+        if len(self._last) > 100_000:
+            cutoff = now - self._interval
+            self._last = {k: v for k, v in self._last.items() if v >= cutoff}
+        await self._accounts.update_device_last_seen(user_id, device_id, now_ms(), ip)

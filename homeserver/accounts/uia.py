@@ -1,0 +1,262 @@
+"""User-interactive authentication (client-server API "User-Interactive Authentication").
+
+Any endpoint that needs proof of identity calls one method:
+
+    result = await uia.authenticate(
+        body.get("auth"), [["m.login.password"]], uri=..., method=..., user_id=requester
+    )
+
+It returns once some flow is complete, and otherwise raises the spec's 401 answer
+(`flows`, `params`, `session`, `completed`, plus `errcode`/`error` when a stage just
+failed). Sessions live in the database (AccountAuthStore), bound to the endpoint they
+were started on, and expire after SESSION_LIFETIME_MS. Stages are pluggable: each is an
+async checker that returns facts to remember in the session or raises `StageFailed`.
+Call `finish(result)` after the protected operation succeeded so the session cannot be
+replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.accounts import tokens
+from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH, PasswordHasher
+from homeserver.errors import MatrixError, bad_json
+from homeserver.storage import AccountStore
+from homeserver.storage._util import now_ms
+from homeserver.storage.account_auth import AccountAuthStore
+
+PASSWORD = "m.login.password"
+DUMMY = "m.login.dummy"
+REGISTRATION_TOKEN = "m.login.registration_token"
+
+SESSION_LIFETIME_MS = 60 * 60 * 1000
+MAX_SESSION_ID_LENGTH = 255
+
+Flows = Sequence[Sequence[str]]
+
+
+class StageFailed(Exception):
+    """A stage's credentials were wrong: reported inside the 401 body."""
+
+    def __init__(self, errcode: str, message: str) -> None:
+        super().__init__(message)
+        self.errcode = errcode
+        self.message = message
+
+
+class UiaChallenge(MatrixError):
+    """The 401 answer: the UIA fields, plus errcode/error only when a stage failed."""
+
+    def __init__(self, fields: dict[str, Any], errcode: str | None, error: str | None) -> None:
+        super().__init__(401, errcode or "M_UNAUTHORIZED", error or "Authentication required")
+        self.fields = fields
+        self.failed = errcode is not None
+
+    def to_json(self) -> dict[str, Any]:
+        body = dict(self.fields)
+        if self.failed:
+            body["errcode"] = self.errcode
+            body["error"] = self.message
+        return body
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage checker may know about the request being authorised."""
+
+    user_id: str | None  # the account that must authenticate; None when registering
+    session_data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UiaResult:
+    session_id: str
+    completed: list[str]
+    data: dict[str, Any] = field(default_factory=dict)  # facts stages recorded
+
+
+StageChecker = Callable[[dict[str, Any], StageContext], Awaitable[dict[str, Any]]]
+
+
+class UserInteractiveAuth:
+    def __init__(
+        self,
+        store: AccountAuthStore,
+        accounts: AccountStore,
+        hasher: PasswordHasher,
+        server_name: str,
+    ) -> None:
+        self._store = store
+        self._accounts = accounts
+        self._hasher = hasher
+        self._server_name = server_name
+        self._stages: dict[str, StageChecker] = {
+            DUMMY: self._check_dummy,
+            PASSWORD: self._check_password,
+            REGISTRATION_TOKEN: self._check_registration_token,
+        }
+
+    def add_stage(self, stage: str, checker: StageChecker) -> None:
+        """Let another area offer its own stage type (e.g. m.login.sso)."""
+        self._stages[stage] = checker
+
+    async def authenticate(
+        self,
+        auth: Any,
+        flows: Flows,
+        *,
+        uri: str,
+        method: str,
+        user_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> UiaResult:
+        """Run one UIA step for the request's `auth` dict; return when a flow is done."""
+        params = params or {}
+        if auth is None:
+            session_id = await self._new_session(uri, method)
+            raise self._challenge(flows, params, session_id, [])
+        if not isinstance(auth, dict):
+            raise bad_json("'auth' must be an object")
+        session_id = auth.get("session")
+        if session_id is None:
+            session_id = await self._new_session(uri, method)
+            session_data: dict[str, Any] = {}
+            completed: list[str] = []
+        else:
+            if not isinstance(session_id, str) or len(session_id) > MAX_SESSION_ID_LENGTH:
+                raise bad_json("'auth.session' must be a string")
+            session = await self._store.get_uia_session(session_id)
+            if session is None or session.created_ts + SESSION_LIFETIME_MS < now_ms():
+                raise MatrixError(400, "M_UNKNOWN", "Unknown session ID")
+            if (session.uri, session.method) != (uri, method):
+                raise MatrixError(
+                    403, "M_FORBIDDEN", "Requested operation has changed during the UI auth"
+                )
+            session_data, completed = session.data, session.completed
+        if user_id is not None and session_data.get("user_id", user_id) != user_id:
+            raise MatrixError(403, "M_FORBIDDEN", "Session belongs to another user")
+
+        stage = auth.get("type")
+        if stage is not None:
+            if not isinstance(stage, str):
+                raise bad_json("'auth.type' must be a string")
+            offered = {s for flow in flows for s in flow}
+            checker = self._stages.get(stage)
+            if stage not in offered or checker is None:
+                raise MatrixError(400, "M_UNRECOGNIZED", f"Unrecognised login type {stage[:64]}")
+            if stage not in completed:
+                try:
+                    data = await checker(auth, StageContext(user_id, session_data))
+                except StageFailed as exc:
+                    raise self._challenge(
+                        flows, params, session_id, completed, exc.errcode, exc.message
+                    ) from None
+                updated = await self._store.complete_uia_stage(session_id, stage, data)
+                if updated is None:
+                    raise MatrixError(400, "M_UNKNOWN", "Unknown session ID")
+                session_data, completed = updated.data, updated.completed
+
+        done = set(completed)
+        if any(set(flow) <= done for flow in flows):
+            return UiaResult(session_id, list(completed), dict(session_data))
+        raise self._challenge(flows, params, session_id, completed)
+
+    async def finish(self, result: UiaResult) -> None:
+        """Forget a session whose operation has been carried out (no replay)."""
+        await self._store.delete_uia_session(result.session_id)
+
+    async def expire_sessions(self) -> int:
+        return await self._store.delete_uia_sessions_before(now_ms() - SESSION_LIFETIME_MS)
+
+    # -- the 401 answer -----------------------------------------------------------------
+
+    @staticmethod
+    def _challenge(
+        flows: Flows,
+        params: dict[str, Any],
+        session_id: str,
+        completed: list[str],
+        errcode: str | None = None,
+        error: str | None = None,
+    ) -> MatrixError:
+        extra: dict[str, Any] = {
+            "flows": [{"stages": list(flow)} for flow in flows],
+            "params": params,
+            "session": session_id,
+        }
+        if completed:
+            extra["completed"] = list(completed)
+        return UiaChallenge(extra, errcode, error)
+
+    async def _new_session(self, uri: str, method: str) -> str:
+        session_id = tokens.session_id()
+        await self._store.create_uia_session(session_id, uri, method)
+        return session_id
+
+    # -- built-in stages ----------------------------------------------------------------
+
+    async def _check_dummy(self, auth: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        return {}
+
+    async def _check_password(self, auth: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        if ctx.user_id is None:
+            raise StageFailed("M_FORBIDDEN", "Password authentication needs an account")
+        claimed = identifier_user(auth)
+        password = auth.get("password")
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD_LENGTH:
+            raise bad_json("'auth.password' must be a string")
+        if claimed is not None and self.qualify(claimed) != ctx.user_id:
+            raise StageFailed("M_FORBIDDEN", "Requested user ID does not match the session")
+        user = await self._accounts.get_user(ctx.user_id)
+        if user is None or user.deactivated:
+            raise StageFailed("M_FORBIDDEN", "Invalid password")
+        if not await self._hasher.verify(user.password_hash, password):
+            raise StageFailed("M_FORBIDDEN", "Invalid password")
+        return {"user_id": ctx.user_id}
+
+    async def _check_registration_token(
+        self, auth: dict[str, Any], ctx: StageContext
+    ) -> dict[str, Any]:
+        token = auth.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= 64:
+            raise StageFailed("M_UNAUTHORIZED", "Invalid registration token")
+        if ctx.session_data.get("registration_token") == token:
+            return {}
+        if not await self._store.reserve_registration_token(token):
+            raise StageFailed("M_UNAUTHORIZED", "Invalid registration token")
+        return {"registration_token": token}
+
+    def qualify(self, user: str) -> str:
+        """A full user ID from a localpart or a user ID (lower-cased localpart)."""
+        if user.startswith("@"):
+            return user
+        return f"@{user.lower()}:{self._server_name}"
+
+
+def identifier_user(auth: dict[str, Any]) -> str | None:
+    """The user named by an `identifier` of type m.id.user, or the legacy `user` field.
+
+    None when neither is given; 400 for malformed or unsupported identifiers.
+    """
+    identifier = auth.get("identifier")
+    if identifier is not None:
+        if not isinstance(identifier, dict):
+            raise bad_json("'identifier' must be an object")
+        kind = identifier.get("type")
+        if kind != "m.id.user":
+            if isinstance(kind, str) and kind in ("m.id.thirdparty", "m.id.phone"):
+                raise MatrixError(400, "M_UNKNOWN", "Third-party identifiers are not supported")
+            raise MatrixError(400, "M_UNKNOWN", "Unknown login identifier type")
+        user = identifier.get("user")
+        if not isinstance(user, str) or not 0 < len(user) <= 255:
+            raise bad_json("'identifier.user' must be a string of 1 to 255 characters")
+        return user
+    user = auth.get("user")
+    if user is None:
+        return None
+    if not isinstance(user, str) or not 0 < len(user) <= 255:
+        raise bad_json("'user' must be a string of 1 to 255 characters")
+    return user

@@ -1,0 +1,159 @@
+"""/account/whoami, /account/password, /account/deactivate, /account/3pid*, and the
+accounts area's `setup` (routes of register/login/devices/admin and the services).
+
+3PIDs are out of scope: GET /account/3pid lists none, adding or binding one answers
+403 M_THREEPID_DENIED, deleting or unbinding (nothing to do) answers success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+import homeserver.client.admin as admin_api
+import homeserver.client.devices as devices_api
+import homeserver.client.login as login_api
+import homeserver.client.register as register_api
+from homeserver.accounts.admin_register import SharedSecretRegistration
+from homeserver.accounts.keys import (
+    ACCOUNT_AUTH_STORE,
+    ACCOUNT_LIFECYCLE,
+    DEVICE_DELETED_HOOKS,
+    LAST_SEEN,
+    PASSWORD_HASHER,
+    REGISTRATION,
+    SESSIONS,
+    SHARED_SECRET_REGISTRATION,
+    UIA,
+)
+from homeserver.accounts.lifecycle import AccountLifecycle
+from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH, PasswordHasher
+from homeserver.accounts.registration import RegistrationService
+from homeserver.accounts.sessions import LastSeenTracker, SessionService
+from homeserver.accounts.uia import PASSWORD, UserInteractiveAuth
+from homeserver.appstate import CONFIG, DATABASE, Mounts
+from homeserver.client.auth import get_requester
+from homeserver.client.routes import add_route, threepid_denied
+from homeserver.client.validate import optional_bool, optional_dict, optional_str, require_str
+from homeserver.http import json_response, read_json_body
+from homeserver.ratelimit import RATE_LIMITERS
+from homeserver.services import MEMBERSHIP, STORES
+from homeserver.storage.account_auth import AccountAuthStore
+
+
+async def get_whoami(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    body = {"user_id": requester.user_id, "is_guest": requester.is_guest}
+    if requester.device_id is not None:
+        body["device_id"] = requester.device_id
+    return json_response(body)
+
+
+async def post_password(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    body = await read_json_body(request)
+    new_password = require_str(body, "new_password", max_len=MAX_PASSWORD_LENGTH)
+    logout_devices = optional_bool(body, "logout_devices", default=True)
+    uia = request.config_dict[UIA]
+    result = await uia.authenticate(
+        optional_dict(body, "auth"),
+        [[PASSWORD]],
+        uri="/account/password",
+        method="POST",
+        user_id=requester.user_id,
+    )
+    await request.config_dict[ACCOUNT_LIFECYCLE].change_password(
+        requester.user_id,
+        new_password,
+        logout_devices=logout_devices,
+        keep_device=requester.device_id,
+    )
+    await uia.finish(result)
+    return json_response({})
+
+
+async def post_deactivate(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    body = await read_json_body(request, allow_empty=True)
+    erase = optional_bool(body, "erase")
+    optional_str(body, "id_server", max_len=255)  # checked, unused: no identity servers
+    uia = request.config_dict[UIA]
+    result = await uia.authenticate(
+        optional_dict(body, "auth"),
+        [[PASSWORD]],
+        uri="/account/deactivate",
+        method="POST",
+        user_id=requester.user_id,
+    )
+    await request.config_dict[ACCOUNT_LIFECYCLE].deactivate(requester.user_id, erase=erase)
+    await uia.finish(result)
+    return json_response({"id_server_unbind_result": "no-support"})
+
+
+async def get_threepids(request: web.Request) -> web.Response:
+    await get_requester(request)
+    return json_response({"threepids": []})
+
+
+async def post_threepid_removed(request: web.Request) -> web.Response:
+    await get_requester(request)
+    await read_json_body(request)
+    return json_response({"id_server_unbind_result": "no-support"})
+
+
+async def post_threepid_refused(request: web.Request) -> web.Response:
+    await get_requester(request)
+    return await threepid_denied(request)
+
+
+def add_routes(app: web.Application) -> None:
+    add_route(app, "GET", "/account/whoami", get_whoami)
+    add_route(app, "POST", "/account/password", post_password)
+    add_route(app, "POST", "/account/deactivate", post_deactivate)
+    add_route(app, "GET", "/account/3pid", get_threepids)
+    for action in ("add", "bind"):
+        add_route(app, "POST", f"/account/3pid/{action}", post_threepid_refused)
+    add_route(app, "POST", "/account/3pid", post_threepid_refused)  # deprecated add
+    for action in ("delete", "unbind"):
+        add_route(app, "POST", f"/account/3pid/{action}", post_threepid_removed)
+    for path in ("/account/3pid", "/account/password"):
+        for medium in ("email", "msisdn"):
+            add_route(app, "POST", f"{path}/{medium}/requestToken", threepid_denied)
+
+
+async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Build the accounts services once the core services exist."""
+    config = app[CONFIG]
+    stores = app[STORES]
+    auth_store = AccountAuthStore(app[DATABASE])
+    hasher = PasswordHasher(config.password_hashing)
+    hooks = app[DEVICE_DELETED_HOOKS]
+    sessions = SessionService(
+        stores.accounts, auth_store, hasher, app[RATE_LIMITERS], config.server_name, hooks
+    )
+    app[ACCOUNT_AUTH_STORE] = auth_store
+    app[PASSWORD_HASHER] = hasher
+    app[UIA] = UserInteractiveAuth(auth_store, stores.accounts, hasher, config.server_name)
+    app[SESSIONS] = sessions
+    app[REGISTRATION] = RegistrationService(
+        config.registration, config.server_name, stores.accounts, auth_store, hasher, sessions
+    )
+    app[ACCOUNT_LIFECYCLE] = AccountLifecycle(
+        stores.accounts, stores.current_state, app[MEMBERSHIP], hasher, sessions
+    )
+    app[SHARED_SECRET_REGISTRATION] = SharedSecretRegistration(config.registration.shared_secret)
+    app[LAST_SEEN] = LastSeenTracker(stores.accounts)
+    await app[UIA].expire_sessions()
+    await auth_store.delete_expired_login_tokens()
+    yield
+
+
+def setup(mounts: Mounts) -> None:
+    mounts.root.setdefault(DEVICE_DELETED_HOOKS, [])
+    mounts.root.cleanup_ctx.append(accounts_ctx)
+    register_api.add_routes(mounts.client)
+    login_api.add_routes(mounts.client)
+    add_routes(mounts.client)
+    devices_api.add_routes(mounts.client)
+    admin_api.add_routes(mounts.client, mounts.admin)

@@ -1,0 +1,118 @@
+"""GET/POST /login, POST /login/get_token, /logout, /logout/all, /refresh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from homeserver.accounts.keys import SESSIONS, UIA
+from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
+from homeserver.accounts.uia import PASSWORD, identifier_user
+from homeserver.appstate import CONFIG
+from homeserver.client.auth import get_requester
+from homeserver.client.routes import add_route, client_ip, device_id_field
+from homeserver.client.validate import optional_bool, optional_dict, require_str
+from homeserver.errors import MatrixError, bad_json, missing_param
+from homeserver.http import json_response, read_json_body
+
+MAX_DISPLAY_NAME = 1024
+MAX_TOKEN_INPUT = 1024
+
+
+async def get_login(request: web.Request) -> web.Response:
+    return json_response(
+        {
+            "flows": [
+                {"type": "m.login.password"},
+                {"type": "m.login.token", "get_login_token": True},
+            ]
+        }
+    )
+
+
+async def post_login(request: web.Request) -> web.Response:
+    body = await read_json_body(request)
+    kind = require_str(body, "type", max_len=255)
+    device_id = device_id_field(body)
+    display_name = body.get("initial_device_display_name")
+    if display_name is not None and (
+        not isinstance(display_name, str) or len(display_name) > MAX_DISPLAY_NAME
+    ):
+        raise bad_json("'initial_device_display_name' must be a string")
+    refreshable = optional_bool(body, "refresh_token")
+    sessions = request.config_dict[SESSIONS]
+    common: dict[str, Any] = {
+        "address": client_ip(request),
+        "device_id": device_id,
+        "display_name": display_name,
+        "refreshable": refreshable,
+    }
+    if kind == "m.login.password":
+        user = identifier_user(body)
+        if user is None:
+            raise missing_param("Missing 'identifier'")
+        password = require_str(body, "password", max_len=MAX_PASSWORD_LENGTH)
+        session = await sessions.login_with_password(user, password, **common)
+    elif kind == "m.login.token":
+        token = require_str(body, "token", max_len=MAX_TOKEN_INPUT)
+        session = await sessions.login_with_token(token, **common)
+    else:
+        raise MatrixError(400, "M_UNKNOWN", "Unknown login type")
+    response = session.to_json(request.config_dict[CONFIG].server_name)
+    base_url = request.config_dict[CONFIG].well_known.client_base_url
+    if request.config_dict[CONFIG].public_baseurl and base_url:
+        response["well_known"] = {"m.homeserver": {"base_url": base_url}}
+    return json_response(response)
+
+
+async def post_get_token(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    body = await read_json_body(request, allow_empty=True)
+    uia = request.config_dict[UIA]
+    result = await uia.authenticate(
+        optional_dict(body, "auth"),
+        [[PASSWORD]],
+        uri="/login/get_token",
+        method="POST",
+        user_id=requester.user_id,
+    )
+    token, lifetime = await request.config_dict[SESSIONS].issue_login_token(requester.user_id)
+    await uia.finish(result)
+    return json_response({"login_token": token, "expires_in_ms": lifetime})
+
+
+async def post_logout(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    await request.config_dict[SESSIONS].logout(
+        requester.user_id, requester.device_id, requester.access_token
+    )
+    return json_response({})
+
+
+async def post_logout_all(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    await request.config_dict[SESSIONS].logout_all(requester.user_id)
+    return json_response({})
+
+
+async def post_refresh(request: web.Request) -> web.Response:
+    body = await read_json_body(request)
+    refresh_token = require_str(body, "refresh_token", max_len=MAX_TOKEN_INPUT)
+    session = await request.config_dict[SESSIONS].refresh(refresh_token)
+    return json_response(
+        {
+            "access_token": session.access_token,
+            "refresh_token": session.refresh_token,
+            "expires_in_ms": session.expires_in_ms,
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    add_route(app, "GET", "/login", get_login)
+    add_route(app, "POST", "/login", post_login)
+    add_route(app, "POST", "/login/get_token", post_get_token, prefixes=("/v1",))
+    add_route(app, "POST", "/logout", post_logout)
+    add_route(app, "POST", "/logout/all", post_logout_all)
+    add_route(app, "POST", "/refresh", post_refresh, prefixes=("/v3", "/v1"))

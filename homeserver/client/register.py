@@ -1,0 +1,95 @@
+"""POST /register (UIA), GET /register/available, registration-token validity.
+
+Guests are not supported: kind=guest answers 403 M_GUEST_ACCESS_FORBIDDEN. 3PID
+verification for registration is out of scope (requestToken answers M_THREEPID_DENIED).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.accounts.keys import REGISTRATION, UIA
+from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
+from homeserver.appstate import CONFIG
+from homeserver.client.routes import add_route, client_ip, device_id_field, threepid_denied
+from homeserver.client.validate import optional_bool, optional_dict, optional_str
+from homeserver.errors import MatrixError, forbidden, invalid_param
+from homeserver.http import json_response, query_param, read_json_body
+from homeserver.ratelimit import RATE_LIMITERS
+
+# Long enough for any legal username, short enough to fail fast on junk.
+MAX_USERNAME_INPUT = 1024
+MAX_DISPLAY_NAME = 1024
+
+
+def _check_kind(request: web.Request) -> None:
+    kind = query_param(request, "kind", default="user")
+    if kind == "guest":
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
+    if kind != "user":
+        raise invalid_param("'kind' must be 'user' or 'guest'")
+
+
+async def post_register(request: web.Request) -> web.Response:
+    _check_kind(request)
+    body = await read_json_body(request)
+    if not request.config_dict[CONFIG].registration.enabled:
+        raise forbidden("Registration has been disabled")
+    username = optional_str(body, "username", max_len=MAX_USERNAME_INPUT)
+    password = optional_str(body, "password", max_len=MAX_PASSWORD_LENGTH)
+    device_id = device_id_field(body)
+    display_name = optional_str(body, "initial_device_display_name", max_len=MAX_DISPLAY_NAME)
+    inhibit_login = optional_bool(body, "inhibit_login")
+    refreshable = optional_bool(body, "refresh_token")
+    auth = optional_dict(body, "auth")
+    registration = request.config_dict[REGISTRATION]
+    if username is not None:
+        await registration.check_available(username)  # tell the client before UIA
+    uia = request.config_dict[UIA]
+    result = await uia.authenticate(auth, registration.flows, uri="/register", method="POST")
+    request.config_dict[RATE_LIMITERS].check("registration", client_ip(request))
+    response = await registration.register(
+        username=username,
+        password=password,
+        device_id=device_id,
+        display_name=display_name,
+        inhibit_login=inhibit_login,
+        refreshable=refreshable,
+        registration_token=result.data.get("registration_token"),
+    )
+    await uia.finish(result)
+    return json_response(response)
+
+
+async def get_available(request: web.Request) -> web.Response:
+    username = query_param(request, "username", required=True)
+    if len(username) > MAX_USERNAME_INPUT:
+        raise MatrixError(400, "M_INVALID_USERNAME", "Username is too long")
+    await request.config_dict[REGISTRATION].check_available(username)
+    return json_response({"available": True})
+
+
+async def get_token_validity(request: web.Request) -> web.Response:
+    registration_config = request.config_dict[CONFIG].registration
+    if not (registration_config.enabled and registration_config.requires_token):
+        raise forbidden("Registration tokens are not enabled on this server")
+    request.config_dict[RATE_LIMITERS].check("registration_token_validity", client_ip(request))
+    token = query_param(request, "token", required=True)
+    valid = len(token) <= 64 and await request.config_dict[REGISTRATION].registration_token_valid(
+        token
+    )
+    return json_response({"valid": valid})
+
+
+def add_routes(app: web.Application) -> None:
+    add_route(app, "POST", "/register", post_register)
+    add_route(app, "GET", "/register/available", get_available)
+    add_route(
+        app,
+        "GET",
+        "/register/m.login.registration_token/validity",
+        get_token_validity,
+        prefixes=("/v1",),
+    )
+    for medium in ("email", "msisdn"):
+        add_route(app, "POST", f"/register/{medium}/requestToken", threepid_denied)
