@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 
 import federation.server.keys as federation_keys_api
+import homeserver.client.account as client_accounts
 import homeserver.client.versions as client_versions
 import homeserver.client.well_known as client_well_known
 from federation.keys import SERVER_KEYS, load_server_keys
@@ -43,6 +44,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_versions.setup),
     (CLIENT, client_well_known.setup),
     (KEYS, federation_keys_api.setup),
+    (CLIENT, client_accounts.setup),
 )
 
 # URL prefix -> the listener resources that expose it (Synapse's mapping: media is also
