@@ -1,0 +1,44 @@
+"""What E2EE needs from remote servers, as ports federation fills in later.
+
+Until federation sets these AppKeys, keys of remote users are reported under
+`failures` and to-device messages for remote users are dropped (and counted).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aiohttp import web
+
+
+class RemoteKeys(Protocol):
+    async def query(
+        self, destination: str, device_keys: dict[str, list[str]], timeout_ms: int
+    ) -> dict[str, Any]:
+        """POST /_matrix/federation/v1/user/keys/query: the remote answer
+        (`device_keys`, `master_keys`, `self_signing_keys`). Raises on failure."""
+        ...
+
+    async def claim(
+        self, destination: str, one_time_keys: dict[str, dict[str, str]], timeout_ms: int
+    ) -> dict[str, Any]:
+        """POST /_matrix/federation/v1/user/keys/claim: the remote `one_time_keys`."""
+        ...
+
+
+class RemoteToDevice(Protocol):
+    async def send(
+        self,
+        destination: str,
+        sender: str,
+        event_type: str,
+        message_id: str,
+        messages: dict[str, dict[str, dict[str, Any]]],
+    ) -> None:
+        """Queue an `m.direct_to_device` EDU for `destination` (durably; never blocks on
+        the network)."""
+        ...
+
+
+REMOTE_KEYS: web.AppKey[RemoteKeys] = web.AppKey("e2ee_remote_keys")
+REMOTE_TO_DEVICE: web.AppKey[RemoteToDevice] = web.AppKey("e2ee_remote_to_device")

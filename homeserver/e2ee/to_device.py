@@ -1,0 +1,116 @@
+"""Send-to-device messaging: queue for local devices, hand remote ones to federation.
+
+Delivery is at-least-once until acknowledged: a message stays queued until the device
+syncs with a `since` token at or past its position (see `E2eeSyncExtension`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from homeserver.storage.accounts import AccountStore
+from homeserver.storage.errors import IntegrityError
+from homeserver.storage.to_device import ToDeviceMessage, ToDeviceStore
+from homeserver.sync.notifier import Notifier
+
+from . import validation as v
+from .ports import RemoteToDevice
+
+logger = logging.getLogger(__name__)
+
+MAX_EVENT_TYPE_LENGTH = 255
+
+
+class ToDeviceService:
+    def __init__(
+        self,
+        store: ToDeviceStore,
+        accounts: AccountStore,
+        notifier: Notifier,
+        server_name: str,
+        remote: Callable[[], RemoteToDevice | None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._accounts = accounts
+        self._notifier = notifier
+        self._server_name = server_name
+        self._remote = remote
+        # Messages for remote users dropped because federation is not wired in yet.
+        self.dropped_remote = 0
+
+    async def send(
+        self,
+        sender: str,
+        sender_device: str | None,
+        event_type: str,
+        txn_id: str,
+        body: dict[str, Any],
+    ) -> None:
+        """PUT /sendToDevice/{eventType}/{txnId}; a repeated txn ID is a no-op."""
+        v.require_str(event_type, "eventType", max_len=MAX_EVENT_TYPE_LENGTH)
+        v.require_str(txn_id, "txnId")
+        messages = v.require_dict(body.get("messages"), "messages")
+        device_key = sender_device or ""
+        if await self._store.txn_seen(sender, device_key, txn_id):
+            return
+        local: list[ToDeviceMessage] = []
+        remote: dict[str, dict[str, dict[str, Any]]] = {}
+        for user_id, by_device in messages.items():
+            by_device = v.require_dict(by_device, f"messages.{user_id}")
+            for device_id, content in by_device.items():
+                v.require_str(device_id, f"messages.{user_id} device ID")
+                v.require_dict(content, f"messages.{user_id}.{device_id}")
+            server = user_id.partition(":")[2]
+            if server != self._server_name:
+                remote.setdefault(server, {})[user_id] = by_device
+                continue
+            local += await self._expand_local(sender, event_type, user_id, by_device)
+        try:
+            position = await self._store.add_messages(local, txn=(sender, device_key, txn_id))
+        except IntegrityError:
+            return  # a concurrent request with the same txn ID won the race
+        if position is not None:
+            targets = sorted({m.user_id for m in local})
+            self._notifier.notify("to_device", position, users=targets)
+        await self._send_remote(sender, event_type, remote)
+
+    async def _expand_local(
+        self, sender: str, event_type: str, user_id: str, by_device: dict[str, Any]
+    ) -> list[ToDeviceMessage]:
+        devices = {d.device_id for d in await self._accounts.get_devices(user_id)}
+        out: list[ToDeviceMessage] = []
+        for device_id, content in by_device.items():
+            targets = sorted(devices) if device_id == "*" else [device_id]
+            for target in targets:
+                if target in devices:
+                    out.append(ToDeviceMessage(user_id, target, sender, event_type, content))
+        return out
+
+    async def _send_remote(
+        self, sender: str, event_type: str, remote: dict[str, dict[str, dict[str, Any]]]
+    ) -> None:
+        port = self._remote()
+        for server, messages in sorted(remote.items()):
+            if port is None:
+                self.dropped_remote += sum(len(m) for m in messages.values())
+                logger.info("Dropping to-device messages for %s: no federation", server)
+                continue
+            await port.send(server, sender, event_type, secrets.token_urlsafe(16), messages)
+
+    async def messages_for_sync(
+        self, user_id: str, device_id: str, since: int | None, now: int
+    ) -> list[dict[str, Any]]:
+        """Acknowledge up to `since` (delete), then return what is queued up to `now`."""
+        if since:
+            await self._store.delete_messages_up_to(user_id, device_id, since)
+        rows = await self._store.get_messages(user_id, device_id, since or 0, now)
+        return [{"sender": m.sender, "type": m.type, "content": m.content} for _, m in rows]
+
+    async def device_deleted(self, user_id: str, device_id: str) -> None:
+        await self._store.delete_device(user_id, device_id)
+
+    async def current_position(self) -> int:
+        return await self._store.get_max_position()

@@ -1,0 +1,121 @@
+"""ToDeviceStore: queued to-device messages per (user, device) and /sendToDevice txns.
+
+Messages are kept until the device acknowledges them by syncing with a `since` token at
+or past their stream position; `stream_id` is the `to_device` position of sync tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ._util import dump_json, load_json, now_ms
+from .database import Database
+from .errors import IntegrityError
+
+
+@dataclass(frozen=True)
+class ToDeviceMessage:
+    user_id: str
+    device_id: str
+    sender: str
+    type: str
+    content: dict[str, Any]
+
+
+class ToDeviceStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add_messages(
+        self,
+        messages: Iterable[ToDeviceMessage],
+        txn: tuple[str, str, str] | None = None,
+    ) -> int | None:
+        """Queue messages (and record the (user, device, txn_id) in the same transaction).
+
+        Returns the highest new stream position, None if nothing was queued, or raises
+        IntegrityError when the transaction ID was already used.
+        """
+        position: int | None = None
+        async with self.db.transaction() as conn:
+            if txn is not None:
+                await conn.execute(
+                    "INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts)"
+                    " VALUES ($1, $2, $3, $4)",
+                    *txn,
+                    now_ms(),
+                )
+            for m in messages:
+                position = await conn.fetchval(
+                    "INSERT INTO to_device_messages (user_id, device_id, sender, type, content,"
+                    " created_ts) VALUES ($1, $2, $3, $4, $5, $6) RETURNING stream_id",
+                    m.user_id,
+                    m.device_id,
+                    m.sender,
+                    m.type,
+                    dump_json(m.content),
+                    now_ms(),
+                )
+            if position is not None:
+                await conn.execute(
+                    "INSERT INTO to_device_stream_max (lock, stream_id) VALUES ('X', $1)"
+                    " ON CONFLICT (lock) DO UPDATE SET stream_id = excluded.stream_id",
+                    position,
+                )
+        return None if position is None else int(position)
+
+    async def txn_seen(self, user_id: str, device_id: str, txn_id: str) -> bool:
+        return (
+            await self.db.fetchval(
+                "SELECT 1 FROM to_device_txns WHERE user_id = $1 AND device_id = $2"
+                " AND txn_id = $3",
+                user_id,
+                device_id,
+                txn_id,
+            )
+            is not None
+        )
+
+    async def get_messages(
+        self, user_id: str, device_id: str, from_pos: int, to_pos: int
+    ) -> list[tuple[int, ToDeviceMessage]]:
+        """Messages for a device with from_pos < stream_id <= to_pos, oldest first."""
+        rows = await self.db.fetch(
+            "SELECT stream_id, sender, type, content FROM to_device_messages"
+            " WHERE user_id = $1 AND device_id = $2 AND stream_id > $3 AND stream_id <= $4"
+            " ORDER BY stream_id",
+            user_id,
+            device_id,
+            from_pos,
+            to_pos,
+        )
+        return [
+            (int(r[0]), ToDeviceMessage(user_id, device_id, r[1], r[2], load_json(r[3])))
+            for r in rows
+        ]
+
+    async def delete_messages_up_to(self, user_id: str, device_id: str, up_to: int) -> int:
+        """Drop messages the device acknowledged (stream_id <= up_to)."""
+        return await self.db.execute(
+            "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2"
+            " AND stream_id <= $3",
+            user_id,
+            device_id,
+            up_to,
+        )
+
+    async def delete_device(self, user_id: str, device_id: str) -> None:
+        await self.db.execute(
+            "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2",
+            user_id,
+            device_id,
+        )
+
+    async def get_max_position(self) -> int:
+        value = await self.db.fetchval("SELECT MAX(stream_id) FROM to_device_stream_max")
+        return int(value or 0)
+
+
+__all__ = ["IntegrityError", "ToDeviceMessage", "ToDeviceStore"]
