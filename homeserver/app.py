@@ -22,6 +22,15 @@ from aiohttp import web
 
 import federation.server.keys as federation_keys_api
 import homeserver.client.account as client_accounts
+import homeserver.client.key_backup as client_key_backup
+import homeserver.client.keys as client_keys
+import homeserver.client.rooms as client_rooms
+import homeserver.client.sync as client_sync
+import homeserver.client.to_device as client_to_device
+import homeserver.client.notifications as client_notifications
+import homeserver.client.push_rules as client_push_rules
+import homeserver.client.pushers as client_pushers
+import homeserver.client.relations as client_relations
 import homeserver.client.versions as client_versions
 import homeserver.client.well_known as client_well_known
 from federation.keys import SERVER_KEYS, load_server_keys
@@ -44,7 +53,16 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_versions.setup),
     (CLIENT, client_well_known.setup),
     (KEYS, federation_keys_api.setup),
+    (CLIENT, client_push_rules.setup),  # owns the push services' lifetime (once)
+    (CLIENT, client_pushers.setup),
+    (CLIENT, client_notifications.setup),
+    (CLIENT, client_relations.setup),
     (CLIENT, client_accounts.setup),
+    (CLIENT, client_keys.setup),  # owns the e2ee services' lifetime; keep before the next two
+    (CLIENT, client_to_device.setup),
+    (CLIENT, client_key_backup.setup),
+    (CLIENT, client_sync.setup),
+    (CLIENT, client_rooms.setup),
 )
 
 # URL prefix -> the listener resources that expose it (Synapse's mapping: media is also
