@@ -70,3 +70,10 @@ class RemoteEvents(Protocol):
     async def get_event_auth(
         self, destination: str, room_id: str, event_id: str
     ) -> list[Event]: ...
+
+
+class Backfill(Protocol):
+    """Fetches older history of a room from other servers when a local user paginates
+    past the oldest event we have; returns how many events it added."""
+
+    async def backfill(self, room_id: str, limit: int) -> int: ...
