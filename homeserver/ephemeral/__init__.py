@@ -1,0 +1,6 @@
+"""Per-user and ephemeral streams: typing, receipts, presence and account data.
+
+Each service owns one sync stream: it allocates positions, persists (except typing,
+which lives in memory), notifies the sync notifier, and hands updates for local users to
+the outbound EDU hooks (`edus.EDU_SENDERS`) that federation registers.
+"""

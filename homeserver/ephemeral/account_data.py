@@ -1,0 +1,86 @@
+"""Account data (global and per room), tags and the ignored-users list.
+
+One `account_data` stream position per write, allocated under a lock so positions
+commit in order (a sync never skips a write that commits late). The ignored-user list
+is cached per user because sync consults it on every response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from homeserver.storage.account_data import AccountDataEntry, AccountDataStore
+from homeserver.storage.cache import LruCache
+from homeserver.sync.notifier import Notifier
+
+TAGS_TYPE = "m.tag"
+IGNORED_USERS_TYPE = "m.ignored_user_list"
+FULLY_READ_TYPE = "m.fully_read"
+
+
+class AccountDataService:
+    def __init__(self, store: AccountDataStore, notifier: Notifier, position: int) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._position = position
+        self._lock = asyncio.Lock()
+        self._ignored: LruCache[str, frozenset[str]] = LruCache(50_000)
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    async def put(
+        self, user_id: str, data_type: str, content: dict[str, Any], room_id: str = ""
+    ) -> int:
+        """Store one entry (no checks on who may write which type: callers do that)."""
+        async with self._lock:
+            self._position += 1
+            pos = self._position
+            await self._store.put(user_id, room_id, data_type, content, pos)
+            if data_type == IGNORED_USERS_TYPE and not room_id:
+                self._ignored.invalidate(user_id)
+            self._notifier.notify("account_data", pos, users=[user_id])
+        return pos
+
+    async def get(self, user_id: str, data_type: str, room_id: str = "") -> dict[str, Any] | None:
+        return await self._store.get(user_id, room_id, data_type)
+
+    async def changes_since(self, user_id: str, since: int) -> list[AccountDataEntry]:
+        return await self._store.get_since(user_id, since)
+
+    # -- tags -------------------------------------------------------------------------
+
+    async def get_tags(self, user_id: str, room_id: str) -> dict[str, Any]:
+        content = await self._store.get(user_id, room_id, TAGS_TYPE) or {}
+        tags = content.get("tags")
+        return tags if isinstance(tags, dict) else {}
+
+    async def set_tag(self, user_id: str, room_id: str, tag: str, body: dict[str, Any]) -> None:
+        tags = await self.get_tags(user_id, room_id)
+        tags[tag] = body
+        await self.put(user_id, TAGS_TYPE, {"tags": tags}, room_id)
+
+    async def remove_tag(self, user_id: str, room_id: str, tag: str) -> None:
+        tags = await self.get_tags(user_id, room_id)
+        if tag in tags:
+            del tags[tag]
+            await self.put(user_id, TAGS_TYPE, {"tags": tags}, room_id)
+
+    # -- ignored users ----------------------------------------------------------------
+
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        cached = self._ignored.get(user_id)
+        if cached is not None:
+            return cached
+        generation = self._ignored.generation()
+        content = await self._store.get(user_id, "", IGNORED_USERS_TYPE) or {}
+        ignored = content.get("ignored_users")
+        users = (
+            frozenset(k for k in ignored if isinstance(k, str))
+            if isinstance(ignored, dict)
+            else frozenset()
+        )
+        self._ignored.set_if_current(user_id, users, generation)
+        return users

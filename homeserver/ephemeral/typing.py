@@ -1,0 +1,104 @@
+"""Typing notifications: in memory only, each with a timeout, on the `typing` stream.
+
+Every change (start, stop, expiry) moves the stream and records the position per room,
+so sync includes a room's `m.typing` only when it changed after the client's token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from homeserver.errors import forbidden
+from homeserver.storage import Stores
+from homeserver.sync.notifier import Notifier
+
+from .edus import EduOutbox
+
+MAX_TIMEOUT_MS = 120_000
+REMOTE_TIMEOUT_MS = 30_000
+
+
+class TypingService:
+    def __init__(
+        self, stores: Stores, notifier: Notifier, outbox: EduOutbox, server_name: str
+    ) -> None:
+        self._stores = stores
+        self._notifier = notifier
+        self._outbox = outbox
+        self._server_name = server_name
+        self._position = notifier.current.typing
+        self._typing: dict[str, dict[str, asyncio.TimerHandle]] = {}
+        self._room_pos: dict[str, int] = {}
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    def typing_users(self, room_id: str) -> list[str]:
+        return sorted(self._typing.get(room_id, {}))
+
+    def room_position(self, room_id: str) -> int:
+        return self._room_pos.get(room_id, 0)
+
+    def event_for(self, room_id: str) -> dict[str, Any]:
+        return {"type": "m.typing", "content": {"user_ids": self.typing_users(room_id)}}
+
+    async def set_typing(
+        self, room_id: str, user_id: str, typing: bool, timeout_ms: int | None = None
+    ) -> None:
+        """A local user starts/stops typing (403 unless joined)."""
+        membership = await self._stores.current_state.get_membership(room_id, user_id)
+        if membership != "join":
+            raise forbidden("You are not in this room")
+        timeout = min(max(timeout_ms or 30_000, 0), MAX_TIMEOUT_MS)
+        self._apply(room_id, user_id, typing, timeout)
+        hosts = await self._stores.current_state.get_joined_hosts(room_id)
+        await self._outbox.send(
+            "m.typing", {"room_id": room_id, "user_id": user_id, "typing": typing}, hosts
+        )
+
+    def set_remote(
+        self, room_id: str, user_id: str, typing: bool, timeout_ms: int = REMOTE_TIMEOUT_MS
+    ) -> None:
+        """A typing EDU from another server (its origin is checked by federation)."""
+        self._apply(room_id, user_id, typing, min(timeout_ms, MAX_TIMEOUT_MS))
+
+    def _apply(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
+        room = self._typing.setdefault(room_id, {})
+        old = room.pop(user_id, None)
+        if old is not None:
+            old.cancel()
+        if typing:
+            loop = asyncio.get_running_loop()
+            room[user_id] = loop.call_later(
+                timeout_ms / 1000, self._expire, room_id, user_id, time.monotonic()
+            )
+        elif old is None:
+            if not room:
+                del self._typing[room_id]
+            return  # was not typing: nothing changes
+        if not room:
+            self._typing.pop(room_id, None)
+        self._bump(room_id)
+
+    def _expire(self, room_id: str, user_id: str, _started: float) -> None:
+        room = self._typing.get(room_id)
+        if room is None or user_id not in room:
+            return
+        del room[user_id]
+        if not room:
+            del self._typing[room_id]
+        self._bump(room_id)
+
+    def _bump(self, room_id: str) -> None:
+        self._position += 1
+        self._room_pos[room_id] = self._position
+        self._notifier.notify("typing", self._position, rooms=[room_id])
+
+    def close(self) -> None:
+        for room in self._typing.values():
+            for handle in room.values():
+                handle.cancel()
+        self._typing.clear()

@@ -1,0 +1,63 @@
+"""AccountDataStore: per-user global and per-room account data with stream IDs.
+
+room_id '' holds global data. Tags are stored as the per-room `m.tag` entry, so they
+travel through sync like any other room account data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._util import dump_json, load_json
+from .database import Database
+
+
+@dataclass(frozen=True)
+class AccountDataEntry:
+    room_id: str  # '' = global
+    data_type: str
+    content: dict[str, Any]
+    stream_id: int
+
+
+class AccountDataStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get_max_stream_id(self) -> int:
+        return int(await self.db.fetchval("SELECT MAX(stream_id) FROM account_data") or 0)
+
+    async def put(
+        self, user_id: str, room_id: str, data_type: str, content: dict[str, Any], stream_id: int
+    ) -> None:
+        await self.db.execute(
+            "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, data_type)"
+            " DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id",
+            user_id,
+            room_id,
+            data_type,
+            dump_json(content),
+            stream_id,
+        )
+
+    async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:
+        text = await self.db.fetchval(
+            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2"
+            " AND data_type = $3",
+            user_id,
+            room_id,
+            data_type,
+        )
+        return None if text is None else load_json(text)
+
+    async def get_since(self, user_id: str, since: int) -> list[AccountDataEntry]:
+        """Everything of the user written after `since` (0: everything), stream order."""
+        rows = await self.db.fetch(
+            "SELECT room_id, data_type, content, stream_id FROM account_data"
+            " WHERE user_id = $1 AND stream_id > $2 ORDER BY stream_id",
+            user_id,
+            since,
+        )
+        return [AccountDataEntry(r[0], r[1], load_json(r[2]), int(r[3])) for r in rows]

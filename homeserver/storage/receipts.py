@@ -1,0 +1,87 @@
+"""ReceiptStore: the latest receipt per (room, type, user, thread), with a stream ID.
+
+Sync reads receipts changed since a position (index on stream_id) or all receipts of a
+few rooms (primary key prefix); nothing scans the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ._util import chunks, placeholders
+from .database import Database
+
+
+@dataclass(frozen=True)
+class Receipt:
+    room_id: str
+    receipt_type: str
+    user_id: str
+    thread_id: str  # '' = unthreaded
+    event_id: str
+    ts: int
+    stream_id: int
+
+
+_COLUMNS = "room_id, receipt_type, user_id, thread_id, event_id, ts, stream_id"
+
+
+def _row(r: object) -> Receipt:
+    return Receipt(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]))  # type: ignore[index]
+
+
+class ReceiptStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get_max_stream_id(self) -> int:
+        return int(await self.db.fetchval("SELECT MAX(stream_id) FROM receipts") or 0)
+
+    async def upsert(self, receipt: Receipt) -> None:
+        await self.db.execute(
+            f"INSERT INTO receipts ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"
+            " event_id = excluded.event_id, ts = excluded.ts, stream_id = excluded.stream_id",
+            receipt.room_id,
+            receipt.receipt_type,
+            receipt.user_id,
+            receipt.thread_id,
+            receipt.event_id,
+            receipt.ts,
+            receipt.stream_id,
+        )
+
+    async def get_since(self, since: int, upto: int) -> list[Receipt]:
+        """Receipts written with since < stream_id <= upto, in stream order."""
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM receipts WHERE stream_id > $1 AND stream_id <= $2"
+            " ORDER BY stream_id",
+            since,
+            upto,
+        )
+        return [_row(r) for r in rows]
+
+    async def get_for_rooms(self, room_ids: Iterable[str]) -> list[Receipt]:
+        rooms = list(dict.fromkeys(room_ids))
+        out: list[Receipt] = []
+        for part in chunks(rooms):
+            rows = await self.db.fetch(
+                f"SELECT {_COLUMNS} FROM receipts WHERE room_id IN ({placeholders(len(part))})",
+                *part,
+            )
+            out.extend(_row(r) for r in rows)
+        return out
+
+    async def get_user_receipt(
+        self, room_id: str, receipt_type: str, user_id: str, thread_id: str = ""
+    ) -> Receipt | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_COLUMNS} FROM receipts WHERE room_id = $1 AND receipt_type = $2"
+            " AND user_id = $3 AND thread_id = $4",
+            room_id,
+            receipt_type,
+            user_id,
+            thread_id,
+        )
+        return None if row is None else _row(row)

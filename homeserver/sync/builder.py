@@ -1,0 +1,490 @@
+"""Builds one /sync response from the stores and the per-user streams.
+
+Cost model (the point of this module):
+- incremental sync: one query for the user's memberships, one range query for "rooms
+  with timeline events since the token" (events primary key), then per changed room
+  only: its new events (room/stream index, at most limit+1) and, when the timeline is
+  limited, two state-group lookups. Ephemeral data comes from memory (typing, presence)
+  or one indexed query per stream (receipts, account data).
+- initial sync: per room the last limit+1 events (index) and the state group of the
+  newest one (state maps are cached), batched member/summary and receipt queries.
+
+State sections follow the spec: `state` is the state at the start of the timeline,
+expressed as "state at the end minus what the client already knows (state at `since`)
+minus what the timeline itself carries".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.ephemeral.account_data import AccountDataService
+from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.receipts import ReceiptsService
+from homeserver.ephemeral.typing import TypingService
+from homeserver.events import Event
+from homeserver.rooms.client_events import format_client_event, strip_event
+from homeserver.rooms.membership import MembershipService
+from homeserver.rooms.pagination import RoomToken
+from homeserver.storage import MembershipInfo, Stores, TimelineEvent
+from homeserver.storage.cache import LruCache
+from homeserver.storage.room_directory import RoomReadStore
+from homeserver.storage.sync_queries import SyncQueryStore
+
+from .extensions import SyncContext, SyncExtension
+from .filters import SyncFilter, apply_event_fields
+from .joined_rooms import JoinedRoomsCache
+from .tokens import STREAMS, StreamToken
+
+StateKey = tuple[str, str]
+MAX_HEROES = 5
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    user_id: str
+    device_id: str | None
+    filter: SyncFilter
+    since: StreamToken | None
+    full_state: bool = False
+
+
+@dataclass
+class _RoomWork:
+    """One room's timeline and state, before formatting."""
+
+    room_id: str
+    membership: str
+    timeline: list[TimelineEvent]
+    limited: bool
+    state_ids: list[str]
+    full: bool
+    event_ids_in_timeline: set[str] = field(default_factory=set)
+
+
+def clamp(since: StreamToken, now: StreamToken) -> StreamToken:
+    """A token from before a restart may be ahead on in-memory streams (typing): cap it."""
+    return StreamToken(*(min(getattr(since, s), getattr(now, s)) for s in STREAMS))
+
+
+def is_empty(response: dict[str, Any]) -> bool:
+    """Whether a response carries nothing new (then a long-poll keeps waiting)."""
+    rooms = response.get("rooms", {})
+    if any(rooms.get(k) for k in ("join", "invite", "leave", "knock")):
+        return False
+    for key in ("presence", "account_data", "to_device"):
+        if response.get(key, {}).get("events"):
+            return False
+    lists = response.get("device_lists", {})
+    return not (lists.get("changed") or lists.get("left"))
+
+
+class SyncBuilder:
+    def __init__(
+        self,
+        stores: Stores,
+        queries: SyncQueryStore,
+        room_reads: RoomReadStore,
+        joined: JoinedRoomsCache,
+        membership: MembershipService,
+        typing: TypingService,
+        receipts: ReceiptsService,
+        presence: PresenceService,
+        account_data: AccountDataService,
+        extensions: list[SyncExtension],
+    ) -> None:
+        self._stores = stores
+        self._queries = queries
+        self._room_reads = room_reads
+        self._joined = joined
+        self._membership = membership
+        self._typing = typing
+        self._receipts = receipts
+        self._presence = presence
+        self._account_data = account_data
+        self._extensions = extensions
+        # (user, device) -> {(room, member): event_id} lazily-loaded members already sent.
+        self._sent_members: LruCache[tuple[str, str], dict[tuple[str, str], str]] = LruCache(10_000)
+
+    # -- entry point ------------------------------------------------------------------
+
+    async def build(self, req: SyncRequest, now: StreamToken) -> dict[str, Any]:
+        since = None if req.since is None else clamp(req.since, now)
+        flt = req.filter
+        full = since is None or req.full_state
+        memberships = [
+            m
+            for m in await self._stores.current_state.get_memberships_for_user(req.user_id)
+            if flt.allows_room(m.room_id) and m.stream_ordering <= now.events
+        ]
+        ignored = await self._account_data.ignored_users(req.user_id)
+        changed: dict[str, int] = {}
+        if since is not None and since.events < now.events:
+            changed = await self._queries.rooms_changed_between(since.events, now.events)
+
+        account = await self._account_data.changes_since(
+            req.user_id,
+            0 if full else since.account_data,  # type: ignore[union-attr]
+        )
+        account = [a for a in account if a.stream_id <= now.account_data]
+        room_account: dict[str, list[dict[str, Any]]] = {}
+        global_account: list[dict[str, Any]] = []
+        for entry in account:
+            item = {"type": entry.data_type, "content": entry.content}
+            if entry.room_id:
+                if flt.room_account_data.allows_type(entry.data_type):
+                    room_account.setdefault(entry.room_id, []).append(item)
+            elif flt.account_data.allows_type(entry.data_type):
+                global_account.append(item)
+
+        joined_ids = [m.room_id for m in memberships if m.membership == "join"]
+        receipts = await self._receipts.receipts_for_sync(
+            req.user_id,
+            joined_ids,
+            None if full else since.receipts,  # type: ignore[union-attr]
+            now.receipts,
+        )
+
+        works: list[_RoomWork] = []
+        invites: dict[str, Any] = {}
+        knocks: dict[str, Any] = {}
+        for m in memberships:
+            new_membership = since is None or m.stream_ordering > since.events
+            if m.membership == "join":
+                room_full = full or new_membership
+                if room_full or m.room_id in changed:
+                    works.append(
+                        await self._room_work(m, flt, since, now, room_full, m.room_id in changed)
+                    )
+                elif self._has_ephemeral(m.room_id, since, receipts, room_account):
+                    works.append(_RoomWork(m.room_id, "join", [], False, [], False))
+            elif m.membership == "invite" and (full or new_membership):
+                entry = await self._invite_state(m, ignored)
+                if entry is not None:
+                    invites[m.room_id] = {"invite_state": {"events": entry}}
+            elif m.membership == "knock" and (full or new_membership):
+                entry = await self._invite_state(m, frozenset())
+                if entry is not None:
+                    knocks[m.room_id] = {"knock_state": {"events": entry}}
+            elif m.membership in ("leave", "ban"):
+                if (since is None and flt.include_leave) or (since is not None and new_membership):
+                    works.append(await self._room_work(m, flt, since, now, full, True))
+                elif since is not None and req.full_state and flt.include_leave:
+                    works.append(await self._room_work(m, flt, since, now, True, True))
+
+        now_ms = int(time.time() * 1000)
+        rooms_out = await self._format_rooms(
+            req, works, ignored, now_ms, since, now, receipts, room_account
+        )
+        response: dict[str, Any] = {
+            "next_batch": now.encode(),
+            "rooms": {
+                "join": rooms_out.get("join", {}),
+                "invite": invites,
+                "leave": rooms_out.get("leave", {}),
+                "knock": knocks,
+            },
+            "presence": {"events": await self._presence_events(req, since, now, memberships)},
+            "account_data": {"events": global_account},
+        }
+        await self._run_extensions(req, since, now, joined_ids, response)
+        return response
+
+    # -- rooms ------------------------------------------------------------------------
+
+    def _has_ephemeral(
+        self,
+        room_id: str,
+        since: StreamToken | None,
+        receipts: dict[str, Any],
+        room_account: dict[str, list[dict[str, Any]]],
+    ) -> bool:
+        if room_id in receipts or room_id in room_account:
+            return True
+        return since is not None and self._typing.room_position(room_id) > since.typing
+
+    async def _room_work(
+        self,
+        m: MembershipInfo,
+        flt: SyncFilter,
+        since: StreamToken | None,
+        now: StreamToken,
+        room_full: bool,
+        has_events: bool,
+    ) -> _RoomWork:
+        """The timeline and state event IDs of one room (joined or left)."""
+        room_id = m.room_id
+        limit = flt.timeline_limit
+        upper = now.events if m.membership == "join" else min(m.stream_ordering, now.events)
+        lower = None if room_full or since is None else since.events
+        fetched: list[TimelineEvent] = []
+        if has_events or room_full:
+            fetched = await self._stores.events.get_room_events_between(
+                room_id, upper, lower, limit + 1, "b"
+            )
+        limited = len(fetched) > limit
+        timeline = list(reversed(fetched[:limit]))
+        end_event = fetched[0].event.event_id if fetched else None
+        # The state at the end of the range: after the newest event at or below `upper`.
+        if end_event is None and (room_full or m.membership != "join"):
+            before = await self._stores.events.get_room_events_between(room_id, upper, None, 1, "b")
+            end_event = before[0].event.event_id if before else None
+        state_ids: list[str] = []
+        if end_event is not None and (room_full or limited or flt.state.lazy_load_members):
+            end_state = await self._stores.state.get_state_ids_for_event(end_event) or {}
+            known: dict[StateKey, str] = {}
+            if not room_full and since is not None:
+                if not limited:
+                    known = end_state  # the timeline carries every change
+                else:
+                    prior = await self._stores.events.get_room_events_between(
+                        room_id, since.events, None, 1, "b"
+                    )
+                    if prior:
+                        known = (
+                            await self._stores.state.get_state_ids_for_event(
+                                prior[0].event.event_id
+                            )
+                            or {}
+                        )
+            in_timeline = {t.event.event_id for t in timeline}
+            wanted: dict[StateKey, str] = {
+                k: v for k, v in end_state.items() if known.get(k) != v and v not in in_timeline
+            }
+            if flt.state.lazy_load_members:
+                wanted = {k: v for k, v in wanted.items() if k[0] != "m.room.member"}
+                senders = {t.event.sender for t in timeline}
+                if room_full:
+                    senders.add(m.user_id)
+                for sender in senders:
+                    member = end_state.get(("m.room.member", sender))
+                    if member is not None and member not in in_timeline:
+                        wanted[("m.room.member", sender)] = member
+            state_ids = list(wanted.values())
+        return _RoomWork(room_id, m.membership, timeline, limited, state_ids, room_full)
+
+    async def _invite_state(
+        self, m: MembershipInfo, ignored: frozenset[str]
+    ) -> list[dict[str, Any]] | None:
+        """Stripped state for an invite or knock: the event's own, else the room's."""
+        event = await self._stores.events.get_event(m.event_id)
+        if event is None:
+            return None
+        if event.sender in ignored:
+            return None
+        unsigned = event.pdu.get("unsigned")
+        carried = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+        if m.membership == "knock" and isinstance(unsigned, dict):
+            carried = unsigned.get("knock_room_state")
+        if isinstance(carried, list) and carried:
+            state = [s for s in carried if isinstance(s, dict)]
+        else:
+            state = await self._membership.stripped_state(m.room_id)
+        state = [
+            s
+            for s in state
+            if not (s.get("type") == "m.room.member" and s.get("state_key") == m.user_id)
+        ]
+        member = strip_event(event)
+        member["event_id"] = event.event_id
+        member["origin_server_ts"] = event.origin_server_ts
+        return [*state, member]
+
+    async def _format_rooms(
+        self,
+        req: SyncRequest,
+        works: list[_RoomWork],
+        ignored: frozenset[str],
+        now_ms: int,
+        since: StreamToken | None,
+        now: StreamToken,
+        receipts: dict[str, Any],
+        room_account: dict[str, list[dict[str, Any]]],
+    ) -> dict[str, dict[str, Any]]:
+        flt = req.filter
+        timeline_events = [t.event for w in works for t in w.timeline]
+        state_events = await self._stores.events.get_events([e for w in works for e in w.state_ids])
+        all_events = [*timeline_events, *state_events.values()]
+        redacted = await self._stores.events.get_redacted_because(e.event_id for e in all_events)
+        redactions = await self._stores.events.get_events(redacted.values()) if redacted else {}
+        own = [e.event_id for e in timeline_events if e.sender == req.user_id]
+        txn_ids = (
+            await self._room_reads.get_txn_ids(req.user_id, req.device_id, own)
+            if own and req.device_id
+            else {}
+        )
+        summaries = await self._summaries(req.user_id, works)
+        sent_key = (req.user_id, req.device_id or "")
+        sent = self._sent_members.get(sent_key) if since is not None else None
+        if sent is None:
+            sent = {}
+            self._sent_members.set(sent_key, sent)
+
+        def fmt(event: Event) -> dict[str, Any]:
+            if flt.event_format == "federation":
+                out = dict(event.pdu)
+            else:
+                because = redacted.get(event.event_id)
+                out = format_client_event(
+                    event,
+                    now_ms=now_ms,
+                    redacted_because=redactions.get(because) if because else None,
+                    txn_id=txn_ids.get(event.event_id),
+                )
+            if flt.event_fields is not None:
+                out = apply_event_fields(out, flt.event_fields)
+            return out
+
+        out: dict[str, dict[str, Any]] = {"join": {}, "leave": {}}
+        for w in works:
+            timeline = [
+                t
+                for t in w.timeline
+                if t.event.sender not in ignored
+                and flt.timeline.allows(t.event.type, t.event.sender, t.event.content)
+            ]
+            if not flt.timeline.allows_room(w.room_id):
+                timeline = []
+            state: list[Event] = []
+            for eid in w.state_ids:
+                ev = state_events.get(eid)
+                if ev is None or not flt.state.allows(ev.type, ev.sender, ev.content):
+                    continue
+                if not flt.state.allows_room(w.room_id):
+                    continue
+                if (
+                    ev.type == "m.room.member"
+                    and flt.state.lazy_load_members
+                    and not flt.state.include_redundant_members
+                    and not w.full
+                    and sent.get((w.room_id, ev.state_key or "")) == eid
+                ):
+                    continue
+                state.append(ev)
+            if flt.state.lazy_load_members:
+                for ev in state:
+                    if ev.type == "m.room.member":
+                        sent[(w.room_id, ev.state_key or "")] = ev.event_id
+            section: dict[str, Any] = {
+                "timeline": {
+                    "events": [fmt(t.event) for t in timeline],
+                    "limited": w.limited,
+                },
+                "state": {"events": [fmt(e) for e in state]},
+                "account_data": {"events": room_account.get(w.room_id, [])},
+            }
+            if w.timeline:
+                section["timeline"]["prev_batch"] = RoomToken(
+                    w.timeline[0].stream_ordering - 1
+                ).encode()
+            elif w.full or w.limited:
+                section["timeline"]["prev_batch"] = RoomToken(now.events).encode()
+            if w.membership == "join":
+                ephemeral: list[dict[str, Any]] = []
+                if flt.ephemeral.allows_room(w.room_id):
+                    typing_changed = (
+                        self._typing.room_position(w.room_id) > since.typing
+                        if since is not None and not w.full
+                        else bool(self._typing.typing_users(w.room_id))
+                    )
+                    if typing_changed and flt.ephemeral.allows_type("m.typing"):
+                        ephemeral.append(self._typing.event_for(w.room_id))
+                    if w.room_id in receipts and flt.ephemeral.allows_type("m.receipt"):
+                        ephemeral.append(receipts[w.room_id])
+                section["ephemeral"] = {"events": ephemeral}
+                section["unread_notifications"] = {"highlight_count": 0, "notification_count": 0}
+                if w.room_id in summaries:
+                    section["summary"] = summaries[w.room_id]
+                if not w.full and not (
+                    timeline or state or ephemeral or section["account_data"]["events"]
+                ):
+                    continue
+                out["join"][w.room_id] = section
+            else:
+                out["leave"][w.room_id] = section
+        return out
+
+    async def _summaries(self, user_id: str, works: list[_RoomWork]) -> dict[str, dict[str, Any]]:
+        """Room summaries for joined rooms that are new to the client or saw member events."""
+        rooms = [
+            w.room_id
+            for w in works
+            if w.membership == "join"
+            and (w.full or any(t.event.type == "m.room.member" for t in w.timeline))
+        ]
+        if not rooms:
+            return {}
+        members = await self._queries.members_of_rooms(rooms)
+        out: dict[str, dict[str, Any]] = {}
+        for room_id in rooms:
+            by_user = members.get(room_id, {})
+            joined = sorted(u for u, ms in by_user.items() if ms == "join")
+            invited = sorted(u for u, ms in by_user.items() if ms == "invite")
+            heroes = [u for u in joined + invited if u != user_id][:MAX_HEROES]
+            if not heroes:
+                heroes = sorted(u for u, ms in by_user.items() if u != user_id)[:MAX_HEROES]
+            out[room_id] = {
+                "m.heroes": heroes,
+                "m.joined_member_count": len(joined),
+                "m.invited_member_count": len(invited),
+            }
+        return out
+
+    # -- presence and extensions ------------------------------------------------------
+
+    async def _presence_events(
+        self,
+        req: SyncRequest,
+        since: StreamToken | None,
+        now: StreamToken,
+        memberships: list[MembershipInfo],
+    ) -> list[dict[str, Any]]:
+        flt = req.filter.presence
+        if flt.allows_nothing or not flt.allows_type("m.presence"):
+            return []
+        rows = self._presence.changed_since(
+            None if since is None or req.full_state else since.presence, now.presence
+        )
+        if not rows:
+            return []
+        mine = {m.room_id for m in memberships if m.membership == "join"}
+        events = []
+        for row in rows:
+            if row.user_id != req.user_id and (await self._joined.get(row.user_id)).isdisjoint(
+                mine
+            ):
+                continue
+            if not flt.allows("m.presence", row.user_id):
+                continue
+            events.append(
+                {"type": "m.presence", "sender": row.user_id, "content": self._presence.format(row)}
+            )
+            if flt.limit is not None and len(events) >= flt.limit:
+                break
+        return events
+
+    async def _run_extensions(
+        self,
+        req: SyncRequest,
+        since: StreamToken | None,
+        now: StreamToken,
+        joined_ids: list[str],
+        response: dict[str, Any],
+    ) -> None:
+        if not self._extensions:
+            return
+        ctx = SyncContext(
+            user_id=req.user_id,
+            device_id=req.device_id,
+            since=since,
+            now=now,
+            full_state=req.full_state,
+            joined_room_ids=frozenset(joined_ids),
+        )
+        for ext in list(self._extensions):
+            await ext.top_level(ctx, response)
+            for membership in ("join", "invite", "leave", "knock"):
+                for room_id, room in response["rooms"][membership].items():
+                    await ext.per_room(ctx, room_id, room, membership)

@@ -1,0 +1,91 @@
+"""Builds the sync area's services once per app (a cleanup_ctx) and exposes AppKeys.
+
+Order matters only in that it runs after the core services (stores, notifier,
+persister): it advances the notifier to each stream's stored maximum and registers the
+joined-rooms cache as a persister listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from homeserver.appstate import CONFIG, DATABASE
+from homeserver.ephemeral.account_data import AccountDataService
+from homeserver.ephemeral.edus import EDU_SENDERS, EduOutbox
+from homeserver.ephemeral.keys import ACCOUNT_DATA, PRESENCE, RECEIPTS, TYPING
+from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.receipts import ReceiptsService
+from homeserver.ephemeral.typing import TypingService
+from homeserver.services import MEMBERSHIP, NOTIFIER, PERSISTER, STORES
+from homeserver.storage.account_data import AccountDataStore
+from homeserver.storage.filters import FilterStore
+from homeserver.storage.presence import PresenceStore
+from homeserver.storage.receipts import ReceiptStore
+from homeserver.storage.room_directory import RoomReadStore
+from homeserver.storage.sync_queries import SyncQueryStore
+
+from .builder import SyncBuilder
+from .extensions import SYNC_EXTENSIONS
+from .joined_rooms import JoinedRoomsCache
+from .service import SyncService
+
+SYNC = web.AppKey("sync", SyncService)
+JOINED_ROOMS = web.AppKey("joined_rooms", JoinedRoomsCache)
+
+
+def ensure_edu_senders(app: web.Application) -> list:
+    """The shared EDU hook list (whichever area touches it first creates it)."""
+    if EDU_SENDERS not in app:
+        app[EDU_SENDERS] = []
+    return app[EDU_SENDERS]
+
+
+async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
+    db = app[DATABASE]
+    stores = app[STORES]
+    notifier = app[NOTIFIER]
+    server_name = app[CONFIG].server_name
+    outbox = EduOutbox(ensure_edu_senders(app), server_name)
+
+    joined = JoinedRoomsCache(stores)
+    app[PERSISTER].add_listener(joined)
+
+    account_store = AccountDataStore(db)
+    account_pos = await account_store.get_max_stream_id()
+    notifier.advance("account_data", account_pos)
+    account_data = AccountDataService(account_store, notifier, account_pos)
+
+    receipt_store = ReceiptStore(db)
+    receipt_pos = await receipt_store.get_max_stream_id()
+    notifier.advance("receipts", receipt_pos)
+    receipts = ReceiptsService(stores, receipt_store, account_data, notifier, outbox, receipt_pos)
+
+    presence = PresenceService(PresenceStore(db), joined, notifier, outbox, server_name)
+    await presence.load()
+    notifier.advance("presence", presence.position)
+
+    typing = TypingService(stores, notifier, outbox, server_name)
+    builder = SyncBuilder(
+        stores,
+        SyncQueryStore(db),
+        RoomReadStore(db),
+        joined,
+        app[MEMBERSHIP],
+        typing,
+        receipts,
+        presence,
+        account_data,
+        app[SYNC_EXTENSIONS],
+    )
+    app[JOINED_ROOMS] = joined
+    app[ACCOUNT_DATA] = account_data
+    app[RECEIPTS] = receipts
+    app[PRESENCE] = presence
+    app[TYPING] = typing
+    app[SYNC] = SyncService(builder, notifier, joined, presence, FilterStore(db))
+    try:
+        yield
+    finally:
+        typing.close()
