@@ -12,7 +12,6 @@ from aiohttp.test_utils import TestClient
 
 from homeserver.services import LOCAL_EVENTS, MEMBERSHIP
 from homeserver.sync.tokens import StreamToken
-
 from tests.client.helpers import auth, join_room, leave_room, make_room, make_user
 
 SYNC = "/_matrix/client/v3/sync"
