@@ -1,0 +1,128 @@
+"""Pushers API: GET /pushers and POST /pushers/set (stored only; delivery to push
+gateways comes later). Bodies are validated here per pusher.yaml: kind http needs
+data.url (an http(s) URL with the notify path); email pushers are refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from homeserver.appstate import Mounts
+from homeserver.client.auth import get_requester
+from homeserver.client.validate import optional_bool, optional_str, require_str
+from homeserver.errors import MatrixError, bad_json
+from homeserver.http import json_response, read_json_body
+from homeserver.push.services import PUSH_STORE, install
+from homeserver.storage.push import StoredPusher
+
+PREFIXES = ("/v3", "/r0")
+
+MAX_PUSHKEY_BYTES = 512
+MAX_APP_ID = 64
+MAX_TEXT = 1024
+NOTIFY_PATH = "/_matrix/push/v1/notify"
+
+
+@dataclass(frozen=True)
+class PusherRequest:
+    app_id: str
+    pushkey: str
+    append: bool
+    pusher: StoredPusher | None  # None: delete
+
+
+def _invalid(message: str) -> MatrixError:
+    return MatrixError(400, "M_INVALID_PARAM", message)
+
+
+def parse_pusher_body(body: dict[str, Any], user_id: str, device_id: str | None) -> PusherRequest:
+    if "kind" not in body:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing 'kind'")
+    kind = body["kind"]
+    if kind is not None and not isinstance(kind, str):
+        raise bad_json("'kind' must be a string or null")
+    app_id = require_str(body, "app_id", max_len=MAX_APP_ID)
+    pushkey = require_str(body, "pushkey", max_len=MAX_PUSHKEY_BYTES)
+    if len(pushkey.encode("utf-8")) > MAX_PUSHKEY_BYTES:
+        raise _invalid(f"'pushkey' is longer than {MAX_PUSHKEY_BYTES} bytes")
+    append = optional_bool(body, "append")
+    if kind is None:
+        return PusherRequest(app_id, pushkey, append, None)
+    if kind == "email":
+        raise _invalid("Email pushers are not supported by this server")
+    if kind != "http":
+        raise _invalid(f"Unknown pusher kind {kind[:30]!r}")
+    app_display_name = require_str(body, "app_display_name", max_len=MAX_TEXT)
+    device_display_name = require_str(body, "device_display_name", max_len=MAX_TEXT)
+    lang = require_str(body, "lang", max_len=64)
+    profile_tag = optional_str(body, "profile_tag", max_len=MAX_TEXT)
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise MatrixError(400, "M_MISSING_PARAM", "'data' must be an object")
+    url = data.get("url")
+    if not isinstance(url, str):
+        raise _invalid("'data.url' is required for http pushers")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _invalid("'data.url' must be an http(s) URL")
+    if parts.path != NOTIFY_PATH:
+        raise _invalid(f"'data.url' must have the path {NOTIFY_PATH}")
+    fmt = data.get("format")
+    if fmt is not None and not isinstance(fmt, str):
+        raise bad_json("'data.format' must be a string")
+    pusher = StoredPusher(
+        user_id=user_id,
+        app_id=app_id,
+        pushkey=pushkey,
+        kind=kind,
+        app_display_name=app_display_name,
+        device_display_name=device_display_name,
+        profile_tag=profile_tag,
+        lang=lang,
+        data=data,
+        device_id=device_id,
+    )
+    return PusherRequest(app_id, pushkey, append, pusher)
+
+
+def pusher_json(pusher: StoredPusher) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "pushkey": pusher.pushkey,
+        "kind": pusher.kind,
+        "app_id": pusher.app_id,
+        "app_display_name": pusher.app_display_name,
+        "device_display_name": pusher.device_display_name,
+        "lang": pusher.lang,
+        "data": pusher.data,
+    }
+    if pusher.profile_tag is not None:
+        out["profile_tag"] = pusher.profile_tag
+    return out
+
+
+async def get_pushers(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    pushers = await request.config_dict[PUSH_STORE].get_pushers(requester.user_id)
+    return json_response({"pushers": [pusher_json(p) for p in pushers]})
+
+
+async def set_pusher(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    body = await read_json_body(request)
+    parsed: PusherRequest = parse_pusher_body(body, requester.user_id, requester.device_id)
+    store = request.config_dict[PUSH_STORE]
+    if parsed.pusher is None:
+        await store.delete_pusher(requester.user_id, parsed.app_id, parsed.pushkey)
+    else:
+        await store.set_pusher(parsed.pusher, append=parsed.append)
+    return json_response({})
+
+
+def setup(mounts: Mounts) -> None:
+    install(mounts)
+    for prefix in PREFIXES:
+        mounts.client.router.add_get(f"{prefix}/pushers", get_pushers)
+        mounts.client.router.add_post(f"{prefix}/pushers/set", set_pusher)

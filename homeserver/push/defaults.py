@@ -1,0 +1,140 @@
+"""The spec's predefined (server-default) push rules, v1.19.
+
+Order is priority within each kind. `.m.rule.master` is always evaluated first (the
+ruleset puts it ahead of user overrides). `.m.rule.suppress_edits` comes right after
+it, as MSC3958 (which introduced it) and Synapse place it, so an edit that mentions
+someone does not notify them twice. The legacy body-matching rules
+(`.m.rule.contains_display_name`, `.m.rule.contains_user_name`, `.m.rule.roomnotif`)
+were removed from the spec in v1.17 and are not served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .rules import PushRule
+
+_SOUND_DEFAULT = {"set_tweak": "sound", "value": "default"}
+_HIGHLIGHT = {"set_tweak": "highlight"}
+
+
+def _match(key: str, pattern: str) -> dict[str, Any]:
+    return {"kind": "event_match", "key": key, "pattern": pattern}
+
+
+def _rule(
+    kind: str,
+    rule_id: str,
+    conditions: list[dict[str, Any]],
+    actions: list[Any],
+    enabled: bool = True,
+) -> PushRule:
+    return PushRule(
+        kind, rule_id, tuple(actions), tuple(conditions), None, default=True, enabled=enabled
+    )
+
+
+MASTER_RULE_ID = ".m.rule.master"
+
+
+def default_override_rules(user_id: str) -> list[PushRule]:
+    """Default override rules for `user_id`, highest priority first (master included)."""
+    return [
+        _rule("override", MASTER_RULE_ID, [], [], enabled=False),
+        _rule(
+            "override",
+            ".m.rule.suppress_edits",
+            [
+                {
+                    "kind": "event_property_is",
+                    "key": "content.m\\.relates_to.rel_type",
+                    "value": "m.replace",
+                }
+            ],
+            [],
+        ),
+        _rule("override", ".m.rule.suppress_notices", [_match("content.msgtype", "m.notice")], []),
+        _rule(
+            "override",
+            ".m.rule.invite_for_me",
+            [
+                _match("type", "m.room.member"),
+                _match("content.membership", "invite"),
+                _match("state_key", user_id),
+            ],
+            ["notify", _SOUND_DEFAULT],
+        ),
+        _rule("override", ".m.rule.member_event", [_match("type", "m.room.member")], []),
+        _rule(
+            "override",
+            ".m.rule.is_user_mention",
+            [
+                {
+                    "kind": "event_property_contains",
+                    "key": "content.m\\.mentions.user_ids",
+                    "value": user_id,
+                }
+            ],
+            ["notify", _SOUND_DEFAULT, _HIGHLIGHT],
+        ),
+        _rule(
+            "override",
+            ".m.rule.is_room_mention",
+            [
+                {"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": True},
+                {"kind": "sender_notification_permission", "key": "room"},
+            ],
+            ["notify", _HIGHLIGHT],
+        ),
+        _rule(
+            "override",
+            ".m.rule.tombstone",
+            [_match("type", "m.room.tombstone"), _match("state_key", "")],
+            ["notify", _HIGHLIGHT],
+        ),
+        _rule("override", ".m.rule.reaction", [_match("type", "m.reaction")], []),
+        _rule(
+            "override",
+            ".m.rule.room.server_acl",
+            [_match("type", "m.room.server_acl"), _match("state_key", "")],
+            [],
+        ),
+    ]
+
+
+def default_underride_rules() -> list[PushRule]:
+    """Default underride rules, highest priority first."""
+    one_to_one = {"kind": "room_member_count", "is": "2"}
+    return [
+        _rule(
+            "underride",
+            ".m.rule.call",
+            [_match("type", "m.call.invite")],
+            ["notify", {"set_tweak": "sound", "value": "ring"}],
+        ),
+        _rule(
+            "underride",
+            ".m.rule.encrypted_room_one_to_one",
+            [one_to_one, _match("type", "m.room.encrypted")],
+            ["notify", _SOUND_DEFAULT],
+        ),
+        _rule(
+            "underride",
+            ".m.rule.room_one_to_one",
+            [one_to_one, _match("type", "m.room.message")],
+            ["notify", _SOUND_DEFAULT],
+        ),
+        _rule("underride", ".m.rule.message", [_match("type", "m.room.message")], ["notify"]),
+        _rule("underride", ".m.rule.encrypted", [_match("type", "m.room.encrypted")], ["notify"]),
+    ]
+
+
+def default_rules(user_id: str) -> dict[str, list[PushRule]]:
+    """Every default rule by kind (content, room and sender have none since v1.17)."""
+    return {
+        "override": default_override_rules(user_id),
+        "content": [],
+        "room": [],
+        "sender": [],
+        "underride": default_underride_rules(),
+    }

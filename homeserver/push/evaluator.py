@@ -1,0 +1,175 @@
+"""Push rule evaluation: which actions a ruleset gives an event. Pure (no I/O).
+
+Everything the conditions need about the room (member count, the sender's power
+level, the notification levels, the user's display name) comes in an `EvalContext`
+built by the caller, so this module is table-testable against the spec's examples.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .rules import PushRule, effective_conditions, parse_member_count
+
+_MISSING = object()
+# The spec's word characters; anything else (or either end) is a word boundary.
+_WORD = "A-Za-z0-9_"
+MAX_MATCH_LENGTH = 65536  # no event is bigger; bounds the regex work per value
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    member_count: int
+    sender_power_level: float
+    # notifications.<key> level from the room's power levels (default 50).
+    notification_level: Callable[[str], int]
+    display_name: str | None = None
+
+
+def split_path(key: str) -> list[str]:
+    """A dot-separated property path into its parts (appendices: `\\.` and `\\\\`
+    escape a literal dot and backslash; any other backslash is literal)."""
+    parts: list[str] = []
+    buf: list[str] = []
+    i = 0
+    while i < len(key):
+        ch = key[i]
+        if ch == "\\" and i + 1 < len(key) and key[i + 1] in ".\\":
+            buf.append(key[i + 1])
+            i += 2
+            continue
+        if ch == ".":
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    parts.append("".join(buf))
+    return parts
+
+
+def lookup(event: Mapping[str, Any], key: str) -> Any:
+    """The value at a dotted path, or `_MISSING`."""
+    value: Any = event
+    for part in split_path(key):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+@lru_cache(maxsize=4096)
+def glob_regex(pattern: str, words: bool) -> re.Pattern[str]:
+    """The glob as a case-insensitive regex: whole value, or (`words`) any substring
+    starting and ending at word boundaries."""
+    out: list[str] = []
+    for ch in re.sub(r"\*+", "*", pattern):
+        if ch == "*":
+            out.append(".*?")
+        elif ch == "?":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    body = "".join(out)
+    if words:
+        body = f"(?<![{_WORD}]){body}(?![{_WORD}])"
+    else:
+        body = f"\\A{body}\\Z"
+    return re.compile(body, re.IGNORECASE | re.DOTALL)
+
+
+def glob_matches(pattern: str, value: str, *, words: bool = False) -> bool:
+    return glob_regex(pattern, words).search(value[:MAX_MATCH_LENGTH]) is not None
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | bool) and not isinstance(value, float)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Canonical-JSON equality: no casting between booleans and integers."""
+    return type(a) is type(b) and a == b
+
+
+def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: EvalContext) -> bool:
+    """One condition against one event; unknown or malformed conditions never match."""
+    kind = cond.get("kind")
+    if kind == "event_match":
+        key, pattern = cond.get("key"), cond.get("pattern")
+        if not isinstance(key, str) or not isinstance(pattern, str):
+            return False
+        value = lookup(event, key)
+        if not isinstance(value, str):
+            return False
+        return glob_matches(pattern, value, words=key == "content.body")
+    if kind == "event_property_is":
+        key = cond.get("key")
+        if not isinstance(key, str) or "value" not in cond:
+            return False
+        value = lookup(event, key)
+        return value is not _MISSING and _scalar(value) and _same(value, cond["value"])
+    if kind == "event_property_contains":
+        key = cond.get("key")
+        if not isinstance(key, str) or "value" not in cond:
+            return False
+        value = lookup(event, key)
+        if not isinstance(value, list):
+            return False
+        wanted = cond["value"]
+        return any(_scalar(item) and _same(item, wanted) for item in value)
+    if kind == "contains_display_name":
+        name = ctx.display_name
+        body = lookup(event, "content.body")
+        if not name or not isinstance(body, str):
+            return False
+        regex = re.compile(
+            f"(?<![{_WORD}]){re.escape(name)}(?![{_WORD}])", re.IGNORECASE | re.DOTALL
+        )
+        return regex.search(body[:MAX_MATCH_LENGTH]) is not None
+    if kind == "room_member_count":
+        spec = cond.get("is")
+        parsed = parse_member_count(spec) if isinstance(spec, str) else None
+        if parsed is None:
+            return False
+        op, number = parsed
+        n = ctx.member_count
+        return {
+            "==": n == number,
+            "<": n < number,
+            ">": n > number,
+            "<=": n <= number,
+            ">=": n >= number,
+        }[op]
+    if kind == "sender_notification_permission":
+        key = cond.get("key")
+        if not isinstance(key, str):
+            return False
+        return ctx.sender_power_level >= ctx.notification_level(key)
+    return False
+
+
+def rule_matches(rule: PushRule, event: Mapping[str, Any], ctx: EvalContext) -> bool:
+    if not rule.enabled:
+        return False
+    return all(condition_matches(c, event, ctx) for c in effective_conditions(rule))
+
+
+def evaluate(
+    rules: Iterable[PushRule], event: Mapping[str, Any], ctx: EvalContext
+) -> PushRule | None:
+    """The first (highest priority) enabled rule matching `event`, or None."""
+    for rule in rules:
+        if rule_matches(rule, event, ctx):
+            return rule
+    return None
+
+
+def needs_display_name(rules: Iterable[PushRule]) -> bool:
+    """Whether evaluating `rules` can use the user's display name (fetch it only then)."""
+    return any(
+        c.get("kind") == "contains_display_name" for r in rules if r.enabled for c in r.conditions
+    )

@@ -1,0 +1,68 @@
+"""A user's effective ruleset: the defaults merged with their own rules and overrides.
+
+Pure. Priority order for evaluation: `.m.rule.master`, then per kind (override,
+content, room, sender, underride) the user's rules in their order followed by the
+server defaults of that kind, as the spec requires ("server-default rules operate at a
+lower priority than user-defined rules, except for the master rule").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .defaults import MASTER_RULE_ID, default_rules
+from .rules import KINDS, PushRule
+
+
+@dataclass(frozen=True)
+class DefaultOverride:
+    """What a user changed on a server-default rule (None = unchanged)."""
+
+    enabled: bool | None = None
+    actions: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    by_kind: Mapping[str, tuple[PushRule, ...]]
+    ordered: tuple[PushRule, ...]
+
+    def find(self, kind: str, rule_id: str) -> PushRule | None:
+        for rule in self.by_kind.get(kind, ()):
+            if rule.rule_id == rule_id:
+                return rule
+        return None
+
+    def to_json(self) -> dict[str, list[dict[str, Any]]]:
+        """push_ruleset.yaml: every kind, rules in priority order."""
+        return {kind: [r.to_json() for r in self.by_kind.get(kind, ())] for kind in KINDS}
+
+
+def build_ruleset(
+    user_id: str,
+    user_rules: Mapping[str, Sequence[PushRule]],
+    overrides: Mapping[str, DefaultOverride],
+) -> Ruleset:
+    """Merge `user_rules` (kind -> rules in priority order) with the defaults."""
+    defaults = default_rules(user_id)
+    by_kind: dict[str, tuple[PushRule, ...]] = {}
+    master: PushRule | None = None
+    for kind in KINDS:
+        merged: list[PushRule] = []
+        for rule in defaults[kind]:
+            change = overrides.get(rule.rule_id)
+            if change is not None:
+                if change.enabled is not None:
+                    rule = rule.with_enabled(change.enabled)
+                if change.actions is not None:
+                    rule = rule.with_actions(change.actions)
+            if rule.rule_id == MASTER_RULE_ID:
+                master = rule
+            else:
+                merged.append(rule)
+        user = list(user_rules.get(kind, ()))
+        by_kind[kind] = tuple(([master] if kind == "override" and master else []) + user + merged)
+    ordered = tuple(r for kind in KINDS for r in by_kind[kind])
+    return Ruleset(by_kind, ordered)

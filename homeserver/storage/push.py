@@ -1,0 +1,398 @@
+"""PushStore: users' push rules, pushers, per-user push actions and read positions.
+
+Rows only; the rule model and evaluation live in `homeserver.push`. Reads on hot paths
+(unread counts per room at every /sync, rules at every event) are primary-key or
+index lookups: event_push_actions is indexed by (user, room, stream) so a count costs
+the unread rows of one room only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._util import dump_json, load_json, now_ms
+from .database import Database
+from .errors import StorageError
+
+# Lower than any stream ordering (backfilled events are negative).
+_BEFORE_EVERYTHING = -(2**62)
+
+
+class RelativeRuleNotFound(StorageError):
+    """`before`/`after` named a rule the user does not have."""
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    kind: str
+    rule_id: str
+    conditions: list[dict[str, Any]]
+    pattern: str | None
+    actions: list[Any]
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class StoredPusher:
+    user_id: str
+    app_id: str
+    pushkey: str
+    kind: str
+    app_display_name: str
+    device_display_name: str
+    profile_tag: str | None
+    lang: str
+    data: dict[str, Any]
+    device_id: str | None
+
+
+@dataclass(frozen=True)
+class PushAction:
+    user_id: str
+    event_id: str
+    room_id: str
+    stream_ordering: int
+    thread_id: str
+    actions: list[Any]
+    notif: bool
+    highlight: bool
+    ts: int
+
+
+@dataclass(frozen=True)
+class NotificationRow:
+    event_id: str
+    room_id: str
+    stream_ordering: int
+    actions: list[Any]
+    highlight: bool
+    ts: int
+    read: bool
+
+
+@dataclass(frozen=True)
+class UnreadCounts:
+    notifications: int
+    highlights: int
+
+
+# Where a user has read a room up to, per thread: the furthest of their m.read and
+# m.read.private receipts (the receipts table of the sync area; primary-key lookups)
+# and the implicit receipts of their own events (push_read_positions). $1 user, $2 room.
+_READ_POSITIONS = (
+    "pos (thread_id, so) AS (SELECT thread_id, MAX(so) FROM ("
+    " SELECT p.thread_id AS thread_id, p.stream_ordering AS so FROM push_read_positions p"
+    " WHERE p.user_id = $1 AND p.room_id = $2"
+    " UNION ALL SELECT r.thread_id, e.stream_ordering FROM receipts r"
+    " JOIN events e ON e.event_id = r.event_id WHERE r.room_id = $2 AND r.user_id = $1"
+    " AND r.receipt_type IN ('m.read', 'm.read.private')"
+    ") positions GROUP BY thread_id)"
+)
+
+_RULE_COLUMNS = "kind, rule_id, conditions, pattern, actions, enabled"
+
+
+class PushStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- rules --------------------------------------------------------------------------
+
+    async def get_rules(self, user_id: str) -> list[StoredRule]:
+        """The user's own rules, by kind then priority (most important first)."""
+        rows = await self.db.fetch(
+            f"SELECT {_RULE_COLUMNS} FROM push_rules WHERE user_id = $1"
+            " ORDER BY kind, priority, rule_id",
+            user_id,
+        )
+        return [
+            StoredRule(r[0], r[1], load_json(r[2]), r[3], load_json(r[4]), bool(r[5])) for r in rows
+        ]
+
+    async def get_default_changes(
+        self, user_id: str
+    ) -> dict[str, tuple[bool | None, list[Any] | None]]:
+        """rule_id -> (enabled, actions) the user set on server-default rules."""
+        rows = await self.db.fetch(
+            "SELECT rule_id, enabled, actions FROM push_rule_defaults WHERE user_id = $1",
+            user_id,
+        )
+        return {
+            r[0]: (
+                None if r[1] is None else bool(r[1]),
+                None if r[2] is None else load_json(r[2]),
+            )
+            for r in rows
+        }
+
+    async def put_rule(
+        self,
+        user_id: str,
+        rule: StoredRule,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> None:
+        """Create or replace a user rule, placed per the spec's before/after semantics:
+        `before` wins over `after`; a new rule without either goes first; an updated
+        rule without either keeps its place."""
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                "SELECT rule_id FROM push_rules WHERE user_id = $1 AND kind = $2"
+                " ORDER BY priority, rule_id",
+                user_id,
+                rule.kind,
+            )
+            order = [r[0] for r in rows]
+            old_index = order.index(rule.rule_id) if rule.rule_id in order else None
+            if old_index is not None:
+                order.pop(old_index)
+            anchor = before if before is not None else after
+            if anchor is not None:
+                if anchor not in order:
+                    raise RelativeRuleNotFound(f"before/after rule not found: {anchor}")
+                index = order.index(anchor) + (0 if before is not None else 1)
+            else:
+                index = old_index if old_index is not None else 0
+            order.insert(index, rule.rule_id)
+            await conn.execute(
+                "DELETE FROM push_rules WHERE user_id = $1 AND kind = $2 AND rule_id = $3",
+                user_id,
+                rule.kind,
+                rule.rule_id,
+            )
+            await conn.execute(
+                "INSERT INTO push_rules (user_id, kind, rule_id, priority, conditions, pattern,"
+                " actions, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                user_id,
+                rule.kind,
+                rule.rule_id,
+                index,
+                dump_json(rule.conditions),
+                rule.pattern,
+                dump_json(rule.actions),
+                rule.enabled,
+            )
+            await conn.executemany(
+                "UPDATE push_rules SET priority = $4 WHERE user_id = $1 AND kind = $2"
+                " AND rule_id = $3",
+                [(user_id, rule.kind, rid, i) for i, rid in enumerate(order)],
+            )
+
+    async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> bool:
+        return (
+            await self.db.execute(
+                "DELETE FROM push_rules WHERE user_id = $1 AND kind = $2 AND rule_id = $3",
+                user_id,
+                kind,
+                rule_id,
+            )
+            > 0
+        )
+
+    async def set_rule_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> bool:
+        return (
+            await self.db.execute(
+                "UPDATE push_rules SET enabled = $4 WHERE user_id = $1 AND kind = $2"
+                " AND rule_id = $3",
+                user_id,
+                kind,
+                rule_id,
+                enabled,
+            )
+            > 0
+        )
+
+    async def set_rule_actions(
+        self, user_id: str, kind: str, rule_id: str, actions: list[Any]
+    ) -> bool:
+        return (
+            await self.db.execute(
+                "UPDATE push_rules SET actions = $4 WHERE user_id = $1 AND kind = $2"
+                " AND rule_id = $3",
+                user_id,
+                kind,
+                rule_id,
+                dump_json(actions),
+            )
+            > 0
+        )
+
+    async def set_default_enabled(self, user_id: str, rule_id: str, enabled: bool) -> None:
+        await self.db.execute(
+            "INSERT INTO push_rule_defaults (user_id, rule_id, enabled) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id, rule_id) DO UPDATE SET enabled = excluded.enabled",
+            user_id,
+            rule_id,
+            enabled,
+        )
+
+    async def set_default_actions(self, user_id: str, rule_id: str, actions: list[Any]) -> None:
+        await self.db.execute(
+            "INSERT INTO push_rule_defaults (user_id, rule_id, actions) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id, rule_id) DO UPDATE SET actions = excluded.actions",
+            user_id,
+            rule_id,
+            dump_json(actions),
+        )
+
+    # -- pushers ------------------------------------------------------------------------
+
+    async def get_pushers(self, user_id: str) -> list[StoredPusher]:
+        rows = await self.db.fetch(
+            "SELECT user_id, app_id, pushkey, kind, app_display_name, device_display_name,"
+            " profile_tag, lang, data, device_id FROM pushers WHERE user_id = $1"
+            " ORDER BY created_ts, app_id, pushkey",
+            user_id,
+        )
+        return [
+            StoredPusher(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], load_json(r[8]), r[9])
+            for r in rows
+        ]
+
+    async def set_pusher(self, pusher: StoredPusher, *, append: bool) -> None:
+        """Create or update; without `append`, other users' pushers with the same
+        app_id and pushkey are removed (the spec's default)."""
+        async with self.db.transaction() as conn:
+            if not append:
+                await conn.execute(
+                    "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3",
+                    pusher.app_id,
+                    pusher.pushkey,
+                    pusher.user_id,
+                )
+            await conn.execute(
+                "INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name,"
+                " device_display_name, profile_tag, lang, data, device_id, created_ts)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                " ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET kind = excluded.kind,"
+                " app_display_name = excluded.app_display_name,"
+                " device_display_name = excluded.device_display_name,"
+                " profile_tag = excluded.profile_tag, lang = excluded.lang,"
+                " data = excluded.data, device_id = excluded.device_id",
+                pusher.user_id,
+                pusher.app_id,
+                pusher.pushkey,
+                pusher.kind,
+                pusher.app_display_name,
+                pusher.device_display_name,
+                pusher.profile_tag,
+                pusher.lang,
+                dump_json(pusher.data),
+                pusher.device_id,
+                now_ms(),
+            )
+
+    async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> bool:
+        return (
+            await self.db.execute(
+                "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+                user_id,
+                app_id,
+                pushkey,
+            )
+            > 0
+        )
+
+    # -- push actions and read positions ------------------------------------------------
+
+    async def add_push_actions(self, actions: Sequence[PushAction]) -> None:
+        if not actions:
+            return
+        await self.db.executemany(
+            "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering,"
+            " thread_id, actions, notif, highlight, ts) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+            " $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING",
+            [
+                (
+                    a.user_id,
+                    a.event_id,
+                    a.room_id,
+                    a.stream_ordering,
+                    a.thread_id,
+                    dump_json(a.actions),
+                    a.notif,
+                    a.highlight,
+                    a.ts,
+                )
+                for a in actions
+            ],
+        )
+
+    async def advance_read_position(
+        self, user_id: str, room_id: str, stream_ordering: int, thread_id: str = ""
+    ) -> None:
+        """Mark everything up to `stream_ordering` read (never moves backwards).
+        thread_id '' is an unthreaded receipt; 'main' or a root ID one thread."""
+        await self.db.execute(
+            "INSERT INTO push_read_positions (user_id, room_id, thread_id, stream_ordering)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE"
+            " SET stream_ordering = excluded.stream_ordering"
+            " WHERE excluded.stream_ordering > push_read_positions.stream_ordering",
+            user_id,
+            room_id,
+            thread_id,
+            stream_ordering,
+        )
+
+    async def get_unread_counts(
+        self, user_id: str, room_id: str, upto: int | None = None
+    ) -> dict[str, UnreadCounts]:
+        """thread_id -> unread (notifying, highlighted) counts in one room, up to and
+        including stream position `upto`. Threads with nothing unread are absent."""
+        rows = await self.db.fetch(
+            f"WITH {_READ_POSITIONS} SELECT a.thread_id,"
+            " SUM(CASE WHEN a.notif THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END)"
+            " FROM event_push_actions a LEFT JOIN pos t ON t.thread_id = a.thread_id"
+            " WHERE a.user_id = $1 AND a.room_id = $2 AND a.stream_ordering <= $3"
+            " AND a.stream_ordering > COALESCE((SELECT u.so FROM pos u WHERE u.thread_id = ''),"
+            " $4) AND (t.so IS NULL OR a.stream_ordering > t.so)"
+            " GROUP BY a.thread_id",
+            user_id,
+            room_id,
+            upto if upto is not None else 2**62,
+            _BEFORE_EVERYTHING,
+        )
+        return {r[0]: UnreadCounts(int(r[1] or 0), int(r[2] or 0)) for r in rows}
+
+    async def get_notifications(
+        self,
+        user_id: str,
+        *,
+        before: int | None,
+        limit: int,
+        only_highlight: bool = False,
+    ) -> list[NotificationRow]:
+        """The user's notifying events, newest first, strictly below `before`, each
+        with whether a read receipt (or the user's own later event) covers it."""
+        sql = (
+            "SELECT a.event_id, a.room_id, a.stream_ordering, a.actions, a.highlight, a.ts,"
+            " a.thread_id FROM event_push_actions a WHERE a.user_id = $1"
+            " AND a.stream_ordering < $2"
+        )
+        if only_highlight:
+            sql += " AND a.highlight"
+        sql += " ORDER BY a.stream_ordering DESC LIMIT $3"
+        rows = await self.db.fetch(sql, user_id, before if before is not None else 2**62, limit)
+        positions: dict[str, dict[str, int]] = {}
+        for room_id in {r[1] for r in rows}:
+            positions[room_id] = await self.get_read_positions(user_id, room_id)
+        out = []
+        for r in rows:
+            pos = positions[r[1]]
+            so = int(r[2])
+            read = so <= pos.get("", _BEFORE_EVERYTHING) or so <= pos.get(r[6], _BEFORE_EVERYTHING)
+            out.append(
+                NotificationRow(r[0], r[1], so, load_json(r[3]), bool(r[4]), int(r[5]), read)
+            )
+        return out
+
+    async def get_read_positions(self, user_id: str, room_id: str) -> dict[str, int]:
+        """thread_id ('' = unthreaded) -> the stream position read up to in a room."""
+        rows = await self.db.fetch(
+            f"WITH {_READ_POSITIONS} SELECT thread_id, so FROM pos", user_id, room_id
+        )
+        return {r[0]: int(r[1]) for r in rows}

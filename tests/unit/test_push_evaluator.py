@@ -1,0 +1,236 @@
+"""Push rule evaluation: conditions per the spec's examples, and the default ruleset's
+behaviour on representative events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from homeserver.push.defaults import default_rules
+from homeserver.push.evaluator import (
+    EvalContext,
+    condition_matches,
+    evaluate,
+    glob_matches,
+    split_path,
+)
+from homeserver.push.rules import notify_and_highlight
+from homeserver.push.ruleset import DefaultOverride, build_ruleset
+
+ME = "@me:test.local"
+
+
+def ctx(members: int = 5, sender_level: float = 0, room_level: int = 50, name: str | None = None):
+    return EvalContext(
+        member_count=members,
+        sender_power_level=sender_level,
+        notification_level=lambda key: room_level if key == "room" else 50,
+        display_name=name,
+    )
+
+
+def msg(body: str = "hello", **content: Any) -> dict[str, Any]:
+    return {
+        "type": "m.room.message",
+        "sender": "@other:test.local",
+        "room_id": "!r:test.local",
+        "content": {"msgtype": "m.text", "body": body, **content},
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "parts"),
+    [
+        ("content.body", ["content", "body"]),
+        ("content.m\\.relates_to", ["content", "m.relates_to"]),
+        ("content.m\\\\foo", ["content", "m\\foo"]),
+        ("content.m\\xfoo", ["content", "m\\xfoo"]),
+        ("content.m\\.mentions.user_ids", ["content", "m.mentions", "user_ids"]),
+    ],
+)
+def test_split_path_escapes(key: str, parts: list[str]) -> None:
+    assert split_path(key) == parts
+
+
+def test_event_match_glob_whole_value_case_insensitive() -> None:
+    topic = {"type": "m.room.topic", "content": {"topic": "Lunch plans"}}
+    cond = {"kind": "event_match", "key": "content.topic", "pattern": "lunc?*"}
+    assert condition_matches(cond, topic, ctx())
+    assert condition_matches(cond, {"content": {"topic": "LUNCH"}}, ctx())
+    for value in (" lunch", "lunc", None, 5):
+        assert not condition_matches(cond, {"content": {"topic": value}}, ctx()), value
+    assert not condition_matches(cond, {"content": {}}, ctx())
+    star = {"kind": "event_match", "key": "content.topic", "pattern": "*"}
+    assert not condition_matches(star, {"content": {}}, ctx())
+
+
+def test_event_match_body_word_boundaries() -> None:
+    cond = {"kind": "event_match", "key": "content.body", "pattern": "ex*ple"}
+    for body in ("An example event.", "exple", "An exciting triple-whammy"):
+        assert condition_matches(cond, msg(body), ctx()), body
+    for body in ("examples", "counterexample", "exampled_x"):
+        assert not condition_matches(cond, msg(body), ctx()), body
+    assert glob_matches("cake", "I like CAKE!", words=True)
+    assert not glob_matches("cake", "cakes", words=True)
+
+
+def test_event_property_is_is_exact_and_typed() -> None:
+    cond = {"kind": "event_property_is", "key": "content.m\\.federate", "value": True}
+    assert condition_matches(cond, {"content": {"m.federate": True}}, ctx())
+    assert not condition_matches(cond, {"content": {"m.federate": "true"}}, ctx())
+    assert not condition_matches(cond, {"content": {"m.federate": 1}}, ctx())
+    one = {"kind": "event_property_is", "key": "content.n", "value": 1}
+    assert not condition_matches(one, {"content": {"n": True}}, ctx())
+    assert condition_matches(one, {"content": {"n": 1}}, ctx())
+    null = {"kind": "event_property_is", "key": "content.n", "value": None}
+    assert condition_matches(null, {"content": {"n": None}}, ctx())
+    assert not condition_matches(null, {"content": {}}, ctx())
+
+
+def test_event_property_contains() -> None:
+    cond = {
+        "kind": "event_property_contains",
+        "key": "content.alt_aliases",
+        "value": "#myroom:example.com",
+    }
+    ok = {"content": {"alt_aliases": ["#somewhere:example.org", "#myroom:example.com"]}}
+    assert condition_matches(cond, ok, ctx())
+    assert not condition_matches(cond, {"content": {"alt_aliases": [":example.com"]}}, ctx())
+    assert not condition_matches(cond, {"content": {"alt_aliases": "#myroom:example.com"}}, ctx())
+
+
+@pytest.mark.parametrize(
+    ("spec", "count", "expected"),
+    [
+        ("2", 2, True),
+        ("2", 3, False),
+        ("==2", 2, True),
+        ("<10", 9, True),
+        ("<10", 10, False),
+        (">3", 4, True),
+        ("<=10", 10, True),
+        (">=10", 9, False),
+        ("bogus", 2, False),
+    ],
+)
+def test_room_member_count(spec: str, count: int, expected: bool) -> None:
+    cond = {"kind": "room_member_count", "is": spec}
+    assert condition_matches(cond, msg(), ctx(members=count)) is expected
+
+
+def test_contains_display_name_and_unknown_conditions() -> None:
+    cond = {"kind": "contains_display_name"}
+    assert condition_matches(cond, msg("hey Alice!"), ctx(name="alice"))
+    assert not condition_matches(cond, msg("Alicey"), ctx(name="alice"))
+    assert not condition_matches(cond, msg("hey alice"), ctx(name=None))
+    assert not condition_matches({"kind": "org.example.future"}, msg(), ctx())
+
+
+# -- the default ruleset --------------------------------------------------------------
+
+
+def actions_for(event: dict[str, Any], context: EvalContext | None = None, **overrides):
+    ruleset = build_ruleset(ME, {}, {k: v for k, v in overrides.items()})
+    rule = evaluate(ruleset.ordered, event, context or ctx())
+    return (rule.rule_id, notify_and_highlight(rule.actions)) if rule else (None, (False, False))
+
+
+def test_plain_message_in_group_notifies_without_highlight() -> None:
+    assert actions_for(msg()) == (".m.rule.message", (True, False))
+
+
+def test_one_to_one_room() -> None:
+    assert actions_for(msg(), ctx(members=2)) == (".m.rule.room_one_to_one", (True, False))
+    encrypted = {"type": "m.room.encrypted", "sender": "@o:x", "content": {}}
+    assert actions_for(encrypted, ctx(members=2))[0] == ".m.rule.encrypted_room_one_to_one"
+    assert actions_for(encrypted, ctx(members=3))[0] == ".m.rule.encrypted"
+
+
+def test_user_mention_highlights() -> None:
+    event = msg("hi", **{"m.mentions": {"user_ids": [ME]}})
+    assert actions_for(event) == (".m.rule.is_user_mention", (True, True))
+    other = msg("hi", **{"m.mentions": {"user_ids": ["@else:test.local"]}})
+    assert actions_for(other) == (".m.rule.message", (True, False))
+
+
+def test_room_mention_needs_permission() -> None:
+    event = msg("@room", **{"m.mentions": {"room": True}})
+    assert actions_for(event, ctx(sender_level=50)) == (".m.rule.is_room_mention", (True, True))
+    assert actions_for(event, ctx(sender_level=0)) == (".m.rule.message", (True, False))
+    assert actions_for(event, ctx(sender_level=10, room_level=10))[0] == ".m.rule.is_room_mention"
+
+
+def test_edits_reactions_notices_members_do_not_notify() -> None:
+    edit = msg(
+        "* hi",
+        **{
+            "m.new_content": {"body": "hi", "msgtype": "m.text"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": "$x"},
+            "m.mentions": {"user_ids": [ME]},
+        },
+    )
+    assert actions_for(edit) == (".m.rule.suppress_edits", (False, False))
+    reaction = {
+        "type": "m.reaction",
+        "sender": "@o:x",
+        "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$x", "key": "👍"}},
+    }
+    assert actions_for(reaction) == (".m.rule.reaction", (False, False))
+    assert actions_for(msg("beep", msgtype="m.notice"))[0] == ".m.rule.suppress_notices"
+    join = {"type": "m.room.member", "state_key": "@o:x", "content": {"membership": "join"}}
+    assert actions_for(join) == (".m.rule.member_event", (False, False))
+    acl = {"type": "m.room.server_acl", "state_key": "", "content": {}}
+    assert actions_for(acl) == (".m.rule.room.server_acl", (False, False))
+
+
+def test_invite_for_me_and_tombstone_and_call() -> None:
+    invite = {"type": "m.room.member", "state_key": ME, "content": {"membership": "invite"}}
+    assert actions_for(invite) == (".m.rule.invite_for_me", (True, False))
+    tomb = {"type": "m.room.tombstone", "state_key": "", "content": {"body": "moved"}}
+    assert actions_for(tomb) == (".m.rule.tombstone", (True, True))
+    call = {"type": "m.call.invite", "content": {}}
+    assert actions_for(call) == (".m.rule.call", (True, False))
+    assert actions_for({"type": "m.room.topic", "state_key": "", "content": {}})[0] is None
+
+
+def test_master_rule_and_default_overrides() -> None:
+    assert actions_for(msg(), **{".m.rule.master": DefaultOverride(enabled=True)})[0] == (
+        ".m.rule.master"
+    )
+    quiet = {".m.rule.message": DefaultOverride(actions=())}
+    assert actions_for(msg(), **quiet) == (".m.rule.message", (False, False))
+    off = {".m.rule.message": DefaultOverride(enabled=False)}
+    assert actions_for(msg(), **off) == (None, (False, False))
+
+
+def test_default_rule_ids_match_spec_v1_19() -> None:
+    rules = default_rules(ME)
+    assert [r.rule_id for r in rules["override"]] == [
+        ".m.rule.master",
+        ".m.rule.suppress_edits",
+        ".m.rule.suppress_notices",
+        ".m.rule.invite_for_me",
+        ".m.rule.member_event",
+        ".m.rule.is_user_mention",
+        ".m.rule.is_room_mention",
+        ".m.rule.tombstone",
+        ".m.rule.reaction",
+        ".m.rule.room.server_acl",
+    ]
+    assert [r.rule_id for r in rules["underride"]] == [
+        ".m.rule.call",
+        ".m.rule.encrypted_room_one_to_one",
+        ".m.rule.room_one_to_one",
+        ".m.rule.message",
+        ".m.rule.encrypted",
+    ]
+    assert rules["content"] == rules["room"] == rules["sender"] == []
+    master = rules["override"][0].to_json()
+    assert master == {
+        "rule_id": ".m.rule.master",
+        "default": True,
+        "enabled": False,
+        "actions": [],
+        "conditions": [],
+    }
