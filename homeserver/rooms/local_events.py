@@ -108,6 +108,22 @@ class LocalEvents:
             )
         return event
 
+    async def build_template(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str | None = None,
+    ) -> dict[str, Any]:
+        """An unsigned event template for a remote user (make_join/leave/knock): built
+        on our current extremities and auth-checked against our state (403 if not
+        allowed); without hashes and signatures, which the remote server adds."""
+        event = await self.build_only(room_id, sender, event_type, content, state_key)
+        pdu = {k: v for k, v in event.pdu.items() if k not in ("hashes", "signatures")}
+        pdu["origin"] = sender.partition(":")[2]
+        return pdu
+
     async def persist_built(self, event: Event) -> Event:
         """Persist an event from `build_only` (possibly counter-signed since)."""
         async with self.locks.hold(event.room_id):
