@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import aiohttp
 from aiohttp import web
 
+import federation.outbound_wiring as federation_outbound
 import federation.server.keys as federation_keys_api
 import homeserver.client.account as client_accounts
 import homeserver.client.key_backup as client_key_backup
@@ -63,6 +64,8 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_key_backup.setup),
     (CLIENT, client_sync.setup),
     (CLIENT, client_rooms.setup),
+    # After the inbound federation area and the room reader: wires the remote halves.
+    (CLIENT | FEDERATION, federation_outbound.setup),
 )
 
 # URL prefix -> the listener resources that expose it (Synapse's mapping: media is also

@@ -1,0 +1,133 @@
+"""History we never received: homeserver.rooms.ports.Backfill over `/backfill`.
+
+When a local user paginates /messages backwards past the oldest timeline event we hold
+(typically: everything before our server joined), the room reader calls
+`backfill(room_id, limit)`. We look at the prev_events of our oldest timeline events
+that we lack, ask a server in the room for up to `limit` events before them, and
+persist what passes the receiving checks (1-3 in remote_events, then auth against the
+event's own auth events) as backfilled history: below every stream position we have
+handed out, outside current state and forward extremities.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from federation.client import FederationError
+from federation.remote_events import FederationRemoteEvents
+from homeserver.events import Event
+from homeserver.rooms.ingest import RemoteEventIngest, _auth_against_own_auth_events
+from homeserver.rooms.persister import Persister
+from homeserver.rooms.ports import Backfill
+from homeserver.storage import PersistItem, Stores
+
+log = logging.getLogger(__name__)
+
+MAX_BACKFILL = 100
+OLDEST_SCANNED = 20
+FAR_PAST = -(2**62)
+
+
+class FederationBackfill:
+    """Implements homeserver.rooms.ports.Backfill."""
+
+    def __init__(
+        self,
+        remote: FederationRemoteEvents,
+        ingest: RemoteEventIngest,
+        stores: Stores,
+        persister: Persister,
+        server_name: str,
+    ) -> None:
+        self._remote = remote
+        self._ingest = ingest
+        self._stores = stores
+        self._persister = persister
+        self._server_name = server_name
+
+    async def backward_extremities(self, room_id: str) -> list[str]:
+        """prev_events of our oldest timeline events that we do not hold in the DAG."""
+        oldest = await self._stores.events.get_room_events_between(
+            room_id, FAR_PAST, None, OLDEST_SCANNED, "f"
+        )
+        prevs = list(dict.fromkeys(p for row in oldest for p in row.event.prev_event_ids))
+        if not prevs:
+            return []
+        have = await self._stores.events.have_events(prevs)
+        missing = []
+        for p in prevs:
+            if p not in have or await self._stores.events.is_outlier(p):
+                missing.append(p)
+        return missing
+
+    async def backfill(self, room_id: str, limit: int) -> int:
+        extremities = await self.backward_extremities(room_id)
+        if not extremities:
+            return 0
+        limit = max(1, min(limit, MAX_BACKFILL))
+        hosts = await self._stores.current_state.get_joined_hosts(room_id)
+        room_server = room_id.partition(":")[2]
+        servers = sorted(h for h in hosts if h != self._server_name)
+        if room_server in servers:
+            servers.remove(room_server)
+            servers.insert(0, room_server)
+        for server in servers:
+            try:
+                events = await self._remote.backfill(server, room_id, extremities, limit)
+            except (FederationError, ValueError, LookupError) as e:
+                log.info("backfill of %s from %s failed: %s", room_id, server, e)
+                continue
+            if events:
+                return await self._persist(room_id, events, server)
+        return 0
+
+    async def _persist(self, room_id: str, events: list[Event], origin: str) -> int:
+        """Newest first into ever lower stream orderings, so /messages reads them in order."""
+        have = await self._stores.events.have_events([e.event_id for e in events])
+        fresh = [
+            e
+            for e in events
+            if e.event_id not in have or await self._stores.events.is_outlier(e.event_id)
+        ]
+        added = 0
+        for event in sorted(fresh, key=lambda e: (-e.depth, e.event_id)):
+            auth = await self._auth_events(event, origin)
+            reason = _auth_against_own_auth_events(event, auth)
+            await self._stores.events.persist_events(
+                room_id,
+                [PersistItem(event=event, rejected_reason=reason)],
+                backfilled=True,
+            )
+            if reason is None:
+                added += 1
+            else:
+                log.info("backfilled %s rejected: %s", event.event_id, reason)
+        return added
+
+    async def _auth_events(self, event: Event, origin: str) -> dict[str, Any]:
+        wanted = list(event.auth_event_ids)
+        if event.room_version.room_id_is_create_event_id and not event.is_create():
+            wanted.append("$" + event.room_id[1:])
+        have = dict(await self._stores.events.get_events(wanted))
+        if any(a not in have for a in wanted):
+            try:
+                chain = await self._remote.get_event_auth(origin, event.room_id, event.event_id)
+            except (FederationError, ValueError, LookupError):
+                chain = []
+            for ev in sorted(chain, key=lambda e: (e.depth, e.event_id)):
+                if ev.event_id not in have:
+                    own = dict(await self._stores.events.get_events(ev.auth_event_ids))
+                    reason = _auth_against_own_auth_events(ev, own)
+                    await self._persister.persist(ev, state_before=None, rejected_reason=reason)
+            have.update(await self._stores.events.get_events(wanted))
+        return have
+
+
+def _check_protocol(b: FederationBackfill) -> Backfill:
+    return b
+
+
+BACKFILLER = web.AppKey("fed_backfill", FederationBackfill)

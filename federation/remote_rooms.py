@@ -1,0 +1,333 @@
+"""Membership handshakes with other servers: homeserver.rooms.ports.RemoteRooms.
+
+- join: `make_join` (each candidate server in turn, offering every room version we
+  support) -> our join event built from the template (its prev/auth events and depth
+  kept; origin_server_ts, hashes and our signature added) -> `v2/send_join` (full state:
+  omit_members=false) -> the returned state and auth chain pass checks 1-3 -> the room
+  service persists them and our join (`RemoteEventIngest.persist_join`).
+- invite: `v2/invite` to the invitee's server, which returns the event counter-signed.
+- leave (rejecting an invite to a room we are not in): make_leave / v2/send_leave.
+- knock: make_knock / send_knock.
+
+Leaves and knocks for rooms we are not in are stored as outliers that update only the
+user's membership row (out of band), then announced to sync.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from federation.client import FederationError, fed_path
+from federation.inbound import InboundChecks, PduRejected
+from homeserver.errors import MatrixError
+from homeserver.events import KNOWN_ROOM_VERSIONS, Event, RoomVersion, get_room_version
+from homeserver.events.hashing import add_content_hash
+from homeserver.events.redaction import redact
+from homeserver.events.signing import sign_event
+from homeserver.events.validation import EventFormatError, validate_pdu_format
+from homeserver.graph.auth_rules import AuthError
+from homeserver.rooms.ingest import RemoteEventIngest
+from homeserver.storage import PersistItem, Stores
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT_S = 60.0
+SEND_JOIN_TIMEOUT_S = 120.0
+# Template fields a resident server may set that we must not carry into our event.
+_DROPPED_TEMPLATE_KEYS = ("signatures", "hashes", "unsigned", "origin")
+
+Announce = Callable[[Event, int], None]
+
+
+class FederationRemoteRooms:
+    """RemoteRooms over federation; `signing_key` is our current key (SERVER_KEYS.primary)."""
+
+    def __init__(
+        self,
+        client: Any,
+        checks: InboundChecks,
+        ingest: RemoteEventIngest,
+        stores: Stores,
+        server_name: str,
+        signing_key: Any,
+        announce: Announce | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._checks = checks
+        self._ingest = ingest
+        self._stores = stores
+        self._server_name = server_name
+        self._signing_key = signing_key
+        self._announce = announce
+        self._clock = clock
+
+    # -- join -------------------------------------------------------------------------------
+
+    async def join(
+        self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]
+    ) -> Event:
+        errors: list[str] = []
+        last: Exception | None = None
+        for server in _candidates(servers, self._server_name):
+            try:
+                return await self._join_via(server, room_id, user_id, content)
+            except (FederationError, HandshakeError) as e:
+                log.info("join of %s to %s via %s failed: %s", user_id, room_id, server, e)
+                errors.append(f"{server}: {e}")
+                last = e
+                if isinstance(e, FederationError) and e.status == 403:
+                    continue
+        if isinstance(last, FederationError) and last.status in (403, 404):
+            raise MatrixError(
+                last.status,
+                last.errcode or ("M_FORBIDDEN" if last.status == 403 else "M_NOT_FOUND"),
+                _peer_message(last) or "Could not join the room",
+            )
+        raise MatrixError(
+            404, "M_NOT_FOUND", "No server could help us join the room: " + "; ".join(errors)
+        )
+
+    async def _join_via(
+        self, server: str, room_id: str, user_id: str, content: dict[str, Any]
+    ) -> Event:
+        template, version = await self._make("join", server, room_id, user_id, versions=True)
+        event = self._build_from_template(template, version, room_id, user_id, "join", content)
+        body = await self._client.put_json(
+            server,
+            fed_path("/_matrix/federation/v2/send_join/{}/{}", room_id, event.event_id),
+            event.pdu,
+            query={"omit_members": "false"},
+            timeout=SEND_JOIN_TIMEOUT_S,
+        )
+        if not isinstance(body, dict):
+            raise HandshakeError("send_join answer is not an object")
+        # Restricted joins come back counter-signed by the authorising server.
+        returned = body.get("event")
+        if isinstance(returned, dict):
+            try:
+                signed = await self._checks.check_pdu(returned, version)
+            except PduRejected as e:
+                raise HandshakeError(f"the counter-signed join is invalid: {e}") from None
+            if signed.event_id == event.event_id:
+                event = signed
+        state = await self._checked(body.get("state"), room_id, version, server)
+        auth_chain = await self._checked(body.get("auth_chain"), room_id, version, server)
+        try:
+            await self._ingest.persist_join(version, event, state, auth_chain)
+        except AuthError as e:
+            raise HandshakeError(str(e)) from None
+        return event
+
+    async def _checked(
+        self, pdus: Any, room_id: str, version: RoomVersion, server: str
+    ) -> list[Event]:
+        if not isinstance(pdus, list):
+            raise HandshakeError("send_join answer lacks state / auth_chain lists")
+        out = []
+        for pdu in pdus:
+            try:
+                event = await self._checks.check_pdu(pdu, version)
+            except PduRejected as e:
+                log.info("send_join from %s: dropping a PDU: %s", server, e)
+                continue
+            if event.room_id == room_id:
+                out.append(event)
+        return out
+
+    # -- leave / knock ----------------------------------------------------------------------
+
+    async def leave(self, room_id: str, user_id: str, servers: list[str]) -> Event:
+        candidates = [*servers, *await self._servers_for_out_of_band(room_id, user_id)]
+        errors: list[str] = []
+        for server in _candidates(candidates, self._server_name):
+            try:
+                template, version = await self._make("leave", server, room_id, user_id)
+                event = self._build_from_template(template, version, room_id, user_id, "leave", {})
+                await self._client.put_json(
+                    server,
+                    fed_path("/_matrix/federation/v2/send_leave/{}/{}", room_id, event.event_id),
+                    event.pdu,
+                    timeout=HANDSHAKE_TIMEOUT_S,
+                )
+            except (FederationError, HandshakeError) as e:
+                errors.append(f"{server}: {e}")
+                continue
+            await self._persist_out_of_band(event)
+            return event
+        raise MatrixError(
+            502, "M_UNKNOWN", "Could not reach a server to leave through: " + "; ".join(errors)
+        )
+
+    async def knock(
+        self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]
+    ) -> Event:
+        errors: list[str] = []
+        last: FederationError | None = None
+        for server in _candidates(servers, self._server_name):
+            try:
+                template, version = await self._make("knock", server, room_id, user_id, True)
+                event = self._build_from_template(
+                    template, version, room_id, user_id, "knock", content
+                )
+                body = await self._client.put_json(
+                    server,
+                    fed_path("/_matrix/federation/v1/send_knock/{}/{}", room_id, event.event_id),
+                    event.pdu,
+                    timeout=HANDSHAKE_TIMEOUT_S,
+                )
+            except (FederationError, HandshakeError) as e:
+                errors.append(f"{server}: {e}")
+                if isinstance(e, FederationError):
+                    last = e
+                continue
+            state = body.get("knock_room_state") if isinstance(body, dict) else None
+            if isinstance(state, list):
+                pdu = copy.deepcopy(event.pdu)
+                pdu.setdefault("unsigned", {})["knock_room_state"] = state
+                event = Event(pdu, event.room_version, event.event_id)
+            await self._persist_out_of_band(event)
+            return event
+        if last is not None and last.status == 403:
+            raise MatrixError(403, last.errcode or "M_FORBIDDEN", _peer_message(last) or "Denied")
+        raise MatrixError(404, "M_NOT_FOUND", "Could not knock: " + "; ".join(errors))
+
+    async def _servers_for_out_of_band(self, room_id: str, user_id: str) -> list[str]:
+        """Whom to ask when rejecting an invite: the inviter's server, the room's server."""
+        out = []
+        info = await self._stores.current_state.get_membership_info(room_id, user_id)
+        if info is not None:
+            invite = await self._stores.events.get_event(info.event_id)
+            if invite is not None:
+                out.append(invite.sender.partition(":")[2])
+        out.append(room_id.partition(":")[2])
+        return out
+
+    async def _persist_out_of_band(self, event: Event) -> None:
+        (stream,) = await self._stores.events.persist_events(
+            event.room_id,
+            [PersistItem(event=event, outlier=True)],
+            out_of_band_memberships=[event.event_id],
+        )
+        if self._announce is not None:
+            self._announce(event, stream)
+
+    # -- invite -----------------------------------------------------------------------------
+
+    async def invite(self, event: Event, invite_room_state: list[dict[str, Any]]) -> Event:
+        target = event.state_key or ""
+        server = target.partition(":")[2]
+        version = event.room_version
+        try:
+            body = await self._client.put_json(
+                server,
+                fed_path("/_matrix/federation/v2/invite/{}/{}", event.room_id, event.event_id),
+                {
+                    "event": event.pdu,
+                    "room_version": version.identifier,
+                    "invite_room_state": invite_room_state,
+                },
+                timeout=HANDSHAKE_TIMEOUT_S,
+            )
+        except FederationError as e:
+            status = e.status if e.status in (400, 403, 404) else 502
+            raise MatrixError(
+                status, e.errcode or "M_UNKNOWN", _peer_message(e) or f"Invite failed: {e}"
+            ) from None
+        signed = body.get("event") if isinstance(body, dict) else None
+        if not isinstance(signed, dict):
+            raise MatrixError(502, "M_UNKNOWN", "The invitee's server sent no signed event")
+        try:
+            checked = await self._checks.check_pdu(signed, version)
+            if checked.event_id != event.event_id:
+                raise PduRejected("the counter-signed invite is a different event")
+            redacted = _signable(checked)
+            await self._checks.keyring.verify_json_for_server(
+                server, redacted, checked.origin_server_ts if version.enforce_key_validity else None
+            )
+        except Exception as e:  # PduRejected, KeyringError: the invitee did not vouch
+            raise MatrixError(502, "M_UNKNOWN", f"Invalid counter-signed invite: {e}") from None
+        pdu = copy.deepcopy(checked.pdu)
+        if invite_room_state:
+            pdu.setdefault("unsigned", {})["invite_room_state"] = invite_room_state
+        return Event(pdu, version, event.event_id)
+
+    # -- building our half ------------------------------------------------------------------
+
+    async def _make(
+        self, kind: str, server: str, room_id: str, user_id: str, versions: bool = False
+    ) -> tuple[dict[str, Any], RoomVersion]:
+        query = {"ver": list(KNOWN_ROOM_VERSIONS)} if versions else None
+        body = await self._client.get_json(
+            server,
+            fed_path(f"/_matrix/federation/v1/make_{kind}/{{}}/{{}}", room_id, user_id),
+            query=query,
+            timeout=HANDSHAKE_TIMEOUT_S,
+        )
+        if not isinstance(body, dict) or not isinstance(body.get("event"), dict):
+            raise HandshakeError(f"make_{kind} answer has no event template")
+        ver = body.get("room_version", "1")
+        if not isinstance(ver, str) or ver not in KNOWN_ROOM_VERSIONS:
+            raise HandshakeError(f"unsupported room version {ver!r}")
+        return body["event"], get_room_version(ver)
+
+    def _build_from_template(
+        self,
+        template: dict[str, Any],
+        version: RoomVersion,
+        room_id: str,
+        user_id: str,
+        membership: str,
+        content: dict[str, Any],
+    ) -> Event:
+        """Our membership event: the template's graph position, our content and signature."""
+        if (
+            template.get("type") != "m.room.member"
+            or template.get("room_id") != room_id
+            or template.get("sender") != user_id
+            or template.get("state_key") != user_id
+        ):
+            raise HandshakeError("the event template is not our membership event")
+        pdu = {k: v for k, v in template.items() if k not in _DROPPED_TEMPLATE_KEYS}
+        template_content = template.get("content")
+        merged = dict(template_content) if isinstance(template_content, dict) else {}
+        merged.update(content)
+        merged["membership"] = membership
+        pdu["content"] = merged
+        pdu["origin_server_ts"] = int(self._clock() * 1000)
+        if version.event_id_in_event:
+            pdu["event_id"] = f"${secrets.token_urlsafe(12)}:{self._server_name}"
+        else:
+            pdu.pop("event_id", None)
+        add_content_hash(pdu)
+        sign_event(pdu, version, self._server_name, self._signing_key)
+        try:
+            validate_pdu_format(pdu, version)
+        except EventFormatError as e:
+            raise HandshakeError(f"the event template gives an invalid event: {e}") from None
+        return Event(pdu, version)
+
+
+class HandshakeError(Exception):
+    """A peer's answer during a membership handshake was unusable."""
+
+
+def _candidates(servers: Iterable[str], ourselves: str) -> list[str]:
+    return [s for s in dict.fromkeys(servers) if s and s != ourselves]
+
+
+def _peer_message(e: FederationError) -> str | None:
+    if isinstance(e.body, dict) and isinstance(e.body.get("error"), str):
+        return e.body["error"]
+    return None
+
+
+def _signable(event: Event) -> dict[str, Any]:
+    out = redact(event.pdu, event.room_version)
+    out.pop("unsigned", None)
+    return out
