@@ -91,6 +91,31 @@ class MembershipService:
             raise not_found("No known servers to join the room through")
         return await self.remote.join(room_id, user_id, candidates, content)
 
+    async def knock(
+        self,
+        room_id: str,
+        user_id: str,
+        servers: list[str] | None = None,
+        reason: str | None = None,
+    ) -> Event:
+        """Knock on a room: locally if we are in it, else through a resident server."""
+        content = await self.profile_content(user_id)
+        content["membership"] = "knock"
+        if reason:
+            content["reason"] = reason
+        known = await self._stores.rooms.get_room_version(room_id) is not None
+        if known and (await self._we_are_joined(room_id) or not self.remote):
+            return await self._events.send(room_id, user_id, "m.room.member", content, user_id)
+        if self.remote is None:
+            raise not_found("No known servers to knock on the room through")
+        candidates = [s for s in dict.fromkeys(servers or []) if s and s != self._server_name]
+        server_of_room = room_id.partition(":")[2]
+        if server_of_room and server_of_room not in candidates:
+            candidates.append(server_of_room)
+        if not candidates:
+            raise not_found("No known servers to knock on the room through")
+        return await self.remote.knock(room_id, user_id, candidates, content)
+
     async def set_membership(
         self,
         room_id: str,

@@ -1,0 +1,182 @@
+"""Room aliases (/directory/room), /rooms/{id}/aliases, directory visibility
+(/directory/list/room), /publicRooms (GET and POST) and /room_summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from homeserver.appstate import CONFIG
+from homeserver.client.auth import get_optional_requester, get_requester
+from homeserver.client.validate import optional_dict, optional_int, optional_str, require_str
+from homeserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
+from homeserver.http import json_response, query_param, read_json_body
+from homeserver.ids import validate_room_id
+from homeserver.rooms.visibility import is_world_readable
+from homeserver.services import STORES
+
+from .room_services import (
+    ROOM_DIRECTORY,
+    add_routes,
+    alias_param,
+    room_id_or_alias_param,
+    room_id_param,
+)
+
+MAX_PUBLIC_LIMIT = 1000
+
+
+async def get_alias(request: web.Request) -> web.Response:
+    alias = alias_param(request)
+    room_id, servers = await request.config_dict[ROOM_DIRECTORY].resolve_alias(alias)
+    return json_response({"room_id": room_id, "servers": servers})
+
+
+async def put_alias(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    alias = alias_param(request)
+    body = await read_json_body(request)
+    room_id = require_str(body, "room_id", max_len=255)
+    try:
+        validate_room_id(room_id)
+    except ValueError as exc:
+        raise invalid_param(f"Invalid room_id: {exc}") from None
+    await request.config_dict[ROOM_DIRECTORY].create_alias(alias, room_id, requester.user_id)
+    return json_response({})
+
+
+async def delete_alias(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    alias = alias_param(request)
+    await request.config_dict[ROOM_DIRECTORY].delete_alias(alias, requester.user_id)
+    return json_response({})
+
+
+async def room_aliases(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    stores = request.config_dict[STORES]
+    if await stores.rooms.get_room_version(room_id) is None:
+        raise forbidden(f"User {requester.user_id} not in room {room_id}")
+    aliases = await request.config_dict[ROOM_DIRECTORY].aliases_for_room(
+        room_id, requester.user_id, await is_world_readable(stores, room_id)
+    )
+    return json_response({"aliases": aliases})
+
+
+async def get_visibility(request: web.Request) -> web.Response:
+    room_id = room_id_param(request)
+    visibility = await request.config_dict[ROOM_DIRECTORY].get_visibility(room_id)
+    return json_response({"visibility": visibility})
+
+
+async def put_visibility(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    body = await read_json_body(request, allow_empty=True)
+    visibility = optional_str(body, "visibility", default="public")
+    if visibility not in ("public", "private"):
+        raise invalid_param("'visibility' must be 'public' or 'private'")
+    await request.config_dict[ROOM_DIRECTORY].set_visibility(
+        room_id,
+        requester.user_id,
+        visibility,  # type: ignore[arg-type]
+    )
+    return json_response({})
+
+
+def _limit(value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise ValueError("must be a non-negative integer")
+    return min(int(value), MAX_PUBLIC_LIMIT)
+
+
+def _check_server(request: web.Request, server: str | None) -> None:
+    if server is not None and server != request.config_dict[CONFIG].server_name:
+        raise MatrixError(404, "M_NOT_FOUND", "Remote room directories are not available")
+
+
+async def public_rooms_get(request: web.Request) -> web.Response:
+    await get_optional_requester(request)
+    limit = query_param(request, "limit", _limit)
+    since = query_param(request, "since")
+    _check_server(request, query_param(request, "server"))
+    body = await request.config_dict[ROOM_DIRECTORY].public_rooms(
+        limit=limit, since=since, search_term=None
+    )
+    return json_response(body)
+
+
+async def public_rooms_post(request: web.Request) -> web.Response:
+    await get_requester(request)
+    _check_server(request, query_param(request, "server"))
+    body = await read_json_body(request, allow_empty=True)
+    limit = optional_int(body, "limit")
+    if limit is not None:
+        if limit < 0:
+            raise invalid_param("'limit' must not be negative")
+        limit = min(limit, MAX_PUBLIC_LIMIT)
+    since = optional_str(body, "since", max_len=64)
+    optional_str(body, "third_party_instance_id", max_len=255)
+    if body.get("include_all_networks") is not None and not isinstance(
+        body["include_all_networks"], bool
+    ):
+        raise bad_json("'include_all_networks' must be a boolean")
+    filt = optional_dict(body, "filter") or {}
+    term = optional_str(filt, "generic_search_term", max_len=1000)
+    room_types: Any = filt.get("room_types")
+    if room_types is not None and (
+        not isinstance(room_types, list)
+        or not all(t is None or isinstance(t, str) for t in room_types)
+    ):
+        raise bad_json("'filter.room_types' must be a list of strings or nulls")
+    result = await request.config_dict[ROOM_DIRECTORY].public_rooms(
+        limit=limit, since=since, search_term=term, room_types=room_types
+    )
+    return json_response(result)
+
+
+async def room_summary(request: web.Request) -> web.Response:
+    requester = await get_optional_requester(request)
+    target = room_id_or_alias_param(request)
+    directory = request.config_dict[ROOM_DIRECTORY]
+    stores = request.config_dict[STORES]
+    room_id = target
+    if target.startswith("#"):
+        room_id, _ = await directory.resolve_alias(target)
+    if await stores.rooms.get_room_version(room_id) is None:
+        raise not_found("Room not found")
+    summary = await directory.room_summary(room_id)
+    membership = None
+    if requester is not None:
+        membership = await stores.current_state.get_membership(room_id, requester.user_id)
+    allowed = (
+        membership in ("join", "invite", "knock")
+        or summary["world_readable"]
+        or summary["join_rule"] in ("public", "knock", "knock_restricted")
+        or (await stores.rooms.get_room(room_id)).is_public  # type: ignore[union-attr]
+    )
+    if not allowed:
+        raise not_found("Room not found")
+    if membership is not None:
+        summary["membership"] = membership
+    return json_response(summary)
+
+
+def setup_routes(app: web.Application) -> None:
+    add_routes(app, "GET", "/directory/room/{room_alias}", get_alias)
+    add_routes(app, "PUT", "/directory/room/{room_alias}", put_alias)
+    add_routes(app, "DELETE", "/directory/room/{room_alias}", delete_alias)
+    add_routes(app, "GET", "/rooms/{room_id}/aliases", room_aliases)
+    add_routes(app, "GET", "/directory/list/room/{room_id}", get_visibility)
+    add_routes(app, "PUT", "/directory/list/room/{room_id}", put_visibility)
+    add_routes(app, "GET", "/publicRooms", public_rooms_get)
+    add_routes(app, "POST", "/publicRooms", public_rooms_post)
+    add_routes(
+        app,
+        "GET",
+        "/room_summary/{room_id_or_alias}",
+        room_summary,
+        versions=("v1", "unstable/im.nheko.summary"),
+    )

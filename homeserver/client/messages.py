@@ -1,0 +1,156 @@
+"""Room events: send, redact, /event, /context, /messages, /timestamp_to_event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from homeserver.client.auth import get_requester
+from homeserver.client.validate import optional_str
+from homeserver.http import json_response, query_param, read_json_body
+from homeserver.ratelimit import RATE_LIMITERS
+from homeserver.rooms.event_filter import RoomEventFilter
+from homeserver.rooms.pagination import RoomToken
+from homeserver.services import STORES
+
+from .room_services import (
+    ROOM_READER,
+    ROOM_SENDER,
+    add_routes,
+    event_id_param,
+    event_type_param,
+    room_id_param,
+    txn_id_param,
+)
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 1000
+
+
+def _limit(value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise ValueError("must be a non-negative integer")
+    return min(int(value), MAX_LIMIT)
+
+
+def _direction(value: str) -> str:
+    if value not in ("b", "f"):
+        raise ValueError("must be 'b' or 'f'")
+    return value
+
+
+def _timestamp(value: str) -> int:
+    if not value.isdigit() or len(value) > 18:
+        raise ValueError("must be a timestamp in milliseconds")
+    return int(value)
+
+
+async def send_event(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    event_type = event_type_param(request)
+    txn_id = txn_id_param(request)
+    content = await read_json_body(request)
+    txn = (requester.user_id, requester.device_id, txn_id)
+    stores = request.config_dict[STORES]
+    existing = await stores.transactions.get_client_txn(*txn)
+    if existing is not None:
+        return json_response({"event_id": existing})
+    request.config_dict[RATE_LIMITERS].check("message", requester.user_id)
+    event_id = await request.config_dict[ROOM_SENDER].send_message(
+        room_id, requester.user_id, event_type, content, txn
+    )
+    return json_response({"event_id": event_id})
+
+
+async def redact_event(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    event_id = event_id_param(request)
+    txn_id = txn_id_param(request)
+    body = await read_json_body(request, allow_empty=True)
+    reason = optional_str(body, "reason", max_len=4096)
+    txn = (requester.user_id, requester.device_id, txn_id)
+    existing = await request.config_dict[STORES].transactions.get_client_txn(*txn)
+    if existing is not None:
+        return json_response({"event_id": existing})
+    request.config_dict[RATE_LIMITERS].check("message", requester.user_id)
+    redaction_id = await request.config_dict[ROOM_SENDER].redact(
+        room_id, requester.user_id, event_id, reason, txn
+    )
+    return json_response({"event_id": redaction_id})
+
+
+async def get_event(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    event_id = event_id_param(request)
+    event = await request.config_dict[ROOM_READER].event(
+        room_id, requester.user_id, requester.device_id, event_id
+    )
+    return json_response(event)
+
+
+async def get_context(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    event_id = event_id_param(request)
+    limit = query_param(request, "limit", _limit, default=DEFAULT_LIMIT)
+    event_filter = RoomEventFilter.from_query(query_param(request, "filter"))
+    body = await request.config_dict[ROOM_READER].context(
+        room_id,
+        requester.user_id,
+        requester.device_id,
+        event_id,
+        limit=limit,
+        event_filter=event_filter,
+    )
+    return json_response(body)
+
+
+async def get_messages(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    from_token = query_param(request, "from", RoomToken.parse)
+    to_token = query_param(request, "to", RoomToken.parse)
+    direction: Any = query_param(request, "dir", _direction, default="b")
+    limit = query_param(request, "limit", _limit, default=DEFAULT_LIMIT)
+    event_filter = RoomEventFilter.from_query(query_param(request, "filter"))
+    body = await request.config_dict[ROOM_READER].messages(
+        room_id,
+        requester.user_id,
+        requester.device_id,
+        from_token=from_token,
+        to_token=to_token,
+        direction=direction,
+        limit=limit,
+        event_filter=event_filter,
+    )
+    return json_response(body)
+
+
+async def timestamp_to_event(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    ts = query_param(request, "ts", _timestamp, required=True)
+    direction: Any = query_param(request, "dir", _direction, required=True)
+    body = await request.config_dict[ROOM_READER].timestamp_to_event(
+        room_id, requester.user_id, ts, direction
+    )
+    return json_response(body)
+
+
+def setup_routes(app: web.Application) -> None:
+    add_routes(app, "PUT", "/rooms/{room_id}/send/{event_type}/{txn_id}", send_event)
+    add_routes(app, "PUT", "/rooms/{room_id}/redact/{event_id}/{txn_id}", redact_event)
+    add_routes(app, "GET", "/rooms/{room_id}/event/{event_id}", get_event)
+    add_routes(app, "GET", "/rooms/{room_id}/context/{event_id}", get_context)
+    add_routes(app, "GET", "/rooms/{room_id}/messages", get_messages)
+    add_routes(
+        app,
+        "GET",
+        "/rooms/{room_id}/timestamp_to_event",
+        timestamp_to_event,
+        versions=("v1", "unstable/org.matrix.msc3030"),
+    )

@@ -1,0 +1,171 @@
+"""POST /createRoom: validate every field, then create, alias, publish and invite.
+
+Validation happens before anything is written, so a bad request never leaves a
+half-created room behind. Creation itself is `RoomCreator.create_room`; invites go
+through the membership service (with `is_direct` on the invite content).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from homeserver.appstate import CONFIG
+from homeserver.client.auth import get_requester
+from homeserver.client.validate import optional_bool, optional_dict, optional_str
+from homeserver.errors import MatrixError, bad_json, invalid_param
+from homeserver.events import KNOWN_ROOM_VERSIONS
+from homeserver.http import json_response, read_json_body
+from homeserver.ids import is_valid_user_id, validate_room_alias
+from homeserver.rooms.creation import PRESETS, RoomSpec
+from homeserver.services import MEMBERSHIP, ROOM_CREATOR, STORES
+
+from .room_services import ROOM_READ_STORE, add_routes
+
+MAX_INVITES = 1000
+MAX_INITIAL_STATE = 1000
+PL_INT_KEYS = (
+    "ban",
+    "events_default",
+    "invite",
+    "kick",
+    "redact",
+    "state_default",
+    "users_default",
+)
+
+
+def _check_level(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**53 - 1:
+        raise bad_json(f"power_level_content_override: '{key}' must be an integer")
+
+
+def _check_power_levels(pl: dict[str, Any]) -> None:
+    for key in PL_INT_KEYS:
+        if key in pl:
+            _check_level(key, pl[key])
+    for key in ("users", "events"):
+        if key in pl:
+            if not isinstance(pl[key], dict):
+                raise bad_json(f"power_level_content_override: '{key}' must be an object")
+            for sub, value in pl[key].items():
+                _check_level(f"{key}.{sub}", value)
+                if key == "users" and not is_valid_user_id(sub):
+                    raise bad_json(f"power_level_content_override: bad user ID {sub[:100]}")
+    notifications = pl.get("notifications")
+    if notifications is not None:
+        if not isinstance(notifications, dict):
+            raise bad_json("power_level_content_override: 'notifications' must be an object")
+        for sub, value in notifications.items():
+            _check_level(f"notifications.{sub}", value)
+
+
+def _initial_state(body: dict[str, Any]) -> list[dict[str, Any]]:
+    value = body.get("initial_state")
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_INITIAL_STATE:
+        raise bad_json("'initial_state' must be a list of state events")
+    out = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise bad_json("'initial_state' items must be objects")
+        etype = item.get("type")
+        key = item.get("state_key", "")
+        content = item.get("content")
+        if not isinstance(etype, str) or not etype or len(etype) > 255:
+            raise bad_json("'initial_state' items need a string 'type'")
+        if not isinstance(key, str) or len(key) > 255:
+            raise bad_json("'initial_state' state_key must be a string")
+        if not isinstance(content, dict):
+            raise bad_json("'initial_state' items need an object 'content'")
+        if etype in ("m.room.create", "m.room.member", "m.room.power_levels"):
+            raise invalid_param(f"'initial_state' may not contain {etype}")
+        out.append({"type": etype, "state_key": key, "content": content})
+    return out
+
+
+def parse_create_room(body: dict[str, Any], server_name: str, default_version: str) -> RoomSpec:
+    """A validated RoomSpec, or a 400 naming the first bad field."""
+    visibility = optional_str(body, "visibility", default="private")
+    if visibility not in ("public", "private"):
+        raise invalid_param("'visibility' must be 'public' or 'private'")
+    preset = optional_str(body, "preset")
+    if preset is None:
+        preset = "public_chat" if visibility == "public" else "private_chat"
+    if preset not in PRESETS:
+        raise invalid_param(f"'preset' must be one of {', '.join(sorted(PRESETS))}")
+    alias = None
+    alias_name = optional_str(body, "room_alias_name", max_len=255)
+    if alias_name is not None:
+        if not alias_name or ":" in alias_name or any(c.isspace() for c in alias_name):
+            raise invalid_param("'room_alias_name' must be a non-empty localpart")
+        alias = f"#{alias_name}:{server_name}"
+        try:
+            validate_room_alias(alias)
+        except ValueError as exc:
+            raise invalid_param(f"'room_alias_name': {exc}") from None
+    invite = body.get("invite", [])
+    if invite is None:
+        invite = []
+    if not isinstance(invite, list) or len(invite) > MAX_INVITES:
+        raise bad_json("'invite' must be a list of user IDs")
+    for user in invite:
+        if not is_valid_user_id(user):
+            raise invalid_param(f"'invite': invalid user ID {str(user)[:100]}")
+    if body.get("invite_3pid") is not None and not isinstance(body["invite_3pid"], list):
+        raise bad_json("'invite_3pid' must be a list")
+    version = optional_str(body, "room_version", max_len=64, default=default_version)
+    if version not in KNOWN_ROOM_VERSIONS:
+        raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", f"Unsupported room version {version}")
+    creation_content = dict(optional_dict(body, "creation_content") or {})
+    if "type" in creation_content and not isinstance(creation_content["type"], str):
+        raise bad_json("'creation_content.type' must be a string")
+    pl_override = optional_dict(body, "power_level_content_override")
+    if pl_override is not None:
+        _check_power_levels(pl_override)
+    return RoomSpec(
+        room_version=version,  # type: ignore[arg-type]
+        preset=preset,
+        visibility=visibility,  # type: ignore[arg-type]
+        name=optional_str(body, "name", max_len=255),
+        topic=optional_str(body, "topic", max_len=4096),
+        alias=alias,
+        invite=list(dict.fromkeys(invite)),
+        is_direct=optional_bool(body, "is_direct"),
+        creation_content=creation_content,
+        initial_state=_initial_state(body),
+        power_level_content_override=pl_override,
+    )
+
+
+async def create_room(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    body = await read_json_body(request, allow_empty=True)
+    app = request.config_dict
+    config = app[CONFIG]
+    spec = parse_create_room(body, config.server_name, config.default_room_version)
+    stores = app[STORES]
+    if spec.alias is not None and await stores.rooms.get_alias(spec.alias) is not None:
+        raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
+    membership = app[MEMBERSHIP]
+    member_content = await membership.profile_content(requester.user_id)
+    room_id = await app[ROOM_CREATOR].create_room(requester.user_id, spec, member_content)
+    if spec.alias is not None:
+        await stores.rooms.create_alias(
+            spec.alias, room_id, [config.server_name], creator=requester.user_id
+        )
+    if spec.visibility == "public":
+        await stores.rooms.set_room_is_public(room_id, True)
+    extra: dict[str, Any] = {"is_direct": True} if spec.is_direct else {}
+    for user in spec.invite:
+        if user == requester.user_id:
+            continue
+        await membership.invite(room_id, requester.user_id, user, dict(extra))
+        await app[ROOM_READ_STORE].unforget_room(user, room_id)
+    return json_response({"room_id": room_id})
+
+
+def setup_routes(app: web.Application) -> None:
+    add_routes(app, "POST", "/createRoom", create_room)

@@ -1,0 +1,205 @@
+"""Room aliases and the public room directory.
+
+Aliases live in the core `room_aliases` table; the `rooms.is_public` flag publishes a
+room. The public list is built from each published room's current state (name, topic,
+avatar, canonical alias, join rule, guest access, history visibility, room type and
+joined member count), ordered by member count, and paged with opaque offset tokens.
+Remote aliases are resolved through an optional port that federation may provide.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
+from homeserver.graph.power_levels import PowerLevels
+from homeserver.ids import server_of
+from homeserver.storage import Stores
+
+MAX_PUBLIC_ROOMS = 10_000
+SUMMARY_TYPES = (
+    "m.room.create",
+    "m.room.name",
+    "m.room.topic",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.join_rules",
+    "m.room.guest_access",
+    "m.room.history_visibility",
+    "m.room.encryption",
+)
+
+
+class RemoteDirectory(Protocol):
+    """Resolves an alias on another server (federation's directory query)."""
+
+    async def query_alias(self, alias: str) -> tuple[str, list[str]] | None: ...
+
+
+class RoomDirectory:
+    def __init__(self, stores: Stores, server_name: str) -> None:
+        self._stores = stores
+        self._server_name = server_name
+        self.remote: RemoteDirectory | None = None
+
+    # -- aliases ----------------------------------------------------------------------------
+
+    async def resolve_alias(self, alias: str) -> tuple[str, list[str]]:
+        """(room_id, servers) of an alias; 404 M_NOT_FOUND if unknown."""
+        if server_of(alias) == self._server_name:
+            info = await self._stores.rooms.get_alias(alias)
+            if info is None:
+                raise not_found(f"Room alias {alias} not found")
+            hosts = await self._stores.current_state.get_joined_hosts(info.room_id)
+            servers = [self._server_name, *sorted(h for h in hosts if h != self._server_name)]
+            return info.room_id, servers
+        if self.remote is not None:
+            found = await self.remote.query_alias(alias)
+            if found is not None:
+                return found
+        raise not_found(f"Room alias {alias} not found")
+
+    async def create_alias(self, alias: str, room_id: str, user_id: str) -> None:
+        if server_of(alias) != self._server_name:
+            raise invalid_param("Room alias must be on this server")
+        if await self._stores.rooms.get_room_version(room_id) is None:
+            raise not_found("Unknown room")
+        if await self._stores.current_state.get_membership(room_id, user_id) != "join":
+            raise forbidden("You must be in the room to give it an alias")
+        if not await self._stores.rooms.create_alias(
+            alias, room_id, [self._server_name], creator=user_id
+        ):
+            raise MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists")
+
+    async def delete_alias(self, alias: str, user_id: str) -> None:
+        if server_of(alias) != self._server_name:
+            raise invalid_param("Room alias must be on this server")
+        info = await self._stores.rooms.get_alias(alias)
+        if info is None:
+            raise not_found(f"Room alias {alias} not found")
+        if info.creator != user_id and not await self._can_edit_state(
+            info.room_id, user_id, "m.room.canonical_alias"
+        ):
+            user = await self._stores.accounts.get_user(user_id)
+            if user is None or not user.is_admin:
+                raise forbidden("You don't have permission to delete the alias")
+        await self._stores.rooms.delete_alias(alias)
+
+    async def aliases_for_room(self, room_id: str, user_id: str, world_readable: bool) -> list:
+        membership = await self._stores.current_state.get_membership(room_id, user_id)
+        if not world_readable and membership != "join":
+            raise forbidden(f"User {user_id} not in room {room_id}")
+        return await self._stores.rooms.get_aliases_for_room(room_id)
+
+    async def _can_edit_state(self, room_id: str, user_id: str, event_type: str) -> bool:
+        if await self._stores.current_state.get_membership(room_id, user_id) != "join":
+            return False
+        ids = await self._stores.current_state.get_current_state_ids(
+            room_id, ["m.room.power_levels", "m.room.create"]
+        )
+        loaded = await self._stores.events.get_events(ids.values())
+        levels = PowerLevels(
+            loaded.get(ids.get(("m.room.power_levels", ""), "")),
+            loaded.get(ids.get(("m.room.create", ""), "")),
+        )
+        return levels.user_level(user_id) >= levels.event_level(event_type, True)
+
+    # -- publication ------------------------------------------------------------------------
+
+    async def get_visibility(self, room_id: str) -> str:
+        info = await self._stores.rooms.get_room(room_id)
+        if info is None:
+            raise not_found("Unknown room")
+        return "public" if info.is_public else "private"
+
+    async def set_visibility(self, room_id: str, user_id: str, visibility: str) -> None:
+        if await self._stores.rooms.get_room_version(room_id) is None:
+            raise not_found("Unknown room")
+        if not await self._can_edit_state(room_id, user_id, "m.room.canonical_alias"):
+            user = await self._stores.accounts.get_user(user_id)
+            if user is None or not user.is_admin:
+                raise forbidden("You don't have permission to change the room's visibility")
+        await self._stores.rooms.set_room_is_public(room_id, visibility == "public")
+
+    # -- listing ----------------------------------------------------------------------------
+
+    async def room_summary(self, room_id: str) -> dict[str, Any]:
+        """A PublishedRoomsChunk-shaped summary from current state."""
+        ids = await self._stores.current_state.get_current_state_ids(room_id, SUMMARY_TYPES)
+        loaded = await self._stores.events.get_events(ids.values())
+
+        def content(event_type: str) -> dict[str, Any]:
+            ev = loaded.get(ids.get((event_type, ""), ""))
+            return ev.content if ev is not None else {}
+
+        entry: dict[str, Any] = {
+            "room_id": room_id,
+            "num_joined_members": await self._stores.current_state.get_joined_member_count(room_id),
+            "world_readable": content("m.room.history_visibility").get("history_visibility")
+            == "world_readable",
+            "guest_can_join": content("m.room.guest_access").get("guest_access") == "can_join",
+        }
+        join_rule = content("m.room.join_rules").get("join_rule")
+        entry["join_rule"] = join_rule if isinstance(join_rule, str) else "invite"
+        for key, (etype, field) in {
+            "name": ("m.room.name", "name"),
+            "topic": ("m.room.topic", "topic"),
+            "avatar_url": ("m.room.avatar", "url"),
+            "canonical_alias": ("m.room.canonical_alias", "alias"),
+            "room_type": ("m.room.create", "type"),
+        }.items():
+            value = content(etype).get(field)
+            if isinstance(value, str) and value:
+                entry[key] = value
+        encryption = content("m.room.encryption").get("algorithm")
+        if isinstance(encryption, str):
+            entry["encryption"] = encryption
+        version = await self._stores.rooms.get_room_version(room_id)
+        if version:
+            entry["room_version"] = version
+        return entry
+
+    async def public_rooms(
+        self,
+        *,
+        limit: int | None,
+        since: str | None,
+        search_term: str | None,
+        room_types: list[str | None] | None = None,
+    ) -> dict[str, Any]:
+        offset = _parse_since(since)
+        room_ids = await self._stores.rooms.get_public_room_ids(limit=MAX_PUBLIC_ROOMS)
+        entries = [await self.room_summary(r) for r in room_ids]
+        total = len(entries)
+        if search_term:
+            term = search_term.casefold()
+            entries = [
+                e
+                for e in entries
+                if any(
+                    term in str(e.get(k, "")).casefold()
+                    for k in ("name", "topic", "canonical_alias", "room_id")
+                )
+            ]
+        if room_types is not None:
+            entries = [e for e in entries if e.get("room_type") in room_types]
+        entries.sort(key=lambda e: (-e["num_joined_members"], e["room_id"]))
+        end = len(entries) if limit is None else offset + limit
+        body: dict[str, Any] = {
+            "chunk": entries[offset:end],
+            "total_room_count_estimate": total,
+        }
+        if end < len(entries):
+            body["next_batch"] = f"o{end}"
+        if offset > 0:
+            body["prev_batch"] = f"o{max(0, offset - (limit or offset))}"
+        return body
+
+
+def _parse_since(since: str | None) -> int:
+    if not since:
+        return 0
+    digits = since[1:]
+    if since[0] != "o" or not digits.isdigit() or len(digits) > 9:
+        raise invalid_param("Invalid since token")
+    return int(digits)

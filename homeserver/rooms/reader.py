@@ -1,0 +1,394 @@
+"""Reading rooms for clients: state, members, single events, /messages, /context.
+
+Every read goes through `RoomReader.access` first (who may read what, and up to where),
+then through history visibility (`rooms.visibility`), and every event leaves in client
+format (`rooms.client_events`) with its `unsigned` filled from bulk lookups.
+
+Access (as Synapse does it): a joined user reads the live room; a user who left or was
+banned reads the room as it was at their departure (state at their leave, no events
+after it); anybody may read a `world_readable` room as a peeker; everyone else gets
+403 M_FORBIDDEN, also for rooms we do not know (so existence does not leak).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.events import Event
+from homeserver.storage import Stores
+from homeserver.storage.room_directory import RoomReadStore
+
+from .client_events import serialize_events
+from .event_filter import RoomEventFilter
+from .pagination import RoomToken
+from .visibility import filter_events_for_user, is_world_readable
+
+MAX_LIMIT = 1000
+# How many raw events one /messages call may scan looking for visible, matching ones.
+SCAN_FACTOR = 10
+FAR_PAST = -(2**62)
+
+
+@dataclass(frozen=True)
+class Access:
+    """How a user may read a room: `membership` now, and `cap` (a stream position) past
+    which they may not read if they left."""
+
+    membership: str | None
+    cap: int | None
+    cap_event_id: str | None
+    is_peeking: bool
+
+
+class RoomReader:
+    def __init__(
+        self, stores: Stores, read_store: RoomReadStore, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._stores = stores
+        self._read = read_store
+        self._clock = clock
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # -- access ---------------------------------------------------------------------------
+
+    async def access(self, room_id: str, user_id: str) -> Access:
+        info = await self._stores.current_state.get_membership_info(room_id, user_id)
+        if info is not None and info.membership == "join":
+            return Access("join", None, None, False)
+        if info is not None and info.membership in ("leave", "ban"):
+            return Access(info.membership, info.stream_ordering, info.event_id, False)
+        if await self._stores.rooms.get_room_version(room_id) is not None and (
+            await is_world_readable(self._stores, room_id)
+        ):
+            return Access(info.membership if info else None, None, None, True)
+        raise forbidden(f"User {user_id} not in room {room_id}, and room previews are disabled")
+
+    async def _state_ids_for(self, room_id: str, access: Access) -> dict[tuple[str, str], str]:
+        if access.cap_event_id is not None:
+            state = await self._stores.state.get_state_ids_for_event(access.cap_event_id)
+            if state is not None:
+                return state
+        return await self._stores.current_state.get_current_state_ids(room_id)
+
+    # -- serialisation ----------------------------------------------------------------------
+
+    async def serialize(
+        self,
+        events: Sequence[Event],
+        user_id: str,
+        device_id: str | None,
+        *,
+        prev_state: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Client-format events with redactions applied and `unsigned` filled in."""
+        if not events:
+            return []
+        ids = [e.event_id for e in events]
+        redacted = await self._stores.events.get_redacted_because(ids)
+        redactions: dict[str, Event] = {}
+        if redacted:
+            loaded = await self._stores.events.get_events(set(redacted.values()))
+            redactions = {e: loaded[r] for e, r in redacted.items() if r in loaded}
+        own = [e.event_id for e in events if e.sender == user_id]
+        txn_ids = await self._read.get_txn_ids(user_id, device_id, own) if own else {}
+        previous = await self._replaced_state(events) if prev_state else {}
+        return serialize_events(
+            events,
+            now_ms=self.now_ms(),
+            redactions=redactions,
+            txn_ids=txn_ids,
+            prev_state=previous,
+        )
+
+    async def _replaced_state(self, events: Sequence[Event]) -> dict[str, Event]:
+        """state event ID -> the event it replaced at its (type, state_key)."""
+        state_events = [e for e in events if e.is_state() and not e.is_create()]
+        if not state_events:
+            return {}
+        groups = await self._stores.state.get_state_groups_for_events(
+            [e.event_id for e in state_events]
+        )
+        parents = await self._read.get_prev_groups(groups.values())
+        replaced: dict[str, str] = {}
+        for ev in state_events:
+            parent = parents.get(groups.get(ev.event_id, -1))
+            if parent is not None:
+                before = await self._stores.state.get_state_ids(parent)
+            elif ev.prev_event_ids:
+                before = await self._stores.state.get_state_ids_for_event(ev.prev_event_ids[0])
+                before = before or {}
+            else:
+                before = {}
+            prev_id = before.get(ev.state_tuple)
+            if prev_id is not None and prev_id != ev.event_id:
+                replaced[ev.event_id] = prev_id
+        if not replaced:
+            return {}
+        loaded = await self._stores.events.get_events(set(replaced.values()))
+        return {e: loaded[p] for e, p in replaced.items() if p in loaded}
+
+    # -- state ------------------------------------------------------------------------------
+
+    async def state(self, room_id: str, user_id: str, device_id: str | None) -> list[dict]:
+        access = await self.access(room_id, user_id)
+        ids = await self._state_ids_for(room_id, access)
+        events = await self._stores.events.get_events(ids.values())
+        ordered = [events[e] for e in ids.values() if e in events]
+        return await self.serialize(ordered, user_id, device_id)
+
+    async def state_event(
+        self, room_id: str, user_id: str, device_id: str | None, event_type: str, state_key: str
+    ) -> dict[str, Any]:
+        """The client-format state event at (type, state_key); 404 if there is none."""
+        access = await self.access(room_id, user_id)
+        ids = await self._state_ids_for(room_id, access)
+        event_id = ids.get((event_type, state_key))
+        event = await self._stores.events.get_event(event_id) if event_id else None
+        if event is None:
+            raise not_found("Event not found.")
+        (formatted,) = await self.serialize([event], user_id, device_id)
+        return formatted
+
+    async def members(
+        self,
+        room_id: str,
+        user_id: str,
+        device_id: str | None,
+        *,
+        at: RoomToken | None = None,
+        membership: str | None = None,
+        not_membership: str | None = None,
+    ) -> list[dict[str, Any]]:
+        access = await self.access(room_id, user_id)
+        cap = access.cap
+        if at is not None:
+            cap = at.stream if cap is None else min(cap, at.stream)
+        if cap is not None:
+            last = await self._read.last_event_at(room_id, cap)
+            state = await self._stores.state.get_state_ids_for_event(last) if last else None
+            ids = state or {}
+        else:
+            ids = await self._stores.current_state.get_current_state_ids(room_id, ["m.room.member"])
+        member_ids = [e for (t, _), e in ids.items() if t == "m.room.member"]
+        events = await self._stores.events.get_events(member_ids)
+        chosen = []
+        for eid in member_ids:
+            ev = events.get(eid)
+            if ev is None:
+                continue
+            if membership is not None and ev.membership != membership:
+                continue
+            if not_membership is not None and ev.membership == not_membership:
+                continue
+            chosen.append(ev)
+        chosen.sort(key=lambda e: e.state_key or "")
+        return await self.serialize(chosen, user_id, device_id)
+
+    async def joined_members(self, room_id: str, user_id: str) -> dict[str, dict[str, Any]]:
+        access = await self.access(room_id, user_id)
+        if access.membership != "join" and not access.is_peeking:
+            raise forbidden(f"User {user_id} not in room {room_id}")
+        ids = await self._stores.current_state.get_current_state_ids(room_id, ["m.room.member"])
+        events = await self._stores.events.get_events(ids.values())
+        joined: dict[str, dict[str, Any]] = {}
+        for (_, member), eid in sorted(ids.items()):
+            ev = events.get(eid)
+            if ev is None or ev.membership != "join":
+                continue
+            profile: dict[str, Any] = {}
+            for src, dst in (("displayname", "display_name"), ("avatar_url", "avatar_url")):
+                value = ev.content.get(src)
+                if isinstance(value, str):
+                    profile[dst] = value
+            joined[member] = profile
+        return joined
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def _visible(self, events: Sequence[Event], user_id: str, access: Access) -> list[Event]:
+        return await filter_events_for_user(
+            self._stores, user_id, events, is_peeking=access.is_peeking
+        )
+
+    async def _room_event(self, room_id: str, event_id: str) -> tuple[Event, int]:
+        event = await self._stores.events.get_event(event_id)
+        so = await self._stores.events.get_stream_ordering(event_id) if event else None
+        if event is None or so is None or event.room_id != room_id:
+            raise not_found("Event not found.")
+        if event.rejected_reason is not None or await self._stores.events.is_outlier(event_id):
+            raise not_found("Event not found.")
+        return event, so
+
+    async def event(
+        self, room_id: str, user_id: str, device_id: str | None, event_id: str
+    ) -> dict[str, Any]:
+        access = await self.access(room_id, user_id)
+        event, so = await self._room_event(room_id, event_id)
+        if access.cap is not None and so > access.cap:
+            raise not_found("Event not found.")
+        if not await self._visible([event], user_id, access):
+            raise not_found("Event not found.")
+        (formatted,) = await self.serialize([event], user_id, device_id)
+        return formatted
+
+    async def _paginate(
+        self,
+        room_id: str,
+        user_id: str,
+        access: Access,
+        start: int,
+        stop: int | None,
+        direction: Literal["f", "b"],
+        limit: int,
+        event_filter: RoomEventFilter,
+    ) -> tuple[list[Event], int, bool]:
+        """Up to `limit` visible, matching events from `start` towards `stop`.
+
+        Returns (events in direction order, the position after the last one returned,
+        whether the room has no more events that way).
+        """
+        found: list[Event] = []
+        pos = start
+        budget = SCAN_FACTOR * limit + 100
+        batch = min(max(limit * 2, 20), 500)
+        while len(found) < limit and budget > 0:
+            rows = await self._stores.events.get_room_events_between(
+                room_id, pos, stop, batch, direction
+            )
+            budget -= batch
+            if not rows:
+                return found, pos, True
+            candidates = [r.event for r in rows if event_filter.matches(r.event)]
+            visible = {e.event_id for e in await self._visible(candidates, user_id, access)}
+            for row in rows:
+                if row.event.event_id in visible:
+                    found.append(row.event)
+                pos = row.stream_ordering - 1 if direction == "b" else row.stream_ordering
+                if len(found) >= limit:
+                    break
+            if len(rows) < batch and len(found) < limit:
+                return found, pos, True
+        return found, pos, False
+
+    async def messages(
+        self,
+        room_id: str,
+        user_id: str,
+        device_id: str | None,
+        *,
+        from_token: RoomToken | None,
+        to_token: RoomToken | None,
+        direction: Literal["f", "b"],
+        limit: int,
+        event_filter: RoomEventFilter,
+    ) -> dict[str, Any]:
+        access = await self.access(room_id, user_id)
+        limit = max(0, min(limit, MAX_LIMIT))
+        if event_filter.limit is not None:
+            limit = min(limit, event_filter.limit)
+        if from_token is not None:
+            start = from_token.stream
+        elif direction == "b":
+            start = await self._stores.events.get_current_stream_position()
+        else:
+            start = FAR_PAST
+        stop = to_token.stream if to_token is not None else None
+        if access.cap is not None:
+            if direction == "b":
+                start = min(start, access.cap)
+            else:
+                stop = access.cap if stop is None else min(stop, access.cap)
+        body: dict[str, Any] = {"start": RoomToken(start).encode(), "chunk": []}
+        if limit == 0:
+            body["end"] = body["start"]
+            return body
+        events, pos, exhausted = await self._paginate(
+            room_id, user_id, access, start, stop, direction, limit, event_filter
+        )
+        body["chunk"] = await self.serialize(events, user_id, device_id)
+        # No `end` once the room has nothing more that way (spec); forwards, a non-empty
+        # page keeps its `end` so clients can resume when new events arrive.
+        if not exhausted or (events and direction == "f"):
+            body["end"] = RoomToken(pos).encode()
+        if event_filter.lazy_load_members and events:
+            body["state"] = await self._member_state(events, user_id, device_id)
+        return body
+
+    async def _member_state(
+        self, events: Sequence[Event], user_id: str, device_id: str | None
+    ) -> list[dict[str, Any]]:
+        """Member events of the senders of `events` (lazy-loaded members)."""
+        newest = max(events, key=lambda e: e.depth)
+        state = await self._stores.state.get_state_ids_for_event(newest.event_id) or {}
+        senders = sorted({e.sender for e in events})
+        ids = [state[("m.room.member", s)] for s in senders if ("m.room.member", s) in state]
+        loaded = await self._stores.events.get_events(ids)
+        return await self.serialize([loaded[i] for i in ids if i in loaded], user_id, device_id)
+
+    async def context(
+        self,
+        room_id: str,
+        user_id: str,
+        device_id: str | None,
+        event_id: str,
+        *,
+        limit: int,
+        event_filter: RoomEventFilter,
+    ) -> dict[str, Any]:
+        access = await self.access(room_id, user_id)
+        event, so = await self._room_event(room_id, event_id)
+        if access.cap is not None and so > access.cap:
+            raise not_found("Event not found.")
+        if not await self._visible([event], user_id, access):
+            raise not_found("Event not found.")
+        limit = max(0, min(limit, MAX_LIMIT))
+        if event_filter.limit is not None:
+            limit = min(limit, event_filter.limit)
+        before_limit = limit // 2
+        after_limit = limit - before_limit
+        before, start, _ = (
+            await self._paginate(
+                room_id, user_id, access, so - 1, None, "b", before_limit, event_filter
+            )
+            if before_limit
+            else ([], so - 1, False)
+        )
+        after, end, _ = (
+            await self._paginate(
+                room_id, user_id, access, so, access.cap, "f", after_limit, event_filter
+            )
+            if after_limit
+            else ([], so, False)
+        )
+        state_ids = await self._stores.state.get_state_ids_for_event(event_id) or {}
+        if event_filter.lazy_load_members:
+            senders = {e.sender for e in (*before, event, *after)}
+            state_ids = {
+                k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
+            }
+        state_events = await self._stores.events.get_events(state_ids.values())
+        state = [state_events[e] for e in state_ids.values() if e in state_events]
+        (formatted,) = await self.serialize([event], user_id, device_id)
+        return {
+            "start": RoomToken(start).encode(),
+            "end": RoomToken(end).encode(),
+            "events_before": await self.serialize(before, user_id, device_id),
+            "event": formatted,
+            "events_after": await self.serialize(after, user_id, device_id),
+            "state": await self.serialize(state, user_id, device_id, prev_state=False),
+        }
+
+    async def timestamp_to_event(
+        self, room_id: str, user_id: str, ts: int, direction: Literal["f", "b"]
+    ) -> dict[str, Any]:
+        await self.access(room_id, user_id)
+        found = await self._read.event_closest_to_ts(room_id, ts, direction)
+        if found is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"Unable to find event from {ts} in {direction}")
+        return {"event_id": found[0], "origin_server_ts": found[1]}

@@ -1,0 +1,140 @@
+"""What clients write into rooms: messages, state, redactions.
+
+Thin policy on top of `LocalEvents.send` (which builds, authorises and persists):
+the sender must be joined, a repeated client transaction returns the first event,
+a state PUT that changes nothing returns the current event instead of a duplicate,
+and a redaction is only accepted from the original sender or someone with the
+room's `redact` power level. Accepted redactions are recorded on their target
+(`EventStore.mark_redacted`) so every later read shows the pruned event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.events import Event
+from homeserver.graph.power_levels import PowerLevels
+from homeserver.storage import Stores
+from homeserver.storage.room_directory import RoomReadStore
+
+from .local_events import LocalEvents
+
+Txn = tuple[str, str | None, str]
+
+
+class RoomSender:
+    def __init__(self, stores: Stores, read_store: RoomReadStore, events: LocalEvents) -> None:
+        self._stores = stores
+        self._read = read_store
+        self._events = events
+
+    async def _require_joined(self, room_id: str, user_id: str) -> None:
+        membership = await self._stores.current_state.get_membership(room_id, user_id)
+        if membership != "join":
+            raise forbidden(f"User {user_id} not in room {room_id}")
+
+    async def _existing_txn(self, txn: Txn | None) -> Event | None:
+        if txn is None:
+            return None
+        event_id = await self._stores.transactions.get_client_txn(*txn)
+        return await self._stores.events.get_event(event_id) if event_id else None
+
+    async def send_message(
+        self, room_id: str, user_id: str, event_type: str, content: dict[str, Any], txn: Txn
+    ) -> str:
+        """Send a non-state event; idempotent per (user, device, txn_id)."""
+        existing = await self._existing_txn(txn)
+        if existing is not None:
+            return existing.event_id
+        if event_type == "m.room.redaction":
+            target = content.get("redacts")
+            if not isinstance(target, str):
+                raise MatrixError(400, "M_BAD_JSON", "m.room.redaction needs content.redacts")
+            reason = content.get("reason")
+            return await self.redact(
+                room_id, user_id, target, reason if isinstance(reason, str) else None, txn
+            )
+        await self._require_joined(room_id, user_id)
+        event = await self._events.send(room_id, user_id, event_type, content, txn=txn)
+        return event.event_id
+
+    async def set_state(
+        self,
+        room_id: str,
+        user_id: str,
+        event_type: str,
+        state_key: str,
+        content: dict[str, Any],
+    ) -> str:
+        """Send a state event; the same content from the same sender is a no-op."""
+        current_id = await self._stores.current_state.get_current_state_event_id(
+            room_id, event_type, state_key
+        )
+        if current_id is not None:
+            current = await self._stores.events.get_event(current_id)
+            if current is not None and current.sender == user_id and current.content == content:
+                membership = await self._stores.current_state.get_membership(room_id, user_id)
+                if membership == "join":
+                    return current_id
+        if event_type != "m.room.member":
+            await self._require_joined(room_id, user_id)
+        if event_type == "m.room.canonical_alias":
+            await self._check_canonical_alias(room_id, content)
+        event = await self._events.send(room_id, user_id, event_type, content, state_key)
+        return event.event_id
+
+    async def _check_canonical_alias(self, room_id: str, content: dict[str, Any]) -> None:
+        aliases: list[Any] = []
+        if "alias" in content:
+            aliases.append(content["alias"])
+        alt = content.get("alt_aliases", [])
+        if not isinstance(alt, list):
+            raise MatrixError(400, "M_INVALID_PARAM", "alt_aliases must be a list")
+        aliases.extend(alt)
+        for alias in aliases:
+            if alias is None and "alias" in content:
+                continue
+            if not isinstance(alias, str):
+                raise MatrixError(400, "M_INVALID_PARAM", "aliases must be strings")
+            info = await self._stores.rooms.get_alias(alias)
+            if info is None or info.room_id != room_id:
+                raise MatrixError(
+                    400, "M_BAD_ALIAS", f"Room alias {alias} does not point to the room"
+                )
+
+    async def redact(
+        self,
+        room_id: str,
+        user_id: str,
+        target_id: str,
+        reason: str | None,
+        txn: Txn | None,
+    ) -> str:
+        existing = await self._existing_txn(txn)
+        if existing is not None:
+            return existing.event_id
+        await self._require_joined(room_id, user_id)
+        target = await self._stores.events.get_event(target_id)
+        if target is None or target.room_id != room_id:
+            raise not_found("Event not found")
+        if target.sender != user_id:
+            ids = await self._stores.current_state.get_current_state_ids(
+                room_id, ["m.room.power_levels", "m.room.create"]
+            )
+            loaded = await self._stores.events.get_events(ids.values())
+            levels = PowerLevels(
+                loaded.get(ids.get(("m.room.power_levels", ""), "")),
+                loaded.get(ids.get(("m.room.create", ""), "")),
+            )
+            if levels.user_level(user_id) < levels.redact:
+                raise forbidden("You don't have permission to redact events")
+        content: dict[str, Any] = {}
+        if reason is not None:
+            content["reason"] = reason
+        event = await self._events.send(
+            room_id, user_id, "m.room.redaction", content, redacts=target_id, txn=txn
+        )
+        if target.type != "m.room.create":
+            await self._stores.events.mark_redacted(target_id, event.event_id)
+        return event.event_id
