@@ -22,6 +22,7 @@ from aiohttp import web
 
 import federation.outbound_wiring as federation_outbound
 import federation.server.keys as federation_keys_api
+import federation.wiring as federation_inbound
 import homeserver.client.account as client_accounts
 import homeserver.client.key_backup as client_key_backup
 import homeserver.client.keys as client_keys
@@ -54,6 +55,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_versions.setup),
     (CLIENT, client_well_known.setup),
     (KEYS, federation_keys_api.setup),
+    (FEDERATION, federation_inbound.setup),
     (CLIENT, client_push_rules.setup),  # owns the push services' lifetime (once)
     (CLIENT, client_pushers.setup),
     (CLIENT, client_notifications.setup),
