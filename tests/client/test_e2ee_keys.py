@@ -126,7 +126,10 @@ async def test_fallback_key_is_reused_and_marked_used(app_client: Any) -> None:
 
 
 async def test_remote_users_are_failures_without_federation(app_client: Any) -> None:
+    from homeserver.e2ee.services import E2EE_KEYS
+
     _, token, _ = await make_user(app_client, "alice")
+    app_client.server.app[E2EE_KEYS]._remote = lambda: None  # no network in this test
     status, body = await post(
         app_client, "/query", token, {"device_keys": {"@carol:remote.example": []}}
     )
@@ -335,3 +338,33 @@ async def test_cross_signing_bad_input(app_client: Any) -> None:
         assert (got_status, got.get("errcode")) == (status, errcode), (body, got)
     status, body = await post(app_client, "/query", token, {"device_keys": {alice: []}})
     assert body["master_keys"] == {}
+
+
+async def test_device_deleted_hook_drops_keys(app_client: Any) -> None:
+    from homeserver.accounts.keys import DEVICE_DELETED_HOOKS
+    from homeserver.services import NOTIFIER, STORES
+
+    alice, alice_token, alice_dev = await make_user(app_client, "alice")
+    _, bob_token, _ = await make_user(app_client, "bob")
+    await post(
+        app_client,
+        "/upload",
+        alice_token,
+        {
+            "device_keys": device_keys(alice, alice_dev, generate_signing_key("a")),
+            "one_time_keys": {"curve25519:A": "k"},
+        },
+    )
+    app = app_client.server.app
+    before = app[NOTIFIER].current.device_lists
+    for hook in app[DEVICE_DELETED_HOOKS]:
+        await hook(alice, alice_dev)
+    assert app[NOTIFIER].current.device_lists > before
+    # Even if a device with the same ID comes back, the old keys are gone.
+    await app[STORES].accounts.upsert_device(alice, alice_dev)
+    status, body = await post(app_client, "/query", bob_token, {"device_keys": {alice: []}})
+    assert body["device_keys"] == {alice: {}}
+    status, body = await post(
+        app_client, "/claim", bob_token, {"one_time_keys": {alice: {alice_dev: "curve25519"}}}
+    )
+    assert body["one_time_keys"] == {}
