@@ -1,0 +1,61 @@
+"""Profile endpoints (profile.yaml, v1.16 extended profiles).
+
+GET /profile/{userId}, GET/PUT/DELETE /profile/{userId}/{keyName}. Reading needs no
+access token (Synapse's default); changing needs the user's own token.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.appstate import Mounts
+from homeserver.client.auth import get_requester
+from homeserver.errors import missing_param
+from homeserver.http import json_response, path_param, read_json_body
+from homeserver.ids import validate_user_id
+from homeserver.profiles.lifetime import PROFILES, add_profiles_ctx
+
+
+def _user_id(request: web.Request) -> str:
+    return str(path_param(request, "user_id", validate_user_id))
+
+
+async def get_profile(request: web.Request) -> web.Response:
+    user_id = _user_id(request)
+    return json_response(await request.config_dict[PROFILES].get_profile(user_id))
+
+
+async def get_field(request: web.Request) -> web.Response:
+    user_id = _user_id(request)
+    key = str(path_param(request, "key"))
+    value = await request.config_dict[PROFILES].get_field(user_id, key)
+    return json_response({key: value})
+
+
+async def put_field(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    user_id = _user_id(request)
+    key = str(path_param(request, "key"))
+    body = await read_json_body(request)
+    if key not in body:
+        raise missing_param(f"Missing '{key}' in the request body")
+    await request.config_dict[PROFILES].set_field(requester.user_id, user_id, key, body[key])
+    return json_response({})
+
+
+async def delete_field(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    user_id = _user_id(request)
+    key = str(path_param(request, "key"))
+    await request.config_dict[PROFILES].delete_field(requester.user_id, user_id, key)
+    return json_response({})
+
+
+def setup(mounts: Mounts) -> None:
+    add_profiles_ctx(mounts.root)
+    router = mounts.client.router
+    for prefix in ("/v3", "/r0"):
+        router.add_get(prefix + "/profile/{user_id}", get_profile)
+        router.add_get(prefix + "/profile/{user_id}/{key}", get_field)
+        router.add_put(prefix + "/profile/{user_id}/{key}", put_field)
+        router.add_delete(prefix + "/profile/{user_id}/{key}", delete_field)
