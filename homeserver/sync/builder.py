@@ -315,6 +315,7 @@ class SyncBuilder:
             if own and req.device_id
             else {}
         )
+        replaced = await self._replaced_state(timeline_events)
         summaries = await self._summaries(req.user_id, works)
         sent_key = (req.user_id, req.device_id or "")
         sent = self._sent_members.get(sent_key) if since is not None else None
@@ -327,11 +328,15 @@ class SyncBuilder:
                 out = dict(event.pdu)
             else:
                 because = redacted.get(event.event_id)
+                prev = replaced.get(event.event_id)
                 out = format_client_event(
                     event,
                     now_ms=now_ms,
                     redacted_because=redactions.get(because) if because else None,
                     txn_id=txn_ids.get(event.event_id),
+                    prev_content=prev.content if prev is not None else None,
+                    replaces_state=prev.event_id if prev is not None else None,
+                    prev_sender=prev.sender if prev is not None else None,
                 )
             if flt.event_fields is not None:
                 out = apply_event_fields(out, flt.event_fields)
@@ -405,6 +410,30 @@ class SyncBuilder:
             else:
                 out["leave"][w.room_id] = section
         return out
+
+    async def _replaced_state(self, events: list[Event]) -> dict[str, Event]:
+        """state event ID -> the state event it replaced (for `unsigned.prev_content`).
+
+        The state before an event is the state after its first prev event: one batched
+        group lookup, then cached state maps and events.
+        """
+        state_events = [e for e in events if e.state_key is not None and e.prev_event_ids]
+        if not state_events:
+            return {}
+        groups = await self._stores.state.get_state_groups_for_events(
+            [e.prev_event_ids[0] for e in state_events]
+        )
+        previous: dict[str, str] = {}
+        for e in state_events:
+            group = groups.get(e.prev_event_ids[0])
+            if group is None:
+                continue
+            before = await self._stores.state.get_state_ids(group)
+            old = before.get((e.type, e.state_key or ""))
+            if old is not None and old != e.event_id:
+                previous[e.event_id] = old
+        found = await self._stores.events.get_events(previous.values())
+        return {eid: found[old] for eid, old in previous.items() if old in found}
 
     async def _summaries(self, user_id: str, works: list[_RoomWork]) -> dict[str, dict[str, Any]]:
         """Room summaries for joined rooms that are new to the client or saw member events."""

@@ -344,3 +344,17 @@ async def test_full_state_resends_state(app_client: TestClient) -> None:
     seen = {(e["type"], e.get("state_key")) for e in room["state"]["events"]}
     seen |= {(e["type"], e.get("state_key")) for e in room["timeline"]["events"]}
     assert ("m.room.create", "") in seen
+
+
+async def test_state_events_in_timeline_carry_prev_content(app_client: TestClient) -> None:
+    alice, token, _ = await make_user(app_client, "alice")
+    room_id = await make_room(app_client, alice)
+    send_state = app_client.server.app[LOCAL_EVENTS].send
+    first = await send_state(room_id, alice, "m.room.topic", {"topic": "old"}, "")
+    since = (await sync(app_client, token))["next_batch"]
+    await send_state(room_id, alice, "m.room.topic", {"topic": "new"}, "")
+    body = await sync(app_client, token, since=since)
+    (event,) = body["rooms"]["join"][room_id]["timeline"]["events"]
+    assert event["content"] == {"topic": "new"}
+    assert event["unsigned"]["prev_content"] == {"topic": "old"}
+    assert event["unsigned"]["replaces_state"] == first.event_id
