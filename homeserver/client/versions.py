@@ -1,4 +1,13 @@
-"""GET /_matrix/client/versions: the spec versions we implement (no auth required)."""
+"""GET /_matrix/client/versions: the spec versions we implement (no auth required).
+
+Clients pick features from this answer, so it lists only what is really served:
+- versions: v1.1 up to v1.14. v1.13 and v1.14 added the room and user report endpoints
+  (built). Not v1.15: it adds `/room_summary`, and v1.16's sync `use_state_after`, which
+  we do not serve. Extended profile fields (v1.16) are announced instead through the
+  `m.profile_fields` capability and the MSC4133 flag below.
+- unstable_features: each flag is a promise about behaviour. `false` tells clients
+  (Element checks these) not to try a feature; a flag missing means the same.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +16,28 @@ from aiohttp import web
 from homeserver.appstate import Mounts
 from homeserver.http import json_response
 
-# Client-server API versions whose required endpoints we serve. Clients pick features
-# from this list, so only list what is really implemented.
-SUPPORTED_VERSIONS = tuple(f"v1.{minor}" for minor in range(1, 13))
+SUPPORTED_VERSIONS = tuple(f"v1.{minor}" for minor in range(1, 15))
+
+UNSTABLE_FEATURES: dict[str, bool] = {
+    # Cross-signing keys upload/query (stable since r0.6.1; older Element checked this).
+    "org.matrix.e2e_cross_signing": True,
+    # Private read receipts (m.read.private), stable in v1.4.
+    "org.matrix.msc2285.stable": True,
+    # Threads (m.thread relations, /threads), stable in v1.4.
+    "org.matrix.msc3440.stable": True,
+    # Extended profiles on the stable /profile/{userId}/{keyName} paths.
+    "uk.tcpip.msc4133.stable": True,
+    # Logging in a new device with a QR code (MSC3882's unstable endpoints): not built.
+    "org.matrix.msc3882": False,
+    # Event filtering by labels (MSC2326): not built.
+    "org.matrix.label_based_filtering": False,
+}
 
 
 async def get_versions(request: web.Request) -> web.Response:
-    return json_response({"versions": list(SUPPORTED_VERSIONS), "unstable_features": {}})
+    return json_response(
+        {"versions": list(SUPPORTED_VERSIONS), "unstable_features": dict(UNSTABLE_FEATURES)}
+    )
 
 
 def setup(mounts: Mounts) -> None:

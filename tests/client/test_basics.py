@@ -8,17 +8,18 @@ from aiohttp import web
 
 from homeserver.app import AREAS, CLIENT, create_app
 from homeserver.appstate import CONFIG, DATABASE, HTTP_CLIENT, LISTENERS, Mounts
+from homeserver.client.versions import SUPPORTED_VERSIONS, UNSTABLE_FEATURES
 from homeserver.config import ListenerConfig
 from homeserver.http import client_ip
 
-VERSIONS = [f"v1.{n}" for n in range(1, 13)]
+VERSIONS = list(SUPPORTED_VERSIONS)
 
 
 async def test_versions(app_client: Any) -> None:
     response = await app_client.get("/_matrix/client/versions")
     assert response.status == 200
     assert response.content_type == "application/json"
-    assert await response.json() == {"versions": VERSIONS, "unstable_features": {}}
+    assert await response.json() == {"versions": VERSIONS, "unstable_features": UNSTABLE_FEATURES}
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
