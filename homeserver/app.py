@@ -24,12 +24,16 @@ import federation.outbound_wiring as federation_outbound
 import federation.server.keys as federation_keys_api
 import federation.wiring as federation_inbound
 import homeserver.client.account as client_accounts
+import homeserver.client.capabilities as client_capabilities
 import homeserver.client.key_backup as client_key_backup
 import homeserver.client.keys as client_keys
+import homeserver.client.misc as client_misc
 import homeserver.client.rooms as client_rooms
 import homeserver.client.sync as client_sync
 import homeserver.client.to_device as client_to_device
+import homeserver.client.user_directory as client_user_directory
 import homeserver.client.notifications as client_notifications
+import homeserver.client.profile as client_profile
 import homeserver.client.push_rules as client_push_rules
 import homeserver.client.pushers as client_pushers
 import homeserver.client.relations as client_relations
@@ -66,6 +70,10 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_key_backup.setup),
     (CLIENT, client_sync.setup),
     (CLIENT, client_rooms.setup),
+    (CLIENT, client_profile.setup),  # owns the profile/user directory lifetime (once)
+    (CLIENT, client_user_directory.setup),
+    (CLIENT, client_capabilities.setup),
+    (CLIENT, client_misc.setup),
     # After the inbound federation area and the room reader: wires the remote halves.
     (CLIENT | FEDERATION, federation_outbound.setup),
 )
