@@ -104,6 +104,11 @@ class Persister:
         old_ext = await self._stores.events.get_forward_extremities(event.room_id)
         prevs = set(event.prev_event_ids)
         new_ext = [e for e in old_ext if e not in prevs] + [event.event_id]
+        if old_ext and set(old_ext) == prevs:
+            # Built on exactly the current tips (every local send): the current state is
+            # the state before this event, so the delta is the event itself. This keeps
+            # the hot path free of whole-room state reads.
+            return new_ext, ([], {event.state_tuple: event.event_id} if event.is_state() else {})
         if len(new_ext) == 1:
             new_current: StateMap = dict(await self._stores.state.get_state_ids(group))
         else:
