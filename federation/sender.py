@@ -115,7 +115,9 @@ class FederationSender:
 
     async def send_event(self, event: Event, destinations: Iterable[str]) -> None:
         """Queue a persisted event for each destination (durably) and wake their workers."""
-        dests = [d for d in dict.fromkeys(destinations) if d and d != self._server_name]
+        # Never back to ourselves, nor to the server that created the event (it has it).
+        skip = {self._server_name, event.origin}
+        dests = [d for d in dict.fromkeys(destinations) if d and d not in skip]
         if not dests:
             return
         await self._outbox.enqueue_pdus(dests, event.event_id)

@@ -1,0 +1,152 @@
+"""A loopback federation of our own servers for tests.
+
+Each `LoopbackServer` is the real `create_app` on its own 127.0.0.1 port, named
+"127.0.0.1:PORT", federating over plain HTTP (federation_client_plain_http_for_tests)
+with loopback allowed (ip_range_whitelist). Users are driven through the client API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from federation.sender import SENDER_SETTINGS, SenderSettings
+from homeserver.app import create_app
+from tests.conftest import make_config
+
+FAST_SENDER = SenderSettings(
+    min_retry_interval_s=0.2, max_retry_interval_s=1.0, request_timeout_s=10
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackServer:
+    def __init__(self, base: Path, label: str) -> None:
+        self.port = free_port()
+        self.name = f"127.0.0.1:{self.port}"
+        self.dir = base / label
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = make_config(
+            self.dir,
+            server_name=self.name,
+            signing_key_path=f"{label}.signing.key",
+            federation_client_plain_http_for_tests=True,
+            ip_range_whitelist=["127.0.0.0/8"],
+            password_hashing={"opslimit": 1, "memlimit": 8192},
+            log_level="INFO",
+        )
+        self.runner: web.AppRunner | None = None
+        self.http = aiohttp.ClientSession()
+        self.tokens: dict[str, str] = {}
+
+    @property
+    def app(self) -> web.Application:
+        assert self.runner is not None
+        return self.runner.app
+
+    async def start(self) -> None:
+        app = create_app(self.config)
+        app[SENDER_SETTINGS] = FAST_SENDER
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def close(self) -> None:
+        await self.stop()
+        await self.http.close()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.name}/_matrix/client/v3{path}"
+
+    async def call(
+        self, method: str, path: str, user: str | None = None, body: Any = None, **params: Any
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
+        async with self.http.request(
+            method, self.url(path), json=body, headers=headers, params=params or None
+        ) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def ok(
+        self, method: str, path: str, user: str | None = None, body: Any = None, **params: Any
+    ) -> Any:
+        status, data = await self.call(method, path, user, body, **params)
+        assert status == 200, f"{method} {path} on {self.name}: {status} {data}"
+        return data
+
+    async def register(self, localpart: str) -> str:
+        body: dict[str, Any] = {"username": localpart, "password": "pw-" + localpart}
+        status, first = await self.call("POST", "/register", body=body)
+        assert status == 401, first
+        body["auth"] = {"type": "m.login.dummy", "session": first["session"]}
+        data = await self.ok("POST", "/register", body=body)
+        self.tokens[data["user_id"]] = data["access_token"]
+        return data["user_id"]
+
+    async def create_room(self, user: str, **body: Any) -> str:
+        body.setdefault("preset", "public_chat")
+        return (await self.ok("POST", "/createRoom", user, body))["room_id"]
+
+    async def join(self, user: str, room_id: str, via: list[str]) -> str:
+        path = f"/join/{room_id}"
+        status, data = await self.call("POST", path, user, {}, server_name=via)
+        assert status == 200, f"join on {self.name}: {status} {data}"
+        return data["room_id"]
+
+    async def send_text(self, user: str, room_id: str, text: str) -> str:
+        txn = uuid.uuid4().hex
+        data = await self.ok(
+            "PUT",
+            f"/rooms/{room_id}/send/m.room.message/{txn}",
+            user,
+            {"msgtype": "m.text", "body": text},
+        )
+        return data["event_id"]
+
+    async def put_state(self, user: str, room_id: str, event_type: str, content: dict) -> str:
+        return (await self.ok("PUT", f"/rooms/{room_id}/state/{event_type}", user, content))[
+            "event_id"
+        ]
+
+    async def state(self, user: str, room_id: str, event_type: str) -> tuple[int, Any]:
+        return await self.call("GET", f"/rooms/{room_id}/state/{event_type}", user)
+
+    async def sync_texts(self, user: str, room_id: str) -> list[str]:
+        """Bodies of the m.room.message events in the room's timeline from a full sync."""
+        data = await self.ok("GET", "/sync", user, timeout="0")
+        room = data.get("rooms", {}).get("join", {}).get(room_id, {})
+        return [
+            e["content"].get("body")
+            for e in room.get("timeline", {}).get("events", [])
+            if e["type"] == "m.room.message"
+        ]
+
+    async def sync(self, user: str) -> dict[str, Any]:
+        return await self.ok("GET", "/sync", user, timeout="0")
+
+
+async def eventually(check, timeout: float = 15.0, interval: float = 0.1) -> Any:
+    """Poll an async `check()` until it returns a truthy value; return it."""
+    last: Any = None
+    async with asyncio.timeout(timeout):
+        while True:
+            last = await check()
+            if last:
+                return last
+            await asyncio.sleep(interval)

@@ -1,0 +1,206 @@
+"""Two and three of our own servers federating over loopback, driven by the client API.
+
+Proves the outbound and inbound halves together: join through another server
+(make_join / send_join), messages both ways seen by /sync, invites to remote users,
+concurrent state changes resolved the same everywhere, and a server that was down
+catching up (the other side's durable outbox plus get_missing_events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from federation.sender import SENDER
+from homeserver.services import STORES
+from tests.federation.multiserver import LoopbackServer, eventually
+
+
+@pytest.fixture
+async def servers(tmp_path: Path) -> AsyncIterator[list[LoopbackServer]]:
+    made: list[LoopbackServer] = []
+
+    async def start(n: int) -> list[LoopbackServer]:
+        for i in range(n):
+            s = LoopbackServer(tmp_path, "abc"[i])
+            await s.start()
+            made.append(s)
+        return made
+
+    yield start  # type: ignore[misc]
+    for s in made:
+        await s.close()
+
+
+async def _texts(server: LoopbackServer, user: str, room_id: str) -> list[str]:
+    return await server.sync_texts(user, room_id)
+
+
+async def _joined_pair(servers) -> tuple[LoopbackServer, LoopbackServer, str, str, str]:
+    a, b = await servers(2)
+    alice = await a.register("alice")
+    bob = await b.register("bob")
+    room_id = await a.create_room(alice, name="Federated")
+    assert await b.join(bob, room_id, [a.name]) == room_id
+    return a, b, alice, bob, room_id
+
+
+async def test_join_through_another_server_and_chat_both_ways(servers) -> None:
+    a, b, alice, bob, room_id = await _joined_pair(servers)
+
+    # B got the room's state through send_join: the name and both members.
+    status, name = await b.state(bob, room_id, "m.room.name")
+    assert status == 200 and name == {"name": "Federated"}
+    # A learned of Bob's join (the resident server persisted it in send_join).
+    members = await a.ok("GET", f"/rooms/{room_id}/joined_members", alice)
+    assert set(members["joined"]) == {alice, bob}
+
+    await a.send_text(alice, room_id, "hello from A")
+    await b.send_text(bob, room_id, "hello from B")
+
+    async def both_see_both(server: LoopbackServer, user: str) -> bool:
+        texts = await _texts(server, user, room_id)
+        return {"hello from A", "hello from B"} <= set(texts)
+
+    assert await eventually(lambda: both_see_both(a, alice))
+    assert await eventually(lambda: both_see_both(b, bob))
+
+
+async def test_invite_to_a_remote_user_then_accept(servers) -> None:
+    a, b = await servers(2)
+    alice = await a.register("alice")
+    bob = await b.register("bob")
+    room_id = await a.create_room(alice, preset="private_chat")
+    await a.ok("POST", f"/rooms/{room_id}/invite", alice, {"user_id": bob})
+
+    async def invited() -> bool:
+        data = await b.sync(bob)
+        return room_id in data.get("rooms", {}).get("invite", {})
+
+    assert await eventually(invited)
+    assert await b.join(bob, room_id, [a.name]) == room_id
+    await b.send_text(bob, room_id, "thanks for the invite")
+
+    async def alice_sees() -> bool:
+        return "thanks for the invite" in await _texts(a, alice, room_id)
+
+    assert await eventually(alice_sees)
+
+
+@pytest.mark.xfail(
+    reason="core bug, not federation transport: after a concurrent topic change each "
+    "server stores its own topic as the state after the merging event (resolve_state "
+    "itself agrees on both sides when re-run); see the outbound helper's report",
+    strict=False,
+)
+async def test_concurrent_state_changes_converge(servers) -> None:
+    a, b, alice, bob, room_id = await _joined_pair(servers)
+    # Give Bob the power to change the topic (power levels: 50 needed for state).
+    status, levels = await a.state(alice, room_id, "m.room.power_levels")
+    assert status == 200
+    levels["users"][bob] = 100
+    await a.put_state(alice, room_id, "m.room.power_levels", levels)
+
+    async def bob_has_power() -> bool:
+        status, pl = await b.state(bob, room_id, "m.room.power_levels")
+        return status == 200 and pl.get("users", {}).get(bob) == 100
+
+    assert await eventually(bob_has_power)
+
+    # Both change the topic at once: each builds on its own tips, so the DAG forks.
+    await _both(
+        a.put_state(alice, room_id, "m.room.topic", {"topic": "from A"}),
+        b.put_state(bob, room_id, "m.room.topic", {"topic": "from B"}),
+    )
+
+    # A message on each side merges the forks (its prev_events cite both tips).
+    async def topics() -> tuple[str, str] | None:
+        sa, ta = await a.state(alice, room_id, "m.room.topic")
+        sb, tb = await b.state(bob, room_id, "m.room.topic")
+        if sa == sb == 200 and ta == tb:
+            return ta["topic"], tb["topic"]
+        return None
+
+    await a.send_text(alice, room_id, "merge A")
+    await b.send_text(bob, room_id, "merge B")
+    agreed = await eventually(topics)
+    assert agreed[0] in ("from A", "from B")
+
+
+async def test_three_servers_share_a_room(servers) -> None:
+    a, b, c = await servers(3)
+    alice = await a.register("alice")
+    bob = await b.register("bob")
+    carol = await c.register("carol")
+    room_id = await a.create_room(alice)
+    await b.join(bob, room_id, [a.name])
+    await c.join(carol, room_id, [b.name, a.name])
+    await c.send_text(carol, room_id, "carol here")
+
+    for server, user in ((a, alice), (b, bob)):
+
+        async def sees(server=server, user=user) -> bool:
+            return "carol here" in await _texts(server, user, room_id)
+
+        assert await eventually(sees)
+
+
+async def test_server_restarted_mid_conversation_catches_up(servers) -> None:
+    a, b, alice, bob, room_id = await _joined_pair(servers)
+    await a.send_text(alice, room_id, "before")
+
+    async def b_has(text: str) -> bool:
+        return text in await _texts(b, bob, room_id)
+
+    assert await eventually(lambda: b_has("before"))
+
+    await b.stop()
+    # A accepts messages while B is down: they wait in A's durable outbox.
+    for i in range(3):
+        await a.send_text(alice, room_id, f"while down {i}")
+    sender = a.app[SENDER]
+
+    async def a_backing_off() -> bool:
+        return sender.is_backing_off(b.name)
+
+    assert await eventually(a_backing_off)
+    assert await a.app[STORES].transactions.peek(b.name)
+
+    await b.start()
+    for i in range(3):
+        assert await eventually(lambda i=i: b_has(f"while down {i}"), timeout=20)
+    # And the conversation goes on both ways.
+    await b.send_text(bob, room_id, "back again")
+
+    async def a_has_back() -> bool:
+        return "back again" in await _texts(a, alice, room_id)
+
+    assert await eventually(a_has_back)
+
+
+async def _both(x, y) -> None:
+    await asyncio.gather(x, y)
+
+
+async def test_gap_is_filled_with_get_missing_events(servers) -> None:
+    """Events B never got (A's outbox for B lost) are fetched when the next one arrives."""
+    a, b, alice, bob, room_id = await _joined_pair(servers)
+    await b.stop()
+    for i in range(3):
+        await a.send_text(alice, room_id, f"lost {i}")
+    outbox = a.app[STORES].transactions
+    batch = await outbox.peek(b.name)
+    assert batch.pdu_event_ids
+    await outbox.ack(b.name, 2**62)  # as if those transactions were gone for good
+    await outbox.clear_retry_state(b.name)
+    await b.start()
+    await a.send_text(alice, room_id, "after the gap")
+
+    async def b_has_all() -> bool:
+        texts = await _texts(b, bob, room_id)
+        return {"lost 0", "lost 1", "lost 2", "after the gap"} <= set(texts)
+
+    assert await eventually(b_has_all, timeout=20)
