@@ -39,6 +39,8 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "registration_shared_secret": TEST_SHARED_SECRET,
         "macaroon_secret_key": "test-macaroon-secret",
         "form_secret": "test-form-secret",
+        # Cheapest argon2id cost: tests register many users (production keeps the default).
+        "password_hashing": {"opslimit": 1, "memlimit": 8192},
         "log_level": "DEBUG",
     }
     raw.update(overrides)

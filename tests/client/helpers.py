@@ -49,3 +49,18 @@ async def join_room(client: TestClient, room_id: str, user_id: str) -> Any:
 
 async def leave_room(client: TestClient, room_id: str, user_id: str) -> Any:
     return await client.server.app[MEMBERSHIP].set_membership(room_id, user_id, user_id, "leave")
+
+
+async def register_user(
+    client: TestClient, localpart: str, password: str = "correct horse", **extra: Any
+) -> dict[str, Any]:
+    """Register through POST /register (UIA dummy stage); returns the 200 body
+    (user_id, access_token, device_id, home_server, ...). `extra` goes into the body."""
+    body: dict[str, Any] = {"username": localpart, "password": password, **extra}
+    first = await client.post("/_matrix/client/v3/register", json=body)
+    assert first.status == 401, await first.text()
+    session = (await first.json())["session"]
+    body["auth"] = {"type": "m.login.dummy", "session": session}
+    response = await client.post("/_matrix/client/v3/register", json=body)
+    assert response.status == 200, await response.text()
+    return await response.json()
