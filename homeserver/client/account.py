@@ -7,6 +7,9 @@ accounts area's `setup` (routes of register/login/devices/admin and the services
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -40,6 +43,10 @@ from homeserver.http import json_response, read_json_body
 from homeserver.ratelimit import RATE_LIMITERS
 from homeserver.services import MEMBERSHIP, STORES
 from homeserver.storage.account_auth import AccountAuthStore
+
+logger = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL_S = 15 * 60
 
 
 async def get_whoami(request: web.Request) -> web.Response:
@@ -144,9 +151,24 @@ async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[SHARED_SECRET_REGISTRATION] = SharedSecretRegistration(config.registration.shared_secret)
     app[LAST_SEEN] = LastSeenTracker(stores.accounts)
-    await app[UIA].expire_sessions()
-    await auth_store.delete_expired_login_tokens()
-    yield
+    task = asyncio.create_task(_housekeeping(app[UIA], auth_store))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _housekeeping(uia: UserInteractiveAuth, auth_store: AccountAuthStore) -> None:
+    """Drop expired UIA sessions and login tokens now and every HOUSEKEEPING_INTERVAL_S."""
+    while True:
+        try:
+            await uia.expire_sessions()
+            await auth_store.delete_expired_login_tokens()
+        except Exception:
+            logger.exception("accounts housekeeping failed; retrying later")
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
 
 def setup(mounts: Mounts) -> None:
