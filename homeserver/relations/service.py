@@ -21,7 +21,7 @@ from homeserver.errors import MatrixError, not_found
 from homeserver.events import Event
 from homeserver.rooms.client_events import serialize_events
 from homeserver.rooms.pagination import RoomToken
-from homeserver.rooms.visibility import filter_events_for_user
+from homeserver.rooms.visibility import filter_events_for_user, is_world_readable
 from homeserver.storage import Stores
 from homeserver.storage.relations_read import Child, RelationsReadStore
 
@@ -159,9 +159,20 @@ class RelationsService:
             raise not_found("Event not found.")
         if await self._stores.events.is_outlier(event_id):
             raise not_found("Event not found.")
-        if not await filter_events_for_user(self._stores, user_id, [event]):
+        peeking = await self._is_peeking(room_id, user_id)
+        if not await filter_events_for_user(self._stores, user_id, [event], is_peeking=peeking):
             raise not_found("Event not found.")
         return event
+
+    async def _is_peeking(self, room_id: str, user_id: str) -> bool:
+        """False for (past) members; True for a world-readable room's outsiders; any
+        other outsider may not read the room at all (404, so existence does not leak)."""
+        membership = await self._stores.current_state.get_membership(room_id, user_id)
+        if membership in ("join", "leave", "ban"):
+            return False
+        if await is_world_readable(self._stores, room_id):
+            return True
+        raise not_found("Event not found.")
 
     async def relations(
         self,
@@ -179,6 +190,7 @@ class RelationsService:
     ) -> dict[str, Any]:
         """The /relations response body."""
         await self._visible_parent(room_id, event_id, user_id)
+        peeking = await self._is_peeking(room_id, user_id)
         limit = max(1, min(limit, MAX_LIMIT))
         start = RoomToken.parse(from_token).stream if from_token is not None else None
         stop = RoomToken.parse(to_token).stream if to_token is not None else None
@@ -202,7 +214,7 @@ class RelationsService:
         page = children[:limit]
         loaded = await self._stores.events.get_events([c.event_id for c in page])
         events = [loaded[c.event_id] for c in page if c.event_id in loaded]
-        events = await filter_events_for_user(self._stores, user_id, events)
+        events = await filter_events_for_user(self._stores, user_id, events, is_peeking=peeking)
         body: dict[str, Any] = {"chunk": await self._serialize(events, user_id)}
         if len(children) > limit:
             last = page[-1].stream_ordering

@@ -1,0 +1,212 @@
+"""Push actions for new events: unread counts (through the sync extension and /sync),
+read receipts and own events clearing them, /notifications and /pushers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from homeserver.push.services import PUSH_ACTIONS, PUSH_STORE
+from homeserver.services import LOCAL_EVENTS, STORES
+from homeserver.sync.extensions import SYNC_EXTENSIONS, SyncContext
+from homeserver.sync.tokens import StreamToken
+from tests.client.helpers import auth, join_room, make_room, make_user
+
+SYNC = "/_matrix/client/v3/sync"
+
+
+async def send(client: TestClient, room_id: str, sender: str, body: str, **extra: Any) -> str:
+    content = {"msgtype": "m.text", "body": body, **extra}
+    event = await client.server.app[LOCAL_EVENTS].send(room_id, sender, "m.room.message", content)
+    return event.event_id
+
+
+async def counts(client: TestClient, user_id: str, room_id: str) -> dict[str, int]:
+    """unread_notifications exactly as the registered extension adds it to /sync."""
+    app = client.server.app
+    now = StreamToken(events=await app[STORES].events.get_current_stream_position())
+    ctx = SyncContext(user_id, None, None, now, False, frozenset({room_id}))
+    room: dict[str, Any] = {}
+    for ext in app[SYNC_EXTENSIONS]:
+        await ext.per_room(ctx, room_id, room, "join")
+    return room["unread_notifications"]
+
+
+async def two_users(client: TestClient, *, third: bool = True) -> tuple[str, str, str, str]:
+    alice, _, _ = await make_user(client, "alice")
+    bob, bob_token, _ = await make_user(client, "bob")
+    room = await make_room(client, alice)
+    await join_room(client, room, bob)
+    if third:
+        carol, _, _ = await make_user(client, "carol")
+        await join_room(client, room, carol)
+    return alice, bob, bob_token, room
+
+
+async def test_messages_mentions_and_room_mentions(app_client: TestClient) -> None:
+    alice, bob, _, room = await two_users(app_client)
+    assert await counts(app_client, bob, room) == {"notification_count": 0, "highlight_count": 0}
+    await send(app_client, room, alice, "hello")
+    await send(app_client, room, alice, "hey bob", **{"m.mentions": {"user_ids": [bob]}})
+    # Alice created the room (power 100): her @room highlights.
+    await send(app_client, room, alice, "everyone!", **{"m.mentions": {"room": True}})
+    await send(app_client, room, alice, "quiet", msgtype="m.notice")
+    assert await counts(app_client, bob, room) == {"notification_count": 3, "highlight_count": 2}
+    # The sender never gets notified about their own events.
+    assert await counts(app_client, alice, room) == {"notification_count": 0, "highlight_count": 0}
+
+
+async def test_room_mention_without_permission(app_client: TestClient) -> None:
+    alice, bob, _, room = await two_users(app_client)
+    await send(app_client, room, bob, "@room look", **{"m.mentions": {"room": True}})
+    assert await counts(app_client, alice, room) == {"notification_count": 1, "highlight_count": 0}
+
+
+async def test_one_to_one_edits_and_reactions(app_client: TestClient) -> None:
+    alice, bob, _, room = await two_users(app_client, third=False)
+    original = await send(app_client, room, alice, "hi")
+    events = app_client.server.app[LOCAL_EVENTS]
+    await events.send(
+        room,
+        alice,
+        "m.room.message",
+        {
+            "msgtype": "m.text",
+            "body": "* hi bob",
+            "m.new_content": {"msgtype": "m.text", "body": "hi bob"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+            "m.mentions": {"user_ids": [bob]},
+        },
+    )
+    await events.send(
+        room,
+        alice,
+        "m.reaction",
+        {"m.relates_to": {"rel_type": "m.annotation", "event_id": original, "key": "x"}},
+    )
+    assert await counts(app_client, bob, room) == {"notification_count": 1, "highlight_count": 0}
+    store = app_client.server.app[PUSH_STORE]
+    rows = await store.get_notifications(bob, before=None, limit=10)
+    assert [(r.event_id, r.actions) for r in rows] == [
+        (original, ["notify", {"set_tweak": "sound", "value": "default"}])
+    ]
+
+
+async def test_receipts_and_own_events_clear_counts(app_client: TestClient) -> None:
+    alice, bob, _, room = await two_users(app_client)
+    first = await send(app_client, room, alice, "one")
+    await send(app_client, room, alice, "two")
+    assert (await counts(app_client, bob, room))["notification_count"] == 2
+    app = app_client.server.app
+    # A private read receipt in the sync area's receipts table (as its endpoint writes).
+    await app[STORES].db.execute(
+        "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts,"
+        " stream_id) VALUES ($1, 'm.read.private', $2, '', $3, 0, 1)",
+        room,
+        bob,
+        first,
+    )
+    assert (await counts(app_client, bob, room))["notification_count"] == 1
+    # Sending an event moves the sender's read position past everything before it.
+    await send(app_client, room, bob, "caught up")
+    assert await counts(app_client, bob, room) == {"notification_count": 0, "highlight_count": 0}
+    await send(app_client, room, alice, "three")
+    assert (await counts(app_client, bob, room))["notification_count"] == 1
+    # mark_read (for receipt writers) on the latest event clears it.
+    latest = await send(app_client, room, alice, "four")
+    assert await app[PUSH_ACTIONS].mark_read(bob, room, latest)
+    assert (await counts(app_client, bob, room))["notification_count"] == 0
+
+
+async def test_sync_carries_counts_in_the_same_response(app_client: TestClient) -> None:
+    alice, bob, bob_token, room = await two_users(app_client)
+    first = await app_client.get(SYNC, headers=auth(bob_token))
+    body = await first.json()
+    assert body["rooms"]["join"][room]["unread_notifications"] == {
+        "notification_count": 0,
+        "highlight_count": 0,
+    }
+    await send(app_client, room, alice, "ping", **{"m.mentions": {"user_ids": [bob]}})
+    second = await app_client.get(
+        SYNC, params={"since": body["next_batch"], "timeout": "0"}, headers=auth(bob_token)
+    )
+    joined = (await second.json())["rooms"]["join"][room]
+    assert [e["content"]["body"] for e in joined["timeline"]["events"]] == ["ping"]
+    assert joined["unread_notifications"] == {"notification_count": 1, "highlight_count": 1}
+
+
+async def test_notifications_endpoint(app_client: TestClient) -> None:
+    alice, bob, bob_token, room = await two_users(app_client)
+    ids = [await send(app_client, room, alice, f"m{i}") for i in range(3)]
+    hl = await send(app_client, room, alice, "yo", **{"m.mentions": {"user_ids": [bob]}})
+    url = "/_matrix/client/v3/notifications"
+    r = await app_client.get(url, params={"limit": "2"}, headers=auth(bob_token))
+    assert r.status == 200
+    page = await r.json()
+    assert [n["event"]["event_id"] for n in page["notifications"]] == [hl, ids[2]]
+    top = page["notifications"][0]
+    assert top["room_id"] == room and top["read"] is False and isinstance(top["ts"], int)
+    assert top["actions"][-1] == {"set_tweak": "highlight"}
+    assert top["event"]["content"]["body"] == "yo"
+    r = await app_client.get(
+        url, params={"limit": "2", "from": page["next_token"]}, headers=auth(bob_token)
+    )
+    rest = await r.json()
+    assert [n["event"]["event_id"] for n in rest["notifications"]] == [ids[1], ids[0]]
+    r = await app_client.get(url, params={"only": "highlight"}, headers=auth(bob_token))
+    only = await r.json()
+    assert [n["event"]["event_id"] for n in only["notifications"]] == [hl]
+    assert "next_token" not in only
+    await send(app_client, room, bob, "read it all")
+    r = await app_client.get(url, headers=auth(bob_token))
+    assert all(n["read"] for n in (await r.json())["notifications"])
+    r = await app_client.get(url, params={"from": "junk"}, headers=auth(bob_token))
+    assert r.status == 400
+
+
+async def test_pushers(app_client: TestClient) -> None:
+    _, token, _ = await make_user(app_client, "dave")
+    url = "/_matrix/client/v3/pushers"
+    assert await (await app_client.get(url, headers=auth(token))).json() == {"pushers": []}
+    pusher = {
+        "kind": "http",
+        "app_id": "com.example.app",
+        "pushkey": "KEY1",
+        "app_display_name": "Example",
+        "device_display_name": "Phone",
+        "profile_tag": "tag",
+        "lang": "en",
+        "data": {"url": "https://push.example/_matrix/push/v1/notify", "format": "event_id_only"},
+    }
+    r = await app_client.post(f"{url}/set", json=pusher, headers=auth(token))
+    assert r.status == 200 and await r.json() == {}
+    listed = await (await app_client.get(url, headers=auth(token))).json()
+    expected = {k: v for k, v in pusher.items()}
+    assert listed == {"pushers": [expected]}
+    # Update in place.
+    r = await app_client.post(f"{url}/set", json={**pusher, "lang": "fr"}, headers=auth(token))
+    listed = await (await app_client.get(url, headers=auth(token))).json()
+    assert [p["lang"] for p in listed["pushers"]] == ["fr"]
+    # Errors.
+    for bad in (
+        {**pusher, "kind": "email"},
+        {**pusher, "data": {}},
+        {**pusher, "data": {"url": "https://push.example/other"}},
+        {**pusher, "kind": "carrier-pigeon"},
+    ):
+        r = await app_client.post(f"{url}/set", json=bad, headers=auth(token))
+        assert r.status == 400, bad
+    r = await app_client.post(f"{url}/set", json={**pusher, "lang": 5}, headers=auth(token))
+    assert r.status == 400 and (await r.json())["errcode"] == "M_BAD_JSON"
+    missing = {k: v for k, v in pusher.items() if k != "pushkey"}
+    r = await app_client.post(f"{url}/set", json=missing, headers=auth(token))
+    assert r.status == 400
+    # kind null deletes.
+    r = await app_client.post(
+        f"{url}/set",
+        json={"kind": None, "app_id": "com.example.app", "pushkey": "KEY1"},
+        headers=auth(token),
+    )
+    assert r.status == 200
+    assert await (await app_client.get(url, headers=auth(token))).json() == {"pushers": []}
