@@ -11,11 +11,10 @@ from homeserver.appstate import DATABASE, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.http import json_response, path_param, query_param
 from homeserver.ids import validate_room_id
-from homeserver.relations.service import DEFAULT_LIMIT, RelationsService
+from homeserver.relations.service import DEFAULT_LIMIT, RELATIONS, RelationsService
 from homeserver.services import STORES
 from homeserver.storage.relations_read import RelationsReadStore
 
-RELATIONS = web.AppKey("relations", RelationsService)
 MAX_ID = 1024
 
 

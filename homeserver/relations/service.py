@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from aiohttp import web
+
 from homeserver.errors import MatrixError, not_found
 from homeserver.events import Event
 from homeserver.rooms.client_events import serialize_events
@@ -270,3 +272,7 @@ class RelationsService:
         if len(rows) > limit:
             body["next_batch"] = RoomToken(page[-1][1]).encode()
         return body
+
+
+# The app's RelationsService (built by homeserver.client.relations' lifetime).
+RELATIONS = web.AppKey("relations", RelationsService)

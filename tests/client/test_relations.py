@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from homeserver.client.relations import RELATIONS
+from homeserver.relations.service import RELATIONS
 from homeserver.services import LOCAL_EVENTS
 from tests.client.helpers import auth, join_room, make_room, make_user
 
