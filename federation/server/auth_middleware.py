@@ -69,6 +69,8 @@ async def x_matrix_middleware(request: web.Request, handler: Handler) -> web.Str
     """Authenticate the request (see module docstring) before any handler runs."""
     if request.method == "OPTIONS" or _is_unauthenticated(request):
         return await handler(request)
+    if getattr(request.match_info, "http_exception", None) is not None:
+        return await handler(request)  # no such endpoint: 404/405 without auth
     raw = await read_body(request) if request.can_read_body else b""
     content = parse_json_bytes(raw) if raw.strip() else None
     headers = request.headers.getall("Authorization", [])
