@@ -114,7 +114,10 @@ class Persister:
         else:
             others = [e for e in new_ext if e != event.event_id]
             new_current, _ = await self._room_state.state_after_events(
-                event.room_version, [*others, event.event_id], extra={event.event_id: group}
+                event.room_version,
+                [*others, event.event_id],
+                extra={event.event_id: group},
+                pending={event.event_id: event},
             )
         old_current = await self._stores.current_state.get_current_state_ids(event.room_id)
         removed = [k for k in old_current if k not in new_current]

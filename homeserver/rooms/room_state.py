@@ -34,10 +34,13 @@ class RoomState:
         room_version: RoomVersion,
         event_ids: Iterable[str],
         extra: Mapping[str, int] | None = None,
+        pending: Mapping[str, Event] | None = None,
     ) -> tuple[StateMap, int | None]:
         """The state after `event_ids`, and a state group holding exactly it if one exists.
 
-        `extra` supplies groups of events not yet persisted (the one being written).
+        `extra` supplies groups of events not yet persisted (the one being written) and
+        `pending` those events themselves: resolution must see them, or it would drop
+        them as unknown and cache a wrong answer.
 
         With one event (the common case) that is its group; with several, the resolved
         state, which has no group of its own until the caller stores one.
@@ -58,7 +61,16 @@ class RoomState:
             self._resolved.move_to_end(key)
             return dict(cached), None
         state_sets = [await self._stores.state.get_state_ids(g) for g in known]
-        resolved = await resolve_state(room_version, state_sets, self.fetch_events)
+        fetch = self.fetch_events
+        if pending:
+
+            async def fetch(event_ids: Iterable[str]) -> Mapping[str, Event]:
+                ids = list(event_ids)
+                found = dict(await self.fetch_events([i for i in ids if i not in pending]))
+                found.update({i: pending[i] for i in ids if i in pending})
+                return found
+
+        resolved = await resolve_state(room_version, state_sets, fetch)
         self._resolved[key] = resolved
         if len(self._resolved) > self._cache_size:
             self._resolved.popitem(last=False)

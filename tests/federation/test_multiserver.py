@@ -90,12 +90,6 @@ async def test_invite_to_a_remote_user_then_accept(servers) -> None:
     assert await eventually(alice_sees)
 
 
-@pytest.mark.xfail(
-    reason="core bug, not federation transport: after a concurrent topic change each "
-    "server stores its own topic as the state after the merging event (resolve_state "
-    "itself agrees on both sides when re-run); see the outbound helper's report",
-    strict=False,
-)
 async def test_concurrent_state_changes_converge(servers) -> None:
     a, b, alice, bob, room_id = await _joined_pair(servers)
     # Give Bob the power to change the topic (power levels: 50 needed for state).
