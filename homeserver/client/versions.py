@@ -1,10 +1,11 @@
 """GET /_matrix/client/versions: the spec versions we implement (no auth required).
 
 Clients pick features from this answer, so it lists only what is really served:
-- versions: v1.1 up to v1.14. v1.13 and v1.14 added the room and user report endpoints
-  (built). Not v1.15: it adds `/room_summary`, and v1.16's sync `use_state_after`, which
-  we do not serve. Extended profile fields (v1.16) are announced instead through the
-  `m.profile_fields` capability and the MSC4133 flag below.
+- versions: v1.1 up to v1.15. v1.13/v1.14 added the room and user report endpoints and
+  v1.15 `/room_summary` (all built; v1.15's OAuth 2.0 API is optional: our 404 on
+  `/auth_metadata` tells clients to use the classic login). Not v1.16: its sync
+  `use_state_after` is not served. Extended profile fields (v1.16) are announced instead
+  through the `m.profile_fields` capability and the MSC4133 flag below.
 - unstable_features: each flag is a promise about behaviour. `false` tells clients
   (Element checks these) not to try a feature; a flag missing means the same.
 """
@@ -16,7 +17,7 @@ from aiohttp import web
 from homeserver.appstate import Mounts
 from homeserver.http import json_response
 
-SUPPORTED_VERSIONS = tuple(f"v1.{minor}" for minor in range(1, 15))
+SUPPORTED_VERSIONS = tuple(f"v1.{minor}" for minor in range(1, 16))
 
 UNSTABLE_FEATURES: dict[str, bool] = {
     # Cross-signing keys upload/query (stable since r0.6.1; older Element checked this).
