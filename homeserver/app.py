@@ -28,15 +28,15 @@ import homeserver.client.capabilities as client_capabilities
 import homeserver.client.key_backup as client_key_backup
 import homeserver.client.keys as client_keys
 import homeserver.client.misc as client_misc
-import homeserver.client.rooms as client_rooms
-import homeserver.client.sync as client_sync
-import homeserver.client.to_device as client_to_device
-import homeserver.client.user_directory as client_user_directory
 import homeserver.client.notifications as client_notifications
 import homeserver.client.profile as client_profile
 import homeserver.client.push_rules as client_push_rules
 import homeserver.client.pushers as client_pushers
 import homeserver.client.relations as client_relations
+import homeserver.client.rooms as client_rooms
+import homeserver.client.sync as client_sync
+import homeserver.client.to_device as client_to_device
+import homeserver.client.user_directory as client_user_directory
 import homeserver.client.versions as client_versions
 import homeserver.client.well_known as client_well_known
 from federation.keys import SERVER_KEYS, load_server_keys
