@@ -23,10 +23,16 @@ def _encode(password: str) -> bytes:
     return unicodedata.normalize("NFKC", password).encode("utf-8")
 
 
+# Hashes computed at once: each holds `memlimit` bytes, so a burst of logins must queue
+# rather than multiply the server's memory (and there are only so many cores anyway).
+MAX_CONCURRENT_HASHES = 2
+
+
 class PasswordHasher:
     def __init__(self, config: PasswordHashingConfig = PasswordHashingConfig()) -> None:
         self._opslimit = config.opslimit
         self._memlimit = config.memlimit
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
 
     def _hash(self, password: str) -> str:
         raw = argon2id.str(_encode(password), opslimit=self._opslimit, memlimit=self._memlimit)
@@ -34,13 +40,15 @@ class PasswordHasher:
 
     async def hash(self, password: str) -> str:
         """An argon2id PHC string (`$argon2id$v=19$m=...`) for `password`."""
-        return await asyncio.to_thread(self._hash, password)
+        async with self._slots:
+            return await asyncio.to_thread(self._hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """Whether `password` matches; False for a missing or unreadable hash."""
         if not password_hash or not password_hash.startswith("$argon2id$"):
             return False
-        return await asyncio.to_thread(_verify, password_hash, password)
+        async with self._slots:
+            return await asyncio.to_thread(_verify, password_hash, password)
 
 
 def _verify(password_hash: str, password: str) -> bool:
