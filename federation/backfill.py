@@ -18,10 +18,12 @@ from aiohttp import web
 
 from federation.client import FederationError
 from federation.remote_events import FederationRemoteEvents
-from homeserver.events import Event
+from homeserver.events import Event, StateKey
 from homeserver.rooms.ingest import RemoteEventIngest, _auth_against_own_auth_events
+from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.rooms.persister import Persister
 from homeserver.rooms.ports import Backfill
+from homeserver.rooms.room_state import RoomState
 from homeserver.storage import PersistItem, Stores
 
 log = logging.getLogger(__name__)
@@ -41,12 +43,16 @@ class FederationBackfill:
         stores: Stores,
         persister: Persister,
         server_name: str,
+        room_state: RoomState,
+        locks: KeyedLock,
     ) -> None:
         self._remote = remote
         self._ingest = ingest
         self._stores = stores
         self._persister = persister
         self._server_name = server_name
+        self._room_state = room_state
+        self._locks = locks
 
     async def backward_extremities(self, room_id: str) -> list[str]:
         """prev_events of our oldest timeline events that we do not hold in the DAG."""
@@ -85,27 +91,83 @@ class FederationBackfill:
         return 0
 
     async def _persist(self, room_id: str, events: list[Event], origin: str) -> int:
-        """Newest first into ever lower stream orderings, so /messages reads them in order."""
+        """Check and persist a backfilled batch in one transaction.
+
+        Oldest first we check each event against its own auth events and work out the
+        state after it (from its prev_events' groups, or from the origin's state_ids
+        when they are beyond the batch) - history visibility needs that state, so an
+        event whose state we cannot learn stays an outlier. The batch is then written
+        newest first into ever lower stream orderings, so /messages reads it in order.
+        """
         have = await self._stores.events.have_events([e.event_id for e in events])
         fresh = [
             e
             for e in events
-            if e.event_id not in have or await self._stores.events.is_outlier(e.event_id)
+            if e.room_id == room_id
+            and (e.event_id not in have or await self._stores.events.is_outlier(e.event_id))
         ]
-        added = 0
-        for event in sorted(fresh, key=lambda e: (-e.depth, e.event_id)):
-            auth = await self._auth_events(event, origin)
-            reason = _auth_against_own_auth_events(event, auth)
-            await self._stores.events.persist_events(
-                room_id,
-                [PersistItem(event=event, rejected_reason=reason)],
-                backfilled=True,
+        pending = {e.event_id: e for e in fresh}
+        groups: dict[str, int] = {}
+        items: list[PersistItem] = []
+        async with self._locks.hold(room_id):
+            for event in sorted(fresh, key=lambda e: (e.depth, e.event_id)):
+                auth = await self._auth_events(event, origin)
+                reason = _auth_against_own_auth_events(event, auth)
+                group = None
+                if reason is None:
+                    group = await self._group_after(event, origin, groups, pending)
+                    if group is None:
+                        log.info("no state known before backfilled %s", event.event_id)
+                    else:
+                        groups[event.event_id] = group
+                else:
+                    log.info("backfilled %s rejected: %s", event.event_id, reason)
+                items.append(
+                    PersistItem(
+                        event=event,
+                        state_group=group,
+                        rejected_reason=reason,
+                        outlier=reason is None and group is None,
+                    )
+                )
+            if items:
+                await self._stores.events.persist_events(
+                    room_id, list(reversed(items)), backfilled=True
+                )
+        return len(groups)
+
+    async def _group_after(
+        self, event: Event, origin: str, groups: dict[str, int], pending: dict[str, Event]
+    ) -> int | None:
+        """The state group after `event` (stored if new), or None if the state before it
+        cannot be determined."""
+        before: dict[StateKey, str]
+        before_group: int | None = None
+        if event.is_create() and not event.prev_event_ids:
+            before = {}
+        else:
+            try:
+                before, before_group = await self._room_state.state_after_events(
+                    event.room_version,
+                    event.prev_event_ids,
+                    extra={p: groups[p] for p in event.prev_event_ids if p in groups},
+                    pending=pending,
+                )
+            except LookupError:
+                found = await self._ingest.state_before(event, origin)
+                if found is None:
+                    return None
+                before, before_group = found
+        delta = {event.state_tuple: event.event_id} if event.is_state() else {}
+        if before_group is not None:
+            if not delta:
+                return before_group
+            return await self._stores.state.store_state_group(
+                event.room_id, before_group, delta, None
             )
-            if reason is None:
-                added += 1
-            else:
-                log.info("backfilled %s rejected: %s", event.event_id, reason)
-        return added
+        return await self._stores.state.store_state_group(
+            event.room_id, None, {}, {**before, **delta}
+        )
 
     async def _auth_events(self, event: Event, origin: str) -> dict[str, Any]:
         wanted = list(event.auth_event_ids)

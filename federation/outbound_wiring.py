@@ -32,7 +32,15 @@ from homeserver.appstate import CONFIG, Mounts
 from homeserver.client.room_services import ROOM_READER
 from homeserver.e2ee.ports import REMOTE_KEYS, REMOTE_TO_DEVICE
 from homeserver.ephemeral.edus import EDU_SENDERS
-from homeserver.services import MEMBERSHIP, NOTIFIER, PERSISTER, STORES, EventNotifierBridge
+from homeserver.services import (
+    MEMBERSHIP,
+    NOTIFIER,
+    PERSISTER,
+    ROOM_LOCKS,
+    ROOM_STATE,
+    STORES,
+    EventNotifierBridge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +99,13 @@ async def outbound_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REMOTE_KEYS] = FederationRemoteKeys(client)
     app[REMOTE_TO_DEVICE] = FederationToDevice(sender)
     backfiller = FederationBackfill(
-        remote_events, ingest, stores, app[PERSISTER], config.server_name
+        remote_events,
+        ingest,
+        stores,
+        app[PERSISTER],
+        config.server_name,
+        app[ROOM_STATE],
+        app[ROOM_LOCKS],
     )
     app[BACKFILLER] = backfiller
     if ROOM_READER in app and hasattr(app[ROOM_READER], "backfill"):

@@ -166,6 +166,13 @@ class RemoteEventIngest:
                 continue
             await self._receive_locked(missing, origin, fetch_missing=False)
 
+    async def state_before(
+        self, event: Event, origin: str
+    ) -> tuple[dict[StateKey, str], int | None] | None:
+        """(state before `event`, its group if stored), fetching from `origin` what we
+        lack; None if it cannot be determined. Callers hold the room lock (backfill)."""
+        return await self._state_before(event, origin)
+
     async def _state_before(
         self, event: Event, origin: str
     ) -> tuple[dict[StateKey, str], int | None] | None:

@@ -12,6 +12,7 @@ after it); anybody may read a `world_readable` room as a peeker; everyone else g
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,12 +26,17 @@ from homeserver.storage.room_directory import RoomReadStore
 from .client_events import serialize_events
 from .event_filter import RoomEventFilter
 from .pagination import RoomToken
+from .ports import Backfill
 from .visibility import filter_events_for_user, is_world_readable
+
+log = logging.getLogger(__name__)
 
 MAX_LIMIT = 1000
 # How many raw events one /messages call may scan looking for visible, matching ones.
 SCAN_FACTOR = 10
 FAR_PAST = -(2**62)
+# How many times one backwards /messages call may ask other servers for older history.
+MAX_BACKFILL_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class RoomReader:
         self._stores = stores
         self._read = read_store
         self._clock = clock
+        # Set by the federation wiring: fetches history from before our server joined.
+        self.backfill: Backfill | None = None
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -311,6 +319,10 @@ class RoomReader:
         events, pos, exhausted = await self._paginate(
             room_id, user_id, access, start, stop, direction, limit, event_filter
         )
+        if direction == "b" and exhausted and len(events) < limit and stop is None:
+            events, pos, exhausted = await self._paginate_with_backfill(
+                room_id, user_id, access, events, pos, limit, event_filter
+            )
         body["chunk"] = await self.serialize(events, user_id, device_id)
         # No `end` once the room has nothing more that way (spec); forwards, a non-empty
         # page keeps its `end` so clients can resume when new events arrive.
@@ -319,6 +331,36 @@ class RoomReader:
         if event_filter.lazy_load_members and events:
             body["state"] = await self._member_state(events, user_id, device_id)
         return body
+
+    async def _paginate_with_backfill(
+        self,
+        room_id: str,
+        user_id: str,
+        access: Access,
+        events: list[Event],
+        pos: int,
+        limit: int,
+        event_filter: RoomEventFilter,
+    ) -> tuple[list[Event], int, bool]:
+        """Backwards pagination ran out of local events: ask other servers in the room
+        for older history (backfill) and keep paginating from where we stopped, since
+        backfilled events get stream orderings below everything we hold."""
+        exhausted = True
+        for _ in range(MAX_BACKFILL_ROUNDS):
+            if self.backfill is None or not exhausted or len(events) >= limit:
+                break
+            try:
+                added = await self.backfill.backfill(room_id, limit)
+            except Exception:  # a remote's failure must not fail the local read
+                log.exception("backfill of %s failed", room_id)
+                added = 0
+            if added <= 0:
+                break
+            more, pos, exhausted = await self._paginate(
+                room_id, user_id, access, pos, None, "b", limit - len(events), event_filter
+            )
+            events = [*events, *more]
+        return events, pos, exhausted
 
     async def _member_state(
         self, events: Sequence[Event], user_id: str, device_id: str | None
