@@ -22,6 +22,7 @@ from homeserver.ids import (
     validate_room_alias,
     validate_room_id,
 )
+from homeserver.relations.service import RELATIONS
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.sending import RoomSender
@@ -45,7 +46,10 @@ async def rooms_ctx(app: web.Application) -> AsyncIterator[None]:
     stores = app[STORES]
     read_store = RoomReadStore(app[DATABASE])
     app[ROOM_READ_STORE] = read_store
-    app[ROOM_READER] = RoomReader(stores, read_store)
+    reader = RoomReader(stores, read_store)
+    if RELATIONS in app:
+        reader.aggregations = app[RELATIONS].bundle_aggregations
+    app[ROOM_READER] = reader
     app[ROOM_SENDER] = RoomSender(stores, read_store, app[LOCAL_EVENTS])
     app[ROOM_DIRECTORY] = RoomDirectory(stores, app[CONFIG].server_name)
     app[ROOM_UPGRADER] = RoomUpgrader(stores, app[LOCAL_EVENTS], app[ROOM_CREATOR])

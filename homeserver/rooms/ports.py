@@ -6,7 +6,7 @@ Federation implements `RemoteRooms` and `OutboundEvents`; sync implements
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from homeserver.events import Event
@@ -77,3 +77,13 @@ class Backfill(Protocol):
     past the oldest event we have; returns how many events it added."""
 
     async def backfill(self, room_id: str, limit: int) -> int: ...
+
+
+class Aggregations(Protocol):
+    """Bundles child-event aggregations (threads, edits, references) for events a
+    client reads: event ID -> the `unsigned["m.relations"]` object (events without
+    any aggregation are absent). One batched call per response."""
+
+    async def __call__(
+        self, events: Sequence[Event], user_id: str
+    ) -> dict[str, dict[str, Any]]: ...

@@ -26,7 +26,7 @@ from homeserver.storage.room_directory import RoomReadStore
 from .client_events import serialize_events
 from .event_filter import RoomEventFilter
 from .pagination import RoomToken
-from .ports import Backfill
+from .ports import Aggregations, Backfill
 from .visibility import filter_events_for_user, is_world_readable
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class RoomReader:
         self._clock = clock
         # Set by the federation wiring: fetches history from before our server joined.
         self.backfill: Backfill | None = None
+        # Set by the app factory: bundled aggregations (unsigned["m.relations"]).
+        self.aggregations: Aggregations | None = None
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -93,8 +95,12 @@ class RoomReader:
         device_id: str | None,
         *,
         prev_state: bool = True,
+        bundles: dict[str, dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Client-format events with redactions applied and `unsigned` filled in."""
+        """Client-format events with redactions applied and `unsigned` filled in.
+
+        `bundles` (from `bundle`) adds each event's aggregations as
+        unsigned["m.relations"]; callers fetch them once per response."""
         if not events:
             return []
         ids = [e.event_id for e in events]
@@ -106,13 +112,25 @@ class RoomReader:
         own = [e.event_id for e in events if e.sender == user_id]
         txn_ids = await self._read.get_txn_ids(user_id, device_id, own) if own else {}
         previous = await self._replaced_state(events) if prev_state else {}
-        return serialize_events(
+        formatted = serialize_events(
             events,
             now_ms=self.now_ms(),
             redactions=redactions,
             txn_ids=txn_ids,
             prev_state=previous,
         )
+        if bundles:
+            for item in formatted:
+                bundle = bundles.get(item["event_id"])
+                if bundle:
+                    item.setdefault("unsigned", {})["m.relations"] = bundle
+        return formatted
+
+    async def bundle(self, events: Sequence[Event], user_id: str) -> dict[str, dict[str, Any]]:
+        """Aggregations for `events` in one batched call ({} when not wired)."""
+        if self.aggregations is None or not events:
+            return {}
+        return await self.aggregations(events, user_id)
 
     async def _replaced_state(self, events: Sequence[Event]) -> dict[str, Event]:
         """state event ID -> the event it replaced at its (type, state_key)."""
@@ -242,7 +260,8 @@ class RoomReader:
             raise not_found("Event not found.")
         if not await self._visible([event], user_id, access):
             raise not_found("Event not found.")
-        (formatted,) = await self.serialize([event], user_id, device_id)
+        bundles = await self.bundle([event], user_id)
+        (formatted,) = await self.serialize([event], user_id, device_id, bundles=bundles)
         return formatted
 
     async def _paginate(
@@ -323,7 +342,8 @@ class RoomReader:
             events, pos, exhausted = await self._paginate_with_backfill(
                 room_id, user_id, access, events, pos, limit, event_filter
             )
-        body["chunk"] = await self.serialize(events, user_id, device_id)
+        bundles = await self.bundle(events, user_id)
+        body["chunk"] = await self.serialize(events, user_id, device_id, bundles=bundles)
         # No `end` once the room has nothing more that way (spec); forwards, a non-empty
         # page keeps its `end` so clients can resume when new events arrive.
         if not exhausted or (events and direction == "f"):
@@ -416,13 +436,14 @@ class RoomReader:
             }
         state_events = await self._stores.events.get_events(state_ids.values())
         state = [state_events[e] for e in state_ids.values() if e in state_events]
-        (formatted,) = await self.serialize([event], user_id, device_id)
+        bundles = await self.bundle([*before, event, *after], user_id)
+        (formatted,) = await self.serialize([event], user_id, device_id, bundles=bundles)
         return {
             "start": RoomToken(start).encode(),
             "end": RoomToken(end).encode(),
-            "events_before": await self.serialize(before, user_id, device_id),
+            "events_before": await self.serialize(before, user_id, device_id, bundles=bundles),
             "event": formatted,
-            "events_after": await self.serialize(after, user_id, device_id),
+            "events_after": await self.serialize(after, user_id, device_id, bundles=bundles),
             "state": await self.serialize(state, user_id, device_id, prev_state=False),
         }
 

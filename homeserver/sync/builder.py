@@ -28,6 +28,7 @@ from homeserver.events import Event
 from homeserver.rooms.client_events import format_client_event, strip_event
 from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.pagination import RoomToken
+from homeserver.rooms.ports import Aggregations
 from homeserver.storage import MembershipInfo, Stores, TimelineEvent
 from homeserver.storage.cache import LruCache
 from homeserver.storage.room_directory import RoomReadStore
@@ -107,6 +108,8 @@ class SyncBuilder:
         self._extensions = extensions
         # (user, device) -> {(room, member): event_id} lazily-loaded members already sent.
         self._sent_members: LruCache[tuple[str, str], dict[tuple[str, str], str]] = LruCache(10_000)
+        # Set by the app factory: unsigned["m.relations"] for timeline events.
+        self.aggregations: Aggregations | None = None
 
     # -- entry point ------------------------------------------------------------------
 
@@ -316,6 +319,12 @@ class SyncBuilder:
             else {}
         )
         replaced = await self._replaced_state(timeline_events)
+        bundles: dict[str, dict[str, Any]] = {}
+        if self.aggregations is not None and timeline_events and flt.event_format != "federation":
+            # One batched call for every timeline of the response (state events get none).
+            bundles = await self.aggregations(
+                [e for e in timeline_events if e.state_key is None], req.user_id
+            )
         summaries = await self._summaries(req.user_id, works)
         sent_key = (req.user_id, req.device_id or "")
         sent = self._sent_members.get(sent_key) if since is not None else None
@@ -338,6 +347,9 @@ class SyncBuilder:
                     replaces_state=prev.event_id if prev is not None else None,
                     prev_sender=prev.sender if prev is not None else None,
                 )
+                bundle = bundles.get(event.event_id)
+                if bundle:
+                    out.setdefault("unsigned", {})["m.relations"] = bundle
             if flt.event_fields is not None:
                 out = apply_event_fields(out, flt.event_fields)
             return out

@@ -18,6 +18,7 @@ from homeserver.ephemeral.keys import ACCOUNT_DATA, PRESENCE, RECEIPTS, TYPING
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.receipts import ReceiptsService
 from homeserver.ephemeral.typing import TypingService
+from homeserver.relations.service import RELATIONS
 from homeserver.services import MEMBERSHIP, NOTIFIER, PERSISTER, STORES
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.filters import FilterStore
@@ -79,6 +80,8 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
         account_data,
         app[SYNC_EXTENSIONS],
     )
+    if RELATIONS in app:  # the relations area's lifetime runs before this one
+        builder.aggregations = app[RELATIONS].bundle_aggregations
     app[JOINED_ROOMS] = joined
     app[ACCOUNT_DATA] = account_data
     app[RECEIPTS] = receipts
