@@ -31,6 +31,7 @@ from homeserver.events.redaction import redact
 from homeserver.events.signing import sign_event
 from homeserver.events.validation import EventFormatError, validate_pdu_format
 from homeserver.graph.auth_rules import AuthError
+from homeserver.rooms.client_events import strip_state_items
 from homeserver.rooms.ingest import RemoteEventIngest
 from homeserver.storage import PersistItem, Stores
 
@@ -189,7 +190,7 @@ class FederationRemoteRooms:
             state = body.get("knock_room_state") if isinstance(body, dict) else None
             if isinstance(state, list):
                 pdu = copy.deepcopy(event.pdu)
-                pdu.setdefault("unsigned", {})["knock_room_state"] = state
+                pdu.setdefault("unsigned", {})["knock_room_state"] = strip_state_items(state)
                 event = Event(pdu, event.room_version, event.event_id)
             await self._persist_out_of_band(event)
             return event
@@ -254,7 +255,9 @@ class FederationRemoteRooms:
             raise MatrixError(502, "M_UNKNOWN", f"Invalid counter-signed invite: {e}") from None
         pdu = copy.deepcopy(checked.pdu)
         if invite_room_state:
-            pdu.setdefault("unsigned", {})["invite_room_state"] = invite_room_state
+            pdu.setdefault("unsigned", {})["invite_room_state"] = strip_state_items(
+                invite_room_state
+            )
         return Event(pdu, version, event.event_id)
 
     # -- building our half ------------------------------------------------------------------

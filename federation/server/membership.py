@@ -42,6 +42,7 @@ from homeserver.graph.auth_rules import (
 from homeserver.graph.power_levels import PowerLevels
 from homeserver.http import json_response, path_param
 from homeserver.ids import parse_user_id
+from homeserver.rooms.client_events import strip_state_items
 from homeserver.services import LOCAL_EVENTS, MEMBERSHIP, NOTIFIER, ROOM_LOCKS, ROOM_STATE
 from homeserver.storage import PersistItem, Stores
 
@@ -331,8 +332,8 @@ async def send_knock(request: web.Request) -> web.Response:
     _parse_member_event(request, pdu, version, room_id, "knock")
     event = await _checked(request, pdu, version)
     await _auth_and_persist(request, event)
-    stripped = await request.config_dict[MEMBERSHIP].stripped_state(room_id)
-    return json_response({"knock_room_state": stripped})
+    state = await request.config_dict[MEMBERSHIP].stripped_state_pdus(room_id)
+    return json_response({"knock_room_state": state})
 
 
 async def invite_v2(request: web.Request) -> web.Response:
@@ -368,7 +369,7 @@ async def invite_v2(request: web.Request) -> web.Response:
     signed["signatures"] = {k: dict(v) for k, v in (pdu.get("signatures") or {}).items()}
     sign_event(signed, version, keys.server_name, keys.primary)
     stored = dict(signed)
-    stored["unsigned"] = {"invite_room_state": [s for s in stripped if isinstance(s, dict)]}
+    stored["unsigned"] = {"invite_room_state": strip_state_items(stripped)}
     event = Event(stored, version)
     if known is None:
         await stores.rooms.store_room(room_id, version_id, _creator_of(stripped, event))

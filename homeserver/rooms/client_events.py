@@ -127,6 +127,20 @@ def serialize_events(
     return out
 
 
+def strip_state_items(items: Any) -> list[dict[str, Any]]:
+    """Stripped state from what a peer sent: full PDUs (the v1.16+ federation form of
+    `invite_room_state` / `knock_room_state`) or already stripped events. Clients only
+    ever see the stripped keys; anything malformed is dropped."""
+    out: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        kept = {k: item[k] for k in ("type", "state_key", "content", "sender") if k in item}
+        if isinstance(kept.get("type"), str) and isinstance(kept.get("content"), dict):
+            out.append(kept)
+    return out
+
+
 def strip_event(event: Event) -> dict[str, Any]:
     """The stripped state form (invite/knock room state): type, state_key, content, sender."""
     return {

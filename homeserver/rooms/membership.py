@@ -159,9 +159,22 @@ class MembershipService:
             return await self._events.send(room_id, sender, "m.room.member", content, target)
         # Remote invitee: the event must be counter-signed by the invitee's server first.
         event = await self._events.build_only(room_id, sender, "m.room.member", content, target)
-        state = await self.stripped_state(room_id)
+        state = await self.stripped_state_pdus(room_id)
         signed = await self.remote.invite(event, state)
         return await self._events.persist_built(signed)
+
+    async def stripped_state_pdus(self, room_id: str) -> list[dict[str, Any]]:
+        """The same state as `stripped_state`, as full PDUs: the federation form of
+        `invite_room_state` / `knock_room_state` since v1.16 (the receiver may check
+        them, and Synapse warns about anything else)."""
+        ids = await self._stores.current_state.get_current_state_ids(room_id)
+        wanted = [ids[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in ids]
+        events = await self._stores.events.get_events(wanted)
+        return [
+            {k: v for k, v in events[eid].pdu.items() if k != "unsigned"}
+            for eid in wanted
+            if eid in events
+        ]
 
     async def stripped_state(self, room_id: str) -> list[dict[str, Any]]:
         """The stripped state shown with invites and knocks (includes the create event)."""

@@ -161,17 +161,37 @@ async def test_invite_v2_is_countersigned_and_visible_to_invitee(client):
         signing_key=REMOTE_KEY,
     )
     stripped = [{"type": "m.room.name", "state_key": "", "sender": RITA, "content": {"name": "R"}}]
+    # Since v1.16 peers (Synapse) send full PDUs here; clients must only see stripped keys.
+    create_pdu = {
+        "type": "m.room.create",
+        "state_key": "",
+        "sender": RITA,
+        "content": {"room_version": "10"},
+        "room_id": room_id,
+        "auth_events": [],
+        "prev_events": [],
+        "depth": 1,
+        "origin_server_ts": 1_700_000_000_000,
+        "hashes": {"sha256": "x"},
+        "signatures": {"remote.test": {"ed25519:k": "y"}},
+    }
     status, body = await fed(
         client,
         "PUT",
         f"/_matrix/federation/v2/invite/{room_id}/{invite.event_id}",
-        {"room_version": "10", "event": invite.pdu, "invite_room_state": stripped},
+        {"room_version": "10", "event": invite.pdu, "invite_room_state": [create_pdu, *stripped]},
     )
     assert status == 200, body
     assert set(body["event"]["signatures"]) == {"remote.test", "test.local"}
     assert await stores.current_state.get_membership(room_id, "@bob:test.local") == "invite"
     stored = await stores.events.get_event(invite.event_id)
-    assert stored.unsigned["invite_room_state"] == stripped
+    create_stripped = {
+        "type": "m.room.create",
+        "state_key": "",
+        "sender": RITA,
+        "content": {"room_version": "10"},
+    }
+    assert stored.unsigned["invite_room_state"] == [create_stripped, *stripped]
     # Unknown local user: 404.
     other = build_event(
         version,
@@ -225,5 +245,9 @@ async def test_knock_round_trip(client):
     )
     assert status == 200, body
     assert {s["type"] for s in body["knock_room_state"]} >= {"m.room.create", "m.room.join_rules"}
+    # v1.16: full PDUs of the room version, not stripped events.
+    for pdu in body["knock_room_state"]:
+        assert {"auth_events", "prev_events", "hashes", "signatures", "depth"} <= set(pdu)
+        assert "unsigned" not in pdu
     assert await client.app[STORES].current_state.get_membership(room_id, RITA) == "knock"
     _ = remote_event
