@@ -6,6 +6,7 @@ rulesets are cached per user and dropped on every change the user makes.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,8 @@ class PushRulesService:
         self._store = store
         self._cache: dict[str, Ruleset] = {}
         # Called with the user ID after each change (e.g. to bump m.push_rules
-        # account data in /sync); set by whoever owns that.
+        # account data in /sync); set by whoever owns that. A callback may be async:
+        # it is awaited before the change is acknowledged.
         self.on_change: list[Callable[[str], Any]] = []
 
     async def get_ruleset(self, user_id: str) -> Ruleset:
@@ -65,10 +67,12 @@ class PushRulesService:
         self._cache[user_id] = ruleset
         return ruleset
 
-    def _changed(self, user_id: str) -> None:
+    async def _changed(self, user_id: str) -> None:
         self._cache.pop(user_id, None)
         for callback in self.on_change:
-            callback(user_id)
+            result = callback(user_id)
+            if inspect.isawaitable(result):
+                await result
 
     async def get_rule(self, user_id: str, kind: str, rule_id: str) -> PushRule:
         _check_kind(kind)
@@ -110,7 +114,7 @@ class PushRulesService:
             await self._store.put_rule(user_id, stored, before=before, after=after)
         except RelativeRuleNotFound as exc:
             raise MatrixError(400, "M_UNKNOWN", str(exc)) from None
-        self._changed(user_id)
+        await self._changed(user_id)
 
     async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> None:
         _check_kind(kind)
@@ -118,7 +122,7 @@ class PushRulesService:
             raise MatrixError(400, "M_INVALID_PARAM", "Cannot delete a server-default rule")
         if not await self._store.delete_rule(user_id, kind, rule_id):
             raise _rule_not_found()
-        self._changed(user_id)
+        await self._changed(user_id)
 
     async def set_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> None:
         _check_kind(kind)
@@ -126,7 +130,7 @@ class PushRulesService:
             await self._store.set_default_enabled(user_id, rule_id, enabled)
         elif not await self._store.set_rule_enabled(user_id, kind, rule_id, enabled):
             raise _rule_not_found()
-        self._changed(user_id)
+        await self._changed(user_id)
 
     async def set_actions(self, user_id: str, kind: str, rule_id: str, actions: Any) -> None:
         _check_kind(kind)
@@ -138,7 +142,7 @@ class PushRulesService:
             await self._store.set_default_actions(user_id, rule_id, cleaned)
         elif not await self._store.set_rule_actions(user_id, kind, rule_id, cleaned):
             raise _rule_not_found()
-        self._changed(user_id)
+        await self._changed(user_id)
 
 
 def _check_kind(kind: str) -> None:

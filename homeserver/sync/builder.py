@@ -17,6 +17,7 @@ minus what the timeline itself carries".
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ from .tokens import STREAMS, StreamToken
 
 StateKey = tuple[str, str]
 MAX_HEROES = 5
+PUSH_RULES_TYPE = "m.push_rules"
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,10 @@ class SyncBuilder:
         self._sent_members: LruCache[tuple[str, str], dict[tuple[str, str], str]] = LruCache(10_000)
         # Set by the app factory: unsigned["m.relations"] for timeline events.
         self.aggregations: Aggregations | None = None
+        # Set by the app factory: the user's push rules ({"global": ...}), sent as
+        # global account data m.push_rules on initial sync and after every change
+        # (a change writes an m.push_rules account data entry to move the stream).
+        self.push_rules: Callable[[str], Awaitable[dict[str, Any]]] | None = None
 
     # -- entry point ------------------------------------------------------------------
 
@@ -141,6 +147,12 @@ class SyncBuilder:
                     room_account.setdefault(entry.room_id, []).append(item)
             elif flt.account_data.allows_type(entry.data_type):
                 global_account.append(item)
+        if self.push_rules is not None and flt.account_data.allows_type(PUSH_RULES_TYPE):
+            changed_rules = any(i["type"] == PUSH_RULES_TYPE for i in global_account)
+            if full or changed_rules:
+                global_account = [i for i in global_account if i["type"] != PUSH_RULES_TYPE]
+                content = await self.push_rules(req.user_id)
+                global_account.append({"type": PUSH_RULES_TYPE, "content": content})
 
         joined_ids = [m.room_id for m in memberships if m.membership == "join"]
         receipts = await self._receipts.receipts_for_sync(

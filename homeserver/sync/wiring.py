@@ -8,6 +8,7 @@ joined-rooms cache as a persister listener.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -18,6 +19,8 @@ from homeserver.ephemeral.keys import ACCOUNT_DATA, PRESENCE, RECEIPTS, TYPING
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.receipts import ReceiptsService
 from homeserver.ephemeral.typing import TypingService
+from homeserver.push.rules_service import PushRulesService
+from homeserver.push.services import PUSH_RULES
 from homeserver.relations.service import RELATIONS
 from homeserver.services import MEMBERSHIP, NOTIFIER, PERSISTER, STORES
 from homeserver.storage.account_data import AccountDataStore
@@ -41,6 +44,23 @@ def ensure_edu_senders(app: web.Application) -> list:
     if EDU_SENDERS not in app:
         app[EDU_SENDERS] = []
     return app[EDU_SENDERS]
+
+
+def _wire_push_rules(
+    rules: PushRulesService, builder: SyncBuilder, account_data: AccountDataService
+) -> None:
+    """m.push_rules in /sync: the builder reads the live ruleset; each rule change
+    writes it as account data, which moves the user's account_data stream (and wakes
+    their long-polls) so incremental syncs carry it."""
+
+    async def push_rules_content(user_id: str) -> dict[str, Any]:
+        return {"global": (await rules.get_ruleset(user_id)).to_json()}
+
+    async def on_change(user_id: str) -> None:
+        await account_data.put(user_id, "m.push_rules", await push_rules_content(user_id))
+
+    builder.push_rules = push_rules_content
+    rules.on_change.append(on_change)
 
 
 async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -82,6 +102,8 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     if RELATIONS in app:  # the relations area's lifetime runs before this one
         builder.aggregations = app[RELATIONS].bundle_aggregations
+    if PUSH_RULES in app:  # so does the push area's
+        _wire_push_rules(app[PUSH_RULES], builder, account_data)
     app[JOINED_ROOMS] = joined
     app[ACCOUNT_DATA] = account_data
     app[RECEIPTS] = receipts
