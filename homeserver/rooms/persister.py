@@ -67,6 +67,7 @@ class Persister:
         rejected_reason: str | None = None,
         soft_failed: bool = False,
         announce_to_peers: bool = False,
+        client_txn: tuple[str, str | None, str] | None = None,
     ) -> int:
         """Persist one event; return its stream ordering.
 
@@ -91,18 +92,59 @@ class Persister:
             soft_failed=soft_failed,
         )
         (stream,) = await self._stores.events.persist_events(
-            room_id, [item], new_extremities=new_extremities, current_state_delta=delta
+            room_id,
+            [item],
+            new_extremities=new_extremities,
+            current_state_delta=delta,
+            client_txns=[(*client_txn, event.event_id)] if client_txn else (),
         )
+        if group is not None:
+            self._stores.state.remember_event_groups({event.event_id: group})
         if rejected_reason is None and not outlier and not soft_failed:
             await self._announce(event, stream, announce_to_peers)
         return stream
 
+    async def persist_chain(
+        self,
+        events: list[Event],
+        group: int,
+        client_txns: list[tuple[str, str | None, str, str]],
+    ) -> list[int]:
+        """Persist a chain of non-state events built one on another (each the only
+        prev_event of the next) on top of state group `group`, in ONE transaction.
+
+        This is how a burst of messages to one room costs one commit, not one each.
+        """
+        first, last = events[0], events[-1]
+        new_extremities, delta = await self._advance_room(
+            last, group, prevs=set(first.prev_event_ids), pending=events
+        )
+        streams = await self._stores.events.persist_events(
+            last.room_id,
+            [PersistItem(event=e, state_group=group) for e in events],
+            new_extremities=new_extremities,
+            current_state_delta=delta,
+            client_txns=client_txns,
+        )
+        self._stores.state.remember_event_groups({e.event_id: group for e in events})
+        for event, stream in zip(events, streams, strict=True):
+            await self._announce(event, stream, True)
+        return streams
+
     async def _advance_room(
-        self, event: Event, group: int
+        self,
+        event: Event,
+        group: int,
+        prevs: set[str] | None = None,
+        pending: list[Event] | None = None,
     ) -> tuple[list[str], tuple[list[StateKey], dict[StateKey, str]]]:
-        """New forward extremities and the current-state delta the event brings."""
+        """New forward extremities and the current-state delta the event brings.
+
+        For a chain, `event` is its last event, `prevs` the first one's prev_events and
+        `pending` the whole chain (not yet stored)."""
         old_ext = await self._stores.events.get_forward_extremities(event.room_id)
-        prevs = set(event.prev_event_ids)
+        if prevs is None:
+            prevs = set(event.prev_event_ids)
         new_ext = [e for e in old_ext if e not in prevs] + [event.event_id]
         if old_ext and set(old_ext) == prevs:
             # Built on exactly the current tips (every local send): the current state is
@@ -117,7 +159,7 @@ class Persister:
                 event.room_version,
                 [*others, event.event_id],
                 extra={event.event_id: group},
-                pending={event.event_id: event},
+                pending={e.event_id: e for e in pending or [event]},
             )
         old_current = await self._stores.current_state.get_current_state_ids(event.room_id)
         removed = [k for k in old_current if k not in new_current]

@@ -43,10 +43,8 @@ class RoomSender:
     async def send_message(
         self, room_id: str, user_id: str, event_type: str, content: dict[str, Any], txn: Txn
     ) -> str:
-        """Send a non-state event; idempotent per (user, device, txn_id)."""
-        existing = await self._existing_txn(txn)
-        if existing is not None:
-            return existing.event_id
+        """Send a non-state event; idempotent per (user, device, txn_id) (LocalEvents
+        answers a repeated txn with the event it already sent)."""
         if event_type == "m.room.redaction":
             target = content.get("redacts")
             if not isinstance(target, str):

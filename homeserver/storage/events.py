@@ -75,6 +75,8 @@ class EventStore:
     def __init__(self, db: Database, cache_size: int = 10_000) -> None:
         self.db = db
         self._cache: LruCache[str, _Cached] = LruCache(cache_size)
+        # Forward extremities per room: read on every send, written only here.
+        self._extremities: LruCache[str, list[str]] = LruCache(cache_size)
 
     # -- writing ----------------------------------------------------------------------
 
@@ -87,6 +89,7 @@ class EventStore:
         current_state_delta: tuple[Iterable[StateKey], Mapping[StateKey, str]] | None = None,
         out_of_band_memberships: Sequence[str] = (),
         backfilled: bool = False,
+        client_txns: Sequence[tuple[str, str | None, str, str]] = (),
     ) -> list[int]:
         """Persist `items` atomically; return their stream orderings (in item order).
 
@@ -96,6 +99,9 @@ class EventStore:
         - `out_of_band_memberships`: IDs of member events in the batch (typically outlier
           invites from rooms we are not in) that update room_memberships only.
         - `backfilled`: history; gets stream orderings below every existing one.
+        - `client_txns`: (user, device, txn_id, event_id) of the client requests that
+          created these events, recorded atomically with them so a retried request after
+          a crash finds its event instead of sending it twice.
         An event already stored keeps its row; an outlier re-persisted as a non-outlier is
         promoted (new stream ordering, flags and state group updated).
         """
@@ -125,6 +131,17 @@ class EventStore:
                         raise StorageError(f"{event_id} is not a member event of this batch")
                     members.append((ev.state_key, event_id))
                 await upsert_memberships(conn, room_id, members, known)
+            if client_txns:
+                created = now_ms()
+                await conn.executemany(
+                    "INSERT INTO client_txns (user_id, device_id, txn_id, event_id, created_ts)"
+                    " VALUES ($1, $2, $3, $4, $5)"
+                    " ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
+                    [(u, d or "", t, e, created) for u, d, t, e in client_txns],
+                )
+        if new_extremities is not None:
+            self._extremities.invalidate(room_id)
+            self._extremities.set(room_id, sorted(dict.fromkeys(new_extremities)))
         for item in fresh:
             item.event.rejected_reason = item.rejected_reason
             self._cache.invalidate(item.event.event_id)
@@ -267,6 +284,7 @@ class EventStore:
     async def update_forward_extremities(
         self, room_id: str, add: Sequence[str], remove: Sequence[str]
     ) -> None:
+        self._extremities.invalidate(room_id)
         async with self.db.transaction() as conn:
             await conn.executemany(
                 "DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2",
@@ -423,11 +441,17 @@ class EventStore:
     # -- graph and stream positions -----------------------------------------------------
 
     async def get_forward_extremities(self, room_id: str) -> list[str]:
+        cached = self._extremities.get(room_id)
+        if cached is not None:
+            return list(cached)
+        generation = self._extremities.generation()
         rows = await self.db.fetch(
             "SELECT event_id FROM event_forward_extremities WHERE room_id = $1 ORDER BY event_id",
             room_id,
         )
-        return [r[0] for r in rows]
+        result = [r[0] for r in rows]
+        self._extremities.set_if_current(room_id, result, generation)
+        return list(result)
 
     async def get_max_depth(self, event_ids: Iterable[str]) -> int:
         """The largest depth among the stored events of `event_ids` (0 if none)."""

@@ -29,6 +29,7 @@ class AliasInfo:
 class RoomStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._versions: dict[str, str] = {}
 
     async def store_room(
         self,
@@ -61,7 +62,14 @@ class RoomStore:
         return RoomInfo(row[0], row[1], row[2], bool(row[3]), row[4])
 
     async def get_room_version(self, room_id: str) -> str | None:
-        return await self.db.fetchval("SELECT room_version FROM rooms WHERE room_id = $1", room_id)
+        version = self._versions.get(room_id)
+        if version is None:
+            version = await self.db.fetchval(
+                "SELECT room_version FROM rooms WHERE room_id = $1", room_id
+            )
+            if version is not None:  # a room's version never changes
+                self._versions[room_id] = version
+        return version
 
     async def set_room_is_public(self, room_id: str, is_public: bool) -> bool:
         """Publish to / remove from the room directory; False if the room is unknown."""

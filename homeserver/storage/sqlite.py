@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -36,24 +37,39 @@ def _translate(exc: sqlite3.Error, sql: str) -> StorageError:
 
 
 class SQLiteConnection:
-    """One aiosqlite connection behind the `Connection` protocol."""
+    """One aiosqlite connection behind the `Connection` protocol.
+
+    Each operation is ONE trip to the connection's thread (aiosqlite's cursor objects
+    would cost two or three: execute, fetch, close). On the send path a statement's
+    latency is mostly that trip, so this matters more than the SQL itself.
+    """
 
     dialect: Dialect = SQLITE
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def _run(self, sql: str, op: Callable[[str], Any]) -> Any:
-        converted = self.dialect.convert(sql)
+    async def _run(self, sql: str, op: Callable[[sqlite3.Connection, str], T]) -> T:
+        converted = _convert(sql)
+        # aiosqlite's `_execute` runs a function on the connection's own thread; its
+        # public API only offers cursor round trips.
+        raw = self._conn
+
+        def call() -> T:
+            return op(raw._conn, converted)
+
         try:
-            return await op(converted)
+            return await raw._execute(call)
         except sqlite3.Error as exc:
             raise _translate(exc, sql) from exc
 
     async def execute(self, sql: str, *args: Any) -> int:
-        async def op(q: str) -> int:
-            async with self._conn.execute(q, args) as cur:
+        def op(db: sqlite3.Connection, q: str) -> int:
+            cur = db.execute(q, args)
+            try:
                 return cur.rowcount
+            finally:
+                cur.close()
 
         return await self._run(sql, op)
 
@@ -62,28 +78,36 @@ class SQLiteConnection:
         if not rows:
             return
 
-        async def op(q: str) -> None:
-            async with self._conn.executemany(q, rows):
-                pass
+        def op(db: sqlite3.Connection, q: str) -> None:
+            db.executemany(q, rows).close()
 
         await self._run(sql, op)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async def op(q: str) -> list[Row]:
-            return list(await self._conn.execute_fetchall(q, args))
+        def op(db: sqlite3.Connection, q: str) -> list[Row]:
+            return db.execute(q, args).fetchall()
 
         return await self._run(sql, op)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        async def op(q: str) -> Row | None:
-            async with self._conn.execute(q, args) as cur:
-                return await cur.fetchone()
+        def op(db: sqlite3.Connection, q: str) -> Row | None:
+            cur = db.execute(q, args)
+            try:
+                return cur.fetchone()
+            finally:
+                cur.close()
 
         return await self._run(sql, op)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         row = await self.fetchrow(sql, *args)
         return None if row is None else row[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _convert(sql: str) -> str:
+    """Placeholder rewriting, once per distinct statement text."""
+    return SQLITE.convert(sql)
 
 
 def inspect_sqlite_file(path: str) -> set[int] | None:
@@ -258,6 +282,8 @@ async def _pragmas(conn: aiosqlite.Connection, path: str, *, write: bool) -> Non
             mode = (await cur.fetchone())[0]
         if str(mode).lower() != "wal":
             raise StorageError(f"could not switch {path!r} to WAL mode (got {mode!r})")
-    await conn.execute("PRAGMA synchronous = NORMAL")
+    # FULL: a commit reaches the disk before we answer (about 0.2 ms here), so an
+    # acknowledged event survives a power cut, not only a crash of the process.
+    await conn.execute("PRAGMA synchronous = FULL")
     if not write:
         await conn.execute("PRAGMA query_only = ON")

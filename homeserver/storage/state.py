@@ -57,6 +57,8 @@ class StateStore:
         self.db = db
         # Groups never change once written, so entries never need invalidating.
         self._cache: LruCache[int, StateMap] = LruCache(cache_size)
+        # event -> group of the state after it; a recorded group never changes.
+        self._event_groups: LruCache[str, int] = LruCache(cache_size * 10)
 
     async def store_state_group(
         self,
@@ -159,23 +161,33 @@ class StateStore:
                     state[key] = event_id
         return state
 
+    def remember_event_groups(self, groups: Mapping[str, int]) -> None:
+        """Prime the event -> group cache with groups just committed by the writer."""
+        for event_id, group in groups.items():
+            self._event_groups.set(event_id, group)
+
     async def get_state_group_for_event(self, event_id: str) -> int | None:
         """The group holding the state AFTER `event_id` (None if not recorded)."""
-        group = await self.db.fetchval(
-            "SELECT state_group FROM event_to_state_groups WHERE event_id = $1", event_id
-        )
-        return None if group is None else int(group)
+        return (await self.get_state_groups_for_events([event_id])).get(event_id)
 
     async def get_state_groups_for_events(self, event_ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
-        ids = list(dict.fromkeys(event_ids))
+        ids: list[str] = []
+        for event_id in dict.fromkeys(event_ids):
+            group = self._event_groups.get(event_id)
+            if group is None:
+                ids.append(event_id)
+            else:
+                out[event_id] = group
         for part in chunks(ids):
             rows = await self.db.fetch(
                 "SELECT event_id, state_group FROM event_to_state_groups"
                 f" WHERE event_id IN ({placeholders(len(part))})",
                 *part,
             )
-            out.update({r[0]: int(r[1]) for r in rows})
+            for r in rows:
+                out[r[0]] = int(r[1])
+                self._event_groups.set(r[0], int(r[1]))
         return out
 
     async def get_state_ids_for_event(self, event_id: str) -> StateMap | None:

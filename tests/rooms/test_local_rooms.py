@@ -120,3 +120,46 @@ async def test_state_shares_groups(kit) -> None:
     assert g_topic != groups[ext[0]]
     state = await kit.stores.state.get_state_ids(g_topic)
     assert state[("m.room.topic", "")] == name_ev.event_id
+
+
+async def test_concurrent_messages_form_one_chain(kit) -> None:
+    """A burst of sends is batched: every event durable, chained, none lost or doubled."""
+    import asyncio
+
+    room_id = await kit.creator.create_room(
+        ALICE, RoomSpec(room_version="12", preset="public_chat"), {}
+    )
+    await kit.membership.join(room_id, BOB)
+    sends = [
+        kit.events.send(
+            room_id,
+            ALICE if i % 2 else BOB,
+            "m.room.message",
+            {"body": str(i), "msgtype": "m.text"},
+            txn=(ALICE if i % 2 else BOB, "D", f"t{i % 40}"),
+        )
+        for i in range(60)
+    ]
+    events = await asyncio.gather(*sends)
+    # Requests 40..59 repeat the txn IDs of 0..19 (same user): same event back.
+    for i in range(40, 60):
+        assert events[i].event_id == events[i - 40].event_id
+    unique = {e.event_id: e for e in events}
+    assert len(unique) == 40
+    # They form a single chain: exactly one extremity, each event's prev is another's id
+    # or the tip before the burst.
+    ext = await kit.stores.events.get_forward_extremities(room_id)
+    assert len(ext) == 1 and ext[0] in unique
+    heads = [e for e in unique.values() if e.prev_event_ids[0] not in unique]
+    assert len(heads) == 1
+    stored = await kit.stores.events.get_events(list(unique))
+    assert set(stored) == set(unique)
+    for e in unique.values():
+        assert (
+            await kit.stores.transactions.get_client_txn(
+                e.sender,
+                "D",
+                next(t for (u, d, t), eid in kit.events._recent_txns.items() if eid == e.event_id),
+            )
+            == e.event_id
+        )

@@ -106,9 +106,9 @@ async def test_pragmas(db: Database) -> None:
     assert (await db.fetchval("PRAGMA journal_mode")).lower() == "wal"
     assert await db.fetchval("PRAGMA foreign_keys") == 1
     assert await db.fetchval("PRAGMA busy_timeout") > 0
-    assert await db.fetchval("PRAGMA synchronous") == 1  # NORMAL
+    assert await db.fetchval("PRAGMA synchronous") == 2  # FULL
     async with db.transaction() as conn:
-        assert await conn.fetchval("PRAGMA synchronous") == 1
+        assert await conn.fetchval("PRAGMA synchronous") == 2
 
 
 async def test_closed_database_refuses_work(db: Database) -> None:
