@@ -132,6 +132,16 @@ async def test_query_profile_and_directory(client):
         "GET",
         "/_matrix/federation/v1/query/profile?user_id=@bob:test.local&field=avatar_url",
     )
+    assert (status, body) == (200, {})
+    status, body = await fed(
+        client,
+        "GET",
+        "/_matrix/federation/v1/query/profile?user_id=@bob:test.local&field=displayname",
+    )
+    assert (status, body) == (200, {"displayname": "Bob"})
+    status, body = await fed(
+        client, "GET", "/_matrix/federation/v1/query/profile?user_id=@nobody:test.local"
+    )
     assert status == 404
     room_id = await create_room(client)
     await stores.rooms.create_alias("#room:test.local", room_id, ["test.local"])
