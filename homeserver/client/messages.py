@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.client.auth import get_requester
-from homeserver.client.validate import optional_str
+from homeserver.client.validate import event_content, optional_str
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.ratelimit import RATE_LIMITERS
 from homeserver.rooms.event_filter import RoomEventFilter
@@ -51,7 +51,7 @@ async def send_event(request: web.Request) -> web.Response:
     room_id = room_id_param(request)
     event_type = event_type_param(request)
     txn_id = txn_id_param(request)
-    content = await read_json_body(request)
+    content = event_content(await read_json_body(request))
     txn = (requester.user_id, requester.device_id, txn_id)
     stores = request.config_dict[STORES]
     existing = await stores.transactions.get_client_txn(*txn)

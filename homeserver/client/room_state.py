@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.client.auth import get_requester
+from homeserver.client.validate import event_content
 from homeserver.errors import invalid_param
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.ratelimit import RATE_LIMITERS
@@ -65,7 +66,7 @@ async def put_state_event(request: web.Request) -> web.Response:
     room_id = room_id_param(request)
     event_type = event_type_param(request)
     state_key = _state_key(request)
-    content = await read_json_body(request)
+    content = event_content(await read_json_body(request))
     request.config_dict[RATE_LIMITERS].check("message", requester.user_id)
     event_id = await request.config_dict[ROOM_SENDER].set_state(
         room_id, requester.user_id, event_type, state_key, content

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from homeserver.appstate import CONFIG
 from homeserver.client.auth import get_requester
-from homeserver.client.validate import optional_bool, optional_dict, optional_str
+from homeserver.client.validate import event_content, optional_bool, optional_dict, optional_str
 from homeserver.errors import MatrixError, bad_json, invalid_param
 from homeserver.events import KNOWN_ROOM_VERSIONS
 from homeserver.http import json_response, read_json_body
@@ -142,7 +142,8 @@ def parse_create_room(body: dict[str, Any], server_name: str, default_version: s
 
 async def create_room(request: web.Request) -> web.Response:
     requester = await get_requester(request)
-    body = await read_json_body(request, allow_empty=True)
+    # Every part of the body ends up in some event: hold it all to canonical JSON.
+    body = event_content(await read_json_body(request, allow_empty=True), "createRoom body")
     app = request.config_dict
     config = app[CONFIG]
     spec = parse_create_room(body, config.server_name, config.default_room_version)

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.errors import bad_json, invalid_param, missing_param
+from homeserver.errors import bad_json, invalid_param, missing_param, too_large
+from homeserver.events.canonical import (
+    CanonicalJsonError,
+    check_strict_json,
+    encode_canonical_json,
+)
 
 DEFAULT_MAX_LEN = 65_536
+# An event (PDU) may not exceed 65,536 bytes of canonical JSON; its content alone can't.
+MAX_EVENT_CONTENT_BYTES = 65_536
 
 
 def _check_len(key: str, value: str, max_len: int) -> str:
@@ -76,4 +83,22 @@ def require_str_list(
         raise invalid_param(f"'{key}' has more than {max_items} items")
     for item in value:
         _check_len(key, item, max_len)
+    return value
+
+
+def event_content(value: dict[str, Any], what: str = "content") -> dict[str, Any]:
+    """Content a client wants in a room event, held to the canonical JSON number rules.
+
+    Integers must lie within ±(2^53-1) and floats are refused: every room version since
+    v6 requires this of signed events, and checking here (not when the event is built)
+    turns a 2^64 in a state event into 400 M_BAD_JSON before anything is persisted.
+    Content that alone exceeds the event size limit is 413 M_TOO_LARGE.
+    """
+    try:
+        check_strict_json(value)
+    except CanonicalJsonError as exc:
+        raise bad_json(f"{what} is not valid canonical JSON: {exc}") from None
+    size = len(encode_canonical_json(value))
+    if size > MAX_EVENT_CONTENT_BYTES:
+        raise too_large(f"{what} is {size} bytes; events are limited to 65536")
     return value
