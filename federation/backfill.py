@@ -134,6 +134,9 @@ class FederationBackfill:
                 await self._stores.events.persist_events(
                     room_id, list(reversed(items)), backfilled=True
                 )
+            for item in items:  # redactions in the batch, or of events in it
+                accepted = item.state_group is not None
+                await self._persister.redactions.after_persist(item.event, accepted=accepted)
         return len(groups)
 
     async def _group_after(

@@ -1,7 +1,8 @@
 """Persist events with their state, extremities and current state; then announce them.
 
 Callers hold the room's lock (`RoomWriter.lock`). Everything about one event lands in
-one storage transaction; listeners hear about it only after that commit.
+one storage transaction; listeners hear about it only after that commit. Every accepted
+redaction is applied to its target here (`redactions.RedactionApplier`), whoever sent it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from homeserver.events import Event, StateKey
 from homeserver.storage import PersistItem, Stores
 
 from .ports import EventListener, OutboundEvents
+from .redactions import RedactionApplier
 from .room_state import RoomState, StateMap
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ class Persister:
         self._server_name = server_name
         self._listeners = list(listeners)
         self._outbound = outbound
+        self.redactions = RedactionApplier(stores, server_name)
 
     def add_listener(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -100,7 +103,10 @@ class Persister:
         )
         if group is not None:
             self._stores.state.remember_event_groups({event.event_id: group})
-        if rejected_reason is None and not outlier and not soft_failed:
+        accepted = rejected_reason is None and not outlier and not soft_failed
+        # Before announcing: whoever hears of a redaction must read its target redacted.
+        await self.redactions.after_persist(event, accepted=accepted)
+        if accepted:
             await self._announce(event, stream, announce_to_peers)
         return stream
 

@@ -4,8 +4,8 @@ Thin policy on top of `LocalEvents.send` (which builds, authorises and persists)
 the sender must be joined, a repeated client transaction returns the first event,
 a state PUT that changes nothing returns the current event instead of a duplicate,
 and a redaction is only accepted from the original sender or someone with the
-room's `redact` power level. Accepted redactions are recorded on their target
-(`EventStore.mark_redacted`) so every later read shows the pruned event.
+room's `redact` power level. The persister records accepted redactions on their target
+(`rooms.redactions`) so every later read shows the pruned event.
 """
 
 from __future__ import annotations
@@ -133,6 +133,4 @@ class RoomSender:
         event = await self._events.send(
             room_id, user_id, "m.room.redaction", content, redacts=target_id, txn=txn
         )
-        if target.type != "m.room.create":
-            await self._stores.events.mark_redacted(target_id, event.event_id)
-        return event.event_id
+        return event.event_id  # the persister applies it to the target

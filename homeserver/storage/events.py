@@ -249,6 +249,17 @@ class EventStore:
             " VALUES ($1, $2, $3, $4)",
             [(eid, *rel) for eid, rel in relations if rel is not None],
         )
+        redactions = [
+            (i.event.event_id, i.event.redacts)
+            for i in new_items
+            if i.event.type == "m.room.redaction" and isinstance(i.event.redacts, str)
+        ]
+        if redactions:
+            await conn.executemany(
+                "INSERT INTO event_redactions (event_id, redacts) VALUES ($1, $2)"
+                " ON CONFLICT (event_id) DO NOTHING",
+                redactions,
+            )
         await conn.executemany(
             "INSERT INTO event_to_state_groups (event_id, state_group) VALUES ($1, $2)"
             " ON CONFLICT (event_id) DO UPDATE SET state_group = excluded.state_group",
@@ -374,6 +385,19 @@ class EventStore:
             )
             have.update(r[0] for r in rows)
         return have
+
+    async def get_redactions_of(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+        """target event ID -> IDs of stored redaction events naming it (any status)."""
+        out: dict[str, list[str]] = {}
+        for part in chunks(list(dict.fromkeys(event_ids))):
+            rows = await self.db.fetch(
+                "SELECT redacts, event_id FROM event_redactions"
+                f" WHERE redacts IN ({placeholders(len(part))})",
+                *part,
+            )
+            for r in rows:
+                out.setdefault(r[0], []).append(r[1])
+        return out
 
     async def get_redacted_because(self, event_ids: Iterable[str]) -> dict[str, str]:
         """event_id -> ID of the redaction that redacted it, for redacted events only."""
