@@ -1,0 +1,123 @@
+"""Interop with real Synapse: our server in each seat of the shared fedcheck.py.
+
+fedcheck.py drives two homeservers through their client APIs only (register, create a
+public room on hs1, history, remote join by room ID, messages both ways in /sync,
+latency, backfill of pre-join history on hs2, invite + join, room rename) and exits 0 only
+when every step passes. We run it with our server as hs2 (Synapse creates the room, we
+join over federation, we backfill from Synapse) and as hs1 (we create, Synapse joins with
+partial state and backfills from us), in room versions 10, 11 and 12.
+
+Synapse comes from ../shared/interop/fedpair.sh (`install` builds $FED_DIR/venv). The
+tests skip when it is not installed, unless SYNAPSE_INTEROP=1 (set by .ci/run), which
+turns a missing Synapse into a failure so CI cannot silently skip them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.federation import synapse_harness as harness
+
+_REASON = harness.unavailable_reason()
+_REQUIRED = os.environ.get("SYNAPSE_INTEROP") == "1"
+
+if _REASON and not _REQUIRED:
+    pytest.skip(f"Synapse interop not available: {_REASON}", allow_module_level=True)
+
+ROOM_VERSIONS = ["10", "11", "12"]
+
+#: Every step fedcheck.py runs, in order; all must be reported ok.
+FEDCHECK_STEPS = [
+    "keys",
+    "versions",
+    "register",
+    "create_room",
+    "pre_history",
+    "join_remote",
+    "sync_join",
+    "msg_1to2",
+    "msg_2to1",
+    "latency_1to2",
+    "latency_2to1",
+    "backfill",
+    "invite",
+    "room_name",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _synapse_ready() -> Iterator[None]:
+    if _REASON:
+        pytest.fail(f"SYNAPSE_INTEROP=1 but Synapse interop cannot run: {_REASON}")
+    lock = harness.seats_lock(timeout=600 if _REQUIRED else 5)
+    if lock is None:
+        pytest.skip(f"another run holds the fedpair seats ({harness.fed_dir()})")
+    taken = harness.ports_taken()
+    if taken:
+        os.close(lock)
+        message = f"fedpair ports already in use by something else: {taken}"
+        if _REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield
+        harness.fedpair("stop")
+    finally:
+        os.close(lock)
+
+
+def _other(seat: str) -> str:
+    return "hs2" if seat == "hs1" else "hs1"
+
+
+def _run_seat(seat: str, room_version: str, base: Path) -> harness.FedcheckResult:
+    """Fresh Synapse in the other seat, our server in `seat`, then fedcheck."""
+    other = _other(seat)
+    # Synapse remembers failing destinations (and our previous signing key) in its DB.
+    harness.fedpair("wipe", other)
+    harness.fedpair("start", other)
+    ours = harness.OurServer(seat, base / "ours")
+    try:
+        ours.start()
+        urls = {seat: ours.client_url, other: f"http://127.0.0.1:{harness.SEATS[other][1]}"}
+        result = harness.run_fedcheck(
+            urls["hs1"], urls["hs2"], room_version, base / "fedcheck.json"
+        )
+    finally:
+        ours.stop()
+        harness.fedpair("stop", other)
+    if result.returncode != 0:
+        pytest.fail(
+            f"fedcheck with our server as {seat}, room version {room_version} failed:\n"
+            f"{result.output}\n--- our server's log (tail) ---\n{ours.log_tail()}"
+        )
+    return result
+
+
+def _assert_all_steps(result: harness.FedcheckResult, room_version: str) -> None:
+    assert result.results["ok"] is True
+    assert result.results["room_version"] == room_version
+    steps = [s["step"] for s in result.results["steps"] if s["ok"]]
+    assert steps == FEDCHECK_STEPS
+    for direction in ("latency_1to2", "latency_2to1"):
+        lat = result.results["latency"][direction]
+        assert lat["n"] == 50
+        print(f"{direction}: p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms")
+
+
+@pytest.mark.parametrize("room_version", ROOM_VERSIONS)
+def test_we_join_a_synapse_room(room_version: str, tmp_path: Path) -> None:
+    """Our server as hs2: Synapse hosts the room; we join, chat, backfill, get invited."""
+    result = _run_seat("hs2", room_version, tmp_path)
+    _assert_all_steps(result, room_version)
+
+
+@pytest.mark.parametrize("room_version", ROOM_VERSIONS)
+def test_synapse_joins_our_room(room_version: str, tmp_path: Path) -> None:
+    """Our server as hs1: we host the room; Synapse joins (partial state), chats, backfills."""
+    result = _run_seat("hs1", room_version, tmp_path)
+    _assert_all_steps(result, room_version)
