@@ -82,6 +82,7 @@ class MembershipService:
             raise not_found("No known servers to join the room through")
         candidates = list(servers or [])
         if known:
+            candidates += await self._inviter_server(room_id, user_id)
             candidates += sorted(await self._stores.current_state.get_joined_hosts(room_id))
         server_of_room = room_id.partition(":")[2]
         if server_of_room and server_of_room not in candidates:
@@ -90,6 +91,15 @@ class MembershipService:
         if not candidates:
             raise not_found("No known servers to join the room through")
         return await self.remote.join(room_id, user_id, candidates, content)
+
+    async def _inviter_server(self, room_id: str, user_id: str) -> list[str]:
+        """The server of whoever invited `user_id` (an out-of-band invite): it can
+        vouch for the join even when the room ID names no server (v12)."""
+        info = await self._stores.current_state.get_membership_info(room_id, user_id)
+        if info is None or info.membership != "invite":
+            return []
+        invite = await self._stores.events.get_event(info.event_id)
+        return [invite.sender.partition(":")[2]] if invite is not None else []
 
     async def knock(
         self,

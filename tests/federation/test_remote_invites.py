@@ -1,0 +1,58 @@
+"""Invites from another server (stored as outliers by invite v2) reach the invitee:
+/sync shows the invite (out-of-band membership), and /join works without `via`
+(through the inviter's server) - also in v12 rooms whose IDs name no server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.federation.multiserver import LoopbackServer, eventually
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
+    a, b = LoopbackServer(tmp_path, "a"), LoopbackServer(tmp_path, "b")
+    await a.start()
+    await b.start()
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.parametrize("version", ["10", "12"])
+async def test_remote_invite_shows_in_sync_and_join_needs_no_via(pair, version: str) -> None:
+    a, b = pair
+    alice = await a.register("alice")
+    bob = await b.register("bob")
+    room_id = await a.create_room(
+        alice, preset="private_chat", room_version=version, name="Invite only"
+    )
+    first = await b.sync(bob)
+    assert room_id not in first["rooms"]["invite"]
+    await a.ok("POST", f"/rooms/{room_id}/invite", alice, {"user_id": bob})
+
+    async def invited() -> dict | None:
+        data = await b.ok("GET", "/sync", bob, since=first["next_batch"], timeout="0")
+        return data["rooms"]["invite"].get(room_id)
+
+    invite = await eventually(invited)
+    events = invite["invite_state"]["events"]
+    member = next(e for e in events if e["type"] == "m.room.member" and e["state_key"] == bob)
+    assert member["sender"] == alice and member["content"]["membership"] == "invite"
+    name = next(e for e in events if e["type"] == "m.room.name")
+    assert name["content"] == {"name": "Invite only"}
+    # The membership row: /joined_rooms does not list it yet, the invite is in sync.
+    assert room_id not in (await b.ok("GET", "/joined_rooms", bob))["joined_rooms"]
+
+    # No server_name/via: the server must use the inviter's.
+    status, body = await b.call("POST", f"/join/{room_id}", bob, {})
+    assert status == 200, body
+    assert body == {"room_id": room_id}
+    assert room_id in (await b.ok("GET", "/joined_rooms", bob))["joined_rooms"]
+    members = await a.ok("GET", f"/rooms/{room_id}/joined_members", alice)
+    assert set(members["joined"]) == {alice, bob}
+    after = await b.sync(bob)
+    assert room_id in after["rooms"]["join"] and room_id not in after["rooms"]["invite"]
