@@ -1,10 +1,10 @@
 """The action generator: push rules run for every new event, for every local member.
 
 The room service announces each persisted event synchronously (`on_new_event`); the
-evaluation needs I/O (members, power levels, rulesets), so it runs as a task. The spec
-requires the new counts in the same /sync response as the event, and sync can be woken
-by the same announcement, so readers call `wait_until(stream_ordering)` first: it
-awaits only the tasks for events at or below that position (normally none or one), so
+evaluation needs I/O (members, power levels, rulesets), so it runs in a worker task.
+The spec requires the new counts in the same /sync response as the event, and sync can
+be woken by the same announcement, so readers call `wait_until(stream_ordering)` first:
+it returns once the worker has handled every event at or below that position, so
 counts are exact without putting rule evaluation on the send path's latency.
 """
 
@@ -40,7 +40,13 @@ def thread_of(event: Event) -> str:
 
 
 class ActionGenerator:
-    """An `EventListener` that writes push actions and advances senders' read marks."""
+    """An `EventListener` that writes push actions and advances senders' read marks.
+
+    Events queue up and one worker handles whatever has queued in a batch: per room one
+    read of members and power levels, and one write transaction for all the batch's
+    actions and read positions. Under a burst of sends this keeps push work from
+    competing with the room writer commit by commit.
+    """
 
     def __init__(
         self, stores: Stores, push_store: PushStore, rules: PushRulesService, server_name: str
@@ -49,49 +55,89 @@ class ActionGenerator:
         self._push = push_store
         self._rules = rules
         self._suffix = ":" + server_name
-        self._pending: dict[int, asyncio.Task[None]] = {}
+        self._queue: list[tuple[Event, int]] = []
+        self._worker: asyncio.Task[None] | None = None
+        # Highest stream ordering queued, and the highest whose batch has finished.
+        self._queued_upto = 0
+        self._done_upto = 0
+        self._progress = asyncio.Condition()
 
     # -- listener -------------------------------------------------------------------------
 
     def on_new_event(self, event: Event, stream_ordering: int) -> None:
         if stream_ordering <= 0:
             return  # history (backfill) never notifies
-        task = asyncio.get_running_loop().create_task(self._process(event, stream_ordering))
-        self._pending[stream_ordering] = task
-        task.add_done_callback(lambda _t, so=stream_ordering: self._pending.pop(so, None))
+        self._queue.append((event, stream_ordering))
+        self._queued_upto = max(self._queued_upto, stream_ordering)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._work())
 
     async def wait_until(self, stream_ordering: int) -> None:
         """Return once every event at or below `stream_ordering` has its actions."""
-        waiting = [t for so, t in list(self._pending.items()) if so <= stream_ordering]
-        if waiting:
-            await asyncio.gather(*waiting, return_exceptions=True)
+        target = min(stream_ordering, self._queued_upto)
+        if self._done_upto >= target:
+            return
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: self._done_upto >= target or self._worker is None
+            )
 
     async def close(self) -> None:
         """Finish in-flight work (bounded) on shutdown."""
-        tasks = list(self._pending.values())
-        if tasks:
-            await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT_S)
+        if self._worker is not None and not self._worker.done():
+            await asyncio.wait([self._worker], timeout=SHUTDOWN_TIMEOUT_S)
 
     # -- the work -------------------------------------------------------------------------
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.endswith(self._suffix)
 
-    async def _process(self, event: Event, stream_ordering: int) -> None:
+    async def _work(self) -> None:
         try:
-            await self._generate(event, stream_ordering)
-        except Exception:
-            log.exception("push action generation failed for %s", event.event_id)
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await self._generate_batch(batch)
+                except Exception:
+                    log.exception("push action generation failed for %d events", len(batch))
+                async with self._progress:
+                    self._done_upto = max(self._done_upto, max(so for _, so in batch))
+                    self._progress.notify_all()
+        finally:
+            self._worker = None
+            async with self._progress:
+                self._progress.notify_all()
 
-    async def _generate(self, event: Event, stream_ordering: int) -> None:
+    async def _generate_batch(self, batch: list[tuple[Event, int]]) -> None:
+        rows: list[PushAction] = []
+        read_positions: dict[tuple[str, str, str], int] = {}
+        rooms: dict[str, tuple[list[str], PowerLevels]] = {}
+        for event, stream_ordering in batch:
+            room_id = event.room_id
+            thread_id = thread_of(event)
+            if self._is_local(event.sender):
+                # Sending an event updates the sender's read receipt (push module).
+                key = (event.sender, room_id, thread_id)
+                read_positions[key] = max(read_positions.get(key, 0), stream_ordering)
+            if event.type == "m.room.member" or room_id not in rooms:
+                # Membership changes the audience: re-read it for the events after.
+                joined = await self._stores.current_state.get_users_in_room(room_id)
+                rooms[room_id] = (joined, await self._power_levels(room_id))
+            joined, power = rooms[room_id]
+            rows.extend(await self._actions_for(event, stream_ordering, thread_id, joined, power))
+        await self._push.record_batch(
+            rows, [(u, r, t, so) for (u, r, t), so in read_positions.items()]
+        )
+
+    async def _actions_for(
+        self,
+        event: Event,
+        stream_ordering: int,
+        thread_id: str,
+        joined: list[str],
+        power: PowerLevels,
+    ) -> list[PushAction]:
         room_id = event.room_id
-        thread_id = thread_of(event)
-        if self._is_local(event.sender):
-            # Sending an event updates the sender's read receipt (push module).
-            await self._push.advance_read_position(
-                event.sender, room_id, stream_ordering, thread_id
-            )
-        joined = await self._stores.current_state.get_users_in_room(room_id)
         targets = [u for u in joined if self._is_local(u) and u != event.sender]
         invitee = event.state_key if event.type == "m.room.member" else None
         if (
@@ -103,8 +149,7 @@ class ActionGenerator:
         ):
             targets.append(invitee)
         if not targets:
-            return
-        power = await self._power_levels(room_id)
+            return []
         sender_level = power.user_level(event.sender)
         pdu: dict[str, Any] = dict(event.pdu)
         pdu.setdefault("room_id", room_id)
@@ -140,7 +185,7 @@ class ActionGenerator:
                     ts=event.origin_server_ts,
                 )
             )
-        await self._push.add_push_actions(rows)
+        return rows
 
     async def _power_levels(self, room_id: str) -> PowerLevels:
         ids = await self._stores.current_state.get_current_state_ids(

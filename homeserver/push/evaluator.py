@@ -30,7 +30,8 @@ class EvalContext:
     display_name: str | None = None
 
 
-def split_path(key: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def split_path(key: str) -> tuple[str, ...]:
     """A dot-separated property path into its parts (appendices: `\\.` and `\\\\`
     escape a literal dot and backslash; any other backslash is literal)."""
     parts: list[str] = []
@@ -49,7 +50,7 @@ def split_path(key: str) -> list[str]:
             buf.append(ch)
         i += 1
     parts.append("".join(buf))
-    return parts
+    return tuple(parts)
 
 
 def lookup(event: Mapping[str, Any], key: str) -> Any:
@@ -80,6 +81,11 @@ def glob_regex(pattern: str, words: bool) -> re.Pattern[str]:
     else:
         body = f"\\A{body}\\Z"
     return re.compile(body, re.IGNORECASE | re.DOTALL)
+
+
+@lru_cache(maxsize=4096)
+def _display_name_regex(name: str) -> re.Pattern[str]:
+    return re.compile(f"(?<![{_WORD}]){re.escape(name)}(?![{_WORD}])", re.IGNORECASE | re.DOTALL)
 
 
 def glob_matches(pattern: str, value: str, *, words: bool = False) -> bool:
@@ -126,10 +132,7 @@ def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Ev
         body = lookup(event, "content.body")
         if not name or not isinstance(body, str):
             return False
-        regex = re.compile(
-            f"(?<![{_WORD}]){re.escape(name)}(?![{_WORD}])", re.IGNORECASE | re.DOTALL
-        )
-        return regex.search(body[:MAX_MATCH_LENGTH]) is not None
+        return _display_name_regex(name).search(body[:MAX_MATCH_LENGTH]) is not None
     if kind == "room_member_count":
         spec = cond.get("is")
         parsed = parse_member_count(spec) if isinstance(spec, str) else None

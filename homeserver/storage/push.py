@@ -301,41 +301,29 @@ class PushStore:
     async def add_push_actions(self, actions: Sequence[PushAction]) -> None:
         if not actions:
             return
-        await self.db.executemany(
-            "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering,"
-            " thread_id, actions, notif, highlight, ts) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-            " $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING",
-            [
-                (
-                    a.user_id,
-                    a.event_id,
-                    a.room_id,
-                    a.stream_ordering,
-                    a.thread_id,
-                    dump_json(a.actions),
-                    a.notif,
-                    a.highlight,
-                    a.ts,
-                )
-                for a in actions
-            ],
-        )
+        await self.db.executemany(_INSERT_ACTION, [_action_row(a) for a in actions])
+
+    async def record_batch(
+        self,
+        actions: Sequence[PushAction],
+        read_positions: Sequence[tuple[str, str, str, int]],
+    ) -> None:
+        """Push actions and senders' read positions ((user, room, thread, stream)) of a
+        batch of events, in one transaction."""
+        if not actions and not read_positions:
+            return
+        async with self.db.transaction() as conn:
+            if actions:
+                await conn.executemany(_INSERT_ACTION, [_action_row(a) for a in actions])
+            if read_positions:
+                await conn.executemany(_ADVANCE_READ, list(read_positions))
 
     async def advance_read_position(
         self, user_id: str, room_id: str, stream_ordering: int, thread_id: str = ""
     ) -> None:
         """Mark everything up to `stream_ordering` read (never moves backwards).
         thread_id '' is an unthreaded receipt; 'main' or a root ID one thread."""
-        await self.db.execute(
-            "INSERT INTO push_read_positions (user_id, room_id, thread_id, stream_ordering)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE"
-            " SET stream_ordering = excluded.stream_ordering"
-            " WHERE excluded.stream_ordering > push_read_positions.stream_ordering",
-            user_id,
-            room_id,
-            thread_id,
-            stream_ordering,
-        )
+        await self.db.execute(_ADVANCE_READ, user_id, room_id, thread_id, stream_ordering)
 
     async def get_unread_counts(
         self, user_id: str, room_id: str, upto: int | None = None
@@ -396,3 +384,30 @@ class PushStore:
             f"WITH {_READ_POSITIONS} SELECT thread_id, so FROM pos", user_id, room_id
         )
         return {r[0]: int(r[1]) for r in rows}
+
+
+_INSERT_ACTION = (
+    "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering,"
+    " thread_id, actions, notif, highlight, ts) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+    " $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING"
+)
+_ADVANCE_READ = (
+    "INSERT INTO push_read_positions (user_id, room_id, thread_id, stream_ordering)"
+    " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE"
+    " SET stream_ordering = excluded.stream_ordering"
+    " WHERE excluded.stream_ordering > push_read_positions.stream_ordering"
+)
+
+
+def _action_row(a: PushAction) -> tuple[Any, ...]:
+    return (
+        a.user_id,
+        a.event_id,
+        a.room_id,
+        a.stream_ordering,
+        a.thread_id,
+        dump_json(a.actions),
+        a.notif,
+        a.highlight,
+        a.ts,
+    )

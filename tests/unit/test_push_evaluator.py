@@ -50,7 +50,7 @@ def msg(body: str = "hello", **content: Any) -> dict[str, Any]:
     ],
 )
 def test_split_path_escapes(key: str, parts: list[str]) -> None:
-    assert split_path(key) == parts
+    assert list(split_path(key)) == parts
 
 
 def test_event_match_glob_whole_value_case_insensitive() -> None:
