@@ -239,7 +239,7 @@ class LocalEvents:
                 eid: unpadded_b64(compute_reference_hash(ev.pdu, version))
                 for eid, ev in related.items()
             }
-        event = build_event(
+        event = _build_event(
             version,
             room_id=room_id,
             sender=sender,
@@ -380,7 +380,7 @@ class LocalEvents:
 
         In v12 `room_id` must be None: the room ID is derived from this event.
         """
-        event = build_event(
+        event = _build_event(
             version,
             room_id=None if version.room_id_is_create_event_id else room_id,
             sender=sender,
@@ -407,10 +407,23 @@ class LocalEvents:
         return event
 
 
+def _build_event(version: RoomVersion, **fields: Any) -> Event:
+    """build_event, whose own format check (size, canonical JSON of client content)
+    becomes the same 413/400 as `_check_format` instead of an unhandled 500."""
+    try:
+        return build_event(version, **fields)
+    except EventFormatError as e:
+        raise _format_error(e) from None
+
+
 def _check_format(event: Event, version: RoomVersion) -> None:
     try:
         validate_pdu_format(event.pdu, version)
     except EventFormatError as e:
-        if "65" in str(e) or "large" in str(e).lower() or "bytes" in str(e):
-            raise MatrixError(413, "M_TOO_LARGE", f"Event is too large: {e}") from None
-        raise MatrixError(400, "M_BAD_JSON", f"Invalid event: {e}") from None
+        raise _format_error(e) from None
+
+
+def _format_error(e: EventFormatError) -> MatrixError:
+    if "65" in str(e) or "large" in str(e).lower() or "bytes" in str(e):
+        return MatrixError(413, "M_TOO_LARGE", f"Event is too large: {e}")
+    return MatrixError(400, "M_BAD_JSON", f"Invalid event: {e}")
