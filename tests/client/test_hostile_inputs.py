@@ -509,3 +509,25 @@ def test_check_response_flags_bad_answers() -> None:
     assert check_response(400, "application/json", b'{"error":"no code"}')
     assert check_response(404, "application/json", b'{"errcode":"M_NOT_FOUND"}') is None
     assert check_response(200, "application/json", b"{}") is None
+
+
+async def test_event_just_under_the_content_limit_is_413_not_500(app_client: TestClient) -> None:
+    """Content under 64 KiB whose event envelope pushes the PDU over the limit."""
+    me = await register_user(app_client, "edge")
+    room = await make_room(app_client, me["user_id"])
+    base = f"/_matrix/client/v3/rooms/{room}"
+    for n, expected in ((60_000, 200), (65_000, 413), (65_520, 413), (70_000, 413)):
+        resp = await app_client.put(
+            f"{base}/send/m.room.message/t{n}",
+            json={"body": "a" * n},
+            headers=auth(me["access_token"]),
+        )
+        assert resp.status == expected, (n, await resp.text())
+        if expected == 413:
+            assert (await resp.json())["errcode"] == "M_TOO_LARGE"
+    resp = await app_client.put(
+        f"{base}/state/m.room.topic",
+        json={"topic": "t", "n": 2**64},
+        headers=auth(me["access_token"]),
+    )
+    assert resp.status == 400 and (await resp.json())["errcode"] == "M_BAD_JSON"
