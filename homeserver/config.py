@@ -237,9 +237,25 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class SupportContact:
+    role: str  # m.role.admin, m.role.security or a namespaced identifier
+    matrix_id: str | None = None
+    email_address: str | None = None
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    """/.well-known/matrix/support (spec v1.10): at least one of the two is set."""
+
+    contacts: tuple[SupportContact, ...] = ()
+    support_page: str | None = None
+
+
+@dataclass(frozen=True)
 class WellKnownConfig:
     serve_server_wellknown: bool = False
     client_base_url: str | None = None  # what /.well-known/matrix/client advertises
+    support: SupportConfig | None = None  # None: /.well-known/matrix/support is 404
 
 
 @dataclass(frozen=True)
@@ -606,6 +622,49 @@ def _read_database(r: _Reader, raw: Any) -> DatabaseConfig:
     return DatabaseConfig(name="sqlite3", path=path or default.path)
 
 
+_ROLE = re.compile(r"^m\.role\.(admin|security)$|^(?!m\.)[a-z0-9_.-]+\.[a-z0-9_.-]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def _read_support(r: _Reader, raw: Any) -> SupportConfig | None:
+    """The optional `support` section: admin contacts and/or a support page URL."""
+    m = r.mapping(raw, "support")
+    if m is None:
+        return None
+    r.check_keys(m, {"contacts", "support_page"}, "support")
+    page = r.str(m, "support_page", "support")
+    if page is not None and not re.match(r"^https?://\S+$", page):
+        r.problem("support.support_page", f"expected an http(s) URL, got {_describe(page)}")
+        page = None
+    contacts = []
+    for i, item in enumerate(r.list(m, "contacts", "support") or []):
+        where = f"support.contacts[{i}]"
+        cm = r.mapping(item, where)
+        if cm is None:
+            continue
+        r.check_keys(cm, {"role", "matrix_id", "email_address"}, where)
+        role = r.str(cm, "role", where)
+        if role is None or not _ROLE.match(role):
+            r.problem(
+                _join(where, "role"),
+                "required: m.role.admin, m.role.security or a namespaced role (com.example.x)",
+            )
+        matrix_id = r.str(cm, "matrix_id", where)
+        if matrix_id is not None and not re.match(r"^@[^:\s]+:\S+$", matrix_id):
+            r.problem(_join(where, "matrix_id"), f"expected a user ID, got {matrix_id!r}")
+        email = r.str(cm, "email_address", where)
+        if email is not None and not _EMAIL.match(email):
+            r.problem(_join(where, "email_address"), f"expected an email address, got {email!r}")
+        if matrix_id is None and email is None:
+            r.problem(where, "needs a matrix_id or an email_address")
+        elif role is not None:
+            contacts.append(SupportContact(role, matrix_id, email))
+    if not contacts and page is None:
+        r.problem("support", "set support_page or at least one contact (or leave it out)")
+        return None
+    return SupportConfig(tuple(contacts), page)
+
+
 def _read_old_keys(r: _Reader, raw: Any) -> Mapping[str, OldVerifyKey]:
     m = r.mapping(raw, "old_signing_keys")
     result: dict[str, OldVerifyKey] = {}
@@ -820,6 +879,7 @@ KNOWN_KEYS = frozenset(
         "max_upload_size",
         "serve_server_wellknown",
         "well_known_client",
+        "support",
         "max_request_body",
         "log_level",
     }
@@ -925,6 +985,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         well_known=WellKnownConfig(
             serve_server_wellknown=r.bool(top, "serve_server_wellknown", "", False),
             client_base_url=well_known_client or public_baseurl,
+            support=_read_support(r, top.get("support")),
         ),
         secrets=SecretsConfig(
             macaroon_secret_key=r.str(top, "macaroon_secret_key", ""),

@@ -169,6 +169,13 @@ max_request_body: "10M"
 serve_server_wellknown: false
 # Base URL /.well-known/matrix/client advertises (defaults to public_baseurl).
 #well_known_client: "https://matrix.example.com/"
+# What /.well-known/matrix/support tells users (404 when left out): admin contacts
+# (role m.role.admin or m.role.security, with a matrix_id and/or an email_address)
+# and/or a support page.
+#support:
+#  contacts:
+#    - {{role: m.role.admin, matrix_id: "@admin:example.org", email_address: "admin@example.org"}}
+#  support_page: "https://example.org/support.html"
 
 # DEBUG, INFO, WARNING, ERROR or CRITICAL. Logs go to stderr.
 log_level: "INFO"
