@@ -7,6 +7,8 @@ keyring, the FederationClient, the receiving checks and the RemoteEventIngest), 
   whatever the outbox still holds from a previous run; stops it on shutdown;
 - gives the room service its remote halves: MembershipService.remote (join, invite,
   leave, knock handshakes) and RemoteEventIngest.remote (fetching missing events);
+- answers remote profile lookups (REMOTE_PROFILES) and remote alias lookups
+  (RoomDirectory.remote) with federation queries;
 - registers the EDU sender for typing/receipts/presence (homeserver.ephemeral.edus),
   the E2EE ports (remote key queries/claims, to-device relay) and the backfill hook.
 
@@ -25,13 +27,15 @@ from federation.appkeys import FED_CLIENT, INBOUND, INGEST
 from federation.backfill import BACKFILLER, FederationBackfill
 from federation.keys import SERVER_KEYS
 from federation.queries import FederationQueries, FederationRemoteKeys, FederationToDevice
+from federation.query_ports import RemoteDirectoryAdapter, RemoteProfilesAdapter
 from federation.remote_events import FederationRemoteEvents
 from federation.remote_rooms import FederationRemoteRooms
 from federation.sender import SENDER, SENDER_SETTINGS, FederationSender
 from homeserver.appstate import CONFIG, Mounts
-from homeserver.client.room_services import ROOM_READER
+from homeserver.client.room_services import ROOM_DIRECTORY, ROOM_READER
 from homeserver.e2ee.ports import REMOTE_KEYS, REMOTE_TO_DEVICE
 from homeserver.ephemeral.edus import EDU_SENDERS
+from homeserver.profiles.ports import REMOTE_PROFILES
 from homeserver.services import (
     MEMBERSHIP,
     NOTIFIER,
@@ -88,7 +92,11 @@ async def outbound_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[REMOTE_ROOMS] = remote_rooms
     app[MEMBERSHIP].remote = remote_rooms
-    app[QUERIES] = FederationQueries(client)
+    queries = FederationQueries(client)
+    app[QUERIES] = queries
+    app[REMOTE_PROFILES] = RemoteProfilesAdapter(queries)
+    if ROOM_DIRECTORY in app:
+        app[ROOM_DIRECTORY].remote = RemoteDirectoryAdapter(queries)
 
     async def send_edu(edu_type: str, content: dict[str, Any], destinations: list[str]) -> None:
         await sender.send_edu(destinations, edu_type, content)

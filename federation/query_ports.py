@@ -1,0 +1,53 @@
+"""Core ports answered with federation queries (adapters over `FederationQueries`).
+
+- `RemoteProfilesAdapter`: homeserver.profiles.ports.RemoteProfiles (`query/profile`);
+- `RemoteDirectoryAdapter`: homeserver.rooms.directory.RemoteDirectory
+  (`query/directory`).
+Both turn every failure (the remote says 404, cannot be reached, answers nonsense) into
+None: the core then answers its own 404 instead of a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from federation.client import FederationError
+from federation.queries import FederationQueries
+from homeserver.profiles.ports import RemoteProfiles
+from homeserver.rooms.directory import RemoteDirectory
+
+log = logging.getLogger(__name__)
+
+FAILURES = (FederationError, ValueError, LookupError)
+
+
+class RemoteProfilesAdapter:
+    def __init__(self, queries: FederationQueries) -> None:
+        self._queries = queries
+
+    async def query_profile(self, user_id: str, field: str | None = None) -> dict[str, Any] | None:
+        try:
+            return await self._queries.profile(user_id, field)
+        except FAILURES as e:
+            log.info("profile query for %s failed: %s", user_id, e)
+            return None
+
+
+class RemoteDirectoryAdapter:
+    def __init__(self, queries: FederationQueries) -> None:
+        self._queries = queries
+
+    async def query_alias(self, alias: str) -> tuple[str, list[str]] | None:
+        try:
+            room_id, servers = await self._queries.directory(alias)
+        except FAILURES as e:
+            log.info("directory query for %s failed: %s", alias, e)
+            return None
+        server = alias.partition(":")[2]
+        # The alias's server can always be asked to help us join.
+        return room_id, list(dict.fromkeys([*servers, server]))
+
+
+def _check_protocols(q: FederationQueries) -> tuple[RemoteProfiles, RemoteDirectory]:
+    return RemoteProfilesAdapter(q), RemoteDirectoryAdapter(q)
