@@ -34,17 +34,37 @@ class RateLimiter:
 
     def check(self, key: str, cost: float = 1.0) -> None:
         """Take `cost` from `key`'s bucket or raise M_LIMIT_EXCEEDED (taking nothing)."""
+        self.peek(key, cost)
+        self.record(key, cost)
+
+    def peek(self, key: str, cost: float = 1.0) -> None:
+        """Raise M_LIMIT_EXCEEDED if `cost` more would not fit in `key`'s bucket; take
+        nothing either way. For limits charged only when something goes wrong (failed
+        logins): the check comes first, the charge after the failure (`record`)."""
         if self._rate is None:
             return
         now = self._clock()
-        used, last = self._buckets.get(key, (0.0, now))
-        used = max(0.0, used - (now - last) * self._rate)
+        used = self._used(key, now)
         if used + cost > self._burst:
             wait_s = (used + cost - self._burst) / self._rate if self._rate > 0 else 3600
             raise limit_exceeded(max(1, math.ceil(wait_s * 1000)))
+
+    def record(self, key: str, cost: float = 1.0) -> bool:
+        """Take `cost` from `key`'s bucket if it fits; return whether it did."""
+        if self._rate is None:
+            return True
+        now = self._clock()
+        used = self._used(key, now)
+        if used + cost > self._burst:
+            return False
         self._buckets[key] = (used + cost, now)
         if len(self._buckets) > MAX_BUCKETS:
             self._prune(now)
+        return True
+
+    def _used(self, key: str, now: float) -> float:
+        used, last = self._buckets.get(key, (0.0, now))
+        return max(0.0, used - (now - last) * (self._rate or 0.0))
 
     def _prune(self, now: float) -> None:
         rate = self._rate or 0.0

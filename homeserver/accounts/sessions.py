@@ -120,10 +120,14 @@ class SessionService:
         self._limiters.check("login_address", address)
         user_id = self.qualify(user)
         self._limiters.check("login_account", user_id)
+        # As Synapse: while the failed-attempts bucket is exhausted every attempt is
+        # refused, even one with the right password (no guessing through the limit).
+        failures = self._limiters.get("login_failed_attempts")
+        failures.peek(user_id)
         info = await self._accounts.get_user(user_id)
         ok = info is not None and await self._hasher.verify(info.password_hash, password)
         if not ok or info is None:
-            self._limiters.check("login_failed_attempts", user_id)
+            failures.record(user_id)
             raise forbidden("Invalid username or password")
         if info.deactivated:
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")

@@ -167,6 +167,41 @@ async def test_login_rate_limits(aiohttp_client: Any, tmp_config: Any) -> None:
     assert body["errcode"] == "M_LIMIT_EXCEEDED" and body["retry_after_ms"] > 0
 
 
+async def test_exhausted_failed_attempts_refuse_even_the_right_password(
+    aiohttp_client: Any, tmp_config: Any
+) -> None:
+    """Synapse's rc_login.failed_attempts: checked before the password, charged after a
+    failure; while exhausted, the right password is refused with 429 too."""
+    config = tmp_config(
+        rc_enabled=True,
+        rc_login={
+            "address": {"per_second": 100, "burst_count": 100},
+            "account": {"per_second": 100, "burst_count": 100},
+            "failed_attempts": {"per_second": 0.001, "burst_count": 3},
+        },
+    )
+    client = await aiohttp_client(create_app(config))
+    await register_user(client, "mallory")
+    await register_user(client, "trent")
+    # Successful logins never use up the failed-attempts budget.
+    for _ in range(4):
+        assert (await client.post(LOGIN, json=password_login("mallory"))).status == 200
+    statuses = []
+    for _ in range(3):
+        response = await client.post(LOGIN, json=password_login("mallory", "guess"))
+        statuses.append(response.status)
+        assert (await response.json())["errcode"] == "M_FORBIDDEN"
+    assert statuses == [403, 403, 403]
+    refused = await client.post(LOGIN, json=password_login("mallory"))
+    assert refused.status == 429
+    body = await refused.json()
+    assert body["errcode"] == "M_LIMIT_EXCEEDED" and body["retry_after_ms"] > 0
+    assert "access_token" not in body
+    # Per account: another user logs in fine.
+    other = await client.post(LOGIN, json=password_login("trent"))
+    assert other.status == 200 and (await other.json())["user_id"] == "@trent:test.local"
+
+
 async def test_deactivated_user_cannot_login(app_client: TestClient) -> None:
     await register_user(app_client, "frank")
     await app_client.server.app[STORES].accounts.deactivate("@frank:test.local")
