@@ -94,7 +94,8 @@ async def outbound_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MEMBERSHIP].remote = remote_rooms
     queries = FederationQueries(client)
     app[QUERIES] = queries
-    app[REMOTE_PROFILES] = RemoteProfilesAdapter(queries)
+    if REMOTE_PROFILES not in app:  # tests may plug in their own
+        app[REMOTE_PROFILES] = RemoteProfilesAdapter(queries)
     if ROOM_DIRECTORY in app:
         app[ROOM_DIRECTORY].remote = RemoteDirectoryAdapter(queries)
 
