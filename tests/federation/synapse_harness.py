@@ -270,3 +270,15 @@ def run_fedcheck(
     except (OSError, ValueError):
         results = {}
     return FedcheckResult(proc.returncode, proc.stdout + proc.stderr, results)
+
+
+def run_extras(hs1_url: str, hs2_url: str, json_out: Path, timeout: float = 300) -> FedcheckResult:
+    """Run synapse_extras.py (typing, receipts, keys, to-device, redactions, ...)."""
+    script = Path(__file__).with_name("synapse_extras.py")
+    cmd = [str(synapse_python()), str(script), hs1_url, hs2_url, str(json_out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        results = json.loads(json_out.read_text())
+    except (OSError, ValueError):
+        results = {}
+    return FedcheckResult(proc.returncode, proc.stdout + proc.stderr, results)

@@ -74,8 +74,11 @@ def _other(seat: str) -> str:
     return "hs2" if seat == "hs1" else "hs1"
 
 
-def _run_seat(seat: str, room_version: str, base: Path) -> harness.FedcheckResult:
-    """Fresh Synapse in the other seat, our server in `seat`, then fedcheck."""
+def _run_seat(
+    seat: str, room_version: str | None, base: Path, extras: bool = False
+) -> harness.FedcheckResult:
+    """Fresh Synapse in the other seat, our server in `seat`, then fedcheck (or, with
+    `extras`, synapse_extras.py in the servers' default room version)."""
     other = _other(seat)
     # Synapse remembers failing destinations (and our previous signing key) in its DB.
     harness.fedpair("wipe", other)
@@ -84,15 +87,19 @@ def _run_seat(seat: str, room_version: str, base: Path) -> harness.FedcheckResul
     try:
         ours.start()
         urls = {seat: ours.client_url, other: f"http://127.0.0.1:{harness.SEATS[other][1]}"}
-        result = harness.run_fedcheck(
-            urls["hs1"], urls["hs2"], room_version, base / "fedcheck.json"
-        )
+        if extras:
+            result = harness.run_extras(urls["hs1"], urls["hs2"], base / "extras.json")
+        else:
+            result = harness.run_fedcheck(
+                urls["hs1"], urls["hs2"], room_version, base / "fedcheck.json"
+            )
     finally:
         ours.stop()
         harness.fedpair("stop", other)
     if result.returncode != 0:
         pytest.fail(
-            f"fedcheck with our server as {seat}, room version {room_version} failed:\n"
+            f"{'extras' if extras else 'fedcheck'} with our server as {seat}, "
+            f"room version {room_version} failed:\n"
             f"{result.output}\n--- our server's log (tail) ---\n{ours.log_tail()}"
         )
     return result
@@ -121,3 +128,33 @@ def test_synapse_joins_our_room(room_version: str, tmp_path: Path) -> None:
     """Our server as hs1: we host the room; Synapse joins (partial state), chats, backfills."""
     result = _run_seat("hs1", room_version, tmp_path)
     _assert_all_steps(result, room_version)
+
+
+#: What synapse_extras.py checks; each must come back "ok".
+EXTRA_CHECKS = [
+    "typing 1->2",
+    "typing 2->1",
+    "receipt by 2 seen on 1",
+    "receipt by 1 seen on 2",
+    "remote profile",
+    "remote alias",
+    "keys query/claim of hs2 user from hs1",
+    "keys query/claim of hs1 user from hs2",
+    "to-device 1->2",
+    "to-device 2->1",
+    "redaction 1->2",
+    "redaction 2->1",
+    "power level + state by remote user",
+    "leave by hs2 user",
+    "rejoin",
+    "kick of hs2 user",
+    "hs1 joins hs2 room",
+]
+
+
+@pytest.mark.parametrize("seat", ["hs2", "hs1"])
+def test_everyday_features_with_synapse(seat: str, tmp_path: Path) -> None:
+    """EDUs (typing, receipts, to-device), E2EE key queries, profile/alias queries,
+    redactions, power levels, leave/rejoin/kick and rooms hosted on either side."""
+    result = _run_seat(seat, None, tmp_path, extras=True)
+    assert result.results == {name: "ok" for name in EXTRA_CHECKS}

@@ -1,0 +1,346 @@
+"""Interop checks fedcheck.py does not cover, run with Synapse's python (aiohttp, signedjson).
+
+    python synapse_extras.py HS1_CLIENT_URL HS2_CLIENT_URL JSON_OUT
+
+alice on hs1 hosts a room, bob on hs2 joins it; then typing and read receipts both ways,
+remote profile and alias look-ups, E2EE key query/claim both ways, to-device both ways,
+redactions both ways, a power-level change letting bob set state, leave, rejoin, kick, and
+alice joining a room bob hosts. Every check is recorded ("ok" or "FAIL ...") in JSON_OUT;
+the exit status is 0 only if all passed. Used by test_synapse_interop.py; kept as a plain
+script because it runs under the Synapse venv, not the project's python.
+"""
+
+# ruff: noqa: E501, E731, E701, E702
+import asyncio
+import json
+import secrets
+import sys
+import time
+import urllib.parse
+
+import aiohttp
+import signedjson.key
+import signedjson.sign
+
+q = lambda s: urllib.parse.quote(s, safe="")
+H1, H2 = sys.argv[1], sys.argv[2]  # client URLs of hs1 (room host) and hs2
+N1, N2 = "127.0.0.1:8481", "127.0.0.1:8482"
+
+
+class C:
+    def __init__(s, sess, base, label):
+        s.s, s.base, s.label, s.tok, s.uid, s.since = sess, base, label, None, None, None
+
+    async def req(s, m, p, body=None, params=None, ok=(200,)):
+        h = {"Authorization": "Bearer " + s.tok} if s.tok else {}
+        async with s.s.request(m, s.base + p, json=body, params=params, headers=h) as r:
+            t = await r.text()
+            d = json.loads(t) if t else {}
+            if r.status not in ok:
+                raise RuntimeError(f"{s.label} {m} {p} -> {r.status} {t[:300]}")
+            return d
+
+    async def reg(s, lp):
+        b = {
+            "username": lp,
+            "password": "pw-" + secrets.token_hex(8),
+            "auth": {"type": "m.login.dummy"},
+        }
+        d = await s.req("POST", "/_matrix/client/v3/register", b, ok=(200, 401))
+        if "access_token" not in d:
+            b["auth"]["session"] = d["session"]
+            d = await s.req("POST", "/_matrix/client/v3/register", b)
+        s.tok, s.uid = d["access_token"], d["user_id"]
+        s.dev = d["device_id"]
+
+    async def sync(s, timeout=0):
+        p = {"timeout": str(timeout)}
+        if s.since:
+            p["since"] = s.since
+        d = await s.req("GET", "/_matrix/client/v3/sync", params=p)
+        s.since = d["next_batch"]
+        return d
+
+
+async def until(c, pred, what, t=15):
+    end = time.monotonic() + t
+    while time.monotonic() < end:
+        d = await c.sync(1000)
+        r = pred(d)
+        if r:
+            return r
+    raise RuntimeError(f"timeout: {what}")
+
+
+results = {}
+
+
+async def check(name, coro):
+    try:
+        await coro
+        results[name] = "ok"
+        print("ok  ", name, flush=True)
+    except Exception as e:
+        results[name] = f"FAIL {e}"
+        print("FAIL", name, e, flush=True)
+
+
+async def main():
+    async with aiohttp.ClientSession() as sess:
+        sfx = secrets.token_hex(3)
+        a, b = C(sess, H1, "alice@hs1"), C(sess, H2, "bob@hs2")
+        await a.reg("alice" + sfx)
+        await b.reg("bob" + sfx)
+        await a.req(
+            "PUT", f"/_matrix/client/v3/profile/{q(a.uid)}/displayname", {"displayname": "Alice X"}
+        )
+        rid = (
+            await a.req(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                {"preset": "public_chat", "room_alias_name": "probe" + sfx},
+            )
+        )["room_id"]
+        await b.req("POST", f"/_matrix/client/v3/join/{q(rid)}", {}, params={"server_name": N1})
+        await a.sync()
+        await b.sync()
+        room = lambda d: d.get("rooms", {}).get("join", {}).get(rid, {})
+        eph = lambda d, t: [
+            e for e in room(d).get("ephemeral", {}).get("events", []) if e["type"] == t
+        ]
+
+        async def typing(x, y):
+            await x.req(
+                "PUT",
+                f"/_matrix/client/v3/rooms/{q(rid)}/typing/{q(x.uid)}",
+                {"typing": True, "timeout": 20000},
+            )
+            await until(
+                y,
+                lambda d: any(
+                    x.uid in e["content"].get("user_ids", []) for e in eph(d, "m.typing")
+                ),
+                "typing",
+            )
+
+        await check("typing 1->2", typing(a, b))
+        await check("typing 2->1", typing(b, a))
+
+        async def receipt(x, y):
+            eid = (
+                await x.req(
+                    "PUT",
+                    f"/_matrix/client/v3/rooms/{q(rid)}/send/m.room.message/{secrets.token_hex(4)}",
+                    {"msgtype": "m.text", "body": "r"},
+                )
+            )["event_id"]
+            await until(
+                y,
+                lambda d: any(
+                    e["event_id"] == eid for e in room(d).get("timeline", {}).get("events", [])
+                ),
+                "message before receipt",
+            )
+            await y.req("POST", f"/_matrix/client/v3/rooms/{q(rid)}/receipt/m.read/{q(eid)}", {})
+            await until(
+                x,
+                lambda d: any(
+                    eid in e["content"] and y.uid in e["content"][eid].get("m.read", {})
+                    for e in eph(d, "m.receipt")
+                ),
+                "receipt",
+            )
+
+        await check("receipt by 2 seen on 1", receipt(a, b))
+        await check("receipt by 1 seen on 2", receipt(b, a))
+
+        async def profile():
+            d = await b.req("GET", f"/_matrix/client/v3/profile/{q(a.uid)}")
+            assert d.get("displayname") == "Alice X", d
+
+        await check("remote profile", profile())
+
+        async def alias():
+            d = await b.req(
+                "GET", f"/_matrix/client/v3/directory/room/{q('#probe' + sfx + ':' + N1)}"
+            )
+            assert d["room_id"] == rid and N1 in d["servers"], d
+
+        await check("remote alias", alias())
+
+        async def keys(x, y):
+            sk = signedjson.key.generate_signing_key(x.dev)
+            dk = {
+                "user_id": x.uid,
+                "device_id": x.dev,
+                "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                "keys": {
+                    f"curve25519:{x.dev}": "c" * 43,
+                    f"ed25519:{x.dev}": signedjson.key.encode_verify_key_base64(sk.verify_key),
+                },
+            }
+            dk = signedjson.sign.sign_json(dk, x.uid, sk)
+            await x.req(
+                "POST",
+                "/_matrix/client/v3/keys/upload",
+                {"device_keys": dk, "one_time_keys": {f"curve25519:AAAA{sfx}": "o" * 43}},
+            )
+            d = await y.req("POST", "/_matrix/client/v3/keys/query", {"device_keys": {x.uid: []}})
+            assert x.dev in d["device_keys"].get(x.uid, {}), d
+            d = await y.req(
+                "POST",
+                "/_matrix/client/v3/keys/claim",
+                {"one_time_keys": {x.uid: {x.dev: "curve25519"}}},
+            )
+            assert d["one_time_keys"].get(x.uid, {}).get(x.dev), d
+
+        await check("keys query/claim of hs2 user from hs1", keys(b, a))
+        await check("keys query/claim of hs1 user from hs2", keys(a, b))
+
+        async def todev(x, y):
+            await x.req(
+                "PUT",
+                f"/_matrix/client/v3/sendToDevice/m.test/{secrets.token_hex(4)}",
+                {"messages": {y.uid: {y.dev: {"hi": x.uid}}}},
+            )
+            await until(
+                y,
+                lambda d: any(
+                    e["type"] == "m.test" and e["content"].get("hi") == x.uid
+                    for e in d.get("to_device", {}).get("events", [])
+                ),
+                "to-device",
+            )
+
+        await check("to-device 1->2", todev(a, b))
+        await check("to-device 2->1", todev(b, a))
+
+        async def redact(x, y):
+            eid = (
+                await x.req(
+                    "PUT",
+                    f"/_matrix/client/v3/rooms/{q(rid)}/send/m.room.message/{secrets.token_hex(4)}",
+                    {"msgtype": "m.text", "body": "secret"},
+                )
+            )["event_id"]
+            await until(
+                y,
+                lambda d: any(
+                    e["event_id"] == eid for e in room(d).get("timeline", {}).get("events", [])
+                ),
+                "message",
+            )
+            rd = (
+                await x.req(
+                    "PUT",
+                    f"/_matrix/client/v3/rooms/{q(rid)}/redact/{q(eid)}/{secrets.token_hex(4)}",
+                    {"reason": "x"},
+                )
+            )["event_id"]
+            await until(
+                y,
+                lambda d: any(
+                    e["event_id"] == rd for e in room(d).get("timeline", {}).get("events", [])
+                ),
+                "redaction",
+            )
+            ev = await y.req("GET", f"/_matrix/client/v3/rooms/{q(rid)}/event/{q(eid)}")
+            assert ev["content"] == {}, ev
+
+        await check("redaction 1->2", redact(a, b))
+        await check("redaction 2->1", redact(b, a))
+
+        async def topic(x, y):
+            await x.req(
+                "PUT",
+                f"/_matrix/client/v3/rooms/{q(rid)}/state/m.room.power_levels",
+                (lambda pl: (pl["users"].__setitem__(b.uid, 50), pl)[1])(
+                    await x.req(
+                        "GET", f"/_matrix/client/v3/rooms/{q(rid)}/state/m.room.power_levels"
+                    )
+                ),
+            )
+            await asyncio.sleep(1)
+            await y.req(
+                "PUT", f"/_matrix/client/v3/rooms/{q(rid)}/state/m.room.topic", {"topic": "by y"}
+            )
+            await until(
+                x,
+                lambda d: any(
+                    e["type"] == "m.room.topic" and e["content"].get("topic") == "by y"
+                    for e in room(d).get("timeline", {}).get("events", [])
+                ),
+                "topic",
+            )
+
+        await check("power level + state by remote user", topic(a, b))
+
+        async def leave():
+            await b.req("POST", f"/_matrix/client/v3/rooms/{q(rid)}/leave", {})
+            await until(
+                a,
+                lambda d: any(
+                    e["type"] == "m.room.member"
+                    and e["state_key"] == b.uid
+                    and e["content"]["membership"] == "leave"
+                    for e in room(d).get("timeline", {}).get("events", [])
+                ),
+                "leave",
+            )
+
+        await check("leave by hs2 user", leave())
+
+        async def rejoin():
+            await b.req("POST", f"/_matrix/client/v3/join/{q(rid)}", {}, params={"server_name": N1})
+            await until(
+                a,
+                lambda d: any(
+                    e["type"] == "m.room.member"
+                    and e["state_key"] == b.uid
+                    and e["content"]["membership"] == "join"
+                    for e in room(d).get("timeline", {}).get("events", [])
+                ),
+                "rejoin",
+            )
+
+        await check("rejoin", rejoin())
+
+        async def kick():
+            await a.req("POST", f"/_matrix/client/v3/rooms/{q(rid)}/kick", {"user_id": b.uid})
+            await until(b, lambda d: rid in d.get("rooms", {}).get("leave", {}), "kicked")
+
+        await check("kick of hs2 user", kick())
+
+        # hs2-hosted room joined by hs1
+        async def other_way():
+            r2 = (await b.req("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}))[
+                "room_id"
+            ]
+            await a.req("POST", f"/_matrix/client/v3/join/{q(r2)}", {}, params={"server_name": N2})
+            await b.req(
+                "PUT",
+                f"/_matrix/client/v3/rooms/{q(r2)}/send/m.room.message/x{sfx}",
+                {"msgtype": "m.text", "body": "other way"},
+            )
+            await until(
+                a,
+                lambda d: any(
+                    e.get("content", {}).get("body") == "other way"
+                    for e in d.get("rooms", {})
+                    .get("join", {})
+                    .get(r2, {})
+                    .get("timeline", {})
+                    .get("events", [])
+                ),
+                "msg in hs2 room",
+            )
+
+        await check("hs1 joins hs2 room", other_way())
+    bad = [k for k, v in results.items() if v != "ok"]
+    print("SUMMARY", len(results) - len(bad), "ok,", len(bad), "failed:", bad)
+    with open(sys.argv[3], "w") as f:
+        json.dump(results, f, indent=2)
+    return 1 if bad else 0
+
+
+sys.exit(asyncio.run(main()))
