@@ -2,7 +2,8 @@
 
     python synapse_extras.py HS1_CLIENT_URL HS2_CLIENT_URL JSON_OUT
 
-alice on hs1 hosts a room, bob on hs2 joins it; then typing and read receipts both ways,
+alice on hs1 hosts a room, bob on hs2 joins it; then typing, read receipts, presence and
+device-list changes (a new login) both ways,
 remote profile and alias look-ups, E2EE key query/claim both ways, to-device both ways,
 redactions both ways, a power-level change letting bob set state, leave, rejoin, kick, and
 alice joining a room bob hosts. Every check is recorded ("ok" or "FAIL ...") in JSON_OUT;
@@ -41,9 +42,10 @@ class C:
             return d
 
     async def reg(s, lp):
+        s.pw = "pw-" + secrets.token_hex(8)
         b = {
             "username": lp,
-            "password": "pw-" + secrets.token_hex(8),
+            "password": s.pw,
             "auth": {"type": "m.login.dummy"},
         }
         d = await s.req("POST", "/_matrix/client/v3/register", b, ok=(200, 401))
@@ -196,6 +198,46 @@ async def main():
 
         await check("keys query/claim of hs2 user from hs1", keys(b, a))
         await check("keys query/claim of hs1 user from hs2", keys(a, b))
+
+        async def presence(x, y):
+            await x.req(
+                "PUT",
+                f"/_matrix/client/v3/presence/{q(x.uid)}/status",
+                {"presence": "online", "status_msg": "here " + x.label},
+            )
+            await until(
+                y,
+                lambda d: any(
+                    e["sender"] == x.uid and e["content"].get("status_msg") == "here " + x.label
+                    for e in d.get("presence", {}).get("events", [])
+                ),
+                "presence",
+            )
+
+        await check("presence 1->2", presence(a, b))
+        await check("presence 2->1", presence(b, a))
+
+        async def device_list(x, y):
+            # A new device (a second login) must show up in the other side's device_lists.
+            await y.sync()
+            login = await x.req(
+                "POST",
+                "/_matrix/client/v3/login",
+                {
+                    "type": "m.login.password",
+                    "identifier": {"type": "m.id.user", "user": x.uid},
+                    "password": x.pw,
+                },
+            )
+            assert login["device_id"] != x.dev
+            await until(
+                y,
+                lambda d: x.uid in d.get("device_lists", {}).get("changed", []),
+                "device_lists.changed",
+            )
+
+        await check("device list 1->2", device_list(a, b))
+        await check("device list 2->1", device_list(b, a))
 
         async def todev(x, y):
             await x.req(
