@@ -22,6 +22,7 @@ from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.persister import Persister
 from homeserver.rooms.room_state import RoomState
 from homeserver.storage import Stores, open_stores
+from homeserver.sync.activity import RoomActivity
 from homeserver.sync.extensions import SYNC_EXTENSIONS
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import StreamToken
@@ -34,6 +35,7 @@ LOCAL_EVENTS = web.AppKey("local_events", LocalEvents)
 MEMBERSHIP = web.AppKey("membership", MembershipService)
 ROOM_CREATOR = web.AppKey("room_creator", RoomCreator)
 ROOM_LOCKS = web.AppKey("room_locks", KeyedLock)
+ROOM_ACTIVITY = web.AppKey("room_activity", RoomActivity)
 
 
 class EventNotifierBridge:
@@ -60,6 +62,8 @@ def core_services_ctx(
         notifier = Notifier(StreamToken(events=await stores.events.get_current_stream_position()))
         room_state = RoomState(stores)
         persister = Persister(stores, room_state, config.server_name)
+        activity = RoomActivity(notifier.current.events)
+        persister.add_listener(activity)
         persister.add_listener(EventNotifierBridge(notifier))
         locks = KeyedLock()
         local_events = LocalEvents(
@@ -70,6 +74,7 @@ def core_services_ctx(
         app[ROOM_STATE] = room_state
         app[PERSISTER] = persister
         app[ROOM_LOCKS] = locks
+        app[ROOM_ACTIVITY] = activity
         app[LOCAL_EVENTS] = local_events
         app[MEMBERSHIP] = MembershipService(stores, local_events, config.server_name)
         app[ROOM_CREATOR] = RoomCreator(local_events)

@@ -14,6 +14,7 @@ from aiohttp import web
 from federation.server.auth_middleware import body_of
 from federation.server.common import require_dict, stores_of
 from homeserver.appstate import CONFIG, DATABASE
+from homeserver.e2ee.services import E2EE_KEY_STORE
 from homeserver.errors import MatrixError, not_found
 from homeserver.http import json_response, path_param, query_param
 from homeserver.ids import parse_user_id
@@ -74,7 +75,9 @@ async def query_profile(request: web.Request) -> web.Response:
 
 
 def _keystore(request: web.Request) -> E2eeKeyStore:
-    return E2eeKeyStore(request.config_dict[DATABASE])
+    # The app's own store: it caches per-device key counts, so claims must go through it.
+    store = request.config_dict.get(E2EE_KEY_STORE)
+    return store if store is not None else E2eeKeyStore(request.config_dict[DATABASE])
 
 
 def _merge_signatures(

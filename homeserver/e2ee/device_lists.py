@@ -10,10 +10,12 @@ changed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from homeserver.storage.current_state import CurrentStateStore
 from homeserver.storage.device_lists import DeviceListStore
+from homeserver.sync.activity import RoomActivity
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import StreamToken
 
@@ -31,6 +33,8 @@ class DeviceListService:
         self._store = store
         self._current_state = current_state
         self._notifier = notifier
+        # Set by the app: recent membership activity, to skip queries when none.
+        self.activity: RoomActivity | None = None
 
     async def mark_changed(self, user_id: str) -> int:
         """Record a change of `user_id`'s devices and wake everyone who shares a room."""
@@ -40,15 +44,33 @@ class DeviceListService:
         self._notifier.notify("device_lists", position, users=sorted(interested))
         return position
 
-    async def changes(self, user_id: str, since: StreamToken, now: StreamToken) -> DeviceListDelta:
-        """Whose device lists `user_id` should re-fetch between `since` and `now`."""
+    async def changes(
+        self,
+        user_id: str,
+        since: StreamToken,
+        now: StreamToken,
+        joined_rooms: Iterable[str] = (),
+    ) -> DeviceListDelta:
+        """Whose device lists `user_id` should re-fetch between `since` and `now`.
+
+        Most incremental syncs have no device change and no membership change in the
+        user's rooms: those are answered from stream positions and the in-memory room
+        activity, without a query."""
+        keys_moved = now.device_lists > since.device_lists
+        members_moved = now.events > since.events
+        if members_moved and self.activity is not None and joined_rooms:
+            moved = self.activity.membership_changed_since(since.events, joined_rooms, user_id)
+            members_moved = moved is None or moved
+        if not keys_moved and not members_moved:
+            return DeviceListDelta(changed=[], left=[])
         shared = await self._store.get_users_sharing_room(user_id)
-        candidates = sorted(shared | {user_id})
-        changed = await self._store.get_changed_users(
-            candidates, since.device_lists, now.device_lists
-        )
+        changed: set[str] = set()
+        if keys_moved:
+            changed = await self._store.get_changed_users(
+                sorted(shared | {user_id}), since.device_lists, now.device_lists
+            )
         left: set[str] = set()
-        if now.events > since.events:
+        if members_moved:
             joined_rooms = await self._current_state.get_rooms_for_user(user_id)
             moves = await self._store.get_membership_changes(joined_rooms, since.events, now.events)
             for _room, other, membership in moves:

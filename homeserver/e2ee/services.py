@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from homeserver.appstate import CONFIG, DATABASE
-from homeserver.services import NOTIFIER, STORES
+from homeserver.services import NOTIFIER, ROOM_ACTIVITY, STORES
 from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.e2ee_keys import E2eeKeyStore
 from homeserver.storage.key_backup import KeyBackupStore
@@ -28,6 +28,8 @@ from .sync_extension import E2eeSyncExtension
 from .to_device import ToDeviceService
 
 E2EE_KEYS = web.AppKey("e2ee_keys", KeysService)
+# The one key store of the app (it caches per-device counts; federation shares it).
+E2EE_KEY_STORE = web.AppKey("e2ee_key_store", E2eeKeyStore)
 TO_DEVICE = web.AppKey("e2ee_to_device", ToDeviceService)
 DEVICE_LISTS = web.AppKey("e2ee_device_lists", DeviceListService)
 KEY_BACKUP = web.AppKey("e2ee_key_backup", KeyBackupService)
@@ -39,8 +41,11 @@ async def e2ee_ctx(app: web.Application) -> AsyncIterator[None]:
     notifier = app[NOTIFIER]
     server_name = app[CONFIG].server_name
     device_lists = DeviceListService(DeviceListStore(db), stores.current_state, notifier)
+    device_lists.activity = app.get(ROOM_ACTIVITY)
+    key_store = E2eeKeyStore(db)
+    app[E2EE_KEY_STORE] = key_store
     keys = KeysService(
-        E2eeKeyStore(db),
+        key_store,
         stores.accounts,
         device_lists,
         server_name,

@@ -42,7 +42,9 @@ class E2eeSyncExtension:
                 "device_unused_fallback_key_types"
             ] = await self._keys.unused_fallback_key_types(ctx.user_id, ctx.device_id)
         if ctx.since is not None:
-            delta = await self._device_lists.changes(ctx.user_id, ctx.since, ctx.now)
+            delta = await self._device_lists.changes(
+                ctx.user_id, ctx.since, ctx.now, ctx.joined_room_ids
+            )
             if delta.changed or delta.left:
                 response["device_lists"] = {"changed": delta.changed, "left": delta.left}
 

@@ -32,6 +32,7 @@ from .room_state import RoomState
 
 MAX_PREV_EVENTS = 10
 MAX_BATCH = 100
+MAX_CREATE_ATTEMPTS = 50
 MAX_RECENT_TXNS = 10_000
 MAX_DEPTH = 2**63 - 1
 CREATE_KEY = ("m.room.create", "")
@@ -378,30 +379,40 @@ class LocalEvents:
     ) -> Event:
         """Build and persist the m.room.create event that starts a room.
 
-        In v12 `room_id` must be None: the room ID is derived from this event.
+        In v12 `room_id` must be None: the room ID is derived from this event, so two
+        identical requests in the same millisecond would name the same room. The room
+        row is claimed atomically; on a clash the event is rebuilt a millisecond later.
         """
-        event = _build_event(
-            version,
-            room_id=None if version.room_id_is_create_event_id else room_id,
-            sender=sender,
-            type="m.room.create",
-            content=content,
-            state_key="",
-            prev_event_ids=[],
-            auth_event_ids=[],
-            depth=1,
-            origin_server_ts=self.now_ms(),
-            server_name=self._server_name,
-            signing_key=self._signing_key,
-        )
-        _check_format(event, version)
-        try:
-            check_auth_rules(event, {})
-        except AuthError as e:
-            raise forbidden(str(e)) from None
-        await self._stores.rooms.store_room(
-            event.room_id, version.identifier, sender, created_ts=event.origin_server_ts
-        )
+        ts = self.now_ms()
+        for _ in range(MAX_CREATE_ATTEMPTS):
+            event = _build_event(
+                version,
+                room_id=None if version.room_id_is_create_event_id else room_id,
+                sender=sender,
+                type="m.room.create",
+                content=content,
+                state_key="",
+                prev_event_ids=[],
+                auth_event_ids=[],
+                depth=1,
+                origin_server_ts=ts,
+                server_name=self._server_name,
+                signing_key=self._signing_key,
+            )
+            _check_format(event, version)
+            try:
+                check_auth_rules(event, {})
+            except AuthError as e:
+                raise forbidden(str(e)) from None
+            if await self._stores.rooms.store_room(
+                event.room_id, version.identifier, sender, created_ts=event.origin_server_ts
+            ):
+                break
+            if not version.room_id_is_create_event_id:
+                room_id = await self.new_room_id()
+            ts += 1
+        else:
+            raise MatrixError(500, "M_UNKNOWN", "Could not allocate a room ID")
         async with self.locks.hold(event.room_id):
             await self._persister.persist(event, state_before={})
         return event

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._util import dump_json, load_json, placeholders
+from .cache import LruCache
 from .database import Database
 
 
@@ -24,8 +25,18 @@ class StoredSignature:
 
 
 class E2eeKeyStore:
+    """E2EE key storage. One instance per app: it caches what every /sync of a device
+    reads (one-time key counts, unused fallback key types) and every write to those
+    goes through it, so the cache is never stale."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._otk_counts: LruCache[tuple[str, str], dict[str, int]] = LruCache(100_000)
+        self._fallback_types: LruCache[tuple[str, str], list[str]] = LruCache(100_000)
+
+    def _forget_device(self, user_id: str, device_id: str) -> None:
+        self._otk_counts.invalidate((user_id, device_id))
+        self._fallback_types.invalidate((user_id, device_id))
 
     # -- device keys ---------------------------------------------------------------------
 
@@ -71,6 +82,7 @@ class E2eeKeyStore:
 
     async def delete_device(self, user_id: str, device_id: str) -> None:
         """Forget every key of a deleted device."""
+        self._forget_device(user_id, device_id)
         async with self.db.transaction() as conn:
             for table in ("e2e_device_keys", "e2e_one_time_keys", "e2e_fallback_keys"):
                 await conn.execute(
@@ -109,6 +121,7 @@ class E2eeKeyStore:
         self, user_id: str, device_id: str, keys: Iterable[tuple[str, str, Any]]
     ) -> None:
         """Insert (algorithm, key_id, key) rows; existing ones are left untouched."""
+        self._forget_device(user_id, device_id)
         await self.db.executemany(
             "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json)"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -116,13 +129,19 @@ class E2eeKeyStore:
         )
 
     async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
+        cached = self._otk_counts.get((user_id, device_id))
+        if cached is not None:
+            return dict(cached)
+        generation = self._otk_counts.generation()
         rows = await self.db.fetch(
             "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = $1"
             " AND device_id = $2 GROUP BY algorithm",
             user_id,
             device_id,
         )
-        return {r[0]: int(r[1]) for r in rows}
+        counts = {r[0]: int(r[1]) for r in rows}
+        self._otk_counts.set_if_current((user_id, device_id), counts, generation)
+        return dict(counts)
 
     async def claim_key(
         self, user_id: str, device_id: str, algorithm: str
@@ -131,6 +150,7 @@ class E2eeKeyStore:
 
         Returns ("<algorithm>:<key_id>", key) or None when the device has neither.
         """
+        self._forget_device(user_id, device_id)
         async with self.db.transaction() as conn:
             row = await conn.fetchrow(
                 "SELECT key_id, key_json FROM e2e_one_time_keys WHERE user_id = $1"
@@ -174,6 +194,7 @@ class E2eeKeyStore:
     ) -> None:
         """Replace the device's fallback key for `algorithm`; re-uploading the same key
         keeps its `used` flag (clients re-send it with every upload)."""
+        self._forget_device(user_id, device_id)
         text = dump_json(key)
         async with self.db.transaction() as conn:
             row = await conn.fetchrow(
@@ -198,13 +219,19 @@ class E2eeKeyStore:
             )
 
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
+        cached = self._fallback_types.get((user_id, device_id))
+        if cached is not None:
+            return list(cached)
+        generation = self._fallback_types.generation()
         rows = await self.db.fetch(
             "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2"
             " AND NOT used ORDER BY algorithm",
             user_id,
             device_id,
         )
-        return [r[0] for r in rows]
+        types = [r[0] for r in rows]
+        self._fallback_types.set_if_current((user_id, device_id), types, generation)
+        return list(types)
 
     # -- cross-signing keys --------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from homeserver.storage import MembershipInfo, Stores, TimelineEvent
 from homeserver.storage.cache import LruCache
 from homeserver.storage.room_directory import RoomReadStore
 from homeserver.storage.sync_queries import SyncQueryStore
+from homeserver.sync.activity import RoomActivity
 
 from .extensions import SyncContext, SyncExtension
 from .filters import SyncFilter, apply_event_fields
@@ -110,6 +111,9 @@ class SyncBuilder:
         self._extensions = extensions
         # (user, device) -> {(room, member): event_id} lazily-loaded members already sent.
         self._sent_members: LruCache[tuple[str, str], dict[tuple[str, str], str]] = LruCache(10_000)
+        # Set by the app factory: recent room activity, so incremental syncs learn
+        # which rooms changed without a query.
+        self.activity: RoomActivity | None = None
         # Set by the app factory: unsigned["m.relations"] for timeline events.
         self.aggregations: Aggregations | None = None
         # Set by the app factory: the user's push rules ({"global": ...}), sent as
@@ -131,12 +135,21 @@ class SyncBuilder:
         ignored = await self._account_data.ignored_users(req.user_id)
         changed: dict[str, int] = {}
         if since is not None and since.events < now.events:
-            changed = await self._queries.rooms_changed_between(since.events, now.events)
+            recent = (
+                self.activity.rooms_changed_between(since.events, now.events)
+                if self.activity is not None
+                else None
+            )
+            if recent is None:
+                recent = await self._queries.rooms_changed_between(since.events, now.events)
+            changed = recent
 
-        account = await self._account_data.changes_since(
-            req.user_id,
-            0 if full else since.account_data,  # type: ignore[union-attr]
-        )
+        account = []
+        if full or since.account_data < now.account_data:  # type: ignore[union-attr]
+            account = await self._account_data.changes_since(
+                req.user_id,
+                0 if full else since.account_data,  # type: ignore[union-attr]
+            )
         account = [a for a in account if a.stream_id <= now.account_data]
         room_account: dict[str, list[dict[str, Any]]] = {}
         global_account: list[dict[str, Any]] = []

@@ -22,7 +22,7 @@ from homeserver.ephemeral.typing import TypingService
 from homeserver.push.rules_service import PushRulesService
 from homeserver.push.services import PUSH_RULES
 from homeserver.relations.service import RELATIONS
-from homeserver.services import MEMBERSHIP, NOTIFIER, PERSISTER, STORES
+from homeserver.services import MEMBERSHIP, NOTIFIER, PERSISTER, ROOM_ACTIVITY, STORES
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.presence import PresenceStore
@@ -100,6 +100,7 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
         account_data,
         app[SYNC_EXTENSIONS],
     )
+    builder.activity = app.get(ROOM_ACTIVITY)
     if RELATIONS in app:  # the relations area's lifetime runs before this one
         builder.aggregations = app[RELATIONS].bundle_aggregations
     if PUSH_RULES in app:  # so does the push area's

@@ -163,3 +163,17 @@ async def test_concurrent_messages_form_one_chain(kit) -> None:
             )
             == e.event_id
         )
+
+
+async def test_identical_concurrent_creates_get_distinct_v12_rooms(kit) -> None:
+    """Same user, same content, same millisecond: v12 room IDs are content hashes, so
+    the server must make the create events differ rather than merge the rooms."""
+    import asyncio
+
+    kit.events._clock = lambda: 1_800_000_000.0  # a frozen clock: every event same ms
+    specs = [RoomSpec(room_version="12", preset="private_chat") for _ in range(5)]
+    rooms = await asyncio.gather(*(kit.creator.create_room(ALICE, s, {}) for s in specs))
+    assert len(set(rooms)) == 5
+    for room_id in rooms:
+        members = await kit.stores.current_state.get_members(room_id)
+        assert members == {ALICE: "join"}

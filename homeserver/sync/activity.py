@@ -1,0 +1,61 @@
+"""Recent room activity in memory, so an incremental /sync need not ask the database
+what changed since its token.
+
+Fed by the persister (every event announced to clients, in stream order) and bounded:
+it remembers the last `window` events. A token older than that, or from before this
+process started, gets `None` and the caller falls back to the database.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from homeserver.events import Event
+
+
+class RoomActivity:
+    def __init__(self, start_position: int, window: int = 20_000) -> None:
+        # Everything after `_floor` (exclusive) is in `_recent`.
+        self._floor = start_position
+        self._recent: deque[tuple[int, str]] = deque()
+        self._window = window
+        self._member_change: dict[str, int] = {}  # room -> last member event
+        self._own_member_change: dict[str, int] = {}  # user -> last member event about them
+
+    def on_new_event(self, event: Event, stream_ordering: int) -> None:
+        if stream_ordering <= self._floor:
+            return  # backfilled history: not news
+        self._recent.append((stream_ordering, event.room_id))
+        if len(self._recent) > self._window:
+            self._floor = self._recent.popleft()[0]
+        if event.type == "m.room.member":
+            self._member_change[event.room_id] = stream_ordering
+            if event.state_key:
+                self._own_member_change[event.state_key] = stream_ordering
+
+    def covers(self, since: int) -> bool:
+        return since >= self._floor
+
+    def rooms_changed_between(self, since: int, upto: int) -> dict[str, int] | None:
+        """room_id -> highest stream ordering in (since, upto], or None if unknown."""
+        if not self.covers(since):
+            return None
+        changed: dict[str, int] = {}
+        for stream, room_id in reversed(self._recent):
+            if stream <= since:
+                break
+            if stream <= upto and stream > changed.get(room_id, 0):
+                changed[room_id] = stream
+        return changed
+
+    def membership_changed_since(
+        self, since: int, rooms: Iterable[str], user_id: str
+    ) -> bool | None:
+        """Whether any of `rooms` had a member event, or `user_id`'s membership changed
+        anywhere, after `since`; None if the window does not reach back that far."""
+        if not self.covers(since):
+            return None
+        if self._own_member_change.get(user_id, 0) > since:
+            return True
+        return any(self._member_change.get(r, 0) > since for r in rooms)
