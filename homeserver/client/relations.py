@@ -12,7 +12,7 @@ from homeserver.client.auth import get_requester
 from homeserver.http import json_response, path_param, query_param
 from homeserver.ids import validate_room_id
 from homeserver.relations.service import DEFAULT_LIMIT, RELATIONS, RelationsService
-from homeserver.services import STORES
+from homeserver.services import PERSISTER, STORES
 from homeserver.storage.relations_read import RelationsReadStore
 
 MAX_ID = 1024
@@ -91,6 +91,7 @@ async def get_threads(request: web.Request) -> web.Response:
 
 async def relations_ctx(app: web.Application) -> AsyncIterator[None]:
     app[RELATIONS] = RelationsService(app[STORES], RelationsReadStore(app[DATABASE]))
+    app[PERSISTER].add_listener(app[RELATIONS])
     yield
 
 

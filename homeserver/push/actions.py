@@ -78,9 +78,7 @@ class ActionGenerator:
         if self._done_upto >= target:
             return
         async with self._progress:
-            await self._progress.wait_for(
-                lambda: self._done_upto >= target or self._worker is None
-            )
+            await self._progress.wait_for(lambda: self._done_upto >= target or self._worker is None)
 
     async def close(self) -> None:
         """Finish in-flight work (bounded) on shutdown."""

@@ -14,6 +14,7 @@ All lookups are batched over the requested events.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -26,6 +27,8 @@ from homeserver.rooms.pagination import RoomToken
 from homeserver.rooms.visibility import filter_events_for_user, is_world_readable
 from homeserver.storage import Stores
 from homeserver.storage.relations_read import Child, RelationsReadStore
+
+MAX_TRACKED_CHILDLESS = 200_000
 
 DEFAULT_LIMIT = 5
 MAX_LIMIT = 100
@@ -51,6 +54,19 @@ class RelationsService:
     def __init__(self, stores: Stores, store: RelationsReadStore) -> None:
         self._stores = stores
         self._store = store
+        # Events persisted since start-up that no relation points at yet: they have
+        # nothing to bundle, so fresh timelines (most syncs) need no relation queries.
+        self._childless: OrderedDict[str, None] = OrderedDict()
+
+    def on_new_event(self, event: Event, stream_ordering: int) -> None:
+        """Persister listener: note new events, and that a relation's target has one."""
+        rel = event.content.get("m.relates_to")
+        if isinstance(rel, dict) and isinstance(rel.get("event_id"), str):
+            self._childless.pop(rel["event_id"], None)
+        if stream_ordering > 0:
+            self._childless[event.event_id] = None
+            if len(self._childless) > MAX_TRACKED_CHILDLESS:
+                self._childless.popitem(last=False)
 
     # -- aggregations ---------------------------------------------------------------------
 
@@ -71,7 +87,7 @@ class RelationsService:
         if missing:
             loaded.update(await self._stores.events.get_events(missing))
         parents = [e for e in (loaded.get(i) for i in dict.fromkeys(ids)) if e is not None]
-        parents = [e for e in parents if not e.is_state()]
+        parents = [e for e in parents if not e.is_state() and e.event_id not in self._childless]
         if not parents:
             return {}
         parent_ids = [e.event_id for e in parents]

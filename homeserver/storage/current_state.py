@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ._util import load_json, placeholders
+from .cache import LruCache
 from .database import Connection, Database
 from .errors import StorageError
 
@@ -98,6 +99,12 @@ async def _membership_source(conn: Connection, event_id: str) -> MembershipSourc
 class CurrentStateStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # user -> all their membership rows: read by every /sync. Rows change only in
+        # EventStore.persist_events, which calls `memberships_changed` after commit.
+        self._memberships: LruCache[str, list[MembershipInfo]] = LruCache(50_000)
+
+    def memberships_changed(self, user_ids: Iterable[str]) -> None:
+        self._memberships.invalidate_many(user_ids)
 
     async def get_current_state_ids(
         self, room_id: str, types: Iterable[str] | None = None
@@ -143,11 +150,18 @@ class CurrentStateStore:
     ) -> list[MembershipInfo]:
         """The user's membership rows (all, or those in `memberships`), by room ID."""
         if memberships is None:
+            cached = self._memberships.get(user_id)
+            if cached is not None:
+                return list(cached)
+            generation = self._memberships.generation()
             rows = await self.db.fetch(
                 "SELECT room_id, user_id, membership, event_id, stream_ordering"
                 " FROM room_memberships WHERE user_id = $1 ORDER BY room_id",
                 user_id,
             )
+            result = [MembershipInfo(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+            self._memberships.set_if_current(user_id, result, generation)
+            return list(result)
         else:
             ms = list(dict.fromkeys(memberships))
             if not ms:

@@ -11,7 +11,7 @@ Redactions are recorded (`redacted_because`), never applied to the stored JSON.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -75,6 +75,8 @@ class EventStore:
     def __init__(self, db: Database, cache_size: int = 10_000) -> None:
         self.db = db
         self._cache: LruCache[str, _Cached] = LruCache(cache_size)
+        # Told (after commit) which users' membership rows a persist changed.
+        self.membership_observers: list[Callable[[set[str]], None]] = []
         # Forward extremities per room: read on every send, written only here.
         self._extremities: LruCache[str, list[str]] = LruCache(cache_size)
 
@@ -139,6 +141,17 @@ class EventStore:
                     " ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
                     [(u, d or "", t, e, created) for u, d, t, e in client_txns],
                 )
+        touched: set[str] = set(
+            ev.state_key
+            for item in items
+            if (ev := item.event).type == "m.room.member" and ev.state_key is not None
+        )
+        if current_state_delta is not None:
+            to_remove, to_insert = current_state_delta
+            touched.update(k for t, k in [*to_remove, *to_insert] if t == "m.room.member")
+        if touched:
+            for observer in self.membership_observers:
+                observer(touched)
         if new_extremities is not None:
             self._extremities.invalidate(room_id)
             self._extremities.set(room_id, sorted(dict.fromkeys(new_extremities)))

@@ -28,12 +28,15 @@ class Stores:
 
 async def open_stores(db: Database) -> Stores:
     """Build the stores over an opened (and migrated) database."""
+    events = EventStore(db)
+    current_state = CurrentStateStore(db)
+    events.membership_observers.append(current_state.memberships_changed)
     return Stores(
         db=db,
-        events=EventStore(db),
+        events=events,
         rooms=RoomStore(db),
         state=StateStore(db),
-        current_state=CurrentStateStore(db),
+        current_state=current_state,
         accounts=AccountStore(db),
         server_keys=ServerKeyStore(db),
         transactions=TransactionStore(db),
