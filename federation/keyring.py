@@ -242,6 +242,10 @@ class Keyring:
             }
         self._last_fetch: dict[str, int] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Newest verified key document per server as its origin signed it: what we
+        # answer as a notary (`/_matrix/key/v2/query`). Memory only: after a restart
+        # the first query for a server refetches it.
+        self._documents: dict[str, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- lookups
 
@@ -338,10 +342,18 @@ class Keyring:
             doc = await self.http.get_json(
                 server_name, "/_matrix/key/v2/server", timeout=FETCH_TIMEOUT_S
             )
-            return parse_key_document(doc, server_name)
+            keys = parse_key_document(doc, server_name)
         except Exception as e:  # any failure: fall back to notaries
             log.info("direct key fetch from %s failed: %s", server_name, e)
             return None
+        self._remember_document(server_name, doc)
+        return keys
+
+    def _remember_document(self, server_name: str, doc: dict[str, Any]) -> None:
+        """Keep `doc` (already verified) unless we hold one valid for longer."""
+        old = self._documents.get(server_name)
+        if old is None or doc["valid_until_ts"] >= old["valid_until_ts"]:
+            self._documents[server_name] = doc
 
     async def _fetch_from_notary(
         self, notary: TrustedKeyServer, server_name: str
@@ -378,6 +390,7 @@ class Keyring:
                     "bad key document for %s via %s: %s", server_name, notary.server_name, e
                 )
                 continue
+            self._remember_document(server_name, doc)
             for kid, k in keys.items():
                 if kid not in found or k.valid_until_ts > found[kid].valid_until_ts:
                     found[kid] = k
@@ -393,6 +406,32 @@ class Keyring:
             if check_signature(doc, notary.server_name, key_id, vk):
                 return True
         return False
+
+    # ----------------------------------------------------------------- notary
+
+    async def documents_for_notary(
+        self, server_name: str, key_ids: Sequence[str], minimum_valid_until_ts: int
+    ) -> list[dict[str, Any]]:
+        """Key documents of `server_name` to answer a `/_matrix/key/v2/query` with.
+
+        The cached document if it is valid until `minimum_valid_until_ts` and holds every
+        key in `key_ids`; otherwise a fetch is tried first (rate limited as any other)
+        and whatever we then hold is returned, stale or not: the spec lets a notary
+        answer with cached keys when the origin is unreachable, and the requester checks
+        validity itself. An empty list when we know nothing. Copies: the caller signs.
+        """
+        doc = self._documents.get(server_name)
+        if doc is None or not _document_satisfies(doc, key_ids, minimum_valid_until_ts):
+            try:
+                await self._fetch(server_name)
+            except KeyNotFound as e:
+                log.info("notary: no fresh keys for %s: %s", server_name, e)
+            doc = self._documents.get(server_name)
+        if doc is None:
+            return []
+        copy = dict(doc)
+        copy["signatures"] = {k: dict(v) for k, v in doc.get("signatures", {}).items()}
+        return [copy]
 
     # ----------------------------------------------------------------- verification
 
@@ -423,6 +462,15 @@ class Keyring:
             verified += 1
         if not verified:
             raise KeyNotFound("; ".join(missing))
+
+
+def _document_satisfies(
+    doc: Mapping[str, Any], key_ids: Sequence[str], minimum_valid_until_ts: int
+) -> bool:
+    if doc["valid_until_ts"] < minimum_valid_until_ts:
+        return False
+    known = set(doc.get("verify_keys") or {}) | set(doc.get("old_verify_keys") or {})
+    return all(k in known for k in key_ids)
 
 
 def _encode_key(vk: nacl.signing.VerifyKey) -> str:

@@ -32,7 +32,8 @@ def free_port() -> int:
 
 
 class LoopbackServer:
-    def __init__(self, base: Path, label: str) -> None:
+    def __init__(self, base: Path, label: str, **overrides: Any) -> None:
+        """`overrides`: further top-level config keys (e.g. trusted_key_servers)."""
         self.port = free_port()
         self.name = f"127.0.0.1:{self.port}"
         self.dir = base / label
@@ -45,6 +46,7 @@ class LoopbackServer:
             ip_range_whitelist=["127.0.0.0/8"],
             password_hashing={"opslimit": 1, "memlimit": 8192},
             log_level="INFO",
+            **overrides,
         )
         self.runner: web.AppRunner | None = None
         self.http = aiohttp.ClientSession()
