@@ -104,8 +104,8 @@ suppress_key_server_warning: false
 {registration}
 registration_requires_token: false
 
-# argon2id cost for password hashes (libsodium units; defaults: OWASP m=12 MiB, t=3).
-#password_hashing: {{opslimit: 3, memlimit: 12582912}}
+# argon2id cost for password hashes (libsodium units; defaults: OWASP m=7 MiB, t=5).
+#password_hashing: {{opslimit: 5, memlimit: 7340032}}
 
 # Secret for the admin API POST /_synapse/admin/v1/register (used by
 # `python -m homeserver register-user`). If neither this nor

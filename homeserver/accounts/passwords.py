@@ -23,9 +23,9 @@ def _encode(password: str) -> bytes:
     return unicodedata.normalize("NFKC", password).encode("utf-8")
 
 
-# Hashes computed at once: each holds `memlimit` bytes, so a burst of logins must queue
-# rather than multiply the server's memory (and there are only so many cores anyway).
-MAX_CONCURRENT_HASHES = 2
+# Hashes computed at once: each holds `memlimit` bytes, so a burst of logins queues
+# (about 10 ms a hash) rather than multiplying the server's memory.
+MAX_CONCURRENT_HASHES = 1
 
 
 class PasswordHasher:
