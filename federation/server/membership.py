@@ -256,6 +256,16 @@ async def _pdus(stores: Stores, event_ids: list[str]) -> list[dict[str, Any]]:
 
 
 async def send_join(request: web.Request) -> web.Response:
+    omit = request.query.get("omit_members", "false").lower() == "true"
+    return json_response(await _send_join(request, omit=omit))
+
+
+async def send_join_v1(request: web.Request) -> web.Response:
+    """The deprecated v1 form: no partial state, answered as `[200, {...}]`."""
+    return json_response([200, await _send_join(request, omit=False)])
+
+
+async def _send_join(request: web.Request, *, omit: bool) -> dict[str, Any]:
     room_id = room_id_param(request)
     version = await _resident_or_404(request, room_id)
     stores = stores_of(request)
@@ -266,13 +276,17 @@ async def send_join(request: web.Request) -> web.Response:
     if isinstance(authoriser, str) and authoriser.partition(":")[2] == keys.server_name:
         if not version.restricted_join_rule:
             raise MatrixError(400, "M_BAD_JSON", f"{AUTHORISER} in a room version without it")
+        # Vouch only for a joiner that still meets an `allow` condition (make_join
+        # checked it once; the membership may have changed since).
+        await _restricted_authoriser(
+            stores, room_id, event.state_key or "", version, keys.server_name
+        )
         pdu["signatures"] = {k: dict(v) for k, v in (pdu.get("signatures") or {}).items()}
         sign_event(pdu, version, keys.server_name, keys.primary)
     event = await _checked(request, pdu, version)
     servers_before = sorted(await stores.current_state.get_joined_hosts(room_id))
     state_before = await _auth_and_persist(request, event)
 
-    omit = request.query.get("omit_members", "false").lower() == "true"
     state_ids = dict(state_before)
     members_omitted = False
     if omit:
@@ -290,7 +304,7 @@ async def send_join(request: web.Request) -> web.Response:
         "members_omitted": members_omitted,
         "servers_in_room": servers_before,
     }
-    return json_response(body)
+    return body
 
 
 async def _hero_member_keys(
@@ -311,14 +325,24 @@ async def _hero_member_keys(
     return keep | set(heroes)
 
 
-async def send_leave(request: web.Request) -> web.Response:
+async def _send_leave(request: web.Request) -> None:
     room_id = room_id_param(request)
     version = await _resident_or_404(request, room_id)
     pdu = require_dict(body_of(request))
     _parse_member_event(request, pdu, version, room_id, "leave")
     event = await _checked(request, pdu, version)
     await _auth_and_persist(request, event)
+
+
+async def send_leave(request: web.Request) -> web.Response:
+    await _send_leave(request)
     return json_response({})
+
+
+async def send_leave_v1(request: web.Request) -> web.Response:
+    """The deprecated v1 form, answered as `[200, {}]`."""
+    await _send_leave(request)
+    return json_response([200, {}])
 
 
 async def send_knock(request: web.Request) -> web.Response:
@@ -337,9 +361,36 @@ async def send_knock(request: web.Request) -> web.Response:
 
 
 async def invite_v2(request: web.Request) -> web.Response:
-    room_id = room_id_param(request)
     body = require_dict(body_of(request))
-    version_id = body.get("room_version")
+    pdu = dict(require_dict(body.get("event"), "event"))
+    stripped = body.get("invite_room_state", [])
+    return json_response(await _invite(request, body.get("room_version"), pdu, stripped))
+
+
+async def invite_v1(request: web.Request) -> web.Response:
+    """The deprecated v1 form: the body is the event itself (its `unsigned` may carry
+    `invite_room_state`) and names no room version, so it can only be room version 1
+    or 2, whose event format is the same (as Synapse assumes). Answered `[200, {...}]`."""
+    pdu = dict(require_dict(body_of(request)))
+    unsigned = pdu.get("unsigned")
+    stripped = unsigned.get("invite_room_state", []) if isinstance(unsigned, dict) else []
+    known = await stores_of(request).rooms.get_room_version(room_id_param(request))
+    version_id = known if known in ("1", "2") else "1"
+    if known is not None and known != version_id:
+        raise MatrixError(
+            400,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            "The v1 invite API only serves room versions 1 and 2",
+            room_version=known,
+        )
+    return json_response([200, await _invite(request, version_id, pdu, stripped)])
+
+
+async def _invite(
+    request: web.Request, version_id: Any, pdu: dict[str, Any], stripped: Any
+) -> dict[str, Any]:
+    """Check, counter-sign and store an invite of one of our users; the signed event."""
+    room_id = room_id_param(request)
     if not isinstance(version_id, str) or version_id not in KNOWN_ROOM_VERSIONS:
         raise MatrixError(
             400,
@@ -354,13 +405,11 @@ async def invite_v2(request: web.Request) -> web.Response:
         if known != version_id:
             raise MatrixError(400, "M_BAD_JSON", "Room version does not match the room")
         await check_server_acl(stores, room_id, origin_of(request))
-    pdu = dict(require_dict(body.get("event"), "event"))
     event = _parse_invite(request, pdu, version, room_id)
     invitee = event.state_key or ""
     server_name = request.config_dict[CONFIG].server_name
     if invitee.partition(":")[2] != server_name or await stores.accounts.get_user(invitee) is None:
         raise not_found("The invited user does not exist here")
-    stripped = body.get("invite_room_state", [])
     if not isinstance(stripped, list):
         raise MatrixError(400, "M_BAD_JSON", "invite_room_state must be an array")
     await _checked(request, {k: v for k, v in pdu.items() if k != "unsigned"}, version)
@@ -374,7 +423,7 @@ async def invite_v2(request: web.Request) -> web.Response:
     if known is None:
         await stores.rooms.store_room(room_id, version_id, _creator_of(stripped, event))
     await _persist_invite(request, event)
-    return json_response({"event": signed})
+    return {"event": signed}
 
 
 def _parse_invite(
@@ -431,3 +480,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/make_knock/{room_id}/{user_id}", make_knock)
     app.router.add_put("/v1/send_knock/{room_id}/{event_id}", send_knock)
     app.router.add_put("/v2/invite/{room_id}/{event_id}", invite_v2)
+    # Deprecated v1 forms, still sent by older servers (and Synapse for room v1/v2).
+    app.router.add_put("/v1/send_join/{room_id}/{event_id}", send_join_v1)
+    app.router.add_put("/v1/send_leave/{room_id}/{event_id}", send_leave_v1)
+    app.router.add_put("/v1/invite/{room_id}/{event_id}", invite_v1)
