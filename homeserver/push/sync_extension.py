@@ -27,9 +27,7 @@ class UnreadCountsExtension:
         upto = ctx.now.events
         await self._generator.wait_until(upto)
         counts = await self._store.get_unread_counts(ctx.user_id, room_id, upto)
-        # The sync builder may expose the filter's room.timeline.unread_thread_notifications.
-        split = bool(getattr(ctx, "unread_thread_notifications", False))
-        if split:
+        if ctx.unread_thread_notifications:
             main = counts.get(MAIN_THREAD)
             room["unread_notifications"] = {
                 "notification_count": main.notifications if main else 0,

@@ -548,6 +548,7 @@ class SyncBuilder:
             now=now,
             full_state=req.full_state,
             joined_room_ids=frozenset(joined_ids),
+            unread_thread_notifications=req.filter.timeline.unread_thread_notifications,
         )
         for ext in list(self._extensions):
             await ext.top_level(ctx, response)

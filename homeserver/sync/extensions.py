@@ -23,6 +23,8 @@ class SyncContext:
     now: StreamToken  # the token this response ends at (its next_batch)
     full_state: bool
     joined_room_ids: frozenset[str]
+    # The filter's room.timeline.unread_thread_notifications: per-thread unread counts.
+    unread_thread_notifications: bool = False
 
 
 class SyncExtension(Protocol):

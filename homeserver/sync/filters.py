@@ -53,6 +53,8 @@ class EventFilter:
     lazy_load_members: bool = False
     include_redundant_members: bool = False
     contains_url: bool | None = None
+    # Room timeline filters only: split unread counts per thread in /sync.
+    unread_thread_notifications: bool = False
 
     def allows_room(self, room_id: str) -> bool:
         if room_id in self.not_rooms:
@@ -153,6 +155,8 @@ def _event_filter(obj: Any, where: str, room_fields: bool) -> EventFilter:
         lazy_load_members=room_fields and _bool(obj, "lazy_load_members", where),
         include_redundant_members=room_fields and _bool(obj, "include_redundant_members", where),
         contains_url=contains_url if room_fields else None,
+        unread_thread_notifications=room_fields
+        and _bool(obj, "unread_thread_notifications", where),
     )
 
 
