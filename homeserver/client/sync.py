@@ -43,6 +43,7 @@ async def get_sync(request: web.Request) -> web.Response:
     timeout_ms = query_param(request, "timeout", _timeout, default=0)
     full_state = query_param(request, "full_state", _bool, default=False)
     set_presence = query_param(request, "set_presence", _presence, default="online")
+    use_state_after = query_param(request, "use_state_after", _bool, default=False)
     flt = await filters_api.resolve_filter(
         request, requester.user_id, query_param(request, "filter")
     )
@@ -52,7 +53,9 @@ async def get_sync(request: web.Request) -> web.Response:
         persisted = ("events", "receipts", "presence", "account_data")
         if any(getattr(since, s) > getattr(current, s) for s in persisted):
             raise invalid_param("Unknown since token")
-    req = SyncRequest(requester.user_id, requester.device_id, flt, since, full_state)
+    req = SyncRequest(
+        requester.user_id, requester.device_id, flt, since, full_state, use_state_after
+    )
     response = await request.config_dict[SYNC].sync(req, timeout_ms, set_presence)
     return json_response(response)
 

@@ -30,6 +30,7 @@ from homeserver.rooms.client_events import format_client_event, strip_event
 from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.pagination import RoomToken
 from homeserver.rooms.ports import Aggregations
+from homeserver.rooms.visibility import filter_events_for_user
 from homeserver.storage import MembershipInfo, Stores, TimelineEvent
 from homeserver.storage.cache import LruCache
 from homeserver.storage.room_directory import RoomReadStore
@@ -53,6 +54,9 @@ class SyncRequest:
     filter: SyncFilter
     since: StreamToken | None
     full_state: bool = False
+    # v1.16 `use_state_after`: answer `state_after` (state up to the END of the
+    # timeline, timeline state included) instead of `state`.
+    use_state_after: bool = False
 
 
 @dataclass
@@ -184,7 +188,7 @@ class SyncBuilder:
                 room_full = full or new_membership
                 if room_full or m.room_id in changed:
                     works.append(
-                        await self._room_work(m, flt, since, now, room_full, m.room_id in changed)
+                        await self._room_work(m, req, since, now, room_full, m.room_id in changed)
                     )
                 elif self._has_ephemeral(m.room_id, since, receipts, room_account):
                     works.append(_RoomWork(m.room_id, "join", [], False, [], False))
@@ -198,9 +202,9 @@ class SyncBuilder:
                     knocks[m.room_id] = {"knock_state": {"events": entry}}
             elif m.membership in ("leave", "ban"):
                 if (since is None and flt.include_leave) or (since is not None and new_membership):
-                    works.append(await self._room_work(m, flt, since, now, full, True))
+                    works.append(await self._room_work(m, req, since, now, full, True))
                 elif since is not None and req.full_state and flt.include_leave:
-                    works.append(await self._room_work(m, flt, since, now, True, True))
+                    works.append(await self._room_work(m, req, since, now, True, True))
 
         now_ms = int(time.time() * 1000)
         rooms_out = await self._format_rooms(
@@ -236,35 +240,69 @@ class SyncBuilder:
     async def _room_work(
         self,
         m: MembershipInfo,
-        flt: SyncFilter,
+        req: SyncRequest,
         since: StreamToken | None,
         now: StreamToken,
         room_full: bool,
         has_events: bool,
     ) -> _RoomWork:
-        """The timeline and state event IDs of one room (joined or left)."""
+        """The timeline and state event IDs of one room (joined or left).
+
+        The state is `state` (up to the start of the timeline: timeline events are left
+        out) or, with `use_state_after`, `state_after` (up to its end, timeline included).
+        """
+        flt = req.filter
+        after = req.use_state_after
         room_id = m.room_id
         limit = flt.timeline_limit
         upper = now.events if m.membership == "join" else min(m.stream_ordering, now.events)
         lower = None if room_full or since is None else since.events
         fetched: list[TimelineEvent] = []
         if has_events or room_full:
-            fetched = await self._stores.events.get_room_events_between(
-                room_id, upper, lower, limit + 1, "b"
+            recent = (
+                self.activity.room_events_between(room_id, upper, lower, limit + 1)
+                if self.activity is not None and lower is not None
+                else None
+            )
+            fetched = (
+                recent
+                if recent is not None
+                else await self._stores.events.get_room_events_between(
+                    room_id, upper, lower, limit + 1, "b"
+                )
             )
         limited = len(fetched) > limit
         timeline = list(reversed(fetched[:limit]))
+        joined_before = (
+            m.membership == "join"
+            and bool(timeline)
+            and (timeline[0].stream_ordering >= m.stream_ordering)
+        )
+        if room_full and timeline and not joined_before:
+            # A room new to the client: its timeline may reach back before the user
+            # joined, so history visibility decides (events after the join all pass).
+            visible = {
+                e.event_id
+                for e in await filter_events_for_user(
+                    self._stores, m.user_id, [t.event for t in timeline]
+                )
+            }
+            if len(visible) < len(timeline):
+                timeline = [t for t in timeline if t.event.event_id in visible]
+                limited = True
         end_event = fetched[0].event.event_id if fetched else None
         # The state at the end of the range: after the newest event at or below `upper`.
         if end_event is None and (room_full or m.membership != "join"):
             before = await self._stores.events.get_room_events_between(room_id, upper, None, 1, "b")
             end_event = before[0].event.event_id if before else None
         state_ids: list[str] = []
-        if end_event is not None and (room_full or limited or flt.state.lazy_load_members):
+        timeline_has_state = any(t.event.state_key is not None for t in timeline)
+        wants_state = room_full or limited or flt.state.lazy_load_members
+        if end_event is not None and (wants_state or (after and timeline_has_state)):
             end_state = await self._stores.state.get_state_ids_for_event(end_event) or {}
             known: dict[StateKey, str] = {}
             if not room_full and since is not None:
-                if not limited:
+                if not limited and not (after and timeline_has_state):
                     known = end_state  # the timeline carries every change
                 else:
                     prior = await self._stores.events.get_room_events_between(
@@ -277,7 +315,9 @@ class SyncBuilder:
                             )
                             or {}
                         )
-            in_timeline = {t.event.event_id for t in timeline}
+            # `state_after` keeps the timeline's state events: clients then read state
+            # from that section alone.
+            in_timeline = set() if after else {t.event.event_id for t in timeline}
             wanted: dict[StateKey, str] = {
                 k: v for k, v in end_state.items() if known.get(k) != v and v not in in_timeline
             }
@@ -286,6 +326,12 @@ class SyncBuilder:
                 senders = {t.event.sender for t in timeline}
                 if room_full:
                     senders.add(m.user_id)
+                if after:  # members whose membership the timeline changed
+                    senders.update(
+                        t.event.state_key
+                        for t in timeline
+                        if t.event.type == "m.room.member" and t.event.state_key
+                    )
                 for sender in senders:
                     member = end_state.get(("m.room.member", sender))
                     if member is not None and member not in in_timeline:
@@ -414,7 +460,9 @@ class SyncBuilder:
                     "events": [fmt(t.event) for t in timeline],
                     "limited": w.limited,
                 },
-                "state": {"events": [fmt(e) for e in state]},
+                ("state_after" if req.use_state_after else "state"): {
+                    "events": [fmt(e) for e in state]
+                },
                 "account_data": {"events": room_account.get(w.room_id, [])},
             }
             if w.timeline:
