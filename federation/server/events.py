@@ -1,4 +1,5 @@
-"""Reading the room graph: backfill, get_missing_events, state, state_ids, event, event_auth.
+"""Reading the room graph: backfill, get_missing_events, state, state_ids, event,
+event_auth, timestamp_to_event.
 
 Every endpoint passes the room gate (room known, ACL, origin has a user joined or the
 room is world-readable) and filters events through the history visibility rules for
@@ -23,6 +24,7 @@ from homeserver.graph.auth_chain import compute_auth_chain
 from homeserver.http import json_response, path_param
 from homeserver.services import ROOM_STATE
 from homeserver.storage import Stores
+from homeserver.storage.room_directory import RoomReadStore
 
 MAX_BACKFILL = 100
 MAX_MISSING = 20
@@ -186,6 +188,32 @@ async def event_auth(request: web.Request) -> web.Response:
     return json_response({"auth_chain": [e.pdu for e in events.values()]})
 
 
+def _ts_query(request: web.Request) -> int:
+    raw = request.query.get("ts")
+    if raw is None:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing ts")
+    if not raw.isdigit() or len(raw) > 18:
+        raise MatrixError(400, "M_INVALID_PARAM", "ts must be a timestamp in milliseconds")
+    return int(raw)
+
+
+async def timestamp_to_event(request: web.Request) -> web.Response:
+    """The timeline event closest to `ts` in direction `dir` that we hold (the same
+    lookup as the client API; the peer decides whether to ask elsewhere)."""
+    room_id = room_id_param(request)
+    await room_gate(request, room_id)
+    ts = _ts_query(request)
+    direction = request.query.get("dir")
+    if direction not in ("f", "b"):
+        raise MatrixError(400, "M_INVALID_PARAM", "dir must be 'f' or 'b'")
+    found = await RoomReadStore(stores_of(request).db).event_closest_to_ts(
+        room_id, ts, "f" if direction == "f" else "b"
+    )
+    if found is None:
+        raise not_found(f"Unable to find event from {ts} in direction {direction}")
+    return json_response({"event_id": found[0], "origin_server_ts": found[1]})
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/backfill/{room_id}", backfill)
     app.router.add_post("/v1/get_missing_events/{room_id}", get_missing_events)
@@ -193,3 +221,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/state_ids/{room_id}", state_ids)
     app.router.add_get("/v1/event/{event_id}", get_event)
     app.router.add_get("/v1/event_auth/{room_id}/{event_id}", event_auth)
+    app.router.add_get("/v1/timestamp_to_event/{room_id}", timestamp_to_event)

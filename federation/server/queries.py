@@ -15,7 +15,7 @@ from federation.server.auth_middleware import body_of
 from federation.server.common import require_dict, stores_of
 from homeserver.appstate import CONFIG, DATABASE
 from homeserver.e2ee.services import E2EE_KEY_STORE
-from homeserver.errors import MatrixError, not_found
+from homeserver.errors import MatrixError, not_found, unrecognized
 from homeserver.http import json_response, path_param, query_param
 from homeserver.ids import parse_user_id
 from homeserver.storage.device_lists import DeviceListStore
@@ -119,7 +119,11 @@ async def user_devices(request: web.Request) -> web.Response:
         out.append(entry)
     body: dict[str, Any] = {
         "user_id": user_id,
-        "stream_id": await DeviceListStore(request.config_dict[DATABASE]).get_max_position(),
+        # The position of the user's latest change: what the `stream_id` of our last
+        # m.device_list_update for them said, so the next update's prev_id chains on.
+        "stream_id": await DeviceListStore(request.config_dict[DATABASE]).get_user_position(
+            user_id
+        ),
         "devices": out,
     }
     cross = await keystore.get_cross_signing_keys(user_id)
@@ -180,9 +184,16 @@ async def keys_claim(request: web.Request) -> web.Response:
     return json_response({"one_time_keys": out})
 
 
+async def query_other(request: web.Request) -> web.Response:
+    """The spec's generic `/query/{queryType}`: a type we do not know is M_UNRECOGNIZED
+    (after authentication, as for every routed federation request)."""
+    raise unrecognized(f"Unknown query type {path_param(request, 'query_type')!r}")
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/query/directory", query_directory)
     app.router.add_get("/v1/query/profile", query_profile)
+    app.router.add_get("/v1/query/{query_type}", query_other)  # after the known types
     app.router.add_get("/v1/user/devices/{user_id}", user_devices)
     app.router.add_post("/v1/user/keys/query", keys_query)
     app.router.add_post("/v1/user/keys/claim", keys_claim)
