@@ -8,10 +8,16 @@ process started, gets `None` and the caller falls back to the database.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 
 from homeserver.events import Event
+from homeserver.storage import TimelineEvent
+
+# Per room, the newest events kept for incremental syncs (a sync's default timeline is
+# 10 events, and one more tells it whether the timeline is limited).
+ROOM_TAIL = 12
+MAX_ROOM_TAILS = 2_000
 
 
 class RoomActivity:
@@ -22,6 +28,10 @@ class RoomActivity:
         self._window = window
         self._member_change: dict[str, int] = {}  # room -> last member event
         self._own_member_change: dict[str, int] = {}  # user -> last member event about them
+        # room -> its newest events; and per room the newest stream ordering NOT kept
+        # (evicted from the tail), below which the tail cannot answer.
+        self._tails: OrderedDict[str, deque[TimelineEvent]] = OrderedDict()
+        self._tail_floor: dict[str, int] = {}
 
     def on_new_event(self, event: Event, stream_ordering: int) -> None:
         if stream_ordering <= self._floor:
@@ -29,10 +39,45 @@ class RoomActivity:
         self._recent.append((stream_ordering, event.room_id))
         if len(self._recent) > self._window:
             self._floor = self._recent.popleft()[0]
+        self._remember(event, stream_ordering)
         if event.type == "m.room.member":
             self._member_change[event.room_id] = stream_ordering
             if event.state_key:
                 self._own_member_change[event.state_key] = stream_ordering
+
+    def _remember(self, event: Event, stream_ordering: int) -> None:
+        room_id = event.room_id
+        tail = self._tails.get(room_id)
+        if tail is None:
+            tail = self._tails[room_id] = deque()
+            self._tail_floor[room_id] = self._floor
+            if len(self._tails) > MAX_ROOM_TAILS:
+                gone, _ = self._tails.popitem(last=False)
+                self._tail_floor.pop(gone, None)
+        else:
+            self._tails.move_to_end(room_id)
+        tail.append(TimelineEvent(stream_ordering, event))
+        if len(tail) > ROOM_TAIL:
+            self._tail_floor[room_id] = tail.popleft().stream_ordering
+
+    def room_events_between(
+        self, room_id: str, upper: int, lower: int, limit: int
+    ) -> list[TimelineEvent] | None:
+        """Events of a room in (lower, upper], newest first, at most `limit`, like
+        EventStore.get_room_events_between(..., "b"); None when the tail can't say."""
+        floor = self._tail_floor.get(room_id, self._floor)
+        if lower < floor:
+            return None
+        tail = self._tails.get(room_id, ())
+        out: list[TimelineEvent] = []
+        for item in reversed(tail):
+            if item.stream_ordering <= lower:
+                break
+            if item.stream_ordering <= upper:
+                out.append(item)
+                if len(out) >= limit:
+                    break
+        return out
 
     def covers(self, since: int) -> bool:
         return since >= self._floor
