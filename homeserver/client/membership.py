@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.client.auth import get_requester
-from homeserver.client.validate import optional_str, require_str
+from homeserver.client.validate import optional_str, require_str, require_str_list
 from homeserver.errors import MatrixError, invalid_param
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.ids import is_valid_user_id
@@ -193,9 +193,15 @@ async def upgrade(request: web.Request) -> web.Response:
     room_id = room_id_param(request)
     body = await read_json_body(request)
     new_version = require_str(body, "new_version", max_len=64)
+    additional = None
+    if body.get("additional_creators") is not None:
+        additional = require_str_list(body, "additional_creators", max_items=100, max_len=255)
+        for user_id in additional:
+            if not is_valid_user_id(user_id):
+                raise invalid_param(f"Invalid user ID in additional_creators: {user_id!r}")
     member_content = await request.config_dict[MEMBERSHIP].profile_content(requester.user_id)
     new_room = await request.config_dict[ROOM_UPGRADER].upgrade(
-        room_id, requester.user_id, new_version, member_content
+        room_id, requester.user_id, new_version, member_content, additional
     )
     return json_response({"replacement_room": new_room})
 

@@ -97,9 +97,13 @@ class RoomCreator:
         else:
             create_content.pop("creator", None)
         if version.privileged_creators and spec.preset == "trusted_private_chat":
+            # v1.16: the invitees are merged into any additional_creators supplied.
+            supplied = create_content.get("additional_creators")
             extra = [u for u in spec.invite if u != creator]
+            if isinstance(supplied, list):
+                extra = [*supplied, *(u for u in extra if u not in supplied)]
             if extra:
-                create_content["additional_creators"] = sorted(set(extra))
+                create_content["additional_creators"] = extra
         room_id = None
         if not version.room_id_is_create_event_id:
             room_id = await self._events.new_room_id()

@@ -16,7 +16,7 @@ from typing import Any
 
 from homeserver.errors import MatrixError, forbidden
 from homeserver.events import KNOWN_ROOM_VERSIONS, get_room_version
-from homeserver.graph.power_levels import PowerLevels, room_creators
+from homeserver.graph.power_levels import PowerLevels
 from homeserver.storage import Stores
 
 from .creation import RoomCreator, RoomSpec
@@ -41,8 +41,18 @@ class RoomUpgrader:
         self._creator = creator
 
     async def upgrade(
-        self, room_id: str, user_id: str, new_version: str, member_content: dict[str, Any]
+        self,
+        room_id: str,
+        user_id: str,
+        new_version: str,
+        member_content: dict[str, Any],
+        additional_creators: list[str] | None = None,
     ) -> str:
+        """Tombstone `room_id` and create its replacement; returns the new room's ID.
+
+        `additional_creators` (v1.16) become creators of the new room when its version
+        has privileged creators (ignored otherwise; the old room's are not copied).
+        """
         if new_version not in KNOWN_ROOM_VERSIONS:
             raise MatrixError(
                 400, "M_UNSUPPORTED_ROOM_VERSION", f"Unsupported room version {new_version}"
@@ -60,6 +70,9 @@ class RoomUpgrader:
 
         version = get_room_version(new_version)
         creation: dict[str, Any] = {"predecessor": {"room_id": room_id}}
+        extra = [u for u in dict.fromkeys(additional_creators or ()) if u != user_id]
+        if version.privileged_creators and extra:
+            creation["additional_creators"] = extra
         if create is not None:
             for key in ("type", "m.federate"):
                 if key in create.content:
@@ -72,8 +85,9 @@ class RoomUpgrader:
         old_pl = copy.deepcopy(pl_event.content) if pl_event is not None else {}
         users = old_pl.get("users") if isinstance(old_pl.get("users"), dict) else {}
         if version.privileged_creators:
-            # v12+: creators hold infinite power and must not be listed in `users`.
-            for creator in {user_id, *room_creators(create)}:
+            # v12+: the new room's creators hold infinite power and must not be listed in
+            # `users`. Other users (old creators included) keep their levels.
+            for creator in {user_id, *extra}:
                 users.pop(creator, None)
         final_pl = {**old_pl, "users": dict(users)}
         setup_pl = copy.deepcopy(final_pl)
