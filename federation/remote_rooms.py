@@ -192,6 +192,11 @@ class FederationRemoteRooms:
                 pdu = copy.deepcopy(event.pdu)
                 pdu.setdefault("unsigned", {})["knock_room_state"] = strip_state_items(state)
                 event = Event(pdu, event.room_version, event.event_id)
+            # A room we knock on is usually unknown here: record it (version from the
+            # template, creator from the knock state) so the knock can be stored.
+            await self._stores.rooms.store_room(
+                room_id, version.identifier, _creator_in(state) or user_id
+            )
             await self._persist_out_of_band(event)
             return event
         if last is not None and last.status == 403:
@@ -334,3 +339,12 @@ def _signable(event: Event) -> dict[str, Any]:
     out = redact(event.pdu, event.room_version)
     out.pop("unsigned", None)
     return out
+
+
+def _creator_in(state: Any) -> str | None:
+    """The sender of the create event among (stripped or full) room state items."""
+    for item in state if isinstance(state, list) else []:
+        if isinstance(item, dict) and item.get("type") == "m.room.create":
+            sender = item.get("sender")
+            return sender if isinstance(sender, str) else None
+    return None
