@@ -19,6 +19,7 @@ from federation.server import (
     events,
     hierarchy,
     membership,
+    openid,
     public_rooms,
     queries,
     transactions,
@@ -73,6 +74,7 @@ def setup(mounts: Mounts) -> None:
     """Mount the inbound server-server API under /_matrix/federation."""
     fed = mounts.federation
     fed.middlewares.append(x_matrix_middleware)
-    for module in (transactions, membership, events, queries, public_rooms, hierarchy, version):
+    modules = (transactions, membership, events, queries, public_rooms, hierarchy, version, openid)
+    for module in modules:
         module.setup_routes(fed)
     mounts.root.cleanup_ctx.append(federation_ctx)

@@ -28,7 +28,9 @@ import homeserver.client.capabilities as client_capabilities
 import homeserver.client.key_backup as client_key_backup
 import homeserver.client.keys as client_keys
 import homeserver.client.misc as client_misc
+import homeserver.client.mutual_rooms as client_mutual_rooms
 import homeserver.client.notifications as client_notifications
+import homeserver.client.openid as client_openid
 import homeserver.client.profile as client_profile
 import homeserver.client.push_rules as client_push_rules
 import homeserver.client.pushers as client_pushers
@@ -74,6 +76,8 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_user_directory.setup),
     (CLIENT, client_capabilities.setup),
     (CLIENT, client_misc.setup),
+    (CLIENT, client_mutual_rooms.setup),
+    (CLIENT, client_openid.setup),
     # After the inbound federation area and the room reader: wires the remote halves.
     (CLIENT | FEDERATION, federation_outbound.setup),
 )

@@ -28,7 +28,6 @@ NOT_BUILT = {
     ("POST", "/_matrix/policy/v1/sign"),  # room policy servers (MSC4284)
     ("PUT", "/_matrix/federation/v1/exchange_third_party_invite/{}"),  # no 3pid invites
     ("PUT", "/_matrix/federation/v1/3pid/onbind"),
-    ("GET", "/_matrix/federation/v1/openid/userinfo"),  # no OpenID tokens
 }
 
 

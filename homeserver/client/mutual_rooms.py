@@ -1,0 +1,62 @@
+"""GET /_matrix/client/v1/mutual_rooms (mutual_rooms.yaml, v1.19): the rooms both the
+requester and another user are joined to, in room ID order, 100 per batch.
+
+`from`/`next_batch` is the last room ID of the previous batch (opaque to clients), so
+paging stays stable while memberships change.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from aiohttp import web
+
+from homeserver.appstate import Mounts
+from homeserver.client.auth import get_requester
+from homeserver.errors import invalid_param
+from homeserver.http import json_response, query_param
+from homeserver.ids import is_valid_user_id
+from homeserver.services import STORES
+
+BATCH_SIZE = 100
+
+
+def encode_token(room_id: str) -> str:
+    return base64.urlsafe_b64encode(room_id.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str) -> str:
+    try:
+        room_id = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid_param("Invalid 'from' token") from None
+    if not room_id.startswith("!"):
+        raise invalid_param("Invalid 'from' token")
+    return room_id
+
+
+async def get_mutual_rooms(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    other = query_param(request, "user_id")
+    if other is None:
+        raise invalid_param("Missing 'user_id'")
+    if not is_valid_user_id(other):
+        raise invalid_param("The user ID provided was invalid")
+    if other == requester.user_id:
+        raise invalid_param("You cannot ask for mutual rooms with yourself")
+    after = query_param(request, "from", decode_token)
+    stores = request.config_dict[STORES]
+    mine = await stores.current_state.get_memberships_for_user(requester.user_id)
+    theirs = await stores.current_state.get_memberships_for_user(other)
+    joined = {m.room_id for m in mine if m.membership == "join"}
+    shared = sorted(m.room_id for m in theirs if m.membership == "join" and m.room_id in joined)
+    remaining = [r for r in shared if after is None or r > after]
+    body: dict[str, object] = {"joined": remaining[:BATCH_SIZE], "count": len(shared)}
+    if len(remaining) > BATCH_SIZE:
+        body["next_batch"] = encode_token(remaining[BATCH_SIZE - 1])
+    return json_response(body)
+
+
+def setup(mounts: Mounts) -> None:
+    mounts.client.router.add_get("/v1/mutual_rooms", get_mutual_rooms)

@@ -1,0 +1,108 @@
+"""OpenID tokens (client request_token -> federation userinfo) and /v1/mutual_rooms."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+
+from homeserver.accounts.openid import OpenIdTokens
+from homeserver.client import mutual_rooms
+from tests.client.helpers import auth, join_room, leave_room, make_room, make_user
+
+USERINFO = "/_matrix/federation/v1/openid/userinfo"
+MUTUAL = "/_matrix/client/v1/mutual_rooms"
+
+
+async def test_openid_token_round_trip(app_client: TestClient) -> None:
+    alice, token, _ = await make_user(app_client, "alice")
+    bob, _, _ = await make_user(app_client, "bob")
+    path = f"/_matrix/client/v3/user/{alice}/openid/request_token"
+    response = await app_client.post(path, json={}, headers=auth(token))
+    body = await response.json()
+    assert response.status == 200, body
+    assert set(body) == {"access_token", "token_type", "matrix_server_name", "expires_in"}
+    assert body["token_type"] == "Bearer"
+    assert body["matrix_server_name"] == "test.local"
+    assert body["expires_in"] == 3600
+
+    # A third party exchanges it, without X-Matrix auth, for the user's ID.
+    info = await app_client.get(USERINFO, params={"access_token": body["access_token"]})
+    assert info.status == 200
+    assert await info.json() == {"sub": alice}
+
+    # It is not an access token for the client API.
+    whoami = await app_client.get(
+        "/_matrix/client/v3/account/whoami", headers=auth(body["access_token"])
+    )
+    assert whoami.status == 401
+
+    for params in ({"access_token": "nope"}, {}):
+        bad = await app_client.get(USERINFO, params=params)
+        assert bad.status == 401
+        assert (await bad.json())["errcode"] == "M_UNKNOWN_TOKEN"
+
+    other = await app_client.post(
+        f"/_matrix/client/v3/user/{bob}/openid/request_token", json={}, headers=auth(token)
+    )
+    assert other.status == 403
+    assert (await other.json())["errcode"] == "M_FORBIDDEN"
+    no_auth = await app_client.post(path, json={})
+    assert no_auth.status == 401
+    not_object = await app_client.post(path, json=[], headers=auth(token))
+    assert not_object.status == 400
+
+
+def test_openid_tokens_expire_and_stay_bounded() -> None:
+    now = [1000.0]
+    tokens = OpenIdTokens(lifetime_s=10, max_tokens=2, clock=lambda: now[0])
+    first = tokens.issue("@a:x")
+    assert tokens.user_for(first) == "@a:x"
+    now[0] += 10
+    assert tokens.user_for(first) is None
+    a, b, c = tokens.issue("@a:x"), tokens.issue("@b:x"), tokens.issue("@c:x")
+    assert tokens.user_for(a) is None  # evicted: at most two live tokens
+    assert (tokens.user_for(b), tokens.user_for(c)) == ("@b:x", "@c:x")
+
+
+async def test_mutual_rooms(app_client: TestClient, monkeypatch) -> None:
+    alice, token, _ = await make_user(app_client, "alice")
+    bob, _, _ = await make_user(app_client, "bob")
+    carol, _, _ = await make_user(app_client, "carol")
+    shared = []
+    for _ in range(3):
+        room = await make_room(app_client, alice)
+        await join_room(app_client, room, bob)
+        shared.append(room)
+    only_alice = await make_room(app_client, alice)
+    left = await make_room(app_client, alice)
+    await join_room(app_client, left, bob)
+    await leave_room(app_client, left, bob)
+    assert only_alice not in shared
+
+    response = await app_client.get(MUTUAL, params={"user_id": bob}, headers=auth(token))
+    assert response.status == 200
+    assert await response.json() == {"joined": sorted(shared), "count": 3}
+
+    # Batches: next_batch until the end, count always the total.
+    monkeypatch.setattr(mutual_rooms, "BATCH_SIZE", 2)
+    page1 = await (
+        await app_client.get(MUTUAL, params={"user_id": bob}, headers=auth(token))
+    ).json()
+    assert page1["joined"] == sorted(shared)[:2] and page1["count"] == 3
+    page2 = await (
+        await app_client.get(
+            MUTUAL, params={"user_id": bob, "from": page1["next_batch"]}, headers=auth(token)
+        )
+    ).json()
+    assert page2 == {"joined": sorted(shared)[2:], "count": 3}
+
+    nobody = await app_client.get(MUTUAL, params={"user_id": carol}, headers=auth(token))
+    assert await nobody.json() == {"joined": [], "count": 0}
+    unknown = await app_client.get(
+        MUTUAL, params={"user_id": "@ghost:test.local"}, headers=auth(token)
+    )
+    assert await unknown.json() == {"joined": [], "count": 0}
+    for params in ({}, {"user_id": "bob"}, {"user_id": alice}, {"user_id": bob, "from": "%%%"}):
+        bad = await app_client.get(MUTUAL, params=params, headers=auth(token))
+        assert bad.status == 400, params
+        assert (await bad.json())["errcode"] == "M_INVALID_PARAM"
+    assert (await app_client.get(MUTUAL, params={"user_id": bob})).status == 401
