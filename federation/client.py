@@ -24,7 +24,13 @@ from yarl import URL
 
 from federation.auth import sign_request
 from federation.discovery import AiohttpWellKnownFetcher, ResolvedServer, ServerDiscovery
-from federation.ipfilter import FilteringResolver, IPBlockedError, IPFilter, is_ip_literal
+from federation.ipfilter import (
+    FilteringResolver,
+    IPBlockedError,
+    IPFilter,
+    ip_literal_guard,
+    is_ip_literal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +197,7 @@ class FederationClient:
                 connector=connector,
                 headers={"User-Agent": self.user_agent},
                 auto_decompress=True,
+                trace_configs=[ip_literal_guard(self.ip_filter)],
             )
         return self._session
 

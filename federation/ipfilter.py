@@ -140,3 +140,34 @@ def resolver_results(host: str, addresses: Iterable[str], port: int) -> list[Any
             {"hostname": host, "host": a, "port": port, "family": fam, "proto": 0, "flags": 0}
         )
     return out
+
+
+def ip_literal_guard(ip_filter: IPFilter) -> Any:
+    """An aiohttp TraceConfig refusing requests to blocked IP literals.
+
+    aiohttp never hands IP-literal hosts to the resolver, so `FilteringResolver` alone
+    would let a redirect (e.g. a hostile `.well-known` answering 302 to
+    `https://127.0.0.1/`) reach a blocked address. The trace checks the first URL and
+    every redirect target, raising IPBlockedError before any connection is made.
+    """
+    import aiohttp
+    from yarl import URL
+
+    def check_url(url: Any) -> None:
+        host = url.host or ""
+        if is_ip_literal(host):
+            ip_filter.check(host.strip("[]"), host)
+
+    async def on_request_start(_session: Any, _ctx: Any, params: Any) -> None:
+        check_url(params.url)
+
+    async def on_request_redirect(_session: Any, _ctx: Any, params: Any) -> None:
+        # Runs before aiohttp follows the redirect (on_request_start does not run again).
+        location = params.response.headers.get("Location") or params.response.headers.get("URI")
+        if location:
+            check_url(params.url.join(URL(location)))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    trace.on_request_redirect.append(on_request_redirect)
+    return trace
