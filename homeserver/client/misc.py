@@ -6,7 +6,7 @@
   clients fall back to their own STUN/TURN defaults.
 - /rooms/{roomId}/report[/{eventId}], /users/{userId}/report: stored for admins.
 
-Not served here (404 M_UNRECOGNIZED, listed in the README): OpenID tokens and SSO.
+Not served (404 M_UNRECOGNIZED, listed in the README): SSO.
 """
 
 from __future__ import annotations

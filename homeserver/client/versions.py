@@ -1,11 +1,13 @@
 """GET /_matrix/client/versions: the spec versions we implement (no auth required).
 
 Clients pick features from this answer, so it lists only what is really served:
-- versions: v1.1 up to v1.15. v1.13/v1.14 added the room and user report endpoints and
-  v1.15 `/room_summary` (all built; v1.15's OAuth 2.0 API is optional: our 404 on
-  `/auth_metadata` tells clients to use the classic login). Not v1.16: its sync
-  `use_state_after` is not served. Extended profile fields (v1.16) are announced instead
-  through the `m.profile_fields` capability and the MSC4133 flag below.
+- versions: v1.1 up to v1.16. v1.13/v1.14 added the room and user report endpoints,
+  v1.15 `/room_summary` (v1.15's OAuth 2.0 API is optional: our 404 on `/auth_metadata`
+  tells clients to use the classic login). v1.16: sync `use_state_after`/`state_after`,
+  extended profile fields (`m.profile_fields`), `format=event` on GET state, room v12
+  with `additional_creators` on /upgrade and trusted_private_chat, the create event in
+  invite/knock stripped state. Not v1.17+: v1.18's admin lock/suspend endpoints are not
+  built (v1.19's `/mutual_rooms` is served all the same).
 - unstable_features: each flag is a promise about behaviour. `false` tells clients
   (Element checks these) not to try a feature; a flag missing means the same.
 """
@@ -17,7 +19,7 @@ from aiohttp import web
 from homeserver.appstate import Mounts
 from homeserver.http import json_response
 
-SUPPORTED_VERSIONS = tuple(f"v1.{minor}" for minor in range(1, 16))
+SUPPORTED_VERSIONS = tuple(f"v1.{minor}" for minor in range(1, 17))
 
 UNSTABLE_FEATURES: dict[str, bool] = {
     # Cross-signing keys upload/query (stable since r0.6.1; older Element checked this).
