@@ -10,7 +10,8 @@ keyring, the FederationClient, the receiving checks and the RemoteEventIngest), 
 - answers remote profile lookups (REMOTE_PROFILES) and remote alias lookups
   (RoomDirectory.remote) with federation queries;
 - registers the EDU sender for typing/receipts/presence (homeserver.ephemeral.edus),
-  the E2EE ports (remote key queries/claims, to-device relay) and the backfill hook.
+  the E2EE ports (remote key queries/claims, to-device relay, device-list EDUs) and
+  the backfill hook.
 
 Nothing in `homeserver` imports this module; homeserver/app.py lists `setup` in AREAS.
 """
@@ -33,7 +34,7 @@ from federation.remote_rooms import FederationRemoteRooms
 from federation.sender import SENDER, SENDER_SETTINGS, FederationSender
 from homeserver.appstate import CONFIG, Mounts
 from homeserver.client.room_services import ROOM_DIRECTORY, ROOM_READER
-from homeserver.e2ee.ports import REMOTE_KEYS, REMOTE_TO_DEVICE
+from homeserver.e2ee.ports import REMOTE_DEVICE_LISTS, REMOTE_KEYS, REMOTE_TO_DEVICE
 from homeserver.ephemeral.edus import EDU_SENDERS
 from homeserver.profiles.ports import REMOTE_PROFILES
 from homeserver.services import (
@@ -107,6 +108,7 @@ async def outbound_ctx(app: web.Application) -> AsyncIterator[None]:
     app[EDU_SENDERS].append(send_edu)
     app[REMOTE_KEYS] = FederationRemoteKeys(client)
     app[REMOTE_TO_DEVICE] = FederationToDevice(sender)
+    app[REMOTE_DEVICE_LISTS] = sender  # m.device_list_update / m.signing_key_update EDUs
     backfiller = FederationBackfill(
         remote_events,
         ingest,

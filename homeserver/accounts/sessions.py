@@ -69,6 +69,9 @@ class SessionService:
         self._limiters = limiters
         self._server_name = server_name
         self._hooks = device_hooks
+        # `async (user_id, device_id)` run after a login created a new device (the
+        # accounts area fills it from DEVICE_CREATED_HOOKS; E2EE announces the device).
+        self.created_hooks: list[DeviceHook] = []
 
     def qualify(self, user: str) -> str:
         """Full user ID from a localpart or a user ID; localparts are lower-cased."""
@@ -90,6 +93,12 @@ class SessionService:
         if not created:
             # The spec: logging in on a known device invalidates its previous tokens.
             await self._accounts.delete_device_sessions(user_id, device_id)
+        else:
+            for hook in list(self.created_hooks):
+                try:
+                    await hook(user_id, device_id)
+                except Exception:
+                    logger.exception("device-created hook %r failed for %s", hook, device_id)
         access = tokens.access_token()
         if not refreshable:
             await self._accounts.add_access_token(access, user_id, device_id)

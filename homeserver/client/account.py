@@ -22,6 +22,7 @@ from homeserver.accounts.admin_register import SharedSecretRegistration
 from homeserver.accounts.keys import (
     ACCOUNT_AUTH_STORE,
     ACCOUNT_LIFECYCLE,
+    DEVICE_CREATED_HOOKS,
     DEVICE_DELETED_HOOKS,
     LAST_SEEN,
     PASSWORD_HASHER,
@@ -142,6 +143,7 @@ async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ACCOUNT_AUTH_STORE] = auth_store
     app[PASSWORD_HASHER] = hasher
     app[UIA] = UserInteractiveAuth(auth_store, stores.accounts, hasher, config.server_name)
+    sessions.created_hooks = app.get(DEVICE_CREATED_HOOKS, [])
     app[SESSIONS] = sessions
     app[REGISTRATION] = RegistrationService(
         config.registration, config.server_name, stores.accounts, auth_store, hasher, sessions
@@ -173,6 +175,7 @@ async def _housekeeping(uia: UserInteractiveAuth, auth_store: AccountAuthStore) 
 
 def setup(mounts: Mounts) -> None:
     mounts.root.setdefault(DEVICE_DELETED_HOOKS, [])
+    mounts.root.setdefault(DEVICE_CREATED_HOOKS, [])
     mounts.root.cleanup_ctx.append(accounts_ctx)
     register_api.add_routes(mounts.client)
     login_api.add_routes(mounts.client)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.accounts.keys import DEVICE_DELETED_HOOKS, UIA
+from homeserver.accounts.keys import DEVICE_CREATED_HOOKS, DEVICE_DELETED_HOOKS, UIA
 from homeserver.appstate import Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.routes import add_route
@@ -81,3 +81,8 @@ def setup(mounts: Mounts) -> None:
         await on_device_deleted(root, user_id, device_id)
 
     root.setdefault(DEVICE_DELETED_HOOKS, []).append(device_deleted)
+
+    async def device_created(user_id: str, device_id: str) -> None:
+        await root[E2EE_KEYS].device_created(user_id, device_id)
+
+    root.setdefault(DEVICE_CREATED_HOOKS, []).append(device_created)

@@ -6,11 +6,16 @@ is woken. What a user must re-fetch between two tokens (`changed`) and whom they
 longer share a room with (`left`) also depends on membership changes in the events
 stream: a newly shared user's devices are unknown to the client, so they count as
 changed.
+
+Listeners (`DeviceListService.listeners`) hear of every change after it is recorded:
+the outbound EDU broadcaster (homeserver/e2ee/device_list_edus.py) uses them to tell
+other servers about our users' changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from homeserver.storage.current_state import CurrentStateStore
@@ -18,6 +23,26 @@ from homeserver.storage.device_lists import DeviceListStore
 from homeserver.sync.activity import RoomActivity
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import StreamToken
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceListChange:
+    """One recorded change: `device_id` (None for a change of the user's cross-signing
+    keys only) at stream `position`; `previous` is the user's prior position (None if
+    this is the first); `interested` are the users sharing a room, the user included."""
+
+    user_id: str
+    position: int
+    previous: int | None
+    device_id: str | None
+    deleted: bool
+    signing_keys: bool
+    interested: frozenset[str]
+
+
+DeviceListListener = Callable[[DeviceListChange], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -36,13 +61,46 @@ class DeviceListService:
         # Set by the app: recent membership activity, to skip queries when none.
         self.activity: RoomActivity | None = None
 
-    async def mark_changed(self, user_id: str) -> int:
-        """Record a change of `user_id`'s devices and wake everyone who shares a room."""
-        position = await self._store.add_change(user_id)
+        # Called after every recorded change (failures are logged, never raised).
+        self.listeners: list[DeviceListListener] = []
+
+    async def mark_changed(
+        self,
+        user_id: str,
+        device_id: str | None = None,
+        *,
+        deleted: bool = False,
+        signing_keys: bool = False,
+    ) -> int:
+        """Record a change of `user_id`'s devices and wake everyone who shares a room.
+
+        `device_id` names the device that was added, changed or (`deleted`) removed;
+        `signing_keys` says the user's cross-signing keys changed. Both only matter to
+        listeners (what to tell other servers); local clients just re-fetch the list."""
+        position, previous = await self._store.add_change_after(user_id)
         interested = await self._store.get_users_sharing_room(user_id)
         interested.add(user_id)
         self._notifier.notify("device_lists", position, users=sorted(interested))
+        change = DeviceListChange(
+            user_id, position, previous, device_id, deleted, signing_keys, frozenset(interested)
+        )
+        for listener in list(self.listeners):
+            try:
+                await listener(change)
+            except Exception:  # telling others must never fail the change itself
+                log.exception("device-list listener failed for %s", user_id)
         return position
+
+    async def user_position(self, user_id: str) -> int:
+        """The stream position of `user_id`'s latest change (0 if none)."""
+        return await self._store.get_user_position(user_id)
+
+    async def shares_room_with_local_user(self, user_id: str, server_name: str) -> bool:
+        """Whether any user of `server_name` is joined to a room `user_id` is in."""
+        return any(
+            u.partition(":")[2] == server_name
+            for u in await self._store.get_users_sharing_room(user_id)
+        )
 
     async def changes(
         self,

@@ -110,7 +110,7 @@ class KeysService:
             old_keys = await self._keys.get_device_keys_json(user_id, device_id)
             if old_keys is None or not _same(old_keys, checked_device_keys):
                 await self._keys.set_device_keys(user_id, device_id, checked_device_keys)
-                await self._device_lists.mark_changed(user_id)
+                await self._device_lists.mark_changed(user_id, device_id)
         return {"one_time_key_counts": await self.one_time_key_counts(user_id, device_id)}
 
     async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
@@ -287,7 +287,7 @@ class KeysService:
         if "master" in stored:
             await reauth(user_id, body.get("auth"))
         await self._keys.set_cross_signing_keys(user_id, given)
-        await self._device_lists.mark_changed(user_id)
+        await self._device_lists.mark_changed(user_id, signing_keys=True)
         return {}
 
     async def upload_signatures(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -308,8 +308,7 @@ class KeysService:
                     )
         if to_store:
             await self._keys.add_signatures(to_store)
-            for target in sorted({s.target_user_id for s in to_store}):
-                await self._device_lists.mark_changed(target)
+            await self._announce_signatures(to_store)
         return {"failures": failures}
 
     async def _check_signature_upload(
@@ -394,4 +393,18 @@ class KeysService:
     async def device_deleted(self, user_id: str, device_id: str) -> None:
         """Forget a deleted device's keys and tell everyone who shares a room."""
         await self._keys.delete_device(user_id, device_id)
-        await self._device_lists.mark_changed(user_id)
+        await self._device_lists.mark_changed(user_id, device_id, deleted=True)
+
+    async def device_created(self, user_id: str, device_id: str) -> None:
+        """A new device (a login): everyone sharing a room re-fetches the list."""
+        await self._device_lists.mark_changed(user_id, device_id)
+
+    async def _announce_signatures(self, stored: list[StoredSignature]) -> None:
+        """One change per signed device; one per user whose master key was signed."""
+        for target in sorted({s.target_user_id for s in stored}):
+            key_ids = sorted({s.target_key_id for s in stored if s.target_user_id == target})
+            devices = await self._keys.get_device_keys_for_user(target, key_ids)
+            for device_id in sorted(devices):
+                await self._device_lists.mark_changed(target, device_id)
+            if any(k not in devices for k in key_ids):
+                await self._device_lists.mark_changed(target, signing_keys=True)

@@ -1,7 +1,8 @@
 """What E2EE needs from remote servers, as ports federation fills in later.
 
 Until federation sets these AppKeys, keys of remote users are reported under
-`failures` and to-device messages for remote users are dropped (and counted).
+`failures`, to-device messages for remote users are dropped (and counted) and other
+servers are not told when our users' devices change.
 """
 
 from __future__ import annotations
@@ -40,5 +41,15 @@ class RemoteToDevice(Protocol):
         ...
 
 
+class RemoteDeviceLists(Protocol):
+    async def send_edu(
+        self, destinations: list[str], edu_type: str, content: dict[str, Any]
+    ) -> None:
+        """Queue an `m.device_list_update` / `m.signing_key_update` EDU for each
+        destination (durably; never blocks on the network)."""
+        ...
+
+
 REMOTE_KEYS: web.AppKey[RemoteKeys] = web.AppKey("e2ee_remote_keys")
 REMOTE_TO_DEVICE: web.AppKey[RemoteToDevice] = web.AppKey("e2ee_remote_to_device")
+REMOTE_DEVICE_LISTS: web.AppKey[RemoteDeviceLists] = web.AppKey("e2ee_remote_device_lists")

@@ -2,8 +2,9 @@
 
 `e2ee_ctx` runs after the core services (it is appended to cleanup_ctx by the client
 area's setup): it builds the stores and services, registers the sync extension,
-advances the notifier to the stored stream maxima and installs the default
-re-authentication check for replacing cross-signing keys.
+advances the notifier to the stored stream maxima, tells other servers about our
+users' device changes (DeviceListBroadcaster, once federation sets REMOTE_DEVICE_LISTS)
+and installs the default re-authentication check for replacing cross-signing keys.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from homeserver.storage.key_backup import KeyBackupStore
 from homeserver.storage.to_device import ToDeviceStore
 from homeserver.sync.extensions import SYNC_EXTENSIONS
 
+from .device_list_edus import DeviceListBroadcaster
 from .device_lists import DeviceListService
 from .key_backup import KeyBackupService
 from .keys import KeysService
-from .ports import REMOTE_KEYS, REMOTE_TO_DEVICE
+from .ports import REMOTE_DEVICE_LISTS, REMOTE_KEYS, REMOTE_TO_DEVICE
 from .sync_extension import E2eeSyncExtension
 from .to_device import ToDeviceService
 
@@ -51,6 +53,10 @@ async def e2ee_ctx(app: web.Application) -> AsyncIterator[None]:
         server_name,
         remote=lambda: app.get(REMOTE_KEYS),
     )
+    broadcaster = DeviceListBroadcaster(
+        key_store, stores.accounts, server_name, remote=lambda: app.get(REMOTE_DEVICE_LISTS)
+    )
+    device_lists.listeners.append(broadcaster.on_change)
     to_device = ToDeviceService(
         ToDeviceStore(db),
         stores.accounts,

@@ -24,6 +24,28 @@ class DeviceListStore:
             )
         return int(position)
 
+    async def add_change_after(self, user_id: str) -> tuple[int, int | None]:
+        """Record a change of `user_id`'s devices; returns (new position, the user's
+        previous position or None). Both in one transaction so the pair is consistent:
+        other servers chain a user's updates by these IDs (`stream_id`, `prev_id`)."""
+        async with self.db.transaction() as conn:
+            previous = await conn.fetchval(
+                "SELECT MAX(stream_id) FROM device_lists_stream WHERE user_id = $1", user_id
+            )
+            position = await conn.fetchval(
+                "INSERT INTO device_lists_stream (user_id) VALUES ($1) RETURNING stream_id",
+                user_id,
+            )
+        return int(position), (int(previous) if previous is not None else None)
+
+    async def get_user_position(self, user_id: str) -> int:
+        """The position of `user_id`'s latest change (0 if none): the `stream_id` other
+        servers compare with the `prev_id` of our next update for that user."""
+        value = await self.db.fetchval(
+            "SELECT MAX(stream_id) FROM device_lists_stream WHERE user_id = $1", user_id
+        )
+        return int(value or 0)
+
     async def get_max_position(self) -> int:
         value = await self.db.fetchval("SELECT MAX(stream_id) FROM device_lists_stream")
         return int(value or 0)
