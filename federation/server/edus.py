@@ -146,8 +146,11 @@ class EduDispatcher:
             )
 
     async def device_list_update(self, origin: str, content: dict[str, Any]) -> None:
-        """A remote user's devices or cross-signing keys changed: local users sharing a
-        room with them must re-fetch (device_lists stream)."""
+        """A remote user's devices or cross-signing keys changed (`m.device_list_update`
+        or `m.signing_key_update`): local users sharing a room with them must re-fetch
+        (device_lists stream). We keep no copy of remote keys (every /keys/query of a
+        remote user asks their server), so there is nothing to invalidate; an update
+        for a user none of our users shares a room with is dropped."""
         from homeserver.e2ee.device_lists import DeviceListService
         from homeserver.storage.device_lists import DeviceListStore
 
@@ -161,7 +164,15 @@ class EduDispatcher:
                 self.stores.current_state,
                 self.app[NOTIFIER],
             )
-        await service.mark_changed(user_id)
+        if not await service.shares_room_with_local_user(user_id, self.server_name):
+            log.debug("device-list EDU from %s dropped: %s shares no room", origin, user_id)
+            return
+        device_id = content.get("device_id")
+        await service.mark_changed(
+            user_id,
+            device_id if isinstance(device_id, str) else None,
+            deleted=content.get("deleted") is True,
+        )
 
     async def direct_to_device(self, origin: str, content: dict[str, Any]) -> None:
         from homeserver.storage.to_device import ToDeviceMessage, ToDeviceStore
