@@ -3,7 +3,7 @@
     python synapse_extras.py HS1_CLIENT_URL HS2_CLIENT_URL JSON_OUT
 
 alice on hs1 hosts a room, bob on hs2 joins it; then typing, read receipts, presence and
-device-list changes (a new login) both ways,
+device-list changes (a new login, then its keys in /keys/query) both ways,
 remote profile and alias look-ups, E2EE key query/claim both ways, to-device both ways,
 redactions both ways, a power-level change letting bob set state, leave, rejoin, kick, and
 alice joining a room bob hosts. Every check is recorded ("ok" or "FAIL ...") in JSON_OUT;
@@ -75,6 +75,7 @@ async def until(c, pred, what, t=15):
 
 
 results = {}
+s_of = lambda c: c.s
 
 
 async def check(name, coro):
@@ -235,6 +236,34 @@ async def main():
                 lambda d: x.uid in d.get("device_lists", {}).get("changed", []),
                 "device_lists.changed",
             )
+            # Its keys: a server that caches remote device lists (Synapse) only learns
+            # them from the m.device_list_update EDU (or a resync it triggers).
+            nx = C(s_of(x), x.base, x.label + "/2")
+            nx.tok, nx.uid, nx.dev = login["access_token"], x.uid, login["device_id"]
+            sk = signedjson.key.generate_signing_key(nx.dev)
+            ed = signedjson.key.encode_verify_key_base64(sk.verify_key)
+            dk = {
+                "user_id": x.uid,
+                "device_id": nx.dev,
+                "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                "keys": {f"curve25519:{nx.dev}": "d" * 43, f"ed25519:{nx.dev}": ed},
+            }
+            await nx.req(
+                "POST",
+                "/_matrix/client/v3/keys/upload",
+                {"device_keys": signedjson.sign.sign_json(dk, x.uid, sk)},
+            )
+            end = time.monotonic() + 15
+            while True:
+                d = await y.req(
+                    "POST", "/_matrix/client/v3/keys/query", {"device_keys": {x.uid: []}}
+                )
+                got = d["device_keys"].get(x.uid, {}).get(nx.dev, {})
+                if got.get("keys", {}).get(f"ed25519:{nx.dev}") == ed:
+                    break
+                if time.monotonic() > end:
+                    raise RuntimeError(f"new device keys not in remote /keys/query: {d}")
+                await asyncio.sleep(0.3)
 
         await check("device list 1->2", device_list(a, b))
         await check("device list 2->1", device_list(b, a))
