@@ -1,7 +1,8 @@
 """Asking other servers about their users and aliases, and to-device relay.
 
-- `FederationQueries`: `query/profile`, `query/directory`, `user/devices` - what the
-  profile, room-alias and device-list code needs about remote users and aliases.
+- `FederationQueries`: `query/profile`, `query/directory`, `user/devices`,
+  `publicRooms` - what the profile, room-alias, device-list and room-directory code
+  needs about remote users, aliases and directories.
 - `FederationRemoteKeys`: homeserver.e2ee.ports.RemoteKeys (`user/keys/query`,
   `user/keys/claim`), with the client's timeout passed through.
 - `FederationToDevice`: homeserver.e2ee.ports.RemoteToDevice, queued as an
@@ -68,6 +69,56 @@ class FederationQueries:
             servers = []
         return room_id, [s for s in servers if isinstance(s, str)]
 
+    async def public_rooms(
+        self,
+        server: str,
+        *,
+        limit: int | None = None,
+        since: str | None = None,
+        search_term: str | None = None,
+        room_types: list[str | None] | None = None,
+        include_all_networks: bool = False,
+        third_party_instance_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The server's published room directory (`/v1/publicRooms`): GET when nothing
+        is filtered, POST with a `filter` otherwise. Only the response's documented
+        fields are kept, each checked for type (`chunk` entries need a `room_id`)."""
+        if search_term is None and room_types is None:
+            query: dict[str, str] = {}
+            if limit is not None:
+                query["limit"] = str(limit)
+            if since is not None:
+                query["since"] = since
+            if include_all_networks:
+                query["include_all_networks"] = "true"
+            if third_party_instance_id is not None:
+                query["third_party_instance_id"] = third_party_instance_id
+            answer = await self._client.get_json(
+                server,
+                "/_matrix/federation/v1/publicRooms",
+                query=query,
+                timeout=QUERY_TIMEOUT_S,
+            )
+        else:
+            body: dict[str, Any] = {"include_all_networks": include_all_networks}
+            for key, value in (
+                ("limit", limit),
+                ("since", since),
+                ("third_party_instance_id", third_party_instance_id),
+            ):
+                if value is not None:
+                    body[key] = value
+            filt: dict[str, Any] = {}
+            if search_term is not None:
+                filt["generic_search_term"] = search_term
+            if room_types is not None:
+                filt["room_types"] = room_types
+            body["filter"] = filt
+            answer = await self._client.post_json(
+                server, "/_matrix/federation/v1/publicRooms", body, timeout=QUERY_TIMEOUT_S
+            )
+        return _public_rooms_answer(_object(answer, "publicRooms"))
+
     async def user_devices(self, user_id: str) -> dict[str, Any]:
         """`{user_id, stream_id, devices: [...], master_key?, self_signing_key?}`."""
         server = user_id.partition(":")[2]
@@ -82,6 +133,22 @@ class FederationQueries:
         if body.get("user_id") != user_id or not isinstance(body.get("devices"), list):
             raise ValueError("user/devices: answer is for another user or has no devices")
         return body
+
+
+def _public_rooms_answer(body: dict[str, Any]) -> dict[str, Any]:
+    chunk = body.get("chunk")
+    if not isinstance(chunk, list):
+        raise ValueError("publicRooms: no chunk list")
+    out: dict[str, Any] = {
+        "chunk": [e for e in chunk if isinstance(e, dict) and isinstance(e.get("room_id"), str)]
+    }
+    for key in ("next_batch", "prev_batch"):
+        if isinstance(body.get(key), str):
+            out[key] = body[key]
+    total = body.get("total_room_count_estimate")
+    if isinstance(total, int) and not isinstance(total, bool):
+        out["total_room_count_estimate"] = total
+    return out
 
 
 class FederationRemoteKeys:

@@ -2,7 +2,7 @@
 
 - `RemoteProfilesAdapter`: homeserver.profiles.ports.RemoteProfiles (`query/profile`);
 - `RemoteDirectoryAdapter`: homeserver.rooms.directory.RemoteDirectory
-  (`query/directory`).
+  (`query/directory`, `publicRooms`).
 Both turn every failure (the remote says 404, cannot be reached, answers nonsense) into
 None: the core then answers its own 404 instead of a 500.
 """
@@ -47,6 +47,13 @@ class RemoteDirectoryAdapter:
         server = alias.partition(":")[2]
         # The alias's server can always be asked to help us join.
         return room_id, list(dict.fromkeys([*servers, server]))
+
+    async def public_rooms(self, server: str, **options: Any) -> dict[str, Any] | None:
+        try:
+            return await self._queries.public_rooms(server, **options)
+        except FAILURES as e:
+            log.info("publicRooms query to %s failed: %s", server, e)
+            return None
 
 
 def _check_protocols(q: FederationQueries) -> tuple[RemoteProfiles, RemoteDirectory]:

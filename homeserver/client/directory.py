@@ -10,9 +10,9 @@ from aiohttp import web
 from homeserver.appstate import CONFIG
 from homeserver.client.auth import get_optional_requester, get_requester
 from homeserver.client.validate import optional_dict, optional_int, optional_str, require_str
-from homeserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
+from homeserver.errors import bad_json, forbidden, invalid_param, not_found
 from homeserver.http import json_response, query_param, read_json_body
-from homeserver.ids import validate_room_id
+from homeserver.ids import is_valid_server_name, validate_room_id
 from homeserver.rooms.visibility import is_world_readable
 from homeserver.services import STORES
 
@@ -92,36 +92,49 @@ def _limit(value: str) -> int:
     return min(int(value), MAX_PUBLIC_LIMIT)
 
 
-def _check_server(request: web.Request, server: str | None) -> None:
-    if server is not None and server != request.config_dict[CONFIG].server_name:
-        raise MatrixError(404, "M_NOT_FOUND", "Remote room directories are not available")
+def _remote_server(request: web.Request) -> str | None:
+    """The `server` query parameter when it names another server (None for ours)."""
+    server = query_param(request, "server")
+    if server is None or server == request.config_dict[CONFIG].server_name:
+        return None
+    if len(server) > 255 or not is_valid_server_name(server):
+        raise invalid_param("'server' is not a valid server name")
+    return server
 
 
 async def public_rooms_get(request: web.Request) -> web.Response:
-    await get_optional_requester(request)
+    remote = _remote_server(request)
+    if remote is None:
+        await get_optional_requester(request)
+    else:  # as Synapse: only a user of ours may make us ask another server
+        await get_requester(request)
     limit = query_param(request, "limit", _limit)
     since = query_param(request, "since")
-    _check_server(request, query_param(request, "server"))
-    body = await request.config_dict[ROOM_DIRECTORY].public_rooms(
-        limit=limit, since=since, search_term=None
-    )
+    if since is not None and len(since) > 1000:
+        raise invalid_param("'since' is too long")
+    directory = request.config_dict[ROOM_DIRECTORY]
+    if remote is not None:
+        body = await directory.remote_public_rooms(
+            remote, limit=limit, since=since, search_term=None
+        )
+    else:
+        body = await directory.public_rooms(limit=limit, since=since, search_term=None)
     return json_response(body)
 
 
 async def public_rooms_post(request: web.Request) -> web.Response:
     await get_requester(request)
-    _check_server(request, query_param(request, "server"))
+    remote = _remote_server(request)
     body = await read_json_body(request, allow_empty=True)
     limit = optional_int(body, "limit")
     if limit is not None:
         if limit < 0:
             raise invalid_param("'limit' must not be negative")
         limit = min(limit, MAX_PUBLIC_LIMIT)
-    since = optional_str(body, "since", max_len=64)
-    optional_str(body, "third_party_instance_id", max_len=255)
-    if body.get("include_all_networks") is not None and not isinstance(
-        body["include_all_networks"], bool
-    ):
+    since = optional_str(body, "since", max_len=1000 if remote else 64)
+    instance = optional_str(body, "third_party_instance_id", max_len=255)
+    all_networks = body.get("include_all_networks")
+    if all_networks is not None and not isinstance(all_networks, bool):
         raise bad_json("'include_all_networks' must be a boolean")
     filt = optional_dict(body, "filter") or {}
     term = optional_str(filt, "generic_search_term", max_len=1000)
@@ -131,9 +144,21 @@ async def public_rooms_post(request: web.Request) -> web.Response:
         or not all(t is None or isinstance(t, str) for t in room_types)
     ):
         raise bad_json("'filter.room_types' must be a list of strings or nulls")
-    result = await request.config_dict[ROOM_DIRECTORY].public_rooms(
-        limit=limit, since=since, search_term=term, room_types=room_types
-    )
+    directory = request.config_dict[ROOM_DIRECTORY]
+    if remote is not None:
+        result = await directory.remote_public_rooms(
+            remote,
+            limit=limit,
+            since=since,
+            search_term=term,
+            room_types=room_types,
+            include_all_networks=all_networks is True,
+            third_party_instance_id=instance,
+        )
+    else:
+        result = await directory.public_rooms(
+            limit=limit, since=since, search_term=term, room_types=room_types
+        )
     return json_response(result)
 
 

@@ -4,7 +4,8 @@ Aliases live in the core `room_aliases` table; the `rooms.is_public` flag publis
 room. The public list is built from each published room's current state (name, topic,
 avatar, canonical alias, join rule, guest access, history visibility, room type and
 joined member count), ordered by member count, and paged with opaque offset tokens.
-Remote aliases are resolved through an optional port that federation may provide.
+Remote aliases and other servers' directories are resolved through an optional port
+that federation may provide.
 """
 
 from __future__ import annotations
@@ -34,6 +35,21 @@ class RemoteDirectory(Protocol):
     """Resolves an alias on another server (federation's directory query)."""
 
     async def query_alias(self, alias: str) -> tuple[str, list[str]] | None: ...
+
+    async def public_rooms(
+        self,
+        server: str,
+        *,
+        limit: int | None,
+        since: str | None,
+        search_term: str | None,
+        room_types: list[str | None] | None,
+        include_all_networks: bool,
+        third_party_instance_id: str | None,
+    ) -> dict[str, Any] | None:
+        """The server's published room directory (a PublicRoomsResponse), or None
+        when it cannot be had (unreachable, refused, nonsense answer)."""
+        ...
 
 
 class RoomDirectory:
@@ -193,6 +209,34 @@ class RoomDirectory:
             body["next_batch"] = f"o{end}"
         if offset > 0:
             body["prev_batch"] = f"o{max(0, offset - (limit or offset))}"
+        return body
+
+    async def remote_public_rooms(
+        self,
+        server: str,
+        *,
+        limit: int | None,
+        since: str | None,
+        search_term: str | None,
+        room_types: list[str | None] | None = None,
+        include_all_networks: bool = False,
+        third_party_instance_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Another server's published room directory, asked over federation; its
+        `since` tokens are its own and passed through untouched."""
+        if self.remote is None:
+            raise not_found("Remote room directories are not available")
+        body = await self.remote.public_rooms(
+            server,
+            limit=limit,
+            since=since,
+            search_term=search_term,
+            room_types=room_types,
+            include_all_networks=include_all_networks,
+            third_party_instance_id=third_party_instance_id,
+        )
+        if body is None:
+            raise MatrixError(502, "M_UNKNOWN", f"Failed to fetch the room list of {server}")
         return body
 
 
