@@ -1,0 +1,275 @@
+"""The configuration's shape: one frozen dataclass per section, plus the defaults.
+
+Everything here is plain data with a few derived properties; reading and checking YAML
+lives in `reader`, `values`, `sections` and `parse`, so the model can be imported (by
+services that receive a Config) without pulling in the parser.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+RESOURCE_NAMES = ("client", "federation", "keys", "media", "metrics")
+
+# The ranges Synapse refuses to contact by default: loopback, private, link-local,
+# CGNAT, documentation, benchmarking, multicast and unspecified addresses.
+DEFAULT_IP_RANGE_BLACKLIST: tuple[str, ...] = (
+    "0.0.0.0/32",
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+)
+
+# Synapse keys we recognise but deliberately ignore (logged at startup), so a copied
+# Synapse config does not fail for settings that have no meaning here.
+IGNORED_SYNAPSE_KEYS = frozenset({"report_stats", "log_config", "pid_file"})
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, one readable line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One socket (per bind address) serving a set of resources over HTTP(S)."""
+
+    port: int
+    bind_addresses: tuple[str, ...] = ("127.0.0.1",)
+    type: str = "http"
+    tls: bool = False
+    x_forwarded: bool = False
+    resources: frozenset[str] = frozenset({"client", "federation"})
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the data lives. Only SQLite for now; `name` keeps Synapse's spelling."""
+
+    name: str
+    path: Path
+
+    @property
+    def args(self) -> Mapping[str, Any]:
+        """Synapse's `args` shape, which homeserver.storage.open_database reads."""
+        return MappingProxyType({"database": str(self.path)})
+
+
+@dataclass(frozen=True)
+class OldVerifyKey:
+    """A key we signed with in the past, still published so old signatures verify."""
+
+    key: str  # unpadded base64 ed25519 public key
+    expired_ts: int  # ms since the epoch
+
+
+@dataclass(frozen=True)
+class TrustedKeyServer:
+    """A notary we may ask for other servers' keys."""
+
+    server_name: str
+    verify_keys: Mapping[str, str] | None = None  # key id -> unpadded base64
+    accept_keys_insecurely: bool = False
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    signing_key_path: Path
+    old_signing_keys: Mapping[str, OldVerifyKey] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    key_refresh_interval_ms: int = 86_400_000
+    trusted_key_servers: tuple[TrustedKeyServer, ...] = ()
+    suppress_key_server_warning: bool = False
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    certificate_path: Path | None = None
+    private_key_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    enabled: bool = False
+    without_verification: bool = False
+    requires_token: bool = False
+    shared_secret: str | None = None  # enables the admin shared-secret register API
+
+
+@dataclass(frozen=True)
+class PasswordHashingConfig:
+    """argon2id cost (libsodium units); defaults are libsodium's "interactive" profile.
+    Tests and benchmarks may lower them (`password_hashing: {opslimit: 1, memlimit: 8192}`)."""
+
+    # One of OWASP's equivalent argon2id profiles (m=7 MiB, t=5, p=1): the one with the
+    # smallest memory, so a hash never doubles a small server's footprint.
+    opslimit: int = 5
+    memlimit: int = 7 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    verify_certificates: bool = True
+    custom_ca_list: tuple[Path, ...] = ()
+    ip_range_blacklist: tuple[IPNetwork, ...] = ()
+    ip_range_whitelist: tuple[IPNetwork, ...] = ()
+    domain_whitelist: frozenset[str] | None = None  # None: federate with everyone
+    allow_public_rooms_over_federation: bool = False
+    # Outbound federation over plain http:// instead of https:// (loopback test
+    # federations only; never in production: requests would be unencrypted).
+    plain_http_for_tests: bool = False
+
+    def is_ip_blocked(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Whether outbound requests to `address` are refused (whitelist wins).
+
+        IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry, so
+        `::ffff:127.0.0.1` cannot sneak past a 127.0.0.0/8 entry.
+        """
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self.ip_range_whitelist if net.version == ip.version):
+            return False
+        return any(ip in net for net in self.ip_range_blacklist if net.version == ip.version)
+
+    def allows_domain(self, server_name: str) -> bool:
+        return self.domain_whitelist is None or server_name in self.domain_whitelist
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: `burst_count` actions, refilled at `per_second`; None = unlimited."""
+
+    per_second: float | None
+    burst_count: int
+
+    @property
+    def unlimited(self) -> bool:
+        return self.per_second is None
+
+
+UNLIMITED = RateLimit(per_second=None, burst_count=0)
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Synapse's `rc_*` settings; `enabled: false` (our `rc_enabled`) turns all of them off."""
+
+    enabled: bool = True
+    message: RateLimit = RateLimit(0.2, 10)
+    registration: RateLimit = RateLimit(0.17, 3)
+    registration_token_validity: RateLimit = RateLimit(0.1, 5)
+    login_address: RateLimit = RateLimit(0.003, 5)
+    login_account: RateLimit = RateLimit(0.003, 5)
+    login_failed_attempts: RateLimit = RateLimit(0.17, 3)
+    joins_local: RateLimit = RateLimit(0.1, 10)
+    joins_remote: RateLimit = RateLimit(0.01, 10)
+    joins_per_room: RateLimit = RateLimit(1.0, 10)
+    invites_per_room: RateLimit = RateLimit(0.3, 10)
+    invites_per_user: RateLimit = RateLimit(0.003, 5)
+    invites_per_issuer: RateLimit = RateLimit(0.3, 10)
+    admin_redaction: RateLimit = UNLIMITED
+    third_party_invite: RateLimit = RateLimit(0.2, 10)
+    media_create: RateLimit = RateLimit(10.0, 50)
+
+    def get(self, name: str) -> RateLimit:
+        """The effective limit for `name` (a field name): unlimited when switched off."""
+        limit = getattr(self, name)
+        return limit if self.enabled else UNLIMITED
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    store_path: Path
+    max_upload_size: int = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SupportContact:
+    role: str  # m.role.admin, m.role.security or a namespaced identifier
+    matrix_id: str | None = None
+    email_address: str | None = None
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    """/.well-known/matrix/support (spec v1.10): at least one of the two is set."""
+
+    contacts: tuple[SupportContact, ...] = ()
+    support_page: str | None = None
+
+
+@dataclass(frozen=True)
+class WellKnownConfig:
+    serve_server_wellknown: bool = False
+    client_base_url: str | None = None  # what /.well-known/matrix/client advertises
+    support: SupportConfig | None = None  # None: /.well-known/matrix/support is 404
+
+
+@dataclass(frozen=True)
+class SecretsConfig:
+    macaroon_secret_key: str | None = None
+    form_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    server_name: str
+    listeners: tuple[ListenerConfig, ...]
+    database: DatabaseConfig
+    keys: KeysConfig
+    media: MediaConfig
+    public_baseurl: str | None = None
+    tls: TlsConfig = TlsConfig()
+    registration: RegistrationConfig = RegistrationConfig()
+    password_hashing: PasswordHashingConfig = PasswordHashingConfig()
+    federation: FederationConfig = FederationConfig()
+    ratelimit: RateLimitConfig = RateLimitConfig()
+    well_known: WellKnownConfig = WellKnownConfig()
+    secrets: SecretsConfig = SecretsConfig()
+    default_room_version: str = "12"
+    max_request_body: int = 10 * 1024 * 1024
+    log_level: str = "INFO"
+    config_path: Path | None = None
+    ignored_keys: tuple[str, ...] = ()
+
+    @property
+    def secrets_path(self) -> Path:
+        """Generated secrets live next to the database: `<db name>.secrets.yaml`."""
+        return self.database.path.with_suffix(".secrets.yaml")
+
+    @property
+    def resources(self) -> frozenset[str]:
+        """Every resource some listener serves."""
+        return frozenset().union(*(listener.resources for listener in self.listeners))

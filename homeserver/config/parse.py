@@ -1,0 +1,224 @@
+"""From YAML to a checked `Config`: the top-level keys, cross-key rules and file loading."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from homeserver.config.model import (
+    IGNORED_SYNAPSE_KEYS,
+    Config,
+    ConfigError,
+    KeysConfig,
+    MediaConfig,
+    PasswordHashingConfig,
+    RegistrationConfig,
+    SecretsConfig,
+    TlsConfig,
+    WellKnownConfig,
+)
+from homeserver.config.reader import MISSING, Reader, suggest
+from homeserver.config.sections import (
+    RC_FLAT,
+    RC_NESTED,
+    read_database,
+    read_federation,
+    read_listeners,
+    read_old_keys,
+    read_rate_limits,
+    read_support,
+    read_trusted_key_servers,
+)
+from homeserver.config.values import (
+    parse_base_url,
+    parse_duration_ms,
+    parse_log_level,
+    parse_room_version,
+    parse_server_name,
+    parse_size,
+)
+
+# Every top-level key we understand. generate_config() must mention each of them.
+KNOWN_KEYS = frozenset(
+    {
+        "server_name",
+        "public_baseurl",
+        "listeners",
+        "database",
+        "signing_key_path",
+        "old_signing_keys",
+        "key_refresh_interval",
+        "trusted_key_servers",
+        "suppress_key_server_warning",
+        "tls_certificate_path",
+        "tls_private_key_path",
+        "enable_registration",
+        "enable_registration_without_verification",
+        "registration_requires_token",
+        "registration_shared_secret",
+        "registration_shared_secret_path",
+        "password_hashing",
+        "macaroon_secret_key",
+        "form_secret",
+        "federation_custom_ca_list",
+        "federation_verify_certificates",
+        "ip_range_blacklist",
+        "ip_range_whitelist",
+        "federation_domain_whitelist",
+        "allow_public_rooms_over_federation",
+        "federation_client_plain_http_for_tests",
+        "rc_enabled",
+        *RC_FLAT,
+        *RC_NESTED,
+        "default_room_version",
+        "media_store_path",
+        "max_upload_size",
+        "serve_server_wellknown",
+        "well_known_client",
+        "support",
+        "max_request_body",
+        "log_level",
+    }
+)
+
+
+def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Config:
+    """Check a parsed YAML document and build the Config; raise ConfigError listing all problems.
+
+    `base_dir` is where relative paths resolve (the config file's folder).
+    """
+    r = Reader(source, Path(base_dir))
+    if not isinstance(raw, Mapping):
+        raise ConfigError([f"{source}: the file must be a YAML mapping of settings"])
+    top = r.mapping(raw, "") or {}
+    unknown = [k for k in top if isinstance(k, str) and k not in KNOWN_KEYS | IGNORED_SYNAPSE_KEYS]
+    for key in sorted(unknown):
+        r.problem(key, "unknown setting" + suggest(key, KNOWN_KEYS))
+
+    if r.raw(top, "server_name") is MISSING:
+        r.problem("server_name", "required: the domain in your user IDs, e.g. 'example.com'")
+    server_name = r.converted(top, "server_name", "", "invalid.invalid", parse_server_name)
+
+    listeners = read_listeners(r, top.get("listeners"))
+    tls = TlsConfig(
+        certificate_path=r.path(top, "tls_certificate_path", "", None),
+        private_key_path=r.path(top, "tls_private_key_path", "", None),
+    )
+    if any(listener.tls for listener in listeners):
+        for key, path in (
+            ("tls_certificate_path", tls.certificate_path),
+            ("tls_private_key_path", tls.private_key_path),
+        ):
+            if path is None:
+                r.problem(key, "required because a listener has tls: true")
+            elif not path.is_file():
+                r.problem(key, f"no such file: {path}")
+
+    shared_secret = r.str(top, "registration_shared_secret", "")
+    secret_path = r.path(top, "registration_shared_secret_path", "", None)
+    if secret_path is not None:
+        if shared_secret is not None:
+            r.problem(
+                "registration_shared_secret_path",
+                "set only one of this and registration_shared_secret",
+            )
+        try:
+            shared_secret = secret_path.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            r.problem(
+                "registration_shared_secret_path", f"cannot read {secret_path}: {exc.strerror}"
+            )
+    registration = RegistrationConfig(
+        enabled=r.bool(top, "enable_registration", "", False),
+        without_verification=r.bool(top, "enable_registration_without_verification", "", False),
+        requires_token=r.bool(top, "registration_requires_token", "", False),
+        shared_secret=shared_secret,
+    )
+    if registration.enabled and not (
+        registration.without_verification or registration.requires_token
+    ):
+        r.problem(
+            "enable_registration",
+            "open registration without any verification invites spam accounts; also set "
+            "enable_registration_without_verification: true (or registration_requires_token: true)",
+        )
+
+    hashing_raw = r.mapping(top.get("password_hashing"), "password_hashing") or {}
+    r.check_keys(hashing_raw, {"opslimit", "memlimit"}, "password_hashing")
+    password_hashing = PasswordHashingConfig(
+        opslimit=r.int(hashing_raw, "opslimit", "password_hashing", 5, 1, 2**32 - 1),
+        memlimit=r.int(hashing_raw, "memlimit", "password_hashing", 7 * 1024**2, 8192, 2**40),
+    )
+
+    public_baseurl = r.converted(top, "public_baseurl", "", None, parse_base_url)
+    well_known_client = r.converted(top, "well_known_client", "", None, parse_base_url)
+    database = read_database(r, top.get("database"))
+
+    config = Config(
+        server_name=server_name,
+        public_baseurl=public_baseurl,
+        listeners=listeners,
+        database=database,
+        keys=KeysConfig(
+            signing_key_path=r.path(top, "signing_key_path", "", None)
+            or r.resolve(f"{server_name}.signing.key"),
+            old_signing_keys=read_old_keys(r, top.get("old_signing_keys")),
+            key_refresh_interval_ms=r.converted(
+                top, "key_refresh_interval", "", 86_400_000, parse_duration_ms
+            ),
+            trusted_key_servers=read_trusted_key_servers(r, top.get("trusted_key_servers")),
+            suppress_key_server_warning=r.bool(top, "suppress_key_server_warning", "", False),
+        ),
+        tls=tls,
+        registration=registration,
+        password_hashing=password_hashing,
+        federation=read_federation(r, top),
+        ratelimit=read_rate_limits(r, top),
+        media=MediaConfig(
+            store_path=r.path(top, "media_store_path", "", None) or r.resolve("media_store"),
+            max_upload_size=r.converted(top, "max_upload_size", "", 50 * 1024**2, parse_size),
+        ),
+        well_known=WellKnownConfig(
+            serve_server_wellknown=r.bool(top, "serve_server_wellknown", "", False),
+            client_base_url=well_known_client or public_baseurl,
+            support=read_support(r, top.get("support")),
+        ),
+        secrets=SecretsConfig(
+            macaroon_secret_key=r.str(top, "macaroon_secret_key", ""),
+            form_secret=r.str(top, "form_secret", ""),
+        ),
+        default_room_version=r.converted(top, "default_room_version", "", "12", parse_room_version),
+        max_request_body=r.converted(top, "max_request_body", "", 10 * 1024**2, parse_size),
+        log_level=r.converted(top, "log_level", "", "INFO", parse_log_level),
+        ignored_keys=tuple(sorted(k for k in top if k in IGNORED_SYNAPSE_KEYS)),
+    )
+    if config.keys.key_refresh_interval_ms < 60_000 and "key_refresh_interval" in top:
+        r.problem("key_refresh_interval", "must be at least one minute")
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and check a YAML config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}:{where}: not valid YAML: {reason}"]) from None
+    config = parse_config(raw, base_dir=path.resolve().parent, source=str(path))
+    return replace(config, config_path=path.resolve())

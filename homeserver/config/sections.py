@@ -1,0 +1,349 @@
+"""Readers for the structured sections: listeners, database, keys, support, rate limits
+and federation. Each checks its section's keys and values through the collecting
+`Reader` and returns the section's dataclass (or a safe default after a problem).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from homeserver.config.model import (
+    DEFAULT_IP_RANGE_BLACKLIST,
+    RESOURCE_NAMES,
+    UNLIMITED,
+    DatabaseConfig,
+    FederationConfig,
+    IPNetwork,
+    ListenerConfig,
+    OldVerifyKey,
+    RateLimit,
+    RateLimitConfig,
+    SupportConfig,
+    SupportContact,
+    TrustedKeyServer,
+)
+from homeserver.config.reader import MISSING, Reader, describe, join_path, suggest
+from homeserver.config.values import (
+    parse_key_base64,
+    parse_network,
+    parse_server_name,
+)
+
+
+def read_listeners(r: Reader, raw: Any) -> tuple[ListenerConfig, ...]:
+    if raw is None:
+        return (ListenerConfig(port=8008),)
+    if not isinstance(raw, list) or not raw:
+        r.problem("listeners", f"expected a non-empty list, got {describe(raw)}")
+        return ()
+    result = []
+    allowed = {"port", "bind_addresses", "type", "tls", "x_forwarded", "resources"}
+    for i, item in enumerate(raw):
+        where = f"listeners[{i}]"
+        m = r.mapping(item, where)
+        if m is None:
+            if item is None:
+                r.problem(where, "expected a mapping, got nothing")
+            continue
+        r.check_keys(m, allowed, where)
+        if r.raw(m, "port") is MISSING:
+            r.problem(join_path(where, "port"), "required (the TCP port to listen on)")
+        port = r.int(m, "port", where, 0, 0, 65535)
+        addresses = r.str_list(m, "bind_addresses", where)
+        if addresses is None:
+            addresses = ["127.0.0.1"]
+        for j, address in enumerate(addresses):
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                r.problem(f"{where}.bind_addresses[{j}]", f"not an IP address: {address!r}")
+        if not addresses:
+            r.problem(join_path(where, "bind_addresses"), "must list at least one address")
+        kind = r.str(m, "type", where, "http")
+        if kind != "http":
+            r.problem(
+                join_path(where, "type"), f"only 'http' listeners are supported, got {kind!r}"
+            )
+        tls = r.bool(m, "tls", where, False)
+        x_forwarded = r.bool(m, "x_forwarded", where, False)
+        resources = _read_resources(r, m, where)
+        result.append(
+            ListenerConfig(
+                port=port,
+                bind_addresses=tuple(addresses),
+                type="http",
+                tls=tls,
+                x_forwarded=x_forwarded,
+                resources=resources,
+            )
+        )
+    seen: dict[int, int] = {}
+    for i, listener in enumerate(result):
+        if listener.port and listener.port in seen:
+            r.problem(
+                f"listeners[{i}].port",
+                f"port {listener.port} is also used by listeners[{seen[listener.port]}]; "
+                "use one listener with several bind_addresses and resources",
+            )
+        seen.setdefault(listener.port, i)
+    return tuple(result)
+
+
+def _read_resources(r: Reader, m: Mapping[str, Any], where: str) -> frozenset[str]:
+    items = r.list(m, "resources", where)
+    if items is None:
+        r.problem(join_path(where, "resources"), "required, e.g. [{names: [client, federation]}]")
+        return frozenset()
+    names: set[str] = set()
+    for i, item in enumerate(items):
+        iw = f"{where}.resources[{i}]"
+        rm = r.mapping(item, iw)
+        if rm is None:
+            continue
+        r.check_keys(rm, {"names", "compress"}, iw)
+        r.bool(rm, "compress", iw, False)
+        for j, name in enumerate(r.str_list(rm, "names", iw) or []):
+            if name in RESOURCE_NAMES:
+                names.add(name)
+            else:
+                r.problem(
+                    f"{iw}.names[{j}]",
+                    f"unknown resource {name!r}; known: {', '.join(RESOURCE_NAMES)}"
+                    + suggest(name, set(RESOURCE_NAMES)),
+                )
+    return frozenset(names)
+
+
+def read_database(r: Reader, raw: Any) -> DatabaseConfig:
+    default = DatabaseConfig(name="sqlite3", path=r.resolve("homeserver.db"))
+    m = r.mapping(raw, "database")
+    if m is None:
+        return default
+    r.check_keys(m, {"name", "args", "allow_unsafe_locale", "txn_limit"}, "database")
+    name = r.str(m, "name", "database", "sqlite3")
+    if name in ("psycopg2", "postgres", "postgresql", "psycopg"):
+        r.problem("database.name", f"{name!r} (PostgreSQL) is not supported yet; use 'sqlite3'")
+        return default
+    if name != "sqlite3":
+        r.problem("database.name", f"expected 'sqlite3', got {name!r}")
+        return default
+    args = r.mapping(m.get("args"), "database.args")
+    if args is not None:
+        r.check_keys(args, {"database", "cp_min", "cp_max"}, "database.args")
+    path = r.path(args, "database", "database.args", default.path)
+    return DatabaseConfig(name="sqlite3", path=path or default.path)
+
+
+_ROLE = re.compile(r"^m\.role\.(admin|security)$|^(?!m\.)[a-z0-9_.-]+\.[a-z0-9_.-]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def read_support(r: Reader, raw: Any) -> SupportConfig | None:
+    """The optional `support` section: admin contacts and/or a support page URL."""
+    m = r.mapping(raw, "support")
+    if m is None:
+        return None
+    r.check_keys(m, {"contacts", "support_page"}, "support")
+    page = r.str(m, "support_page", "support")
+    if page is not None and not re.match(r"^https?://\S+$", page):
+        r.problem("support.support_page", f"expected an http(s) URL, got {describe(page)}")
+        page = None
+    contacts = []
+    for i, item in enumerate(r.list(m, "contacts", "support") or []):
+        where = f"support.contacts[{i}]"
+        cm = r.mapping(item, where)
+        if cm is None:
+            continue
+        r.check_keys(cm, {"role", "matrix_id", "email_address"}, where)
+        role = r.str(cm, "role", where)
+        if role is None or not _ROLE.match(role):
+            r.problem(
+                join_path(where, "role"),
+                "required: m.role.admin, m.role.security or a namespaced role (com.example.x)",
+            )
+        matrix_id = r.str(cm, "matrix_id", where)
+        if matrix_id is not None and not re.match(r"^@[^:\s]+:\S+$", matrix_id):
+            r.problem(join_path(where, "matrix_id"), f"expected a user ID, got {matrix_id!r}")
+        email = r.str(cm, "email_address", where)
+        if email is not None and not _EMAIL.match(email):
+            r.problem(
+                join_path(where, "email_address"), f"expected an email address, got {email!r}"
+            )
+        if matrix_id is None and email is None:
+            r.problem(where, "needs a matrix_id or an email_address")
+        elif role is not None:
+            contacts.append(SupportContact(role, matrix_id, email))
+    if not contacts and page is None:
+        r.problem("support", "set support_page or at least one contact (or leave it out)")
+        return None
+    return SupportConfig(tuple(contacts), page)
+
+
+def read_old_keys(r: Reader, raw: Any) -> Mapping[str, OldVerifyKey]:
+    m = r.mapping(raw, "old_signing_keys")
+    result: dict[str, OldVerifyKey] = {}
+    for key_id, entry in (m or {}).items():
+        where = f"old_signing_keys.{key_id}"
+        if not isinstance(key_id, str) or not re.match(r"^ed25519:[A-Za-z0-9_]+$", key_id):
+            r.problem(where, "key ids look like 'ed25519:abc_1' (letters, digits, underscore)")
+            continue
+        em = r.mapping(entry, where)
+        if em is None:
+            r.problem(where, "expected a mapping with 'key' and 'expired_ts'")
+            continue
+        r.check_keys(em, {"key", "expired_ts"}, where)
+        key = r.converted(em, "key", where, None, parse_key_base64)
+        expired = r.int(em, "expired_ts", where, -1, 0)
+        if r.raw(em, "key") is MISSING:
+            r.problem(join_path(where, "key"), "required")
+        if r.raw(em, "expired_ts") is MISSING:
+            r.problem(join_path(where, "expired_ts"), "required (ms since the epoch)")
+        if key is not None and expired >= 0:
+            result[key_id] = OldVerifyKey(key=key, expired_ts=expired)
+    return MappingProxyType(result)
+
+
+def read_trusted_key_servers(r: Reader, raw: Any) -> tuple[TrustedKeyServer, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r.problem("trusted_key_servers", f"expected a list, got {describe(raw)}")
+        return ()
+    result = []
+    for i, item in enumerate(raw):
+        where = f"trusted_key_servers[{i}]"
+        m = r.mapping(item, where)
+        if m is None:
+            continue
+        r.check_keys(m, {"server_name", "verify_keys", "accept_keys_insecurely"}, where)
+        name = r.converted(m, "server_name", where, None, parse_server_name)
+        if r.raw(m, "server_name") is MISSING:
+            r.problem(join_path(where, "server_name"), "required")
+        verify_keys = None
+        vm = r.mapping(m.get("verify_keys"), join_path(where, "verify_keys"))
+        if vm is not None:
+            verify_keys = {}
+            for key_id in vm:
+                key = r.converted(
+                    vm, key_id, join_path(where, "verify_keys"), None, parse_key_base64
+                )
+                if key is not None:
+                    verify_keys[key_id] = key
+            verify_keys = MappingProxyType(verify_keys)
+        insecure = r.bool(m, "accept_keys_insecurely", where, False)
+        if name is not None:
+            result.append(TrustedKeyServer(name, verify_keys, insecure))
+    return tuple(result)
+
+
+def _read_rate_limit(
+    r: Reader, parent: Mapping[str, Any] | None, key: str, where: str, default: RateLimit
+) -> RateLimit:
+    """`key: {per_second, burst_count}` in `parent`; an explicit `key: null` means unlimited."""
+    if parent is not None and key in parent and parent[key] is None:
+        return UNLIMITED
+    m = r.mapping(parent.get(key) if parent is not None else None, where)
+    if m is None:
+        return default
+    r.check_keys(m, {"per_second", "burst_count"}, where)
+    per_second: float | None = default.per_second
+    if "per_second" in m:
+        value = m["per_second"]
+        if value is None:
+            per_second = None
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            r.problem(
+                join_path(where, "per_second"), f"expected a number or null, got {describe(value)}"
+            )
+        elif not math.isfinite(value) or value <= 0:
+            r.problem(
+                join_path(where, "per_second"), "expected a positive number (null = unlimited)"
+            )
+        else:
+            per_second = float(value)
+    burst = r.int(m, "burst_count", where, default.burst_count, 1)
+    return RateLimit(per_second, burst)
+
+
+# YAML key -> RateLimitConfig field, for the flat `rc_*: {per_second, burst_count}` keys.
+RC_FLAT = {
+    "rc_message": "message",
+    "rc_registration": "registration",
+    "rc_registration_token_validity": "registration_token_validity",
+    "rc_joins_per_room": "joins_per_room",
+    "rc_admin_redaction": "admin_redaction",
+    "rc_third_party_invite": "third_party_invite",
+    "rc_media_create": "media_create",
+}
+# YAML key -> {sub key -> field} for the nested ones.
+RC_NESTED = {
+    "rc_login": {
+        "address": "login_address",
+        "account": "login_account",
+        "failed_attempts": "login_failed_attempts",
+    },
+    "rc_joins": {"local": "joins_local", "remote": "joins_remote"},
+    "rc_invites": {
+        "per_room": "invites_per_room",
+        "per_user": "invites_per_user",
+        "per_issuer": "invites_per_issuer",
+    },
+}
+
+
+def read_rate_limits(r: Reader, top: Mapping[str, Any]) -> RateLimitConfig:
+    defaults = RateLimitConfig()
+    values: dict[str, Any] = {"enabled": r.bool(top, "rc_enabled", "", True)}
+    for key, name in RC_FLAT.items():
+        values[name] = _read_rate_limit(r, top, key, key, getattr(defaults, name))
+    for key, subs in RC_NESTED.items():
+        m = r.mapping(top.get(key), key)
+        if m is not None:
+            r.check_keys(m, set(subs), key)
+        for sub, name in subs.items():
+            values[name] = _read_rate_limit(r, m, sub, f"{key}.{sub}", getattr(defaults, name))
+    return RateLimitConfig(**values)
+
+
+def read_federation(r: Reader, top: Mapping[str, Any]) -> FederationConfig:
+    def networks(key: str, default: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+        items = r.list(top, key, "")
+        if items is None:
+            items = list(default)
+        result = []
+        for i, item in enumerate(items):
+            try:
+                result.append(parse_network(item))
+            except ValueError as exc:
+                r.problem(f"{key}[{i}]", str(exc))
+        return tuple(result)
+
+    domains = None
+    names = r.list(top, "federation_domain_whitelist", "")
+    if names is not None:
+        domains = set()
+        for i, item in enumerate(names):
+            try:
+                domains.add(parse_server_name(item))
+            except ValueError as exc:
+                r.problem(f"federation_domain_whitelist[{i}]", str(exc))
+    cas = tuple(r.resolve(p) for p in (r.str_list(top, "federation_custom_ca_list", "") or []))
+    for i, ca in enumerate(cas):
+        if not ca.is_file():
+            r.problem(f"federation_custom_ca_list[{i}]", f"no such file: {ca}")
+    return FederationConfig(
+        verify_certificates=r.bool(top, "federation_verify_certificates", "", True),
+        custom_ca_list=cas,
+        ip_range_blacklist=networks("ip_range_blacklist", DEFAULT_IP_RANGE_BLACKLIST),
+        ip_range_whitelist=networks("ip_range_whitelist", ()),
+        domain_whitelist=frozenset(domains) if domains is not None else None,
+        allow_public_rooms_over_federation=r.bool(
+            top, "allow_public_rooms_over_federation", "", False
+        ),
+        plain_http_for_tests=r.bool(top, "federation_client_plain_http_for_tests", "", False),
+    )
