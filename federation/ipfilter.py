@@ -17,33 +17,15 @@ from typing import Any
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from homeserver.config import DEFAULT_IP_RANGE_BLACKLIST as CONFIG_DEFAULT_IP_RANGE_BLACKLIST
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Loopback, private, link-local, shared, documentation, benchmarking, multicast and
-# reserved ranges: nothing a public federation peer legitimately lives in.
-DEFAULT_IP_RANGE_BLACKLIST: tuple[str, ...] = (
-    "127.0.0.0/8",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "192.0.0.0/24",
-    "169.254.0.0/16",
-    "192.88.99.0/24",
-    "198.18.0.0/15",
-    "192.0.2.0/24",
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "::1/128",
-    "fe80::/10",
-    "fc00::/7",
-    "2001:db8::/32",
-    "ff00::/8",
-    "fec0::/10",
-)
+# The configuration's default (Synapse's list: loopback, private, link-local, shared,
+# documentation, benchmarking and multicast ranges) plus the reserved 240.0.0.0/4, for
+# filters built without a configuration. Kept in one place so the two cannot drift.
+DEFAULT_IP_RANGE_BLACKLIST: tuple[str, ...] = (*CONFIG_DEFAULT_IP_RANGE_BLACKLIST, "240.0.0.0/4")
 
 # Never reachable as a destination, whatever the configuration says.
 _ALWAYS_BLOCKED: tuple[str, ...] = ("0.0.0.0/8", "::/128")

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from federation.client import FederationError, fed_path
 from federation.inbound import PduRejected
+from federation.keyring import KeyFetchHttp
 from homeserver.events import Event, RoomVersion, get_room_version
 
 log = logging.getLogger(__name__)
@@ -23,22 +24,9 @@ log = logging.getLogger(__name__)
 FETCH_TIMEOUT_S = 30.0
 
 
-class JsonClient(Protocol):
-    """The part of federation.client.FederationClient used here."""
-
-    async def get_json(
-        self, destination: str, path: str, *, query: Any = None, timeout: float | None = None
-    ) -> Any: ...
-
-    async def post_json(
-        self,
-        destination: str,
-        path: str,
-        json_body: Any,
-        *,
-        query: Any = None,
-        timeout: float | None = None,
-    ) -> Any: ...
+# The part of federation.client.FederationClient used here: the same signed-JSON GET and
+# POST the keyring needs, so the one Protocol serves both.
+JsonClient = KeyFetchHttp
 
 
 class PduChecker(Protocol):

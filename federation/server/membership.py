@@ -180,12 +180,16 @@ async def make_knock(request: web.Request) -> web.Response:
     return await _make(request, "knock")
 
 
-def _parse_member_event(
-    request: web.Request, pdu: Any, version: RoomVersion, room_id: str, membership: str
+def _member_event_for_path(
+    request: web.Request,
+    pdu: dict[str, Any],
+    version: RoomVersion,
+    room_id: str,
+    membership: str,
+    wrong_kind: str,
 ) -> Event:
-    """Build the Event and check it is a `membership` event of the origin's user."""
-    if not isinstance(pdu, dict):
-        raise MatrixError(400, "M_BAD_JSON", "Body must be an event")
+    """The Event for `pdu`, checked to be the path's event in the path's room and an
+    m.room.member event of `membership`; `wrong_kind` is the error for any other event."""
     try:
         event = Event(pdu, version)
     except Exception:
@@ -195,7 +199,19 @@ def _parse_member_event(
     if event.room_id != room_id:
         raise MatrixError(400, "M_BAD_JSON", "Event is for another room")
     if pdu.get("type") != "m.room.member" or event.membership != membership:
-        raise MatrixError(400, "M_BAD_JSON", f"Event is not a {membership} membership event")
+        raise MatrixError(400, "M_BAD_JSON", wrong_kind)
+    return event
+
+
+def _parse_member_event(
+    request: web.Request, pdu: Any, version: RoomVersion, room_id: str, membership: str
+) -> Event:
+    """Build the Event and check it is a `membership` event of the origin's user."""
+    if not isinstance(pdu, dict):
+        raise MatrixError(400, "M_BAD_JSON", "Body must be an event")
+    event = _member_event_for_path(
+        request, pdu, version, room_id, membership, f"Event is not a {membership} membership event"
+    )
     sender = pdu.get("sender")
     if not isinstance(sender, str) or pdu.get("state_key") != sender:
         raise MatrixError(400, "M_BAD_JSON", "state_key must be the sender")
@@ -429,16 +445,9 @@ async def _invite(
 def _parse_invite(
     request: web.Request, pdu: dict[str, Any], version: RoomVersion, room_id: str
 ) -> Event:
-    try:
-        event = Event(pdu, version)
-    except Exception:
-        raise MatrixError(400, "M_BAD_JSON", "Malformed event") from None
-    if event.event_id != path_param(request, "event_id"):
-        raise MatrixError(400, "M_BAD_JSON", "Event ID does not match the path")
-    if event.room_id != room_id:
-        raise MatrixError(400, "M_BAD_JSON", "Event is for another room")
-    if pdu.get("type") != "m.room.member" or event.membership != "invite":
-        raise MatrixError(400, "M_BAD_JSON", "Event is not an invite")
+    event = _member_event_for_path(
+        request, pdu, version, room_id, "invite", "Event is not an invite"
+    )
     if not isinstance(pdu.get("state_key"), str):
         raise MatrixError(400, "M_BAD_JSON", "Invite has no state_key")
     sender = pdu.get("sender")

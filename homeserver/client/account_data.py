@@ -52,30 +52,11 @@ def _check_writable(data_type: str, body: dict[str, Any]) -> None:
             raise bad_json("'ignored_users' must be an object")
 
 
-async def put_global(request: web.Request) -> web.Response:
+async def _put(request: web.Request, *, in_room: bool) -> web.Response:
+    """PUT one global (`in_room` False) or per-room account data entry of the owner."""
     requester = await get_requester(request)
     user_id = _owner(request, requester.user_id)
-    data_type = path_param(request, "type", _type)
-    body = await read_json_body(request)
-    _check_writable(data_type, body)
-    await request.config_dict[ACCOUNT_DATA].put(user_id, data_type, body)
-    return json_response({})
-
-
-async def get_global(request: web.Request) -> web.Response:
-    requester = await get_requester(request)
-    user_id = _owner(request, requester.user_id)
-    data_type = path_param(request, "type", _type)
-    content = await request.config_dict[ACCOUNT_DATA].get(user_id, data_type)
-    if content is None:
-        raise not_found("Account data not found")
-    return json_response(content)
-
-
-async def put_room(request: web.Request) -> web.Response:
-    requester = await get_requester(request)
-    user_id = _owner(request, requester.user_id)
-    room_id = _room(request)
+    room_id = _room(request) if in_room else ""
     data_type = path_param(request, "type", _type)
     body = await read_json_body(request)
     _check_writable(data_type, body)
@@ -83,15 +64,32 @@ async def put_room(request: web.Request) -> web.Response:
     return json_response({})
 
 
-async def get_room(request: web.Request) -> web.Response:
+async def _get(request: web.Request, *, in_room: bool) -> web.Response:
+    """GET one global or per-room account data entry; 404 when it was never set."""
     requester = await get_requester(request)
     user_id = _owner(request, requester.user_id)
-    room_id = _room(request)
+    room_id = _room(request) if in_room else ""
     data_type = path_param(request, "type", _type)
     content = await request.config_dict[ACCOUNT_DATA].get(user_id, data_type, room_id)
     if content is None:
         raise not_found("Account data not found")
     return json_response(content)
+
+
+async def put_global(request: web.Request) -> web.Response:
+    return await _put(request, in_room=False)
+
+
+async def get_global(request: web.Request) -> web.Response:
+    return await _get(request, in_room=False)
+
+
+async def put_room(request: web.Request) -> web.Response:
+    return await _put(request, in_room=True)
+
+
+async def get_room(request: web.Request) -> web.Response:
+    return await _get(request, in_room=True)
 
 
 async def get_tags(request: web.Request) -> web.Response:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from homeserver.client.auth import get_requester
+from homeserver.client.auth import Requester, get_requester
 from homeserver.client.validate import event_content, optional_str
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.ratelimit import RATE_LIMITERS
 from homeserver.rooms.event_filter import RoomEventFilter
 from homeserver.rooms.pagination import RoomToken
+from homeserver.rooms.sending import Txn
 from homeserver.services import STORES
 
 from .room_services import (
@@ -46,22 +48,38 @@ def _timestamp(value: str) -> int:
     return int(value)
 
 
+async def _once_per_txn(
+    request: web.Request,
+    requester: Requester,
+    txn_id: str,
+    send: Callable[[Txn], Awaitable[str]],
+) -> web.Response:
+    """Answer `{"event_id": ...}` for a client transaction, sending at most once.
+
+    A retried transaction ID answers the event it already produced, without sending
+    again or spending the message rate limit; only a new one is rate-limited and sent.
+    """
+    txn = (requester.user_id, requester.device_id, txn_id)
+    existing = await request.config_dict[STORES].transactions.get_client_txn(*txn)
+    if existing is not None:
+        return json_response({"event_id": existing})
+    request.config_dict[RATE_LIMITERS].check("message", requester.user_id)
+    return json_response({"event_id": await send(txn)})
+
+
 async def send_event(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     room_id = room_id_param(request)
     event_type = event_type_param(request)
     txn_id = txn_id_param(request)
     content = event_content(await read_json_body(request))
-    txn = (requester.user_id, requester.device_id, txn_id)
-    stores = request.config_dict[STORES]
-    existing = await stores.transactions.get_client_txn(*txn)
-    if existing is not None:
-        return json_response({"event_id": existing})
-    request.config_dict[RATE_LIMITERS].check("message", requester.user_id)
-    event_id = await request.config_dict[ROOM_SENDER].send_message(
-        room_id, requester.user_id, event_type, content, txn
+    sender = request.config_dict[ROOM_SENDER]
+    return await _once_per_txn(
+        request,
+        requester,
+        txn_id,
+        lambda txn: sender.send_message(room_id, requester.user_id, event_type, content, txn),
     )
-    return json_response({"event_id": event_id})
 
 
 async def redact_event(request: web.Request) -> web.Response:
@@ -71,15 +89,13 @@ async def redact_event(request: web.Request) -> web.Response:
     txn_id = txn_id_param(request)
     body = await read_json_body(request, allow_empty=True)
     reason = optional_str(body, "reason", max_len=4096)
-    txn = (requester.user_id, requester.device_id, txn_id)
-    existing = await request.config_dict[STORES].transactions.get_client_txn(*txn)
-    if existing is not None:
-        return json_response({"event_id": existing})
-    request.config_dict[RATE_LIMITERS].check("message", requester.user_id)
-    redaction_id = await request.config_dict[ROOM_SENDER].redact(
-        room_id, requester.user_id, event_id, reason, txn
+    sender = request.config_dict[ROOM_SENDER]
+    return await _once_per_txn(
+        request,
+        requester,
+        txn_id,
+        lambda txn: sender.redact(room_id, requester.user_id, event_id, reason, txn),
     )
-    return json_response({"event_id": redaction_id})
 
 
 async def get_event(request: web.Request) -> web.Response:

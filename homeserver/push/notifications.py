@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from homeserver.events import Event
 from homeserver.rooms.client_events import serialize_events
 from homeserver.storage import Stores
 from homeserver.storage.push import PushStore
@@ -33,11 +32,7 @@ async def list_notifications(
         user_id, before=from_token, limit=limit, only_highlight=only_highlight
     )
     events = await stores.events.get_events([r.event_id for r in rows])
-    redacted = await stores.events.get_redacted_because(events)
-    redactions: dict[str, Event] = {}
-    if redacted:
-        loaded = await stores.events.get_events(set(redacted.values()))
-        redactions = {e: loaded[r] for e, r in redacted.items() if r in loaded}
+    redactions = await stores.events.get_redaction_events(events)
     now = int(time.time() * 1000)
     notifications = []
     for row in rows:

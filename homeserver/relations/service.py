@@ -155,11 +155,7 @@ class RelationsService:
         if not events:
             return []
         ids = [e.event_id for e in events]
-        redacted = await self._stores.events.get_redacted_because(ids)
-        redactions: dict[str, Event] = {}
-        if redacted:
-            loaded = await self._stores.events.get_events(set(redacted.values()))
-            redactions = {e: loaded[r] for e, r in redacted.items() if r in loaded}
+        redactions = await self._stores.events.get_redaction_events(ids)
         formatted = serialize_events(events, now_ms=int(time.time() * 1000), redactions=redactions)
         if depth <= 1:
             bundles = await self.bundle_aggregations(events, user_id, _depth=depth)

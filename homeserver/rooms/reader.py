@@ -104,11 +104,7 @@ class RoomReader:
         if not events:
             return []
         ids = [e.event_id for e in events]
-        redacted = await self._stores.events.get_redacted_because(ids)
-        redactions: dict[str, Event] = {}
-        if redacted:
-            loaded = await self._stores.events.get_events(set(redacted.values()))
-            redactions = {e: loaded[r] for e, r in redacted.items() if r in loaded}
+        redactions = await self._stores.events.get_redaction_events(ids)
         own = [e.event_id for e in events if e.sender == user_id]
         txn_ids = await self._read.get_txn_ids(user_id, device_id, own) if own else {}
         previous = await self._replaced_state(events) if prev_state else {}

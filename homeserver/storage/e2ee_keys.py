@@ -12,7 +12,7 @@ from typing import Any
 
 from ._util import dump_json, load_json, placeholders
 from .cache import LruCache
-from .database import Database
+from .database import Connection, Database, Row
 
 
 @dataclass(frozen=True)
@@ -169,13 +169,7 @@ class E2eeKeyStore:
                     row[0],
                 )
                 return f"{algorithm}:{row[0]}", load_json(row[1])
-            row = await conn.fetchrow(
-                "SELECT key_id, key_json FROM e2e_fallback_keys WHERE user_id = $1"
-                " AND device_id = $2 AND algorithm = $3",
-                user_id,
-                device_id,
-                algorithm,
-            )
+            row = await _fallback_row(conn, user_id, device_id, algorithm)
             if row is None:
                 return None
             await conn.execute(
@@ -197,13 +191,7 @@ class E2eeKeyStore:
         self._forget_device(user_id, device_id)
         text = dump_json(key)
         async with self.db.transaction() as conn:
-            row = await conn.fetchrow(
-                "SELECT key_id, key_json FROM e2e_fallback_keys WHERE user_id = $1"
-                " AND device_id = $2 AND algorithm = $3",
-                user_id,
-                device_id,
-                algorithm,
-            )
+            row = await _fallback_row(conn, user_id, device_id, algorithm)
             if row is not None and row[0] == key_id and row[1] == text:
                 return
             await conn.execute(
@@ -281,3 +269,16 @@ class E2eeKeyStore:
             target_user_id,
         )
         return [StoredSignature(*r) for r in rows]
+
+
+async def _fallback_row(
+    conn: Connection, user_id: str, device_id: str, algorithm: str
+) -> Row | None:
+    """(key_id, key_json) of the device's fallback key for `algorithm`, or None."""
+    return await conn.fetchrow(
+        "SELECT key_id, key_json FROM e2e_fallback_keys WHERE user_id = $1"
+        " AND device_id = $2 AND algorithm = $3",
+        user_id,
+        device_id,
+        algorithm,
+    )

@@ -417,6 +417,15 @@ class EventStore:
         cached = await self._get_cached(event_ids)
         return {e: c.redacted_because for e, c in cached.items() if c.redacted_because}
 
+    async def get_redaction_events(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        """event_id -> the redaction event that redacted it, for redacted events only
+        (what client formatting puts in `unsigned.redacted_because`)."""
+        redacted = await self.get_redacted_because(event_ids)
+        if not redacted:
+            return {}
+        loaded = await self.get_events(set(redacted.values()))
+        return {e: loaded[r] for e, r in redacted.items() if r in loaded}
+
     async def get_rejected(self, event_id: str) -> str | None:
         """The rejection reason, or None if accepted (or unknown)."""
         c = (await self._get_cached([event_id])).get(event_id)

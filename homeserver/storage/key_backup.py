@@ -162,18 +162,12 @@ class KeyBackupStore:
         room_id: str | None = None,
         session_id: str | None = None,
     ) -> list[BackupKey]:
-        sql = (
+        where, args = _key_filter(user_id, version, room_id, session_id)
+        rows = await self.db.fetch(
             "SELECT room_id, session_id, first_message_index, forwarded_count, is_verified,"
-            " session_data FROM room_key_backup_keys WHERE user_id = $1 AND version = $2"
+            f" session_data FROM room_key_backup_keys WHERE {where} ORDER BY room_id, session_id",
+            *args,
         )
-        args: list[Any] = [user_id, version]
-        if room_id is not None:
-            sql += " AND room_id = $3"
-            args.append(room_id)
-            if session_id is not None:
-                sql += " AND session_id = $4"
-                args.append(session_id)
-        rows = await self.db.fetch(sql + " ORDER BY room_id, session_id", *args)
         return [_key_from_row(r) for r in rows]
 
     async def delete_keys(
@@ -183,16 +177,9 @@ class KeyBackupStore:
         room_id: str | None = None,
         session_id: str | None = None,
     ) -> bool:
-        sql = "DELETE FROM room_key_backup_keys WHERE user_id = $1 AND version = $2"
-        args: list[Any] = [user_id, version]
-        if room_id is not None:
-            sql += " AND room_id = $3"
-            args.append(room_id)
-            if session_id is not None:
-                sql += " AND session_id = $4"
-                args.append(session_id)
+        where, args = _key_filter(user_id, version, room_id, session_id)
         async with self.db.transaction() as conn:
-            deleted = await conn.execute(sql, *args)
+            deleted = await conn.execute(f"DELETE FROM room_key_backup_keys WHERE {where}", *args)
             if deleted:
                 await _bump_etag(conn, user_id, version)
         return deleted > 0
@@ -223,3 +210,19 @@ async def _bump_etag(conn: Connection, user_id: str, version: int) -> None:
 
 def _key_from_row(r: Any) -> BackupKey:
     return BackupKey(r[0], r[1], int(r[2]), int(r[3]), bool(r[4]), load_json(r[5]))
+
+
+def _key_filter(
+    user_id: str, version: int, room_id: str | None, session_id: str | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause and its arguments selecting a backup's keys: all of them, one
+    room's, or (with a room) one session's. A session without a room selects the backup."""
+    where = "user_id = $1 AND version = $2"
+    args: list[Any] = [user_id, version]
+    if room_id is not None:
+        where += " AND room_id = $3"
+        args.append(room_id)
+        if session_id is not None:
+            where += " AND session_id = $4"
+            args.append(session_id)
+    return where, args

@@ -221,8 +221,7 @@ class RoomSections:
         timeline_events = [t.event for w in works for t in w.timeline]
         state_events = await self._stores.events.get_events([e for w in works for e in w.state_ids])
         all_events = [*timeline_events, *state_events.values()]
-        redacted = await self._stores.events.get_redacted_because(e.event_id for e in all_events)
-        redactions = await self._stores.events.get_events(redacted.values()) if redacted else {}
+        redactions = await self._stores.events.get_redaction_events(e.event_id for e in all_events)
         own = [e.event_id for e in timeline_events if e.sender == req.user_id]
         txn_ids = (
             await self._room_reads.get_txn_ids(req.user_id, req.device_id, own)
@@ -247,12 +246,11 @@ class RoomSections:
             if flt.event_format == "federation":
                 out = dict(event.pdu)
             else:
-                because = redacted.get(event.event_id)
                 prev = replaced.get(event.event_id)
                 out = format_client_event(
                     event,
                     now_ms=now_ms,
-                    redacted_because=redactions.get(because) if because else None,
+                    redacted_because=redactions.get(event.event_id),
                     txn_id=txn_ids.get(event.event_id),
                     prev_content=prev.content if prev is not None else None,
                     replaces_state=prev.event_id if prev is not None else None,
