@@ -113,11 +113,10 @@ class FakeDns(asyncio.DatagramProtocol):
 
 
 async def _dns_servers(truncate: bool):
+    """A fake DNS server on one port over UDP and TCP. TCP is bound first: a busy suite
+    leaves thousands of TCP sockets on ephemeral ports, so a free UDP port is often
+    taken on TCP, while the reverse collision is rare."""
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(
-        lambda: FakeDns(truncate), local_addr=("127.0.0.1", 0)
-    )
-    port = transport.get_extra_info("sockname")[1]
 
     async def tcp(reader, writer):
         (n,) = struct.unpack("!H", await reader.readexactly(2))
@@ -127,7 +126,11 @@ async def _dns_servers(truncate: bool):
         await writer.drain()
         writer.close()
 
-    tcp_server = await asyncio.start_server(tcp, "127.0.0.1", port)
+    tcp_server = await asyncio.start_server(tcp, "127.0.0.1", 0)
+    port = tcp_server.sockets[0].getsockname()[1]
+    transport, proto = await loop.create_datagram_endpoint(
+        lambda: FakeDns(truncate), local_addr=("127.0.0.1", port)
+    )
     return transport, proto, tcp_server, port
 
 
