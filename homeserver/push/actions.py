@@ -19,7 +19,7 @@ from homeserver.graph.power_levels import PowerLevels
 from homeserver.storage import Stores
 from homeserver.storage.push import PushAction, PushStore
 
-from .evaluator import EvalContext, evaluate, needs_display_name
+from .evaluator import EvalContext, Memo, evaluate, needs_display_name
 from .rules import notify_and_highlight
 from .rules_service import PushRulesService
 
@@ -153,6 +153,7 @@ class ActionGenerator:
         pdu.setdefault("room_id", room_id)
         pdu["event_id"] = event.event_id
         rows: list[PushAction] = []
+        memo: Memo = {}
         for user_id in targets:
             ruleset = await self._rules.get_ruleset(user_id)
             display_name = None
@@ -164,7 +165,7 @@ class ActionGenerator:
                 notification_level=power.notification_level,
                 display_name=display_name,
             )
-            rule = evaluate(ruleset.ordered, pdu, ctx)
+            rule = evaluate(ruleset.ordered, pdu, ctx, memo)
             if rule is None:
                 continue
             notif, highlight = notify_and_highlight(rule.actions)

@@ -155,18 +155,54 @@ def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Ev
     return False
 
 
-def rule_matches(rule: PushRule, event: Mapping[str, Any], ctx: EvalContext) -> bool:
+Memo = dict[tuple[Any, ...], bool]
+
+
+def _memo_key(cond: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A key for a condition whose outcome is the same for every recipient of one event
+    (all but contains_display_name, whose outcome depends on the recipient's name;
+    room_member_count and sender_notification_permission depend only on the event's
+    room and sender). Conditions naming a user, like the mention rules, differ by value."""
+    kind = cond.get("kind")
+    if kind == "contains_display_name":
+        return None
+    value = cond.get("value")
+    if not (value is None or isinstance(value, str | int | bool)):
+        return None
+    return (kind, cond.get("key"), cond.get("pattern"), cond.get("is"), type(value), value)
+
+
+def rule_matches(
+    rule: PushRule, event: Mapping[str, Any], ctx: EvalContext, memo: Memo | None = None
+) -> bool:
     if not rule.enabled:
         return False
-    return all(condition_matches(c, event, ctx) for c in effective_conditions(rule))
+    for cond in effective_conditions(rule):
+        key = _memo_key(cond) if memo is not None else None
+        if key is None:
+            matched = condition_matches(cond, event, ctx)
+        else:
+            cached = memo.get(key)
+            if cached is None:
+                cached = memo[key] = condition_matches(cond, event, ctx)
+            matched = cached
+        if not matched:
+            return False
+    return True
 
 
 def evaluate(
-    rules: Iterable[PushRule], event: Mapping[str, Any], ctx: EvalContext
+    rules: Iterable[PushRule],
+    event: Mapping[str, Any],
+    ctx: EvalContext,
+    memo: Memo | None = None,
 ) -> PushRule | None:
-    """The first (highest priority) enabled rule matching `event`, or None."""
+    """The first (highest priority) enabled rule matching `event`, or None.
+
+    Pass one `memo` for all recipients of an event: the conditions they share (most of
+    the default rules) are then evaluated once per event, not once per recipient."""
     for rule in rules:
-        if rule_matches(rule, event, ctx):
+        if rule_matches(rule, event, ctx, memo):
             return rule
     return None
 

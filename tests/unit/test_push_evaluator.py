@@ -234,3 +234,27 @@ def test_default_rule_ids_match_spec_v1_19() -> None:
         "actions": [],
         "conditions": [],
     }
+
+
+def test_shared_memo_across_recipients_keeps_per_user_outcomes() -> None:
+    """One memo per event serves every recipient: shared conditions are evaluated once,
+    but mentions of one user must not leak into another's result."""
+    alice, bob = "@alice:test.local", "@bob:test.local"
+    event = {
+        "type": "m.room.message",
+        "sender": "@carol:test.local",
+        "room_id": "!r:test.local",
+        "content": {"msgtype": "m.text", "body": "hi alice", "m.mentions": {"user_ids": [alice]}},
+    }
+    memo: dict = {}
+    outcomes = {}
+    for user in (alice, bob, alice):
+        rules = build_ruleset(user, {}, {}).ordered
+        shared = evaluate(rules, event, ctx(members=5), memo)
+        alone = evaluate(rules, event, ctx(members=5))
+        assert shared is not None and alone is not None
+        assert shared.rule_id == alone.rule_id
+        outcomes[user] = shared.rule_id
+    assert outcomes[alice] == ".m.rule.is_user_mention"
+    assert outcomes[bob] == ".m.rule.message"
+    assert memo  # shared conditions were cached
