@@ -76,6 +76,10 @@ class Database(abc.ABC):
         await self.close()
 
 
+# Synapse's spelling first; the others are accepted for convenience.
+POSTGRES_NAMES = ("psycopg2", "postgres", "postgresql", "psycopg")
+
+
 def _config_parts(config: Any) -> tuple[str, Mapping[str, Any]]:
     """Accept a config object with `.name`/`.args` or a plain mapping with those keys."""
     if isinstance(config, Mapping):
@@ -86,8 +90,9 @@ def _config_parts(config: Any) -> tuple[str, Mapping[str, Any]]:
 async def open_database(config: Any, *, migrate: bool = True) -> Database:
     """Open (and by default migrate) the database a `DatabaseConfig`-like object names.
 
-    `config.name` is "sqlite3" (`args.database` is the file path, ":memory:" allowed);
-    PostgreSQL ("psycopg2"/"postgres") is not implemented yet.
+    `config.name` is "sqlite3" (`args.database` is the file path, ":memory:" allowed) or
+    "psycopg2"/"postgres" (`args`: Synapse's user, password, database, host, port,
+    cp_min, cp_max, or a `dsn`; see `postgres.connect_kwargs`).
     """
     from .migrate import check_applied_versions, discover_migrations, run_migrations
 
@@ -104,8 +109,20 @@ async def open_database(config: Any, *, migrate: bool = True) -> Database:
             read_connections=int(args.get("read_connections", 2)),
             check=lambda applied: check_applied_versions(applied, migrations),
         )
+    elif name in POSTGRES_NAMES:
+        try:
+            from .postgres import PostgresDatabase
+        except ImportError as exc:
+            raise StorageError(
+                f"database.name {name!r} needs asyncpg: pip install 'homeserver[postgres]'"
+            ) from exc
+        db = await PostgresDatabase.open(
+            args, check=lambda applied: check_applied_versions(applied, migrations)
+        )
     else:
-        raise StorageError(f"unsupported database engine {name!r} (supported: sqlite3)")
+        raise StorageError(
+            f"unsupported database engine {name!r} (supported: sqlite3, psycopg2/postgres)"
+        )
     if migrate:
         try:
             await run_migrations(db, migrations)
@@ -115,4 +132,4 @@ async def open_database(config: Any, *, migrate: bool = True) -> Database:
     return db
 
 
-__all__ = ["Connection", "Database", "Row", "open_database"]
+__all__ = ["POSTGRES_NAMES", "Connection", "Database", "Row", "open_database"]

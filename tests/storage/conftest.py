@@ -1,13 +1,14 @@
 """Fixtures for the store contract tests, parametrised over database backends.
 
-Every test taking `db` or `stores` runs once per entry of BACKENDS. When the asyncpg
-backend exists, enabling it is one line: add "postgres" to BACKENDS (tests then need
-HS_TEST_POSTGRES_DSN pointing at a scratch database and are skipped without it).
+Every test taking `db` or `stores` runs once per entry of BACKENDS. The postgres runs
+need HS_TEST_POSTGRES_DSN (a role that may create schemas in a scratch database) and are
+skipped without it; each test gets its own fresh schema, dropped afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,35 @@ import pytest
 from homeserver.events import Event, get_room_version
 from homeserver.storage import Database, Stores, open_database, open_stores
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
+
+POSTGRES_SKIP_REASON = (
+    "HS_TEST_POSTGRES_DSN is not set (CI sets it when it could install PostgreSQL)"
+)
+
+
+def postgres_test_config() -> dict[str, Any] | None:
+    """A psycopg2 config naming a fresh, unique schema; None without HS_TEST_POSTGRES_DSN."""
+    dsn = os.environ.get("HS_TEST_POSTGRES_DSN")
+    if not dsn:
+        return None
+    schema = f"hs_test_{uuid.uuid4().hex[:16]}"
+    return {"name": "psycopg2", "args": {"dsn": dsn, "schema": schema, "cp_max": 4}}
+
+
+async def drop_postgres_schema(config: dict[str, Any]) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(config["args"]["dsn"])
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{config["args"]["schema"]}" CASCADE')
+    finally:
+        await conn.close()
+
 
 _CONFIGS: dict[str, Callable[[Path], dict[str, Any] | None]] = {
     "sqlite": lambda tmp: {"name": "sqlite3", "args": {"database": str(tmp / "hs.db")}},
-    "postgres": lambda tmp: (
-        {"name": "psycopg2", "args": {"dsn": os.environ["HS_TEST_POSTGRES_DSN"]}}
-        if os.environ.get("HS_TEST_POSTGRES_DSN")
-        else None
-    ),
+    "postgres": lambda tmp: postgres_test_config(),
 }
 
 
@@ -33,12 +54,16 @@ _CONFIGS: dict[str, Callable[[Path], dict[str, Any] | None]] = {
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     config = _CONFIGS[request.param](tmp_path)
     if config is None:
-        pytest.skip(f"no {request.param} database configured")
-    database = await open_database(config)
+        pytest.skip(POSTGRES_SKIP_REASON)
     try:
-        yield database
+        database = await open_database(config)
+        try:
+            yield database
+        finally:
+            await database.close()
     finally:
-        await database.close()
+        if request.param == "postgres":
+            await drop_postgres_schema(config)
 
 
 @pytest.fixture

@@ -102,7 +102,8 @@ async def test_transactions_are_serialised(db: Database) -> None:
 
 
 async def test_pragmas(db: Database) -> None:
-    assert db.dialect.name == "sqlite"
+    if db.dialect.name != "sqlite":
+        pytest.skip("SQLite pragmas")
     assert (await db.fetchval("PRAGMA journal_mode")).lower() == "wal"
     assert await db.fetchval("PRAGMA foreign_keys") == 1
     assert await db.fetchval("PRAGMA busy_timeout") > 0

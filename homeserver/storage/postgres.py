@@ -1,0 +1,276 @@
+"""The PostgreSQL backend: asyncpg, a connection pool, one writer at a time.
+
+Stores are written against the `Database` contract that SQLite defines: write
+transactions are serialised (stores allocate IDs with `MAX(...) + 1` inside one), reads
+run concurrently and see committed data. So writes go through an `asyncio.Lock` here too,
+while reads take any pooled connection. This serves one homeserver process; several
+processes sharing one database would need row locks in the stores instead.
+
+asyncpg encodes arguments strictly by the column type the server infers (a BOOLEAN wants
+a `bool`, a BIGINT an `int`), where SQLite stores whatever it is given. When an argument
+is refused, the statement is prepared, its parameter types read, and SQLite-style values
+(0/1 for booleans, ints for text) are converted once; the fast path pays nothing.
+
+Before migrating, the target schema is inspected: a schema holding other tables but no
+`schema_version` belongs to someone else and is refused, as SQLite refuses a foreign file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from .database import Database, Row
+from .dialect import POSTGRES, Dialect
+from .errors import IntegrityError, StorageError
+
+T = TypeVar("T")
+
+_STATUS_COUNT = re.compile(r"(\d+)$")
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_INT_TYPES = frozenset({"int2", "int4", "int8", "oid"})
+_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name"})
+_FLOAT_TYPES = frozenset({"float4", "float8", "numeric"})
+
+
+def rowcount(status: str) -> int:
+    """The row count in an asyncpg status string ("UPDATE 3", "INSERT 0 2"); else 0."""
+    m = _STATUS_COUNT.search(status or "")
+    return int(m.group(1)) if m else 0
+
+
+def _coerce(value: Any, type_name: str) -> Any:
+    """Convert a value SQLite would have accepted into what asyncpg encodes for the type."""
+    if value is None:
+        return None
+    if type_name == "bool" and isinstance(value, int) and not isinstance(value, bool):
+        return bool(value)
+    if type_name in _INT_TYPES:
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            return int(value)
+    if type_name in _TEXT_TYPES and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if type_name in _FLOAT_TYPES and isinstance(value, int) and not isinstance(value, bool):
+        return float(value) if type_name != "numeric" else value
+    return value
+
+
+def _translate(exc: Exception, sql: str) -> StorageError:
+    where = f"(in: {sql.strip()[:200]})"
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return IntegrityError(f"{exc} {where}")
+    return StorageError(f"{type(exc).__name__}: {exc} {where}")
+
+
+class PostgresConnection:
+    """One asyncpg connection behind the `Connection` protocol."""
+
+    dialect: Dialect = POSTGRES
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def _coerced(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...]:
+        stmt = await self._conn.prepare(sql)
+        types = [p.name for p in stmt.get_parameters()]
+        return tuple(_coerce(v, t) for v, t in zip(args, types, strict=False))
+
+    async def _run(self, sql: str, args: Sequence[Any], op: Callable[..., Awaitable[T]]) -> T:
+        try:
+            try:
+                return await op(sql, *args)
+            except asyncpg.DataError:
+                # Client-side encoding refusal: retry once with SQLite-style values converted.
+                return await op(sql, *(await self._coerced(sql, args)))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _translate(exc, sql) from exc
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status = await self._run(sql, args, self._conn.execute)
+        return rowcount(status)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        rows = [tuple(a) for a in args]
+        if not rows:
+            return
+        try:
+            try:
+                await self._conn.executemany(sql, rows)
+            except asyncpg.DataError:
+                stmt = await self._conn.prepare(sql)
+                types = [p.name for p in stmt.get_parameters()]
+                fixed = [tuple(_coerce(v, t) for v, t in zip(r, types, strict=False)) for r in rows]
+                await self._conn.executemany(sql, fixed)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _translate(exc, sql) from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._run(sql, args, self._conn.fetch)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._run(sql, args, self._conn.fetchrow)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._run(sql, args, self._conn.fetchval)
+
+
+def connect_kwargs(args: Mapping[str, Any]) -> dict[str, Any]:
+    """asyncpg connection keywords from Synapse-style `database.args`.
+
+    Accepts `dsn` or the libpq-style keys Synapse users write (user, password, database
+    or dbname, host, port); `schema` (ours) selects a schema other than `public`.
+    """
+    kwargs: dict[str, Any] = {}
+    if args.get("dsn"):
+        kwargs["dsn"] = str(args["dsn"])
+    for key in ("user", "password", "host"):
+        if args.get(key) is not None:
+            kwargs[key] = str(args[key])
+    dbname = args.get("database") or args.get("dbname")
+    if dbname:
+        kwargs["database"] = str(dbname)
+    if args.get("port") is not None:
+        kwargs["port"] = int(args["port"])
+    schema = args.get("schema")
+    if schema:
+        if not _SCHEMA_NAME.match(str(schema)):
+            raise StorageError(f"database.args.schema {schema!r} is not a plain lowercase name")
+        kwargs["server_settings"] = {"search_path": str(schema)}
+    return kwargs
+
+
+async def inspect_schema(conn: asyncpg.Connection) -> set[int] | None:
+    """None if the current schema is empty, else its applied migration versions.
+
+    Raises StorageError for a schema that has tables but none of ours.
+    """
+    tables = {
+        r[0]
+        for r in await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    }
+    if not tables:
+        return None
+    if "schema_version" not in tables:
+        schema = await conn.fetchval("SELECT current_schema()")
+        raise StorageError(
+            f"PostgreSQL schema {schema!r} holds tables that are not a homeserver's "
+            f"({', '.join(sorted(tables)[:8])}) and no schema_version table; refusing to touch it"
+        )
+    return {int(r[0]) for r in await conn.fetch("SELECT version FROM schema_version")}
+
+
+class PostgresDatabase(Database):
+    """An asyncpg pool: serialised write transactions, concurrent reads."""
+
+    dialect = POSTGRES
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._write_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        args: Mapping[str, Any],
+        *,
+        check: Callable[[set[int] | None], None] | None = None,
+    ) -> PostgresDatabase:
+        """Connect, create the configured schema if missing, inspect it, run `check`."""
+        kwargs = connect_kwargs(args)
+        cp_min = int(args.get("cp_min", 1))
+        cp_max = max(cp_min, int(args.get("cp_max", 10)))
+        schema = args.get("schema")
+        try:
+            if schema:
+                # The schema must exist before pooled connections put it on their path.
+                setup = await asyncpg.connect(
+                    **{k: v for k, v in kwargs.items() if k != "server_settings"}
+                )
+                try:
+                    await setup.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                finally:
+                    await setup.close()
+            pool = await asyncpg.create_pool(min_size=cp_min, max_size=cp_max, **kwargs)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
+        try:
+            async with pool.acquire() as conn:
+                existing = await inspect_schema(conn)
+            if check is not None:
+                check(existing)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresConnection]:
+        async with self._write_lock:
+            self._check_open()
+            async with self._pool.acquire() as raw:
+                tx = raw.transaction()
+                await tx.start()
+                try:
+                    yield PostgresConnection(raw)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await tx.rollback()
+                    raise
+                try:
+                    await tx.commit()
+                except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    with contextlib.suppress(Exception):
+                        await tx.rollback()
+                    raise _translate(exc, "COMMIT") from exc
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self.transaction() as conn:
+            return await conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        async with self.transaction() as conn:
+            await conn.executemany(sql, args)
+
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[PostgresConnection]:
+        self._check_open()
+        async with self._pool.acquire() as raw:
+            yield PostgresConnection(raw)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._reader() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self._reader() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._reader() as conn:
+            return await conn.fetchval(sql, *args)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("database is closed")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        async with self._write_lock:
+            await self._pool.close()
+
+
+__all__ = ["PostgresConnection", "PostgresDatabase", "connect_kwargs", "rowcount"]

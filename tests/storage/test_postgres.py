@@ -1,0 +1,103 @@
+"""PostgreSQL-only behaviour of the asyncpg backend (needs HS_TEST_POSTGRES_DSN)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from homeserver.storage import StorageError, open_database
+from homeserver.storage.postgres import connect_kwargs, rowcount
+
+from .conftest import POSTGRES_SKIP_REASON, drop_postgres_schema, postgres_test_config
+
+
+def test_rowcount_parses_status_strings() -> None:
+    assert rowcount("UPDATE 3") == 3
+    assert rowcount("INSERT 0 2") == 2
+    assert rowcount("DELETE 0") == 0
+    assert rowcount("CREATE TABLE") == 0
+    assert rowcount("") == 0
+
+
+def test_connect_kwargs_takes_synapse_args() -> None:
+    kwargs = connect_kwargs(
+        {
+            "user": "synapse",
+            "password": "pw",
+            "database": "matrix",
+            "host": "db.internal",
+            "port": 5433,
+            "cp_min": 5,
+            "cp_max": 10,
+        }
+    )
+    assert kwargs == {
+        "user": "synapse",
+        "password": "pw",
+        "database": "matrix",
+        "host": "db.internal",
+        "port": 5433,
+    }
+    assert connect_kwargs({"dbname": "m", "schema": "s1"}) == {
+        "database": "m",
+        "server_settings": {"search_path": "s1"},
+    }
+    with pytest.raises(StorageError, match="schema"):
+        connect_kwargs({"schema": 'x"; DROP'})
+
+
+@pytest.fixture
+async def pg_config() -> AsyncIterator[dict[str, Any]]:
+    config = postgres_test_config()
+    if config is None:
+        pytest.skip(POSTGRES_SKIP_REASON)
+    try:
+        yield config
+    finally:
+        await drop_postgres_schema(config)
+
+
+async def test_refuses_foreign_schema(pg_config: dict[str, Any]) -> None:
+    db = await open_database(pg_config, migrate=False)
+    await db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    await db.close()
+    with pytest.raises(StorageError, match="customers"):
+        await open_database(pg_config)
+
+
+async def test_refuses_newer_schema_and_reopens_own(pg_config: dict[str, Any]) -> None:
+    db = await open_database(pg_config)
+    n = await db.fetchval("SELECT COUNT(*) FROM schema_version")
+    await db.close()
+    db = await open_database(pg_config)  # reopening our own schema migrates nothing
+    assert await db.fetchval("SELECT COUNT(*) FROM schema_version") == n
+    await db.execute(
+        "INSERT INTO schema_version (version, name, applied_ts) VALUES ($1, $2, $3)",
+        9999,
+        "future",
+        0,
+    )
+    await db.close()
+    with pytest.raises(StorageError, match="9999"):
+        await open_database(pg_config)
+
+
+async def test_sqlite_style_values_are_converted(pg_config: dict[str, Any]) -> None:
+    db = await open_database(pg_config, migrate=False)
+    try:
+        await db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, flag BOOLEAN, label TEXT)")
+        # 1/0 for a BOOLEAN, a str for a BIGINT, an int for TEXT: what SQLite accepts.
+        assert await db.execute("INSERT INTO t VALUES ($1, $2, $3)", "7", 1, 42) == 1
+        await db.executemany("INSERT INTO t VALUES ($1, $2, $3)", [(8, 0, "x"), (9, True, 5)])
+        rows = await db.fetch("SELECT id, flag, label FROM t ORDER BY id")
+        assert [(r["id"], r[1], r["label"]) for r in rows] == [
+            (7, True, "42"),
+            (8, False, "x"),
+            (9, True, "5"),
+        ]
+        assert await db.execute("UPDATE t SET flag = $1 WHERE id > $2", 0, 7) == 2
+        assert await db.fetchval("SELECT COUNT(*) FROM t WHERE flag") == 1
+    finally:
+        await db.close()
