@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except sqlite3.DatabaseError as exc:
-        print(f"error: database {config.database.path} is unusable: {exc}", file=sys.stderr)
+        print(f"error: database {config.database.describe()} is unusable: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -134,7 +134,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     config.database.path.parent.mkdir(parents=True, exist_ok=True)
     database = await open_database(config.database)
     app[DATABASE] = database
-    logger.info("Database: %s", config.database.path)
+    logger.info("Database: %s", config.database.describe())
     try:
         yield
     finally:

@@ -74,15 +74,35 @@ class ListenerConfig:
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    """Where the data lives. Only SQLite for now; `name` keeps Synapse's spelling."""
+    """Where the data lives; `name` keeps Synapse's spelling ("sqlite3" or "psycopg2").
+
+    For SQLite `path` is the file. For PostgreSQL `connect` holds the connection args
+    (user, password, database, host, port, cp_min, cp_max) and `path` is only the
+    default database file's location, next to which generated secrets are kept.
+    """
 
     name: str
     path: Path
+    connect: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.name == "psycopg2"
 
     @property
     def args(self) -> Mapping[str, Any]:
         """Synapse's `args` shape, which homeserver.storage.open_database reads."""
+        if self.is_postgres:
+            return MappingProxyType(dict(self.connect))
         return MappingProxyType({"database": str(self.path)})
+
+    def describe(self) -> str:
+        """Where the data is, for logs (never the password)."""
+        if not self.is_postgres:
+            return str(self.path)
+        a = dict(self.connect)
+        where = f"{a.get('host', 'localhost')}:{a.get('port', 5432)}"
+        return f"PostgreSQL {a.get('user', '')}@{where}/{a.get('database', '')}"
 
 
 @dataclass(frozen=True)

@@ -126,17 +126,42 @@ def read_database(r: Reader, raw: Any) -> DatabaseConfig:
         return default
     r.check_keys(m, {"name", "args", "allow_unsafe_locale", "txn_limit"}, "database")
     name = r.str(m, "name", "database", "sqlite3")
-    if name in ("psycopg2", "postgres", "postgresql", "psycopg"):
-        r.problem("database.name", f"{name!r} (PostgreSQL) is not supported yet; use 'sqlite3'")
-        return default
+    if name in _POSTGRES_NAMES:
+        return _read_postgres(r, m, default)
     if name != "sqlite3":
-        r.problem("database.name", f"expected 'sqlite3', got {name!r}")
+        r.problem("database.name", f"expected 'sqlite3' or 'psycopg2', got {name!r}")
         return default
     args = r.mapping(m.get("args"), "database.args")
     if args is not None:
         r.check_keys(args, {"database", "cp_min", "cp_max"}, "database.args")
     path = r.path(args, "database", "database.args", default.path)
     return DatabaseConfig(name="sqlite3", path=path or default.path)
+
+
+_POSTGRES_NAMES = ("psycopg2", "postgres", "postgresql", "psycopg")
+_POSTGRES_STR_ARGS = ("user", "password", "database", "dbname", "host", "dsn", "sslmode", "schema")
+
+
+def _read_postgres(r: Reader, m: Mapping[str, Any], default: DatabaseConfig) -> DatabaseConfig:
+    """Synapse's PostgreSQL args: user, password, database, host, port, cp_min, cp_max
+    (and libpq's sslmode, or a whole dsn; ours: schema, a schema other than public)."""
+    args = r.mapping(m.get("args"), "database.args") or {}
+    r.check_keys(args, {*_POSTGRES_STR_ARGS, "port", "cp_min", "cp_max"}, "database.args")
+    connect: dict[str, Any] = {}
+    for key in _POSTGRES_STR_ARGS:
+        value = r.str(args, key, "database.args")
+        if value is not None:
+            connect["database" if key == "dbname" else key] = value
+    if "port" in args:
+        connect["port"] = r.int(args, "port", "database.args", 5432, 1, 65535)
+    cp_min = r.int(args, "cp_min", "database.args", 1, 1, 1000)
+    cp_max = r.int(args, "cp_max", "database.args", 10, 1, 1000)
+    if cp_max < cp_min:
+        r.problem("database.args.cp_max", f"must be at least cp_min ({cp_min}), got {cp_max}")
+    connect.update(cp_min=cp_min, cp_max=max(cp_min, cp_max))
+    if "dsn" not in connect and "database" not in connect:
+        r.problem("database.args.database", "required for PostgreSQL (the database name)")
+    return DatabaseConfig(name="psycopg2", path=default.path, connect=tuple(connect.items()))
 
 
 _ROLE = re.compile(r"^m\.role\.(admin|security)$|^(?!m\.)[a-z0-9_.-]+\.[a-z0-9_.-]+$")

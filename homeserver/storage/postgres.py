@@ -127,7 +127,7 @@ def connect_kwargs(args: Mapping[str, Any]) -> dict[str, Any]:
     """asyncpg connection keywords from Synapse-style `database.args`.
 
     Accepts `dsn` or the libpq-style keys Synapse users write (user, password, database
-    or dbname, host, port); `schema` (ours) selects a schema other than `public`.
+    or dbname, host, port, sslmode); `schema` (ours) selects a schema other than `public`.
     """
     kwargs: dict[str, Any] = {}
     if args.get("dsn"):
@@ -138,6 +138,8 @@ def connect_kwargs(args: Mapping[str, Any]) -> dict[str, Any]:
     dbname = args.get("database") or args.get("dbname")
     if dbname:
         kwargs["database"] = str(dbname)
+    if args.get("sslmode"):
+        kwargs["ssl"] = str(args["sslmode"])  # asyncpg takes libpq's mode names
     if args.get("port") is not None:
         kwargs["port"] = int(args["port"])
     schema = args.get("schema")

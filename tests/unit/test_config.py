@@ -152,14 +152,57 @@ def test_listener_ports_must_be_distinct(tmp_path: Path) -> None:
     ]
 
 
-def test_postgres_is_not_supported_yet(tmp_path: Path) -> None:
-    (problem,) = problems_of(
+def test_postgres_database_section(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "server_name": "a.b",
+            "database": {
+                "name": "psycopg2",
+                "args": {
+                    "user": "synapse_user",
+                    "password": "secretpassword",
+                    "database": "synapse",
+                    "host": "localhost",
+                    "port": 5433,
+                    "cp_min": 5,
+                    "cp_max": 10,
+                },
+            },
+        },
+        base_dir=tmp_path,
+    )
+    assert config.database.name == "psycopg2"
+    assert dict(config.database.args) == {
+        "user": "synapse_user",
+        "password": "secretpassword",
+        "database": "synapse",
+        "host": "localhost",
+        "port": 5433,
+        "cp_min": 5,
+        "cp_max": 10,
+    }
+    assert config.database.describe() == "PostgreSQL synapse_user@localhost:5433/synapse"
+    # Generated secrets still have a home beside the (unused) default database path.
+    assert config.secrets_path == tmp_path / "homeserver.secrets.yaml"
+    alias = parse_config(
+        {"server_name": "a.b", "database": {"name": "postgres", "args": {"dbname": "m"}}},
+        base_dir=tmp_path,
+    )
+    assert alias.database.name == "psycopg2"
+    assert dict(alias.database.args) == {"database": "m", "cp_min": 1, "cp_max": 10}
+
+
+def test_postgres_args_are_checked(tmp_path: Path) -> None:
+    problems = problems_of(
         write(
             tmp_path / "c.yaml",
-            "server_name: a.b\ndatabase: {name: psycopg2, args: {user: x}}\n",
+            "server_name: a.b\ndatabase: {name: psycopg2, args: {user: x, prot: 1, port: 0}}\n",
         )
     )
-    assert "database.name: 'psycopg2' (PostgreSQL) is not supported yet" in problem
+    text = "\n".join(problems)
+    assert "database.args.prot: unknown key" in text
+    assert "database.args.port: expected an integer from 1 to 65535, got 0" in text
+    assert "database.args.database: required for PostgreSQL" in text
 
 
 def test_open_registration_needs_explicit_opt_in(tmp_path: Path) -> None:
