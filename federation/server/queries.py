@@ -14,12 +14,13 @@ from aiohttp import web
 from federation.server.auth_middleware import body_of
 from federation.server.common import require_dict, stores_of
 from homeserver.appstate import CONFIG, DATABASE
+from homeserver.e2ee.device_list_edus import public_key_ids, with_owner_signatures
 from homeserver.e2ee.services import E2EE_KEY_STORE
 from homeserver.errors import MatrixError, not_found, unrecognized
 from homeserver.http import json_response, path_param, query_param
 from homeserver.ids import parse_user_id
 from homeserver.storage.device_lists import DeviceListStore
-from homeserver.storage.e2ee_keys import E2eeKeyStore, StoredSignature
+from homeserver.storage.e2ee_keys import E2eeKeyStore
 
 SHARED_CROSS_SIGNING = (("master", "master_keys"), ("self_signing", "self_signing_keys"))
 
@@ -80,28 +81,6 @@ def _keystore(request: web.Request) -> E2eeKeyStore:
     return store if store is not None else E2eeKeyStore(request.config_dict[DATABASE])
 
 
-def _merge_signatures(
-    obj: dict[str, Any], target_key_ids: set[str], sigs: list[StoredSignature], owner: str
-) -> dict[str, Any]:
-    """Add the owner's stored signatures over `target_key_ids` to a key object."""
-    mine = [s for s in sigs if s.target_key_id in target_key_ids and s.signer_user_id == owner]
-    if not mine:
-        return obj
-    obj = dict(obj)
-    merged = {k: dict(v) for k, v in (obj.get("signatures") or {}).items()}
-    for s in mine:
-        merged.setdefault(s.signer_user_id, {})[s.signer_key_id] = s.signature
-    obj["signatures"] = merged
-    return obj
-
-
-def _public_key_ids(key: dict[str, Any]) -> set[str]:
-    keys = key.get("keys")
-    if not isinstance(keys, dict):
-        return set()
-    return {str(v) for v in keys.values()} | {k.partition(":")[2] for k in keys}
-
-
 async def user_devices(request: web.Request) -> web.Response:
     user_id = _local_user(request, path_param(request, "user_id"))
     stores = stores_of(request)
@@ -113,7 +92,7 @@ async def user_devices(request: web.Request) -> web.Response:
     for d in devices:
         entry: dict[str, Any] = {"device_id": d.device_id}
         if d.device_id in keys:
-            entry["keys"] = _merge_signatures(keys[d.device_id], {d.device_id}, sigs, user_id)
+            entry["keys"] = with_owner_signatures(keys[d.device_id], {d.device_id}, sigs, user_id)
         if d.display_name is not None:
             entry["device_display_name"] = d.display_name
         out.append(entry)
@@ -129,8 +108,8 @@ async def user_devices(request: web.Request) -> web.Response:
     cross = await keystore.get_cross_signing_keys(user_id)
     for key_type, field in SHARED_CROSS_SIGNING:
         if key_type in cross:
-            body[field.removesuffix("s")] = _merge_signatures(
-                cross[key_type], _public_key_ids(cross[key_type]), sigs, user_id
+            body[field.removesuffix("s")] = with_owner_signatures(
+                cross[key_type], public_key_ids(cross[key_type]), sigs, user_id
             )
     return json_response(body)
 
@@ -151,13 +130,13 @@ async def keys_query(request: web.Request) -> web.Response:
         sigs = await keystore.get_signatures(user_id)
         found = await keystore.get_device_keys_for_user(user_id, device_ids or None)
         device_keys[user_id] = {
-            d: _merge_signatures(k, {d}, sigs, user_id) for d, k in found.items()
+            d: with_owner_signatures(k, {d}, sigs, user_id) for d, k in found.items()
         }
         stored = await keystore.get_cross_signing_keys(user_id)
         for key_type, field in SHARED_CROSS_SIGNING:
             if key_type in stored:
-                cross[field][user_id] = _merge_signatures(
-                    stored[key_type], _public_key_ids(stored[key_type]), sigs, user_id
+                cross[field][user_id] = with_owner_signatures(
+                    stored[key_type], public_key_ids(stored[key_type]), sigs, user_id
                 )
     return json_response({"device_keys": device_keys, **cross})
 

@@ -48,7 +48,7 @@ def with_owner_signatures(
     return obj
 
 
-def _public_key_ids(key: dict[str, Any]) -> set[str]:
+def public_key_ids(key: dict[str, Any]) -> set[str]:
     """The IDs a signature of a cross-signing key is stored under (public key, key ID)."""
     keys = key.get("keys")
     if not isinstance(keys, dict):
@@ -125,5 +125,5 @@ class DeviceListBroadcaster:
                 continue
             if sigs is None:
                 sigs = await self._keys.get_signatures(user_id)
-            content[field] = with_owner_signatures(key, _public_key_ids(key), sigs, user_id)
+            content[field] = with_owner_signatures(key, public_key_ids(key), sigs, user_id)
         return content if len(content) > 1 else None
