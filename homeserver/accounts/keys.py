@@ -25,6 +25,8 @@ DeviceDeletedHook = Callable[[str, str], Awaitable[None]]
 DEVICE_DELETED_HOOKS: web.AppKey[list[DeviceDeletedHook]] = web.AppKey("device_deleted_hooks")
 # Same shape, run after a login created a new device.
 DEVICE_CREATED_HOOKS: web.AppKey[list[DeviceDeletedHook]] = web.AppKey("device_created_hooks")
+# Same shape, run after a device was renamed (other servers show device names).
+DEVICE_UPDATED_HOOKS: web.AppKey[list[DeviceDeletedHook]] = web.AppKey("device_updated_hooks")
 ACCOUNT_AUTH_STORE = web.AppKey("account_auth_store", AccountAuthStore)
 PASSWORD_HASHER = web.AppKey("password_hasher", PasswordHasher)
 UIA = web.AppKey("uia", UserInteractiveAuth)

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.accounts.keys import LAST_SEEN, SESSIONS, UIA
+from homeserver.accounts.keys import DEVICE_UPDATED_HOOKS, LAST_SEEN, SESSIONS, UIA
 from homeserver.accounts.uia import PASSWORD
 from homeserver.client.auth import MAX_TOKEN_LENGTH, extract_access_token, get_requester
 from homeserver.client.routes import MAX_DEVICE_ID_LENGTH, add_route, client_ip
@@ -66,6 +66,8 @@ async def put_device(request: web.Request) -> web.Response:
         raise not_found("Unknown device")
     if display_name is not None:
         await accounts.set_device_display_name(requester.user_id, device_id, display_name)
+        for hook in request.config_dict.get(DEVICE_UPDATED_HOOKS, []):
+            await hook(requester.user_id, device_id)
     return json_response({})
 
 

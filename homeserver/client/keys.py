@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.accounts.keys import DEVICE_CREATED_HOOKS, DEVICE_DELETED_HOOKS, UIA
+from homeserver.accounts.keys import (
+    DEVICE_CREATED_HOOKS,
+    DEVICE_DELETED_HOOKS,
+    DEVICE_UPDATED_HOOKS,
+    UIA,
+)
 from homeserver.appstate import Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.routes import add_route
@@ -86,3 +91,5 @@ def setup(mounts: Mounts) -> None:
         await root[E2EE_KEYS].device_created(user_id, device_id)
 
     root.setdefault(DEVICE_CREATED_HOOKS, []).append(device_created)
+    # A rename changes what other servers show: announce it like a new device.
+    root.setdefault(DEVICE_UPDATED_HOOKS, []).append(device_created)

@@ -208,3 +208,22 @@ async def test_no_edu_for_a_user_sharing_no_room(pair) -> None:
     edus = record_edus(a)
     await login(a, alice)
     assert edus == []
+
+
+async def test_a_device_rename_reaches_the_other_server(pair) -> None:
+    """Other servers show device names, so a rename is announced like Synapse does."""
+    a, b = pair
+    alice, bob, _room = await shared_room(a, b)
+    token, device = await login(a, alice)
+    a.tokens["alice-2"] = token
+    since = (await b.sync(bob))["next_batch"]
+    edus = record_edus(a)
+    await a.ok("PUT", f"/devices/{device}", "alice-2", {"display_name": "Alice's phone"})
+    await changed_for(b, bob, since, alice)
+    assert [e[1] for e in edus] == ["m.device_list_update"]
+    update = edus[-1][2]
+    assert update["device_id"] == device
+    assert update["device_display_name"] == "Alice's phone"
+    answer = await b.app[QUERIES].user_devices(alice)
+    names = {d["device_id"]: d.get("device_display_name") for d in answer["devices"]}
+    assert names[device] == "Alice's phone"
