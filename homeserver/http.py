@@ -23,6 +23,7 @@ from aiohttp import web
 from homeserver.appstate import LISTENERS
 from homeserver.config import ListenerConfig
 from homeserver.errors import MatrixError, invalid_param, missing_param, too_large, unrecognized
+from homeserver.storage.errors import UnstorableValueError
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except MatrixError as exc:
         response = error_response(exc)
+    except UnstorableValueError as exc:  # e.g. U+0000 in a string, on PostgreSQL
+        logger.info("Refused an unstorable value: %s", exc)
+        response = error_response(invalid_param("Text must not contain U+0000"))
     except web.HTTPException as exc:
         error = _from_http_exception(exc)
         if error is None:

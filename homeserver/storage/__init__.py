@@ -8,7 +8,7 @@ storage never imports rooms, client or federation.
 from .accounts import AccountStore, DeviceInfo, Profile, RefreshTokenInfo, TokenInfo, UserInfo
 from .current_state import CurrentStateStore, MembershipInfo
 from .database import Connection, Database, Row, open_database
-from .errors import IntegrityError, StorageError
+from .errors import IntegrityError, StorageError, UnstorableValueError
 from .events import EventStore, PersistItem, TimelineEvent
 from .rooms import AliasInfo, RoomInfo, RoomStore
 from .server_keys import ServerKeyStore
@@ -41,6 +41,7 @@ __all__ = [
     "TimelineEvent",
     "TokenInfo",
     "TransactionStore",
+    "UnstorableValueError",
     "UserInfo",
     "apply_delta",
     "open_database",

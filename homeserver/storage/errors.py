@@ -13,3 +13,11 @@ class StorageError(Exception):
 
 class IntegrityError(StorageError):
     """A constraint (unique key, foreign key, NOT NULL) rejected a write."""
+
+
+class UnstorableValueError(StorageError):
+    """A value the backend cannot store at all (PostgreSQL text cannot hold U+0000).
+
+    The value came from outside (SQLite would have stored it), so callers report it as
+    the client's mistake rather than a server failure.
+    """

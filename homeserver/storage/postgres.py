@@ -27,7 +27,7 @@ import asyncpg
 
 from .database import Database, Row
 from .dialect import POSTGRES, Dialect
-from .errors import IntegrityError, StorageError
+from .errors import IntegrityError, StorageError, UnstorableValueError
 
 T = TypeVar("T")
 
@@ -64,6 +64,26 @@ def _coerce(value: Any, type_name: str) -> Any:
     return value
 
 
+def _is_argument_refusal(exc: Exception) -> bool:
+    """asyncpg's own refusal to encode an argument (raised before anything is sent).
+
+    Server-side data errors (SQLSTATE class 22) are DataError subclasses; those abort
+    the transaction and must not be retried.
+    """
+    return type(exc) is asyncpg.DataError and str(exc).startswith("invalid input for query")
+
+
+def _has_nul(args: Sequence[Any]) -> bool:
+    return any(isinstance(a, str) and "\x00" in a for a in args)
+
+
+def _refuse_nul(sql: str, args: Sequence[Any]) -> None:
+    if _has_nul(args):
+        raise UnstorableValueError(
+            f"text containing U+0000 cannot be stored in PostgreSQL (in: {sql.strip()[:120]})"
+        )
+
+
 def _translate(exc: Exception, sql: str) -> StorageError:
     where = f"(in: {sql.strip()[:200]})"
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
@@ -88,13 +108,16 @@ class PostgresConnection:
         try:
             try:
                 return await op(sql, *args)
-            except asyncpg.DataError:
+            except asyncpg.DataError as exc:
+                if not _is_argument_refusal(exc):
+                    raise
                 # Client-side encoding refusal: retry once with SQLite-style values converted.
                 return await op(sql, *(await self._coerced(sql, args)))
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _translate(exc, sql) from exc
 
     async def execute(self, sql: str, *args: Any) -> int:
+        _refuse_nul(sql, args)
         status = await self._run(sql, args, self._conn.execute)
         return rowcount(status)
 
@@ -102,10 +125,14 @@ class PostgresConnection:
         rows = [tuple(a) for a in args]
         if not rows:
             return
+        for row in rows:
+            _refuse_nul(sql, row)
         try:
             try:
                 await self._conn.executemany(sql, rows)
-            except asyncpg.DataError:
+            except asyncpg.DataError as exc:
+                if not _is_argument_refusal(exc):
+                    raise
                 stmt = await self._conn.prepare(sql)
                 types = [p.name for p in stmt.get_parameters()]
                 fixed = [tuple(_coerce(v, t) for v, t in zip(r, types, strict=False)) for r in rows]
@@ -113,13 +140,22 @@ class PostgresConnection:
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _translate(exc, sql) from exc
 
+    # A read whose argument holds U+0000 cannot match anything stored here (no stored
+    # text can contain it), so it finds nothing, as the same lookup does on SQLite.
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        if _has_nul(args):
+            return []
         return await self._run(sql, args, self._conn.fetch)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        if _has_nul(args):
+            return None
         return await self._run(sql, args, self._conn.fetchrow)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
+        if _has_nul(args):
+            return None
         return await self._run(sql, args, self._conn.fetchval)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from homeserver.storage import StorageError, open_database
+from homeserver.storage import StorageError, UnstorableValueError, open_database
 from homeserver.storage.postgres import connect_kwargs, rowcount
 
 from .conftest import POSTGRES_SKIP_REASON, drop_postgres_schema, postgres_test_config
@@ -99,5 +99,27 @@ async def test_sqlite_style_values_are_converted(pg_config: dict[str, Any]) -> N
         ]
         assert await db.execute("UPDATE t SET flag = $1 WHERE id > $2", 0, 7) == 2
         assert await db.fetchval("SELECT COUNT(*) FROM t WHERE flag") == 1
+    finally:
+        await db.close()
+
+
+async def test_nul_in_text_finds_nothing_and_is_refused_on_write(
+    pg_config: dict[str, Any],
+) -> None:
+    db = await open_database(pg_config, migrate=False)
+    try:
+        await db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT)")
+        await db.execute("INSERT INTO t VALUES ($1, $2)", "a", 1)
+        assert await db.fetchrow("SELECT n FROM t WHERE k = $1", "a\x00") is None
+        assert await db.fetch("SELECT n FROM t WHERE k = $1", "\x00") == []
+        assert await db.fetchval("SELECT n FROM t WHERE k = $1", "a\x00") is None
+        with pytest.raises(UnstorableValueError):
+            await db.execute("INSERT INTO t VALUES ($1, $2)", "b\x00", 2)
+        # A server-side data error inside a transaction is not retried, and rolls back.
+        with pytest.raises(StorageError, match="out of range"):
+            async with db.transaction() as conn:
+                await conn.execute("UPDATE t SET n = $1 WHERE k = $2", 5, "a")
+                await conn.execute("UPDATE t SET n = n * $1 WHERE k = $2", 2**62, "a")
+        assert await db.fetchval("SELECT n FROM t WHERE k = $1", "a") == 1
     finally:
         await db.close()
