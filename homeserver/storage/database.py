@@ -52,19 +52,31 @@ class Database(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def execute(self, sql: str, *args: Any) -> int: ...
+    def _reader(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection for one read (committed data only); returned when done."""
 
-    @abc.abstractmethod
-    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None: ...
+    # One-statement writes are transactions of their own; reads borrow a reader. The
+    # backends differ only in how they provide those two.
 
-    @abc.abstractmethod
-    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self.transaction() as conn:
+            return await conn.execute(sql, *args)
 
-    @abc.abstractmethod
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        async with self.transaction() as conn:
+            await conn.executemany(sql, args)
 
-    @abc.abstractmethod
-    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._reader() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self._reader() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._reader() as conn:
+            return await conn.fetchval(sql, *args)
 
     @abc.abstractmethod
     async def close(self) -> None: ...

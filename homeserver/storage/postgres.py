@@ -273,31 +273,11 @@ class PostgresDatabase(Database):
                         await tx.rollback()
                     raise _translate(exc, "COMMIT") from exc
 
-    async def execute(self, sql: str, *args: Any) -> int:
-        async with self.transaction() as conn:
-            return await conn.execute(sql, *args)
-
-    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
-        async with self.transaction() as conn:
-            await conn.executemany(sql, args)
-
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[PostgresConnection]:
         self._check_open()
         async with self._pool.acquire() as raw:
             yield PostgresConnection(raw)
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async with self._reader() as conn:
-            return await conn.fetch(sql, *args)
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        async with self._reader() as conn:
-            return await conn.fetchrow(sql, *args)
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        async with self._reader() as conn:
-            return await conn.fetchval(sql, *args)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -213,14 +213,6 @@ class SQLiteDatabase(Database):
                     await self._raw_writer.rollback()
                 raise
 
-    async def execute(self, sql: str, *args: Any) -> int:
-        async with self.transaction() as conn:
-            return await conn.execute(sql, *args)
-
-    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
-        async with self.transaction() as conn:
-            await conn.executemany(sql, args)
-
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[SQLiteConnection]:
         self._check_open()
@@ -233,18 +225,6 @@ class SQLiteDatabase(Database):
             yield conn
         finally:
             self._readers.put_nowait(conn)
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async with self._reader() as conn:
-            return await conn.fetch(sql, *args)
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        async with self._reader() as conn:
-            return await conn.fetchrow(sql, *args)
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        async with self._reader() as conn:
-            return await conn.fetchval(sql, *args)
 
     async def set_trace_callback(self, callback: Callable[[str], None] | None) -> None:
         """Report every statement run on every connection (tests use it to check plans)."""
