@@ -9,6 +9,7 @@ from aiohttp import web
 
 from homeserver.client.auth import Requester, get_requester
 from homeserver.client.validate import event_content, optional_str
+from homeserver.ephemeral.keys import PRESENCE
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.ratelimit import RATE_LIMITERS
 from homeserver.rooms.event_filter import RoomEventFilter
@@ -74,12 +75,14 @@ async def send_event(request: web.Request) -> web.Response:
     txn_id = txn_id_param(request)
     content = event_content(await read_json_body(request))
     sender = request.config_dict[ROOM_SENDER]
-    return await _once_per_txn(
+    response = await _once_per_txn(
         request,
         requester,
         txn_id,
         lambda txn: sender.send_message(room_id, requester.user_id, event_type, content, txn),
     )
+    await request.config_dict[PRESENCE].bump_active(requester.user_id)  # idle -> online
+    return response
 
 
 async def redact_event(request: web.Request) -> web.Response:

@@ -4,13 +4,27 @@ All known presence is held in memory (loaded at startup) with an update log orde
 stream position, so a sync asks "who changed since X" without a query. Presence is
 shown to users who share a room; updates of local users go to the servers of those
 rooms as `m.presence` EDUs.
+
+Local presence also changes on its own (what users expect, and what Synapse does):
+- a /sync with set_presence=online (the default) brings an offline user online, and
+  while any of a user's syncs is in progress they never go offline;
+- an action (sending an event, explicitly setting "online") bumps last_active;
+- an online user with no action for `idle_timeout_ms` becomes "unavailable";
+- a user with no sync in progress and none finished (and no action) for
+  `sync_timeout_ms` becomes "offline" (all their clients are gone).
+Syncing alone is not activity: a client left open on an idle desk goes unavailable.
+One background task (start()/close(), owned by the sync area's cleanup_ctx) checks a
+DeadlineQueue every `check_interval_s`, touching only users whose deadline is due.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from typing import Any
 
@@ -18,13 +32,19 @@ from homeserver.storage.presence import PresenceRow, PresenceStore
 from homeserver.sync.joined_rooms import JoinedRoomsCache
 from homeserver.sync.notifier import Notifier
 
+from .deadlines import DeadlineQueue
 from .edus import EduOutbox
+
+log = logging.getLogger(__name__)
 
 STATES = ("online", "unavailable", "offline")
 # Activity within this window counts as "currently active".
 ACTIVE_WINDOW_MS = 60_000
-# Syncing with set_presence refreshes last_active at most this often (no write per sync).
+# An action refreshes the stored last_active at most this often (no write per action).
 REFRESH_MS = 60_000
+
+# Decides a user's new row from the current one (None: no change), under the lock.
+Decision = Callable[[PresenceRow | None, int], PresenceRow | None]
 
 
 def _now_ms() -> int:
@@ -32,6 +52,13 @@ def _now_ms() -> int:
 
 
 class PresenceService:
+    # Defaults of the constructor arguments (tests shorten them; no config keys).
+    IDLE_TIMEOUT_MS = 5 * 60_000
+    SYNC_TIMEOUT_MS = 30_000
+    CHECK_INTERVAL_S = 5.0
+    # Timer work per wake-up, so one tick never holds the loop for long.
+    MAX_PER_TICK = 500
+
     def __init__(
         self,
         store: PresenceStore,
@@ -39,6 +66,10 @@ class PresenceService:
         notifier: Notifier,
         outbox: EduOutbox,
         server_name: str,
+        *,
+        idle_timeout_ms: int | None = None,
+        sync_timeout_ms: int | None = None,
+        check_interval_s: float | None = None,
     ) -> None:
         self._store = store
         self._rooms = rooms
@@ -49,6 +80,18 @@ class PresenceService:
         self._state: dict[str, PresenceRow] = {}
         self._log: OrderedDict[str, int] = OrderedDict()  # user -> position, oldest first
         self._lock = asyncio.Lock()
+        self.idle_timeout_ms = self.IDLE_TIMEOUT_MS if idle_timeout_ms is None else idle_timeout_ms
+        self.sync_timeout_ms = self.SYNC_TIMEOUT_MS if sync_timeout_ms is None else sync_timeout_ms
+        self.check_interval_s = (
+            self.CHECK_INTERVAL_S if check_interval_s is None else check_interval_s
+        )
+        # Local users only: syncs in progress, when the last one ended, exact last action.
+        self._syncing: dict[str, int] = {}
+        self._last_sync_ms: dict[str, int] = {}
+        self._active_ms: dict[str, int] = {}
+        self._timers = DeadlineQueue()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def position(self) -> int:
@@ -60,6 +103,13 @@ class PresenceService:
             self._state[row.user_id] = row
             self._log[row.user_id] = row.stream_id
         self._position = rows[-1].stream_id if rows else 0
+        # Users still online/unavailable from before a restart: their clients get one sync
+        # timeout to come back (O(users) once, at startup only).
+        now = _now_ms()
+        for row in rows:
+            if row.state != "offline" and self._is_local(row.user_id):
+                self._last_sync_ms[row.user_id] = now
+                self._reschedule(row.user_id, now)
 
     def get(self, user_id: str) -> PresenceRow | None:
         return self._state.get(user_id)
@@ -83,25 +133,71 @@ class PresenceService:
         self, user_id: str, state: str, status_msg: str | None = None, *, keep_msg: bool = False
     ) -> None:
         """A local user's explicit presence (PUT /presence/.../status)."""
-        old = self._state.get(user_id)
-        if keep_msg and old is not None:
-            status_msg = old.status_msg
-        now = _now_ms()
-        active = state == "online"
-        last_active = now if active or old is None else old.last_active_ts
-        await self._write(PresenceRow(user_id, state, status_msg, last_active, active, 0))
-        await self._send_edu(user_id)
+
+        def decide(old: PresenceRow | None, now: int) -> PresenceRow:
+            msg = old.status_msg if keep_msg and old is not None else status_msg
+            return self._local_row(user_id, state, msg, old, now)
+
+        await self._apply(user_id, decide, edu=True)
 
     async def touch(self, user_id: str, state: str) -> None:
-        """A sync with `set_presence`: write only when the state changes or it is stale."""
-        old = self._state.get(user_id)
-        now = _now_ms()
-        fresh = state != "online" or (old is not None and now - old.last_active_ts < REFRESH_MS)
-        if old is not None and old.state == state and fresh:
+        """A sync with `set_presence`: "online" brings an offline user online (an idle,
+        unavailable one stays so until they act), "unavailable" marks them idle,
+        "offline" changes nothing. No write when nothing changes."""
+        if state == "offline":
             return
-        if state == "offline" and old is None:
+
+        def decide(old: PresenceRow | None, now: int) -> PresenceRow | None:
+            if old is not None and (
+                old.state == state or (state == "online" and old.state != "offline")
+            ):
+                return None
+            msg = old.status_msg if old is not None else None
+            return self._local_row(user_id, state, msg, old, now)
+
+        await self._apply(user_id, decide, edu=True)
+
+    async def bump_active(self, user_id: str) -> None:
+        """A local user acted (e.g. sent a message): they are online and not idle.
+
+        Awaited by the request handler, so the change is visible when it answers. The
+        exact time is kept in memory; the row is written only when the state changes or
+        the stored last_active is older than REFRESH_MS (no write per message).
+        """
+        self._active_ms[user_id] = _now_ms()
+        changed = await self._apply(
+            user_id, lambda row, now: self._acted(user_id, row, now), edu=True
+        )
+        if changed is None:
+            self._reschedule(user_id, _now_ms())
+
+    @asynccontextmanager
+    async def syncing(self, user_id: str, set_presence: str | None) -> AsyncIterator[None]:
+        """Around one /sync: while it runs the user cannot time out to offline; when it
+        ends (returned, failed or the client went away) the sync timeout starts."""
+        if set_presence is None or set_presence == "offline":
+            yield
             return
-        await self.set_local(user_id, state, keep_msg=True)
+        self._syncing[user_id] = self._syncing.get(user_id, 0) + 1
+        try:
+            await self.touch(user_id, set_presence)
+            yield
+        finally:
+            left = self._syncing.pop(user_id) - 1
+            if left:
+                self._syncing[user_id] = left
+            now = _now_ms()
+            self._last_sync_ms[user_id] = now
+            self._reschedule(user_id, now)
+
+    def _local_row(
+        self, user_id: str, state: str, msg: str | None, old: PresenceRow | None, now: int
+    ) -> PresenceRow:
+        active = state == "online"
+        if active:
+            self._active_ms[user_id] = now
+        last_active = now if active or old is None else old.last_active_ts
+        return PresenceRow(user_id, state, msg, last_active, active, 0)
 
     async def set_remote(
         self,
@@ -120,7 +216,17 @@ class PresenceService:
         )
 
     async def _write(self, row: PresenceRow) -> None:
+        await self._apply(row.user_id, lambda _old, _now: row, edu=False)
+
+    async def _apply(self, user_id: str, decide: Decision, *, edu: bool) -> PresenceRow | None:
+        """Decide and persist under the lock (so a timer never overwrites a sync's fresh
+        "online" with a stale decision), then announce: stream position, notifier, and
+        for local users EDUs and the next timer."""
         async with self._lock:
+            now = _now_ms()
+            row = decide(self._state.get(user_id), now)
+            if row is None:
+                return None
             self._position += 1
             row = replace(row, stream_id=self._position)
             await self._store.upsert(row)
@@ -129,6 +235,93 @@ class PresenceService:
             self._log[row.user_id] = row.stream_id
         rooms = await self._rooms.get(row.user_id)
         self._notifier.notify("presence", row.stream_id, users=[row.user_id], rooms=rooms)
+        if edu:
+            self._reschedule(user_id, now)
+            await self._send_edu(user_id)
+        return row
+
+    # -- timers ---------------------------------------------------------------------
+
+    def _is_local(self, user_id: str) -> bool:
+        return user_id.partition(":")[2] == self._server_name
+
+    def _last_seen(self, user_id: str, row: PresenceRow) -> int:
+        """The latest sign of a client: an action or the end of a sync."""
+        active = self._active_ms.get(user_id, row.last_active_ts)
+        return max(active, self._last_sync_ms.get(user_id, 0))
+
+    def _next_deadline(self, user_id: str) -> int | None:
+        row = self._state.get(user_id)
+        if row is None or row.state == "offline":
+            return None
+        deadlines = []
+        if row.state == "online":
+            deadlines.append(
+                self._active_ms.get(user_id, row.last_active_ts) + self.idle_timeout_ms
+            )
+        if not self._syncing.get(user_id):
+            deadlines.append(self._last_seen(user_id, row) + self.sync_timeout_ms)
+        return min(deadlines) if deadlines else None
+
+    def _reschedule(self, user_id: str, now: int) -> None:
+        deadline = self._next_deadline(user_id)
+        if deadline is not None:
+            self._timers.schedule(user_id, max(deadline, now))
+
+    def _timed_out(self, user_id: str, row: PresenceRow | None, now: int) -> PresenceRow | None:
+        """The row a due timer moves the user to, or None if they are still fine."""
+        if row is None or row.state == "offline":
+            return None
+        gone = not self._syncing.get(user_id)
+        if gone and now - self._last_seen(user_id, row) >= self.sync_timeout_ms:
+            self._active_ms.pop(user_id, None)
+            self._last_sync_ms.pop(user_id, None)
+            return replace(row, state="offline", currently_active=False)
+        active = self._active_ms.get(user_id, row.last_active_ts)
+        if row.state == "online" and now - active >= self.idle_timeout_ms:
+            return replace(row, state="unavailable", last_active_ts=active, currently_active=False)
+        return None
+
+    def _acted(self, user_id: str, row: PresenceRow | None, now: int) -> PresenceRow | None:
+        active = self._active_ms.get(user_id, now)
+        if row is not None and row.state == "online" and active - row.last_active_ts < REFRESH_MS:
+            return None
+        msg = row.status_msg if row is not None else None
+        return PresenceRow(user_id, "online", msg, active, True, 0)
+
+    async def tick(self) -> None:
+        """One round of timer work: the due deadlines, at most MAX_PER_TICK of them."""
+        for user_id in self._timers.pop_due(_now_ms(), self.MAX_PER_TICK):
+            changed = await self._apply(
+                user_id, lambda row, now, u=user_id: self._timed_out(u, row, now), edu=True
+            )
+            if changed is None:  # not due after all (acted or synced since): look again later
+                self._reschedule(user_id, _now_ms())
+        if (nxt := self._timers.next_deadline()) is not None and nxt <= _now_ms():
+            self._wake.set()  # more work than one tick's budget: continue right away
+
+    async def _run(self) -> None:
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.check_interval_s)
+            self._wake.clear()
+            try:
+                await self.tick()
+            except Exception:  # a bad row must not stop presence timers for everyone
+                log.exception("presence timer tick failed")
+
+    def start(self) -> None:
+        """Start the single timer task (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="presence-timers")
+
+    async def close(self) -> None:
+        """Stop the timer task and wait for it (app shutdown)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
 
     async def _send_edu(self, user_id: str) -> None:
         row = self._state[user_id]

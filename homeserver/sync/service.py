@@ -40,8 +40,11 @@ class SyncService:
     async def sync(
         self, req: SyncRequest, timeout_ms: int, set_presence: str | None = "online"
     ) -> dict[str, Any]:
-        if set_presence is not None:
-            await self.presence.touch(req.user_id, set_presence)
+        # The presence service counts syncs in progress (no offline timeout while any runs).
+        async with self.presence.syncing(req.user_id, set_presence):
+            return await self._sync(req, timeout_ms)
+
+    async def _sync(self, req: SyncRequest, timeout_ms: int) -> dict[str, Any]:
         deadline = time.monotonic() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         while True:
             rooms = await self.joined.get(req.user_id)

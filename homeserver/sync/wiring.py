@@ -86,6 +86,7 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
     presence = PresenceService(PresenceStore(db), joined, notifier, outbox, server_name)
     await presence.load()
     notifier.advance("presence", presence.position)
+    presence.start()  # idle/offline timers; stopped below
 
     typing = TypingService(stores, notifier, outbox, server_name)
     builder = SyncBuilder(
@@ -115,3 +116,4 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         typing.close()
+        await presence.close()
