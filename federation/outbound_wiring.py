@@ -39,12 +39,10 @@ from homeserver.ephemeral.edus import EDU_SENDERS
 from homeserver.profiles.ports import REMOTE_PROFILES
 from homeserver.services import (
     MEMBERSHIP,
-    NOTIFIER,
     PERSISTER,
     ROOM_LOCKS,
     ROOM_STATE,
     STORES,
-    EventNotifierBridge,
 )
 
 log = logging.getLogger(__name__)
@@ -81,7 +79,6 @@ async def outbound_ctx(app: web.Application) -> AsyncIterator[None]:
     ingest = app[INGEST]
     ingest.remote = remote_events
 
-    bridge = EventNotifierBridge(app[NOTIFIER])
     remote_rooms = FederationRemoteRooms(
         client,
         app[INBOUND],
@@ -89,7 +86,7 @@ async def outbound_ctx(app: web.Application) -> AsyncIterator[None]:
         stores,
         config.server_name,
         app[SERVER_KEYS].primary,
-        announce=bridge.on_new_event,
+        persist_out_of_band=app[PERSISTER].persist_out_of_band_membership,
     )
     app[REMOTE_ROOMS] = remote_rooms
     app[MEMBERSHIP].remote = remote_rooms

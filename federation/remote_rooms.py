@@ -19,7 +19,7 @@ import copy
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from federation.client import FederationError, fed_path
@@ -42,7 +42,9 @@ SEND_JOIN_TIMEOUT_S = 120.0
 # Template fields a resident server may set that we must not carry into our event.
 _DROPPED_TEMPLATE_KEYS = ("signatures", "hashes", "unsigned", "origin")
 
-Announce = Callable[[Event, int], None]
+# Stores an out-of-band membership event and announces it in stream order
+# (Persister.persist_out_of_band_membership).
+PersistOutOfBand = Callable[[Event], Awaitable[int]]
 
 
 class FederationRemoteRooms:
@@ -56,7 +58,7 @@ class FederationRemoteRooms:
         stores: Stores,
         server_name: str,
         signing_key: Any,
-        announce: Announce | None = None,
+        persist_out_of_band: PersistOutOfBand | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -65,7 +67,7 @@ class FederationRemoteRooms:
         self._stores = stores
         self._server_name = server_name
         self._signing_key = signing_key
-        self._announce = announce
+        self._persist_oob = persist_out_of_band
         self._clock = clock
 
     # -- join -------------------------------------------------------------------------------
@@ -215,13 +217,14 @@ class FederationRemoteRooms:
         return out
 
     async def _persist_out_of_band(self, event: Event) -> None:
-        (stream,) = await self._stores.events.persist_events(
+        if self._persist_oob is not None:
+            await self._persist_oob(event)
+            return
+        await self._stores.events.persist_events(
             event.room_id,
             [PersistItem(event=event, outlier=True)],
             out_of_band_memberships=[event.event_id],
         )
-        if self._announce is not None:
-            self._announce(event, stream)
 
     # -- invite -----------------------------------------------------------------------------
 

@@ -64,7 +64,9 @@ def core_services_ctx(
         persister = Persister(stores, room_state, config.server_name)
         activity = RoomActivity(notifier.current.events)
         persister.add_listener(activity)
-        persister.add_listener(EventNotifierBridge(notifier))
+        bridge = EventNotifierBridge(notifier)
+        persister.add_listener(bridge)
+        persister.add_out_of_band_listener(bridge)
         locks = KeyedLock()
         local_events = LocalEvents(
             stores, room_state, persister, locks, config.server_name, signing_key_getter(app)

@@ -43,8 +43,8 @@ from homeserver.graph.power_levels import PowerLevels
 from homeserver.http import json_response, path_param
 from homeserver.ids import parse_user_id
 from homeserver.rooms.client_events import strip_state_items
-from homeserver.services import LOCAL_EVENTS, MEMBERSHIP, NOTIFIER, ROOM_LOCKS, ROOM_STATE
-from homeserver.storage import PersistItem, Stores
+from homeserver.services import LOCAL_EVENTS, MEMBERSHIP, PERSISTER, ROOM_LOCKS, ROOM_STATE
+from homeserver.storage import Stores
 
 log = logging.getLogger(__name__)
 
@@ -471,14 +471,7 @@ async def _persist_invite(request: web.Request, event: Event) -> None:
     async with request.config_dict[ROOM_LOCKS].hold(event.room_id):
         if event.event_id in await stores.events.have_events([event.event_id]):
             return
-        (stream,) = await stores.events.persist_events(
-            event.room_id,
-            [PersistItem(event=event, outlier=True)],
-            out_of_band_memberships=[event.event_id],
-        )
-    request.config_dict[NOTIFIER].notify(
-        "events", stream, rooms=[event.room_id], users=[event.state_key or ""]
-    )
+        await request.config_dict[PERSISTER].persist_out_of_band_membership(event)
 
 
 def setup_routes(app: web.Application) -> None:

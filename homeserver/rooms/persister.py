@@ -1,18 +1,23 @@
 """Persist events with their state, extremities and current state; then announce them.
 
 Callers hold the room's lock (`RoomWriter.lock`). Everything about one event lands in
-one storage transaction; listeners hear about it only after that commit. Every accepted
-redaction is applied to its target here (`redactions.RedactionApplier`), whoever sent it.
+one storage transaction; listeners hear about it only after that commit, and in commit
+order (`commit_order`): a listener never hears of stream position N+1 before N, so
+whatever it feeds (the notifier's current token, the sync activity window) never claims
+a position whose events it does not hold yet. Every accepted redaction is applied to its
+target here (`redactions.RedactionApplier`), whoever sent it, before it is announced.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from homeserver.events import Event, StateKey
 from homeserver.storage import PersistItem, Stores
 
+from .commit_order import CommitOrder, Turn
 from .ports import EventListener, OutboundEvents
 from .redactions import RedactionApplier
 from .room_state import RoomState, StateMap
@@ -33,11 +38,19 @@ class Persister:
         self._room_state = room_state
         self._server_name = server_name
         self._listeners = list(listeners)
+        self._out_of_band_listeners: list[EventListener] = []
         self._outbound = outbound
+        self._order = CommitOrder()
         self.redactions = RedactionApplier(stores, server_name)
 
     def add_listener(self, listener: EventListener) -> None:
+        """Hear of every event accepted into a room's timeline, in stream order."""
         self._listeners.append(listener)
+
+    def add_out_of_band_listener(self, listener: EventListener) -> None:
+        """Hear of out-of-band membership events (invites, knocks and rejections for
+        rooms we are not in): not timeline events, but they move the events stream."""
+        self._out_of_band_listeners.append(listener)
 
     def set_outbound(self, outbound: OutboundEvents) -> None:
         self._outbound = outbound
@@ -94,7 +107,7 @@ class Persister:
             outlier=outlier,
             soft_failed=soft_failed,
         )
-        (stream,) = await self._stores.events.persist_events(
+        (stream,), turn = await self._persist_in_order(
             room_id,
             [item],
             new_extremities=new_extremities,
@@ -104,11 +117,54 @@ class Persister:
         if group is not None:
             self._stores.state.remember_event_groups({event.event_id: group})
         accepted = rejected_reason is None and not outlier and not soft_failed
-        # Before announcing: whoever hears of a redaction must read its target redacted.
-        await self.redactions.after_persist(event, accepted=accepted)
-        if accepted:
-            await self._announce(event, stream, announce_to_peers)
+        try:
+            await turn.ready()
+            # Before announcing: whoever hears of a redaction must read its target redacted.
+            await self.redactions.after_persist(event, accepted=accepted)
+            if accepted:
+                self._tell(self._listeners, event, stream)
+        finally:
+            turn.finish()
+        if accepted and announce_to_peers:
+            await self._send_to_peers(event)
         return stream
+
+    async def persist_out_of_band_membership(self, event: Event) -> int:
+        """Store a member event of a room we are not in (an invite we received, our
+        knock, our rejection of an invite) outside the DAG: it updates the target's
+        membership only. Announced in stream order like timeline events."""
+        (stream,), turn = await self._persist_in_order(
+            event.room_id,
+            [PersistItem(event=event, outlier=True)],
+            out_of_band_memberships=[event.event_id],
+        )
+        try:
+            await turn.ready()
+            self._tell(self._out_of_band_listeners, event, stream)
+        finally:
+            turn.finish()
+        return stream
+
+    async def _persist_in_order(
+        self, room_id: str, items: list[PersistItem], **options: Any
+    ) -> tuple[list[int], Turn]:
+        """persist_events, taking an announcement turn at commit (see commit_order)."""
+        turn: Turn | None = None
+
+        def enter() -> None:
+            nonlocal turn
+            turn = self._order.enter()
+
+        try:
+            streams = await self._stores.events.persist_events(
+                room_id, items, in_commit_order=enter, **options
+            )
+        except BaseException:
+            if turn is not None:  # the commit itself failed after the turn was taken
+                turn.finish()
+            raise
+        assert turn is not None
+        return streams, turn
 
     async def persist_chain(
         self,
@@ -125,7 +181,7 @@ class Persister:
         new_extremities, delta = await self._advance_room(
             last, group, prevs=set(first.prev_event_ids), pending=events
         )
-        streams = await self._stores.events.persist_events(
+        streams, turn = await self._persist_in_order(
             last.room_id,
             [PersistItem(event=e, state_group=group) for e in events],
             new_extremities=new_extremities,
@@ -133,8 +189,14 @@ class Persister:
             client_txns=client_txns,
         )
         self._stores.state.remember_event_groups({e.event_id: group for e in events})
-        for event, stream in zip(events, streams, strict=True):
-            await self._announce(event, stream, True)
+        try:
+            await turn.ready()
+            for event, stream in zip(events, streams, strict=True):
+                self._tell(self._listeners, event, stream)
+        finally:
+            turn.finish()
+        for event in events:
+            await self._send_to_peers(event)
         return streams
 
     async def _advance_room(
@@ -172,13 +234,16 @@ class Persister:
         changed = {k: v for k, v in new_current.items() if old_current.get(k) != v}
         return new_ext, (removed, changed)
 
-    async def _announce(self, event: Event, stream: int, to_peers: bool) -> None:
-        for listener in self._listeners:
+    @staticmethod
+    def _tell(listeners: list[EventListener], event: Event, stream: int) -> None:
+        for listener in listeners:
             try:
                 listener.on_new_event(event, stream)
             except Exception:  # a listener's bug must not fail an acknowledged write
                 log.exception("event listener failed for %s", event.event_id)
-        if to_peers and self._outbound is not None:
+
+    async def _send_to_peers(self, event: Event) -> None:
+        if self._outbound is not None:
             hosts = await self._stores.current_state.get_joined_hosts(event.room_id)
             if event.type == "m.room.member" and event.state_key:
                 target_host = event.state_key.partition(":")[2]

@@ -92,6 +92,7 @@ class EventStore:
         out_of_band_memberships: Sequence[str] = (),
         backfilled: bool = False,
         client_txns: Sequence[tuple[str, str | None, str, str]] = (),
+        in_commit_order: Callable[[], None] | None = None,
     ) -> list[int]:
         """Persist `items` atomically; return their stream orderings (in item order).
 
@@ -104,6 +105,9 @@ class EventStore:
         - `client_txns`: (user, device, txn_id, event_id) of the client requests that
           created these events, recorded atomically with them so a retried request after
           a crash finds its event instead of sending it twice.
+        - `in_commit_order`: called once, synchronously, at the end of the transaction
+          while the write lock is held, so successive calls happen in commit (= stream)
+          order. If the commit then fails the exception propagates to the caller.
         An event already stored keeps its row; an outlier re-persisted as a non-outlier is
         promoted (new stream ordering, flags and state group updated).
         """
@@ -141,6 +145,8 @@ class EventStore:
                     " ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
                     [(u, d or "", t, e, created) for u, d, t, e in client_txns],
                 )
+            if in_commit_order is not None:
+                in_commit_order()
         touched: set[str] = set(
             ev.state_key
             for item in items

@@ -21,17 +21,36 @@ MAX_ROOM_TAILS = 2_000
 
 
 class RoomActivity:
-    def __init__(self, start_position: int, window: int = 20_000) -> None:
+    """Answers "which rooms changed" and "a room's newest events" from memory.
+
+    Events arrive in stream order (the persister announces in commit order), which the
+    reverse scans below rely on. Every answer is either exact or `None` ("ask the
+    database"); tests/unit/test_sync_activity.py checks that against a reference.
+    """
+
+    def __init__(
+        self,
+        start_position: int,
+        window: int = 20_000,
+        *,
+        room_tail: int = ROOM_TAIL,
+        max_room_tails: int = MAX_ROOM_TAILS,
+    ) -> None:
         # Everything after `_floor` (exclusive) is in `_recent`.
         self._floor = start_position
         self._recent: deque[tuple[int, str]] = deque()
         self._window = window
+        self._room_tail = room_tail
+        self._max_room_tails = max_room_tails
         self._member_change: dict[str, int] = {}  # room -> last member event
         self._own_member_change: dict[str, int] = {}  # user -> last member event about them
         # room -> its newest events; and per room the newest stream ordering NOT kept
         # (evicted from the tail), below which the tail cannot answer.
         self._tails: OrderedDict[str, deque[TimelineEvent]] = OrderedDict()
         self._tail_floor: dict[str, int] = {}
+        # A room without a tail may have had one evicted: its events up to the newest
+        # event of any evicted tail are unknown here.
+        self._evicted_floor = start_position
 
     def on_new_event(self, event: Event, stream_ordering: int) -> None:
         if stream_ordering <= self._floor:
@@ -50,22 +69,31 @@ class RoomActivity:
         tail = self._tails.get(room_id)
         if tail is None:
             tail = self._tails[room_id] = deque()
-            self._tail_floor[room_id] = self._floor
-            if len(self._tails) > MAX_ROOM_TAILS:
-                gone, _ = self._tails.popitem(last=False)
+            self._tail_floor[room_id] = self._no_tail_floor()
+            if len(self._tails) > self._max_room_tails:
+                gone, gone_tail = self._tails.popitem(last=False)
                 self._tail_floor.pop(gone, None)
+                if gone_tail:
+                    newest = gone_tail[-1].stream_ordering
+                    self._evicted_floor = max(self._evicted_floor, newest)
         else:
             self._tails.move_to_end(room_id)
         tail.append(TimelineEvent(stream_ordering, event))
-        if len(tail) > ROOM_TAIL:
+        if len(tail) > self._room_tail:
             self._tail_floor[room_id] = tail.popleft().stream_ordering
+
+    def _no_tail_floor(self) -> int:
+        """Below this, a room with no tail may have events we no longer hold."""
+        return max(self._floor, self._evicted_floor)
 
     def room_events_between(
         self, room_id: str, upper: int, lower: int, limit: int
     ) -> list[TimelineEvent] | None:
         """Events of a room in (lower, upper], newest first, at most `limit`, like
         EventStore.get_room_events_between(..., "b"); None when the tail can't say."""
-        floor = self._tail_floor.get(room_id, self._floor)
+        floor = self._tail_floor.get(room_id)
+        if floor is None:
+            floor = self._no_tail_floor()
         if lower < floor:
             return None
         tail = self._tails.get(room_id, ())
