@@ -20,12 +20,15 @@ from homeserver.ratelimit import RateLimiters
 from homeserver.storage import AccountStore
 from homeserver.storage._util import now_ms
 from homeserver.storage.account_auth import AccountAuthStore
+from homeserver.write_behind import WriteBehind
 
 logger = logging.getLogger(__name__)
 
 # Access tokens that come with a refresh token expire after this (Synapse's default).
 REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS = 5 * 60 * 1000
 LOGIN_TOKEN_LIFETIME_MS = 2 * 60 * 1000
+# Pending last-seen updates are written together this often.
+LAST_SEEN_FLUSH_S = 2.0
 LAST_SEEN_INTERVAL_S = 60.0
 
 DeviceHook = Callable[[str, str], Awaitable[None]]
@@ -213,18 +216,25 @@ class SessionService:
 
 
 class LastSeenTracker:
-    """Writes a device's last_seen_ts/ip at most once a minute per access token.
+    """Keeps each device's last_seen_ts/ip: at most one update per access token per
+    minute, written behind (homeserver.write_behind): a request never waits for it, and
+    every pending update goes to the database in one transaction per interval. Readers of
+    last-seen data call `flush()` first."""
 
-    The write happens inline (awaited), so nothing is lost on shutdown; the in-memory
-    throttle keeps it to one cheap UPDATE per active token per minute.
-    """
-
-    def __init__(self, accounts: AccountStore, interval_s: float = LAST_SEEN_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        accounts: AccountStore,
+        interval_s: float = LAST_SEEN_INTERVAL_S,
+        flush_interval_s: float = LAST_SEEN_FLUSH_S,
+    ) -> None:
         self._accounts = accounts
         self._interval = interval_s
         self._last: dict[int, float] = {}
+        self._writes: WriteBehind[tuple[str, str], tuple[int, str | None]] = WriteBehind(
+            self._write, name="last-seen", interval_s=flush_interval_s
+        )
 
-    async def seen(self, token_id: int, user_id: str, device_id: str | None, ip: str | None):
+    def seen(self, token_id: int, user_id: str, device_id: str | None, ip: str | None) -> None:
         if device_id is None:
             return
         now = time.monotonic()
@@ -235,4 +245,18 @@ class LastSeenTracker:
         if len(self._last) > 100_000:
             cutoff = now - self._interval
             self._last = {k: v for k, v in self._last.items() if v >= cutoff}
-        await self._accounts.update_device_last_seen(user_id, device_id, now_ms(), ip)
+        self._writes.put((user_id, device_id), (now_ms(), ip))
+
+    async def _write(self, batch: dict[tuple[str, str], tuple[int, str | None]]) -> None:
+        await self._accounts.update_devices_last_seen(
+            [(user, device, ts, ip) for (user, device), (ts, ip) in batch.items()]
+        )
+
+    async def flush(self) -> None:
+        await self._writes.flush()
+
+    def start(self) -> None:
+        self._writes.start()
+
+    async def close(self) -> None:
+        await self._writes.close()

@@ -152,7 +152,8 @@ async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
         stores.accounts, stores.current_state, app[MEMBERSHIP], hasher, sessions
     )
     app[SHARED_SECRET_REGISTRATION] = SharedSecretRegistration(config.registration.shared_secret)
-    app[LAST_SEEN] = LastSeenTracker(stores.accounts)
+    last_seen = app[LAST_SEEN] = LastSeenTracker(stores.accounts)
+    last_seen.start()
     task = asyncio.create_task(_housekeeping(app[UIA], auth_store))
     try:
         yield
@@ -160,6 +161,7 @@ async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await last_seen.close()
 
 
 async def _housekeeping(uia: UserInteractiveAuth, auth_store: AccountAuthStore) -> None:

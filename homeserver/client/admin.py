@@ -6,7 +6,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.accounts.admin_register import admin_register_response
-from homeserver.accounts.keys import ACCOUNT_LIFECYCLE, REGISTRATION, SHARED_SECRET_REGISTRATION
+from homeserver.accounts.keys import (
+    ACCOUNT_LIFECYCLE,
+    LAST_SEEN,
+    REGISTRATION,
+    SHARED_SECRET_REGISTRATION,
+)
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.client.auth import get_requester
 from homeserver.client.routes import add_route
@@ -48,6 +53,7 @@ async def post_register(request: web.Request) -> web.Response:
 async def get_whois(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     user_id = path_param(request, "user_id", validate_user_id)
+    await request.config_dict[LAST_SEEN].flush()
     whois = await request.config_dict[ACCOUNT_LIFECYCLE].whois(requester.user_id, user_id)
     return json_response(whois)
 

@@ -43,6 +43,7 @@ def _device_id(request: web.Request) -> str:
 
 async def get_devices(request: web.Request) -> web.Response:
     requester = await get_requester(request)
+    await request.config_dict[LAST_SEEN].flush()
     devices = await request.config_dict[STORES].accounts.get_devices(requester.user_id)
     return json_response({"devices": [device_json(d) for d in devices]})
 
@@ -50,6 +51,7 @@ async def get_devices(request: web.Request) -> web.Response:
 async def get_device(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     device_id = _device_id(request)
+    await request.config_dict[LAST_SEEN].flush()
     device = await request.config_dict[STORES].accounts.get_device(requester.user_id, device_id)
     if device is None:
         raise not_found("Unknown device")
@@ -123,7 +125,7 @@ async def last_seen_middleware(request: web.Request, handler: Handler) -> web.St
         if token is not None and 0 < len(token) <= MAX_TOKEN_LENGTH and token.isascii():
             info = await request.config_dict[STORES].accounts.get_token(token)
             if info is not None:
-                await request.config_dict[LAST_SEEN].seen(
+                request.config_dict[LAST_SEEN].seen(
                     info.token_id, info.user_id, info.device_id, client_ip(request)
                 )
     return response

@@ -1,7 +1,10 @@
 """Presence: online / unavailable / offline with status message and activity.
 
 All known presence is held in memory (loaded at startup) with an update log ordered by
-stream position, so a sync asks "who changed since X" without a query. Presence is
+stream position, so a sync asks "who changed since X" without a query. Rows are written
+to the database behind (homeserver.write_behind, every PRESENCE_FLUSH_S) only to survive
+a restart: a request never waits for a presence write, and a crash loses at most that
+long of presence changes (stream positions from before a crash are clamped by /sync). Presence is
 shown to users who share a room; updates of local users go to the servers of those
 rooms as `m.presence` EDUs.
 
@@ -31,6 +34,7 @@ from typing import Any
 from homeserver.storage.presence import PresenceRow, PresenceStore
 from homeserver.sync.joined_rooms import JoinedRoomsCache
 from homeserver.sync.notifier import Notifier
+from homeserver.write_behind import WriteBehind
 
 from .deadlines import DeadlineQueue
 from .edus import EduOutbox
@@ -42,6 +46,8 @@ STATES = ("online", "unavailable", "offline")
 ACTIVE_WINDOW_MS = 60_000
 # An action refreshes the stored last_active at most this often (no write per action).
 REFRESH_MS = 60_000
+# Changed rows are written to the database together this often.
+PRESENCE_FLUSH_S = 2.0
 
 # Decides a user's new row from the current one (None: no change), under the lock.
 Decision = Callable[[PresenceRow | None, int], PresenceRow | None]
@@ -80,6 +86,9 @@ class PresenceService:
         self._state: dict[str, PresenceRow] = {}
         self._log: OrderedDict[str, int] = OrderedDict()  # user -> position, oldest first
         self._lock = asyncio.Lock()
+        self._writes: WriteBehind[str, PresenceRow] = WriteBehind(
+            self._write_rows, name="presence", interval_s=PRESENCE_FLUSH_S
+        )
         self.idle_timeout_ms = self.IDLE_TIMEOUT_MS if idle_timeout_ms is None else idle_timeout_ms
         self.sync_timeout_ms = self.SYNC_TIMEOUT_MS if sync_timeout_ms is None else sync_timeout_ms
         self.check_interval_s = (
@@ -155,6 +164,10 @@ class PresenceService:
             msg = old.status_msg if old is not None else None
             return self._local_row(user_id, state, msg, old, now)
 
+        if decide(self._state.get(user_id), _now_ms()) is None:
+            # Nothing to change (nearly every sync): answer without queueing for the lock
+            # behind other users' presence writes (decide has no side effect then).
+            return
         await self._apply(user_id, decide, edu=True)
 
     async def bump_active(self, user_id: str) -> None:
@@ -229,7 +242,7 @@ class PresenceService:
                 return None
             self._position += 1
             row = replace(row, stream_id=self._position)
-            await self._store.upsert(row)
+            self._writes.put(row.user_id, row)
             self._state[row.user_id] = row
             self._log.pop(row.user_id, None)
             self._log[row.user_id] = row.stream_id
@@ -311,17 +324,22 @@ class PresenceService:
                 log.exception("presence timer tick failed")
 
     def start(self) -> None:
-        """Start the single timer task (idempotent)."""
+        """Start the single timer task and the row writer (idempotent)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="presence-timers")
+        self._writes.start()
 
     async def close(self) -> None:
-        """Stop the timer task and wait for it (app shutdown)."""
+        """Stop the timer task, write pending rows (app shutdown)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
+        await self._writes.close()
+
+    async def _write_rows(self, batch: dict[str, PresenceRow]) -> None:
+        await self._store.upsert_many(list(batch.values()))
 
     async def _send_edu(self, user_id: str) -> None:
         row = self._state[user_id]

@@ -7,6 +7,7 @@ the cache's generation check stops a concurrent read from re-inserting a deleted
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,13 +262,16 @@ class AccountStore:
     async def update_device_last_seen(
         self, user_id: str, device_id: str, ts: int, ip: str | None
     ) -> None:
-        await self.db.execute(
+        await self.update_devices_last_seen([(user_id, device_id, ts, ip)])
+
+    async def update_devices_last_seen(
+        self, updates: Sequence[tuple[str, str, int, str | None]]
+    ) -> None:
+        """(user, device, last_seen_ts, last_seen_ip) for many devices, one transaction."""
+        await self.db.executemany(
             "UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4"
             " WHERE user_id = $1 AND device_id = $2",
-            user_id,
-            device_id,
-            ts,
-            ip,
+            updates,
         )
 
     async def delete_device(self, user_id: str, device_id: str) -> bool:

@@ -102,9 +102,13 @@ class CurrentStateStore:
         # user -> all their membership rows: read by every /sync. Rows change only in
         # EventStore.persist_events, which calls `memberships_changed` after commit.
         self._memberships: LruCache[str, list[MembershipInfo]] = LruCache(50_000)
+        # room -> its joined users: read per event by push and per sync by presence;
+        # changes with the same writes as `_memberships`.
+        self._joined: LruCache[str, tuple[str, ...]] = LruCache(10_000)
 
-    def memberships_changed(self, user_ids: Iterable[str]) -> None:
+    def memberships_changed(self, room_id: str, user_ids: Iterable[str]) -> None:
         self._memberships.invalidate_many(user_ids)
+        self._joined.invalidate(room_id)
 
     async def get_current_state_ids(
         self, room_id: str, types: Iterable[str] | None = None
@@ -177,12 +181,17 @@ class CurrentStateStore:
 
     async def get_users_in_room(self, room_id: str) -> list[str]:
         """Joined users, sorted."""
-        rows = await self.db.fetch(
-            "SELECT user_id FROM room_memberships WHERE room_id = $1 AND membership = 'join'"
-            " ORDER BY user_id",
-            room_id,
-        )
-        return [r[0] for r in rows]
+        cached = self._joined.get(room_id)
+        if cached is None:
+            generation = self._joined.generation()
+            rows = await self.db.fetch(
+                "SELECT user_id FROM room_memberships WHERE room_id = $1 AND membership = 'join'"
+                " ORDER BY user_id",
+                room_id,
+            )
+            cached = tuple(r[0] for r in rows)
+            self._joined.set_if_current(room_id, cached, generation)
+        return list(cached)
 
     async def get_joined_member_count(self, room_id: str) -> int:
         return int(

@@ -75,8 +75,8 @@ class EventStore:
     def __init__(self, db: Database, cache_size: int = 10_000) -> None:
         self.db = db
         self._cache: LruCache[str, _Cached] = LruCache(cache_size)
-        # Told (after commit) which users' membership rows a persist changed.
-        self.membership_observers: list[Callable[[set[str]], None]] = []
+        # Told (after commit) in which room whose membership rows a persist changed.
+        self.membership_observers: list[Callable[[str, set[str]], None]] = []
         # Forward extremities per room: read on every send, written only here.
         self._extremities: LruCache[str, list[str]] = LruCache(cache_size)
 
@@ -157,7 +157,7 @@ class EventStore:
             touched.update(k for t, k in [*to_remove, *to_insert] if t == "m.room.member")
         if touched:
             for observer in self.membership_observers:
-                observer(touched)
+                observer(room_id, touched)
         if new_extremities is not None:
             self._extremities.invalidate(room_id)
             self._extremities.set(room_id, sorted(dict.fromkeys(new_extremities)))

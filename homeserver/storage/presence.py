@@ -25,18 +25,27 @@ class PresenceStore:
         return int(await self.db.fetchval("SELECT MAX(stream_id) FROM presence") or 0)
 
     async def upsert(self, row: PresenceRow) -> None:
-        await self.db.execute(
+        await self.upsert_many([row])
+
+    async def upsert_many(self, rows: list[PresenceRow]) -> None:
+        """Store the rows (one per user) in one transaction."""
+        await self.db.executemany(
             "INSERT INTO presence (user_id, state, status_msg, last_active_ts,"
             " currently_active, stream_id) VALUES ($1, $2, $3, $4, $5, $6)"
             " ON CONFLICT (user_id) DO UPDATE SET state = excluded.state,"
             " status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts,"
             " currently_active = excluded.currently_active, stream_id = excluded.stream_id",
-            row.user_id,
-            row.state,
-            row.status_msg,
-            row.last_active_ts,
-            row.currently_active,
-            row.stream_id,
+            [
+                (
+                    r.user_id,
+                    r.state,
+                    r.status_msg,
+                    r.last_active_ts,
+                    r.currently_active,
+                    r.stream_id,
+                )
+                for r in rows
+            ],
         )
 
     async def get_all(self) -> list[PresenceRow]:

@@ -40,6 +40,9 @@ from .tokens import STREAMS, StreamToken
 __all__ = ["SyncBuilder", "SyncRequest", "clamp", "is_empty"]
 
 PUSH_RULES_TYPE = "m.push_rules"
+# Above this many changed presence rows, who shares a room is worked out from the
+# members of the user's rooms rather than from each row's user.
+PRESENCE_ROWS_PER_USER_LOOKUP = 8
 
 
 def clamp(since: StreamToken, now: StreamToken) -> StreamToken:
@@ -240,12 +243,26 @@ class SyncBuilder:
         if not rows:
             return []
         mine = {m.room_id for m in memberships if m.membership == "join"}
+        # Presence goes to users who share a room. Few rows: look up each user's rooms;
+        # many (an initial sync, or everyone in a big room coming online): the members
+        # of my rooms, from the per-room cache, instead of a query per row.
+        sharing: set[str] | None = None
+        if len(rows) > PRESENCE_ROWS_PER_USER_LOOKUP:
+            sharing = set()
+            for room_id in mine:
+                sharing.update(await self._stores.current_state.get_users_in_room(room_id))
         events = []
         for row in rows:
-            if row.user_id != req.user_id and (await self._joined.get(row.user_id)).isdisjoint(
-                mine
-            ):
-                continue
+            if row.user_id != req.user_id:
+                if sharing is not None:
+                    if row.user_id not in sharing:
+                        continue
+                else:
+                    theirs = self._joined.peek(row.user_id)
+                    if theirs is None:
+                        theirs = await self._joined.get(row.user_id)
+                    if theirs.isdisjoint(mine):
+                        continue
             if not flt.allows("m.presence", row.user_id):
                 continue
             events.append(

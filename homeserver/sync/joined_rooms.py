@@ -17,6 +17,10 @@ class JoinedRoomsCache:
         self._stores = stores
         self._cache: LruCache[str, frozenset[str]] = LruCache(size)
 
+    def peek(self, user_id: str) -> frozenset[str] | None:
+        """The cached answer without a trip through the event loop; None if not cached."""
+        return self._cache.get(user_id)
+
     async def get(self, user_id: str) -> frozenset[str]:
         cached = self._cache.get(user_id)
         if cached is not None:

@@ -14,12 +14,19 @@ from contextlib import contextmanager
 
 from .tokens import StreamToken
 
+# Streams whose updates may wait a little to be answered together: when everyone in a
+# big room comes online at once, each arrival would otherwise wake every other member's
+# long-poll (N^2 responses for N users).
+LAZY_STREAMS = frozenset({"presence"})
+
 
 class _Listener:
-    __slots__ = ("future", "user_id", "rooms")
+    __slots__ = ("future", "urgent", "user_id", "rooms")
 
     def __init__(self, user_id: str, rooms: frozenset[str]) -> None:
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[None] = loop.create_future()  # any update
+        self.urgent: asyncio.Future[None] = loop.create_future()  # one not in LAZY_STREAMS
         self.user_id = user_id
         self.rooms = rooms
 
@@ -27,15 +34,29 @@ class _Listener:
     def woken(self) -> bool:
         return self.future.done()
 
+    def wake(self, stream: str) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+        if stream not in LAZY_STREAMS and not self.urgent.done():
+            self.urgent.set_result(None)
+
     async def wait(self, timeout_s: float) -> bool:
         """Wait until woken or the timeout; True if woken."""
-        if self.future.done():
-            return True
-        try:
-            await asyncio.wait_for(asyncio.shield(self.future), timeout_s)
-        except TimeoutError:
-            return False
+        return await _wait(self.future, timeout_s)
+
+    async def wait_urgent(self, timeout_s: float) -> bool:
+        """Wait until an update of a stream outside LAZY_STREAMS, or the timeout."""
+        return await _wait(self.urgent, timeout_s)
+
+
+async def _wait(future: asyncio.Future[None], timeout_s: float) -> bool:
+    if future.done():
         return True
+    try:
+        await asyncio.wait_for(asyncio.shield(future), timeout_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 class Notifier:
@@ -63,8 +84,7 @@ class Notifier:
         for room in rooms:
             woken |= self._by_room.get(room, set())
         for listener in woken:
-            if not listener.future.done():
-                listener.future.set_result(None)
+            listener.wake(stream)
 
     @contextmanager
     def listen(self, user_id: str, rooms: Iterable[str]) -> Iterator[_Listener]:
