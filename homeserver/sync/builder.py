@@ -114,17 +114,48 @@ class SyncBuilder:
     # -- entry point ------------------------------------------------------------------
 
     async def build(self, req: SyncRequest, now: StreamToken) -> dict[str, Any]:
-        since = None if req.since is None else clamp(req.since, now)
+        """The response for `req`, covering exactly what happened up to `now` (every
+        read below is bounded by it; see service.py for why that is enough)."""
+        if req.since is None:
+            return await self._build_initial(req, now)
+        return await self._build_incremental(req, clamp(req.since, now), now)
+
+    async def _build_initial(self, req: SyncRequest, now: StreamToken) -> dict[str, Any]:
+        """Everything the user can see: each room's latest timeline and full state."""
         flt = req.filter
-        full = since is None or req.full_state
-        memberships = [
-            m
-            for m in await self._stores.current_state.get_memberships_for_user(req.user_id)
-            if flt.allows_room(m.room_id) and m.stream_ordering <= now.events
-        ]
+        memberships = await self._memberships(req, now)
+        ignored = await self._account_data.ignored_users(req.user_id)
+        global_account, room_account = await self._account_data_sections(req, None, now)
+        joined_ids = [m.room_id for m in memberships if m.membership == "join"]
+        receipts = await self._receipts.receipts_for_sync(
+            req.user_id, joined_ids, None, now.receipts
+        )
+        works: list[RoomWork] = []
+        invites: dict[str, Any] = {}
+        knocks: dict[str, Any] = {}
+        for m in memberships:
+            if m.membership == "join":
+                works.append(await self._rooms.room_work(m, req, None, now, True, False))
+            elif m.membership in ("invite", "knock"):
+                await self._stripped(m, ignored, invites, knocks)
+            elif m.membership in ("leave", "ban") and flt.include_leave:
+                works.append(await self._rooms.room_work(m, req, None, now, True, True))
+        return await self._assemble(
+            req, None, now, memberships, works, invites, knocks, ignored,
+            receipts, global_account, room_account,
+        )  # fmt: skip
+
+    async def _build_incremental(
+        self, req: SyncRequest, since: StreamToken, now: StreamToken
+    ) -> dict[str, Any]:
+        """What changed in (since, now]: rooms with new events or a new membership,
+        ephemeral data and account data (everything again with `full_state`)."""
+        flt = req.filter
+        full = req.full_state
+        memberships = await self._memberships(req, now)
         ignored = await self._account_data.ignored_users(req.user_id)
         changed: dict[str, int] = {}
-        if since is not None and since.events < now.events:
+        if since.events < now.events:
             recent = (
                 self.activity.rooms_changed_between(since.events, now.events)
                 if self.activity is not None
@@ -133,43 +164,18 @@ class SyncBuilder:
             if recent is None:
                 recent = await self._queries.rooms_changed_between(since.events, now.events)
             changed = recent
-
-        account = []
-        if full or since.account_data < now.account_data:  # type: ignore[union-attr]
-            account = await self._account_data.changes_since(
-                req.user_id,
-                0 if full else since.account_data,  # type: ignore[union-attr]
-            )
-        account = [a for a in account if a.stream_id <= now.account_data]
-        room_account: dict[str, list[dict[str, Any]]] = {}
-        global_account: list[dict[str, Any]] = []
-        for entry in account:
-            item = {"type": entry.data_type, "content": entry.content}
-            if entry.room_id:
-                if flt.room_account_data.allows_type(entry.data_type):
-                    room_account.setdefault(entry.room_id, []).append(item)
-            elif flt.account_data.allows_type(entry.data_type):
-                global_account.append(item)
-        if self.push_rules is not None and flt.account_data.allows_type(PUSH_RULES_TYPE):
-            changed_rules = any(i["type"] == PUSH_RULES_TYPE for i in global_account)
-            if full or changed_rules:
-                global_account = [i for i in global_account if i["type"] != PUSH_RULES_TYPE]
-                content = await self.push_rules(req.user_id)
-                global_account.append({"type": PUSH_RULES_TYPE, "content": content})
-
+        global_account, room_account = await self._account_data_sections(
+            req, None if full else since, now
+        )
         joined_ids = [m.room_id for m in memberships if m.membership == "join"]
         receipts = await self._receipts.receipts_for_sync(
-            req.user_id,
-            joined_ids,
-            None if full else since.receipts,  # type: ignore[union-attr]
-            now.receipts,
+            req.user_id, joined_ids, None if full else since.receipts, now.receipts
         )
-
         works: list[RoomWork] = []
         invites: dict[str, Any] = {}
         knocks: dict[str, Any] = {}
         for m in memberships:
-            new_membership = since is None or m.stream_ordering > since.events
+            new_membership = m.stream_ordering > since.events
             if m.membership == "join":
                 room_full = full or new_membership
                 if room_full or m.room_id in changed:
@@ -180,23 +186,91 @@ class SyncBuilder:
                     )
                 elif self._has_ephemeral(m.room_id, since, receipts, room_account):
                     works.append(RoomWork(m.room_id, "join", [], False, [], False))
-            elif m.membership == "invite" and (full or new_membership):
-                entry = await self._rooms.invite_state(m, ignored)
-                if entry is not None:
-                    invites[m.room_id] = {"invite_state": {"events": entry}}
-            elif m.membership == "knock" and (full or new_membership):
-                entry = await self._rooms.invite_state(m, frozenset())
-                if entry is not None:
-                    knocks[m.room_id] = {"knock_state": {"events": entry}}
+            elif m.membership in ("invite", "knock"):
+                if full or new_membership:
+                    await self._stripped(m, ignored, invites, knocks)
             elif m.membership in ("leave", "ban"):
-                if (since is None and flt.include_leave) or (since is not None and new_membership):
+                if new_membership:
                     works.append(await self._rooms.room_work(m, req, since, now, full, True))
-                elif since is not None and req.full_state and flt.include_leave:
+                elif full and flt.include_leave:
                     works.append(await self._rooms.room_work(m, req, since, now, True, True))
+        return await self._assemble(
+            req, since, now, memberships, works, invites, knocks, ignored,
+            receipts, global_account, room_account,
+        )  # fmt: skip
 
-        now_ms = int(time.time() * 1000)
+    async def _memberships(self, req: SyncRequest, now: StreamToken) -> list[MembershipInfo]:
+        """The user's memberships the filter allows, as of `now`."""
+        return [
+            m
+            for m in await self._stores.current_state.get_memberships_for_user(req.user_id)
+            if req.filter.allows_room(m.room_id) and m.stream_ordering <= now.events
+        ]
+
+    async def _stripped(
+        self,
+        m: MembershipInfo,
+        ignored: frozenset[str],
+        invites: dict[str, Any],
+        knocks: dict[str, Any],
+    ) -> None:
+        """An invite's or a knock's stripped state (invites from ignored users dropped)."""
+        if m.membership == "invite":
+            entry = await self._rooms.invite_state(m, ignored)
+            if entry is not None:
+                invites[m.room_id] = {"invite_state": {"events": entry}}
+        else:
+            entry = await self._rooms.invite_state(m, frozenset())
+            if entry is not None:
+                knocks[m.room_id] = {"knock_state": {"events": entry}}
+
+    async def _account_data_sections(
+        self, req: SyncRequest, since: StreamToken | None, now: StreamToken
+    ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """(global account data, room -> room account data) changed in (since, now];
+        all of it when `since` is None. m.push_rules is the live ruleset."""
+        flt = req.filter
+        account = []
+        if since is None or since.account_data < now.account_data:
+            account = await self._account_data.changes_since(
+                req.user_id, 0 if since is None else since.account_data
+            )
+        room_account: dict[str, list[dict[str, Any]]] = {}
+        global_account: list[dict[str, Any]] = []
+        for entry in account:
+            if entry.stream_id > now.account_data:
+                continue
+            item = {"type": entry.data_type, "content": entry.content}
+            if entry.room_id:
+                if flt.room_account_data.allows_type(entry.data_type):
+                    room_account.setdefault(entry.room_id, []).append(item)
+            elif flt.account_data.allows_type(entry.data_type):
+                global_account.append(item)
+        if self.push_rules is not None and flt.account_data.allows_type(PUSH_RULES_TYPE):
+            changed_rules = any(i["type"] == PUSH_RULES_TYPE for i in global_account)
+            if since is None or changed_rules:
+                global_account = [i for i in global_account if i["type"] != PUSH_RULES_TYPE]
+                content = await self.push_rules(req.user_id)
+                global_account.append({"type": PUSH_RULES_TYPE, "content": content})
+        return global_account, room_account
+
+    async def _assemble(
+        self,
+        req: SyncRequest,
+        since: StreamToken | None,
+        now: StreamToken,
+        memberships: list[MembershipInfo],
+        works: list[RoomWork],
+        invites: dict[str, Any],
+        knocks: dict[str, Any],
+        ignored: frozenset[str],
+        receipts: dict[str, Any],
+        global_account: list[dict[str, Any]],
+        room_account: dict[str, list[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Format the rooms and add presence, account data and the extensions' parts."""
         rooms_out = await self._rooms.format_rooms(
-            req, works, ignored, now_ms, since, now, receipts, room_account
+            req, works, ignored, int(time.time() * 1000), since, now, receipts, room_account
         )
         response: dict[str, Any] = {
             "next_batch": now.encode(),
@@ -209,6 +283,7 @@ class SyncBuilder:
             "presence": {"events": await self._presence_events(req, since, now, memberships)},
             "account_data": {"events": global_account},
         }
+        joined_ids = [m.room_id for m in memberships if m.membership == "join"]
         await self._run_extensions(req, since, now, joined_ids, response)
         return response
 

@@ -13,6 +13,7 @@ the state at the end of the timeline, timeline state included.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,9 +218,60 @@ class RoomSections:
         receipts: dict[str, Any],
         room_account: dict[str, list[dict[str, Any]]],
     ) -> dict[str, dict[str, Any]]:
+        """{"join": {room: section}, "leave": {...}} for the rooms of `works`; what each
+        event needs (redactions, txn IDs, prev_content, aggregations) is fetched once for
+        the whole response."""
+        state_events = await self._stores.events.get_events([e for w in works for e in w.state_ids])
+        fmt = await self._formatter(req, works, state_events, now_ms)
+        summaries = await self._summaries(req.user_id, works)
+        sent_key = (req.user_id, req.device_id or "")
+        sent = self._sent_members.get(sent_key) if since is not None else None
+        if sent is None:
+            sent = {}
+            self._sent_members.set(sent_key, sent)
+        out: dict[str, dict[str, Any]] = {"join": {}, "leave": {}}
+        for w in works:
+            timeline = self._timeline_events(req, w, ignored)
+            state = self._state_events(req, w, state_events, sent)
+            section: dict[str, Any] = {
+                "timeline": {"events": [fmt(t.event) for t in timeline], "limited": w.limited},
+                ("state_after" if req.use_state_after else "state"): {
+                    "events": [fmt(e) for e in state]
+                },
+                "account_data": {"events": room_account.get(w.room_id, [])},
+            }
+            if w.timeline:
+                section["timeline"]["prev_batch"] = RoomToken(
+                    w.timeline[0].stream_ordering - 1
+                ).encode()
+            elif w.full or w.limited:
+                section["timeline"]["prev_batch"] = RoomToken(now.events).encode()
+            if w.membership != "join":
+                out["leave"][w.room_id] = section
+                continue
+            section["ephemeral"] = {"events": self._ephemeral(req, w, since, receipts)}
+            if w.room_id in summaries:
+                section["summary"] = summaries[w.room_id]
+            empty = not (
+                timeline
+                or state
+                or section["ephemeral"]["events"]
+                or section["account_data"]["events"]
+            )
+            if w.full or not empty:
+                out["join"][w.room_id] = section
+        return out
+
+    async def _formatter(
+        self,
+        req: SyncRequest,
+        works: list[RoomWork],
+        state_events: dict[str, Event],
+        now_ms: int,
+    ) -> Callable[[Event], dict[str, Any]]:
+        """Formats one event as the request asks; the batched lookups are done here."""
         flt = req.filter
         timeline_events = [t.event for w in works for t in w.timeline]
-        state_events = await self._stores.events.get_events([e for w in works for e in w.state_ids])
         all_events = [*timeline_events, *state_events.values()]
         redactions = await self._stores.events.get_redaction_events(e.event_id for e in all_events)
         own = [e.event_id for e in timeline_events if e.sender == req.user_id]
@@ -235,12 +287,6 @@ class RoomSections:
             bundles = await self.aggregations(
                 [e for e in timeline_events if e.state_key is None], req.user_id
             )
-        summaries = await self._summaries(req.user_id, works)
-        sent_key = (req.user_id, req.device_id or "")
-        sent = self._sent_members.get(sent_key) if since is not None else None
-        if sent is None:
-            sent = {}
-            self._sent_members.set(sent_key, sent)
 
         def fmt(event: Event) -> dict[str, Any]:
             if flt.event_format == "federation":
@@ -263,76 +309,71 @@ class RoomSections:
                 out = apply_event_fields(out, flt.event_fields)
             return out
 
-        out: dict[str, dict[str, Any]] = {"join": {}, "leave": {}}
-        for w in works:
-            timeline = [
-                t
-                for t in w.timeline
-                if t.event.sender not in ignored
-                and flt.timeline.allows(t.event.type, t.event.sender, t.event.content)
-            ]
-            if not flt.timeline.allows_room(w.room_id):
-                timeline = []
-            state: list[Event] = []
-            for eid in w.state_ids:
-                ev = state_events.get(eid)
-                if ev is None or not flt.state.allows(ev.type, ev.sender, ev.content):
-                    continue
-                if not flt.state.allows_room(w.room_id):
-                    continue
-                if (
-                    ev.type == "m.room.member"
-                    and flt.state.lazy_load_members
-                    and not flt.state.include_redundant_members
-                    and not w.full
-                    and sent.get((w.room_id, ev.state_key or "")) == eid
-                ):
-                    continue
-                state.append(ev)
-            if flt.state.lazy_load_members:
-                for ev in state:
-                    if ev.type == "m.room.member":
-                        sent[(w.room_id, ev.state_key or "")] = ev.event_id
-            section: dict[str, Any] = {
-                "timeline": {
-                    "events": [fmt(t.event) for t in timeline],
-                    "limited": w.limited,
-                },
-                ("state_after" if req.use_state_after else "state"): {
-                    "events": [fmt(e) for e in state]
-                },
-                "account_data": {"events": room_account.get(w.room_id, [])},
-            }
-            if w.timeline:
-                section["timeline"]["prev_batch"] = RoomToken(
-                    w.timeline[0].stream_ordering - 1
-                ).encode()
-            elif w.full or w.limited:
-                section["timeline"]["prev_batch"] = RoomToken(now.events).encode()
-            if w.membership == "join":
-                ephemeral: list[dict[str, Any]] = []
-                if flt.ephemeral.allows_room(w.room_id):
-                    typing_changed = (
-                        self._typing.room_position(w.room_id) > since.typing
-                        if since is not None and not w.full
-                        else bool(self._typing.typing_users(w.room_id))
-                    )
-                    if typing_changed and flt.ephemeral.allows_type("m.typing"):
-                        ephemeral.append(self._typing.event_for(w.room_id))
-                    if w.room_id in receipts and flt.ephemeral.allows_type("m.receipt"):
-                        ephemeral.append(receipts[w.room_id])
-                section["ephemeral"] = {"events": ephemeral}
-                section["unread_notifications"] = {"highlight_count": 0, "notification_count": 0}
-                if w.room_id in summaries:
-                    section["summary"] = summaries[w.room_id]
-                if not w.full and not (
-                    timeline or state or ephemeral or section["account_data"]["events"]
-                ):
-                    continue
-                out["join"][w.room_id] = section
-            else:
-                out["leave"][w.room_id] = section
-        return out
+        return fmt
+
+    @staticmethod
+    def _timeline_events(
+        req: SyncRequest, w: RoomWork, ignored: frozenset[str]
+    ) -> list[TimelineEvent]:
+        flt = req.filter
+        if not flt.timeline.allows_room(w.room_id):
+            return []
+        return [
+            t
+            for t in w.timeline
+            if t.event.sender not in ignored
+            and flt.timeline.allows(t.event.type, t.event.sender, t.event.content)
+        ]
+
+    @staticmethod
+    def _state_events(
+        req: SyncRequest,
+        w: RoomWork,
+        loaded: dict[str, Event],
+        sent: dict[tuple[str, str], str],
+    ) -> list[Event]:
+        """The room's state section after the filter; lazily-loaded members the device
+        already has are left out (and the ones sent now remembered)."""
+        flt = req.filter
+        if not flt.state.allows_room(w.room_id):
+            return []
+        state: list[Event] = []
+        for eid in w.state_ids:
+            ev = loaded.get(eid)
+            if ev is None or not flt.state.allows(ev.type, ev.sender, ev.content):
+                continue
+            if (
+                ev.type == "m.room.member"
+                and flt.state.lazy_load_members
+                and not flt.state.include_redundant_members
+                and not w.full
+                and sent.get((w.room_id, ev.state_key or "")) == eid
+            ):
+                continue
+            state.append(ev)
+        if flt.state.lazy_load_members:
+            for ev in state:
+                if ev.type == "m.room.member":
+                    sent[(w.room_id, ev.state_key or "")] = ev.event_id
+        return state
+
+    def _ephemeral(
+        self, req: SyncRequest, w: RoomWork, since: StreamToken | None, receipts: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        flt = req.filter.ephemeral
+        if not flt.allows_room(w.room_id):
+            return []
+        events: list[dict[str, Any]] = []
+        typing_changed = (
+            self._typing.room_position(w.room_id) > since.typing
+            if since is not None and not w.full
+            else bool(self._typing.typing_users(w.room_id))
+        )
+        if typing_changed and flt.allows_type("m.typing"):
+            events.append(self._typing.event_for(w.room_id))
+        if w.room_id in receipts and flt.allows_type("m.receipt"):
+            events.append(receipts[w.room_id])
+        return events
 
     async def _replaced_state(self, events: list[Event]) -> dict[str, Event]:
         """state event ID -> the state event it replaced (for `unsigned.prev_content`).
