@@ -94,6 +94,7 @@ async def outbound_ctx(app: web.Application) -> AsyncIterator[None]:
     app[QUERIES] = queries
     if REMOTE_PROFILES not in app:  # tests may plug in their own
         app[REMOTE_PROFILES] = RemoteProfilesAdapter(queries)
+    app[MEMBERSHIP].remote_profiles = app[REMOTE_PROFILES]
     if ROOM_DIRECTORY in app:
         app[ROOM_DIRECTORY].remote = RemoteDirectoryAdapter(queries)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from homeserver.events import Event
@@ -19,7 +20,7 @@ from homeserver.graph.power_levels import PowerLevels
 from homeserver.storage import Stores
 from homeserver.storage.push import PushAction, PushStore
 
-from .evaluator import EvalContext, Memo, evaluate, needs_display_name
+from .evaluator import EvalContext, Memo, evaluate
 from .rules import notify_and_highlight
 from .rules_service import PushRulesService
 
@@ -37,6 +38,15 @@ def thread_of(event: Event) -> str:
         if isinstance(root, str):
             return root
     return MAIN_THREAD
+
+
+@dataclass
+class _RoomAudience:
+    """Who in a room may be notified, and what their rules need, for one batch."""
+
+    joined: list[str]
+    power: PowerLevels
+    names: dict[str, str] | None = None  # display names, fetched when a rule needs one
 
 
 class ActionGenerator:
@@ -109,7 +119,7 @@ class ActionGenerator:
     async def _generate_batch(self, batch: list[tuple[Event, int]]) -> None:
         rows: list[PushAction] = []
         read_positions: dict[tuple[str, str, str], int] = {}
-        rooms: dict[str, tuple[list[str], PowerLevels]] = {}
+        rooms: dict[str, _RoomAudience] = {}
         for event, stream_ordering in batch:
             room_id = event.room_id
             thread_id = thread_of(event)
@@ -120,9 +130,8 @@ class ActionGenerator:
             if event.type == "m.room.member" or room_id not in rooms:
                 # Membership changes the audience: re-read it for the events after.
                 joined = await self._stores.current_state.get_users_in_room(room_id)
-                rooms[room_id] = (joined, await self._power_levels(room_id))
-            joined, power = rooms[room_id]
-            rows.extend(await self._actions_for(event, stream_ordering, thread_id, joined, power))
+                rooms[room_id] = _RoomAudience(joined, await self._power_levels(room_id))
+            rows.extend(await self._actions_for(event, stream_ordering, thread_id, rooms[room_id]))
         await self._push.record_batch(
             rows, [(u, r, t, so) for (u, r, t), so in read_positions.items()]
         )
@@ -132,10 +141,10 @@ class ActionGenerator:
         event: Event,
         stream_ordering: int,
         thread_id: str,
-        joined: list[str],
-        power: PowerLevels,
+        audience: _RoomAudience,
     ) -> list[PushAction]:
         room_id = event.room_id
+        joined, power = audience.joined, audience.power
         targets = [u for u in joined if self._is_local(u) and u != event.sender]
         invitee = event.state_key if event.type == "m.room.member" else None
         if (
@@ -157,8 +166,10 @@ class ActionGenerator:
         for user_id in targets:
             ruleset = await self._rules.get_ruleset(user_id)
             display_name = None
-            if needs_display_name(ruleset.ordered):
-                display_name = await self._display_name(room_id, user_id)
+            if ruleset.needs_display_name:
+                if audience.names is None:
+                    audience.names = await self._display_names(room_id)
+                display_name = audience.names.get(user_id)
             ctx = EvalContext(
                 member_count=len(joined),
                 sender_power_level=sender_level,
@@ -195,13 +206,18 @@ class ActionGenerator:
         create = events.get(ids.get(("m.room.create", ""), ""))
         return PowerLevels(pl, create)
 
-    async def _display_name(self, room_id: str, user_id: str) -> str | None:
-        event_id = await self._stores.current_state.get_current_state_event_id(
-            room_id, "m.room.member", user_id
-        )
-        event = await self._stores.events.get_event(event_id) if event_id else None
-        name = event.content.get("displayname") if event is not None else None
-        return name if isinstance(name, str) else None
+    async def _display_names(self, room_id: str) -> dict[str, str]:
+        """Every member's display name in the room, for the contains_display_name rule
+        (one state read per room and batch, not two reads per recipient per event)."""
+        ids = await self._stores.current_state.get_current_state_ids(room_id, ("m.room.member",))
+        events = await self._stores.events.get_events(ids.values())
+        names: dict[str, str] = {}
+        for (_, user_id), event_id in ids.items():
+            event = events.get(event_id)
+            name = event.content.get("displayname") if event is not None else None
+            if isinstance(name, str):
+                names[user_id] = name
+        return names
 
     # -- read positions -------------------------------------------------------------------
 

@@ -1,11 +1,15 @@
-"""The spec's predefined (server-default) push rules, v1.19.
+"""The spec's predefined (server-default) push rules, v1.19, in the spec's order.
 
 Order is priority within each kind. `.m.rule.master` is always evaluated first (the
-ruleset puts it ahead of user overrides). `.m.rule.suppress_edits` comes right after
-it, as MSC3958 (which introduced it) and Synapse place it, so an edit that mentions
-someone does not notify them twice. The legacy body-matching rules
-(`.m.rule.contains_display_name`, `.m.rule.contains_user_name`, `.m.rule.roomnotif`)
-were removed from the spec in v1.17 and are not served.
+ruleset puts it ahead of user overrides); `.m.rule.suppress_edits` is the last override
+rule, after the mention rules, so an edit that newly mentions someone (its `m.mentions`
+names only the newly mentioned) still notifies them, and any other edit does not.
+
+The deprecated body-matching rules (`.m.rule.contains_display_name`,
+`.m.rule.contains_user_name`, `.m.rule.roomnotif`) are served as the spec and Synapse
+serve them (Element shows them in its notification settings and warns when they are
+missing), and are skipped for events that carry `m.mentions` (LEGACY_MENTION_RULES):
+such an event says whom it mentions.
 """
 
 from __future__ import annotations
@@ -35,24 +39,16 @@ def _rule(
 
 
 MASTER_RULE_ID = ".m.rule.master"
+# Rules a sender's `m.mentions` replaces: not applied to events that carry it.
+LEGACY_MENTION_RULES = frozenset(
+    {".m.rule.contains_display_name", ".m.rule.contains_user_name", ".m.rule.roomnotif"}
+)
 
 
 def default_override_rules(user_id: str) -> list[PushRule]:
     """Default override rules for `user_id`, highest priority first (master included)."""
     return [
         _rule("override", MASTER_RULE_ID, [], [], enabled=False),
-        _rule(
-            "override",
-            ".m.rule.suppress_edits",
-            [
-                {
-                    "kind": "event_property_is",
-                    "key": "content.m\\.relates_to.rel_type",
-                    "value": "m.replace",
-                }
-            ],
-            [],
-        ),
         _rule("override", ".m.rule.suppress_notices", [_match("content.msgtype", "m.notice")], []),
         _rule(
             "override",
@@ -79,10 +75,25 @@ def default_override_rules(user_id: str) -> list[PushRule]:
         ),
         _rule(
             "override",
+            ".m.rule.contains_display_name",
+            [{"kind": "contains_display_name"}],
+            ["notify", _SOUND_DEFAULT, _HIGHLIGHT],
+        ),
+        _rule(
+            "override",
             ".m.rule.is_room_mention",
             [
                 {"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": True},
                 {"kind": "sender_notification_permission", "key": "room"},
+            ],
+            ["notify", _HIGHLIGHT],
+        ),
+        _rule(
+            "override",
+            ".m.rule.roomnotif",
+            [
+                {"kind": "sender_notification_permission", "key": "room"},
+                _match("content.body", "@room"),
             ],
             ["notify", _HIGHLIGHT],
         ),
@@ -99,6 +110,34 @@ def default_override_rules(user_id: str) -> list[PushRule]:
             [_match("type", "m.room.server_acl"), _match("state_key", "")],
             [],
         ),
+        _rule(
+            "override",
+            ".m.rule.suppress_edits",
+            [
+                {
+                    "kind": "event_property_is",
+                    "key": "content.m\\.relates_to.rel_type",
+                    "value": "m.replace",
+                }
+            ],
+            [],
+        ),
+    ]
+
+
+def default_content_rules(user_id: str) -> list[PushRule]:
+    """The deprecated `.m.rule.contains_user_name`: the localpart as a body word."""
+    localpart = user_id[1:].partition(":")[0]
+    return [
+        PushRule(
+            "content",
+            ".m.rule.contains_user_name",
+            ("notify", _SOUND_DEFAULT, _HIGHLIGHT),
+            (),
+            localpart,
+            default=True,
+            enabled=True,
+        )
     ]
 
 
@@ -130,10 +169,10 @@ def default_underride_rules() -> list[PushRule]:
 
 
 def default_rules(user_id: str) -> dict[str, list[PushRule]]:
-    """Every default rule by kind (content, room and sender have none since v1.17)."""
+    """Every default rule by kind (room and sender have none)."""
     return {
         "override": default_override_rules(user_id),
-        "content": [],
+        "content": default_content_rules(user_id),
         "room": [],
         "sender": [],
         "underride": default_underride_rules(),

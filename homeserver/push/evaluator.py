@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from .defaults import LEGACY_MENTION_RULES
 from .rules import PushRule, effective_conditions, parse_member_count
 
 _MISSING = object()
@@ -200,8 +201,15 @@ def evaluate(
     """The first (highest priority) enabled rule matching `event`, or None.
 
     Pass one `memo` for all recipients of an event: the conditions they share (most of
-    the default rules) are then evaluated once per event, not once per recipient."""
+    the default rules) are then evaluated once per event, not once per recipient.
+
+    An event with `m.mentions` says whom it mentions: the deprecated body-matching
+    mention rules are skipped for it (as Synapse does; see push.defaults)."""
+    content = event.get("content")
+    legacy_off = isinstance(content, Mapping) and "m.mentions" in content
     for rule in rules:
+        if legacy_off and rule.rule_id in LEGACY_MENTION_RULES:
+            continue
         if rule_matches(rule, event, ctx, memo):
             return rule
     return None

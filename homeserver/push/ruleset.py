@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .defaults import MASTER_RULE_ID, default_rules
+from .evaluator import needs_display_name
 from .rules import KINDS, PushRule
 
 
@@ -28,6 +30,12 @@ class DefaultOverride:
 class Ruleset:
     by_kind: Mapping[str, tuple[PushRule, ...]]
     ordered: tuple[PushRule, ...]
+
+    @cached_property
+    def needs_display_name(self) -> bool:
+        """Whether evaluating it can use the user's display name in the room (asked for
+        every recipient of every event: computed once per ruleset)."""
+        return needs_display_name(self.ordered)
 
     def find(self, kind: str, rule_id: str) -> PushRule | None:
         for rule in self.by_kind.get(kind, ()):

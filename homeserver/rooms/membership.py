@@ -7,6 +7,7 @@ go through the `RemoteRooms` port that federation implements.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
@@ -14,7 +15,13 @@ from homeserver.events import Event
 from homeserver.storage import Stores
 
 from .local_events import LocalEvents
-from .ports import RemoteRooms
+from .ports import RemoteProfileLookup, RemoteRooms
+
+# A remote server's answer about its user's profile is copied into our event: bounded
+# like a profile field (Synapse's limits for displayname/avatar_url are 256/1000).
+MAX_PROFILE_VALUE = 1000
+# How long an invite waits for the remote invitee's profile before going without it.
+INVITE_PROFILE_TIMEOUT_S = 5.0
 
 STRIPPED_STATE_TYPES = (
     "m.room.create",
@@ -34,11 +41,13 @@ class MembershipService:
         local_events: LocalEvents,
         server_name: str,
         remote: RemoteRooms | None = None,
+        remote_profiles: RemoteProfileLookup | None = None,
     ) -> None:
         self._stores = stores
         self._events = local_events
         self._server_name = server_name
         self.remote = remote
+        self.remote_profiles = remote_profiles
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.partition(":")[2] == self._server_name
@@ -162,23 +171,56 @@ class MembershipService:
             raise forbidden(f"{target} is banned from the room")
         if current == "join":
             raise forbidden(f"{target} is already in the room")
-        content = {**content, "membership": "invite"}
+        # The invitee's profile goes into the invite (as Synapse's
+        # include_profile_data_on_invite does), so their client and everyone's timeline
+        # show a name before they join. The inviting client's own values win.
+        profile = await self._invitee_profile(target)
+        content = {**profile, **content, "membership": "invite"}
         if self._is_local(target) or self.remote is None:
             if not self._is_local(target):
                 raise MatrixError(403, "M_FORBIDDEN", "Federation is not available")
             return await self._events.send(room_id, sender, "m.room.member", content, target)
         # Remote invitee: the event must be counter-signed by the invitee's server first.
         event = await self._events.build_only(room_id, sender, "m.room.member", content, target)
-        state = await self.stripped_state_pdus(room_id)
+        state = await self.stripped_state_pdus(room_id, inviter=sender)
         signed = await self.remote.invite(event, state)
         return await self._events.persist_built(signed)
 
-    async def stripped_state_pdus(self, room_id: str) -> list[dict[str, Any]]:
+    async def _invitee_profile(self, user_id: str) -> dict[str, Any]:
+        """displayname/avatar_url of the invitee: ours from the profile store, a remote
+        user's by a profile query (bounded by the port; failures leave them out)."""
+        if self._is_local(user_id):
+            return await self.profile_content(user_id)
+        if self.remote_profiles is None:
+            return {}
+        try:
+            found = await asyncio.wait_for(
+                self.remote_profiles.query_profile(user_id), INVITE_PROFILE_TIMEOUT_S
+            )
+        except Exception:  # a slow or broken remote server must not block the invite
+            return {}
+        if not isinstance(found, dict):
+            return {}
+        return {
+            k: found[k]
+            for k in ("displayname", "avatar_url")
+            if isinstance(found.get(k), str) and len(found[k]) <= MAX_PROFILE_VALUE
+        }
+
+    async def _stripped_ids(self, room_id: str, inviter: str | None) -> list[str]:
+        ids = await self._stores.current_state.get_current_state_ids(room_id)
+        wanted = [ids[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in ids]
+        if inviter is not None and ("m.room.member", inviter) in ids:
+            wanted.append(ids[("m.room.member", inviter)])
+        return wanted
+
+    async def stripped_state_pdus(
+        self, room_id: str, inviter: str | None = None
+    ) -> list[dict[str, Any]]:
         """The same state as `stripped_state`, as full PDUs: the federation form of
         `invite_room_state` / `knock_room_state` since v1.16 (the receiver may check
         them, and Synapse warns about anything else)."""
-        ids = await self._stores.current_state.get_current_state_ids(room_id)
-        wanted = [ids[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in ids]
+        wanted = await self._stripped_ids(room_id, inviter)
         events = await self._stores.events.get_events(wanted)
         return [
             {k: v for k, v in events[eid].pdu.items() if k != "unsigned"}
@@ -186,10 +228,13 @@ class MembershipService:
             if eid in events
         ]
 
-    async def stripped_state(self, room_id: str) -> list[dict[str, Any]]:
-        """The stripped state shown with invites and knocks (includes the create event)."""
-        ids = await self._stores.current_state.get_current_state_ids(room_id)
-        wanted = [ids[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in ids]
+    async def stripped_state(
+        self, room_id: str, inviter: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The stripped state shown with invites and knocks (includes the create event);
+        with `inviter`, also the inviter's member event (their name and avatar, which
+        clients show as "X invited you" instead of a bare user ID, as Synapse does)."""
+        wanted = await self._stripped_ids(room_id, inviter)
         events = await self._stores.events.get_events(wanted)
         out = []
         for eid in wanted:

@@ -44,6 +44,14 @@ class RemoteRooms(Protocol):
     async def invite(self, event: Event, invite_room_state: list[dict[str, Any]]) -> Event: ...
 
 
+class RemoteProfileLookup(Protocol):
+    """A remote user's profile (for the invitee's name in an invite we send)."""
+
+    async def query_profile(
+        self, user_id: str, field: str | None = None
+    ) -> dict[str, Any] | None: ...
+
+
 class RemoteEvents(Protocol):
     """Fetching events a remote server has and we lack. Every event returned has
     passed the receiving checks (format, signatures, content hash; a redacted copy on a

@@ -196,7 +196,8 @@ class RoomSections:
         if isinstance(carried, list) and carried:
             state = [s for s in carried if isinstance(s, dict)]
         else:
-            state = await self._membership.stripped_state(m.room_id)
+            inviter = event.sender if m.membership == "invite" else None
+            state = await self._membership.stripped_state(m.room_id, inviter=inviter)
         state = [
             s
             for s in state

@@ -85,12 +85,32 @@ async def test_one_to_one_edits_and_reactions(app_client: TestClient) -> None:
         "m.reaction",
         {"m.relates_to": {"rel_type": "m.annotation", "event_id": original, "key": "x"}},
     )
-    assert await counts(app_client, bob, room) == {"notification_count": 1, "highlight_count": 0}
+    # The edit names bob in m.mentions (an edit lists only whom it newly mentions), so
+    # .m.rule.is_user_mention, ranked above .m.rule.suppress_edits, notifies him; the
+    # reaction does not.
+    assert await counts(app_client, bob, room) == {"notification_count": 2, "highlight_count": 1}
     store = app_client.server.app[PUSH_STORE]
     rows = await store.get_notifications(bob, before=None, limit=10)
-    assert [(r.event_id, r.actions) for r in rows] == [
-        (original, ["notify", {"set_tweak": "sound", "value": "default"}])
+    sound = {"set_tweak": "sound", "value": "default"}
+    assert [r.actions for r in rows] == [
+        ["notify", sound, {"set_tweak": "highlight"}],
+        ["notify", sound],
     ]
+    assert rows[1].event_id == original
+    # An edit that mentions nobody new is silent.
+    await events.send(
+        room,
+        alice,
+        "m.room.message",
+        {
+            "msgtype": "m.text",
+            "body": "* hi bob!",
+            "m.new_content": {"msgtype": "m.text", "body": "hi bob!"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+            "m.mentions": {},
+        },
+    )
+    assert await counts(app_client, bob, room) == {"notification_count": 2, "highlight_count": 1}
 
 
 async def test_receipts_and_own_events_clear_counts(app_client: TestClient) -> None:
@@ -210,3 +230,43 @@ async def test_pushers(app_client: TestClient) -> None:
     )
     assert r.status == 200
     assert await (await app_client.get(url, headers=auth(token))).json() == {"pushers": []}
+
+
+async def test_legacy_mention_rules_as_a_client_sees_them(app_client: TestClient) -> None:
+    """Messages from clients that do not send m.mentions still highlight for a display
+    name, the localpart or @room (the spec's deprecated rules); a message that carries
+    m.mentions is judged by it alone. Counts read from /sync, as a client reads them."""
+    c = app_client
+    alice, alice_token, _ = await make_user(c, "alice")
+    bob, bob_token, _ = await make_user(c, "bob")
+    room = await make_room(c, alice)
+    await join_room(c, room, bob)
+    carol, _, _ = await make_user(c, "carol")
+    await join_room(c, room, carol)
+    r = await c.put(
+        f"/_matrix/client/v3/profile/{bob}/displayname",
+        json={"displayname": "Bobby Tables"},
+        headers=auth(bob_token),
+    )
+    assert r.status == 200
+
+    async def highlights() -> dict[str, int]:
+        body = await (await c.get(SYNC, headers=auth(bob_token))).json()
+        return body["rooms"]["join"][room]["unread_notifications"]
+
+    async def say(body: str, **extra: Any) -> None:
+        r = await c.put(
+            f"/_matrix/client/v3/rooms/{room}/send/m.room.message/{len(body)}{body[:3]}",
+            json={"msgtype": "m.text", "body": body, **extra},
+            headers=auth(alice_token),
+        )
+        assert r.status == 200, await r.text()
+
+    await say("is Bobby Tables here?")  # display name, no m.mentions
+    assert await highlights() == {"notification_count": 1, "highlight_count": 1}
+    await say("bobby tables, again", **{"m.mentions": {}})  # says it mentions nobody
+    assert await highlights() == {"notification_count": 2, "highlight_count": 1}
+    await say("ping bob")  # the localpart as a word (.m.rule.contains_user_name)
+    assert await highlights() == {"notification_count": 3, "highlight_count": 2}
+    await say("@room lunch?")  # alice has the room notification power level
+    assert await highlights() == {"notification_count": 4, "highlight_count": 3}

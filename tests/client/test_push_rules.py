@@ -12,10 +12,11 @@ from tests.client.helpers import auth, make_user
 BASE = "/_matrix/client/v3/pushrules"
 
 
-async def ids(client: TestClient, token: str, kind: str) -> list[str]:
+async def ids(client: TestClient, token: str, kind: str, defaults: bool = False) -> list[str]:
+    """The rule IDs of `kind` in priority order (the user's own only, unless `defaults`)."""
     response = await client.get(f"{BASE}/global/", headers=auth(token))
     assert response.status == 200
-    return [r["rule_id"] for r in (await response.json())[kind]]
+    return [r["rule_id"] for r in (await response.json())[kind] if defaults or not r["default"]]
 
 
 async def put(client: TestClient, token: str, path: str, body: Any, **params: str):
@@ -128,7 +129,11 @@ async def test_create_order_update_delete(app_client: TestClient) -> None:
     assert d.status == 404 and (await d.json())["errcode"] == "M_NOT_FOUND"
     d = await app_client.delete(f"{BASE}/global/override/.m.rule.master", headers=auth(token))
     assert d.status == 400
-    assert ".m.rule.master" in await ids(app_client, token, "override")
+    assert ".m.rule.master" in await ids(app_client, token, "override", defaults=True)
+    # Default content rules rank below the user's own.
+    assert (await ids(app_client, token, "content", defaults=True))[-1] == (
+        ".m.rule.contains_user_name"
+    )
 
 
 async def test_enabled_and_actions(app_client: TestClient) -> None:

@@ -56,3 +56,31 @@ async def test_remote_invite_shows_in_sync_and_join_needs_no_via(pair, version: 
     assert set(members["joined"]) == {alice, bob}
     after = await b.sync(bob)
     assert room_id in after["rooms"]["join"] and room_id not in after["rooms"]["invite"]
+
+
+async def test_remote_invite_carries_both_profiles(pair) -> None:
+    """Invites over federation name both sides: the invite event carries the remote
+    invitee's profile (asked of their server), and the stripped state we send carries
+    the inviter's member event."""
+    a, b = pair
+    alice = await a.register("alice")
+    bob = await b.register("bob")
+    await a.ok("PUT", f"/profile/{alice}/displayname", alice, {"displayname": "Alice A."})
+    await b.ok("PUT", f"/profile/{bob}/displayname", bob, {"displayname": "Bob B."})
+    await b.ok("PUT", f"/profile/{bob}/avatar_url", bob, {"avatar_url": "mxc://b/bob"})
+    room_id = await a.create_room(alice, preset="private_chat", name="Names")
+    first = await b.sync(bob)
+    await a.ok("POST", f"/rooms/{room_id}/invite", alice, {"user_id": bob})
+
+    async def invited() -> dict | None:
+        data = await b.ok("GET", "/sync", bob, since=first["next_batch"], timeout="0")
+        return data["rooms"]["invite"].get(room_id)
+
+    events = (await eventually(invited))["invite_state"]["events"]
+    inviter = next(e for e in events if e["type"] == "m.room.member" and e["state_key"] == alice)
+    assert inviter["content"]["displayname"] == "Alice A."
+    invite = next(e for e in events if e["type"] == "m.room.member" and e["state_key"] == bob)
+    assert invite["content"]["displayname"] == "Bob B."
+    assert invite["content"]["avatar_url"] == "mxc://b/bob"
+    state = await a.ok("GET", f"/rooms/{room_id}/state/m.room.member/{bob}", alice)
+    assert state["displayname"] == "Bob B."

@@ -162,15 +162,30 @@ def test_room_mention_needs_permission() -> None:
 
 
 def test_edits_reactions_notices_members_do_not_notify() -> None:
-    edit = msg(
-        "* hi",
-        **{
-            "m.new_content": {"body": "hi", "msgtype": "m.text"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": "$x"},
-            "m.mentions": {"user_ids": [ME]},
-        },
+    def edit(body: str, **extra: Any) -> dict[str, Any]:
+        return msg(
+            body,
+            **{
+                "m.new_content": {"body": body.lstrip("* "), "msgtype": "m.text"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$x"},
+                **extra,
+            },
+        )
+
+    # An edit names in m.mentions only whom it newly mentions: that user is notified...
+    newly = edit("* hi me", **{"m.mentions": {"user_ids": [ME]}})
+    assert actions_for(newly) == (".m.rule.is_user_mention", (True, True))
+    # ... and any other edit is silent, even when its body holds my name (m.mentions
+    # turns the legacy body rules off).
+    assert actions_for(edit("* hi Me Myself", **{"m.mentions": {}}), ctx(name="Me Myself")) == (
+        ".m.rule.suppress_edits",
+        (False, False),
     )
-    assert actions_for(edit) == (".m.rule.suppress_edits", (False, False))
+    assert actions_for(edit("* typo fixed")) == (".m.rule.suppress_edits", (False, False))
+    # An old client's edit (no m.mentions) with my name still matches the legacy rule.
+    assert actions_for(edit("* hi Me Myself"), ctx(name="Me Myself"))[0] == (
+        ".m.rule.contains_display_name"
+    )
     reaction = {
         "type": "m.reaction",
         "sender": "@o:x",
@@ -204,36 +219,133 @@ def test_master_rule_and_default_overrides() -> None:
     assert actions_for(msg(), **off) == (None, (False, False))
 
 
-def test_default_rule_ids_match_spec_v1_19() -> None:
+def test_default_rules_are_the_spec_v1_19_list() -> None:
+    """Every predefined rule, in the spec's order, with its conditions and actions
+    (client-server API, "Predefined rules"); Element warns about any that is missing."""
+    notify_sound_highlight = [
+        "notify",
+        {"set_tweak": "sound", "value": "default"},
+        {"set_tweak": "highlight"},
+    ]
+
+    def match(key: str, pattern: str) -> dict[str, Any]:
+        return {"kind": "event_match", "key": key, "pattern": pattern}
+
+    expected_override = [
+        (".m.rule.master", False, [], []),
+        (".m.rule.suppress_notices", True, [match("content.msgtype", "m.notice")], []),
+        (
+            ".m.rule.invite_for_me",
+            True,
+            [
+                match("type", "m.room.member"),
+                match("content.membership", "invite"),
+                match("state_key", ME),
+            ],
+            ["notify", {"set_tweak": "sound", "value": "default"}],
+        ),
+        (".m.rule.member_event", True, [match("type", "m.room.member")], []),
+        (
+            ".m.rule.is_user_mention",
+            True,
+            [
+                {
+                    "kind": "event_property_contains",
+                    "key": "content.m\\.mentions.user_ids",
+                    "value": ME,
+                }
+            ],
+            notify_sound_highlight,
+        ),
+        (
+            ".m.rule.contains_display_name",
+            True,
+            [{"kind": "contains_display_name"}],
+            notify_sound_highlight,
+        ),
+        (
+            ".m.rule.is_room_mention",
+            True,
+            [
+                {"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": True},
+                {"kind": "sender_notification_permission", "key": "room"},
+            ],
+            ["notify", {"set_tweak": "highlight"}],
+        ),
+        (
+            ".m.rule.roomnotif",
+            True,
+            [
+                {"kind": "sender_notification_permission", "key": "room"},
+                match("content.body", "@room"),
+            ],
+            ["notify", {"set_tweak": "highlight"}],
+        ),
+        (
+            ".m.rule.tombstone",
+            True,
+            [match("type", "m.room.tombstone"), match("state_key", "")],
+            ["notify", {"set_tweak": "highlight"}],
+        ),
+        (".m.rule.reaction", True, [match("type", "m.reaction")], []),
+        (
+            ".m.rule.room.server_acl",
+            True,
+            [match("type", "m.room.server_acl"), match("state_key", "")],
+            [],
+        ),
+        (
+            ".m.rule.suppress_edits",
+            True,
+            [
+                {
+                    "kind": "event_property_is",
+                    "key": "content.m\\.relates_to.rel_type",
+                    "value": "m.replace",
+                }
+            ],
+            [],
+        ),
+    ]
+    one_to_one = {"kind": "room_member_count", "is": "2"}
+    expected_underride = [
+        (
+            ".m.rule.call",
+            True,
+            [match("type", "m.call.invite")],
+            ["notify", {"set_tweak": "sound", "value": "ring"}],
+        ),
+        (
+            ".m.rule.encrypted_room_one_to_one",
+            True,
+            [one_to_one, match("type", "m.room.encrypted")],
+            ["notify", {"set_tweak": "sound", "value": "default"}],
+        ),
+        (
+            ".m.rule.room_one_to_one",
+            True,
+            [one_to_one, match("type", "m.room.message")],
+            ["notify", {"set_tweak": "sound", "value": "default"}],
+        ),
+        (".m.rule.message", True, [match("type", "m.room.message")], ["notify"]),
+        (".m.rule.encrypted", True, [match("type", "m.room.encrypted")], ["notify"]),
+    ]
     rules = default_rules(ME)
-    assert [r.rule_id for r in rules["override"]] == [
-        ".m.rule.master",
-        ".m.rule.suppress_edits",
-        ".m.rule.suppress_notices",
-        ".m.rule.invite_for_me",
-        ".m.rule.member_event",
-        ".m.rule.is_user_mention",
-        ".m.rule.is_room_mention",
-        ".m.rule.tombstone",
-        ".m.rule.reaction",
-        ".m.rule.room.server_acl",
+    for kind, expected in (("override", expected_override), ("underride", expected_underride)):
+        assert [r.to_json() for r in rules[kind]] == [
+            {"rule_id": rid, "default": True, "enabled": on, "actions": acts, "conditions": conds}
+            for rid, on, conds, acts in expected
+        ], kind
+    assert [r.to_json() for r in rules["content"]] == [
+        {
+            "rule_id": ".m.rule.contains_user_name",
+            "default": True,
+            "enabled": True,
+            "actions": notify_sound_highlight,
+            "pattern": ME[1:].partition(":")[0],
+        }
     ]
-    assert [r.rule_id for r in rules["underride"]] == [
-        ".m.rule.call",
-        ".m.rule.encrypted_room_one_to_one",
-        ".m.rule.room_one_to_one",
-        ".m.rule.message",
-        ".m.rule.encrypted",
-    ]
-    assert rules["content"] == rules["room"] == rules["sender"] == []
-    master = rules["override"][0].to_json()
-    assert master == {
-        "rule_id": ".m.rule.master",
-        "default": True,
-        "enabled": False,
-        "actions": [],
-        "conditions": [],
-    }
+    assert rules["room"] == rules["sender"] == []
 
 
 def test_shared_memo_across_recipients_keeps_per_user_outcomes() -> None:

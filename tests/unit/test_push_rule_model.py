@@ -68,5 +68,5 @@ def test_user_rules_rank_above_defaults_but_below_master() -> None:
     mine = PushRule("override", "mine", (), ())
     ruleset = build_ruleset(ME, {"override": [mine]}, {})
     ids = [r.rule_id for r in ruleset.by_kind["override"]]
-    assert ids[:3] == [".m.rule.master", "mine", ".m.rule.suppress_edits"]
+    assert ids[:3] == [".m.rule.master", "mine", ".m.rule.suppress_notices"]
     assert set(ruleset.to_json()) == {"override", "content", "room", "sender", "underride"}
