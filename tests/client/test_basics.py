@@ -18,7 +18,8 @@ VERSIONS = list(SUPPORTED_VERSIONS)
 async def test_versions(app_client: Any) -> None:
     response = await app_client.get("/_matrix/client/versions")
     assert response.status == 200
-    assert response.content_type == "application/json"
+    # Exactly, as Synapse: some clients compare the header literally.
+    assert response.headers["Content-Type"] == "application/json"
     assert await response.json() == {"versions": VERSIONS, "unstable_features": UNSTABLE_FEATURES}
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
@@ -27,6 +28,7 @@ async def test_unknown_endpoints_are_m_unrecognized(app_client: Any) -> None:
     for path in ("/_matrix/client/v3/nonsense", "/nowhere", "/_matrix/federation/v1/nope"):
         response = await app_client.get(path)
         assert response.status == 404, path
+        assert response.headers["Content-Type"] == "application/json"
         assert await response.json() == {
             "errcode": "M_UNRECOGNIZED",
             "error": "Unrecognized request",

@@ -158,4 +158,4 @@ def test_json_output_is_compact_utf8_and_strict() -> None:
     # Integers beyond 64 bits (old rooms' events) and non-string keys still encode.
     assert encode_json({"big": 2**70, 1: "x"}) == b'{"big":1180591620717411303424,"1":"x"}'
     response = json_response({"x": 1}, status=201)
-    assert response.status == 201 and response.content_type == "application/json"
+    assert response.status == 201 and response.headers["Content-Type"] == "application/json"
