@@ -15,7 +15,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 
@@ -27,8 +27,6 @@ from .errors import IntegrityError, StorageError
 APPLICATION_ID = int.from_bytes(b"MxHs", "big")
 BUSY_TIMEOUT_MS = 10_000
 
-T = TypeVar("T")
-
 
 def _translate(exc: sqlite3.Error, sql: str) -> StorageError:
     if isinstance(exc, sqlite3.IntegrityError):
@@ -39,9 +37,12 @@ def _translate(exc: sqlite3.Error, sql: str) -> StorageError:
 class SQLiteConnection:
     """One aiosqlite connection behind the `Connection` protocol.
 
-    Each operation is ONE trip to the connection's thread (aiosqlite's cursor objects
-    would cost two or three: execute, fetch, close). On the send path a statement's
-    latency is mostly that trip, so this matters more than the SQL itself.
+    Each operation is ONE trip to the connection's thread, through aiosqlite's public
+    API: `execute` (a statement; its row count is read from the returned cursor without
+    another trip), `executemany` and `execute_fetchall`. Closing a cursor would cost a
+    second trip; a finished statement holds nothing, and sqlite3 frees the cursor when
+    it is garbage. On the send path a statement's latency is mostly that trip, so this
+    matters more than the SQL itself.
     """
 
     dialect: Dialect = SQLITE
@@ -49,55 +50,33 @@ class SQLiteConnection:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def _run(self, sql: str, op: Callable[[sqlite3.Connection, str], T]) -> T:
-        converted = _convert(sql)
-        # aiosqlite's `_execute` runs a function on the connection's own thread; its
-        # public API only offers cursor round trips.
-        raw = self._conn
-
-        def call() -> T:
-            return op(raw._conn, converted)
-
+    async def execute(self, sql: str, *args: Any) -> int:
         try:
-            return await raw._execute(call)
+            cursor = await self._conn.execute(_convert(sql), args)
         except sqlite3.Error as exc:
             raise _translate(exc, sql) from exc
-
-    async def execute(self, sql: str, *args: Any) -> int:
-        def op(db: sqlite3.Connection, q: str) -> int:
-            cur = db.execute(q, args)
-            try:
-                return cur.rowcount
-            finally:
-                cur.close()
-
-        return await self._run(sql, op)
+        return cursor.rowcount
 
     async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
         rows = [tuple(a) for a in args]
         if not rows:
             return
-
-        def op(db: sqlite3.Connection, q: str) -> None:
-            db.executemany(q, rows).close()
-
-        await self._run(sql, op)
+        try:
+            await self._conn.executemany(_convert(sql), rows)
+        except sqlite3.Error as exc:
+            raise _translate(exc, sql) from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        def op(db: sqlite3.Connection, q: str) -> list[Row]:
-            return db.execute(q, args).fetchall()
-
-        return await self._run(sql, op)
+        try:
+            return list(await self._conn.execute_fetchall(_convert(sql), args))
+        except sqlite3.Error as exc:
+            raise _translate(exc, sql) from exc
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        def op(db: sqlite3.Connection, q: str) -> Row | None:
-            cur = db.execute(q, args)
-            try:
-                return cur.fetchone()
-            finally:
-                cur.close()
-
-        return await self._run(sql, op)
+        """The first row. Every caller selects by key or with LIMIT 1, so fetching all
+        rows in the one trip costs nothing extra."""
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         row = await self.fetchrow(sql, *args)
