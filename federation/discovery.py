@@ -12,8 +12,8 @@ Follows the spec's resolution order (server-server API: resolving server names):
 4./5. No usable .well-known: SRV `_matrix-fed._tcp`, then `_matrix._tcp`, for the name.
 6. Fall back to <hostname>:8448.
 
-SRV records are fetched with a minimal DNS client over UDP (TCP on truncation) that reads
-its nameservers from /etc/resolv.conf, because the project takes no DNS dependency.
+SRV records are fetched with dnspython's asyncio resolver (nameservers from
+/etc/resolv.conf); `SrvResolver` is the interface the rest of discovery uses.
 """
 
 from __future__ import annotations
@@ -24,11 +24,16 @@ import ipaddress
 import json
 import logging
 import random
-import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.resolver
 
 from homeserver.ids import split_server_name
 
@@ -80,9 +85,11 @@ def _ip_literal(host: str) -> str | None:
 
 # --------------------------------------------------------------------------- DNS (SRV)
 
-DNS_TYPE_SRV = 33
-DNS_CLASS_IN = 1
-RCODE_NXDOMAIN = 3
+SRV_MIN_TTL_S = 60
+SRV_MAX_TTL_S = 3600
+SRV_NEGATIVE_TTL_S = 300
+# Bound on the SRV cache: names looked up for any server a peer makes us talk to.
+SRV_MAX_CACHED_NAMES = 10_000
 
 
 class DnsError(Exception):
@@ -96,97 +103,6 @@ class SrvRecord:
     port: int
     target: str
     ttl: int = 0
-
-
-def encode_dns_name(name: str) -> bytes:
-    """Encode a domain name as DNS labels (IDNA for non-ASCII labels)."""
-    out = bytearray()
-    for label in name.rstrip(".").split("."):
-        raw = label.encode("ascii") if label.isascii() else label.encode("idna")
-        if not 0 < len(raw) < 64:
-            raise ValueError(f"invalid DNS label in {name!r}")
-        out.append(len(raw))
-        out += raw
-    out.append(0)
-    if len(out) > 255:
-        raise ValueError("DNS name too long")
-    return bytes(out)
-
-
-def encode_srv_query(name: str, txid: int) -> bytes:
-    """A standard recursive query for the SRV records of `name`."""
-    header = struct.pack("!HHHHHH", txid, 0x0100, 1, 0, 0, 0)
-    return header + encode_dns_name(name) + struct.pack("!HH", DNS_TYPE_SRV, DNS_CLASS_IN)
-
-
-def _read_name(data: bytes, offset: int) -> tuple[str, int]:
-    """Decode a possibly compressed name; return it and the offset after it."""
-    labels: list[str] = []
-    end: int | None = None
-    jumps = 0
-    while True:
-        if offset >= len(data):
-            raise DnsError("name runs past end of message")
-        length = data[offset]
-        if length & 0xC0 == 0xC0:
-            if offset + 1 >= len(data):
-                raise DnsError("truncated compression pointer")
-            if end is None:
-                end = offset + 2
-            offset = ((length & 0x3F) << 8) | data[offset + 1]
-            jumps += 1
-            if jumps > 64:
-                raise DnsError("compression pointer loop")
-            continue
-        if length & 0xC0:
-            raise DnsError("unsupported label type")
-        offset += 1
-        if length == 0:
-            break
-        if offset + length > len(data):
-            raise DnsError("label runs past end of message")
-        labels.append(data[offset : offset + length].decode("ascii", "replace"))
-        offset += length
-    return ".".join(labels), (end if end is not None else offset)
-
-
-@dataclass(frozen=True, slots=True)
-class DnsResponse:
-    txid: int
-    truncated: bool
-    rcode: int
-    records: list[SrvRecord]
-
-
-def parse_srv_response(data: bytes) -> DnsResponse:
-    """Parse a DNS response, keeping only the SRV answers."""
-    if len(data) < 12:
-        raise DnsError("DNS message shorter than its header")
-    txid, flags, qd, an, _ns, _ar = struct.unpack("!HHHHHH", data[:12])
-    if not flags & 0x8000:
-        raise DnsError("DNS message is not a response")
-    offset = 12
-    for _ in range(qd):
-        _, offset = _read_name(data, offset)
-        offset += 4
-    records: list[SrvRecord] = []
-    for _ in range(an):
-        _, offset = _read_name(data, offset)
-        if offset + 10 > len(data):
-            raise DnsError("truncated resource record")
-        rtype, rclass, ttl, rdlen = struct.unpack("!HHIH", data[offset : offset + 10])
-        offset += 10
-        rdata_end = offset + rdlen
-        if rdata_end > len(data):
-            raise DnsError("resource data runs past end of message")
-        if rtype == DNS_TYPE_SRV and rclass == DNS_CLASS_IN:
-            if rdlen < 7:
-                raise DnsError("SRV record too short")
-            prio, weight, port = struct.unpack("!HHH", data[offset : offset + 6])
-            target, _ = _read_name(data, offset + 6)
-            records.append(SrvRecord(prio, weight, port, target, ttl))
-        offset = rdata_end
-    return DnsResponse(txid, bool(flags & 0x0200), flags & 0x000F, records)
 
 
 def order_srv_records(
@@ -204,9 +120,8 @@ def order_srv_records(
         group = [r for r in records if r.priority == prio and r.target not in ("", ".")]
         while group:
             total = sum(r.weight for r in group)
-            if total == 0:
-                pick = group[0]
-            else:
+            pick = group[0]
+            if total:
                 point = rng.randint(1, total)
                 running = 0
                 for r in group:
@@ -219,40 +134,21 @@ def order_srv_records(
     return out
 
 
-def read_resolv_conf(path: str = "/etc/resolv.conf") -> list[str]:
-    """Nameserver addresses from resolv.conf; 127.0.0.1 if none are listed."""
-    servers: list[str] = []
+def _system_resolver() -> dns.asyncresolver.Resolver:
+    """dnspython's resolver over /etc/resolv.conf (127.0.0.1 when there is none)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    servers.append(parts[1])
-    except OSError:
-        pass
-    return servers or ["127.0.0.1"]
-
-
-class _UdpQuery(asyncio.DatagramProtocol):
-    def __init__(self, txid: int) -> None:
-        self.txid = txid
-        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        if (
-            len(data) >= 2
-            and struct.unpack("!H", data[:2])[0] == self.txid
-            and not self.done.done()
-        ):
-            self.done.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:
-        if not self.done.done():
-            self.done.set_exception(exc)
+        return dns.asyncresolver.Resolver()
+    except dns.resolver.NoResolverConfiguration:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = ["127.0.0.1"]
+        return resolver
 
 
 class SrvResolver:
-    """Looks up SRV records with a minimal stub resolver; caches answers by TTL."""
+    """SRV look-ups through dnspython's asyncio resolver (query IDs from its secure
+    random source, truncated UDP answers retried over TCP). Answers are cached by their
+    TTL clamped to [1 min, 1 h] (absent records for 5 min), at most
+    `SRV_MAX_CACHED_NAMES` names, least recently used evicted first."""
 
     def __init__(
         self,
@@ -261,65 +157,61 @@ class SrvResolver:
         port: int = 53,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        max_cached: int = SRV_MAX_CACHED_NAMES,
     ) -> None:
-        self.nameservers = list(nameservers) if nameservers is not None else read_resolv_conf()
-        self.port = port
-        self.timeout = timeout
+        if nameservers is None:
+            self._resolver = _system_resolver()
+        else:
+            self._resolver = dns.asyncresolver.Resolver(configure=False)
+            self._resolver.nameservers = list(nameservers)
+        self._resolver.port = port
+        # Per nameserver, and in total one try of each: the federation request waits.
+        self._resolver.timeout = timeout
+        self._resolver.lifetime = timeout * max(1, len(self._resolver.nameservers))
         self._clock = clock
-        self._cache: dict[str, tuple[float, list[SrvRecord]]] = {}
+        self._max_cached = max_cached
+        self._cache: OrderedDict[str, tuple[float, list[SrvRecord]]] = OrderedDict()
+
+    @property
+    def nameservers(self) -> list[str]:
+        return [str(ns) for ns in self._resolver.nameservers]
 
     async def lookup(self, name: str) -> list[SrvRecord]:
         """SRV records of `name` ([] if none exist); DnsError if no server answered."""
         cached = self._cache.get(name)
-        if cached and cached[0] > self._clock():
+        if cached is not None and cached[0] > self._clock():
+            self._cache.move_to_end(name)
             return cached[1]
-        query_error: Exception | None = None
-        for ns in self.nameservers:
-            try:
-                resp = await self._query(ns, name)
-            except (OSError, TimeoutError, DnsError) as e:
-                query_error = e
-                continue
-            if resp.rcode == RCODE_NXDOMAIN or (resp.rcode == 0 and not resp.records):
-                self._cache[name] = (self._clock() + 300, [])
-                return []
-            if resp.rcode != 0:
-                query_error = DnsError(f"DNS rcode {resp.rcode} for {name}")
-                continue
-            ttl = min(max(min(r.ttl for r in resp.records), 60), 3600)
-            self._cache[name] = (self._clock() + ttl, resp.records)
-            return resp.records
-        raise DnsError(f"SRV lookup for {name} failed: {query_error}")
-
-    async def _query(self, nameserver: str, name: str) -> DnsResponse:
-        txid = random.randrange(0x10000)
-        packet = encode_srv_query(name, txid)
-        loop = asyncio.get_running_loop()
-        transport, proto = await loop.create_datagram_endpoint(
-            lambda: _UdpQuery(txid), remote_addr=(nameserver, self.port)
-        )
         try:
-            transport.sendto(packet)
-            data = await asyncio.wait_for(proto.done, self.timeout)
-        finally:
-            transport.close()
-        resp = parse_srv_response(data)
-        if resp.truncated:
-            resp = await self._query_tcp(nameserver, packet)
-        return resp
+            answer = await self._resolver.resolve(
+                dns.name.from_text(name), "SRV", raise_on_no_answer=False, search=False
+            )
+        except dns.resolver.NXDOMAIN:
+            return self._remember(name, [], SRV_NEGATIVE_TTL_S)
+        except (dns.exception.DNSException, ValueError, OSError) as e:
+            raise DnsError(f"SRV lookup for {name} failed: {e!r}") from None
+        if answer.rrset is None:
+            return self._remember(name, [], SRV_NEGATIVE_TTL_S)
+        ttl = answer.rrset.ttl
+        records = [
+            SrvRecord(r.priority, r.weight, r.port, _target_text(r.target), ttl)
+            for r in answer.rrset
+        ]
+        return self._remember(name, records, min(max(ttl, SRV_MIN_TTL_S), SRV_MAX_TTL_S))
 
-    async def _query_tcp(self, nameserver: str, packet: bytes) -> DnsResponse:
-        async def run() -> bytes:
-            reader, writer = await asyncio.open_connection(nameserver, self.port)
-            try:
-                writer.write(struct.pack("!H", len(packet)) + packet)
-                await writer.drain()
-                (length,) = struct.unpack("!H", await reader.readexactly(2))
-                return await reader.readexactly(length)
-            finally:
-                writer.close()
+    def _remember(self, name: str, records: list[SrvRecord], ttl: float) -> list[SrvRecord]:
+        self._cache[name] = (self._clock() + ttl, records)
+        self._cache.move_to_end(name)
+        while len(self._cache) > self._max_cached:
+            self._cache.popitem(last=False)
+        return records
 
-        return parse_srv_response(await asyncio.wait_for(run(), self.timeout))
+
+def _target_text(target: dns.name.Name) -> str:
+    """An SRV target as a hostname without the final dot ("." for the root name)."""
+    if target == dns.name.root:
+        return "."
+    return target.to_text(omit_final_dot=True)
 
 
 # --------------------------------------------------------------------------- .well-known

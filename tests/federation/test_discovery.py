@@ -7,6 +7,8 @@ import random
 import struct
 
 import aiohttp
+import dns.message
+import dns.rdatatype
 import pytest
 from aiohttp import web
 
@@ -18,10 +20,7 @@ from federation.discovery import (
     SrvRecord,
     SrvResolver,
     cache_period,
-    encode_srv_query,
     order_srv_records,
-    parse_srv_response,
-    read_resolv_conf,
 )
 
 # A hand-assembled answer for _matrix-fed._tcp.example.org with two SRV records, the
@@ -35,39 +34,11 @@ ANSWER = (
     + b"\xc0\x0c\x00\x21\x00\x01\x00\x00\x01\x2c\x00\x1a"
     + b"\x00\x14\x00\x00\x21\x00\x06backup\x07example\x03org\x00"
 )
+# Records of one RRset share its TTL (the smallest of the answer's, 300 s).
 EXPECTED = [
-    SrvRecord(10, 5, 8443, "matrix.example.org", 3600),
+    SrvRecord(10, 5, 8443, "matrix.example.org", 300),
     SrvRecord(20, 0, 8448, "backup.example.org", 300),
 ]
-
-
-def test_encode_srv_query_bytes() -> None:
-    assert encode_srv_query("_matrix-fed._tcp.example.org", 0x1234) == (
-        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + QUESTION
-    )
-    with pytest.raises(ValueError):
-        encode_srv_query("a..b", 1)
-
-
-def test_parse_srv_response_bytes() -> None:
-    resp = parse_srv_response(ANSWER)
-    assert resp.txid == 0x1234 and resp.rcode == 0 and not resp.truncated
-    assert resp.records == EXPECTED
-
-
-def test_parse_nxdomain_and_malformed() -> None:
-    nx = b"\x00\x01\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + QUESTION
-    resp = parse_srv_response(nx)
-    assert resp.rcode == 3 and resp.records == []
-    with pytest.raises(DnsError):
-        parse_srv_response(ANSWER[:-5])
-    with pytest.raises(DnsError):
-        parse_srv_response(b"\x00\x01\x01\x00")  # short
-    loop = b"\x00\x01\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x21\x00\x01"
-    with pytest.raises(DnsError, match="loop"):
-        parse_srv_response(loop)
-    with pytest.raises(DnsError, match="not a response"):
-        parse_srv_response(encode_srv_query("a.b", 7))
 
 
 def test_order_srv_records() -> None:
@@ -86,16 +57,10 @@ def test_order_srv_records() -> None:
     assert order_srv_records([SrvRecord(0, 0, 0, ".")]) == []
 
 
-def test_read_resolv_conf(tmp_path) -> None:
-    p = tmp_path / "resolv.conf"
-    p.write_text("# x\nsearch lan\nnameserver 10.0.0.2\nnameserver ::1\noptions ndots:1\n")
-    assert read_resolv_conf(str(p)) == ["10.0.0.2", "::1"]
-    assert read_resolv_conf(str(tmp_path / "missing")) == ["127.0.0.1"]
-
-
 class FakeDns(asyncio.DatagramProtocol):
     def __init__(self, truncate: bool = False) -> None:
         self.truncate = truncate
+        self.nxdomain = False
         self.queries: list[bytes] = []
 
     def connection_made(self, transport) -> None:
@@ -103,7 +68,12 @@ class FakeDns(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:
         self.queries.append(data)
-        if self.truncate:
+        if self.nxdomain:
+            query = dns.message.from_wire(data)
+            reply = dns.message.make_response(query)
+            reply.set_rcode(3)  # NXDOMAIN
+            self.transport.sendto(reply.to_wire(), addr)
+        elif self.truncate:
             # TC bit set, no answers: the client must retry over TCP.
             self.transport.sendto(
                 data[:2] + b"\x83\x80\x00\x01\x00\x00\x00\x00\x00\x00" + QUESTION, addr
@@ -141,10 +111,31 @@ async def test_srv_resolver_over_udp_and_tcp(truncate: bool) -> None:
         resolver = SrvResolver(["127.0.0.1"], port=port, timeout=2)
         records = await resolver.lookup("_matrix-fed._tcp.example.org")
         assert records == EXPECTED
-        assert proto.queries[0][12:] == QUESTION
+        (question,) = dns.message.from_wire(proto.queries[0]).question
+        assert question.name.to_text() == "_matrix-fed._tcp.example.org."
+        assert question.rdtype == dns.rdatatype.SRV
         # cached by TTL: no second query
         assert await resolver.lookup("_matrix-fed._tcp.example.org") == EXPECTED
         assert len(proto.queries) == 1
+    finally:
+        transport.close()
+        tcp_server.close()
+
+
+async def test_srv_resolver_nxdomain_is_no_records_and_the_cache_is_bounded() -> None:
+    transport, proto, tcp_server, port = await _dns_servers(False)
+    proto.nxdomain = True
+    try:
+        resolver = SrvResolver(["127.0.0.1"], port=port, timeout=2, max_cached=2)
+        for name in ("_a._tcp.example.org", "_b._tcp.example.org", "_c._tcp.example.org"):
+            assert await resolver.lookup(name) == []
+        assert len(proto.queries) == 3
+        await resolver.lookup("_c._tcp.example.org")  # cached (NXDOMAIN is remembered)
+        assert len(proto.queries) == 3
+        await resolver.lookup("_a._tcp.example.org")  # evicted: asked again
+        assert len(proto.queries) == 4
+        ids = {struct.unpack("!H", q[:2])[0] for q in proto.queries}
+        assert len(ids) > 1  # fresh random query IDs
     finally:
         transport.close()
         tcp_server.close()
