@@ -6,23 +6,6 @@ B holds only the state from send_join, so paginating backwards must backfill fro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from tests.federation.multiserver import LoopbackServer
-
-
-@pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a, b = LoopbackServer(tmp_path, "a"), LoopbackServer(tmp_path, "b")
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.close()
-    await b.close()
-
 
 def _texts(chunk: list[dict]) -> list[str]:
     return [e["content"]["body"] for e in chunk if e["type"] == "m.room.message"]

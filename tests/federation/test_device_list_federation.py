@@ -10,27 +10,14 @@ last update.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import signedjson.key
 import signedjson.sign
 
 from federation.outbound_wiring import QUERIES
 from federation.sender import SENDER
 from tests.federation.multiserver import LoopbackServer, eventually
-
-
-@pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a, b = LoopbackServer(tmp_path, "a"), LoopbackServer(tmp_path, "b")
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.close()
-    await b.close()
 
 
 def record_edus(server: LoopbackServer) -> list[tuple[list[str], str, dict[str, Any]]]:

@@ -7,8 +7,6 @@ Loopback servers: A is the notary, C the origin whose keys are asked for, B trus
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,21 +16,6 @@ from signedjson.sign import verify_signed_json
 from federation.appkeys import KEYRING
 from federation.keys import SERVER_KEYS
 from tests.federation.multiserver import LoopbackServer
-
-
-@pytest.fixture
-async def made(tmp_path: Path) -> AsyncIterator[list[LoopbackServer]]:
-    servers: list[LoopbackServer] = []
-    yield servers
-    for s in servers:
-        await s.close()
-
-
-async def _start(made: list[LoopbackServer], base: Path, label: str, **kw: Any) -> LoopbackServer:
-    server = LoopbackServer(base, label, **kw)
-    await server.start()
-    made.append(server)
-    return server
 
 
 def _key_of(server: LoopbackServer) -> tuple[str, Any]:
@@ -56,9 +39,9 @@ async def _get(server: LoopbackServer, path: str) -> tuple[int, Any]:
         return r.status, await r.json()
 
 
-async def test_notary_answers_for_others_and_itself(made, tmp_path) -> None:
-    a = await _start(made, tmp_path, "a")
-    c = await _start(made, tmp_path, "c")
+async def test_notary_answers_for_others_and_itself(loopback) -> None:
+    a = await loopback("a")
+    c = await loopback("c")
     c_key_id, c_vk = _key_of(c)
 
     status, body = await _post(a, {"server_keys": {c.name: {}}})
@@ -113,9 +96,9 @@ async def test_bad_minimum_valid_until_ts_is_400(app_client) -> None:
     assert (resp.status, (await resp.json())["errcode"]) == (400, "M_INVALID_PARAM")
 
 
-async def test_keyring_falls_back_to_a_trusted_notary(made, tmp_path) -> None:
-    a = await _start(made, tmp_path, "a")
-    c = await _start(made, tmp_path, "c")
+async def test_keyring_falls_back_to_a_trusted_notary(loopback) -> None:
+    a = await loopback("a")
+    c = await loopback("c")
     c_key_id, c_vk = _key_of(c)
     # The notary learns C's keys while C is up, then C goes away.
     status, body = await _post(a, {"server_keys": {c.name: {}}})
@@ -124,23 +107,23 @@ async def test_keyring_falls_back_to_a_trusted_notary(made, tmp_path) -> None:
 
     a_key_id, a_vk = _key_of(a)
     trusted = [{"server_name": a.name, "verify_keys": {a_key_id: encode_verify_key_base64(a_vk)}}]
-    b = await _start(made, tmp_path, "b", trusted_key_servers=trusted)
+    b = await loopback("b", trusted_key_servers=trusted)
     found = await b.app[KEYRING].get_verify_key(c.name, c_key_id, int(time.time() * 1000))
     assert bytes(found) == bytes(c_vk)
     # Stored for later: a fresh lookup needs no network at all.
     assert c_key_id in await b.app[KEYRING].store.get_server_keys(c.name, [c_key_id])
 
 
-async def test_keyring_rejects_a_notary_signed_by_another_key(made, tmp_path) -> None:
-    a = await _start(made, tmp_path, "a")
-    c = await _start(made, tmp_path, "c")
+async def test_keyring_rejects_a_notary_signed_by_another_key(loopback) -> None:
+    a = await loopback("a")
+    c = await loopback("c")
     c_key_id, c_vk = _key_of(c)
     await _post(a, {"server_keys": {c.name: {}}})
     await c.stop()
     # B is told the notary signs with C's key: A's real signature must not be accepted.
     wrong = encode_verify_key_base64(c_vk)
     trusted = [{"server_name": a.name, "verify_keys": {"ed25519:zzz": wrong}}]
-    b = await _start(made, tmp_path, "b", trusted_key_servers=trusted)
+    b = await loopback("b", trusted_key_servers=trusted)
     from federation.keyring import KeyNotFound
 
     with pytest.raises(KeyNotFound):

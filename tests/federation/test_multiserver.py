@@ -9,8 +9,6 @@ catching up (the other side's durable outbox plus get_missing_events).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -20,19 +18,13 @@ from tests.federation.multiserver import LoopbackServer, eventually
 
 
 @pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[list[LoopbackServer]]:
-    made: list[LoopbackServer] = []
+def servers(loopback):
+    """`await servers(n)`: n of our servers ("a", "b", "c"), stopped by `loopback`."""
 
     async def start(n: int) -> list[LoopbackServer]:
-        for i in range(n):
-            s = LoopbackServer(tmp_path, "abc"[i])
-            await s.start()
-            made.append(s)
-        return made
+        return [await loopback(label) for label in "abc"[:n]]
 
-    yield start  # type: ignore[misc]
-    for s in made:
-        await s.close()
+    return start
 
 
 async def _texts(server: LoopbackServer, user: str, room_id: str) -> list[str]:

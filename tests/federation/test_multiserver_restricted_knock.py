@@ -3,23 +3,10 @@ driven by the client API: A hosts the rooms, B's users join or knock through A."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from homeserver.services import STORES
 from tests.federation.multiserver import LoopbackServer, eventually
-
-
-@pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a, b = LoopbackServer(tmp_path, "a"), LoopbackServer(tmp_path, "b")
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.close()
-    await b.close()
 
 
 async def _membership(server: LoopbackServer, room_id: str, user: str) -> str | None:

@@ -5,8 +5,6 @@ may redact that target (same server, or the room's redact power level)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,16 +22,6 @@ from tests.federation.inbound_helpers import (
 from tests.federation.multiserver import LoopbackServer, eventually
 
 # -- two of our servers on loopback ------------------------------------------------------
-
-
-@pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a, b = LoopbackServer(tmp_path, "a"), LoopbackServer(tmp_path, "b")
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.close()
-    await b.close()
 
 
 async def _message_on(

@@ -4,22 +4,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from tests.federation.multiserver import LoopbackServer, eventually
-
-
-@pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a, b = LoopbackServer(tmp_path, "a"), LoopbackServer(tmp_path, "b")
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.close()
-    await b.close()
+from tests.federation.multiserver import eventually
 
 
 @pytest.mark.parametrize("version", ["10", "12"])

@@ -4,22 +4,7 @@ an unreachable server is a 502, an invalid name a 400, never a 500."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from tests.federation.multiserver import LoopbackServer
-
-
-@pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a, b = LoopbackServer(tmp_path, "a"), LoopbackServer(tmp_path, "b")
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.close()
-    await b.close()
 
 
 async def publish(server: LoopbackServer, user: str, name: str, topic: str) -> str:

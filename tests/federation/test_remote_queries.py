@@ -4,23 +4,6 @@ lives on the other server; unknown ones are 404 M_NOT_FOUND, never a 500."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from tests.federation.multiserver import LoopbackServer
-
-
-@pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a, b = LoopbackServer(tmp_path, "a"), LoopbackServer(tmp_path, "b")
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.close()
-    await b.close()
-
 
 async def test_profile_of_a_remote_user(pair) -> None:
     a, b = pair
