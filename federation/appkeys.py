@@ -1,30 +1,39 @@
-"""Typed app state owned by the federation adapter.
+"""Typed app state read by the federation adapter's inbound handlers.
 
-Set by `federation.wiring`'s cleanup_ctx; read by the inbound handlers (and by the
-outbound sender, which adds its own keys here).
+Set by the composition module (homeserver/composition.py) once the app starts. Like
+homeserver.appstate, a key exists only for something a handler (or a test) reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from federation.client import FederationClient
-from federation.inbound import InboundChecks
-from federation.keyring import Keyring
-from homeserver.rooms.ingest import RemoteEventIngest
+if TYPE_CHECKING:
+    from federation.client import FederationClient
+    from federation.inbound import InboundChecks
+    from federation.keyring import Keyring
+    from federation.keys import ServerKeys
+    from federation.queries import FederationQueries
+    from federation.receiver import TransactionReceiver
+    from federation.sender import FederationSender
+    from homeserver.rooms.federated_membership import FederatedMembership
+    from homeserver.rooms.room_state import RoomState
 
-# Remote server keys: fetch, cache, verify signed JSON.
-KEYRING = web.AppKey("fed_keyring", Keyring)
-# Signed outbound requests to other servers.
-FED_CLIENT = web.AppKey("fed_client", FederationClient)
-# Checks 4-6 and persistence of events from other servers (the room service).
-INGEST = web.AppKey("fed_ingest", RemoteEventIngest)
-# Checks 1-3 (format, signatures, content hash) run before INGEST.
-INBOUND = web.AppKey("fed_inbound", InboundChecks)
-
-# EDU type -> handler(origin, content). Areas may add handlers for further EDU types.
-EduHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
-EDU_HANDLERS: web.AppKey[dict[str, EduHandler]] = web.AppKey("fed_edu_handlers")
+# Our signing keys and key document (/_matrix/key/v2/server).
+SERVER_KEYS: web.AppKey[ServerKeys] = web.AppKey("server_keys")
+# Remote server keys: fetch, cache, verify signed JSON (X-Matrix, the notary API).
+KEYRING: web.AppKey[Keyring] = web.AppKey("fed_keyring")
+# Checks 1-3 (format, signatures, content hash) of every event a peer hands us.
+INBOUND: web.AppKey[InboundChecks] = web.AppKey("fed_inbound")
+# /send transactions: PDUs to the room service, EDUs to their services.
+TRANSACTIONS: web.AppKey[TransactionReceiver] = web.AppKey("fed_transactions")
+# The room service's policy for make/send join, leave, knock and invites.
+FEDERATED_MEMBERSHIP: web.AppKey[FederatedMembership] = web.AppKey("fed_membership")
+# State at points of the graph (state_ids, state, event_auth answers).
+ROOM_STATE: web.AppKey[RoomState] = web.AppKey("fed_room_state")
+# Read by tests: the outbound client, sender and queries of a running server.
+FED_CLIENT: web.AppKey[FederationClient] = web.AppKey("fed_client")
+SENDER: web.AppKey[FederationSender] = web.AppKey("fed_sender")
+QUERIES: web.AppKey[FederationQueries] = web.AppKey("fed_queries")

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from signedjson.key import (
     encode_verify_key_base64,
     generate_signing_key,
@@ -137,9 +136,6 @@ class ServerKeys:
             "valid_until_ts": now_ms + self.refresh_interval_ms,
         }
         return self.sign(doc, all_keys=True)
-
-
-SERVER_KEYS = web.AppKey("server_keys", ServerKeys)
 
 
 def load_server_keys(config: Config) -> ServerKeys:

@@ -4,13 +4,13 @@
   support) -> our join event built from the template (its prev/auth events and depth
   kept; origin_server_ts, hashes and our signature added) -> `v2/send_join` (full state:
   omit_members=false) -> the returned state and auth chain pass checks 1-3 -> the room
-  service persists them and our join (`RemoteEventIngest.persist_join`).
+  service's `accept` persists them and our join, or refuses (RefusedAnswer) and the
+  next server is tried.
 - invite: `v2/invite` to the invitee's server, which returns the event counter-signed.
 - leave (rejecting an invite to a room we are not in): make_leave / v2/send_leave.
 - knock: make_knock / send_knock.
 
-Leaves and knocks for rooms we are not in are stored as outliers that update only the
-user's membership row (out of band), then announced to sync.
+Nothing here writes to storage: the room service persists what comes back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import copy
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from federation.client import FederationError, fed_path
@@ -30,10 +30,8 @@ from homeserver.events.hashing import add_content_hash
 from homeserver.events.redaction import redact
 from homeserver.events.signing import sign_event
 from homeserver.events.validation import EventFormatError, validate_pdu_format
-from homeserver.graph.auth_rules import AuthError
 from homeserver.rooms.client_events import strip_state_items
-from homeserver.rooms.ingest import RemoteEventIngest
-from homeserver.storage import PersistItem, Stores
+from homeserver.rooms.ports import AcceptJoin, JoinAnswer, RefusedAnswer
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +39,6 @@ HANDSHAKE_TIMEOUT_S = 60.0
 SEND_JOIN_TIMEOUT_S = 120.0
 # Template fields a resident server may set that we must not carry into our event.
 _DROPPED_TEMPLATE_KEYS = ("signatures", "hashes", "unsigned", "origin")
-
-# Stores an out-of-band membership event and announces it in stream order
-# (Persister.persist_out_of_band_membership).
-PersistOutOfBand = Callable[[Event], Awaitable[int]]
 
 
 class FederationRemoteRooms:
@@ -54,33 +48,32 @@ class FederationRemoteRooms:
         self,
         client: Any,
         checks: InboundChecks,
-        ingest: RemoteEventIngest,
-        stores: Stores,
         server_name: str,
         signing_key: Any,
-        persist_out_of_band: PersistOutOfBand | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._checks = checks
-        self._ingest = ingest
-        self._stores = stores
         self._server_name = server_name
         self._signing_key = signing_key
-        self._persist_oob = persist_out_of_band
         self._clock = clock
 
     # -- join -------------------------------------------------------------------------------
 
     async def join(
-        self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]
+        self,
+        room_id: str,
+        user_id: str,
+        servers: list[str],
+        content: dict[str, Any],
+        accept: AcceptJoin,
     ) -> Event:
         errors: list[str] = []
         last: Exception | None = None
         for server in _candidates(servers, self._server_name):
             try:
-                return await self._join_via(server, room_id, user_id, content)
-            except (FederationError, HandshakeError) as e:
+                return await self._join_via(server, room_id, user_id, content, accept)
+            except (FederationError, HandshakeError, RefusedAnswer) as e:
                 log.info("join of %s to %s via %s failed: %s", user_id, room_id, server, e)
                 errors.append(f"{server}: {e}")
                 last = e
@@ -97,7 +90,7 @@ class FederationRemoteRooms:
         )
 
     async def _join_via(
-        self, server: str, room_id: str, user_id: str, content: dict[str, Any]
+        self, server: str, room_id: str, user_id: str, content: dict[str, Any], accept: AcceptJoin
     ) -> Event:
         template, version = await self._make("join", server, room_id, user_id, versions=True)
         event = self._build_from_template(template, version, room_id, user_id, "join", content)
@@ -121,10 +114,7 @@ class FederationRemoteRooms:
                 event = signed
         state = await self._checked(body.get("state"), room_id, version, server)
         auth_chain = await self._checked(body.get("auth_chain"), room_id, version, server)
-        try:
-            await self._ingest.persist_join(version, event, state, auth_chain)
-        except AuthError as e:
-            raise HandshakeError(str(e)) from None
+        await accept(JoinAnswer(event, state, auth_chain))
         return event
 
     async def _checked(
@@ -146,9 +136,8 @@ class FederationRemoteRooms:
     # -- leave / knock ----------------------------------------------------------------------
 
     async def leave(self, room_id: str, user_id: str, servers: list[str]) -> Event:
-        candidates = [*servers, *await self._servers_for_out_of_band(room_id, user_id)]
         errors: list[str] = []
-        for server in _candidates(candidates, self._server_name):
+        for server in _candidates(servers, self._server_name):
             try:
                 template, version = await self._make("leave", server, room_id, user_id)
                 event = self._build_from_template(template, version, room_id, user_id, "leave", {})
@@ -161,7 +150,6 @@ class FederationRemoteRooms:
             except (FederationError, HandshakeError) as e:
                 errors.append(f"{server}: {e}")
                 continue
-            await self._persist_out_of_band(event)
             return event
         raise MatrixError(
             502, "M_UNKNOWN", "Could not reach a server to leave through: " + "; ".join(errors)
@@ -194,37 +182,10 @@ class FederationRemoteRooms:
                 pdu = copy.deepcopy(event.pdu)
                 pdu.setdefault("unsigned", {})["knock_room_state"] = strip_state_items(state)
                 event = Event(pdu, event.room_version, event.event_id)
-            # A room we knock on is usually unknown here: record it (version from the
-            # template, creator from the knock state) so the knock can be stored.
-            await self._stores.rooms.store_room(
-                room_id, version.identifier, _creator_in(state) or user_id
-            )
-            await self._persist_out_of_band(event)
             return event
         if last is not None and last.status == 403:
             raise MatrixError(403, last.errcode or "M_FORBIDDEN", _peer_message(last) or "Denied")
         raise MatrixError(404, "M_NOT_FOUND", "Could not knock: " + "; ".join(errors))
-
-    async def _servers_for_out_of_band(self, room_id: str, user_id: str) -> list[str]:
-        """Whom to ask when rejecting an invite: the inviter's server, the room's server."""
-        out = []
-        info = await self._stores.current_state.get_membership_info(room_id, user_id)
-        if info is not None:
-            invite = await self._stores.events.get_event(info.event_id)
-            if invite is not None:
-                out.append(invite.sender.partition(":")[2])
-        out.append(room_id.partition(":")[2])
-        return out
-
-    async def _persist_out_of_band(self, event: Event) -> None:
-        if self._persist_oob is not None:
-            await self._persist_oob(event)
-            return
-        await self._stores.events.persist_events(
-            event.room_id,
-            [PersistItem(event=event, outlier=True)],
-            out_of_band_memberships=[event.event_id],
-        )
 
     # -- invite -----------------------------------------------------------------------------
 
@@ -342,12 +303,3 @@ def _signable(event: Event) -> dict[str, Any]:
     out = redact(event.pdu, event.room_version)
     out.pop("unsigned", None)
     return out
-
-
-def _creator_in(state: Any) -> str | None:
-    """The sender of the create event among (stripped or full) room state items."""
-    for item in state if isinstance(state, list) else []:
-        if isinstance(item, dict) and item.get("type") == "m.room.create":
-            sender = item.get("sender")
-            return sender if isinstance(sender, str) else None
-    return None

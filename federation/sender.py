@@ -27,8 +27,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiohttp import web
-
 from federation.client import FederationError, fed_path
 from homeserver.events import Event
 from homeserver.storage.transactions import OutboxBatch, RetryState
@@ -298,8 +296,3 @@ def _log_pdu_errors(dest: str, response: Any) -> None:
         for event_id, result in results.items():
             if isinstance(result, dict) and result.get("error"):
                 log.info("%s did not accept %s: %s", dest, event_id, result["error"])
-
-
-SENDER = web.AppKey("federation_sender", FederationSender)
-# Optional: set before the app starts to change backoff/timeouts (tests do).
-SENDER_SETTINGS = web.AppKey("federation_sender_settings", SenderSettings)

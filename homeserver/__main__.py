@@ -107,7 +107,7 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await runner.setup()  # runs every cleanup_ctx startup: keys, database, ...
+        await runner.setup()  # the composition lifetime: keys, database, services
         listeners = app[LISTENERS]
         for listener in config.listeners:
             ssl_context = _tls_context(config) if listener.tls else None

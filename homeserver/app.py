@@ -1,28 +1,28 @@
-"""The composition root: `create_app(config)` wires every area into one aiohttp app.
+"""The app factory: `create_app(config)` mounts every area's routes on one aiohttp app.
 
 Layout of the app:
 
-- root app: middlewares (errors + CORS, listener resource filter), shared state
-  (homeserver.appstate keys) and every lifetime as a `cleanup_ctx`, in order:
-  signing keys -> database (open + migrate) -> outbound HTTP session -> areas' own.
-- one sub-app per URL prefix (see `Mounts`); each area's `setup(mounts)` adds routes.
+- root app: middlewares (errors + CORS, listener resource filter) and ONE lifetime,
+  `homeserver.composition.lifetime`, which builds every service at start-up (in
+  dependency order, with constructor arguments), publishes what handlers read as typed
+  app state, and tears everything down in reverse order at shutdown.
+- one sub-app per URL prefix (see `Mounts`); each area's `setup(mounts)` adds routes
+  and nothing else: route modules only read the services they serve.
 
-Adding an area is one line in `AREAS`: the resources a listener must serve for it and
-its `setup` function. This is also the one module of the core allowed to import
-`federation` (besides the CLI); everything else receives what it needs via app state.
+Adding an area's routes is one line in `AREAS`: the resources a listener must serve for
+it and its `setup` function. With homeserver/composition.py (and the CLI), this is the
+one module of the core allowed to import `federation`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 
-import aiohttp
 from aiohttp import web
 
-import federation.outbound_wiring as federation_outbound
+import federation.server as federation_inbound
 import federation.server.keys as federation_keys_api
-import federation.wiring as federation_inbound
 import homeserver.client.account as client_accounts
 import homeserver.client.capabilities as client_capabilities
 import homeserver.client.key_backup as client_key_backup
@@ -41,12 +41,11 @@ import homeserver.client.to_device as client_to_device
 import homeserver.client.user_directory as client_user_directory
 import homeserver.client.versions as client_versions
 import homeserver.client.well_known as client_well_known
-from federation.keys import SERVER_KEYS, load_server_keys
-from homeserver.appstate import CONFIG, DATABASE, HTTP_CLIENT, LISTENERS, Mounts
+from homeserver.appstate import CONFIG, LISTENERS, Mounts
+from homeserver.composition import Overrides, lifetime
 from homeserver.config import Config
 from homeserver.errors import unrecognized
 from homeserver.http import MAX_BODY_KEY, Handler, error_middleware, listener_for_request
-from homeserver.services import core_services_ctx
 
 logger = logging.getLogger(__name__)
 
@@ -62,24 +61,22 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_well_known.setup),
     (KEYS, federation_keys_api.setup),
     (FEDERATION, federation_inbound.setup),
-    (CLIENT, client_push_rules.setup),  # owns the push services' lifetime (once)
+    (CLIENT, client_push_rules.setup),
     (CLIENT, client_pushers.setup),
     (CLIENT, client_notifications.setup),
     (CLIENT, client_relations.setup),
     (CLIENT, client_accounts.setup),
-    (CLIENT, client_keys.setup),  # owns the e2ee services' lifetime; keep before the next two
+    (CLIENT, client_keys.setup),
     (CLIENT, client_to_device.setup),
     (CLIENT, client_key_backup.setup),
     (CLIENT, client_sync.setup),
     (CLIENT, client_rooms.setup),
-    (CLIENT, client_profile.setup),  # owns the profile/user directory lifetime (once)
+    (CLIENT, client_profile.setup),
     (CLIENT, client_user_directory.setup),
     (CLIENT, client_capabilities.setup),
     (CLIENT, client_misc.setup),
     (CLIENT, client_mutual_rooms.setup),
     (CLIENT, client_openid.setup),
-    # After the inbound federation area and the room reader: wires the remote halves.
-    (CLIENT | FEDERATION, federation_outbound.setup),
 )
 
 # URL prefix -> the listener resources that expose it (Synapse's mapping: media is also
@@ -92,8 +89,6 @@ PREFIX_RESOURCES: tuple[tuple[str, frozenset[str]], ...] = (
     ("/_matrix/key", KEYS),
     ("/_matrix/media", frozenset({"client", "federation", "media"})),
 )
-
-OUTBOUND_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=15)
 
 
 def resources_for_path(path: str) -> frozenset[str] | None:
@@ -116,47 +111,17 @@ async def listener_middleware(request: web.Request, handler: Handler) -> web.Str
     return await handler(request)
 
 
-async def _signing_keys_ctx(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    app[SERVER_KEYS] = load_server_keys(config)
-    logger.info(
-        "Signing keys: %s (%s)",
-        ", ".join(f"{k.alg}:{k.version}" for k in app[SERVER_KEYS].signing_keys),
-        config.keys.signing_key_path,
-    )
-    yield
-
-
-async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
-    from homeserver.storage import open_database
-
-    config = app[CONFIG]
-    config.database.path.parent.mkdir(parents=True, exist_ok=True)
-    database = await open_database(config.database)
-    app[DATABASE] = database
-    logger.info("Database: %s", config.database.describe())
-    try:
-        yield
-    finally:
-        await database.close()
-
-
-async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
-    session = aiohttp.ClientSession(timeout=OUTBOUND_TIMEOUT)
-    app[HTTP_CLIENT] = session
-    try:
-        yield
-    finally:
-        await session.close()
-
-
 def create_app(
-    config: Config, *, areas: Sequence[tuple[frozenset[str], Setup]] = AREAS
+    config: Config,
+    *,
+    areas: Sequence[tuple[frozenset[str], Setup]] = AREAS,
+    overrides: Overrides = Overrides(),
 ) -> web.Application:
     """Build the whole server as one aiohttp Application (not started).
 
     Serve it with aiohttp's runner (the CLI binds one site per listener) or with the
     `aiohttp_client` test fixture. Areas whose resources no listener serves are skipped.
+    `overrides` lets a test substitute a port or a tuning (see composition.Overrides).
     """
     root = web.Application(
         middlewares=[error_middleware, listener_middleware],
@@ -165,14 +130,7 @@ def create_app(
     root[CONFIG] = config
     root[MAX_BODY_KEY] = config.max_request_body
     root[LISTENERS] = {}
-    root.cleanup_ctx.extend(
-        [
-            _signing_keys_ctx,
-            _database_ctx,
-            _http_client_ctx,
-            core_services_ctx(lambda app: app[SERVER_KEYS].primary),
-        ]
-    )
+    root.cleanup_ctx.append(lifetime(overrides))
 
     mounts = Mounts(
         config=config,

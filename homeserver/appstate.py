@@ -1,9 +1,13 @@
-"""Typed application state keys and the `Mounts` handed to every area's `setup`.
+"""Typed application state: the services a handler may read, and `Mounts`.
 
-A leaf module (no imports of areas) so handlers can read shared state with
-`request.config_dict[CONFIG]` without importing the composition root (homeserver.app),
-which would be circular. Each area defines the AppKeys for the services it owns next to
-those services; only the state that every area shares lives here.
+The composition module (homeserver/composition.py) builds every service and sets these
+keys once the app starts; route modules read the ones they serve with
+`request.config_dict[KEY]`. A key exists only for something a handler (or a test, as an
+observer) reads: services receive each other as constructor arguments, never through
+app state.
+
+A leaf module: service types are imported for type checking only, so any handler can
+import it without pulling in (or cycling through) the services themselves.
 """
 
 from __future__ import annotations
@@ -11,29 +15,111 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 
 from homeserver.config import Config, ListenerConfig
 
 if TYPE_CHECKING:
-    from homeserver.storage import Database
+    from homeserver.accounts.admin_register import SharedSecretRegistration
+    from homeserver.accounts.lifecycle import AccountLifecycle
+    from homeserver.accounts.openid import OpenIdTokens
+    from homeserver.accounts.registration import RegistrationService
+    from homeserver.accounts.sessions import LastSeenTracker, SessionService
+    from homeserver.accounts.uia import UserInteractiveAuth
+    from homeserver.e2ee.device_lists import DeviceListService
+    from homeserver.e2ee.key_backup import KeyBackupService
+    from homeserver.e2ee.keys import KeysService
+    from homeserver.e2ee.to_device import ToDeviceService
+    from homeserver.ephemeral.account_data import AccountDataService
+    from homeserver.ephemeral.presence import PresenceService
+    from homeserver.ephemeral.receipts import ReceiptsService
+    from homeserver.ephemeral.typing import TypingService
+    from homeserver.profiles.directory import UserDirectory
+    from homeserver.profiles.service import ProfileService
+    from homeserver.push.actions import ActionGenerator
+    from homeserver.push.rules_service import PushRulesService
+    from homeserver.ratelimit import RateLimiters
+    from homeserver.relations.service import RelationsService
+    from homeserver.reports.service import ReportService
+    from homeserver.rooms.creation import RoomCreator
+    from homeserver.rooms.directory import RoomDirectory
+    from homeserver.rooms.local_events import LocalEvents
+    from homeserver.rooms.membership import MembershipService
+    from homeserver.rooms.reader import RoomReader
+    from homeserver.rooms.sending import RoomSender
+    from homeserver.rooms.upgrade import RoomUpgrader
+    from homeserver.storage import Stores
+    from homeserver.storage.account_auth import AccountAuthStore
+    from homeserver.storage.e2ee_keys import E2eeKeyStore
+    from homeserver.storage.push import PushStore
+    from homeserver.storage.room_directory import RoomReadStore
+    from homeserver.sync.joined_rooms import JoinedRoomsCache
+    from homeserver.sync.notifier import Notifier
+    from homeserver.sync.service import SyncService
 
+# -- shared -------------------------------------------------------------------------------
 CONFIG = web.AppKey("config", Config)
-# The open, migrated database (set by the database cleanup_ctx before any area starts).
-DATABASE: web.AppKey[Database] = web.AppKey("database")
-# One pooled client session for every outbound HTTP request.
-HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 # Bound local port -> the listener serving it, filled in by the CLI once sockets are
 # bound. Unset in tests (aiohttp_client), where every resource is served.
 LISTENERS: web.AppKey[dict[int, ListenerConfig]] = web.AppKey("listeners")
+STORES: web.AppKey[Stores] = web.AppKey("stores")
+RATE_LIMITERS: web.AppKey[RateLimiters] = web.AppKey("rate_limiters")
+NOTIFIER: web.AppKey[Notifier] = web.AppKey("notifier")
+
+# -- rooms --------------------------------------------------------------------------------
+LOCAL_EVENTS: web.AppKey[LocalEvents] = web.AppKey("local_events")
+MEMBERSHIP: web.AppKey[MembershipService] = web.AppKey("membership")
+ROOM_CREATOR: web.AppKey[RoomCreator] = web.AppKey("room_creator")
+ROOM_READ_STORE: web.AppKey[RoomReadStore] = web.AppKey("room_read_store")
+ROOM_READER: web.AppKey[RoomReader] = web.AppKey("room_reader")
+ROOM_SENDER: web.AppKey[RoomSender] = web.AppKey("room_sender")
+ROOM_DIRECTORY: web.AppKey[RoomDirectory] = web.AppKey("room_directory")
+ROOM_UPGRADER: web.AppKey[RoomUpgrader] = web.AppKey("room_upgrader")
+RELATIONS: web.AppKey[RelationsService] = web.AppKey("relations")
+
+# -- sync and ephemeral streams -------------------------------------------------------------
+SYNC: web.AppKey[SyncService] = web.AppKey("sync")
+JOINED_ROOMS: web.AppKey[JoinedRoomsCache] = web.AppKey("joined_rooms")
+ACCOUNT_DATA: web.AppKey[AccountDataService] = web.AppKey("account_data")
+RECEIPTS: web.AppKey[ReceiptsService] = web.AppKey("receipts")
+PRESENCE: web.AppKey[PresenceService] = web.AppKey("presence")
+TYPING: web.AppKey[TypingService] = web.AppKey("typing")
+
+# -- accounts -------------------------------------------------------------------------------
+ACCOUNT_AUTH_STORE: web.AppKey[AccountAuthStore] = web.AppKey("account_auth_store")
+UIA: web.AppKey[UserInteractiveAuth] = web.AppKey("uia")
+SESSIONS: web.AppKey[SessionService] = web.AppKey("sessions")
+LAST_SEEN: web.AppKey[LastSeenTracker] = web.AppKey("last_seen")
+REGISTRATION: web.AppKey[RegistrationService] = web.AppKey("registration")
+ACCOUNT_LIFECYCLE: web.AppKey[AccountLifecycle] = web.AppKey("account_lifecycle")
+SHARED_SECRET_REGISTRATION: web.AppKey[SharedSecretRegistration] = web.AppKey(
+    "shared_secret_registration"
+)
+OPENID_TOKENS: web.AppKey[OpenIdTokens] = web.AppKey("openid_tokens")
+
+# -- end-to-end encryption ----------------------------------------------------------------
+E2EE_KEYS: web.AppKey[KeysService] = web.AppKey("e2ee_keys")
+# The one key store of the app (it caches per-device counts; federation shares it).
+E2EE_KEY_STORE: web.AppKey[E2eeKeyStore] = web.AppKey("e2ee_key_store")
+TO_DEVICE: web.AppKey[ToDeviceService] = web.AppKey("e2ee_to_device")
+DEVICE_LISTS: web.AppKey[DeviceListService] = web.AppKey("e2ee_device_lists")
+KEY_BACKUP: web.AppKey[KeyBackupService] = web.AppKey("e2ee_key_backup")
+
+# -- push, profiles, reports --------------------------------------------------------------
+PUSH_STORE: web.AppKey[PushStore] = web.AppKey("push_store")
+PUSH_RULES: web.AppKey[PushRulesService] = web.AppKey("push_rules")
+PUSH_ACTIONS: web.AppKey[ActionGenerator] = web.AppKey("push_actions")
+PROFILES: web.AppKey[ProfileService] = web.AppKey("profiles")
+USER_DIRECTORY: web.AppKey[UserDirectory] = web.AppKey("user_directory")
+REPORTS: web.AppKey[ReportService] = web.AppKey("reports")
 
 
 @dataclass(frozen=True)
 class Mounts:
-    """Where an area attaches its routes and lifetimes; built once by create_app.
+    """Where an area attaches its routes; built once by create_app.
 
-    - `root`: the top-level app; add `cleanup_ctx` entries and shared state here.
+    - `root`: the top-level app (middlewares; no lifetimes: the composition module owns
+      them all).
     - `client`: /_matrix/client; `admin`: /_synapse/admin (the client resource serves it).
     - `federation`: /_matrix/federation; `key`: /_matrix/key.
     - `media`: /_matrix/media (legacy, unauthenticated media API).

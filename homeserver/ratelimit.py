@@ -12,8 +12,6 @@ import math
 import time
 from collections.abc import Callable
 
-from aiohttp import web
-
 from homeserver.config import RateLimit, RateLimitConfig
 from homeserver.errors import limit_exceeded
 
@@ -89,6 +87,3 @@ class RateLimiters:
 
     def check(self, name: str, key: str) -> None:
         self.get(name).check(key)
-
-
-RATE_LIMITERS = web.AppKey("rate_limiters", RateLimiters)

@@ -13,11 +13,11 @@ from aiohttp import web
 
 from federation.acl import check_server_acl
 from federation.server.auth_middleware import origin_of
+from homeserver.appstate import STORES
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import RoomVersion, get_room_version
 from homeserver.http import path_param
 from homeserver.ids import validate_room_id
-from homeserver.services import STORES
 from homeserver.storage import Stores
 
 from .visibility import server_can_read_room

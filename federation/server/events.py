@@ -14,17 +14,16 @@ from typing import Any
 
 from aiohttp import web
 
+from federation.appkeys import ROOM_STATE
 from federation.server.auth_middleware import body_of, origin_of
 from federation.server.common import int_query, require_dict, room_gate, room_id_param, stores_of
 from federation.server.visibility import filter_events_for_server
-from homeserver.appstate import CONFIG
+from homeserver.appstate import CONFIG, ROOM_READ_STORE
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import Event, RoomVersion
 from homeserver.graph.auth_chain import compute_auth_chain
 from homeserver.http import json_response, path_param
-from homeserver.services import ROOM_STATE
 from homeserver.storage import Stores
-from homeserver.storage.room_directory import RoomReadStore
 
 MAX_BACKFILL = 100
 MAX_MISSING = 20
@@ -206,7 +205,7 @@ async def timestamp_to_event(request: web.Request) -> web.Response:
     direction = request.query.get("dir")
     if direction not in ("f", "b"):
         raise MatrixError(400, "M_INVALID_PARAM", "dir must be 'f' or 'b'")
-    found = await RoomReadStore(stores_of(request).db).event_closest_to_ts(
+    found = await request.config_dict[ROOM_READ_STORE].event_closest_to_ts(
         room_id, ts, "f" if direction == "f" else "b"
     )
     if found is None:

@@ -18,8 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from federation.appkeys import KEYRING
-from federation.keys import SERVER_KEYS
+from federation.appkeys import KEYRING, SERVER_KEYS
 from homeserver.appstate import Mounts
 from homeserver.errors import MatrixError
 from homeserver.http import json_response, path_param, read_json_body

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.accounts.openid import OPENID_TOKENS
+from homeserver.appstate import OPENID_TOKENS
 from homeserver.errors import MatrixError
 from homeserver.http import json_response, query_param
 

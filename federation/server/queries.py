@@ -13,13 +13,11 @@ from aiohttp import web
 
 from federation.server.auth_middleware import body_of
 from federation.server.common import require_dict, stores_of
-from homeserver.appstate import CONFIG, DATABASE
+from homeserver.appstate import CONFIG, DEVICE_LISTS, E2EE_KEY_STORE
 from homeserver.e2ee.device_list_edus import public_key_ids, with_owner_signatures
-from homeserver.e2ee.services import E2EE_KEY_STORE
 from homeserver.errors import MatrixError, not_found, unrecognized
 from homeserver.http import json_response, path_param, query_param
 from homeserver.ids import parse_user_id
-from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.e2ee_keys import E2eeKeyStore
 
 SHARED_CROSS_SIGNING = (("master", "master_keys"), ("self_signing", "self_signing_keys"))
@@ -77,8 +75,7 @@ async def query_profile(request: web.Request) -> web.Response:
 
 def _keystore(request: web.Request) -> E2eeKeyStore:
     # The app's own store: it caches per-device key counts, so claims must go through it.
-    store = request.config_dict.get(E2EE_KEY_STORE)
-    return store if store is not None else E2eeKeyStore(request.config_dict[DATABASE])
+    return request.config_dict[E2EE_KEY_STORE]
 
 
 async def user_devices(request: web.Request) -> web.Response:
@@ -100,9 +97,7 @@ async def user_devices(request: web.Request) -> web.Response:
         "user_id": user_id,
         # The position of the user's latest change: what the `stream_id` of our last
         # m.device_list_update for them said, so the next update's prev_id chains on.
-        "stream_id": await DeviceListStore(request.config_dict[DATABASE]).get_user_position(
-            user_id
-        ),
+        "stream_id": await request.config_dict[DEVICE_LISTS].user_position(user_id),
         "devices": out,
     }
     cross = await keystore.get_cross_signing_keys(user_id)

@@ -14,8 +14,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from aiohttp import web
-
 TOKEN_LIFETIME_S = 3600
 MAX_TOKENS = 100_000
 
@@ -61,6 +59,3 @@ class OpenIdTokens:
             if expires > now:
                 break
             del self._tokens[token]
-
-
-OPENID_TOKENS: web.AppKey[OpenIdTokens] = web.AppKey("openid_tokens", OpenIdTokens)

@@ -1,7 +1,7 @@
 """Sessions: what a login is (a device plus its access and refresh tokens) and its life.
 
 Login (password or login token), session creation for registration, logout, refresh
-with rotating refresh tokens, device deletion (which runs DEVICE_DELETED_HOOKS), short-
+with rotating refresh tokens, device deletion (which runs the device hooks of other areas), short-
 lived login tokens, and the throttled last-seen bookkeeping.
 """
 
@@ -18,7 +18,6 @@ from homeserver.accounts.passwords import PasswordHasher
 from homeserver.errors import MatrixError, forbidden, unknown_token
 from homeserver.ratelimit import RateLimiters
 from homeserver.storage import AccountStore
-from homeserver.storage._util import now_ms
 from homeserver.storage.account_auth import AccountAuthStore
 from homeserver.write_behind import WriteBehind
 
@@ -32,6 +31,10 @@ LAST_SEEN_FLUSH_S = 2.0
 LAST_SEEN_INTERVAL_S = 60.0
 
 DeviceHook = Callable[[str, str], Awaitable[None]]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -64,17 +67,22 @@ class SessionService:
         hasher: PasswordHasher,
         limiters: RateLimiters,
         server_name: str,
-        device_hooks: list[DeviceHook],
+        *,
+        device_deleted: Sequence[DeviceHook] = (),
+        device_created: Sequence[DeviceHook] = (),
+        device_renamed: Sequence[DeviceHook] = (),
     ) -> None:
+        """The hooks are `async (user_id, device_id)` of other areas (E2EE drops a
+        deleted device's keys and announces new or renamed devices to other servers);
+        one failing hook is logged and does not stop the others."""
         self._accounts = accounts
         self._auth_store = auth_store
         self._hasher = hasher
         self._limiters = limiters
         self._server_name = server_name
-        self._hooks = device_hooks
-        # `async (user_id, device_id)` run after a login created a new device (the
-        # accounts area fills it from DEVICE_CREATED_HOOKS; E2EE announces the device).
-        self.created_hooks: list[DeviceHook] = []
+        self._deleted_hooks = list(device_deleted)
+        self._created_hooks = list(device_created)
+        self._renamed_hooks = list(device_renamed)
 
     def qualify(self, user: str) -> str:
         """Full user ID from a localpart or a user ID; localparts are lower-cased."""
@@ -97,11 +105,7 @@ class SessionService:
             # The spec: logging in on a known device invalidates its previous tokens.
             await self._accounts.delete_device_sessions(user_id, device_id)
         else:
-            for hook in list(self.created_hooks):
-                try:
-                    await hook(user_id, device_id)
-                except Exception:
-                    logger.exception("device-created hook %r failed for %s", hook, device_id)
+            await _run_hooks(self._created_hooks, "device-created", user_id, device_id)
         access = tokens.access_token()
         if not refreshable:
             await self._accounts.add_access_token(access, user_id, device_id)
@@ -113,7 +117,7 @@ class SessionService:
             access,
             user_id,
             device_id,
-            valid_until_ms=now_ms() + lifetime,
+            valid_until_ms=_now_ms() + lifetime,
             refresh_token_id=refresh_id,
         )
         return Session(user_id, device_id, access, refresh, lifetime)
@@ -167,7 +171,7 @@ class SessionService:
     async def issue_login_token(self, user_id: str) -> tuple[str, int]:
         """(token, lifetime in ms) for POST /login/get_token."""
         token = tokens.login_token()
-        await self._auth_store.add_login_token(token, user_id, now_ms() + LOGIN_TOKEN_LIFETIME_MS)
+        await self._auth_store.add_login_token(token, user_id, _now_ms() + LOGIN_TOKEN_LIFETIME_MS)
         return token, LOGIN_TOKEN_LIFETIME_MS
 
     # -- refresh ------------------------------------------------------------------------
@@ -181,7 +185,7 @@ class SessionService:
         access, refresh = tokens.access_token(), tokens.refresh_token()
         lifetime = REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
         await self._accounts.rotate_refresh_token(
-            info.token_id, refresh, access, info.user_id, info.device_id, now_ms() + lifetime
+            info.token_id, refresh, access, info.user_id, info.device_id, _now_ms() + lifetime
         )
         return Session(info.user_id, info.device_id or "", access, refresh, lifetime)
 
@@ -208,11 +212,20 @@ class SessionService:
     async def run_device_hooks(self, user_id: str, device_ids: Sequence[str]) -> None:
         """Tell other areas about deleted devices; one failing hook does not stop others."""
         for device_id in device_ids:
-            for hook in list(self._hooks):
-                try:
-                    await hook(user_id, device_id)
-                except Exception:
-                    logger.exception("device-deleted hook %r failed for %s", hook, device_id)
+            await _run_hooks(self._deleted_hooks, "device-deleted", user_id, device_id)
+
+    async def rename_device(self, user_id: str, device_id: str, display_name: str) -> None:
+        """Set a device's display name; other servers show it, so the hooks hear of it."""
+        await self._accounts.set_device_display_name(user_id, device_id, display_name)
+        await _run_hooks(self._renamed_hooks, "device-renamed", user_id, device_id)
+
+
+async def _run_hooks(hooks: Sequence[DeviceHook], what: str, user_id: str, device_id: str) -> None:
+    for hook in hooks:
+        try:
+            await hook(user_id, device_id)
+        except Exception:
+            logger.exception("%s hook %r failed for %s", what, hook, device_id)
 
 
 class LastSeenTracker:
@@ -245,7 +258,7 @@ class LastSeenTracker:
         if len(self._last) > 100_000:
             cutoff = now - self._interval
             self._last = {k: v for k, v in self._last.items() if v >= cutoff}
-        self._writes.put((user_id, device_id), (now_ms(), ip))
+        self._writes.put((user_id, device_id), (_now_ms(), ip))
 
     async def _write(self, batch: dict[tuple[str, str], tuple[int, str | None]]) -> None:
         await self._accounts.update_devices_last_seen(

@@ -17,6 +17,7 @@ replayed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,6 @@ from homeserver.accounts import tokens
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH, PasswordHasher
 from homeserver.errors import MatrixError, bad_json
 from homeserver.storage import AccountStore
-from homeserver.storage._util import now_ms
 from homeserver.storage.account_auth import AccountAuthStore
 
 PASSWORD = "m.login.password"
@@ -36,6 +36,10 @@ SESSION_LIFETIME_MS = 60 * 60 * 1000
 MAX_SESSION_ID_LENGTH = 255
 
 Flows = Sequence[Sequence[str]]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class StageFailed(Exception):
@@ -129,7 +133,7 @@ class UserInteractiveAuth:
             if not isinstance(session_id, str) or len(session_id) > MAX_SESSION_ID_LENGTH:
                 raise bad_json("'auth.session' must be a string")
             session = await self._store.get_uia_session(session_id)
-            if session is None or session.created_ts + SESSION_LIFETIME_MS < now_ms():
+            if session is None or session.created_ts + SESSION_LIFETIME_MS < _now_ms():
                 raise MatrixError(400, "M_UNKNOWN", "Unknown session ID")
             if (session.uri, session.method) != (uri, method):
                 raise MatrixError(
@@ -169,7 +173,7 @@ class UserInteractiveAuth:
         await self._store.delete_uia_session(result.session_id)
 
     async def expire_sessions(self) -> int:
-        return await self._store.delete_uia_sessions_before(now_ms() - SESSION_LIFETIME_MS)
+        return await self._store.delete_uia_sessions_before(_now_ms() - SESSION_LIFETIME_MS)
 
     # -- the 401 answer -----------------------------------------------------------------
 

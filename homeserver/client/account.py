@@ -1,5 +1,5 @@
 """/account/whoami, /account/password, /account/deactivate, /account/3pid*, and the
-accounts area's `setup` (routes of register/login/devices/admin and the services).
+accounts area's `setup` (the routes of register/login/devices/admin too).
 
 3PIDs are out of scope: GET /account/3pid lists none, adding or binding one answers
 403 M_THREEPID_DENIED, deleting or unbinding (nothing to do) answers success.
@@ -7,47 +7,19 @@ accounts area's `setup` (routes of register/login/devices/admin and the services
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
 import homeserver.client.admin as admin_api
 import homeserver.client.devices as devices_api
 import homeserver.client.login as login_api
 import homeserver.client.register as register_api
-from homeserver.accounts.admin_register import SharedSecretRegistration
-from homeserver.accounts.keys import (
-    ACCOUNT_AUTH_STORE,
-    ACCOUNT_LIFECYCLE,
-    DEVICE_CREATED_HOOKS,
-    DEVICE_DELETED_HOOKS,
-    LAST_SEEN,
-    PASSWORD_HASHER,
-    REGISTRATION,
-    SESSIONS,
-    SHARED_SECRET_REGISTRATION,
-    UIA,
-)
-from homeserver.accounts.lifecycle import AccountLifecycle
-from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH, PasswordHasher
-from homeserver.accounts.registration import RegistrationService
-from homeserver.accounts.sessions import LastSeenTracker, SessionService
-from homeserver.accounts.uia import PASSWORD, UserInteractiveAuth
-from homeserver.appstate import CONFIG, DATABASE, Mounts
+from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
+from homeserver.accounts.uia import PASSWORD
+from homeserver.appstate import ACCOUNT_LIFECYCLE, UIA, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.routes import add_route, threepid_denied
 from homeserver.client.validate import optional_bool, optional_dict, optional_str, require_str
 from homeserver.http import json_response, read_json_body
-from homeserver.ratelimit import RATE_LIMITERS
-from homeserver.services import MEMBERSHIP, STORES
-from homeserver.storage.account_auth import AccountAuthStore
-
-logger = logging.getLogger(__name__)
-
-HOUSEKEEPING_INTERVAL_S = 15 * 60
 
 
 async def get_whoami(request: web.Request) -> web.Response:
@@ -130,55 +102,7 @@ def add_routes(app: web.Application) -> None:
             add_route(app, "POST", f"{path}/{medium}/requestToken", threepid_denied)
 
 
-async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Build the accounts services once the core services exist."""
-    config = app[CONFIG]
-    stores = app[STORES]
-    auth_store = AccountAuthStore(app[DATABASE])
-    hasher = PasswordHasher(config.password_hashing)
-    hooks = app[DEVICE_DELETED_HOOKS]
-    sessions = SessionService(
-        stores.accounts, auth_store, hasher, app[RATE_LIMITERS], config.server_name, hooks
-    )
-    app[ACCOUNT_AUTH_STORE] = auth_store
-    app[PASSWORD_HASHER] = hasher
-    app[UIA] = UserInteractiveAuth(auth_store, stores.accounts, hasher, config.server_name)
-    sessions.created_hooks = app.get(DEVICE_CREATED_HOOKS, [])
-    app[SESSIONS] = sessions
-    app[REGISTRATION] = RegistrationService(
-        config.registration, config.server_name, stores.accounts, auth_store, hasher, sessions
-    )
-    app[ACCOUNT_LIFECYCLE] = AccountLifecycle(
-        stores.accounts, stores.current_state, app[MEMBERSHIP], hasher, sessions
-    )
-    app[SHARED_SECRET_REGISTRATION] = SharedSecretRegistration(config.registration.shared_secret)
-    last_seen = app[LAST_SEEN] = LastSeenTracker(stores.accounts)
-    last_seen.start()
-    task = asyncio.create_task(_housekeeping(app[UIA], auth_store))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await last_seen.close()
-
-
-async def _housekeeping(uia: UserInteractiveAuth, auth_store: AccountAuthStore) -> None:
-    """Drop expired UIA sessions and login tokens now and every HOUSEKEEPING_INTERVAL_S."""
-    while True:
-        try:
-            await uia.expire_sessions()
-            await auth_store.delete_expired_login_tokens()
-        except Exception:
-            logger.exception("accounts housekeeping failed; retrying later")
-        await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
-
-
 def setup(mounts: Mounts) -> None:
-    mounts.root.setdefault(DEVICE_DELETED_HOOKS, [])
-    mounts.root.setdefault(DEVICE_CREATED_HOOKS, [])
-    mounts.root.cleanup_ctx.append(accounts_ctx)
     register_api.add_routes(mounts.client)
     login_api.add_routes(mounts.client)
     add_routes(mounts.client)

@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
+from homeserver.appstate import ACCOUNT_DATA
 from homeserver.client.auth import get_requester
 from homeserver.ephemeral.account_data import FULLY_READ_TYPE, IGNORED_USERS_TYPE
-from homeserver.ephemeral.keys import ACCOUNT_DATA
 from homeserver.errors import MatrixError, bad_json, forbidden, not_found
 from homeserver.http import json_response, path_param, read_json_body
 from homeserver.ids import validate_room_id

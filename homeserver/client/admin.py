@@ -6,13 +6,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.accounts.admin_register import admin_register_response
-from homeserver.accounts.keys import (
+from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
+from homeserver.appstate import (
     ACCOUNT_LIFECYCLE,
     LAST_SEEN,
     REGISTRATION,
     SHARED_SECRET_REGISTRATION,
 )
-from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.client.auth import get_requester
 from homeserver.client.routes import add_route
 from homeserver.client.validate import optional_bool, optional_str, require_str

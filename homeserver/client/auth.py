@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from homeserver.appstate import STORES
 from homeserver.errors import MatrixError, missing_token, unknown_token
-from homeserver.services import STORES
 
 MAX_TOKEN_LENGTH = 512
 

@@ -7,14 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.accounts.keys import DEVICE_UPDATED_HOOKS, LAST_SEEN, SESSIONS, UIA
 from homeserver.accounts.uia import PASSWORD
+from homeserver.appstate import LAST_SEEN, SESSIONS, STORES, UIA
 from homeserver.client.auth import MAX_TOKEN_LENGTH, extract_access_token, get_requester
 from homeserver.client.routes import MAX_DEVICE_ID_LENGTH, add_route, client_ip
 from homeserver.client.validate import optional_dict, optional_str, require_str_list
 from homeserver.errors import MatrixError, not_found
 from homeserver.http import Handler, json_response, path_param, read_json_body
-from homeserver.services import STORES
 from homeserver.storage import DeviceInfo
 
 MAX_DISPLAY_NAME = 1024
@@ -67,9 +66,9 @@ async def put_device(request: web.Request) -> web.Response:
     if await accounts.get_device(requester.user_id, device_id) is None:
         raise not_found("Unknown device")
     if display_name is not None:
-        await accounts.set_device_display_name(requester.user_id, device_id, display_name)
-        for hook in request.config_dict.get(DEVICE_UPDATED_HOOKS, []):
-            await hook(requester.user_id, device_id)
+        await request.config_dict[SESSIONS].rename_device(
+            requester.user_id, device_id, display_name
+        )
     return json_response({})
 
 

@@ -7,17 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.appstate import CONFIG
+from homeserver.appstate import CONFIG, ROOM_DIRECTORY, STORES
 from homeserver.client.auth import get_optional_requester, get_requester
 from homeserver.client.validate import optional_dict, optional_int, optional_str, require_str
-from homeserver.errors import bad_json, forbidden, invalid_param, not_found
+from homeserver.errors import bad_json, forbidden, invalid_param
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.ids import is_valid_server_name, validate_room_id
 from homeserver.rooms.visibility import is_world_readable
-from homeserver.services import STORES
 
 from .room_services import (
-    ROOM_DIRECTORY,
     add_routes,
     alias_param,
     room_id_or_alias_param,
@@ -166,27 +164,11 @@ async def room_summary(request: web.Request) -> web.Response:
     requester = await get_optional_requester(request)
     target = room_id_or_alias_param(request)
     directory = request.config_dict[ROOM_DIRECTORY]
-    stores = request.config_dict[STORES]
     room_id = target
     if target.startswith("#"):
         room_id, _ = await directory.resolve_alias(target)
-    if await stores.rooms.get_room_version(room_id) is None:
-        raise not_found("Room not found")
-    summary = await directory.room_summary(room_id)
-    membership = None
-    if requester is not None:
-        membership = await stores.current_state.get_membership(room_id, requester.user_id)
-    allowed = (
-        membership in ("join", "invite", "knock")
-        or summary["world_readable"]
-        or summary["join_rule"] in ("public", "knock", "knock_restricted")
-        or (await stores.rooms.get_room(room_id)).is_public  # type: ignore[union-attr]
-    )
-    if not allowed:
-        raise not_found("Room not found")
-    if membership is not None:
-        summary["membership"] = membership
-    return json_response(summary)
+    user_id = requester.user_id if requester is not None else None
+    return json_response(await directory.summary_for(room_id, user_id))
 
 
 def setup_routes(app: web.Application) -> None:

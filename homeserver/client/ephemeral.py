@@ -7,15 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
+from homeserver.appstate import JOINED_ROOMS, PRESENCE, RECEIPTS, TYPING
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_int, optional_str
-from homeserver.ephemeral.keys import PRESENCE, RECEIPTS, TYPING
 from homeserver.ephemeral.presence import STATES
 from homeserver.ephemeral.receipts import RECEIPT_TYPES
 from homeserver.errors import bad_json, forbidden, invalid_param, not_found
 from homeserver.http import json_response, path_param, read_json_body
 from homeserver.ids import validate_event_id, validate_room_id, validate_user_id
-from homeserver.sync.wiring import JOINED_ROOMS
 
 MAX_STATUS_MSG = 4096
 

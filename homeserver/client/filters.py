@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from homeserver.appstate import SYNC
 from homeserver.client.auth import get_requester
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.http import json_response, parse_json_bytes, path_param, read_json_body
 from homeserver.sync.filters import SyncFilter, parse_filter
-from homeserver.sync.wiring import SYNC
 
 MAX_INLINE_FILTER = 64 * 1024
 

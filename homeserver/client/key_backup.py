@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.appstate import Mounts
+from homeserver.appstate import KEY_BACKUP, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.routes import add_route
-from homeserver.e2ee.services import KEY_BACKUP
 from homeserver.http import json_response, query_param, read_json_body
 
 

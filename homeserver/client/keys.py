@@ -9,17 +9,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.accounts.keys import (
-    DEVICE_CREATED_HOOKS,
-    DEVICE_DELETED_HOOKS,
-    DEVICE_UPDATED_HOOKS,
-    UIA,
-)
-from homeserver.appstate import Mounts
+from homeserver.appstate import DEVICE_LISTS, E2EE_KEYS, UIA, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.routes import add_route
 from homeserver.e2ee.reauth import uia_reauth
-from homeserver.e2ee.services import DEVICE_LISTS, E2EE_KEYS, e2ee_ctx, on_device_deleted
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.sync.tokens import StreamToken
 
@@ -79,17 +72,3 @@ def setup(mounts: Mounts) -> None:
         client, "POST", "/keys/device_signing/upload", upload_device_signing, prefixes=PREFIXES
     )
     add_route(client, "POST", "/keys/signatures/upload", upload_signatures, prefixes=PREFIXES)
-    root = mounts.root
-    root.cleanup_ctx.append(e2ee_ctx)
-
-    async def device_deleted(user_id: str, device_id: str) -> None:
-        await on_device_deleted(root, user_id, device_id)
-
-    root.setdefault(DEVICE_DELETED_HOOKS, []).append(device_deleted)
-
-    async def device_created(user_id: str, device_id: str) -> None:
-        await root[E2EE_KEYS].device_created(user_id, device_id)
-
-    root.setdefault(DEVICE_CREATED_HOOKS, []).append(device_created)
-    # A rename changes what other servers show: announce it like a new device.
-    root.setdefault(DEVICE_UPDATED_HOOKS, []).append(device_created)

@@ -6,10 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.accounts.keys import SESSIONS, UIA
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.accounts.uia import PASSWORD, identifier_user
-from homeserver.appstate import CONFIG
+from homeserver.appstate import CONFIG, SESSIONS, UIA
 from homeserver.client.auth import get_requester
 from homeserver.client.routes import add_route, client_ip, device_id_field
 from homeserver.client.validate import optional_bool, optional_dict, require_str

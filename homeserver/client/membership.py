@@ -7,22 +7,25 @@ from typing import Any
 
 from aiohttp import web
 
+from homeserver.appstate import (
+    MEMBERSHIP,
+    ROOM_DIRECTORY,
+    ROOM_READ_STORE,
+    ROOM_READER,
+    ROOM_UPGRADER,
+    STORES,
+)
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_str, require_str, require_str_list
 from homeserver.errors import MatrixError, invalid_param
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.ids import is_valid_user_id
-from homeserver.rooms.pagination import RoomToken
-from homeserver.services import MEMBERSHIP, STORES
 
 from .room_services import (
-    ROOM_DIRECTORY,
-    ROOM_READ_STORE,
-    ROOM_READER,
-    ROOM_UPGRADER,
     add_routes,
     room_id_or_alias_param,
     room_id_param,
+    room_token,
     server_names_param,
 )
 
@@ -169,7 +172,7 @@ def _membership_query(request: web.Request, name: str) -> str | None:
 async def members(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     room_id = room_id_param(request)
-    at = query_param(request, "at", RoomToken.parse)
+    at = query_param(request, "at", room_token)
     chunk = await request.config_dict[ROOM_READER].members(
         room_id,
         requester.user_id,

@@ -7,23 +7,19 @@ from typing import Any
 
 from aiohttp import web
 
+from homeserver.appstate import PRESENCE, RATE_LIMITERS, ROOM_READER, ROOM_SENDER, STORES
 from homeserver.client.auth import Requester, get_requester
 from homeserver.client.validate import event_content, optional_str
-from homeserver.ephemeral.keys import PRESENCE
 from homeserver.http import json_response, query_param, read_json_body
-from homeserver.ratelimit import RATE_LIMITERS
 from homeserver.rooms.event_filter import RoomEventFilter
-from homeserver.rooms.pagination import RoomToken
 from homeserver.rooms.sending import Txn
-from homeserver.services import STORES
 
 from .room_services import (
-    ROOM_READER,
-    ROOM_SENDER,
     add_routes,
     event_id_param,
     event_type_param,
     room_id_param,
+    room_token,
     txn_id_param,
 )
 
@@ -131,8 +127,8 @@ async def get_context(request: web.Request) -> web.Response:
 async def get_messages(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     room_id = room_id_param(request)
-    from_token = query_param(request, "from", RoomToken.parse)
-    to_token = query_param(request, "to", RoomToken.parse)
+    from_token = query_param(request, "from", room_token)
+    to_token = query_param(request, "to", room_token)
     direction: Any = query_param(request, "dir", _direction, default="b")
     limit = query_param(request, "limit", _limit, default=DEFAULT_LIMIT)
     event_filter = RoomEventFilter.from_query(query_param(request, "filter"))

@@ -11,19 +11,14 @@ Not served (404 M_UNRECOGNIZED, listed in the README): SSO.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
-from homeserver.appstate import CONFIG, DATABASE, Mounts
+from homeserver.appstate import REPORTS, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_str
 from homeserver.errors import missing_param, not_found
 from homeserver.http import json_response, path_param, read_json_body
 from homeserver.ids import validate_event_id, validate_room_id, validate_user_id
-from homeserver.reports.service import REPORTS, ReportService
-from homeserver.services import STORES
-from homeserver.storage.reports import ReportStore
 
 MAX_REASON_LEN = 4096
 PROTOCOL_MAX_LEN = 255
@@ -83,13 +78,7 @@ async def report_user(request: web.Request) -> web.Response:
     return json_response({})
 
 
-async def _reports_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[REPORTS] = ReportService(app[STORES], ReportStore(app[DATABASE]), app[CONFIG].server_name)
-    yield
-
-
 def setup(mounts: Mounts) -> None:
-    mounts.root.cleanup_ctx.append(_reports_ctx)
     router = mounts.client.router
     for prefix in ("/v3", "/r0"):
         router.add_get(prefix + "/thirdparty/protocols", get_protocols)

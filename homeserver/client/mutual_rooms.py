@@ -12,12 +12,11 @@ import binascii
 
 from aiohttp import web
 
-from homeserver.appstate import Mounts
+from homeserver.appstate import STORES, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.errors import invalid_param
 from homeserver.http import json_response, query_param
 from homeserver.ids import is_valid_user_id
-from homeserver.services import STORES
 
 BATCH_SIZE = 100
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.appstate import Mounts
+from homeserver.appstate import PUSH_ACTIONS, PUSH_STORE, STORES, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.http import json_response, query_param
 from homeserver.push.notifications import DEFAULT_LIMIT, list_notifications
-from homeserver.push.services import PUSH_ACTIONS, PUSH_STORE, install
-from homeserver.services import STORES
 
 PREFIXES = ("/v3", "/r0")
 
@@ -45,6 +43,5 @@ async def get_notifications(request: web.Request) -> web.Response:
 
 
 def setup(mounts: Mounts) -> None:
-    install(mounts)
     for prefix in PREFIXES:
         mounts.client.router.add_get(f"{prefix}/notifications", get_notifications)

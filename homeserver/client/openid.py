@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.accounts.openid import OPENID_TOKENS, OpenIdTokens
-from homeserver.appstate import CONFIG, Mounts
+from homeserver.accounts.openid import OpenIdTokens
+from homeserver.appstate import CONFIG, OPENID_TOKENS, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.errors import forbidden
 from homeserver.http import json_response, path_param, read_json_body

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.appstate import Mounts
+from homeserver.appstate import PROFILES, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.errors import missing_param
 from homeserver.http import json_response, path_param, read_json_body
 from homeserver.ids import validate_user_id
-from homeserver.profiles.lifetime import PROFILES, add_profiles_ctx
 
 
 def _user_id(request: web.Request) -> str:
@@ -52,7 +51,6 @@ async def delete_field(request: web.Request) -> web.Response:
 
 
 def setup(mounts: Mounts) -> None:
-    add_profiles_ctx(mounts.root)
     router = mounts.client.router
     for prefix in ("/v3", "/r0"):
         router.add_get(prefix + "/profile/{user_id}", get_profile)

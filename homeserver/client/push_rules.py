@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.appstate import Mounts
+from homeserver.appstate import PUSH_RULES, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.errors import bad_json, missing_param
 from homeserver.http import json_response, path_param, query_param, read_json_body
-from homeserver.push.services import PUSH_RULES, install
 
 PREFIXES = ("/v3", "/r0")
 MAX_ID = 255
@@ -104,7 +103,6 @@ async def put_actions(request: web.Request) -> web.Response:
 
 
 def setup(mounts: Mounts) -> None:
-    install(mounts)
     router = mounts.client.router
     for prefix in PREFIXES:
         base = f"{prefix}/pushrules"

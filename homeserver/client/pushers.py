@@ -10,12 +10,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from homeserver.appstate import Mounts
+from homeserver.appstate import PUSH_STORE, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_bool, optional_str, require_str
 from homeserver.errors import MatrixError, bad_json
 from homeserver.http import json_response, read_json_body
-from homeserver.push.services import PUSH_STORE, install
 from homeserver.storage.push import StoredPusher
 
 PREFIXES = ("/v3", "/r0")
@@ -122,7 +121,6 @@ async def set_pusher(request: web.Request) -> web.Response:
 
 
 def setup(mounts: Mounts) -> None:
-    install(mounts)
     for prefix in PREFIXES:
         mounts.client.router.add_get(f"{prefix}/pushers", get_pushers)
         mounts.client.router.add_post(f"{prefix}/pushers/set", set_pusher)

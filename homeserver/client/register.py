@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.accounts.keys import REGISTRATION, UIA
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
-from homeserver.appstate import CONFIG
+from homeserver.appstate import CONFIG, RATE_LIMITERS, REGISTRATION, UIA
 from homeserver.client.routes import add_route, client_ip, device_id_field, threepid_denied
 from homeserver.client.validate import optional_bool, optional_dict, optional_str
 from homeserver.errors import MatrixError, forbidden, invalid_param
 from homeserver.http import json_response, query_param, read_json_body
-from homeserver.ratelimit import RATE_LIMITERS
 
 # Long enough for any legal username, short enough to fail fast on junk.
 MAX_USERNAME_INPUT = 1024

@@ -3,17 +3,14 @@ GET /rooms/{roomId}/threads (client-server API v1)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
-from homeserver.appstate import DATABASE, Mounts
+from homeserver.appstate import RELATIONS, Mounts
 from homeserver.client.auth import get_requester
+from homeserver.client.room_services import room_token_text
 from homeserver.http import json_response, path_param, query_param
 from homeserver.ids import validate_room_id
-from homeserver.relations.service import DEFAULT_LIMIT, RELATIONS, RelationsService
-from homeserver.services import PERSISTER, STORES
-from homeserver.storage.relations_read import RelationsReadStore
+from homeserver.relations.service import DEFAULT_LIMIT
 
 MAX_ID = 1024
 
@@ -67,8 +64,8 @@ async def get_relations(request: web.Request) -> web.Response:
         event_id,
         rel_type=rel_type,
         event_type=event_type,
-        from_token=query_param(request, "from"),
-        to_token=query_param(request, "to"),
+        from_token=query_param(request, "from", room_token_text),
+        to_token=query_param(request, "to", room_token_text),
         limit=query_param(request, "limit", _limit, default=DEFAULT_LIMIT),
         direction=query_param(request, "dir", _dir, default="b"),
         recurse=query_param(request, "recurse", _bool),
@@ -83,20 +80,13 @@ async def get_threads(request: web.Request) -> web.Response:
         requester.user_id,
         room_id,
         include=query_param(request, "include", default="all"),
-        from_token=query_param(request, "from"),
+        from_token=query_param(request, "from", room_token_text),
         limit=query_param(request, "limit", _limit, default=DEFAULT_LIMIT),
     )
     return json_response(body)
 
 
-async def relations_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[RELATIONS] = RelationsService(app[STORES], RelationsReadStore(app[DATABASE]))
-    app[PERSISTER].add_listener(app[RELATIONS])
-    yield
-
-
 def setup(mounts: Mounts) -> None:
-    mounts.root.cleanup_ctx.append(relations_ctx)
     router = mounts.client.router
     for prefix in ("/v1", "/unstable"):
         base = f"{prefix}/rooms/{{room_id}}/relations/{{event_id}}"

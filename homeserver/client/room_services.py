@@ -1,19 +1,11 @@
-"""Shared pieces of the rooms client area: its services as app state, routing, params.
-
-`rooms_ctx` builds the rooms area's services once per app (after the core services):
-the area's own store (migration 0003), the reader (state, members, events,
-/messages, /context), the sender (messages, state, redactions), the directory and
-the upgrader. Handlers read them with `request.config_dict[KEY]`.
-"""
+"""Shared pieces of the rooms client area: routing and path parameters."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
-from homeserver.appstate import CONFIG, DATABASE
 from homeserver.errors import invalid_param
 from homeserver.http import Handler, path_param
 from homeserver.ids import (
@@ -22,13 +14,13 @@ from homeserver.ids import (
     validate_room_alias,
     validate_room_id,
 )
-from homeserver.relations.service import RELATIONS
 from homeserver.rooms.directory import RoomDirectory
+from homeserver.rooms.pagination import RoomToken
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.sending import RoomSender
 from homeserver.rooms.upgrade import RoomUpgrader
-from homeserver.services import LOCAL_EVENTS, ROOM_CREATOR, STORES
 from homeserver.storage.room_directory import RoomReadStore
+from homeserver.sync.tokens import StreamToken
 
 ROOM_READ_STORE = web.AppKey("room_read_store", RoomReadStore)
 ROOM_READER = web.AppKey("room_reader", RoomReader)
@@ -42,18 +34,17 @@ MAX_STATE_KEY = 255
 MAX_TXN_ID = 255
 
 
-async def rooms_ctx(app: web.Application) -> AsyncIterator[None]:
-    stores = app[STORES]
-    read_store = RoomReadStore(app[DATABASE])
-    app[ROOM_READ_STORE] = read_store
-    reader = RoomReader(stores, read_store)
-    if RELATIONS in app:
-        reader.aggregations = app[RELATIONS].bundle_aggregations
-    app[ROOM_READER] = reader
-    app[ROOM_SENDER] = RoomSender(stores, read_store, app[LOCAL_EVENTS])
-    app[ROOM_DIRECTORY] = RoomDirectory(stores, app[CONFIG].server_name)
-    app[ROOM_UPGRADER] = RoomUpgrader(stores, app[LOCAL_EVENTS], app[ROOM_CREATOR])
-    yield
+def room_token(text: str) -> RoomToken:
+    """A pagination token from a client: ours (`t<n>`), or a sync token (`s...`), whose
+    events position names the same point in the stream."""
+    if text.startswith("s"):
+        return RoomToken(StreamToken.decode(text).events)
+    return RoomToken.parse(text)
+
+
+def room_token_text(text: str) -> str:
+    """`room_token`, encoded again (for services that take the token text)."""
+    return room_token(text).encode()
 
 
 def add_routes(

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from homeserver.appstate import RATE_LIMITERS, ROOM_READER, ROOM_SENDER
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import event_content
 from homeserver.errors import invalid_param
 from homeserver.http import json_response, query_param, read_json_body
-from homeserver.ratelimit import RATE_LIMITERS
 
 from .room_services import (
     MAX_STATE_KEY,
-    ROOM_READER,
-    ROOM_SENDER,
     add_routes,
     event_type_param,
     room_id_param,

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.appstate import CONFIG
+from homeserver.appstate import CONFIG, MEMBERSHIP, ROOM_CREATOR, ROOM_READ_STORE, STORES
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import event_content, optional_bool, optional_dict, optional_str
 from homeserver.errors import MatrixError, bad_json, invalid_param
@@ -19,9 +19,8 @@ from homeserver.events import KNOWN_ROOM_VERSIONS
 from homeserver.http import json_response, read_json_body
 from homeserver.ids import is_valid_user_id, validate_room_alias
 from homeserver.rooms.creation import PRESETS, RoomSpec
-from homeserver.services import MEMBERSHIP, ROOM_CREATOR, STORES
 
-from .room_services import ROOM_READ_STORE, add_routes
+from .room_services import add_routes
 
 MAX_INVITES = 1000
 MAX_INITIAL_STATE = 1000

@@ -1,5 +1,5 @@
 """GET /sync (sync.yaml). Also the sync area's `setup`, which mounts the related
-filter, ephemeral and account-data endpoints and the area's services."""
+filter, ephemeral and account-data endpoints."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from aiohttp import web
 import homeserver.client.account_data as account_data_api
 import homeserver.client.ephemeral as ephemeral_api
 import homeserver.client.filters as filters_api
-from homeserver.appstate import Mounts
+from homeserver.appstate import SYNC, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.ephemeral.presence import STATES
 from homeserver.errors import invalid_param
 from homeserver.http import json_response, query_param
 from homeserver.sync.builder import SyncRequest
 from homeserver.sync.tokens import StreamToken
-from homeserver.sync.wiring import SYNC, ensure_edu_senders, sync_ctx
 
 
 def _timeout(text: str) -> int:
@@ -69,5 +68,3 @@ def setup(mounts: Mounts) -> None:
     filters_api.add_routes(app)
     ephemeral_api.add_routes(app)
     account_data_api.add_routes(app)
-    ensure_edu_senders(mounts.root)
-    mounts.root.cleanup_ctx.append(sync_ctx)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.appstate import Mounts
+from homeserver.appstate import TO_DEVICE, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.routes import add_route
-from homeserver.e2ee.services import TO_DEVICE
 from homeserver.http import json_response, path_param, read_json_body
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.appstate import Mounts
+from homeserver.appstate import USER_DIRECTORY, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_int, require_str
 from homeserver.errors import invalid_param
 from homeserver.http import json_response, read_json_body
 from homeserver.profiles.directory import DEFAULT_LIMIT, MAX_LIMIT
-from homeserver.profiles.lifetime import USER_DIRECTORY, add_profiles_ctx
 
 MAX_TERM_LEN = 1000
 
@@ -29,6 +28,5 @@ async def search(request: web.Request) -> web.Response:
 
 
 def setup(mounts: Mounts) -> None:
-    add_profiles_ctx(mounts.root)
     for prefix in ("/v3", "/r0"):
         mounts.client.router.add_post(prefix + "/user_directory/search", search)

@@ -17,7 +17,6 @@ changes (recorded when their server told us) are not forwarded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from homeserver.storage.accounts import AccountStore
@@ -62,7 +61,7 @@ class DeviceListBroadcaster:
         keys: E2eeKeyStore,
         accounts: AccountStore,
         server_name: str,
-        remote: Callable[[], RemoteDeviceLists | None],
+        remote: RemoteDeviceLists | None,
     ) -> None:
         self._keys = keys
         self._accounts = accounts
@@ -78,7 +77,7 @@ class DeviceListBroadcaster:
     async def on_change(self, change: DeviceListChange) -> None:
         if _server_of(change.user_id) != self._server_name:
             return  # a remote user's change: their server tells everyone itself
-        remote = self._remote()
+        remote = self._remote
         destinations = self.destinations(change)
         if remote is None or not destinations:
             return

@@ -15,7 +15,7 @@ other servers about our users' changes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from homeserver.storage.current_state import CurrentStateStore
@@ -53,16 +53,20 @@ class DeviceListDelta:
 
 class DeviceListService:
     def __init__(
-        self, store: DeviceListStore, current_state: CurrentStateStore, notifier: Notifier
+        self,
+        store: DeviceListStore,
+        current_state: CurrentStateStore,
+        notifier: Notifier,
+        activity: RoomActivity | None = None,
+        listeners: Sequence[DeviceListListener] = (),
     ) -> None:
         self._store = store
         self._current_state = current_state
         self._notifier = notifier
-        # Set by the app: recent membership activity, to skip queries when none.
-        self.activity: RoomActivity | None = None
-
+        # Recent membership activity, to skip queries when there was none.
+        self._activity = activity
         # Called after every recorded change (failures are logged, never raised).
-        self.listeners: list[DeviceListListener] = []
+        self._listeners = list(listeners)
 
     async def mark_changed(
         self,
@@ -84,7 +88,7 @@ class DeviceListService:
         change = DeviceListChange(
             user_id, position, previous, device_id, deleted, signing_keys, frozenset(interested)
         )
-        for listener in list(self.listeners):
+        for listener in list(self._listeners):
             try:
                 await listener(change)
             except Exception:  # telling others must never fail the change itself
@@ -116,8 +120,8 @@ class DeviceListService:
         activity, without a query."""
         keys_moved = now.device_lists > since.device_lists
         members_moved = now.events > since.events
-        if members_moved and self.activity is not None and joined_rooms:
-            moved = self.activity.membership_changed_since(since.events, joined_rooms, user_id)
+        if members_moved and self._activity is not None and joined_rooms:
+            moved = self._activity.membership_changed_since(since.events, joined_rooms, user_id)
             members_moved = moved is None or moved
         if not keys_moved and not members_moved:
             return DeviceListDelta(changed=[], left=[])

@@ -57,7 +57,7 @@ class KeysService:
         accounts: AccountStore,
         device_lists: DeviceListService,
         server_name: str,
-        remote: Callable[[], RemoteKeys | None] = lambda: None,
+        remote: RemoteKeys | None = None,
     ) -> None:
         self._keys = keys
         self._accounts = accounts
@@ -196,7 +196,7 @@ class KeysService:
     async def _query_remote(
         self, remote: dict[str, dict[str, list[str]]], timeout: int, result: dict[str, Any]
     ) -> None:
-        port = self._remote()
+        port = self._remote
         for server, users in sorted(remote.items()):
             if port is None:
                 result["failures"][server] = {"status": 503, "message": "Federation unavailable"}
@@ -234,7 +234,7 @@ class KeysService:
                 if claimed is not None:
                     key_id, key = claimed
                     result["one_time_keys"].setdefault(user_id, {})[device_id] = {key_id: key}
-        port = self._remote()
+        port = self._remote
         for server, users in sorted(remote.items()):
             if port is None:
                 result["failures"][server] = {"status": 503, "message": "Federation unavailable"}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from aiohttp import web
-
 
 class RemoteKeys(Protocol):
     async def query(
@@ -48,8 +46,3 @@ class RemoteDeviceLists(Protocol):
         """Queue an `m.device_list_update` / `m.signing_key_update` EDU for each
         destination (durably; never blocks on the network)."""
         ...
-
-
-REMOTE_KEYS: web.AppKey[RemoteKeys] = web.AppKey("e2ee_remote_keys")
-REMOTE_TO_DEVICE: web.AppKey[RemoteToDevice] = web.AppKey("e2ee_remote_to_device")
-REMOTE_DEVICE_LISTS: web.AppKey[RemoteDeviceLists] = web.AppKey("e2ee_remote_device_lists")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
 from typing import Any
 
 from homeserver.storage.accounts import AccountStore
@@ -31,7 +30,7 @@ class ToDeviceService:
         accounts: AccountStore,
         notifier: Notifier,
         server_name: str,
-        remote: Callable[[], RemoteToDevice | None] = lambda: None,
+        remote: RemoteToDevice | None = None,
     ) -> None:
         self._store = store
         self._accounts = accounts
@@ -79,6 +78,32 @@ class ToDeviceService:
             self._notifier.notify("to_device", position, users=targets)
         await self._send_remote(sender, event_type, remote)
 
+    async def receive_remote(
+        self, origin: str, sender: str, event_type: str, message_id: str | None, messages: Any
+    ) -> None:
+        """An `m.direct_to_device` EDU from `origin` (which speaks for `sender`): the
+        same delivery as a local send - only to devices that exist (`*` expands to the
+        user's devices), once per (sender, origin, message_id)."""
+        if not isinstance(messages, dict):
+            return
+        local: list[ToDeviceMessage] = []
+        for user_id, by_device in messages.items():
+            if not isinstance(user_id, str) or user_id.partition(":")[2] != self._server_name:
+                continue
+            if not isinstance(by_device, dict):
+                continue
+            valid = {d: c for d, c in by_device.items() if isinstance(c, dict)}
+            local += await self._expand_local(sender, event_type, user_id, valid)
+        if not local:
+            return
+        txn = (sender, origin, message_id) if message_id is not None else None
+        try:
+            position = await self._store.add_messages(local, txn=txn)
+        except IntegrityError:
+            return  # a retried transaction: already delivered
+        if position is not None:
+            self._notifier.notify("to_device", position, users=sorted({m.user_id for m in local}))
+
     async def _expand_local(
         self, sender: str, event_type: str, user_id: str, by_device: dict[str, Any]
     ) -> list[ToDeviceMessage]:
@@ -94,7 +119,7 @@ class ToDeviceService:
     async def _send_remote(
         self, sender: str, event_type: str, remote: dict[str, dict[str, dict[str, Any]]]
     ) -> None:
-        port = self._remote()
+        port = self._remote
         for server, messages in sorted(remote.items()):
             if port is None:
                 self.dropped_remote += sum(len(m) for m in messages.values())

@@ -2,5 +2,5 @@
 
 Each service owns one sync stream: it allocates positions, persists (except typing,
 which lives in memory), notifies the sync notifier, and hands updates for local users to
-the outbound EDU hooks (`edus.EDU_SENDERS`) that federation registers.
+the `edus.EduOutbox`, which passes them to federation.
 """

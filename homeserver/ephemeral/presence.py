@@ -16,7 +16,7 @@ Local presence also changes on its own (what users expect, and what Synapse does
 - a user with no sync in progress and none finished (and no action) for
   `sync_timeout_ms` becomes "offline" (all their clients are gone).
 Syncing alone is not activity: a client left open on an idle desk goes unavailable.
-One background task (start()/close(), owned by the sync area's cleanup_ctx) checks a
+One background task (start()/close(), owned by the composition module) checks a
 DeadlineQueue every `check_interval_s`, touching only users whose deadline is due.
 """
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from aiohttp import web
-
 
 class RemoteProfiles(Protocol):
     """Profile lookups for users of other servers."""
@@ -18,6 +16,3 @@ class RemoteProfiles(Protocol):
         """The remote user's profile (only `field` when given), or None when the remote
         server says the user or field does not exist or cannot be reached."""
         ...
-
-
-REMOTE_PROFILES: web.AppKey[RemoteProfiles] = web.AppKey("remote_profiles")

@@ -9,7 +9,6 @@ level forbids it) is logged and does not undo the profile change or the other ro
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
@@ -45,12 +44,11 @@ class ProfileService:
         stores: Stores,
         local_events: LocalEvents,
         server_name: str,
-        remote: Callable[[], RemoteProfiles | None] = lambda: None,
+        remote: RemoteProfiles | None = None,
     ) -> None:
         self._stores = stores
         self._events = local_events
         self._server_name = server_name
-        # A getter: federation may install its port after this service is built.
         self._remote = remote
 
     def is_local(self, user_id: str) -> bool:
@@ -79,7 +77,7 @@ class ProfileService:
         return fields[key]
 
     async def _remote_profile(self, user_id: str, key: str | None) -> dict[str, Any]:
-        remote = self._remote()
+        remote = self._remote
         if remote is None:
             raise not_found("Profile not found: remote profiles are not available")
         result = await remote.query_profile(user_id, key)

@@ -6,10 +6,9 @@ rulesets are cached per user and dropped on every change the user makes.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from typing import Any
 
+from homeserver.ephemeral.account_data import AccountDataService
 from homeserver.errors import MatrixError, not_found
 from homeserver.storage.push import PushStore, RelativeRuleNotFound, StoredRule
 
@@ -29,13 +28,14 @@ def _rule_not_found() -> MatrixError:
 
 
 class PushRulesService:
-    def __init__(self, store: PushStore) -> None:
+    def __init__(self, store: PushStore, account_data: AccountDataService | None = None) -> None:
+        """With `account_data`, every change is also written as the user's
+        `m.push_rules` account data, which moves their account-data stream so that
+        incremental /syncs carry the new rules (awaited before the change is
+        acknowledged)."""
         self._store = store
         self._cache: dict[str, Ruleset] = {}
-        # Called with the user ID after each change (e.g. to bump m.push_rules
-        # account data in /sync); set by whoever owns that. A callback may be async:
-        # it is awaited before the change is acknowledged.
-        self.on_change: list[Callable[[str], Any]] = []
+        self._account_data = account_data
 
     async def get_ruleset(self, user_id: str) -> Ruleset:
         cached = self._cache.get(user_id)
@@ -69,10 +69,13 @@ class PushRulesService:
 
     async def _changed(self, user_id: str) -> None:
         self._cache.pop(user_id, None)
-        for callback in self.on_change:
-            result = callback(user_id)
-            if inspect.isawaitable(result):
-                await result
+        if self._account_data is not None:
+            content = await self.account_data_content(user_id)
+            await self._account_data.put(user_id, "m.push_rules", content)
+
+    async def account_data_content(self, user_id: str) -> dict[str, Any]:
+        """The user's rules as the content of `m.push_rules` account data."""
+        return {"global": (await self.get_ruleset(user_id)).to_json()}
 
     async def get_rule(self, user_id: str, kind: str, rule_id: str) -> PushRule:
         _check_kind(kind)

@@ -18,8 +18,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from aiohttp import web
-
 from homeserver.errors import MatrixError, not_found
 from homeserver.events import Event
 from homeserver.rooms.client_events import serialize_events
@@ -284,7 +282,3 @@ class RelationsService:
         if len(rows) > limit:
             body["next_batch"] = RoomToken(page[-1][1]).encode()
         return body
-
-
-# The app's RelationsService (built by homeserver.client.relations' lifetime).
-RELATIONS = web.AppKey("relations", RelationsService)

@@ -7,8 +7,6 @@ report only needs the room to be known; a user report needs a local user to exis
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from homeserver.errors import not_found
 from homeserver.storage import Stores
 from homeserver.storage.reports import ReportStore
@@ -41,6 +39,3 @@ class ReportService:
         if is_local and await self._stores.accounts.get_user(user_id) is None:
             raise not_found("The user was not found.")
         return await self.store.add_report("user", reporter, target_user_id=user_id, reason=reason)
-
-
-REPORTS = web.AppKey("reports", ReportService)

@@ -53,10 +53,12 @@ class RemoteDirectory(Protocol):
 
 
 class RoomDirectory:
-    def __init__(self, stores: Stores, server_name: str) -> None:
+    def __init__(
+        self, stores: Stores, server_name: str, remote: RemoteDirectory | None = None
+    ) -> None:
         self._stores = stores
         self._server_name = server_name
-        self.remote: RemoteDirectory | None = None
+        self._remote = remote
 
     # -- aliases ----------------------------------------------------------------------------
 
@@ -69,8 +71,8 @@ class RoomDirectory:
             hosts = await self._stores.current_state.get_joined_hosts(info.room_id)
             servers = [self._server_name, *sorted(h for h in hosts if h != self._server_name)]
             return info.room_id, servers
-        if self.remote is not None:
-            found = await self.remote.query_alias(alias)
+        if self._remote is not None:
+            found = await self._remote.query_alias(alias)
             if found is not None:
                 return found
         raise not_found(f"Room alias {alias} not found")
@@ -138,6 +140,29 @@ class RoomDirectory:
         await self._stores.rooms.set_room_is_public(room_id, visibility == "public")
 
     # -- listing ----------------------------------------------------------------------------
+
+    async def summary_for(self, room_id: str, user_id: str | None) -> dict[str, Any]:
+        """`/room_summary` for `user_id` (None: no token): 404 unless the room is public,
+        world-readable, open to join or knock, or the user is joined, invited or
+        knocking."""
+        info = await self._stores.rooms.get_room(room_id)
+        if info is None:
+            raise not_found("Room not found")
+        summary = await self.room_summary(room_id)
+        membership = None
+        if user_id is not None:
+            membership = await self._stores.current_state.get_membership(room_id, user_id)
+        allowed = (
+            membership in ("join", "invite", "knock")
+            or summary["world_readable"]
+            or summary["join_rule"] in ("public", "knock", "knock_restricted")
+            or info.is_public
+        )
+        if not allowed:
+            raise not_found("Room not found")
+        if membership is not None:
+            summary["membership"] = membership
+        return summary
 
     async def room_summary(self, room_id: str) -> dict[str, Any]:
         """A PublishedRoomsChunk-shaped summary from current state."""
@@ -224,9 +249,9 @@ class RoomDirectory:
     ) -> dict[str, Any]:
         """Another server's published room directory, asked over federation; its
         `since` tokens are its own and passed through untouched."""
-        if self.remote is None:
+        if self._remote is None:
             raise not_found("Remote room directories are not available")
-        body = await self.remote.public_rooms(
+        body = await self._remote.public_rooms(
             server,
             limit=limit,
             since=since,

@@ -23,9 +23,10 @@ from homeserver.events import Event, RoomVersion, get_room_version
 from homeserver.events.builder import build_event
 from homeserver.events.hashing import compute_reference_hash, unpadded_b64
 from homeserver.events.validation import EventFormatError, validate_pdu_format
-from homeserver.graph.auth_rules import AuthError, auth_types_for_event, check_auth_rules
+from homeserver.graph.auth_rules import auth_types_for_event
 from homeserver.storage import Stores
 
+from .auth_checks import CREATE_KEY, check_with_auth_state
 from .keyed_lock import KeyedLock
 from .persister import Persister
 from .room_state import RoomState
@@ -35,7 +36,6 @@ MAX_BATCH = 100
 MAX_CREATE_ATTEMPTS = 50
 MAX_RECENT_TXNS = 10_000
 MAX_DEPTH = 2**63 - 1
-CREATE_KEY = ("m.room.create", "")
 
 
 @dataclass
@@ -87,6 +87,13 @@ class LocalEvents:
         # Per room: messages waiting to be persisted, and the task persisting them.
         self._queues: dict[str, list[_Queued]] = {}
         self._drainers: dict[str, asyncio.Task[None]] = {}
+
+    async def close(self) -> None:
+        """At shutdown: wait for queued messages to be persisted (each room's drainer
+        ends once its queue is empty; no new sends arrive once the server stopped)."""
+        drainers = list(self._drainers.values())
+        if drainers:
+            await asyncio.gather(*drainers, return_exceptions=True)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -257,10 +264,9 @@ class LocalEvents:
             edge_hashes=edge_hashes,
         )
         _check_format(event, version)
-        try:
-            check_auth_rules(event, auth_state)
-        except AuthError as e:
-            raise forbidden(str(e)) from None
+        refusal = check_with_auth_state(event, auth_state)
+        if refusal is not None:
+            raise forbidden(refusal)
         return event
 
     async def _build_checked(
@@ -328,9 +334,7 @@ class LocalEvents:
             if base.group is None:
                 # A fork resolved just now: give the resolved state a group the whole
                 # chain can share.
-                base.group = await self._stores.state.store_state_group(
-                    room_id, None, {}, base.state_before
-                )
+                base.group = await self._room_state.store_group(room_id, base.state_before)
             auth_cache: dict[frozenset, tuple[list[str], dict]] = {}
             built: list[tuple[_Queued, Event]] = []
             in_batch: dict[tuple[str, str | None, str], Event] = {}
@@ -400,10 +404,9 @@ class LocalEvents:
                 signing_key=self._signing_key,
             )
             _check_format(event, version)
-            try:
-                check_auth_rules(event, {})
-            except AuthError as e:
-                raise forbidden(str(e)) from None
+            refusal = check_with_auth_state(event, {})
+            if refusal is not None:
+                raise forbidden(refusal)
             if await self._stores.rooms.store_room(
                 event.room_id, version.identifier, sender, created_ts=event.origin_server_ts
             ):

@@ -2,20 +2,26 @@
 
 Local rooms get a membership event through `LocalEvents.send`. Rooms that only other
 servers can vouch for (we are not in them, or the target is a remote user to invite)
-go through the `RemoteRooms` port that federation implements.
+go through the `RemoteRooms` port that federation implements; what it brings back is
+persisted here, by the room service: joins through `RemoteEventIngest.persist_join`,
+knocks and invite rejections as out-of-band memberships. Whether we are in a room, and
+so whether a join is local, follows the room's current state only.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import Event
 from homeserver.storage import Stores
 
+from .ingest import RemoteEventIngest
 from .local_events import LocalEvents
-from .ports import RemoteProfileLookup, RemoteRooms
+from .out_of_band import OutOfBandMemberships, OutOfBandRefused
+from .ports import JoinAnswer, RemoteProfileLookup, RemoteRooms
 
 # A remote server's answer about its user's profile is copied into our event: bounded
 # like a profile field (Synapse's limits for displayname/avatar_url are 256/1000).
@@ -34,20 +40,30 @@ STRIPPED_STATE_TYPES = (
 )
 
 
+@dataclass(frozen=True)
+class RemoteMembership:
+    """What membership through other servers needs: the handshakes (federation's
+    port) and the room service's writers for what they bring back."""
+
+    rooms: RemoteRooms
+    ingest: RemoteEventIngest
+    out_of_band: OutOfBandMemberships
+
+
 class MembershipService:
     def __init__(
         self,
         stores: Stores,
         local_events: LocalEvents,
         server_name: str,
-        remote: RemoteRooms | None = None,
+        remote: RemoteMembership | None = None,
         remote_profiles: RemoteProfileLookup | None = None,
     ) -> None:
         self._stores = stores
         self._events = local_events
         self._server_name = server_name
-        self.remote = remote
-        self.remote_profiles = remote_profiles
+        self._remote = remote
+        self._remote_profiles = remote_profiles
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.partition(":")[2] == self._server_name
@@ -79,15 +95,12 @@ class MembershipService:
         if reason:
             content["reason"] = reason
         known = await self._stores.rooms.get_room_version(room_id) is not None
-        if known and (await self._we_are_joined(room_id) or not self.remote):
-            current = await self._stores.current_state.get_membership(room_id, user_id)
-            if current == "join":
-                # Re-joining keeps the profile fresh but is otherwise a no-op for clients.
-                pass
+        if known and (await self._we_are_joined(room_id) or not self._remote):
+            # Re-joining keeps the profile fresh but is otherwise a no-op for clients.
             return await self._events.send(
                 room_id, user_id, "m.room.member", content, user_id, txn=txn
             )
-        if self.remote is None:
+        if self._remote is None:
             raise not_found("No known servers to join the room through")
         candidates = list(servers or [])
         if known:
@@ -99,7 +112,13 @@ class MembershipService:
         candidates = [s for s in dict.fromkeys(candidates) if s and s != self._server_name]
         if not candidates:
             raise not_found("No known servers to join the room through")
-        return await self.remote.join(room_id, user_id, candidates, content)
+        ingest = self._remote.ingest
+
+        async def accept(answer: JoinAnswer) -> None:
+            event = answer.event
+            await ingest.persist_join(event.room_version, event, answer.state, answer.auth_chain)
+
+        return await self._remote.rooms.join(room_id, user_id, candidates, content, accept)
 
     async def _inviter_server(self, room_id: str, user_id: str) -> list[str]:
         """The server of whoever invited `user_id` (an out-of-band invite): it can
@@ -123,9 +142,9 @@ class MembershipService:
         if reason:
             content["reason"] = reason
         known = await self._stores.rooms.get_room_version(room_id) is not None
-        if known and (await self._we_are_joined(room_id) or not self.remote):
+        if known and (await self._we_are_joined(room_id) or not self._remote):
             return await self._events.send(room_id, user_id, "m.room.member", content, user_id)
-        if self.remote is None:
+        if self._remote is None:
             raise not_found("No known servers to knock on the room through")
         candidates = [s for s in dict.fromkeys(servers or []) if s and s != self._server_name]
         server_of_room = room_id.partition(":")[2]
@@ -133,7 +152,18 @@ class MembershipService:
             candidates.append(server_of_room)
         if not candidates:
             raise not_found("No known servers to knock on the room through")
-        return await self.remote.knock(room_id, user_id, candidates, content)
+        event = await self._remote.rooms.knock(room_id, user_id, candidates, content)
+        knock_state = event.pdu.get("unsigned", {}).get("knock_room_state")
+        await self._store_out_of_band(event, creator=_creator_in(knock_state) or user_id)
+        return event
+
+    async def _store_out_of_band(self, event: Event, creator: str | None = None) -> None:
+        assert self._remote is not None
+        try:
+            await self._remote.out_of_band.store(event, creator)
+        except OutOfBandRefused:
+            # Our server joined the room while the handshake ran.
+            raise forbidden("The room changed meanwhile: try again") from None
 
     async def set_membership(
         self,
@@ -156,11 +186,16 @@ class MembershipService:
             raise not_found("Unknown room")
         if membership == "invite":
             return await self.invite(room_id, sender, target, content)
-        if membership == "leave" and sender == target and self.remote is not None:
+        if membership == "leave" and sender == target and self._remote is not None:
             current = await self._stores.current_state.get_membership(room_id, target)
             if current in ("invite", "knock") and not await self._we_are_joined(room_id):
-                # Rejecting a remote invite: the inviting server must sign our leave.
-                return await self.remote.leave(room_id, target, [])
+                # Rejecting a remote invite (or rescinding a knock): a resident server
+                # must sign our leave; the inviter's server is the one we know of.
+                servers = [*await self._inviter_server(room_id, target), room_id.partition(":")[2]]
+                candidates = [s for s in dict.fromkeys(servers) if s and s != self._server_name]
+                event = await self._remote.rooms.leave(room_id, target, candidates)
+                await self._store_out_of_band(event)
+                return event
         return await self._events.send(room_id, sender, "m.room.member", content, target)
 
     async def invite(
@@ -176,14 +211,14 @@ class MembershipService:
         # show a name before they join. The inviting client's own values win.
         profile = await self._invitee_profile(target)
         content = {**profile, **content, "membership": "invite"}
-        if self._is_local(target) or self.remote is None:
+        if self._is_local(target) or self._remote is None:
             if not self._is_local(target):
                 raise MatrixError(403, "M_FORBIDDEN", "Federation is not available")
             return await self._events.send(room_id, sender, "m.room.member", content, target)
         # Remote invitee: the event must be counter-signed by the invitee's server first.
         event = await self._events.build_only(room_id, sender, "m.room.member", content, target)
         state = await self.stripped_state_pdus(room_id, inviter=sender)
-        signed = await self.remote.invite(event, state)
+        signed = await self._remote.rooms.invite(event, state)
         return await self._events.persist_built(signed)
 
     async def _invitee_profile(self, user_id: str) -> dict[str, Any]:
@@ -191,11 +226,11 @@ class MembershipService:
         user's by a profile query (bounded by the port; failures leave them out)."""
         if self._is_local(user_id):
             return await self.profile_content(user_id)
-        if self.remote_profiles is None:
+        if self._remote_profiles is None:
             return {}
         try:
             found = await asyncio.wait_for(
-                self.remote_profiles.query_profile(user_id), INVITE_PROFILE_TIMEOUT_S
+                self._remote_profiles.query_profile(user_id), INVITE_PROFILE_TIMEOUT_S
             )
         except Exception:  # a slow or broken remote server must not block the invite
             return {}
@@ -253,3 +288,12 @@ class MembershipService:
                 item["room_id"] = ev.room_id
             out.append(item)
         return out
+
+
+def _creator_in(state: Any) -> str | None:
+    """The sender of the create event among (stripped or full) room state items."""
+    for item in state if isinstance(state, list) else []:
+        if isinstance(item, dict) and item.get("type") == "m.room.create":
+            sender = item.get("sender")
+            return sender if isinstance(sender, str) else None
+    return None

@@ -9,7 +9,9 @@ in the direction of travel, so consecutive pages neither overlap nor leave gaps.
 
 Sync's tokens (`s<events>_<typing>_...`, homeserver.sync.tokens.StreamToken) name the
 same points through their `events` position, so a sync `next_batch` or a `prev_batch`
-made from it can be handed to /messages as `from` or `to` unchanged.
+made from it can be handed to /messages as `from` or `to` unchanged: the client API
+turns them into room tokens (homeserver.client.room_services.room_token), since rooms
+never imports sync.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from homeserver.errors import invalid_param
-from homeserver.sync.tokens import StreamToken
 
 MAX_TOKEN_LENGTH = 200
 
@@ -33,11 +34,9 @@ class RoomToken:
 
     @classmethod
     def parse(cls, token: str) -> RoomToken:
-        """Accept `t<n>` and sync's `s...` tokens; anything else is 400 M_INVALID_PARAM."""
+        """Accept `t<n>`; anything else is 400 M_INVALID_PARAM."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise invalid_param("Invalid pagination token")
-        if token[0] == "s":
-            return cls(StreamToken.decode(token).events)
         if token[0] == "t":
             body = token[1:]
             # Accept Synapse-style "t<topo>-<stream>" by taking the stream part.

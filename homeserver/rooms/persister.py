@@ -1,6 +1,6 @@
 """Persist events with their state, extremities and current state; then announce them.
 
-Callers hold the room's lock (`RoomWriter.lock`). Everything about one event lands in
+Callers hold the room's lock (the `KeyedLock` of the room service). Everything about one event lands in
 one storage transaction; listeners hear about it only after that commit, and in commit
 order (`commit_order`): a listener never hears of stream position N+1 before N, so
 whatever it feeds (the notifier's current token, the sync activity window) never claims
@@ -11,7 +11,7 @@ target here (`redactions.RedactionApplier`), whoever sent it, before it is annou
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from homeserver.events import Event, StateKey
@@ -32,47 +32,21 @@ class Persister:
         room_state: RoomState,
         server_name: str,
         listeners: Iterable[EventListener] = (),
+        out_of_band_listeners: Iterable[EventListener] = (),
         outbound: OutboundEvents | None = None,
     ) -> None:
+        """`listeners` hear of every event accepted into a room's timeline, in stream
+        order; `out_of_band_listeners` of out-of-band membership events (invites, knocks
+        and rejections for rooms we are not in: not timeline events, but they move the
+        events stream); `outbound` sends our own events to the room's other servers."""
         self._stores = stores
         self._room_state = room_state
         self._server_name = server_name
         self._listeners = list(listeners)
-        self._out_of_band_listeners: list[EventListener] = []
+        self._out_of_band_listeners = list(out_of_band_listeners)
         self._outbound = outbound
         self._order = CommitOrder()
         self.redactions = RedactionApplier(stores, server_name)
-
-    def add_listener(self, listener: EventListener) -> None:
-        """Hear of every event accepted into a room's timeline, in stream order."""
-        self._listeners.append(listener)
-
-    def add_out_of_band_listener(self, listener: EventListener) -> None:
-        """Hear of out-of-band membership events (invites, knocks and rejections for
-        rooms we are not in): not timeline events, but they move the events stream."""
-        self._out_of_band_listeners.append(listener)
-
-    def set_outbound(self, outbound: OutboundEvents) -> None:
-        self._outbound = outbound
-
-    async def _group_after(
-        self, event: Event, state_before: Mapping[StateKey, str], before_group: int | None
-    ) -> int:
-        """Store (or reuse) the state group for the state after `event`."""
-        if event.is_state():
-            delta = {event.state_tuple: event.event_id}
-            if before_group is not None:
-                return await self._stores.state.store_state_group(
-                    event.room_id, before_group, delta, None
-                )
-            return await self._stores.state.store_state_group(
-                event.room_id, None, {}, {**state_before, **delta}
-            )
-        if before_group is not None:
-            return before_group
-        return await self._stores.state.store_state_group(
-            event.room_id, None, {}, dict(state_before)
-        )
 
     async def persist(
         self,
@@ -97,7 +71,9 @@ class Persister:
         delta: tuple[list[StateKey], dict[StateKey, str]] | None = None
         if not outlier and rejected_reason is None:
             assert state_before is not None
-            group = await self._group_after(event, state_before, state_before_group)
+            group = await self._room_state.store_group_after(
+                event, state_before, state_before_group
+            )
             if not soft_failed:
                 new_extremities, delta = await self._advance_room(event, group)
         item = PersistItem(
@@ -128,6 +104,35 @@ class Persister:
         if accepted and announce_to_peers:
             await self._send_to_peers(event)
         return stream
+
+    async def persist_outliers(self, room_id: str, items: Sequence[PersistItem]) -> None:
+        """Store events outside the DAG (auth and state events fetched from a peer, each
+        with its check-4 verdict) in ONE transaction. Outliers are announced to no
+        listener, but a redaction waiting for one of them is applied."""
+        if not items:
+            return
+        _, turn = await self._persist_in_order(room_id, list(items))
+        try:
+            await turn.ready()
+            for item in items:
+                await self.redactions.after_persist(item.event, accepted=False)
+        finally:
+            turn.finish()
+
+    async def persist_backfilled(self, room_id: str, items: Sequence[PersistItem]) -> None:
+        """Store a backfilled batch (newest first) in ONE transaction, below every stream
+        position handed out; not announced (history is never new). Redactions in the
+        batch, or of events in it, are applied."""
+        if not items:
+            return
+        _, turn = await self._persist_in_order(room_id, list(items), backfilled=True)
+        try:
+            await turn.ready()
+            for item in items:
+                accepted = item.state_group is not None and item.rejected_reason is None
+                await self.redactions.after_persist(item.event, accepted=accepted)
+        finally:
+            turn.finish()
 
     async def persist_out_of_band_membership(self, event: Event) -> int:
         """Store a member event of a room we are not in (an invite we received, our

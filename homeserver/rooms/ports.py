@@ -1,12 +1,14 @@
 """What the room service needs from the outside, declared as protocols (ports).
 
-Federation implements `RemoteRooms` and `OutboundEvents`; sync implements
-`EventListener`. The app factory wires them, so `rooms` never imports either.
+Federation implements `RemoteRooms`, `RemoteEvents` and `OutboundEvents`; sync
+implements `EventListener`. The composition module passes them to the constructors, so
+`rooms` never imports either. Adapters fetch and check; only the room service writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from homeserver.events import Event
@@ -24,24 +26,55 @@ class OutboundEvents(Protocol):
     async def send_event(self, event: Event, destinations: Iterable[str]) -> None: ...
 
 
+@dataclass(frozen=True)
+class JoinAnswer:
+    """What a resident server answered to our send_join, after checks 1-3."""
+
+    event: Event  # our join (counter-signed by the authorising server for restricted joins)
+    state: list[Event]  # the room's state before our join
+    auth_chain: list[Event]
+
+
+class RefusedAnswer(Exception):
+    """The room service will not persist a peer's answer (e.g. our join is not allowed
+    by the state it returned): the handshake tries the next server."""
+
+
+# Checks and persists one join answer (the room service's half of the handshake).
+AcceptJoin = Callable[[JoinAnswer], Awaitable[None]]
+
+
 class RemoteRooms(Protocol):
     """Membership handshakes for rooms that another server must vouch for.
 
-    Each call runs the whole exchange (make_* / send_*, verification, persistence
-    through the room service) and returns the persisted membership event.
+    The adapter runs the exchange with each candidate server in turn (make_* / send_*,
+    checks 1-3 of what comes back) and persists nothing: the room service does, through
+    `accept` for joins and with the returned event for the others.
     """
 
     async def join(
-        self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]
+        self,
+        room_id: str,
+        user_id: str,
+        servers: list[str],
+        content: dict[str, Any],
+        accept: AcceptJoin,
     ) -> Event: ...
 
-    async def leave(self, room_id: str, user_id: str, servers: list[str]) -> Event: ...
+    async def leave(self, room_id: str, user_id: str, servers: list[str]) -> Event:
+        """Our leave (rejecting an invite), accepted by one of `servers`."""
+        ...
 
     async def knock(
         self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]
-    ) -> Event: ...
+    ) -> Event:
+        """Our knock, accepted by one of `servers`; `unsigned.knock_room_state` holds
+        the stripped state the server sent back."""
+        ...
 
-    async def invite(self, event: Event, invite_room_state: list[dict[str, Any]]) -> Event: ...
+    async def invite(self, event: Event, invite_room_state: list[dict[str, Any]]) -> Event:
+        """The invite counter-signed by the invitee's server."""
+        ...
 
 
 class RemoteProfileLookup(Protocol):
@@ -78,6 +111,12 @@ class RemoteEvents(Protocol):
     async def get_event_auth(
         self, destination: str, room_id: str, event_id: str
     ) -> list[Event]: ...
+
+    async def backfill(
+        self, destination: str, room_id: str, from_event_ids: Iterable[str], limit: int
+    ) -> list[Event]:
+        """Up to `limit` events preceding `from_event_ids` (in no particular order)."""
+        ...
 
 
 class Backfill(Protocol):

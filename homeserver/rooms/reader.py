@@ -52,15 +52,21 @@ class Access:
 
 class RoomReader:
     def __init__(
-        self, stores: Stores, read_store: RoomReadStore, clock: Callable[[], float] = time.time
+        self,
+        stores: Stores,
+        read_store: RoomReadStore,
+        *,
+        aggregations: Aggregations | None = None,
+        backfill: Backfill | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._stores = stores
         self._read = read_store
         self._clock = clock
-        # Set by the federation wiring: fetches history from before our server joined.
-        self.backfill: Backfill | None = None
-        # Set by the app factory: bundled aggregations (unsigned["m.relations"]).
-        self.aggregations: Aggregations | None = None
+        # Fetches history from before our server joined (None without federation).
+        self._backfill = backfill
+        # Bundled aggregations (unsigned["m.relations"]).
+        self._aggregations = aggregations
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -124,9 +130,9 @@ class RoomReader:
 
     async def bundle(self, events: Sequence[Event], user_id: str) -> dict[str, dict[str, Any]]:
         """Aggregations for `events` in one batched call ({} when not wired)."""
-        if self.aggregations is None or not events:
+        if self._aggregations is None or not events:
             return {}
-        return await self.aggregations(events, user_id)
+        return await self._aggregations(events, user_id)
 
     async def _replaced_state(self, events: Sequence[Event]) -> dict[str, Event]:
         """state event ID -> the event it replaced at its (type, state_key)."""
@@ -363,10 +369,10 @@ class RoomReader:
         backfilled events get stream orderings below everything we hold."""
         exhausted = True
         for _ in range(MAX_BACKFILL_ROUNDS):
-            if self.backfill is None or not exhausted or len(events) >= limit:
+            if self._backfill is None or not exhausted or len(events) >= limit:
                 break
             try:
-                added = await self.backfill.backfill(room_id, limit)
+                added = await self._backfill.backfill(room_id, limit)
             except Exception:  # a remote's failure must not fail the local read
                 log.exception("backfill of %s failed", room_id)
                 added = 0

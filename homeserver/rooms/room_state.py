@@ -4,6 +4,11 @@ The state after one event is a stored state group. The state after several
 (forward extremities, or the prev_events of a received event) is their resolution;
 resolutions are cached by the set of groups, so a room whose extremities don't change
 never resolves twice.
+
+This is also the one place that stores new state groups (`store_group_after`,
+`store_group`): every writer of the graph (local sends, received, fetched and
+backfilled events) records the state after an event the same way, as a delta on the
+group before it when there is one.
 """
 
 from __future__ import annotations
@@ -75,6 +80,24 @@ class RoomState:
         if len(self._resolved) > self._cache_size:
             self._resolved.popitem(last=False)
         return dict(resolved), None
+
+    async def store_group_after(
+        self, event: Event, state_before: Mapping[StateKey, str], before_group: int | None
+    ) -> int:
+        """Store (or reuse) the group of the state after `event`, given the state before
+        it and, when known, that state's own group."""
+        delta = {event.state_tuple: event.event_id} if event.is_state() else {}
+        if before_group is not None:
+            if not delta:
+                return before_group
+            return await self._stores.state.store_state_group(
+                event.room_id, before_group, delta, None
+            )
+        return await self.store_group(event.room_id, {**state_before, **delta})
+
+    async def store_group(self, room_id: str, state: Mapping[StateKey, str]) -> int:
+        """A new group holding exactly `state` (e.g. a fork resolved just now)."""
+        return await self._stores.state.store_state_group(room_id, None, {}, dict(state))
 
     async def auth_state_for(
         self, state: Mapping[StateKey, str], keys: Iterable[StateKey]

@@ -17,7 +17,7 @@ data a response carries.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from homeserver.ephemeral.account_data import AccountDataService
@@ -76,7 +76,11 @@ class SyncBuilder:
         receipts: ReceiptsService,
         presence: PresenceService,
         account_data: AccountDataService,
-        extensions: list[SyncExtension],
+        extensions: Sequence[SyncExtension],
+        *,
+        activity: RoomActivity | None = None,
+        aggregations: Aggregations | None = None,
+        push_rules: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._stores = stores
         self._queries = queries
@@ -85,31 +89,17 @@ class SyncBuilder:
         self._receipts = receipts
         self._presence = presence
         self._account_data = account_data
-        self._extensions = extensions
-        self._rooms = RoomSections(stores, queries, room_reads, membership, typing)
-        # Set by the app factory: the user's push rules ({"global": ...}), sent as
-        # global account data m.push_rules on initial sync and after every change
-        # (a change writes an m.push_rules account data entry to move the stream).
-        self.push_rules: Callable[[str], Awaitable[dict[str, Any]]] | None = None
-
-    @property
-    def activity(self) -> RoomActivity | None:
-        """Set by the app factory: recent room activity, so incremental syncs learn
-        which rooms changed (and their new events) without a query."""
-        return self._rooms.activity
-
-    @activity.setter
-    def activity(self, value: RoomActivity | None) -> None:
-        self._rooms.activity = value
-
-    @property
-    def aggregations(self) -> Aggregations | None:
-        """Set by the app factory: unsigned["m.relations"] for timeline events."""
-        return self._rooms.aggregations
-
-    @aggregations.setter
-    def aggregations(self, value: Aggregations | None) -> None:
-        self._rooms.aggregations = value
+        self._extensions = list(extensions)
+        # Recent room activity, so incremental syncs learn which rooms changed (and
+        # their new events) without a query.
+        self.activity = activity
+        self._rooms = RoomSections(
+            stores, queries, room_reads, membership, typing, activity, aggregations
+        )
+        # The user's push rules ({"global": ...}), sent as global account data
+        # m.push_rules on initial sync and after every change (a change writes an
+        # m.push_rules account data entry to move the stream).
+        self.push_rules = push_rules
 
     # -- entry point ------------------------------------------------------------------
 

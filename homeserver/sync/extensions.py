@@ -1,16 +1,14 @@
 """How other areas add their parts to a /sync response without sync importing them.
 
 E2EE adds `to_device`, `device_lists` and key counts; push adds per-room
-`unread_notifications`. Each registers a `SyncExtension` in `SYNC_EXTENSIONS` during
-its setup; the sync builder calls every one for each response.
+`unread_notifications`. The composition module hands the sync builder every area's
+`SyncExtension`; the builder calls each one for every response.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from aiohttp import web
 
 from .tokens import StreamToken
 
@@ -35,6 +33,3 @@ class SyncExtension(Protocol):
         self, ctx: SyncContext, room_id: str, room: dict[str, Any], membership: str
     ) -> None:
         """Add to one room's section (e.g. `unread_notifications`)."""
-
-
-SYNC_EXTENSIONS: web.AppKey[list[SyncExtension]] = web.AppKey("sync_extensions")

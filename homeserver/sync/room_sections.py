@@ -65,6 +65,8 @@ class RoomSections:
         room_reads: RoomReadStore,
         membership: MembershipService,
         typing: TypingService,
+        activity: RoomActivity | None = None,
+        aggregations: Aggregations | None = None,
     ) -> None:
         self._stores = stores
         self._queries = queries
@@ -74,9 +76,9 @@ class RoomSections:
         # (user, device) -> {(room, member): event_id} lazily-loaded members already sent.
         self._sent_members: LruCache[tuple[str, str], dict[tuple[str, str], str]] = LruCache(10_000)
         # Recent room activity, so a room's new events come from memory when they can.
-        self.activity: RoomActivity | None = None
+        self.activity = activity
         # unsigned["m.relations"] for timeline events.
-        self.aggregations: Aggregations | None = None
+        self.aggregations = aggregations
 
     async def room_work(
         self,

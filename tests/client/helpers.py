@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from homeserver.services import MEMBERSHIP, ROOM_CREATOR, STORES
+from homeserver.appstate import MEMBERSHIP, ROOM_CREATOR, STORES
 
 SERVER_NAME = "test.local"
 

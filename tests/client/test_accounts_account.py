@@ -6,8 +6,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from homeserver.accounts.keys import DEVICE_DELETED_HOOKS
-from homeserver.services import STORES
+from homeserver.appstate import STORES, TO_DEVICE
 from tests.client.helpers import auth, make_room, register_user
 
 LOGIN = "/_matrix/client/v3/login"
@@ -102,13 +101,16 @@ async def test_change_password_bad_input(app_client: TestClient) -> None:
 
 
 async def test_deactivate(app_client: TestClient) -> None:
-    deleted: list[tuple[str, str]] = []
-
-    async def hook(user_id: str, device_id: str) -> None:
-        deleted.append((user_id, device_id))
-
-    app_client.server.app[DEVICE_DELETED_HOOKS].append(hook)
     user = await register_user(app_client, "erin", device_id="E1")
+    deleted: list[tuple[str, str]] = []
+    to_device = app_client.server.app[TO_DEVICE]
+    drop_queue = to_device.device_deleted
+
+    async def record(user_id: str, device_id: str) -> None:
+        deleted.append((user_id, device_id))
+        await drop_queue(user_id, device_id)
+
+    to_device.device_deleted = record  # type: ignore[method-assign]
     user_id = "@erin:test.local"
     room_id = await make_room(app_client, user_id)
     stores = app_client.server.app[STORES]

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from signedjson.key import generate_signing_key
 
-from homeserver.accounts.keys import DEVICE_DELETED_HOOKS
-from homeserver.services import STORES
+from homeserver.accounts.passwords import PasswordHasher
+from homeserver.accounts.sessions import SessionService
+from homeserver.appstate import ACCOUNT_AUTH_STORE, RATE_LIMITERS, STORES
 from tests.client.helpers import auth, register_user
+from tests.client.test_e2ee_keys import device_keys
 
 DEVICES = "/_matrix/client/v3/devices"
 
@@ -79,19 +82,27 @@ async def test_other_users_devices_are_invisible(app_client: TestClient) -> None
     assert deleted.status == 404
 
 
+async def _device_key_ids(client: TestClient, token: str, user_id: str) -> list[str]:
+    response = await client.post(
+        "/_matrix/client/v3/keys/query",
+        json={"device_keys": {user_id: []}},
+        headers=auth(token),
+    )
+    assert response.status == 200
+    return sorted((await response.json())["device_keys"].get(user_id, {}))
+
+
 async def test_delete_device_with_uia_runs_hooks(app_client: TestClient) -> None:
-    calls: list[tuple[str, str]] = []
-
-    async def hook(user_id: str, device_id: str) -> None:
-        calls.append((user_id, device_id))
-
-    async def broken_hook(user_id: str, device_id: str) -> None:
-        raise RuntimeError("a failing hook must not stop deletion")
-
-    app_client.server.app[DEVICE_DELETED_HOOKS].extend([broken_hook, hook])
     user = await register_user(app_client, "dave", device_id="MAIN")
     other = await _login(app_client, "dave", "OLD")
     headers = auth(user["access_token"])
+    uploaded = await app_client.post(
+        "/_matrix/client/v3/keys/upload",
+        json={"device_keys": device_keys("@dave:test.local", "OLD", generate_signing_key("x"))},
+        headers=auth(other["access_token"]),
+    )
+    assert uploaded.status == 200, await uploaded.text()
+    assert await _device_key_ids(app_client, user["access_token"], "@dave:test.local") == ["OLD"]
     challenge = await app_client.delete(f"{DEVICES}/OLD", headers=headers)
     assert challenge.status == 401
     body = await challenge.json()
@@ -110,7 +121,8 @@ async def test_delete_device_with_uia_runs_hooks(app_client: TestClient) -> None
         f"{DEVICES}/OLD", json={"auth": _password_auth("dave", body["session"])}, headers=headers
     )
     assert ok.status == 200 and await ok.json() == {}
-    assert calls == [("@dave:test.local", "OLD")]
+    # The E2EE area's device hook dropped the deleted device's keys.
+    assert await _device_key_ids(app_client, user["access_token"], "@dave:test.local") == []
     assert (
         await app_client.get(
             "/_matrix/client/v3/account/whoami", headers=auth(other["access_token"])
@@ -174,3 +186,31 @@ async def test_devices_need_auth(app_client: TestClient) -> None:
         response = await app_client.request(method, path, json={})
         assert response.status == 401
         assert (await response.json())["errcode"] == "M_MISSING_TOKEN"
+
+
+async def test_a_failing_device_hook_does_not_stop_the_others(app_client: TestClient) -> None:
+    app = app_client.server.app
+    calls: list[tuple[str, str]] = []
+
+    async def hook(user_id: str, device_id: str) -> None:
+        calls.append((user_id, device_id))
+
+    async def broken_hook(user_id: str, device_id: str) -> None:
+        raise RuntimeError("a failing hook must not stop deletion")
+
+    sessions = SessionService(
+        app[STORES].accounts,
+        app[ACCOUNT_AUTH_STORE],
+        PasswordHasher(),
+        app[RATE_LIMITERS],
+        "test.local",
+        device_deleted=[broken_hook, hook],
+        device_renamed=[broken_hook, hook],
+    )
+    await register_user(app_client, "fay", device_id="MAIN")
+    await _login(app_client, "fay", "OLD")
+    await sessions.delete_devices("@fay:test.local", ["OLD"])
+    await sessions.rename_device("@fay:test.local", "MAIN", "Main")
+    assert calls == [("@fay:test.local", "OLD"), ("@fay:test.local", "MAIN")]
+    devices = await app[STORES].accounts.get_devices("@fay:test.local")
+    assert [(d.device_id, d.display_name) for d in devices] == [("MAIN", "Main")]

@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.app import create_app
-from homeserver.services import STORES
+from homeserver.appstate import STORES
 from tests.client.helpers import auth, register_user
 
 LOGIN = "/_matrix/client/v3/login"

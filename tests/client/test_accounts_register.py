@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from homeserver.accounts.keys import ACCOUNT_AUTH_STORE
 from homeserver.app import create_app
-from homeserver.services import STORES
+from homeserver.appstate import ACCOUNT_AUTH_STORE, STORES
 from tests.client.helpers import auth, register_user
 
 REGISTER = "/_matrix/client/v3/register"

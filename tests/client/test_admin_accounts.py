@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from homeserver.__main__ import registration_mac
 from homeserver.accounts.admin_register import expected_mac
 from homeserver.app import create_app
-from homeserver.services import STORES
+from homeserver.appstate import STORES
 from tests.client.helpers import auth, register_user
 from tests.conftest import TEST_SHARED_SECRET
 

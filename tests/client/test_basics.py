@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.app import AREAS, CLIENT, create_app
-from homeserver.appstate import CONFIG, DATABASE, HTTP_CLIENT, LISTENERS, Mounts
+from homeserver.appstate import CONFIG, LISTENERS, STORES, Mounts
 from homeserver.client.versions import SUPPORTED_VERSIONS, UNSTABLE_FEATURES
 from homeserver.config import ListenerConfig
 from homeserver.http import client_ip
@@ -62,8 +62,7 @@ async def test_cors_preflight_on_any_path(app_client: Any) -> None:
 async def test_shared_state_is_set_up(app_client: Any) -> None:
     app = app_client.server.app
     assert app[CONFIG].server_name == "test.local"
-    assert await app[DATABASE].fetchval("SELECT 1") == 1
-    assert not app[HTTP_CLIENT].closed
+    assert await app[STORES].db.fetchval("SELECT 1") == 1
 
 
 async def test_an_area_plugs_in_with_one_setup_function(aiohttp_client: Any, tmp_config) -> None:

@@ -7,8 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from homeserver.client.room_services import ROOM_READER
-from homeserver.services import LOCAL_EVENTS
+from homeserver.appstate import LOCAL_EVENTS, ROOM_READER
 from tests.client.helpers import auth, join_room, make_room, make_user
 
 V3 = "/_matrix/client/v3"
@@ -143,7 +142,7 @@ async def test_messages_event_and_context_carry_bundled_aggregations(
 async def test_one_batched_lookup_per_response(app_client: TestClient) -> None:
     ids = await _room_with_relations(app_client)
     reader = app_client.server.app[ROOM_READER]
-    inner = reader.aggregations
+    inner = reader._aggregations  # noqa: SLF001 - counting the reader's one port
     assert inner is not None
     calls: list[int] = []
 
@@ -151,7 +150,7 @@ async def test_one_batched_lookup_per_response(app_client: TestClient) -> None:
         calls.append(len(events))
         return await inner(events, user_id)
 
-    reader.aggregations = counting
+    reader._aggregations = counting  # noqa: SLF001
     url = f"{V3}/rooms/{ids['room']}/context/{ids['ref']}"
     r = await app_client.get(url, params={"limit": "6"}, headers=auth(ids["token"]))
     assert r.status == 200

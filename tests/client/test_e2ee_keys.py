@@ -98,7 +98,7 @@ async def test_fallback_key_is_reused_and_marked_used(app_client: Any) -> None:
     status, body = await post(app_client, "/upload", alice_token, {"fallback_keys": fallback})
     assert status == 200, body
     ext = app_client.server.app
-    from homeserver.e2ee.services import E2EE_KEYS
+    from homeserver.appstate import E2EE_KEYS
 
     assert await ext[E2EE_KEYS].unused_fallback_key_types(alice, alice_dev) == ["signed_curve25519"]
     for _ in range(2):
@@ -126,7 +126,7 @@ async def test_fallback_key_is_reused_and_marked_used(app_client: Any) -> None:
 
 
 async def test_remote_users_are_failures_without_federation(app_client: Any) -> None:
-    from homeserver.e2ee.services import E2EE_KEYS
+    from homeserver.appstate import E2EE_KEYS
 
     _, token, _ = await make_user(app_client, "alice")
     app_client.server.app[E2EE_KEYS]._remote = lambda: None  # no network in this test
@@ -341,8 +341,7 @@ async def test_cross_signing_bad_input(app_client: Any) -> None:
 
 
 async def test_device_deleted_hook_drops_keys(app_client: Any) -> None:
-    from homeserver.accounts.keys import DEVICE_DELETED_HOOKS
-    from homeserver.services import NOTIFIER, STORES
+    from homeserver.appstate import NOTIFIER, SESSIONS, STORES
 
     alice, alice_token, alice_dev = await make_user(app_client, "alice")
     _, bob_token, _ = await make_user(app_client, "bob")
@@ -357,8 +356,7 @@ async def test_device_deleted_hook_drops_keys(app_client: Any) -> None:
     )
     app = app_client.server.app
     before = app[NOTIFIER].current.device_lists
-    for hook in app[DEVICE_DELETED_HOOKS]:
-        await hook(alice, alice_dev)
+    await app[SESSIONS].run_device_hooks(alice, [alice_dev])
     assert app[NOTIFIER].current.device_lists > before
     # Even if a device with the same ID comes back, the old keys are gone.
     await app[STORES].accounts.upsert_device(alice, alice_dev)

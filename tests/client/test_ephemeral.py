@@ -8,9 +8,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from homeserver.ephemeral.edus import EDU_SENDERS
-from homeserver.ephemeral.keys import PRESENCE, RECEIPTS, TYPING
-from homeserver.services import LOCAL_EVENTS
+from federation.appkeys import SENDER
+from homeserver.appstate import LOCAL_EVENTS, PRESENCE, RECEIPTS, TYPING
 from tests.client.helpers import auth, join_room, make_room, make_user
 
 V3 = "/_matrix/client/v3"
@@ -192,10 +191,10 @@ async def test_remote_updates_and_outbound_edus(app_client: TestClient) -> None:
     alice, alice_token, _, bob_token, room_id = await two_users_in_a_room(app_client)
     sent: list[tuple[str, dict, list[str]]] = []
 
-    async def record(edu_type: str, content: dict, destinations: list[str]) -> None:
+    async def record(destinations: list[str], edu_type: str, content: dict) -> None:
         sent.append((edu_type, content, destinations))
 
-    app[EDU_SENDERS].append(record)
+    app[SENDER].send_edu = record  # type: ignore[method-assign]
     remote = "@zed:remote.example"
     # Only local servers are in the room: local updates produce no EDUs.
     await app_client.put(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.reports.service import REPORTS
-from homeserver.services import LOCAL_EVENTS
+from homeserver.appstate import LOCAL_EVENTS, REPORTS
 from tests.client.helpers import auth, make_room, make_user
 
 C = "/_matrix/client/v3"

@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestClient
 
 import homeserver.ephemeral.presence as presence_mod
 from homeserver.app import create_app
+from homeserver.appstate import PRESENCE
 from homeserver.config import Config
 from homeserver.ephemeral.deadlines import DeadlineQueue
 from homeserver.ephemeral.edus import EduOutbox
-from homeserver.ephemeral.keys import PRESENCE
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.storage.presence import PresenceRow
 from tests.client.helpers import auth, join_room, make_room, make_user
@@ -204,7 +204,7 @@ def make_service() -> tuple[PresenceService, FakeNotifier, list[tuple[str, dict,
         FakeStore(),  # type: ignore[arg-type]
         FakeRooms(),  # type: ignore[arg-type]
         notifier,  # type: ignore[arg-type]
-        EduOutbox([record], "hs"),
+        EduOutbox(record, "hs"),
         "hs",
         idle_timeout_ms=300_000,
         sync_timeout_ms=30_000,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.app import create_app
-from homeserver.profiles.lifetime import PROFILES
-from homeserver.profiles.ports import REMOTE_PROFILES
-from homeserver.services import MEMBERSHIP, STORES
+from homeserver.appstate import MEMBERSHIP, PROFILES, STORES
+from homeserver.composition import Overrides
 from tests.client.helpers import auth, join_room, make_room, make_user
 
 P = "/_matrix/client/v3/profile"
@@ -219,9 +218,9 @@ async def test_remote_profiles_use_the_port(aiohttp_client: Any, tmp_config: Any
             return profile if field is None else {k: v for k, v in profile.items() if k == field}
 
     fake = FakeRemote()
-    app = create_app(tmp_config())
-    app[REMOTE_PROFILES] = fake
-    app_client = await aiohttp_client(app)
+    app_client = await aiohttp_client(
+        create_app(tmp_config(), overrides=Overrides(remote_profiles=fake))
+    )
     assert await (await app_client.get(f"{P}/{remote}")).json() == {
         "displayname": "Carol",
         "avatar_url": "mxc://remote.example/c",

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from homeserver.push.services import PUSH_ACTIONS, PUSH_STORE
-from homeserver.services import LOCAL_EVENTS, STORES
-from homeserver.sync.extensions import SYNC_EXTENSIONS, SyncContext
+from homeserver.appstate import LOCAL_EVENTS, PUSH_ACTIONS, PUSH_STORE, STORES
+from homeserver.push.sync_extension import UnreadCountsExtension
+from homeserver.sync.extensions import SyncContext
 from homeserver.sync.tokens import StreamToken
 from tests.client.helpers import auth, join_room, make_room, make_user
 
@@ -28,8 +28,9 @@ async def counts(client: TestClient, user_id: str, room_id: str) -> dict[str, in
     now = StreamToken(events=await app[STORES].events.get_current_stream_position())
     ctx = SyncContext(user_id, None, None, now, False, frozenset({room_id}))
     room: dict[str, Any] = {}
-    for ext in app[SYNC_EXTENSIONS]:
-        await ext.per_room(ctx, room_id, room, "join")
+    await UnreadCountsExtension(app[PUSH_ACTIONS], app[PUSH_STORE]).per_room(
+        ctx, room_id, room, "join"
+    )
     return room["unread_notifications"]
 
 

@@ -6,8 +6,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from homeserver.relations.service import RELATIONS
-from homeserver.services import LOCAL_EVENTS
+from homeserver.appstate import LOCAL_EVENTS, RELATIONS
 from tests.client.helpers import auth, join_room, make_room, make_user
 
 V1 = "/_matrix/client/v1/rooms"

@@ -127,7 +127,7 @@ async def test_join_leave_forget_and_joined_rooms(app_client: Any, users: Any) -
     assert await call(app_client, "GET", "/joined_rooms", btok) == {"joined_rooms": []}
     assert await call(app_client, "POST", f"/rooms/{room}/forget", btok, {}) == {}
     store = app_client.server.app
-    from homeserver.client.room_services import ROOM_READ_STORE
+    from homeserver.appstate import ROOM_READ_STORE
 
     assert await store[ROOM_READ_STORE].is_forgotten(bob, room)
     assert await call(app_client, "POST", f"/join/{room}", btok, {}) == {"room_id": room}

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from homeserver.services import LOCAL_EVENTS, MEMBERSHIP
+from homeserver.appstate import LOCAL_EVENTS, MEMBERSHIP
 from homeserver.sync.tokens import StreamToken
 from tests.client.helpers import auth, join_room, leave_room, make_room, make_user
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from homeserver.services import LOCAL_EVENTS
+from homeserver.appstate import LOCAL_EVENTS
 from tests.client.helpers import auth, join_room, make_room, make_user
 
 SYNC = "/_matrix/client/v3/sync"

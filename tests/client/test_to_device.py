@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.e2ee.services import TO_DEVICE
+from homeserver.appstate import DEVICE_LISTS, E2EE_KEYS, NOTIFIER, TO_DEVICE
 from homeserver.e2ee.sync_extension import E2eeSyncExtension
-from homeserver.services import NOTIFIER
-from homeserver.sync.extensions import SYNC_EXTENSIONS, SyncContext
+from homeserver.sync.extensions import SyncContext
 from homeserver.sync.tokens import StreamToken
 from tests.client.helpers import auth, join_room, leave_room, make_room, make_user
 
 
 def extension(client: Any) -> E2eeSyncExtension:
-    (ext,) = [e for e in client.server.app[SYNC_EXTENSIONS] if isinstance(e, E2eeSyncExtension)]
-    return ext
+    """The extension the sync builder runs, over the app's E2EE services."""
+    app = client.server.app
+    return E2eeSyncExtension(app[E2EE_KEYS], app[TO_DEVICE], app[DEVICE_LISTS])
 
 
 async def sync(
@@ -96,12 +96,12 @@ async def test_remote_and_unknown_targets(app_client: Any) -> None:
     service = app_client.server.app[TO_DEVICE]
     messages = {"@carol:remote.example": {"D": {"x": 1}}, bob: {"NOSUCHDEVICE": {"x": 2}}}
 
-    service._remote = lambda: None  # no federation: remote messages are dropped, counted
+    service._remote = None  # no federation: remote messages are dropped, counted
     assert (await send(app_client, alice_token, "r1", messages))[0] == 200
     assert service.dropped_remote == 1
 
     fake = FakeRemote()
-    service._remote = lambda: fake  # federation present: handed over per destination
+    service._remote = fake  # federation present: handed over per destination
     assert (await send(app_client, alice_token, "r2", messages))[0] == 200
     assert fake.sent == [
         ("remote.example", alice, "m.test", {"@carol:remote.example": {"D": {"x": 1}}})

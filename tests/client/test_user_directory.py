@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.profiles.lifetime import USER_DIRECTORY
-from homeserver.services import LOCAL_EVENTS, STORES
+from homeserver.appstate import LOCAL_EVENTS, STORES, USER_DIRECTORY
 from tests.client.helpers import auth, join_room, leave_room, make_room, make_user
 
 S = "/_matrix/client/v3/user_directory/search"

@@ -14,13 +14,13 @@ from aiohttp.test_utils import TestClient
 from signedjson.key import encode_verify_key_base64, get_verify_key
 
 from federation.auth import sign_request
+from homeserver.appstate import ROOM_CREATOR, STORES
 from homeserver.events import Event
 from homeserver.events.builder import build_event
 from homeserver.events.hashing import add_content_hash
 from homeserver.events.signing import generate_signing_key, sign_event
 from homeserver.graph.auth_rules import auth_types_for_event
 from homeserver.rooms.creation import RoomSpec
-from homeserver.services import ROOM_CREATOR, STORES
 
 OUR = "test.local"
 REMOTE = "remote.test"

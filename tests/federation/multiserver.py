@@ -16,8 +16,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from federation.sender import SENDER_SETTINGS, SenderSettings
+from federation.sender import SenderSettings
 from homeserver.app import create_app
+from homeserver.composition import Overrides
 from tests.conftest import make_config
 
 FAST_SENDER = SenderSettings(
@@ -58,8 +59,7 @@ class LoopbackServer:
         return self.runner.app
 
     async def start(self) -> None:
-        app = create_app(self.config)
-        app[SENDER_SETTINGS] = FAST_SENDER
+        app = create_app(self.config, overrides=Overrides(sender_settings=FAST_SENDER))
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()

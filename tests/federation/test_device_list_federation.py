@@ -15,8 +15,7 @@ from typing import Any
 import signedjson.key
 import signedjson.sign
 
-from federation.outbound_wiring import QUERIES
-from federation.sender import SENDER
+from federation.appkeys import QUERIES, SENDER
 from tests.federation.multiserver import LoopbackServer, eventually
 
 

@@ -19,10 +19,10 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from federation.auth import sign_request
+from homeserver.appstate import LOCAL_EVENTS, STORES
 from homeserver.events import get_room_version
 from homeserver.events.hashing import add_content_hash
 from homeserver.events.signing import sign_event
-from homeserver.services import LOCAL_EVENTS, STORES
 from tests.client.hostile import (
     HOSTILE_PATH_VALUES,
     HOSTILE_QUERIES,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from federation.acl import server_allowed
+from homeserver.appstate import LOCAL_EVENTS
 from homeserver.events.signing import generate_signing_key
-from homeserver.services import LOCAL_EVENTS
 from tests.federation.inbound_helpers import ALICE, create_room, fed, join_remote, seed_remote_key
 
 

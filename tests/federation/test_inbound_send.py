@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from homeserver.appstate import LOCAL_EVENTS, STORES
 from homeserver.events.signing import generate_signing_key
-from homeserver.services import LOCAL_EVENTS, STORES
 from tests.federation.inbound_helpers import (
     ALICE,
     RITA,
@@ -195,3 +195,26 @@ async def test_to_device_edu_is_delivered_once(client, room):
 
     msgs = await ToDeviceStore(stores.db).get_messages("@bob:test.local", "DEV1", 0, 10**9)
     assert [(m.sender, m.content) for _, m in msgs] == [(RITA, {"k": 1})]
+
+
+async def test_to_device_edu_for_devices_that_do_not_exist_is_not_queued(client, room):
+    """Inbound to-device takes the local delivery path: only existing devices get
+    messages, so a peer cannot fill our queue for made-up device IDs (or leave messages
+    waiting for a device that logs in later)."""
+    from homeserver.storage.to_device import ToDeviceStore
+
+    stores = client.app[STORES]
+    bob = "@bob:test.local"
+    await stores.accounts.create_user(bob, None)
+    await stores.accounts.upsert_device(bob, "DEV1", None)
+    messages = {bob: {f"GHOST{i}": {"n": i} for i in range(20)} | {"DEV1": {"n": "real"}}}
+    edu = {
+        "edu_type": "m.direct_to_device",
+        "content": {"sender": RITA, "type": "m.x", "message_id": "g1", "messages": messages},
+    }
+    await send(client, "ghosts", [], [edu])
+    store = ToDeviceStore(stores.db)
+    real = await store.get_messages(bob, "DEV1", 0, 10**9)
+    assert [m.content for _, m in real] == [{"n": "real"}]
+    await stores.accounts.upsert_device(bob, "GHOST3", None)  # logs in later
+    assert await store.get_messages(bob, "GHOST3", 0, 10**9) == []

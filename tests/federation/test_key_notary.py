@@ -13,8 +13,7 @@ import pytest
 from signedjson.key import encode_verify_key_base64, get_verify_key
 from signedjson.sign import verify_signed_json
 
-from federation.appkeys import KEYRING
-from federation.keys import SERVER_KEYS
+from federation.appkeys import KEYRING, SERVER_KEYS
 from tests.federation.multiserver import LoopbackServer
 
 

@@ -11,8 +11,8 @@ from signedjson.key import decode_verify_key_bytes, generate_signing_key, write_
 from signedjson.sign import verify_signed_json
 from unpaddedbase64 import decode_base64
 
+from federation.appkeys import SERVER_KEYS
 from federation.keys import (
-    SERVER_KEYS,
     ServerKeys,
     SigningKeyError,
     load_or_create_signing_keys,

@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from federation.sender import SENDER
-from homeserver.services import STORES
+from federation.appkeys import SENDER
+from homeserver.appstate import STORES
 from tests.federation.multiserver import LoopbackServer, eventually
 
 

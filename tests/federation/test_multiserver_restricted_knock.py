@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from homeserver.services import STORES
+from homeserver.appstate import STORES
 from tests.federation.multiserver import LoopbackServer, eventually
 
 

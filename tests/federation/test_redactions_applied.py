@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from homeserver.services import STORES
+from homeserver.appstate import STORES
 from tests.client.helpers import auth, make_user
 from tests.federation.inbound_helpers import (
     RITA,

@@ -87,6 +87,7 @@ class Origin:
     events: LocalEvents
     room_id: str
     client: FederationClient
+    key: Any
 
 
 async def open_origin(path: Path) -> Origin:
@@ -102,7 +103,7 @@ async def open_origin(path: Path) -> Origin:
     client = FederationClient(
         SERVER, key, ip_filter=IPFilter(whitelist=["127.0.0.0/8"]), plain_http=True, timeout=5
     )
-    return Origin(db, stores, events, room_id, client)
+    return Origin(db, stores, events, room_id, client, key)
 
 
 @pytest.fixture
@@ -328,7 +329,7 @@ async def open_origin_again(path: Path, room_id: str) -> Origin:
     client = FederationClient(
         SERVER, key, ip_filter=IPFilter(whitelist=["127.0.0.0/8"]), plain_http=True, timeout=5
     )
-    return Origin(db, stores, events, room_id, client)
+    return Origin(db, stores, events, room_id, client, key)
 
 
 async def test_persister_queues_local_events_for_joined_remote_hosts(origin: Origin) -> None:
@@ -338,12 +339,13 @@ async def test_persister_queues_local_events_for_joined_remote_hosts(origin: Ori
     server = await start_peer(peer)
     dest = f"127.0.0.1:{server.port}"
     sender = new_sender(origin)
-    persister = origin.events._persister  # noqa: SLF001 - the one wired in open_origin
-    persister.set_outbound(sender)
+    room_state = RoomState(origin.stores)
+    persister = Persister(origin.stores, room_state, SERVER, outbound=sender)
+    events = LocalEvents(origin.stores, room_state, persister, KeyedLock(), SERVER, origin.key)
     try:
         remote_user = f"@bob:{dest}"
         # Invite the remote user: the persister sends the invite to the target's server.
-        await origin.events.send(
+        await events.send(
             origin.room_id, ALICE, "m.room.member", {"membership": "invite"}, remote_user
         )
         await wait_for(lambda: len(peer.txns) == 1)

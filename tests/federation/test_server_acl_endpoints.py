@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from homeserver.appstate import LOCAL_EVENTS, STORES
 from homeserver.ephemeral.typing import TypingService
 from homeserver.events import get_room_version
-from homeserver.services import LOCAL_EVENTS, STORES
 from tests.federation.inbound_helpers import (
     ALICE,
     RITA,

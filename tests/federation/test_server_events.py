@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from homeserver.appstate import LOCAL_EVENTS, STORES
 from homeserver.events import Event, get_room_version
-from homeserver.services import LOCAL_EVENTS, STORES
 from tests.federation.inbound_helpers import (
     ALICE,
     create_room,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from homeserver.appstate import LOCAL_EVENTS, STORES
 from homeserver.events import get_room_version
-from homeserver.services import LOCAL_EVENTS, STORES
 from tests.federation.inbound_helpers import (
     ALICE,
     RITA,

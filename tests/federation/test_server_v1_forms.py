@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from homeserver.appstate import LOCAL_EVENTS, STORES
 from homeserver.events import get_room_version
 from homeserver.events.builder import build_event
-from homeserver.services import LOCAL_EVENTS, STORES
 from tests.federation.inbound_helpers import (
     ALICE,
     REMOTE_KEY,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from homeserver.services import LOCAL_EVENTS, STORES
+from homeserver.appstate import LOCAL_EVENTS, STORES
 from tests.federation.inbound_helpers import (
     ALICE,
     create_room,

@@ -10,6 +10,7 @@ from homeserver.graph.auth_rules import auth_types_for_event
 from homeserver.rooms.creation import RoomSpec
 from homeserver.rooms.ingest import Outcome, RemoteEventIngest
 from homeserver.rooms.keyed_lock import KeyedLock
+from homeserver.rooms.remote_state import RemoteState
 from homeserver.rooms.room_state import RoomState
 
 ALICE = "@alice:test.local"
@@ -75,7 +76,9 @@ def remote():
 
 @pytest.fixture
 def ingest(kit, remote):
-    return RemoteEventIngest(kit.stores, RoomState(kit.stores), kit.persister, KeyedLock(), remote)
+    locks = KeyedLock()
+    fetch = RemoteState(kit.stores, kit.persister, locks, remote)
+    return RemoteEventIngest(kit.stores, RoomState(kit.stores), kit.persister, locks, fetch)
 
 
 async def test_remote_join_and_message_accepted(kit, room, ingest) -> None:

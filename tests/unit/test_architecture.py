@@ -32,7 +32,7 @@ PURE_ALLOWED = (
     "homeserver.ids",
 )
 STORAGE_FORBIDDEN = ("homeserver.rooms", "homeserver.client", "federation")
-FEDERATION_ALLOWED_IN = ("homeserver.app", "homeserver.__main__")
+FEDERATION_ALLOWED_IN = ("homeserver.app", "homeserver.composition", "homeserver.__main__")
 
 
 def module_name(path: Path) -> str:

@@ -2,28 +2,30 @@
 
 Each handler checks that the users it acts for belong to the origin server (a server may
 only speak for its own users) and that room ACLs allow the origin, then hands the update
-to the service that owns the stream. The ephemeral services (typing, receipts,
-presence) and the device-list service are found in app state by their class, since
-their areas own their AppKeys; a missing service means the EDU is dropped (logged).
-To-device messages go straight to the to-device store and wake the recipients.
+to the service that owns the stream (typing, receipts, presence, device lists,
+to-device), each given to the constructor by the composition module.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from federation.acl import room_acl, server_allowed
-from federation.appkeys import EduHandler
-from homeserver.appstate import DATABASE
-from homeserver.services import NOTIFIER, STORES
-from homeserver.storage import IntegrityError, Stores
+from homeserver.e2ee.device_lists import DeviceListService
+from homeserver.e2ee.to_device import ToDeviceService
+from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.receipts import ReceiptsService
+from homeserver.ephemeral.typing import TypingService
+from homeserver.storage import Stores
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 MAX_TYPING_TIMEOUT_MS = 30_000
+
+# EDU type -> handler(origin, content).
+EduHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 def _server_of(user_id: Any) -> str | None:
@@ -32,25 +34,26 @@ def _server_of(user_id: Any) -> str | None:
     return user_id.partition(":")[2] or None
 
 
-def find_service(app: Mapping[Any, Any], cls: type[T]) -> T | None:
-    """The app-state value that is an instance of `cls` (None if not set up)."""
-    for key in list(app):
-        value = app.get(key)
-        if isinstance(value, cls):
-            return value
-    return None
+class InboundEdus:
+    """The handlers of the EDU types we understand."""
 
-
-class EduDispatcher:
-    """Builds the default EDU handlers over one app's state."""
-
-    def __init__(self, app: Mapping[Any, Any], server_name: str) -> None:
-        self.app = app
+    def __init__(
+        self,
+        stores: Stores,
+        server_name: str,
+        typing: TypingService,
+        receipts: ReceiptsService,
+        presence: PresenceService,
+        device_lists: DeviceListService,
+        to_device: ToDeviceService,
+    ) -> None:
+        self.stores = stores
         self.server_name = server_name
-
-    @property
-    def stores(self) -> Stores:
-        return self.app[STORES]
+        self._typing = typing
+        self._receipts = receipts
+        self._presence = presence
+        self._device_lists = device_lists
+        self._to_device = to_device
 
     def handlers(self) -> dict[str, EduHandler]:
         return {
@@ -70,8 +73,6 @@ class EduDispatcher:
         return server_allowed(await room_acl(self.stores, room_id), origin)
 
     async def typing(self, origin: str, content: dict[str, Any]) -> None:
-        from homeserver.ephemeral.typing import TypingService
-
         room_id, user_id = content.get("room_id"), content.get("user_id")
         typing = content.get("typing")
         if _server_of(user_id) != origin or not isinstance(typing, bool):
@@ -80,19 +81,12 @@ class EduDispatcher:
             return
         if await self.stores.current_state.get_membership(room_id, user_id) != "join":
             return
-        service = find_service(self.app, TypingService)
-        if service is None:
-            log.info("m.typing dropped: no typing service")
-            return
         timeout = content.get("timeout")
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
             timeout = MAX_TYPING_TIMEOUT_MS
-        service.set_remote(room_id, user_id, typing, min(timeout, MAX_TYPING_TIMEOUT_MS))
+        self._typing.set_remote(room_id, user_id, typing, min(timeout, MAX_TYPING_TIMEOUT_MS))
 
     async def receipt(self, origin: str, content: dict[str, Any]) -> None:
-        from homeserver.ephemeral.receipts import ReceiptsService
-
-        service = find_service(self.app, ReceiptsService)
         for room_id, by_type in content.items():
             if not isinstance(by_type, dict) or not await self._room_ok(room_id, origin):
                 continue
@@ -108,10 +102,7 @@ class EduDispatcher:
                     ):
                         continue
                     data = receipt.get("data")
-                    if service is None:
-                        log.info("m.receipt dropped: no receipts service")
-                        return
-                    await service.apply_remote(
+                    await self._receipts.apply_remote(
                         room_id,
                         receipt_type,
                         user_id,
@@ -120,14 +111,8 @@ class EduDispatcher:
                     )
 
     async def presence(self, origin: str, content: dict[str, Any]) -> None:
-        from homeserver.ephemeral.presence import PresenceService
-
         push = content.get("push")
         if not isinstance(push, list):
-            return
-        service = find_service(self.app, PresenceService)
-        if service is None:
-            log.info("m.presence dropped: no presence service")
             return
         for item in push:
             if not isinstance(item, dict) or _server_of(item.get("user_id")) != origin:
@@ -137,7 +122,7 @@ class EduDispatcher:
                 continue
             msg = item.get("status_msg")
             ago = item.get("last_active_ago")
-            await service.set_remote(
+            await self._presence.set_remote(
                 item["user_id"],
                 state,
                 msg if isinstance(msg, str) else None,
@@ -151,19 +136,11 @@ class EduDispatcher:
         (device_lists stream). We keep no copy of remote keys (every /keys/query of a
         remote user asks their server), so there is nothing to invalidate; an update
         for a user none of our users shares a room with is dropped."""
-        from homeserver.e2ee.device_lists import DeviceListService
-        from homeserver.storage.device_lists import DeviceListStore
-
         user_id = content.get("user_id")
         if _server_of(user_id) != origin:
             return
-        service = find_service(self.app, DeviceListService)
-        if service is None:
-            service = DeviceListService(
-                DeviceListStore(self.app[DATABASE]),
-                self.stores.current_state,
-                self.app[NOTIFIER],
-            )
+        assert isinstance(user_id, str)
+        service = self._device_lists
         if not await service.shares_room_with_local_user(user_id, self.server_name):
             log.debug("device-list EDU from %s dropped: %s shares no room", origin, user_id)
             return
@@ -175,33 +152,16 @@ class EduDispatcher:
         )
 
     async def direct_to_device(self, origin: str, content: dict[str, Any]) -> None:
-        from homeserver.storage.to_device import ToDeviceMessage, ToDeviceStore
-
+        """Delivered like a local /sendToDevice (homeserver.e2ee.to_device)."""
         sender, ev_type = content.get("sender"), content.get("type")
-        message_id, messages = content.get("message_id"), content.get("messages")
+        message_id = content.get("message_id")
         if _server_of(sender) != origin or not isinstance(ev_type, str):
             return
-        if not isinstance(messages, dict):
-            return
-        out: list[ToDeviceMessage] = []
-        for user_id, by_device in messages.items():
-            if _server_of(user_id) != self.server_name or not isinstance(by_device, dict):
-                continue
-            for device_id, body in by_device.items():
-                if not isinstance(body, dict):
-                    continue
-                if device_id == "*":
-                    devices = [d.device_id for d in await self.stores.accounts.get_devices(user_id)]
-                else:
-                    devices = [device_id]
-                out.extend(ToDeviceMessage(user_id, d, sender, ev_type, body) for d in devices)
-        if not out:
-            return
-        store = find_service(self.app, ToDeviceStore) or ToDeviceStore(self.app[DATABASE])
-        txn = (sender, origin, message_id) if isinstance(message_id, str) else None
-        try:
-            position = await store.add_messages(out, txn=txn)
-        except IntegrityError:
-            return  # a retried transaction: already delivered
-        if position is not None:
-            self.app[NOTIFIER].notify("to_device", position, users=sorted({m.user_id for m in out}))
+        assert isinstance(sender, str)
+        await self._to_device.receive_remote(
+            origin,
+            sender,
+            ev_type,
+            message_id if isinstance(message_id, str) else None,
+            content.get("messages"),
+        )

@@ -1,0 +1,146 @@
+"""Receiving a /send transaction: PDUs to the room service, EDUs to their services.
+
+Idempotent per (origin, txnId): the stored answer is replayed for a retried
+transaction. Each PDU gets its own result; one bad PDU never rejects the rest. PDUs of
+different rooms are processed concurrently, those of one room in order (the room
+service serialises writes per room anyway). If processing runs longer than
+`RESPONSE_DEADLINE_S`, we answer anyway and let the rest finish as tracked background
+tasks (stopped at shutdown), so the sender's request does not time out and get retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from federation.acl import room_acl, server_allowed
+from federation.edus import EduHandler
+from federation.inbound import InboundChecks, PduRejected, strip_unsigned_for_ingest
+from homeserver.background import BackgroundTasks
+from homeserver.events import get_room_version
+from homeserver.events.hashing import compute_event_id
+from homeserver.rooms.ingest import Outcome, RemoteEventIngest
+from homeserver.storage import Stores
+
+log = logging.getLogger(__name__)
+
+RESPONSE_DEADLINE_S = 50.0
+
+PduResult = dict[str, str]
+
+
+def _pdu_key(pdu: Any, room_version: Any, index: int) -> str:
+    """The event ID a PDU's result is filed under (best effort for broken PDUs)."""
+    if isinstance(pdu, dict):
+        if room_version is not None:
+            try:
+                if room_version.event_id_in_event:
+                    eid = pdu.get("event_id")
+                    if isinstance(eid, str):
+                        return eid
+                else:
+                    return compute_event_id(pdu, room_version)
+            except Exception:
+                pass
+        eid = pdu.get("event_id")
+        if isinstance(eid, str):
+            return eid
+    return f"invalid_pdu_{index}"
+
+
+class TransactionReceiver:
+    def __init__(
+        self,
+        stores: Stores,
+        checks: InboundChecks,
+        ingest: RemoteEventIngest,
+        edu_handlers: dict[str, EduHandler],
+        tasks: BackgroundTasks,
+        response_deadline_s: float = RESPONSE_DEADLINE_S,
+    ) -> None:
+        self._stores = stores
+        self._checks = checks
+        self._ingest = ingest
+        self._edu_handlers = edu_handlers
+        self._tasks = tasks
+        self._deadline_s = response_deadline_s
+
+    async def receive(
+        self, origin: str, txn_id: str, pdus: list[Any], edus: list[Any]
+    ) -> dict[str, Any]:
+        """The transaction's answer (`{"pdus": {event_id: {} or {"error": ...}}}`)."""
+        cached = await self._stores.transactions.get_inbound_txn(origin, txn_id)
+        if cached is not None:
+            return cached
+        by_room: dict[str, list[tuple[int, Any]]] = {}
+        for index, pdu in enumerate(pdus):
+            room = pdu.get("room_id") if isinstance(pdu, dict) else None
+            key = room if isinstance(room, str) else f"\0{index}"
+            by_room.setdefault(key, []).append((index, pdu))
+        results: dict[str, PduResult] = {}
+        tasks = [
+            self._tasks.spawn(self._process_room(origin, items, results), f"txn {origin} room")
+            for items in by_room.values()
+        ]
+        tasks.append(self._tasks.spawn(self._process_edus(origin, edus), f"txn {origin} edus"))
+        _, pending = await asyncio.wait(tasks, timeout=self._deadline_s)
+        if pending:
+            log.warning(
+                "transaction %s from %s: answering before %d rooms finished",
+                txn_id,
+                origin,
+                len(pending),
+            )
+        response: dict[str, Any] = {"pdus": results}
+        if not pending:
+            await self._stores.transactions.set_inbound_txn(origin, txn_id, response)
+        return response
+
+    async def _process_room(
+        self, origin: str, items: list[tuple[int, Any]], results: dict[str, PduResult]
+    ) -> None:
+        for index, pdu in items:
+            key, result = await self._process_pdu(origin, pdu, index)
+            results[key] = result
+
+    async def _process_pdu(self, origin: str, pdu: Any, index: int) -> tuple[str, PduResult]:
+        room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
+        if not isinstance(room_id, str):
+            return _pdu_key(pdu, None, index), {"error": "PDU has no room_id"}
+        version_id = await self._stores.rooms.get_room_version(room_id)
+        if version_id is None:
+            return _pdu_key(pdu, None, index), {"error": f"Unknown room {room_id}"}
+        try:
+            version = get_room_version(version_id)
+        except KeyError:
+            return _pdu_key(pdu, None, index), {"error": "Unsupported room version"}
+        key = _pdu_key(pdu, version, index)
+        if not server_allowed(await room_acl(self._stores, room_id), origin):
+            return key, {"error": "Server is denied by the room's server ACL"}
+        try:
+            event = await self._checks.check_pdu(strip_unsigned_for_ingest(pdu), version)
+        except PduRejected as e:
+            log.info("PDU %s from %s rejected: %s", key, origin, e)
+            return key, {"error": str(e)}
+        try:
+            result = await self._ingest.receive(event, origin)
+        except Exception as e:
+            log.exception("ingest of %s from %s failed", event.event_id, origin)
+            return event.event_id, {"error": f"Failed to process event: {type(e).__name__}"}
+        if result.outcome == Outcome.REJECTED:
+            return event.event_id, {"error": f"Rejected: {result.reason}"}
+        return event.event_id, {}
+
+    async def _process_edus(self, origin: str, edus: list[Any]) -> None:
+        for edu in edus:
+            if not isinstance(edu, dict):
+                continue
+            edu_type, content = edu.get("edu_type"), edu.get("content")
+            handler = self._edu_handlers.get(edu_type) if isinstance(edu_type, str) else None
+            if handler is None or not isinstance(content, dict):
+                continue
+            try:
+                await handler(origin, content)
+            except Exception:
+                log.exception("EDU %s from %s failed", edu_type, origin)

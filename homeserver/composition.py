@@ -1,0 +1,506 @@
+"""The composition module: builds every service of the server and owns their lifetimes.
+
+`lifetime(...)` is the app's only `cleanup_ctx`. At start-up it builds everything in
+dependency order, each service receiving what it uses as constructor arguments:
+
+  signing keys -> database and stores -> background tasks, notifier, rate limits
+  -> the federation adapter (its client, keyring, receiving checks, transaction sender
+     and the ports the core needs: remote events/rooms/keys/profiles/directory...)
+  -> the room service (the only writer of the event graph) with its listeners
+  -> ephemeral streams, E2EE, accounts, the read side of rooms, profiles, push, sync
+  -> the federation adapter's inbound half (EDUs, transactions), which needs them all
+
+then publishes what the route modules read (the AppKeys of homeserver.appstate and
+federation.appkeys). Every lifetime is registered on one `AsyncExitStack` right where
+its owner is built, so shutdown runs in exactly the reverse order: background work
+stops before the services it uses, and the database closes last.
+
+This is, with the CLI, the one module of the core that imports `federation`. Without a
+listener for the federation resource, no federation adapter is built and the core gets
+no ports (remote look-ups answer 404, like an unreachable peer).
+
+A new capability (media, search, appservices, workers...) is one package plus one place
+here: a `_build_<capability>(...)` step taking the services it needs, registering its
+own lifetimes on the stack, and a line in `_publish` for what its routes read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from federation.appkeys import (
+    FED_CLIENT,
+    FEDERATED_MEMBERSHIP,
+    INBOUND,
+    KEYRING,
+    QUERIES,
+    ROOM_STATE,
+    SENDER,
+    SERVER_KEYS,
+    TRANSACTIONS,
+)
+from federation.client import FederationClient
+from federation.edus import InboundEdus
+from federation.inbound import InboundChecks
+from federation.ipfilter import IPFilter
+from federation.keyring import Keyring
+from federation.keys import ServerKeys, load_server_keys
+from federation.queries import FederationQueries, FederationRemoteKeys, FederationToDevice
+from federation.query_ports import RemoteDirectoryAdapter, RemoteProfilesAdapter
+from federation.receiver import TransactionReceiver
+from federation.remote_events import FederationRemoteEvents
+from federation.remote_rooms import FederationRemoteRooms
+from federation.sender import FederationSender, SenderSettings
+from homeserver import appstate as keys
+from homeserver.accounts.admin_register import SharedSecretRegistration
+from homeserver.accounts.housekeeping import housekeeping
+from homeserver.accounts.lifecycle import AccountLifecycle
+from homeserver.accounts.openid import OpenIdTokens
+from homeserver.accounts.passwords import PasswordHasher
+from homeserver.accounts.registration import RegistrationService
+from homeserver.accounts.sessions import LastSeenTracker, SessionService
+from homeserver.accounts.uia import UserInteractiveAuth
+from homeserver.background import BackgroundTasks
+from homeserver.config import Config
+from homeserver.e2ee.device_list_edus import DeviceListBroadcaster
+from homeserver.e2ee.device_lists import DeviceListService
+from homeserver.e2ee.key_backup import KeyBackupService
+from homeserver.e2ee.keys import KeysService
+from homeserver.e2ee.sync_extension import E2eeSyncExtension
+from homeserver.e2ee.to_device import ToDeviceService
+from homeserver.ephemeral.account_data import AccountDataService
+from homeserver.ephemeral.edus import EduOutbox, EduSender
+from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.receipts import ReceiptsService
+from homeserver.ephemeral.typing import TypingService
+from homeserver.events import Event
+from homeserver.profiles.directory import UserDirectory
+from homeserver.profiles.ports import RemoteProfiles
+from homeserver.profiles.service import ProfileService
+from homeserver.push.actions import ActionGenerator
+from homeserver.push.rules_service import PushRulesService
+from homeserver.push.sync_extension import UnreadCountsExtension
+from homeserver.ratelimit import RateLimiters
+from homeserver.relations.service import RelationsService
+from homeserver.reports.service import ReportService
+from homeserver.rooms.backfill import RoomBackfill
+from homeserver.rooms.creation import RoomCreator
+from homeserver.rooms.directory import RoomDirectory
+from homeserver.rooms.federated_membership import FederatedMembership
+from homeserver.rooms.ingest import RemoteEventIngest
+from homeserver.rooms.keyed_lock import KeyedLock
+from homeserver.rooms.local_events import LocalEvents
+from homeserver.rooms.membership import MembershipService, RemoteMembership
+from homeserver.rooms.out_of_band import OutOfBandMemberships
+from homeserver.rooms.persister import Persister
+from homeserver.rooms.reader import RoomReader
+from homeserver.rooms.remote_state import FetchLimits, RemoteState
+from homeserver.rooms.restricted_joins import RestrictedJoins
+from homeserver.rooms.room_state import RoomState
+from homeserver.rooms.sending import RoomSender
+from homeserver.rooms.upgrade import RoomUpgrader
+from homeserver.storage import Stores, open_database, open_stores
+from homeserver.storage.account_auth import AccountAuthStore
+from homeserver.storage.account_data import AccountDataStore
+from homeserver.storage.device_lists import DeviceListStore
+from homeserver.storage.e2ee_keys import E2eeKeyStore
+from homeserver.storage.filters import FilterStore
+from homeserver.storage.key_backup import KeyBackupStore
+from homeserver.storage.presence import PresenceStore
+from homeserver.storage.push import PushStore
+from homeserver.storage.receipts import ReceiptStore
+from homeserver.storage.relations_read import RelationsReadStore
+from homeserver.storage.reports import ReportStore
+from homeserver.storage.room_directory import RoomReadStore
+from homeserver.storage.sync_queries import SyncQueryStore
+from homeserver.storage.to_device import ToDeviceStore
+from homeserver.storage.user_directory import UserDirectoryStore
+from homeserver.sync.activity import RoomActivity
+from homeserver.sync.builder import SyncBuilder
+from homeserver.sync.joined_rooms import JoinedRoomsCache
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.service import SyncService
+from homeserver.sync.tokens import StreamToken
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[web.Application], None]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a test may substitute before the app starts (production passes none)."""
+
+    sender_settings: SenderSettings | None = None  # shorter federation backoff
+    remote_profiles: RemoteProfiles | None = None  # a fake remote profile port
+    fetch_limits: FetchLimits | None = None  # bounds on fetching missing state
+
+
+class EventNotifierBridge:
+    """Tells the sync notifier about each persisted event: its room's listeners, and
+    the target of a membership change (who may not be in the room yet)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+
+    def on_new_event(self, event: Event, stream_ordering: int) -> None:
+        users = [event.state_key] if event.type == "m.room.member" and event.state_key else []
+        self._notifier.notify("events", stream_ordering, rooms=[event.room_id], users=users)
+
+
+@dataclass
+class Federation:
+    """The federation adapter's outbound half: what the core receives as ports."""
+
+    client: FederationClient
+    keyring: Keyring
+    checks: InboundChecks
+    sender: FederationSender | None
+    remote_events: FederationRemoteEvents | None
+    remote_rooms: FederationRemoteRooms | None
+    queries: FederationQueries | None
+    send_edu: EduSender | None
+
+
+def lifetime(overrides: Overrides) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The app's cleanup_ctx: build everything from app[CONFIG], publish, tear down."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            publish = await build(app[keys.CONFIG], stack, overrides)
+            publish(app)
+            yield
+
+    return ctx
+
+
+async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> Publish:
+    """Build every service in dependency order; register each lifetime on `stack`.
+    Returns the function that puts what the handlers read into app state."""
+    server_keys = load_server_keys(config)
+    log.info(
+        "Signing keys: %s (%s)",
+        ", ".join(f"{k.alg}:{k.version}" for k in server_keys.signing_keys),
+        config.keys.signing_key_path,
+    )
+    config.database.path.parent.mkdir(parents=True, exist_ok=True)
+    database = await open_database(config.database)
+    stack.push_async_callback(database.close)
+    log.info("Database: %s", config.database.describe())
+    stores = await open_stores(database)
+    tasks = BackgroundTasks()
+    stack.push_async_callback(tasks.close)
+    notifier = Notifier(StreamToken(events=await stores.events.get_current_stream_position()))
+    server_name = config.server_name
+
+    fed = _build_federation(config, server_keys, stores, stack, overrides)
+    outbox = EduOutbox(fed.send_edu if fed else None, server_name)
+
+    # -- what hears of every persisted event (the room service's listeners) --------------
+    account_store = AccountDataStore(database)
+    account_position = await account_store.get_max_stream_id()
+    notifier.advance("account_data", account_position)
+    account_data = AccountDataService(account_store, notifier, account_position)
+    push_store = PushStore(database)
+    push_rules = PushRulesService(push_store, account_data)
+    push_actions = ActionGenerator(stores, push_store, push_rules, server_name)
+    stack.push_async_callback(push_actions.close)
+    relations = RelationsService(stores, RelationsReadStore(database))
+    joined = JoinedRoomsCache(stores)
+    user_directory = UserDirectory(stores, UserDirectoryStore(database), server_name)
+    stack.push_async_callback(user_directory.close)
+    activity = RoomActivity(notifier.current.events)
+    bridge = EventNotifierBridge(notifier)
+
+    # -- the room service: the only writer of the event graph -----------------------------
+    room_state = RoomState(stores)
+    persister = Persister(
+        stores,
+        room_state,
+        server_name,
+        listeners=[activity, bridge, push_actions, relations, joined, user_directory],
+        out_of_band_listeners=[bridge],
+        outbound=fed.sender if fed else None,
+    )
+    locks = KeyedLock()
+    local_events = LocalEvents(
+        stores, room_state, persister, locks, server_name, server_keys.primary
+    )
+    stack.push_async_callback(local_events.close)
+    remote_events = fed.remote_events if fed else None
+    remote_state = RemoteState(
+        stores, persister, locks, remote_events, overrides.fetch_limits or FetchLimits()
+    )
+    ingest = RemoteEventIngest(stores, room_state, persister, locks, remote_state)
+    out_of_band = OutOfBandMemberships(stores, persister, locks, server_name)
+    remote_profiles = overrides.remote_profiles or (
+        RemoteProfilesAdapter(fed.queries) if fed and fed.queries else None
+    )
+    membership = MembershipService(
+        stores,
+        local_events,
+        server_name,
+        RemoteMembership(fed.remote_rooms, ingest, out_of_band)
+        if fed and fed.remote_rooms
+        else None,
+        remote_profiles,
+    )
+    room_creator = RoomCreator(local_events)
+    federated_membership = FederatedMembership(
+        stores,
+        local_events,
+        membership,
+        ingest,
+        out_of_band,
+        RestrictedJoins(stores, server_name),
+        server_name,
+        server_keys.primary,
+    )
+    backfill = (
+        RoomBackfill(
+            stores, room_state, persister, locks, ingest, remote_state, remote_events, server_name
+        )
+        if remote_events
+        else None
+    )
+
+    # -- ephemeral streams ---------------------------------------------------------------
+    receipt_store = ReceiptStore(database)
+    receipt_position = await receipt_store.get_max_stream_id()
+    notifier.advance("receipts", receipt_position)
+    receipts = ReceiptsService(
+        stores, receipt_store, account_data, notifier, outbox, receipt_position
+    )
+    presence = PresenceService(PresenceStore(database), joined, notifier, outbox, server_name)
+    await presence.load()
+    notifier.advance("presence", presence.position)
+    presence.start()  # idle/offline timers
+    stack.push_async_callback(presence.close)
+    typing = TypingService(stores, notifier, outbox, server_name)
+    stack.callback(typing.close)
+
+    # -- end-to-end encryption -----------------------------------------------------------
+    key_store = E2eeKeyStore(database)
+    broadcaster = DeviceListBroadcaster(
+        key_store, stores.accounts, server_name, fed.sender if fed else None
+    )
+    device_lists = DeviceListService(
+        DeviceListStore(database),
+        stores.current_state,
+        notifier,
+        activity,
+        listeners=[broadcaster.on_change],
+    )
+    e2ee_keys = KeysService(
+        key_store,
+        stores.accounts,
+        device_lists,
+        server_name,
+        FederationRemoteKeys(fed.client) if fed and fed.sender else None,
+    )
+    to_device = ToDeviceService(
+        ToDeviceStore(database),
+        stores.accounts,
+        notifier,
+        server_name,
+        FederationToDevice(fed.sender) if fed and fed.sender else None,
+    )
+    notifier.advance("device_lists", await device_lists.current_position())
+    notifier.advance("to_device", await to_device.current_position())
+    key_backup = KeyBackupService(KeyBackupStore(database))
+
+    async def device_deleted(user_id: str, device_id: str) -> None:
+        await to_device.device_deleted(user_id, device_id)
+        await e2ee_keys.device_deleted(user_id, device_id)
+
+    # -- accounts ------------------------------------------------------------------------
+    auth_store = AccountAuthStore(database)
+    hasher = PasswordHasher(config.password_hashing)
+    limiters = RateLimiters(config.ratelimit)
+    sessions = SessionService(
+        stores.accounts,
+        auth_store,
+        hasher,
+        limiters,
+        server_name,
+        device_deleted=[device_deleted],
+        device_created=[e2ee_keys.device_created],
+        # A rename changes what other servers show: announce it like a new device.
+        device_renamed=[e2ee_keys.device_created],
+    )
+    uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)
+    registration = RegistrationService(
+        config.registration, server_name, stores.accounts, auth_store, hasher, sessions
+    )
+    lifecycle = AccountLifecycle(
+        stores.accounts, stores.current_state, membership, hasher, sessions
+    )
+    tasks.spawn(housekeeping(uia, auth_store), "accounts housekeeping")
+    last_seen = LastSeenTracker(stores.accounts)
+    last_seen.start()  # writes behind, batched; the rest is written at shutdown
+    stack.push_async_callback(last_seen.close)
+
+    # -- reading rooms, directories, profiles, reports ------------------------------------
+    read_store = RoomReadStore(database)
+    reader = RoomReader(
+        stores, read_store, aggregations=relations.bundle_aggregations, backfill=backfill
+    )
+    directory = RoomDirectory(
+        stores, server_name, RemoteDirectoryAdapter(fed.queries) if fed and fed.queries else None
+    )
+    profiles = ProfileService(stores, local_events, server_name, remote_profiles)
+    await user_directory.reconcile()  # index what changed while we were down
+    reports = ReportService(stores, ReportStore(database), server_name)
+
+    # -- sync ----------------------------------------------------------------------------
+    builder = SyncBuilder(
+        stores,
+        SyncQueryStore(database),
+        read_store,
+        joined,
+        membership,
+        typing,
+        receipts,
+        presence,
+        account_data,
+        [
+            E2eeSyncExtension(e2ee_keys, to_device, device_lists),
+            UnreadCountsExtension(push_actions, push_store),
+        ],
+        activity=activity,
+        aggregations=relations.bundle_aggregations,
+        push_rules=push_rules.account_data_content,
+    )
+    sync = SyncService(builder, notifier, joined, presence, FilterStore(database))
+
+    # -- federation, inbound half ----------------------------------------------------------
+    transactions = None
+    if fed is not None:
+        edus = InboundEdus(stores, server_name, typing, receipts, presence, device_lists, to_device)
+        transactions = TransactionReceiver(stores, fed.checks, ingest, edus.handlers(), tasks)
+        if fed.sender is not None:
+            await fed.sender.start()  # resume what the outbox still holds
+            stack.push_async_callback(fed.sender.stop)
+
+    services: dict[web.AppKey[Any], Any] = {
+        keys.STORES: stores,
+        keys.RATE_LIMITERS: limiters,
+        keys.NOTIFIER: notifier,
+        keys.LOCAL_EVENTS: local_events,
+        keys.MEMBERSHIP: membership,
+        keys.ROOM_CREATOR: room_creator,
+        keys.ROOM_READ_STORE: read_store,
+        keys.ROOM_READER: reader,
+        keys.ROOM_SENDER: RoomSender(stores, read_store, local_events),
+        keys.ROOM_DIRECTORY: directory,
+        keys.ROOM_UPGRADER: RoomUpgrader(stores, local_events, room_creator),
+        keys.RELATIONS: relations,
+        keys.SYNC: sync,
+        keys.JOINED_ROOMS: joined,
+        keys.ACCOUNT_DATA: account_data,
+        keys.RECEIPTS: receipts,
+        keys.PRESENCE: presence,
+        keys.TYPING: typing,
+        keys.ACCOUNT_AUTH_STORE: auth_store,
+        keys.UIA: uia,
+        keys.SESSIONS: sessions,
+        keys.LAST_SEEN: last_seen,
+        keys.REGISTRATION: registration,
+        keys.ACCOUNT_LIFECYCLE: lifecycle,
+        keys.SHARED_SECRET_REGISTRATION: SharedSecretRegistration(
+            config.registration.shared_secret
+        ),
+        keys.OPENID_TOKENS: OpenIdTokens(),
+        keys.E2EE_KEYS: e2ee_keys,
+        keys.E2EE_KEY_STORE: key_store,
+        keys.TO_DEVICE: to_device,
+        keys.DEVICE_LISTS: device_lists,
+        keys.KEY_BACKUP: key_backup,
+        keys.PUSH_STORE: push_store,
+        keys.PUSH_RULES: push_rules,
+        keys.PUSH_ACTIONS: push_actions,
+        keys.PROFILES: profiles,
+        keys.USER_DIRECTORY: user_directory,
+        keys.REPORTS: reports,
+        SERVER_KEYS: server_keys,
+        ROOM_STATE: room_state,
+        FEDERATED_MEMBERSHIP: federated_membership,
+    }
+    if fed is not None:
+        services[FED_CLIENT] = fed.client
+        services[KEYRING] = fed.keyring
+        services[INBOUND] = fed.checks
+        services[TRANSACTIONS] = transactions
+        if fed.sender is not None:
+            services[SENDER] = fed.sender
+        if fed.queries is not None:
+            services[QUERIES] = fed.queries
+
+    def publish(app: web.Application) -> None:
+        for key, value in services.items():
+            app[key] = value
+
+    return publish
+
+
+def _build_federation(
+    config: Config,
+    server_keys: ServerKeys,
+    stores: Stores,
+    stack: AsyncExitStack,
+    overrides: Overrides,
+) -> Federation | None:
+    """The federation adapter when a listener serves federation or the key API: the
+    client and keyring; with federation, the sender and every port of the core."""
+    served = config.resources
+    if not served & {"federation", "keys"}:
+        return None
+    fed = config.federation
+    client = FederationClient(
+        config.server_name,
+        server_keys.primary,
+        ip_filter=IPFilter(
+            blacklist=[str(n) for n in fed.ip_range_blacklist],
+            whitelist=[str(n) for n in fed.ip_range_whitelist],
+        ),
+        verify_tls=fed.verify_certificates,
+        custom_ca_files=[str(p) for p in fed.custom_ca_list],
+        plain_http=fed.plain_http_for_tests,
+    )
+    stack.push_async_callback(client.close)
+    keyring = Keyring(
+        stores.server_keys,
+        client,
+        config.server_name,
+        [
+            {"server_name": t.server_name, "verify_keys": dict(t.verify_keys or {})}
+            for t in config.keys.trusted_key_servers
+        ],
+        local_keys=server_keys.verify_keys(),
+    )
+    checks = InboundChecks(keyring)
+    if "federation" not in served:
+        return Federation(client, keyring, checks, None, None, None, None, None)
+    sender = FederationSender(
+        stores.transactions, stores.events, client, config.server_name, overrides.sender_settings
+    )
+
+    async def send_edu(edu_type: str, content: dict[str, Any], destinations: list[str]) -> None:
+        await sender.send_edu(destinations, edu_type, content)
+
+    return Federation(
+        client=client,
+        keyring=keyring,
+        checks=checks,
+        sender=sender,
+        remote_events=FederationRemoteEvents(client, checks, stores.rooms.get_room_version),
+        remote_rooms=FederationRemoteRooms(client, checks, config.server_name, server_keys.primary),
+        queries=FederationQueries(client),
+        send_edu=send_edu,
+    )
