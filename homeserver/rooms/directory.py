@@ -143,17 +143,23 @@ class RoomDirectory:
 
     async def summary_for(self, room_id: str, user_id: str | None) -> dict[str, Any]:
         """`/room_summary` for `user_id` (None: no token): 404 unless the room is public,
-        world-readable, open to join or knock, or the user is joined, invited or
-        knocking."""
+        world-readable, open to join or knock, or the user is joined, invited or knocking
+        by the room's current state. An out-of-band membership (an invite a server sent
+        for a room we are not in, our knock) opens nothing of what we hold of the room:
+        any server can send such an invite."""
         info = await self._stores.rooms.get_room(room_id)
         if info is None:
             raise not_found("Room not found")
         summary = await self.room_summary(room_id)
         membership = None
+        in_room = False
         if user_id is not None:
-            membership = await self._stores.current_state.get_membership(room_id, user_id)
+            row = await self._stores.current_state.get_membership_info(room_id, user_id)
+            if row is not None:
+                membership = row.membership
+                in_room = not await self._stores.events.is_outlier(row.event_id)
         allowed = (
-            membership in ("join", "invite", "knock")
+            (in_room and membership in ("join", "invite", "knock"))
             or summary["world_readable"]
             or summary["join_rule"] in ("public", "knock", "knock_restricted")
             or info.is_public

@@ -191,15 +191,21 @@ class FederatedMembership:
     ) -> dict[str, Any]:
         """Check, counter-sign and record an invite of one of our users (checks 1-3 done
         by the caller); the counter-signed event."""
-        invitee = event.state_key or ""
+        room_id, invitee = event.room_id, event.state_key or ""
         if invitee.partition(":")[2] != self._server_name or (
             await self._stores.accounts.get_user(invitee) is None
         ):
             raise not_found("The invited user does not exist here")
+        known = await self._stores.rooms.get_room_version(room_id) is not None
+        if not known and self._claims_our_namespace(room_id, invite_room_state):
+            raise forbidden("This room would be ours, but there is no such room here")
         pdu = {k: v for k, v in event.pdu.items() if k != "unsigned"}
         pdu["signatures"] = {k: dict(v) for k, v in (pdu.get("signatures") or {}).items()}
         sign_event(pdu, event.room_version, self._server_name, self._signing_key)
         signed = Event(pdu, event.room_version, event.event_id)
+        if known and await self._out_of_band.server_joined(room_id):
+            await self._receive_in_room(signed, invitee, origin)
+            return {"event": pdu}
         stored = dict(pdu)
         stored["unsigned"] = {"invite_room_state": strip_state_items(invite_room_state)}
         try:

@@ -42,6 +42,8 @@ class OutOfBandMemberships:
         if we have never heard of it); a repeat is a no-op."""
         room_id = event.room_id
         async with self._locks.hold(room_id):
+            if await self.server_joined(room_id):
+                raise OutOfBandRefused(f"{self._server_name} is in {room_id}")
             await self._stores.rooms.store_room(
                 room_id, event.room_version.identifier, creator or event.sender
             )
