@@ -14,8 +14,8 @@ Two phases: whatever must come from the peer is fetched first WITHOUT the room's
 data only, so no local sender ever waits for a remote server.
 
 Membership events handed to us in a handshake (send_join, send_leave, send_knock) take
-the strict path `accept_membership`: an event that fails a check is refused (403) and
-not stored, since the peer is asking us to vouch for it.
+the strict path `accept_membership`: the same checks 4-6, but an event that fails any of
+them is refused (403) and not stored, since the peer is asking us to vouch for it.
 """
 
 from __future__ import annotations
@@ -157,10 +157,11 @@ class RemoteEventIngest:
     # -- membership events a peer asks us to vouch for ----------------------------------
 
     async def accept_membership(self, event: Event) -> StateMap:
-        """send_join / send_leave / send_knock: checks 4 and 5 on an event built on our
-        own template, persisted and sent to the room's other servers only if it passes
-        them. Returns the state before the event. Everything it needs is local: 400 for
-        unknown prev or auth events."""
+        """send_join / send_leave / send_knock: checks 4-6 on an event built on our own
+        template, persisted and sent to the room's other servers only if it passes all
+        of them, including the check against current state (a remote user banned since
+        make_join is refused here, not let in above the ban). Returns the state before
+        the event. Everything it needs is local: 400 for unknown prev or auth events."""
         async with self._locks.hold(event.room_id):
             try:
                 state_before, group = await self._room_state.state_after_events(
@@ -174,8 +175,11 @@ class RemoteEventIngest:
             auth_events = await self._stores.events.get_events(wanted)
             if any(a not in auth_events for a in event.auth_event_ids):
                 raise MatrixError(400, "M_BAD_JSON", "Unknown auth_events")
-            reason = check_own_auth_events(event, auth_events) or await check_against_state(
-                self._room_state, event, state_before
+            current = await self._stores.current_state.get_current_state_ids(event.room_id)
+            reason = (
+                check_own_auth_events(event, auth_events)
+                or await check_against_state(self._room_state, event, state_before)
+                or await check_against_state(self._room_state, event, current)
             )
             if reason is not None:
                 raise forbidden(f"Event not allowed: {reason}")

@@ -6,6 +6,8 @@ API; what our users see is checked through the client API:
 - item 1: a forged invite (from a server with no user in the room) must not rewrite a
   joined user's membership, and the user's re-join stays local (no peer's answer can
   change the room's state);
+- item 7: send_join / send_leave built on state from before a ban are refused like
+  /send soft-fails them, not let in above the ban;
 - item 12: an invite naming a room in our own namespace that we do not know is refused,
   and a forged invite does not open a private room's summary.
 """
@@ -21,6 +23,7 @@ from homeserver.appstate import STORES
 from homeserver.events import get_room_version
 from homeserver.events.builder import build_event
 from homeserver.events.hashing import compute_event_id
+from homeserver.graph.auth_rules import auth_types_for_event
 from tests.client.helpers import auth, make_room, make_user
 from tests.federation.inbound_helpers import (
     REMOTE,
@@ -152,6 +155,88 @@ async def test_forged_invite_of_a_non_member_into_a_room_we_are_in_is_refused(cl
     assert status == 403, body
     assert await client.app[STORES].current_state.get_membership(room_id, bob) is None
     assert room_id not in (await _sync(client, bob_token))["rooms"]["invite"]
+
+
+# -- item 7: handshakes get the same current-state check as /send ------------------------
+
+
+async def _ban_rita_after_she_joined(client: TestClient) -> tuple[str, str, dict, list[str]]:
+    """A public room rita joined and alice then banned her from; returns (room, alice's
+    token, the state before the ban, the forward extremities before the ban)."""
+    alice, alice_token, _ = await make_user(client, "alice")
+    room_id = await make_room(client, alice)
+    await join_remote(client, room_id)
+    stores = client.app[STORES]
+    state = await stores.current_state.get_current_state_ids(room_id)
+    extremities = await stores.events.get_forward_extremities(room_id)
+    response = await client.post(
+        f"{V3}/rooms/{room_id}/ban", json={"user_id": RITA}, headers=auth(alice_token)
+    )
+    assert response.status == 200
+    assert await stores.current_state.get_membership(room_id, RITA) == "ban"
+    return room_id, alice_token, state, extremities
+
+
+async def _built_on(
+    client: TestClient, room_id: str, state: dict, prev: list[str], membership: str
+) -> Any:
+    """rita's membership event cut from the state before the ban (what a hostile server
+    builds instead of asking make_join, which now refuses)."""
+    version = get_room_version(await client.app[STORES].rooms.get_room_version(room_id))
+    content = {"membership": membership}
+    keys = auth_types_for_event(version, "m.room.member", RITA, RITA, content)
+    return await remote_event(
+        client,
+        room_id,
+        RITA,
+        "m.room.member",
+        content,
+        RITA,
+        prev=prev,
+        auth=[state[k] for k in sorted(keys) if k in state],
+    )
+
+
+@pytest.mark.parametrize("membership", ["join", "leave"])
+async def test_banned_users_membership_built_before_the_ban_is_refused(client, membership):
+    room_id, alice_token, state, prev = await _ban_rita_after_she_joined(client)
+    event = await _built_on(client, room_id, state, prev, membership)
+    status, body = await fed(
+        client,
+        "PUT",
+        f"/_matrix/federation/v2/send_{membership}/{room_id}/{event.event_id}",
+        event.pdu,
+    )
+    assert status == 403, body
+    stores = client.app[STORES]
+    assert await stores.current_state.get_membership(room_id, RITA) == "ban"
+    assert await stores.events.get_event(event.event_id) is None
+    timeline = (await _sync(client, alice_token))["rooms"]["join"][room_id]["timeline"]
+    assert event.event_id not in [e["event_id"] for e in timeline["events"]]
+
+
+async def test_banned_users_knock_built_before_the_ban_is_refused(client):
+    alice, alice_token, _ = await make_user(client, "alice")
+    room_id = await make_room(client, alice)
+    response = await client.put(
+        f"{V3}/rooms/{room_id}/state/m.room.join_rules",
+        json={"join_rule": "knock"},
+        headers=auth(alice_token),
+    )
+    assert response.status == 200
+    stores = client.app[STORES]
+    state = await stores.current_state.get_current_state_ids(room_id)
+    prev = await stores.events.get_forward_extremities(room_id)
+    response = await client.post(
+        f"{V3}/rooms/{room_id}/ban", json={"user_id": RITA}, headers=auth(alice_token)
+    )
+    assert response.status == 200
+    event = await _built_on(client, room_id, state, prev, "knock")
+    status, body = await fed(
+        client, "PUT", f"/_matrix/federation/v1/send_knock/{room_id}/{event.event_id}", event.pdu
+    )
+    assert status == 403, body
+    assert await stores.current_state.get_membership(room_id, RITA) == "ban"
 
 
 # -- item 12: invites naming our own rooms, and room summaries ----------------------------
