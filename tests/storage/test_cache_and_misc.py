@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 from homeserver.storage import PersistItem, open_database, open_stores
 from homeserver.storage.cache import LruCache
 
@@ -45,17 +42,3 @@ async def test_in_memory_database_works() -> None:
             assert await conn.fetchval("SELECT COUNT(*) FROM events") == 1
     finally:
         await db.close()
-
-
-def test_storage_imports_no_outer_layers() -> None:
-    root = Path(__file__).resolve().parents[2] / "homeserver" / "storage"
-    forbidden = ("homeserver.rooms", "homeserver.client", "homeserver.sync", "federation")
-    for path in root.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                assert not name.startswith(forbidden), f"{path.name} imports {name}"
