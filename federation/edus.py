@@ -77,6 +77,8 @@ class InboundEdus:
         typing = content.get("typing")
         if _server_of(user_id) != origin or not isinstance(typing, bool):
             return
+        if not isinstance(user_id, str) or not isinstance(room_id, str):
+            return
         if not await self._room_ok(room_id, origin):
             return
         if await self.stores.current_state.get_membership(room_id, user_id) != "join":

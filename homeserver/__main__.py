@@ -263,8 +263,8 @@ def _http_json(method: str, url: str, body: dict[str, Any] | None = None) -> dic
             reason = f"HTTP {exc.code} {exc.reason}"
         raise StartupError(f"{method} {url} failed: {reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise StartupError(f"cannot reach {url}: {reason}") from None
+        cause: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise StartupError(f"cannot reach {url}: {cause}") from None
     except ValueError:
         raise StartupError(f"{method} {url} did not return JSON") from None
 

@@ -27,11 +27,12 @@ own lifetimes on the stack, and a line in `_publish` for what its routes read.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import nacl.signing
 from aiohttp import web
 
 from federation.appkeys import (
@@ -482,7 +483,8 @@ def _build_federation(
             {"server_name": t.server_name, "verify_keys": dict(t.verify_keys or {})}
             for t in config.keys.trusted_key_servers
         ],
-        local_keys=server_keys.verify_keys(),
+        # signedjson's VerifyKey type is a protocol that nacl's VerifyKey implements.
+        local_keys=cast(Mapping[str, nacl.signing.VerifyKey], server_keys.verify_keys()),
     )
     checks = InboundChecks(keyring)
     if "federation" not in served:

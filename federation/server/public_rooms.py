@@ -49,8 +49,12 @@ async def _list(request: web.Request, limit: int | None, since: str | None, term
     body: dict[str, Any] = {"chunk": chunk, "total_room_count_estimate": total}
     if since:
         body["prev_batch"] = "p" + since
-    more = not exhausted and limit is not None and len(chunk) >= limit and cursor
-    if more and await stores.rooms.get_public_room_ids(limit=1, since=cursor):
+    more = not exhausted and limit is not None and len(chunk) >= limit and cursor is not None
+    if (
+        more
+        and cursor is not None
+        and await stores.rooms.get_public_room_ids(limit=1, since=cursor)
+    ):
         body["next_batch"] = "n" + cursor
     return body
 

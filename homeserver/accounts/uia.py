@@ -120,18 +120,19 @@ class UserInteractiveAuth:
         """Run one UIA step for the request's `auth` dict; return when a flow is done."""
         params = params or {}
         if auth is None:
-            session_id = await self._new_session(uri, method)
-            raise self._challenge(flows, params, session_id, [])
+            new_session = await self._new_session(uri, method)
+            raise self._challenge(flows, params, new_session, [])
         if not isinstance(auth, dict):
             raise bad_json("'auth' must be an object")
-        session_id = auth.get("session")
-        if session_id is None:
+        given = auth.get("session")
+        if given is None:
             session_id = await self._new_session(uri, method)
             session_data: dict[str, Any] = {}
             completed: list[str] = []
         else:
-            if not isinstance(session_id, str) or len(session_id) > MAX_SESSION_ID_LENGTH:
+            if not isinstance(given, str) or len(given) > MAX_SESSION_ID_LENGTH:
                 raise bad_json("'auth.session' must be a string")
+            session_id = given
             session = await self._store.get_uia_session(session_id)
             if session is None or session.created_ts + SESSION_LIFETIME_MS < _now_ms():
                 raise MatrixError(400, "M_UNKNOWN", "Unknown session ID")

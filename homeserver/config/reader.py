@@ -7,6 +7,7 @@ expected), not just the first.
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import os
 from collections.abc import Callable, Mapping
@@ -90,15 +91,17 @@ class Reader:
             return default
         return value
 
-    def path(self, m, key: str, where: str, default: Path | None) -> Path | None:
+    def path(self, m, key: builtins.str, where: builtins.str, default: Path | None) -> Path | None:
         value = self.str(m, key, where)
         return default if value is None else self.resolve(value)
 
-    def resolve(self, value: str) -> Path:
+    def resolve(self, value: builtins.str) -> Path:
         path = Path(value).expanduser()
         return path if path.is_absolute() else Path(os.path.abspath(self.base_dir / path))
 
-    def converted(self, m, key: str, where: str, default: Any, convert: Callable[[Any], Any]):
+    def converted(
+        self, m, key: builtins.str, where: builtins.str, default: Any, convert: Callable[[Any], Any]
+    ):
         """A value passed through `convert`, whose ValueError becomes a problem."""
         value = self.raw(m, key)
         if value is MISSING:
@@ -109,7 +112,7 @@ class Reader:
             self.problem(join_path(where, key), str(exc))
             return default
 
-    def list(self, m, key: str, where: str) -> list[Any] | None:
+    def list(self, m, key: builtins.str, where: builtins.str) -> builtins.list[Any] | None:
         value = self.raw(m, key)
         if value is MISSING:
             return None
@@ -118,7 +121,9 @@ class Reader:
             return None
         return value
 
-    def str_list(self, m, key: str, where: str) -> list[str] | None:
+    def str_list(
+        self, m, key: builtins.str, where: builtins.str
+    ) -> builtins.list[builtins.str] | None:
         items = self.list(m, key, where)
         if items is None:
             return None
@@ -133,11 +138,11 @@ class Reader:
         return good
 
 
-def join_path(where: str, key: str) -> str:
+def join_path(where: builtins.str, key: builtins.str) -> builtins.str:
     return f"{where}.{key}" if where else key
 
 
-def describe(value: Any) -> str:
+def describe(value: Any) -> builtins.str:
     if value is None:
         return "nothing"
     kind = {
@@ -152,6 +157,8 @@ def describe(value: Any) -> str:
     return f"{kind} ({text})" if len(text) <= 40 else kind
 
 
-def suggest(key: str, allowed: set[str] | frozenset[str]) -> str:
+def suggest(
+    key: builtins.str, allowed: set[builtins.str] | frozenset[builtins.str]
+) -> builtins.str:
     close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

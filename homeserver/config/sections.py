@@ -249,17 +249,17 @@ def read_trusted_key_servers(r: Reader, raw: Any) -> tuple[TrustedKeyServer, ...
         name = r.converted(m, "server_name", where, None, parse_server_name)
         if r.raw(m, "server_name") is MISSING:
             r.problem(join_path(where, "server_name"), "required")
-        verify_keys = None
+        verify_keys: Mapping[str, Any] | None = None
         vm = r.mapping(m.get("verify_keys"), join_path(where, "verify_keys"))
         if vm is not None:
-            verify_keys = {}
+            parsed: dict[str, Any] = {}
             for key_id in vm:
                 key = r.converted(
                     vm, key_id, join_path(where, "verify_keys"), None, parse_key_base64
                 )
                 if key is not None:
-                    verify_keys[key_id] = key
-            verify_keys = MappingProxyType(verify_keys)
+                    parsed[key_id] = key
+            verify_keys = MappingProxyType(parsed)
         insecure = r.bool(m, "accept_keys_insecurely", where, False)
         if name is not None:
             result.append(TrustedKeyServer(name, verify_keys, insecure))

@@ -85,9 +85,9 @@ class DeviceListBroadcaster:
             content = await self.device_update(change)
             await remote.send_edu(destinations, "m.device_list_update", content)
         if change.signing_keys:
-            content = await self.signing_key_update(change.user_id)
-            if content is not None:
-                await remote.send_edu(destinations, "m.signing_key_update", content)
+            keys_update = await self.signing_key_update(change.user_id)
+            if keys_update is not None:
+                await remote.send_edu(destinations, "m.signing_key_update", keys_update)
 
     async def device_update(self, change: DeviceListChange) -> dict[str, Any]:
         """The `m.device_list_update` content for the change's device."""

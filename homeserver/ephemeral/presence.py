@@ -23,6 +23,7 @@ DeadlineQueue every `check_interval_s`, touching only users whose deadline is du
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -306,7 +307,7 @@ class PresenceService:
         """One round of timer work: the due deadlines, at most MAX_PER_TICK of them."""
         for user_id in self._timers.pop_due(_now_ms(), self.MAX_PER_TICK):
             changed = await self._apply(
-                user_id, lambda row, now, u=user_id: self._timed_out(u, row, now), edu=True
+                user_id, functools.partial(self._timed_out, user_id), edu=True
             )
             if changed is None:  # not due after all (acted or synced since): look again later
                 self._reschedule(user_id, _now_ms())

@@ -180,7 +180,7 @@ def rule_matches(
         return False
     for cond in effective_conditions(rule):
         key = _memo_key(cond) if memo is not None else None
-        if key is None:
+        if key is None or memo is None:
             matched = condition_matches(cond, event, ctx)
         else:
             cached = memo.get(key)

@@ -276,7 +276,7 @@ class MembershipService:
             ev = events.get(eid)
             if ev is None:
                 continue
-            item = {
+            item: dict[str, Any] = {
                 "type": ev.type,
                 "state_key": ev.state_key,
                 "content": ev.content,

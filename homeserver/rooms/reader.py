@@ -149,8 +149,8 @@ class RoomReader:
             if parent is not None:
                 before = await self._stores.state.get_state_ids(parent)
             elif ev.prev_event_ids:
-                before = await self._stores.state.get_state_ids_for_event(ev.prev_event_ids[0])
-                before = before or {}
+                found = await self._stores.state.get_state_ids_for_event(ev.prev_event_ids[0])
+                before = found or {}
             else:
                 before = {}
             prev_id = before.get(ev.state_tuple)

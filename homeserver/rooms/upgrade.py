@@ -83,7 +83,8 @@ class RoomUpgrader:
             if t in COPIED_STATE and k == ""
         ]
         old_pl = copy.deepcopy(pl_event.content) if pl_event is not None else {}
-        users = old_pl.get("users") if isinstance(old_pl.get("users"), dict) else {}
+        listed = old_pl.get("users")
+        users: dict[str, Any] = dict(listed) if isinstance(listed, dict) else {}
         if version.privileged_creators:
             # v12+: the new room's creators hold infinite power and must not be listed in
             # `users`. Other users (old creators included) keep their levels.
@@ -135,8 +136,8 @@ class RoomUpgrader:
                 await self._events.send(old_room, user_id, "m.room.canonical_alias", {}, "")
             except MatrixError:
                 pass  # the alias move is best effort; the tombstone is what matters
-        info = await rooms.get_room(old_room)
-        if info is not None and info.is_public:
+        room = await rooms.get_room(old_room)
+        if room is not None and room.is_public:
             await rooms.set_room_is_public(old_room, False)
             await rooms.set_room_is_public(new_room, True)
 

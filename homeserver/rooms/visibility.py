@@ -88,10 +88,10 @@ async def filter_events_for_user(
 
     out = []
     for ev in events:
-        group = groups.get(ev.event_id)
-        if group is None:
+        found = groups.get(ev.event_id)
+        if found is None:
             continue  # outlier: not part of the timeline
-        hv, membership = per_group[group]
+        hv, membership = per_group[found]
         if ev.event_id in before:
             hv = _more_permissive(hv, before[ev.event_id])
         if _allowed(hv, membership, is_peeking):

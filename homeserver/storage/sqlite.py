@@ -208,7 +208,7 @@ class SQLiteDatabase(Database):
     async def set_trace_callback(self, callback: Callable[[str], None] | None) -> None:
         """Report every statement run on every connection (tests use it to check plans)."""
         for c in [self._raw_writer, *self._raw_readers]:
-            await c.set_trace_callback(callback)
+            await c.set_trace_callback(callback)  # type: ignore[arg-type]  # None clears it
 
     def _check_open(self) -> None:
         if self._closed:
@@ -237,8 +237,8 @@ async def _pragmas(conn: aiosqlite.Connection, path: str, *, write: bool) -> Non
     await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     await conn.execute("PRAGMA foreign_keys = ON")
     if write and path != ":memory:":
-        async with conn.execute("PRAGMA journal_mode = WAL") as cur:
-            mode = (await cur.fetchone())[0]
+        row = list(await conn.execute_fetchall("PRAGMA journal_mode = WAL"))[0]
+        mode = row[0]
         if str(mode).lower() != "wal":
             raise StorageError(f"could not switch {path!r} to WAL mode (got {mode!r})")
     # FULL: a commit reaches the disk before we answer (about 0.2 ms here), so an
