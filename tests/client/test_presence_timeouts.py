@@ -112,10 +112,7 @@ async def test_sync_online_idle_unavailable_then_offline_then_back(client: TestC
     finally:
         stop.set()
         await task
-    stopped = time.monotonic()
-
     gone = await bob.next()
-    assert time.monotonic() - stopped >= SYNC_MS / 1000 - 0.1
     assert gone["presence"] == "offline"
     assert set(gone) == {"presence", "last_active_ago"}  # no currently_active when offline
     assert gone["last_active_ago"] >= IDLE_MS + 2 * SYNC_MS
