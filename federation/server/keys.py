@@ -50,9 +50,9 @@ async def _documents_for(
     keys = request.config_dict[SERVER_KEYS]
     if server_name == keys.server_name:
         return [keys.key_document()]
-    keyring = request.config_dict.get(KEYRING)
-    if keyring is None or not is_valid_server_name(server_name):
-        return []  # a keys-only listener without the federation area: nothing to vouch for
+    if not is_valid_server_name(server_name):
+        return []
+    keyring = request.config_dict[KEYRING]
     docs = await keyring.documents_for_notary(server_name, key_ids, minimum_valid_until_ts)
     return [keys.sign(doc) for doc in docs]
 

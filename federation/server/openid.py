@@ -12,8 +12,7 @@ from homeserver.http import json_response, query_param
 
 async def get_userinfo(request: web.Request) -> web.Response:
     token = query_param(request, "access_token")
-    tokens = request.config_dict.get(OPENID_TOKENS)
-    user_id = tokens.user_for(token) if tokens is not None and token else None
+    user_id = request.config_dict[OPENID_TOKENS].user_for(token) if token else None
     if user_id is None:
         raise MatrixError(401, "M_UNKNOWN_TOKEN", "Access token unknown or expired")
     return json_response({"sub": user_id})

@@ -49,7 +49,7 @@ async def key_changes(request: web.Request) -> web.Response:
 async def upload_device_signing(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     body = await read_json_body(request)
-    reauth = uia_reauth(request.config_dict.get(UIA))
+    reauth = uia_reauth(request.config_dict[UIA])
     keys = request.config_dict[E2EE_KEYS]
     return json_response(await keys.upload_cross_signing(requester.user_id, body, reauth))
 

@@ -14,19 +14,8 @@ from homeserver.ids import (
     validate_room_alias,
     validate_room_id,
 )
-from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.pagination import RoomToken
-from homeserver.rooms.reader import RoomReader
-from homeserver.rooms.sending import RoomSender
-from homeserver.rooms.upgrade import RoomUpgrader
-from homeserver.storage.room_directory import RoomReadStore
 from homeserver.sync.tokens import StreamToken
-
-ROOM_READ_STORE = web.AppKey("room_read_store", RoomReadStore)
-ROOM_READER = web.AppKey("room_reader", RoomReader)
-ROOM_SENDER = web.AppKey("room_sender", RoomSender)
-ROOM_DIRECTORY = web.AppKey("room_directory", RoomDirectory)
-ROOM_UPGRADER = web.AppKey("room_upgrader", RoomUpgrader)
 
 CLIENT_VERSIONS = ("v3", "r0")
 MAX_EVENT_TYPE = 255
