@@ -41,7 +41,7 @@ PERMANENT_FAILURES = frozenset({400, 403, 413})
 
 @dataclass(frozen=True)
 class SenderSettings:
-    """Backoff and timeouts; tests shorten them through the SENDER_SETTINGS app key."""
+    """Backoff and timeouts; tests shorten them (composition.Overrides.sender_settings)."""
 
     min_retry_interval_s: float = 10.0
     max_retry_interval_s: float = 3600.0

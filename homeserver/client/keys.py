@@ -1,8 +1,7 @@
 """/keys/*: device and one-time key upload, query, claim, changes and cross-signing.
 
-Thin handlers over homeserver.e2ee.keys.KeysService. `setup` also owns the lifetime of
-every E2EE service (e2ee_ctx) and the device-deletion hook, so it must be in AREAS
-whenever to_device or key_backup are.
+Thin handlers over homeserver.e2ee.keys.KeysService (built by homeserver/composition.py,
+which also gives the accounts area the E2EE device hooks).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What the profile service needs from other servers, declared as a port.
 
-Federation implements `RemoteProfiles` (GET /_matrix/federation/v1/query/profile) and the
-app factory stores it under `REMOTE_PROFILES`; until then remote lookups answer 404.
+Federation implements `RemoteProfiles` (GET /_matrix/federation/v1/query/profile); the
+composition module passes it to the profile service. Without federation, remote lookups
+answer 404.
 """
 
 from __future__ import annotations

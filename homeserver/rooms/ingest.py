@@ -190,6 +190,21 @@ class RemoteEventIngest:
 
     # -- joining a room through another server ---------------------------------------------
 
+    async def _adopt_version(self, room_id: str, version: RoomVersion) -> None:
+        """The room's version is what the join dance says, unless we hold its state.
+
+        An invite (or a knock answer) for a room we are not in records the version its
+        sender named, and anyone can send an invite: a forged one must not make us store
+        and read the real room's events under the wrong version. Once we hold the room's
+        state, its version is known, and an answer naming another one is refused."""
+        known = await self._stores.rooms.get_room_version(room_id)
+        if known is None or known == version.identifier:
+            return
+        if await self._stores.current_state.get_current_state_ids(room_id, ["m.room.create"]):
+            raise RefusedAnswer(f"the room is version {known}, the answer says otherwise")
+        log.info("room %s: version %s (not %s, from an invite)", room_id, version.identifier, known)
+        await self._stores.rooms.correct_room_version(room_id, version.identifier)
+
     async def persist_join(
         self,
         version: RoomVersion,
@@ -206,6 +221,7 @@ class RemoteEventIngest:
             raise RefusedAnswer("send_join response has no create event")
         await self._stores.rooms.store_room(room_id, version.identifier, create.sender)
         async with self._locks.hold(room_id):
+            await self._adopt_version(room_id, version)
             by_id = {e.event_id: e for e in [*auth_chain, *state]}
             rejected: dict[str, str] = {}
             items = []

@@ -71,6 +71,14 @@ class RoomStore:
                 self._versions[room_id] = version
         return version
 
+    async def correct_room_version(self, room_id: str, room_version: str) -> None:
+        """Replace the version recorded for a room we knew only out of band (an invite
+        or a knock, whose sender named the version) by the one a join proved."""
+        await self.db.execute(
+            "UPDATE rooms SET room_version = $2 WHERE room_id = $1", room_id, room_version
+        )
+        self._versions[room_id] = room_version
+
     async def set_room_is_public(self, room_id: str, is_public: bool) -> bool:
         """Publish to / remove from the room directory; False if the room is unknown."""
         return (
