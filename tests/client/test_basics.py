@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from homeserver.app import AREAS, CLIENT, create_app
@@ -125,3 +127,23 @@ async def test_client_ip_trusts_x_forwarded_for_only_on_x_forwarded_listeners(
         )
         response = await client.get("/_matrix/client/v3/test_ip", headers=headers)
         assert (await response.json())["ip"] == expected
+
+
+async def test_shutdown_stops_every_task_and_closes_the_database(
+    aiohttp_client, tmp_config
+) -> None:
+    """The composition module owns every lifetime: once the app is cleaned up nothing
+    of ours still runs (timers, writers, senders, background work) and the database is
+    closed."""
+    from homeserver.storage.errors import StorageError
+
+    before = asyncio.all_tasks()
+    client = await aiohttp_client(create_app(tmp_config()))
+    stores = client.server.app[STORES]
+    assert await stores.db.fetchval("SELECT 1") == 1
+    started = asyncio.all_tasks() - before
+    assert started  # presence timers, write-behind writers...
+    await client.close()
+    assert all(t.done() for t in started)
+    with pytest.raises(StorageError, match="closed"):
+        await stores.db.fetchval("SELECT 1")
