@@ -94,10 +94,15 @@ def test_installed_wheel_runs_from_an_empty_folder(wheel: Path, tmp_path: Path) 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     python = env_dir / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "--quiet", str(wheel)], cwd=tmp_path, timeout=600)
-
-    # A scrubbed environment: nothing may reach the source tree.
+    # A scrubbed environment: nothing may reach the source tree (with it on PYTHONPATH,
+    # pip even takes a stale homeserver.egg-info there for an installed copy).
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    _run(
+        [str(python), "-m", "pip", "install", "--quiet", str(wheel)],
+        cwd=tmp_path,
+        timeout=600,
+        env=env,
+    )
     where = _run(
         [str(python), "-c", "import homeserver, federation; print(homeserver.__file__)"],
         cwd=tmp_path,
