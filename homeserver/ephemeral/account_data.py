@@ -25,7 +25,7 @@ class AccountDataService:
         self._notifier = notifier
         self._position = position
         self._lock = asyncio.Lock()
-        self._ignored: LruCache[str, frozenset[str]] = LruCache(50_000)
+        self._ignored: LruCache[str, frozenset[str]] = LruCache(50_000, "ignored_users")
 
     @property
     def position(self) -> int:

@@ -127,6 +127,20 @@ class AccountAuthStore:
         )
         return [RegistrationToken(*r) for r in rows]
 
+    async def update_registration_token(
+        self, token: str, changes: dict[str, int | None]
+    ) -> RegistrationToken | None:
+        """Set `uses_allowed` and/or `expiry_time` (keys present in `changes`)."""
+        columns = [c for c in ("uses_allowed", "expiry_time") if c in changes]
+        if columns:
+            sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=2))
+            await self.db.execute(
+                f"UPDATE registration_tokens SET {sets} WHERE token = $1",
+                token,
+                *(changes[c] for c in columns),
+            )
+        return await self.get_registration_token(token)
+
     async def delete_registration_token(self, token: str) -> bool:
         return await self.db.execute("DELETE FROM registration_tokens WHERE token = $1", token) > 0
 

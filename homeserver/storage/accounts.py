@@ -70,7 +70,9 @@ def _escape_like(term: str) -> str:
 class AccountStore:
     def __init__(self, db: Database, token_cache_size: int = 10_000) -> None:
         self.db = db
-        self._tokens: LruCache[str, TokenInfo] = LruCache(token_cache_size)
+        self._tokens: LruCache[str, TokenInfo] = LruCache(
+            token_cache_size, "get_user_by_access_token"
+        )
 
     # -- users --------------------------------------------------------------------------
 

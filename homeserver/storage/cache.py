@@ -8,19 +8,38 @@ invalidation happened in between.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+# Every named cache alive in the process, for the metrics (synapse_util_caches_*).
+_NAMED: weakref.WeakSet[LruCache] = weakref.WeakSet()
+
+
+def named_caches() -> Iterator[LruCache]:
+    return iter(list(_NAMED))
+
+
 class LruCache(Generic[K, V]):
-    def __init__(self, max_size: int) -> None:
+    """`name` (optional) makes the cache visible to the metrics; its counters (hits,
+    misses, evictions by size or invalidation) are plain integers, cheap to keep."""
+
+    def __init__(self, max_size: int, name: str | None = None) -> None:
         self.max_size = max_size
+        self.name = name
         self._data: OrderedDict[K, V] = OrderedDict()
         self._generation = 0
+        self.hits = 0
+        self.misses = 0
+        self.evicted_size = 0
+        self.evicted_invalidation = 0
+        if name is not None:
+            _NAMED.add(self)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -32,7 +51,9 @@ class LruCache(Generic[K, V]):
         try:
             value = self._data[key]
         except KeyError:
+            self.misses += 1
             return None
+        self.hits += 1
         self._data.move_to_end(key)
         return value
 
@@ -42,6 +63,7 @@ class LruCache(Generic[K, V]):
         self._data.move_to_end(key)
         while len(self._data) > self.max_size:
             self._data.popitem(last=False)
+            self.evicted_size += 1
 
     def generation(self) -> int:
         return self._generation
@@ -53,12 +75,14 @@ class LruCache(Generic[K, V]):
 
     def invalidate(self, key: K) -> None:
         self._generation += 1
-        self._data.pop(key, None)
+        if self._data.pop(key, None) is not None:
+            self.evicted_invalidation += 1
 
     def invalidate_many(self, keys: Iterable[K]) -> None:
         self._generation += 1
         for key in keys:
-            self._data.pop(key, None)
+            if self._data.pop(key, None) is not None:
+                self.evicted_invalidation += 1
 
     def clear(self) -> None:
         self._generation += 1

@@ -101,10 +101,12 @@ class CurrentStateStore:
         self.db = db
         # user -> all their membership rows: read by every /sync. Rows change only in
         # EventStore.persist_events, which calls `memberships_changed` after commit.
-        self._memberships: LruCache[str, list[MembershipInfo]] = LruCache(50_000)
+        self._memberships: LruCache[str, list[MembershipInfo]] = LruCache(
+            50_000, "get_memberships_for_user"
+        )
         # room -> its joined users: read per event by push and per sync by presence;
         # changes with the same writes as `_memberships`.
-        self._joined: LruCache[str, tuple[str, ...]] = LruCache(10_000)
+        self._joined: LruCache[str, tuple[str, ...]] = LruCache(10_000, "get_users_in_room")
 
     def memberships_changed(self, room_id: str, user_ids: Iterable[str]) -> None:
         self._memberships.invalidate_many(user_ids)

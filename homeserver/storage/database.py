@@ -16,8 +16,16 @@ from typing import Any, Protocol
 
 from .dialect import Dialect
 from .errors import StorageError
+from .schema import Table
 
 Row = Any  # sqlite3.Row / asyncpg.Record: row[0] and row["column"] both work.
+
+
+class TransactionObserver(Protocol):
+    """Told about every transaction ("write") and read ("read"): how long it waited
+    for its connection and how long it then took, in seconds (the metrics)."""
+
+    def __call__(self, kind: str, waited_s: float, took_s: float) -> None: ...
 
 
 class Connection(Protocol):
@@ -42,6 +50,7 @@ class Database(abc.ABC):
     """A database handle: reads, one-statement writes and multi-statement transactions."""
 
     dialect: Dialect
+    observer: TransactionObserver | None = None
 
     @abc.abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Connection]:
@@ -79,6 +88,10 @@ class Database(abc.ABC):
             return await conn.fetchval(sql, *args)
 
     @abc.abstractmethod
+    async def describe_schema(self) -> list[Table]:
+        """Every application table with its columns, keys and foreign keys, by name."""
+
+    @abc.abstractmethod
     async def close(self) -> None: ...
 
     async def __aenter__(self) -> Database:
@@ -99,7 +112,9 @@ def _config_parts(config: Any) -> tuple[str, Mapping[str, Any]]:
     return str(getattr(config, "name", "sqlite3")), getattr(config, "args", None) or {}
 
 
-async def open_database(config: Any, *, migrate: bool = True) -> Database:
+async def open_database(
+    config: Any, *, migrate: bool = True, observer: TransactionObserver | None = None
+) -> Database:
     """Open (and by default migrate) the database a `DatabaseConfig`-like object names.
 
     `config.name` is "sqlite3" (`args.database` is the file path, ":memory:" allowed) or
@@ -135,6 +150,7 @@ async def open_database(config: Any, *, migrate: bool = True) -> Database:
         raise StorageError(
             f"unsupported database engine {name!r} (supported: sqlite3, psycopg2/postgres)"
         )
+    db.observer = observer
     if migrate:
         try:
             await run_migrations(db, migrations)
@@ -144,4 +160,11 @@ async def open_database(config: Any, *, migrate: bool = True) -> Database:
     return db
 
 
-__all__ = ["POSTGRES_NAMES", "Connection", "Database", "Row", "open_database"]
+__all__ = [
+    "POSTGRES_NAMES",
+    "Connection",
+    "Database",
+    "Row",
+    "TransactionObserver",
+    "open_database",
+]

@@ -31,8 +31,12 @@ class E2eeKeyStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._otk_counts: LruCache[tuple[str, str], dict[str, int]] = LruCache(100_000)
-        self._fallback_types: LruCache[tuple[str, str], list[str]] = LruCache(100_000)
+        self._otk_counts: LruCache[tuple[str, str], dict[str, int]] = LruCache(
+            100_000, "count_e2e_one_time_keys"
+        )
+        self._fallback_types: LruCache[tuple[str, str], list[str]] = LruCache(
+            100_000, "get_e2e_unused_fallback_key_types"
+        )
 
     def _forget_device(self, user_id: str, device_id: str) -> None:
         self._otk_counts.invalidate((user_id, device_id))

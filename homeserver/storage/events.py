@@ -74,11 +74,13 @@ def _relation(event: Event) -> tuple[str, str, str | None] | None:
 class EventStore:
     def __init__(self, db: Database, cache_size: int = 10_000) -> None:
         self.db = db
-        self._cache: LruCache[str, _Cached] = LruCache(cache_size)
+        self._cache: LruCache[str, _Cached] = LruCache(cache_size, "getEvent")
         # Told (after commit) in which room whose membership rows a persist changed.
         self.membership_observers: list[Callable[[str, set[str]], None]] = []
         # Forward extremities per room: read on every send, written only here.
-        self._extremities: LruCache[str, list[str]] = LruCache(cache_size)
+        self._extremities: LruCache[str, list[str]] = LruCache(
+            cache_size, "get_latest_event_ids_in_room"
+        )
 
     # -- writing ----------------------------------------------------------------------
 
@@ -325,6 +327,11 @@ class EventStore:
                 " ON CONFLICT (room_id, event_id) DO NOTHING",
                 [(room_id, e) for e in add],
             )
+
+    def forget_events(self, room_id: str, event_ids: Iterable[str]) -> None:
+        """Drop cached copies of events that were deleted (an admin purge)."""
+        self._cache.invalidate_many(event_ids)
+        self._extremities.invalidate(room_id)
 
     async def mark_redacted(self, event_id: str, redaction_event_id: str) -> bool:
         """Record that `redaction_event_id` (already checked by the caller) redacts it."""

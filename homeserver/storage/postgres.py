@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -28,8 +30,11 @@ import asyncpg
 from .database import Database, Row
 from .dialect import POSTGRES, Dialect
 from .errors import IntegrityError, StorageError, UnstorableValueError
+from .schema import ForeignKey, Table
 
 T = TypeVar("T")
+# Statement tracing, on its own logger: set it to DEBUG to see every statement.
+SQL_LOG = logging.getLogger("homeserver.storage.sql")
 
 _STATUS_COUNT = re.compile(r"(\d+)$")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -105,6 +110,8 @@ class PostgresConnection:
         return tuple(_coerce(v, t) for v, t in zip(args, types, strict=False))
 
     async def _run(self, sql: str, args: Sequence[Any], op: Callable[..., Awaitable[T]]) -> T:
+        if SQL_LOG.isEnabledFor(logging.DEBUG):
+            SQL_LOG.debug("[SQL] %s", " ".join(sql.split())[:2000])
         try:
             try:
                 return await op(sql, *args)
@@ -255,9 +262,10 @@ class PostgresDatabase(Database):
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresConnection]:
+        asked = time.perf_counter()
         async with self._write_lock:
             self._check_open()
-            async with self._pool.acquire() as raw:
+            async with self._pool.acquire() as raw, self._observed("write", asked):
                 tx = raw.transaction()
                 await tx.start()
                 try:
@@ -276,12 +284,105 @@ class PostgresDatabase(Database):
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[PostgresConnection]:
         self._check_open()
-        async with self._pool.acquire() as raw:
+        asked = time.perf_counter()
+        async with self._pool.acquire() as raw, self._observed("read", asked):
             yield PostgresConnection(raw)
+
+    @contextlib.asynccontextmanager
+    async def _observed(self, kind: str, asked: float) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.observer is not None:
+                self.observer(kind, started - asked, time.perf_counter() - started)
 
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError("database is closed")
+
+    async def describe_schema(self) -> list[Table]:
+        async with self._reader() as wrapped:
+            conn = wrapped._conn
+            columns = await conn.fetch(_COLUMNS_SQL)
+            keys = await conn.fetch(_KEYS_SQL)
+        by_table: dict[str, list[Any]] = {}
+        for r in columns:
+            by_table.setdefault(r["table_name"], []).append(r)
+        pks: dict[str, tuple[str, ...]] = {}
+        fks: dict[str, list[ForeignKey]] = {}
+        for r in keys:
+            if r["contype"] == "p":
+                pks[r["table_name"]] = tuple(r["columns"])
+            else:
+                fks.setdefault(r["table_name"], []).append(
+                    ForeignKey(tuple(r["columns"]), r["ref_table"], tuple(r["ref_columns"]))
+                )
+        return [
+            Table(
+                name,
+                tuple(c["column_name"] for c in cols),
+                types={c["column_name"]: c["data_type"].lower() for c in cols},
+                primary_key=pks.get(name, ()),
+                foreign_keys=tuple(fks.get(name, [])),
+                generated=tuple(
+                    c["column_name"]
+                    for c in cols
+                    if c["is_identity"] == "YES"
+                    or str(c["column_default"] or "").startswith("nextval(")
+                ),
+            )
+            for name, cols in sorted(by_table.items())
+        ]
+
+    async def sync_sequences(self) -> dict[str, int]:
+        """Move every identity/serial sequence past the largest value its column holds
+        (after rows were inserted with explicit IDs, as port-db does); returns
+        "table.column" -> the value the sequence will hand out next."""
+        moved: dict[str, int] = {}
+        for table in await self.describe_schema():
+            for column in table.generated:
+                async with self.transaction() as conn:
+                    raw = conn._conn
+                    seq = await raw.fetchval(
+                        "SELECT pg_get_serial_sequence($1, $2)", table.name, column
+                    )
+                    if seq is None:
+                        continue
+                    high = await raw.fetchval(f'SELECT MAX("{column}") FROM "{table.name}"')
+                    if high is None:
+                        await raw.execute("SELECT setval($1::regclass, 1, false)", seq)
+                        moved[f"{table.name}.{column}"] = 1
+                    else:
+                        await raw.execute("SELECT setval($1::regclass, $2, true)", seq, high)
+                        moved[f"{table.name}.{column}"] = int(high) + 1
+        return moved
+
+    async def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Bulk-insert rows with COPY (port-db); values are converted to the columns'
+        types the way single statements convert SQLite-style values."""
+        if not rows:
+            return
+        async with self.transaction() as conn:
+            raw = conn._conn
+            types = await raw.fetch(
+                "SELECT a.attname, t.typname FROM pg_attribute a"
+                " JOIN pg_type t ON t.oid = a.atttypid"
+                " WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+                f'"{table}"',
+            )
+            by_name = {r[0]: r[1] for r in types}
+            kinds = [by_name.get(c, "text") for c in columns]
+            records = []
+            for row in rows:
+                _refuse_nul(f"COPY {table}", row)
+                records.append(tuple(_coerce(v, k) for v, k in zip(row, kinds, strict=True)))
+            try:
+                await raw.copy_records_to_table(table, columns=list(columns), records=records)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise _translate(exc, f"COPY {table}") from exc
 
     async def close(self) -> None:
         if self._closed:
@@ -289,6 +390,31 @@ class PostgresDatabase(Database):
         self._closed = True
         async with self._write_lock:
             await self._pool.close()
+
+
+_COLUMNS_SQL = """
+SELECT table_name, column_name, data_type, is_identity, column_default
+FROM information_schema.columns
+WHERE table_schema = current_schema()
+ORDER BY table_name, ordinal_position
+"""
+
+# Primary and foreign keys with their columns in key order.
+_KEYS_SQL = """
+SELECT cl.relname AS table_name, co.contype::text AS contype,
+       ARRAY(SELECT a.attname FROM unnest(co.conkey) WITH ORDINALITY k(num, pos)
+             JOIN pg_attribute a ON a.attrelid = co.conrelid AND a.attnum = k.num
+             ORDER BY k.pos) AS columns,
+       rf.relname AS ref_table,
+       ARRAY(SELECT a.attname FROM unnest(co.confkey) WITH ORDINALITY k(num, pos)
+             JOIN pg_attribute a ON a.attrelid = co.confrelid AND a.attnum = k.num
+             ORDER BY k.pos) AS ref_columns
+FROM pg_constraint co
+JOIN pg_class cl ON cl.oid = co.conrelid
+JOIN pg_namespace n ON n.oid = cl.relnamespace
+LEFT JOIN pg_class rf ON rf.oid = co.confrelid
+WHERE n.nspname = current_schema() AND co.contype IN ('p', 'f')
+"""
 
 
 __all__ = ["PostgresConnection", "PostgresDatabase", "connect_kwargs", "rowcount"]

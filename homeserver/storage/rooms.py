@@ -79,6 +79,10 @@ class RoomStore:
         )
         self._versions[room_id] = room_version
 
+    def forget_room(self, room_id: str) -> None:
+        """Drop the cached version of a deleted room (an admin purge)."""
+        self._versions.pop(room_id, None)
+
     async def set_room_is_public(self, room_id: str, is_public: bool) -> bool:
         """Publish to / remove from the room directory; False if the room is unknown."""
         return (

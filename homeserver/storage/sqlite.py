@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,10 @@ import aiosqlite
 from .database import Database, Row
 from .dialect import SQLITE, Dialect
 from .errors import IntegrityError, StorageError
+from .schema import INTERNAL_TABLES, ForeignKey, Table, quote_ident
+
+# Statement tracing, on its own logger: set it to DEBUG to see every statement.
+SQL_LOG = logging.getLogger("homeserver.storage.sql")
 
 # Written into the SQLite header (PRAGMA application_id) so we know the file is ours.
 APPLICATION_ID = int.from_bytes(b"MxHs", "big")
@@ -51,6 +57,7 @@ class SQLiteConnection:
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> int:
+        _trace(sql)
         try:
             cursor = await self._conn.execute(_convert(sql), args)
         except sqlite3.Error as exc:
@@ -61,12 +68,14 @@ class SQLiteConnection:
         rows = [tuple(a) for a in args]
         if not rows:
             return
+        _trace(sql)
         try:
             await self._conn.executemany(_convert(sql), rows)
         except sqlite3.Error as exc:
             raise _translate(exc, sql) from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        _trace(sql)
         try:
             return list(await self._conn.execute_fetchall(_convert(sql), args))
         except sqlite3.Error as exc:
@@ -81,6 +90,11 @@ class SQLiteConnection:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         row = await self.fetchrow(sql, *args)
         return None if row is None else row[0]
+
+
+def _trace(sql: str) -> None:
+    if SQL_LOG.isEnabledFor(logging.DEBUG):
+        SQL_LOG.debug("[SQL] %s", " ".join(sql.split())[:2000])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -179,9 +193,11 @@ class SQLiteDatabase(Database):
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteConnection]:
+        asked = time.perf_counter()
         async with self._write_lock:
             self._check_open()
             conn = self._writer
+            started = time.perf_counter()
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -191,6 +207,10 @@ class SQLiteDatabase(Database):
                 with contextlib.suppress(Exception):
                     await self._raw_writer.rollback()
                 raise
+            finally:
+                if self.observer is not None:
+                    done = time.perf_counter()
+                    self.observer("write", started - asked, done - started)
 
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[SQLiteConnection]:
@@ -199,11 +219,31 @@ class SQLiteDatabase(Database):
             async with self._write_lock:
                 yield self._writer
             return
+        asked = time.perf_counter()
         conn = await self._readers.get()
+        started = time.perf_counter()
         try:
             yield conn
         finally:
             self._readers.put_nowait(conn)
+            if self.observer is not None:
+                self.observer("read", started - asked, time.perf_counter() - started)
+
+    async def describe_schema(self) -> list[Table]:
+        async with self._reader() as conn:
+            names = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+                )
+                if r[0] not in INTERNAL_TABLES
+            ]
+            tables = []
+            for name in names:
+                info = await conn.fetch(f"PRAGMA table_info({quote_ident(name)})")
+                fks = await conn.fetch(f"PRAGMA foreign_key_list({quote_ident(name)})")
+                tables.append(_table_from_pragmas(name, info, fks))
+        return tables
 
     async def set_trace_callback(self, callback: Callable[[str], None] | None) -> None:
         """Report every statement run on every connection (tests use it to check plans)."""
@@ -222,6 +262,31 @@ class SQLiteDatabase(Database):
             for r in self._raw_readers:
                 await r.close()
             await self._raw_writer.close()
+
+
+def _table_from_pragmas(name: str, info: list[Row], fks: list[Row]) -> Table:
+    """A Table from `PRAGMA table_info` (cid, name, type, notnull, default, pk) and
+    `PRAGMA foreign_key_list` (id, seq, table, from, to, ...) rows."""
+    columns = tuple(r[1] for r in info)
+    pk = tuple(r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5]))
+    grouped: dict[int, list[Row]] = {}
+    for r in fks:
+        grouped.setdefault(int(r[0]), []).append(r)
+    foreign = tuple(
+        ForeignKey(
+            tuple(r[3] for r in sorted(rows, key=lambda r: r[1])),
+            rows[0][2],
+            tuple(r[4] or r[3] for r in sorted(rows, key=lambda r: r[1])),
+        )
+        for _, rows in sorted(grouped.items())
+    )
+    return Table(
+        name,
+        columns,
+        types={r[1]: str(r[2]).lower() for r in info},
+        primary_key=pk,
+        foreign_keys=foreign,
+    )
 
 
 async def _connect(path: str) -> aiosqlite.Connection:

@@ -9,7 +9,7 @@ entries with a NULL event ID remove a key (state resolution can drop keys).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ._util import chunks, placeholders
 from .cache import LruCache
@@ -56,9 +56,13 @@ class StateStore:
     def __init__(self, db: Database, cache_size: int = 2000) -> None:
         self.db = db
         # Groups never change once written, so entries never need invalidating.
-        self._cache: LruCache[int, StateMap] = LruCache(cache_size)
+        self._cache: LruCache[int, StateMap] = LruCache(cache_size, "state_group_cache")
         # event -> group of the state after it; a recorded group never changes.
-        self._event_groups: LruCache[str, int] = LruCache(cache_size * 10)
+        self._event_groups: LruCache[str, int] = LruCache(cache_size * 10, "event_to_state_group")
+
+    def forget_events(self, event_ids: Iterable[str]) -> None:
+        """Drop cached event -> group links of deleted events (an admin purge)."""
+        self._event_groups.invalidate_many(event_ids)
 
     async def store_state_group(
         self,

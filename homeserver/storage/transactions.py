@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._util import dump_json, load_json, now_ms
+from ._util import chunks, dump_json, load_json, now_ms, placeholders
 from .database import Database
 
 
@@ -156,6 +156,49 @@ class TransactionStore:
             destination,
             up_to_id,
         )
+
+    async def ack_delivery(
+        self, destination: str, up_to_id: int, event_ids: Iterable[str], ts: int | None = None
+    ) -> None:
+        """`ack`, and in the same transaction remember the delivery for the admin API:
+        the destination's last success (time, newest stream ordering) and, per room, the
+        newest event it now has (`federation_destinations`, `destination_rooms`)."""
+        ids = list(dict.fromkeys(event_ids))
+        when = ts if ts is not None else now_ms()
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2",
+                destination,
+                up_to_id,
+            )
+            newest: dict[str, int] = {}
+            for part in chunks(ids):
+                for room_id, ordering in await conn.fetch(
+                    "SELECT room_id, MAX(stream_ordering) FROM events"
+                    f" WHERE event_id IN ({placeholders(len(part))}) GROUP BY room_id",
+                    *part,
+                ):
+                    newest[room_id] = max(int(ordering), newest.get(room_id, int(ordering)))
+            await conn.executemany(
+                "INSERT INTO destination_rooms (destination, room_id, stream_ordering)"
+                " VALUES ($1, $2, $3) ON CONFLICT (destination, room_id) DO UPDATE SET"
+                " stream_ordering = excluded.stream_ordering"
+                " WHERE excluded.stream_ordering > destination_rooms.stream_ordering",
+                [(destination, room, so) for room, so in newest.items()],
+            )
+            top = max(newest.values(), default=None)
+            await conn.execute(
+                "INSERT INTO federation_destinations"
+                " (destination, last_success_ts, last_successful_stream_ordering)"
+                " VALUES ($1, $2, $3) ON CONFLICT (destination) DO UPDATE SET"
+                " last_success_ts = excluded.last_success_ts,"
+                " last_successful_stream_ordering = COALESCE("
+                "excluded.last_successful_stream_ordering,"
+                " federation_destinations.last_successful_stream_ordering)",
+                destination,
+                when,
+                top,
+            )
 
     async def destinations_with_pending(self) -> list[str]:
         rows = await self.db.fetch(

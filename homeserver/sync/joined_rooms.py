@@ -15,7 +15,7 @@ from homeserver.storage.cache import LruCache
 class JoinedRoomsCache:
     def __init__(self, stores: Stores, size: int = 50_000) -> None:
         self._stores = stores
-        self._cache: LruCache[str, frozenset[str]] = LruCache(size)
+        self._cache: LruCache[str, frozenset[str]] = LruCache(size, "get_rooms_for_user")
 
     def peek(self, user_id: str) -> frozenset[str] | None:
         """The cached answer without a trip through the event loop; None if not cached."""

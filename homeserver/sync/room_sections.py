@@ -74,7 +74,9 @@ class RoomSections:
         self._membership = membership
         self._typing = typing
         # (user, device) -> {(room, member): event_id} lazily-loaded members already sent.
-        self._sent_members: LruCache[tuple[str, str], dict[tuple[str, str], str]] = LruCache(10_000)
+        self._sent_members: LruCache[tuple[str, str], dict[tuple[str, str], str]] = LruCache(
+            10_000, "lazy_loaded_members"
+        )
         # Recent room activity, so a room's new events come from memory when they can.
         self.activity = activity
         # unsigned["m.relations"] for timeline events.
