@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from federation.acl import room_acl, server_allowed
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 RESPONSE_DEADLINE_S = 50.0
 
 PduResult = dict[str, str]
+# Told (PDU count, EDU count) of every new transaction (not of replays): the metrics.
+ReceivedObserver = Callable[[int, int], None]
 
 
 def _pdu_key(pdu: Any, room_version: Any, index: int) -> str:
@@ -58,6 +61,7 @@ class TransactionReceiver:
         edu_handlers: dict[str, EduHandler],
         tasks: BackgroundTasks,
         response_deadline_s: float = RESPONSE_DEADLINE_S,
+        observer: ReceivedObserver | None = None,
     ) -> None:
         self._stores = stores
         self._checks = checks
@@ -65,6 +69,7 @@ class TransactionReceiver:
         self._edu_handlers = edu_handlers
         self._tasks = tasks
         self._deadline_s = response_deadline_s
+        self._observer = observer
 
     async def receive(
         self, origin: str, txn_id: str, pdus: list[Any], edus: list[Any]
@@ -73,6 +78,8 @@ class TransactionReceiver:
         cached = await self._stores.transactions.get_inbound_txn(origin, txn_id)
         if cached is not None:
             return cached
+        if self._observer is not None:
+            self._observer(len(pdus), len(edus))
         by_room: dict[str, list[tuple[int, Any]]] = {}
         for index, pdu in enumerate(pdus):
             room = pdu.get("room_id") if isinstance(pdu, dict) else None

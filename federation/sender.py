@@ -37,6 +37,8 @@ MAX_PDUS_PER_TXN = 50
 MAX_EDUS_PER_TXN = 100
 # A peer answering with one of these will not accept the batch if we send it again.
 PERMANENT_FAILURES = frozenset({400, 403, 413})
+# What became of one transaction (FederationSender._deliver).
+SENT, DROPPED, RETRY = "sent", "dropped", "retry"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class OutboxStore(Protocol):
     async def enqueue_edu(self, destination: str, edu: dict[str, Any]) -> None: ...
     async def peek(self, destination: str, pdu_limit: int, edu_limit: int) -> OutboxBatch: ...
     async def ack(self, destination: str, up_to_id: int) -> int: ...
+    async def ack_delivery(
+        self, destination: str, up_to_id: int, event_ids: Iterable[str], ts: int | None = None
+    ) -> None: ...
     async def destinations_with_pending(self) -> list[str]: ...
     async def get_retry_state(self, destination: str) -> RetryState | None: ...
     async def set_retry_state(
@@ -104,7 +109,11 @@ class FederationSender:
         self._txn_prefix = str(int(clock() * 1000))
         self._txn_counter = itertools.count(1)
         self._stopping = False
+        # Read by the metrics collector (synapse_federation_client_sent_*).
         self.transactions_sent = 0
+        self.transactions_failed = 0
+        self.pdus_sent = 0
+        self.edus_sent = 0
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -157,6 +166,17 @@ class FederationSender:
     def is_backing_off(self, destination: str) -> bool:
         return destination in self._backing_off
 
+    @property
+    def destinations_backing_off(self) -> int:
+        return len(self._backing_off)
+
+    async def reset_connection(self, destination: str) -> None:
+        """An admin asked to retry now: forget the backoff (stored and in memory) and
+        let a waiting worker go ahead."""
+        await self._outbox.clear_retry_state(destination)
+        if destination in self._backing_off:
+            self.notify_peer_up(destination)
+
     # -- lifetime -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -207,8 +227,14 @@ class FederationSender:
                     if dest in self._dirty:
                         continue
                     return
-                if await self._deliver(dest, batch):
+                outcome = await self._deliver(dest, batch)
+                if outcome == SENT:
+                    await self._outbox.ack_delivery(
+                        dest, batch.up_to_id, batch.pdu_event_ids, self._now_ms()
+                    )
+                elif outcome == DROPPED:
                     await self._outbox.ack(dest, batch.up_to_id)
+                if outcome != RETRY:
                     if state is not None:
                         await self._outbox.clear_retry_state(dest)
                     self._backing_off.discard(dest)
@@ -245,12 +271,13 @@ class FederationSender:
         await self._outbox.set_retry_state(dest, first, now, int(interval))
         self._backing_off.add(dest)
 
-    async def _deliver(self, dest: str, batch: OutboxBatch) -> bool:
-        """Send one transaction; True when the batch is done with (sent or undeliverable)."""
+    async def _deliver(self, dest: str, batch: OutboxBatch) -> str:
+        """Send one transaction: SENT, DROPPED (undeliverable: nothing to send, or the
+        peer refused it for good) or RETRY (back off and send it again)."""
         events = await self._events.get_events(batch.pdu_event_ids)
         pdus = [_wire_pdu(events[e]) for e in batch.pdu_event_ids if e in events]
         if not pdus and not batch.edus:
-            return True
+            return DROPPED
         txn_id = f"{self._txn_prefix}_{next(self._txn_counter)}"
         body: dict[str, Any] = {
             "origin": self._server_name,
@@ -267,12 +294,15 @@ class FederationSender:
         except FederationError as e:
             if e.status in PERMANENT_FAILURES:
                 log.warning("%s refused transaction %s for good, dropping it: %s", dest, txn_id, e)
-                return True
+                return DROPPED
             log.info("transaction %s to %s failed: %s", txn_id, dest, e)
-            return False
+            self.transactions_failed += 1
+            return RETRY
         self.transactions_sent += 1
+        self.pdus_sent += len(pdus)
+        self.edus_sent += len(batch.edus)
         _log_pdu_errors(dest, response)
-        return True
+        return SENT
 
 
 def _wire_pdu(event: Event) -> dict[str, Any]:

@@ -49,19 +49,6 @@ class StartupError(Exception):
 # --------------------------------------------------------------------------- run
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    # One line per request is noise at INFO; show it when debugging.
-    logging.getLogger("aiohttp.access").setLevel(
-        logging.INFO if level == "DEBUG" else logging.WARNING
-    )
-
-
 def _tls_context(config: Config) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
@@ -94,7 +81,10 @@ async def serve(config: Config) -> None:
     from homeserver.appstate import LISTENERS
 
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    # access_log=None: our request log (homeserver.request_log) replaces aiohttp's.
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -156,7 +146,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_problems(exc)
         return 2
-    _setup_logging(config.log_level)
+    from homeserver.logging_setup import LogConfigError, setup_logging
+
+    try:
+        setup_logging(config.log_level, config.log_config)
+    except LogConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for key in config.ignored_keys:
         logger.warning("Ignoring Synapse setting %r (no meaning here)", key)
     if not config.keys.trusted_key_servers and not config.keys.suppress_key_server_warning:

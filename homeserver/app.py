@@ -2,7 +2,8 @@
 
 Layout of the app:
 
-- root app: middlewares (errors + CORS, listener resource filter) and ONE lifetime,
+- root app: middlewares (request log, metrics when enabled, errors + CORS, listener
+  resource filter), /_synapse/metrics when enabled, and ONE lifetime,
   `homeserver.composition.lifetime`, which builds every service at start-up (in
   dependency order, with constructor arguments), publishes what handlers read as typed
   app state, and tears everything down in reverse order at shutdown.
@@ -20,9 +21,11 @@ import logging
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 import federation.server as federation_inbound
 import federation.server.keys as federation_keys_api
+import homeserver.admin_api as admin_api
 import homeserver.client.account as client_accounts
 import homeserver.client.capabilities as client_capabilities
 import homeserver.client.key_backup as client_key_backup
@@ -46,6 +49,8 @@ from homeserver.composition import Overrides, lifetime
 from homeserver.config import Config
 from homeserver.errors import unrecognized
 from homeserver.http import MAX_BODY_KEY, Handler, error_middleware, listener_for_request
+from homeserver.metrics import METRICS_PATH, Metrics, metrics_middleware
+from homeserver.request_log import request_log_middleware
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_misc.setup),
     (CLIENT, client_mutual_rooms.setup),
     (CLIENT, client_openid.setup),
+    (CLIENT, admin_api.setup),
 )
 
 # URL prefix -> the listener resources that expose it (Synapse's mapping: media is also
@@ -84,6 +90,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
 PREFIX_RESOURCES: tuple[tuple[str, frozenset[str]], ...] = (
     ("/_matrix/client", CLIENT),
     ("/_synapse/admin", CLIENT),
+    (METRICS_PATH, frozenset({"metrics"})),
     ("/.well-known/matrix", CLIENT),
     ("/_matrix/federation", FEDERATION),
     ("/_matrix/key", KEYS),
@@ -123,14 +130,23 @@ def create_app(
     `aiohttp_client` test fixture. Areas whose resources no listener serves are skipped.
     `overrides` lets a test substitute a port or a tuning (see composition.Overrides).
     """
+    metrics = Metrics(config.server_name) if config.enable_metrics else None
+    # Outermost first: the request log and the metrics see the final status of every
+    # request, errors included (error_middleware renders them).
+    middlewares: list[Middleware] = [request_log_middleware]
+    if metrics is not None:
+        middlewares.append(metrics_middleware(metrics))
+    middlewares += [error_middleware, listener_middleware]
     root = web.Application(
-        middlewares=[error_middleware, listener_middleware],
+        middlewares=middlewares,
         client_max_size=max(config.max_request_body, config.media.max_upload_size),
     )
     root[CONFIG] = config
     root[MAX_BODY_KEY] = config.max_request_body
     root[LISTENERS] = {}
-    root.cleanup_ctx.append(lifetime(overrides))
+    if metrics is not None:
+        root.router.add_get(METRICS_PATH, metrics.serve)
+    root.cleanup_ctx.append(lifetime(overrides, metrics))
 
     mounts = Mounts(
         config=config,

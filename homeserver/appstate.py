@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from homeserver.accounts.registration import RegistrationService
     from homeserver.accounts.sessions import LastSeenTracker, SessionService
     from homeserver.accounts.uia import UserInteractiveAuth
+    from homeserver.admin.federation import AdminDestinations
+    from homeserver.admin.jobs import JobRunner
+    from homeserver.admin.notices import ServerNotices
+    from homeserver.admin.reports import AdminReports
+    from homeserver.admin.room_stats import RoomStatsUpdater
+    from homeserver.admin.rooms import AdminRooms
+    from homeserver.admin.shutdown import RoomShutdown
+    from homeserver.admin.tokens import AdminTokens
+    from homeserver.admin.users import AdminUsers
     from homeserver.e2ee.device_lists import DeviceListService
     from homeserver.e2ee.key_backup import KeyBackupService
     from homeserver.e2ee.keys import KeysService
@@ -34,6 +43,7 @@ if TYPE_CHECKING:
     from homeserver.ephemeral.presence import PresenceService
     from homeserver.ephemeral.receipts import ReceiptsService
     from homeserver.ephemeral.typing import TypingService
+    from homeserver.moderation import Moderation
     from homeserver.profiles.directory import UserDirectory
     from homeserver.profiles.service import ProfileService
     from homeserver.push.actions import ActionGenerator
@@ -112,6 +122,20 @@ PUSH_ACTIONS: web.AppKey[ActionGenerator] = web.AppKey("push_actions")
 PROFILES: web.AppKey[ProfileService] = web.AppKey("profiles")
 USER_DIRECTORY: web.AppKey[UserDirectory] = web.AppKey("user_directory")
 REPORTS: web.AppKey[ReportService] = web.AppKey("reports")
+
+# -- server administration (/_synapse/admin) ------------------------------------------------
+# What admins decided about users and rooms (read on every authenticated request).
+MODERATION: web.AppKey[Moderation] = web.AppKey("moderation")
+ADMIN_USERS: web.AppKey[AdminUsers] = web.AppKey("admin_users")
+ADMIN_ROOMS: web.AppKey[AdminRooms] = web.AppKey("admin_rooms")
+ROOM_SHUTDOWN: web.AppKey[RoomShutdown] = web.AppKey("admin_room_shutdown")
+ADMIN_REPORTS: web.AppKey[AdminReports] = web.AppKey("admin_reports")
+ADMIN_TOKENS: web.AppKey[AdminTokens] = web.AppKey("admin_tokens")
+ADMIN_DESTINATIONS: web.AppKey[AdminDestinations] = web.AppKey("admin_destinations")
+SERVER_NOTICES: web.AppKey[ServerNotices] = web.AppKey("server_notices")
+# Read by tests (and the admin benchmark): the job runner and the room statistics.
+ADMIN_JOBS: web.AppKey[JobRunner] = web.AppKey("admin_jobs")
+ROOM_STATS: web.AppKey[RoomStatsUpdater] = web.AppKey("admin_room_stats")
 
 
 @dataclass(frozen=True)

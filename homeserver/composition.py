@@ -6,9 +6,12 @@ dependency order, each service receiving what it uses as constructor arguments:
   signing keys -> database and stores -> background tasks, notifier, rate limits
   -> the federation adapter (its client, keyring, receiving checks, transaction sender
      and the ports the core needs: remote events/rooms/keys/profiles/directory...)
+  -> moderation (what admins decided about users and rooms, which the services below
+     consult) and the room statistics the admin room list reads
   -> the room service (the only writer of the event graph) with its listeners
   -> ephemeral streams, E2EE, accounts, the read side of rooms, profiles, push, sync
   -> the federation adapter's inbound half (EDUs, transactions), which needs them all
+  -> server administration (homeserver.admin.build), which uses nearly everything
 
 then publishes what the route modules read (the AppKeys of homeserver.appstate and
 federation.appkeys). Every lifetime is registered on one `AsyncExitStack` right where
@@ -67,6 +70,8 @@ from homeserver.accounts.passwords import PasswordHasher
 from homeserver.accounts.registration import RegistrationService
 from homeserver.accounts.sessions import LastSeenTracker, SessionService
 from homeserver.accounts.uia import UserInteractiveAuth
+from homeserver.admin.build import build_admin
+from homeserver.admin.room_stats import RoomStatsUpdater
 from homeserver.background import BackgroundTasks
 from homeserver.config import Config
 from homeserver.e2ee.device_list_edus import DeviceListBroadcaster
@@ -81,13 +86,15 @@ from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.receipts import ReceiptsService
 from homeserver.ephemeral.typing import TypingService
 from homeserver.events import Event
+from homeserver.metrics import Metrics
+from homeserver.moderation import Moderation
 from homeserver.profiles.directory import UserDirectory
 from homeserver.profiles.ports import RemoteProfiles
 from homeserver.profiles.service import ProfileService
 from homeserver.push.actions import ActionGenerator
 from homeserver.push.rules_service import PushRulesService
 from homeserver.push.sync_extension import UnreadCountsExtension
-from homeserver.ratelimit import RateLimiters
+from homeserver.ratelimit import RateLimiters, override_limit
 from homeserver.relations.service import RelationsService
 from homeserver.reports.service import ReportService
 from homeserver.rooms.backfill import RoomBackfill
@@ -100,6 +107,8 @@ from homeserver.rooms.local_events import LocalEvents
 from homeserver.rooms.membership import MembershipService, RemoteMembership
 from homeserver.rooms.out_of_band import OutOfBandMemberships
 from homeserver.rooms.persister import Persister
+from homeserver.rooms.ports import EventListener
+from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.remote_state import FetchLimits, RemoteState
 from homeserver.rooms.restricted_joins import RestrictedJoins
@@ -109,6 +118,8 @@ from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.storage import Stores, open_database, open_stores
 from homeserver.storage.account_auth import AccountAuthStore
 from homeserver.storage.account_data import AccountDataStore
+from homeserver.storage.admin_rooms import AdminRoomStore
+from homeserver.storage.admin_users import AdminUserStore
 from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.e2ee_keys import E2eeKeyStore
 from homeserver.storage.filters import FilterStore
@@ -119,6 +130,7 @@ from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.relations_read import RelationsReadStore
 from homeserver.storage.reports import ReportStore
 from homeserver.storage.room_directory import RoomReadStore
+from homeserver.storage.room_purge import RoomPurgeStore
 from homeserver.storage.sync_queries import SyncQueryStore
 from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.user_directory import UserDirectoryStore
@@ -169,19 +181,25 @@ class Federation:
     send_edu: EduSender | None
 
 
-def lifetime(overrides: Overrides) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The app's cleanup_ctx: build everything from app[CONFIG], publish, tear down."""
+def lifetime(
+    overrides: Overrides, metrics: Metrics | None = None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The app's cleanup_ctx: build everything from app[CONFIG], publish, tear down.
+    `metrics` (built by the app factory, whose middleware feeds it) also hears of the
+    database, persisted events and federation traffic."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            publish = await build(app[keys.CONFIG], stack, overrides)
+            publish = await build(app[keys.CONFIG], stack, overrides, metrics)
             publish(app)
             yield
 
     return ctx
 
 
-async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> Publish:
+async def build(
+    config: Config, stack: AsyncExitStack, overrides: Overrides, metrics: Metrics | None = None
+) -> Publish:
     """Build every service in dependency order; register each lifetime on `stack`.
     Returns the function that puts what the handlers read into app state."""
     server_keys = load_server_keys(config)
@@ -191,7 +209,9 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
         config.keys.signing_key_path,
     )
     config.database.path.parent.mkdir(parents=True, exist_ok=True)
-    database = await open_database(config.database)
+    database = await open_database(
+        config.database, observer=metrics.db_observer if metrics is not None else None
+    )
     stack.push_async_callback(database.close)
     log.info("Database: %s", config.database.describe())
     stores = await open_stores(database)
@@ -202,6 +222,20 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
 
     fed = _build_federation(config, server_keys, stores, stack, overrides)
     outbox = EduOutbox(fed.send_edu if fed else None, server_name)
+    if metrics is not None and fed is not None and fed.sender is not None:
+        metrics.watch_outbound(fed.sender)
+
+    # -- what admins decided (consulted by membership, sending, sessions, profiles...) ----
+    admin_user_store = AdminUserStore(database)
+    admin_room_store = AdminRoomStore(database, server_name)
+    moderation = await Moderation.load(admin_user_store, admin_room_store)
+    ratelimit_overrides = await admin_user_store.all_ratelimit_overrides()
+    limiters = RateLimiters(
+        config.ratelimit, {u: override_limit(o) for u, o in ratelimit_overrides.items()}
+    )
+    room_stats = RoomStatsUpdater(admin_room_store, stores.events)
+    await room_stats.start()  # folds state changes into room_stats, in the background
+    stack.push_async_callback(room_stats.stop)
 
     # -- what hears of every persisted event (the room service's listeners) --------------
     account_store = AccountDataStore(database)
@@ -221,11 +255,13 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
 
     # -- the room service: the only writer of the event graph -----------------------------
     room_state = RoomState(stores)
+    listeners: list[EventListener] = [activity, bridge, push_actions, relations, joined]
+    listeners += [user_directory, room_stats, *([metrics] if metrics is not None else [])]
     persister = Persister(
         stores,
         room_state,
         server_name,
-        listeners=[activity, bridge, push_actions, relations, joined, user_directory],
+        listeners=listeners,
         out_of_band_listeners=[bridge],
         outbound=fed.sender if fed else None,
     )
@@ -251,6 +287,7 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
         if fed and fed.remote_rooms
         else None,
         remote_profiles,
+        moderation=moderation,
     )
     room_creator = RoomCreator(local_events)
     federated_membership = FederatedMembership(
@@ -262,7 +299,9 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
         RestrictedJoins(stores, server_name),
         server_name,
         server_keys.primary,
+        moderation,
     )
+    purger = RoomPurger(stores, RoomPurgeStore(database), locks, server_name)
     backfill = (
         RoomBackfill(
             stores, room_state, persister, locks, ingest, remote_state, remote_events, server_name
@@ -283,7 +322,7 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
     notifier.advance("presence", presence.position)
     presence.start()  # idle/offline timers
     stack.push_async_callback(presence.close)
-    typing = TypingService(stores, notifier, outbox, server_name)
+    typing = TypingService(stores, notifier, outbox, server_name, moderation)
     stack.callback(typing.close)
 
     # -- end-to-end encryption -----------------------------------------------------------
@@ -323,7 +362,6 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
     # -- accounts ------------------------------------------------------------------------
     auth_store = AccountAuthStore(database)
     hasher = PasswordHasher(config.password_hashing)
-    limiters = RateLimiters(config.ratelimit)
     sessions = SessionService(
         stores.accounts,
         auth_store,
@@ -334,6 +372,7 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
         device_created=[e2ee_keys.device_created],
         # A rename changes what other servers show: announce it like a new device.
         device_renamed=[e2ee_keys.device_created],
+        moderation=moderation,
     )
     uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)
     registration = RegistrationService(
@@ -355,7 +394,9 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
     directory = RoomDirectory(
         stores, server_name, RemoteDirectoryAdapter(fed.queries) if fed and fed.queries else None
     )
-    profiles = ProfileService(stores, local_events, server_name, remote_profiles)
+    profiles = ProfileService(
+        stores, local_events, server_name, remote_profiles, moderation=moderation
+    )
     await user_directory.reconcile()  # index what changed while we were down
     reports = ReportService(stores, ReportStore(database), server_name)
 
@@ -384,10 +425,47 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
     transactions = None
     if fed is not None:
         edus = InboundEdus(stores, server_name, typing, receipts, presence, device_lists, to_device)
-        transactions = TransactionReceiver(stores, fed.checks, ingest, edus.handlers(), tasks)
+        transactions = TransactionReceiver(
+            stores,
+            fed.checks,
+            ingest,
+            edus.handlers(),
+            tasks,
+            observer=metrics.federation_received if metrics is not None else None,
+        )
         if fed.sender is not None:
             await fed.sender.start()  # resume what the outbox still holds
             stack.push_async_callback(fed.sender.stop)
+
+    # -- server administration -------------------------------------------------------------
+    admin = await build_admin(
+        config,
+        database,
+        stores,
+        stack,
+        user_store=admin_user_store,
+        room_store=admin_room_store,
+        moderation=moderation,
+        room_stats=room_stats,
+        limiters=limiters,
+        auth_store=auth_store,
+        hasher=hasher,
+        sessions=sessions,
+        lifecycle=lifecycle,
+        last_seen=last_seen,
+        profiles=profiles,
+        push_store=push_store,
+        account_data_store=account_store,
+        account_data=account_data,
+        reader=reader,
+        read_store=read_store,
+        directory=directory,
+        membership=membership,
+        local_events=local_events,
+        creator=room_creator,
+        purger=purger,
+        outbound=fed.sender if fed else None,
+    )
 
     services: dict[web.AppKey[Any], Any] = {
         keys.STORES: stores,
@@ -398,7 +476,7 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
         keys.ROOM_CREATOR: room_creator,
         keys.ROOM_READ_STORE: read_store,
         keys.ROOM_READER: reader,
-        keys.ROOM_SENDER: RoomSender(stores, read_store, local_events),
+        keys.ROOM_SENDER: RoomSender(stores, read_store, local_events, moderation),
         keys.ROOM_DIRECTORY: directory,
         keys.ROOM_UPGRADER: RoomUpgrader(stores, local_events, room_creator),
         keys.RELATIONS: relations,
@@ -429,6 +507,16 @@ async def build(config: Config, stack: AsyncExitStack, overrides: Overrides) -> 
         keys.PROFILES: profiles,
         keys.USER_DIRECTORY: user_directory,
         keys.REPORTS: reports,
+        keys.MODERATION: moderation,
+        keys.ADMIN_USERS: admin.users,
+        keys.ADMIN_ROOMS: admin.rooms,
+        keys.ROOM_SHUTDOWN: admin.shutdown,
+        keys.ADMIN_JOBS: admin.jobs,
+        keys.ADMIN_REPORTS: admin.reports,
+        keys.ADMIN_TOKENS: admin.tokens,
+        keys.ADMIN_DESTINATIONS: admin.destinations,
+        keys.SERVER_NOTICES: admin.notices,
+        keys.ROOM_STATS: room_stats,
         SERVER_KEYS: server_keys,
         ROOM_STATE: room_state,
         FEDERATED_MEMBERSHIP: federated_membership,

@@ -60,7 +60,7 @@ server_name: {_q(server_name)}
 # Where we listen. Each listener serves the resources it names:
 # client (/_matrix/client, /_synapse/admin, /.well-known), federation
 # (/_matrix/federation and /_matrix/key), keys (/_matrix/key only), media
-# (/_matrix/media), metrics (reserved, nothing served yet).
+# (/_matrix/media), metrics (/_synapse/metrics, with enable_metrics: true).
 listeners:
   - port: {port}
     # Loopback only: put a TLS reverse proxy in front, or list public addresses.
@@ -177,6 +177,25 @@ serve_server_wellknown: false
 #    - {{role: m.role.admin, matrix_id: "@admin:example.org", email_address: "admin@example.org"}}
 #  support_page: "https://example.org/support.html"
 
-# DEBUG, INFO, WARNING, ERROR or CRITICAL. Logs go to stderr.
+# DEBUG, INFO, WARNING, ERROR or CRITICAL. Logs go to stderr: one INFO line per request
+# ("Processed request", logger homeserver.access), SQL tracing only when the
+# homeserver.storage.sql logger is set to DEBUG.
 log_level: "INFO"
+# Or a Python logging dictConfig YAML file, as Synapse reads it (wins over log_level):
+#log_config: "log_config.yaml"
+
+# Prometheus metrics at /_synapse/metrics on listeners with the `metrics` resource,
+# or on a Synapse-style listener of its own:
+#   - {{port: 9000, type: metrics, bind_addresses: ["127.0.0.1"]}}
+enable_metrics: false
+
+# Server notices (POST /_synapse/admin/v1/send_server_notice): sent by this local user
+# in a room per user that only it may speak in. Off unless this section is present.
+#server_notices:
+#  system_mxid_localpart: notices
+#  system_mxid_display_name: "Server Notices"
+#  system_mxid_avatar_url: "mxc://example.com/abcdef"
+#  room_name: "Server Notices"
+#  room_topic: "Messages from the server admins"
+#  auto_join: true
 """

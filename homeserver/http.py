@@ -36,6 +36,9 @@ MAX_JSON_DEPTH = 100
 
 # Request size limit for the JSON reader; app.py sets it from config.max_request_body.
 MAX_BODY_KEY = web.AppKey("max_request_body", int)
+# Who made the request (a user ID, or a server name for federation), noted on the
+# request by whoever authenticated it, for the request log.
+REQUESTER_KEY = "requester"
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",

@@ -12,8 +12,9 @@ import math
 import time
 from collections.abc import Callable
 
-from homeserver.config import RateLimit, RateLimitConfig
+from homeserver.config import UNLIMITED, RateLimit, RateLimitConfig
 from homeserver.errors import limit_exceeded
+from homeserver.storage.admin_users import RateLimitOverride
 
 MAX_BUCKETS = 100_000
 
@@ -71,12 +72,25 @@ class RateLimiter:
         }
 
 
-class RateLimiters:
-    """One limiter per `rc_*` setting, built once per app."""
+# Limits keyed by user ID that an admin's per-user override replaces (as Synapse's
+# ratelimit_override applies to a requester's actions).
+USER_KEYED = frozenset({"message"})
 
-    def __init__(self, config: RateLimitConfig) -> None:
+
+class RateLimiters:
+    """One limiter per `rc_*` setting, built once per app.
+
+    `overrides` (user ID -> limit; an unlimited one means "never limited") replace the
+    USER_KEYED limits for those users: the admin API's override_ratelimit.
+    """
+
+    def __init__(
+        self, config: RateLimitConfig, overrides: dict[str, RateLimit] | None = None
+    ) -> None:
         self._config = config
         self._limiters: dict[str, RateLimiter] = {}
+        self._overrides: dict[str, RateLimit] = dict(overrides or {})
+        self._override_limiters: dict[tuple[str, str], RateLimiter] = {}
 
     def get(self, name: str) -> RateLimiter:
         limiter = self._limiters.get(name)
@@ -86,4 +100,28 @@ class RateLimiters:
         return limiter
 
     def check(self, name: str, key: str) -> None:
-        self.get(name).check(key)
+        override = self._overrides.get(key) if name in USER_KEYED else None
+        if override is None:
+            self.get(name).check(key)
+            return
+        limiter = self._override_limiters.get((name, key))
+        if limiter is None:
+            limiter = self._override_limiters[(name, key)] = RateLimiter(override)
+        limiter.check(key)
+
+    def set_override(self, user_id: str, limit: RateLimit | None) -> None:
+        """Give `user_id` its own limit (None: back to the configured one)."""
+        for name in USER_KEYED:
+            self._override_limiters.pop((name, user_id), None)
+        if limit is None:
+            self._overrides.pop(user_id, None)
+        else:
+            self._overrides[user_id] = limit
+
+
+def override_limit(override: RateLimitOverride) -> RateLimit:
+    """An admin's per-user override as a limit; Synapse's semantics: 0 messages per
+    second means "never limited"."""
+    if override.messages_per_second <= 0:
+        return UNLIMITED
+    return RateLimit(float(override.messages_per_second), max(1, override.burst_count))

@@ -20,7 +20,7 @@ from federation.auth import XMatrixAuth, parse_x_matrix, verify_request
 from federation.keyring import KeyringError
 from homeserver.appstate import CONFIG
 from homeserver.errors import MatrixError
-from homeserver.http import Handler, parse_json_bytes, read_body
+from homeserver.http import REQUESTER_KEY, Handler, parse_json_bytes, read_body
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ async def x_matrix_middleware(request: web.Request, handler: Handler) -> web.Str
             continue
         if await _verify_one(request, auth, content, our_name):
             request[ORIGIN] = auth.origin
+            request[REQUESTER_KEY] = auth.origin  # for the request log
             request[BODY] = content
             return await handler(request)
     raise unauthorized("Invalid X-Matrix signature")

@@ -16,6 +16,7 @@ from typing import Any
 from homeserver.accounts import tokens
 from homeserver.accounts.passwords import PasswordHasher
 from homeserver.errors import MatrixError, forbidden, unknown_token
+from homeserver.moderation import Moderation, locked_error
 from homeserver.ratelimit import RateLimiters
 from homeserver.storage import AccountStore
 from homeserver.storage.account_auth import AccountAuthStore
@@ -71,6 +72,7 @@ class SessionService:
         device_deleted: Sequence[DeviceHook] = (),
         device_created: Sequence[DeviceHook] = (),
         device_renamed: Sequence[DeviceHook] = (),
+        moderation: Moderation | None = None,
     ) -> None:
         """The hooks are `async (user_id, device_id)` of other areas (E2EE drops a
         deleted device's keys and announces new or renamed devices to other servers);
@@ -83,6 +85,8 @@ class SessionService:
         self._deleted_hooks = list(device_deleted)
         self._created_hooks = list(device_created)
         self._renamed_hooks = list(device_renamed)
+        # Admin decisions: locked accounts may not log in. None: no moderation.
+        self._moderation = moderation
 
     def qualify(self, user: str) -> str:
         """Full user ID from a localpart or a user ID; localparts are lower-cased."""
@@ -147,7 +151,12 @@ class SessionService:
             raise forbidden("Invalid username or password")
         if info.deactivated:
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+        self._check_not_locked(user_id)
         return await self.create_session(user_id, device_id, display_name, refreshable=refreshable)
+
+    def _check_not_locked(self, user_id: str) -> None:
+        if self._moderation is not None and self._moderation.is_locked(user_id):
+            raise locked_error()
 
     async def login_with_token(
         self,
@@ -166,6 +175,7 @@ class SessionService:
         info = await self._accounts.get_user(user_id)
         if info is None or info.deactivated:
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+        self._check_not_locked(user_id)
         return await self.create_session(user_id, device_id, display_name, refreshable=refreshable)
 
     async def issue_login_token(self, user_id: str) -> tuple[str, int]:

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from homeserver.appstate import STORES
+from homeserver.appstate import MODERATION, STORES
 from homeserver.errors import MatrixError, missing_token, unknown_token
+from homeserver.http import REQUESTER_KEY
+from homeserver.moderation import locked_error
 
 MAX_TOKEN_LENGTH = 512
 
@@ -49,8 +51,13 @@ def _plausible(token: str) -> bool:
     return 0 < len(token) <= MAX_TOKEN_LENGTH and all(0x21 <= ord(c) <= 0x7E for c in token)
 
 
-async def get_requester(request: web.Request, *, allow_guest: bool = False) -> Requester:
-    """The authenticated user of `request`, or a 401 Matrix error."""
+async def get_requester(
+    request: web.Request, *, allow_guest: bool = False, allow_locked: bool = False
+) -> Requester:
+    """The authenticated user of `request`, or a 401 Matrix error.
+
+    Locked accounts get 401 M_USER_LOCKED unless `allow_locked` (logging out).
+    The user ID is also noted on the request for the request log."""
     token = extract_access_token(request)
     if token is None:
         raise missing_token()
@@ -61,6 +68,9 @@ async def get_requester(request: web.Request, *, allow_guest: bool = False) -> R
         raise unknown_token()
     if info.valid_until_ms is not None and info.valid_until_ms < int(time.time() * 1000):
         raise unknown_token("Access token has expired", soft_logout=True)
+    request[REQUESTER_KEY] = info.user_id
+    if not allow_locked and request.config_dict[MODERATION].is_locked(info.user_id):
+        raise locked_error()
     return Requester(
         user_id=info.user_id, device_id=info.device_id, access_token=token, token_id=info.token_id
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.appstate import CONFIG, Mounts
+from homeserver.appstate import CONFIG, STORES, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.config import Config
 from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS
@@ -36,8 +36,13 @@ def capabilities(config: Config) -> dict[str, Any]:
 
 
 async def get_capabilities(request: web.Request) -> web.Response:
-    await get_requester(request)
-    return json_response({"capabilities": capabilities(request.config_dict[CONFIG])})
+    requester = await get_requester(request)
+    found = capabilities(request.config_dict[CONFIG])
+    user = await request.config_dict[STORES].accounts.get_user(requester.user_id)
+    if user is not None and user.is_admin:
+        # v1.18: server admins may suspend and lock accounts (/admin/suspend, /admin/lock).
+        found["m.account_moderation"] = {"suspend": True, "lock": True}
+    return json_response({"capabilities": found})
 
 
 def setup(mounts: Mounts) -> None:

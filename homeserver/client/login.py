@@ -82,7 +82,7 @@ async def post_get_token(request: web.Request) -> web.Response:
 
 
 async def post_logout(request: web.Request) -> web.Response:
-    requester = await get_requester(request)
+    requester = await get_requester(request, allow_locked=True)
     await request.config_dict[SESSIONS].logout(
         requester.user_id, requester.device_id, requester.access_token
     )
@@ -90,7 +90,7 @@ async def post_logout(request: web.Request) -> web.Response:
 
 
 async def post_logout_all(request: web.Request) -> web.Response:
-    requester = await get_requester(request)
+    requester = await get_requester(request, allow_locked=True)
     await request.config_dict[SESSIONS].logout_all(requester.user_id)
     return json_response({})
 

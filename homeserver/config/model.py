@@ -46,7 +46,7 @@ DEFAULT_IP_RANGE_BLACKLIST: tuple[str, ...] = (
 
 # Synapse keys we recognise but deliberately ignore (logged at startup), so a copied
 # Synapse config does not fail for settings that have no meaning here.
-IGNORED_SYNAPSE_KEYS = frozenset({"report_stats", "log_config", "pid_file"})
+IGNORED_SYNAPSE_KEYS = frozenset({"report_stats", "pid_file"})
 
 
 class ConfigError(Exception):
@@ -258,6 +258,19 @@ class WellKnownConfig:
 
 
 @dataclass(frozen=True)
+class ServerNoticesConfig:
+    """Synapse's `server_notices` section: who sends notices and how their room looks."""
+
+    system_mxid_localpart: str
+    system_mxid_display_name: str | None = None
+    system_mxid_avatar_url: str | None = None
+    room_name: str = "Server Notices"
+    room_avatar_url: str | None = None
+    room_topic: str | None = None
+    auto_join: bool = False
+
+
+@dataclass(frozen=True)
 class SecretsConfig:
     macaroon_secret_key: str | None = None
     form_secret: str | None = None
@@ -281,6 +294,11 @@ class Config:
     default_room_version: str = "12"
     max_request_body: int = 10 * 1024 * 1024
     log_level: str = "INFO"
+    # A Python logging dictConfig YAML file (Synapse's log_config); wins over log_level.
+    log_config: Path | None = None
+    # Serve Prometheus metrics on listeners with the `metrics` resource.
+    enable_metrics: bool = False
+    server_notices: ServerNoticesConfig | None = None
     config_path: Path | None = None
     ignored_keys: tuple[str, ...] = ()
 

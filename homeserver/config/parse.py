@@ -31,6 +31,7 @@ from homeserver.config.sections import (
     read_listeners,
     read_old_keys,
     read_rate_limits,
+    read_server_notices,
     read_support,
     read_trusted_key_servers,
 )
@@ -83,6 +84,9 @@ KNOWN_KEYS = frozenset(
         "support",
         "max_request_body",
         "log_level",
+        "log_config",
+        "enable_metrics",
+        "server_notices",
     }
 )
 
@@ -195,8 +199,13 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         default_room_version=r.converted(top, "default_room_version", "", "12", parse_room_version),
         max_request_body=r.converted(top, "max_request_body", "", 10 * 1024**2, parse_size),
         log_level=r.converted(top, "log_level", "", "INFO", parse_log_level),
+        log_config=r.path(top, "log_config", "", None),
+        enable_metrics=r.bool(top, "enable_metrics", "", False),
+        server_notices=read_server_notices(r, top.get("server_notices")),
         ignored_keys=tuple(sorted(k for k in top if k in IGNORED_SYNAPSE_KEYS)),
     )
+    if config.log_config is not None and not config.log_config.is_file():
+        r.problem("log_config", f"no such file: {config.log_config}")
     if config.keys.key_refresh_interval_ms < 60_000 and "key_refresh_interval" in top:
         r.problem("key_refresh_interval", "must be at least one minute")
     if r.problems:

@@ -23,6 +23,7 @@ from homeserver.config.model import (
     OldVerifyKey,
     RateLimit,
     RateLimitConfig,
+    ServerNoticesConfig,
     SupportConfig,
     SupportContact,
     TrustedKeyServer,
@@ -65,18 +66,23 @@ def read_listeners(r: Reader, raw: Any) -> tuple[ListenerConfig, ...]:
         if not addresses:
             r.problem(join_path(where, "bind_addresses"), "must list at least one address")
         kind = r.str(m, "type", where, "http")
-        if kind != "http":
+        if kind not in ("http", "metrics"):
             r.problem(
-                join_path(where, "type"), f"only 'http' listeners are supported, got {kind!r}"
+                join_path(where, "type"),
+                f"only 'http' and 'metrics' listeners are supported, got {kind!r}",
             )
         tls = r.bool(m, "tls", where, False)
         x_forwarded = r.bool(m, "x_forwarded", where, False)
-        resources = _read_resources(r, m, where)
+        if kind == "metrics":
+            # Synapse's `type: metrics` listener: /_synapse/metrics and nothing else.
+            resources = frozenset({"metrics"})
+        else:
+            resources = _read_resources(r, m, where)
         result.append(
             ListenerConfig(
                 port=port,
                 bind_addresses=tuple(addresses),
-                type="http",
+                type="metrics" if kind == "metrics" else "http",
                 tls=tls,
                 x_forwarded=x_forwarded,
                 resources=resources,
@@ -92,6 +98,49 @@ def read_listeners(r: Reader, raw: Any) -> tuple[ListenerConfig, ...]:
             )
         seen.setdefault(listener.port, i)
     return tuple(result)
+
+
+def read_server_notices(r: Reader, raw: Any) -> ServerNoticesConfig | None:
+    """Synapse's `server_notices` section; None (notices off) when absent."""
+    if raw is None:
+        return None
+    m = r.mapping(raw, "server_notices")
+    if m is None:
+        return None
+    where = "server_notices"
+    r.check_keys(
+        m,
+        {
+            "system_mxid_localpart",
+            "system_mxid_display_name",
+            "system_mxid_avatar_url",
+            "room_name",
+            "room_avatar_url",
+            "room_topic",
+            "auto_join",
+        },
+        where,
+    )
+    localpart = r.str(m, "system_mxid_localpart", where)
+    if not localpart:
+        r.problem(f"{where}.system_mxid_localpart", "required, e.g. 'notices'")
+        return None
+    if not re.fullmatch(r"[a-z0-9._=\-/+]+", localpart):
+        r.problem(f"{where}.system_mxid_localpart", f"not a valid user ID localpart: {localpart!r}")
+        return None
+    for key in ("system_mxid_avatar_url", "room_avatar_url"):
+        value = r.str(m, key, where)
+        if value is not None and not str(value).startswith("mxc://"):
+            r.problem(f"{where}.{key}", "must be an mxc:// URI")
+    return ServerNoticesConfig(
+        system_mxid_localpart=localpart,
+        system_mxid_display_name=r.str(m, "system_mxid_display_name", where),
+        system_mxid_avatar_url=r.str(m, "system_mxid_avatar_url", where),
+        room_name=r.str(m, "room_name", where, "Server Notices"),
+        room_avatar_url=r.str(m, "room_avatar_url", where),
+        room_topic=r.str(m, "room_topic", where),
+        auto_join=r.bool(m, "auto_join", where, False),
+    )
 
 
 def _read_resources(r: Reader, m: Mapping[str, Any], where: str) -> frozenset[str]:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from homeserver.errors import forbidden
+from homeserver.moderation import Moderation
 from homeserver.storage import Stores
 from homeserver.sync.notifier import Notifier
 
@@ -22,9 +23,15 @@ REMOTE_TIMEOUT_MS = 30_000
 
 class TypingService:
     def __init__(
-        self, stores: Stores, notifier: Notifier, outbox: EduOutbox, server_name: str
+        self,
+        stores: Stores,
+        notifier: Notifier,
+        outbox: EduOutbox,
+        server_name: str,
+        moderation: Moderation | None = None,
     ) -> None:
         self._stores = stores
+        self._moderation = moderation
         self._notifier = notifier
         self._outbox = outbox
         self._server_name = server_name
@@ -52,6 +59,8 @@ class TypingService:
         membership = await self._stores.current_state.get_membership(room_id, user_id)
         if membership != "join":
             raise forbidden("You are not in this room")
+        if self._moderation is not None and self._moderation.is_shadow_banned(user_id):
+            return  # as Synapse: a shadow-banned user's typing goes nowhere
         timeout = min(max(timeout_ms or 30_000, 0), MAX_TIMEOUT_MS)
         self._apply(room_id, user_id, typing, timeout)
         hosts = await self._stores.current_state.get_joined_hosts(room_id)

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.moderation import Moderation
 from homeserver.rooms.local_events import LocalEvents
 from homeserver.storage import Profile, Stores
 
@@ -45,10 +46,13 @@ class ProfileService:
         local_events: LocalEvents,
         server_name: str,
         remote: RemoteProfiles | None = None,
+        moderation: Moderation | None = None,
     ) -> None:
         self._stores = stores
         self._events = local_events
         self._server_name = server_name
+        # Admin decisions: suspended users may not change their profile.
+        self._moderation = moderation
         self._remote = remote
 
     def is_local(self, user_id: str) -> bool:
@@ -87,14 +91,19 @@ class ProfileService:
 
     # -- writing ------------------------------------------------------------------------
 
-    async def _check_editable(self, requester: str, user_id: str) -> None:
-        if requester != user_id:
-            raise forbidden("You may only change your own profile")
+    async def _check_editable(self, requester: str | None, user_id: str) -> None:
+        """`requester` None: a server admin's change (the admin API), allowed for anyone."""
+        if requester is not None:
+            if requester != user_id:
+                raise forbidden("You may only change your own profile")
+            if self._moderation is not None:
+                self._moderation.check_not_suspended(user_id, "Changing the profile")
         if await self._stores.accounts.get_user(user_id) is None:
             raise not_found("Profile not found")
 
-    async def set_field(self, requester: str, user_id: str, key: str, value: Any) -> None:
-        """Set one field (for displayname/avatar_url, "" unsets) and propagate it."""
+    async def set_field(self, requester: str | None, user_id: str, key: str, value: Any) -> None:
+        """Set one field (for displayname/avatar_url, "" unsets) and propagate it.
+        `requester` None is a server admin acting on the user's behalf."""
         check_key(key)
         await self._check_editable(requester, user_id)
         value = check_value(key, value)
@@ -109,7 +118,7 @@ class ProfileService:
         if key in MEMBER_FIELDS:
             await self.propagate(user_id)
 
-    async def delete_field(self, requester: str, user_id: str, key: str) -> None:
+    async def delete_field(self, requester: str | None, user_id: str, key: str) -> None:
         """Remove a field (absent fields are fine) and propagate a member-field removal."""
         check_key(key)
         await self._check_editable(requester, user_id)

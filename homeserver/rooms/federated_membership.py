@@ -10,8 +10,9 @@ else is decided here, by the room service:
 - send_join / send_leave / send_knock: the signed event goes through
   `RemoteEventIngest.accept_membership` (checks 4-6, refused rather than stored when it
   fails any, current state included); send_join answers with the state before it.
-- invites of our users: refused for users who do not exist or are already joined, and
-  for unknown rooms that claim to be ours; counter-signed otherwise. In a room our
+- invites of our users: refused for users who do not exist or are already joined, for
+  rooms an admin blocked (as Synapse does) and for unknown rooms that claim to be ours;
+  counter-signed otherwise. In a room our
   server is in, the invite is received like any event of the room (so a server with no
   user there cannot invite anyone); in other rooms it is stored out of band.
 """
@@ -24,6 +25,7 @@ from typing import Any
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import Event, RoomVersion, get_room_version
 from homeserver.events.signing import sign_event
+from homeserver.moderation import Moderation
 from homeserver.storage import Stores
 
 from .client_events import strip_state_items
@@ -50,8 +52,11 @@ class FederatedMembership:
         restricted: RestrictedJoins,
         server_name: str,
         signing_key: Any,
+        moderation: Moderation | None = None,
     ) -> None:
         self._stores = stores
+        # Admin decisions: no invites into a blocked room. None: no moderation.
+        self._moderation = moderation
         self._events = local_events
         self._membership = membership
         self._ingest = ingest
@@ -196,6 +201,8 @@ class FederatedMembership:
             await self._stores.accounts.get_user(invitee) is None
         ):
             raise not_found("The invited user does not exist here")
+        if self._moderation is not None:
+            await self._moderation.check_room_not_blocked(room_id)
         known = await self._stores.rooms.get_room_version(room_id) is not None
         if not known and self._claims_our_namespace(room_id, invite_room_state):
             raise forbidden("This room would be ours, but there is no such room here")

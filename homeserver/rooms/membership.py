@@ -16,6 +16,7 @@ from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import Event
+from homeserver.moderation import Moderation
 from homeserver.storage import Stores
 
 from .ingest import RemoteEventIngest
@@ -58,12 +59,23 @@ class MembershipService:
         server_name: str,
         remote: RemoteMembership | None = None,
         remote_profiles: RemoteProfileLookup | None = None,
+        *,
+        moderation: Moderation | None = None,
     ) -> None:
         self._stores = stores
         self._events = local_events
         self._server_name = server_name
         self._remote = remote
         self._remote_profiles = remote_profiles
+        # Admin decisions (suspended/shadow-banned users, blocked rooms); None: none.
+        self._moderation = moderation
+
+    async def _check_may_enter(self, room_id: str, user_id: str, what: str) -> None:
+        """Suspended users may not join/knock; nobody local joins a blocked room."""
+        if self._moderation is None:
+            return
+        self._moderation.check_not_suspended(user_id, what)
+        await self._moderation.check_room_not_blocked(room_id)
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.partition(":")[2] == self._server_name
@@ -90,6 +102,7 @@ class MembershipService:
         reason: str | None = None,
         txn: tuple[str, str | None, str] | None = None,
     ) -> Event:
+        await self._check_may_enter(room_id, user_id, "Joining rooms")
         content = await self.profile_content(user_id)
         content["membership"] = "join"
         if reason:
@@ -137,6 +150,7 @@ class MembershipService:
         reason: str | None = None,
     ) -> Event:
         """Knock on a room: locally if we are in it, else through a resident server."""
+        await self._check_may_enter(room_id, user_id, "Knocking on rooms")
         content = await self.profile_content(user_id)
         content["membership"] = "knock"
         if reason:
@@ -185,7 +199,10 @@ class MembershipService:
                 raise not_found("Unknown room")
             raise not_found("Unknown room")
         if membership == "invite":
-            return await self.invite(room_id, sender, target, content)
+            invited = await self.invite(room_id, sender, target, content)
+            if invited is None:
+                raise forbidden("Invites are not possible now")  # shadow-banned via this path
+            return invited
         if membership == "leave" and sender == target and self._remote is not None:
             current = await self._stores.current_state.get_membership(room_id, target)
             if current in ("invite", "knock") and not await self._we_are_joined(room_id):
@@ -200,7 +217,14 @@ class MembershipService:
 
     async def invite(
         self, room_id: str, sender: str, target: str, content: dict[str, Any]
-    ) -> Event:
+    ) -> Event | None:
+        """Invite `target`; None when the sender is shadow-banned (nothing is sent, the
+        client is answered as if it had been)."""
+        if self._moderation is not None:
+            self._moderation.check_not_suspended(sender, "Sending invites")
+            await self._moderation.check_room_not_blocked(room_id)
+            if self._moderation.is_shadow_banned(sender):
+                return None
         current = await self._stores.current_state.get_membership(room_id, target)
         if current == "ban":
             raise forbidden(f"{target} is banned from the room")

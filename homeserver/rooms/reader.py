@@ -48,6 +48,12 @@ class Access:
     cap: int | None
     cap_event_id: str | None
     is_peeking: bool
+    # A server admin reading through the admin API: everything, history visibility
+    # notwithstanding (Synapse's admin room reads do the same).
+    sees_all: bool = False
+
+
+SERVER_ADMIN = Access("join", None, None, False, sees_all=True)
 
 
 class RoomReader:
@@ -73,7 +79,13 @@ class RoomReader:
 
     # -- access ---------------------------------------------------------------------------
 
-    async def access(self, room_id: str, user_id: str) -> Access:
+    async def access(self, room_id: str, user_id: str, *, server_admin: bool = False) -> Access:
+        """How `user_id` may read the room; `server_admin`: the admin API's caller, who
+        reads everything of any room we know (404 for rooms we do not)."""
+        if server_admin:
+            if await self._stores.rooms.get_room_version(room_id) is None:
+                raise not_found("Room not found")
+            return SERVER_ADMIN
         info = await self._stores.current_state.get_membership_info(room_id, user_id)
         if info is not None and info.membership == "join":
             return Access("join", None, None, False)
@@ -240,6 +252,8 @@ class RoomReader:
     # -- events -----------------------------------------------------------------------------
 
     async def _visible(self, events: Sequence[Event], user_id: str, access: Access) -> list[Event]:
+        if access.sees_all:
+            return list(events)
         return await filter_events_for_user(
             self._stores, user_id, events, is_peeking=access.is_peeking
         )
@@ -316,8 +330,9 @@ class RoomReader:
         direction: Literal["f", "b"],
         limit: int,
         event_filter: RoomEventFilter,
+        server_admin: bool = False,
     ) -> dict[str, Any]:
-        access = await self.access(room_id, user_id)
+        access = await self.access(room_id, user_id, server_admin=server_admin)
         limit = max(0, min(limit, MAX_LIMIT))
         if event_filter.limit is not None:
             limit = min(limit, event_filter.limit)
@@ -404,8 +419,9 @@ class RoomReader:
         *,
         limit: int,
         event_filter: RoomEventFilter,
+        server_admin: bool = False,
     ) -> dict[str, Any]:
-        access = await self.access(room_id, user_id)
+        access = await self.access(room_id, user_id, server_admin=server_admin)
         event, so = await self._room_event(room_id, event_id)
         if access.cap is not None and so > access.cap:
             raise not_found("Event not found.")
@@ -450,9 +466,15 @@ class RoomReader:
         }
 
     async def timestamp_to_event(
-        self, room_id: str, user_id: str, ts: int, direction: Literal["f", "b"]
+        self,
+        room_id: str,
+        user_id: str,
+        ts: int,
+        direction: Literal["f", "b"],
+        *,
+        server_admin: bool = False,
     ) -> dict[str, Any]:
-        await self.access(room_id, user_id)
+        await self.access(room_id, user_id, server_admin=server_admin)
         found = await self._read.event_closest_to_ts(room_id, ts, direction)
         if found is None:
             raise MatrixError(404, "M_NOT_FOUND", f"Unable to find event from {ts} in {direction}")

@@ -10,11 +10,13 @@ room's `redact` power level. The persister records accepted redactions on their 
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import Event
 from homeserver.graph.power_levels import PowerLevels
+from homeserver.moderation import Moderation, suspended_error
 from homeserver.storage import Stores
 from homeserver.storage.room_directory import RoomReadStore
 
@@ -23,11 +25,36 @@ from .local_events import LocalEvents
 Txn = tuple[str, str | None, str]
 
 
+def fake_event_id() -> str:
+    """What a shadow-banned user is told their event got (it was never sent)."""
+    return "$" + secrets.token_urlsafe(32)
+
+
 class RoomSender:
-    def __init__(self, stores: Stores, read_store: RoomReadStore, events: LocalEvents) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        read_store: RoomReadStore,
+        events: LocalEvents,
+        moderation: Moderation | None = None,
+    ) -> None:
         self._stores = stores
         self._read = read_store
         self._events = events
+        self._moderation = moderation
+
+    def _silenced(self, user_id: str, event_type: str, content: dict[str, Any]) -> bool:
+        """Suspended users may only leave (403 M_USER_SUSPENDED for the rest); True when
+        the user is shadow-banned and the event must be dropped silently."""
+        if self._moderation is None:
+            return False
+        if self._moderation.is_suspended(user_id):
+            leaving = event_type == "m.room.member" and content.get("membership") == "leave"
+            if not leaving:
+                raise suspended_error(
+                    "Sending events while the account is suspended is not allowed"
+                )
+        return self._moderation.is_shadow_banned(user_id)
 
     async def _require_joined(self, room_id: str, user_id: str) -> None:
         membership = await self._stores.current_state.get_membership(room_id, user_id)
@@ -54,6 +81,8 @@ class RoomSender:
                 room_id, user_id, target, reason if isinstance(reason, str) else None, txn
             )
         await self._require_joined(room_id, user_id)
+        if self._silenced(user_id, event_type, content):
+            return fake_event_id()
         event = await self._events.send(room_id, user_id, event_type, content, txn=txn)
         return event.event_id
 
@@ -77,6 +106,8 @@ class RoomSender:
                     return current_id
         if event_type != "m.room.member":
             await self._require_joined(room_id, user_id)
+        if self._silenced(user_id, event_type, content):
+            return fake_event_id()
         if event_type == "m.room.canonical_alias":
             await self._check_canonical_alias(room_id, content)
         event = await self._events.send(room_id, user_id, event_type, content, state_key)
@@ -116,6 +147,13 @@ class RoomSender:
         target = await self._stores.events.get_event(target_id)
         if target is None or target.room_id != room_id:
             raise not_found("Event not found")
+        if self._moderation is not None:
+            if target.sender != user_id and self._moderation.is_suspended(user_id):
+                raise suspended_error(
+                    "You can only redact your own events while the account is suspended"
+                )
+            if self._moderation.is_shadow_banned(user_id):
+                return fake_event_id()
         if target.sender != user_id:
             ids = await self._stores.current_state.get_current_state_ids(
                 room_id, ["m.room.power_levels", "m.room.create"]

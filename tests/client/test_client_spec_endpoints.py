@@ -38,11 +38,6 @@ NOT_BUILT = {
     ("GET", "/_matrix/client/v3/login/sso/redirect"),
     ("GET", "/_matrix/client/v3/login/sso/redirect/{}"),
     ("GET", "/_matrix/client/v1/auth_metadata"),
-    # Account locking and suspension (v1.18 admin API).
-    ("GET", "/_matrix/client/v1/admin/lock/{}"),
-    ("PUT", "/_matrix/client/v1/admin/lock/{}"),
-    ("GET", "/_matrix/client/v1/admin/suspend/{}"),
-    ("PUT", "/_matrix/client/v1/admin/suspend/{}"),
     # Application services.
     ("POST", "/_matrix/client/v1/appservice/{}/ping"),
     ("PUT", "/_matrix/client/v3/directory/list/appservice/{}/{}"),

@@ -19,7 +19,8 @@ Calls:
   the graph-writing methods of storage or the persister, or imports the persister.
 - only the composition module and the app factory touch app lifetimes (`cleanup_ctx`,
   `on_startup`, `on_cleanup`, `on_shutdown`).
-- route modules (homeserver/client, federation/server) construct no stores.
+- route modules (homeserver/client, federation/server, homeserver/admin_api) construct
+  no stores.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ STORAGE_ALLOWED = (
 )
 COMPOSITION = ("homeserver.app", "homeserver.composition", "homeserver.__main__")
 APP_STATE = ("homeserver.appstate", "federation.appkeys")
-ROUTE_MODULES = ("homeserver.client", "federation.server")
+ROUTE_MODULES = ("homeserver.client", "federation.server", "homeserver.admin_api")
 APP_STATE_READERS = (*ROUTE_MODULES, *COMPOSITION, *APP_STATE, "homeserver.http")
 GRAPH_WRITERS = ("homeserver.rooms", "homeserver.storage")
 # Methods that write the event graph (events, state groups, extremities, memberships).
@@ -73,6 +74,8 @@ GRAPH_WRITES = frozenset(
         "persist_join",
         "store_group",
         "store_group_after",
+        "purge_room",
+        "purge_history",
     }
 )
 LIFETIME_HOOKS = frozenset({"cleanup_ctx", "on_startup", "on_cleanup", "on_shutdown"})
@@ -242,6 +245,9 @@ def test_the_rules_hold_for_every_module() -> None:
         ("federation.x", "def f(app):\n    app.on_startup.append(g)", "lifetimes"),
         ("homeserver.client.x", "def f(db):\n    return PushStore(db)", "construct no stores"),
         ("federation.server.x", "def f(db):\n    return RoomReadStore(db)", "construct no"),
+        ("homeserver.admin_api.x", "def f(db):\n    return AdminUserStore(db)", "construct no"),
+        ("homeserver.admin.x", "async def f(s):\n    await s.purge_room(r)", "only the room"),
+        ("homeserver.admin.x", "from homeserver.appstate import STORES", "constructor arg"),
     ],
 )
 def test_the_checker_catches_violations(module: str, source: str, expected: str) -> None:
@@ -263,6 +269,8 @@ def test_the_checker_catches_violations(module: str, source: str, expected: str)
         ("homeserver.sync.x", "from homeserver.rooms.pagination import RoomToken"),
         ("homeserver.client.x", "from homeserver.appstate import STORES"),
         ("federation.server.x", "from federation.appkeys import INBOUND"),
+        ("homeserver.admin_api.x", "from homeserver.appstate import ADMIN_USERS"),
+        ("homeserver.rooms.purge", "async def f(s):\n    await s.purge_history(r, 1)"),
         ("homeserver.rooms.ingest", "async def f(p):\n    await p.persist_outliers(r, [])"),
         ("homeserver.composition", "def f(app):\n    app.cleanup_ctx.append(g)"),
         ("homeserver.composition", "def f(db):\n    return PushStore(db)"),

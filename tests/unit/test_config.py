@@ -393,7 +393,44 @@ def test_shared_secret_path(tmp_path: Path) -> None:
 
 def test_ignored_synapse_keys_are_accepted(tmp_path: Path) -> None:
     config = parse_config(
-        {"server_name": "a.b", "report_stats": False, "log_config": "x.log.config"},
+        {"server_name": "a.b", "report_stats": False, "pid_file": "x.pid"},
         base_dir=tmp_path,
     )
-    assert config.ignored_keys == ("log_config", "report_stats")
+    assert config.ignored_keys == ("pid_file", "report_stats")
+
+
+def test_log_config_is_read_relative_to_the_config_and_must_exist(tmp_path: Path) -> None:
+    (tmp_path / "x.log.config").write_text("version: 1\n")
+    config = parse_config({"server_name": "a.b", "log_config": "x.log.config"}, base_dir=tmp_path)
+    assert config.log_config == tmp_path / "x.log.config"
+    assert config.ignored_keys == ()
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"server_name": "a.b", "log_config": "missing.yaml"}, base_dir=tmp_path)
+    assert any("log_config" in p and "no such file" in p for p in exc.value.problems)
+
+
+def test_metrics_listener_and_server_notices_sections(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "server_name": "a.b",
+            "enable_metrics": True,
+            "listeners": [
+                {"port": 8008, "resources": [{"names": ["client"]}]},
+                {"port": 9000, "type": "metrics", "bind_addresses": ["127.0.0.1"]},
+            ],
+            "server_notices": {"system_mxid_localpart": "notices", "auto_join": True},
+        },
+        base_dir=tmp_path,
+    )
+    assert config.enable_metrics is True
+    assert config.listeners[1].resources == frozenset({"metrics"})
+    assert config.server_notices is not None
+    assert config.server_notices.system_mxid_localpart == "notices"
+    assert config.server_notices.auto_join is True
+    assert config.server_notices.room_name == "Server Notices"
+    with pytest.raises(ConfigError) as exc:
+        parse_config(
+            {"server_name": "a.b", "server_notices": {"system_mxid_localpart": "No Spaces"}},
+            base_dir=tmp_path,
+        )
+    assert any("system_mxid_localpart" in p for p in exc.value.problems)

@@ -1,0 +1,19 @@
+"""Synapse's admin API (/_synapse/admin) and the client API's account moderation
+(/_matrix/client/v1/admin/suspend|lock): route modules only.
+
+`setup(mounts)` registers the handlers; they authenticate a server admin, parse and
+call one service of `homeserver.admin`, which homeserver/composition.py builds (through
+`homeserver.admin.build`) and publishes as the AppKeys of homeserver.appstate.
+"""
+
+from __future__ import annotations
+
+from homeserver.appstate import Mounts
+
+from . import moderation, rooms, server, users
+
+
+def setup(mounts: Mounts) -> None:
+    for module in (users, rooms, moderation, server):
+        module.add_routes(mounts.admin)
+    users.add_client_routes(mounts.client)
