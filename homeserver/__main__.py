@@ -38,7 +38,7 @@ from homeserver.config import (
 
 logger = logging.getLogger("homeserver")
 
-COMMANDS = ("run", "generate-config", "register-user")
+COMMANDS = ("run", "generate-config", "register-user", "port-db")
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
@@ -327,6 +327,57 @@ def _ask(prompt: str) -> str:
     return input(prompt).strip()
 
 
+# --------------------------------------------------------------------------- port-db
+
+
+def cmd_port_db(args: argparse.Namespace) -> int:
+    """Copy a stopped server's SQLite database into the PostgreSQL database the config
+    names (see homeserver.storage.port)."""
+    from homeserver.storage.errors import StorageError
+    from homeserver.storage.port import PortError, port_sqlite_to_postgres
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_problems(exc)
+        return 2
+    if not config.database.is_postgres:
+        print(
+            f"error: {args.config} must name the PostgreSQL target"
+            " (database: {name: psycopg2, args: {...}})",
+            file=sys.stderr,
+        )
+        return 2
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        report = asyncio.run(
+            port_sqlite_to_postgres(
+                Path(args.sqlite_database),
+                config.database.args,
+                batch_size=args.batch_size,
+                progress=progress,
+            )
+        )
+    except (PortError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for key, (high, _) in sorted(report.positions.items()):
+        if high is not None:
+            progress(f"  position {key}: {high}")
+    progress(
+        f"Done: {report.total_rows} rows in {len(report.rows)} tables copied to "
+        f"{config.database.describe()}; row counts and stream positions match."
+    )
+    progress("Start the server with this config to run on PostgreSQL.")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -375,6 +426,23 @@ def build_parser() -> argparse.ArgumentParser:
         "server_url", nargs="?", help="server URL (default: from -c, else localhost:8008)"
     )
     reg.set_defaults(func=cmd_register_user)
+
+    port = commands.add_parser(
+        "port-db",
+        help="copy a stopped server's SQLite database into an empty PostgreSQL database",
+    )
+    port.add_argument("--sqlite-database", required=True, help="the SQLite database file")
+    port.add_argument(
+        "-c",
+        "--config",
+        "--postgres-config",
+        dest="config",
+        required=True,
+        type=Path,
+        help="a config whose database section names the (empty) PostgreSQL target",
+    )
+    port.add_argument("--batch-size", type=int, default=5000, help="rows per COPY (5000)")
+    port.set_defaults(func=cmd_port_db)
     return parser
 
 
