@@ -301,7 +301,9 @@ async def build(
         server_keys.primary,
         moderation,
     )
-    purger = RoomPurger(stores, RoomPurgeStore(database), locks, server_name)
+    purger = RoomPurger(
+        stores, RoomPurgeStore(database, push_store.forget_room), locks, server_name
+    )
     backfill = (
         RoomBackfill(
             stores, room_state, persister, locks, ingest, remote_state, remote_events, server_name
@@ -311,7 +313,7 @@ async def build(
     )
 
     # -- ephemeral streams ---------------------------------------------------------------
-    receipt_store = ReceiptStore(database)
+    receipt_store = ReceiptStore(database, push_store.read_marker_moved)
     receipt_position = await receipt_store.get_max_stream_id()
     notifier.advance("receipts", receipt_position)
     receipts = ReceiptsService(

@@ -24,9 +24,8 @@ class UnreadCountsExtension:
     ) -> None:
         if membership != "join":
             return
-        upto = ctx.now.events
-        await self._generator.wait_until(upto)
-        counts = await self._store.get_unread_counts(ctx.user_id, room_id, upto)
+        await self._generator.wait_until(ctx.now.events)
+        counts = await self._store.get_current_unread_counts(ctx.user_id, room_id)
         if ctx.unread_thread_notifications:
             main = counts.get(MAIN_THREAD)
             room["unread_notifications"] = {

@@ -57,6 +57,13 @@ class LruCache(Generic[K, V]):
         self._data.move_to_end(key)
         return value
 
+    def peek(self, key: K) -> V | None:
+        """The value, without counting a hit or miss or refreshing its recency."""
+        return self._data.get(key)
+
+    def key_list(self) -> list[K]:
+        return list(self._data)
+
     def set(self, key: K, value: V) -> None:
         """Store a value known to be current (e.g. just written and committed)."""
         self._data[key] = value

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._util import dump_json, load_json, now_ms
+from .cache import LruCache
 from .database import Database
 from .errors import StorageError
 
@@ -93,10 +94,41 @@ _READ_POSITIONS = (
 
 _RULE_COLUMNS = "kind, rule_id, conditions, pattern, actions, enabled"
 
+# (user, room) pairs whose unread counts are kept in memory. Each entry is a few small
+# dicts (~1 KB at most), so the bound is ~100 MB in the worst case and a few MB in
+# practice; a miss costs two indexed queries.
+UNREAD_CACHE_SIZE = 100_000
+# The row of the fill query that carries the highest action position it saw; never a
+# thread ID (those are '', 'main' or an event ID, which starts with '$').
+_MAX_ROW = "#max"
+
+
+@dataclass
+class _Unread:
+    """A user's unread counts in one room, kept current by `_apply_actions`.
+
+    `positions` are the read positions the counts were computed against; a change of
+    any of them (a receipt, the user's own event) drops the entry instead of patching
+    it. `seen_upto` is the highest push-action position the counts include: actions of
+    one (user, room) are recorded in stream order, so a later action is counted exactly
+    once, whether the fill query or `_apply_actions` saw it first.
+    """
+
+    positions: dict[str, int]
+    counts: dict[str, list[int]]
+    seen_upto: int
+
 
 class PushStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Unread counts are read by every /sync of every joined room; counting them in
+        # the database costs O(unread actions) per request, i.e. O(room history) for a
+        # user who never reads a busy room. The cache makes a /sync that follows a new
+        # message O(1) in the room's history.
+        self._unread: LruCache[tuple[str, str], _Unread] = LruCache(
+            UNREAD_CACHE_SIZE, name="unread_counts"
+        )
 
     # -- rules --------------------------------------------------------------------------
 
@@ -317,6 +349,9 @@ class PushStore:
                 await conn.executemany(_INSERT_ACTION, [_action_row(a) for a in actions])
             if read_positions:
                 await conn.executemany(_ADVANCE_READ, list(read_positions))
+        self._apply_actions(actions)
+        for user_id, room_id, _thread, _so in read_positions:
+            self.read_marker_moved(user_id, room_id)
 
     async def advance_read_position(
         self, user_id: str, room_id: str, stream_ordering: int, thread_id: str = ""
@@ -324,6 +359,82 @@ class PushStore:
         """Mark everything up to `stream_ordering` read (never moves backwards).
         thread_id '' is an unthreaded receipt; 'main' or a root ID one thread."""
         await self.db.execute(_ADVANCE_READ, user_id, room_id, thread_id, stream_ordering)
+        self.read_marker_moved(user_id, room_id)
+
+    # -- unread counts, cached ------------------------------------------------------------
+
+    def read_marker_moved(self, user_id: str, room_id: str) -> None:
+        """A read position of the user in the room changed (called after the write has
+        committed): its counts must be recomputed. A fill that read before the change
+        is refused by the cache's generation check."""
+        self._unread.invalidate((user_id, room_id))
+
+    def forget_room(self, room_id: str) -> None:
+        """Rows of the room were deleted (a purge): drop every cached count of it.
+        O(cache size), but purges are rare admin operations."""
+        for key in [k for k in self._unread.key_list() if k[1] == room_id]:
+            self._unread.invalidate(key)
+
+    def _apply_actions(self, actions: Sequence[PushAction]) -> None:
+        """Fold just-committed actions into the cached counts they change."""
+        for a in actions:
+            if not (a.notif or a.highlight):
+                continue
+            entry = self._unread.peek((a.user_id, a.room_id))
+            if entry is None or a.stream_ordering <= entry.seen_upto:
+                continue
+            entry.seen_upto = a.stream_ordering
+            read = max(
+                entry.positions.get("", _BEFORE_EVERYTHING),
+                entry.positions.get(a.thread_id, _BEFORE_EVERYTHING),
+            )
+            if a.stream_ordering > read:
+                c = entry.counts.setdefault(a.thread_id, [0, 0])
+                c[0] += 1 if a.notif else 0
+                c[1] += 1 if a.highlight else 0
+
+    async def get_current_unread_counts(
+        self, user_id: str, room_id: str
+    ) -> dict[str, UnreadCounts]:
+        """thread_id -> unread (notifying, highlighted) counts in one room, as of every
+        action recorded so far (it may count an event that committed after the caller's
+        stream token: the next /sync brings that event, with the same count)."""
+        key = (user_id, room_id)
+        entry = self._unread.get(key)
+        if entry is None:
+            generation = self._unread.generation()
+            positions = await self.get_read_positions(user_id, room_id)
+            counts, seen_upto = await self._count_unread(user_id, room_id)
+            entry = _Unread(positions, counts, seen_upto)
+            self._unread.set_if_current(key, entry, generation)
+        return {tid: UnreadCounts(c[0], c[1]) for tid, c in entry.counts.items() if c[0] or c[1]}
+
+    async def _count_unread(self, user_id: str, room_id: str) -> tuple[dict[str, list[int]], int]:
+        """Unread counts and the highest action position, from one statement (one
+        snapshot: an action is either in both or in neither)."""
+        rows = await self.db.fetch(
+            f"WITH {_READ_POSITIONS} SELECT a.thread_id,"
+            " SUM(CASE WHEN a.notif THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END)"
+            " FROM event_push_actions a LEFT JOIN pos t ON t.thread_id = a.thread_id"
+            " WHERE a.user_id = $1 AND a.room_id = $2"
+            " AND a.stream_ordering > COALESCE((SELECT u.so FROM pos u WHERE u.thread_id = ''),"
+            " $3) AND (t.so IS NULL OR a.stream_ordering > t.so)"
+            " GROUP BY a.thread_id"
+            f" UNION ALL SELECT '{_MAX_ROW}', MAX(m.stream_ordering), 0"
+            " FROM event_push_actions m WHERE m.user_id = $1 AND m.room_id = $2",
+            user_id,
+            room_id,
+            _BEFORE_EVERYTHING,
+        )
+        counts: dict[str, list[int]] = {}
+        seen_upto = _BEFORE_EVERYTHING
+        for r in rows:
+            if r[0] == _MAX_ROW:
+                seen_upto = int(r[1]) if r[1] is not None else _BEFORE_EVERYTHING
+            else:
+                counts[r[0]] = [int(r[1] or 0), int(r[2] or 0)]
+        return counts, seen_upto
 
     async def get_unread_counts(
         self, user_id: str, room_id: str, upto: int | None = None

@@ -6,7 +6,7 @@ few rooms (primary key prefix); nothing scans the table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ._util import chunks, placeholders
@@ -32,8 +32,13 @@ def _row(r: object) -> Receipt:
 
 
 class ReceiptStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, read_marker_moved: Callable[[str, str], None] | None = None
+    ) -> None:
+        """`read_marker_moved(user_id, room_id)` is told after each write commits: a
+        receipt moves where the user has read to, which cached unread counts depend on."""
         self.db = db
+        self._read_marker_moved = read_marker_moved
 
     async def get_max_stream_id(self) -> int:
         return int(await self.db.fetchval("SELECT MAX(stream_id) FROM receipts") or 0)
@@ -51,6 +56,8 @@ class ReceiptStore:
             receipt.ts,
             receipt.stream_id,
         )
+        if self._read_marker_moved is not None:
+            self._read_marker_moved(receipt.user_id, receipt.room_id)
 
     async def get_since(self, since: int, upto: int) -> list[Receipt]:
         """Receipts written with since < stream_id <= upto, in stream order."""

@@ -15,6 +15,7 @@ afterwards with what `RoomPurgeResult` reports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._util import chunks, placeholders
@@ -44,8 +45,11 @@ class HistoryPurgeResult:
 
 
 class RoomPurgeStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, purged: Callable[[str], None] | None = None) -> None:
+        """`purged(room_id)` is told after rows of a room were deleted, for caches that
+        hold derived data (unread counts)."""
         self.db = db
+        self._purged = purged
         self._plan: list[tuple[str, str]] | None = None
 
     async def _room_plan(self) -> list[tuple[str, str]]:
@@ -92,6 +96,8 @@ class RoomPurgeStore:
                 )
                 if count:
                     result.rows[table] = count
+        if self._purged is not None:
+            self._purged(room_id)
         return result
 
     async def purge_history(
@@ -130,6 +136,8 @@ class RoomPurgeStore:
                     if count:
                         result.rows[table] = result.rows.get(table, 0) + count
         result.event_ids = doomed
+        if self._purged is not None:
+            self._purged(room_id)
         return result
 
 

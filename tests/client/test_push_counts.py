@@ -3,6 +3,8 @@ read receipts and own events clearing them, /notifications and /pushers."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -115,19 +117,18 @@ async def test_one_to_one_edits_and_reactions(app_client: TestClient) -> None:
 
 
 async def test_receipts_and_own_events_clear_counts(app_client: TestClient) -> None:
-    alice, bob, _, room = await two_users(app_client)
+    alice, bob, bob_token, room = await two_users(app_client)
     first = await send(app_client, room, alice, "one")
     await send(app_client, room, alice, "two")
     assert (await counts(app_client, bob, room))["notification_count"] == 2
     app = app_client.server.app
-    # A private read receipt in the sync area's receipts table (as its endpoint writes).
-    await app[STORES].db.execute(
-        "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts,"
-        " stream_id) VALUES ($1, 'm.read.private', $2, '', $3, 0, 1)",
-        room,
-        bob,
-        first,
+    # A private read receipt, through its endpoint.
+    r = await app_client.post(
+        f"/_matrix/client/v3/rooms/{room}/receipt/m.read.private/{first}",
+        json={},
+        headers=auth(bob_token),
     )
+    assert r.status == 200, await r.text()
     assert (await counts(app_client, bob, room))["notification_count"] == 1
     # Sending an event moves the sender's read position past everything before it.
     await send(app_client, room, bob, "caught up")
@@ -138,6 +139,49 @@ async def test_receipts_and_own_events_clear_counts(app_client: TestClient) -> N
     latest = await send(app_client, room, alice, "four")
     assert await app[PUSH_ACTIONS].mark_read(bob, room, latest)
     assert (await counts(app_client, bob, room))["notification_count"] == 0
+
+
+async def test_cached_counts_match_the_database_under_concurrency(app_client: TestClient) -> None:
+    """Sends, receipts (public, private, threaded), the reader's own messages and count
+    reads all race; afterwards the in-memory counts equal a fresh database count."""
+    alice, bob, bob_token, room = await two_users(app_client)
+    app = app_client.server.app
+    sent: list[str] = []
+    rng = random.Random(7)
+
+    async def sender() -> None:
+        for i in range(40):
+            mention = {"m.mentions": {"user_ids": [bob]}} if i % 7 == 0 else {}
+            sent.append(await send(app_client, room, alice, f"m{i}", **mention))
+            if i % 9 == 0:
+                await asyncio.sleep(0)
+
+    async def reader() -> None:
+        for i in range(30):
+            await asyncio.sleep(rng.random() * 0.01)
+            if sent and i % 3 == 0:
+                kind = rng.choice(["m.read", "m.read.private"])
+                target = rng.choice(sent)
+                await app_client.post(
+                    f"/_matrix/client/v3/rooms/{room}/receipt/{kind}/{target}",
+                    json={},
+                    headers=auth(bob_token),
+                )
+            elif i % 10 == 5:
+                await send(app_client, room, bob, f"bob{i}")
+            await counts(app_client, bob, room)
+
+    await asyncio.gather(sender(), reader(), reader(), reader())
+    await app[PUSH_ACTIONS].wait_until(await app[STORES].events.get_current_stream_position())
+    cached = await counts(app_client, bob, room)
+    fresh = await app[PUSH_STORE].get_unread_counts(bob, room)
+    assert cached == {
+        "notification_count": sum(c.notifications for c in fresh.values()),
+        "highlight_count": sum(c.highlights for c in fresh.values()),
+    }
+    # And a cache entry rebuilt from scratch agrees too.
+    app[PUSH_STORE].forget_room(room)
+    assert await counts(app_client, bob, room) == cached
 
 
 async def test_sync_carries_counts_in_the_same_response(app_client: TestClient) -> None:
