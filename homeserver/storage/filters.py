@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ._util import dump_json, load_json
+from .cache import LruCache
 from .database import Database
 from .errors import IntegrityError
+
+T = TypeVar("T")
+
+# Parsed saved filters kept per (user, filter ID); a saved filter never changes, so an
+# entry is never stale. Every /sync names its filter again.
+PARSED_CACHE_SIZE = 4096
 
 
 class FilterStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._parsed: LruCache[tuple[str, int], Any] = LruCache(
+            PARSED_CACHE_SIZE, name="parsed_filters"
+        )
+
+    async def get_parsed(
+        self, user_id: str, filter_id: int, parse: Callable[[dict[str, Any]], T]
+    ) -> T | None:
+        """`parse(definition)` of a saved filter, cached (None: no such filter). `parse`
+        must be pure and always the same function for this store."""
+        cached = self._parsed.get((user_id, filter_id))
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        definition = await self.get_filter(user_id, filter_id)
+        if definition is None:
+            return None
+        parsed = parse(definition)
+        self._parsed.set((user_id, filter_id), parsed)
+        return parsed
 
     async def add_filter(self, user_id: str, definition: dict[str, Any]) -> int:
         """Store a filter and return its new ID (IDs are per user, from 0 upwards)."""
