@@ -27,7 +27,11 @@ from ..events.room_versions import RoomVersion
 # Defaults from the m.room.power_levels schema and the server-server "Definitions".
 DEFAULT_USERS_DEFAULT = 0
 DEFAULT_EVENTS_DEFAULT = 0
-DEFAULT_STATE_DEFAULT = 50  # 0 when there is no power levels event at all
+# The spec says state_default is 0 when a room has no power levels event at all; Synapse
+# uses 50 there too (so only a creator, at 100, may send state, the first power levels
+# event included). Auth rules decide room state, so we follow Synapse: a server that
+# accepted what Synapse rejects would fork the room.
+DEFAULT_STATE_DEFAULT = 50
 DEFAULT_INVITE = 0
 DEFAULT_KICK = 50
 DEFAULT_BAN = 50
@@ -129,7 +133,7 @@ class PowerLevels:
 
     @property
     def state_default(self) -> int:
-        return self._level("state_default", DEFAULT_STATE_DEFAULT if self._has_event else 0)
+        return self._level("state_default", DEFAULT_STATE_DEFAULT)
 
     @property
     def invite(self) -> int:

@@ -175,8 +175,10 @@ def test_ordinary_events(
 @pytest.mark.parametrize("rv", versions())
 def test_events_default_and_state_default_without_power_levels(rv: RoomVersion) -> None:
     room = standard_room(rv, with_power_levels=False)
-    # No power levels event: state_default is 0, everybody may set state.
-    assert room.allowed(room.state_event("m.room.topic", "", BOB, {"topic": "x"}))
+    # No power levels event: state_default is still 50 (as Synapse), so only the
+    # creator (at 100) may set state.
+    assert not room.allowed(room.state_event("m.room.topic", "", BOB, {"topic": "x"}))
+    assert room.allowed(room.state_event("m.room.topic", "", ALICE, {"topic": "x"}))
     room.add(room.power_levels(ALICE, {"events_default": 10, "users": {MOD: 10}}))
     assert not room.allowed(room.event("m.room.message", BOB, {}))
     assert room.allowed(room.event("m.room.message", MOD, {}))

@@ -117,10 +117,12 @@ def test_power_level_changes_when_anyone_may_send_them(
 
 @pytest.mark.parametrize("rv", versions())
 def test_first_power_levels_event_is_allowed(rv: RoomVersion) -> None:
-    """Without a previous PL event only the shape is checked (state_default is 0)."""
+    """Without a previous PL event the shape is checked and the sender must reach
+    state_default, which Synapse takes as 50 there too: only the creator qualifies."""
     room = standard_room(rv, with_power_levels=False)
-    assert room.allowed(room.power_levels(BOB, {"users": {BOB: 100}}))
-    assert not room.allowed(room.power_levels(BOB, {"users": {"bob": 100}}))
+    assert room.allowed(room.power_levels(ALICE, {"users": {BOB: 50}}))
+    assert not room.allowed(room.power_levels(ALICE, {"users": {"bob": 50}}))
+    assert not room.allowed(room.power_levels(BOB, {"users": {BOB: 100}}))  # below 50
     assert not room.allowed(room.power_levels(CAROL, {"users": {CAROL: 100}}))  # not joined
 
 
