@@ -181,6 +181,10 @@ async def _invite(
 ) -> dict[str, Any]:
     """Parse and check an invite of one of our users; the core counter-signs it."""
     room_id = room_id_param(request)
+    known = await stores_of(request).rooms.get_room_version(room_id)
+    if known is not None:
+        # The server ACL first: a denied server learns nothing else from us.
+        await room_gate(request, room_id, must_see=False)
     if not isinstance(version_id, str) or version_id not in KNOWN_ROOM_VERSIONS:
         raise MatrixError(
             400,
@@ -189,11 +193,8 @@ async def _invite(
             room_version=version_id if isinstance(version_id, str) else None,
         )
     version = get_room_version(version_id)
-    known = await stores_of(request).rooms.get_room_version(room_id)
-    if known is not None:
-        if known != version_id:
-            raise MatrixError(400, "M_BAD_JSON", "Room version does not match the room")
-        await room_gate(request, room_id, must_see=False)
+    if known is not None and known != version_id:
+        raise MatrixError(400, "M_BAD_JSON", "Room version does not match the room")
     _parse_invite(request, pdu, version, room_id)
     if not isinstance(stripped, list):
         raise MatrixError(400, "M_BAD_JSON", "invite_room_state must be an array")

@@ -102,7 +102,7 @@ class Persister:
         finally:
             turn.finish()
         if accepted and announce_to_peers:
-            await self._send_to_peers(event)
+            await self._send_to_peers(event, await self._departing_host(event, state_before))
         return stream
 
     async def persist_outliers(self, room_id: str, items: Sequence[PersistItem]) -> None:
@@ -247,12 +247,37 @@ class Persister:
             except Exception:  # a listener's bug must not fail an acknowledged write
                 log.exception("event listener failed for %s", event.event_id)
 
-    async def _send_to_peers(self, event: Event) -> None:
+    async def _departing_host(
+        self, event: Event, state_before: Mapping[StateKey, str] | None
+    ) -> str | None:
+        """The target's server when `event` takes a member out who the room's peers no
+        longer list after it: a kick or ban of a joined user, or a rescinded invite.
+
+        Room PDUs go to the servers of joined members only (Synapse: the hosts joined
+        before the event). A server that was merely invited gets its invite through
+        /invite, never the room's PDUs; it is told only when that invite is withdrawn.
+        """
+        if event.type != "m.room.member" or not event.state_key or state_before is None:
+            return None
+        if (
+            event.content.get("membership") not in ("leave", "ban")
+            or event.sender == event.state_key
+        ):
+            return None
+        prior_id = state_before.get(("m.room.member", event.state_key))
+        if prior_id is None:
+            return None
+        prior = await self._stores.events.get_event(prior_id)
+        if prior is None or prior.content.get("membership") not in ("join", "invite"):
+            return None
+        return event.state_key.partition(":")[2]
+
+    async def _send_to_peers(self, event: Event, departing_host: str | None = None) -> None:
+        """Send our event to the servers of the room's joined members."""
         if self._outbound is not None:
             hosts = await self._stores.current_state.get_joined_hosts(event.room_id)
-            if event.type == "m.room.member" and event.state_key:
-                target_host = event.state_key.partition(":")[2]
-                hosts = set(hosts) | {target_host}
+            if departing_host:
+                hosts = set(hosts) | {departing_host}
             destinations = sorted(h for h in hosts if h != self._server_name)
             if destinations:
                 await self._outbound.send_event(event, destinations)

@@ -335,9 +335,10 @@ async def open_origin_again(path: Path, room_id: str) -> Origin:
     return Origin(db, stores, events, room_id, client, key)
 
 
-async def test_persister_queues_local_events_for_joined_remote_hosts(origin: Origin) -> None:
-    """The sender is the Persister's OutboundEvents: a local event in a room with a remote
-    member lands in that server's queue (the member event here is an out-of-band insert)."""
+async def test_persister_sends_room_pdus_to_joined_hosts_only(origin: Origin) -> None:
+    """The sender is the Persister's OutboundEvents. A server whose user was only invited
+    gets no room PDUs (its invite travels by /invite): not the invite event, not later
+    messages. When the invite is withdrawn, that leave is sent to it (as Synapse does)."""
     peer = FakePeer()
     server = await start_peer(peer)
     dest = f"127.0.0.1:{server.port}"
@@ -347,13 +348,24 @@ async def test_persister_queues_local_events_for_joined_remote_hosts(origin: Ori
     events = LocalEvents(origin.stores, room_state, persister, KeyedLock(), SERVER, origin.key)
     try:
         remote_user = f"@bob:{dest}"
-        # Invite the remote user: the persister sends the invite to the target's server.
         await events.send(
             origin.room_id, ALICE, "m.room.member", {"membership": "invite"}, remote_user
         )
+        await events.send(origin.room_id, ALICE, "m.room.message", {"body": "secret"})
+        await asyncio.sleep(0.5)
+        assert peer.txns == []
+        # Rescinding the invite: the invitee's server is told of exactly that leave.
+        await events.send(
+            origin.room_id, ALICE, "m.room.member", {"membership": "leave"}, remote_user
+        )
         await wait_for(lambda: len(peer.txns) == 1)
-        pdu = peer.txns[0]["pdus"][0]
-        assert pdu["type"] == "m.room.member" and pdu["state_key"] == remote_user
+        pdus = peer.txns[0]["pdus"]
+        assert [(p["type"], p["state_key"], p["content"]["membership"]) for p in pdus] == [
+            ("m.room.member", remote_user, "leave")
+        ]
+        await events.send(origin.room_id, ALICE, "m.room.message", {"body": "later"})
+        await asyncio.sleep(0.5)
+        assert len(peer.txns) == 1
     finally:
         await sender.stop()
         await server.close()

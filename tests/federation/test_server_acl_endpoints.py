@@ -141,12 +141,16 @@ async def test_acl_on_send_join_send_leave_and_send_knock(client, room):
     assert (status, body) == (200, {})
 
 
-async def test_acl_on_v2_invite_into_a_known_room(client, room):
+@pytest.mark.parametrize("invitee", ["@bob:test.local", "@nobody:test.local"])
+async def test_acl_on_v2_invite_into_a_known_room(client, room, invitee):
+    """The ACL comes first: a denied server learns nothing, not even whether the user
+    exists (Synapse answers 403 for both)."""
     room_id = room["room_id"]
-    await client.app[STORES].accounts.create_user("@bob:test.local", None)
+    if invitee == "@bob:test.local":
+        await client.app[STORES].accounts.create_user(invitee, None)
     await _acl(client, room_id, DENY)
     invite = await remote_event(
-        client, room_id, RITA, "m.room.member", {"membership": "invite"}, "@bob:test.local"
+        client, room_id, RITA, "m.room.member", {"membership": "invite"}, invitee
     )
     status, body = await fed(
         client,
