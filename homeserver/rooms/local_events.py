@@ -20,7 +20,7 @@ from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import Event, RoomVersion, get_room_version
-from homeserver.events.builder import build_event
+from homeserver.events.builder import build_event, edge_hash
 from homeserver.events.hashing import compute_reference_hash, unpadded_b64
 from homeserver.events.validation import EventFormatError, validate_pdu_format
 from homeserver.graph.auth_rules import auth_types_for_event
@@ -191,6 +191,30 @@ class LocalEvents:
         pdu = {k: v for k, v in event.pdu.items() if k not in ("hashes", "signatures")}
         pdu["origin"] = sender.partition(":")[2]
         return pdu
+
+    def build_out_of_band_leave(self, prior: Event) -> Event:
+        """Our user's leave built on their out-of-band invite or knock alone.
+
+        Used when no resident server will sign a rejection (unreachable, or it refuses):
+        the invitee still gets out of the room on our side. The event cites only the
+        prior membership (as Synapse's local fallback does); it is never sent to peers.
+        """
+        version = prior.room_version
+        return _build_event(
+            version,
+            room_id=prior.room_id,
+            sender=prior.state_key,
+            type="m.room.member",
+            content={"membership": "leave"},
+            state_key=prior.state_key,
+            prev_event_ids=[prior.event_id],
+            auth_event_ids=[prior.event_id],
+            depth=prior.depth + 1,
+            origin_server_ts=self.now_ms(),
+            server_name=self._server_name,
+            signing_key=self._signing_key,
+            edge_hashes={prior.event_id: edge_hash(prior)} if version.event_id_in_event else None,
+        )
 
     async def persist_built(self, event: Event) -> Event:
         """Persist an event from `build_only` (possibly counter-signed since)."""

@@ -11,6 +11,7 @@ so whether a join is local, follows the room's current state only.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ from .ingest import RemoteEventIngest
 from .local_events import LocalEvents
 from .out_of_band import OutOfBandMemberships, OutOfBandRefused
 from .ports import JoinAnswer, RemoteProfileLookup, RemoteRooms
+
+log = logging.getLogger(__name__)
 
 # A remote server's answer about its user's profile is copied into our event: bounded
 # like a profile field (Synapse's limits for displayname/avatar_url are 256/1000).
@@ -210,10 +213,24 @@ class MembershipService:
                 # must sign our leave; the inviter's server is the one we know of.
                 servers = [*await self._inviter_server(room_id, target), room_id.partition(":")[2]]
                 candidates = [s for s in dict.fromkeys(servers) if s and s != self._server_name]
-                event = await self._remote.rooms.leave(room_id, target, candidates)
+                try:
+                    event = await self._remote.rooms.leave(room_id, target, candidates)
+                except MatrixError as e:
+                    # No resident server would sign it (unreachable, gone, or refusing):
+                    # reject on our side alone, as Synapse does, so the invite or knock
+                    # never stays stuck in the user's /sync.
+                    log.info("rejecting %s's %s in %s locally: %s", target, current, room_id, e)
+                    event = await self._local_out_of_band_leave(room_id, target)
                 await self._store_out_of_band(event)
                 return event
         return await self._events.send(room_id, sender, "m.room.member", content, target)
+
+    async def _local_out_of_band_leave(self, room_id: str, user_id: str) -> Event:
+        info = await self._stores.current_state.get_membership_info(room_id, user_id)
+        prior = None if info is None else await self._stores.events.get_event(info.event_id)
+        if prior is None:
+            raise not_found("No invite or knock to withdraw")
+        return self._events.build_out_of_band_leave(prior)
 
     async def invite(
         self, room_id: str, sender: str, target: str, content: dict[str, Any]
