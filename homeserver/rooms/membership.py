@@ -112,7 +112,11 @@ class MembershipService:
             content["reason"] = reason
         known = await self._stores.rooms.get_room_version(room_id) is not None
         if known and (await self._we_are_joined(room_id) or not self._remote):
-            # Re-joining keeps the profile fresh but is otherwise a no-op for clients.
+            unchanged = await self._unchanged_membership(room_id, user_id, content)
+            if unchanged is not None:
+                # Already joined with this very content: Synapse answers 200 and emits
+                # nothing, so a client retrying /join doesn't spam the room.
+                return unchanged
             return await self._events.send(
                 room_id, user_id, "m.room.member", content, user_id, txn=txn
             )
@@ -135,6 +139,18 @@ class MembershipService:
             await ingest.persist_join(event.room_version, event, answer.state, answer.auth_chain)
 
         return await self._remote.rooms.join(room_id, user_id, candidates, content, accept)
+
+    async def _unchanged_membership(
+        self, room_id: str, user_id: str, content: dict[str, Any]
+    ) -> Event | None:
+        """The user's current member event if it already says exactly `content`."""
+        info = await self._stores.current_state.get_membership_info(room_id, user_id)
+        if info is None or info.membership != content.get("membership"):
+            return None
+        current = await self._stores.events.get_event(info.event_id)
+        if current is None or current.sender != user_id or dict(current.content) != content:
+            return None
+        return current
 
     async def _inviter_server(self, room_id: str, user_id: str) -> list[str]:
         """The server of whoever invited `user_id` (an out-of-band invite): it can
