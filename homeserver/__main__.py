@@ -153,8 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except LogConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for key in config.ignored_keys:
-        logger.warning("Ignoring Synapse setting %r (no meaning here)", key)
+    _warn_ignored(config)
     if not config.keys.trusted_key_servers and not config.keys.suppress_key_server_warning:
         logger.info("No trusted_key_servers: remote keys are fetched from their servers directly")
     expected = _startup_error_types()
@@ -452,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "run")  # `python -m homeserver -c config.yaml`
     args = build_parser().parse_args(argv)
     return args.func(args)
+
+
+def _warn_ignored(config: Config) -> None:
+    """Name each Synapse setting of the file that this server does not implement."""
+    for key in config.ignored_keys:
+        logger.warning("Ignoring Synapse setting %r: not implemented by this server", key)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ the public surface.
 
 from homeserver.config.model import (
     DEFAULT_IP_RANGE_BLACKLIST,
-    IGNORED_SYNAPSE_KEYS,
     RESOURCE_NAMES,
     UNLIMITED,
     Config,
@@ -51,7 +50,6 @@ from homeserver.config.values import parse_duration_ms, parse_size
 
 __all__ = [
     "DEFAULT_IP_RANGE_BLACKLIST",
-    "IGNORED_SYNAPSE_KEYS",
     "KNOWN_KEYS",
     "RESOURCE_NAMES",
     "UNLIMITED",

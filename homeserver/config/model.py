@@ -44,10 +44,6 @@ DEFAULT_IP_RANGE_BLACKLIST: tuple[str, ...] = (
     "fec0::/10",
 )
 
-# Synapse keys we recognise but deliberately ignore (logged at startup), so a copied
-# Synapse config does not fail for settings that have no meaning here.
-IGNORED_SYNAPSE_KEYS = frozenset({"report_stats", "pid_file"})
-
 
 class ConfigError(Exception):
     """Every problem found in a configuration, one readable line each."""

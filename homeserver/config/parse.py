@@ -11,7 +11,6 @@ from typing import Any
 import yaml
 
 from homeserver.config.model import (
-    IGNORED_SYNAPSE_KEYS,
     Config,
     ConfigError,
     KeysConfig,
@@ -35,6 +34,7 @@ from homeserver.config.sections import (
     read_support,
     read_trusted_key_servers,
 )
+from homeserver.config.synapse_keys import SYNAPSE_TOP_LEVEL_KEYS
 from homeserver.config.values import (
     parse_base_url,
     parse_duration_ms,
@@ -100,7 +100,9 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
     if not isinstance(raw, Mapping):
         raise ConfigError([f"{source}: the file must be a YAML mapping of settings"])
     top = r.mapping(raw, "") or {}
-    unknown = [k for k in top if isinstance(k, str) and k not in KNOWN_KEYS | IGNORED_SYNAPSE_KEYS]
+    unknown = [
+        k for k in top if isinstance(k, str) and k not in KNOWN_KEYS | SYNAPSE_TOP_LEVEL_KEYS
+    ]
     for key in sorted(unknown):
         r.problem(key, "unknown setting" + suggest(key, KNOWN_KEYS))
 
@@ -202,7 +204,9 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         log_config=r.path(top, "log_config", "", None),
         enable_metrics=r.bool(top, "enable_metrics", "", False),
         server_notices=read_server_notices(r, top.get("server_notices")),
-        ignored_keys=tuple(sorted(k for k in top if k in IGNORED_SYNAPSE_KEYS)),
+        ignored_keys=tuple(
+            sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
+        ),
     )
     if config.log_config is not None and not config.log_config.is_file():
         r.problem("log_config", f"no such file: {config.log_config}")

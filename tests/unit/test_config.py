@@ -399,6 +399,46 @@ def test_ignored_synapse_keys_are_accepted(tmp_path: Path) -> None:
     assert config.ignored_keys == ("pid_file", "report_stats")
 
 
+def test_every_synapse_setting_is_accepted_and_named_when_ignored(tmp_path: Path) -> None:
+    """A Synapse homeserver.yaml starts us: each of its settings we do not implement is
+    listed (the server logs a warning naming it); our own settings are read, not listed;
+    a key neither server knows is still an error with a suggestion."""
+    from homeserver.config import KNOWN_KEYS
+    from homeserver.config.synapse_keys import SYNAPSE_TOP_LEVEL_KEYS
+
+    extra = {k: None for k in SYNAPSE_TOP_LEVEL_KEYS if k not in KNOWN_KEYS}
+    config = parse_config(
+        {"server_name": "a.b", **extra, "serve_server_wellknown": True}, base_dir=tmp_path
+    )
+    assert set(config.ignored_keys) == set(extra)
+    assert "serve_server_wellknown" not in config.ignored_keys
+    assert {"enable_media_repo", "sso", "email", "user_directory"} & set(extra) <= set(
+        config.ignored_keys
+    )
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"server_name": "a.b", "serve_server_wellknowm": True}, base_dir=tmp_path)
+    assert (
+        exc.value.problems
+        == [
+            "<config>: serve_server_wellknowm: unknown setting (did you mean 'serve_server_wellknown'?)"
+        ]
+        or "did you mean 'serve_server_wellknown'" in exc.value.problems[0]
+    )
+
+
+async def test_startup_warns_naming_ignored_synapse_settings(tmp_path: Path, caplog) -> None:
+    """What the operator sees: the warning names the setting."""
+    import logging
+
+    from homeserver.__main__ import _warn_ignored
+
+    config = parse_config({"server_name": "a.b", "sso": {}, "email": {}}, base_dir=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        _warn_ignored(config)
+    text = caplog.text
+    assert "'email'" in text and "'sso'" in text and "not implemented" in text
+
+
 def test_log_config_is_read_relative_to_the_config_and_must_exist(tmp_path: Path) -> None:
     (tmp_path / "x.log.config").write_text("version: 1\n")
     config = parse_config({"server_name": "a.b", "log_config": "x.log.config"}, base_dir=tmp_path)
