@@ -13,7 +13,8 @@ from typing import Any
 KINDS: tuple[str, ...] = ("override", "content", "room", "sender", "underride")
 # Kinds whose rules carry explicit conditions.
 CONDITION_KINDS = frozenset({"override", "underride"})
-# Actions removed by the spec (must be ignored and stripped).
+# Actions the spec retired: accepted and kept as written (a client reads back what it
+# wrote, as from Synapse), and meaning nothing when rules are evaluated.
 HISTORICAL_ACTIONS = frozenset({"dont_notify", "coalesce"})
 MAX_RULE_ID_LENGTH = 255
 MAX_RULE_JSON_STRING = 1024
@@ -66,15 +67,13 @@ def effective_conditions(rule: PushRule) -> tuple[dict[str, Any], ...]:
 
 
 def clean_actions(actions: Any) -> tuple[Any, ...]:
-    """Validate a client's `actions` list and strip the historical actions."""
+    """Validate a client's `actions` list (historical actions are kept, unused)."""
     if not isinstance(actions, list):
         raise RuleError("actions must be a list")
     out: list[Any] = []
     for action in actions:
         if isinstance(action, str):
-            if action in HISTORICAL_ACTIONS:
-                continue
-            if action != "notify":
+            if action not in HISTORICAL_ACTIONS and action != "notify":
                 raise RuleError(f"Unrecognised action {action[:50]!r}")
             out.append(action)
         elif isinstance(action, dict):

@@ -152,8 +152,9 @@ async def test_enabled_and_actions(app_client: TestClient) -> None:
         f"{msg}/actions", json={"actions": ["dont_notify"]}, headers=auth(token)
     )
     assert r.status == 200
+    # Read back exactly as written (Synapse keeps the retired action too).
     assert await (await app_client.get(f"{msg}/actions", headers=auth(token))).json() == {
-        "actions": []
+        "actions": ["dont_notify"]
     }
     # User rule enable/disable.
     assert (await put(app_client, token, "sender/@spam:x", {"actions": []})).status == 200
@@ -171,8 +172,41 @@ async def test_enabled_and_actions(app_client: TestClient) -> None:
     r = await app_client.get(f"{BASE}/global/underride/.m.rule.master", headers=auth(token))
     assert r.status == 404
     r = await app_client.get(f"{BASE}/global/bogus/x", headers=auth(token))
-    assert r.status == 404
+    assert r.status == 400  # an unknown kind: Synapse's M_UNRECOGNIZED
     r = await put(app_client, token, "override/x", {"actions": [], "conditions": "nope"})
     assert r.status == 400
     r = await app_client.put(f"{BASE}/global/override/x", data=b"{not json", headers=auth(token))
     assert r.status == 400 and (await r.json())["errcode"] == "M_NOT_JSON"
+
+
+async def test_paths_are_read_as_synapse_reads_them(app_client) -> None:
+    """Trailing slashes select a level; an unknown scope, kind or attribute (or a missing
+    slash) is 400 M_UNRECOGNIZED; an unknown rule is 404 M_NOT_FOUND."""
+    _, token, _ = await make_user(app_client, "dora")
+    h = auth(token)
+
+    async def get(path: str) -> tuple[int, object]:
+        r = await app_client.get(f"{BASE}{path}", headers=h)
+        return r.status, await r.json()
+
+    status, everything = await get("/")
+    assert status == 200 and set(everything) == {"global"}
+    status, scope = await get("/global/")
+    assert status == 200 and scope == everything["global"]
+    status, override = await get("/global/override/")
+    assert status == 200 and override == everything["global"]["override"]
+    assert override[0]["rule_id"] == ".m.rule.master"
+    status, rule = await get("/global/override/.m.rule.master")
+    assert (status, rule) == (200, override[0])
+    assert await get("/global/override/.m.rule.master/enabled") == (200, {"enabled": False})
+    assert await get("/global/override/.m.rule.master/actions") == (200, {"actions": []})
+    for bad in ("", "/bogus/", "/global", "/global/bogus/", "/global/override"):
+        status, body = await get(bad)
+        assert (status, body["errcode"]) == (400, "M_UNRECOGNIZED"), bad
+    status, body = await get("/global/override/.m.rule.master/bogus")
+    assert (status, body["errcode"]) == (400, "M_UNRECOGNIZED")
+    status, body = await get("/global/override/nope")
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+    for path in ("/device/override/x", "/global/bogus/x", "/global/room/!r:x/bogus"):
+        r = await app_client.put(f"{BASE}{path}", json={"actions": []}, headers=h)
+        assert (r.status, (await r.json())["errcode"]) == (400, "M_UNRECOGNIZED"), path

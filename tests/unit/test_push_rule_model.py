@@ -11,7 +11,11 @@ ME = "@me:test.local"
 
 
 def test_clean_actions_strips_historical_and_rejects_junk() -> None:
-    assert clean_actions(["notify", "dont_notify", "coalesce"]) == ("notify",)
+    assert clean_actions(["notify", "dont_notify", "coalesce"]) == (
+        "notify",
+        "dont_notify",
+        "coalesce",
+    )
     assert clean_actions([{"set_tweak": "sound", "value": "x"}]) == (
         {"set_tweak": "sound", "value": "x"},
     )
