@@ -134,7 +134,7 @@ async def invite(request: web.Request) -> web.Response:
     return json_response({})
 
 
-def _moderation(membership: str, require_banned: bool = False) -> Any:
+def _moderation(membership: str, require_banned: bool = False, kick: bool = False) -> Any:
     async def handler(request: web.Request) -> web.Response:
         requester = await get_requester(request)
         room_id = room_id_param(request)
@@ -146,6 +146,12 @@ def _moderation(membership: str, require_banned: bool = False) -> Any:
             current = await stores.current_state.get_membership(room_id, target)
             if current != "ban" and await stores.rooms.get_room_version(room_id) is not None:
                 raise MatrixError(403, "M_FORBIDDEN", f"{target} is not banned")
+        if kick and await stores.rooms.get_room_version(room_id) is not None:
+            # Only someone in the room (joined, invited or knocking) can be kicked,
+            # as Synapse: kicking a banned, departed or unknown user is 403.
+            current = await stores.current_state.get_membership(room_id, target)
+            if current in (None, "leave", "ban"):
+                raise MatrixError(403, "M_FORBIDDEN", "The target user is not in the room")
         await request.config_dict[MEMBERSHIP].set_membership(
             room_id, requester.user_id, target, membership, reason
         )
@@ -216,7 +222,7 @@ def setup_routes(app: web.Application) -> None:
     add_routes(app, "POST", "/rooms/{room_id}/leave", leave)
     add_routes(app, "POST", "/rooms/{room_id}/forget", forget)
     add_routes(app, "POST", "/rooms/{room_id}/invite", invite)
-    add_routes(app, "POST", "/rooms/{room_id}/kick", _moderation("leave"))
+    add_routes(app, "POST", "/rooms/{room_id}/kick", _moderation("leave", kick=True))
     add_routes(app, "POST", "/rooms/{room_id}/ban", _moderation("ban"))
     add_routes(app, "POST", "/rooms/{room_id}/unban", _moderation("leave", require_banned=True))
     add_routes(app, "POST", "/rooms/{room_id}/upgrade", upgrade)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -64,11 +65,19 @@ async def _once_per_txn(
     return json_response({"event_id": await send(txn)})
 
 
+def _txn_or_new(request: web.Request) -> str:
+    """The path's transaction ID, or (for the r0-era POST forms without one, which
+    Synapse still serves) a fresh one: each such request sends a new event."""
+    if "txn_id" in request.match_info:
+        return txn_id_param(request)
+    return "post." + secrets.token_urlsafe(18)
+
+
 async def send_event(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     room_id = room_id_param(request)
     event_type = event_type_param(request)
-    txn_id = txn_id_param(request)
+    txn_id = _txn_or_new(request)
     content = event_content(await read_json_body(request))
     sender = request.config_dict[ROOM_SENDER]
     response = await _once_per_txn(
@@ -85,7 +94,7 @@ async def redact_event(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     room_id = room_id_param(request)
     event_id = event_id_param(request)
-    txn_id = txn_id_param(request)
+    txn_id = _txn_or_new(request)
     body = await read_json_body(request, allow_empty=True)
     reason = optional_str(body, "reason", max_len=4096)
     sender = request.config_dict[ROOM_SENDER]
@@ -159,6 +168,8 @@ async def timestamp_to_event(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     add_routes(app, "PUT", "/rooms/{room_id}/send/{event_type}/{txn_id}", send_event)
     add_routes(app, "PUT", "/rooms/{room_id}/redact/{event_id}/{txn_id}", redact_event)
+    add_routes(app, "POST", "/rooms/{room_id}/send/{event_type}", send_event)
+    add_routes(app, "POST", "/rooms/{room_id}/redact/{event_id}", redact_event)
     add_routes(app, "GET", "/rooms/{room_id}/event/{event_id}", get_event)
     add_routes(app, "GET", "/rooms/{room_id}/context/{event_id}", get_context)
     add_routes(app, "GET", "/rooms/{room_id}/messages", get_messages)

@@ -46,6 +46,9 @@ class RoomSpec:
     creation_content: dict[str, Any] = field(default_factory=dict)
     initial_state: list[dict[str, Any]] = field(default_factory=list)
     power_level_content_override: dict[str, Any] | None = None
+    # A room ID chosen beforehand (an upgrade names the new room in its tombstone before
+    # creating it); only for versions whose room IDs are not derived from the create event.
+    room_id: str | None = None
 
 
 def default_power_levels(creator: str, version_id: str, preset: str, invite: list[str]) -> dict:
@@ -106,7 +109,7 @@ class RoomCreator:
                 create_content["additional_creators"] = extra
         room_id = None
         if not version.room_id_is_create_event_id:
-            room_id = await self._events.new_room_id()
+            room_id = spec.room_id or await self._events.new_room_id()
         create = await self._events.create_room_event(version, creator, create_content, room_id)
         room_id = create.room_id
         send = self._events.send

@@ -270,7 +270,13 @@ class RoomReader:
     async def event(
         self, room_id: str, user_id: str, device_id: str | None, event_id: str
     ) -> dict[str, Any]:
-        access = await self.access(room_id, user_id)
+        try:
+            access = await self.access(room_id, user_id)
+        except MatrixError as e:
+            if e.status != 403:
+                raise
+            # As the spec and Synapse: an event you may not see is one that isn't there.
+            raise not_found("Event not found.") from None
         event, so = await self._room_event(room_id, event_id)
         if access.cap is not None and so > access.cap:
             raise not_found("Event not found.")

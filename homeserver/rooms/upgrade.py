@@ -14,7 +14,7 @@ import contextlib
 import copy
 from typing import Any
 
-from homeserver.errors import MatrixError, forbidden
+from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import KNOWN_ROOM_VERSIONS, get_room_version
 from homeserver.graph.power_levels import PowerLevels
 from homeserver.storage import Stores
@@ -57,6 +57,8 @@ class RoomUpgrader:
             raise MatrixError(
                 400, "M_UNSUPPORTED_ROOM_VERSION", f"Unsupported room version {new_version}"
             )
+        if await self._stores.rooms.get_room_version(room_id) is None:
+            raise not_found(f"Unknown room {room_id}")  # as Synapse: 404 before any 403
         if await self._stores.current_state.get_membership(room_id, user_id) != "join":
             raise forbidden(f"User {user_id} not in room {room_id}")
         ids = await self._stores.current_state.get_current_state_ids(room_id)
@@ -77,10 +79,13 @@ class RoomUpgrader:
             for key in ("type", "m.federate"):
                 if key in create.content:
                     creation[key] = copy.deepcopy(create.content[key])
+        is_space = create is not None and create.content.get("type") == "m.space"
         initial_state = [
             {"type": t, "state_key": k, "content": copy.deepcopy(ev.content)}
             for (t, k), ev in state.items()
-            if t in COPIED_STATE and k == ""
+            if (t in COPIED_STATE and k == "")
+            # A space keeps its rooms (removed children, with empty content, are dropped).
+            or (is_space and t == "m.space.child" and ev.content)
         ]
         old_pl = copy.deepcopy(pl_event.content) if pl_event is not None else {}
         listed = old_pl.get("users")
@@ -95,27 +100,49 @@ class RoomUpgrader:
         if not version.privileged_creators:
             needed = max(100, _max_level(final_pl))
             setup_pl["users"][user_id] = max(_as_int(users.get(user_id)), needed)
+        # The tombstone is built first so that the new room's create event can cite it
+        # (`predecessor.event_id`, as Synapse); v12 room IDs come from the create event,
+        # so there the tombstone can only follow and the predecessor names the room alone.
+        tombstone = None
+        new_room_id = None
+        if not version.room_id_is_create_event_id:
+            new_room_id = await self._events.new_room_id()
+            tombstone = await self._events.build_only(
+                room_id, user_id, "m.room.tombstone", _tombstone(new_room_id), ""
+            )
+            creation["predecessor"]["event_id"] = tombstone.event_id
         spec = RoomSpec(
             room_version=new_version,
             preset="public_chat",
             creation_content=creation,
             initial_state=initial_state,
             power_level_content_override=setup_pl,
+            room_id=new_room_id,
         )
         new_room = await self._creator.create_room(user_id, spec, member_content)
+        await self._copy_bans(new_room, user_id, state)
         if setup_pl != final_pl:
             await self._events.send(new_room, user_id, "m.room.power_levels", final_pl, "")
 
-        await self._events.send(
-            room_id,
-            user_id,
-            "m.room.tombstone",
-            {"body": "This room has been replaced", "replacement_room": new_room},
-            "",
-        )
+        if tombstone is not None and new_room == new_room_id:
+            await self._events.persist_built(tombstone)
+        else:
+            await self._events.send(room_id, user_id, "m.room.tombstone", _tombstone(new_room), "")
         await self._move_aliases(room_id, new_room, user_id, state)
         await self._restrict_old_room(room_id, user_id, pl_event)
         return new_room
+
+    async def _copy_bans(self, new_room: str, user_id: str, state: dict[Any, Any]) -> None:
+        """Who was banned from the old room is banned from the new one (as Synapse)."""
+        for (etype, target), ev in sorted(state.items()):
+            if etype != "m.room.member" or ev.content.get("membership") != "ban":
+                continue
+            content: dict[str, Any] = {"membership": "ban"}
+            reason = ev.content.get("reason")
+            if isinstance(reason, str):
+                content["reason"] = reason
+            with contextlib.suppress(MatrixError):
+                await self._events.send(new_room, user_id, "m.room.member", content, target)
 
     async def _move_aliases(
         self, old_room: str, new_room: str, user_id: str, state: dict[Any, Any]
@@ -152,6 +179,10 @@ class RoomUpgrader:
         if changed:
             with contextlib.suppress(MatrixError):
                 await self._events.send(room_id, user_id, "m.room.power_levels", content, "")
+
+
+def _tombstone(new_room: str) -> dict[str, Any]:
+    return {"body": "This room has been replaced", "replacement_room": new_room}
 
 
 def _as_int(value: Any) -> int:
