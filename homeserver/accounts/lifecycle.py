@@ -79,6 +79,8 @@ class AccountLifecycle:
                 connection["ip"] = device.last_seen_ip
             if device.last_seen_ts is not None:
                 connection["last_seen"] = device.last_seen_ts
+            if device.last_seen_user_agent is not None:
+                connection["user_agent"] = device.last_seen_user_agent
             sessions = [{"connections": [connection] if connection else []}]
             devices[device.device_id] = {"sessions": sessions}
         return {"user_id": user_id, "devices": devices}

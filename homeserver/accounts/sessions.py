@@ -238,6 +238,11 @@ async def _run_hooks(hooks: Sequence[DeviceHook], what: str, user_id: str, devic
             logger.exception("%s hook %r failed for %s", what, hook, device_id)
 
 
+# A client's User-Agent is kept for admins to read; longer ones are cut (Synapse keeps
+# them whole, but a stranger with a token should not store kilobytes per device).
+MAX_USER_AGENT = 512
+
+
 class LastSeenTracker:
     """Keeps each device's last_seen_ts/ip: at most one update per access token per
     minute, written behind (homeserver.write_behind): a request never waits for it, and
@@ -253,11 +258,18 @@ class LastSeenTracker:
         self._accounts = accounts
         self._interval = interval_s
         self._last: dict[int, float] = {}
-        self._writes: WriteBehind[tuple[str, str], tuple[int, str | None]] = WriteBehind(
-            self._write, name="last-seen", interval_s=flush_interval_s
+        self._writes: WriteBehind[tuple[str, str], tuple[int, str | None, str | None]] = (
+            WriteBehind(self._write, name="last-seen", interval_s=flush_interval_s)
         )
 
-    def seen(self, token_id: int, user_id: str, device_id: str | None, ip: str | None) -> None:
+    def seen(
+        self,
+        token_id: int,
+        user_id: str,
+        device_id: str | None,
+        ip: str | None,
+        user_agent: str | None = None,
+    ) -> None:
         if device_id is None:
             return
         now = time.monotonic()
@@ -268,11 +280,15 @@ class LastSeenTracker:
         if len(self._last) > 100_000:
             cutoff = now - self._interval
             self._last = {k: v for k, v in self._last.items() if v >= cutoff}
-        self._writes.put((user_id, device_id), (_now_ms(), ip))
+        if user_agent is not None:
+            user_agent = user_agent[:MAX_USER_AGENT]
+        self._writes.put((user_id, device_id), (_now_ms(), ip, user_agent))
 
-    async def _write(self, batch: dict[tuple[str, str], tuple[int, str | None]]) -> None:
+    async def _write(
+        self, batch: dict[tuple[str, str], tuple[int, str | None, str | None]]
+    ) -> None:
         await self._accounts.update_devices_last_seen(
-            [(user, device, ts, ip) for (user, device), (ts, ip) in batch.items()]
+            [(user, device, ts, ip, ua) for (user, device), (ts, ip, ua) in batch.items()]
         )
 
     async def flush(self) -> None:

@@ -365,7 +365,7 @@ def _device_json(device: Any) -> dict[str, Any]:
         "user_id": device.user_id,
         "last_seen_ip": device.last_seen_ip,
         "last_seen_ts": device.last_seen_ts,
-        "last_seen_user_agent": None,
+        "last_seen_user_agent": device.last_seen_user_agent,
         "dehydrated": False,
     }
     if device.display_name is not None:

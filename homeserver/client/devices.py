@@ -125,7 +125,11 @@ async def last_seen_middleware(request: web.Request, handler: Handler) -> web.St
             info = await request.config_dict[STORES].accounts.get_token(token)
             if info is not None:
                 request.config_dict[LAST_SEEN].seen(
-                    info.token_id, info.user_id, info.device_id, client_ip(request)
+                    info.token_id,
+                    info.user_id,
+                    info.device_id,
+                    client_ip(request),
+                    request.headers.get("User-Agent"),
                 )
     return response
 

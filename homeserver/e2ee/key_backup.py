@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.errors import MatrixError, invalid_param, not_found
+from homeserver.errors import MatrixError, invalid_param, missing_param, not_found
 from homeserver.storage.key_backup import BackupKey, BackupVersion, KeyBackupStore
 
 from . import validation as v
@@ -50,6 +50,14 @@ def _parse_key(room_id: str, session_id: str, data: Any) -> BackupKey:
     )
 
 
+def _auth_data(body: dict[str, Any]) -> Any:
+    """`auth_data` is the client's opaque JSON (any type, as Synapse stores it): only
+    its presence is checked; the request body limit bounds its size."""
+    if body.get("auth_data") is None:
+        raise missing_param("auth_data is required")
+    return body["auth_data"]
+
+
 class KeyBackupService:
     def __init__(self, store: KeyBackupStore) -> None:
         self._store = store
@@ -58,7 +66,7 @@ class KeyBackupService:
 
     async def create_version(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
         algorithm = v.require_str(body.get("algorithm"), "algorithm", MAX_ALGORITHM_LENGTH)
-        auth_data = v.require_dict(body.get("auth_data"), "auth_data")
+        auth_data = _auth_data(body)
         version = await self._store.create_version(user_id, algorithm, auth_data)
         return {"version": str(version)}
 
@@ -89,7 +97,7 @@ class KeyBackupService:
     ) -> dict[str, Any]:
         found = await self._live(user_id, version)
         algorithm = v.require_str(body.get("algorithm"), "algorithm", MAX_ALGORITHM_LENGTH)
-        auth_data = v.require_dict(body.get("auth_data"), "auth_data")
+        auth_data = _auth_data(body)
         if "version" in body and body["version"] != version:
             raise invalid_param("version in body does not match the version in the path")
         if algorithm != found.algorithm:

@@ -70,15 +70,22 @@ class ProfileService:
         return {} if profile is None else profile_fields(profile)
 
     async def get_field(self, user_id: str, key: str) -> Any:
-        """One field's value; 404 M_NOT_FOUND if the user or the field does not exist."""
+        """One field's value; 404 M_NOT_FOUND if the user does not exist.
+
+        A local user's unset displayname or avatar_url is null (200 `{key: null}`), as
+        Synapse answers; other unset fields, and a remote server's answer without the
+        field, are 404.
+        """
         check_key(key)
         if not self.is_local(user_id):
             fields = await self._remote_profile(user_id, key)
-        else:
-            fields = await self.get_profile(user_id)
-        if key not in fields:
+            if key not in fields:
+                raise not_found("Profile field not found")
+            return fields[key]
+        fields = await self.get_profile(user_id)
+        if key not in fields and key not in ("displayname", "avatar_url"):
             raise not_found("Profile field not found")
-        return fields[key]
+        return fields.get(key)
 
     async def _remote_profile(self, user_id: str, key: str | None) -> dict[str, Any]:
         remote = self._remote

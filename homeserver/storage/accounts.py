@@ -34,6 +34,7 @@ class DeviceInfo:
     display_name: str | None
     last_seen_ts: int | None
     last_seen_ip: str | None
+    last_seen_user_agent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,8 @@ class AccountStore:
 
     async def get_device(self, user_id: str, device_id: str) -> DeviceInfo | None:
         row = await self.db.fetchrow(
-            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices"
+            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip,"
+            " last_seen_user_agent FROM devices"
             " WHERE user_id = $1 AND device_id = $2",
             user_id,
             device_id,
@@ -242,7 +244,8 @@ class AccountStore:
 
     async def get_devices(self, user_id: str) -> list[DeviceInfo]:
         rows = await self.db.fetch(
-            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices"
+            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip,"
+            " last_seen_user_agent FROM devices"
             " WHERE user_id = $1 ORDER BY device_id",
             user_id,
         )
@@ -262,16 +265,17 @@ class AccountStore:
         )
 
     async def update_device_last_seen(
-        self, user_id: str, device_id: str, ts: int, ip: str | None
+        self, user_id: str, device_id: str, ts: int, ip: str | None, user_agent: str | None = None
     ) -> None:
-        await self.update_devices_last_seen([(user_id, device_id, ts, ip)])
+        await self.update_devices_last_seen([(user_id, device_id, ts, ip, user_agent)])
 
     async def update_devices_last_seen(
-        self, updates: Sequence[tuple[str, str, int, str | None]]
+        self, updates: Sequence[tuple[str, str, int, str | None, str | None]]
     ) -> None:
-        """(user, device, last_seen_ts, last_seen_ip) for many devices, one transaction."""
+        """(user, device, last_seen_ts, last_seen_ip, last_seen_user_agent) for many
+        devices, one transaction."""
         await self.db.executemany(
-            "UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4"
+            "UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4, last_seen_user_agent = $5"
             " WHERE user_id = $1 AND device_id = $2",
             updates,
         )

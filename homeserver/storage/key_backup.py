@@ -19,7 +19,7 @@ class BackupVersion:
     user_id: str
     version: int
     algorithm: str
-    auth_data: dict[str, Any]
+    auth_data: Any  # opaque client JSON
     etag: int
 
 

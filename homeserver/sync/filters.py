@@ -110,6 +110,10 @@ class SyncFilter:
         return self.rooms is None or room_id in self.rooms
 
 
+_ID_SIGILS = {"rooms": "!", "not_rooms": "!", "senders": "@", "not_senders": "@"}
+_ID_KINDS = {"!": "room", "@": "user"}
+
+
 def _str_list(obj: dict[str, Any], key: str, where: str) -> list[str] | None:
     value = obj.get(key)
     if value is None:
@@ -118,6 +122,10 @@ def _str_list(obj: dict[str, Any], key: str, where: str) -> list[str] | None:
         raise _bad(f"{where}.{key} must be a list of strings")
     if len(value) > 1000 or any(len(v) > 1000 for v in value):
         raise _bad(f"{where}.{key} is too long")
+    # Room and user lists must hold IDs (Synapse's filter schema: "^!" and "^@").
+    sigil = _ID_SIGILS.get(key)
+    if sigil is not None and not all(v.startswith(sigil) for v in value):
+        raise _bad(f"{where}.{key} must be a list of {_ID_KINDS[sigil]} IDs")
     return value
 
 

@@ -108,7 +108,10 @@ async def test_whois(app_client: TestClient) -> None:
     ).json()
     user = await register_user(app_client, "alice", device_id="ALICEDEV")
     # A request records where alice's device was seen.
-    await app_client.get("/_matrix/client/v3/account/whoami", headers=auth(user["access_token"]))
+    await app_client.get(
+        "/_matrix/client/v3/account/whoami",
+        headers={**auth(user["access_token"]), "User-Agent": "Element/1.11.88 test"},
+    )
     url = "/_matrix/client/v3/admin/whois/@alice:test.local"
     for token in (admin["access_token"], user["access_token"]):
         response = await app_client.get(url, headers=auth(token))
@@ -118,6 +121,7 @@ async def test_whois(app_client: TestClient) -> None:
         connections = body["devices"]["ALICEDEV"]["sessions"][0]["connections"]
         assert connections[0]["ip"] == "127.0.0.1"
         assert isinstance(connections[0]["last_seen"], int)
+        assert connections[0]["user_agent"] == "Element/1.11.88 test"
     other = await register_user(app_client, "bob")
     refused = await app_client.get(url, headers=auth(other["access_token"]))
     assert refused.status == 403 and (await refused.json())["errcode"] == "M_FORBIDDEN"

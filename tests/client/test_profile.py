@@ -25,9 +25,10 @@ async def test_new_user_has_empty_profile_and_unknown_user_404(app_client: Any) 
     r = await app_client.get(f"{P}/{alice}")
     assert r.status == 200
     assert await r.json() == {}
-    r = await app_client.get(f"{P}/{alice}/displayname")
-    assert r.status == 404
-    assert (await r.json())["errcode"] == "M_NOT_FOUND"
+    # Unset displayname/avatar_url of a user who exists: null, as Synapse answers.
+    for key in ("displayname", "avatar_url"):
+        r = await app_client.get(f"{P}/{alice}/{key}")
+        assert (r.status, await r.json()) == (200, {key: None})
     r = await app_client.get(f"{P}/@nobody:test.local")
     assert r.status == 404
     assert (await r.json())["errcode"] == "M_NOT_FOUND"
