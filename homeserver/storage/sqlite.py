@@ -198,7 +198,7 @@ class SQLiteDatabase(Database):
             self._check_open()
             conn = self._writer
             started = time.perf_counter()
-            await conn.execute("BEGIN IMMEDIATE")
+            await self._begin(conn)
             try:
                 yield conn
                 await conn.execute("COMMIT")
@@ -211,6 +211,32 @@ class SQLiteDatabase(Database):
                 if self.observer is not None:
                     done = time.perf_counter()
                     self.observer("write", started - asked, done - started)
+
+    async def _begin(self, conn: SQLiteConnection) -> None:
+        """BEGIN IMMEDIATE, safe against cancellation.
+
+        The statement runs on aiosqlite's thread whatever happens to the awaiting task:
+        a request cancelled while its BEGIN was queued (a client that went away) would
+        otherwise leave the writer inside a transaction nobody owns, and every later
+        write would fail with "cannot start a transaction within a transaction". So the
+        BEGIN is shielded, and if the task is cancelled meanwhile the transaction is
+        rolled back (still under the write lock) before the cancellation goes on.
+        """
+        begin = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
+        try:
+            await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            undo = asyncio.ensure_future(self._undo_begin(begin))
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(undo)
+            raise
+
+    async def _undo_begin(self, begin: asyncio.Future[Any]) -> None:
+        with contextlib.suppress(BaseException):
+            await begin
+        if not begin.cancelled() and begin.exception() is None:
+            with contextlib.suppress(Exception):
+                await self._raw_writer.rollback()
 
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[SQLiteConnection]:

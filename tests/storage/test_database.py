@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -116,3 +117,27 @@ async def test_closed_database_refuses_work(db: Database) -> None:
     await db.close()
     with pytest.raises(StorageError, match="closed"):
         await db.fetch("SELECT 1")
+
+
+async def test_a_cancelled_writer_never_wedges_the_database(db) -> None:
+    """A request cancelled at any point of its transaction (a client that went away)
+    leaves no transaction open behind it: every later write still works, and what
+    the cancelled one wrote is rolled back."""
+    await db.execute("CREATE TABLE wedge (n INTEGER)")
+
+    async def write(n: int, hold: asyncio.Event | None = None) -> None:
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO wedge (n) VALUES ($1)", n)
+            if hold is not None:
+                await hold.wait()
+
+    for delay_steps in range(0, 8):
+        task = asyncio.ensure_future(write(1000 + delay_steps, asyncio.Event()))
+        for _ in range(delay_steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await write(delay_steps)  # would fail "within a transaction" if wedged
+    rows = await db.fetch("SELECT n FROM wedge ORDER BY n")
+    assert [r[0] for r in rows] == list(range(8))
