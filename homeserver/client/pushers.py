@@ -4,15 +4,17 @@ data.url (an http(s) URL with the notify path); email pushers are refused."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from homeserver.appstate import PUSH_STORE, Mounts
+from homeserver.appstate import CONFIG, PUSH_STORE, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_bool, optional_str, require_str
+from homeserver.config import Config
 from homeserver.errors import MatrixError, bad_json
 from homeserver.http import json_response, read_json_body
 from homeserver.storage.push import StoredPusher
@@ -108,10 +110,45 @@ async def get_pushers(request: web.Request) -> web.Response:
     return json_response({"pushers": [pusher_json(p) for p in pushers]})
 
 
+# Blocked whatever the configuration says: "this host" addresses are never a gateway.
+_ALWAYS_BLOCKED = (ipaddress.ip_network("0.0.0.0/8"), ipaddress.ip_network("::/128"))
+
+
+def _blocked(config: Config, address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip.version == n.version and ip in n for n in _ALWAYS_BLOCKED):
+        return True
+    return config.federation.is_ip_blocked(ip)
+
+
+def check_gateway_address(config: Config, url: str) -> None:
+    """Refuse a push gateway on an address the outbound IP policy blocks (the same
+    ip_range_blacklist as federation: loopback, private, link-local such as the cloud
+    metadata service 169.254.169.254, ...), so a pusher cannot aim the server at its
+    own network. IP literals are judged here, and `localhost` names (RFC 6761) are
+    loopback. Other names are not resolved now: what a name resolves to can change,
+    so delivery checks the address it connects to (the federation client's resolver
+    does), and a lookup per request would let any user make us wait on DNS.
+    """
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        raise _invalid("'data.url' points at an address this server may not connect to")
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return
+    if _blocked(config, host):
+        raise _invalid("'data.url' points at an address this server may not connect to")
+
+
 async def set_pusher(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     body = await read_json_body(request)
     parsed: PusherRequest = parse_pusher_body(body, requester.user_id, requester.device_id)
+    if parsed.pusher is not None:
+        check_gateway_address(request.config_dict[CONFIG], parsed.pusher.data["url"])
     store = request.config_dict[PUSH_STORE]
     if parsed.pusher is None:
         await store.delete_pusher(requester.user_id, parsed.app_id, parsed.pushkey)
