@@ -170,3 +170,27 @@ async def test_register_user_cli_end_to_end(aiohttp_server: Any, tmp_config: Any
         assert (await login.json())["user_id"] == "@cliuser:test.local"
     finally:
         await client.close()
+
+
+async def test_nonce_flood_cannot_evict_an_admins_nonce(app_client: TestClient) -> None:
+    """Anonymous GETs hand out nonces without storing anything, so a flood of them
+    (here 200 over HTTP and 50,000 more straight from the service the GET calls)
+    cannot push out the nonce an admin fetched first; a spent nonce is not replayable;
+    a forged or expired-looking nonce is refused."""
+    from homeserver.appstate import SHARED_SECRET_REGISTRATION
+
+    mine = await _nonce(app_client)
+    for _ in range(200):
+        await _nonce(app_client)
+    service = app_client.app[SHARED_SECRET_REGISTRATION]
+    for _ in range(50_000):
+        service.new_nonce()
+    ok = await app_client.post(ADMIN_REGISTER, json=_body(mine, "opadmin", "pw", True))
+    assert ok.status == 200, await ok.text()
+    assert (await ok.json())["user_id"] == "@opadmin:test.local"
+    replay = await app_client.post(ADMIN_REGISTER, json=_body(mine, "opadmin2", "pw", True))
+    assert replay.status == 400 and (await replay.json())["error"] == "unrecognised nonce"
+    expiry, rand, tag = (await _nonce(app_client)).split(".")
+    for forged in (f"{int(expiry) + 10**6}.{rand}.{tag}", f"{expiry}.{rand}.{'0' * 32}", "x"):
+        r = await app_client.post(ADMIN_REGISTER, json=_body(forged, "opadmin3", "pw", True))
+        assert r.status == 400, forged
