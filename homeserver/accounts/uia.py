@@ -116,16 +116,24 @@ class UserInteractiveAuth:
         method: str,
         user_id: str | None = None,
         params: dict[str, Any] | None = None,
+        before_new_session: Callable[[], None] | None = None,
     ) -> UiaResult:
-        """Run one UIA step for the request's `auth` dict; return when a flow is done."""
+        """Run one UIA step for the request's `auth` dict; return when a flow is done.
+
+        `before_new_session` runs before a session row is created (a rate limit for
+        anonymous callers: it raises to refuse)."""
         params = params or {}
         if auth is None:
+            if before_new_session is not None:
+                before_new_session()
             new_session = await self._new_session(uri, method)
             raise self._challenge(flows, params, new_session, [])
         if not isinstance(auth, dict):
             raise bad_json("'auth' must be an object")
         given = auth.get("session")
         if given is None:
+            if before_new_session is not None:
+                before_new_session()
             session_id = await self._new_session(uri, method)
             session_data: dict[str, Any] = {}
             completed: list[str] = []

@@ -43,9 +43,20 @@ async def post_register(request: web.Request) -> web.Response:
     registration = request.config_dict[REGISTRATION]
     if username is not None:
         await registration.check_available(username)  # tell the client before UIA
+    limiters = request.config_dict[RATE_LIMITERS]
+    ip = client_ip(request)
+    # As Synapse: an IP over its registration budget is refused before any work; and
+    # every anonymous UIA session (a database row) is paid for first.
+    limiters.get("registration").peek(ip)
     uia = request.config_dict[UIA]
-    result = await uia.authenticate(auth, registration.flows, uri="/register", method="POST")
-    request.config_dict[RATE_LIMITERS].check("registration", client_ip(request))
+    result = await uia.authenticate(
+        auth,
+        registration.flows,
+        uri="/register",
+        method="POST",
+        before_new_session=lambda: limiters.check("registration_sessions", ip),
+    )
+    limiters.check("registration", ip)
     response = await registration.register(
         username=username,
         password=password,

@@ -221,8 +221,20 @@ class RateLimitConfig:
 
     def get(self, name: str) -> RateLimit:
         """The effective limit for `name` (a field name): unlimited when switched off."""
+        if name == "registration_sessions":
+            return self.registration_sessions()
         limit = getattr(self, name)
         return limit if self.enabled else UNLIMITED
+
+    def registration_sessions(self) -> RateLimit:
+        """New UIA sessions an anonymous IP may open on /register: ten per registration
+        `rc_registration` allows, so an honest client never notices, while a flood of
+        bare POSTs cannot add rows faster than that (each session is a database row
+        kept for its lifetime)."""
+        base = self.registration
+        if not self.enabled or base.per_second is None:
+            return UNLIMITED
+        return RateLimit(base.per_second * 10, base.burst_count * 10)
 
 
 @dataclass(frozen=True)
