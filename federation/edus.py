@@ -23,6 +23,11 @@ from homeserver.storage import Stores
 log = logging.getLogger(__name__)
 
 MAX_TYPING_TIMEOUT_MS = 30_000
+# Presence entries looked at per m.presence EDU (a transaction carries at most 100 EDUs):
+# each costs a shared-room lookup, and a server has no reason to send more at once.
+MAX_PRESENCE_PER_EDU = 100
+# Event IDs kept per receipt (one is what servers send; the rest are ignored).
+MAX_RECEIPT_EVENT_IDS = 10
 
 # EDU type -> handler(origin, content).
 EduHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -98,11 +103,17 @@ class InboundEdus:
                 for user_id, receipt in by_user.items():
                     if _server_of(user_id) != origin or not isinstance(receipt, dict):
                         continue
+                    # Only a member may mark the room read: a server with no user in
+                    # it (or speaking for one who left) cannot inject receipts.
+                    membership = await self.stores.current_state.get_membership(room_id, user_id)
+                    if membership != "join":
+                        continue
                     event_ids = receipt.get("event_ids")
                     if not isinstance(event_ids, list) or not all(
                         isinstance(e, str) for e in event_ids
                     ):
                         continue
+                    event_ids = event_ids[:MAX_RECEIPT_EVENT_IDS]
                     data = receipt.get("data")
                     await self._receipts.apply_remote(
                         room_id,
@@ -116,16 +127,23 @@ class InboundEdus:
         push = content.get("push")
         if not isinstance(push, list):
             return
-        for item in push:
+        seen: set[str] = set()
+        for item in push[:MAX_PRESENCE_PER_EDU]:
             if not isinstance(item, dict) or _server_of(item.get("user_id")) != origin:
                 continue
             state = item.get("presence")
-            if not isinstance(state, str):
+            user_id = item["user_id"]
+            if not isinstance(state, str) or user_id in seen:
+                continue
+            seen.add(user_id)
+            # Kept only for users who share a room with one of ours: presence of
+            # strangers is of no use to anyone here and would grow without bound.
+            if not await self._device_lists.shares_room_with_local_user(user_id, self.server_name):
                 continue
             msg = item.get("status_msg")
             ago = item.get("last_active_ago")
             await self._presence.set_remote(
-                item["user_id"],
+                user_id,
                 state,
                 msg if isinstance(msg, str) else None,
                 ago if isinstance(ago, int) and not isinstance(ago, bool) else None,
