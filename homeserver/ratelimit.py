@@ -119,6 +119,21 @@ class RateLimiters:
             self._overrides[user_id] = limit
 
 
+def check_invite(
+    limiters: RateLimiters, room_id: str, invitee: str, inviter: str | None = None
+) -> None:
+    """rc_invites, as Synapse applies it: per room, per invited user and (for our own
+    users' invites) per inviter. Every bucket is checked before any is charged, so a
+    refused invite costs nothing."""
+    checks = [("invites_per_room", room_id), ("invites_per_user", invitee)]
+    if inviter is not None:
+        checks.append(("invites_per_issuer", inviter))
+    for name, key in checks:
+        limiters.get(name).peek(key)
+    for name, key in checks:
+        limiters.get(name).record(key)
+
+
 def override_limit(override: RateLimitOverride) -> RateLimit:
     """An admin's per-user override as a limit; Synapse's semantics: 0 messages per
     second means "never limited"."""

@@ -16,10 +16,12 @@ from federation.appkeys import FEDERATED_MEMBERSHIP, INBOUND
 from federation.inbound import PduRejected
 from federation.server.auth_middleware import body_of, origin_of
 from federation.server.common import require_dict, room_gate, room_id_param, stores_of
+from homeserver.appstate import RATE_LIMITERS
 from homeserver.errors import MatrixError, forbidden
 from homeserver.events import KNOWN_ROOM_VERSIONS, Event, RoomVersion, get_room_version
 from homeserver.http import json_response, path_param
 from homeserver.ids import parse_user_id
+from homeserver.ratelimit import check_invite
 
 
 def _user_param(request: web.Request) -> str:
@@ -199,6 +201,9 @@ async def _invite(
     if not isinstance(stripped, list):
         raise MatrixError(400, "M_BAD_JSON", "invite_room_state must be an array")
     event = await _checked(request, {k: v for k, v in pdu.items() if k != "unsigned"}, version)
+    # rc_invites per room and per invited user, as for local invites (Synapse does the
+    # same for invites over federation): one peer cannot bury a user in invites.
+    check_invite(request.config_dict[RATE_LIMITERS], room_id, event.state_key or "")
     return await request.config_dict[FEDERATED_MEMBERSHIP].receive_invite(
         event, stripped, origin_of(request)
     )

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from homeserver.appstate import (
     MEMBERSHIP,
+    RATE_LIMITERS,
     ROOM_DIRECTORY,
     ROOM_READ_STORE,
     ROOM_READER,
@@ -20,6 +21,7 @@ from homeserver.client.validate import optional_str, require_str, require_str_li
 from homeserver.errors import MatrixError, invalid_param
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.ids import is_valid_user_id
+from homeserver.ratelimit import check_invite
 
 from .room_services import (
     add_routes,
@@ -129,6 +131,7 @@ async def invite(request: web.Request) -> web.Response:
         if await stores.rooms.get_room_version(room_id) is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         raise MatrixError(403, "M_FORBIDDEN", f"{requester.user_id} is not in the room")
+    check_invite(request.config_dict[RATE_LIMITERS], room_id, target, requester.user_id)
     await request.config_dict[MEMBERSHIP].invite(room_id, requester.user_id, target, content)
     await request.config_dict[ROOM_READ_STORE].unforget_room(target, room_id)
     return json_response({})
