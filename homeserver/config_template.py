@@ -129,6 +129,8 @@ ip_range_whitelist: []
 # Federate only with these servers; leave unset to federate with everyone.
 #federation_domain_whitelist: ["example.com"]
 allow_public_rooms_over_federation: false
+# Let clients without an access token read our room directory (/publicRooms).
+allow_public_rooms_without_auth: false
 # Tests only: talk to other servers over plain http:// (no TLS). Never enable in production.
 #federation_client_plain_http_for_tests: false
 

@@ -102,9 +102,11 @@ def _remote_server(request: web.Request) -> str | None:
 
 async def public_rooms_get(request: web.Request) -> web.Response:
     remote = _remote_server(request)
-    if remote is None:
+    if remote is None and request.config_dict[CONFIG].allow_public_rooms_without_auth:
         await get_optional_requester(request)
-    else:  # as Synapse: only a user of ours may make us ask another server
+    else:
+        # As Synapse: our directory needs a token unless allow_public_rooms_without_auth,
+        # and only a user of ours may make us ask another server.
         await get_requester(request)
     limit = query_param(request, "limit", _limit)
     since = query_param(request, "since")

@@ -306,6 +306,8 @@ class Config:
     log_config: Path | None = None
     # Serve Prometheus metrics on listeners with the `metrics` resource.
     enable_metrics: bool = False
+    # Synapse's key: /publicRooms answers clients without an access token.
+    allow_public_rooms_without_auth: bool = False
     server_notices: ServerNoticesConfig | None = None
     config_path: Path | None = None
     ignored_keys: tuple[str, ...] = ()

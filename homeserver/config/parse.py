@@ -72,6 +72,7 @@ KNOWN_KEYS = frozenset(
         "ip_range_whitelist",
         "federation_domain_whitelist",
         "allow_public_rooms_over_federation",
+        "allow_public_rooms_without_auth",
         "federation_client_plain_http_for_tests",
         "rc_enabled",
         *RC_FLAT,
@@ -203,6 +204,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         log_level=r.converted(top, "log_level", "", "INFO", parse_log_level),
         log_config=r.path(top, "log_config", "", None),
         enable_metrics=r.bool(top, "enable_metrics", "", False),
+        allow_public_rooms_without_auth=r.bool(top, "allow_public_rooms_without_auth", "", False),
         server_notices=read_server_notices(r, top.get("server_notices")),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)

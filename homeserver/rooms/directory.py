@@ -10,6 +10,8 @@ that federation may provide.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, Protocol
 
 from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
@@ -52,6 +54,10 @@ class RemoteDirectory(Protocol):
         ...
 
 
+# How long a built /publicRooms listing is served before it is rebuilt.
+PUBLIC_LIST_TTL_S = 5.0
+
+
 class RoomDirectory:
     def __init__(
         self, stores: Stores, server_name: str, remote: RemoteDirectory | None = None
@@ -59,6 +65,12 @@ class RoomDirectory:
         self._stores = stores
         self._server_name = server_name
         self._remote = remote
+        # The published rooms' summaries, sorted, shared by every /publicRooms request
+        # (anonymous ones included) for PUBLIC_LIST_TTL_S: a request costs a slice of a
+        # list, not O(published rooms) of database reads. Publishing or unpublishing a
+        # room invalidates it at once; names, topics and member counts may lag by the TTL.
+        self._listing: tuple[int, float, list[dict[str, Any]]] | None = None
+        self._listing_lock = asyncio.Lock()
 
     # -- aliases ----------------------------------------------------------------------------
 
@@ -215,8 +227,7 @@ class RoomDirectory:
         room_types: list[str | None] | None = None,
     ) -> dict[str, Any]:
         offset = _parse_since(since)
-        room_ids = await self._stores.rooms.get_public_room_ids(limit=MAX_PUBLIC_ROOMS)
-        entries = [await self.room_summary(r) for r in room_ids]
+        entries = await self._published()
         total = len(entries)
         if search_term:
             term = search_term.casefold()
@@ -230,7 +241,6 @@ class RoomDirectory:
             ]
         if room_types is not None:
             entries = [e for e in entries if e.get("room_type") in room_types]
-        entries.sort(key=lambda e: (-e["num_joined_members"], e["room_id"]))
         end = len(entries) if limit is None else offset + limit
         body: dict[str, Any] = {
             "chunk": entries[offset:end],
@@ -241,6 +251,22 @@ class RoomDirectory:
         if offset > 0:
             body["prev_batch"] = f"o{max(0, offset - (limit or offset))}"
         return body
+
+    async def _published(self) -> list[dict[str, Any]]:
+        """Every published room's summary, biggest first (cached, see __init__)."""
+        version = self._stores.rooms.directory_version
+        listing = self._listing
+        if listing is not None and listing[0] == version and listing[1] > time.monotonic():
+            return listing[2]
+        async with self._listing_lock:  # concurrent requests share one rebuild
+            listing = self._listing
+            if listing is not None and listing[0] == version and listing[1] > time.monotonic():
+                return listing[2]
+            room_ids = await self._stores.rooms.get_public_room_ids(limit=MAX_PUBLIC_ROOMS)
+            entries = [await self.room_summary(r) for r in room_ids]
+            entries.sort(key=lambda e: (-e["num_joined_members"], e["room_id"]))
+            self._listing = (version, time.monotonic() + PUBLIC_LIST_TTL_S, entries)
+            return entries
 
     async def remote_public_rooms(
         self,

@@ -30,6 +30,9 @@ class RoomStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._versions: dict[str, str] = {}
+        # Bumped whenever a room is published or unpublished, so a cached directory
+        # listing knows at once that it is out of date.
+        self.directory_version = 0
 
     async def store_room(
         self,
@@ -49,6 +52,8 @@ class RoomStore:
             is_public,
             created_ts if created_ts is not None else now_ms(),
         )
+        if is_public:
+            self.directory_version += 1
         return changed > 0
 
     async def get_room(self, room_id: str) -> RoomInfo | None:
@@ -85,12 +90,14 @@ class RoomStore:
 
     async def set_room_is_public(self, room_id: str, is_public: bool) -> bool:
         """Publish to / remove from the room directory; False if the room is unknown."""
-        return (
+        changed = (
             await self.db.execute(
                 "UPDATE rooms SET is_public = $2 WHERE room_id = $1", room_id, is_public
             )
             > 0
         )
+        self.directory_version += 1
+        return changed
 
     async def get_public_room_ids(
         self, limit: int | None = None, since: str | None = None

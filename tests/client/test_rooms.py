@@ -176,7 +176,9 @@ async def test_join_by_alias_and_directory(app_client: Any, users: Any) -> None:
     # Public rooms directory.
     vis = await call(app_client, "GET", f"/directory/list/room/{room}", None)
     assert vis == {"visibility": "public"}
-    listing = await call(app_client, "GET", "/publicRooms", None)
+    err = await call(app_client, "GET", "/publicRooms", None, status=401)
+    assert err["errcode"] == "M_MISSING_TOKEN"  # allow_public_rooms_without_auth is off
+    listing = await call(app_client, "GET", "/publicRooms", btok)
     assert listing["total_room_count_estimate"] == 1
     (entry,) = listing["chunk"]
     assert entry == {
@@ -212,16 +214,16 @@ async def test_join_by_alias_and_directory(app_client: Any, users: Any) -> None:
         )
         == {}
     )
-    assert (await call(app_client, "GET", "/publicRooms", None))["chunk"] == []
+    assert (await call(app_client, "GET", "/publicRooms", btok))["chunk"] == []
 
 
 async def test_public_rooms_pagination(app_client: Any, users: Any) -> None:
     _, atok = users["alice"]
     rooms = {await create(app_client, atok, {"visibility": "public"}) for _ in range(3)}
-    first = await call(app_client, "GET", "/publicRooms?limit=2", None)
+    first = await call(app_client, "GET", "/publicRooms?limit=2", atok)
     assert len(first["chunk"]) == 2 and first["next_batch"]
     second = await call(
-        app_client, "GET", f"/publicRooms?limit=2&since={first['next_batch']}", None
+        app_client, "GET", f"/publicRooms?limit=2&since={first['next_batch']}", atok
     )
     assert len(second["chunk"]) == 1 and "next_batch" not in second
     assert second["prev_batch"] == "o0"
@@ -409,3 +411,46 @@ async def test_room_summary(app_client: Any, users: Any) -> None:
     private = await create(app_client, atok, {"preset": "private_chat"})
     resp = await app_client.get(f"/_matrix/client/v1/room_summary/{private}", headers=auth(ctok))
     assert resp.status == 404
+
+
+async def test_public_rooms_without_a_token_only_when_allowed(
+    aiohttp_client: Any, tmp_config: Any
+) -> None:
+    """Synapse's allow_public_rooms_without_auth: anonymous readers of the directory
+    only when the operator says so; the listing they get is the cached one, and a
+    room published meanwhile shows at once."""
+    from homeserver.app import create_app
+
+    client = await aiohttp_client(create_app(tmp_config(allow_public_rooms_without_auth=True)))
+    _, token, _ = await make_user(client, "ann")
+    assert (await call(client, "GET", "/publicRooms", None))["chunk"] == []
+    room = await create(client, token, {"visibility": "public", "name": "Open"})
+    listing = await call(client, "GET", "/publicRooms", None)
+    assert [(e["room_id"], e["name"]) for e in listing["chunk"]] == [(room, "Open")]
+    await call(client, "PUT", f"/directory/list/room/{room}", token, {"visibility": "private"})
+    assert (await call(client, "GET", "/publicRooms", None))["chunk"] == []
+
+
+async def test_public_rooms_listing_is_built_once_and_shared(app_client: Any, users: Any) -> None:
+    """Issue 8.14: a /publicRooms request costs a slice of a cached list, not a summary
+    (several database reads) per published room."""
+    from homeserver.appstate import ROOM_DIRECTORY
+
+    _, atok = users["alice"]
+    for _ in range(30):
+        await create(app_client, atok, {"visibility": "public"})
+    first = await call(app_client, "GET", "/publicRooms?limit=5", atok)
+    directory = app_client.app[ROOM_DIRECTORY]
+    built = 0
+    original = directory.room_summary
+
+    async def counting(room_id: str) -> Any:
+        nonlocal built
+        built += 1
+        return await original(room_id)
+
+    directory.room_summary = counting  # type: ignore[method-assign]
+    for _ in range(20):
+        again = await call(app_client, "GET", "/publicRooms?limit=5", atok)
+        assert again["chunk"] == first["chunk"]
+    assert built == 0
