@@ -79,14 +79,27 @@ async def serve(config: Config) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
     from homeserver.app import create_app
     from homeserver.appstate import LISTENERS
+    from homeserver.listener_guard import (
+        GuardedAppRunner,
+        QuietLoopErrors,
+        default_max_connections,
+        raise_fd_limit,
+    )
 
     app = create_app(config)
+    max_connections = default_max_connections(raise_fd_limit())
     # access_log=None: our request log (homeserver.request_log) replaces aiohttp's.
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
+    runner = GuardedAppRunner(
+        app,
+        max_connections=max_connections,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        access_log=None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(QuietLoopErrors())
+    logger.info("Serving at most %d client connections at once", max_connections)
 
     def on_signal(signum: int) -> None:
         logger.info("Received %s, shutting down", signal.Signals(signum).name)
