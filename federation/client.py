@@ -149,6 +149,52 @@ def make_ssl_context(
     return ssl.create_default_context()
 
 
+# The most we read of a peer's answer, by what was asked (Synapse bounds them too):
+# key documents are small; state, auth chains and joins of big rooms are not. A body
+# over its bound is abandoned as it streams in, never buffered whole.
+MAX_KEY_RESPONSE_BYTES = 1024 * 1024
+MAX_ROOM_STATE_RESPONSE_BYTES = 128 * 1024 * 1024
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_ROOM_STATE_PATHS = (
+    "/_matrix/federation/v1/send_join/",
+    "/_matrix/federation/v2/send_join/",
+    "/_matrix/federation/v1/state/",
+    "/_matrix/federation/v1/state_ids/",
+    "/_matrix/federation/v1/event_auth/",
+    "/_matrix/federation/v1/backfill/",
+    "/_matrix/federation/v1/get_missing_events/",
+)
+
+
+def max_response_bytes(uri: str) -> int:
+    if uri.startswith("/_matrix/key/"):
+        return MAX_KEY_RESPONSE_BYTES
+    if uri.startswith(_ROOM_STATE_PATHS):
+        return MAX_ROOM_STATE_RESPONSE_BYTES
+    return MAX_RESPONSE_BYTES
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int, err: dict[str, str]) -> bytes:
+    """The body, read as a stream and abandoned past `limit`; only identity encoding."""
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise FederationError(
+            None, None, None, reason=f"unrequested Content-Encoding {encoding[:20]}", **err
+        )
+    if resp.content_length is not None and resp.content_length > limit:
+        raise FederationError(None, None, None, reason=f"response larger than {limit} bytes", **err)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise FederationError(
+                None, None, None, reason=f"response larger than {limit} bytes", **err
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class FederationClient:
     """Signed JSON requests to other homeservers over one shared aiohttp session.
 
@@ -195,8 +241,10 @@ class FederationClient:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                headers={"User-Agent": self.user_agent},
-                auto_decompress=True,
+                headers={"User-Agent": self.user_agent, "Accept-Encoding": "identity"},
+                # Compressed answers are never asked for (Accept-Encoding: identity) nor
+                # decoded: 1 MB of gzip can decode to 1 GB in memory.
+                auto_decompress=False,
                 trace_configs=[ip_literal_guard(self.ip_filter)],
             )
         return self._session
@@ -281,9 +329,9 @@ class FederationClient:
                 server_hostname=None if self.plain_http else target.tls_server_name,
                 allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
                 status = resp.status
-        except (IPBlockedError, aiohttp.ClientConnectorError):
+                raw = await _read_bounded(resp, max_response_bytes(uri), err)
+        except (IPBlockedError, aiohttp.ClientConnectorError, FederationError):
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             reason = f"{type(e).__name__}: {e}"

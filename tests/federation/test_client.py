@@ -206,6 +206,21 @@ class Peer:
             return web.Response(text="<html>", content_type="text/html")
         if path.startswith("/crash"):
             return web.Response(text="oops", status=502)
+        if path == "/_matrix/key/v2/query/bomb":
+            # 1 MiB of gzip that would decode to 1 GiB, sent unasked.
+            self.accept_encoding = request.headers.get("Accept-Encoding")
+            return web.Response(
+                body=GZIP_BOMB,
+                headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+            )
+        if path == "/_matrix/key/v2/query/huge":
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await resp.prepare(request)  # chunked: no Content-Length to refuse up front
+            await resp.write(b'{"server_keys": ["')
+            for _ in range(64):
+                await resp.write(b"x" * 65536)
+            await resp.write(b'"]}')
+            return resp
         return web.json_response({"raw_path": request.raw_path, "echo": content})
 
     def key_doc(self) -> dict:
@@ -217,6 +232,19 @@ class Peer:
             "old_verify_keys": {},
         }
         return sign_json(doc, self.name, self.peer_key)
+
+
+def _gzip_bomb() -> bytes:
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = b"\0" * (1 << 20)
+    out = [compressor.compress(chunk) for _ in range(1024)]
+    out.append(compressor.flush())
+    return b"".join(out)
+
+
+GZIP_BOMB = _gzip_bomb()
 
 
 @pytest.fixture
@@ -376,3 +404,24 @@ async def test_client_installs_its_well_known_fetcher() -> None:
     client = FederationClient(OUR_NAME, generate_signing_key("k"), discovery=d)
     assert d.well_known_fetcher is not None
     await client.close()
+
+
+async def test_answers_are_bounded_and_never_decompressed(peer, certs) -> None:
+    """Issue 8.2: a key server answering with a gzip bomb or an endless body costs us
+    at most the bound for that kind of answer, read as a stream."""
+    import resource
+
+    p, key, _ = peer
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    async with _client(key, certs) as client:
+        with pytest.raises(FederationError) as e:
+            await client.get_json(p.name, "/_matrix/key/v2/query/bomb")
+        assert e.value.is_transport_error and "Content-Encoding" in str(e.value)
+        assert p.accept_encoding == "identity"
+        with pytest.raises(FederationError) as e:
+            await client.get_json(p.name, "/_matrix/key/v2/query/huge")
+        assert e.value.is_transport_error and "larger than" in str(e.value)
+        # Still usable afterwards.
+        assert (await client.get_json(p.name, "/_matrix/key/v2/server"))["server_name"] == p.name
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 100
