@@ -31,11 +31,22 @@ import nacl.signing
 from canonicaljson import encode_canonical_json
 
 from federation.auth import decode_unpadded_base64
+from homeserver.storage.cache import LruCache
 
 log = logging.getLogger(__name__)
 
 REFETCH_INTERVAL_MS = 60_000
+# A key ID we have never seen for a server (it rotated its key) may be fetched again
+# this soon after the last fetch, instead of waiting out REFETCH_INTERVAL_MS.
+NEW_KEY_REFETCH_MS = 5_000
 FETCH_TIMEOUT_S = 30.0
+# Key fetches in flight at once, across every server and requester: a send_join
+# naming 300 made-up signing servers, or many notary queries, wait their turn
+# instead of opening hundreds of outbound connections.
+MAX_CONCURRENT_FETCHES = 16
+# Servers we keep per-name state for (cached keys, documents, last fetch time): least
+# recently used ones are forgotten past this (the database still has their keys).
+MAX_TRACKED_SERVERS = 10_000
 
 # (verify_key_b64, valid_until_ts, expired_ts | None)
 StoredKey = tuple[str, int, int | None]
@@ -235,17 +246,20 @@ class Keyring:
         self.notaries = [TrustedKeyServer.from_config(t) for t in trusted_key_servers]
         self.clock = clock
         self.refetch_interval_ms = refetch_interval_ms
-        self._cache: dict[str, dict[str, CachedKey]] = {}
-        if local_keys:
-            self._cache[our_server_name] = {
-                k: CachedKey(v, 2**62, None) for k, v in local_keys.items()
-            }
-        self._last_fetch: dict[str, int] = {}
+        self._local: dict[str, CachedKey] = {
+            k: CachedKey(v, 2**62, None) for k, v in (local_keys or {}).items()
+        }
+        self._cache: LruCache[str, dict[str, CachedKey]] = LruCache(MAX_TRACKED_SERVERS)
+        self._last_fetch: LruCache[str, int] = LruCache(MAX_TRACKED_SERVERS)
+        # (server, key ID) looked for and not found: ms when. Such a key ID no longer
+        # counts as new, so made-up key IDs cannot force a refetch every few seconds.
+        self._missing: LruCache[tuple[str, str], int] = LruCache(MAX_TRACKED_SERVERS)
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._fetch_slots = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
         # Newest verified key document per server as its origin signed it: what we
         # answer as a notary (`/_matrix/key/v2/query`). Memory only: after a restart
         # the first query for a server refetches it.
-        self._documents: dict[str, dict[str, Any]] = {}
+        self._documents: LruCache[str, dict[str, Any]] = LruCache(MAX_TRACKED_SERVERS)
 
     # ----------------------------------------------------------------- lookups
 
@@ -253,7 +267,9 @@ class Keyring:
         self, server_name: str, key_id: str, at_ts: int | None = None
     ) -> nacl.signing.VerifyKey:
         """The verify key `key_id` of `server_name`, valid at `at_ts`; KeyNotFound if none."""
-        key = self._cache.get(server_name, {}).get(key_id)
+        if server_name == self.our_server_name and key_id in self._local:
+            return self._local[key_id].verify_key
+        key = (self._cache.get(server_name) or {}).get(key_id)
         if key is not None and key.valid_at(at_ts):
             return key.verify_key
         stored = await self._from_store(server_name, key_id)
@@ -261,8 +277,14 @@ class Keyring:
             return stored.verify_key
         if server_name == self.our_server_name:
             raise KeyNotFound(f"unknown local key {key_id}")
-        await self._fetch(server_name)
-        key = self._cache.get(server_name, {}).get(key_id)
+        known = self._cache.get(server_name) or {}
+        new_key = key_id not in known and (server_name, key_id) not in self._missing
+        try:
+            await self._fetch(server_name, new_key=new_key)
+        finally:
+            if key_id not in (self._cache.get(server_name) or {}):
+                self._missing.set((server_name, key_id), self.clock())
+        key = (self._cache.get(server_name) or {}).get(key_id)
         if key is None:
             raise KeyNotFound(f"no key {key_id} for {server_name}")
         if not key.valid_at(at_ts):
@@ -287,7 +309,10 @@ class Keyring:
         return cached
 
     def _remember(self, server_name: str, keys: Mapping[str, CachedKey]) -> None:
-        bucket = self._cache.setdefault(server_name, {})
+        bucket = self._cache.get(server_name)
+        if bucket is None:
+            bucket = {}
+            self._cache.set(server_name, bucket)
         for key_id, new in keys.items():
             old = bucket.get(key_id)
             # Never let an older answer (e.g. a stale notary copy) shorten what we know.
@@ -302,21 +327,35 @@ class Keyring:
 
     # ----------------------------------------------------------------- fetching
 
-    async def _fetch(self, server_name: str) -> None:
-        """Fetch keys for `server_name` once; concurrent callers share the attempt."""
+    async def _fetch(self, server_name: str, *, new_key: bool = False) -> None:
+        """Fetch keys for `server_name` once; concurrent callers share the attempt.
+
+        At most one fetch per server per refetch interval, or per NEW_KEY_REFETCH_MS
+        when asked for a key ID we have never seen (the server has rotated its key:
+        its signatures must not fail for a whole minute).
+        """
         task = self._inflight.get(server_name)
         if task is None:
             last = self._last_fetch.get(server_name)
             now = self.clock()
-            if last is not None and now - last < self.refetch_interval_ms:
+            interval = (
+                min(NEW_KEY_REFETCH_MS, self.refetch_interval_ms)
+                if new_key
+                else (self.refetch_interval_ms)
+            )
+            if last is not None and now - last < interval:
                 raise KeyNotFound(
                     f"keys of {server_name} were fetched {now - last} ms ago; not refetching"
                 )
-            self._last_fetch[server_name] = now
-            task = asyncio.ensure_future(self._fetch_all_sources(server_name))
+            self._last_fetch.set(server_name, now)
+            task = asyncio.ensure_future(self._fetch_in_slot(server_name))
             self._inflight[server_name] = task
             task.add_done_callback(lambda _t: self._inflight.pop(server_name, None))
         await asyncio.shield(task)
+
+    async def _fetch_in_slot(self, server_name: str) -> None:
+        async with self._fetch_slots:
+            await self._fetch_all_sources(server_name)
 
     async def _fetch_all_sources(self, server_name: str) -> None:
         keys = await self._fetch_direct(server_name)
@@ -353,7 +392,7 @@ class Keyring:
         """Keep `doc` (already verified) unless we hold one valid for longer."""
         old = self._documents.get(server_name)
         if old is None or doc["valid_until_ts"] >= old["valid_until_ts"]:
-            self._documents[server_name] = doc
+            self._documents.set(server_name, doc)
 
     async def _fetch_from_notary(
         self, notary: TrustedKeyServer, server_name: str
@@ -410,7 +449,12 @@ class Keyring:
     # ----------------------------------------------------------------- notary
 
     async def documents_for_notary(
-        self, server_name: str, key_ids: Sequence[str], minimum_valid_until_ts: int
+        self,
+        server_name: str,
+        key_ids: Sequence[str],
+        minimum_valid_until_ts: int,
+        *,
+        may_fetch: bool = True,
     ) -> list[dict[str, Any]]:
         """Key documents of `server_name` to answer a `/_matrix/key/v2/query` with.
 
@@ -421,7 +465,9 @@ class Keyring:
         validity itself. An empty list when we know nothing. Copies: the caller signs.
         """
         doc = self._documents.get(server_name)
-        if doc is None or not _document_satisfies(doc, key_ids, minimum_valid_until_ts):
+        if may_fetch and (
+            doc is None or not _document_satisfies(doc, key_ids, minimum_valid_until_ts)
+        ):
             try:
                 await self._fetch(server_name)
             except KeyNotFound as e:

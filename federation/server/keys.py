@@ -24,8 +24,11 @@ from homeserver.errors import MatrixError
 from homeserver.http import json_response, path_param, read_json_body
 from homeserver.ids import is_valid_server_name
 
-# One query may name at most this many servers (each may cost us an outbound fetch).
+# One query may name at most this many servers; only the first few of them may make
+# us fetch from the origin (the others are answered from what we hold): an anonymous
+# request must not start a hundred outbound fetches.
 MAX_SERVERS_PER_QUERY = 100
+MAX_FETCHES_PER_QUERY = 5
 
 
 async def get_server_keys(request: web.Request) -> web.Response:
@@ -44,7 +47,11 @@ def _timestamp(value: Any, what: str) -> int:
 
 
 async def _documents_for(
-    request: web.Request, server_name: str, key_ids: list[str], minimum_valid_until_ts: int
+    request: web.Request,
+    server_name: str,
+    key_ids: list[str],
+    minimum_valid_until_ts: int,
+    may_fetch: bool = True,
 ) -> list[dict[str, Any]]:
     """The signed key documents we can vouch for about `server_name`."""
     keys = request.config_dict[SERVER_KEYS]
@@ -53,13 +60,18 @@ async def _documents_for(
     if not is_valid_server_name(server_name):
         return []
     keyring = request.config_dict[KEYRING]
-    docs = await keyring.documents_for_notary(server_name, key_ids, minimum_valid_until_ts)
+    docs = await keyring.documents_for_notary(
+        server_name, key_ids, minimum_valid_until_ts, may_fetch=may_fetch
+    )
     return [keys.sign(doc) for doc in docs]
 
 
 async def _answer(request: web.Request, criteria: dict[str, tuple[list[str], int]]) -> web.Response:
     results = await asyncio.gather(
-        *(_documents_for(request, name, ids, ts) for name, (ids, ts) in criteria.items())
+        *(
+            _documents_for(request, name, ids, ts, may_fetch=i < MAX_FETCHES_PER_QUERY)
+            for i, (name, (ids, ts)) in enumerate(criteria.items())
+        )
     )
     return json_response({"server_keys": [doc for docs in results for doc in docs]})
 

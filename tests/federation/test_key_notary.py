@@ -127,3 +127,23 @@ async def test_keyring_rejects_a_notary_signed_by_another_key(loopback) -> None:
 
     with pytest.raises(KeyNotFound):
         await b.app[KEYRING].get_verify_key(c.name, c_key_id, int(time.time() * 1000))
+
+
+async def test_one_notary_query_starts_only_a_few_fetches(app_client) -> None:
+    """Issue 8.9: an anonymous POST /_matrix/key/v2/query naming 100 servers makes us
+    fetch from at most MAX_FETCHES_PER_QUERY origins; the rest are answered from
+    what we hold (here: nothing)."""
+    from federation.server.keys import MAX_FETCHES_PER_QUERY
+
+    keyring = app_client.app[KEYRING]
+    fetched: list[str] = []
+
+    async def fake_fetch(server_name: str, **kw: Any) -> None:
+        fetched.append(server_name)
+
+    keyring._fetch = fake_fetch  # type: ignore[method-assign]
+    body = {"server_keys": {f"s{i}.example": {} for i in range(100)}}
+    resp = await app_client.post("/_matrix/key/v2/query", json=body)
+    assert resp.status == 200
+    assert await resp.json() == {"server_keys": []}
+    assert len(fetched) == MAX_FETCHES_PER_QUERY

@@ -327,3 +327,64 @@ async def test_local_keys_need_no_io() -> None:
     with pytest.raises(KeyNotFound):
         await kr.get_verify_key("us.example", "ed25519:other", NOW)
     assert http.calls == []
+
+
+async def test_a_rotated_key_is_fetched_within_seconds_not_a_minute(env) -> None:
+    """Issue 8.9: a key ID we have never seen is refetched 5 s after the last fetch
+    (a server rotated its key); a key ID already looked for waits the full minute."""
+    kr, http, _, clock, _ = env
+    await kr.get_verify_key("remote.example", "ed25519:k1", NOW)
+    rotated = generate_signing_key("k2")
+    http.server_docs["remote.example"] = key_doc("remote.example", rotated, NOW + DAY)
+    clock.now += 6_000
+    vk = await kr.get_verify_key("remote.example", "ed25519:k2", NOW + 6_000)
+    assert bytes(vk) == bytes(get_verify_key(rotated))
+    assert len(http.calls) == 2
+    # A made-up key ID: one fetch, then it is no longer new.
+    clock.now += 6_000
+    with pytest.raises(KeyNotFound):
+        await kr.get_verify_key("remote.example", "ed25519:bogus", None)
+    clock.now += 6_000
+    with pytest.raises(KeyNotFound):
+        await kr.get_verify_key("remote.example", "ed25519:bogus", None)
+    assert len(http.calls) == 3
+
+
+async def test_key_fetches_are_bounded_in_concurrency(env) -> None:
+    """Issue 8.9: 300 made-up servers looked up at once never have more than
+    MAX_CONCURRENT_FETCHES fetches in flight."""
+    from federation.keyring import MAX_CONCURRENT_FETCHES
+
+    kr, http, _, _, _ = env
+    in_flight = peak = 0
+    original = http.get_json
+
+    async def counting(destination, path, **kw):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            return await original(destination, path, **kw)
+        finally:
+            in_flight -= 1
+
+    http.get_json = counting
+    names = [f"made-up-{i}.example" for i in range(300)]
+    results = await asyncio.gather(
+        *(kr.get_verify_key(n, "ed25519:x", None) for n in names), return_exceptions=True
+    )
+    assert all(isinstance(r, KeyNotFound) for r in results)
+    assert len(http.calls) == 300
+    assert 1 < peak <= MAX_CONCURRENT_FETCHES
+
+
+def test_per_server_state_is_bounded() -> None:
+    from federation.keyring import MAX_TRACKED_SERVERS
+
+    kr = Keyring(MemoryKeyStore(), FakeHttp(), "us.example", [], Clock())
+    for i in range(MAX_TRACKED_SERVERS + 500):
+        kr._last_fetch.set(f"s{i}.example", NOW)
+        kr._missing.set((f"s{i}.example", "ed25519:x"), NOW)
+    assert len(kr._last_fetch) == MAX_TRACKED_SERVERS
+    assert len(kr._missing) == MAX_TRACKED_SERVERS
