@@ -246,7 +246,7 @@ async def build(
     push_rules = PushRulesService(push_store, account_data)
     push_actions = ActionGenerator(stores, push_store, push_rules, server_name)
     stack.push_async_callback(push_actions.close)
-    relations = RelationsService(stores, RelationsReadStore(database))
+    relations = RelationsService(stores, RelationsReadStore(database), RoomReadStore(database))
     joined = JoinedRoomsCache(stores)
     user_directory = UserDirectory(stores, UserDirectoryStore(database), server_name)
     stack.push_async_callback(user_directory.close)

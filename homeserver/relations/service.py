@@ -20,11 +20,13 @@ from typing import Any, Literal
 
 from homeserver.errors import MatrixError, not_found
 from homeserver.events import Event
+from homeserver.rooms.access import Access, reader_access
 from homeserver.rooms.client_events import serialize_events
 from homeserver.rooms.pagination import RoomToken
-from homeserver.rooms.visibility import filter_events_for_user, is_world_readable
+from homeserver.rooms.visibility import filter_events_for_user
 from homeserver.storage import Stores
 from homeserver.storage.relations_read import Child, RelationsReadStore
+from homeserver.storage.room_directory import RoomReadStore
 
 MAX_TRACKED_CHILDLESS = 200_000
 
@@ -32,6 +34,8 @@ DEFAULT_LIMIT = 5
 MAX_LIMIT = 100
 RECURSION_DEPTH = 3
 MAX_RECURSED_CHILDREN = 2000
+# Threads looked at for a departed reader's /threads (newest activity first).
+MAX_CAPPED_THREAD_SCAN = 500
 
 
 def _is_valid_edit(original: Event, edit: Event) -> bool:
@@ -49,9 +53,12 @@ def _is_valid_edit(original: Event, edit: Event) -> bool:
 
 
 class RelationsService:
-    def __init__(self, stores: Stores, store: RelationsReadStore) -> None:
+    def __init__(
+        self, stores: Stores, store: RelationsReadStore, read_store: RoomReadStore
+    ) -> None:
         self._stores = stores
         self._store = store
+        self._read = read_store
         # Events persisted since start-up that no relation points at yet: they have
         # nothing to bundle, so fresh timelines (most syncs) need no relation queries.
         self._childless: OrderedDict[str, None] = OrderedDict()
@@ -69,10 +76,18 @@ class RelationsService:
     # -- aggregations ---------------------------------------------------------------------
 
     async def bundle_aggregations(
-        self, events: Iterable[Event | str], user_id: str, *, _depth: int = 0
+        self,
+        events: Iterable[Event | str],
+        user_id: str,
+        *,
+        cap: int | None = None,
+        _depth: int = 0,
     ) -> dict[str, dict[str, Any]]:
         """event ID -> the `m.relations` object for it (events without any aggregation
-        are absent). Accepts Events or event IDs; state events get none (spec)."""
+        are absent). Accepts Events or event IDs; state events get none (spec).
+
+        `cap`: the reader left the room at that stream position; replies, edits and
+        references after it are none of their business and count for nothing."""
         loaded: dict[str, Event] = {}
         ids: list[str] = []
         for item in events:
@@ -88,6 +103,8 @@ class RelationsService:
         parents = [e for e in parents if not e.is_state() and e.event_id not in self._childless]
         if not parents:
             return {}
+        if cap is not None:
+            return await self._bundle_capped(parents, user_id, cap, _depth)
         parent_ids = [e.event_id for e in parents]
         redacted = await self._stores.events.get_redacted_because(parent_ids)
         out: dict[str, dict[str, Any]] = {}
@@ -98,6 +115,57 @@ class RelationsService:
             out.setdefault(parent_id, {})["m.reference"] = {
                 "chunk": [{"event_id": c} for c in children]
             }
+        return out
+
+    async def _bundle_capped(
+        self, parents: Sequence[Event], user_id: str, cap: int, depth: int
+    ) -> dict[str, dict[str, Any]]:
+        """bundle_aggregations for a departed reader: built from the children that
+        existed at their leave (slower than the summary tables, and only for them)."""
+        out: dict[str, dict[str, Any]] = {}
+        redacted = await self._stores.events.get_redacted_because([e.event_id for e in parents])
+        by_room: dict[str, list[Event]] = {}
+        for parent in parents:
+            by_room.setdefault(parent.room_id, []).append(parent)
+        for room_id, room_parents in by_room.items():
+            children = [
+                c
+                for c in await self._store.get_children(room_id, [p.event_id for p in room_parents])
+                if c.stream_ordering <= cap
+            ]
+            loaded = await self._stores.events.get_events([c.event_id for c in children])
+            for parent in room_parents:
+                mine = [c for c in children if c.parent_id == parent.event_id]
+                thread = [c for c in mine if c.rel_type == "m.thread"]
+                if thread:
+                    latest_child = max(thread, key=lambda c: c.stream_ordering)
+                    latest = loaded.get(latest_child.event_id)
+                    if latest is not None:
+                        (formatted,) = await self._serialize(
+                            [latest], user_id, depth=depth + 1, cap=cap
+                        )
+                        out.setdefault(parent.event_id, {})["m.thread"] = {
+                            "latest_event": formatted,
+                            "count": len(thread),
+                            "current_user_participated": parent.sender == user_id
+                            or any(c.sender == user_id for c in thread),
+                        }
+                edits = [
+                    loaded[c.event_id]
+                    for c in mine
+                    if c.rel_type == "m.replace"
+                    and c.event_id in loaded
+                    and _is_valid_edit(parent, loaded[c.event_id])
+                ]
+                if edits and parent.event_id not in redacted:
+                    newest = max(edits, key=lambda e: (e.origin_server_ts, e.event_id))
+                    (edit,) = serialize_events([newest], now_ms=int(time.time() * 1000))
+                    out.setdefault(parent.event_id, {})["m.replace"] = edit
+                refs = [c.event_id for c in mine if c.rel_type == "m.reference"]
+                if refs:
+                    out.setdefault(parent.event_id, {})["m.reference"] = {
+                        "chunk": [{"event_id": r} for r in refs]
+                    }
         return out
 
     async def _add_threads(
@@ -147,7 +215,7 @@ class RelationsService:
             out.setdefault(parent.event_id, {})["m.replace"] = formatted
 
     async def _serialize(
-        self, events: Sequence[Event], user_id: str, *, depth: int = 0
+        self, events: Sequence[Event], user_id: str, *, depth: int = 0, cap: int | None = None
     ) -> list[dict[str, Any]]:
         """Client format with redactions applied and aggregations bundled."""
         if not events:
@@ -156,7 +224,7 @@ class RelationsService:
         redactions = await self._stores.events.get_redaction_events(ids)
         formatted = serialize_events(events, now_ms=int(time.time() * 1000), redactions=redactions)
         if depth <= 1:
-            bundles = await self.bundle_aggregations(events, user_id, _depth=depth)
+            bundles = await self.bundle_aggregations(events, user_id, cap=cap, _depth=depth)
             for item in formatted:
                 bundle = bundles.get(item["event_id"])
                 if bundle:
@@ -165,26 +233,30 @@ class RelationsService:
 
     # -- endpoints ------------------------------------------------------------------------
 
-    async def _visible_parent(self, room_id: str, event_id: str, user_id: str) -> Event:
+    async def _access(self, room_id: str, user_id: str) -> Access:
+        """The same access as /messages (404 when none, so existence does not leak)."""
+        try:
+            return await reader_access(self._stores, self._read, room_id, user_id)
+        except MatrixError:
+            raise not_found("Event not found.") from None
+
+    async def _visible_parent(
+        self, room_id: str, event_id: str, user_id: str, access: Access
+    ) -> Event:
         event = await self._stores.events.get_event(event_id)
         if event is None or event.room_id != room_id or event.rejected_reason is not None:
             raise not_found("Event not found.")
         if await self._stores.events.is_outlier(event_id):
             raise not_found("Event not found.")
-        peeking = await self._is_peeking(room_id, user_id)
-        if not await filter_events_for_user(self._stores, user_id, [event], is_peeking=peeking):
+        so = await self._stores.events.get_stream_ordering(event_id)
+        if so is None or not access.allows_stream(so):
+            raise not_found("Event not found.")
+        visible = await filter_events_for_user(
+            self._stores, user_id, [event], is_peeking=access.is_peeking
+        )
+        if not visible:
             raise not_found("Event not found.")
         return event
-
-    async def _is_peeking(self, room_id: str, user_id: str) -> bool:
-        """False for (past) members; True for a world-readable room's outsiders; any
-        other outsider may not read the room at all (404, so existence does not leak)."""
-        membership = await self._stores.current_state.get_membership(room_id, user_id)
-        if membership in ("join", "leave", "ban"):
-            return False
-        if await is_world_readable(self._stores, room_id):
-            return True
-        raise not_found("Event not found.")
 
     async def relations(
         self,
@@ -201,13 +273,18 @@ class RelationsService:
         recurse: bool | None = None,
     ) -> dict[str, Any]:
         """The /relations response body."""
-        await self._visible_parent(room_id, event_id, user_id)
-        peeking = await self._is_peeking(room_id, user_id)
+        access = await self._access(room_id, user_id)
+        await self._visible_parent(room_id, event_id, user_id, access)
+        peeking = access.is_peeking
         limit = max(1, min(limit, MAX_LIMIT))
         start = RoomToken.parse(from_token).stream if from_token is not None else None
         stop = RoomToken.parse(to_token).stream if to_token is not None else None
         depth = RECURSION_DEPTH if recurse else 1
-        children = await self._descendants(room_id, event_id, depth)
+        children = [
+            c
+            for c in await self._descendants(room_id, event_id, depth)
+            if access.allows_stream(c.stream_ordering)
+        ]
         if rel_type is not None:
             children = [c for c in children if c.rel_type == rel_type]
         if event_type is not None:
@@ -227,7 +304,7 @@ class RelationsService:
         loaded = await self._stores.events.get_events([c.event_id for c in page])
         events = [loaded[c.event_id] for c in page if c.event_id in loaded]
         events = await filter_events_for_user(self._stores, user_id, events, is_peeking=peeking)
-        body: dict[str, Any] = {"chunk": await self._serialize(events, user_id)}
+        body: dict[str, Any] = {"chunk": await self._serialize(events, user_id, cap=access.cap)}
         if len(children) > limit:
             last = page[-1].stream_ordering
             # Backwards: the next page holds orderings <= last - 1; forwards: > last.
@@ -263,11 +340,12 @@ class RelationsService:
         """The /threads response body: roots by their latest thread activity."""
         if include not in ("all", "participated"):
             raise MatrixError(400, "M_INVALID_PARAM", "include must be 'all' or 'participated'")
-        membership = await self._stores.current_state.get_membership(room_id, user_id)
-        if membership not in ("join", "leave", "ban"):
-            raise MatrixError(403, "M_FORBIDDEN", "You are not allowed to view this room")
+        access = await reader_access(self._stores, self._read, room_id, user_id)
         limit = max(1, min(limit, MAX_LIMIT))
         before = RoomToken.parse(from_token).stream if from_token is not None else None
+        if access.cap is not None:
+            # A departed reader: threads by their activity up to the leave only.
+            return await self._threads_capped(user_id, room_id, access, include, before, limit)
         rows = await self._store.get_threads(
             room_id,
             before=before,
@@ -277,8 +355,54 @@ class RelationsService:
         page = rows[:limit]
         loaded = await self._stores.events.get_events([root for root, _ in page])
         roots = [loaded[r] for r, _ in page if r in loaded]
-        roots = await filter_events_for_user(self._stores, user_id, roots)
+        roots = await filter_events_for_user(
+            self._stores, user_id, roots, is_peeking=access.is_peeking
+        )
         body: dict[str, Any] = {"chunk": await self._serialize(roots, user_id)}
         if len(rows) > limit:
             body["next_batch"] = RoomToken(page[-1][1]).encode()
+        return body
+
+    async def _threads_capped(
+        self,
+        user_id: str,
+        room_id: str,
+        access: Access,
+        include: str,
+        before: int | None,
+        limit: int,
+    ) -> dict[str, Any]:
+        """/threads for a departed reader: roots ordered by their last reply before the
+        leave; replies after it neither count nor show (bounded scan)."""
+        cap = access.cap
+        assert cap is not None
+        rows = await self._store.get_threads(
+            room_id, before=None, limit=MAX_CAPPED_THREAD_SCAN, participant=None
+        )
+        root_ids = [root for root, _ in rows]
+        children = await self._store.get_children(room_id, root_ids)
+        latest: dict[str, int] = {}
+        participants: dict[str, set[str]] = {}
+        for c in children:
+            if c.rel_type != "m.thread" or c.stream_ordering > cap:
+                continue
+            latest[c.parent_id] = max(latest.get(c.parent_id, 0), c.stream_ordering)
+            participants.setdefault(c.parent_id, set()).add(c.sender)
+        loaded = await self._stores.events.get_events(list(latest))
+        ordered = sorted(latest.items(), key=lambda kv: kv[1], reverse=True)
+        if before is not None:
+            ordered = [(r, so) for r, so in ordered if so <= before]
+        if include == "participated":
+            ordered = [
+                (r, so)
+                for r, so in ordered
+                if user_id in participants.get(r, set())
+                or (r in loaded and loaded[r].sender == user_id)
+            ]
+        page = ordered[:limit]
+        roots = [loaded[r] for r, _ in page if r in loaded]
+        roots = await filter_events_for_user(self._stores, user_id, roots)
+        body: dict[str, Any] = {"chunk": await self._serialize(roots, user_id, cap=cap)}
+        if len(ordered) > limit:
+            body["next_batch"] = RoomToken(page[-1][1] - 1).encode()
         return body

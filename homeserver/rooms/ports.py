@@ -132,5 +132,5 @@ class Aggregations(Protocol):
     any aggregation are absent). One batched call per response."""
 
     async def __call__(
-        self, events: Sequence[Event], user_id: str
+        self, events: Sequence[Event], user_id: str, *, cap: int | None = None
     ) -> dict[str, dict[str, Any]]: ...

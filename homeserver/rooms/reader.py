@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from homeserver.errors import MatrixError, forbidden, not_found
@@ -23,11 +22,12 @@ from homeserver.events import Event
 from homeserver.storage import Stores
 from homeserver.storage.room_directory import RoomReadStore
 
+from .access import SERVER_ADMIN, Access, reader_access
 from .client_events import serialize_events
 from .event_filter import RoomEventFilter
 from .pagination import RoomToken
 from .ports import Aggregations, Backfill
-from .visibility import filter_events_for_user, is_world_readable
+from .visibility import filter_events_for_user
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +37,6 @@ SCAN_FACTOR = 10
 FAR_PAST = -(2**62)
 # How many times one backwards /messages call may ask other servers for older history.
 MAX_BACKFILL_ROUNDS = 3
-
-
-@dataclass(frozen=True)
-class Access:
-    """How a user may read a room: `membership` now, and `cap` (a stream position) past
-    which they may not read if they left."""
-
-    membership: str | None
-    cap: int | None
-    cap_event_id: str | None
-    is_peeking: bool
-    # A server admin reading through the admin API: everything, history visibility
-    # notwithstanding (Synapse's admin room reads do the same).
-    sees_all: bool = False
-
-
-SERVER_ADMIN = Access("join", None, None, False, sees_all=True)
 
 
 class RoomReader:
@@ -86,16 +69,7 @@ class RoomReader:
             if await self._stores.rooms.get_room_version(room_id) is None:
                 raise not_found("Room not found")
             return SERVER_ADMIN
-        info = await self._stores.current_state.get_membership_info(room_id, user_id)
-        if info is not None and info.membership == "join":
-            return Access("join", None, None, False)
-        if info is not None and info.membership in ("leave", "ban"):
-            return Access(info.membership, info.stream_ordering, info.event_id, False)
-        if await self._stores.rooms.get_room_version(room_id) is not None and (
-            await is_world_readable(self._stores, room_id)
-        ):
-            return Access(info.membership if info else None, None, None, True)
-        raise forbidden(f"User {user_id} not in room {room_id}, and room previews are disabled")
+        return await reader_access(self._stores, self._read, room_id, user_id)
 
     async def _state_ids_for(self, room_id: str, access: Access) -> dict[tuple[str, str], str]:
         if access.cap_event_id is not None:
@@ -140,11 +114,14 @@ class RoomReader:
                     item.setdefault("unsigned", {})["m.relations"] = bundle
         return formatted
 
-    async def bundle(self, events: Sequence[Event], user_id: str) -> dict[str, dict[str, Any]]:
-        """Aggregations for `events` in one batched call ({} when not wired)."""
+    async def bundle(
+        self, events: Sequence[Event], user_id: str, cap: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Aggregations for `events` in one batched call ({} when not wired); `cap`: a
+        departed reader's leave, past which no child event counts."""
         if self._aggregations is None or not events:
             return {}
-        return await self._aggregations(events, user_id)
+        return await self._aggregations(events, user_id, cap=cap)
 
     async def _replaced_state(self, events: Sequence[Event]) -> dict[str, Event]:
         """state event ID -> the event it replaced at its (type, state_key)."""
@@ -282,7 +259,7 @@ class RoomReader:
             raise not_found("Event not found.")
         if not await self._visible([event], user_id, access):
             raise not_found("Event not found.")
-        bundles = await self.bundle([event], user_id)
+        bundles = await self.bundle([event], user_id, access.cap)
         (formatted,) = await self.serialize([event], user_id, device_id, bundles=bundles)
         return formatted
 
@@ -365,7 +342,7 @@ class RoomReader:
             events, pos, exhausted = await self._paginate_with_backfill(
                 room_id, user_id, access, events, pos, limit, event_filter
             )
-        bundles = await self.bundle(events, user_id)
+        bundles = await self.bundle(events, user_id, access.cap)
         body["chunk"] = await self.serialize(events, user_id, device_id, bundles=bundles)
         # No `end` once the room has nothing more that way (spec); forwards, a non-empty
         # page keeps its `end` so clients can resume when new events arrive.
@@ -460,7 +437,7 @@ class RoomReader:
             }
         state_events = await self._stores.events.get_events(state_ids.values())
         state = [state_events[e] for e in state_ids.values() if e in state_events]
-        bundles = await self.bundle([*before, event, *after], user_id)
+        bundles = await self.bundle([*before, event, *after], user_id, access.cap)
         (formatted,) = await self.serialize([event], user_id, device_id, bundles=bundles)
         return {
             "start": RoomToken(start).encode(),

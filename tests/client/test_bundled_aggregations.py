@@ -146,9 +146,9 @@ async def test_one_batched_lookup_per_response(app_client: TestClient) -> None:
     assert inner is not None
     calls: list[int] = []
 
-    async def counting(events: Any, user_id: str) -> dict[str, dict[str, Any]]:
+    async def counting(events: Any, user_id: str, cap: Any = None) -> dict[str, dict[str, Any]]:
         calls.append(len(events))
-        return await inner(events, user_id)
+        return await inner(events, user_id, cap=cap)
 
     reader._aggregations = counting  # noqa: SLF001
     url = f"{V3}/rooms/{ids['room']}/context/{ids['ref']}"
