@@ -21,6 +21,8 @@ import nacl.signing
 from canonicaljson import encode_canonical_json
 from signedjson.sign import sign_json
 
+from homeserver.ids import is_valid_server_name
+
 SCHEME = "X-Matrix"
 
 
@@ -167,6 +169,8 @@ def parse_x_matrix(header: str) -> XMatrixAuth:
     destination = params.get("destination")
     if destination == "":
         raise ValueError("X-Matrix header has an empty destination")
+    if not is_valid_server_name(params["origin"]):
+        raise ValueError("X-Matrix origin is not a valid server name")
     return XMatrixAuth(
         origin=params["origin"],
         destination=destination,

@@ -81,6 +81,10 @@ async def x_matrix_middleware(request: web.Request, handler: Handler) -> web.Str
         try:
             auth = parse_x_matrix(header)
         except ValueError:
+            if header.strip().lower().startswith("x-matrix "):
+                # As Synapse: a malformed X-Matrix header (e.g. an origin whose port is
+                # not a number) is a bad request, not a failed signature.
+                raise MatrixError(400, "M_UNAUTHORIZED", "Malformed Authorization header") from None
             continue
         if await _verify_one(request, auth, content, our_name):
             request[ORIGIN] = auth.origin

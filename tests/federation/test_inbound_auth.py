@@ -108,3 +108,16 @@ async def test_acl_denied_server_gets_403(client):
         client, "GET", f"/_matrix/federation/v1/make_join/{room_id}/@bob:remote.test?ver=12"
     )
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+
+
+@pytest.mark.parametrize("origin", ["remote.test:abc", "remote.test:99999999", "bad name"])
+async def test_malformed_origin_is_400(client, origin):
+    """As Synapse: an X-Matrix header whose origin is not a server name (a port that is
+    not a number) is a malformed request, 400 M_UNAUTHORIZED, not a bad signature."""
+    status, body = await fed(
+        client,
+        "GET",
+        "/_matrix/federation/v1/query/profile?user_id=%40a%3Atest.local",
+        origin=origin,
+    )
+    assert (status, body["errcode"]) == (400, "M_UNAUTHORIZED"), body
