@@ -394,7 +394,10 @@ async def build(
         stores, read_store, aggregations=relations.bundle_aggregations, backfill=backfill
     )
     directory = RoomDirectory(
-        stores, server_name, RemoteDirectoryAdapter(fed.queries) if fed and fed.queries else None
+        stores,
+        server_name,
+        RemoteDirectoryAdapter(fed.queries) if fed and fed.queries else None,
+        local_events=local_events,
     )
     profiles = ProfileService(
         stores, local_events, server_name, remote_profiles, moderation=moderation

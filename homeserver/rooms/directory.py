@@ -11,6 +11,7 @@ that federation may provide.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, Protocol
 
@@ -18,6 +19,8 @@ from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.graph.power_levels import PowerLevels
 from homeserver.ids import server_of
 from homeserver.storage import Stores
+
+from .local_events import LocalEvents
 
 MAX_PUBLIC_ROOMS = 10_000
 SUMMARY_TYPES = (
@@ -60,11 +63,17 @@ PUBLIC_LIST_TTL_S = 5.0
 
 class RoomDirectory:
     def __init__(
-        self, stores: Stores, server_name: str, remote: RemoteDirectory | None = None
+        self,
+        stores: Stores,
+        server_name: str,
+        remote: RemoteDirectory | None = None,
+        local_events: LocalEvents | None = None,
     ) -> None:
         self._stores = stores
         self._server_name = server_name
         self._remote = remote
+        # Sends the updated m.room.canonical_alias when an alias it names is deleted.
+        self._events = local_events
         # The published rooms' summaries, sorted, shared by every /publicRooms request
         # (anonymous ones included) for PUBLIC_LIST_TTL_S: a request costs a slice of a
         # list, not O(published rooms) of database reads. Publishing or unpublishing a
@@ -114,6 +123,31 @@ class RoomDirectory:
             if user is None or not user.is_admin:
                 raise forbidden("You don't have permission to delete the alias")
         await self._stores.rooms.delete_alias(alias)
+        await self._drop_from_canonical(info.room_id, alias, user_id)
+
+    async def _drop_from_canonical(self, room_id: str, alias: str, user_id: str) -> None:
+        """A deleted alias leaves the room's m.room.canonical_alias too (as Synapse),
+        sent as the deleting user; if they may not change it, it stays as it is."""
+        if self._events is None:
+            return
+        event_id = await self._stores.current_state.get_current_state_event_id(
+            room_id, "m.room.canonical_alias", ""
+        )
+        event = await self._stores.events.get_event(event_id) if event_id else None
+        if event is None:
+            return
+        content = dict(event.content)
+        changed = False
+        if content.get("alias") == alias:
+            del content["alias"]
+            changed = True
+        alt = content.get("alt_aliases")
+        if isinstance(alt, list) and alias in alt:
+            content["alt_aliases"] = [a for a in alt if a != alias]
+            changed = True
+        if changed:
+            with contextlib.suppress(MatrixError):
+                await self._events.send(room_id, user_id, "m.room.canonical_alias", content, "")
 
     async def aliases_for_room(self, room_id: str, user_id: str, world_readable: bool) -> list:
         membership = await self._stores.current_state.get_membership(room_id, user_id)

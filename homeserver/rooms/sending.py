@@ -16,6 +16,7 @@ from typing import Any
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import Event
 from homeserver.graph.power_levels import PowerLevels
+from homeserver.ids import validate_room_alias
 from homeserver.moderation import Moderation, suspended_error
 from homeserver.storage import Stores
 from homeserver.storage.room_directory import RoomReadStore
@@ -126,6 +127,12 @@ class RoomSender:
                 continue
             if not isinstance(alias, str):
                 raise MatrixError(400, "M_INVALID_PARAM", "aliases must be strings")
+            try:
+                validate_room_alias(alias)
+            except ValueError:
+                raise MatrixError(
+                    400, "M_INVALID_PARAM", f"Invalid alias {alias[:255]!r}"
+                ) from None
             info = await self._stores.rooms.get_alias(alias)
             if info is None or info.room_id != room_id:
                 raise MatrixError(

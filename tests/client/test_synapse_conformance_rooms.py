@@ -134,3 +134,38 @@ async def test_upgrade_cites_the_tombstone_and_carries_bans_guest_access_and_spa
     assert new_state[("m.space.child", "!child:test.local")] == child
     assert ("m.space.child", "!gone:test.local") not in new_state
     assert new_state[("m.room.member", carol)] == {"membership": "ban", "reason": "spam"}
+
+
+async def test_alias_rules_of_the_canonical_alias(app_client: Any, users: Any) -> None:  # noqa: F811
+    """Bad alias syntax is 400 M_INVALID_PARAM (an alias elsewhere is M_BAD_ALIAS), and
+    deleting an alias removes it from m.room.canonical_alias, as Synapse does."""
+    _, atok = users["alice"]
+    room = await create(app_client, atok, {"preset": "public_chat", "room_alias_name": "main"})
+    await call(app_client, "PUT", "/directory/room/%23second:test.local", atok, {"room_id": room})
+    for bad in (["no-sigil"], ["#missing-server"]):
+        err = await call(
+            app_client,
+            "PUT",
+            f"/rooms/{room}/state/m.room.canonical_alias",
+            atok,
+            {"alias": "#main:test.local", "alt_aliases": bad},
+            status=400,
+        )
+        assert err["errcode"] == "M_INVALID_PARAM", bad
+    err = await call(
+        app_client,
+        "PUT",
+        f"/rooms/{room}/state/m.room.canonical_alias",
+        atok,
+        {"alt_aliases": ["#nowhere:test.local"]},
+        status=400,
+    )
+    assert err["errcode"] == "M_BAD_ALIAS"
+    content = {"alias": "#main:test.local", "alt_aliases": ["#second:test.local"]}
+    await call(app_client, "PUT", f"/rooms/{room}/state/m.room.canonical_alias", atok, content)
+    await call(app_client, "DELETE", "/directory/room/%23second:test.local", atok)
+    got = await call(app_client, "GET", f"/rooms/{room}/state/m.room.canonical_alias", atok)
+    assert got == {"alias": "#main:test.local", "alt_aliases": []}
+    await call(app_client, "DELETE", "/directory/room/%23main:test.local", atok)
+    got = await call(app_client, "GET", f"/rooms/{room}/state/m.room.canonical_alias", atok)
+    assert got == {"alt_aliases": []}
