@@ -42,28 +42,33 @@ async def server_can_read_room(stores: Stores, room_id: str, server: str) -> boo
     return await _history_visibility(stores, hv_id) == "world_readable"
 
 
-async def _visible(stores: Stores, event: Event, server: str) -> bool:
+async def _visible(stores: Stores, event: Event, server: str, sender_erased: bool) -> bool:
     state = await stores.state.get_state_ids_for_event(event.event_id)
     if state is None:
         return True  # an outlier (auth event): always shareable
     visibility = await _history_visibility(stores, state.get(HV))
-    if visibility not in ("joined", "invited"):
+    if visibility not in ("joined", "invited") and not sender_erased:
         return True
     member_ids = [
         eid for (t, sk), eid in state.items() if t == "m.room.member" and _server_of(sk) == server
     ]
     members = await stores.events.get_events(member_ids)
-    allowed = {"join", "invite"} if visibility == "invited" else {"join"}
+    allowed = {"join", "invite"} if visibility == "invited" and not sender_erased else {"join"}
     return any(m.membership in allowed for m in members.values())
 
 
 async def filter_events_for_server(
     stores: Stores, server: str, events: Iterable[Event]
 ) -> list[Event]:
-    """`events` with the ones `server` may not see replaced by redacted copies."""
+    """`events` with the ones `server` may not see replaced by redacted copies.
+
+    Events of a user who asked for erasure are redacted too unless one of the
+    server's users was joined when they were sent (as Synapse)."""
+    events = list(events)
+    erased = await stores.accounts.erased_among({e.sender for e in events})
     out: list[Event] = []
     for ev in events:
-        if await _visible(stores, ev, server):
+        if await _visible(stores, ev, server, ev.sender in erased):
             out.append(ev)
         else:
             out.append(Event(redact(ev.pdu, ev.room_version), ev.room_version, ev.event_id))

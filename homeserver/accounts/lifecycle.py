@@ -46,7 +46,9 @@ class AccountLifecycle:
 
         The account is locked first so nothing new happens while we leave rooms; a room
         we fail to leave is logged and skipped (the membership stays, the account cannot
-        use it). `erase` also blanks the profile (events are not redacted yet).
+        use it). `erase` also blanks the profile and marks the user erased: their
+        messages are shown redacted to anyone who was not in the room when they were
+        sent (users who join later, servers asking over federation), as Synapse does.
         """
         devices = [d.device_id for d in await self._accounts.get_devices(user_id)]
         await self._accounts.deactivate(user_id)
@@ -60,6 +62,7 @@ class AccountLifecycle:
         await self._accounts.set_displayname(user_id, None)
         await self._accounts.set_avatar_url(user_id, None)
         if erase:
+            await self._accounts.set_erased(user_id, True)
             profile = await self._accounts.get_profile(user_id)
             for key in profile.custom if profile else {}:
                 await self._accounts.set_profile_field(user_id, key, None)

@@ -196,6 +196,7 @@ class AdminUsers:
                     400, "M_UNKNOWN", "Must provide a password to re-activate an account."
                 )
             await self._store.reactivate(user_id)
+            await self._accounts.set_erased(user_id, False)
             await self._accounts.set_password_hash(
                 user_id, await self._hasher.hash(changes.password)
             )

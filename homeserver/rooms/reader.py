@@ -257,8 +257,10 @@ class RoomReader:
         event, so = await self._room_event(room_id, event_id)
         if access.cap is not None and so > access.cap:
             raise not_found("Event not found.")
-        if not await self._visible([event], user_id, access):
+        shown = await self._visible([event], user_id, access)
+        if not shown:
             raise not_found("Event not found.")
+        event = shown[0]
         bundles = await self.bundle([event], user_id, access.cap)
         (formatted,) = await self.serialize([event], user_id, device_id, bundles=bundles)
         return formatted
@@ -291,10 +293,12 @@ class RoomReader:
             if not rows:
                 return found, pos, True
             candidates = [r.event for r in rows if event_filter.matches(r.event)]
-            visible = {e.event_id for e in await self._visible(candidates, user_id, access)}
+            # As filtered: an erased sender's event may come back redacted.
+            visible = {e.event_id: e for e in await self._visible(candidates, user_id, access)}
             for row in rows:
-                if row.event.event_id in visible:
-                    found.append(row.event)
+                shown = visible.get(row.event.event_id)
+                if shown is not None:
+                    found.append(shown)
                 pos = row.stream_ordering - 1 if direction == "b" else row.stream_ordering
                 if len(found) >= limit:
                     break
@@ -408,8 +412,10 @@ class RoomReader:
         event, so = await self._room_event(room_id, event_id)
         if access.cap is not None and so > access.cap:
             raise not_found("Event not found.")
-        if not await self._visible([event], user_id, access):
+        shown = await self._visible([event], user_id, access)
+        if not shown:
             raise not_found("Event not found.")
+        event = shown[0]
         limit = max(0, min(limit, MAX_LIMIT))
         if event_filter.limit is not None:
             limit = min(limit, event_filter.limit)

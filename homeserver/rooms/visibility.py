@@ -10,6 +10,9 @@ For each event we look at the state after it (its state group): the room's
   i.e. they joined the room at some point (callers cap reads at a departed user's
   leave, so a leaver keeps what they could see while they were in the room).
 
+Events of a local user who asked for erasure are returned redacted to a reader who
+was not joined when they were sent.
+
 Using the state after the event means a user's own membership event counts with its
 new membership (they see their join and their leave), and for an event that changes
 the history visibility we take the more permissive of the old and new setting, as
@@ -21,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from homeserver.events import Event
+from homeserver.events.redaction import redact
 from homeserver.storage import Stores
 
 HV_KEY = ("m.room.history_visibility", "")
@@ -86,6 +90,7 @@ async def filter_events_for_user(
     for ev in changes:
         before[ev.event_id] = await _visibility_before(stores, ev)
 
+    erased = await stores.accounts.erased_among({e.sender for e in events})
     out = []
     for ev in events:
         found = groups.get(ev.event_id)
@@ -95,8 +100,15 @@ async def filter_events_for_user(
         if ev.event_id in before:
             hv = _more_permissive(hv, before[ev.event_id])
         if _allowed(hv, membership, is_peeking):
-            out.append(ev)
+            # An erased sender's events are shown redacted to whoever was not in the
+            # room when they were sent (Synapse's erasure).
+            out.append(pruned(ev) if ev.sender in erased and membership != "join" else ev)
     return out
+
+
+def pruned(event: Event) -> Event:
+    """`event` with its content redacted by its room version's rules (same ID)."""
+    return Event(redact(event.pdu, event.room_version), event.room_version, event.event_id)
 
 
 def _allowed(hv: str, membership: str | None, is_peeking: bool) -> bool:

@@ -7,7 +7,7 @@ the cache's generation check stops a concurrent read from re-inserting a deleted
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +74,26 @@ class AccountStore:
         self._tokens: LruCache[str, TokenInfo] = LruCache(
             token_cache_size, "get_user_by_access_token"
         )
+        # Local users who asked for erasure (deactivation with erase): few, read on
+        # every history filter, so kept in memory once loaded.
+        self._erased: set[str] | None = None
 
     # -- users --------------------------------------------------------------------------
+
+    async def erased_among(self, user_ids: Iterable[str]) -> set[str]:
+        """The erased users among `user_ids`."""
+        if self._erased is None:
+            rows = await self.db.fetch("SELECT user_id FROM users WHERE erased")
+            self._erased = {r[0] for r in rows}
+        return self._erased.intersection(user_ids)
+
+    async def set_erased(self, user_id: str, erased: bool) -> None:
+        await self.db.execute("UPDATE users SET erased = $2 WHERE user_id = $1", user_id, erased)
+        if self._erased is not None:
+            if erased:
+                self._erased.add(user_id)
+            else:
+                self._erased.discard(user_id)
 
     async def create_user(
         self,
