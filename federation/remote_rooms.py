@@ -41,6 +41,25 @@ SEND_JOIN_TIMEOUT_S = 120.0
 _DROPPED_TEMPLATE_KEYS = ("signatures", "hashes", "unsigned", "origin")
 
 
+_VERSION_ERRCODES = ("M_INCOMPATIBLE_ROOM_VERSION", "M_UNSUPPORTED_ROOM_VERSION")
+
+
+def _unknown_endpoint(e: FederationError) -> bool:
+    """The peer does not know the v2 endpoint (an older server): fall back to v1, as
+    Synapse does. 404/405 without a Matrix errcode or with M_UNRECOGNIZED, or 400
+    M_UNRECOGNIZED; anything else is a real answer."""
+    if e.status in (404, 405):
+        return e.errcode in (None, "M_UNRECOGNIZED")
+    return e.status == 400 and e.errcode == "M_UNRECOGNIZED"
+
+
+def _v1_answer(body: Any) -> Any:
+    """The v1 membership endpoints answer `[200, {...}]`."""
+    if isinstance(body, list) and len(body) == 2 and isinstance(body[1], dict):
+        return body[1]
+    raise HandshakeError("v1 answer is not [200, {...}]")
+
+
 class FederationRemoteRooms:
     """RemoteRooms over federation; `signing_key` is our current key (SERVER_KEYS.primary)."""
 
@@ -77,6 +96,16 @@ class FederationRemoteRooms:
                 log.info("join of %s to %s via %s failed: %s", user_id, room_id, server, e)
                 errors.append(f"{server}: {e}")
                 last = e
+                if isinstance(e, FederationError) and e.errcode in _VERSION_ERRCODES:
+                    # As Synapse: the room's version is one we cannot join; no other
+                    # server will say otherwise, and the client must learn why.
+                    extra = e.body.get("room_version") if isinstance(e.body, dict) else None
+                    raise MatrixError(
+                        400,
+                        e.errcode,
+                        _peer_message(e) or "Cannot join a room of that version",
+                        **({"room_version": extra} if isinstance(extra, str) else {}),
+                    ) from None
                 if isinstance(e, FederationError) and e.status == 403:
                     continue
         if isinstance(last, FederationError) and last.status in (403, 404):
@@ -94,13 +123,25 @@ class FederationRemoteRooms:
     ) -> Event:
         template, version = await self._make("join", server, room_id, user_id, versions=True)
         event = self._build_from_template(template, version, room_id, user_id, "join", content)
-        body = await self._client.put_json(
-            server,
-            fed_path("/_matrix/federation/v2/send_join/{}/{}", room_id, event.event_id),
-            event.pdu,
-            query={"omit_members": "false"},
-            timeout=SEND_JOIN_TIMEOUT_S,
-        )
+        try:
+            body = await self._client.put_json(
+                server,
+                fed_path("/_matrix/federation/v2/send_join/{}/{}", room_id, event.event_id),
+                event.pdu,
+                query={"omit_members": "false"},
+                timeout=SEND_JOIN_TIMEOUT_S,
+            )
+        except FederationError as e:
+            if not _unknown_endpoint(e):
+                raise
+            body = _v1_answer(
+                await self._client.put_json(
+                    server,
+                    fed_path("/_matrix/federation/v1/send_join/{}/{}", room_id, event.event_id),
+                    event.pdu,
+                    timeout=SEND_JOIN_TIMEOUT_S,
+                )
+            )
         if not isinstance(body, dict):
             raise HandshakeError("send_join answer is not an object")
         # Restricted joins come back counter-signed by the authorising server.
@@ -141,12 +182,26 @@ class FederationRemoteRooms:
             try:
                 template, version = await self._make("leave", server, room_id, user_id)
                 event = self._build_from_template(template, version, room_id, user_id, "leave", {})
-                await self._client.put_json(
-                    server,
-                    fed_path("/_matrix/federation/v2/send_leave/{}/{}", room_id, event.event_id),
-                    event.pdu,
-                    timeout=HANDSHAKE_TIMEOUT_S,
-                )
+                try:
+                    await self._client.put_json(
+                        server,
+                        fed_path(
+                            "/_matrix/federation/v2/send_leave/{}/{}", room_id, event.event_id
+                        ),
+                        event.pdu,
+                        timeout=HANDSHAKE_TIMEOUT_S,
+                    )
+                except FederationError as e:
+                    if not _unknown_endpoint(e):
+                        raise
+                    await self._client.put_json(
+                        server,
+                        fed_path(
+                            "/_matrix/federation/v1/send_leave/{}/{}", room_id, event.event_id
+                        ),
+                        event.pdu,
+                        timeout=HANDSHAKE_TIMEOUT_S,
+                    )
             except (FederationError, HandshakeError) as e:
                 errors.append(f"{server}: {e}")
                 continue
@@ -194,16 +249,39 @@ class FederationRemoteRooms:
         server = target.partition(":")[2]
         version = event.room_version
         try:
-            body = await self._client.put_json(
-                server,
-                fed_path("/_matrix/federation/v2/invite/{}/{}", event.room_id, event.event_id),
-                {
-                    "event": event.pdu,
-                    "room_version": version.identifier,
-                    "invite_room_state": invite_room_state,
-                },
-                timeout=HANDSHAKE_TIMEOUT_S,
-            )
+            try:
+                body = await self._client.put_json(
+                    server,
+                    fed_path("/_matrix/federation/v2/invite/{}/{}", event.room_id, event.event_id),
+                    {
+                        "event": event.pdu,
+                        "room_version": version.identifier,
+                        "invite_room_state": invite_room_state,
+                    },
+                    timeout=HANDSHAKE_TIMEOUT_S,
+                )
+            except FederationError as e:
+                if not _unknown_endpoint(e):
+                    raise
+                if version.identifier not in ("1", "2"):
+                    raise MatrixError(
+                        400,
+                        "M_UNSUPPORTED_ROOM_VERSION",
+                        "The invitee's server does not support this room version",
+                    ) from None
+                # v1 (rooms v1/v2 only): the body is the event, the stripped state in
+                # its unsigned; the answer is [200, {"event": ...}].
+                v1_pdu = {**event.pdu, "unsigned": {"invite_room_state": invite_room_state}}
+                body = _v1_answer(
+                    await self._client.put_json(
+                        server,
+                        fed_path(
+                            "/_matrix/federation/v1/invite/{}/{}", event.room_id, event.event_id
+                        ),
+                        v1_pdu,
+                        timeout=HANDSHAKE_TIMEOUT_S,
+                    )
+                )
         except FederationError as e:
             status = e.status if e.status in (400, 403, 404) else 502
             raise MatrixError(
