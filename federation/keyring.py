@@ -385,13 +385,17 @@ class Keyring:
         except Exception as e:  # any failure: fall back to notaries
             log.info("direct key fetch from %s failed: %s", server_name, e)
             return None
-        self._remember_document(server_name, doc)
+        self._remember_document(server_name, doc, from_origin=True)
         return keys
 
-    def _remember_document(self, server_name: str, doc: dict[str, Any]) -> None:
-        """Keep `doc` (already verified) unless we hold one valid for longer."""
+    def _remember_document(
+        self, server_name: str, doc: dict[str, Any], *, from_origin: bool = False
+    ) -> None:
+        """Keep `doc` (already verified). The origin's own answer always wins: it is
+        the server's current key set, even if a cached copy (say from a notary) claims
+        a longer validity. A notary's copy replaces only a shorter-lived one."""
         old = self._documents.get(server_name)
-        if old is None or doc["valid_until_ts"] >= old["valid_until_ts"]:
+        if from_origin or old is None or doc["valid_until_ts"] >= old["valid_until_ts"]:
             self._documents.set(server_name, doc)
 
     async def _fetch_from_notary(

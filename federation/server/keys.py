@@ -89,7 +89,8 @@ async def query_one_server(request: web.Request) -> web.Response:
             raise MatrixError(
                 400, "M_INVALID_PARAM", "minimum_valid_until_ts must be an integer"
             ) from None
-    return await _answer(request, {server_name: ([], minimum)})
+    key_id = request.match_info.get("key_id")
+    return await _answer(request, {server_name: ([key_id] if key_id else [], minimum)})
 
 
 def _parse_bulk_criteria(body: dict[str, Any]) -> dict[str, tuple[list[str], int]]:
@@ -128,4 +129,7 @@ def setup(mounts: Mounts) -> None:
     # Deprecated form with a key ID; the spec says servers return all keys anyway.
     mounts.key.router.add_get("/v2/server/{key_id}", get_server_keys)
     mounts.key.router.add_get("/v2/query/{server_name}", query_one_server)
+    # Deprecated form naming one key ID (still sent by older servers and test suites):
+    # answered like the bare form, for that key.
+    mounts.key.router.add_get("/v2/query/{server_name}/{key_id}", query_one_server)
     mounts.key.router.add_post("/v2/query", query_servers)

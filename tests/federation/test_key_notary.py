@@ -65,6 +65,12 @@ async def test_notary_answers_for_others_and_itself(loopback) -> None:
     status, body = await _get(a, f"/query/{c.name}?minimum_valid_until_ts=0")
     assert status == 200
     assert [d["verify_keys"] for d in body["server_keys"]] == [doc["verify_keys"]]
+    # The deprecated form naming a key ID answers the same (an expired document is
+    # still returned when nothing newer can be had).
+    far_future = int(time.time() * 1000) + 10 * 365 * 86_400_000
+    status, body = await _get(a, f"/query/{c.name}/{c_key_id}?minimum_valid_until_ts={far_future}")
+    assert status == 200
+    assert [d["verify_keys"] for d in body["server_keys"]] == [doc["verify_keys"]]
 
     # An unreachable server we know nothing about is left out; no servers -> [].
     status, body = await _post(a, {"server_keys": {"127.0.0.1:1": {}}})

@@ -388,3 +388,15 @@ def test_per_server_state_is_bounded() -> None:
         kr._missing.set((f"s{i}.example", "ed25519:x"), NOW)
     assert len(kr._last_fetch) == MAX_TRACKED_SERVERS
     assert len(kr._missing) == MAX_TRACKED_SERVERS
+
+
+async def test_origins_current_keys_beat_a_longer_lived_cached_copy(env) -> None:
+    """What we answer as a notary follows the origin's newest answer, even when an
+    older copy claimed a longer validity (a rotated key must not be hidden)."""
+    kr, http, _, clock, key = env
+    kr._remember_document("remote.example", key_doc("remote.example", key, NOW + 30 * DAY))
+    rotated = generate_signing_key("k9")
+    http.server_docs["remote.example"] = key_doc("remote.example", rotated, NOW + DAY)
+    await kr.get_verify_key("remote.example", "ed25519:k9", NOW)
+    (doc,) = await kr.documents_for_notary("remote.example", [], 0, may_fetch=False)
+    assert set(doc["verify_keys"]) == {"ed25519:k9"}
