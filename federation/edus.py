@@ -14,6 +14,7 @@ from typing import Any
 
 from federation.acl import room_acl, server_allowed
 from homeserver.e2ee.device_lists import DeviceListService
+from homeserver.e2ee.remote_device_cache import RemoteDeviceCache
 from homeserver.e2ee.to_device import ToDeviceService
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.receipts import ReceiptsService
@@ -51,6 +52,8 @@ class InboundEdus:
         presence: PresenceService,
         device_lists: DeviceListService,
         to_device: ToDeviceService,
+        *,
+        remote_devices: RemoteDeviceCache | None = None,
     ) -> None:
         self.stores = stores
         self.server_name = server_name
@@ -59,6 +62,7 @@ class InboundEdus:
         self._presence = presence
         self._device_lists = device_lists
         self._to_device = to_device
+        self._remote_devices = remote_devices
 
     def handlers(self) -> dict[str, EduHandler]:
         return {
@@ -66,7 +70,7 @@ class InboundEdus:
             "m.receipt": self.receipt,
             "m.presence": self.presence,
             "m.device_list_update": self.device_list_update,
-            "m.signing_key_update": self.device_list_update,
+            "m.signing_key_update": self.signing_key_update,
             "m.direct_to_device": self.direct_to_device,
         }
 
@@ -152,10 +156,10 @@ class InboundEdus:
 
     async def device_list_update(self, origin: str, content: dict[str, Any]) -> None:
         """A remote user's devices or cross-signing keys changed (`m.device_list_update`
-        or `m.signing_key_update`): local users sharing a room with them must re-fetch
-        (device_lists stream). We keep no copy of remote keys (every /keys/query of a
-        remote user asks their server), so there is nothing to invalidate; an update
-        for a user none of our users shares a room with is dropped."""
+        or `m.signing_key_update`): the cached copy of their list is patched (or marked
+        stale when an update was missed, homeserver.e2ee.remote_device_cache) and local
+        users sharing a room with them are told to re-fetch (device_lists stream). An
+        update for a user none of our users shares a room with is dropped."""
         user_id = content.get("user_id")
         if _server_of(user_id) != origin:
             return
@@ -165,11 +169,24 @@ class InboundEdus:
             log.debug("device-list EDU from %s dropped: %s shares no room", origin, user_id)
             return
         device_id = content.get("device_id")
+        if self._remote_devices is not None:
+            await self._remote_devices.apply_device_update(user_id, content)
         await service.mark_changed(
             user_id,
             device_id if isinstance(device_id, str) else None,
             deleted=content.get("deleted") is True,
         )
+
+    async def signing_key_update(self, origin: str, content: dict[str, Any]) -> None:
+        user_id = content.get("user_id")
+        if (
+            self._remote_devices is not None
+            and isinstance(user_id, str)
+            and _server_of(user_id) == origin
+            and await self._device_lists.shares_room_with_local_user(user_id, self.server_name)
+        ):
+            await self._remote_devices.apply_signing_key_update(user_id, content)
+        await self.device_list_update(origin, content)
 
     async def direct_to_device(self, origin: str, content: dict[str, Any]) -> None:
         """Delivered like a local /sendToDevice (homeserver.e2ee.to_device)."""

@@ -157,6 +157,9 @@ class FederationRemoteKeys:
     def __init__(self, client: Any) -> None:
         self._client = client
 
+    async def user_devices(self, user_id: str) -> dict[str, Any]:
+        return await FederationQueries(self._client).user_devices(user_id)
+
     async def query(
         self, destination: str, device_keys: dict[str, list[str]], timeout_ms: int
     ) -> dict[str, Any]:

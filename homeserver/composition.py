@@ -78,6 +78,7 @@ from homeserver.e2ee.device_list_edus import DeviceListBroadcaster
 from homeserver.e2ee.device_lists import DeviceListService
 from homeserver.e2ee.key_backup import KeyBackupService
 from homeserver.e2ee.keys import KeysService
+from homeserver.e2ee.remote_device_cache import RemoteDeviceCache
 from homeserver.e2ee.sync_extension import E2eeSyncExtension
 from homeserver.e2ee.to_device import ToDeviceService
 from homeserver.ephemeral.account_data import AccountDataService
@@ -128,6 +129,7 @@ from homeserver.storage.presence import PresenceStore
 from homeserver.storage.push import PushStore
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.relations_read import RelationsReadStore
+from homeserver.storage.remote_devices import RemoteDeviceCacheStore
 from homeserver.storage.reports import ReportStore
 from homeserver.storage.room_directory import RoomReadStore
 from homeserver.storage.room_purge import RoomPurgeStore
@@ -339,12 +341,14 @@ async def build(
         activity,
         listeners=[broadcaster.on_change],
     )
+    remote_device_cache = RemoteDeviceCache(RemoteDeviceCacheStore(database))
     e2ee_keys = KeysService(
         key_store,
         stores.accounts,
         device_lists,
         server_name,
         FederationRemoteKeys(fed.client) if fed and fed.sender else None,
+        remote_device_cache,
     )
     to_device = ToDeviceService(
         ToDeviceStore(database),
@@ -429,7 +433,16 @@ async def build(
     # -- federation, inbound half ----------------------------------------------------------
     transactions = None
     if fed is not None:
-        edus = InboundEdus(stores, server_name, typing, receipts, presence, device_lists, to_device)
+        edus = InboundEdus(
+            stores,
+            server_name,
+            typing,
+            receipts,
+            presence,
+            device_lists,
+            to_device,
+            remote_devices=remote_device_cache,
+        )
         transactions = TransactionReceiver(
             stores,
             fed.checks,

@@ -22,6 +22,7 @@ from homeserver.storage.e2ee_keys import E2eeKeyStore, StoredSignature
 from . import validation as v
 from .device_lists import DeviceListService
 from .ports import RemoteKeys
+from .remote_device_cache import RemoteDeviceCache, keys_query_sections
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +59,15 @@ class KeysService:
         device_lists: DeviceListService,
         server_name: str,
         remote: RemoteKeys | None = None,
+        remote_cache: RemoteDeviceCache | None = None,
     ) -> None:
         self._keys = keys
         self._accounts = accounts
         self._device_lists = device_lists
         self._server_name = server_name
         self._remote = remote
+        # Device lists of remote users sharing a room with ours (None: always ask).
+        self._remote_cache = remote_cache
 
     def _is_local(self, user_id: str) -> bool:
         return _server_of(user_id) == self._server_name
@@ -201,6 +205,23 @@ class KeysService:
             if port is None:
                 result["failures"][server] = {"status": 503, "message": "Federation unavailable"}
                 continue
+            users = dict(users)
+            if self._remote_cache is not None:
+                for user_id in list(users):
+                    if not await self._device_lists.shares_room_with_local_user(
+                        user_id, self._server_name
+                    ):
+                        continue
+                    try:
+                        cached = await self._remote_cache.lookup(user_id, port.user_devices)
+                    except Exception as exc:  # fall back to user/keys/query below
+                        logger.info("user/devices of %s failed: %s", user_id, exc)
+                        continue
+                    for section, value in keys_query_sections(cached, users[user_id]).items():
+                        result[section].update(value)
+                    del users[user_id]
+                if not users:
+                    continue
             try:
                 answer = await port.query(server, users, timeout)
             except Exception as exc:  # any remote failure is reported, never raised

@@ -24,6 +24,11 @@ class RemoteKeys(Protocol):
         """POST /_matrix/federation/v1/user/keys/claim: the remote `one_time_keys`."""
         ...
 
+    async def user_devices(self, user_id: str) -> dict[str, Any]:
+        """GET /_matrix/federation/v1/user/devices/{userId}: the user's whole device
+        list (`user_id`, `stream_id`, `devices`, cross-signing keys). Raises on failure."""
+        ...
+
 
 class RemoteToDevice(Protocol):
     async def send(
