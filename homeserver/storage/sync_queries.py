@@ -32,6 +32,21 @@ class SyncQueryStore:
         )
         return {r[0]: int(r[1]) for r in rows}
 
+    async def naming_event_ids(self, room_ids: Iterable[str]) -> dict[str, list[str]]:
+        """room_id -> the IDs of its current m.room.name / m.room.canonical_alias."""
+        rooms = list(dict.fromkeys(room_ids))
+        out: dict[str, list[str]] = {}
+        for part in chunks(rooms):
+            rows = await self.db.fetch(
+                "SELECT room_id, event_id FROM current_state"
+                " WHERE type IN ('m.room.name', 'm.room.canonical_alias') AND state_key = ''"
+                f" AND room_id IN ({placeholders(len(part))})",
+                *part,
+            )
+            for r in rows:
+                out.setdefault(r[0], []).append(r[1])
+        return out
+
     async def members_of_rooms(self, room_ids: Iterable[str]) -> dict[str, dict[str, str]]:
         """room_id -> {user_id: membership} for the rooms given (one query per 500)."""
         rooms = list(dict.fromkeys(room_ids))

@@ -415,6 +415,7 @@ class RoomSections:
         if not rooms:
             return {}
         members = await self._queries.members_of_rooms(rooms)
+        named = await self._named_rooms(rooms)
         out: dict[str, dict[str, Any]] = {}
         for room_id in rooms:
             by_user = members.get(room_id, {})
@@ -423,9 +424,27 @@ class RoomSections:
             heroes = [u for u in joined + invited if u != user_id][:MAX_HEROES]
             if not heroes:
                 heroes = sorted(u for u, ms in by_user.items() if u != user_id)[:MAX_HEROES]
-            out[room_id] = {
-                "m.heroes": heroes,
+            summary: dict[str, Any] = {
                 "m.joined_member_count": len(joined),
                 "m.invited_member_count": len(invited),
             }
+            if room_id not in named:
+                # Heroes only name rooms that have no name or alias (as Synapse).
+                summary["m.heroes"] = heroes
+            out[room_id] = summary
         return out
+
+    async def _named_rooms(self, rooms: list[str]) -> set[str]:
+        """The rooms among `rooms` with a non-empty name or canonical alias."""
+        ids = await self._queries.naming_event_ids(rooms)
+        events = await self._stores.events.get_events([e for es in ids.values() for e in es])
+        named = set()
+        for room_id, event_ids in ids.items():
+            for event_id in event_ids:
+                event = events.get(event_id)
+                if event is None:
+                    continue
+                key = "name" if event.type == "m.room.name" else "alias"
+                if event.content.get(key):
+                    named.add(room_id)
+        return named
