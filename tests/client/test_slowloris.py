@@ -52,9 +52,11 @@ async def test_slow_headers_are_cut_off_and_the_cap_holds(tmp_config) -> None:
         assert runner.guard.refused >= 1
         # The slow ones never finish their headers: all closed after the idle timeout.
         started = time.monotonic()
-        results = await asyncio.gather(*(_closed_within(r, 5.0) for r, _ in slow))
+        results = await asyncio.gather(*(_closed_within(r, 15.0) for r, _ in slow))
         assert all(results)
-        assert time.monotonic() - started < 4.0
+        # 1 s idle timeout; generous slack for a loaded CI machine (aiohttp's default
+        # would have kept them 75 s).
+        assert time.monotonic() - started < 10.0
         for _, w in slow:
             w.close()
         await asyncio.sleep(0.1)
