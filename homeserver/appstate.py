@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from homeserver.reports.service import ReportService
     from homeserver.rooms.creation import RoomCreator
     from homeserver.rooms.directory import RoomDirectory
+    from homeserver.rooms.hierarchy import SpaceHierarchy
     from homeserver.rooms.local_events import LocalEvents
     from homeserver.rooms.membership import MembershipService
     from homeserver.rooms.reader import RoomReader
@@ -84,6 +85,7 @@ ROOM_READ_STORE: web.AppKey[RoomReadStore] = web.AppKey("room_read_store")
 ROOM_READER: web.AppKey[RoomReader] = web.AppKey("room_reader")
 ROOM_SENDER: web.AppKey[RoomSender] = web.AppKey("room_sender")
 ROOM_DIRECTORY: web.AppKey[RoomDirectory] = web.AppKey("room_directory")
+SPACE_HIERARCHY: web.AppKey[SpaceHierarchy] = web.AppKey("space_hierarchy")
 ROOM_UPGRADER: web.AppKey[RoomUpgrader] = web.AppKey("room_upgrader")
 RELATIONS: web.AppKey[RelationsService] = web.AppKey("relations")
 

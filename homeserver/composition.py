@@ -102,6 +102,7 @@ from homeserver.rooms.backfill import RoomBackfill
 from homeserver.rooms.creation import RoomCreator
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.federated_membership import FederatedMembership
+from homeserver.rooms.hierarchy import SpaceHierarchy
 from homeserver.rooms.ingest import RemoteEventIngest
 from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.rooms.local_events import LocalEvents
@@ -496,6 +497,7 @@ async def build(
         keys.ROOM_READER: reader,
         keys.ROOM_SENDER: RoomSender(stores, read_store, local_events, moderation),
         keys.ROOM_DIRECTORY: directory,
+        keys.SPACE_HIERARCHY: SpaceHierarchy(stores, directory),
         keys.ROOM_UPGRADER: RoomUpgrader(stores, local_events, room_creator),
         keys.RELATIONS: relations,
         keys.SYNC: sync,

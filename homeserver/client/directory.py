@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.appstate import CONFIG, ROOM_DIRECTORY, STORES
+from homeserver.appstate import CONFIG, ROOM_DIRECTORY, SPACE_HIERARCHY, STORES
 from homeserver.client.auth import get_optional_requester, get_requester
 from homeserver.client.validate import optional_dict, optional_int, optional_str, require_str
 from homeserver.errors import bad_json, forbidden, invalid_param
@@ -173,7 +173,44 @@ async def room_summary(request: web.Request) -> web.Response:
     return json_response(await directory.summary_for(room_id, user_id))
 
 
+def _bool_query(value: str) -> bool:
+    if value not in ("true", "false"):
+        raise ValueError("must be 'true' or 'false'")
+    return value == "true"
+
+
+def _non_negative(value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise ValueError("must be a non-negative integer")
+    return int(value)
+
+
+async def hierarchy(request: web.Request) -> web.Response:
+    """GET /rooms/{roomId}/hierarchy (homeserver.rooms.hierarchy)."""
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    limit = query_param(request, "limit", _non_negative)
+    if limit == 0:
+        raise invalid_param("'limit' must be positive")
+    body = await request.config_dict[SPACE_HIERARCHY].hierarchy(
+        room_id,
+        requester.user_id,
+        suggested_only=query_param(request, "suggested_only", _bool_query, default=False),
+        max_depth=query_param(request, "max_depth", _non_negative),
+        limit=limit,
+        from_token=query_param(request, "from"),
+    )
+    return json_response(body)
+
+
 def setup_routes(app: web.Application) -> None:
+    add_routes(
+        app,
+        "GET",
+        "/rooms/{room_id}/hierarchy",
+        hierarchy,
+        versions=("v1", "unstable/org.matrix.msc2946"),
+    )
     add_routes(app, "GET", "/directory/room/{room_alias}", get_alias)
     add_routes(app, "PUT", "/directory/room/{room_alias}", put_alias)
     add_routes(app, "DELETE", "/directory/room/{room_alias}", delete_alias)

@@ -32,9 +32,8 @@ NOT_BUILT = {
     ("GET", "/_matrix/media/v3/download/{}/{}/{}"),
     ("GET", "/_matrix/media/v3/preview_url"),
     ("GET", "/_matrix/media/v3/thumbnail/{}/{}"),
-    # Server-side search, spaces, SSO and the OAuth 2.0 API.
+    # Server-side search, SSO and the OAuth 2.0 API.
     ("POST", "/_matrix/client/v3/search"),
-    ("GET", "/_matrix/client/v1/rooms/{}/hierarchy"),
     ("GET", "/_matrix/client/v3/login/sso/redirect"),
     ("GET", "/_matrix/client/v3/login/sso/redirect/{}"),
     ("GET", "/_matrix/client/v1/auth_metadata"),
