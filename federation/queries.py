@@ -119,6 +119,18 @@ class FederationQueries:
             )
         return _public_rooms_answer(_object(answer, "publicRooms"))
 
+    async def hierarchy(self, server: str, room_id: str, suggested_only: bool) -> dict[str, Any]:
+        """GET /hierarchy/{roomId}: `{room, children, inaccessible_children}`."""
+        return _object(
+            await self._client.get_json(
+                server,
+                fed_path("/_matrix/federation/v1/hierarchy/{}", room_id),
+                query={"suggested_only": "true" if suggested_only else "false"},
+                timeout=QUERY_TIMEOUT_S,
+            ),
+            "hierarchy",
+        )
+
     async def user_devices(self, user_id: str) -> dict[str, Any]:
         """`{user_id, stream_id, devices: [...], master_key?, self_signing_key?}`."""
         server = user_id.partition(":")[2]

@@ -55,6 +55,26 @@ class RemoteDirectoryAdapter:
             log.info("publicRooms query to %s failed: %s", server, e)
             return None
 
+    async def hierarchy(
+        self, server: str, room_id: str, suggested_only: bool
+    ) -> dict[str, Any] | None:
+        try:
+            body = await self._queries.hierarchy(server, room_id, suggested_only)
+        except FAILURES as e:
+            log.info("hierarchy query to %s for %s failed: %s", server, room_id, e)
+            return None
+        room = body.get("room")
+        children = body.get("children", [])
+        if (
+            not isinstance(room, dict)
+            or room.get("room_id") != room_id
+            or not isinstance(room.get("children_state", []), list)
+            or not isinstance(children, list)
+        ):
+            log.info("hierarchy answer from %s for %s has the wrong shape", server, room_id)
+            return None
+        return {"room": room, "children": [c for c in children if isinstance(c, dict)]}
+
 
 def _check_protocols(q: FederationQueries) -> tuple[RemoteProfiles, RemoteDirectory]:
     return RemoteProfilesAdapter(q), RemoteDirectoryAdapter(q)

@@ -398,12 +398,8 @@ async def build(
     reader = RoomReader(
         stores, read_store, aggregations=relations.bundle_aggregations, backfill=backfill
     )
-    directory = RoomDirectory(
-        stores,
-        server_name,
-        RemoteDirectoryAdapter(fed.queries) if fed and fed.queries else None,
-        local_events=local_events,
-    )
+    remote_directory = RemoteDirectoryAdapter(fed.queries) if fed and fed.queries else None
+    directory = RoomDirectory(stores, server_name, remote_directory, local_events=local_events)
     profiles = ProfileService(
         stores, local_events, server_name, remote_profiles, moderation=moderation
     )
@@ -497,7 +493,7 @@ async def build(
         keys.ROOM_READER: reader,
         keys.ROOM_SENDER: RoomSender(stores, read_store, local_events, moderation),
         keys.ROOM_DIRECTORY: directory,
-        keys.SPACE_HIERARCHY: SpaceHierarchy(stores, directory),
+        keys.SPACE_HIERARCHY: SpaceHierarchy(stores, directory, remote_directory),
         keys.ROOM_UPGRADER: RoomUpgrader(stores, local_events, room_creator),
         keys.RELATIONS: relations,
         keys.SYNC: sync,

@@ -37,7 +37,15 @@ SUMMARY_TYPES = (
 
 
 class RemoteDirectory(Protocol):
-    """Resolves an alias on another server (federation's directory query)."""
+    """Resolves an alias on another server (federation's directory query), reads its
+    room directory and its view of a space."""
+
+    async def hierarchy(
+        self, server: str, room_id: str, suggested_only: bool
+    ) -> dict[str, Any] | None:
+        """The server's `/hierarchy` answer for `room_id` (shape-checked: `room` is that
+        room, `children` a list of summaries), or None."""
+        ...
 
     async def query_alias(self, alias: str) -> tuple[str, list[str]] | None: ...
 
