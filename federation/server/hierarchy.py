@@ -1,8 +1,11 @@
 """GET /_matrix/federation/v1/hierarchy/{roomId}: a space and its children we know.
 
-Basic form: the requested room's summary with its `children_state` (the stripped
-`m.space.child` events), and a summary of each child room we know that the requesting
-server may see (joined, world-readable or public). Children are not walked further.
+The requested room's summary with its `children_state` (the stripped `m.space.child`
+events), and in `children` a summary (with its own `children_state`) of every room of
+the subtree we know that the requesting server may see (its users joined, world-readable
+or open to join/knock), walked breadth first up to MAX_SUBTREE_ROOMS rooms: the asking
+server learns the whole tree below in one request. Known children it may not see are
+listed in `inaccessible_children`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from federation.server.visibility import server_can_read_room
 from homeserver.errors import not_found
 from homeserver.http import json_response
 from homeserver.storage import Stores
+
+# Rooms of the subtree described in one answer (each costs a few state reads).
+MAX_SUBTREE_ROOMS = 100
 
 
 async def _children_state(stores: Stores, room_id: str) -> list[dict[str, Any]]:
@@ -67,12 +73,22 @@ async def hierarchy(request: web.Request) -> web.Response:
         ]
     children: list[dict[str, Any]] = []
     inaccessible: list[str] = []
-    for child in room["children_state"]:
-        child_id = child["state_key"]
+    seen = {room_id}
+    queue = [c["state_key"] for c in room["children_state"]]
+    while queue and len(children) < MAX_SUBTREE_ROOMS:
+        child_id = queue.pop(0)
+        if child_id in seen:
+            continue
+        seen.add(child_id)
         if await _accessible(stores, child_id, origin):
             summary = await room_summary(stores, child_id)
             summary["children_state"] = await _children_state(stores, child_id)
+            if suggested_only:
+                summary["children_state"] = [
+                    c for c in summary["children_state"] if c["content"].get("suggested") is True
+                ]
             children.append(summary)
+            queue.extend(c["state_key"] for c in summary["children_state"])
         elif await stores.rooms.get_room_version(child_id) is not None:
             inaccessible.append(child_id)
     return json_response(

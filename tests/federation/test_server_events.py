@@ -202,3 +202,21 @@ async def test_public_rooms_and_hierarchy(client):
     assert body["room"]["room_id"] == space
     assert [c["state_key"] for c in body["room"]["children_state"]] == [child]
     assert [c["room_id"] for c in body["children"]] == [child]
+
+
+async def test_federation_hierarchy_serves_the_subtree_it_may_reveal(client):
+    """The asking server learns the tree below in one answer (grandchildren too), but
+    not rooms it may not see, and a cycle ends the walk."""
+    space = await create_room(client)
+    sub = await create_room(client)
+    leaf = await create_room(client)
+    private = await create_room(client, preset="private_chat")
+    send = client.app[LOCAL_EVENTS].send
+    for parent, child in ((space, sub), (sub, leaf), (sub, private), (leaf, space)):
+        await send(parent, ALICE, "m.space.child", {"via": ["test.local"]}, child)
+    status, body = await fed(client, "GET", f"/_matrix/federation/v1/hierarchy/{space}")
+    assert status == 200, body
+    assert [c["room_id"] for c in body["children"]] == [sub, leaf]
+    assert body["inaccessible_children"] == [private]
+    by_id = {c["room_id"]: c for c in body["children"]}
+    assert {c["state_key"] for c in by_id[sub]["children_state"]} == {leaf, private}
