@@ -8,9 +8,17 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.appstate import PRESENCE, RATE_LIMITERS, ROOM_READER, ROOM_SENDER, STORES
+from homeserver.appstate import (
+    PRESENCE,
+    RATE_LIMITERS,
+    ROOM_DIRECTORY,
+    ROOM_READER,
+    ROOM_SENDER,
+    STORES,
+)
 from homeserver.client.auth import Requester, get_requester
 from homeserver.client.validate import event_content, optional_str
+from homeserver.errors import not_found
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.rooms.event_filter import RoomEventFilter
 from homeserver.rooms.sending import Txn
@@ -25,6 +33,7 @@ from .room_services import (
 )
 
 DEFAULT_LIMIT = 10
+INITIAL_SYNC_LIMIT = 20
 MAX_LIMIT = 1000
 
 
@@ -154,6 +163,60 @@ async def get_messages(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+async def get_event_by_id(request: web.Request) -> web.Response:
+    """GET /events/{eventId} (deprecated, still used by older clients and bots): the
+    event if the user may see it, under the same rules as /rooms/{id}/event; 404 else."""
+    requester = await get_requester(request)
+    event_id = event_id_param(request, "event_id")
+    event = await request.config_dict[STORES].events.get_event(event_id)
+    if event is None:
+        raise not_found("Event not found.")
+    body = await request.config_dict[ROOM_READER].event(
+        event.room_id, requester.user_id, requester.device_id, event_id
+    )
+    return json_response(body)
+
+
+async def room_initial_sync(request: web.Request) -> web.Response:
+    """GET /rooms/{roomId}/initialSync (deprecated; what Element uses to preview a
+    world-readable room): the latest messages, the state and the user's membership,
+    with the access of /messages (a peeker sees only world-readable history)."""
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    reader = request.config_dict[ROOM_READER]
+    limit = query_param(request, "limit", _limit, default=INITIAL_SYNC_LIMIT)
+    access = await reader.access(room_id, requester.user_id)
+    messages = await reader.messages(
+        room_id,
+        requester.user_id,
+        requester.device_id,
+        from_token=None,
+        to_token=None,
+        direction="b",
+        limit=limit,
+        event_filter=RoomEventFilter.from_query(None),
+    )
+    chunk = list(reversed(messages["chunk"]))
+    state = await reader.state(room_id, requester.user_id, requester.device_id)
+    body: dict[str, Any] = {
+        "room_id": room_id,
+        "messages": {
+            "chunk": chunk,
+            "start": messages.get("end", messages["start"]),
+            "end": messages["start"],
+        },
+        "state": state,
+        "presence": [],
+        "receipts": [],
+        "account_data": [],
+    }
+    if access.membership is not None:
+        body["membership"] = access.membership
+    visibility = await request.config_dict[ROOM_DIRECTORY].get_visibility(room_id)
+    body["visibility"] = visibility
+    return json_response(body)
+
+
 async def timestamp_to_event(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     room_id = room_id_param(request)
@@ -171,6 +234,8 @@ def setup_routes(app: web.Application) -> None:
     add_routes(app, "POST", "/rooms/{room_id}/send/{event_type}", send_event)
     add_routes(app, "POST", "/rooms/{room_id}/redact/{event_id}", redact_event)
     add_routes(app, "GET", "/rooms/{room_id}/event/{event_id}", get_event)
+    add_routes(app, "GET", "/events/{event_id}", get_event_by_id)
+    add_routes(app, "GET", "/rooms/{room_id}/initialSync", room_initial_sync)
     add_routes(app, "GET", "/rooms/{room_id}/context/{event_id}", get_context)
     add_routes(app, "GET", "/rooms/{room_id}/messages", get_messages)
     add_routes(

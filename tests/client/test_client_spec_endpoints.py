@@ -42,9 +42,7 @@ NOT_BUILT = {
     ("PUT", "/_matrix/client/v3/directory/list/appservice/{}/{}"),
     # Peeking and the deprecated pre-sync API.
     ("GET", "/_matrix/client/v3/events"),
-    ("GET", "/_matrix/client/v3/events/{}"),
     ("GET", "/_matrix/client/v3/initialSync"),
-    ("GET", "/_matrix/client/v3/rooms/{}/initialSync"),
     # Policy servers (MSC4284): a discovery document of a policy server, not ours.
     ("GET", "/.well-known/matrix/policy_server"),
 }

@@ -1,0 +1,72 @@
+"""The deprecated reads Element still uses to preview rooms (issue 13): /rooms/{id}/
+initialSync and /events/{eventId}, with the access of /messages: an outsider previews a
+world-readable room (no membership), never a private one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.client.helpers import auth, make_user
+
+V3 = "/_matrix/client/v3"
+
+
+async def _get(client: Any, path: str, token: str) -> tuple[int, Any]:
+    resp = await client.get(f"{V3}{path}", headers=auth(token))
+    return resp.status, await resp.json()
+
+
+async def test_preview_of_world_readable_and_private_rooms(app_client) -> None:
+    _, atok, _ = await make_user(app_client, "alice")
+    _, btok, _ = await make_user(app_client, "bob")
+    hv = {
+        "type": "m.room.history_visibility",
+        "state_key": "",
+        "content": {"history_visibility": "world_readable"},
+    }
+    resp = await app_client.post(
+        f"{V3}/createRoom",
+        json={"preset": "public_chat", "name": "Open", "initial_state": [hv]},
+        headers=auth(atok),
+    )
+    open_room = (await resp.json())["room_id"]
+    resp = await app_client.post(
+        f"{V3}/createRoom", json={"preset": "private_chat"}, headers=auth(atok)
+    )
+    private = (await resp.json())["room_id"]
+    ids = {}
+    for room in (open_room, private):
+        for i in range(3):
+            resp = await app_client.put(
+                f"{V3}/rooms/{room}/send/m.room.message/{room[-4:]}{i}",
+                json={"msgtype": "m.text", "body": f"m{i}"},
+                headers=auth(atok),
+            )
+            ids[(room, i)] = (await resp.json())["event_id"]
+
+    status, body = await _get(app_client, f"/rooms/{open_room}/initialSync?limit=2", btok)
+    assert status == 200, body
+    assert [e["content"]["body"] for e in body["messages"]["chunk"]] == ["m1", "m2"]
+    assert "membership" not in body and body["room_id"] == open_room
+    assert any(
+        e["type"] == "m.room.name" and e["content"] == {"name": "Open"} for e in body["state"]
+    )
+    # The start token pages further back with /messages.
+    status, older = await _get(
+        app_client,
+        f"/rooms/{open_room}/messages?dir=b&limit=1&from={body['messages']['start']}",
+        btok,
+    )
+    assert status == 200 and [e["content"]["body"] for e in older["chunk"]] == ["m0"]
+    status, body = await _get(app_client, f"/rooms/{open_room}/initialSync", atok)
+    assert body["membership"] == "join"
+
+    status, body = await _get(app_client, f"/rooms/{private}/initialSync", btok)
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+
+    status, body = await _get(app_client, f"/events/{ids[(open_room, 0)]}", btok)
+    assert status == 200 and body["content"]["body"] == "m0"
+    status, body = await _get(app_client, f"/events/{ids[(private, 0)]}", btok)
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+    status, body = await _get(app_client, f"/events/{ids[(private, 0)]}", atok)
+    assert status == 200 and body["room_id"] == private
