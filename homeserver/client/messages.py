@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.appstate import (
+    NOTIFIER,
     PRESENCE,
     RATE_LIMITERS,
     ROOM_DIRECTORY,
@@ -18,9 +19,11 @@ from homeserver.appstate import (
 )
 from homeserver.client.auth import Requester, get_requester
 from homeserver.client.validate import event_content, optional_str
-from homeserver.errors import not_found
+from homeserver.errors import MatrixError, not_found
 from homeserver.http import json_response, query_param, read_json_body
+from homeserver.ids import validate_room_id
 from homeserver.rooms.event_filter import RoomEventFilter
+from homeserver.rooms.pagination import RoomToken
 from homeserver.rooms.sending import Txn
 
 from .room_services import (
@@ -34,6 +37,9 @@ from .room_services import (
 
 DEFAULT_LIMIT = 10
 INITIAL_SYNC_LIMIT = 20
+# Peeking: events per answer, and the longest a peek may wait.
+PEEK_LIMIT = 50
+MAX_PEEK_TIMEOUT_MS = 30_000
 MAX_LIMIT = 1000
 
 
@@ -177,6 +183,49 @@ async def get_event_by_id(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+def _timeout_ms(value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise ValueError("must be a non-negative integer")
+    return min(int(value), MAX_PEEK_TIMEOUT_MS)
+
+
+async def peek_events(request: web.Request) -> web.Response:
+    """GET /events?room_id= (deprecated peeking): new events of one room after `from`,
+    waiting up to `timeout` ms for some, with /messages' access (an outsider peeks
+    world-readable rooms only). The global event stream (no `room_id`) is not served."""
+    requester = await get_requester(request)
+    room_id = query_param(request, "room_id", validate_room_id)
+    if room_id is None:
+        raise MatrixError(400, "M_UNRECOGNIZED", "Only peeking with room_id is supported")
+    reader = request.config_dict[ROOM_READER]
+    await reader.access(room_id, requester.user_id)
+    notifier = request.config_dict[NOTIFIER]
+    start = query_param(request, "from", room_token)
+    if start is None:
+        start = RoomToken(notifier.current.events)
+    timeout = query_param(request, "timeout", _timeout_ms, default=0)
+
+    async def read() -> dict[str, Any]:
+        return await reader.messages(
+            room_id,
+            requester.user_id,
+            requester.device_id,
+            from_token=start,
+            to_token=None,
+            direction="f",
+            limit=PEEK_LIMIT,
+            event_filter=RoomEventFilter.from_query(None),
+        )
+
+    with notifier.listen(requester.user_id, [room_id]) as listener:
+        body = await read()
+        if not body["chunk"] and timeout > 0 and await listener.wait(timeout / 1000):
+            body = await read()
+    return json_response(
+        {"chunk": body["chunk"], "start": start.encode(), "end": body.get("end", start.encode())}
+    )
+
+
 async def room_initial_sync(request: web.Request) -> web.Response:
     """GET /rooms/{roomId}/initialSync (deprecated; what Element uses to preview a
     world-readable room): the latest messages, the state and the user's membership,
@@ -235,6 +284,7 @@ def setup_routes(app: web.Application) -> None:
     add_routes(app, "POST", "/rooms/{room_id}/redact/{event_id}", redact_event)
     add_routes(app, "GET", "/rooms/{room_id}/event/{event_id}", get_event)
     add_routes(app, "GET", "/events/{event_id}", get_event_by_id)
+    add_routes(app, "GET", "/events", peek_events)
     add_routes(app, "GET", "/rooms/{room_id}/initialSync", room_initial_sync)
     add_routes(app, "GET", "/rooms/{room_id}/context/{event_id}", get_context)
     add_routes(app, "GET", "/rooms/{room_id}/messages", get_messages)

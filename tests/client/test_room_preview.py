@@ -70,3 +70,52 @@ async def test_preview_of_world_readable_and_private_rooms(app_client) -> None:
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     status, body = await _get(app_client, f"/events/{ids[(private, 0)]}", atok)
     assert status == 200 and body["room_id"] == private
+
+
+async def test_peeking_stream_of_a_world_readable_room(app_client) -> None:
+    """GET /events?room_id=: an outsider long-polls a world-readable room and gets the
+    new message; a private room is refused; no room_id is not served."""
+    import asyncio
+
+    _, atok, _ = await make_user(app_client, "alice")
+    _, btok, _ = await make_user(app_client, "bob")
+    hv = {
+        "type": "m.room.history_visibility",
+        "state_key": "",
+        "content": {"history_visibility": "world_readable"},
+    }
+    resp = await app_client.post(
+        f"{V3}/createRoom",
+        json={"preset": "public_chat", "initial_state": [hv]},
+        headers=auth(atok),
+    )
+    room = (await resp.json())["room_id"]
+    status, first = await _get(app_client, f"/events?room_id={room}&timeout=0", btok)
+    assert status == 200 and first["chunk"] == []
+
+    async def later() -> None:
+        await asyncio.sleep(0.3)
+        await app_client.put(
+            f"{V3}/rooms/{room}/send/m.room.message/late",
+            json={"msgtype": "m.text", "body": "hello peeker"},
+            headers=auth(atok),
+        )
+
+    sender = asyncio.ensure_future(later())
+    status, body = await _get(
+        app_client, f"/events?room_id={room}&from={first['end']}&timeout=5000", btok
+    )
+    await sender
+    assert status == 200, body
+    assert [e["content"]["body"] for e in body["chunk"]] == ["hello peeker"]
+    status, again = await _get(app_client, f"/events?room_id={room}&from={body['end']}", btok)
+    assert again["chunk"] == []
+
+    resp = await app_client.post(
+        f"{V3}/createRoom", json={"preset": "private_chat"}, headers=auth(atok)
+    )
+    private = (await resp.json())["room_id"]
+    status, body = await _get(app_client, f"/events?room_id={private}", btok)
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    status, body = await _get(app_client, "/events", btok)
+    assert (status, body["errcode"]) == (400, "M_UNRECOGNIZED")
