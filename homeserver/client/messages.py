@@ -37,6 +37,7 @@ from .room_services import (
 
 DEFAULT_LIMIT = 10
 INITIAL_SYNC_LIMIT = 20
+MAX_INITIAL_SYNC_ROOMS = 500
 # Peeking: events per answer, and the longest a peek may wait.
 PEEK_LIMIT = 50
 MAX_PEEK_TIMEOUT_MS = 30_000
@@ -226,14 +227,12 @@ async def peek_events(request: web.Request) -> web.Response:
     )
 
 
-async def room_initial_sync(request: web.Request) -> web.Response:
-    """GET /rooms/{roomId}/initialSync (deprecated; what Element uses to preview a
-    world-readable room): the latest messages, the state and the user's membership,
-    with the access of /messages (a peeker sees only world-readable history)."""
-    requester = await get_requester(request)
-    room_id = room_id_param(request)
+async def _room_snapshot(
+    request: web.Request, requester: Requester, room_id: str, limit: int
+) -> dict[str, Any]:
+    """One room as the deprecated initialSync shows it: the latest `limit` messages,
+    the state and the user's membership, with the access of /messages."""
     reader = request.config_dict[ROOM_READER]
-    limit = query_param(request, "limit", _limit, default=INITIAL_SYNC_LIMIT)
     access = await reader.access(room_id, requester.user_id)
     messages = await reader.messages(
         room_id,
@@ -245,25 +244,49 @@ async def room_initial_sync(request: web.Request) -> web.Response:
         limit=limit,
         event_filter=RoomEventFilter.from_query(None),
     )
-    chunk = list(reversed(messages["chunk"]))
-    state = await reader.state(room_id, requester.user_id, requester.device_id)
     body: dict[str, Any] = {
         "room_id": room_id,
         "messages": {
-            "chunk": chunk,
+            "chunk": list(reversed(messages["chunk"])),
             "start": messages.get("end", messages["start"]),
             "end": messages["start"],
         },
-        "state": state,
+        "state": await reader.state(room_id, requester.user_id, requester.device_id),
         "presence": [],
         "receipts": [],
         "account_data": [],
+        "visibility": await request.config_dict[ROOM_DIRECTORY].get_visibility(room_id),
     }
     if access.membership is not None:
         body["membership"] = access.membership
-    visibility = await request.config_dict[ROOM_DIRECTORY].get_visibility(room_id)
-    body["visibility"] = visibility
-    return json_response(body)
+    return body
+
+
+async def room_initial_sync(request: web.Request) -> web.Response:
+    """GET /rooms/{roomId}/initialSync (deprecated; what Element uses to preview a
+    world-readable room)."""
+    requester = await get_requester(request)
+    room_id = room_id_param(request)
+    limit = query_param(request, "limit", _limit, default=INITIAL_SYNC_LIMIT)
+    return json_response(await _room_snapshot(request, requester, room_id, limit))
+
+
+async def initial_sync(request: web.Request) -> web.Response:
+    """GET /initialSync (deprecated; older bots): every room the user is joined to
+    (at most MAX_INITIAL_SYNC_ROOMS), each as /rooms/{id}/initialSync shows it, and an
+    `end` token to continue from with /events or /sync."""
+    requester = await get_requester(request)
+    limit = query_param(request, "limit", _limit, default=INITIAL_SYNC_LIMIT)
+    notifier = request.config_dict[NOTIFIER]
+    end = notifier.current.encode()
+    joined = await request.config_dict[STORES].current_state.get_rooms_for_user(requester.user_id)
+    rooms = []
+    for room_id in sorted(joined)[:MAX_INITIAL_SYNC_ROOMS]:
+        try:
+            rooms.append(await _room_snapshot(request, requester, room_id, limit))
+        except MatrixError:
+            continue  # left meanwhile
+    return json_response({"end": end, "rooms": rooms, "presence": [], "account_data": []})
 
 
 async def timestamp_to_event(request: web.Request) -> web.Response:
@@ -285,6 +308,7 @@ def setup_routes(app: web.Application) -> None:
     add_routes(app, "GET", "/rooms/{room_id}/event/{event_id}", get_event)
     add_routes(app, "GET", "/events/{event_id}", get_event_by_id)
     add_routes(app, "GET", "/events", peek_events)
+    add_routes(app, "GET", "/initialSync", initial_sync)
     add_routes(app, "GET", "/rooms/{room_id}/initialSync", room_initial_sync)
     add_routes(app, "GET", "/rooms/{room_id}/context/{event_id}", get_context)
     add_routes(app, "GET", "/rooms/{room_id}/messages", get_messages)

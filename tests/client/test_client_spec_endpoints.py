@@ -40,8 +40,6 @@ NOT_BUILT = {
     # Application services.
     ("POST", "/_matrix/client/v1/appservice/{}/ping"),
     ("PUT", "/_matrix/client/v3/directory/list/appservice/{}/{}"),
-    # Peeking and the deprecated pre-sync API.
-    ("GET", "/_matrix/client/v3/initialSync"),
     # Policy servers (MSC4284): a discovery document of a policy server, not ours.
     ("GET", "/.well-known/matrix/policy_server"),
 }

@@ -119,3 +119,27 @@ async def test_peeking_stream_of_a_world_readable_room(app_client) -> None:
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
     status, body = await _get(app_client, "/events", btok)
     assert (status, body["errcode"]) == (400, "M_UNRECOGNIZED")
+
+
+async def test_global_initial_sync_lists_joined_rooms(app_client) -> None:
+    _, atok, _ = await make_user(app_client, "alice")
+    resp = await app_client.post(
+        f"{V3}/createRoom", json={"preset": "private_chat", "name": "Mine"}, headers=auth(atok)
+    )
+    room = (await resp.json())["room_id"]
+    await app_client.put(
+        f"{V3}/rooms/{room}/send/m.room.message/g1",
+        json={"msgtype": "m.text", "body": "hi"},
+        headers=auth(atok),
+    )
+    status, body = await _get(app_client, "/initialSync?limit=5", atok)
+    assert status == 200, body
+    (entry,) = body["rooms"]
+    assert entry["room_id"] == room and entry["membership"] == "join"
+    assert entry["messages"]["chunk"][-1]["content"]["body"] == "hi"
+    assert entry["visibility"] == "private"
+    # The end token continues with /sync.
+    resp = await app_client.get(
+        f"{V3}/sync", params={"since": body["end"], "timeout": "0"}, headers=auth(atok)
+    )
+    assert resp.status == 200
