@@ -29,6 +29,11 @@ class PduRejected(Exception):
     """The PDU failed a receiving check and must be dropped (not stored at all)."""
 
 
+class PduMalformed(PduRejected):
+    """Check 1 failed: not a valid event of the room version (a float or an integer
+    out of range where canonical JSON is strict, a bad field...)."""
+
+
 class InboundChecks:
     """Format, signature and hash checks for PDUs from other servers."""
 
@@ -47,7 +52,7 @@ class InboundChecks:
         try:
             validate_pdu_format(pdu, room_version)
         except EventFormatError as e:
-            raise PduRejected(f"invalid event format: {e}") from None
+            raise PduMalformed(f"invalid event format: {e}") from None
         event = Event(pdu, room_version)
         await self.check_signatures(event)
         if not check_content_hash(pdu):

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from federation.appkeys import FEDERATED_MEMBERSHIP, INBOUND
-from federation.inbound import PduRejected
+from federation.inbound import PduMalformed, PduRejected
 from federation.server.auth_middleware import body_of, origin_of
 from federation.server.common import require_dict, room_gate, room_id_param, stores_of
 from homeserver.appstate import RATE_LIMITERS
@@ -102,6 +102,10 @@ async def _checked(request: web.Request, pdu: dict[str, Any], version: RoomVersi
     redacted membership event is not what the peer asked us to vouch for."""
     try:
         event = await request.config_dict[INBOUND].check_pdu(pdu, version)
+    except PduMalformed as e:
+        # As Synapse: a malformed event (floats or out-of-range integers where the room
+        # version's canonical JSON is strict) is a bad request, not a refusal.
+        raise MatrixError(400, "M_BAD_JSON", str(e)) from None
     except PduRejected as e:
         raise forbidden(str(e)) from None
     if event.pdu is not pdu:
