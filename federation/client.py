@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +25,7 @@ from yarl import URL
 
 from federation.auth import sign_request
 from federation.discovery import AiohttpWellKnownFetcher, ResolvedServer, ServerDiscovery
-from federation.ipfilter import (
+from homeserver.ipfilter import (
     FilteringResolver,
     IPBlockedError,
     IPFilter,
@@ -350,6 +351,86 @@ class FederationClient:
                 status, errcode if isinstance(errcode, str) else None, body, **err
             )
         return body
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        destination: str,
+        path: str | Sequence[str],
+        *,
+        query: Query | None = None,
+        timeout: float | None = None,
+        signed: bool = True,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A signed GET whose response the caller reads as a stream (media), whatever
+        its status. The body is never decompressed; redirects are not followed."""
+        uri = build_uri(path, query)
+        err = {"destination": destination, "method": "GET", "path": uri}
+        try:
+            targets = await self.discovery.resolve_all(destination)
+        except ValueError as e:
+            raise FederationError(None, None, None, reason=f"bad server name: {e}", **err) from e
+        headers = {}
+        if signed:
+            headers["Authorization"] = sign_request(
+                "GET", uri, self.server_name, destination, None, self.signing_key
+            )
+        client_timeout = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        last: Exception | None = None
+        for target in targets:
+            if is_ip_literal(target.host) and not self.ip_filter.is_allowed(
+                target.host.strip("[]")
+            ):
+                last = IPBlockedError(f"{target.host} is blocked")
+                continue
+            base = target.base_url
+            if self.plain_http:
+                base = "http://" + base.removeprefix("https://")
+            try:
+                resp = await self._get_session().get(
+                    URL(base + uri, encoded=True),
+                    headers={**headers, "Host": target.host_header},
+                    timeout=client_timeout,
+                    server_hostname=None if self.plain_http else target.tls_server_name,
+                    allow_redirects=False,
+                )
+            except (IPBlockedError, aiohttp.ClientConnectorError) as e:
+                last = e
+                continue
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                raise FederationError(
+                    None, None, None, reason=f"{type(e).__name__}: {e}", **err
+                ) from e
+            try:
+                yield resp
+            finally:
+                resp.release()
+            return
+        raise FederationError(None, None, None, reason=str(last), **err) from last
+
+    @asynccontextmanager
+    async def stream_url(
+        self, url: str, *, timeout: float | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """An unsigned GET of an absolute URL a peer pointed us to (a media redirect),
+        through the same IP policy; redirects are followed (each one checked)."""
+        try:
+            async with self._get_session().get(
+                url,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+                max_redirects=5,
+            ) as resp:
+                yield resp
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
+            raise FederationError(
+                None,
+                None,
+                None,
+                reason=f"{type(e).__name__}: {e}",
+                destination=url[:200],
+                method="GET",
+                path=url[:200],
+            ) from e
 
     async def get_json(
         self,

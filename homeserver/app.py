@@ -30,6 +30,7 @@ import homeserver.client.account as client_accounts
 import homeserver.client.capabilities as client_capabilities
 import homeserver.client.key_backup as client_key_backup
 import homeserver.client.keys as client_keys
+import homeserver.client.media as client_media
 import homeserver.client.misc as client_misc
 import homeserver.client.mutual_rooms as client_mutual_rooms
 import homeserver.client.notifications as client_notifications
@@ -83,6 +84,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_mutual_rooms.setup),
     (CLIENT, client_openid.setup),
     (CLIENT, admin_api.setup),
+    (frozenset({"client", "media"}), client_media.setup),
 )
 
 # URL prefix -> the listener resources that expose it (Synapse's mapping: media is also

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from homeserver.ephemeral.presence import PresenceService
     from homeserver.ephemeral.receipts import ReceiptsService
     from homeserver.ephemeral.typing import TypingService
+    from homeserver.media.preview import UrlPreviewer
+    from homeserver.media.repository import MediaRepository
     from homeserver.moderation import Moderation
     from homeserver.profiles.directory import UserDirectory
     from homeserver.profiles.service import ProfileService
@@ -138,6 +140,9 @@ SERVER_NOTICES: web.AppKey[ServerNotices] = web.AppKey("server_notices")
 # Read by tests (and the admin benchmark): the job runner and the room statistics.
 ADMIN_JOBS: web.AppKey[JobRunner] = web.AppKey("admin_jobs")
 ROOM_STATS: web.AppKey[RoomStatsUpdater] = web.AppKey("admin_room_stats")
+MEDIA: web.AppKey[MediaRepository] = web.AppKey("media_repository")
+# None when url_preview_enabled is off.
+URL_PREVIEWER: web.AppKey[UrlPreviewer | None] = web.AppKey("url_previewer")
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,9 @@ from federation.appkeys import (
 from federation.client import FederationClient
 from federation.edus import InboundEdus
 from federation.inbound import InboundChecks
-from federation.ipfilter import IPFilter
 from federation.keyring import Keyring
 from federation.keys import ServerKeys, load_server_keys
+from federation.media import FederationMediaSource
 from federation.queries import FederationQueries, FederationRemoteKeys, FederationToDevice
 from federation.query_ports import RemoteDirectoryAdapter, RemoteProfilesAdapter
 from federation.receiver import TransactionReceiver
@@ -87,6 +87,11 @@ from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.receipts import ReceiptsService
 from homeserver.ephemeral.typing import TypingService
 from homeserver.events import Event
+from homeserver.ipfilter import IPFilter
+from homeserver.media.files import MediaFiles
+from homeserver.media.preview import UrlPreviewer
+from homeserver.media.repository import MediaRepository
+from homeserver.media.thumbnails import Thumbnails
 from homeserver.metrics import Metrics
 from homeserver.moderation import Moderation
 from homeserver.profiles.directory import UserDirectory
@@ -122,10 +127,12 @@ from homeserver.storage.account_auth import AccountAuthStore
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.admin_rooms import AdminRoomStore
 from homeserver.storage.admin_users import AdminUserStore
+from homeserver.storage.database import Database
 from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.e2ee_keys import E2eeKeyStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.key_backup import KeyBackupStore
+from homeserver.storage.media import MediaStore
 from homeserver.storage.presence import PresenceStore
 from homeserver.storage.push import PushStore
 from homeserver.storage.receipts import ReceiptStore
@@ -452,6 +459,9 @@ async def build(
             await fed.sender.start()  # resume what the outbox still holds
             stack.push_async_callback(fed.sender.stop)
 
+    # -- the content repository ----------------------------------------------------------
+    media, previewer = _build_media(config, database, stack, tasks, fed)
+
     # -- server administration -------------------------------------------------------------
     admin = await build_admin(
         config,
@@ -533,6 +543,8 @@ async def build(
         keys.ADMIN_DESTINATIONS: admin.destinations,
         keys.SERVER_NOTICES: admin.notices,
         keys.ROOM_STATS: room_stats,
+        keys.MEDIA: media,
+        keys.URL_PREVIEWER: previewer,
         SERVER_KEYS: server_keys,
         ROOM_STATE: room_state,
         FEDERATED_MEMBERSHIP: federated_membership,
@@ -552,6 +564,36 @@ async def build(
             app[key] = value
 
     return publish
+
+
+def _build_media(
+    config: Config,
+    database: Database,
+    stack: AsyncExitStack,
+    tasks: BackgroundTasks,
+    fed: Federation | None,
+) -> tuple[MediaRepository, UrlPreviewer | None]:
+    """The media repository (remote media through federation when it is served) and,
+    when url_preview_enabled, the URL previewer."""
+    store = MediaStore(database)
+    thumbnails = Thumbnails(config.media, store)
+    stack.callback(thumbnails.close)
+    media = MediaRepository(
+        config.media,
+        store,
+        MediaFiles(config.media.store_path),
+        thumbnails,
+        config.server_name,
+        FederationMediaSource(fed.client) if fed is not None and fed.sender else None,
+        tasks,
+    )
+    tasks.spawn(media.run_housekeeping(), "media housekeeping")
+    stack.push_async_callback(media.flush_access_times)
+    previewer = None
+    if config.media.url_preview_enabled:
+        previewer = UrlPreviewer(config.media, media)
+        stack.push_async_callback(previewer.close)
+    return media, previewer
 
 
 def _build_federation(

@@ -160,9 +160,43 @@ rc_media_create: {{per_second: 10, burst_count: 50}}
 # Room version for new rooms.
 default_room_version: "12"
 
-# Uploaded media.
+# Uploaded media (the content repository).
 media_store_path: {_q(data + "/media_store")}
+#enable_media_repo: true
 max_upload_size: "50M"
+# Images larger than this many pixels are not decoded (decompression bombs).
+max_image_pixels: "32M"
+# Thumbnails made at upload; requests get the closest stored size at least as large.
+#thumbnail_sizes:
+#  - {{width: 32, height: 32, method: crop}}
+#  - {{width: 96, height: 96, method: crop}}
+#  - {{width: 320, height: 240, method: scale}}
+#  - {{width: 640, height: 480, method: scale}}
+#  - {{width: 800, height: 600, method: scale}}
+# Make a thumbnail of exactly the requested size on demand.
+dynamic_thumbnails: false
+# Media uploaded while this is true is only served to signed-in users (spec v1.11);
+# the legacy unauthenticated /_matrix/media/v3/download answers 404 for it.
+enable_authenticated_media: true
+# Asynchronous uploads (POST /_matrix/media/v1/create): IDs a user may hold unused,
+# and how long an unused ID lives.
+max_pending_media_uploads: 5
+unused_expiration_time: "24h"
+# Delete media nobody downloaded for this long (left out: keep forever).
+#media_retention:
+#  local_media_lifetime: "90d"
+#  remote_media_lifetime: "14d"
+# URL previews fetch pages that users post: off unless you list the address ranges
+# (at least your private networks) that a preview must never reach.
+url_preview_enabled: false
+#url_preview_ip_range_blacklist: ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12",
+#  "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "::1/128", "fe80::/10", "fc00::/7"]
+#url_preview_ip_range_whitelist: []
+# Refuse URLs matching every component of one entry (glob, or regex starting with ^):
+#url_preview_url_blacklist:
+#  - {{netloc: "*.internal.example.com"}}
+# Largest page or image a preview downloads.
+max_spider_size: "10M"
 
 # Largest JSON request body we accept (uploads use max_upload_size).
 max_request_body: "10M"

@@ -12,6 +12,7 @@ from homeserver.appstate import Mounts
 from . import (
     events,
     hierarchy,
+    media,
     membership,
     openid,
     public_rooms,
@@ -26,6 +27,16 @@ def setup(mounts: Mounts) -> None:
     """Mount the inbound server-server API under /_matrix/federation."""
     fed = mounts.federation
     fed.middlewares.append(x_matrix_middleware)
-    modules = (transactions, membership, events, queries, public_rooms, hierarchy, version, openid)
+    modules = (
+        transactions,
+        membership,
+        events,
+        queries,
+        public_rooms,
+        hierarchy,
+        version,
+        openid,
+        media,
+    )
     for module in modules:
         module.setup_routes(fed)

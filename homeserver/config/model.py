@@ -238,9 +238,47 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class ThumbnailSize:
+    width: int
+    height: int
+    method: str  # "crop" or "scale"
+
+
+# Synapse's default thumbnail_sizes.
+DEFAULT_THUMBNAIL_SIZES: tuple[ThumbnailSize, ...] = (
+    ThumbnailSize(32, 32, "crop"),
+    ThumbnailSize(96, 96, "crop"),
+    ThumbnailSize(320, 240, "scale"),
+    ThumbnailSize(640, 480, "scale"),
+    ThumbnailSize(800, 600, "scale"),
+)
+
+
+@dataclass(frozen=True)
 class MediaConfig:
+    """The content repository (Synapse's keys of the same names)."""
+
     store_path: Path
+    enable_media_repo: bool = True
     max_upload_size: int = 50 * 1024 * 1024
+    max_image_pixels: int = 32 * 1024 * 1024
+    dynamic_thumbnails: bool = False
+    thumbnail_sizes: tuple[ThumbnailSize, ...] = DEFAULT_THUMBNAIL_SIZES
+    # Media uploaded while true is served only by the authenticated (v1.11) endpoints.
+    enable_authenticated_media: bool = True
+    max_pending_media_uploads: int = 5
+    unused_expiration_time_ms: int = 24 * 3600 * 1000
+    # media_retention: delete media not accessed for this long (None: keep forever).
+    local_media_lifetime_ms: int | None = None
+    remote_media_lifetime_ms: int | None = None
+    url_preview_enabled: bool = False
+    url_preview_ip_range_blacklist: tuple[IPNetwork, ...] = ()
+    url_preview_ip_range_whitelist: tuple[IPNetwork, ...] = ()
+    # Each entry maps URL components (scheme, netloc, path...) to a glob, or to a
+    # regular expression when it starts with '^'; a URL matching every component of
+    # one entry is refused.
+    url_preview_url_blacklist: tuple[tuple[tuple[str, str], ...], ...] = ()
+    max_spider_size: int = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from typing import Any
 
 import yaml
 
+from homeserver.config.media import MEDIA_KEYS, read_media
 from homeserver.config.model import (
     Config,
     ConfigError,
     KeysConfig,
-    MediaConfig,
     PasswordHashingConfig,
     RegistrationConfig,
     SecretsConfig,
@@ -78,8 +78,7 @@ KNOWN_KEYS = frozenset(
         *RC_FLAT,
         *RC_NESTED,
         "default_room_version",
-        "media_store_path",
-        "max_upload_size",
+        *MEDIA_KEYS,
         "serve_server_wellknown",
         "well_known_client",
         "support",
@@ -186,10 +185,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         password_hashing=password_hashing,
         federation=read_federation(r, top),
         ratelimit=read_rate_limits(r, top),
-        media=MediaConfig(
-            store_path=r.path(top, "media_store_path", "", None) or r.resolve("media_store"),
-            max_upload_size=r.converted(top, "max_upload_size", "", 50 * 1024**2, parse_size),
-        ),
+        media=read_media(r, top),
         well_known=WellKnownConfig(
             serve_server_wellknown=r.bool(top, "serve_server_wellknown", "", False),
             client_base_url=well_known_client or public_baseurl,

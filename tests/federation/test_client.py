@@ -25,8 +25,8 @@ from federation.client import (
     make_ssl_context,
 )
 from federation.discovery import ServerDiscovery
-from federation.ipfilter import FilteringResolver, IPBlockedError, IPFilter, resolver_results
 from federation.keyring import Keyring, MemoryKeyStore
+from homeserver.ipfilter import FilteringResolver, IPBlockedError, IPFilter, resolver_results
 
 OUR_NAME = "origin.test"
 EVENT_ID = "$abc/def+ghi:x.y"

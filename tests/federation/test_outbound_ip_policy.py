@@ -13,9 +13,9 @@ from aiohttp import web
 
 from federation.appkeys import FED_CLIENT, KEYRING
 from federation.client import FederationClient
-from federation.ipfilter import IPBlockedError, IPFilter
 from federation.keyring import KeyNotFound
 from homeserver.app import create_app
+from homeserver.ipfilter import IPBlockedError, IPFilter
 
 
 class Listener:

@@ -19,10 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from federation.client import FederationClient
-from federation.ipfilter import IPFilter
 from federation.sender import FederationSender, SenderSettings
 from homeserver.events import Event
 from homeserver.events.signing import generate_signing_key
+from homeserver.ipfilter import IPFilter
 from homeserver.rooms.creation import RoomCreator, RoomSpec
 from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.rooms.local_events import LocalEvents

@@ -1,4 +1,4 @@
-"""Outbound IP range policy (config: ip_range_blacklist / ip_range_whitelist).
+"""Outbound IP range policy: what addresses we may connect to (federation, URL previews).
 
 A homeserver fetches URLs that remote parties choose (server names, .well-known
 delegation, SRV targets), so without a policy anyone could make it probe the loopback
