@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 from homeserver.media.ids import is_valid_media_id, is_valid_origin
 
@@ -127,7 +128,7 @@ class FileWriter:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
-        self._file: object | None = None
+        self._file: BinaryIO | None = None
         self._done = False
 
     @property
@@ -141,7 +142,8 @@ class FileWriter:
     def _write(self, data: bytes) -> None:
         if self._file is None:
             self._open()
-        self._file.write(data)  # type: ignore[attr-defined]
+        assert self._file is not None
+        self._file.write(data)
 
     async def write(self, chunk: bytes) -> None:
         if self._done:
@@ -168,7 +170,8 @@ class FileWriter:
         def finish() -> None:
             if self._file is None:
                 self._open()
-            self._file.close()  # type: ignore[attr-defined]
+            assert self._file is not None
+            self._file.close()
             os.replace(self._tmp, self.path)
 
         await asyncio.to_thread(finish)
@@ -183,7 +186,7 @@ class FileWriter:
 
         def drop() -> None:
             if self._file is not None:
-                self._file.close()  # type: ignore[attr-defined]
+                self._file.close()
             self._tmp.unlink(missing_ok=True)
 
         await asyncio.to_thread(drop)
