@@ -407,6 +407,43 @@ async def main():
             )
 
         await check("hs1 joins hs2 room", other_way())
+
+        # Media (spec v1.11 authenticated media): x uploads a picture, y reads it and
+        # a thumbnail of it through y's own server, which fetches it over federation.
+        async def media(x, y):
+            import io
+
+            from PIL import Image
+
+            buf = io.BytesIO()
+            Image.new("RGB", (640, 480), (200, 10, 10)).save(buf, "PNG")
+            data = buf.getvalue()
+            hx = {"Authorization": "Bearer " + x.tok, "Content-Type": "image/png"}
+            url = x.base + "/_matrix/media/v3/upload"
+            async with x.s.post(url, data=data, params={"filename": "red.png"}, headers=hx) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"upload -> {r.status} {await r.text()}")
+                ref = (await r.json())["content_uri"][len("mxc://") :]
+            hy = {"Authorization": "Bearer " + y.tok}
+            url = y.base + "/_matrix/client/v1/media/download/" + ref
+            async with y.s.get(url, headers=hy) as r:
+                body = await r.read()
+                if r.status != 200 or body != data:
+                    raise RuntimeError(f"download -> {r.status}, {len(body)} bytes")
+                if not r.headers.get("Content-Type", "").startswith("image/png"):
+                    raise RuntimeError(f"download type {r.headers.get('Content-Type')}")
+            url = y.base + "/_matrix/client/v1/media/thumbnail/" + ref
+            params = {"width": "96", "height": "96", "method": "crop"}
+            async with y.s.get(url, params=params, headers=hy) as r:
+                body = await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"thumbnail -> {r.status} {body[:200]!r}")
+                size = Image.open(io.BytesIO(body)).size
+                if size != (96, 96):
+                    raise RuntimeError(f"thumbnail size {size}")
+
+        await check("media 1->2", media(a, b))
+        await check("media 2->1", media(b, a))
     bad = [k for k, v in results.items() if v != "ok"]
     print("SUMMARY", len(results) - len(bad), "ok,", len(bad), "failed:", bad)
     with open(sys.argv[3], "w") as f:

@@ -153,6 +153,8 @@ EXTRA_CHECKS = [
     "rejoin",
     "kick of hs2 user",
     "hs1 joins hs2 room",
+    "media 1->2",
+    "media 2->1",
 ]
 
 
