@@ -338,3 +338,62 @@ async def test_two_users_converse(new_client: Callable[[], nio.AsyncClient]) -> 
     assert isinstance(stale, nio.WhoamiError), stale
     assert stale.status_code == "M_UNKNOWN_TOKEN"
     assert isinstance(await bob.whoami(), nio.WhoamiResponse)
+
+
+async def test_a_picture_sent_by_one_client_is_downloaded_by_the_other(
+    new_client: Callable[[], nio.AsyncClient],
+) -> None:
+    """Issue 12: nio uploads an image, sends an m.image event; the other user's client
+    sees the event in /sync and downloads the same bytes and a thumbnail (authenticated
+    media: nio uses /_matrix/client/v1/media with its access token)."""
+    import io
+
+    from PIL import Image
+
+    alice, bob = new_client(), new_client()
+    a = await _register(alice, _unique("alice"))
+    await _register(bob, _unique("bob"))
+    room = await alice.room_create(invite=[bob.user_id])
+    assert isinstance(room, nio.RoomCreateResponse), room
+    assert isinstance(await bob.join(room.room_id), nio.JoinResponse)
+
+    buf = io.BytesIO()
+    Image.new("RGB", (800, 600), (20, 160, 60)).save(buf, "JPEG")
+    data = buf.getvalue()
+    uploaded, _ = await alice.upload(
+        io.BytesIO(data), content_type="image/jpeg", filename="park.jpg", filesize=len(data)
+    )
+    assert isinstance(uploaded, nio.UploadResponse), uploaded
+    assert uploaded.content_uri.startswith(f"mxc://{SERVER_NAME}/")
+    sent = await alice.room_send(
+        room.room_id,
+        "m.room.message",
+        {
+            "msgtype": "m.image",
+            "body": "park.jpg",
+            "url": uploaded.content_uri,
+            "info": {"mimetype": "image/jpeg", "size": len(data), "w": 800, "h": 600},
+        },
+    )
+    assert isinstance(sent, nio.RoomSendResponse), sent
+
+    def bob_sees_image(r: nio.SyncResponse) -> Any:
+        joined = r.rooms.join.get(room.room_id)
+        for event in joined.timeline.events if joined else []:
+            if isinstance(event, nio.RoomMessageImage) and event.sender == a.user_id:
+                return event.url
+        return None
+
+    url = await _sync_until(bob, bob_sees_image)
+    downloaded = await bob.download(mxc=url)
+    assert isinstance(downloaded, nio.MemoryDownloadResponse), downloaded
+    assert downloaded.body == data
+    assert downloaded.content_type == "image/jpeg"
+    assert downloaded.filename == "park.jpg"
+    server_name, media_id = url[len("mxc://") :].split("/")
+    thumb = await bob.thumbnail(server_name, media_id, 320, 240, nio.ResizingMethod.scale)
+    assert isinstance(thumb, nio.ThumbnailResponse), (
+        thumb.transport_response.status,
+        await thumb.transport_response.text(),
+    )
+    assert Image.open(io.BytesIO(thumb.body)).size == (320, 240)
