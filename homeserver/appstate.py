@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from homeserver.ephemeral.presence import PresenceService
     from homeserver.ephemeral.receipts import ReceiptsService
     from homeserver.ephemeral.typing import TypingService
+    from homeserver.media.admin import MediaAdmin
     from homeserver.media.preview import UrlPreviewer
     from homeserver.media.repository import MediaRepository
     from homeserver.moderation import Moderation
@@ -141,6 +142,7 @@ SERVER_NOTICES: web.AppKey[ServerNotices] = web.AppKey("server_notices")
 ADMIN_JOBS: web.AppKey[JobRunner] = web.AppKey("admin_jobs")
 ROOM_STATS: web.AppKey[RoomStatsUpdater] = web.AppKey("admin_room_stats")
 MEDIA: web.AppKey[MediaRepository] = web.AppKey("media_repository")
+MEDIA_ADMIN: web.AppKey[MediaAdmin] = web.AppKey("media_admin")
 # None when url_preview_enabled is off.
 URL_PREVIEWER: web.AppKey[UrlPreviewer | None] = web.AppKey("url_previewer")
 

@@ -88,6 +88,7 @@ from homeserver.ephemeral.receipts import ReceiptsService
 from homeserver.ephemeral.typing import TypingService
 from homeserver.events import Event
 from homeserver.ipfilter import IPFilter
+from homeserver.media.admin import MediaAdmin
 from homeserver.media.files import MediaFiles
 from homeserver.media.preview import UrlPreviewer
 from homeserver.media.repository import MediaRepository
@@ -544,6 +545,7 @@ async def build(
         keys.SERVER_NOTICES: admin.notices,
         keys.ROOM_STATS: room_stats,
         keys.MEDIA: media,
+        keys.MEDIA_ADMIN: MediaAdmin(media, media.store),
         keys.URL_PREVIEWER: previewer,
         SERVER_KEYS: server_keys,
         ROOM_STATE: room_state,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from homeserver.appstate import Mounts
 
-from . import moderation, rooms, server, users
+from . import media, moderation, rooms, server, users
 
 
 def setup(mounts: Mounts) -> None:
-    for module in (users, rooms, moderation, server):
+    for module in (users, rooms, moderation, server, media):
         module.add_routes(mounts.admin)
     users.add_client_routes(mounts.client)

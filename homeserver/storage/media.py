@@ -275,6 +275,14 @@ class MediaStore:
         )
         return changed > 0
 
+    async def avatar_media_ids(self, server_name: str) -> frozenset[str]:
+        """Our media used as user avatars (kept by the delete-by-date admin API)."""
+        prefix = f"mxc://{server_name}/"
+        rows = await self.db.fetch(
+            "SELECT avatar_url FROM profiles WHERE avatar_url LIKE $1", prefix + "%"
+        )
+        return frozenset(r[0][len(prefix) :] for r in rows if isinstance(r[0], str))
+
     # -- remote media --------------------------------------------------------------------
 
     async def get_remote(self, origin: str, media_id: str) -> RemoteMedia | None:
