@@ -14,6 +14,7 @@ fills a temporary file next to its destination and renames it on commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -116,7 +117,7 @@ class MediaFiles:
 class FileWriter:
     """Streams bytes into `path` through a temporary file, counting and hashing them.
 
-    Holds at most WRITE_BATCH bytes in memory; more than `limit` bytes raise TooLarge
+    Holds at most 2 * WRITE_BATCH bytes in memory; more than `limit` bytes raise TooLarge
     (the caller answers 413 and calls abort()). Disk writes run on worker threads.
     """
 
@@ -130,6 +131,7 @@ class FileWriter:
         self._tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
         self._file: BinaryIO | None = None
         self._done = False
+        self._inflight: asyncio.Future[None] | None = None
 
     @property
     def sha256(self) -> str:
@@ -140,6 +142,8 @@ class FileWriter:
         self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in commit/abort)
 
     def _write(self, data: bytes) -> None:
+        # On a worker thread: hashlib and file writes release the GIL for big buffers.
+        self._sha256.update(data)
         if self._file is None:
             self._open()
         assert self._file is not None
@@ -151,21 +155,32 @@ class FileWriter:
         self.size += len(chunk)
         if self.size > self.limit:
             raise TooLarge(f"more than {self.limit} bytes")
-        self._sha256.update(chunk)
         self._pending.append(chunk)
         self._pending_size += len(chunk)
         if self._pending_size >= WRITE_BATCH:
             await self._flush()
 
     async def _flush(self) -> None:
+        """Hand the gathered bytes to a worker thread without waiting for it, so the
+        next batch arrives while this one is hashed and written (at most one batch in
+        flight: 2 * WRITE_BATCH bytes held)."""
+        await self._drain()
+        if not self._pending:
+            return
         data = b"".join(self._pending)
         self._pending.clear()
         self._pending_size = 0
-        await asyncio.to_thread(self._write, data)
+        self._inflight = asyncio.ensure_future(asyncio.to_thread(self._write, data))
+
+    async def _drain(self) -> None:
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            await inflight
 
     async def commit(self) -> None:
         """Make the file appear at `path` (complete, never partial)."""
         await self._flush()
+        await self._drain()
 
         def finish() -> None:
             if self._file is None:
@@ -183,6 +198,8 @@ class FileWriter:
             return
         self._done = True
         self._pending.clear()
+        with contextlib.suppress(Exception):  # a failed write: the file goes anyway
+            await self._drain()
 
         def drop() -> None:
             if self._file is not None:

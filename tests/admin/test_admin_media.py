@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
 from homeserver.appstate import MEDIA
 from homeserver.storage.media import RemoteMedia
 from tests.admin.conftest import AdminEnv
