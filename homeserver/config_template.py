@@ -164,6 +164,10 @@ default_room_version: "12"
 media_store_path: {_q(data + "/media_store")}
 #enable_media_repo: true
 max_upload_size: "50M"
+# How much one user may upload per period (none by default):
+#media_upload_limits:
+#  - {{time_period: "1h", max_size: "500M"}}
+#  - {{time_period: "1d", max_size: "2G"}}
 # Images larger than this many pixels are not decoded (decompression bombs).
 max_image_pixels: "32M"
 # Thumbnails made at upload; requests get the closest stored size at least as large.

@@ -31,6 +31,7 @@ MEDIA_KEYS = (
     "url_preview_ip_range_whitelist",
     "url_preview_url_blacklist",
     "max_spider_size",
+    "media_upload_limits",
 )
 
 _URL_COMPONENTS = frozenset(
@@ -103,6 +104,23 @@ def _url_blacklist(r: Reader, top: Mapping[str, Any]) -> tuple[tuple[tuple[str, 
     return tuple(rules)
 
 
+def _upload_limits(r: Reader, top: Mapping[str, Any]) -> tuple[tuple[int, int], ...]:
+    limits = []
+    for i, item in enumerate(r.list(top, "media_upload_limits", "") or []):
+        where = f"media_upload_limits[{i}]"
+        m = r.mapping(item, where)
+        if m is None:
+            continue
+        r.check_keys(m, {"time_period", "max_size"}, where)
+        period = r.converted(m, "time_period", where, None, parse_duration_ms)
+        size = r.converted(m, "max_size", where, None, parse_size)
+        if period is None or size is None:
+            r.problem(where, "needs time_period and max_size")
+            continue
+        limits.append((period, size))
+    return tuple(sorted(limits, reverse=True))
+
+
 def read_media(r: Reader, top: Mapping[str, Any]) -> MediaConfig:
     retention = r.mapping(top.get("media_retention"), "media_retention") or {}
     r.check_keys(retention, {"local_media_lifetime", "remote_media_lifetime"}, "media_retention")
@@ -137,4 +155,5 @@ def read_media(r: Reader, top: Mapping[str, Any]) -> MediaConfig:
         url_preview_ip_range_whitelist=_networks(r, top, "url_preview_ip_range_whitelist") or (),
         url_preview_url_blacklist=_url_blacklist(r, top),
         max_spider_size=r.converted(top, "max_spider_size", "", 10 * 1024**2, parse_size),
+        upload_limits=_upload_limits(r, top),
     )

@@ -279,6 +279,8 @@ class MediaConfig:
     # one entry is refused.
     url_preview_url_blacklist: tuple[tuple[tuple[str, str], ...], ...] = ()
     max_spider_size: int = 10 * 1024 * 1024
+    # media_upload_limits: (time period ms, bytes) a user may upload in that period.
+    upload_limits: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -127,9 +127,11 @@ class MediaRepository:
     ) -> str:
         """Store an upload; returns its mxc:// URI."""
         media_id = new_media_id()
+        await self._check_upload_limits(user_id, declared_length or 0)
         writer = await self._receive(media_id, body, declared_length)
         ctype = clean_content_type(content_type)
         try:
+            await self._check_upload_limits(user_id, writer.size)
             await writer.commit()
             await self.store.insert_uploaded(
                 media_id,
@@ -139,6 +141,7 @@ class MediaRepository:
                 writer.size,
                 writer.sha256,
                 self.config.enable_authenticated_media,
+                await self._auto_quarantine(writer.sha256),
             )
         except BaseException:
             await writer.abort()
@@ -146,6 +149,21 @@ class MediaRepository:
             raise
         self._after_upload(media_id, ctype)
         return self.mxc(media_id)
+
+    async def _check_upload_limits(self, user_id: str, size: int) -> None:
+        """media_upload_limits: 400 M_RESOURCE_LIMIT_EXCEEDED (Synapse's answer) when
+        this upload would take the user past a limit."""
+        for period_ms, max_bytes in self.config.upload_limits:
+            used = await self.store.uploaded_bytes_since(user_id, now_ms() - period_ms)
+            if used + size > max_bytes:
+                raise MatrixError(400, "M_RESOURCE_LIMIT_EXCEEDED", "Media upload limit exceeded")
+
+    async def _auto_quarantine(self, sha256: str) -> str | None:
+        """Bytes an admin already quarantined stay quarantined under a new media ID."""
+        if await self.store.is_quarantined_hash(sha256):
+            log.warning("upload matches quarantined media (sha256 %s): quarantined", sha256)
+            return "system"
+        return None
 
     async def create(self, user_id: str) -> tuple[str, int]:
         """Reserve a media ID for a later PUT: (mxc URI, unused_expires_at)."""
@@ -189,12 +207,19 @@ class MediaRepository:
                     raise MatrixError(
                         409, "M_CANNOT_OVERWRITE_MEDIA", "Media ID already has content"
                     )
+                await self._check_upload_limits(user_id, declared_length or 0)
                 writer = await self._receive(media_id, body, declared_length)
                 ctype = clean_content_type(content_type)
                 try:
+                    await self._check_upload_limits(user_id, writer.size)
                     await writer.commit()
                     done = await self.store.complete_upload(
-                        media_id, ctype, clean_filename(filename), writer.size, writer.sha256
+                        media_id,
+                        ctype,
+                        clean_filename(filename),
+                        writer.size,
+                        writer.sha256,
+                        await self._auto_quarantine(writer.sha256),
                     )
                 except BaseException:
                     await writer.abort()

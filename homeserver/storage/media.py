@@ -151,12 +151,13 @@ class MediaStore:
         length: int,
         sha256: str,
         authenticated: bool,
+        quarantined_by: str | None = None,
     ) -> None:
         now = now_ms()
         await self.db.execute(
             "INSERT INTO local_media (media_id, user_id, created_ts, uploaded_ts, content_type,"
-            " upload_name, media_length, sha256, last_access_ts, authenticated)"
-            " VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $3, $8)",
+            " upload_name, media_length, sha256, last_access_ts, authenticated, quarantined_by)"
+            " VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $3, $8, $9)",
             media_id,
             user_id,
             now,
@@ -165,25 +166,50 @@ class MediaStore:
             length,
             sha256,
             authenticated,
+            quarantined_by,
         )
 
     async def complete_upload(
-        self, media_id: str, content_type: str, upload_name: str | None, length: int, sha256: str
+        self,
+        media_id: str,
+        content_type: str,
+        upload_name: str | None,
+        length: int,
+        sha256: str,
+        quarantined_by: str | None = None,
     ) -> bool:
         """Fill in a reserved ID; False if it was already uploaded (no overwriting)."""
         now = now_ms()
         changed = await self.db.execute(
             "UPDATE local_media SET uploaded_ts = $2, content_type = $3, upload_name = $4,"
-            " media_length = $5, sha256 = $6, last_access_ts = $2, unused_expires_ts = NULL"
-            " WHERE media_id = $1 AND uploaded_ts IS NULL",
+            " media_length = $5, sha256 = $6, last_access_ts = $2, unused_expires_ts = NULL,"
+            " quarantined_by = $7 WHERE media_id = $1 AND uploaded_ts IS NULL",
             media_id,
             now,
             content_type,
             upload_name,
             length,
             sha256,
+            quarantined_by,
         )
         return changed > 0
+
+    async def uploaded_bytes_since(self, user_id: str, since_ts: int) -> int:
+        """What `user_id` uploaded since `since_ts` (media_upload_limits)."""
+        total = await self.db.fetchval(
+            "SELECT COALESCE(SUM(media_length), 0) FROM local_media WHERE user_id = $1"
+            " AND created_ts >= $2",
+            user_id,
+            since_ts,
+        )
+        return int(total)
+
+    async def is_quarantined_hash(self, sha256: str) -> bool:
+        row = await self.db.fetchrow(
+            "SELECT 1 FROM local_media WHERE sha256 = $1 AND quarantined_by IS NOT NULL LIMIT 1",
+            sha256,
+        )
+        return row is not None
 
     async def get_local(self, media_id: str) -> LocalMedia | None:
         row = await self.db.fetchrow(

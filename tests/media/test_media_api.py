@@ -249,3 +249,35 @@ async def test_concurrent_uploads_all_survive(media_client: TestClient) -> None:
         resp = await media_client.get(f"{V1}/download/{ref}", headers=auth(token))
         assert await resp.read() == blob
         assert resp.headers["Content-Disposition"] == "attachment"
+
+
+async def test_media_upload_limits_per_user(aiohttp_client: Any, tmp_config: Any) -> None:
+    client = await aiohttp_client(
+        create_app(tmp_config(media_upload_limits=[{"time_period": "1d", "max_size": 1000}]))
+    )
+    _, alice, _ = await make_user(client, "alice")
+    _, bob, _ = await make_user(client, "bob")
+    await upload(client, alice, b"a" * 600, "text/plain")
+    resp = await client.post(
+        f"{V3}/upload", data=b"a" * 600, headers={**auth(alice), "Content-Type": "text/plain"}
+    )
+    assert resp.status == 400
+    assert (await resp.json())["errcode"] == "M_RESOURCE_LIMIT_EXCEEDED"
+    await upload(client, alice, b"a" * 400, "text/plain")  # exactly up to the limit
+    await upload(client, bob, b"b" * 900, "text/plain")  # limits are per user
+
+
+async def test_bytes_of_quarantined_media_stay_quarantined_under_a_new_id(
+    media_client: TestClient,
+) -> None:
+    from homeserver.appstate import MEDIA_ADMIN
+
+    _, alice, _ = await make_user(media_client, "alice")
+    bad = await upload(media_client, alice, b"forbidden bytes", "image/png")
+    await media_client.server.app[MEDIA_ADMIN].quarantine(*bad.split("/"), "@admin:test.local")
+    again = await upload(media_client, alice, b"forbidden bytes", "image/png")
+    resp = await media_client.get(f"{V1}/download/{again}", headers=auth(alice))
+    assert resp.status == 404
+    fine = await upload(media_client, alice, b"other bytes", "image/png")
+    resp = await media_client.get(f"{V1}/download/{fine}", headers=auth(alice))
+    assert resp.status == 200

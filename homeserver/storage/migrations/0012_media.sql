@@ -21,6 +21,8 @@ CREATE TABLE local_media (
 );
 CREATE INDEX local_media_by_user ON local_media (user_id, created_ts);
 CREATE INDEX local_media_by_access ON local_media (last_access_ts);
+-- A new upload with the bytes of quarantined media is quarantined too.
+CREATE INDEX local_media_by_sha256 ON local_media (sha256);
 
 -- Other servers' media we fetched for our users. filesystem_id names the file (never
 -- the remote media ID, which the remote chose).
