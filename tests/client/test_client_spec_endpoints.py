@@ -18,20 +18,6 @@ SPEC = Path("/work/shared/spec/data/api/client-server")
 
 # (method, path) of spec endpoints deliberately not built (see the README).
 NOT_BUILT = {
-    # Media repository.
-    ("GET", "/_matrix/client/v1/media/config"),
-    ("GET", "/_matrix/client/v1/media/download/{}/{}"),
-    ("GET", "/_matrix/client/v1/media/download/{}/{}/{}"),
-    ("GET", "/_matrix/client/v1/media/preview_url"),
-    ("GET", "/_matrix/client/v1/media/thumbnail/{}/{}"),
-    ("POST", "/_matrix/media/v1/create"),
-    ("POST", "/_matrix/media/v3/upload"),
-    ("PUT", "/_matrix/media/v3/upload/{}/{}"),
-    ("GET", "/_matrix/media/v3/config"),
-    ("GET", "/_matrix/media/v3/download/{}/{}"),
-    ("GET", "/_matrix/media/v3/download/{}/{}/{}"),
-    ("GET", "/_matrix/media/v3/preview_url"),
-    ("GET", "/_matrix/media/v3/thumbnail/{}/{}"),
     # Server-side search, SSO and the OAuth 2.0 API.
     ("POST", "/_matrix/client/v3/search"),
     ("GET", "/_matrix/client/v3/login/sso/redirect"),
