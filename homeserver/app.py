@@ -40,6 +40,7 @@ import homeserver.client.push_rules as client_push_rules
 import homeserver.client.pushers as client_pushers
 import homeserver.client.relations as client_relations
 import homeserver.client.rooms as client_rooms
+import homeserver.client.search as client_search
 import homeserver.client.sync as client_sync
 import homeserver.client.to_device as client_to_device
 import homeserver.client.user_directory as client_user_directory
@@ -85,6 +86,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_openid.setup),
     (CLIENT, admin_api.setup),
     (frozenset({"client", "media"}), client_media.setup),
+    (CLIENT, client_search.setup),
 )
 
 # URL prefix -> the listener resources that expose it (Synapse's mapping: media is also

@@ -123,6 +123,7 @@ from homeserver.rooms.restricted_joins import RestrictedJoins
 from homeserver.rooms.room_state import RoomState
 from homeserver.rooms.sending import RoomSender
 from homeserver.rooms.upgrade import RoomUpgrader
+from homeserver.search.service import SearchService
 from homeserver.storage import Stores, open_database, open_stores
 from homeserver.storage.account_auth import AccountAuthStore
 from homeserver.storage.account_data import AccountDataStore
@@ -142,6 +143,7 @@ from homeserver.storage.remote_devices import RemoteDeviceCacheStore
 from homeserver.storage.reports import ReportStore
 from homeserver.storage.room_directory import RoomReadStore
 from homeserver.storage.room_purge import RoomPurgeStore
+from homeserver.storage.search import SearchStore
 from homeserver.storage.sync_queries import SyncQueryStore
 from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.user_directory import UserDirectoryStore
@@ -545,6 +547,7 @@ async def build(
         keys.SERVER_NOTICES: admin.notices,
         keys.ROOM_STATS: room_stats,
         keys.MEDIA: media,
+        keys.SEARCH: SearchService(stores, SearchStore(database), reader),
         keys.MEDIA_ADMIN: MediaAdmin(media, media.store),
         keys.URL_PREVIEWER: previewer,
         SERVER_KEYS: server_keys,

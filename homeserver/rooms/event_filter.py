@@ -106,11 +106,13 @@ class RoomEventFilter:
             include_redundant_members=self.include_redundant_members,
         )
 
-    def matches(self, event: Event) -> bool:
-        etype = event.type
-        if self.not_types and _type_matches(etype, self.not_types):
+    def matches_type(self, event_type: str) -> bool:
+        if self.not_types and _type_matches(event_type, self.not_types):
             return False
-        if self.types is not None and not _type_matches(etype, self.types):
+        return self.types is None or _type_matches(event_type, self.types)
+
+    def matches(self, event: Event) -> bool:
+        if not self.matches_type(event.type):
             return False
         sender = event.sender
         if sender in self.not_senders:

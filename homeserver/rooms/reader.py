@@ -454,6 +454,43 @@ class RoomReader:
             "state": await self.serialize(state, user_id, device_id, prev_state=False),
         }
 
+    async def around(
+        self,
+        room_id: str,
+        user_id: str,
+        device_id: str | None,
+        event_id: str,
+        before_limit: int,
+        after_limit: int,
+    ) -> dict[str, Any]:
+        """Search results' `context`: up to before/after_limit visible events either side
+        of an event the caller already showed the user, with pagination tokens."""
+        access = await self.access(room_id, user_id)
+        _event, so = await self._room_event(room_id, event_id)
+        no_filter = RoomEventFilter()
+        before_limit = max(0, min(before_limit, MAX_LIMIT))
+        after_limit = max(0, min(after_limit, MAX_LIMIT))
+        before, start, _ = (
+            await self._paginate(
+                room_id, user_id, access, so - 1, None, "b", before_limit, no_filter
+            )
+            if before_limit
+            else ([], so - 1, False)
+        )
+        after, end, _ = (
+            await self._paginate(
+                room_id, user_id, access, so, access.cap, "f", after_limit, no_filter
+            )
+            if after_limit
+            else ([], so, False)
+        )
+        return {
+            "start": RoomToken(start).encode(),
+            "end": RoomToken(end).encode(),
+            "events_before": await self.serialize(before, user_id, device_id),
+            "events_after": await self.serialize(after, user_id, device_id),
+        }
+
     async def timestamp_to_event(
         self,
         room_id: str,

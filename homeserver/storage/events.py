@@ -23,6 +23,7 @@ from .cache import LruCache
 from .current_state import MembershipSource, apply_current_state_delta, upsert_memberships
 from .database import Connection, Database, Row
 from .errors import StorageError
+from .search import event_rows, index_rows, unindex_event
 
 StateKey = tuple[str, str]
 
@@ -290,6 +291,16 @@ class EventStore:
                 if i.state_group is not None
             ],
         )
+        await index_rows(
+            conn,
+            event_rows(
+                [
+                    (i.event, assigned[i.event.event_id])
+                    for i in [*new_items, *promoted]
+                    if not i.outlier and not i.rejected_reason and not i.soft_failed
+                ]
+            ),
+        )
         if new_extremities is not None:
             await _replace_extremities(conn, room_id, new_extremities)
         return [assigned[eid] for eid in ids], [*new_items, *promoted]
@@ -334,12 +345,15 @@ class EventStore:
         self._extremities.invalidate(room_id)
 
     async def mark_redacted(self, event_id: str, redaction_event_id: str) -> bool:
-        """Record that `redaction_event_id` (already checked by the caller) redacts it."""
-        changed = await self.db.execute(
-            "UPDATE events SET redacted_because = $2 WHERE event_id = $1",
-            event_id,
-            redaction_event_id,
-        )
+        """Record that `redaction_event_id` (already checked by the caller) redacts it;
+        its text leaves the search index."""
+        async with self.db.transaction() as conn:
+            await unindex_event(conn, event_id)
+            changed = await conn.execute(
+                "UPDATE events SET redacted_because = $2 WHERE event_id = $1",
+                event_id,
+                redaction_event_id,
+            )
         self._cache.invalidate(event_id)
         return changed > 0
 

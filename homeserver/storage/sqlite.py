@@ -25,6 +25,7 @@ from .database import Database, Row
 from .dialect import SQLITE, Dialect
 from .errors import IntegrityError, StorageError
 from .schema import INTERNAL_TABLES, ForeignKey, Table, quote_ident
+from .search import DERIVED_TABLE_PREFIX
 
 # Statement tracing, on its own logger: set it to DEBUG to see every statement.
 SQL_LOG = logging.getLogger("homeserver.storage.sql")
@@ -262,7 +263,7 @@ class SQLiteDatabase(Database):
                 for r in await conn.fetch(
                     "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
                 )
-                if r[0] not in INTERNAL_TABLES
+                if r[0] not in INTERNAL_TABLES and not r[0].startswith(DERIVED_TABLE_PREFIX)
             ]
             tables = []
             for name in names:

@@ -24,6 +24,7 @@ NOT_HOT = (
     "SELECT DISTINCT destination",
     "FROM destination_retry",
     "LIKE",
+    "_fts_config",  # FTS5 reading its own one-row configuration table
 )
 
 

@@ -1,0 +1,24 @@
+"""POST /search (search.yaml): server-side search of room events; see
+homeserver.search.service for what is searched and shown."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.appstate import SEARCH, Mounts
+from homeserver.client.auth import get_requester
+from homeserver.http import json_response, query_param, read_json_body
+
+
+async def search(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    body = await read_json_body(request)
+    result = await request.config_dict[SEARCH].search(
+        requester.user_id, requester.device_id, body, query_param(request, "next_batch")
+    )
+    return json_response(result)
+
+
+def setup(mounts: Mounts) -> None:
+    for prefix in ("/v3", "/r0"):
+        mounts.client.router.add_post(prefix + "/search", search)
