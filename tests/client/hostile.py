@@ -223,11 +223,20 @@ def field_mutations(body: dict[str, Any], rng: random.Random, max_mutations: int
     return out
 
 
-def check_response(status: int, content_type: str, body: bytes) -> str | None:
+# Routes whose success answer is the bytes of a file, not JSON.
+FILE_ROUTES = re.compile(
+    r"/_matrix/(client/v1|media/(v3|r0|v1))/media/(download|thumbnail)/|"
+    r"/_matrix/media/(v3|r0)/(download|thumbnail)/"
+)
+
+
+def check_response(status: int, content_type: str, body: bytes, path: str = "") -> str | None:
     """Why this answer is unacceptable, or None when it is fine."""
     if status >= 500:
         return f"status {status}: {body[:300]!r}"
     if status == 204 or (status < 400 and not body):
+        return None
+    if status < 300 and FILE_ROUTES.search(path):
         return None
     if "json" not in content_type:
         return f"status {status} with {content_type or 'no content type'}: {body[:200]!r}"
@@ -274,7 +283,7 @@ class Sender:
             self.failures.append(f"{label}: no answer within {REQUEST_TIMEOUT}s")
             return 0, b""
         self.log.append((method, path, status, body[:200], (data or b"")[:150]))
-        problem = check_response(status, content_type, body)
+        problem = check_response(status, content_type, body, path)
         if problem:
             self.failures.append(f"{label}: {problem}")
         return status, body

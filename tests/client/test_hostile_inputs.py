@@ -243,8 +243,19 @@ async def _setup(client: TestClient) -> dict[str, str]:
     assert resp.status == 200, await resp.text()
     event_id = (await resp.json())["event_id"]
     user_id, device_id = me["user_id"], me["device_id"]
+    upload = await client.post(
+        "/_matrix/media/v3/upload",
+        data=b"fuzz",
+        headers={**auth(token), "Content-Type": "text/plain"},
+    )
+    assert upload.status == 200, await upload.text()
+    media_id = (await upload.json())["content_uri"].rsplit("/", 1)[1]
     VALID_PARAMS.update(
         {
+            # Our own media: a remote server name would make the server fetch over
+            # federation, which on this isolated test server answers 502 (as Synapse).
+            "server_name": "test.local",
+            "media_id": media_id,
             "user_id": user_id,
             "userId": user_id,
             "room_id": room_id,
