@@ -17,6 +17,7 @@ they are rebuilt from `event_search` on the target.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,18 @@ DERIVED_TABLE_PREFIX = "event_search_fts"
 MAX_ROOMS = 10_000
 # The count of results stops at this (the spec: "an approximate count").
 MAX_COUNT = 10_000
+# `rank` order scores the newest this many matches of the user's rooms.
+RANK_WINDOW = 5_000
+# Up to this many rooms, SQLite narrows the full-text match itself to the rooms (their
+# tokens in the index), so a word found in half of all messages costs only its matches
+# in the user's rooms; beyond it, the join filters the rooms.
+MAX_FTS_ROOMS = 1_000
+
+
+def room_token(room_id: str) -> str:
+    """A room as one index token: 'r' and digits (no stemmer or tokenizer alters it)."""
+    digest = hashlib.blake2b(room_id.encode("utf-8"), digest_size=8).digest()
+    return "r" + str(int.from_bytes(digest, "big"))
 
 
 @dataclass(frozen=True)
@@ -51,7 +64,7 @@ def search_row(
     if found is None:
         return None
     key, text = found
-    return (stream, event_id, room_id, sender, key, index_text(text))
+    return (stream, event_id, room_id, sender, key, index_text(text), room_token(room_id))
 
 
 def event_rows(items: Sequence[tuple[Event, int]]) -> list[tuple[Any, ...]]:
@@ -67,8 +80,8 @@ async def index_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     events)."""
     if rows:
         await conn.executemany(
-            "INSERT INTO event_search (stream_ordering, event_id, room_id, sender, key, text)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO event_search (stream_ordering, event_id, room_id, sender, key, text,"
+            " room_token) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             rows,
         )
 
@@ -84,20 +97,26 @@ class _Engine:
     rank_sql: str
     order_column: str
 
-    def render(self, fts5: str, tsquery: str) -> str:
+    def render(self, fts5: str, tsquery: str, rooms: Sequence[str]) -> str:
         raise NotImplementedError
 
 
 class _Sqlite(_Engine):
+    # CROSS JOIN fixes the join order: the full-text match drives, each match looks up
+    # its row. (Left to itself, the planner may walk the rooms' rows and run the match
+    # once per row: seconds instead of milliseconds.)
     source = (
-        " FROM event_search_fts JOIN event_search s"
+        " FROM event_search_fts CROSS JOIN event_search s"
         " ON s.stream_ordering = event_search_fts.rowid WHERE event_search_fts MATCH $1"
     )
     rank_sql = "-bm25(event_search_fts)"
     order_column = "event_search_fts.rowid"
 
-    def render(self, fts5: str, tsquery: str) -> str:
-        return fts5
+    def render(self, fts5: str, tsquery: str, rooms: Sequence[str]) -> str:
+        if len(rooms) > MAX_FTS_ROOMS:
+            return f"text : ({fts5})"
+        tokens = " OR ".join(room_token(r) for r in rooms)
+        return f"text : ({fts5}) AND room_token : ({tokens})"
 
 
 class _Postgres(_Engine):
@@ -105,7 +124,7 @@ class _Postgres(_Engine):
     rank_sql = "ts_rank_cd(s.vector, to_tsquery('english', $1))"
     order_column = "s.stream_ordering"
 
-    def render(self, fts5: str, tsquery: str) -> str:
+    def render(self, fts5: str, tsquery: str, rooms: Sequence[str]) -> str:
         return tsquery
 
 
@@ -151,14 +170,18 @@ class SearchStore:
         if before is not None and order == "recent":
             where += f" AND {engine.order_column} < ${2 + len(args)}"
             args.append(before)
-        order_by = f"{engine.order_column} DESC" if order == "recent" else "rank DESC"
-        rows = await self.db.fetch(
-            f"SELECT s.event_id, s.room_id, s.stream_ordering, {engine.rank_sql} AS rank"
-            f"{engine.source}{where} ORDER BY {order_by} LIMIT ${2 + len(args)}",
-            engine.render(fts5, tsquery),
-            *args,
-            limit,
-        )
+        select = f"SELECT s.event_id, s.room_id, s.stream_ordering, {engine.rank_sql} AS rank"
+        newest = f"{select}{engine.source}{where} ORDER BY {engine.order_column} DESC"
+        if order == "recent":
+            sql = f"{newest} LIMIT ${2 + len(args)}"
+        else:
+            # Ranked: the best of the newest RANK_WINDOW matches, so a word found in half
+            # of a million messages costs a bounded amount of scoring.
+            sql = (
+                f"SELECT * FROM ({newest} LIMIT {RANK_WINDOW}) AS newest"
+                f" ORDER BY rank DESC LIMIT ${2 + len(args)}"
+            )
+        rows = await self.db.fetch(sql, engine.render(fts5, tsquery, rooms), *args, limit)
         return [SearchHit(r[0], r[1], int(r[2]), float(r[3] or 0)) for r in rows]
 
     async def count(
@@ -171,7 +194,7 @@ class SearchStore:
         value = await self.db.fetchval(
             f"SELECT COUNT(*) FROM (SELECT 1{engine.source}{where}"
             f" LIMIT ${2 + len(args)}) AS matches",
-            engine.render(fts5, tsquery),
+            engine.render(fts5, tsquery, rooms),
             *args,
             MAX_COUNT,
         )

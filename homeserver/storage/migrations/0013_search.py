@@ -21,25 +21,27 @@ CREATE TABLE event_search (
     room_id TEXT NOT NULL,
     sender TEXT NOT NULL,
     key TEXT NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    room_token TEXT NOT NULL
 )"""
 
 _SQLITE = [
     _TABLE,
     "CREATE INDEX event_search_room ON event_search (room_id, stream_ordering)",
-    "CREATE VIRTUAL TABLE event_search_fts USING fts5(text, content='event_search',"
+    "CREATE VIRTUAL TABLE event_search_fts USING fts5(text, room_token, content='event_search',"
     " content_rowid='stream_ordering', tokenize='porter unicode61 remove_diacritics 2')",
     "CREATE TRIGGER event_search_insert AFTER INSERT ON event_search BEGIN"
-    " INSERT INTO event_search_fts (rowid, text) VALUES (new.stream_ordering, new.text); END",
+    " INSERT INTO event_search_fts (rowid, text, room_token)"
+    " VALUES (new.stream_ordering, new.text, new.room_token); END",
     "CREATE TRIGGER event_search_delete AFTER DELETE ON event_search BEGIN"
-    " INSERT INTO event_search_fts (event_search_fts, rowid, text)"
-    " VALUES ('delete', old.stream_ordering, old.text); END",
+    " INSERT INTO event_search_fts (event_search_fts, rowid, text, room_token)"
+    " VALUES ('delete', old.stream_ordering, old.text, old.room_token); END",
 ]
 
 _POSTGRES = [
     _TABLE.replace(
-        "    text TEXT NOT NULL\n)",
-        "    text TEXT NOT NULL,\n"
+        "    room_token TEXT NOT NULL\n)",
+        "    room_token TEXT NOT NULL,\n"
         "    vector tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED\n)",
     ),
     "CREATE INDEX event_search_room ON event_search (room_id, stream_ordering)",
