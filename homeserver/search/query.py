@@ -7,8 +7,9 @@ Here every run of CJK characters is indexed as its single characters and its
 overlapping pairs ("你 你好 好 好世 世 世界 界"), and a CJK search word becomes the AND of
 its pairs: any two-character word is found, and a single character too.
 
-The syntax is websearch's: words (all must match; each matches as a prefix, so "hel"
-finds "hello"), "quoted phrases", -excluded words, and OR between groups.
+The syntax is websearch's: words (all must match; stemmed, and the last one also as a
+prefix, so "hel" finds "hello"), "quoted phrases", -excluded words, and OR between
+groups.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def index_text(text: str) -> str:
 
 @dataclass(frozen=True)
 class Term:
-    words: tuple[str, ...]  # one word (matched as a prefix) or a phrase
+    words: tuple[str, ...]  # one word or a phrase
     negated: bool = False
+    prefix: bool = False  # the word also matches longer words it starts
 
     @property
     def phrase(self) -> bool:
@@ -114,6 +116,16 @@ def parse_query(text: str) -> Query:
         elif words:
             groups[-1].append(Term(tuple(w.lower() for w in words), negated))
     out = [g[:MAX_QUERY_TERMS] for g in groups if any(not t.negated for t in g)]
+    # The last word of each group is matched as a prefix ("hel" finds "hello", as a user types it);
+    # the others as whole words, which stemming already widens ("searches" finds
+    # "searching"). A prefix of a frequent word costs a merge of every word it starts.
+    for group in out:
+        for i in range(len(group) - 1, -1, -1):
+            term = group[i]
+            if not term.negated and not term.phrase:
+                if not _CJK_RUN.fullmatch(term.words[0]):  # CJK is indexed whole
+                    group[i] = Term(term.words, prefix=True)
+                break
     return out
 
 
@@ -127,7 +139,7 @@ def positive_words(query: Query) -> set[str]:
 def _fts5_term(term: Term) -> str:
     if term.phrase:
         return '"' + " ".join(term.words) + '"'
-    return f'"{term.words[0]}"*'
+    return f'"{term.words[0]}"' + ("*" if term.prefix else "")
 
 
 def to_fts5(query: Query) -> str:
@@ -145,7 +157,7 @@ def _ts_term(term: Term) -> str:
         inner = " <-> ".join(f"'{w}'" for w in term.words)
         text = f"({inner})"
     else:
-        text = f"'{term.words[0]}':*"
+        text = f"'{term.words[0]}'" + (":*" if term.prefix else "")
     return f"!{text}" if term.negated else text
 
 

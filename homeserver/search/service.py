@@ -10,6 +10,7 @@ RANK_CANDIDATES, without `next_batch`.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from homeserver.errors import MatrixError
@@ -112,10 +113,16 @@ class SearchService:
             return empty
         fts5, tsquery = to_fts5(query), to_tsquery(query)
 
-        found, next_before = await self._matches(
-            user_id, fts5, tsquery, rooms, keys, order, before, limit, event_filter
-        )
-        count = await self._search.count(fts5, tsquery, rooms, keys)
+        # The count runs beside the search (each reader connection has its own thread).
+        counting = asyncio.ensure_future(self._search.count(fts5, tsquery, rooms, keys))
+        try:
+            found, next_before = await self._matches(
+                user_id, fts5, tsquery, rooms, keys, order, before, limit, event_filter
+            )
+        except BaseException:
+            counting.cancel()
+            raise
+        count = await counting
         words = positive_words(query)
         marked: set[str] = set()
         for event, _hit in found:

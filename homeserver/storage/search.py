@@ -33,9 +33,9 @@ DERIVED_TABLE_PREFIX = "event_search_fts"
 # At most this many of a user's rooms are searched at once (host parameters).
 MAX_ROOMS = 10_000
 # The count of results stops at this (the spec: "an approximate count").
-MAX_COUNT = 10_000
+MAX_COUNT = 2_000
 # `rank` order scores the newest this many matches of the user's rooms.
-RANK_WINDOW = 5_000
+RANK_WINDOW = 2_000
 # Up to this many rooms, SQLite narrows the full-text match itself to the rooms (their
 # tokens in the index), so a word found in half of all messages costs only its matches
 # in the user's rooms; beyond it, the join filters the rooms.

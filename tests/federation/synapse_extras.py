@@ -444,6 +444,46 @@ async def main():
 
         await check("media 1->2", media(a, b))
         await check("media 2->1", media(b, a))
+
+        # Spaces: x's space has a child room only y's server is in; x walks the space
+        # through x's server, which asks y's with /_matrix/federation/v1/hierarchy.
+        async def space(x, y, y_name):
+            name = "child of " + x.label
+            child = (
+                await y.req(
+                    "POST",
+                    "/_matrix/client/v3/createRoom",
+                    {"preset": "public_chat", "name": name, "topic": "far away"},
+                )
+            )["room_id"]
+            sp = (
+                await x.req(
+                    "POST",
+                    "/_matrix/client/v3/createRoom",
+                    {
+                        "preset": "public_chat",
+                        "name": "Space",
+                        "creation_content": {"type": "m.space"},
+                    },
+                )
+            )["room_id"]
+            await x.req(
+                "PUT",
+                f"/_matrix/client/v3/rooms/{q(sp)}/state/m.space.child/{q(child)}",
+                {"via": [y_name]},
+            )
+            d = await x.req("GET", f"/_matrix/client/v1/rooms/{q(sp)}/hierarchy")
+            rooms = {r["room_id"]: r for r in d.get("rooms", [])}
+            if sp not in rooms or child not in rooms:
+                raise RuntimeError(f"hierarchy rooms {list(rooms)}")
+            got = rooms[child]
+            if got.get("name") != name or got.get("topic") != "far away":
+                raise RuntimeError(f"child summary {got}")
+            if got.get("join_rule") != "public" or got.get("num_joined_members") != 1:
+                raise RuntimeError(f"child summary {got}")
+
+        await check("space walk 1->2", space(a, b, N2))
+        await check("space walk 2->1", space(b, a, N1))
     bad = [k for k, v in results.items() if v != "ok"]
     print("SUMMARY", len(results) - len(bad), "ok,", len(bad), "failed:", bad)
     with open(sys.argv[3], "w") as f:

@@ -155,6 +155,8 @@ EXTRA_CHECKS = [
     "hs1 joins hs2 room",
     "media 1->2",
     "media 2->1",
+    "space walk 1->2",
+    "space walk 2->1",
 ]
 
 
