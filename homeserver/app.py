@@ -41,6 +41,7 @@ import homeserver.client.pushers as client_pushers
 import homeserver.client.relations as client_relations
 import homeserver.client.rooms as client_rooms
 import homeserver.client.search as client_search
+import homeserver.client.sliding_sync as client_sliding_sync
 import homeserver.client.sync as client_sync
 import homeserver.client.to_device as client_to_device
 import homeserver.client.user_directory as client_user_directory
@@ -87,6 +88,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, admin_api.setup),
     (frozenset({"client", "media"}), client_media.setup),
     (CLIENT, client_search.setup),
+    (CLIENT, client_sliding_sync.setup),
 )
 
 # URL prefix -> the listener resources that expose it (Synapse's mapping: media is also

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from homeserver.rooms.sending import RoomSender
     from homeserver.rooms.upgrade import RoomUpgrader
     from homeserver.search.service import SearchService
+    from homeserver.sliding_sync.service import SlidingSyncService
     from homeserver.storage import Stores
     from homeserver.storage.account_auth import AccountAuthStore
     from homeserver.storage.e2ee_keys import E2eeKeyStore
@@ -145,6 +146,7 @@ ROOM_STATS: web.AppKey[RoomStatsUpdater] = web.AppKey("admin_room_stats")
 MEDIA: web.AppKey[MediaRepository] = web.AppKey("media_repository")
 MEDIA_ADMIN: web.AppKey[MediaAdmin] = web.AppKey("media_admin")
 SEARCH: web.AppKey[SearchService] = web.AppKey("search")
+SLIDING_SYNC: web.AppKey[SlidingSyncService] = web.AppKey("sliding_sync")
 # None when url_preview_enabled is off.
 URL_PREVIEWER: web.AppKey[UrlPreviewer | None] = web.AppKey("url_previewer")
 

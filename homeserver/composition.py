@@ -29,8 +29,9 @@ own lifetimes on the stack, and a line in `_publish` for what its routes read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, cast
@@ -124,6 +125,8 @@ from homeserver.rooms.room_state import RoomState
 from homeserver.rooms.sending import RoomSender
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.search.service import SearchService
+from homeserver.sliding_sync.rooms import RoomBuilder
+from homeserver.sliding_sync.service import SlidingSyncService
 from homeserver.storage import Stores, open_database, open_stores
 from homeserver.storage.account_auth import AccountAuthStore
 from homeserver.storage.account_data import AccountDataStore
@@ -144,6 +147,7 @@ from homeserver.storage.reports import ReportStore
 from homeserver.storage.room_directory import RoomReadStore
 from homeserver.storage.room_purge import RoomPurgeStore
 from homeserver.storage.search import SearchStore
+from homeserver.storage.sliding_sync import SlidingSyncStore
 from homeserver.storage.sync_queries import SyncQueryStore
 from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.user_directory import UserDirectoryStore
@@ -462,6 +466,22 @@ async def build(
             await fed.sender.start()  # resume what the outbox still holds
             stack.push_async_callback(fed.sender.stop)
 
+    # -- simplified sliding sync (MSC4186) ------------------------------------------------
+    sliding_sync = SlidingSyncService(
+        stores,
+        SlidingSyncStore(database),
+        RoomBuilder(stores, reader, push_store, membership),
+        notifier,
+        account_data,
+        receipts,
+        typing,
+        to_device,
+        e2ee_keys,
+        device_lists,
+        push_actions,
+    )
+    tasks.spawn(_every(3600, sliding_sync.expire_positions), "sliding sync positions expiry")
+
     # -- the content repository ----------------------------------------------------------
     media, previewer = _build_media(config, database, stack, tasks, fed)
 
@@ -548,6 +568,7 @@ async def build(
         keys.ROOM_STATS: room_stats,
         keys.MEDIA: media,
         keys.SEARCH: SearchService(stores, SearchStore(database), reader),
+        keys.SLIDING_SYNC: sliding_sync,
         keys.MEDIA_ADMIN: MediaAdmin(media, media.store),
         keys.URL_PREVIEWER: previewer,
         SERVER_KEYS: server_keys,
@@ -569,6 +590,16 @@ async def build(
             app[key] = value
 
     return publish
+
+
+async def _every(interval_s: float, job: Callable[[], Awaitable[Any]]) -> None:
+    """Run `job` every `interval_s` seconds, forever (errors are logged, not fatal)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except Exception:
+            log.exception("periodic job failed")
 
 
 def _build_media(

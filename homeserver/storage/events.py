@@ -24,6 +24,7 @@ from .current_state import MembershipSource, apply_current_state_delta, upsert_m
 from .database import Connection, Database, Row
 from .errors import StorageError
 from .search import event_rows, index_rows, unindex_event
+from .sliding_sync import record_bumps
 
 StateKey = tuple[str, str]
 
@@ -291,16 +292,13 @@ class EventStore:
                 if i.state_group is not None
             ],
         )
-        await index_rows(
-            conn,
-            event_rows(
-                [
-                    (i.event, assigned[i.event.event_id])
-                    for i in [*new_items, *promoted]
-                    if not i.outlier and not i.rejected_reason and not i.soft_failed
-                ]
-            ),
-        )
+        timeline = [
+            (i.event, assigned[i.event.event_id])
+            for i in [*new_items, *promoted]
+            if not i.outlier and not i.rejected_reason and not i.soft_failed
+        ]
+        await index_rows(conn, event_rows(timeline))
+        await record_bumps(conn, timeline)
         if new_extremities is not None:
             await _replace_extremities(conn, room_id, new_extremities)
         return [assigned[eid] for eid in ids], [*new_items, *promoted]

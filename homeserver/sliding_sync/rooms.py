@@ -1,0 +1,235 @@
+"""One room of a sliding sync response: its required state, timeline, counts, heroes.
+
+`required_state` selection follows MSC4186: `[type, state_key]` pairs where `*` is a
+wildcard, `$ME` the user, and `["m.room.member", "$LAZY"]` the senders of the events
+in the timeline. The timeline comes from the same reader as /messages (history
+visibility, redactions, bundled aggregations) so `prev_batch` works there unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.errors import MatrixError
+from homeserver.events import Event
+from homeserver.rooms.event_filter import RoomEventFilter
+from homeserver.rooms.membership import MembershipService
+from homeserver.rooms.pagination import RoomToken
+from homeserver.rooms.reader import RoomReader
+from homeserver.storage import Stores
+from homeserver.storage.push import PushStore
+
+from .request import RoomConfig
+
+MAX_HEROES = 5
+NO_FILTER = RoomEventFilter()
+
+
+def wanted_state(
+    keys: list[tuple[str, str]], config: RoomConfig, user_id: str, lazy_members: set[str]
+) -> list[tuple[str, str]]:
+    """The state keys of `keys` (the room's current state) that `config` asks for."""
+    exact: set[tuple[str, str]] = set()
+    all_of_type: set[str] = set()
+    any_type_keys: set[str] = set()
+    everything = False
+    for event_type, state_key in config.required_state:
+        if state_key == "$ME":
+            state_key = user_id
+        if event_type == "*" and state_key == "*":
+            everything = True
+        elif event_type == "*":
+            any_type_keys.add(state_key)
+        elif state_key == "*":
+            all_of_type.add(event_type)
+        elif state_key == "$LAZY" and event_type == "m.room.member":
+            exact.update(("m.room.member", u) for u in lazy_members)
+            exact.add(("m.room.member", user_id))
+        else:
+            exact.add((event_type, state_key))
+    if everything:
+        return list(keys)
+    return [k for k in keys if k in exact or k[0] in all_of_type or k[1] in any_type_keys]
+
+
+class RoomBuilder:
+    def __init__(
+        self,
+        stores: Stores,
+        reader: RoomReader,
+        push_store: PushStore,
+        membership: MembershipService,
+    ) -> None:
+        self._stores = stores
+        self._reader = reader
+        self._push = push_store
+        self._membership = membership
+
+    async def _state_events(
+        self, room_id: str, keys: list[tuple[str, str]], state: dict[tuple[str, str], str]
+    ) -> list[Event]:
+        loaded = await self._stores.events.get_events([state[k] for k in keys])
+        return [loaded[state[k]] for k in keys if state[k] in loaded]
+
+    async def joined_room(
+        self,
+        room_id: str,
+        user_id: str,
+        device_id: str | None,
+        config: RoomConfig,
+        *,
+        now_events: int,
+        since_events: int | None,
+        is_dm: bool,
+        bump_stamp: int,
+    ) -> dict[str, Any] | None:
+        """The room's entry; `since_events` None sends it in full (`initial`); else
+        only what happened after it, or None when nothing did."""
+        timeline: list[dict[str, Any]] = []
+        limited = False
+        prev_batch = None
+        # Incremental with no timeline asked for: one event tells whether anything moved.
+        fetch = config.timeline_limit if since_events is None else max(config.timeline_limit, 1)
+        if fetch:
+            try:
+                page = await self._reader.messages(
+                    room_id,
+                    user_id,
+                    device_id,
+                    from_token=RoomToken(now_events),
+                    to_token=RoomToken(since_events) if since_events is not None else None,
+                    direction="b",
+                    limit=fetch,
+                    event_filter=NO_FILTER,
+                )
+            except MatrixError:
+                return None  # no longer readable (left, banned): the list drops it
+            chunk = page["chunk"]
+            if since_events is not None and not chunk:
+                return None
+            timeline = list(reversed(chunk[: config.timeline_limit]))
+            # `end` is there when more events lie before the page (and, incrementally,
+            # after `since`): the client paginates back from it with /messages.
+            if timeline and isinstance(page.get("end"), str):
+                limited = True
+                prev_batch = page["end"]
+        elif since_events is not None:
+            return None
+        state = await self._stores.current_state.get_current_state_ids(room_id)
+        senders = {e["sender"] for e in timeline}
+        keys = wanted_state(list(state), config, user_id, senders)
+        if since_events is not None:
+            # Incremental: only state that changed in the new events.
+            changed = {
+                (e["type"], e["state_key"]) for e in timeline if isinstance(e.get("state_key"), str)
+            }
+            keys = [k for k in keys if k in changed]
+        required = await self._reader.serialize(
+            await self._state_events(room_id, keys, state), user_id, device_id, prev_state=False
+        )
+        room: dict[str, Any] = {
+            "required_state": required,
+            "timeline": timeline,
+            "bump_stamp": bump_stamp,
+            "is_dm": is_dm,
+        }
+        if since_events is None:
+            room["initial"] = True
+        if prev_batch is not None:
+            room["prev_batch"] = prev_batch
+        room["limited"] = limited
+        room["num_live"] = len(timeline) if since_events is not None else 0
+        await self._describe(room, room_id, user_id, state)
+        counts = await self._push.get_current_unread_counts(user_id, room_id)
+        room["notification_count"] = sum(c.notifications for c in counts.values())
+        room["highlight_count"] = sum(c.highlights for c in counts.values())
+        return room
+
+    async def _describe(
+        self,
+        room: dict[str, Any],
+        room_id: str,
+        user_id: str,
+        state: dict[tuple[str, str], str],
+    ) -> None:
+        """name, avatar, heroes and member counts."""
+        ids = [state[k] for k in (("m.room.name", ""), ("m.room.avatar", "")) if k in state]
+        loaded = await self._stores.events.get_events(ids)
+        name_id = state.get(("m.room.name", ""))
+        name = loaded[name_id].content.get("name") if name_id in loaded else None
+        if isinstance(name, str) and name:
+            room["name"] = name
+        avatar_id = state.get(("m.room.avatar", ""))
+        if avatar_id in loaded:
+            url = loaded[avatar_id].content.get("url")
+            room["avatar"] = url if isinstance(url, str) and url else None
+        members = await self._stores.current_state.get_members(room_id)
+        room["joined_count"] = sum(1 for m in members.values() if m == "join")
+        room["invited_count"] = sum(1 for m in members.values() if m == "invite")
+        if "name" not in room:
+            others = sorted(
+                u for u, m in members.items() if u != user_id and m in ("join", "invite")
+            )[:MAX_HEROES]
+            member_ids = [
+                state[("m.room.member", u)] for u in others if ("m.room.member", u) in state
+            ]
+            events = await self._stores.events.get_events(member_ids)
+            heroes = []
+            for u in others:
+                hero: dict[str, Any] = {"user_id": u}
+                event = events.get(state.get(("m.room.member", u), ""))
+                if event is not None:
+                    for field in ("displayname", "avatar_url"):
+                        value = event.content.get(field)
+                        if isinstance(value, str):
+                            hero[field] = value
+                heroes.append(hero)
+            room["heroes"] = heroes
+
+    async def invited_room(
+        self, room_id: str, user_id: str, bump_stamp: int, is_dm: bool, membership: str
+    ) -> dict[str, Any]:
+        """An invite's or a knock's stripped state (the event's own, else the room's)."""
+        member_id = await self._stores.current_state.get_current_state_event_id(
+            room_id, "m.room.member", user_id
+        )
+        invite = await self._stores.events.get_event(member_id) if member_id else None
+        stripped: list[dict[str, Any]] = []
+        if invite is not None:
+            unsigned = invite.pdu.get("unsigned")
+            key = "knock_room_state" if membership == "knock" else "invite_room_state"
+            carried = unsigned.get(key) if isinstance(unsigned, dict) else None
+            if isinstance(carried, list) and carried:
+                stripped = [s for s in carried if isinstance(s, dict)]
+            else:
+                inviter = invite.sender if membership == "invite" else None
+                stripped = await self._membership.stripped_state(room_id, inviter=inviter)
+            stripped = [
+                s
+                for s in stripped
+                if not (s.get("type") == "m.room.member" and s.get("state_key") == user_id)
+            ]
+            stripped.append(
+                {
+                    "type": invite.type,
+                    "state_key": invite.state_key,
+                    "sender": invite.sender,
+                    "content": invite.content,
+                    "event_id": invite.event_id,
+                    "origin_server_ts": invite.origin_server_ts,
+                }
+            )
+        room: dict[str, Any] = {
+            "initial": True,
+            "invite_state": stripped,
+            "bump_stamp": bump_stamp,
+            "is_dm": is_dm or bool(invite is not None and invite.content.get("is_direct")),
+        }
+        for s in stripped:
+            if s.get("type") == "m.room.name" and isinstance(s.get("content", {}).get("name"), str):
+                room["name"] = s["content"]["name"]
+            if s.get("type") == "m.room.avatar" and isinstance(
+                s.get("content", {}).get("url"), str
+            ):
+                room["avatar"] = s["content"]["url"]
+        return room

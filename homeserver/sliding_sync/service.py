@@ -1,0 +1,391 @@
+"""Simplified sliding sync (MSC4186): the request loop, room lists and extensions.
+
+A connection is (user, device, `conn_id`). Each response ends at a new position `pos`,
+stored with the stream token it covers and, per room sent, the event position it was
+sent up to and the config fingerprint it was sent with. A request names the position
+it acknowledges; the response says only what changed since then, so a retried `pos`
+gets the same changes again (nothing is lost if a response never arrived). An unknown
+`pos` (expired, or from before a restart of the client's connection) answers
+400 M_UNKNOWN_POS and the client starts over. Positions unused for POSITION_TTL_MS are
+deleted.
+
+Lists are the user's joined, invited and knocked rooms, filtered, ordered by bump
+stamp (newest first: homeserver.storage.sliding_sync.BUMP_EVENT_TYPES), cut by the
+requested ranges; `count` is the filtered total. Room subscriptions add rooms the user
+is in. Long-polling uses the same notifier as /sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from homeserver.e2ee.device_lists import DeviceListService
+from homeserver.e2ee.keys import KeysService
+from homeserver.e2ee.to_device import ToDeviceService
+from homeserver.ephemeral.account_data import AccountDataService
+from homeserver.ephemeral.receipts import ReceiptsService
+from homeserver.ephemeral.typing import TypingService
+from homeserver.errors import MatrixError
+from homeserver.push.actions import ActionGenerator
+from homeserver.storage import Stores
+from homeserver.storage.sliding_sync import SlidingSyncStore, Snapshot
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.tokens import StreamToken
+
+from .request import ExtensionRequest, ListFilters, ListRequest, RoomConfig, SlidingRequest
+from .rooms import RoomBuilder
+
+MAX_TIMEOUT_MS = 120_000
+POSITION_TTL_MS = 7 * 24 * 3600 * 1000
+# Rooms built at once per response (each is a few queries).
+ROOM_CONCURRENCY = 8
+
+
+def unknown_pos() -> MatrixError:
+    return MatrixError(400, "M_UNKNOWN_POS", "Unknown or expired position: start over")
+
+
+@dataclass
+class _Candidate:
+    room_id: str
+    membership: str
+    bump: int
+
+
+class SlidingSyncService:
+    def __init__(
+        self,
+        stores: Stores,
+        store: SlidingSyncStore,
+        rooms: RoomBuilder,
+        notifier: Notifier,
+        account_data: AccountDataService,
+        receipts: ReceiptsService,
+        typing: TypingService,
+        to_device: ToDeviceService,
+        keys: KeysService,
+        device_lists: DeviceListService,
+        push_actions: ActionGenerator,
+    ) -> None:
+        self._stores = stores
+        self._store = store
+        self._rooms = rooms
+        self._notifier = notifier
+        self._account_data = account_data
+        self._receipts = receipts
+        self._typing = typing
+        self._to_device = to_device
+        self._keys = keys
+        self._device_lists = device_lists
+        self._push_actions = push_actions
+
+    async def expire_positions(self) -> int:
+        return await self._store.expire(int(time.time() * 1000) - POSITION_TTL_MS)
+
+    async def sync(
+        self,
+        user_id: str,
+        device_id: str,
+        req: SlidingRequest,
+        pos: str | None,
+        timeout_ms: int,
+    ) -> dict[str, Any]:
+        snapshot: Snapshot | None = None
+        acked: int | None = None
+        if pos is not None:
+            if not pos.isdigit() or len(pos) > 19:
+                raise unknown_pos()
+            acked = int(pos)
+            snapshot = await self._store.get(user_id, device_id, req.conn_id, acked)
+            if snapshot is None:
+                raise unknown_pos()
+        deadline = time.monotonic() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
+        while True:
+            rooms = await self._stores.current_state.get_rooms_for_user(user_id)
+            with self._notifier.listen(user_id, rooms) as listener:
+                now = self._notifier.current
+                response, rooms_sent, counts = await self._build(
+                    user_id, device_id, req, snapshot, now
+                )
+                lists_moved = snapshot is None or counts != snapshot.rooms.get("\x00counts")
+                remaining = deadline - time.monotonic()
+                if response["rooms"] or _has_news(response["extensions"]) or lists_moved:
+                    break
+                if remaining <= 0:
+                    break
+                await listener.wait(remaining)
+        new_pos = secrets.randbelow(2**62)
+        rooms_sent["\x00counts"] = counts
+        await self._store.put(
+            user_id,
+            device_id,
+            req.conn_id,
+            new_pos,
+            Snapshot(now.encode(), rooms_sent),
+            keep=acked,
+        )
+        response["pos"] = str(new_pos)
+        return response
+
+    # -- building ----------------------------------------------------------------------
+
+    async def _candidates(self, user_id: str) -> dict[str, _Candidate]:
+        memberships = await self._stores.current_state.get_memberships_for_user(
+            user_id, ("join", "invite", "knock")
+        )
+        bumps = await self._store.bump_stamps([m.room_id for m in memberships])
+        return {
+            m.room_id: _Candidate(m.room_id, m.membership, bumps.get(m.room_id, m.stream_ordering))
+            for m in memberships
+        }
+
+    async def _dm_rooms(self, user_id: str) -> set[str]:
+        content = await self._account_data.get(user_id, "m.direct") or {}
+        rooms: set[str] = set()
+        for value in content.values():
+            if isinstance(value, list):
+                rooms.update(r for r in value if isinstance(r, str))
+        return rooms
+
+    async def _room_facts(
+        self, room_ids: list[str]
+    ) -> dict[str, tuple[str | None, bool, set[str]]]:
+        """room -> (room type, encrypted, space children), for list filters."""
+        out: dict[str, tuple[str | None, bool, set[str]]] = {}
+        for room_id in room_ids:
+            state = await self._stores.current_state.get_current_state_ids(
+                room_id, ["m.room.create", "m.room.encryption", "m.space.child"]
+            )
+            create_id = state.get(("m.room.create", ""))
+            create = await self._stores.events.get_event(create_id) if create_id else None
+            room_type = create.content.get("type") if create is not None else None
+            children = {k[1] for k in state if k[0] == "m.space.child"}
+            out[room_id] = (
+                room_type if isinstance(room_type, str) else None,
+                ("m.room.encryption", "") in state,
+                children,
+            )
+        return out
+
+    async def _filtered(
+        self,
+        candidates: list[_Candidate],
+        filters: ListFilters,
+        dms: set[str],
+        facts: dict[str, tuple[str | None, bool, set[str]]],
+    ) -> list[_Candidate]:
+        out = []
+        space_children: set[str] | None = None
+        if filters.spaces is not None:
+            space_children = set()
+            for space in filters.spaces:
+                if space in facts:
+                    space_children |= facts[space][2]
+        for c in candidates:
+            if filters.is_dm is not None and (c.room_id in dms) != filters.is_dm:
+                continue
+            if filters.is_invite is not None and (c.membership == "invite") != filters.is_invite:
+                continue
+            room_type, encrypted, _children = facts.get(c.room_id, (None, False, set()))
+            if filters.is_encrypted is not None and encrypted != filters.is_encrypted:
+                continue
+            if filters.room_types is not None and room_type not in filters.room_types:
+                continue
+            if filters.not_room_types is not None and room_type in filters.not_room_types:
+                continue
+            if space_children is not None and c.room_id not in space_children:
+                continue
+            out.append(c)
+        return out
+
+    @staticmethod
+    def _needs_facts(lists: tuple[ListRequest, ...]) -> bool:
+        return any(
+            f.is_encrypted is not None
+            or f.room_types is not None
+            or f.not_room_types is not None
+            or f.spaces is not None
+            for f in (lst.filters for lst in lists)
+        )
+
+    async def _build(
+        self,
+        user_id: str,
+        device_id: str,
+        req: SlidingRequest,
+        snapshot: Snapshot | None,
+        now: StreamToken,
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
+        candidates = await self._candidates(user_id)
+        ordered = sorted(candidates.values(), key=lambda c: (-c.bump, c.room_id))
+        dms = await self._dm_rooms(user_id)
+        facts: dict[str, tuple[str | None, bool, set[str]]] = {}
+        if self._needs_facts(req.lists):
+            wanted = set(candidates)
+            for lst in req.lists:
+                wanted |= set(lst.filters.spaces or ())
+            facts = await self._room_facts(sorted(wanted))
+
+        configs: dict[str, RoomConfig] = {}
+        in_list: dict[str, list[str]] = {}
+        counts: dict[str, int] = {}
+        lists_out: dict[str, Any] = {}
+        for lst in req.lists:
+            matching = await self._filtered(ordered, lst.filters, dms, facts)
+            counts[lst.name] = len(matching)
+            lists_out[lst.name] = {"count": len(matching)}
+            for start, end in lst.ranges:
+                for c in matching[start : end + 1]:
+                    configs[c.room_id] = (
+                        configs[c.room_id].merged(lst.config)
+                        if c.room_id in configs
+                        else lst.config
+                    )
+                    in_list.setdefault(lst.name, []).append(c.room_id)
+        for room_id, config in req.subscriptions.items():
+            if room_id in candidates and room_id not in req.unsubscribe:
+                configs[room_id] = configs[room_id].merged(config) if room_id in configs else config
+
+        since = StreamToken.decode(snapshot.token) if snapshot is not None else None
+        await self._push_actions.wait_until(now.events)
+        sent: dict[str, Any] = dict(snapshot.rooms) if snapshot is not None else {}
+        rooms_out: dict[str, Any] = {}
+        slots = asyncio.Semaphore(ROOM_CONCURRENCY)
+
+        async def build_room(room_id: str, config: RoomConfig) -> None:
+            async with slots:
+                c = candidates[room_id]
+                previous = sent.get(room_id)
+                fresh = (
+                    previous is None
+                    or previous.get("rs") != config.key
+                    or previous.get("m") != c.membership
+                )
+                if c.membership != "join":
+                    if fresh:
+                        rooms_out[room_id] = await self._rooms.invited_room(
+                            room_id, user_id, c.bump, room_id in dms, c.membership
+                        )
+                else:
+                    room = await self._rooms.joined_room(
+                        room_id,
+                        user_id,
+                        device_id,
+                        config,
+                        now_events=now.events,
+                        since_events=None if fresh else int(previous["ts"]),  # type: ignore[index]
+                        is_dm=room_id in dms,
+                        bump_stamp=c.bump,
+                    )
+                    if room is not None:
+                        rooms_out[room_id] = room
+                sent[room_id] = {"ts": now.events, "rs": config.key, "m": c.membership}
+
+        await asyncio.gather(*(build_room(r, cfg) for r, cfg in configs.items()))
+        extensions = await self._extensions(
+            user_id, device_id, req, since, now, list(configs), in_list, set(candidates)
+        )
+        response = {"lists": lists_out, "rooms": rooms_out, "extensions": extensions}
+        return response, sent, counts
+
+    # -- extensions --------------------------------------------------------------------
+
+    @staticmethod
+    def _scope(
+        ext: ExtensionRequest,
+        visible: list[str],
+        in_list: dict[str, list[str]],
+        member_of: set[str],
+    ) -> list[str]:
+        """The rooms an extension covers: its `lists` and `rooms` (default: all visible)."""
+        if ext.lists is None and ext.rooms is None:
+            return visible
+        rooms: list[str] = []
+        for name in ext.lists if ext.lists is not None else list(in_list):
+            rooms += in_list.get(name, [])
+        if ext.rooms is not None:
+            rooms += [r for r in ext.rooms if r in member_of]
+        return list(dict.fromkeys(rooms))
+
+    async def _extensions(
+        self,
+        user_id: str,
+        device_id: str,
+        req: SlidingRequest,
+        since: StreamToken | None,
+        now: StreamToken,
+        visible: list[str],
+        in_list: dict[str, list[str]],
+        member_of: set[str],
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        ext = req.extensions
+        if ext.get("to_device", ExtensionRequest()).enabled:
+            raw = ext["to_device"].since
+            ack = int(raw) if raw is not None and raw.isdigit() and len(raw) < 19 else None
+            events = await self._to_device.messages_for_sync(user_id, device_id, ack, now.to_device)
+            if events or ack is None:
+                out["to_device"] = {"next_batch": str(now.to_device), "events": events}
+        if ext.get("e2ee", ExtensionRequest()).enabled:
+            e2ee: dict[str, Any] = {
+                "device_one_time_keys_count": await self._keys.one_time_key_counts(
+                    user_id, device_id
+                ),
+                "device_unused_fallback_key_types": await self._keys.unused_fallback_key_types(
+                    user_id, device_id
+                ),
+            }
+            if since is not None:
+                delta = await self._device_lists.changes(user_id, since, now, member_of)
+                if delta.changed or delta.left:
+                    e2ee["device_lists"] = {"changed": delta.changed, "left": delta.left}
+            out["e2ee"] = e2ee
+        if ext.get("account_data", ExtensionRequest()).enabled:
+            in_scope = set(self._scope(ext["account_data"], visible, in_list, member_of))
+            entries = await self._account_data.changes_since(
+                user_id, since.account_data if since is not None else 0
+            )
+            global_events = []
+            per_room: dict[str, list[dict[str, Any]]] = {}
+            for entry in entries:
+                if entry.stream_id > now.account_data:
+                    continue
+                event = {"type": entry.data_type, "content": entry.content}
+                if not entry.room_id:
+                    global_events.append(event)
+                elif entry.room_id in in_scope:
+                    per_room.setdefault(entry.room_id, []).append(event)
+            if global_events or per_room:
+                out["account_data"] = {"global": global_events, "rooms": per_room}
+        if ext.get("receipts", ExtensionRequest()).enabled:
+            scope = self._scope(ext["receipts"], visible, in_list, member_of)
+            receipts = await self._receipts.receipts_for_sync(
+                user_id, scope, since.receipts if since is not None else None, now.receipts
+            )
+            if receipts:
+                out["receipts"] = {"rooms": receipts}
+        if ext.get("typing", ExtensionRequest()).enabled:
+            scope = self._scope(ext["typing"], visible, in_list, member_of)
+            typing = {
+                room_id: self._typing.event_for(room_id)
+                for room_id in scope
+                if (since is None and self._typing.typing_users(room_id))
+                or (since is not None and self._typing.room_position(room_id) > since.typing)
+            }
+            if typing:
+                out["typing"] = {"rooms": typing}
+        return out
+
+
+def _has_news(extensions: dict[str, Any]) -> bool:
+    """Whether extensions carry anything a long-poll should answer for (key counts,
+    sent with every response, do not count)."""
+    if extensions.get("to_device", {}).get("events"):
+        return True
+    if extensions.get("e2ee", {}).get("device_lists"):
+        return True
+    return any(k in extensions for k in ("account_data", "receipts", "typing"))

@@ -1,0 +1,279 @@
+"""Simplified sliding sync (issue 14, MSC4186) through the client API: lists ordered by
+bump stamp with ranges and counts, required_state with $LAZY/$ME/wildcards, timelines
+usable with /messages, incremental responses after `pos` (a retried `pos` answers the
+same), unknown positions, long-polling, invites, filters, room subscriptions, the
+extensions (to_device, e2ee, account_data, receipts, typing), and hostile bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.client.helpers import auth, register_user
+
+C = "/_matrix/client/v3"
+SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
+
+REQUIRED_STATE = [
+    ["m.room.name", ""],
+    ["m.room.encryption", ""],
+    ["m.room.member", "$LAZY"],
+    ["m.room.member", "$ME"],
+    ["m.room.topic", ""],
+    ["m.room.create", ""],
+    ["m.space.child", "*"],
+]
+
+
+class U:
+    def __init__(self, client: TestClient, data: dict[str, Any]) -> None:
+        self.c = client
+        self.id = data["user_id"]
+        self.device = data["device_id"]
+        self.h = auth(data["access_token"])
+
+    async def ok(self, method: str, path: str, body: Any = None, **params: str) -> Any:
+        resp = await self.c.request(method, C + path, json=body, headers=self.h, params=params)
+        data = await resp.json()
+        assert resp.status == 200, (path, data)
+        return data
+
+    async def room(self, **body: Any) -> str:
+        body.setdefault("preset", "public_chat")
+        return (await self.ok("POST", "/createRoom", body))["room_id"]
+
+    async def say(self, room: str, text: str) -> str:
+        path = f"/rooms/{room}/send/m.room.message/{uuid.uuid4().hex}"
+        return (await self.ok("PUT", path, {"msgtype": "m.text", "body": text}))["event_id"]
+
+    async def ss(
+        self, body: dict[str, Any], pos: str | None = None, timeout: int = 0
+    ) -> tuple[int, Any]:
+        params = {"timeout": str(timeout)}
+        if pos is not None:
+            params["pos"] = pos
+        resp = await self.c.post(SS, json=body, headers=self.h, params=params)
+        return resp.status, await resp.json()
+
+    async def ss_ok(self, body: dict[str, Any], pos: str | None = None, timeout: int = 0) -> Any:
+        status, data = await self.ss(body, pos, timeout)
+        assert status == 200, data
+        return data
+
+
+async def users(client: TestClient, *names: str) -> list[U]:
+    return [U(client, await register_user(client, n)) for n in names]
+
+
+def room_list(ranges: list[list[int]], timeline_limit: int = 1, **extra: Any) -> dict[str, Any]:
+    return {
+        "lists": {
+            "all_rooms": {
+                "ranges": ranges,
+                "timeline_limit": timeline_limit,
+                "required_state": REQUIRED_STATE,
+                **extra,
+            }
+        }
+    }
+
+
+def bodies(room: dict[str, Any]) -> list[str]:
+    return [e["content"].get("body") for e in room["timeline"] if e["type"] == "m.room.message"]
+
+
+async def test_versions_advertise_simplified_sliding_sync(app_client: TestClient) -> None:
+    resp = await app_client.get("/_matrix/client/versions")
+    assert (await resp.json())["unstable_features"]["org.matrix.simplified_msc3575"] is True
+
+
+async def test_lists_order_ranges_state_and_incremental_updates(app_client: TestClient) -> None:
+    alice, bob = await users(app_client, "alice", "bob")
+    rooms = [await alice.room(name=f"Room {i}") for i in range(3)]
+    await bob.ok("POST", f"/join/{rooms[0]}", {})
+    for i, room in enumerate(rooms):
+        await alice.say(room, f"hello {i}")
+    await bob.say(rooms[0], "bob speaks last")  # rooms[0] now has the newest message
+
+    first = await alice.ss_ok(room_list([[0, 1]]))
+    assert first["lists"]["all_rooms"]["count"] == 3
+    assert set(first["rooms"]) == {rooms[0], rooms[2]}
+    top = first["rooms"][rooms[0]]
+    assert top["initial"] is True and top["name"] == "Room 0"
+    assert bodies(top) == ["bob speaks last"]
+    assert top["limited"] is True and top["prev_batch"]
+    assert top["joined_count"] == 2 and top["invited_count"] == 0
+    assert top["bump_stamp"] > first["rooms"][rooms[2]]["bump_stamp"]
+    state = {(e["type"], e["state_key"]) for e in top["required_state"]}
+    # $LAZY: the timeline's sender (bob); $ME: alice; plus name and create.
+    assert state == {
+        ("m.room.name", ""),
+        ("m.room.create", ""),
+        ("m.room.member", bob.id),
+        ("m.room.member", alice.id),
+    }
+    # prev_batch continues the timeline with /messages.
+    older = await alice.ok(
+        "GET", f"/rooms/{rooms[0]}/messages", dir="b", limit="1", **{"from": top["prev_batch"]}
+    )
+    assert [e["content"].get("body") for e in older["chunk"]] == ["hello 0"]
+
+    # Nothing new: the same position long-polls and times out with no rooms.
+    idle = await alice.ss_ok(room_list([[0, 1]]), first["pos"], timeout=100)
+    assert idle["rooms"] == {}
+
+    # A message in the third room moves it to the top: it is sent (first time, in full);
+    # a message in a room already sent comes as just that event.
+    await alice.say(rooms[1], "room one wakes")
+    await bob.say(rooms[0], "another from bob")
+    second = await alice.ss_ok(room_list([[0, 1]]), first["pos"])
+    assert set(second["rooms"]) == {rooms[0], rooms[1]}
+    assert second["rooms"][rooms[1]]["initial"] is True
+    assert bodies(second["rooms"][rooms[1]]) == ["room one wakes"]
+    again = second["rooms"][rooms[0]]
+    assert "initial" not in again and bodies(again) == ["another from bob"]
+    assert again["num_live"] == 1 and again["required_state"] == []
+
+    # A retried position answers the same changes (the first answer may have been lost).
+    retry = await alice.ss_ok(room_list([[0, 1]]), first["pos"])
+    assert set(retry["rooms"]) == set(second["rooms"])
+    assert bodies(retry["rooms"][rooms[0]]) == ["another from bob"]
+
+
+async def test_unknown_positions_are_m_unknown_pos(app_client: TestClient) -> None:
+    (alice,) = await users(app_client, "alice")
+    for pos in ("12345", "x", "-1"):
+        status, data = await alice.ss(room_list([[0, 9]]), pos)
+        assert status == 400 and data["errcode"] == "M_UNKNOWN_POS", (pos, data)
+    first = await alice.ss_ok(room_list([[0, 9]]))
+    # Another conn_id does not share positions.
+    status, data = await alice.ss({**room_list([[0, 9]]), "conn_id": "other"}, first["pos"])
+    assert status == 400 and data["errcode"] == "M_UNKNOWN_POS"
+
+
+async def test_long_poll_wakes_on_a_new_message(app_client: TestClient) -> None:
+    alice, bob = await users(app_client, "alice", "bob")
+    room = await alice.room()
+    await bob.ok("POST", f"/join/{room}", {})
+    first = await alice.ss_ok(room_list([[0, 9]]))
+
+    async def later() -> None:
+        await asyncio.sleep(0.3)
+        await bob.say(room, "wake up")
+
+    task = asyncio.ensure_future(later())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    woke = await alice.ss_ok(room_list([[0, 9]]), first["pos"], timeout=10_000)
+    await task
+    assert loop.time() - started < 5
+    assert bodies(woke["rooms"][room]) == ["wake up"]
+
+
+async def test_invites_filters_and_subscriptions(app_client: TestClient) -> None:
+    alice, bob = await users(app_client, "alice", "bob")
+    dm = await bob.room(preset="private_chat", invite=[alice.id], is_direct=True, name="DM")
+    space = await alice.room(name="Space", creation_content={"type": "m.space"})
+    child = await alice.room(name="Child")
+    await alice.ok("PUT", f"/rooms/{space}/state/m.space.child/{child}", {"via": ["test.local"]})
+    encrypted = await alice.room(name="Secret")
+    await alice.ok(
+        "PUT",
+        f"/rooms/{encrypted}/state/m.room.encryption",
+        {"algorithm": "m.megolm.v1.aes-sha2"},
+    )
+    stranger = await bob.room(name="Not alice's")
+
+    def listed(filters: dict[str, Any]) -> dict[str, Any]:
+        return room_list([[0, 20]], filters=filters)
+
+    invites = await alice.ss_ok(listed({"is_invite": True}))
+    assert list(invites["rooms"]) == [dm]
+    invite = invites["rooms"][dm]
+    assert invite["initial"] is True and "timeline" not in invite
+    assert any(s["type"] == "m.room.member" for s in invite["invite_state"])
+    assert invite["name"] == "DM" and invite["is_dm"] is True
+
+    spaces = await alice.ss_ok(listed({"room_types": ["m.space"]}))
+    assert list(spaces["rooms"]) == [space]
+    children = await alice.ss_ok(listed({"spaces": [space]}))
+    assert list(children["rooms"]) == [child]
+    secret = await alice.ss_ok(listed({"is_encrypted": True}))
+    assert list(secret["rooms"]) == [encrypted]
+    plain = await alice.ss_ok(listed({"is_encrypted": False, "not_room_types": ["m.space"]}))
+    assert set(plain["rooms"]) == {child, dm}
+
+    # A subscription to a room the user is not in shows nothing of it.
+    await alice.say(child, "x")
+    subs = await alice.ss_ok(
+        {
+            "room_subscriptions": {
+                child: {"timeline_limit": 20, "required_state": [["*", "*"]]},
+                stranger: {"timeline_limit": 20, "required_state": [["*", "*"]]},
+            }
+        }
+    )
+    assert list(subs["rooms"]) == [child]
+    everything = {e["type"] for e in subs["rooms"][child]["required_state"]}
+    assert {"m.room.create", "m.room.name", "m.room.power_levels"} <= everything
+    assert len(subs["rooms"][child]["timeline"]) > 3
+
+
+async def test_extensions(app_client: TestClient) -> None:
+    alice, bob = await users(app_client, "alice", "bob")
+    room = await alice.room()
+    await bob.ok("POST", f"/join/{room}", {})
+    event = await bob.say(room, "read me")
+    await bob.ok("POST", f"/rooms/{room}/receipt/m.read/{event}", {})
+    await bob.ok("PUT", f"/rooms/{room}/typing/{bob.id}", {"typing": True, "timeout": 30000})
+    await alice.ok("PUT", f"/user/{alice.id}/account_data/org.example.pref", {"on": True})
+    await bob.ok(
+        "PUT",
+        f"/sendToDevice/m.test/{uuid.uuid4().hex}",
+        {"messages": {alice.id: {alice.device: {"hello": "device"}}}},
+    )
+    extensions = {
+        name: {"enabled": True}
+        for name in ("to_device", "e2ee", "account_data", "receipts", "typing")
+    }
+    first = await alice.ss_ok({**room_list([[0, 9]]), "extensions": extensions})
+    ext = first["extensions"]
+    assert [e["content"] for e in ext["to_device"]["events"]] == [{"hello": "device"}]
+    assert ext["e2ee"]["device_one_time_keys_count"] == {} or isinstance(
+        ext["e2ee"]["device_one_time_keys_count"], dict
+    )
+    assert any(e["type"] == "org.example.pref" for e in ext["account_data"]["global"])
+    assert event in ext["receipts"]["rooms"][room]["content"]
+    assert ext["typing"]["rooms"][room]["content"]["user_ids"] == [bob.id]
+
+    # Acknowledging the to-device batch removes it; nothing else changed.
+    since = ext["to_device"]["next_batch"]
+    extensions["to_device"]["since"] = since
+    second = await alice.ss_ok({**room_list([[0, 9]]), "extensions": extensions}, first["pos"])
+    assert "to_device" not in second["extensions"]
+    assert "receipts" not in second["extensions"] and "account_data" not in second["extensions"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"lists": []},
+        {"lists": {"a": {"ranges": [[5, 1]]}}},
+        {"lists": {"a": {"ranges": [[0, "x"]]}}},
+        {"lists": {"a": {"timeline_limit": -1}}},
+        {"lists": {"a": {"required_state": [["m.room.name"]]}}},
+        {"lists": {"a": {"filters": {"is_dm": "yes"}}}},
+        {"lists": {f"l{i}": {} for i in range(60)}},
+        {"room_subscriptions": {"!r:x": {"timeline_limit": True}}},
+        {"extensions": {"to_device": {"since": 5}}},
+        {"conn_id": 7},
+    ],
+)
+async def test_hostile_bodies_are_400(app_client: TestClient, body: dict[str, Any]) -> None:
+    (alice,) = await users(app_client, "alice")
+    status, data = await alice.ss(body)
+    assert status == 400 and data["errcode"] == "M_INVALID_PARAM", data
