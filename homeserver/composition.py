@@ -125,6 +125,7 @@ from homeserver.rooms.room_state import RoomState
 from homeserver.rooms.sending import RoomSender
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.search.service import SearchService
+from homeserver.sliding_sync.bump_stamps import BumpStamps
 from homeserver.sliding_sync.rooms import RoomBuilder
 from homeserver.sliding_sync.service import SlidingSyncService
 from homeserver.storage import Stores, open_database, open_stores
@@ -269,11 +270,14 @@ async def build(
     stack.push_async_callback(user_directory.close)
     activity = RoomActivity(notifier.current.events)
     bridge = EventNotifierBridge(notifier)
+    sliding_store = SlidingSyncStore(database)
+    bump_stamps = BumpStamps(sliding_store)
 
     # -- the room service: the only writer of the event graph -----------------------------
     room_state = RoomState(stores)
     listeners: list[EventListener] = [activity, bridge, push_actions, relations, joined]
-    listeners += [user_directory, room_stats, *([metrics] if metrics is not None else [])]
+    listeners += [user_directory, room_stats, bump_stamps]
+    listeners += [metrics] if metrics is not None else []
     persister = Persister(
         stores,
         room_state,
@@ -469,7 +473,7 @@ async def build(
     # -- simplified sliding sync (MSC4186) ------------------------------------------------
     sliding_sync = SlidingSyncService(
         stores,
-        SlidingSyncStore(database),
+        sliding_store,
         RoomBuilder(stores, reader, push_store, membership),
         notifier,
         account_data,
@@ -479,6 +483,8 @@ async def build(
         e2ee_keys,
         device_lists,
         push_actions,
+        bump_stamps,
+        activity,
     )
     tasks.spawn(_every(3600, sliding_sync.expire_positions), "sliding sync positions expiry")
 

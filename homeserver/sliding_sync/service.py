@@ -33,9 +33,11 @@ from homeserver.errors import MatrixError
 from homeserver.push.actions import ActionGenerator
 from homeserver.storage import Stores
 from homeserver.storage.sliding_sync import SlidingSyncStore, Snapshot
+from homeserver.sync.activity import RoomActivity
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import StreamToken
 
+from .bump_stamps import BumpStamps
 from .request import ExtensionRequest, ListFilters, ListRequest, RoomConfig, SlidingRequest
 from .rooms import RoomBuilder
 
@@ -70,7 +72,11 @@ class SlidingSyncService:
         keys: KeysService,
         device_lists: DeviceListService,
         push_actions: ActionGenerator,
+        bumps: BumpStamps,
+        activity: RoomActivity | None = None,
     ) -> None:
+        self._bumps = bumps
+        self._activity = activity
         self._stores = stores
         self._store = store
         self._rooms = rooms
@@ -134,10 +140,9 @@ class SlidingSyncService:
     # -- building ----------------------------------------------------------------------
 
     async def _candidates(self, user_id: str) -> dict[str, _Candidate]:
-        memberships = await self._stores.current_state.get_memberships_for_user(
-            user_id, ("join", "invite", "knock")
-        )
-        bumps = await self._store.bump_stamps([m.room_id for m in memberships])
+        rows = await self._stores.current_state.get_memberships_for_user(user_id)  # cached
+        memberships = [m for m in rows if m.membership in ("join", "invite", "knock")]
+        bumps = await self._bumps.get(m.room_id for m in memberships)
         return {
             m.room_id: _Candidate(m.room_id, m.membership, bumps.get(m.room_id, m.stream_ordering))
             for m in memberships
@@ -252,6 +257,11 @@ class SlidingSyncService:
 
         since = StreamToken.decode(snapshot.token) if snapshot is not None else None
         await self._push_actions.wait_until(now.events)
+        # Which rooms had events since the last position, from memory when the activity
+        # window reaches back that far (then unchanged rooms cost no query).
+        changed: dict[str, int] | None = None
+        if since is not None and self._activity is not None:
+            changed = self._activity.rooms_changed_between(since.events, now.events)
         sent: dict[str, Any] = dict(snapshot.rooms) if snapshot is not None else {}
         rooms_out: dict[str, Any] = {}
         slots = asyncio.Semaphore(ROOM_CONCURRENCY)
@@ -270,6 +280,8 @@ class SlidingSyncService:
                         rooms_out[room_id] = await self._rooms.invited_room(
                             room_id, user_id, c.bump, room_id in dms, c.membership
                         )
+                elif not fresh and _unchanged(previous, since, changed, room_id):
+                    pass  # nothing happened in the room since it was last sent
                 else:
                     room = await self._rooms.joined_room(
                         room_id,
@@ -389,3 +401,15 @@ def _has_news(extensions: dict[str, Any]) -> bool:
     if extensions.get("e2ee", {}).get("device_lists"):
         return True
     return any(k in extensions for k in ("account_data", "receipts", "typing"))
+
+
+def _unchanged(
+    previous: dict[str, Any] | None,
+    since: StreamToken | None,
+    changed: dict[str, int] | None,
+    room_id: str,
+) -> bool:
+    """A room sent at the last position with no event since (known from memory)."""
+    if previous is None or since is None or changed is None:
+        return False
+    return int(previous["ts"]) >= since.events and room_id not in changed
