@@ -454,6 +454,36 @@ class RoomReader:
             "state": await self.serialize(state, user_id, device_id, prev_state=False),
         }
 
+    async def joined_timelines(
+        self,
+        user_id: str,
+        device_id: str | None,
+        wanted: dict[str, tuple[int, int | None, int]],
+        extra: Sequence[Event] = (),
+    ) -> tuple[dict[str, tuple[list[dict[str, Any]], int | None]], list[dict[str, Any]]]:
+        """The newest visible events of several rooms the user is JOINED to (the caller
+        knows), for sliding sync: `wanted` maps room -> (from stream, stop stream or
+        None, limit). Returns room -> (client events oldest first, the stream position
+        to paginate back from when more events lie before them, else None), and `extra`
+        (state events) serialised in the same batch: aggregations, redactions and
+        transaction IDs are fetched once for the whole response, not once per room."""
+        joined = Access("join", None, None, False)
+        pages: dict[str, tuple[list[Event], int | None]] = {}
+        for room_id, (start, stop, limit) in wanted.items():
+            events, pos, exhausted = await self._paginate(
+                room_id, user_id, joined, start, stop, "b", limit, RoomEventFilter()
+            )
+            pages[room_id] = (list(reversed(events)), None if exhausted else pos)
+        every = [e for events, _ in pages.values() for e in events]
+        bundles = await self.bundle(every, user_id)
+        formatted = await self.serialize([*every, *extra], user_id, device_id, bundles=bundles)
+        by_id = dict(zip([e.event_id for e in every], formatted, strict=False))
+        out = {
+            room_id: ([by_id[e.event_id] for e in events], more)
+            for room_id, (events, more) in pages.items()
+        }
+        return out, formatted[len(every) :]
+
     async def around(
         self,
         room_id: str,

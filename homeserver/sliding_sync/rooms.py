@@ -8,11 +8,10 @@ visibility, redactions, bundled aggregations) so `prev_batch` works there unchan
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from homeserver.errors import MatrixError
 from homeserver.events import Event
-from homeserver.rooms.event_filter import RoomEventFilter
 from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.pagination import RoomToken
 from homeserver.rooms.reader import RoomReader
@@ -22,7 +21,19 @@ from homeserver.storage.push import PushStore
 from .request import RoomConfig
 
 MAX_HEROES = 5
-NO_FILTER = RoomEventFilter()
+
+
+@dataclass(frozen=True)
+class JoinedJob:
+    """One joined room to put in a response, and how."""
+
+    room_id: str
+    config: RoomConfig
+    since_events: int | None  # None: in full
+    is_dm: bool
+    bump_stamp: int
+    state: dict[tuple[str, str], str] | None = None  # prefetched current state
+    members: dict[str, str] | None = None  # prefetched memberships
 
 
 def wanted_state(
@@ -65,85 +76,94 @@ class RoomBuilder:
         self._push = push_store
         self._membership = membership
 
+    async def prefetch(
+        self, room_ids: list[str]
+    ) -> tuple[dict[str, dict[tuple[str, str], str]], dict[str, dict[str, str]]]:
+        """The current state maps and memberships of the rooms a response builds, in
+        two queries (not two per room)."""
+        cs = self._stores.current_state
+        return await cs.get_current_state_ids_for_rooms(room_ids), await cs.get_members_for_rooms(
+            room_ids
+        )
+
     async def _state_events(
         self, room_id: str, keys: list[tuple[str, str]], state: dict[tuple[str, str], str]
     ) -> list[Event]:
         loaded = await self._stores.events.get_events([state[k] for k in keys])
         return [loaded[state[k]] for k in keys if state[k] in loaded]
 
-    async def joined_room(
-        self,
-        room_id: str,
-        user_id: str,
-        device_id: str | None,
-        config: RoomConfig,
-        *,
-        now_events: int,
-        since_events: int | None,
-        is_dm: bool,
-        bump_stamp: int,
-    ) -> dict[str, Any] | None:
-        """The room's entry; `since_events` None sends it in full (`initial`); else
-        only what happened after it, or None when nothing did."""
-        timeline: list[dict[str, Any]] = []
-        limited = False
-        prev_batch = None
-        # Incremental with no timeline asked for: one event tells whether anything moved.
-        fetch = config.timeline_limit if since_events is None else max(config.timeline_limit, 1)
-        if fetch:
-            try:
-                page = await self._reader.messages(
-                    room_id,
-                    user_id,
-                    device_id,
-                    from_token=RoomToken(now_events),
-                    to_token=RoomToken(since_events) if since_events is not None else None,
-                    direction="b",
-                    limit=fetch,
-                    event_filter=NO_FILTER,
-                )
-            except MatrixError:
-                return None  # no longer readable (left, banned): the list drops it
-            chunk = page["chunk"]
-            if since_events is not None and not chunk:
-                return None
-            timeline = list(reversed(chunk[: config.timeline_limit]))
-            # `end` is there when more events lie before the page (and, incrementally,
-            # after `since`): the client paginates back from it with /messages.
-            if timeline and isinstance(page.get("end"), str):
-                limited = True
-                prev_batch = page["end"]
-        elif since_events is not None:
-            return None
-        state = await self._stores.current_state.get_current_state_ids(room_id)
-        senders = {e["sender"] for e in timeline}
-        keys = wanted_state(list(state), config, user_id, senders)
-        if since_events is not None:
-            # Incremental: only state that changed in the new events.
-            changed = {
-                (e["type"], e["state_key"]) for e in timeline if isinstance(e.get("state_key"), str)
-            }
-            keys = [k for k in keys if k in changed]
-        required = await self._reader.serialize(
-            await self._state_events(room_id, keys, state), user_id, device_id, prev_state=False
-        )
-        room: dict[str, Any] = {
-            "required_state": required,
-            "timeline": timeline,
-            "bump_stamp": bump_stamp,
-            "is_dm": is_dm,
+    async def joined_rooms(
+        self, user_id: str, device_id: str | None, jobs: list[JoinedJob], now_events: int
+    ) -> dict[str, dict[str, Any]]:
+        """Entries for joined rooms: a job with `since_events` None is sent in full
+        (`initial`); otherwise only what happened after it, and nothing when nothing
+        did. Timelines and state of every room are read and serialised in batches."""
+        if not jobs:
+            return {}
+        wanted = {
+            j.room_id: (
+                now_events,
+                j.since_events,
+                # Incremental with no timeline asked for: one event tells if it moved.
+                j.config.timeline_limit
+                if j.since_events is None
+                else max(j.config.timeline_limit, 1),
+            )
+            for j in jobs
+            if j.config.timeline_limit or j.since_events is not None
         }
-        if since_events is None:
-            room["initial"] = True
-        if prev_batch is not None:
-            room["prev_batch"] = prev_batch
-        room["limited"] = limited
-        room["num_live"] = len(timeline) if since_events is not None else 0
-        await self._describe(room, room_id, user_id, state)
-        counts = await self._push.get_current_unread_counts(user_id, room_id)
-        room["notification_count"] = sum(c.notifications for c in counts.values())
-        room["highlight_count"] = sum(c.highlights for c in counts.values())
-        return room
+        pages, _ = await self._reader.joined_timelines(user_id, device_id, wanted)
+        rooms: dict[str, dict[str, Any]] = {}
+        state_wanted: dict[str, list[str]] = {}
+        for job in jobs:
+            events, more = pages.get(job.room_id, ([], None))
+            if job.since_events is not None and not events:
+                continue  # nothing new
+            timeline = events[-job.config.timeline_limit :] if job.config.timeline_limit else []
+            state = job.state
+            if state is None:
+                state = await self._stores.current_state.get_current_state_ids(job.room_id)
+            keys = wanted_state(list(state), job.config, user_id, {e["sender"] for e in timeline})
+            if job.since_events is not None:  # only state that changed in the new events
+                changed = {
+                    (e["type"], e["state_key"])
+                    for e in timeline
+                    if isinstance(e.get("state_key"), str)
+                }
+                keys = [k for k in keys if k in changed]
+            state_wanted[job.room_id] = [state[k] for k in keys]
+            room: dict[str, Any] = {
+                "timeline": timeline,
+                "bump_stamp": job.bump_stamp,
+                "is_dm": job.is_dm,
+                "limited": bool(timeline) and more is not None,
+                "num_live": len(timeline) if job.since_events is not None else 0,
+            }
+            if job.since_events is None:
+                room["initial"] = True
+            if timeline and more is not None:
+                room["prev_batch"] = RoomToken(more).encode()
+            members = job.members
+            if members is None:
+                members = await self._stores.current_state.get_members(job.room_id)
+            await self._describe(room, job.room_id, user_id, state, members)
+            counts = await self._push.get_current_unread_counts(user_id, job.room_id)
+            room["notification_count"] = sum(c.notifications for c in counts.values())
+            room["highlight_count"] = sum(c.highlights for c in counts.values())
+            rooms[job.room_id] = room
+        # Every room's required state, serialised in one batch.
+        loaded = await self._stores.events.get_events(
+            [eid for ids in state_wanted.values() for eid in ids]
+        )
+        flat = [(r, loaded[eid]) for r, ids in state_wanted.items() for eid in ids if eid in loaded]
+        formatted = await self._reader.serialize(
+            [e for _, e in flat], user_id, device_id, prev_state=False
+        )
+        for room_id in rooms:
+            rooms[room_id]["required_state"] = []
+        for (room_id, _), item in zip(flat, formatted, strict=True):
+            rooms[room_id]["required_state"].append(item)
+        return rooms
 
     async def _describe(
         self,
@@ -151,6 +171,7 @@ class RoomBuilder:
         room_id: str,
         user_id: str,
         state: dict[tuple[str, str], str],
+        members: dict[str, str],
     ) -> None:
         """name, avatar, heroes and member counts."""
         ids = [state[k] for k in (("m.room.name", ""), ("m.room.avatar", "")) if k in state]
@@ -163,7 +184,6 @@ class RoomBuilder:
         if avatar_id in loaded:
             url = loaded[avatar_id].content.get("url")
             room["avatar"] = url if isinstance(url, str) and url else None
-        members = await self._stores.current_state.get_members(room_id)
         room["joined_count"] = sum(1 for m in members.values() if m == "join")
         room["invited_count"] = sum(1 for m in members.values() if m == "invite")
         if "name" not in room:

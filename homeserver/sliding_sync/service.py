@@ -17,10 +17,9 @@ is in. Long-polling uses the same notifier as /sync.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from homeserver.e2ee.device_lists import DeviceListService
@@ -39,12 +38,10 @@ from homeserver.sync.tokens import StreamToken
 
 from .bump_stamps import BumpStamps
 from .request import ExtensionRequest, ListFilters, ListRequest, RoomConfig, SlidingRequest
-from .rooms import RoomBuilder
+from .rooms import JoinedJob, RoomBuilder
 
 MAX_TIMEOUT_MS = 120_000
 POSITION_TTL_MS = 7 * 24 * 3600 * 1000
-# Rooms built at once per response (each is a few queries).
-ROOM_CONCURRENCY = 8
 
 
 def unknown_pos() -> MatrixError:
@@ -111,7 +108,8 @@ class SlidingSyncService:
                 raise unknown_pos()
         deadline = time.monotonic() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         while True:
-            rooms = await self._stores.current_state.get_rooms_for_user(user_id)
+            rows = await self._stores.current_state.get_memberships_for_user(user_id)  # cached
+            rooms = [m.room_id for m in rows if m.membership == "join"]
             with self._notifier.listen(user_id, rooms) as listener:
                 now = self._notifier.current
                 response, rooms_sent, counts = await self._build(
@@ -264,40 +262,36 @@ class SlidingSyncService:
             changed = self._activity.rooms_changed_between(since.events, now.events)
         sent: dict[str, Any] = dict(snapshot.rooms) if snapshot is not None else {}
         rooms_out: dict[str, Any] = {}
-        slots = asyncio.Semaphore(ROOM_CONCURRENCY)
-
-        async def build_room(room_id: str, config: RoomConfig) -> None:
-            async with slots:
-                c = candidates[room_id]
-                previous = sent.get(room_id)
-                fresh = (
-                    previous is None
-                    or previous.get("rs") != config.key
-                    or previous.get("m") != c.membership
-                )
-                if c.membership != "join":
-                    if fresh:
-                        rooms_out[room_id] = await self._rooms.invited_room(
-                            room_id, user_id, c.bump, room_id in dms, c.membership
-                        )
-                elif not fresh and _unchanged(previous, since, changed, room_id):
-                    pass  # nothing happened in the room since it was last sent
-                else:
-                    room = await self._rooms.joined_room(
-                        room_id,
-                        user_id,
-                        device_id,
-                        config,
-                        now_events=now.events,
-                        since_events=None if fresh else int(previous["ts"]),  # type: ignore[index]
-                        is_dm=room_id in dms,
-                        bump_stamp=c.bump,
+        jobs: list[JoinedJob] = []
+        for room_id, config in configs.items():
+            c = candidates[room_id]
+            previous = sent.get(room_id)
+            fresh = (
+                previous is None
+                or previous.get("rs") != config.key
+                or previous.get("m") != c.membership
+            )
+            sent[room_id] = {"ts": now.events, "rs": config.key, "m": c.membership}
+            if c.membership != "join":
+                if fresh:
+                    rooms_out[room_id] = await self._rooms.invited_room(
+                        room_id, user_id, c.bump, room_id in dms, c.membership
                     )
-                    if room is not None:
-                        rooms_out[room_id] = room
-                sent[room_id] = {"ts": now.events, "rs": config.key, "m": c.membership}
-
-        await asyncio.gather(*(build_room(r, cfg) for r, cfg in configs.items()))
+            elif fresh or not _unchanged(previous, since, changed, room_id):
+                jobs.append(
+                    JoinedJob(
+                        room_id,
+                        config,
+                        None if fresh else int(previous["ts"]),  # type: ignore[index]
+                        room_id in dms,
+                        c.bump,
+                    )
+                )
+        states, members = await self._rooms.prefetch([j.room_id for j in jobs])
+        jobs = [
+            replace(j, state=states.get(j.room_id), members=members.get(j.room_id)) for j in jobs
+        ]
+        rooms_out.update(await self._rooms.joined_rooms(user_id, device_id, jobs, now.events))
         extensions = await self._extensions(
             user_id, device_id, req, since, now, list(configs), in_list, set(candidates)
         )
