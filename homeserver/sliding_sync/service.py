@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from homeserver.e2ee.device_lists import DeviceListService
 from homeserver.e2ee.keys import KeysService
@@ -44,12 +44,18 @@ MAX_TIMEOUT_MS = 120_000
 POSITION_TTL_MS = 7 * 24 * 3600 * 1000
 
 
+NO_FILTERS = ListFilters()
+
+
+def _newest_first(c: _Candidate) -> tuple[int, str]:
+    return (-c.bump, c.room_id)
+
+
 def unknown_pos() -> MatrixError:
     return MatrixError(400, "M_UNKNOWN_POS", "Unknown or expired position: start over")
 
 
-@dataclass
-class _Candidate:
+class _Candidate(NamedTuple):
     room_id: str
     membership: str
     bump: int
@@ -141,8 +147,9 @@ class SlidingSyncService:
         rows = await self._stores.current_state.get_memberships_for_user(user_id)  # cached
         memberships = [m for m in rows if m.membership in ("join", "invite", "knock")]
         bumps = await self._bumps.get(m.room_id for m in memberships)
+        get = bumps.get
         return {
-            m.room_id: _Candidate(m.room_id, m.membership, bumps.get(m.room_id, m.stream_ordering))
+            m.room_id: _Candidate(m.room_id, m.membership, get(m.room_id, m.stream_ordering))
             for m in memberships
         }
 
@@ -181,6 +188,8 @@ class SlidingSyncService:
         dms: set[str],
         facts: dict[str, tuple[str | None, bool, set[str]]],
     ) -> list[_Candidate]:
+        if filters == NO_FILTERS:
+            return candidates
         out = []
         space_children: set[str] | None = None
         if filters.spaces is not None:
@@ -224,7 +233,7 @@ class SlidingSyncService:
         now: StreamToken,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
         candidates = await self._candidates(user_id)
-        ordered = sorted(candidates.values(), key=lambda c: (-c.bump, c.room_id))
+        ordered = sorted(candidates.values(), key=_newest_first)
         dms = await self._dm_rooms(user_id)
         facts: dict[str, tuple[str | None, bool, set[str]]] = {}
         if self._needs_facts(req.lists):
