@@ -34,6 +34,7 @@ class JoinedJob:
     bump_stamp: int
     state: dict[tuple[str, str], str] | None = None  # prefetched current state
     members: dict[str, str] | None = None  # prefetched memberships
+    counts_changed: bool = False  # sent even without new events (its unread counts moved)
 
 
 def wanted_state(
@@ -117,7 +118,7 @@ class RoomBuilder:
         state_wanted: dict[str, list[str]] = {}
         for job in jobs:
             events, more = pages.get(job.room_id, ([], None))
-            if job.since_events is not None and not events:
+            if job.since_events is not None and not events and not job.counts_changed:
                 continue  # nothing new
             timeline = events[-job.config.timeline_limit :] if job.config.timeline_limit else []
             state = job.state

@@ -143,9 +143,23 @@ class SlidingSyncService:
 
     # -- building ----------------------------------------------------------------------
 
-    async def _candidates(self, user_id: str) -> dict[str, _Candidate]:
+    async def _candidates(
+        self, user_id: str, since_events: int | None, sent: dict[str, Any]
+    ) -> dict[str, _Candidate]:
+        """Joined, invited and knocked rooms; and rooms left or banned from since the
+        last position that the client was shown (once, so it sees the change)."""
         rows = await self._stores.current_state.get_memberships_for_user(user_id)  # cached
-        memberships = [m for m in rows if m.membership in ("join", "invite", "knock")]
+        memberships = [
+            m
+            for m in rows
+            if m.membership in ("join", "invite", "knock")
+            or (
+                since_events is not None
+                and m.membership in ("leave", "ban")
+                and m.stream_ordering > since_events
+                and m.room_id in sent
+            )
+        ]
         bumps = await self._bumps.get(m.room_id for m in memberships)
         get = bumps.get
         return {
@@ -232,7 +246,10 @@ class SlidingSyncService:
         snapshot: Snapshot | None,
         now: StreamToken,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
-        candidates = await self._candidates(user_id)
+        since = StreamToken.decode(snapshot.token) if snapshot is not None else None
+        candidates = await self._candidates(
+            user_id, since.events if since else None, snapshot.rooms if snapshot else {}
+        )
         ordered = sorted(candidates.values(), key=_newest_first)
         dms = await self._dm_rooms(user_id)
         facts: dict[str, tuple[str | None, bool, set[str]]] = {}
@@ -262,7 +279,6 @@ class SlidingSyncService:
             if room_id in candidates and room_id not in req.unsubscribe:
                 configs[room_id] = configs[room_id].merged(config) if room_id in configs else config
 
-        since = StreamToken.decode(snapshot.token) if snapshot is not None else None
         await self._push_actions.wait_until(now.events)
         # Which rooms had events since the last position, from memory when the activity
         # window reaches back that far (then unchanged rooms cost no query).
@@ -272,6 +288,8 @@ class SlidingSyncService:
         sent: dict[str, Any] = dict(snapshot.rooms) if snapshot is not None else {}
         rooms_out: dict[str, Any] = {}
         jobs: list[JoinedJob] = []
+        # Rooms where the user's own read receipt moved: their unread counts changed.
+        read = await self._own_receipts(user_id, list(configs), since, now)
         for room_id, config in configs.items():
             c = candidates[room_id]
             previous = sent.get(room_id)
@@ -281,12 +299,16 @@ class SlidingSyncService:
                 or previous.get("m") != c.membership
             )
             sent[room_id] = {"ts": now.events, "rs": config.key, "m": c.membership}
-            if c.membership != "join":
+            if c.membership in ("leave", "ban") and previous is not None:
+                # Gone since the last position: the change (the leave or ban event) once.
+                jobs.append(JoinedJob(room_id, config, int(previous["ts"]), room_id in dms, c.bump))
+                del sent[room_id]
+            elif c.membership != "join":
                 if fresh:
                     rooms_out[room_id] = await self._rooms.invited_room(
                         room_id, user_id, c.bump, room_id in dms, c.membership
                     )
-            elif fresh or not _unchanged(previous, since, changed, room_id):
+            elif fresh or not _unchanged(previous, since, changed, room_id) or room_id in read:
                 jobs.append(
                     JoinedJob(
                         room_id,
@@ -294,6 +316,7 @@ class SlidingSyncService:
                         None if fresh else int(previous["ts"]),  # type: ignore[index]
                         room_id in dms,
                         c.bump,
+                        counts_changed=room_id in read,
                     )
                 )
         states, members = await self._rooms.prefetch([j.room_id for j in jobs])
@@ -306,6 +329,22 @@ class SlidingSyncService:
         )
         response = {"lists": lists_out, "rooms": rooms_out, "extensions": extensions}
         return response, sent, counts
+
+    async def _own_receipts(
+        self, user_id: str, rooms: list[str], since: StreamToken | None, now: StreamToken
+    ) -> set[str]:
+        if since is None or since.receipts >= now.receipts or not rooms:
+            return set()
+        found = await self._receipts.receipts_for_sync(user_id, rooms, since.receipts, now.receipts)
+        return {
+            room_id
+            for room_id, event in found.items()
+            if any(
+                user_id in by_user
+                for by_type in event["content"].values()
+                for by_user in by_type.values()
+            )
+        }
 
     # -- extensions --------------------------------------------------------------------
 

@@ -277,3 +277,31 @@ async def test_hostile_bodies_are_400(app_client: TestClient, body: dict[str, An
     (alice,) = await users(app_client, "alice")
     status, data = await alice.ss(body)
     assert status == 400 and data["errcode"] == "M_INVALID_PARAM", data
+
+
+async def test_leaving_is_shown_once_and_reading_resets_counts(app_client: TestClient) -> None:
+    alice, bob = await users(app_client, "alice", "bob")
+    kept = await bob.room()
+    gone = await bob.room()
+    for room in (kept, gone):
+        await alice.ok("POST", f"/join/{room}", {})
+    await bob.say(kept, "one")
+    last = await bob.say(kept, "two")
+    first = await alice.ss_ok(room_list([[0, 9]], timeline_limit=2))
+    assert first["lists"]["all_rooms"]["count"] == 2
+    assert first["rooms"][kept]["notification_count"] == 2
+
+    # Alice reads (say, on another device): the room comes back with its counts at 0.
+    await alice.ok("POST", f"/rooms/{kept}/receipt/m.read/{last}", {})
+    read = await alice.ss_ok(room_list([[0, 9]], timeline_limit=2), first["pos"])
+    assert read["rooms"][kept]["notification_count"] == 0
+    assert read["rooms"][kept]["timeline"] == []
+
+    # Kicked: the room comes once more, with the kick, then leaves the list.
+    await bob.ok("POST", f"/rooms/{gone}/kick", {"user_id": alice.id, "reason": "bye"})
+    kicked = await alice.ss_ok(room_list([[0, 9]], timeline_limit=2), read["pos"])
+    membership = [e for e in kicked["rooms"][gone]["timeline"] if e["type"] == "m.room.member"]
+    assert membership[-1]["content"]["membership"] == "leave"
+    after = await alice.ss_ok(room_list([[0, 9]], timeline_limit=2), kicked["pos"], timeout=100)
+    assert after["lists"]["all_rooms"]["count"] == 1
+    assert gone not in after["rooms"]
