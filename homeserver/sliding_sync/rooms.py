@@ -1,8 +1,8 @@
 """One room of a sliding sync response: its required state, timeline, counts, heroes.
 
 `required_state` selection follows MSC4186: `[type, state_key]` pairs where `*` is a
-wildcard, `$ME` the user, and `["m.room.member", "$LAZY"]` the senders of the events
-in the timeline. The timeline comes from the same reader as /messages (history
+wildcard, `$ME` the user, and `["m.room.member", "$LAZY"]` the members the timeline
+involves (senders, and the targets of its member events), as Synapse. The timeline comes from the same reader as /messages (history
 visibility, redactions, bundled aggregations) so `prev_batch` works there unchanged.
 """
 
@@ -56,7 +56,6 @@ def wanted_state(
             all_of_type.add(event_type)
         elif state_key == "$LAZY" and event_type == "m.room.member":
             exact.update(("m.room.member", u) for u in lazy_members)
-            exact.add(("m.room.member", user_id))
         else:
             exact.add((event_type, state_key))
     if everything:
@@ -124,7 +123,12 @@ class RoomBuilder:
             state = job.state
             if state is None:
                 state = await self._stores.current_state.get_current_state_ids(job.room_id)
-            keys = wanted_state(list(state), job.config, user_id, {e["sender"] for e in timeline})
+            involved = {e["sender"] for e in timeline} | {
+                e["state_key"]
+                for e in timeline
+                if e["type"] == "m.room.member" and isinstance(e.get("state_key"), str)
+            }
+            keys = wanted_state(list(state), job.config, user_id, involved)
             if job.since_events is not None:  # only state that changed in the new events
                 changed = {
                     (e["type"], e["state_key"])
@@ -147,7 +151,12 @@ class RoomBuilder:
             members = job.members
             if members is None:
                 members = await self._stores.current_state.get_members(job.room_id)
-            await self._describe(room, job.room_id, user_id, state, members)
+            # Name, avatar, counts and heroes: in full the first time, afterwards only
+            # when the new events changed them (Synapse's rule).
+            touched = {e["type"] for e in timeline if isinstance(e.get("state_key"), str)}
+            await self._describe(
+                room, job.room_id, user_id, state, members, job.since_events is None, touched
+            )
             counts = await self._push.get_current_unread_counts(user_id, job.room_id)
             room["notification_count"] = sum(c.notifications for c in counts.values())
             room["highlight_count"] = sum(c.highlights for c in counts.values())
@@ -173,21 +182,27 @@ class RoomBuilder:
         user_id: str,
         state: dict[tuple[str, str], str],
         members: dict[str, str],
+        initial: bool = True,
+        touched: set[str] = frozenset(),  # type: ignore[assignment]
     ) -> None:
-        """name, avatar, heroes and member counts."""
+        """name, avatar, heroes and member counts (on an incremental entry, only those
+        whose state events are among `touched` types)."""
         ids = [state[k] for k in (("m.room.name", ""), ("m.room.avatar", "")) if k in state]
         loaded = await self._stores.events.get_events(ids)
         name_id = state.get(("m.room.name", ""))
         name = loaded[name_id].content.get("name") if name_id in loaded else None
-        if isinstance(name, str) and name:
+        has_name = isinstance(name, str) and bool(name)
+        if has_name and (initial or "m.room.name" in touched):
             room["name"] = name
         avatar_id = state.get(("m.room.avatar", ""))
-        if avatar_id in loaded:
+        if avatar_id in loaded and (initial or "m.room.avatar" in touched):
             url = loaded[avatar_id].content.get("url")
             room["avatar"] = url if isinstance(url, str) and url else None
+        if not initial and "m.room.member" not in touched:
+            return
         room["joined_count"] = sum(1 for m in members.values() if m == "join")
         room["invited_count"] = sum(1 for m in members.values() if m == "invite")
-        if "name" not in room:
+        if not has_name:
             others = sorted(
                 u for u, m in members.items() if u != user_id and m in ("join", "invite")
             )[:MAX_HEROES]

@@ -157,6 +157,7 @@ EXTRA_CHECKS = [
     "media 2->1",
     "space walk 1->2",
     "space walk 2->1",
+    "sliding sync same answers",
 ]
 
 
