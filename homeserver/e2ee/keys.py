@@ -308,7 +308,12 @@ class KeysService:
         if "master" in stored:
             await reauth(user_id, body.get("auth"))
         await self._keys.set_cross_signing_keys(user_id, given)
-        await self._device_lists.mark_changed(user_id, signing_keys=True)
+        changed = {kt for kt, (_, key) in given.items() if not _same(stored.get(kt), key)}
+        if changed - {"user_signing"}:
+            await self._device_lists.mark_changed(user_id, signing_keys=True)
+        # A new user-signing key alone concerns nobody else (only its owner ever sees
+        # it, and it signs nothing others verify): others' device lists stay as they
+        # are, as in Synapse. The owner's clients made the change themselves.
         return {}
 
     async def upload_signatures(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:

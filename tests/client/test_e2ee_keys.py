@@ -369,3 +369,62 @@ async def test_device_deleted_hook_drops_keys(app_client: Any) -> None:
         app_client, "/claim", bob_token, {"one_time_keys": {alice: {alice_dev: "curve25519"}}}
     )
     assert body["one_time_keys"] == {}
+
+
+async def test_a_new_user_signing_key_alone_does_not_change_others_device_lists(
+    app_client: Any,
+) -> None:
+    """Issue 9: only the master and self-signing keys concern other users (Synapse)."""
+    from tests.client.helpers import make_room, register_user
+
+    alice = await register_user(app_client, "alice")
+    a_token, a_id = alice["access_token"], alice["user_id"]
+    bob, bob_token, _ = await make_user(app_client, "bob")
+    room = await make_room(app_client, a_id)
+    resp = await app_client.post(
+        f"/_matrix/client/v3/join/{room}", json={}, headers=auth(bob_token)
+    )
+    assert resp.status == 200
+    master, ssk = generate_signing_key("m"), generate_signing_key("s")
+    first = {
+        "master_key": cross_signing_key(a_id, "master", master),
+        "self_signing_key": cross_signing_key(a_id, "self_signing", ssk, master),
+    }
+    assert (await post(app_client, "/device_signing/upload", a_token, first))[0] == 200
+
+    async def bob_sync(since: str | None) -> dict[str, Any]:
+        params = {"timeout": "0", **({"since": since} if since else {})}
+        resp = await app_client.get(
+            "/_matrix/client/v3/sync", params=params, headers=auth(bob_token)
+        )
+        return await resp.json()
+
+    token = (await bob_sync(None))["next_batch"]
+    usk = {
+        "user_signing_key": cross_signing_key(
+            a_id, "user_signing", generate_signing_key("u"), master
+        )
+    }
+    status, challenge = await post(app_client, "/device_signing/upload", a_token, usk)
+    assert status == 401
+    usk["auth"] = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "alice"},
+        "password": "correct horse",
+        "session": challenge["session"],
+    }
+    assert (await post(app_client, "/device_signing/upload", a_token, usk))[0] == 200
+    after = await bob_sync(token)
+    assert a_id not in after.get("device_lists", {}).get("changed", [])
+
+    # A new self-signing key does concern Bob.
+    token = after["next_batch"]
+    ssk2 = {
+        "self_signing_key": cross_signing_key(
+            a_id, "self_signing", generate_signing_key("t"), master
+        )
+    }
+    status, challenge = await post(app_client, "/device_signing/upload", a_token, ssk2)
+    ssk2["auth"] = {**usk["auth"], "session": challenge["session"]}
+    assert (await post(app_client, "/device_signing/upload", a_token, ssk2))[0] == 200
+    assert a_id in (await bob_sync(token)).get("device_lists", {}).get("changed", [])
