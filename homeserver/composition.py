@@ -100,6 +100,7 @@ from homeserver.profiles.directory import UserDirectory
 from homeserver.profiles.ports import RemoteProfiles
 from homeserver.profiles.service import ProfileService
 from homeserver.push.actions import ActionGenerator
+from homeserver.push.delivery import PushDelivery
 from homeserver.push.rules_service import PushRulesService
 from homeserver.push.sync_extension import UnreadCountsExtension
 from homeserver.ratelimit import RateLimiters, override_limit
@@ -262,7 +263,17 @@ async def build(
     account_data = AccountDataService(account_store, notifier, account_position)
     push_store = PushStore(database)
     push_rules = PushRulesService(push_store, account_data)
-    push_actions = ActionGenerator(stores, push_store, push_rules, server_name)
+    push_delivery = PushDelivery(
+        stores,
+        push_store,
+        IPFilter(
+            blacklist=[str(n) for n in config.federation.ip_range_blacklist],
+            whitelist=[str(n) for n in config.federation.ip_range_whitelist],
+        ),
+        server_name,
+    )
+    stack.push_async_callback(push_delivery.close)
+    push_actions = ActionGenerator(stores, push_store, push_rules, server_name, push_delivery)
     stack.push_async_callback(push_actions.close)
     relations = RelationsService(stores, RelationsReadStore(database), RoomReadStore(database))
     joined = JoinedRoomsCache(stores)

@@ -1,5 +1,5 @@
-"""Pushers API: GET /pushers and POST /pushers/set (stored only; delivery to push
-gateways comes later). Bodies are validated here per pusher.yaml: kind http needs
+"""Pushers API: GET /pushers and POST /pushers/set (delivery to the gateways:
+homeserver.push.delivery). Bodies are validated here per pusher.yaml: kind http needs
 data.url (an http(s) URL with the notify path); email pushers are refused."""
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.events import Event
 from homeserver.graph.power_levels import PowerLevels
@@ -49,6 +50,12 @@ class _RoomAudience:
     names: dict[str, str] | None = None  # display names, fetched when a rule needs one
 
 
+class Delivery(Protocol):
+    """Where notifying actions go once recorded (homeserver.push.delivery)."""
+
+    async def notify(self, rows: Sequence[PushAction], events: dict[str, Event]) -> None: ...
+
+
 class ActionGenerator:
     """An `EventListener` that writes push actions and advances senders' read marks.
 
@@ -59,8 +66,14 @@ class ActionGenerator:
     """
 
     def __init__(
-        self, stores: Stores, push_store: PushStore, rules: PushRulesService, server_name: str
+        self,
+        stores: Stores,
+        push_store: PushStore,
+        rules: PushRulesService,
+        server_name: str,
+        delivery: Delivery | None = None,
     ) -> None:
+        self._delivery = delivery
         self._stores = stores
         self._push = push_store
         self._rules = rules
@@ -135,6 +148,12 @@ class ActionGenerator:
         await self._push.record_batch(
             rows, [(u, r, t, so) for (u, r, t), so in read_positions.items()]
         )
+        if self._delivery is not None and any(r.notif for r in rows):
+            events = {event.event_id: event for event, _ in batch}
+            try:
+                await self._delivery.notify(rows, events)
+            except Exception:  # push gateways must never stop the counting
+                log.exception("push delivery failed")
 
     async def _actions_for(
         self,

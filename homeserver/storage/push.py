@@ -129,6 +129,9 @@ class PushStore:
         self._unread: LruCache[tuple[str, str], _Unread] = LruCache(
             UNREAD_CACHE_SIZE, name="unread_counts"
         )
+        # user -> their pushers: read for every notification of every member of a room
+        # (push delivery); changed only by set_pusher/delete_pusher below.
+        self._pushers: LruCache[str, list[StoredPusher]] = LruCache(50_000, name="pushers")
 
     # -- rules --------------------------------------------------------------------------
 
@@ -273,20 +276,27 @@ class PushStore:
     # -- pushers ------------------------------------------------------------------------
 
     async def get_pushers(self, user_id: str) -> list[StoredPusher]:
+        cached = self._pushers.get(user_id)
+        if cached is not None:
+            return list(cached)
+        generation = self._pushers.generation()
         rows = await self.db.fetch(
             "SELECT user_id, app_id, pushkey, kind, app_display_name, device_display_name,"
             " profile_tag, lang, data, device_id FROM pushers WHERE user_id = $1"
             " ORDER BY created_ts, app_id, pushkey",
             user_id,
         )
-        return [
+        found = [
             StoredPusher(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], load_json(r[8]), r[9])
             for r in rows
         ]
+        self._pushers.set_if_current(user_id, found, generation)
+        return list(found)
 
     async def set_pusher(self, pusher: StoredPusher, *, append: bool) -> None:
         """Create or update; without `append`, other users' pushers with the same
         app_id and pushkey are removed (the spec's default)."""
+        self._pushers.clear()  # other users may lose theirs: rare enough to drop all
         async with self.db.transaction() as conn:
             if not append:
                 await conn.execute(
@@ -316,17 +326,18 @@ class PushStore:
                 pusher.device_id,
                 now_ms(),
             )
+        self._pushers.clear()  # and after: a read that raced the write cached the old rows
 
     async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> bool:
-        return (
-            await self.db.execute(
-                "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
-                user_id,
-                app_id,
-                pushkey,
-            )
-            > 0
+        self._pushers.invalidate(user_id)
+        deleted = await self.db.execute(
+            "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+            user_id,
+            app_id,
+            pushkey,
         )
+        self._pushers.invalidate(user_id)
+        return deleted > 0
 
     # -- push actions and read positions ------------------------------------------------
 

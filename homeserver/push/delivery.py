@@ -1,0 +1,267 @@
+"""Sending notifications to push gateways (Push Gateway API v1, HTTP pushers).
+
+Every notifying push action (homeserver.push.actions) is handed here; each of the
+user's HTTP pushers gets a `POST {data.url}` (/_matrix/push/v1/notify) with the event,
+the sender's and room's names, the badge count and the tweaks of the matching rule, or
+only the IDs and counts when the pusher asked for `format: event_id_only`. A gateway
+that answers `rejected` for a pushkey loses that pusher (the app was uninstalled).
+
+Each pusher has its own queue and worker: notifications are sent in order, one at a
+time; a failure (no answer, 5xx, 429) is retried with exponential backoff from
+RETRY_MIN_S to RETRY_MAX_S, and a notification older than GIVE_UP_AFTER_S is dropped.
+Bounds: QUEUE_LIMIT notifications waiting per pusher (the oldest go first), the
+gateway's answer read up to MAX_RESPONSE_BYTES, REQUEST_TIMEOUT_S per request, and
+every connection goes through the outbound IP policy (ip_range_blacklist, as for
+federation), checked where the name resolves and on redirects (none are followed).
+Queues live in memory: a restart drops what had not been delivered yet (a phone then
+learns of the message at its next sync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from homeserver.events import Event
+from homeserver.ipfilter import FilteringResolver, IPBlockedError, IPFilter, ip_literal_guard
+from homeserver.storage import Stores
+from homeserver.storage.push import PushAction, PushStore, StoredPusher
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 100
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 600.0
+GIVE_UP_AFTER_S = 24 * 3600.0
+REQUEST_TIMEOUT_S = 20.0
+MAX_RESPONSE_BYTES = 64 * 1024
+MAX_CONTENT_BYTES = 4096  # of an event's content copied into a notification
+PRIORITY_TYPES = frozenset({"m.room.message", "m.room.encrypted", "m.call.invite", "m.sticker"})
+
+
+@dataclass
+class _Pending:
+    body: dict[str, Any]
+    created: float = field(default_factory=time.monotonic)
+
+
+def tweaks_of(actions: Sequence[Any]) -> dict[str, Any]:
+    tweaks: dict[str, Any] = {}
+    for action in actions:
+        if isinstance(action, dict) and action.get("set_tweak") in ("sound", "highlight"):
+            name = action["set_tweak"]
+            tweaks[name] = action.get("value", True if name == "highlight" else None)
+    return {k: v for k, v in tweaks.items() if v is not None}
+
+
+class PushDelivery:
+    def __init__(
+        self,
+        stores: Stores,
+        push_store: PushStore,
+        ip_filter: IPFilter,
+        server_name: str,
+        *,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+    ) -> None:
+        self._stores = stores
+        self._push = push_store
+        self._filter = ip_filter
+        self._server_name = server_name
+        self._session: aiohttp.ClientSession | None = None
+        self._session_factory = session_factory
+        self._queues: dict[tuple[str, str, str], deque[_Pending]] = {}
+        self._workers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._closed = False
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            if self._session_factory is not None:
+                self._session = self._session_factory()
+            else:
+                self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(
+                        resolver=FilteringResolver(self._filter), limit=100, limit_per_host=10
+                    ),
+                    headers={"User-Agent": "homeserver-py push", "Accept-Encoding": "identity"},
+                    auto_decompress=False,
+                    trace_configs=[ip_literal_guard(self._filter)],
+                )
+        return self._session
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._workers.values()):
+            task.cancel()
+        if self._workers:
+            await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    # -- from the push action generator --------------------------------------------------
+
+    async def notify(self, rows: Sequence[PushAction], events: dict[str, Event]) -> None:
+        """Queue a notification for every HTTP pusher of each notified user."""
+        if self._closed:
+            return
+        for row in rows:
+            if not row.notif:
+                continue
+            pushers = [p for p in await self._push.get_pushers(row.user_id) if p.kind == "http"]
+            if not pushers:
+                continue
+            event = events.get(row.event_id)
+            if event is None:
+                continue
+            base = await self._notification(row, event)
+            for pusher in pushers:
+                self._enqueue(pusher, self._for_pusher(base, pusher, row))
+
+    async def _notification(self, row: PushAction, event: Event) -> dict[str, Any]:
+        state = await self._stores.current_state.get_current_state_ids(
+            row.room_id, ["m.room.name", "m.room.canonical_alias", "m.room.member"]
+        )
+        wanted = [
+            state[k]
+            for k in (
+                ("m.room.name", ""),
+                ("m.room.canonical_alias", ""),
+                ("m.room.member", event.sender),
+            )
+            if k in state
+        ]
+        loaded = await self._stores.events.get_events(wanted)
+
+        def content_of(key: tuple[str, str]) -> dict[str, Any]:
+            found = loaded.get(state.get(key, ""))
+            return found.content if found is not None else {}
+
+        notification: dict[str, Any] = {
+            "event_id": event.event_id,
+            "room_id": row.room_id,
+            "type": event.type,
+            "sender": event.sender,
+            "prio": "high" if event.type in PRIORITY_TYPES else "low",
+            "counts": {"unread": await self._badge(row.user_id)},
+        }
+        name = content_of(("m.room.member", event.sender)).get("displayname")
+        if isinstance(name, str):
+            notification["sender_display_name"] = name
+        room_name = content_of(("m.room.name", "")).get("name")
+        if isinstance(room_name, str) and room_name:
+            notification["room_name"] = room_name
+        alias = content_of(("m.room.canonical_alias", "")).get("alias")
+        if isinstance(alias, str):
+            notification["room_alias"] = alias
+        if event.type == "m.room.member":
+            notification["membership"] = event.content.get("membership")
+            notification["user_is_target"] = event.state_key == row.user_id
+        content = event.content
+        if len(str(content)) <= MAX_CONTENT_BYTES:
+            notification["content"] = content
+        return notification
+
+    async def _badge(self, user_id: str) -> int:
+        """The app icon's number: rooms with unread notifications (Synapse's default,
+        group_unread_count_by_room)."""
+        rooms = await self._stores.current_state.get_rooms_for_user(user_id)
+        unread = 0
+        for room_id in rooms:
+            counts = await self._push.get_current_unread_counts(user_id, room_id)
+            if any(c.notifications for c in counts.values()):
+                unread += 1
+        return unread
+
+    @staticmethod
+    def _for_pusher(base: dict[str, Any], pusher: StoredPusher, row: PushAction) -> dict[str, Any]:
+        data = {k: v for k, v in pusher.data.items() if k != "url"}
+        device = {
+            "app_id": pusher.app_id,
+            "pushkey": pusher.pushkey,
+            "data": data,
+            "tweaks": tweaks_of(row.actions),
+        }
+        if pusher.data.get("format") == "event_id_only":
+            keep = ("event_id", "room_id", "counts", "prio")
+            notification = {k: base[k] for k in keep if k in base}
+        else:
+            notification = dict(base)
+        notification["devices"] = [device]
+        return {"notification": notification}
+
+    # -- per pusher queues -----------------------------------------------------------------
+
+    def _enqueue(self, pusher: StoredPusher, body: dict[str, Any]) -> None:
+        key = (pusher.user_id, pusher.app_id, pusher.pushkey)
+        queue = self._queues.setdefault(key, deque())
+        if len(queue) >= QUEUE_LIMIT:
+            queue.popleft()
+        queue.append(_Pending(body))
+        worker = self._workers.get(key)
+        if worker is None or worker.done():
+            self._workers[key] = asyncio.get_running_loop().create_task(
+                self._work(key, pusher.data["url"])
+            )
+
+    async def _work(self, key: tuple[str, str, str], url: str) -> None:
+        queue = self._queues[key]
+        delay = RETRY_MIN_S
+        try:
+            while queue:
+                pending = queue[0]
+                if time.monotonic() - pending.created > GIVE_UP_AFTER_S:
+                    queue.popleft()
+                    continue
+                outcome = await self._send(url, pending.body)
+                if outcome == "retry":
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+                    continue
+                delay = RETRY_MIN_S
+                queue.popleft()
+                if isinstance(outcome, list) and key[2] in outcome:
+                    log.info("push gateway rejected pushkey of %s: removing the pusher", key[0])
+                    await self._push.delete_pusher(*key)
+                    queue.clear()
+        finally:
+            if not queue:
+                self._queues.pop(key, None)
+                self._workers.pop(key, None)
+
+    async def _send(self, url: str, body: dict[str, Any]) -> str | list[str]:
+        """ "ok", "drop" (the gateway refused it), "retry", or the rejected pushkeys."""
+        try:
+            async with self._get_session().post(
+                url,
+                json=body,
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+                allow_redirects=False,
+            ) as resp:
+                raw = await resp.content.read(MAX_RESPONSE_BYTES)
+                if resp.status == 429 or resp.status >= 500:
+                    return "retry"
+                if resp.status != 200:
+                    log.info("push gateway %s answered %d: dropped", url[:100], resp.status)
+                    return "drop"
+                try:
+                    answer = json.loads(raw) if raw else {}
+                except ValueError:
+                    return "ok"
+                rejected = answer.get("rejected") if isinstance(answer, dict) else None
+                if isinstance(rejected, list):
+                    return [r for r in rejected if isinstance(r, str)]
+                return "ok"
+        except IPBlockedError:
+            log.info("push gateway %s is on a blocked address: dropped", url[:100])
+            return "drop"
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            log.info("push gateway %s: %s; will retry", url[:100], type(e).__name__)
+            return "retry"

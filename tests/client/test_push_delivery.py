@@ -1,0 +1,184 @@
+"""Notifications reach push gateways (issue 15, Push Gateway API): a fake gateway gets
+each notifying event with names, counts and tweaks (or only IDs for event_id_only), a
+gateway that fails is retried, a rejected pushkey removes the pusher, and nothing is
+pushed for the user's own messages or to gateways on blocked addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from homeserver.app import create_app
+from homeserver.appstate import PUSH_STORE
+from tests.client.helpers import auth, register_user
+
+C = "/_matrix/client/v3"
+
+
+class Gateway:
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.fail_next = 0
+        self.reject: set[str] = set()
+        self.server: TestServer | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if self.fail_next:
+            self.fail_next -= 1
+            return web.json_response({"error": "busy"}, status=503)
+        self.received.append(body)
+        keys = [d["pushkey"] for d in body["notification"]["devices"]]
+        return web.json_response({"rejected": [k for k in keys if k in self.reject]})
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/_matrix/push/v1/notify"))
+
+    async def wait_for(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout):
+            while len(self.received) < count:
+                await asyncio.sleep(0.05)
+        return self.received
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    gw = Gateway()
+    app = web.Application()
+    app.router.add_post("/_matrix/push/v1/notify", gw.handle)
+    gw.server = TestServer(app, host="127.0.0.1")
+    await gw.server.start_server()
+    try:
+        yield gw
+    finally:
+        await gw.server.close()
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, tmp_config: Any) -> TestClient:
+    # The gateway runs on loopback, which the outbound policy blocks unless allowed.
+    return await aiohttp_client(create_app(tmp_config(ip_range_whitelist=["127.0.0.0/8"])))
+
+
+async def setup_pair(client: TestClient, gw: Gateway, **data: Any) -> tuple[Any, Any, str]:
+    alice = await register_user(client, "alice")
+    bob = await register_user(client, "bob")
+    a, b = auth(alice["access_token"]), auth(bob["access_token"])
+    await client.put(
+        f"{C}/profile/{bob['user_id']}/displayname", json={"displayname": "Bob B"}, headers=b
+    )
+    resp = await client.post(
+        f"{C}/createRoom", json={"preset": "public_chat", "name": "Tea"}, headers=a
+    )
+    room = (await resp.json())["room_id"]
+    await client.post(f"{C}/join/{room}", json={}, headers=b)
+    resp = await client.post(
+        f"{C}/pushers/set",
+        json={
+            "kind": "http",
+            "app_id": "org.example.app",
+            "pushkey": "KEY1",
+            "app_display_name": "App",
+            "device_display_name": "Phone",
+            "lang": "en",
+            "data": {"url": gw.url, **data},
+        },
+        headers=a,
+    )
+    assert resp.status == 200, await resp.text()
+    return (alice, a), (bob, b), room
+
+
+async def say(client: TestClient, headers: dict[str, str], room: str, text: str) -> str:
+    resp = await client.put(
+        f"{C}/rooms/{room}/send/m.room.message/{uuid.uuid4().hex}",
+        json={"msgtype": "m.text", "body": text},
+        headers=headers,
+    )
+    return (await resp.json())["event_id"]
+
+
+async def test_a_message_is_pushed_with_names_counts_and_tweaks(
+    client: TestClient, gateway: Gateway
+) -> None:
+    (alice, a), (bob, b), room = await setup_pair(client, gateway)
+    await say(client, a, room, "my own words")  # never pushed to myself
+    event_id = await say(client, b, room, "hello alice")
+    (body,) = await gateway.wait_for(1)
+    n = body["notification"]
+    assert n["event_id"] == event_id and n["room_id"] == room
+    assert n["type"] == "m.room.message" and n["sender"] == bob["user_id"]
+    assert n["sender_display_name"] == "Bob B" and n["room_name"] == "Tea"
+    assert n["content"] == {"msgtype": "m.text", "body": "hello alice"}
+    assert n["counts"] == {"unread": 1} and n["prio"] == "high"
+    (device,) = n["devices"]
+    assert device["app_id"] == "org.example.app" and device["pushkey"] == "KEY1"
+    assert "url" not in device["data"]
+    # A two-person room: the one-to-one rule notifies with a sound.
+    assert device["tweaks"].get("sound") == "default"
+    await asyncio.sleep(0.3)
+    assert len(gateway.received) == 1
+
+
+async def test_event_id_only_pushers_get_no_content(client: TestClient, gateway: Gateway) -> None:
+    (alice, a), (bob, b), room = await setup_pair(client, gateway, format="event_id_only")
+    event_id = await say(client, b, room, "secret words")
+    (body,) = await gateway.wait_for(1)
+    n = body["notification"]
+    assert n["event_id"] == event_id and n["room_id"] == room
+    assert "content" not in n and "sender_display_name" not in n and "room_name" not in n
+    assert n["devices"][0]["data"] == {"format": "event_id_only"}
+
+
+async def test_a_failing_gateway_is_retried_in_order(client: TestClient, gateway: Gateway) -> None:
+    (alice, a), (bob, b), room = await setup_pair(client, gateway)
+    gateway.fail_next = 2
+    first = await say(client, b, room, "one")
+    second = await say(client, b, room, "two")
+    received = await gateway.wait_for(2, timeout=15)
+    assert [r["notification"]["event_id"] for r in received] == [first, second]
+
+
+async def test_a_rejected_pushkey_removes_the_pusher(client: TestClient, gateway: Gateway) -> None:
+    (alice, a), (bob, b), room = await setup_pair(client, gateway)
+    gateway.reject.add("KEY1")
+    await say(client, b, room, "anyone there?")
+    await gateway.wait_for(1)
+    store = client.server.app[PUSH_STORE]
+    async with asyncio.timeout(5):
+        while await store.get_pushers(alice["user_id"]):
+            await asyncio.sleep(0.05)
+    await say(client, b, room, "gone")
+    await asyncio.sleep(0.5)
+    assert len(gateway.received) == 1
+
+
+async def test_no_delivery_to_a_blocked_address(
+    aiohttp_client: Any, tmp_config: Any, gateway: Gateway
+) -> None:
+    """Without the loopback allowance a gateway on 127.0.0.1 is refused at /pushers/set
+    (names are checked where they resolve, by the same resolver as federation's)."""
+    client = await aiohttp_client(create_app(tmp_config()))
+    alice = await register_user(client, "alice")
+    resp = await client.post(
+        f"{C}/pushers/set",
+        json={
+            "kind": "http",
+            "app_id": "a",
+            "pushkey": "k",
+            "app_display_name": "A",
+            "device_display_name": "D",
+            "lang": "en",
+            "data": {"url": gateway.url},
+        },
+        headers=auth(alice["access_token"]),
+    )
+    assert resp.status == 400
