@@ -345,7 +345,11 @@ async def build(
     )
 
     # -- ephemeral streams ---------------------------------------------------------------
-    receipt_store = ReceiptStore(database, push_store.read_marker_moved)
+    def read_marker_moved(user_id: str, room_id: str) -> None:
+        push_store.read_marker_moved(user_id, room_id)
+        push_delivery.badge_update(user_id)  # the user's apps get their new badge
+
+    receipt_store = ReceiptStore(database, read_marker_moved)
     receipt_position = await receipt_store.get_max_stream_id()
     notifier.advance("receipts", receipt_position)
     receipts = ReceiptsService(

@@ -53,7 +53,9 @@ class _RoomAudience:
 class Delivery(Protocol):
     """Where notifying actions go once recorded (homeserver.push.delivery)."""
 
-    async def notify(self, rows: Sequence[PushAction], events: dict[str, Event]) -> None: ...
+    def notify(self, rows: Sequence[PushAction], events: dict[str, Event]) -> None: ...
+
+    def badge_update(self, user_id: str) -> None: ...
 
 
 class ActionGenerator:
@@ -149,11 +151,7 @@ class ActionGenerator:
             rows, [(u, r, t, so) for (u, r, t), so in read_positions.items()]
         )
         if self._delivery is not None and any(r.notif for r in rows):
-            events = {event.event_id: event for event, _ in batch}
-            try:
-                await self._delivery.notify(rows, events)
-            except Exception:  # push gateways must never stop the counting
-                log.exception("push delivery failed")
+            self._delivery.notify(rows, {event.event_id: event for event, _ in batch})
 
     async def _actions_for(
         self,

@@ -38,13 +38,13 @@ from homeserver.storage.push import PushAction, PushStore, StoredPusher
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 100
+INCOMING_LIMIT = 10_000  # notifications waiting to be turned into requests
 RETRY_MIN_S = 1.0
-RETRY_MAX_S = 600.0
+RETRY_MAX_S = 3600.0
 GIVE_UP_AFTER_S = 24 * 3600.0
 REQUEST_TIMEOUT_S = 20.0
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_CONTENT_BYTES = 4096  # of an event's content copied into a notification
-PRIORITY_TYPES = frozenset({"m.room.message", "m.room.encrypted", "m.call.invite", "m.sticker"})
 
 
 @dataclass
@@ -60,6 +60,26 @@ def tweaks_of(actions: Sequence[Any]) -> dict[str, Any]:
             name = action["set_tweak"]
             tweaks[name] = action.get("value", True if name == "highlight" else None)
     return {k: v for k, v in tweaks.items() if v is not None}
+
+
+def _priority(event: Event, actions: Sequence[Any]) -> str:
+    """high for encrypted events and for what highlights or makes a sound."""
+    if event.type == "m.room.encrypted" or tweaks_of(actions):
+        return "high"
+    return "low"
+
+
+def _device(pusher: StoredPusher, tweaks: dict[str, Any]) -> dict[str, Any]:
+    device: dict[str, Any] = {
+        "app_id": pusher.app_id,
+        "pushkey": pusher.pushkey,
+        "pushkey_ts": pusher.created_ts // 1000,
+        # Everything the client put in `data` but the URL (e.g. default_payload).
+        "data": {k: v for k, v in pusher.data.items() if k != "url"},
+    }
+    if tweaks:
+        device["tweaks"] = tweaks
+    return device
 
 
 class PushDelivery:
@@ -81,6 +101,10 @@ class PushDelivery:
         self._queues: dict[tuple[str, str, str], deque[_Pending]] = {}
         self._workers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._closed = False
+        # What the action generator handed over: built into requests by one worker, off
+        # the generator's path (delivery never delays counting, let alone sending).
+        self._incoming: deque[tuple[Sequence[PushAction], dict[str, Event]] | str] = deque()
+        self._builder: asyncio.Task[None] | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -99,6 +123,8 @@ class PushDelivery:
 
     async def close(self) -> None:
         self._closed = True
+        if self._builder is not None:
+            self._builder.cancel()
         for task in list(self._workers.values()):
             task.cancel()
         if self._workers:
@@ -108,10 +134,55 @@ class PushDelivery:
 
     # -- from the push action generator --------------------------------------------------
 
-    async def notify(self, rows: Sequence[PushAction], events: dict[str, Event]) -> None:
+    def notify(self, rows: Sequence[PushAction], events: dict[str, Event]) -> None:
         """Queue a notification for every HTTP pusher of each notified user."""
+        self._hand_over((rows, events))
+
+    def badge_update(self, user_id: str) -> None:
+        """The user read something: their apps' badges get the new number."""
+        self._hand_over(user_id)
+
+    def _hand_over(self, item: tuple[Sequence[PushAction], dict[str, Event]] | str) -> None:
         if self._closed:
             return
+        if len(self._incoming) >= INCOMING_LIMIT:
+            self._incoming.popleft()
+            log.warning("push delivery is behind: dropped the oldest waiting notification")
+        self._incoming.append(item)
+        if self._builder is None or self._builder.done():
+            self._builder = asyncio.get_running_loop().create_task(self._build_requests())
+
+    async def _build_requests(self) -> None:
+        while self._incoming:
+            item = self._incoming.popleft()
+            try:
+                if isinstance(item, str):
+                    await self._badge_requests(item)
+                else:
+                    await self._notification_requests(*item)
+            except Exception:
+                log.exception("building push notifications failed")
+
+    async def _badge_requests(self, user_id: str) -> None:
+        pushers = [p for p in await self._push.get_pushers(user_id) if p.kind == "http"]
+        if not pushers:
+            return
+        badge = await self._badge(user_id)
+        for pusher in pushers:
+            body = {
+                "notification": {
+                    "id": "",
+                    "type": None,
+                    "sender": "",
+                    "counts": {"unread": badge},
+                    "devices": [_device(pusher, {})],
+                }
+            }
+            self._enqueue(pusher, body)
+
+    async def _notification_requests(
+        self, rows: Sequence[PushAction], events: dict[str, Event]
+    ) -> None:
         for row in rows:
             if not row.notif:
                 continue
@@ -149,7 +220,7 @@ class PushDelivery:
             "room_id": row.room_id,
             "type": event.type,
             "sender": event.sender,
-            "prio": "high" if event.type in PRIORITY_TYPES else "low",
+            "prio": _priority(event, row.actions),
             "counts": {"unread": await self._badge(row.user_id)},
         }
         name = content_of(("m.room.member", event.sender)).get("displayname")
@@ -170,11 +241,11 @@ class PushDelivery:
         return notification
 
     async def _badge(self, user_id: str) -> int:
-        """The app icon's number: rooms with unread notifications (Synapse's default,
-        group_unread_count_by_room)."""
-        rooms = await self._stores.current_state.get_rooms_for_user(user_id)
-        unread = 0
-        for room_id in rooms:
+        """The app icon's number: invites plus rooms with unread notifications
+        (Synapse's default, group_unread_count_by_room)."""
+        memberships = await self._stores.current_state.get_memberships_for_user(user_id)
+        unread = sum(1 for m in memberships if m.membership == "invite")
+        for room_id in (m.room_id for m in memberships if m.membership == "join"):
             counts = await self._push.get_current_unread_counts(user_id, room_id)
             if any(c.notifications for c in counts.values()):
                 unread += 1
@@ -182,13 +253,7 @@ class PushDelivery:
 
     @staticmethod
     def _for_pusher(base: dict[str, Any], pusher: StoredPusher, row: PushAction) -> dict[str, Any]:
-        data = {k: v for k, v in pusher.data.items() if k != "url"}
-        device = {
-            "app_id": pusher.app_id,
-            "pushkey": pusher.pushkey,
-            "data": data,
-            "tweaks": tweaks_of(row.actions),
-        }
+        device = _device(pusher, tweaks_of(row.actions))
         if pusher.data.get("format") == "event_id_only":
             keep = ("event_id", "room_id", "counts", "prio")
             notification = {k: base[k] for k in keep if k in base}

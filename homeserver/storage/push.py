@@ -47,6 +47,7 @@ class StoredPusher:
     lang: str
     data: dict[str, Any]
     device_id: str | None
+    created_ts: int = 0
 
 
 @dataclass(frozen=True)
@@ -282,12 +283,14 @@ class PushStore:
         generation = self._pushers.generation()
         rows = await self.db.fetch(
             "SELECT user_id, app_id, pushkey, kind, app_display_name, device_display_name,"
-            " profile_tag, lang, data, device_id FROM pushers WHERE user_id = $1"
+            " profile_tag, lang, data, device_id, created_ts FROM pushers WHERE user_id = $1"
             " ORDER BY created_ts, app_id, pushkey",
             user_id,
         )
         found = [
-            StoredPusher(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], load_json(r[8]), r[9])
+            StoredPusher(
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], load_json(r[8]), r[9], int(r[10])
+            )
             for r in rows
         ]
         self._pushers.set_if_current(user_id, found, generation)

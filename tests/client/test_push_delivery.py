@@ -121,7 +121,7 @@ async def test_a_message_is_pushed_with_names_counts_and_tweaks(
     assert n["counts"] == {"unread": 1} and n["prio"] == "high"
     (device,) = n["devices"]
     assert device["app_id"] == "org.example.app" and device["pushkey"] == "KEY1"
-    assert "url" not in device["data"]
+    assert "url" not in device["data"] and device["pushkey_ts"] > 1_600_000_000
     # A two-person room: the one-to-one rule notifies with a sound.
     assert device["tweaks"].get("sound") == "default"
     await asyncio.sleep(0.3)
@@ -182,3 +182,26 @@ async def test_no_delivery_to_a_blocked_address(
         headers=auth(alice["access_token"]),
     )
     assert resp.status == 400
+
+
+async def test_reading_sends_a_badge_update(client: TestClient, gateway: Gateway) -> None:
+    (alice, a), (bob, b), room = await setup_pair(client, gateway)
+    event_id = await say(client, b, room, "unread")
+    await gateway.wait_for(1)
+    resp = await client.post(f"{C}/rooms/{room}/receipt/m.read/{event_id}", json={}, headers=a)
+    assert resp.status == 200
+    received = await gateway.wait_for(2)
+    badge = received[1]["notification"]
+    assert badge["id"] == "" and badge["counts"] == {"unread": 0}
+    assert badge["devices"][0]["pushkey"] == "KEY1"
+
+
+async def test_muted_rooms_and_quiet_events_are_not_pushed_with_high_priority(
+    client: TestClient, gateway: Gateway
+) -> None:
+    (alice, a), (bob, b), room = await setup_pair(client, gateway)
+    resp = await client.put(f"{C}/pushrules/global/room/{room}", json={"actions": []}, headers=a)
+    assert resp.status == 200, await resp.text()
+    await say(client, b, room, "muted")
+    await asyncio.sleep(0.5)
+    assert gateway.received == []
