@@ -27,6 +27,7 @@ import federation.server as federation_inbound
 import federation.server.keys as federation_keys_api
 import homeserver.admin_api as admin_api
 import homeserver.client.account as client_accounts
+import homeserver.client.appservice as client_appservice
 import homeserver.client.capabilities as client_capabilities
 import homeserver.client.key_backup as client_key_backup
 import homeserver.client.keys as client_keys
@@ -89,6 +90,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (frozenset({"client", "media"}), client_media.setup),
     (CLIENT, client_search.setup),
     (CLIENT, client_sliding_sync.setup),
+    (CLIENT, client_appservice.setup),
 )
 
 # URL prefix -> the listener resources that expose it (Synapse's mapping: media is also

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from homeserver.admin.shutdown import RoomShutdown
     from homeserver.admin.tokens import AdminTokens
     from homeserver.admin.users import AdminUsers
+    from homeserver.appservice.registry import AppServices
+    from homeserver.appservice.sender import AppServiceSender
     from homeserver.e2ee.device_lists import DeviceListService
     from homeserver.e2ee.key_backup import KeyBackupService
     from homeserver.e2ee.keys import KeysService
@@ -146,6 +148,8 @@ ROOM_STATS: web.AppKey[RoomStatsUpdater] = web.AppKey("admin_room_stats")
 MEDIA: web.AppKey[MediaRepository] = web.AppKey("media_repository")
 MEDIA_ADMIN: web.AppKey[MediaAdmin] = web.AppKey("media_admin")
 SEARCH: web.AppKey[SearchService] = web.AppKey("search")
+APP_SERVICES: web.AppKey[AppServices] = web.AppKey("app_services")
+APP_SERVICE_SENDER: web.AppKey[AppServiceSender] = web.AppKey("app_service_sender")
 SLIDING_SYNC: web.AppKey[SlidingSyncService] = web.AppKey("sliding_sync")
 # None when url_preview_enabled is off.
 URL_PREVIEWER: web.AppKey[UrlPreviewer | None] = web.AppKey("url_previewer")

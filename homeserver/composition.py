@@ -73,6 +73,8 @@ from homeserver.accounts.sessions import LastSeenTracker, SessionService
 from homeserver.accounts.uia import UserInteractiveAuth
 from homeserver.admin.build import build_admin
 from homeserver.admin.room_stats import RoomStatsUpdater
+from homeserver.appservice.registry import AppServices
+from homeserver.appservice.sender import AppServiceSender
 from homeserver.background import BackgroundTasks
 from homeserver.config import Config
 from homeserver.e2ee.device_list_edus import DeviceListBroadcaster
@@ -283,11 +285,17 @@ async def build(
     bridge = EventNotifierBridge(notifier)
     sliding_store = SlidingSyncStore(database)
     bump_stamps = BumpStamps(sliding_store)
+    app_services = AppServices(config.app_services, server_name)
+    app_service_sender = AppServiceSender(app_services, stores)
+    stack.push_async_callback(app_service_sender.close)
+    for service in app_services.all:  # each appservice acts as its sender user
+        if await stores.accounts.get_user(service.sender) is None:
+            await stores.accounts.create_user(service.sender, None)
 
     # -- the room service: the only writer of the event graph -----------------------------
     room_state = RoomState(stores)
     listeners: list[EventListener] = [activity, bridge, push_actions, relations, joined]
-    listeners += [user_directory, room_stats, bump_stamps]
+    listeners += [user_directory, room_stats, bump_stamps, app_service_sender]
     listeners += [metrics] if metrics is not None else []
     persister = Persister(
         stores,
@@ -590,6 +598,8 @@ async def build(
         keys.MEDIA: media,
         keys.SEARCH: SearchService(stores, SearchStore(database), reader),
         keys.SLIDING_SYNC: sliding_sync,
+        keys.APP_SERVICES: app_services,
+        keys.APP_SERVICE_SENDER: app_service_sender,
         keys.MEDIA_ADMIN: MediaAdmin(media, media.store),
         keys.URL_PREVIEWER: previewer,
         SERVER_KEYS: server_keys,

@@ -202,6 +202,9 @@ url_preview_enabled: false
 # Largest page or image a preview downloads.
 max_spider_size: "10M"
 
+# Application services (bridges, bots): their registration files.
+#app_service_config_files: ["/etc/matrix/bridge-registration.yaml"]
+
 # Largest JSON request body we accept (uploads use max_upload_size).
 max_request_body: "10M"
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from homeserver.appstate import MODERATION, STORES
-from homeserver.errors import MatrixError, missing_token, unknown_token
+from homeserver.appstate import APP_SERVICES, MODERATION, STORES
+from homeserver.errors import MatrixError, forbidden, missing_token, unknown_token
 from homeserver.http import REQUESTER_KEY
 from homeserver.moderation import locked_error
 
@@ -27,6 +28,7 @@ class Requester:
     access_token: str
     token_id: int
     is_guest: bool = False
+    app_service_id: str | None = None  # authenticated with this appservice's as_token
 
 
 def extract_access_token(request: web.Request) -> str | None:
@@ -63,6 +65,11 @@ async def get_requester(
         raise missing_token()
     if not _plausible(token):
         raise unknown_token()
+    services = request.config_dict.get(APP_SERVICES)
+    if services:
+        service = services.by_token(token)
+        if service is not None:
+            return await _app_service_requester(request, service, token)
     info = await request.config_dict[STORES].accounts.get_token(token)
     if info is None:
         raise unknown_token()
@@ -73,6 +80,28 @@ async def get_requester(
         raise locked_error()
     return Requester(
         user_id=info.user_id, device_id=info.device_id, access_token=token, token_id=info.token_id
+    )
+
+
+async def _app_service_requester(request: web.Request, service: Any, token: str) -> Requester:
+    """An appservice acting as its sender, or (`?user_id=`) as a user of its namespace
+    that exists, on one of that user's devices (`?device_id=`, MSC3202/MSC4326)."""
+    user_id = request.query.get("user_id") or service.sender
+    if user_id != service.sender and not service.is_user_in_namespace(user_id):
+        raise MatrixError(403, "M_EXCLUSIVE", "Application service cannot masquerade as this user")
+    accounts = request.config_dict[STORES].accounts
+    if await accounts.get_user(user_id) is None:
+        raise forbidden("Application service has not registered this user")
+    device_id = request.query.get("device_id") or request.query.get("org.matrix.msc3202.device_id")
+    if device_id is not None and await accounts.get_device(user_id, device_id) is None:
+        raise MatrixError(400, "M_UNKNOWN_DEVICE", "No such device for this user")
+    request[REQUESTER_KEY] = user_id
+    return Requester(
+        user_id=user_id,
+        device_id=device_id,
+        access_token=token,
+        token_id=0,
+        app_service_id=service.id,
     )
 
 

@@ -7,10 +7,17 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.appstate import CONFIG, ROOM_DIRECTORY, SPACE_HIERARCHY, STORES
+from homeserver.appstate import (
+    APP_SERVICE_SENDER,
+    APP_SERVICES,
+    CONFIG,
+    ROOM_DIRECTORY,
+    SPACE_HIERARCHY,
+    STORES,
+)
 from homeserver.client.auth import get_optional_requester, get_requester
 from homeserver.client.validate import optional_dict, optional_int, optional_str, require_str
-from homeserver.errors import bad_json, forbidden, invalid_param
+from homeserver.errors import MatrixError, bad_json, forbidden, invalid_param
 from homeserver.http import json_response, query_param, read_json_body
 from homeserver.ids import is_valid_server_name, validate_room_id
 from homeserver.rooms.visibility import is_world_readable
@@ -27,13 +34,25 @@ MAX_PUBLIC_LIMIT = 1000
 
 async def get_alias(request: web.Request) -> web.Response:
     alias = alias_param(request)
-    room_id, servers = await request.config_dict[ROOM_DIRECTORY].resolve_alias(alias)
+    directory = request.config_dict[ROOM_DIRECTORY]
+    try:
+        room_id, servers = await directory.resolve_alias(alias)
+    except MatrixError as e:
+        # An alias of an appservice's namespace may be made on demand: ask, then look again.
+        sender = request.config_dict.get(APP_SERVICE_SENDER)
+        if e.status != 404 or sender is None or not await sender.query_alias(alias):
+            raise
+        room_id, servers = await directory.resolve_alias(alias)
     return json_response({"room_id": room_id, "servers": servers})
 
 
 async def put_alias(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     alias = alias_param(request)
+    services = request.config_dict.get(APP_SERVICES)
+    owner = services.exclusive_owner_of_alias(alias) if services else None
+    if owner is not None and requester.app_service_id != owner.id:
+        raise MatrixError(400, "M_EXCLUSIVE", "This alias is reserved by an application service")
     body = await read_json_body(request)
     room_id = require_str(body, "room_id", max_len=255)
     try:

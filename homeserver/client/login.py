@@ -8,11 +8,11 @@ from aiohttp import web
 
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.accounts.uia import PASSWORD, identifier_user
-from homeserver.appstate import CONFIG, SESSIONS, UIA
-from homeserver.client.auth import get_requester
+from homeserver.appstate import APP_SERVICES, CONFIG, SESSIONS, STORES, UIA
+from homeserver.client.auth import extract_access_token, get_requester
 from homeserver.client.routes import add_route, client_ip, device_id_field
 from homeserver.client.validate import optional_bool, optional_dict, require_str
-from homeserver.errors import MatrixError, bad_json, missing_param
+from homeserver.errors import MatrixError, bad_json, forbidden, missing_param
 from homeserver.http import json_response, read_json_body
 
 MAX_DISPLAY_NAME = 1024
@@ -25,6 +25,7 @@ async def get_login(request: web.Request) -> web.Response:
             "flows": [
                 {"type": "m.login.password"},
                 {"type": "m.login.token", "get_login_token": True},
+                {"type": "m.login.application_service"},
             ]
         }
     )
@@ -56,6 +57,8 @@ async def post_login(request: web.Request) -> web.Response:
     elif kind == "m.login.token":
         token = require_str(body, "token", max_len=MAX_TOKEN_INPUT)
         session = await sessions.login_with_token(token, **common)
+    elif kind == "m.login.application_service":
+        session = await _app_service_login(request, body, common)
     else:
         raise MatrixError(400, "M_UNKNOWN", "Unknown login type")
     response = session.to_json(request.config_dict[CONFIG].server_name)
@@ -63,6 +66,28 @@ async def post_login(request: web.Request) -> web.Response:
     if request.config_dict[CONFIG].public_baseurl and base_url:
         response["well_known"] = {"m.homeserver": {"base_url": base_url}}
     return json_response(response)
+
+
+async def _app_service_login(
+    request: web.Request, body: dict[str, Any], common: dict[str, Any]
+) -> Any:
+    """An appservice logs in one of its namespace's users (with its as_token)."""
+    token = extract_access_token(request)
+    services = request.config_dict.get(APP_SERVICES)
+    service = services.by_token(token) if services and token else None
+    if service is None:
+        raise MatrixError(401, "M_UNKNOWN_TOKEN", "An application service token is required")
+    user = identifier_user(body)
+    if user is None:
+        raise missing_param("Missing 'identifier'")
+    user_id = user if user.startswith("@") else f"@{user}:{request.config_dict[CONFIG].server_name}"
+    if not service.is_user_in_namespace(user_id):
+        raise MatrixError(403, "M_EXCLUSIVE", "User is not in this appservice's namespace")
+    if await request.config_dict[STORES].accounts.get_user(user_id) is None:
+        raise forbidden("No such user")
+    return await request.config_dict[SESSIONS].create_session(
+        user_id, common["device_id"], common["display_name"], refreshable=common["refreshable"]
+    )
 
 
 async def post_get_token(request: web.Request) -> web.Response:

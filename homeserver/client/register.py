@@ -6,13 +6,16 @@ verification for registration is out of scope (requestToken answers M_THREEPID_D
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
-from homeserver.appstate import CONFIG, RATE_LIMITERS, REGISTRATION, UIA
+from homeserver.appstate import APP_SERVICES, CONFIG, RATE_LIMITERS, REGISTRATION, UIA
+from homeserver.client.auth import extract_access_token
 from homeserver.client.routes import add_route, client_ip, device_id_field, threepid_denied
 from homeserver.client.validate import optional_bool, optional_dict, optional_str
-from homeserver.errors import MatrixError, forbidden, invalid_param
+from homeserver.errors import MatrixError, forbidden, invalid_param, missing_token, unknown_token
 from homeserver.http import json_response, query_param, read_json_body
 
 # Long enough for any legal username, short enough to fail fast on junk.
@@ -28,9 +31,50 @@ def _check_kind(request: web.Request) -> None:
         raise invalid_param("'kind' must be 'user' or 'guest'")
 
 
+def _check_exclusive(request: web.Request, username: str) -> None:
+    """No one but its appservice registers a user ID of an exclusive namespace."""
+    services = request.config_dict.get(APP_SERVICES)
+    if services:
+        user_id = request.config_dict[REGISTRATION].user_id_for(username)
+        if services.exclusive_owner_of_user(user_id) is not None:
+            raise MatrixError(
+                400, "M_EXCLUSIVE", "This user ID is reserved by an application service"
+            )
+
+
+async def _register_app_service_user(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """`type: m.login.application_service`: an appservice creates a user of its
+    namespace (no password, no UIA; registration may be closed to everyone else)."""
+    token = extract_access_token(request)
+    if token is None:
+        raise missing_token()
+    services = request.config_dict.get(APP_SERVICES)
+    service = services.by_token(token) if services else None
+    if service is None:
+        raise unknown_token()
+    username = optional_str(body, "username", max_len=MAX_USERNAME_INPUT)
+    if username is None:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing 'username'")
+    registration = request.config_dict[REGISTRATION]
+    user_id = registration.user_id_for(username)
+    if not service.is_user_in_namespace(user_id):
+        raise MatrixError(400, "M_EXCLUSIVE", "User ID is not in this appservice's namespace")
+    response = await registration.register(
+        username=username,
+        password=None,
+        device_id=device_id_field(body),
+        display_name=optional_str(body, "initial_device_display_name", max_len=MAX_DISPLAY_NAME),
+        inhibit_login=optional_bool(body, "inhibit_login"),
+        refreshable=optional_bool(body, "refresh_token"),
+    )
+    return json_response(response)
+
+
 async def post_register(request: web.Request) -> web.Response:
     _check_kind(request)
     body = await read_json_body(request)
+    if body.get("type") == "m.login.application_service":
+        return await _register_app_service_user(request, body)
     if not request.config_dict[CONFIG].registration.enabled:
         raise forbidden("Registration has been disabled")
     username = optional_str(body, "username", max_len=MAX_USERNAME_INPUT)
@@ -42,6 +86,7 @@ async def post_register(request: web.Request) -> web.Response:
     auth = optional_dict(body, "auth")
     registration = request.config_dict[REGISTRATION]
     if username is not None:
+        _check_exclusive(request, username)
         await registration.check_available(username)  # tell the client before UIA
     limiters = request.config_dict[RATE_LIMITERS]
     ip = client_ip(request)
@@ -74,6 +119,7 @@ async def get_available(request: web.Request) -> web.Response:
     username = query_param(request, "username", required=True)
     if len(username) > MAX_USERNAME_INPUT:
         raise MatrixError(400, "M_INVALID_USERNAME", "Username is too long")
+    _check_exclusive(request, username)
     await request.config_dict[REGISTRATION].check_available(username)
     return json_response({"available": True})
 

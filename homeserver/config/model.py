@@ -349,6 +349,8 @@ class Config:
     # Synapse's key: /publicRooms answers clients without an access token.
     allow_public_rooms_without_auth: bool = False
     server_notices: ServerNoticesConfig | None = None
+    # app_service_config_files, parsed (homeserver.config.appservices.AppServiceConfig).
+    app_services: tuple[Any, ...] = ()
     config_path: Path | None = None
     ignored_keys: tuple[str, ...] = ()
 

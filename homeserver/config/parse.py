@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from homeserver.config.appservices import read_appservices
 from homeserver.config.media import MEDIA_KEYS, read_media
 from homeserver.config.model import (
     Config,
@@ -79,6 +80,7 @@ KNOWN_KEYS = frozenset(
         *RC_NESTED,
         "default_room_version",
         *MEDIA_KEYS,
+        "app_service_config_files",
         "serve_server_wellknown",
         "well_known_client",
         "support",
@@ -202,6 +204,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         enable_metrics=r.bool(top, "enable_metrics", "", False),
         allow_public_rooms_without_auth=r.bool(top, "allow_public_rooms_without_auth", "", False),
         server_notices=read_server_notices(r, top.get("server_notices")),
+        app_services=read_appservices(r, top),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
         ),

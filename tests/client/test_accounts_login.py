@@ -32,6 +32,7 @@ async def test_login_flows(app_client: TestClient) -> None:
             "flows": [
                 {"type": "m.login.password"},
                 {"type": "m.login.token", "get_login_token": True},
+                {"type": "m.login.application_service"},  # as Synapse: always listed
             ]
         }
 

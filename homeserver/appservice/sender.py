@@ -1,0 +1,219 @@
+"""Pushing events to application services: `PUT {url}/_matrix/app/v1/transactions/{txnId}`.
+
+An appservice gets every new event of a room where one of its users is joined, whose
+sender or member-event target is in its user namespace, whose room matches its room
+namespace, or whose room's canonical alias matches its alias namespace. Per appservice,
+one transaction is in flight at a time, at most MAX_EVENTS_PER_TXN events, sent with
+the `hs_token`; a failure retries the same transaction (same ID: appservices dedupe on
+it) with exponential backoff from 1 s to RETRY_MAX_S (about 8.5 minutes, as Synapse).
+Queues are in memory, bounded by MAX_QUEUED per appservice (the oldest go first, with a
+warning): what was queued when the server stops is not delivered after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from homeserver.events import Event
+from homeserver.rooms.client_events import format_client_event
+from homeserver.storage import Stores
+
+from .registry import AppService, AppServices
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_TXN = 100
+MAX_QUEUED = 100_000
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 512.0
+REQUEST_TIMEOUT_S = 60.0
+
+
+class AppServiceSender:
+    def __init__(self, services: AppServices, stores: Stores) -> None:
+        self._services = services
+        self._stores = stores
+        self._incoming: deque[Event] = deque()
+        self._router: asyncio.Task[None] | None = None
+        self._queues: dict[str, deque[dict[str, Any]]] = {s.id: deque() for s in services.all}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._txn_base = int(time.time() * 1000)  # transaction IDs never repeat across runs
+        self._txn_counter = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": "homeserver-py appservice"}
+            )
+        return self._session
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [t for t in (self._router, *self._workers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    # -- the room service's listener -----------------------------------------------------
+
+    def on_new_event(self, event: Event, stream_ordering: int) -> None:
+        if self._closed or stream_ordering <= 0 or not self._services:
+            return  # history fetched from other servers is not news
+        self._incoming.append(event)
+        if self._router is None or self._router.done():
+            self._router = asyncio.get_running_loop().create_task(self._route())
+
+    async def _route(self) -> None:
+        while self._incoming:
+            event = self._incoming.popleft()
+            try:
+                for service in self._services.all:
+                    if service.config.url is not None and await self._interested(service, event):
+                        self._enqueue(service, event)
+            except Exception:
+                log.exception("routing %s to appservices failed", event.event_id)
+
+    async def _interested(self, service: AppService, event: Event) -> bool:
+        if service.is_user_in_namespace(event.sender):
+            return True
+        if (
+            event.type == "m.room.member"
+            and event.state_key
+            and service.is_user_in_namespace(event.state_key)
+        ):
+            return True
+        if service.is_room_in_namespace(event.room_id):
+            return True
+        joined = await self._stores.current_state.get_users_in_room(event.room_id)
+        if any(service.is_user_in_namespace(u) for u in joined):
+            return True
+        if service.config.aliases:
+            alias_id = await self._stores.current_state.get_current_state_event_id(
+                event.room_id, "m.room.canonical_alias"
+            )
+            alias_event = await self._stores.events.get_event(alias_id) if alias_id else None
+            alias = alias_event.content.get("alias") if alias_event is not None else None
+            if isinstance(alias, str) and service.is_alias_in_namespace(alias):
+                return True
+        return False
+
+    def _enqueue(self, service: AppService, event: Event) -> None:
+        queue = self._queues[service.id]
+        if len(queue) >= MAX_QUEUED:
+            queue.popleft()
+            log.warning("appservice %s is far behind: dropped its oldest queued event", service.id)
+        queue.append(format_client_event(event, now_ms=int(time.time() * 1000)))
+        worker = self._workers.get(service.id)
+        if worker is None or worker.done():
+            self._workers[service.id] = asyncio.get_running_loop().create_task(
+                self._deliver(service)
+            )
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def _next_txn_id(self) -> str:
+        self._txn_counter += 1
+        return f"{self._txn_base}_{self._txn_counter}"
+
+    async def _deliver(self, service: AppService) -> None:
+        queue = self._queues[service.id]
+        delay = RETRY_MIN_S
+        while queue:
+            batch = [queue[i] for i in range(min(len(queue), MAX_EVENTS_PER_TXN))]
+            txn_id = self._next_txn_id()
+            while not await self._put(service, txn_id, batch):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+            delay = RETRY_MIN_S
+            for _ in batch:
+                queue.popleft()
+
+    async def _put(self, service: AppService, txn_id: str, events: list[dict[str, Any]]) -> bool:
+        assert service.config.url is not None
+        url = f"{service.config.url.rstrip('/')}/_matrix/app/v1/transactions/{quote(txn_id)}"
+        try:
+            async with self._get_session().put(
+                url,
+                json={"events": events},
+                headers={"Authorization": f"Bearer {service.config.hs_token}"},
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            ) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    return True
+                log.info("appservice %s answered %d to a transaction", service.id, resp.status)
+                return False
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            log.info("appservice %s unreachable: %s", service.id, type(e).__name__)
+            return False
+
+    # -- queries and ping -------------------------------------------------------------------
+
+    async def query_alias(self, alias: str) -> bool:
+        """Ask the appservices whose namespace holds `alias` to create it; True if one
+        answered 200 (then the alias should exist)."""
+        for service in self._services.for_alias(alias):
+            if service.config.url is None:
+                continue
+            url = f"{service.config.url.rstrip('/')}/_matrix/app/v1/rooms/{quote(alias, safe='')}"
+            try:
+                async with self._get_session().get(
+                    url,
+                    headers={"Authorization": f"Bearer {service.config.hs_token}"},
+                    timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+                ) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        return True
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                continue
+        return False
+
+    async def ping(self, service: AppService, transaction_id: str | None) -> int:
+        """POST /_matrix/app/v1/ping; the round trip in ms. Raises PingError."""
+        if service.config.url is None:
+            raise PingError(400, "M_URL_NOT_SET", "The appservice has no URL")
+        url = f"{service.config.url.rstrip('/')}/_matrix/app/v1/ping"
+        body = {"transaction_id": transaction_id} if transaction_id is not None else {}
+        started = time.monotonic()
+        try:
+            async with self._get_session().post(
+                url,
+                json=body,
+                headers={"Authorization": f"Bearer {service.config.hs_token}"},
+                timeout=aiohttp.ClientTimeout(total=15),
+            ) as resp:
+                text = (await resp.content.read(4096)).decode("utf-8", "replace")
+                if resp.status != 200:
+                    raise PingError(
+                        502, "M_BAD_STATUS", "Ping returned error status", resp.status, text
+                    )
+        except TimeoutError:
+            raise PingError(
+                504, "M_CONNECTION_TIMEOUT", "Connection to appservice timed out"
+            ) from None
+        except (aiohttp.ClientError, OSError):
+            raise PingError(502, "M_CONNECTION_FAILED", "Connection to appservice failed") from None
+        return int((time.monotonic() - started) * 1000)
+
+
+class PingError(Exception):
+    def __init__(
+        self, status: int, errcode: str, message: str, upstream: int | None = None, body: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errcode = errcode
+        self.upstream = upstream
+        self.body = body

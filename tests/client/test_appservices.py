@@ -1,0 +1,288 @@
+"""Application services (issue 15) through the real interfaces: a registration file,
+an appservice (an aiohttp app started by the test) that registers and logs in its
+users, acts as them with `?user_id=`, receives transactions of its rooms' events with
+its hs_token, answers a ping and an alias query; and what others may not do in an
+exclusive namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from homeserver.app import create_app
+from homeserver.config import ConfigError
+from tests.client.helpers import auth, register_user
+
+C = "/_matrix/client/v3"
+AS_TOKEN = "as-token-" + "x" * 20
+HS_TOKEN = "hs-token-" + "y" * 20
+
+
+class FakeAppService:
+    def __init__(self) -> None:
+        self.transactions: dict[str, list[dict[str, Any]]] = {}
+        self.pings: list[dict[str, Any]] = []
+        self.fail_next = 0
+        self.bad_auth = 0
+        self.client: TestClient | None = None
+        self.server = TestServer(self._app(), host="127.0.0.1")
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_put("/_matrix/app/v1/transactions/{txn}", self.transaction)
+        app.router.add_post("/_matrix/app/v1/ping", self.ping)
+        app.router.add_get("/_matrix/app/v1/rooms/{alias}", self.alias_query)
+        return app
+
+    def _authorised(self, request: web.Request) -> bool:
+        ok = request.headers.get("Authorization") == f"Bearer {HS_TOKEN}"
+        self.bad_auth += 0 if ok else 1
+        return ok
+
+    async def transaction(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
+        if self.fail_next:
+            self.fail_next -= 1
+            return web.json_response({}, status=500)
+        self.transactions[request.match_info["txn"]] = (await request.json())["events"]
+        return web.json_response({})
+
+    async def ping(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
+        self.pings.append(await request.json())
+        return web.json_response({})
+
+    async def alias_query(self, request: web.Request) -> web.Response:
+        """Make #bridge_*:test.local on demand, as a bridge does."""
+        alias = request.match_info["alias"]
+        assert self.client is not None
+        resp = await self.client.post(
+            f"{C}/createRoom", json={"preset": "public_chat"}, headers=auth(AS_TOKEN)
+        )
+        room_id = (await resp.json())["room_id"]
+        resp = await self.client.put(
+            f"{C}/directory/room/{quote(alias, safe='')}",
+            json={"room_id": room_id},
+            headers=auth(AS_TOKEN),
+        )
+        assert resp.status == 200, await resp.text()
+        return web.json_response({})
+
+    def events(self) -> list[dict[str, Any]]:
+        return [e for events in self.transactions.values() for e in events]
+
+    async def wait_for(self, predicate: Any, timeout: float = 10) -> Any:
+        async with asyncio.timeout(timeout):
+            while True:
+                found = [e for e in self.events() if predicate(e)]
+                if found:
+                    return found
+                await asyncio.sleep(0.05)
+
+
+def registration(url: str | None) -> dict[str, Any]:
+    return {
+        "id": "bridge",
+        "url": url,
+        "as_token": AS_TOKEN,
+        "hs_token": HS_TOKEN,
+        "sender_localpart": "bridgebot",
+        "namespaces": {
+            "users": [{"exclusive": True, "regex": "@bridge_.*:test.local"}],
+            "aliases": [{"exclusive": True, "regex": "#bridge_.*:test.local"}],
+            "rooms": [],
+        },
+        "rate_limited": False,
+    }
+
+
+@pytest.fixture
+async def bridge(
+    aiohttp_client: Any, tmp_config: Any, tmp_path: Path
+) -> AsyncIterator[tuple[TestClient, FakeAppService]]:
+    fake = FakeAppService()
+    await fake.server.start_server()
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(registration(str(fake.server.make_url("")).rstrip("/"))))
+    client = await aiohttp_client(create_app(tmp_config(app_service_config_files=[str(path)])))
+    fake.client = client
+    try:
+        yield client, fake
+    finally:
+        await fake.server.close()
+
+
+async def as_request(
+    client: TestClient, method: str, path: str, body: Any = None, **params: str
+) -> tuple[int, Any]:
+    resp = await client.request(method, C + path, json=body, headers=auth(AS_TOKEN), params=params)
+    return resp.status, await resp.json()
+
+
+async def test_register_act_as_users_and_receive_transactions(bridge: Any) -> None:
+    client, fake = bridge
+    # Register a namespace user (no password, no UIA).
+    status, body = await as_request(
+        client,
+        "POST",
+        "/register",
+        {"type": "m.login.application_service", "username": "bridge_alice"},
+    )
+    assert status == 200, body
+    assert body["user_id"] == "@bridge_alice:test.local" and body["access_token"]
+    # Outside the namespace: refused.
+    status, body = await as_request(
+        client, "POST", "/register", {"type": "m.login.application_service", "username": "carol"}
+    )
+    assert (status, body["errcode"]) == (400, "M_EXCLUSIVE")
+
+    human = await register_user(client, "human")
+    h = auth(human["access_token"])
+    resp = await client.post(f"{C}/createRoom", json={"preset": "public_chat"}, headers=h)
+    room = (await resp.json())["room_id"]
+    # The appservice joins as its user and speaks as them.
+    status, body = await as_request(
+        client, "POST", f"/join/{room}", {}, user_id="@bridge_alice:test.local"
+    )
+    assert status == 200, body
+    status, body = await as_request(
+        client,
+        "PUT",
+        f"/rooms/{room}/send/m.room.message/{uuid.uuid4().hex}",
+        {"msgtype": "m.text", "body": "from the bridge"},
+        user_id="@bridge_alice:test.local",
+    )
+    assert status == 200, body
+    resp = await client.get(f"{C}/rooms/{room}/event/{body['event_id']}", headers=h)
+    assert (await resp.json())["sender"] == "@bridge_alice:test.local"
+
+    # A human's message in a room its user is in reaches the appservice.
+    resp = await client.put(
+        f"{C}/rooms/{room}/send/m.room.message/{uuid.uuid4().hex}",
+        json={"msgtype": "m.text", "body": "hello bridge"},
+        headers=h,
+    )
+    sent = (await resp.json())["event_id"]
+    (event,) = await fake.wait_for(lambda e: e.get("event_id") == sent)
+    assert event["content"]["body"] == "hello bridge" and event["room_id"] == room
+    assert fake.bad_auth == 0
+
+    # Acting as a user outside the namespace, or one never registered: refused.
+    status, body = await as_request(client, "GET", "/account/whoami", user_id=human["user_id"])
+    assert (status, body["errcode"]) == (403, "M_EXCLUSIVE")
+    status, body = await as_request(
+        client, "GET", "/account/whoami", user_id="@bridge_nobody:test.local"
+    )
+    assert status == 403
+    status, body = await as_request(client, "GET", "/account/whoami")
+    assert body["user_id"] == "@bridgebot:test.local"
+    status, body = await as_request(
+        client, "GET", "/account/whoami", user_id="@bridge_alice:test.local", device_id="NOPE"
+    )
+    assert (status, body["errcode"]) == (400, "M_UNKNOWN_DEVICE")
+
+    # Login as a namespace user with the appservice token.
+    status, body = await as_request(
+        client,
+        "POST",
+        "/login",
+        {
+            "type": "m.login.application_service",
+            "identifier": {"type": "m.id.user", "user": "bridge_alice"},
+        },
+    )
+    assert status == 200 and body["user_id"] == "@bridge_alice:test.local", body
+
+
+async def test_exclusive_namespaces_keep_others_out(bridge: Any) -> None:
+    client, fake = bridge
+    resp = await client.get(f"{C}/register/available", params={"username": "bridge_bob"})
+    assert (resp.status, (await resp.json())["errcode"]) == (400, "M_EXCLUSIVE")
+    resp = await client.post(
+        f"{C}/register", json={"username": "bridge_bob", "password": "pw-123456"}
+    )
+    assert (resp.status, (await resp.json())["errcode"]) == (400, "M_EXCLUSIVE")
+    human = await register_user(client, "human")
+    h = auth(human["access_token"])
+    resp = await client.post(f"{C}/createRoom", json={}, headers=h)
+    room = (await resp.json())["room_id"]
+    resp = await client.put(
+        f"{C}/directory/room/%23bridge_x:test.local", json={"room_id": room}, headers=h
+    )
+    assert (resp.status, (await resp.json())["errcode"]) == (400, "M_EXCLUSIVE")
+
+
+async def test_ping_and_alias_query(bridge: Any) -> None:
+    client, fake = bridge
+    resp = await client.post(
+        "/_matrix/client/v1/appservice/bridge/ping",
+        json={"transaction_id": "t1"},
+        headers=auth(AS_TOKEN),
+    )
+    body = await resp.json()
+    assert resp.status == 200 and isinstance(body["duration_ms"], int), body
+    assert fake.pings == [{"transaction_id": "t1"}]
+    human = await register_user(client, "human")
+    resp = await client.post(
+        "/_matrix/client/v1/appservice/bridge/ping", json={}, headers=auth(human["access_token"])
+    )
+    assert resp.status == 403
+    # An alias nobody made yet: the appservice is asked, makes it, and it resolves.
+    resp = await client.get(
+        f"{C}/directory/room/%23bridge_irc:test.local", headers=auth(human["access_token"])
+    )
+    body = await resp.json()
+    assert resp.status == 200 and body["room_id"].startswith("!"), body
+    resp = await client.get(
+        f"{C}/directory/room/%23other:test.local", headers=auth(human["access_token"])
+    )
+    assert resp.status == 404
+
+
+async def test_a_failing_appservice_gets_the_same_transaction_again(bridge: Any) -> None:
+    client, fake = bridge
+    fake.fail_next = 1
+    human = await register_user(client, "human")
+    h = auth(human["access_token"])
+    await as_request(
+        client, "POST", "/register", {"type": "m.login.application_service", "username": "bridge_x"}
+    )
+    resp = await client.post(
+        f"{C}/createRoom", json={"invite": ["@bridge_x:test.local"]}, headers=h
+    )
+    room = (await resp.json())["room_id"]
+    events = await fake.wait_for(lambda e: e["type"] == "m.room.member" and e["room_id"] == room)
+    assert events
+
+
+async def test_ping_failures(aiohttp_client: Any, tmp_config: Any, tmp_path: Path) -> None:
+    path = tmp_path / "down.yaml"
+    path.write_text(yaml.safe_dump(registration("http://127.0.0.1:9")))
+    client = await aiohttp_client(create_app(tmp_config(app_service_config_files=[str(path)])))
+    resp = await client.post(
+        "/_matrix/client/v1/appservice/bridge/ping", json={}, headers=auth(AS_TOKEN)
+    )
+    assert (resp.status, (await resp.json())["errcode"]) == (502, "M_CONNECTION_FAILED")
+
+
+def test_a_bad_registration_file_stops_the_server(tmp_config: Any, tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    bad = registration(None)
+    del bad["hs_token"]
+    bad["namespaces"]["users"][0]["regex"] = "@bridge_(.*"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError) as info:
+        tmp_config(app_service_config_files=[str(path)])
+    text = str(info.value)
+    assert "hs_token" in text and "regex" in text and "bad.yaml" in text
