@@ -370,6 +370,8 @@ async def build(
     stack.push_async_callback(presence.close)
     typing = TypingService(stores, notifier, outbox, server_name, moderation)
     stack.callback(typing.close)
+    app_service_sender.attach_ephemeral(typing, receipts)
+    notifier.observers.append(app_service_sender.on_announcement)
 
     # -- end-to-end encryption -----------------------------------------------------------
     key_store = E2eeKeyStore(database)

@@ -43,6 +43,11 @@ class AppServiceSender:
         self._incoming: deque[Event] = deque()
         self._router: asyncio.Task[None] | None = None
         self._queues: dict[str, deque[dict[str, Any]]] = {s.id: deque() for s in services.all}
+        # Typing and receipts for appservices that asked (receive_ephemeral, MSC2409).
+        self._ephemeral: dict[str, deque[dict[str, Any]]] = {s.id: deque() for s in services.all}
+        self._ephemeral_incoming: deque[tuple[str, int, tuple[str, ...]]] = deque()
+        self._typing: Any = None
+        self._receipts: Any = None
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._txn_base = int(time.time() * 1000)  # transaction IDs never repeat across runs
         self._txn_counter = 0
@@ -65,6 +70,50 @@ class AppServiceSender:
         if self._session is not None:
             await self._session.close()
 
+    # -- ephemeral events (MSC2409) ---------------------------------------------------------
+
+    def attach_ephemeral(self, typing: Any, receipts: Any) -> None:
+        """The typing and receipt services, once built (they come after the room service)."""
+        self._typing = typing
+        self._receipts = receipts
+
+    def on_announcement(
+        self, stream: str, position: int, users: tuple[str, ...], rooms: tuple[str, ...]
+    ) -> None:
+        """A Notifier observer: typing and receipt changes of rooms."""
+        if self._closed or stream not in ("typing", "receipts") or not rooms:
+            return
+        if not any(s.config.receive_ephemeral and s.config.url for s in self._services.all):
+            return
+        self._ephemeral_incoming.append((stream, position, rooms))
+        if self._router is None or self._router.done():
+            self._router = asyncio.get_running_loop().create_task(self._route())
+
+    async def _route_ephemeral(self, stream: str, position: int, rooms: tuple[str, ...]) -> None:
+        for service in self._services.all:
+            if not service.config.receive_ephemeral or service.config.url is None:
+                continue
+            for room_id in rooms:
+                joined = await self._stores.current_state.get_users_in_room(room_id)
+                if not any(service.is_user_in_namespace(u) for u in joined):
+                    continue
+                if stream == "typing" and self._typing is not None:
+                    event = {**self._typing.event_for(room_id), "room_id": room_id}
+                    self._enqueue_ephemeral(service, event)
+                elif stream == "receipts" and self._receipts is not None:
+                    found = await self._receipts.receipts_for_sync(
+                        service.sender, [room_id], position - 1, position
+                    )
+                    if room_id in found:
+                        self._enqueue_ephemeral(service, {**found[room_id], "room_id": room_id})
+
+    def _enqueue_ephemeral(self, service: AppService, event: dict[str, Any]) -> None:
+        queue = self._ephemeral[service.id]
+        if len(queue) >= MAX_QUEUED:
+            queue.popleft()
+        queue.append(event)
+        self._start_delivery(service)
+
     # -- the room service's listener -----------------------------------------------------
 
     def on_new_event(self, event: Event, stream_ordering: int) -> None:
@@ -75,14 +124,23 @@ class AppServiceSender:
             self._router = asyncio.get_running_loop().create_task(self._route())
 
     async def _route(self) -> None:
-        while self._incoming:
-            event = self._incoming.popleft()
-            try:
-                for service in self._services.all:
-                    if service.config.url is not None and await self._interested(service, event):
-                        self._enqueue(service, event)
-            except Exception:
-                log.exception("routing %s to appservices failed", event.event_id)
+        while self._incoming or self._ephemeral_incoming:
+            if self._incoming:
+                event = self._incoming.popleft()
+                try:
+                    for service in self._services.all:
+                        if service.config.url is not None and await self._interested(
+                            service, event
+                        ):
+                            self._enqueue(service, event)
+                except Exception:
+                    log.exception("routing %s to appservices failed", event.event_id)
+            else:
+                stream, position, rooms = self._ephemeral_incoming.popleft()
+                try:
+                    await self._route_ephemeral(stream, position, rooms)
+                except Exception:
+                    log.exception("routing %s to appservices failed", stream)
 
     async def _interested(self, service: AppService, event: Event) -> bool:
         if service.is_user_in_namespace(event.sender):
@@ -114,6 +172,9 @@ class AppServiceSender:
             queue.popleft()
             log.warning("appservice %s is far behind: dropped its oldest queued event", service.id)
         queue.append(format_client_event(event, now_ms=int(time.time() * 1000)))
+        self._start_delivery(service)
+
+    def _start_delivery(self, service: AppService) -> None:
         worker = self._workers.get(service.id)
         if worker is None or worker.done():
             self._workers[service.id] = asyncio.get_running_loop().create_task(
@@ -127,25 +188,32 @@ class AppServiceSender:
         return f"{self._txn_base}_{self._txn_counter}"
 
     async def _deliver(self, service: AppService) -> None:
-        queue = self._queues[service.id]
+        queue, ephemeral = self._queues[service.id], self._ephemeral[service.id]
         delay = RETRY_MIN_S
-        while queue:
+        while queue or ephemeral:
             batch = [queue[i] for i in range(min(len(queue), MAX_EVENTS_PER_TXN))]
+            extra = [ephemeral[i] for i in range(min(len(ephemeral), MAX_EVENTS_PER_TXN))]
+            body: dict[str, Any] = {"events": batch}
+            if extra:
+                body["ephemeral"] = extra
+                body["de.sorunome.msc2409.ephemeral"] = extra
             txn_id = self._next_txn_id()
-            while not await self._put(service, txn_id, batch):
+            while not await self._put(service, txn_id, body):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
             delay = RETRY_MIN_S
             for _ in batch:
                 queue.popleft()
+            for _ in extra:
+                ephemeral.popleft()
 
-    async def _put(self, service: AppService, txn_id: str, events: list[dict[str, Any]]) -> bool:
+    async def _put(self, service: AppService, txn_id: str, body: dict[str, Any]) -> bool:
         assert service.config.url is not None
         url = f"{service.config.url.rstrip('/')}/_matrix/app/v1/transactions/{quote(txn_id)}"
         try:
             async with self._get_session().put(
                 url,
-                json={"events": events},
+                json=body,
                 headers={"Authorization": f"Bearer {service.config.hs_token}"},
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
             ) as resp:

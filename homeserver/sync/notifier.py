@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from .tokens import StreamToken
@@ -64,6 +64,9 @@ class Notifier:
         self.current = current or StreamToken()
         self._by_user: dict[str, set[_Listener]] = defaultdict(set)
         self._by_room: dict[str, set[_Listener]] = defaultdict(set)
+        # Called with every announcement (stream, position, users, rooms): what must
+        # hear of ephemeral updates besides long-polls (appservices).
+        self.observers: list[Callable[[str, int, tuple[str, ...], tuple[str, ...]], None]] = []
 
     def advance(self, stream: str, position: int) -> None:
         self.current = self.current.advance(stream, position)
@@ -78,6 +81,10 @@ class Notifier:
     ) -> None:
         """Record a new position of `stream` and wake whoever it concerns."""
         self.advance(stream, position)
+        if self.observers:
+            users, rooms = tuple(users), tuple(rooms)
+            for observer in self.observers:
+                observer(stream, position, users, rooms)
         woken: set[_Listener] = set()
         for user in users:
             woken |= self._by_user.get(user, set())

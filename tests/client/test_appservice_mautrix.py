@@ -1,7 +1,8 @@
 """mautrix-python (a real appservice library, what the mautrix bridges are built on)
 runs a bot appservice against our server (issue 15): it pings itself through us,
 registers a namespace user, joins a room it was invited to, receives a human's
-message in a transaction and replies as its user."""
+message in a transaction and replies as its user, and gets typing notifications
+(it asked for ephemeral events)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ async def test_a_mautrix_bot_answers_in_a_room(
                 "sender_localpart": "echobot",
                 "namespaces": {"users": [{"exclusive": True, "regex": "@echo_.*:test.local"}]},
                 "rate_limited": False,
+                "receive_ephemeral": True,
             }
         )
     )
@@ -60,12 +62,16 @@ async def test_a_mautrix_bot_answers_in_a_room(
         hs_token=HS_TOKEN,
         bot_localpart="echobot",
         id="echo",
+        ephemeral_events=True,
     )
     seen: list[str] = []
+    typing_seen: list[Any] = []
     echo_user = "@echo_parrot:test.local"
 
     @appservice.matrix_event_handler
     async def on_event(evt: Event) -> None:
+        if evt.type == EventType.TYPING:
+            typing_seen.append(evt)
         if isinstance(evt, MessageEvent) and evt.type == EventType.ROOM_MESSAGE:
             seen.append(evt.content.body)
             if evt.sender != echo_user and evt.content.body.startswith("!echo "):
@@ -104,5 +110,16 @@ async def test_a_mautrix_bot_answers_in_a_room(
                     break
                 await asyncio.sleep(0.1)
         assert "!echo hello there" in seen
+
+        # It asked for ephemeral events: the human typing reaches it.
+        await client.put(
+            f"{C}/rooms/{room}/typing/{human['user_id']}",
+            json={"typing": True, "timeout": 20000},
+            headers=h,
+        )
+        async with asyncio.timeout(10):
+            while not typing_seen:
+                await asyncio.sleep(0.05)
+        assert human["user_id"] in typing_seen[-1].content.user_ids
     finally:
         await appservice.stop()

@@ -30,6 +30,7 @@ HS_TOKEN = "hs-token-" + "y" * 20
 class FakeAppService:
     def __init__(self) -> None:
         self.transactions: dict[str, list[dict[str, Any]]] = {}
+        self.ephemerals: dict[str, list[dict[str, Any]]] = {}
         self.pings: list[dict[str, Any]] = []
         self.fail_next = 0
         self.bad_auth = 0
@@ -54,7 +55,10 @@ class FakeAppService:
         if self.fail_next:
             self.fail_next -= 1
             return web.json_response({}, status=500)
-        self.transactions[request.match_info["txn"]] = (await request.json())["events"]
+        body = await request.json()
+        self.transactions[request.match_info["txn"]] = body["events"]
+        self.ephemerals[request.match_info["txn"]] = body.get("ephemeral", [])
+        assert body.get("ephemeral") == body.get("de.sorunome.msc2409.ephemeral")
         return web.json_response({})
 
     async def ping(self, request: web.Request) -> web.Response:
@@ -82,6 +86,9 @@ class FakeAppService:
     def events(self) -> list[dict[str, Any]]:
         return [e for events in self.transactions.values() for e in events]
 
+    def ephemeral(self) -> list[dict[str, Any]]:
+        return [e for events in self.ephemerals.values() for e in events]
+
     async def wait_for(self, predicate: Any, timeout: float = 10) -> Any:
         async with asyncio.timeout(timeout):
             while True:
@@ -104,6 +111,7 @@ def registration(url: str | None) -> dict[str, Any]:
             "rooms": [],
         },
         "rate_limited": False,
+        "receive_ephemeral": True,
     }
 
 
@@ -286,3 +294,40 @@ def test_a_bad_registration_file_stops_the_server(tmp_config: Any, tmp_path: Pat
         tmp_config(app_service_config_files=[str(path)])
     text = str(info.value)
     assert "hs_token" in text and "regex" in text and "bad.yaml" in text
+
+
+async def test_typing_and_receipts_reach_an_appservice_that_asked(bridge: Any) -> None:
+    client, fake = bridge
+    await as_request(
+        client, "POST", "/register", {"type": "m.login.application_service", "username": "bridge_t"}
+    )
+    human = await register_user(client, "human")
+    h = auth(human["access_token"])
+    resp = await client.post(f"{C}/createRoom", json={"preset": "public_chat"}, headers=h)
+    room = (await resp.json())["room_id"]
+    await as_request(client, "POST", f"/join/{room}", {}, user_id="@bridge_t:test.local")
+    resp = await client.put(
+        f"{C}/rooms/{room}/typing/{human['user_id']}",
+        json={"typing": True, "timeout": 20000},
+        headers=h,
+    )
+    assert resp.status == 200
+    async with asyncio.timeout(10):
+        while not any(
+            e["type"] == "m.typing" and e.get("room_id") == room for e in fake.ephemeral()
+        ):
+            await asyncio.sleep(0.05)
+    typing = [e for e in fake.ephemeral() if e["type"] == "m.typing"][-1]
+    assert typing["content"]["user_ids"] == [human["user_id"]]
+    resp = await client.put(
+        f"{C}/rooms/{room}/send/m.room.message/{uuid.uuid4().hex}",
+        json={"msgtype": "m.text", "body": "x"},
+        headers=h,
+    )
+    event_id = (await resp.json())["event_id"]
+    await client.post(f"{C}/rooms/{room}/receipt/m.read/{event_id}", json={}, headers=h)
+    async with asyncio.timeout(10):
+        while not any(
+            e["type"] == "m.receipt" and event_id in e["content"] for e in fake.ephemeral()
+        ):
+            await asyncio.sleep(0.05)
