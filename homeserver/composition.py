@@ -251,8 +251,11 @@ async def build(
     admin_room_store = AdminRoomStore(database, server_name)
     moderation = await Moderation.load(admin_user_store, admin_room_store)
     ratelimit_overrides = await admin_user_store.all_ratelimit_overrides()
+    app_services = AppServices(config.app_services, server_name)
     limiters = RateLimiters(
-        config.ratelimit, {u: override_limit(o) for u, o in ratelimit_overrides.items()}
+        config.ratelimit,
+        {u: override_limit(o) for u, o in ratelimit_overrides.items()},
+        exempt=app_services.unlimited_user,
     )
     room_stats = RoomStatsUpdater(admin_room_store, stores.events)
     await room_stats.start()  # folds state changes into room_stats, in the background
@@ -285,7 +288,6 @@ async def build(
     bridge = EventNotifierBridge(notifier)
     sliding_store = SlidingSyncStore(database)
     bump_stamps = BumpStamps(sliding_store)
-    app_services = AppServices(config.app_services, server_name)
     app_service_sender = AppServiceSender(app_services, stores)
     stack.push_async_callback(app_service_sender.close)
     for service in app_services.all:  # each appservice acts as its sender user

@@ -85,8 +85,14 @@ class RateLimiters:
     """
 
     def __init__(
-        self, config: RateLimitConfig, overrides: dict[str, RateLimit] | None = None
+        self,
+        config: RateLimitConfig,
+        overrides: dict[str, RateLimit] | None = None,
+        exempt: Callable[[str], bool] | None = None,
     ) -> None:
+        # Users never limited on USER_KEYED limits (appservice users with
+        # rate_limited: false).
+        self._exempt = exempt
         self._config = config
         self._limiters: dict[str, RateLimiter] = {}
         self._overrides: dict[str, RateLimit] = dict(overrides or {})
@@ -100,6 +106,8 @@ class RateLimiters:
         return limiter
 
     def check(self, name: str, key: str) -> None:
+        if name in USER_KEYED and self._exempt is not None and self._exempt(key):
+            return
         override = self._overrides.get(key) if name in USER_KEYED else None
         if override is None:
             self.get(name).check(key)

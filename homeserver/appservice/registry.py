@@ -67,5 +67,9 @@ class AppServices:
     def exclusive_owner_of_alias(self, alias: str) -> AppService | None:
         return next((s for s in self.all if s.is_exclusive_alias(alias)), None)
 
+    def unlimited_user(self, user_id: str) -> bool:
+        """A user of an appservice registered with `rate_limited: false`."""
+        return any(not s.config.rate_limited and s.is_user_in_namespace(user_id) for s in self.all)
+
     def for_alias(self, alias: str) -> list[AppService]:
         return [s for s in self.all if s.is_alias_in_namespace(alias)]

@@ -331,3 +331,48 @@ async def test_typing_and_receipts_reach_an_appservice_that_asked(bridge: Any) -
             e["type"] == "m.receipt" and event_id in e["content"] for e in fake.ephemeral()
         ):
             await asyncio.sleep(0.05)
+
+
+async def test_rate_limits_skip_users_of_an_unlimited_appservice(
+    aiohttp_client: Any, tmp_config: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(registration(None)))
+    client = await aiohttp_client(
+        create_app(
+            tmp_config(
+                app_service_config_files=[str(path)],
+                rc_enabled=True,
+                rc_message={"per_second": 0.001, "burst_count": 2},
+            )
+        )
+    )
+    await as_request(
+        client,
+        "POST",
+        "/register",
+        {"type": "m.login.application_service", "username": "bridge_fast"},
+    )
+    human = await register_user(client, "human")
+    h = auth(human["access_token"])
+    resp = await client.post(f"{C}/createRoom", json={"preset": "public_chat"}, headers=h)
+    room = (await resp.json())["room_id"]
+    await as_request(client, "POST", f"/join/{room}", {}, user_id="@bridge_fast:test.local")
+    for i in range(6):
+        status, body = await as_request(
+            client,
+            "PUT",
+            f"/rooms/{room}/send/m.room.message/b{i}",
+            {"msgtype": "m.text", "body": str(i)},
+            user_id="@bridge_fast:test.local",
+        )
+        assert status == 200, body
+    statuses = []
+    for i in range(4):
+        resp = await client.put(
+            f"{C}/rooms/{room}/send/m.room.message/h{i}",
+            json={"msgtype": "m.text", "body": "x"},
+            headers=h,
+        )
+        statuses.append(resp.status)
+    assert 429 in statuses
