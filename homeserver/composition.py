@@ -136,6 +136,7 @@ from homeserver.storage.account_auth import AccountAuthStore
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.admin_rooms import AdminRoomStore
 from homeserver.storage.admin_users import AdminUserStore
+from homeserver.storage.appservices import AppServiceStore
 from homeserver.storage.database import Database
 from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.e2ee_keys import E2eeKeyStore
@@ -288,7 +289,8 @@ async def build(
     bridge = EventNotifierBridge(notifier)
     sliding_store = SlidingSyncStore(database)
     bump_stamps = BumpStamps(sliding_store)
-    app_service_sender = AppServiceSender(app_services, stores)
+    app_service_sender = AppServiceSender(app_services, stores, AppServiceStore(database))
+    await app_service_sender.start()  # resume each appservice from its stored position
     stack.push_async_callback(app_service_sender.close)
     for service in app_services.all:  # each appservice acts as its sender user
         if await stores.accounts.get_user(service.sender) is None:

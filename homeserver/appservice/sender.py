@@ -6,8 +6,12 @@ namespace, or whose room's canonical alias matches its alias namespace. Per apps
 one transaction is in flight at a time, at most MAX_EVENTS_PER_TXN events, sent with
 the `hs_token`; a failure retries the same transaction (same ID: appservices dedupe on
 it) with exponential backoff from 1 s to RETRY_MAX_S (about 8.5 minutes, as Synapse).
-Queues are in memory, bounded by MAX_QUEUED per appservice (the oldest go first, with a
-warning): what was queued when the server stops is not delivered after a restart.
+Durability: each appservice's position in the event stream is stored
+(appservice_positions) once everything up to it was delivered or found of no interest;
+after a restart the sender first reads the events after that position from the
+database, routes them, and only then goes on with new ones, so a restart (ours or the
+appservice's) loses nothing. An appservice configured for the first time starts from
+the present. Typing and receipts (ephemeral) are not replayed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import aiohttp
 from homeserver.events import Event
 from homeserver.rooms.client_events import format_client_event
 from homeserver.storage import Stores
+from homeserver.storage.appservices import AppServiceStore
 
 from .registry import AppService, AppServices
 
@@ -31,18 +36,30 @@ log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_TXN = 100
 MAX_QUEUED = 100_000
+CATCH_UP_BATCH = 500
+# The stored position is written at most every this many routed events while idle.
+POSITION_WRITE_EVERY = 200
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 512.0
 REQUEST_TIMEOUT_S = 60.0
 
 
 class AppServiceSender:
-    def __init__(self, services: AppServices, stores: Stores) -> None:
+    def __init__(self, services: AppServices, stores: Stores, positions: AppServiceStore) -> None:
         self._services = services
         self._stores = stores
-        self._incoming: deque[Event] = deque()
+        self._positions = positions
+        self._incoming: deque[tuple[Event, int]] = deque()
+        # Per appservice: every event up to routed[id] was routed (queued or skipped);
+        # stored[id] is what the database says was delivered.
+        self._routed: dict[str, int] = {}
+        self._stored: dict[str, int] = {}
+        self._since_write: dict[str, int] = {}
+        self._caught_up = asyncio.Event()
         self._router: asyncio.Task[None] | None = None
-        self._queues: dict[str, deque[dict[str, Any]]] = {s.id: deque() for s in services.all}
+        self._queues: dict[str, deque[tuple[int, dict[str, Any]]]] = {
+            s.id: deque() for s in services.all
+        }
         # Typing and receipts for appservices that asked (receive_ephemeral, MSC2409).
         self._ephemeral: dict[str, deque[dict[str, Any]]] = {s.id: deque() for s in services.all}
         self._ephemeral_incoming: deque[tuple[str, int, tuple[str, ...]]] = deque()
@@ -116,25 +133,89 @@ class AppServiceSender:
 
     # -- the room service's listener -----------------------------------------------------
 
+    async def start(self) -> None:
+        """Load positions (a new appservice starts from now), then catch up in the
+        background on what was persisted since each position."""
+        now = await self._stores.events.get_current_stream_position()
+        lowest = now
+        for service in self._services.all:
+            if service.config.url is None:
+                continue
+            stored = await self._positions.get_position(service.id)
+            if stored is None:
+                stored = now
+                await self._positions.set_position(service.id, now)
+            self._stored[service.id] = self._routed[service.id] = stored
+            lowest = min(lowest, stored)
+        if lowest >= now:
+            self._caught_up.set()
+            return
+        self._router = asyncio.get_running_loop().create_task(self._catch_up(lowest, now))
+
+    async def _catch_up(self, since: int, upto: int) -> None:
+        try:
+            while since < upto:
+                rows = await self._stores.events.get_timeline_after(since, upto, CATCH_UP_BATCH)
+                if not rows:
+                    break
+                for row in rows:
+                    await self._route_event(row.event, row.stream_ordering)
+                since = rows[-1].stream_ordering
+            for service_id in self._routed:
+                self._routed[service_id] = max(self._routed[service_id], upto)
+            log.info("appservices caught up to stream position %d", upto)
+        except Exception:
+            log.exception("appservice catch-up failed")
+        finally:
+            self._caught_up.set()
+        await self._route()
+
     def on_new_event(self, event: Event, stream_ordering: int) -> None:
         if self._closed or stream_ordering <= 0 or not self._services:
             return  # history fetched from other servers is not news
-        self._incoming.append(event)
+        self._incoming.append((event, stream_ordering))
         if self._router is None or self._router.done():
             self._router = asyncio.get_running_loop().create_task(self._route())
 
+    async def _route_event(self, event: Event, stream_ordering: int) -> None:
+        for service in self._services.all:
+            if service.config.url is None:
+                continue
+            if stream_ordering <= self._routed.get(service.id, 0):
+                continue  # already routed (caught up from the database)
+            try:
+                if await self._interested(service, event):
+                    self._enqueue(service, event, stream_ordering)
+            except Exception:
+                log.exception("routing %s to %s failed", event.event_id, service.id)
+            self._routed[service.id] = stream_ordering
+            await self._maybe_store_position(service)
+
+    async def _maybe_store_position(self, service: AppService) -> None:
+        """While nothing is queued, move the stored position along now and then."""
+        if self._queues[service.id]:
+            return
+        count = self._since_write.get(service.id, 0) + 1
+        self._since_write[service.id] = count
+        if count >= POSITION_WRITE_EVERY:
+            await self._store_position(service)
+
+    async def _store_position(self, service: AppService) -> None:
+        queue = self._queues[service.id]
+        position = self._routed.get(service.id, 0)
+        if queue:
+            position = min(position, queue[0][0] - 1)
+        if position > self._stored.get(service.id, -(2**62)):
+            await self._positions.set_position(service.id, position)
+            self._stored[service.id] = position
+        self._since_write[service.id] = 0
+
     async def _route(self) -> None:
+        await self._caught_up.wait()
         while self._incoming or self._ephemeral_incoming:
             if self._incoming:
-                event = self._incoming.popleft()
-                try:
-                    for service in self._services.all:
-                        if service.config.url is not None and await self._interested(
-                            service, event
-                        ):
-                            self._enqueue(service, event)
-                except Exception:
-                    log.exception("routing %s to appservices failed", event.event_id)
+                event, stream_ordering = self._incoming.popleft()
+                await self._route_event(event, stream_ordering)
             else:
                 stream, position, rooms = self._ephemeral_incoming.popleft()
                 try:
@@ -166,12 +247,12 @@ class AppServiceSender:
                 return True
         return False
 
-    def _enqueue(self, service: AppService, event: Event) -> None:
+    def _enqueue(self, service: AppService, event: Event, stream_ordering: int) -> None:
         queue = self._queues[service.id]
         if len(queue) >= MAX_QUEUED:
             queue.popleft()
             log.warning("appservice %s is far behind: dropped its oldest queued event", service.id)
-        queue.append(format_client_event(event, now_ms=int(time.time() * 1000)))
+        queue.append((stream_ordering, format_client_event(event, now_ms=int(time.time() * 1000))))
         self._start_delivery(service)
 
     def _start_delivery(self, service: AppService) -> None:
@@ -191,7 +272,7 @@ class AppServiceSender:
         queue, ephemeral = self._queues[service.id], self._ephemeral[service.id]
         delay = RETRY_MIN_S
         while queue or ephemeral:
-            batch = [queue[i] for i in range(min(len(queue), MAX_EVENTS_PER_TXN))]
+            batch = [queue[i][1] for i in range(min(len(queue), MAX_EVENTS_PER_TXN))]
             extra = [ephemeral[i] for i in range(min(len(ephemeral), MAX_EVENTS_PER_TXN))]
             body: dict[str, Any] = {"events": batch}
             if extra:
@@ -206,6 +287,8 @@ class AppServiceSender:
                 queue.popleft()
             for _ in extra:
                 ephemeral.popleft()
+            if batch:
+                await self._store_position(service)
 
     async def _put(self, service: AppService, txn_id: str, body: dict[str, Any]) -> bool:
         assert service.config.url is not None

@@ -595,6 +595,21 @@ class EventStore:
         rows.sort(key=lambda r: r[0])
         return await self._timeline(rows[:limit])
 
+    async def get_timeline_after(
+        self, stream_pos: int, upto: int, limit: int
+    ) -> list[TimelineEvent]:
+        """Timeline events of every room in (stream_pos, upto], oldest first, capped
+        (appservices catching up after a restart)."""
+        rows = await self.db.fetch(
+            "SELECT e.stream_ordering, e.event_id FROM events e"
+            f" WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2 AND {_TIMELINE}"
+            " ORDER BY e.stream_ordering ASC LIMIT $3",
+            stream_pos,
+            upto,
+            limit,
+        )
+        return await self._timeline(rows)
+
     async def _timeline(self, rows: Sequence[Row]) -> list[TimelineEvent]:
         events = await self.get_events([r[1] for r in rows])
         return [TimelineEvent(int(r[0]), events[r[1]]) for r in rows if r[1] in events]

@@ -376,3 +376,50 @@ async def test_rate_limits_skip_users_of_an_unlimited_appservice(
         )
         statuses.append(resp.status)
     assert 429 in statuses
+
+
+async def test_events_queued_for_a_down_appservice_survive_our_restart(
+    aiohttp_client: Any, tmp_config: Any, tmp_path: Path
+) -> None:
+    fake = FakeAppService()
+    await fake.server.start_server()
+    try:
+        path = tmp_path / "bridge.yaml"
+        path.write_text(yaml.safe_dump(registration(str(fake.server.make_url("")).rstrip("/"))))
+        config = tmp_config(app_service_config_files=[str(path)])
+        first = await aiohttp_client(create_app(config))
+        await as_request(
+            first,
+            "POST",
+            "/register",
+            {"type": "m.login.application_service", "username": "bridge_r"},
+        )
+        human = await register_user(first, "human")
+        h = auth(human["access_token"])
+        resp = await first.post(f"{C}/createRoom", json={"preset": "public_chat"}, headers=h)
+        room = (await resp.json())["room_id"]
+        await as_request(first, "POST", f"/join/{room}", {}, user_id="@bridge_r:test.local")
+        await fake.wait_for(
+            lambda e: e["type"] == "m.room.member" and e["state_key"] == "@bridge_r:test.local"
+        )
+        fake.fail_next = 10**6  # the appservice is down from now on
+        sent = []
+        for i in range(3):
+            resp = await first.put(
+                f"{C}/rooms/{room}/send/m.room.message/r{i}",
+                json={"msgtype": "m.text", "body": f"while down {i}"},
+                headers=h,
+            )
+            sent.append((await resp.json())["event_id"])
+        await asyncio.sleep(0.3)
+        await first.close()  # we stop with those events undelivered
+
+        fake.fail_next = 0  # the appservice is back
+        second = await aiohttp_client(create_app(config))
+        got = await fake.wait_for(lambda e: e.get("event_id") == sent[-1], timeout=15)
+        assert got
+        delivered = [e.get("event_id") for e in fake.events()]
+        assert all(eid in delivered for eid in sent)
+        await second.close()
+    finally:
+        await fake.server.close()
