@@ -331,6 +331,26 @@ class AppServiceSender:
                 continue
         return False
 
+    async def query_user(self, user_id: str) -> bool:
+        """Ask the appservices whose namespace holds `user_id` to create that user;
+        True if one answered 200 (then the user should exist)."""
+        for service in self._services.all:
+            if service.config.url is None or not service.is_user_in_namespace(user_id):
+                continue
+            url = f"{service.config.url.rstrip('/')}/_matrix/app/v1/users/{quote(user_id, safe='')}"
+            try:
+                async with self._get_session().get(
+                    url,
+                    headers={"Authorization": f"Bearer {service.config.hs_token}"},
+                    timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+                ) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        return True
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                continue
+        return False
+
     async def ping(self, service: AppService, transaction_id: str | None) -> int:
         """POST /_matrix/app/v1/ping; the round trip in ms. Raises PingError."""
         if service.config.url is None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.appstate import PROFILES, Mounts
+from homeserver.appstate import APP_SERVICE_SENDER, PROFILES, Mounts
 from homeserver.client.auth import get_requester
-from homeserver.errors import missing_param
+from homeserver.errors import MatrixError, missing_param
 from homeserver.http import json_response, path_param, read_json_body
 from homeserver.ids import validate_user_id
 
@@ -21,7 +21,15 @@ def _user_id(request: web.Request) -> str:
 
 async def get_profile(request: web.Request) -> web.Response:
     user_id = _user_id(request)
-    return json_response(await request.config_dict[PROFILES].get_profile(user_id))
+    profiles = request.config_dict[PROFILES]
+    try:
+        return json_response(await profiles.get_profile(user_id))
+    except MatrixError as e:
+        # A user of an appservice's namespace may be made on demand: ask, then look again.
+        sender = request.config_dict.get(APP_SERVICE_SENDER)
+        if e.status != 404 or sender is None or not await sender.query_user(user_id):
+            raise
+        return json_response(await profiles.get_profile(user_id))
 
 
 async def get_field(request: web.Request) -> web.Response:

@@ -42,6 +42,7 @@ class FakeAppService:
         app.router.add_put("/_matrix/app/v1/transactions/{txn}", self.transaction)
         app.router.add_post("/_matrix/app/v1/ping", self.ping)
         app.router.add_get("/_matrix/app/v1/rooms/{alias}", self.alias_query)
+        app.router.add_get("/_matrix/app/v1/users/{user_id}", self.user_query)
         return app
 
     def _authorised(self, request: web.Request) -> bool:
@@ -78,6 +79,20 @@ class FakeAppService:
         resp = await self.client.put(
             f"{C}/directory/room/{quote(alias, safe='')}",
             json={"room_id": room_id},
+            headers=auth(AS_TOKEN),
+        )
+        assert resp.status == 200, await resp.text()
+        return web.json_response({})
+
+    async def user_query(self, request: web.Request) -> web.Response:
+        """Make @bridge_*:test.local on demand, as a bridge does for puppets."""
+        if not self._authorised(request):
+            return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
+        user_id = request.match_info["user_id"]
+        assert self.client is not None
+        resp = await self.client.post(
+            f"{C}/register",
+            json={"type": "m.login.application_service", "username": user_id[1:].split(":")[0]},
             headers=auth(AS_TOKEN),
         )
         assert resp.status == 200, await resp.text()
