@@ -64,7 +64,11 @@ async def put_device(request: web.Request) -> web.Response:
     display_name = optional_str(body, "display_name", max_len=MAX_DISPLAY_NAME)
     accounts = request.config_dict[STORES].accounts
     if await accounts.get_device(requester.user_id, device_id) is None:
-        raise not_found("Unknown device")
+        if requester.app_service_id is None:
+            raise not_found("Unknown device")
+        # An appservice creates devices for its users (MSC4190, spec v1.17).
+        await accounts.upsert_device(requester.user_id, device_id, display_name)
+        return json_response({}, status=201)
     if display_name is not None:
         await request.config_dict[SESSIONS].rename_device(
             requester.user_id, device_id, display_name
@@ -76,6 +80,10 @@ async def _delete_with_uia(
     request: web.Request, body: dict[str, Any], device_ids: list[str], uri: str
 ) -> web.Response:
     requester = await get_requester(request)
+    if requester.app_service_id is not None:
+        # An appservice manages its users' devices without UIA (MSC4190).
+        await request.config_dict[SESSIONS].delete_devices(requester.user_id, device_ids)
+        return json_response({})
     uia = request.config_dict[UIA]
     result = await uia.authenticate(
         optional_dict(body, "auth"),

@@ -438,3 +438,37 @@ async def test_events_queued_for_a_down_appservice_survive_our_restart(
         await second.close()
     finally:
         await fake.server.close()
+
+
+async def test_an_appservice_manages_its_users_devices(bridge: Any) -> None:
+    """MSC4190 (spec v1.17): devices created and deleted without logins or UIA."""
+    client, fake = bridge
+    status, body = await as_request(
+        client,
+        "POST",
+        "/register",
+        {"type": "m.login.application_service", "username": "bridge_d", "inhibit_login": True},
+    )
+    assert status == 200 and "access_token" not in body
+    user = "@bridge_d:test.local"
+    status, body = await as_request(
+        client, "PUT", "/devices/PUPPET1", {"display_name": "Puppet"}, user_id=user
+    )
+    assert status == 201, body
+    status, body = await as_request(
+        client, "PUT", "/devices/PUPPET1", {"display_name": "Renamed"}, user_id=user
+    )
+    assert status == 200, body
+    status, body = await as_request(
+        client, "GET", "/account/whoami", user_id=user, device_id="PUPPET1"
+    )
+    assert status == 200 and body["device_id"] == "PUPPET1", body
+    status, body = await as_request(client, "DELETE", "/devices/PUPPET1", {}, user_id=user)
+    assert status == 200, body
+    status, body = await as_request(
+        client, "GET", "/account/whoami", user_id=user, device_id="PUPPET1"
+    )
+    assert (status, body["errcode"]) == (400, "M_UNKNOWN_DEVICE")
+    human = await register_user(client, "human")
+    resp = await client.put(f"{C}/devices/NEWONE", json={}, headers=auth(human["access_token"]))
+    assert resp.status == 404
