@@ -183,7 +183,7 @@ class RoomBuilder:
         state: dict[tuple[str, str], str],
         members: dict[str, str],
         initial: bool = True,
-        touched: set[str] = frozenset(),  # type: ignore[assignment]
+        touched: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         """name, avatar, heroes and member counts (on an incremental entry, only those
         whose state events are among `touched` types)."""

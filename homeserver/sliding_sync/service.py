@@ -313,7 +313,7 @@ class SlidingSyncService:
                     JoinedJob(
                         room_id,
                         config,
-                        None if fresh else int(previous["ts"]),  # type: ignore[index]
+                        None if fresh or previous is None else int(previous["ts"]),
                         room_id in dms,
                         c.bump,
                         counts_changed=room_id in read,
