@@ -3,6 +3,11 @@
 Listeners register the user they sync for and the rooms they are in; writers announce
 an update to a set of rooms or users. Waking is O(listeners concerned), never a scan of
 all listeners, and the current token only moves forward.
+
+A listener of a user in more than WIDE_ROOMS rooms is not entered in each room's set
+(registering and removing it would cost thousands of set operations per request);
+it goes on a short list of wide listeners that each announcement checks by set
+membership. Few accounts are that big, so the list stays short.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .tokens import StreamToken
 # big room comes online at once, each arrival would otherwise wake every other member's
 # long-poll (N^2 responses for N users).
 LAZY_STREAMS = frozenset({"presence"})
+WIDE_ROOMS = 256
 
 
 class _Listener:
@@ -64,6 +70,7 @@ class Notifier:
         self.current = current or StreamToken()
         self._by_user: dict[str, set[_Listener]] = defaultdict(set)
         self._by_room: dict[str, set[_Listener]] = defaultdict(set)
+        self._wide: set[_Listener] = set()
         # Called with every announcement (stream, position, users, rooms): what must
         # hear of ephemeral updates besides long-polls (appservices).
         self.observers: list[Callable[[str, int, tuple[str, ...], tuple[str, ...]], None]] = []
@@ -81,8 +88,8 @@ class Notifier:
     ) -> None:
         """Record a new position of `stream` and wake whoever it concerns."""
         self.advance(stream, position)
+        users, rooms = tuple(users), tuple(rooms)
         if self.observers:
-            users, rooms = tuple(users), tuple(rooms)
             for observer in self.observers:
                 observer(stream, position, users, rooms)
         woken: set[_Listener] = set()
@@ -90,6 +97,8 @@ class Notifier:
             woken |= self._by_user.get(user, set())
         for room in rooms:
             woken |= self._by_room.get(room, set())
+        if self._wide:
+            woken.update(w for w in self._wide if any(r in w.rooms for r in rooms))
         for listener in woken:
             listener.wake(stream)
 
@@ -99,8 +108,11 @@ class Notifier:
         being computed is missed; then `await listener.wait(timeout)` if it was empty."""
         listener = _Listener(user_id, frozenset(rooms))
         self._by_user[user_id].add(listener)
-        for room in listener.rooms:
-            self._by_room[room].add(listener)
+        if len(listener.rooms) > WIDE_ROOMS:
+            self._wide.add(listener)
+        else:
+            for room in listener.rooms:
+                self._by_room[room].add(listener)
         try:
             yield listener
         finally:
@@ -112,6 +124,9 @@ class Notifier:
             users.discard(listener)
             if not users:
                 del self._by_user[listener.user_id]
+        if listener in self._wide:
+            self._wide.discard(listener)
+            return
         for room in listener.rooms:
             members = self._by_room.get(room)
             if members is not None:

@@ -45,3 +45,21 @@ async def test_listeners_are_removed_on_exit() -> None:
         pass
     assert notifier._by_user == {} and notifier._by_room == {}
     notifier.notify("events", 1, users=["@a:x"], rooms=["!r:x"])  # nobody to wake: fine
+
+
+async def test_a_listener_in_many_rooms_is_woken_by_any_of_them() -> None:
+    """Users in more rooms than WIDE_ROOMS are checked by set membership, not entered
+    in every room's set: they are woken all the same, and discarded cleanly."""
+    from homeserver.sync.notifier import WIDE_ROOMS
+
+    notifier = Notifier()
+    rooms = [f"!r{i}:x" for i in range(WIDE_ROOMS + 50)]
+    with notifier.listen("@big:x", rooms) as big, notifier.listen("@small:x", rooms[:3]) as small:
+        notifier.notify("events", 1, rooms=iter(["!elsewhere:x"]))
+        assert not big.woken and not small.woken
+        notifier.notify("events", 2, rooms=iter([rooms[-1]]))  # a generator: read once
+        assert big.woken and not small.woken
+    with notifier.listen("@big:x", rooms) as again:
+        notifier.notify("events", 3, rooms=[rooms[1]])
+        assert again.woken
+    assert not notifier._wide and not notifier._by_room  # nothing left behind
