@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from homeserver.errors import MatrixError
@@ -61,7 +62,7 @@ class RoomConfig:
         state = tuple(dict.fromkeys((*self.required_state, *other.required_state)))
         return RoomConfig(state, max(self.timeline_limit, other.timeline_limit))
 
-    @property
+    @cached_property
     def key(self) -> str:
         """A short fingerprint: a room sent with another config is sent again in full."""
         raw = json.dumps([sorted(self.required_state), self.timeline_limit])
