@@ -17,6 +17,7 @@ the present. Typing and receipts (ephemeral) are not replayed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -42,6 +43,8 @@ POSITION_WRITE_EVERY = 200
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 512.0
 REQUEST_TIMEOUT_S = 60.0
+THIRD_PARTY_TIMEOUT_S = 15.0
+MAX_THIRD_PARTY_BYTES = 1024 * 1024
 
 
 class AppServiceSender:
@@ -350,6 +353,33 @@ class AppServiceSender:
             except (TimeoutError, aiohttp.ClientError, OSError):
                 continue
         return False
+
+    async def third_party(
+        self, path: str, query: dict[str, str], protocol: str | None = None
+    ) -> list[Any]:
+        """GET `path` (under /_matrix/app/v1/thirdparty/) of every appservice that
+        declares `protocol` (or of all that declare one): the answers that are JSON,
+        each read up to MAX_THIRD_PARTY_BYTES."""
+        answers: list[Any] = []
+        for service in self._services.all:
+            if service.config.url is None or not service.config.protocols:
+                continue
+            if protocol is not None and protocol not in service.config.protocols:
+                continue
+            url = f"{service.config.url.rstrip('/')}/_matrix/app/v1/thirdparty/{path}"
+            try:
+                async with self._get_session().get(
+                    url,
+                    params=query,
+                    headers={"Authorization": f"Bearer {service.config.hs_token}"},
+                    timeout=aiohttp.ClientTimeout(total=THIRD_PARTY_TIMEOUT_S),
+                ) as resp:
+                    raw = await resp.content.read(MAX_THIRD_PARTY_BYTES)
+                    if resp.status == 200:
+                        answers.append(json.loads(raw))
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+                log.info("appservice %s: third-party %s failed", service.id, path[:60])
+        return answers
 
     async def ping(self, service: AppService, transaction_id: str | None) -> int:
         """POST /_matrix/app/v1/ping; the round trip in ms. Raises PingError."""

@@ -1,7 +1,7 @@
 """Small discovery endpoints with nothing (yet) behind them, and content reports.
 
-- /thirdparty/*: we have no application services bridging other networks, so there are
-  no protocols (`{}`), no unknown protocol (404) and no lookup results (`[]`).
+- /thirdparty/*: forwarded to the application services that declare the protocol
+  (bridges); without any, no protocols (`{}`), unknown protocol (404), no results (`[]`).
 - /voip/turnServer: no TURN server is configured; `{}` is Synapse's answer then, and
   clients fall back to their own STUN/TURN defaults.
 - /rooms/{roomId}/report[/{eventId}], /users/{userId}/report: stored for admins.
@@ -11,9 +11,12 @@ Not served (404 M_UNRECOGNIZED, listed in the README): SSO.
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import quote
+
 from aiohttp import web
 
-from homeserver.appstate import REPORTS, Mounts
+from homeserver.appstate import APP_SERVICE_SENDER, APP_SERVICES, REPORTS, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_str
 from homeserver.errors import missing_param, not_found
@@ -24,19 +27,54 @@ MAX_REASON_LEN = 4096
 PROTOCOL_MAX_LEN = 255
 
 
+def _protocol(request: web.Request) -> str:
+    protocol = str(path_param(request, "protocol"))
+    if len(protocol) > PROTOCOL_MAX_LEN:
+        raise not_found("Unknown third-party protocol")
+    return protocol
+
+
 async def get_protocols(request: web.Request) -> web.Response:
     await get_requester(request)
-    return json_response({})
+    services = request.config_dict.get(APP_SERVICES)
+    sender = request.config_dict.get(APP_SERVICE_SENDER)
+    found: dict[str, Any] = {}
+    if services and sender is not None:
+        for protocol in sorted({p for s in services.all for p in s.config.protocols}):
+            answers = await sender.third_party(f"protocol/{quote(protocol)}", {}, protocol)
+            for answer in answers:
+                if isinstance(answer, dict):
+                    found[protocol] = answer
+                    break
+    return json_response(found)
 
 
 async def get_protocol(request: web.Request) -> web.Response:
     await get_requester(request)
+    protocol = _protocol(request)
+    sender = request.config_dict.get(APP_SERVICE_SENDER)
+    if sender is not None:
+        for answer in await sender.third_party(f"protocol/{quote(protocol)}", {}, protocol):
+            if isinstance(answer, dict):
+                return json_response(answer)
     raise not_found("Unknown third-party protocol")
 
 
 async def get_thirdparty_lookup(request: web.Request) -> web.Response:
+    """/thirdparty/{location,user}[/{protocol}]: the bridges' answers, concatenated."""
     await get_requester(request)
-    return json_response([])
+    kind = request.path.split("/thirdparty/", 1)[1].split("/", 1)[0]
+    protocol = _protocol(request) if "protocol" in request.match_info else None
+    sender = request.config_dict.get(APP_SERVICE_SENDER)
+    if sender is None:
+        return json_response([])
+    path = kind if protocol is None else f"{kind}/{quote(protocol)}"
+    query = {k: v for k, v in request.query.items() if k != "access_token"}
+    results: list[Any] = []
+    for answer in await sender.third_party(path, query, protocol):
+        if isinstance(answer, list):
+            results.extend(a for a in answer if isinstance(a, dict))
+    return json_response(results)
 
 
 async def get_turn_server(request: web.Request) -> web.Response:

@@ -472,3 +472,57 @@ async def test_an_appservice_manages_its_users_devices(bridge: Any) -> None:
     human = await register_user(client, "human")
     resp = await client.put(f"{C}/devices/NEWONE", json={}, headers=auth(human["access_token"]))
     assert resp.status == 404
+
+
+async def test_third_party_lookups_reach_the_bridge_of_the_protocol(
+    aiohttp_client: Any, tmp_config: Any, tmp_path: Path
+) -> None:
+    asked: list[tuple[str, dict[str, str]]] = []
+
+    async def protocol(request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == f"Bearer {HS_TOKEN}"
+        return web.json_response({"user_fields": ["network", "nickname"], "instances": []})
+
+    async def lookup(request: web.Request) -> web.Response:
+        asked.append((request.path, dict(request.query)))
+        if request.path.startswith("/_matrix/app/v1/thirdparty/user"):
+            return web.json_response(
+                [{"userid": "@bridge_nick:test.local", "protocol": "irc", "fields": {}}]
+            )
+        return web.json_response(
+            [{"alias": "#bridge_chan:test.local", "protocol": "irc", "fields": {}}]
+        )
+
+    app = web.Application()
+    app.router.add_get("/_matrix/app/v1/thirdparty/protocol/irc", protocol)
+    app.router.add_get("/_matrix/app/v1/thirdparty/{kind}/irc", lookup)
+    app.router.add_get("/_matrix/app/v1/thirdparty/{kind}", lookup)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        reg = registration(str(server.make_url("")).rstrip("/"))
+        reg["protocols"] = ["irc"]
+        path = tmp_path / "irc.yaml"
+        path.write_text(yaml.safe_dump(reg))
+        client = await aiohttp_client(create_app(tmp_config(app_service_config_files=[str(path)])))
+        human = await register_user(client, "human")
+        h = auth(human["access_token"])
+        resp = await client.get(f"{C}/thirdparty/protocols", headers=h)
+        assert await resp.json() == {
+            "irc": {"user_fields": ["network", "nickname"], "instances": []}
+        }
+        resp = await client.get(f"{C}/thirdparty/protocol/irc", headers=h)
+        assert resp.status == 200
+        resp = await client.get(f"{C}/thirdparty/protocol/xmpp", headers=h)
+        assert resp.status == 404
+        resp = await client.get(f"{C}/thirdparty/user/irc", params={"nickname": "bob"}, headers=h)
+        assert [u["userid"] for u in await resp.json()] == ["@bridge_nick:test.local"]
+        resp = await client.get(
+            f"{C}/thirdparty/location", params={"alias": "#bridge_chan:test.local"}, headers=h
+        )
+        assert [loc["alias"] for loc in await resp.json()] == ["#bridge_chan:test.local"]
+        assert ("/_matrix/app/v1/thirdparty/user/irc", {"nickname": "bob"}) in asked
+        resp = await client.get(f"{C}/thirdparty/user/xmpp", headers=h)
+        assert await resp.json() == []
+    finally:
+        await server.close()
