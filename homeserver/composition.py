@@ -18,7 +18,8 @@ federation.appkeys). Every lifetime is registered on one `AsyncExitStack` right 
 its owner is built, so shutdown runs in exactly the reverse order: background work
 stops before the services it uses, and the database closes last.
 
-This is, with the CLI, the one module of the core that imports `federation`. Without a
+This is, with homeserver/composition_federation.py (the federation adapter's half of the
+wiring) and the CLI, where the core imports `federation`. Without a
 listener for the federation resource, no federation adapter is built and the core gets
 no ports (remote look-ups answer 404, like an unreachable peer).
 
@@ -29,14 +30,11 @@ own lifetimes on the stack, and a line in `_publish` for what its routes read.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import nacl.signing
 from aiohttp import web
 
 from federation.appkeys import (
@@ -50,18 +48,12 @@ from federation.appkeys import (
     SERVER_KEYS,
     TRANSACTIONS,
 )
-from federation.client import FederationClient
 from federation.edus import InboundEdus
-from federation.inbound import InboundChecks
-from federation.keyring import Keyring
-from federation.keys import ServerKeys, load_server_keys
+from federation.keys import load_server_keys
 from federation.media import FederationMediaSource
-from federation.queries import FederationQueries, FederationRemoteKeys, FederationToDevice
+from federation.queries import FederationRemoteKeys, FederationToDevice
 from federation.query_ports import RemoteDirectoryAdapter, RemoteProfilesAdapter
 from federation.receiver import TransactionReceiver
-from federation.remote_events import FederationRemoteEvents
-from federation.remote_rooms import FederationRemoteRooms
-from federation.sender import FederationSender, SenderSettings
 from homeserver import appstate as keys
 from homeserver.accounts.admin_register import SharedSecretRegistration
 from homeserver.accounts.housekeeping import housekeeping
@@ -75,7 +67,8 @@ from homeserver.admin.build import build_admin
 from homeserver.admin.room_stats import RoomStatsUpdater
 from homeserver.appservice.registry import AppServices
 from homeserver.appservice.sender import AppServiceSender
-from homeserver.background import BackgroundTasks
+from homeserver.background import BackgroundTasks, every
+from homeserver.composition_federation import Overrides, build_federation
 from homeserver.config import Config
 from homeserver.e2ee.device_list_edus import DeviceListBroadcaster
 from homeserver.e2ee.device_lists import DeviceListService
@@ -85,21 +78,17 @@ from homeserver.e2ee.remote_device_cache import RemoteDeviceCache
 from homeserver.e2ee.sync_extension import E2eeSyncExtension
 from homeserver.e2ee.to_device import ToDeviceService
 from homeserver.ephemeral.account_data import AccountDataService
-from homeserver.ephemeral.edus import EduOutbox, EduSender
+from homeserver.ephemeral.edus import EduOutbox
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.receipts import ReceiptsService
 from homeserver.ephemeral.typing import TypingService
 from homeserver.events import Event
 from homeserver.ipfilter import IPFilter
 from homeserver.media.admin import MediaAdmin
-from homeserver.media.files import MediaFiles
-from homeserver.media.preview import UrlPreviewer
-from homeserver.media.repository import MediaRepository
-from homeserver.media.thumbnails import Thumbnails
+from homeserver.media.build import build_media
 from homeserver.metrics import Metrics
 from homeserver.moderation import Moderation
 from homeserver.profiles.directory import UserDirectory
-from homeserver.profiles.ports import RemoteProfiles
 from homeserver.profiles.service import ProfileService
 from homeserver.push.actions import ActionGenerator
 from homeserver.push.delivery import PushDelivery
@@ -131,18 +120,16 @@ from homeserver.search.service import SearchService
 from homeserver.sliding_sync.bump_stamps import BumpStamps
 from homeserver.sliding_sync.rooms import RoomBuilder
 from homeserver.sliding_sync.service import SlidingSyncService
-from homeserver.storage import Stores, open_database, open_stores
+from homeserver.storage import open_database, open_stores
 from homeserver.storage.account_auth import AccountAuthStore
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.admin_rooms import AdminRoomStore
 from homeserver.storage.admin_users import AdminUserStore
 from homeserver.storage.appservices import AppServiceStore
-from homeserver.storage.database import Database
 from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.e2ee_keys import E2eeKeyStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.key_backup import KeyBackupStore
-from homeserver.storage.media import MediaStore
 from homeserver.storage.presence import PresenceStore
 from homeserver.storage.push import PushStore
 from homeserver.storage.receipts import ReceiptStore
@@ -168,15 +155,6 @@ log = logging.getLogger(__name__)
 Publish = Callable[[web.Application], None]
 
 
-@dataclass(frozen=True)
-class Overrides:
-    """What a test may substitute before the app starts (production passes none)."""
-
-    sender_settings: SenderSettings | None = None  # shorter federation backoff
-    remote_profiles: RemoteProfiles | None = None  # a fake remote profile port
-    fetch_limits: FetchLimits | None = None  # bounds on fetching missing state
-
-
 class EventNotifierBridge:
     """Tells the sync notifier about each persisted event: its room's listeners, and
     the target of a membership change (who may not be in the room yet)."""
@@ -187,20 +165,6 @@ class EventNotifierBridge:
     def on_new_event(self, event: Event, stream_ordering: int) -> None:
         users = [event.state_key] if event.type == "m.room.member" and event.state_key else []
         self._notifier.notify("events", stream_ordering, rooms=[event.room_id], users=users)
-
-
-@dataclass
-class Federation:
-    """The federation adapter's outbound half: what the core receives as ports."""
-
-    client: FederationClient
-    keyring: Keyring
-    checks: InboundChecks
-    sender: FederationSender | None
-    remote_events: FederationRemoteEvents | None
-    remote_rooms: FederationRemoteRooms | None
-    queries: FederationQueries | None
-    send_edu: EduSender | None
 
 
 def lifetime(
@@ -242,7 +206,7 @@ async def build(
     notifier = Notifier(StreamToken(events=await stores.events.get_current_stream_position()))
     server_name = config.server_name
 
-    fed = _build_federation(config, server_keys, stores, stack, overrides)
+    fed = build_federation(config, server_keys, stores, stack, overrides)
     outbox = EduOutbox(fed.send_edu if fed else None, server_name)
     if metrics is not None and fed is not None and fed.sender is not None:
         metrics.watch_outbound(fed.sender)
@@ -289,7 +253,9 @@ async def build(
     bridge = EventNotifierBridge(notifier)
     sliding_store = SlidingSyncStore(database)
     bump_stamps = BumpStamps(sliding_store)
-    app_service_sender = AppServiceSender(app_services, stores, AppServiceStore(database))
+    app_service_sender = AppServiceSender(
+        app_services, stores, AppServiceStore(database, stores.events)
+    )
     await app_service_sender.start()  # resume each appservice from its stored position
     stack.push_async_callback(app_service_sender.close)
     for service in app_services.all:  # each appservice acts as its sender user
@@ -515,10 +481,11 @@ async def build(
         bump_stamps,
         activity,
     )
-    tasks.spawn(_every(3600, sliding_sync.expire_positions), "sliding sync positions expiry")
+    tasks.spawn(every(3600, sliding_sync.expire_positions), "sliding sync positions expiry")
 
     # -- the content repository ----------------------------------------------------------
-    media, previewer = _build_media(config, database, stack, tasks, fed)
+    remote_media = FederationMediaSource(fed.client) if fed is not None and fed.sender else None
+    media, previewer = build_media(config, database, stack, tasks, remote_media)
 
     # -- server administration -------------------------------------------------------------
     admin = await build_admin(
@@ -627,101 +594,3 @@ async def build(
             app[key] = value
 
     return publish
-
-
-async def _every(interval_s: float, job: Callable[[], Awaitable[Any]]) -> None:
-    """Run `job` every `interval_s` seconds, forever (errors are logged, not fatal)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await job()
-        except Exception:
-            log.exception("periodic job failed")
-
-
-def _build_media(
-    config: Config,
-    database: Database,
-    stack: AsyncExitStack,
-    tasks: BackgroundTasks,
-    fed: Federation | None,
-) -> tuple[MediaRepository, UrlPreviewer | None]:
-    """The media repository (remote media through federation when it is served) and,
-    when url_preview_enabled, the URL previewer."""
-    store = MediaStore(database)
-    thumbnails = Thumbnails(config.media, store)
-    stack.callback(thumbnails.close)
-    media = MediaRepository(
-        config.media,
-        store,
-        MediaFiles(config.media.store_path),
-        thumbnails,
-        config.server_name,
-        FederationMediaSource(fed.client) if fed is not None and fed.sender else None,
-        tasks,
-    )
-    tasks.spawn(media.run_housekeeping(), "media housekeeping")
-    stack.push_async_callback(media.flush_access_times)
-    previewer = None
-    if config.media.url_preview_enabled:
-        previewer = UrlPreviewer(config.media, media)
-        stack.push_async_callback(previewer.close)
-    return media, previewer
-
-
-def _build_federation(
-    config: Config,
-    server_keys: ServerKeys,
-    stores: Stores,
-    stack: AsyncExitStack,
-    overrides: Overrides,
-) -> Federation | None:
-    """The federation adapter when a listener serves federation or the key API: the
-    client and keyring; with federation, the sender and every port of the core."""
-    served = config.resources
-    if not served & {"federation", "keys"}:
-        return None
-    fed = config.federation
-    client = FederationClient(
-        config.server_name,
-        server_keys.primary,
-        ip_filter=IPFilter(
-            blacklist=[str(n) for n in fed.ip_range_blacklist],
-            whitelist=[str(n) for n in fed.ip_range_whitelist],
-        ),
-        verify_tls=fed.verify_certificates,
-        custom_ca_files=[str(p) for p in fed.custom_ca_list],
-        plain_http=fed.plain_http_for_tests,
-    )
-    stack.push_async_callback(client.close)
-    keyring = Keyring(
-        stores.server_keys,
-        client,
-        config.server_name,
-        [
-            {"server_name": t.server_name, "verify_keys": dict(t.verify_keys or {})}
-            for t in config.keys.trusted_key_servers
-        ],
-        # signedjson's VerifyKey type is a protocol that nacl's VerifyKey implements.
-        local_keys=cast(Mapping[str, nacl.signing.VerifyKey], server_keys.verify_keys()),
-    )
-    checks = InboundChecks(keyring)
-    if "federation" not in served:
-        return Federation(client, keyring, checks, None, None, None, None, None)
-    sender = FederationSender(
-        stores.transactions, stores.events, client, config.server_name, overrides.sender_settings
-    )
-
-    async def send_edu(edu_type: str, content: dict[str, Any], destinations: list[str]) -> None:
-        await sender.send_edu(destinations, edu_type, content)
-
-    return Federation(
-        client=client,
-        keyring=keyring,
-        checks=checks,
-        sender=sender,
-        remote_events=FederationRemoteEvents(client, checks, stores.rooms.get_room_version),
-        remote_rooms=FederationRemoteRooms(client, checks, config.server_name, server_keys.primary),
-        queries=FederationQueries(client),
-        send_edu=send_edu,
-    )

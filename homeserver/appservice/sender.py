@@ -158,12 +158,12 @@ class AppServiceSender:
     async def _catch_up(self, since: int, upto: int) -> None:
         try:
             while since < upto:
-                rows = await self._stores.events.get_timeline_after(since, upto, CATCH_UP_BATCH)
+                rows = await self._positions.timeline_after(since, upto, CATCH_UP_BATCH)
                 if not rows:
                     break
-                for row in rows:
-                    await self._route_event(row.event, row.stream_ordering)
-                since = rows[-1].stream_ordering
+                for event, stream_ordering in rows:
+                    await self._route_event(event, stream_ordering)
+                since = rows[-1][1]
             for service_id in self._routed:
                 self._routed[service_id] = max(self._routed[service_id], upto)
             log.info("appservices caught up to stream position %d", upto)
@@ -314,71 +314,61 @@ class AppServiceSender:
 
     # -- queries and ping -------------------------------------------------------------------
 
+    async def _get(
+        self, service: AppService, path: str, params: dict[str, str] | None = None
+    ) -> tuple[int, bytes] | None:
+        """GET {url}/_matrix/app/v1/{path} with the hs_token: (status, body read up to
+        MAX_THIRD_PARTY_BYTES), or None when the appservice could not be reached."""
+        if service.config.url is None:
+            return None
+        try:
+            async with self._get_session().get(
+                f"{service.config.url.rstrip('/')}/_matrix/app/v1/{path}",
+                params=params,
+                headers={"Authorization": f"Bearer {service.config.hs_token}"},
+                timeout=aiohttp.ClientTimeout(total=THIRD_PARTY_TIMEOUT_S),
+            ) as resp:
+                return resp.status, await resp.content.read(MAX_THIRD_PARTY_BYTES)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            log.info("appservice %s: GET %s failed", service.id, path[:60])
+            return None
+
     async def query_alias(self, alias: str) -> bool:
         """Ask the appservices whose namespace holds `alias` to create it; True if one
         answered 200 (then the alias should exist)."""
         for service in self._services.for_alias(alias):
-            if service.config.url is None:
-                continue
-            url = f"{service.config.url.rstrip('/')}/_matrix/app/v1/rooms/{quote(alias, safe='')}"
-            try:
-                async with self._get_session().get(
-                    url,
-                    headers={"Authorization": f"Bearer {service.config.hs_token}"},
-                    timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        return True
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                continue
+            answer = await self._get(service, f"rooms/{quote(alias, safe='')}")
+            if answer is not None and answer[0] == 200:
+                return True
         return False
 
     async def query_user(self, user_id: str) -> bool:
         """Ask the appservices whose namespace holds `user_id` to create that user;
         True if one answered 200 (then the user should exist)."""
         for service in self._services.all:
-            if service.config.url is None or not service.is_user_in_namespace(user_id):
-                continue
-            url = f"{service.config.url.rstrip('/')}/_matrix/app/v1/users/{quote(user_id, safe='')}"
-            try:
-                async with self._get_session().get(
-                    url,
-                    headers={"Authorization": f"Bearer {service.config.hs_token}"},
-                    timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        return True
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                continue
+            if service.is_user_in_namespace(user_id):
+                answer = await self._get(service, f"users/{quote(user_id, safe='')}")
+                if answer is not None and answer[0] == 200:
+                    return True
         return False
 
     async def third_party(
         self, path: str, query: dict[str, str], protocol: str | None = None
     ) -> list[Any]:
         """GET `path` (under /_matrix/app/v1/thirdparty/) of every appservice that
-        declares `protocol` (or of all that declare one): the answers that are JSON,
-        each read up to MAX_THIRD_PARTY_BYTES."""
+        declares `protocol` (or of all that declare one): the answers that are JSON."""
         answers: list[Any] = []
         for service in self._services.all:
-            if service.config.url is None or not service.config.protocols:
+            if not service.config.protocols:
                 continue
             if protocol is not None and protocol not in service.config.protocols:
                 continue
-            url = f"{service.config.url.rstrip('/')}/_matrix/app/v1/thirdparty/{path}"
-            try:
-                async with self._get_session().get(
-                    url,
-                    params=query,
-                    headers={"Authorization": f"Bearer {service.config.hs_token}"},
-                    timeout=aiohttp.ClientTimeout(total=THIRD_PARTY_TIMEOUT_S),
-                ) as resp:
-                    raw = await resp.content.read(MAX_THIRD_PARTY_BYTES)
-                    if resp.status == 200:
-                        answers.append(json.loads(raw))
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
-                log.info("appservice %s: third-party %s failed", service.id, path[:60])
+            answer = await self._get(service, f"thirdparty/{path}", query)
+            if answer is not None and answer[0] == 200:
+                try:
+                    answers.append(json.loads(answer[1]))
+                except ValueError:
+                    log.info("appservice %s: third-party answer is not JSON", service.id)
         return answers
 
     async def ping(self, service: AppService, transaction_id: str | None) -> int:

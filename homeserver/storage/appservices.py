@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from homeserver.events import Event
+
 from .database import Database
+from .events import EventStore
 
 
 class AppServiceStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, events: EventStore) -> None:
         self.db = db
+        self._events = events
+
+    async def timeline_after(self, since: int, upto: int, limit: int) -> list[tuple[Event, int]]:
+        """Timeline events of every room in (since, upto], oldest first, at most `limit`
+        (an appservice catching up after a restart)."""
+        rows = await self.db.fetch(
+            "SELECT stream_ordering, event_id FROM events WHERE stream_ordering > $1"
+            " AND stream_ordering <= $2 AND NOT outlier AND NOT soft_failed"
+            " AND rejected_reason IS NULL ORDER BY stream_ordering LIMIT $3",
+            since,
+            upto,
+            limit,
+        )
+        loaded = await self._events.get_events([r[1] for r in rows])
+        return [(loaded[r[1]], int(r[0])) for r in rows if r[1] in loaded]
 
     async def get_position(self, service_id: str) -> int | None:
         value = await self.db.fetchval(

@@ -17,6 +17,7 @@ from typing import Any, Literal, NamedTuple
 
 from homeserver.events import Event, get_room_version
 from homeserver.events.redaction import redact
+from homeserver.events.relations import relation_of
 
 from ._util import chunks, dump_json, load_json, now_ms, placeholders
 from .cache import LruCache
@@ -60,17 +61,6 @@ _EVENT_COLUMNS = (
 _EVENT_FROM = "events e LEFT JOIN rooms r ON r.room_id = e.room_id"
 # Events that belong on a client-visible timeline.
 _TIMELINE = "NOT e.outlier AND NOT e.soft_failed AND e.rejected_reason IS NULL"
-
-
-def _relation(event: Event) -> tuple[str, str, str | None] | None:
-    rel = event.content.get("m.relates_to")
-    if not isinstance(rel, dict):
-        return None
-    target, rel_type = rel.get("event_id"), rel.get("rel_type")
-    if not isinstance(target, str) or not isinstance(rel_type, str):
-        return None
-    key = rel.get("key") if rel_type == "m.annotation" else None
-    return target, rel_type, key if isinstance(key, str) else None
 
 
 class EventStore:
@@ -266,7 +256,7 @@ class EventStore:
                 for auth in dict.fromkeys(i.event.auth_event_ids)
             ],
         )
-        relations = [(i.event.event_id, _relation(i.event)) for i in new_items]
+        relations = [(i.event.event_id, relation_of(i.event)) for i in new_items]
         await conn.executemany(
             "INSERT INTO event_relations (event_id, relates_to_id, rel_type, aggregation_key)"
             " VALUES ($1, $2, $3, $4)",
@@ -594,21 +584,6 @@ class EventStore:
             )
         rows.sort(key=lambda r: r[0])
         return await self._timeline(rows[:limit])
-
-    async def get_timeline_after(
-        self, stream_pos: int, upto: int, limit: int
-    ) -> list[TimelineEvent]:
-        """Timeline events of every room in (stream_pos, upto], oldest first, capped
-        (appservices catching up after a restart)."""
-        rows = await self.db.fetch(
-            "SELECT e.stream_ordering, e.event_id FROM events e"
-            f" WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2 AND {_TIMELINE}"
-            " ORDER BY e.stream_ordering ASC LIMIT $3",
-            stream_pos,
-            upto,
-            limit,
-        )
-        return await self._timeline(rows)
 
     async def _timeline(self, rows: Sequence[Row]) -> list[TimelineEvent]:
         events = await self.get_events([r[1] for r in rows])

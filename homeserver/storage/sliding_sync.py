@@ -12,6 +12,9 @@ from homeserver.events import Event
 from ._util import chunks, now_ms, placeholders
 from .database import Connection, Database
 
+# Sliding sync connections (conn_ids) one device may have at once (matrix-rust-sdk uses 3).
+MAX_CONNECTIONS_PER_DEVICE = 16
+
 # Events that move a room up the list (Synapse's choice).
 BUMP_EVENT_TYPES = frozenset(
     {
@@ -108,6 +111,17 @@ class SlidingSyncStore:
                 snapshot.token,
                 json.dumps(snapshot.rooms, separators=(",", ":")),
                 now_ms(),
+            )
+            # A device keeps at most MAX_CONNECTIONS_PER_DEVICE connections (a client
+            # inventing conn_ids cannot fill the table): the least recently used go.
+            await conn.execute(
+                "DELETE FROM sliding_sync_positions WHERE user_id = $1 AND device_id = $2"
+                " AND conn_id NOT IN (SELECT conn_id FROM sliding_sync_positions"
+                " WHERE user_id = $1 AND device_id = $2 GROUP BY conn_id"
+                " ORDER BY MAX(created_ts) DESC, conn_id LIMIT $3)",
+                user_id,
+                device_id,
+                MAX_CONNECTIONS_PER_DEVICE,
             )
 
     async def expire(self, before_ts: int) -> int:

@@ -57,7 +57,12 @@ STORAGE_ALLOWED = (
     "homeserver.config",
     "homeserver.search.query",
 )
-COMPOSITION = ("homeserver.app", "homeserver.composition", "homeserver.__main__")
+COMPOSITION = (
+    "homeserver.app",
+    "homeserver.composition",
+    "homeserver.composition_federation",
+    "homeserver.__main__",
+)
 APP_STATE = ("homeserver.appstate", "federation.appkeys")
 ROUTE_MODULES = ("homeserver.client", "federation.server", "homeserver.admin_api")
 APP_STATE_READERS = (*ROUTE_MODULES, *COMPOSITION, *APP_STATE, "homeserver.http")

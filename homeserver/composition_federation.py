@@ -1,0 +1,111 @@
+"""The federation adapter, built for the composition module (homeserver/composition.py).
+
+With composition.py, this is where the core is wired to `federation`: the client, the
+keyring, the receiving checks, the transaction sender and the ports the core needs.
+Without a listener for the federation resource none of it is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, cast
+
+import nacl.signing
+
+from federation.client import FederationClient
+from federation.inbound import InboundChecks
+from federation.keyring import Keyring
+from federation.keys import ServerKeys
+from federation.queries import FederationQueries
+from federation.remote_events import FederationRemoteEvents
+from federation.remote_rooms import FederationRemoteRooms
+from federation.sender import FederationSender, SenderSettings
+from homeserver.config import Config
+from homeserver.ephemeral.edus import EduSender
+from homeserver.ipfilter import IPFilter
+from homeserver.profiles.ports import RemoteProfiles
+from homeserver.rooms.remote_state import FetchLimits
+from homeserver.storage import Stores
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a test may substitute before the app starts (production passes none)."""
+
+    sender_settings: SenderSettings | None = None  # shorter federation backoff
+    remote_profiles: RemoteProfiles | None = None  # a fake remote profile port
+    fetch_limits: FetchLimits | None = None  # bounds on fetching missing state
+
+
+@dataclass
+class Federation:
+    """The federation adapter's outbound half: what the core receives as ports."""
+
+    client: FederationClient
+    keyring: Keyring
+    checks: InboundChecks
+    sender: FederationSender | None
+    remote_events: FederationRemoteEvents | None
+    remote_rooms: FederationRemoteRooms | None
+    queries: FederationQueries | None
+    send_edu: EduSender | None
+
+
+def build_federation(
+    config: Config,
+    server_keys: ServerKeys,
+    stores: Stores,
+    stack: AsyncExitStack,
+    overrides: Overrides,
+) -> Federation | None:
+    """The federation adapter when a listener serves federation or the key API: the
+    client and keyring; with federation, the sender and every port of the core."""
+    served = config.resources
+    if not served & {"federation", "keys"}:
+        return None
+    fed = config.federation
+    client = FederationClient(
+        config.server_name,
+        server_keys.primary,
+        ip_filter=IPFilter(
+            blacklist=[str(n) for n in fed.ip_range_blacklist],
+            whitelist=[str(n) for n in fed.ip_range_whitelist],
+        ),
+        verify_tls=fed.verify_certificates,
+        custom_ca_files=[str(p) for p in fed.custom_ca_list],
+        plain_http=fed.plain_http_for_tests,
+    )
+    stack.push_async_callback(client.close)
+    keyring = Keyring(
+        stores.server_keys,
+        client,
+        config.server_name,
+        [
+            {"server_name": t.server_name, "verify_keys": dict(t.verify_keys or {})}
+            for t in config.keys.trusted_key_servers
+        ],
+        # signedjson's VerifyKey type is a protocol that nacl's VerifyKey implements.
+        local_keys=cast(Mapping[str, nacl.signing.VerifyKey], server_keys.verify_keys()),
+    )
+    checks = InboundChecks(keyring)
+    if "federation" not in served:
+        return Federation(client, keyring, checks, None, None, None, None, None)
+    sender = FederationSender(
+        stores.transactions, stores.events, client, config.server_name, overrides.sender_settings
+    )
+
+    async def send_edu(edu_type: str, content: dict[str, Any], destinations: list[str]) -> None:
+        await sender.send_edu(destinations, edu_type, content)
+
+    return Federation(
+        client=client,
+        keyring=keyring,
+        checks=checks,
+        sender=sender,
+        remote_events=FederationRemoteEvents(client, checks, stores.rooms.get_room_version),
+        remote_rooms=FederationRemoteRooms(client, checks, config.server_name, server_keys.primary),
+        queries=FederationQueries(client),
+        send_edu=send_edu,
+    )
