@@ -155,7 +155,7 @@ def _startup_error_types() -> tuple[type[BaseException], ...]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_config(*args.config)
     except ConfigError as exc:
         _print_config_problems(exc)
         return 2
@@ -402,7 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the server")
-    run.add_argument("-c", "--config", required=True, type=Path, help="path to the YAML config")
+    run.add_argument(
+        "-c",
+        "--config",
+        required=True,
+        type=Path,
+        action="append",
+        help="path to the YAML config; repeat for a worker (-c homeserver.yaml -c worker.yaml)",
+    )
     run.set_defaults(func=cmd_run)
 
     gen = commands.add_parser("generate-config", help="print a complete commented config")

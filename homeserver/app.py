@@ -48,12 +48,18 @@ import homeserver.client.to_device as client_to_device
 import homeserver.client.user_directory as client_user_directory
 import homeserver.client.versions as client_versions
 import homeserver.client.well_known as client_well_known
-from homeserver.appstate import CONFIG, LISTENERS, Mounts
+from homeserver.appstate import CONFIG, LISTENERS, NOTIFIER, REPLICATION, Mounts
 from homeserver.composition import Overrides, lifetime
 from homeserver.config import Config
 from homeserver.errors import unrecognized
 from homeserver.http import MAX_BODY_KEY, Handler, error_middleware, listener_for_request
 from homeserver.metrics import METRICS_PATH, Metrics, metrics_middleware
+from homeserver.replication.forward import (
+    PRESENCE_PATH,
+    is_replication_request,
+    replication_middleware,
+    worker_middleware,
+)
 from homeserver.request_log import request_log_middleware
 
 logger = logging.getLogger(__name__)
@@ -121,9 +127,28 @@ async def listener_middleware(request: web.Request, handler: Handler) -> web.Str
     if listeners:
         wanted = resources_for_path(request.path)
         listener = listener_for_request(request)
-        if wanted is not None and (listener is None or not wanted & listener.resources):
+        if listener is not None and "replication" in listener.resources:
+            pass  # another process of this server: it may ask for any resource
+        elif wanted is not None and (listener is None or not wanted & listener.resources):
             raise unrecognized("Unrecognized request")
     return await handler(request)
+
+
+def replication_middlewares(config: Config) -> list[Middleware]:
+    """A worker forwards what it does not serve; the main authenticates its
+    replication listener (homeserver.replication.forward)."""
+    workers = config.workers
+    if workers.is_worker:
+        return [worker_middleware(lambda app: app[REPLICATION].forwarder)]
+    if workers.replicated and workers.replication_secret:
+        return [replication_middleware(workers.replication_secret, lambda app: app.get(NOTIFIER))]
+    return []
+
+
+async def report_presence(request: web.Request) -> web.StreamResponse:
+    if not is_replication_request(request):
+        raise unrecognized("Unrecognized request")
+    return await request.app[REPLICATION].report_presence(request)
 
 
 def create_app(
@@ -145,6 +170,7 @@ def create_app(
     if metrics is not None:
         middlewares.append(metrics_middleware(metrics))
     middlewares += [error_middleware, listener_middleware]
+    middlewares += replication_middlewares(config)
     root = web.Application(
         middlewares=middlewares,
         client_max_size=max(config.max_request_body, config.media.max_upload_size),
@@ -155,6 +181,8 @@ def create_app(
     if metrics is not None:
         root.router.add_get(METRICS_PATH, metrics.serve)
     root.cleanup_ctx.append(lifetime(overrides, metrics))
+    if config.workers.replicated and not config.workers.is_worker:
+        root.router.add_post(PRESENCE_PATH, report_presence)
 
     mounts = Mounts(
         config=config,

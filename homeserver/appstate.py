@@ -13,7 +13,7 @@ import it without pulling in (or cycling through) the services themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -153,6 +153,8 @@ APP_SERVICE_SENDER: web.AppKey[AppServiceSender] = web.AppKey("app_service_sende
 SLIDING_SYNC: web.AppKey[SlidingSyncService] = web.AppKey("sliding_sync")
 # None when url_preview_enabled is off.
 URL_PREVIEWER: web.AppKey[UrlPreviewer | None] = web.AppKey("url_previewer")
+# None in a single-process deployment (homeserver.replication.build.Replication).
+REPLICATION: web.AppKey[Any] = web.AppKey("replication")
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ from homeserver.push.rules_service import PushRulesService
 from homeserver.push.sync_extension import UnreadCountsExtension
 from homeserver.ratelimit import RateLimiters, override_limit
 from homeserver.relations.service import RelationsService
+from homeserver.replication.build import build_replication, require_migrated
 from homeserver.reports.service import ReportService
 from homeserver.rooms.backfill import RoomBackfill
 from homeserver.rooms.creation import RoomCreator
@@ -195,10 +196,15 @@ async def build(
         config.keys.signing_key_path,
     )
     config.database.path.parent.mkdir(parents=True, exist_ok=True)
+    worker = config.workers.is_worker  # a worker writes nothing with a stream position
     database = await open_database(
-        config.database, observer=metrics.db_observer if metrics is not None else None
+        config.database,
+        migrate=not worker,
+        observer=metrics.db_observer if metrics is not None else None,
     )
     stack.push_async_callback(database.close)
+    if worker:
+        await require_migrated(database)
     log.info("Database: %s", config.database.describe())
     stores = await open_stores(database)
     tasks = BackgroundTasks()
@@ -223,8 +229,9 @@ async def build(
         exempt=app_services.unlimited_user,
     )
     room_stats = RoomStatsUpdater(admin_room_store, stores.events)
-    await room_stats.start()  # folds state changes into room_stats, in the background
-    stack.push_async_callback(room_stats.stop)
+    if not worker:
+        await room_stats.start()  # folds state changes into room_stats, in the background
+        stack.push_async_callback(room_stats.stop)
 
     # -- what hears of every persisted event (the room service's listeners) --------------
     account_store = AccountDataStore(database)
@@ -256,9 +263,10 @@ async def build(
     app_service_sender = AppServiceSender(
         app_services, stores, AppServiceStore(database, stores.events)
     )
-    await app_service_sender.start()  # resume each appservice from its stored position
-    stack.push_async_callback(app_service_sender.close)
-    for service in app_services.all:  # each appservice acts as its sender user
+    if not worker:
+        await app_service_sender.start()  # resume each appservice from its stored position
+        stack.push_async_callback(app_service_sender.close)
+    for service in app_services.all if not worker else ():  # each acts as its sender user
         if await stores.accounts.get_user(service.sender) is None:
             await stores.accounts.create_user(service.sender, None)
 
@@ -336,7 +344,8 @@ async def build(
     presence = PresenceService(PresenceStore(database), joined, notifier, outbox, server_name)
     await presence.load()
     notifier.advance("presence", presence.position)
-    presence.start()  # idle/offline timers
+    if not worker:
+        presence.start()  # idle/offline timers
     stack.push_async_callback(presence.close)
     typing = TypingService(stores, notifier, outbox, server_name, moderation)
     stack.callback(typing.close)
@@ -373,6 +382,25 @@ async def build(
     )
     notifier.advance("device_lists", await device_lists.current_position())
     notifier.advance("to_device", await to_device.current_position())
+    replication = await build_replication(
+        config,
+        stack,
+        database,
+        stores.events,
+        notifier,
+        typing,
+        presence,
+        worker_listeners=[activity, relations, joined, bump_stamps, bridge],
+        out_of_band_listeners=[bridge],
+        positions={
+            "events": stores.events.get_current_stream_position,
+            "account_data": account_store.get_max_stream_id,
+            "receipts": receipt_store.get_max_stream_id,
+            "to_device": to_device.current_position,
+            "device_lists": device_lists.current_position,
+        },
+        moderation=moderation,
+    )
     key_backup = KeyBackupService(KeyBackupStore(database))
 
     async def device_deleted(user_id: str, device_id: str) -> None:
@@ -401,22 +429,27 @@ async def build(
     lifecycle = AccountLifecycle(
         stores.accounts, stores.current_state, membership, hasher, sessions
     )
-    tasks.spawn(housekeeping(uia, auth_store), "accounts housekeeping")
+    if not worker:
+        tasks.spawn(housekeeping(uia, auth_store), "accounts housekeeping")
     last_seen = LastSeenTracker(stores.accounts)
     last_seen.start()  # writes behind, batched; the rest is written at shutdown
     stack.push_async_callback(last_seen.close)
 
     # -- reading rooms, directories, profiles, reports ------------------------------------
     read_store = RoomReadStore(database)
-    reader = RoomReader(
-        stores, read_store, aggregations=relations.bundle_aggregations, backfill=backfill
+    reader = RoomReader(  # a worker's /messages serves what is stored (backfill persists)
+        stores,
+        read_store,
+        aggregations=relations.bundle_aggregations,
+        backfill=None if worker else backfill,
     )
     remote_directory = RemoteDirectoryAdapter(fed.queries) if fed and fed.queries else None
     directory = RoomDirectory(stores, server_name, remote_directory, local_events=local_events)
     profiles = ProfileService(
         stores, local_events, server_name, remote_profiles, moderation=moderation
     )
-    await user_directory.reconcile()  # index what changed while we were down
+    if not worker:
+        await user_directory.reconcile()  # index what changed while we were down
     reports = ReportService(stores, ReportStore(database), server_name)
 
     # -- sync ----------------------------------------------------------------------------
@@ -461,7 +494,7 @@ async def build(
             tasks,
             observer=metrics.federation_received if metrics is not None else None,
         )
-        if fed.sender is not None:
+        if fed.sender is not None and not worker:
             await fed.sender.start()  # resume what the outbox still holds
             stack.push_async_callback(fed.sender.stop)
 
@@ -481,7 +514,8 @@ async def build(
         bump_stamps,
         activity,
     )
-    tasks.spawn(every(3600, sliding_sync.expire_positions), "sliding sync positions expiry")
+    if not worker:
+        tasks.spawn(every(3600, sliding_sync.expire_positions), "sliding sync expiry")
 
     # -- the content repository ----------------------------------------------------------
     remote_media = FederationMediaSource(fed.client) if fed is not None and fed.sender else None
@@ -575,6 +609,7 @@ async def build(
         keys.APP_SERVICE_SENDER: app_service_sender,
         keys.MEDIA_ADMIN: MediaAdmin(media, media.store),
         keys.URL_PREVIEWER: previewer,
+        keys.REPLICATION: replication,
         SERVER_KEYS: server_keys,
         ROOM_STATE: room_state,
         FEDERATED_MEMBERSHIP: federated_membership,

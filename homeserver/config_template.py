@@ -241,4 +241,21 @@ enable_metrics: false
 #  room_name: "Server Notices"
 #  room_topic: "Messages from the server admins"
 #  auto_join: true
+
+# Workers (PostgreSQL and Redis only; README "Workers"): this shared file names the
+# bus and where the main process listens for its workers; each worker adds a file of
+# its own with worker_app, worker_name and worker_listeners, and starts with
+# `python -m homeserver run -c homeserver.yaml -c worker1.yaml`.
+#redis:
+#  enabled: true
+#  host: 127.0.0.1
+#  port: 6379
+#instance_map:
+#  main: {{host: 127.0.0.1, port: 9093}}   # the main's listener with resources [replication]
+#worker_replication_secret: "a long random string"
+#worker_replication_secret_path: "/etc/homeserver/replication.secret"
+#worker_app: generic_worker
+#worker_name: client_reader1
+#worker_listeners:
+#  - {{port: 8101, bind_addresses: ["127.0.0.1"], resources: [{{names: [client]}}]}}
 """

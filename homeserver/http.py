@@ -303,7 +303,9 @@ def client_ip(request: web.Request) -> str:
     Elsewhere the header is ignored, since any client could forge it to dodge rate limits.
     """
     listener = listener_for_request(request)
-    if listener is not None and listener.x_forwarded:
+    # The replication listener hears only this server's workers (secret checked), who
+    # pass on their client's address.
+    if listener is not None and (listener.x_forwarded or "replication" in listener.resources):
         forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
         if forwarded:
             return forwarded

@@ -15,6 +15,8 @@ read from the database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from homeserver.errors import MatrixError, forbidden
 from homeserver.storage.admin_rooms import AdminRoomStore
 from homeserver.storage.admin_users import FLAGS, AdminUserStore
@@ -38,6 +40,13 @@ class Moderation:
     ) -> None:
         self._users = users
         self._rooms = rooms
+        self._flagged = {flag: set(flagged.get(flag, ())) for flag in FLAGS}
+        # Told after each change (the main tells its workers to reload).
+        self.on_change: list[Callable[[], None]] = []
+
+    async def reload(self) -> None:
+        """Re-read every flag (a worker, after the main changed one)."""
+        flagged = await self._users.flagged_users()
         self._flagged = {flag: set(flagged.get(flag, ())) for flag in FLAGS}
 
     @classmethod
@@ -64,6 +73,8 @@ class Moderation:
             self._flagged[flag].add(user_id)
         else:
             self._flagged[flag].discard(user_id)
+        for listener in self.on_change:
+            listener()
         return True
 
     def check_not_suspended(self, user_id: str, what: str) -> None:

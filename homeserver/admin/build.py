@@ -97,7 +97,8 @@ async def build_admin(
     """Build the admin services; starts the job runner (stopped through `stack`)."""
     server_name = config.server_name
     jobs = JobRunner(AdminJobStore(database))
-    await jobs.start()  # marks jobs a restart interrupted as failed
+    if not config.workers.is_worker:  # the main runs the jobs
+        await jobs.start()  # marks jobs a restart interrupted as failed
     stack.push_async_callback(jobs.stop)
     return AdminServices(
         users=AdminUsers(

@@ -14,9 +14,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from homeserver.config.workers import WorkersConfig
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-RESOURCE_NAMES = ("client", "federation", "keys", "media", "metrics")
+RESOURCE_NAMES = ("client", "federation", "keys", "media", "metrics", "replication")
 
 # The ranges Synapse refuses to contact by default: loopback, private, link-local,
 # CGNAT, documentation, benchmarking, multicast and unspecified addresses.
@@ -351,6 +353,8 @@ class Config:
     server_notices: ServerNoticesConfig | None = None
     # app_service_config_files, parsed (homeserver.config.appservices.AppServiceConfig).
     app_services: tuple[Any, ...] = ()
+    # Which process of a deployment this is, where the others are, the Redis bus.
+    workers: WorkersConfig = WorkersConfig()
     config_path: Path | None = None
     ignored_keys: tuple[str, ...] = ()
 

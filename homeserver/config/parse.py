@@ -44,6 +44,7 @@ from homeserver.config.values import (
     parse_server_name,
     parse_size,
 )
+from homeserver.config.workers import WORKER_KEYS, read_workers
 
 # Every top-level key we understand. generate_config() must mention each of them.
 KNOWN_KEYS = frozenset(
@@ -89,6 +90,7 @@ KNOWN_KEYS = frozenset(
         "log_config",
         "enable_metrics",
         "server_notices",
+        *WORKER_KEYS,
     }
 )
 
@@ -112,7 +114,13 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         r.problem("server_name", "required: the domain in your user IDs, e.g. 'example.com'")
     server_name = r.converted(top, "server_name", "", "invalid.invalid", parse_server_name)
 
-    listeners = read_listeners(r, top.get("listeners"))
+    # A worker's own listeners come from its file's worker_listeners (Synapse's key).
+    worker_listeners = r.raw(top, "worker_listeners")
+    if worker_listeners is not MISSING and r.raw(top, "worker_app") is MISSING:
+        r.problem("worker_listeners", "only for workers (with worker_app); use listeners")
+    listeners = read_listeners(
+        r, worker_listeners if worker_listeners is not MISSING else top.get("listeners")
+    )
     tls = TlsConfig(
         certificate_path=r.path(top, "tls_certificate_path", "", None),
         private_key_path=r.path(top, "tls_private_key_path", "", None),
@@ -205,6 +213,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         allow_public_rooms_without_auth=r.bool(top, "allow_public_rooms_without_auth", "", False),
         server_notices=read_server_notices(r, top.get("server_notices")),
         app_services=read_appservices(r, top),
+        workers=read_workers(r, top, database.is_postgres),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
         ),
@@ -218,9 +227,28 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
     return config
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and check a YAML config file; raise ConfigError listing every problem."""
-    path = Path(path)
+def load_config(*paths: str | os.PathLike[str]) -> Config:
+    """Read and check YAML config files; raise ConfigError listing every problem.
+
+    Several files (`-c homeserver.yaml -c worker1.yaml`) are merged key by key at the
+    top level, later files winning: the shared file plus one small file per worker.
+    Relative paths resolve against the first file's folder.
+    """
+    if not paths:
+        raise ConfigError(["no config file given"])
+    merged: dict[str, Any] = {}
+    for path in map(Path, paths):
+        raw = _read_yaml(path)
+        if not isinstance(raw, Mapping):
+            raise ConfigError([f"{path}: the file must be a YAML mapping of settings"])
+        merged.update(raw)
+    first = Path(paths[0])
+    source = " + ".join(str(p) for p in paths)
+    config = parse_config(merged, base_dir=first.resolve().parent, source=source)
+    return replace(config, config_path=first.resolve())
+
+
+def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -228,11 +256,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         reason = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}:{where}: not valid YAML: {reason}"]) from None
-    config = parse_config(raw, base_dir=path.resolve().parent, source=str(path))
-    return replace(config, config_path=path.resolve())

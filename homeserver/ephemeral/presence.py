@@ -97,6 +97,8 @@ class PresenceService:
         )
         # Local users only: syncs in progress, when the last one ended, exact last action.
         self._syncing: dict[str, int] = {}
+        # A worker tells the main process of syncs instead (user, set_presence, started).
+        self.forward_syncing: Callable[[str, str, bool], None] | None = None
         self._last_sync_ms: dict[str, int] = {}
         self._active_ms: dict[str, int] = {}
         self._timers = DeadlineQueue()
@@ -188,21 +190,47 @@ class PresenceService:
     @asynccontextmanager
     async def syncing(self, user_id: str, set_presence: str | None) -> AsyncIterator[None]:
         """Around one /sync: while it runs the user cannot time out to offline; when it
-        ends (returned, failed or the client went away) the sync timeout starts."""
+        ends (returned, failed or the client went away) the sync timeout starts.
+        In a worker (`forward_syncing` set) the main process keeps that state."""
         if set_presence is None or set_presence == "offline":
             yield
             return
+        if self.forward_syncing is not None:
+            self.forward_syncing(user_id, set_presence, True)
+            try:
+                yield
+            finally:
+                self.forward_syncing(user_id, set_presence, False)
+            return
+        await self.sync_started(user_id, set_presence)
+        try:
+            yield
+        finally:
+            self.sync_ended(user_id)
+
+    async def sync_started(self, user_id: str, set_presence: str) -> None:
         self._syncing[user_id] = self._syncing.get(user_id, 0) + 1
         try:
             await self.touch(user_id, set_presence)
-            yield
-        finally:
-            left = self._syncing.pop(user_id) - 1
-            if left:
-                self._syncing[user_id] = left
-            now = _now_ms()
-            self._last_sync_ms[user_id] = now
-            self._reschedule(user_id, now)
+        except BaseException:
+            self.sync_ended(user_id)
+            raise
+
+    def sync_ended(self, user_id: str) -> None:
+        left = self._syncing.pop(user_id, 1) - 1
+        if left > 0:
+            self._syncing[user_id] = left
+        now = _now_ms()
+        self._last_sync_ms[user_id] = now
+        self._reschedule(user_id, now)
+
+    def replicate(self, row: PresenceRow, rooms: list[str]) -> None:
+        """A worker: the main process changed a user's presence (row as it wrote it)."""
+        self._state[row.user_id] = row
+        self._log.pop(row.user_id, None)
+        self._log[row.user_id] = row.stream_id
+        self._position = max(self._position, row.stream_id)
+        self._notifier.notify("presence", row.stream_id, users=[row.user_id], rooms=rooms)
 
     def _local_row(
         self, user_id: str, state: str, msg: str | None, old: PresenceRow | None, now: int

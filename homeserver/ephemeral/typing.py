@@ -106,8 +106,20 @@ class TypingService:
         self._room_pos[room_id] = self._position
         self._notifier.notify("typing", self._position, rooms=[room_id])
 
+    def replicate(self, room_id: str, users: list[str], position: int) -> None:
+        """A worker: who types in a room now, as the main process (which keeps the
+        timers) announced it."""
+        if users:
+            self._typing[room_id] = dict.fromkeys(users)  # type: ignore[arg-type]
+        else:
+            self._typing.pop(room_id, None)
+        self._position = max(self._position, position)
+        self._room_pos[room_id] = position
+        self._notifier.notify("typing", position, rooms=[room_id])
+
     def close(self) -> None:
         for room in self._typing.values():
             for handle in room.values():
-                handle.cancel()
+                if handle is not None:
+                    handle.cancel()
         self._typing.clear()

@@ -36,7 +36,8 @@ def build_media(
         remote,
         tasks,
     )
-    tasks.spawn(media.run_housekeeping(), "media housekeeping")
+    if not config.workers.is_worker:  # the main expires and deletes
+        tasks.spawn(media.run_housekeeping(), "media housekeeping")
     stack.push_async_callback(media.flush_access_times)
     previewer = None
     if config.media.url_preview_enabled:

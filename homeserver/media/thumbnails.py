@@ -174,6 +174,9 @@ class Thumbnails:
             return None
         if animated and source.content_type.startswith(("image/gif", "image/webp", "image/png")):
             return await self._exact(source, width, height, method, animated=True, write=write)
+        running = self._making.get((source.origin, source.media_id))
+        if running is not None:  # the configured sizes are being stored one by one
+            await asyncio.shield(running)
         stored = await self._store.thumbnails(source.origin, source.media_id)
         stored = [t for t in stored if t.content_type != "image/webp" or animated]
         if self._config.dynamic_thumbnails:

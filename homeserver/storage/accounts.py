@@ -7,6 +7,7 @@ the cache's generation check stops a concurrent read from re-inserting a deleted
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,12 @@ from ._util import dump_json, load_json, now_ms
 from .cache import LruCache
 from .database import Connection, Database
 from .errors import IntegrityError
+
+
+def _key(token: str) -> str:
+    """The token cache's key: a digest, so invalidations sent to other processes over
+    the replication bus never carry a usable access token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,7 @@ class AccountStore:
             )
             await conn.execute("DELETE FROM refresh_tokens WHERE user_id = $1", user_id)
             await conn.execute("DELETE FROM devices WHERE user_id = $1", user_id)
-        self._tokens.invalidate_many(r[0] for r in tokens)
+        self._tokens.invalidate_many(_key(r[0]) for r in tokens)
         return changed > 0
 
     async def search_users(self, term: str, limit: int = 10) -> list[Profile]:
@@ -305,7 +312,7 @@ class AccountStore:
             changed = await conn.execute(
                 "DELETE FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id
             )
-        self._tokens.invalidate_many(tokens)
+        self._tokens.invalidate_many(_key(t) for t in tokens)
         return changed > 0
 
     @staticmethod
@@ -347,7 +354,7 @@ class AccountStore:
 
     async def get_token(self, token: str) -> TokenInfo | None:
         """Who an access token belongs to (cached; expiry is the caller's check)."""
-        cached = self._tokens.get(token)
+        cached = self._tokens.get(_key(token))
         if cached is not None:
             return cached
         generation = self._tokens.generation()
@@ -359,12 +366,12 @@ class AccountStore:
         if row is None:
             return None
         info = TokenInfo(int(row[0]), row[1], row[2], row[3], row[4])
-        self._tokens.set_if_current(token, info, generation)
+        self._tokens.set_if_current(_key(token), info, generation)
         return info
 
     async def delete_access_token(self, token: str) -> bool:
         changed = await self.db.execute("DELETE FROM access_tokens WHERE token = $1", token)
-        self._tokens.invalidate(token)
+        self._tokens.invalidate(_key(token))
         return changed > 0
 
     async def delete_access_tokens_for_device(self, user_id: str, device_id: str) -> int:
@@ -374,7 +381,7 @@ class AccountStore:
                 user_id,
                 device_id,
             )
-        self._tokens.invalidate_many(r[0] for r in rows)
+        self._tokens.invalidate_many(_key(r[0]) for r in rows)
         return len(rows)
 
     async def delete_access_tokens_for_user(
@@ -386,7 +393,7 @@ class AccountStore:
                 user_id,
                 except_token_id if except_token_id is not None else -1,
             )
-        self._tokens.invalidate_many(r[0] for r in rows)
+        self._tokens.invalidate_many(_key(r[0]) for r in rows)
         return len(rows)
 
     # -- refresh tokens -----------------------------------------------------------------
@@ -416,7 +423,7 @@ class AccountStore:
                 "DELETE FROM access_tokens WHERE refresh_token_id = $1 RETURNING token", token_id
             )
             changed = await conn.execute("DELETE FROM refresh_tokens WHERE id = $1", token_id)
-        self._tokens.invalidate_many(r[0] for r in rows)
+        self._tokens.invalidate_many(_key(r[0]) for r in rows)
         return changed > 0
 
     # -- sessions (accounts area) -------------------------------------------------------
@@ -475,7 +482,7 @@ class AccountStore:
                 new_id,
                 now,
             )
-        self._tokens.invalidate_many(r[0] for r in dead)
+        self._tokens.invalidate_many(_key(r[0]) for r in dead)
         return int(new_id), int(access_id)
 
     async def delete_tokens_except_device(self, user_id: str, keep_device_id: str | None) -> int:
@@ -494,7 +501,7 @@ class AccountStore:
                 user_id,
                 keep,
             )
-        self._tokens.invalidate_many(r[0] for r in rows)
+        self._tokens.invalidate_many(_key(r[0]) for r in rows)
         return len(rows)
 
     async def delete_all_devices(self, user_id: str) -> list[str]:
@@ -507,12 +514,12 @@ class AccountStore:
             devices = await conn.fetch(
                 "DELETE FROM devices WHERE user_id = $1 RETURNING device_id", user_id
             )
-        self._tokens.invalidate_many(r[0] for r in tokens)
+        self._tokens.invalidate_many(_key(r[0]) for r in tokens)
         return sorted(r[0] for r in devices)
 
     async def delete_device_sessions(self, user_id: str, device_id: str) -> int:
         """Log a device out (access and refresh tokens) but keep the device itself."""
         async with self.db.transaction() as conn:
             tokens = await self._delete_device_tokens(conn, user_id, device_id)
-        self._tokens.invalidate_many(tokens)
+        self._tokens.invalidate_many(_key(t) for t in tokens)
         return len(tokens)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -23,6 +23,36 @@ _NAMED: weakref.WeakSet[LruCache] = weakref.WeakSet()
 
 def named_caches() -> Iterator[LruCache]:
     return iter(list(_NAMED))
+
+
+# Told of every invalidation of a named cache (name, keys; None = everything) in the
+# process that writes: homeserver.replication sends them to the other processes.
+invalidation_hook: Callable[[str, list[Any] | None], None] | None = None
+
+
+def set_invalidation_hook(hook: Callable[[str, list[Any] | None], None] | None) -> None:
+    global invalidation_hook
+    invalidation_hook = hook
+
+
+def apply_invalidation(name: str, keys: list[Any] | None) -> None:
+    """Apply another process's invalidation to this process's caches of that name.
+    JSON turned tuple keys into lists; they are tuples again here."""
+    for cache in named_caches():
+        if cache.name != name:
+            continue
+        if keys is None:
+            cache.clear(replicate=False)
+        else:
+            cache.invalidate_many(
+                (tuple(k) if isinstance(k, list) else k for k in keys), replicate=False
+            )
+
+
+def clear_named_caches() -> None:
+    """Forget everything cached (a worker that may have missed invalidations)."""
+    for cache in named_caches():
+        cache.clear(replicate=False)
 
 
 class LruCache(Generic[K, V]):
@@ -84,13 +114,20 @@ class LruCache(Generic[K, V]):
         self._generation += 1
         if self._data.pop(key, None) is not None:
             self.evicted_invalidation += 1
+        if invalidation_hook is not None and self.name is not None:
+            invalidation_hook(self.name, [key])
 
-    def invalidate_many(self, keys: Iterable[K]) -> None:
+    def invalidate_many(self, keys: Iterable[K], *, replicate: bool = True) -> None:
         self._generation += 1
+        keys = list(keys)
         for key in keys:
             if self._data.pop(key, None) is not None:
                 self.evicted_invalidation += 1
+        if replicate and invalidation_hook is not None and self.name is not None and keys:
+            invalidation_hook(self.name, keys)
 
-    def clear(self) -> None:
+    def clear(self, *, replicate: bool = True) -> None:
         self._generation += 1
         self._data.clear()
+        if replicate and invalidation_hook is not None and self.name is not None:
+            invalidation_hook(self.name, None)

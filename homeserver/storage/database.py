@@ -60,6 +60,14 @@ class Database(abc.ABC):
         one (use the yielded connection) or the read may not see the uncommitted writes.
         """
 
+    async def write_barrier(self) -> None:
+        """Return once every write transaction begun before the call has ended (the
+        replication bus publishes invalidations only after their writes committed)."""
+        lock = getattr(self, "_write_lock", None)
+        if lock is not None:
+            async with lock:
+                pass
+
     @abc.abstractmethod
     def _reader(self) -> AbstractAsyncContextManager[Connection]:
         """A connection for one read (committed data only); returned when done."""

@@ -87,6 +87,15 @@ async def applied_versions(db: Database) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
+async def pending_migrations(db: Database) -> list[int]:
+    """Versions not applied yet (a worker refuses to start until the main migrated)."""
+    try:
+        applied = await applied_versions(db)
+    except StorageError:
+        applied = set()
+    return [m.version for m in discover_migrations() if m.version not in applied]
+
+
 async def run_migrations(
     db: Database, migrations: list[Migration] | None = None, *, now_ms: int | None = None
 ) -> list[int]:

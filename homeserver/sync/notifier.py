@@ -102,6 +102,13 @@ class Notifier:
         for listener in woken:
             listener.wake(stream)
 
+    def wake_all(self) -> None:
+        """Wake every long-poll (a worker that may have missed announcements: each
+        listener answers with whatever its token does not cover yet)."""
+        for listeners in list(self._by_user.values()):
+            for listener in list(listeners):
+                listener.wake("events")
+
     @contextmanager
     def listen(self, user_id: str, rooms: Iterable[str]) -> Iterator[_Listener]:
         """Register interest before computing a sync, so nothing notified while it is

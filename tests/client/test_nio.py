@@ -26,6 +26,8 @@ import yaml
 from nacl.signing import SigningKey
 from signedjson.sign import sign_json
 
+from tests.deployment import Deployment, missing_parts
+
 REPO = Path(__file__).resolve().parents[2]
 SERVER_NAME = "localhost"
 PASSWORD = "nio test password"
@@ -50,9 +52,25 @@ def _run_cli(*args: str, cwd: Path) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Generate a config, switch rate limits off, start the server, wait for /versions."""
+@pytest.fixture(scope="module", params=["single", "workers"])
+def server_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Generate a config, switch rate limits off, start the server, wait for /versions.
+    "workers": the same conversation through nginx against a main process, two client
+    readers and a federation inbound worker on PostgreSQL and Redis (tests/deployment.py)."""
+    if request.param == "workers":
+        why = missing_parts()
+        if why is not None:
+            if os.environ.get("CI"):
+                pytest.fail(f"the worker deployment must run in CI: {why}")
+            pytest.skip(why)
+        deployment = Deployment(tmp_path_factory.mktemp("nio_workers")).start()
+        try:
+            yield deployment.url
+        finally:
+            deployment.stop()
+        return
     workdir = tmp_path_factory.mktemp("nio_server")
     port = _free_port()
     config_path = workdir / "homeserver.yaml"

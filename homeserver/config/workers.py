@@ -1,0 +1,159 @@
+"""Worker settings: which process this is, where the others are, and the Redis bus.
+
+Synapse's keys, so a deployment's files read the same: `worker_app`, `worker_name`,
+`instance_map` (name -> host/port of each process's `replication` listener), `redis`,
+`worker_replication_secret` (or `_path`), and `worker_listeners` (a worker's listeners,
+used instead of `listeners`). One file is shared by every process; each worker adds a
+small file of its own (`-c homeserver.yaml -c worker1.yaml`; later files win per key).
+
+Why SQLite refuses them: its single file is written by one process; a second process
+would need the locking, stream allocation and cache coherence that PostgreSQL and the
+Redis bus provide, so the combination is a configuration error, not a slow mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from homeserver.config.reader import Reader
+
+WORKER_KEYS = frozenset(
+    {
+        "worker_app",
+        "worker_name",
+        "worker_listeners",
+        "instance_map",
+        "redis",
+        "worker_replication_secret",
+        "worker_replication_secret_path",
+    }
+)
+
+# Synapse's names for a worker process; all of them run the same generic worker here.
+WORKER_APPS = frozenset({"generic_worker", "synapse.app.generic_worker", "homeserver.worker"})
+MAIN = "main"
+
+
+@dataclass(frozen=True)
+class InstanceLocation:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = 6379
+    password: str | None = None
+    dbid: int = 0
+    # Pub/sub channel: several deployments may share one Redis server.
+    channel: str = "homeserver"
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    worker_app: str | None = None
+    worker_name: str = MAIN
+    instance_map: Mapping[str, InstanceLocation] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    redis: RedisConfig = RedisConfig()
+    replication_secret: str | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return self.worker_app is not None
+
+    @property
+    def replicated(self) -> bool:
+        """True for every process of a deployment with workers (main included)."""
+        return self.redis.enabled
+
+    @property
+    def main(self) -> InstanceLocation | None:
+        return self.instance_map.get(MAIN)
+
+
+def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> WorkersConfig:
+    app = r.str(top, "worker_app", "")
+    if app is not None and app not in WORKER_APPS:
+        r.problem("worker_app", f"expected one of {', '.join(sorted(WORKER_APPS))}, got {app!r}")
+        app = None
+    name = r.str(top, "worker_name", "", None)
+    if app is not None and not name:
+        r.problem("worker_name", "required for a worker (its name in instance_map)")
+    if app is None and name not in (None, MAIN):
+        r.problem("worker_name", "set only for workers (with worker_app); the main is 'main'")
+
+    instances: dict[str, InstanceLocation] = {}
+    raw_map = r.mapping(top.get("instance_map"), "instance_map") or {}
+    for inst, loc in raw_map.items():
+        where = f"instance_map.{inst}"
+        m = r.mapping(loc, where)
+        if m is None:
+            continue
+        r.check_keys(m, {"host", "port", "tls"}, where)
+        if r.bool(m, "tls", where, False):
+            r.problem(f"{where}.tls", "replication runs over plain HTTP on a private network")
+        host = r.str(m, "host", where, "localhost")
+        port = r.int(m, "port", where, 0, 1, 65535)
+        if not port:
+            r.problem(f"{where}.port", "required")
+        instances[str(inst)] = InstanceLocation(host, port)
+
+    redis = RedisConfig()
+    raw_redis = r.mapping(top.get("redis"), "redis")
+    if raw_redis is not None:
+        r.check_keys(raw_redis, {"enabled", "host", "port", "password", "dbid", "channel"}, "redis")
+        redis = RedisConfig(
+            enabled=r.bool(raw_redis, "enabled", "redis", False),
+            host=r.str(raw_redis, "host", "redis", "localhost"),
+            port=r.int(raw_redis, "port", "redis", 6379, 1, 65535),
+            password=r.str(raw_redis, "password", "redis"),
+            dbid=r.int(raw_redis, "dbid", "redis", 0, 0, 1 << 16),
+            channel=r.str(raw_redis, "channel", "redis", "homeserver"),
+        )
+
+    secret = r.str(top, "worker_replication_secret", "")
+    secret_path = r.path(top, "worker_replication_secret_path", "", None)
+    if secret_path is not None:
+        try:
+            secret = secret_path.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            r.problem("worker_replication_secret_path", f"cannot read: {exc.strerror}")
+
+    config = WorkersConfig(
+        worker_app=app,
+        worker_name=name or MAIN,
+        instance_map=MappingProxyType(instances),
+        redis=redis,
+        replication_secret=secret,
+    )
+    if not (config.is_worker or config.replicated or instances):
+        return config
+    if not is_postgres:
+        r.problem(
+            "worker_app" if config.is_worker else "redis",
+            "workers need PostgreSQL (database.name: psycopg2): an SQLite database is "
+            "written by one process; remove the worker settings or port the database "
+            "with `python -m homeserver port-db`",
+        )
+    if not redis.enabled:
+        r.problem("redis.enabled", "workers need the Redis bus: set redis.enabled: true")
+    if MAIN not in instances:
+        r.problem("instance_map.main", "required: where workers reach the main process")
+    if not secret or len(secret) < 16:
+        r.problem(
+            "worker_replication_secret",
+            "required (at least 16 characters): it authenticates process-to-process requests",
+        )
+    return config

@@ -1,0 +1,173 @@
+"""Wiring replication into the composition: one call for the main, one for a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from homeserver.config import Config
+from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.typing import TypingService
+from homeserver.errors import bad_json
+from homeserver.moderation import Moderation
+from homeserver.rooms.ports import EventListener
+from homeserver.storage.cache import set_invalidation_hook
+from homeserver.storage.database import Database
+from homeserver.storage.errors import StorageError
+from homeserver.storage.events import EventStore
+from homeserver.storage.migrate import pending_migrations
+from homeserver.storage.replication import ReplicationStore
+from homeserver.sync.notifier import Notifier
+
+from .bus import RedisBus
+from .follower import ReplicationFollower
+from .forward import Forwarder
+from .publisher import ReplicationPublisher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Replication:
+    """What the routes and middlewares of this process use (app key REPLICATION)."""
+
+    bus: RedisBus
+    publisher: ReplicationPublisher | None = None  # the main
+    follower: ReplicationFollower | None = None  # a worker
+    forwarder: Forwarder | None = None  # a worker
+    presence: PresenceService | None = None  # the main: workers report syncs
+
+    async def report_presence(self, request: web.Request) -> web.Response:
+        """POST /_replication/presence (main; the replication middleware checked the
+        secret): a worker's client started or ended a sync."""
+        body = await request.json()
+        user, state, started = body.get("user_id"), body.get("set_presence"), body.get("started")
+        if not isinstance(user, str) or not isinstance(state, str) or self.presence is None:
+            raise bad_json("user_id and set_presence are required")
+        if started:
+            await self.presence.sync_started(user, state)
+        else:
+            self.presence.sync_ended(user)
+        return web.json_response({})
+
+
+async def require_migrated(database: Database) -> None:
+    """A worker never migrates: the main does, and must have done so first."""
+    pending = await pending_migrations(database)
+    if pending:
+        raise StorageError(
+            f"the database lacks migrations {', '.join(map(str, pending))}: "
+            "start the main process first (workers never change the schema)"
+        )
+
+
+async def build_replication(
+    config: Config,
+    stack: AsyncExitStack,
+    database: Database,
+    events: EventStore,
+    notifier: Notifier,
+    typing: TypingService,
+    presence: PresenceService,
+    *,
+    worker_listeners: Iterable[EventListener],
+    out_of_band_listeners: Iterable[EventListener],
+    positions: Mapping[str, Callable[[], Awaitable[int]]],
+    moderation: Moderation,
+) -> Replication | None:
+    """None without workers; else the main's publisher or this worker's follower."""
+    if not config.workers.replicated:
+        return None
+    if not config.workers.is_worker:
+        replication = await build_main_replication(
+            config, stack, database, notifier, typing, presence
+        )
+        publisher = replication.publisher
+        assert publisher is not None
+        moderation.on_change.append(lambda: publisher.reload("moderation"))
+        return replication
+    return await build_worker_replication(
+        config,
+        stack,
+        database,
+        events,
+        notifier,
+        worker_listeners,
+        out_of_band_listeners,
+        typing,
+        presence,
+        positions,
+        [moderation.reload],
+    )
+
+
+async def build_main_replication(
+    config: Config,
+    stack: AsyncExitStack,
+    database: Database,
+    notifier: Notifier,
+    typing: TypingService,
+    presence: PresenceService,
+) -> Replication:
+    """The main: publish every announcement and invalidation, after commit."""
+    bus = RedisBus(config.workers.redis, config.workers.worker_name)
+    bus.before_publish = database.write_barrier
+    publisher = ReplicationPublisher(bus, typing, presence)
+    notifier.observers.append(publisher.on_announcement)
+    set_invalidation_hook(publisher.on_invalidation)
+    stack.callback(set_invalidation_hook, None)
+    bus.start()
+    stack.push_async_callback(bus.close)
+    # Workers started before us may hold anything: they resync on this message.
+    bus.publish({"k": "resync"})
+    return Replication(bus, publisher=publisher, presence=presence)
+
+
+async def build_worker_replication(
+    config: Config,
+    stack: AsyncExitStack,
+    database: Database,
+    events: EventStore,
+    notifier: Notifier,
+    listeners: Iterable[EventListener],
+    out_of_band_listeners: Iterable[EventListener],
+    typing: TypingService,
+    presence: PresenceService,
+    positions: Mapping[str, Callable[[], Awaitable[int]]],
+    reloads: Iterable[Callable[[], Awaitable[None]]],
+) -> Replication:
+    """A worker: follow the bus, forward what it does not serve."""
+    workers = config.workers
+    assert workers.main is not None and workers.replication_secret is not None
+    follower = ReplicationFollower(
+        notifier,
+        ReplicationStore(database, events),
+        listeners,
+        out_of_band_listeners,
+        typing,
+        presence,
+        positions,
+        reloads,
+    )
+    forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
+    stack.push_async_callback(forwarder.close)
+    pending: set[asyncio.Task[None]] = set()
+
+    def report_sync(user_id: str, set_presence: str, started: bool) -> None:
+        task = asyncio.get_running_loop().create_task(
+            forwarder.report_sync(user_id, set_presence, started)
+        )
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    presence.forward_syncing = report_sync
+    bus = RedisBus(workers.redis, workers.worker_name)
+    bus.start(follower.handle, follower.connected)
+    stack.push_async_callback(bus.close)
+    log.info("Worker %s: forwarding writes to %s", workers.worker_name, workers.main.url)
+    return Replication(bus, follower=follower, forwarder=forwarder)

@@ -1,0 +1,154 @@
+"""A worker's side of replication: keep this process as current as the writer's.
+
+Messages are handled one at a time, in the order they were published:
+- `inv`: drop those keys from this process's caches of that name;
+- `pos` of the event stream: read the events in (last, N] from the database and tell
+  the same read-side listeners the writer tells (activity window, relations, joined
+  rooms, bump stamps, then the notifier), so a long-poll here wakes exactly as on the
+  writer, and `next_batch` never passes an event this process has not taken in;
+- `pos` of another stream: advance and wake (typing and presence carry their data);
+- `reload`: re-read something kept whole in memory (moderation);
+- `resync`, and every (re)connection to Redis: forget every replicated cache, re-read
+  every stream's position from the database, and wake every long-poll. Nothing else
+  is needed to recover from a Redis restart or lost messages.
+
+`wait_for(token)` lets a request that the main served (forwarded) return only once this
+process has caught up with what that request wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.typing import TypingService
+from homeserver.rooms.ports import EventListener
+from homeserver.storage.cache import apply_invalidation, clear_named_caches
+from homeserver.storage.presence import PresenceRow
+from homeserver.storage.replication import ReplicationStore
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.tokens import STREAMS, StreamToken
+
+log = logging.getLogger(__name__)
+
+EVENTS_BATCH = 500
+# How long a forwarded request may wait for this worker to catch up before answering
+# anyway (the data is committed; only this process's view lags).
+CATCH_UP_WAIT_S = 10.0
+
+
+class ReplicationFollower:
+    def __init__(
+        self,
+        notifier: Notifier,
+        store: ReplicationStore,
+        listeners: Iterable[EventListener],
+        out_of_band_listeners: Iterable[EventListener],
+        typing: TypingService,
+        presence: PresenceService,
+        positions: Mapping[str, Callable[[], Awaitable[int]]],
+        reloads: Iterable[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        self._notifier = notifier
+        self._store = store
+        self._listeners = list(listeners)
+        self._out_of_band = list(out_of_band_listeners)
+        self._typing = typing
+        self._presence = presence
+        self._positions = dict(positions)
+        self._reloads = list(reloads)
+        self._events_pos = notifier.current.events
+        self._advanced = asyncio.Condition()
+        self._lock = asyncio.Lock()
+
+    @property
+    def events_position(self) -> int:
+        return self._events_pos
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            try:
+                await self._handle(message)
+            except Exception:  # a bad message must not stop the follower
+                log.exception("Replication: cannot apply %s; resyncing", message.get("k"))
+                await self._resync()
+        await self._tell_waiters()
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("k")
+        if kind == "inv":
+            keys = message.get("keys")
+            apply_invalidation(str(message.get("c")), keys if isinstance(keys, list) else None)
+        elif kind == "pos":
+            stream, position = message.get("s"), message.get("p")
+            if stream not in STREAMS or not isinstance(position, int):
+                return
+            if stream == "events":
+                await self._events_to(position)
+                return
+            users, rooms = list(message.get("u") or ()), list(message.get("r") or ())
+            data = message.get("d")
+            if stream == "typing" and isinstance(data, dict):
+                for room, typers in data.items():
+                    self._typing.replicate(room, list(typers), position)
+            elif stream == "presence" and isinstance(data, list):
+                for row in data:
+                    self._presence.replicate(PresenceRow(**row), rooms)
+            self._notifier.notify(stream, position, users=users, rooms=rooms)
+        elif kind == "reload":
+            for reload in self._reloads:
+                await reload()
+        elif kind == "resync":
+            await self._resync()
+
+    async def connected(self) -> None:
+        """Every (re)connection to the bus: what was missed is read from the database."""
+        async with self._lock:
+            await self._resync()
+        await self._tell_waiters()
+
+    async def _resync(self) -> None:
+        clear_named_caches()
+        for reload in self._reloads:
+            await reload()
+        for stream, read in self._positions.items():
+            position = await read()
+            if stream == "events":
+                await self._events_to(position)
+            else:
+                self._notifier.advance(stream, position)
+        self._notifier.wake_all()
+
+    async def _events_to(self, position: int) -> None:
+        while self._events_pos < position:
+            batch = await self._store.events_after(self._events_pos, position, EVENTS_BATCH)
+            for event, stream_ordering, outlier in batch:
+                for listener in self._out_of_band if outlier else self._listeners:
+                    listener.on_new_event(event, stream_ordering)
+                self._events_pos = stream_ordering
+            if len(batch) < EVENTS_BATCH:
+                break
+        self._events_pos = max(self._events_pos, position)
+        self._notifier.advance("events", self._events_pos)
+
+    async def _tell_waiters(self) -> None:
+        async with self._advanced:
+            self._advanced.notify_all()
+
+    async def wait_for(self, token: StreamToken, timeout_s: float = CATCH_UP_WAIT_S) -> bool:
+        """Wait until this process's notifier covers `token` (True) or the timeout."""
+
+        def caught_up() -> bool:
+            return not token.is_after(self._notifier.current)
+
+        if caught_up():
+            return True
+        try:
+            async with self._advanced:
+                await asyncio.wait_for(self._advanced.wait_for(caught_up), timeout_s)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,229 @@
+"""Requests between processes: a worker serves reads and hands everything else to main.
+
+The worker side (`worker_middleware`): requests matching READ_ROUTES are served here
+from PostgreSQL and this process's replicated caches; every other request (sends,
+state changes, uploads, logins, admin...) is forwarded verbatim to the main process's
+`replication` listener, with the shared secret and the client's address. The main
+answers with the stream token its notifier had once the request finished
+(X-Replication-Token); the worker waits until it has itself caught up with the
+persisted streams in that token before answering, so a client that sends through one
+process and syncs on another still sees its own message at once.
+
+The main side (`replication_middleware`): a listener with the `replication` resource
+accepts only requests carrying the secret (compared in constant time) and then serves
+every resource; it never faces the public network (the nginx config routes nothing to
+it). Also here: `/_replication/presence`, where workers report syncs (presence is kept
+by the main, which owns its timers).
+
+Bounds: one connection pool to the main (FORWARD_CONNECTIONS), a request body the size
+the public listener already accepts, FORWARD_TIMEOUT_S per forwarded request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from homeserver.errors import MatrixError, forbidden
+from homeserver.http import client_ip, listener_for_request
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.tokens import StreamToken
+
+from .follower import ReplicationFollower
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Replication-Secret"
+TOKEN_HEADER = "X-Replication-Token"
+PRESENCE_PATH = "/_replication/presence"
+FORWARD_CONNECTIONS = 256
+FORWARD_TIMEOUT_S = 120.0
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        SECRET_HEADER.lower(),
+        TOKEN_HEADER.lower(),
+    }
+)
+
+_C = r"^/_matrix/client/(?:r0|v3|v1|unstable(?:/[^/]+)?)"
+_F = r"^/_matrix/federation/v[12]"
+# What a worker answers itself: reads that need no single writer. Synapse's generic
+# worker list, narrowed to requests that write nothing with a stream position here.
+READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "GET": tuple(
+        re.compile(p)
+        for p in (
+            _C + r"/sync$",
+            _C + r"/events$",
+            _C + r"/initialSync$",
+            _C + r"/rooms/[^/]+/(?:initialSync|messages|context/[^/]+|event/[^/]+|state"
+            r"|state/.*|members|joined_members|relations/.*|threads|aliases|hierarchy)$",
+            _C + r"/joined_rooms$",
+            _C + r"/profile/[^/]+(?:/[^/]+)?$",
+            _C + r"/(?:capabilities|versions|pushrules/.*|account/whoami|devices"
+            r"|devices/[^/]+|keys/changes|notifications|publicRooms|joined_rooms)$",
+            _C + r"/user/[^/]+/(?:filter/[^/]+|account_data/[^/]+"
+            r"|rooms/[^/]+/account_data/[^/]+)$",
+            _C + r"/directory/room/[^/]+$",
+            r"^/_matrix/client/versions$",
+            _F + r"/(?:event/[^/]+|state/[^/]+|state_ids/[^/]+|backfill/[^/]+"
+            r"|event_auth/[^/]+/[^/]+|query/(?:profile|directory)|publicRooms"
+            r"|hierarchy/[^/]+|user/devices/[^/]+|version)$",
+            r"^/_matrix/key/v2/server(?:/[^/]*)?$",
+        )
+    ),
+    "POST": tuple(
+        re.compile(p)
+        for p in (
+            _C + r"/search$",
+            _C + r"/user_directory/search$",
+            _C + r"/publicRooms$",
+            r"^/_matrix/client/unstable/org\.matrix\.simplified_msc3575/sync$",
+            _F + r"/get_missing_events/[^/]+$",
+        )
+    ),
+}
+
+
+def served_here(method: str, path: str) -> bool:
+    return any(p.match(path) for p in READ_ROUTES.get(method, ()))
+
+
+class Forwarder:
+    """The worker's client of the main process's replication listener."""
+
+    def __init__(self, main_url: str, secret: str, follower: ReplicationFollower) -> None:
+        self._main_url = main_url.rstrip("/")
+        self._secret = secret
+        self._follower = follower
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=FORWARD_CONNECTIONS),
+                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _headers(self, request: web.Request) -> dict[str, str]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers[SECRET_HEADER] = self._secret
+        headers["X-Forwarded-For"] = client_ip(request)
+        return headers
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        body: Any = request.content if request.can_read_body else None
+        try:
+            async with self._client().request(
+                request.method,
+                self._main_url + request.path_qs,
+                headers=self._headers(request),
+                data=body,
+                allow_redirects=False,
+            ) as upstream:
+                token = upstream.headers.get(TOKEN_HEADER)
+                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+                for key, value in upstream.headers.items():
+                    if key.lower() not in HOP_BY_HOP and key.lower() != "content-encoding":
+                        response.headers.add(key, value)
+                if "Content-Encoding" in upstream.headers:
+                    response.headers["Content-Encoding"] = upstream.headers["Content-Encoding"]
+                if token:
+                    await self._catch_up(token)
+                if upstream.content_length is not None:
+                    response.content_length = upstream.content_length
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_chunked(64 * 1024):
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("Forwarding %s %s to main: %s", request.method, request.path, exc)
+            raise MatrixError(502, "M_UNKNOWN", "The main process is unreachable") from None
+
+    async def _catch_up(self, encoded: str) -> None:
+        try:
+            token = StreamToken.decode(encoded)
+        except MatrixError:
+            return
+        # Typing and presence live in the main's memory and restart from zero with it;
+        # only the persisted streams are waited for.
+        wanted = token.copy_with(typing=0, presence=0)
+        if not await self._follower.wait_for(wanted):
+            log.warning("Replication lags behind the main process (waited for %s)", encoded)
+
+    async def report_sync(self, user_id: str, set_presence: str, started: bool) -> None:
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            async with self._client().post(
+                self._main_url + PRESENCE_PATH,
+                json={"user_id": user_id, "set_presence": set_presence, "started": started},
+                headers={SECRET_HEADER: self._secret},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as response:
+                await response.read()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def worker_middleware(forwarder: Callable[[web.Application], Forwarder]) -> Any:
+    """`forwarder` finds the worker's Forwarder in app state (built after the app)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "OPTIONS" or served_here(request.method, request.path):
+            return await handler(request)
+        return await forwarder(request.config_dict).forward(request)
+
+    return middleware
+
+
+def is_replication_request(request: web.Request) -> bool:
+    listener = listener_for_request(request)
+    return listener is not None and "replication" in listener.resources
+
+
+def replication_middleware(
+    secret: str, notifier: Callable[[web.Application], Notifier | None]
+) -> Any:
+    """The main side: authenticate, serve, and say which positions the answer covers."""
+    expected = secret.encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not is_replication_request(request):
+            return await handler(request)
+        given = request.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise forbidden("This listener is for the processes of this server only")
+        response = await handler(request)
+        current = notifier(request.config_dict)
+        if current is not None and not response.prepared:
+            response.headers[TOKEN_HEADER] = current.current.encode()
+        return response
+
+    return middleware

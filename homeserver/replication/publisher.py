@@ -1,0 +1,52 @@
+"""The writing process's side of replication: every announcement and invalidation,
+on the bus in the order they happened.
+
+Announcements come from the notifier (one per committed write, in commit order, see
+homeserver.rooms.commit_order); invalidations from every named cache (storage/cache.py).
+Some stores invalidate a key just before their transaction, so the bus publishes each
+batch only after the database's write barrier: a worker never hears of an invalidation
+before the write it announces has committed (it would re-read and cache the old row).
+Typing and presence live in this process's memory, so their current values travel with
+their announcements; everything else a worker reads from the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.typing import TypingService
+
+from .bus import RedisBus
+
+
+class ReplicationPublisher:
+    def __init__(self, bus: RedisBus, typing: TypingService, presence: PresenceService) -> None:
+        self._bus = bus
+        self._typing = typing
+        self._presence = presence
+
+    def on_announcement(
+        self, stream: str, position: int, users: tuple[str, ...], rooms: tuple[str, ...]
+    ) -> None:
+        """Notifier observer."""
+        message: dict[str, Any] = {"k": "pos", "s": stream, "p": position}
+        if stream == "events":
+            pass  # the worker reads the events themselves from the database
+        else:
+            message["u"], message["r"] = users, rooms
+        if stream == "typing":
+            message["d"] = {room: self._typing.typing_users(room) for room in rooms}
+        elif stream == "presence":
+            rows = (self._presence.get(user) for user in users)
+            message["d"] = [asdict(row) for row in rows if row is not None]
+        self._bus.publish(message)
+
+    def on_invalidation(self, name: str, keys: list[Any] | None) -> None:
+        """storage.cache invalidation hook."""
+        self._bus.publish({"k": "inv", "c": name, "keys": keys})
+
+    def reload(self, what: str) -> None:
+        """Tell workers to re-read something kept whole in memory (moderation)."""
+        self._bus.publish({"k": "reload", "w": what})

@@ -1,0 +1,281 @@
+"""A worker deployment started by a test, as an operator runs one (README "Workers").
+
+PostgreSQL (a fresh schema in the database HS_TEST_POSTGRES_DSN names), a Redis server
+of its own, the main process, workers started with `-c homeserver.yaml -c <worker>.yaml`,
+and nginx in front with the config `python -m homeserver nginx-config` renders. Every
+process binds 127.0.0.1 on a free port and is ended by `stop()` (by its PID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 40
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def missing_parts() -> str | None:
+    """Why a worker deployment cannot run here (None when it can)."""
+    if not os.environ.get("HS_TEST_POSTGRES_DSN"):
+        return "HS_TEST_POSTGRES_DSN is not set (no PostgreSQL)"
+    for binary in ("redis-server", "nginx"):
+        if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
+            return f"{binary} is not installed"
+    return None
+
+
+def _run_async(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even under a running loop."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        result["value"] = asyncio.run(coro)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    return result.get("value")
+
+
+async def _drop_schema(dsn: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Process:
+    name: str
+    args: list[str]
+    port: int  # the port answering /versions (the health check)
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+
+class Deployment:
+    """main + `client_readers` client readers + `federation_inbound` federation
+    inbound workers, behind nginx; `url` is nginx's."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        client_readers: int = 2,
+        federation_inbound: int = 1,
+        server_name: str = "localhost",
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.server_name = server_name
+        self.dsn = os.environ["HS_TEST_POSTGRES_DSN"]
+        self.schema = f"workers_{secrets.token_hex(4)}"
+        self.secret = secrets.token_hex(16)
+        self.redis_port = free_port()
+        self.nginx_port = free_port()
+        self.url = f"http://127.0.0.1:{self.nginx_port}"
+        self.processes: dict[str, Process] = {}
+        self._redis: subprocess.Popen[bytes] | None = None
+        self._nginx: subprocess.Popen[bytes] | None = None
+        self._client_readers = client_readers
+        self._federation_inbound = federation_inbound
+        self._overrides = overrides or {}
+
+    # -- configuration --------------------------------------------------------------
+
+    def _write_configs(self) -> None:
+        main_port, replication_port = free_port(), free_port()
+        subprocess.run(
+            [sys.executable, "-m", "homeserver", "generate-config", "--server-name",
+             self.server_name, "--data-dir", "data", "--port", str(main_port),
+             "--open-registration", "-o", str(self.workdir / "homeserver.yaml")],
+            cwd=self.workdir, check=True, capture_output=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+        config = yaml.safe_load((self.workdir / "homeserver.yaml").read_text())
+        config.update(
+            {
+                "rc_enabled": False,
+                "password_hashing": {"opslimit": 1, "memlimit": 8192},
+                "database": {
+                    "name": "psycopg2",
+                    "args": {"dsn": self.dsn, "schema": self.schema, "cp_min": 1, "cp_max": 8},
+                },
+                "redis": {"enabled": True, "host": "127.0.0.1", "port": self.redis_port},
+                "instance_map": {"main": {"host": "127.0.0.1", "port": replication_port}},
+                "worker_replication_secret": self.secret,
+                "listeners": [
+                    {"port": main_port, "bind_addresses": ["127.0.0.1"], "x_forwarded": True,
+                     "resources": [{"names": ["client", "federation"]}]},
+                    {"port": replication_port, "bind_addresses": ["127.0.0.1"],
+                     "resources": [{"names": ["replication"]}]},
+                ],
+                **self._overrides,
+            }
+        )  # fmt: skip
+        shared = self.workdir / "homeserver.yaml"
+        shared.write_text(yaml.safe_dump(config))
+        self.processes["main"] = Process(
+            "main", ["-c", str(shared)], main_port, self.workdir / "main.log"
+        )
+        roles = [("client_reader", "client", self._client_readers)]
+        roles.append(("federation_inbound", "federation", self._federation_inbound))
+        for role, resource, count in roles:
+            for i in range(1, count + 1):
+                name = f"{role}{i}"
+                port = free_port()
+                worker = {
+                    "worker_app": "generic_worker",
+                    "worker_name": name,
+                    "worker_listeners": [
+                        {"port": port, "bind_addresses": ["127.0.0.1"], "x_forwarded": True,
+                         "resources": [{"names": [resource, "client"]}]},
+                    ],
+                }  # fmt: skip
+                path = self.workdir / f"{name}.yaml"
+                path.write_text(yaml.safe_dump(worker))
+                self.processes[name] = Process(
+                    name, ["-c", str(shared), "-c", str(path)], port, self.workdir / f"{name}.log"
+                )
+
+    def _nginx_config(self) -> str:
+        from homeserver.replication.nginx import Upstreams, render
+
+        def where(prefix: str) -> list[str]:
+            return [
+                f"127.0.0.1:{p.port}" for n, p in self.processes.items() if n.startswith(prefix)
+            ]
+
+        return render(
+            Upstreams(
+                main=f"127.0.0.1:{self.processes['main'].port}",
+                client_readers=where("client_reader"),
+                federation_inbound=where("federation_inbound"),
+            ),
+            listen=f"127.0.0.1:{self.nginx_port}",
+            prefix=str(self.workdir / "nginx"),
+        )
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> Deployment:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write_configs()
+        self.start_redis()
+        self.start_process("main")
+        for name in self.processes:
+            if name != "main":
+                self.start_process(name)
+        (self.workdir / "nginx").mkdir(exist_ok=True)
+        conf = self.workdir / "nginx" / "nginx.conf"
+        conf.write_text(self._nginx_config())
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self._nginx = subprocess.Popen(
+            [nginx, "-c", str(conf), "-p", str(self.workdir / "nginx"), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.workdir / "nginx.log").open("wb"),
+        )
+        self._wait(self.url, lambda: self._nginx, "nginx")
+        return self
+
+    def start_redis(self) -> None:
+        redis = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self._redis = subprocess.Popen(
+            [redis, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no"],
+            stdout=(self.workdir / "redis.log").open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.redis_port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis did not start")
+
+    def stop_redis(self) -> None:
+        if self._redis is not None:
+            self._redis.terminate()
+            self._redis.wait(timeout=10)
+            self._redis = None
+
+    def start_process(self, name: str) -> None:
+        p = self.processes[name]
+        p.proc = subprocess.Popen(
+            [sys.executable, "-m", "homeserver", "run", *p.args],
+            cwd=self.workdir,
+            stdout=p.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        self._wait(f"http://127.0.0.1:{p.port}", lambda: p.proc, name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (a crash)."""
+        p = self.processes[name]
+        if p.proc is not None and p.proc.poll() is None:
+            p.proc.send_signal(signal.SIGKILL)
+            p.proc.wait(timeout=10)
+
+    def _wait(self, url: str, proc: Any, what: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            current = proc()
+            if current is not None and current.poll() is not None:
+                raise RuntimeError(f"{what} exited ({current.returncode}): {self.logs(what)}")
+            try:
+                with urllib.request.urlopen(url + "/_matrix/client/versions", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start in time: {self.logs(what)}")
+            time.sleep(0.1)
+
+    def logs(self, name: str) -> str:
+        path = self.processes[name].log if name in self.processes else self.workdir / "nginx.log"
+        try:
+            return path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self._nginx is not None:
+            self._nginx.terminate()
+            self._nginx.wait(timeout=10)
+        for p in reversed(list(self.processes.values())):
+            if p.proc is not None and p.proc.poll() is None:
+                p.proc.terminate()
+                try:
+                    p.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.proc.kill()
+                    p.proc.wait()
+        self.stop_redis()
+        _run_async(_drop_schema(self.dsn, self.schema))
