@@ -70,19 +70,13 @@ from homeserver.appservice.sender import AppServiceSender
 from homeserver.background import BackgroundTasks, every
 from homeserver.composition_federation import Overrides, build_federation
 from homeserver.config import Config
-from homeserver.e2ee.device_list_edus import DeviceListBroadcaster
-from homeserver.e2ee.device_lists import DeviceListService
-from homeserver.e2ee.key_backup import KeyBackupService
-from homeserver.e2ee.keys import KeysService
-from homeserver.e2ee.remote_device_cache import RemoteDeviceCache
+from homeserver.e2ee.build import build_e2ee
 from homeserver.e2ee.sync_extension import E2eeSyncExtension
-from homeserver.e2ee.to_device import ToDeviceService
 from homeserver.ephemeral.account_data import AccountDataService
 from homeserver.ephemeral.edus import EduOutbox
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.receipts import ReceiptsService
 from homeserver.ephemeral.typing import TypingService
-from homeserver.events import Event
 from homeserver.ipfilter import IPFilter
 from homeserver.media.admin import MediaAdmin
 from homeserver.media.build import build_media
@@ -127,45 +121,28 @@ from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.admin_rooms import AdminRoomStore
 from homeserver.storage.admin_users import AdminUserStore
 from homeserver.storage.appservices import AppServiceStore
-from homeserver.storage.device_lists import DeviceListStore
-from homeserver.storage.e2ee_keys import E2eeKeyStore
 from homeserver.storage.filters import FilterStore
-from homeserver.storage.key_backup import KeyBackupStore
 from homeserver.storage.presence import PresenceStore
 from homeserver.storage.push import PushStore
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.relations_read import RelationsReadStore
-from homeserver.storage.remote_devices import RemoteDeviceCacheStore
 from homeserver.storage.reports import ReportStore
 from homeserver.storage.room_directory import RoomReadStore
 from homeserver.storage.room_purge import RoomPurgeStore
 from homeserver.storage.search import SearchStore
 from homeserver.storage.sliding_sync import SlidingSyncStore
 from homeserver.storage.sync_queries import SyncQueryStore
-from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.user_directory import UserDirectoryStore
 from homeserver.sync.activity import RoomActivity
 from homeserver.sync.builder import SyncBuilder
 from homeserver.sync.joined_rooms import JoinedRoomsCache
-from homeserver.sync.notifier import Notifier
+from homeserver.sync.notifier import EventNotifierBridge, Notifier
 from homeserver.sync.service import SyncService
 from homeserver.sync.tokens import StreamToken
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[web.Application], None]
-
-
-class EventNotifierBridge:
-    """Tells the sync notifier about each persisted event: its room's listeners, and
-    the target of a membership change (who may not be in the room yet)."""
-
-    def __init__(self, notifier: Notifier) -> None:
-        self._notifier = notifier
-
-    def on_new_event(self, event: Event, stream_ordering: int) -> None:
-        users = [event.state_key] if event.type == "m.room.member" and event.state_key else []
-        self._notifier.notify("events", stream_ordering, rooms=[event.room_id], users=users)
 
 
 def lifetime(
@@ -266,9 +243,8 @@ async def build(
     if not worker:
         await app_service_sender.start()  # resume each appservice from its stored position
         stack.push_async_callback(app_service_sender.close)
-    for service in app_services.all if not worker else ():  # each acts as its sender user
-        if await stores.accounts.get_user(service.sender) is None:
-            await stores.accounts.create_user(service.sender, None)
+    if not worker:
+        await app_services.create_senders(stores.accounts)  # each acts as its sender user
 
     # -- the room service: the only writer of the event graph -----------------------------
     room_state = RoomState(stores)
@@ -353,35 +329,18 @@ async def build(
     notifier.observers.append(app_service_sender.on_announcement)
 
     # -- end-to-end encryption -----------------------------------------------------------
-    key_store = E2eeKeyStore(database)
-    broadcaster = DeviceListBroadcaster(
-        key_store, stores.accounts, server_name, fed.sender if fed else None
-    )
-    device_lists = DeviceListService(
-        DeviceListStore(database),
-        stores.current_state,
+    sender = fed.sender if fed is not None else None
+    e2ee = await build_e2ee(
+        database,
+        stores,
         notifier,
         activity,
-        listeners=[broadcaster.on_change],
-    )
-    remote_device_cache = RemoteDeviceCache(RemoteDeviceCacheStore(database))
-    e2ee_keys = KeysService(
-        key_store,
-        stores.accounts,
-        device_lists,
         server_name,
-        FederationRemoteKeys(fed.client) if fed and fed.sender else None,
-        remote_device_cache,
+        sender,
+        FederationRemoteKeys(fed.client) if fed and sender else None,
+        FederationToDevice(sender) if sender else None,
     )
-    to_device = ToDeviceService(
-        ToDeviceStore(database),
-        stores.accounts,
-        notifier,
-        server_name,
-        FederationToDevice(fed.sender) if fed and fed.sender else None,
-    )
-    notifier.advance("device_lists", await device_lists.current_position())
-    notifier.advance("to_device", await to_device.current_position())
+    e2ee_keys, to_device, device_lists = e2ee.keys, e2ee.to_device, e2ee.device_lists
     replication = await build_replication(
         config,
         stack,
@@ -401,11 +360,6 @@ async def build(
         },
         moderation=moderation,
     )
-    key_backup = KeyBackupService(KeyBackupStore(database))
-
-    async def device_deleted(user_id: str, device_id: str) -> None:
-        await to_device.device_deleted(user_id, device_id)
-        await e2ee_keys.device_deleted(user_id, device_id)
 
     # -- accounts ------------------------------------------------------------------------
     auth_store = AccountAuthStore(database)
@@ -416,7 +370,7 @@ async def build(
         hasher,
         limiters,
         server_name,
-        device_deleted=[device_deleted],
+        device_deleted=[e2ee.device_deleted],
         device_created=[e2ee_keys.device_created],
         # A rename changes what other servers show: announce it like a new device.
         device_renamed=[e2ee_keys.device_created],
@@ -484,7 +438,7 @@ async def build(
             presence,
             device_lists,
             to_device,
-            remote_devices=remote_device_cache,
+            remote_devices=e2ee.remote_device_cache,
         )
         transactions = TransactionReceiver(
             stores,
@@ -582,10 +536,10 @@ async def build(
         ),
         keys.OPENID_TOKENS: OpenIdTokens(),
         keys.E2EE_KEYS: e2ee_keys,
-        keys.E2EE_KEY_STORE: key_store,
+        keys.E2EE_KEY_STORE: e2ee.key_store,
         keys.TO_DEVICE: to_device,
         keys.DEVICE_LISTS: device_lists,
-        keys.KEY_BACKUP: key_backup,
+        keys.KEY_BACKUP: e2ee.key_backup,
         keys.PUSH_STORE: push_store,
         keys.PUSH_RULES: push_rules,
         keys.PUSH_ACTIONS: push_actions,

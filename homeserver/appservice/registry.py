@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from homeserver.config.appservices import AppServiceConfig, Namespace
 
@@ -51,6 +52,12 @@ class AppServices:
         self.all = [AppService(c, server_name) for c in configs]
         self._by_token = {s.config.as_token: s for s in self.all}
         self._by_id = {s.id: s for s in self.all}
+
+    async def create_senders(self, accounts: Any) -> None:
+        """Each appservice acts as its `sender_localpart` user: make the missing ones."""
+        for service in self.all:
+            if await accounts.get_user(service.sender) is None:
+                await accounts.create_user(service.sender, None)
 
     def __bool__(self) -> bool:
         return bool(self.all)

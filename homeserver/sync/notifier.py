@@ -16,6 +16,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .tokens import StreamToken
 
@@ -63,6 +64,18 @@ async def _wait(future: asyncio.Future[None], timeout_s: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+class EventNotifierBridge:
+    """Tells the notifier about each persisted event (a room service listener): its
+    room's listeners, and the target of a membership change (maybe not in the room yet)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+
+    def on_new_event(self, event: Any, stream_ordering: int) -> None:
+        users = [event.state_key] if event.type == "m.room.member" and event.state_key else []
+        self._notifier.notify("events", stream_ordering, rooms=[event.room_id], users=users)
 
 
 class Notifier:
