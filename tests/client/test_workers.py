@@ -1,0 +1,286 @@
+"""The worker deployment under load and faults (issue 16), through nginx and directly.
+
+One deployment for the module (tests/deployment.py): PostgreSQL, Redis, the main, two
+client readers, a federation inbound worker, nginx. What must hold:
+- a write sent to a reader is forwarded to the main, and the reader answers only once it
+  has caught up with it (read-your-writes on the same process);
+- a logged-out token stops working on every process at once (replicated invalidation);
+- the replication listener refuses requests without the secret;
+- many senders and long-polling clients on both readers: every acknowledged event is
+  seen exactly once by every client, across a SIGKILL and restart of a reader and across
+  a Redis restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from tests.deployment import Deployment, missing_parts
+
+SENDERS = 4
+MESSAGES_PER_SENDER = 40
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    why = missing_parts()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the worker deployment must run in CI: {why}")
+        pytest.skip(why)
+    d = Deployment(Path(tmp_path_factory.mktemp("workers"))).start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def port_url(d: Deployment, name: str) -> str:
+    return f"http://127.0.0.1:{d.processes[name].port}"
+
+
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str = "") -> None:
+        self.session, self.base, self.token = session, base, token
+        self.user_id = ""
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, base: str | None = None
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.session.request(
+            method, (base or self.base) + path, json=body, headers=headers
+        ) as r:
+            return r.status, await r.json(content_type=None)
+
+    async def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        status, data = await self.call(method, path, body, **kw)
+        assert status == 200, (method, path, status, data)
+        return data
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+        yield s
+
+
+async def register(session: aiohttp.ClientSession, base: str) -> Client:
+    client = Client(session, base)
+    data = await client.ok(
+        "POST",
+        "/_matrix/client/v3/register",
+        {
+            "username": f"w{secrets.token_hex(5)}",
+            "password": "pw",
+            "auth": {"type": "m.login.dummy"},
+        },
+    )
+    client.token, client.user_id = data["access_token"], data["user_id"]
+    return client
+
+
+async def test_a_write_sent_to_a_reader_is_forwarded_and_read_back_at_once(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    reader = port_url(deployment, "client_reader1")
+    alice = await register(session, reader)  # forwarded: the main registers
+    room = (await alice.ok("POST", "/_matrix/client/v3/createRoom", {"name": "fwd"}))["room_id"]
+    for i in range(20):
+        event_id = (
+            await alice.ok(
+                "PUT",
+                f"/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}",
+                {"msgtype": "m.text", "body": f"n{i}"},
+            )
+        )["event_id"]
+        # The same reader answers with the event at once (it waited for its follower).
+        event = await alice.ok("GET", f"/_matrix/client/v3/rooms/{room}/event/{event_id}")
+        assert event["content"]["body"] == f"n{i}"
+        state = await alice.ok("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.name")
+        assert state == {"name": "fwd"}
+    # The name changed through the other reader is read back there too.
+    other = Client(session, port_url(deployment, "client_reader2"), alice.token)
+    await other.ok("PUT", f"/_matrix/client/v3/rooms/{room}/state/m.room.name", {"name": "two"})
+    assert await other.ok("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.name") == {
+        "name": "two"
+    }
+
+
+async def test_a_logged_out_token_is_refused_by_every_process(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    bob = await register(session, deployment.url)
+    readers = [port_url(deployment, n) for n in ("client_reader1", "client_reader2")]
+    for base in readers:  # cached as valid on both readers
+        assert (await bob.ok("GET", "/_matrix/client/v3/account/whoami", base=base))[
+            "user_id"
+        ] == bob.user_id
+    await bob.ok("POST", "/_matrix/client/v3/logout", {}, base=port_url(deployment, "main"))
+    for base in readers:
+        for _ in range(50):  # the invalidation travels over Redis: milliseconds
+            status, body = await bob.call("GET", "/_matrix/client/v3/account/whoami", base=base)
+            if status == 401:
+                break
+            await asyncio.sleep(0.02)
+        assert status == 401 and body["errcode"] == "M_UNKNOWN_TOKEN", (base, status, body)
+
+
+async def test_the_replication_listener_needs_the_secret(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    main = deployment.processes["main"]
+    replication = None
+    import yaml
+
+    config = yaml.safe_load((deployment.workdir / "homeserver.yaml").read_text())
+    replication = config["instance_map"]["main"]["port"]
+    assert replication != main.port
+    for headers in ({}, {"X-Replication-Secret": "wrong" * 8}):
+        async with session.get(
+            f"http://127.0.0.1:{replication}/_matrix/client/versions", headers=headers
+        ) as r:
+            assert r.status == 403
+            assert (await r.json())["errcode"] == "M_FORBIDDEN"
+        async with session.post(
+            f"http://127.0.0.1:{replication}/_replication/presence",
+            json={"user_id": "@x:localhost", "set_presence": "online", "started": True},
+            headers=headers,
+        ) as r:
+            assert r.status == 403
+    # nginx never routes to it: the public address does not serve the internal path.
+    async with session.post(deployment.url + "/_replication/presence", json={}) as r:
+        assert r.status == 404
+
+
+async def _sync_collector(
+    client: Client,
+    room: str,
+    since: str,
+    seen: list[str],
+    stop: asyncio.Event,
+    bases: list[str],
+) -> None:
+    """Long-poll until `stop` and one more empty-handed poll; on connection errors
+    (a killed reader) retry on the next base with the same token."""
+    which = 0
+    filt = quote('{"room":{"timeline":{"limit":1000}}}')
+    quiet_after_stop = 0
+    while quiet_after_stop < 2:
+        base = bases[which % len(bases)]
+        try:
+            status, body = await client.call(
+                "GET",
+                f"/_matrix/client/v3/sync?since={since}&timeout=1000&filter={filt}",
+                base=base,
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            which += 1
+            await asyncio.sleep(0.2)
+            continue
+        if status >= 500:
+            which += 1
+            await asyncio.sleep(0.2)
+            continue
+        assert status == 200, body
+        timeline = body.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {})
+        assert not timeline.get("limited"), "a gap: events skipped"
+        got = [e["event_id"] for e in timeline.get("events", []) if e["type"] == "m.room.message"]
+        seen.extend(got)
+        since = body["next_batch"]
+        if stop.is_set():
+            quiet_after_stop = quiet_after_stop + 1 if not got else 0
+
+
+async def _run_load(
+    deployment: Deployment,
+    session: aiohttp.ClientSession,
+    fault: Any,
+) -> None:
+    readers = [port_url(deployment, n) for n in ("client_reader1", "client_reader2")]
+    owner = await register(session, deployment.url)
+    room = (await owner.ok("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}))[
+        "room_id"
+    ]
+    senders = [await register(session, deployment.url) for _ in range(SENDERS)]
+    watchers = [await register(session, deployment.url) for _ in range(4)]
+    for c in [*senders, *watchers]:
+        await c.ok("POST", f"/_matrix/client/v3/join/{room}", {})
+    tokens = []
+    for w in watchers:
+        tokens.append((await w.ok("GET", "/_matrix/client/v3/sync?timeout=0"))["next_batch"])
+    stop = asyncio.Event()
+    seen: list[list[str]] = [[] for _ in watchers]
+    # Two watchers on reader 1 (moving to reader 2 when it dies), one on reader 2, one
+    # through nginx.
+    bases = [readers, readers, readers[::-1], [deployment.url]]
+    collectors = [
+        asyncio.create_task(_sync_collector(w, room, t, s, stop, b))
+        for w, t, s, b in zip(watchers, tokens, seen, bases, strict=True)
+    ]
+    acknowledged: list[str] = []
+
+    async def send(i: int, client: Client) -> None:
+        # Half the senders go through nginx to the main, half through a reader (forwarded).
+        base = deployment.url if i % 2 == 0 else readers[i % 2]
+        for n in range(MESSAGES_PER_SENDER):
+            for _attempt in range(50):
+                try:
+                    status, body = await client.call(
+                        "PUT",
+                        f"/_matrix/client/v3/rooms/{room}/send/m.room.message/s{i}-{n}",
+                        {"msgtype": "m.text", "body": f"{i}-{n}"},
+                        base=base,
+                    )
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    status, body = 0, None
+                if status == 200:
+                    acknowledged.append(body["event_id"])
+                    break
+                base = deployment.url  # a killed reader: the client retries elsewhere
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("a send never succeeded")
+
+    sending = [asyncio.create_task(send(i, c)) for i, c in enumerate(senders)]
+    await asyncio.sleep(0.5)
+    await fault()
+    await asyncio.gather(*sending)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*collectors), 60)
+    assert len(set(acknowledged)) == SENDERS * MESSAGES_PER_SENDER
+    for got in seen:
+        assert len(got) == len(set(got)), "an event was delivered twice"
+        assert set(got) == set(acknowledged), (len(got), len(acknowledged))
+
+
+async def test_every_event_reaches_every_client_once_across_a_killed_reader(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    async def kill_and_restart() -> None:
+        deployment.kill("client_reader1")
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(deployment.start_process, "client_reader1")
+
+    await _run_load(deployment, session, kill_and_restart)
+    assert "Traceback" not in deployment.logs("main")
+
+
+async def test_every_event_reaches_every_client_once_across_a_redis_restart(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    async def restart_redis() -> None:
+        await asyncio.to_thread(deployment.stop_redis)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(deployment.start_redis)
+
+    await _run_load(deployment, session, restart_redis)
