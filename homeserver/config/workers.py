@@ -149,6 +149,11 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
         )
     if not redis.enabled:
         r.problem("redis.enabled", "workers need the Redis bus: set redis.enabled: true")
+    else:
+        import importlib.util
+
+        if importlib.util.find_spec("redis") is None:
+            r.problem("redis", "needs the redis package: pip install 'homeserver[workers]'")
     if MAIN not in instances:
         r.problem("instance_map.main", "required: where workers reach the main process")
     if not secret or len(secret) < 16:

@@ -36,7 +36,8 @@ class TypingService:
         self._outbox = outbox
         self._server_name = server_name
         self._position = notifier.current.typing
-        self._typing: dict[str, dict[str, asyncio.TimerHandle]] = {}
+        # room -> user -> expiry timer (None in a worker: the main keeps the timers)
+        self._typing: dict[str, dict[str, asyncio.TimerHandle | None]] = {}
         self._room_pos: dict[str, int] = {}
 
     @property
@@ -110,7 +111,7 @@ class TypingService:
         """A worker: who types in a room now, as the main process (which keeps the
         timers) announced it."""
         if users:
-            self._typing[room_id] = dict.fromkeys(users)  # type: ignore[arg-type]
+            self._typing[room_id] = dict.fromkeys(users)
         else:
             self._typing.pop(room_id, None)
         self._position = max(self._position, position)

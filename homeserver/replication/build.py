@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -24,7 +25,6 @@ from homeserver.storage.migrate import pending_migrations
 from homeserver.storage.replication import ReplicationStore
 from homeserver.sync.notifier import Notifier
 
-from .bus import RedisBus
 from .follower import ReplicationFollower
 from .forward import Forwarder
 from .publisher import ReplicationPublisher
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class Replication:
     """What the routes and middlewares of this process use (app key REPLICATION)."""
 
-    bus: RedisBus
+    bus: Any  # .bus.RedisBus
     publisher: ReplicationPublisher | None = None  # the main
     follower: ReplicationFollower | None = None  # a worker
     forwarder: Forwarder | None = None  # a worker
@@ -115,6 +115,8 @@ async def build_main_replication(
     presence: PresenceService,
 ) -> Replication:
     """The main: publish every announcement and invalidation, after commit."""
+    from .bus import RedisBus  # the redis package: only deployments with workers
+
     bus = RedisBus(config.workers.redis, config.workers.worker_name)
     bus.before_publish = database.write_barrier
     publisher = ReplicationPublisher(bus, typing, presence)
@@ -142,6 +144,8 @@ async def build_worker_replication(
     reloads: Iterable[Callable[[], Awaitable[None]]],
 ) -> Replication:
     """A worker: follow the bus, forward what it does not serve."""
+    from .bus import RedisBus
+
     workers = config.workers
     assert workers.main is not None and workers.replication_secret is not None
     follower = ReplicationFollower(

@@ -190,7 +190,7 @@ class Forwarder:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def worker_middleware(forwarder: Callable[[web.Application], Forwarder]) -> Any:
+def worker_middleware(forwarder: Callable[[Any], Forwarder]) -> Any:
     """`forwarder` finds the worker's Forwarder in app state (built after the app)."""
 
     @web.middleware
@@ -207,9 +207,7 @@ def is_replication_request(request: web.Request) -> bool:
     return listener is not None and "replication" in listener.resources
 
 
-def replication_middleware(
-    secret: str, notifier: Callable[[web.Application], Notifier | None]
-) -> Any:
+def replication_middleware(secret: str, notifier: Callable[[Any], Notifier | None]) -> Any:
     """The main side: authenticate, serve, and say which positions the answer covers."""
     expected = secret.encode()
 

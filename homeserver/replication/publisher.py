@@ -18,11 +18,9 @@ from typing import Any
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.typing import TypingService
 
-from .bus import RedisBus
-
 
 class ReplicationPublisher:
-    def __init__(self, bus: RedisBus, typing: TypingService, presence: PresenceService) -> None:
+    def __init__(self, bus: Any, typing: TypingService, presence: PresenceService) -> None:
         self._bus = bus
         self._typing = typing
         self._presence = presence
