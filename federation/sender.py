@@ -109,6 +109,11 @@ class FederationSender:
         self._txn_prefix = str(int(clock() * 1000))
         self._txn_counter = itertools.count(1)
         self._stopping = False
+        # With federation sender workers, each destination is delivered by one process:
+        # `owns` says whether it is this one; a wake-up for another destination goes to
+        # `elsewhere(destination, peer_up)` (the replication bus) instead.
+        self.owns: Callable[[str], bool] = lambda _destination: True
+        self.elsewhere: Callable[[str, bool], None] | None = None
         # Read by the metrics collector (synapse_federation_client_sent_*).
         self.transactions_sent = 0
         self.transactions_failed = 0
@@ -146,6 +151,10 @@ class FederationSender:
         """Make sure a worker will look at the destination's queue soon."""
         if self._stopping:
             return
+        if not self.owns(destination):
+            if self.elsewhere is not None:
+                self.elsewhere(destination, False)
+            return
         self._dirty.add(destination)
         task = self._workers.get(destination)
         if task is None or task.done():
@@ -155,6 +164,10 @@ class FederationSender:
 
     def notify_peer_up(self, destination: str) -> None:
         """The peer just talked to us: stop backing off and flush its queue now."""
+        if not self.owns(destination):
+            if self.elsewhere is not None:
+                self.elsewhere(destination, True)
+            return
         if destination not in self._backing_off:
             return
         self._peer_up.add(destination)
@@ -183,7 +196,8 @@ class FederationSender:
         """Resume delivery of everything left in the outbox by a previous run."""
         self._stopping = False
         for dest in await self._outbox.destinations_with_pending():
-            self.wake(dest)
+            if self.owns(dest):
+                self.wake(dest)
 
     async def stop(self) -> None:
         """Cancel every worker; unsent items stay in the outbox for the next start."""

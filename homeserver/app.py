@@ -55,6 +55,7 @@ from homeserver.errors import unrecognized
 from homeserver.http import MAX_BODY_KEY, Handler, error_middleware, listener_for_request
 from homeserver.metrics import METRICS_PATH, Metrics, metrics_middleware
 from homeserver.replication.forward import (
+    BACKFILL_PATH,
     PRESENCE_PATH,
     is_replication_request,
     replication_middleware,
@@ -145,6 +146,12 @@ def replication_middlewares(config: Config) -> list[Middleware]:
     return []
 
 
+async def run_backfill(request: web.Request) -> web.StreamResponse:
+    if not is_replication_request(request):
+        raise unrecognized("Unrecognized request")
+    return await request.app[REPLICATION].run_backfill(request)
+
+
 async def report_presence(request: web.Request) -> web.StreamResponse:
     if not is_replication_request(request):
         raise unrecognized("Unrecognized request")
@@ -183,6 +190,7 @@ def create_app(
     root.cleanup_ctx.append(lifetime(overrides, metrics))
     if config.workers.replicated and not config.workers.is_worker:
         root.router.add_post(PRESENCE_PATH, report_presence)
+        root.router.add_post(BACKFILL_PATH, run_backfill)
 
     mounts = Mounts(
         config=config,

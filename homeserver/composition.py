@@ -359,6 +359,7 @@ async def build(
             "device_lists": device_lists.current_position,
         },
         moderation=moderation,
+        sender=sender,
     )
 
     # -- accounts ------------------------------------------------------------------------
@@ -391,12 +392,14 @@ async def build(
 
     # -- reading rooms, directories, profiles, reports ------------------------------------
     read_store = RoomReadStore(database)
-    reader = RoomReader(  # a worker's /messages serves what is stored (backfill persists)
+    reader = RoomReader(  # a worker asks the main to backfill (it persists)
         stores,
         read_store,
         aggregations=relations.bundle_aggregations,
-        backfill=None if worker else backfill,
+        backfill=replication.forwarder if worker and replication else backfill,
     )
+    if replication is not None and not worker:
+        replication.backfill = backfill
     remote_directory = RemoteDirectoryAdapter(fed.queries) if fed and fed.queries else None
     directory = RoomDirectory(stores, server_name, remote_directory, local_events=local_events)
     profiles = ProfileService(
@@ -448,7 +451,7 @@ async def build(
             tasks,
             observer=metrics.federation_received if metrics is not None else None,
         )
-        if fed.sender is not None and not worker:
+        if fed.sender is not None and (not worker or config.workers.is_federation_sender):
             await fed.sender.start()  # resume what the outbox still holds
             stack.push_async_callback(fed.sender.stop)
 

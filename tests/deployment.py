@@ -87,8 +87,12 @@ class Deployment:
         *,
         client_readers: int = 2,
         federation_inbound: int = 1,
+        federation_senders: int = 0,
         server_name: str = "localhost",
         overrides: dict[str, Any] | None = None,
+        public_port: int | None = None,
+        tls_port: int | None = None,
+        tls_files: tuple[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.server_name = server_name
@@ -96,13 +100,15 @@ class Deployment:
         self.schema = f"workers_{secrets.token_hex(4)}"
         self.secret = secrets.token_hex(16)
         self.redis_port = free_port()
-        self.nginx_port = free_port()
+        self.nginx_port = public_port or free_port()
+        self.tls_port, self.tls_files = tls_port, tls_files
         self.url = f"http://127.0.0.1:{self.nginx_port}"
         self.processes: dict[str, Process] = {}
         self._redis: subprocess.Popen[bytes] | None = None
         self._nginx: subprocess.Popen[bytes] | None = None
         self._client_readers = client_readers
         self._federation_inbound = federation_inbound
+        self._federation_senders = federation_senders
         self._overrides = overrides or {}
 
     # -- configuration --------------------------------------------------------------
@@ -128,6 +134,9 @@ class Deployment:
                 "redis": {"enabled": True, "host": "127.0.0.1", "port": self.redis_port},
                 "instance_map": {"main": {"host": "127.0.0.1", "port": replication_port}},
                 "worker_replication_secret": self.secret,
+                "federation_sender_instances": [
+                    f"federation_sender{i}" for i in range(1, self._federation_senders + 1)
+                ],
                 "listeners": [
                     {"port": main_port, "bind_addresses": ["127.0.0.1"], "x_forwarded": True,
                      "resources": [{"names": ["client", "federation"]}]},
@@ -144,6 +153,7 @@ class Deployment:
         )
         roles = [("client_reader", "client", self._client_readers)]
         roles.append(("federation_inbound", "federation", self._federation_inbound))
+        roles.append(("federation_sender", "federation", self._federation_senders))
         for role, resource, count in roles:
             for i in range(1, count + 1):
                 name = f"{role}{i}"
@@ -178,6 +188,9 @@ class Deployment:
             ),
             listen=f"127.0.0.1:{self.nginx_port}",
             prefix=str(self.workdir / "nginx"),
+            tls_listen=f"127.0.0.1:{self.tls_port}" if self.tls_port else None,
+            tls_certificate=self.tls_files[0] if self.tls_files else None,
+            tls_key=self.tls_files[1] if self.tls_files else None,
         )
 
     # -- lifecycle ------------------------------------------------------------------

@@ -13,6 +13,7 @@ Redis bus provide, so the combination is a configuration error, not a slow mode.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,12 +30,19 @@ WORKER_KEYS = frozenset(
         "redis",
         "worker_replication_secret",
         "worker_replication_secret_path",
+        "federation_sender_instances",
     }
 )
 
 # Synapse's names for a worker process; all of them run the same generic worker here.
 WORKER_APPS = frozenset({"generic_worker", "synapse.app.generic_worker", "homeserver.worker"})
 MAIN = "main"
+
+
+def shard(key: str, count: int) -> int:
+    """Which of `count` processes owns `key`: stable across processes and restarts."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,20 @@ class WorkersConfig:
     )
     redis: RedisConfig = RedisConfig()
     replication_secret: str | None = None
+    # Processes delivering outbound federation, destinations sharded by hash; empty:
+    # the main delivers.
+    federation_sender_instances: tuple[str, ...] = ()
+
+    @property
+    def is_federation_sender(self) -> bool:
+        return self.worker_name in self.federation_sender_instances
+
+    def sends_to(self, destination: str) -> bool:
+        """Whether this process delivers to `destination` (sha256 mod N, as Synapse)."""
+        senders = self.federation_sender_instances
+        if not senders:
+            return not self.is_worker
+        return senders[shard(destination, len(senders))] == self.worker_name
 
     @property
     def is_worker(self) -> bool:
@@ -131,7 +153,9 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
         except OSError as exc:
             r.problem("worker_replication_secret_path", f"cannot read: {exc.strerror}")
 
+    senders = tuple(r.str_list(top, "federation_sender_instances", "") or ())
     config = WorkersConfig(
+        federation_sender_instances=senders,
         worker_app=app,
         worker_name=name or MAIN,
         instance_map=MappingProxyType(instances),

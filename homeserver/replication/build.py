@@ -41,6 +41,7 @@ class Replication:
     follower: ReplicationFollower | None = None  # a worker
     forwarder: Forwarder | None = None  # a worker
     presence: PresenceService | None = None  # the main: workers report syncs
+    backfill: Any = None  # the main: workers' /messages ask it for older history
 
     async def report_presence(self, request: web.Request) -> web.Response:
         """POST /_replication/presence (main; the replication middleware checked the
@@ -54,6 +55,15 @@ class Replication:
         else:
             self.presence.sync_ended(user)
         return web.json_response({})
+
+    async def run_backfill(self, request: web.Request) -> web.Response:
+        """POST /_replication/backfill (main): backfill for a worker's /messages."""
+        body = await request.json()
+        room_id, limit = body.get("room_id"), body.get("limit")
+        if not isinstance(room_id, str) or not isinstance(limit, int):
+            raise bad_json("room_id and limit are required")
+        added = 0 if self.backfill is None else await self.backfill.backfill(room_id, limit)
+        return web.json_response({"added": added})
 
 
 async def require_migrated(database: Database) -> None:
@@ -79,19 +89,43 @@ async def build_replication(
     out_of_band_listeners: Iterable[EventListener],
     positions: Mapping[str, Callable[[], Awaitable[int]]],
     moderation: Moderation,
+    sender: Any = None,
 ) -> Replication | None:
-    """None without workers; else the main's publisher or this worker's follower."""
-    if not config.workers.replicated:
+    """None without workers; else the main's publisher or this worker's follower.
+    `sender` (federation.sender.FederationSender or None) learns which destinations
+    this process delivers to; wake-ups for the others go over the bus."""
+    workers = config.workers
+    if not workers.replicated:
         return None
-    if not config.workers.is_worker:
+    if not workers.is_worker:
         replication = await build_main_replication(
             config, stack, database, notifier, typing, presence
         )
         publisher = replication.publisher
         assert publisher is not None
         moderation.on_change.append(lambda: publisher.reload("moderation"))
+        _shard_sender(workers, sender, replication.bus)
+        if sender is not None and not workers.federation_sender_instances:
+            # The main delivers: a federation inbound worker that heard from a peer
+            # tells it here to stop backing off.
+            replication.bus.start(_main_handler(sender))
+        else:
+            replication.bus.start()
         return replication
-    return await build_worker_replication(
+    reloads: list[Callable[[], Awaitable[None]]] = [moderation.reload]
+    on_fed = None
+    if sender is not None and workers.is_federation_sender:
+        reloads.append(sender.start)  # after a gap: every owned destination with items
+
+        def on_fed(destination: str, peer_up: bool) -> None:
+            if not sender.owns(destination):
+                return  # another sender's (never passed on again: no echoes)
+            if peer_up:
+                sender.notify_peer_up(destination)
+            else:
+                sender.wake(destination)
+
+    replication = await build_worker_replication(
         config,
         stack,
         database,
@@ -102,8 +136,32 @@ async def build_replication(
         typing,
         presence,
         positions,
-        [moderation.reload],
+        reloads,
+        on_fed,
     )
+    _shard_sender(workers, sender, replication.bus)
+    return replication
+
+
+def _main_handler(sender: Any) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def handle(message: dict[str, Any]) -> None:
+        destination = message.get("d")
+        if message.get("k") == "fed" and isinstance(destination, str):
+            if message.get("up"):
+                sender.notify_peer_up(destination)
+            else:
+                sender.wake(destination)
+
+    return handle
+
+
+def _shard_sender(workers: Any, sender: Any, bus: Any) -> None:
+    """Which destinations this process delivers to; the others' wake-ups go on the bus
+    (a worker delivers nothing unless it is a federation sender)."""
+    if sender is None or (not workers.federation_sender_instances and not workers.is_worker):
+        return
+    sender.owns = workers.sends_to
+    sender.elsewhere = lambda destination, up: bus.publish({"k": "fed", "d": destination, "up": up})
 
 
 async def build_main_replication(
@@ -123,8 +181,7 @@ async def build_main_replication(
     notifier.observers.append(publisher.on_announcement)
     set_invalidation_hook(publisher.on_invalidation)
     stack.callback(set_invalidation_hook, None)
-    bus.start()
-    stack.push_async_callback(bus.close)
+    stack.push_async_callback(bus.close)  # started by the caller
     # Workers started before us may hold anything: they resync on this message.
     bus.publish({"k": "resync"})
     return Replication(bus, publisher=publisher, presence=presence)
@@ -142,6 +199,7 @@ async def build_worker_replication(
     presence: PresenceService,
     positions: Mapping[str, Callable[[], Awaitable[int]]],
     reloads: Iterable[Callable[[], Awaitable[None]]],
+    on_fed: Callable[[str, bool], None] | None = None,
 ) -> Replication:
     """A worker: follow the bus, forward what it does not serve."""
     from .bus import RedisBus
@@ -157,6 +215,7 @@ async def build_worker_replication(
         presence,
         positions,
         reloads,
+        on_fed,
     )
     forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
     stack.push_async_callback(forwarder.close)

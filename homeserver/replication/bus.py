@@ -99,7 +99,7 @@ class RedisBus:
         while True:
             client = self._client()
             try:
-                await client.ping()
+                await client.ping()  # type: ignore[misc]
                 attempt = 0
                 if self._dropped:
                     self._dropped = False

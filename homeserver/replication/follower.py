@@ -51,6 +51,7 @@ class ReplicationFollower:
         presence: PresenceService,
         positions: Mapping[str, Callable[[], Awaitable[int]]],
         reloads: Iterable[Callable[[], Awaitable[None]]] = (),
+        on_fed: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._notifier = notifier
         self._store = store
@@ -60,6 +61,7 @@ class ReplicationFollower:
         self._presence = presence
         self._positions = dict(positions)
         self._reloads = list(reloads)
+        self._on_fed = on_fed  # a federation sender: a destination has news
         self._events_pos = notifier.current.events
         self._advanced = asyncio.Condition()
         self._lock = asyncio.Lock()
@@ -103,6 +105,10 @@ class ReplicationFollower:
                 await reload()
         elif kind == "resync":
             await self._resync()
+        elif kind == "fed" and self._on_fed is not None:
+            destination = message.get("d")
+            if isinstance(destination, str):
+                self._on_fed(destination, bool(message.get("up")))
 
     async def connected(self) -> None:
         """Every (re)connection to the bus: what was missed is read from the database."""

@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from homeserver.errors import MatrixError, forbidden
 from homeserver.http import client_ip, listener_for_request
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Replication-Secret"
 TOKEN_HEADER = "X-Replication-Token"
 PRESENCE_PATH = "/_replication/presence"
+BACKFILL_PATH = "/_replication/backfill"  # a worker's /messages ran out of history
 FORWARD_CONNECTIONS = 256
 FORWARD_TIMEOUT_S = 120.0
 HOP_BY_HOP = frozenset(
@@ -140,7 +142,8 @@ class Forwarder:
         try:
             async with self._client().request(
                 request.method,
-                self._main_url + request.path_qs,
+                # Byte for byte: X-Matrix signatures cover the request URI as sent.
+                URL(self._main_url + request.raw_path, encoded=True),
                 headers=self._headers(request),
                 data=body,
                 allow_redirects=False,
@@ -176,8 +179,25 @@ class Forwarder:
         if not await self._follower.wait_for(wanted):
             log.warning("Replication lags behind the main process (waited for %s)", encoded)
 
+    async def backfill(self, room_id: str, limit: int) -> int:
+        """The main fetches older history from other servers and persists it (the
+        worker's /messages then reads it from the database); the count it added."""
+        try:
+            async with self._client().post(
+                self._main_url + BACKFILL_PATH,
+                json={"room_id": room_id, "limit": limit},
+                headers={SECRET_HEADER: self._secret},
+            ) as response:
+                body = await response.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            return 0
+        added = body.get("added") if isinstance(body, dict) else None
+        return added if isinstance(added, int) else 0
+
     async def report_sync(self, user_id: str, set_presence: str, started: bool) -> None:
-        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+        if self._session is not None and self._session.closed:
+            return  # shutting down
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, RuntimeError):
             async with self._client().post(
                 self._main_url + PRESENCE_PATH,
                 json={"user_id": user_id, "set_presence": set_presence, "started": started},

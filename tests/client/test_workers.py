@@ -183,7 +183,7 @@ async def _sync_collector(
                 f"/_matrix/client/v3/sync?since={since}&timeout=1000&filter={filt}",
                 base=base,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             which += 1
             await asyncio.sleep(0.2)
             continue
@@ -241,7 +241,7 @@ async def _run_load(
                         {"msgtype": "m.text", "body": f"{i}-{n}"},
                         base=base,
                     )
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     status, body = 0, None
                 if status == 200:
                     acknowledged.append(body["event_id"])

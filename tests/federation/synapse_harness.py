@@ -226,6 +226,48 @@ class OurServer:
             return "(no log)"
 
 
+class OurDeployment:
+    """Our server as a worker deployment in one fedpair seat (issue 16): nginx serves
+    the seat's client port and, with the seat's certificate, its federation port; behind
+    it the main, two client readers, a federation inbound worker and two federation
+    senders on PostgreSQL and Redis (tests/deployment.py)."""
+
+    def __init__(self, seat: str, base: Path) -> None:
+        from tests.deployment import Deployment
+
+        self.seat = seat
+        certs = fed_dir() / "certs"
+        fed_port, client_port = SEATS[seat]
+        self.client_url = f"http://127.0.0.1:{client_port}"
+        self.deployment = Deployment(
+            base,
+            federation_senders=2,
+            server_name=f"127.0.0.1:{fed_port}",
+            public_port=client_port,
+            tls_port=fed_port,
+            tls_files=(str(certs / f"{seat}.crt"), str(certs / f"{seat}.key")),
+            overrides={
+                "federation_verify_certificates": True,
+                "federation_custom_ca_list": [str(certs / "ca.crt")],
+                "ip_range_whitelist": ["127.0.0.0/8"],
+                "allow_public_rooms_over_federation": True,
+                "enable_registration": True,
+                "enable_registration_without_verification": True,
+            },
+        )
+
+    def start(self) -> None:
+        self.deployment.start()
+
+    def stop(self) -> None:
+        self.deployment.stop()
+
+    def log_tail(self, lines: int = 80) -> str:
+        return "\n".join(
+            f"--- {name} ---\n{self.deployment.logs(name)}" for name in self.deployment.processes
+        )
+
+
 @dataclass
 class FedcheckResult:
     returncode: int

@@ -17,9 +17,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.deployment import missing_parts
 from tests.federation import synapse_harness as harness
 
 _REASON = harness.unavailable_reason()
@@ -75,7 +77,11 @@ def _other(seat: str) -> str:
 
 
 def _run_seat(
-    seat: str, room_version: str | None, base: Path, extras: bool = False
+    seat: str,
+    room_version: str | None,
+    base: Path,
+    extras: bool = False,
+    workers: bool = False,
 ) -> harness.FedcheckResult:
     """Fresh Synapse in the other seat, our server in `seat`, then fedcheck (or, with
     `extras`, synapse_extras.py in the servers' default room version)."""
@@ -83,7 +89,11 @@ def _run_seat(
     # Synapse remembers failing destinations (and our previous signing key) in its DB.
     harness.fedpair("wipe", other)
     harness.fedpair("start", other)
-    ours = harness.OurServer(seat, base / "ours")
+    ours: Any = (
+        harness.OurDeployment(seat, base / "ours")
+        if workers
+        else harness.OurServer(seat, base / "ours")
+    )
     try:
         ours.start()
         urls = {seat: ours.client_url, other: f"http://127.0.0.1:{harness.SEATS[other][1]}"}
@@ -128,6 +138,17 @@ def test_synapse_joins_our_room(room_version: str, tmp_path: Path) -> None:
     """Our server as hs1: we host the room; Synapse joins (partial state), chats, backfills."""
     result = _run_seat("hs1", room_version, tmp_path)
     _assert_all_steps(result, room_version)
+
+
+@pytest.mark.parametrize("seat", ["hs1", "hs2"])
+def test_synapse_and_our_worker_deployment(seat: str, tmp_path: Path) -> None:
+    """Issue 16: our server as the 7-process deployment behind nginx (TLS federation
+    port), in either seat, in the default room version."""
+    why = missing_parts()
+    if why is not None:
+        pytest.fail(f"the worker deployment cannot run: {why}")
+    result = _run_seat(seat, "12", tmp_path, workers=True)
+    _assert_all_steps(result, "12")
 
 
 #: What synapse_extras.py checks; each must come back "ok".
