@@ -38,7 +38,7 @@ from homeserver.config import (
 
 logger = logging.getLogger("homeserver")
 
-COMMANDS = ("run", "generate-config", "register-user", "port-db")
+COMMANDS = ("run", "generate-config", "register-user", "port-db", "nginx-config")
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
@@ -183,6 +183,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_nginx_config(args: argparse.Namespace) -> int:
+    from homeserver.replication.nginx import render, upstreams_from_configs
+
+    try:
+        main = load_config(args.config)
+        workers = [load_config(args.config, worker) for worker in args.worker]
+        text = render(
+            upstreams_from_configs(main, workers),
+            listen=args.listen,
+            prefix=args.prefix,
+            tls_listen=args.tls_listen,
+            tls_certificate=args.tls_certificate,
+            tls_key=args.tls_key,
+        )
+        print(text, end="")
+    except ConfigError as exc:
+        _print_config_problems(exc)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -411,6 +435,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="path to the YAML config; repeat for a worker (-c homeserver.yaml -c worker.yaml)",
     )
     run.set_defaults(func=cmd_run)
+
+    nginx = commands.add_parser(
+        "nginx-config", help="print the nginx config that routes to the main and its workers"
+    )
+    nginx.add_argument("-c", "--config", required=True, type=Path, help="the shared config")
+    nginx.add_argument(
+        "-w", "--worker", type=Path, action="append", default=[], help="a worker's own file"
+    )
+    nginx.add_argument("--listen", default="0.0.0.0:8008", help="nginx's address (0.0.0.0:8008)")
+    nginx.add_argument("--prefix", help="a folder for nginx's pid, logs and temp files")
+    nginx.add_argument("--tls-listen", help="also serve HTTPS here (e.g. 0.0.0.0:8448)")
+    nginx.add_argument("--tls-certificate", help="certificate chain for --tls-listen")
+    nginx.add_argument("--tls-key", help="private key for --tls-listen")
+    nginx.set_defaults(func=cmd_nginx_config)
 
     gen = commands.add_parser("generate-config", help="print a complete commented config")
     gen.add_argument("--server-name", required=True, help="the domain in your user IDs")

@@ -173,25 +173,25 @@ class Deployment:
                 )
 
     def _nginx_config(self) -> str:
-        from homeserver.replication.nginx import Upstreams, render
-
-        def where(prefix: str) -> list[str]:
-            return [
-                f"127.0.0.1:{p.port}" for n, p in self.processes.items() if n.startswith(prefix)
-            ]
-
-        return render(
-            Upstreams(
-                main=f"127.0.0.1:{self.processes['main'].port}",
-                client_readers=where("client_reader"),
-                federation_inbound=where("federation_inbound"),
-            ),
-            listen=f"127.0.0.1:{self.nginx_port}",
-            prefix=str(self.workdir / "nginx"),
-            tls_listen=f"127.0.0.1:{self.tls_port}" if self.tls_port else None,
-            tls_certificate=self.tls_files[0] if self.tls_files else None,
-            tls_key=self.tls_files[1] if self.tls_files else None,
-        )
+        """What `python -m homeserver nginx-config` prints for this deployment."""
+        args = ["-c", str(self.workdir / "homeserver.yaml")]
+        for name in self.processes:
+            if name != "main":
+                args += ["-w", str(self.workdir / f"{name}.yaml")]
+        args += ["--listen", f"127.0.0.1:{self.nginx_port}"]
+        args += ["--prefix", str(self.workdir / "nginx")]
+        if self.tls_port and self.tls_files:
+            args += ["--tls-listen", f"127.0.0.1:{self.tls_port}"]
+            args += ["--tls-certificate", self.tls_files[0], "--tls-key", self.tls_files[1]]
+        return subprocess.run(
+            [sys.executable, "-m", "homeserver", "nginx-config", *args],
+            cwd=self.workdir,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        ).stdout
 
     # -- lifecycle ------------------------------------------------------------------
 

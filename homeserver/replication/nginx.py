@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .forward import READ_ROUTES
 
@@ -118,3 +119,35 @@ http {{
     }}
 }}
 """
+
+
+def upstreams_from_configs(main: Any, workers: Sequence[Any]) -> Upstreams:
+    """The upstreams of a deployment from its loaded configs (homeserver.config.Config):
+    the main's first client listener; workers by the resources their listeners serve
+    (federation senders serve no public traffic)."""
+
+    def address(listener: Any) -> str:
+        host = listener.bind_addresses[0] if listener.bind_addresses else "127.0.0.1"
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"[{host}]:{listener.port}" if ":" in host else f"{host}:{listener.port}"
+
+    def first(config: Any, resource: str) -> str | None:
+        for listener in config.listeners:
+            if resource in listener.resources and listener.port:
+                return address(listener)
+        return None
+
+    main_address = first(main, "client")
+    if main_address is None:
+        raise ValueError("the main process has no listener with the client resource")
+    readers, inbound, media = [], [], []
+    for config in workers:
+        if config.workers.is_federation_sender:
+            continue
+        if (where := first(config, "federation")) is not None:
+            inbound.append(where)
+        elif (where := first(config, "client")) is not None:
+            readers.append(where)
+        elif (where := first(config, "media")) is not None:
+            media.append(where)
+    return Upstreams(main_address, readers, inbound, media)

@@ -1,0 +1,192 @@
+"""Worker settings, the nginx config rendered from the worker routes, the route table,
+the follower applying what the bus carries, and the sharding function (issue 16)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from homeserver.config import ConfigError, load_config
+from homeserver.config.workers import shard
+from homeserver.replication.follower import ReplicationFollower
+from homeserver.replication.forward import served_here
+from homeserver.replication.nginx import Upstreams, render
+from homeserver.storage.cache import LruCache, set_invalidation_hook
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.tokens import StreamToken
+
+PG = "database: {name: psycopg2, args: {user: u, database: d}}\n"
+WORKER_BITS = (
+    "redis: {enabled: true}\n"
+    "instance_map: {main: {host: 127.0.0.1, port: 9093}}\n"
+    "worker_replication_secret: 0123456789abcdef0123\n"
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_sqlite_refuses_worker_settings_with_a_clear_message(tmp_path: Path) -> None:
+    shared = write(tmp_path / "hs.yaml", "server_name: example.com\n" + WORKER_BITS)
+    worker = write(tmp_path / "w1.yaml", "worker_app: generic_worker\nworker_name: reader1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(shared, worker)
+    text = "\n".join(caught.value.problems)
+    assert "workers need PostgreSQL" in text and "port-db" in text
+
+
+def test_a_worker_reads_the_shared_file_and_its_own(tmp_path: Path) -> None:
+    shared = write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\n" + PG + WORKER_BITS + "federation_sender_instances: [s1, s2]\n"
+        "listeners: [{port: 8008, resources: [{names: [client]}]},"
+        " {port: 9093, resources: [{names: [replication]}]}]\n",
+    )
+    worker = write(
+        tmp_path / "w1.yaml",
+        "worker_app: generic_worker\nworker_name: s2\n"
+        "worker_listeners: [{port: 8101, resources: [{names: [federation]}]}]\n",
+    )
+    main = load_config(shared)
+    assert not main.workers.is_worker and main.workers.replicated
+    assert {lst.port for lst in main.listeners} == {8008, 9093}
+    config = load_config(shared, worker)
+    assert config.workers.is_worker and config.workers.worker_name == "s2"
+    assert [lst.port for lst in config.listeners] == [8101]  # worker_listeners win
+    assert config.workers.main is not None and config.workers.main.url == "http://127.0.0.1:9093"
+    # Each destination is delivered by exactly one sender; the main delivers none.
+    destinations = [f"server{i}.example" for i in range(200)]
+    mine = {d for d in destinations if config.workers.sends_to(d)}
+    assert 60 < len(mine) < 140  # about half
+    assert not any(main.workers.sends_to(d) for d in destinations)
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ("redis: {enabled: false}\n", "redis.enabled"),
+        ("instance_map: {}\n", "instance_map.main"),
+        ("worker_replication_secret: short\n", "worker_replication_secret"),
+        ("worker_app: nonsense\n", "worker_app"),
+    ],
+)
+def test_incomplete_worker_settings_are_named(tmp_path: Path, extra: str, problem: str) -> None:
+    shared = write(tmp_path / "hs.yaml", "server_name: example.com\n" + PG + WORKER_BITS)
+    worker = write(tmp_path / "w.yaml", "worker_app: generic_worker\nworker_name: r1\n" + extra)
+    with pytest.raises(ConfigError) as caught:
+        load_config(shared, worker)
+    assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+def test_worker_listeners_without_worker_app_are_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\nworker_listeners: [{port: 1, resources: [{names: [client]}]}]\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert any("worker_listeners" in p for p in caught.value.problems)
+
+
+def test_workers_serve_reads_and_forward_writes() -> None:
+    c = "/_matrix/client/v3"
+    assert served_here("GET", f"{c}/sync")
+    assert served_here("GET", f"{c}/rooms/!a:b/messages")
+    assert served_here("POST", f"{c}/search")
+    assert served_here("GET", "/_matrix/federation/v1/event/$e")
+    assert not served_here("PUT", f"{c}/rooms/!a:b/send/m.room.message/t1")
+    assert not served_here("POST", f"{c}/createRoom")
+    assert not served_here("POST", f"{c}/login")
+    assert not served_here("GET", "/_synapse/admin/v2/users/@a:b")  # admin: the main
+    assert not served_here("PUT", "/_matrix/federation/v1/send/123")
+    assert not served_here("GET", f"{c}/rooms/!a:b/messages/../../../../_synapse/admin")
+
+
+def test_the_nginx_config_routes_reads_to_readers_and_the_rest_to_main() -> None:
+    text = render(
+        Upstreams(
+            main="127.0.0.1:8008",
+            client_readers=["127.0.0.1:8101", "127.0.0.1:8102"],
+            federation_inbound=["127.0.0.1:8201"],
+        ),
+        listen="127.0.0.1:80",
+    )
+    assert "upstream client_readers {\n        hash $hs_sticky consistent;" in text
+    assert "server 127.0.0.1:8102 max_fails=0;" in text
+    assert '"~^GET /_matrix/client/(?:r0|v3|v1|unstable(?:/[^/]+)?)/sync$" client_readers;' in text
+    assert '"~^[A-Z]+ /_matrix/federation/" federation_inbound;' in text
+    assert "default main;" in text and "proxy_pass http://$hs_backend;" in text
+
+
+class _Store:
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+
+    async def events_after(self, since: int, upto: int, limit: int) -> list[Any]:
+        rows = [e for e in self.events if since < e[1] <= upto]
+        return rows[:limit]
+
+
+class _Event:
+    def __init__(self, event_id: str, room_id: str) -> None:
+        self.event_id, self.room_id = event_id, room_id
+        self.type, self.state_key = "m.room.message", None
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def on_new_event(self, event: Any, stream_ordering: int) -> None:
+        self.seen.append(stream_ordering)
+
+
+async def test_the_follower_takes_in_events_invalidations_and_resyncs() -> None:
+    notifier = Notifier(StreamToken(events=0))
+    events = [(_Event(f"$e{i}", "!r:x"), i, False) for i in range(1, 1201)]
+    listener = _Listener()
+
+    async def position() -> int:
+        return 1200
+
+    follower = ReplicationFollower(
+        notifier,
+        _Store(events),  # type: ignore[arg-type]
+        [listener],
+        [],
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        {"events": position},
+    )
+    await follower.handle({"k": "pos", "s": "events", "p": 700})
+    assert listener.seen == list(range(1, 701))  # in batches, in order, each once
+    assert notifier.current.events == 700
+    waiting = asyncio.ensure_future(follower.wait_for(StreamToken(events=1200), 5))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    cache: LruCache[tuple[str, str], int] = LruCache(10, "test_follower_cache")
+    cache.set(("@a:x", "D"), 1)
+    set_invalidation_hook(None)
+    await follower.handle({"k": "inv", "c": "test_follower_cache", "keys": [["@a:x", "D"]]})
+    assert cache.get(("@a:x", "D")) is None  # JSON lists are tuple keys again
+    cache.set(("@b:x", "D"), 2)
+    await follower.connected()  # a (re)connection: caches dropped, the gap read
+    assert cache.get(("@b:x", "D")) is None
+    assert listener.seen == list(range(1, 1201))
+    assert await waiting is True
+    await follower.handle({"k": "pos", "s": "events", "p": "nonsense"})  # ignored
+    await follower.handle({"k": "pos", "s": "no_such_stream", "p": 5})
+    assert notifier.current.events == 1200
+
+
+def test_sharding_is_stable_and_spread() -> None:
+    assert shard("matrix.org", 4) == shard("matrix.org", 4)
+    counts = [0, 0, 0, 0]
+    for i in range(4000):
+        counts[shard(f"server{i}", 4)] += 1
+    assert min(counts) > 850
