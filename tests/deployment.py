@@ -93,7 +93,11 @@ class Deployment:
         public_port: int | None = None,
         tls_port: int | None = None,
         tls_files: tuple[str, str] | None = None,
+        workers: bool = True,
     ) -> None:
+        """`workers=False`: the main alone on the same PostgreSQL, no Redis, no nginx
+        (the single-process baseline of bench/workersbench.py)."""
+        self.with_workers = workers
         self.workdir = workdir
         self.server_name = server_name
         self.dsn = os.environ["HS_TEST_POSTGRES_DSN"]
@@ -146,6 +150,12 @@ class Deployment:
                 **self._overrides,
             }
         )  # fmt: skip
+        if not self.with_workers:
+            for key in ("redis", "instance_map", "worker_replication_secret"):
+                config.pop(key)
+            config.pop("federation_sender_instances")
+            config["listeners"] = config["listeners"][:1]
+            self._client_readers = self._federation_inbound = self._federation_senders = 0
         shared = self.workdir / "homeserver.yaml"
         shared.write_text(yaml.safe_dump(config))
         self.processes["main"] = Process(
@@ -163,7 +173,7 @@ class Deployment:
                     "worker_name": name,
                     "worker_listeners": [
                         {"port": port, "bind_addresses": ["127.0.0.1"], "x_forwarded": True,
-                         "resources": [{"names": [resource, "client"]}]},
+                         "resources": [{"names": [resource]}]},
                     ],
                 }  # fmt: skip
                 path = self.workdir / f"{name}.yaml"
@@ -198,6 +208,10 @@ class Deployment:
     def start(self) -> Deployment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_configs()
+        if not self.with_workers:
+            self.start_process("main")
+            self.url = f"http://127.0.0.1:{self.processes['main'].port}"
+            return self
         self.start_redis()
         self.start_process("main")
         for name in self.processes:
@@ -246,7 +260,7 @@ class Deployment:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
-        self._wait(f"http://127.0.0.1:{p.port}", lambda: p.proc, name)
+        self._wait(f"http://127.0.0.1:{p.port}", lambda: p.proc, name, self._health(name))
 
     def kill(self, name: str) -> None:
         """SIGKILL one process (a crash)."""
@@ -255,14 +269,21 @@ class Deployment:
             p.proc.send_signal(signal.SIGKILL)
             p.proc.wait(timeout=10)
 
-    def _wait(self, url: str, proc: Any, what: str) -> None:
+    def _health(self, name: str) -> str:
+        """What a process answers once ready: federation-only workers serve the key
+        document, everything else /versions."""
+        if name.startswith("federation_"):
+            return "/_matrix/key/v2/server"
+        return "/_matrix/client/versions"
+
+    def _wait(self, url: str, proc: Any, what: str, path: str = "/_matrix/client/versions") -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             current = proc()
             if current is not None and current.poll() is not None:
                 raise RuntimeError(f"{what} exited ({current.returncode}): {self.logs(what)}")
             try:
-                with urllib.request.urlopen(url + "/_matrix/client/versions", timeout=2) as r:
+                with urllib.request.urlopen(url + path, timeout=2) as r:
                     if r.status == 200:
                         return
             except OSError:

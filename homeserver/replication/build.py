@@ -216,6 +216,7 @@ async def build_worker_replication(
         positions,
         reloads,
         on_fed,
+        read_events="client" in config.resources,
     )
     forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
     stack.push_async_callback(forwarder.close)

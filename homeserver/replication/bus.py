@@ -8,9 +8,15 @@ Redis restart loses nothing that matters: on every (re)connection `on_connected`
 runs, and a worker then re-reads every stream position from the database and drops
 its replicated caches (invalidations sent while it was away may be lost).
 
+Lost messages are detected, not assumed away: every batch a process publishes carries
+its sequence number, and an idle publisher sends an empty batch every HEARTBEAT_S. A
+receiver that sees a number out of order (Redis dropped or restarted, the publisher
+restarted) runs `on_connected` as after a reconnection, at most one heartbeat late.
+(redis-py would otherwise reconnect a subscription silently, hiding the gap.)
+
 Bounds: at most MAX_QUEUED outgoing messages wait while Redis is unreachable; past
-that the oldest are dropped and the next connection announces a resync, which makes
-every worker catch up from the database the same way.
+that the oldest are dropped, and the sequence gap makes every receiver catch up from
+the database.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from homeserver.config.workers import RedisConfig
@@ -31,8 +39,10 @@ from homeserver.config.workers import RedisConfig
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 100_000
-MAX_MESSAGE_BYTES = 1 << 20  # anything bigger on the channel is not ours: ignored
+MAX_MESSAGE_BYTES = 8 << 20  # anything bigger on the channel is not ours: ignored
+MAX_BATCH = 1000  # messages per PUBLISH (one JSON array: one parse per batch)
 RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+HEARTBEAT_S = 1.0
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -46,7 +56,8 @@ class RedisBus:
         self.instance = instance
         self._queue: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
-        self._dropped = False
+        self._sequence = 0  # of the batches this process published
+        self._seen: dict[str, int] = {}  # publisher -> the last batch number heard
         self._tasks: list[asyncio.Task[None]] = []
         self._handler: Handler | None = None
         self._on_connected: Callable[[], Awaitable[None]] | None = None
@@ -64,6 +75,8 @@ class RedisBus:
             db=c.dbid,
             socket_connect_timeout=5,
             health_check_interval=10,
+            # Fail instead of reconnecting silently: our loops reconnect and resync.
+            retry=Retry(NoBackoff(), 0),
         )
 
     def start(
@@ -87,11 +100,9 @@ class RedisBus:
 
     def publish(self, message: dict[str, Any]) -> None:
         """Queue a message (never blocks; sent in order by the publish loop)."""
-        message["o"] = self.instance
         self._queue.append(message)
         if len(self._queue) > MAX_QUEUED:
-            self._queue.popleft()
-            self._dropped = True
+            self._queue.popleft()  # the sequence gap tells the receivers
         self._wake.set()
 
     async def _publish_loop(self) -> None:
@@ -101,25 +112,27 @@ class RedisBus:
             try:
                 await client.ping()  # type: ignore[misc]
                 attempt = 0
-                if self._dropped:
-                    self._dropped = False
-                    self._queue.appendleft({"k": "resync", "o": self.instance})
                 while True:
                     if not self._queue:
                         self._wake.clear()
-                        await self._wake.wait()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), HEARTBEAT_S)
                     if self.before_publish is not None:
                         await self.before_publish()
-                    batch = list(self._queue)
-                    async with client.pipeline(transaction=False) as pipe:
-                        for message in batch:
-                            pipe.publish(self._config.channel, json.dumps(message))
-                        await pipe.execute()
+                    batch = [self._queue[i] for i in range(min(len(self._queue), MAX_BATCH))]
+                    self._sequence += 1
+                    envelope = {"o": self.instance, "n": self._sequence, "m": batch}
+                    try:
+                        await client.publish(
+                            self._config.channel, json.dumps(envelope, default=str)
+                        )
+                    except BaseException:
+                        self._sequence -= 1  # not sent: the same number next time
+                        raise
                     for _ in batch:
                         self._queue.popleft()
             except (RedisError, OSError) as exc:
-                # Unsent messages stay queued; the receivers' resync covers the gap.
-                self._dropped = True
+                # Unsent messages stay queued; a receiver that missed any sees the gap.
                 log.warning("Redis publish: %s; retrying", exc)
                 await asyncio.sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
                 attempt += 1
@@ -136,6 +149,7 @@ class RedisBus:
             try:
                 await pubsub.subscribe(self._config.channel)
                 attempt = 0
+                self._seen.clear()  # what follows is caught up by on_connected
                 if self._on_connected is not None:
                     await self._on_connected()
                 self.connected.set()
@@ -148,11 +162,20 @@ class RedisBus:
                     if not isinstance(data, bytes | str) or len(data) > MAX_MESSAGE_BYTES:
                         continue
                     try:
-                        message = json.loads(data)
+                        envelope = json.loads(data)
                     except ValueError:
                         continue
-                    if isinstance(message, dict) and message.get("o") != self.instance:
-                        await self._handler(message)
+                    origin = envelope.get("o") if isinstance(envelope, dict) else None
+                    if not isinstance(origin, str) or origin == self.instance:
+                        continue
+                    number, last = envelope.get("n"), self._seen.get(origin)
+                    self._seen[origin] = number if isinstance(number, int) else 0
+                    if last is not None and number != last + 1 and self._on_connected:
+                        log.warning("Replication: missed messages from %s; catching up", origin)
+                        await self._on_connected()
+                    for message in envelope.get("m") or ():
+                        if isinstance(message, dict):
+                            await self._handler(message)
             except (RedisError, OSError) as exc:
                 self.connected.clear()
                 log.warning("Redis subscription: %s; reconnecting", exc)

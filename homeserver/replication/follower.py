@@ -52,7 +52,11 @@ class ReplicationFollower:
         positions: Mapping[str, Callable[[], Awaitable[int]]],
         reloads: Iterable[Callable[[], Awaitable[None]]] = (),
         on_fed: Callable[[str, bool], None] | None = None,
+        *,
+        read_events: bool = True,
     ) -> None:
+        """`read_events`: a client reader takes in each event (its long-polls and
+        in-memory views need them); other workers only advance the position."""
         self._notifier = notifier
         self._store = store
         self._listeners = list(listeners)
@@ -62,6 +66,7 @@ class ReplicationFollower:
         self._positions = dict(positions)
         self._reloads = list(reloads)
         self._on_fed = on_fed  # a federation sender: a destination has news
+        self._read_events = read_events
         self._events_pos = notifier.current.events
         self._advanced = asyncio.Condition()
         self._lock = asyncio.Lock()
@@ -129,7 +134,7 @@ class ReplicationFollower:
         self._notifier.wake_all()
 
     async def _events_to(self, position: int) -> None:
-        while self._events_pos < position:
+        while self._read_events and self._events_pos < position:
             batch = await self._store.events_after(self._events_pos, position, EVENTS_BATCH)
             for event, stream_ordering, outlier in batch:
                 for listener in self._out_of_band if outlier else self._listeners:

@@ -116,6 +116,12 @@ http {{
             proxy_buffering off;
             proxy_request_buffering off;
         }}
+        # A process that is down or restarting: a Matrix error clients understand.
+        error_page 502 503 504 = @unavailable;
+        location @unavailable {{
+            default_type application/json;
+            return 502 '{{"errcode":"M_UNKNOWN","error":"Temporarily unavailable"}}';
+        }}
     }}
 }}
 """

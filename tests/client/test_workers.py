@@ -7,13 +7,15 @@ client readers, a federation inbound worker, nginx. What must hold:
 - a logged-out token stops working on every process at once (replicated invalidation);
 - the replication listener refuses requests without the secret;
 - many senders and long-polling clients on both readers: every acknowledged event is
-  seen exactly once by every client, across a SIGKILL and restart of a reader and across
-  a Redis restart.
+  seen exactly once by every client, across a SIGKILL and restart of a reader, of the
+  main (the only writer: forwarded writes fail cleanly with 502 meanwhile, readers keep
+  answering syncs) and across a Redis restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -60,7 +62,9 @@ class Client:
         async with self.session.request(
             method, (base or self.base) + path, json=body, headers=headers
         ) as r:
-            return r.status, await r.json(content_type=None)
+            text = await r.text()
+            assert r.content_type == "application/json", (r.status, text[:200])
+            return r.status, json.loads(text)
 
     async def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
         status, data = await self.call(method, path, body, **kw)
@@ -284,3 +288,21 @@ async def test_every_event_reaches_every_client_once_across_a_redis_restart(
         await asyncio.to_thread(deployment.start_redis)
 
     await _run_load(deployment, session, restart_redis)
+
+
+async def test_every_event_reaches_every_client_once_across_a_killed_main(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    reader = port_url(deployment, "client_reader2")
+    probe = await register(session, deployment.url)
+
+    async def kill_and_restart() -> None:
+        deployment.kill("main")
+        # Meanwhile: a write forwarded by a reader fails cleanly; reads still work.
+        status, body = await probe.call("POST", "/_matrix/client/v3/createRoom", {}, base=reader)
+        assert status == 502 and body["errcode"] == "M_UNKNOWN", (status, body)
+        whoami = await probe.ok("GET", "/_matrix/client/v3/account/whoami", base=reader)
+        assert whoami["user_id"] == probe.user_id
+        await asyncio.to_thread(deployment.start_process, "main")
+
+    await _run_load(deployment, session, kill_and_restart)
