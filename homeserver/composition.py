@@ -90,7 +90,7 @@ from homeserver.push.rules_service import PushRulesService
 from homeserver.push.sync_extension import UnreadCountsExtension
 from homeserver.ratelimit import RateLimiters, override_limit
 from homeserver.relations.service import RelationsService
-from homeserver.replication.build import build_replication, require_migrated
+from homeserver.replication.build import ProcessParts, build_replication, require_migrated
 from homeserver.reports.service import ReportService
 from homeserver.rooms.backfill import RoomBackfill
 from homeserver.rooms.creation import RoomCreator
@@ -342,24 +342,26 @@ async def build(
     )
     e2ee_keys, to_device, device_lists = e2ee.keys, e2ee.to_device, e2ee.device_lists
     replication = await build_replication(
-        config,
-        stack,
-        database,
-        stores.events,
-        notifier,
-        typing,
-        presence,
-        worker_listeners=[activity, relations, joined, bump_stamps, bridge],
-        out_of_band_listeners=[bridge],
-        positions={
-            "events": stores.events.get_current_stream_position,
-            "account_data": account_store.get_max_stream_id,
-            "receipts": receipt_store.get_max_stream_id,
-            "to_device": to_device.current_position,
-            "device_lists": device_lists.current_position,
-        },
-        moderation=moderation,
-        sender=sender,
+        ProcessParts(
+            config,
+            stack,
+            database,
+            stores.events,
+            notifier,
+            typing,
+            presence,
+            moderation,
+            worker_listeners=[activity, relations, joined, bump_stamps, bridge],
+            out_of_band_listeners=[bridge],
+            positions={
+                "events": stores.events.get_current_stream_position,
+                "account_data": account_store.get_max_stream_id,
+                "receipts": receipt_store.get_max_stream_id,
+                "to_device": to_device.current_position,
+                "device_lists": device_lists.current_position,
+            },
+            sender=sender,
+        )
     )
 
     # -- accounts ------------------------------------------------------------------------

@@ -76,150 +76,103 @@ async def require_migrated(database: Database) -> None:
         )
 
 
-async def build_replication(
-    config: Config,
-    stack: AsyncExitStack,
-    database: Database,
-    events: EventStore,
-    notifier: Notifier,
-    typing: TypingService,
-    presence: PresenceService,
-    *,
-    worker_listeners: Iterable[EventListener],
-    out_of_band_listeners: Iterable[EventListener],
-    positions: Mapping[str, Callable[[], Awaitable[int]]],
-    moderation: Moderation,
-    sender: Any = None,
-) -> Replication | None:
-    """None without workers; else the main's publisher or this worker's follower.
-    `sender` (federation.sender.FederationSender or None) learns which destinations
-    this process delivers to; wake-ups for the others go over the bus."""
-    workers = config.workers
+@dataclass
+class ProcessParts:
+    """What replication needs from the composition (the same for every role)."""
+
+    config: Config
+    stack: AsyncExitStack
+    database: Database
+    events: EventStore
+    notifier: Notifier
+    typing: TypingService
+    presence: PresenceService
+    moderation: Moderation
+    # The read side's event listeners (a client reader runs them for every event).
+    worker_listeners: Iterable[EventListener]
+    out_of_band_listeners: Iterable[EventListener]
+    # Each persisted stream's current position, read from the database.
+    positions: Mapping[str, Callable[[], Awaitable[int]]]
+    # federation.sender.FederationSender or None: learns which destinations this
+    # process delivers to; wake-ups for the others go over the bus.
+    sender: Any = None
+
+
+async def build_replication(parts: ProcessParts) -> Replication | None:
+    """None without workers; else the main's publisher or this worker's follower."""
+    workers = parts.config.workers
     if not workers.replicated:
         return None
+    from .bus import RedisBus  # the redis package: only deployments with workers
+
+    bus = RedisBus(workers.redis, workers.worker_name)
+    parts.stack.push_async_callback(bus.close)
+    sender = parts.sender
+    if sender is not None and (workers.federation_sender_instances or workers.is_worker):
+        sender.owns = workers.sends_to
+        sender.elsewhere = lambda dest, up: bus.publish({"k": "fed", "d": dest, "up": up})
     if not workers.is_worker:
-        replication = await build_main_replication(
-            config, stack, database, notifier, typing, presence
-        )
-        publisher = replication.publisher
-        assert publisher is not None
-        moderation.on_change.append(lambda: publisher.reload("moderation"))
-        _shard_sender(workers, sender, replication.bus)
+        replication = _main(parts, bus)
         if sender is not None and not workers.federation_sender_instances:
             # The main delivers: a federation inbound worker that heard from a peer
             # tells it here to stop backing off.
-            replication.bus.start(_main_handler(sender))
+            async def handle(message: dict[str, Any]) -> None:
+                if message.get("k") == "fed":
+                    _wake(sender, message)
+
+            bus.start(handle)
         else:
-            replication.bus.start()
+            bus.start()
         return replication
-    reloads: list[Callable[[], Awaitable[None]]] = [moderation.reload]
-    on_fed = None
-    if sender is not None and workers.is_federation_sender:
-        reloads.append(sender.start)  # after a gap: every owned destination with items
-
-        def on_fed(destination: str, peer_up: bool) -> None:
-            if not sender.owns(destination):
-                return  # another sender's (never passed on again: no echoes)
-            if peer_up:
-                sender.notify_peer_up(destination)
-            else:
-                sender.wake(destination)
-
-    replication = await build_worker_replication(
-        config,
-        stack,
-        database,
-        events,
-        notifier,
-        worker_listeners,
-        out_of_band_listeners,
-        typing,
-        presence,
-        positions,
-        reloads,
-        on_fed,
-    )
-    _shard_sender(workers, sender, replication.bus)
-    return replication
+    return _worker(parts, bus)
 
 
-def _main_handler(sender: Any) -> Callable[[dict[str, Any]], Awaitable[None]]:
-    async def handle(message: dict[str, Any]) -> None:
-        destination = message.get("d")
-        if message.get("k") == "fed" and isinstance(destination, str):
-            if message.get("up"):
-                sender.notify_peer_up(destination)
-            else:
-                sender.wake(destination)
-
-    return handle
-
-
-def _shard_sender(workers: Any, sender: Any, bus: Any) -> None:
-    """Which destinations this process delivers to; the others' wake-ups go on the bus
-    (a worker delivers nothing unless it is a federation sender)."""
-    if sender is None or (not workers.federation_sender_instances and not workers.is_worker):
-        return
-    sender.owns = workers.sends_to
-    sender.elsewhere = lambda destination, up: bus.publish({"k": "fed", "d": destination, "up": up})
+def _wake(sender: Any, message: dict[str, Any]) -> None:
+    """A `fed` message: a destination has news, or its peer is back."""
+    destination = message.get("d")
+    if not isinstance(destination, str) or not sender.owns(destination):
+        return  # another sender's (never passed on again: no echoes)
+    if message.get("up"):
+        sender.notify_peer_up(destination)
+    else:
+        sender.wake(destination)
 
 
-async def build_main_replication(
-    config: Config,
-    stack: AsyncExitStack,
-    database: Database,
-    notifier: Notifier,
-    typing: TypingService,
-    presence: PresenceService,
-) -> Replication:
+def _main(parts: ProcessParts, bus: Any) -> Replication:
     """The main: publish every announcement and invalidation, after commit."""
-    from .bus import RedisBus  # the redis package: only deployments with workers
-
-    bus = RedisBus(config.workers.redis, config.workers.worker_name)
-    bus.before_publish = database.write_barrier
-    publisher = ReplicationPublisher(bus, typing, presence)
-    notifier.observers.append(publisher.on_announcement)
+    bus.before_publish = parts.database.write_barrier
+    publisher = ReplicationPublisher(bus, parts.typing, parts.presence)
+    parts.notifier.observers.append(publisher.on_announcement)
     set_invalidation_hook(publisher.on_invalidation)
-    stack.callback(set_invalidation_hook, None)
-    stack.push_async_callback(bus.close)  # started by the caller
+    parts.stack.callback(set_invalidation_hook, None)
+    parts.moderation.on_change.append(lambda: publisher.reload("moderation"))
     # Workers started before us may hold anything: they resync on this message.
     bus.publish({"k": "resync"})
-    return Replication(bus, publisher=publisher, presence=presence)
+    return Replication(bus, publisher=publisher, presence=parts.presence)
 
 
-async def build_worker_replication(
-    config: Config,
-    stack: AsyncExitStack,
-    database: Database,
-    events: EventStore,
-    notifier: Notifier,
-    listeners: Iterable[EventListener],
-    out_of_band_listeners: Iterable[EventListener],
-    typing: TypingService,
-    presence: PresenceService,
-    positions: Mapping[str, Callable[[], Awaitable[int]]],
-    reloads: Iterable[Callable[[], Awaitable[None]]],
-    on_fed: Callable[[str, bool], None] | None = None,
-) -> Replication:
+def _worker(parts: ProcessParts, bus: Any) -> Replication:
     """A worker: follow the bus, forward what it does not serve."""
-    from .bus import RedisBus
-
-    workers = config.workers
+    workers = parts.config.workers
     assert workers.main is not None and workers.replication_secret is not None
+    reloads: list[Callable[[], Awaitable[None]]] = [parts.moderation.reload]
+    sender = parts.sender if workers.is_federation_sender else None
+    if sender is not None:
+        reloads.append(sender.start)  # after a gap: every owned destination with items
     follower = ReplicationFollower(
-        notifier,
-        ReplicationStore(database, events),
-        listeners,
-        out_of_band_listeners,
-        typing,
-        presence,
-        positions,
+        parts.notifier,
+        ReplicationStore(parts.database, parts.events),
+        parts.worker_listeners,
+        parts.out_of_band_listeners,
+        parts.typing,
+        parts.presence,
+        parts.positions,
         reloads,
-        on_fed,
-        read_events="client" in config.resources,
+        (lambda message: _wake(sender, message)) if sender is not None else None,
+        read_events="client" in parts.config.resources,
     )
     forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
-    stack.push_async_callback(forwarder.close)
+    parts.stack.push_async_callback(forwarder.close)
     pending: set[asyncio.Task[None]] = set()
 
     def report_sync(user_id: str, set_presence: str, started: bool) -> None:
@@ -229,9 +182,7 @@ async def build_worker_replication(
         pending.add(task)
         task.add_done_callback(pending.discard)
 
-    presence.forward_syncing = report_sync
-    bus = RedisBus(workers.redis, workers.worker_name)
+    parts.presence.forward_syncing = report_sync
     bus.start(follower.handle, follower.connected)
-    stack.push_async_callback(bus.close)
     log.info("Worker %s: forwarding writes to %s", workers.worker_name, workers.main.url)
     return Replication(bus, follower=follower, forwarder=forwarder)

@@ -51,7 +51,7 @@ class ReplicationFollower:
         presence: PresenceService,
         positions: Mapping[str, Callable[[], Awaitable[int]]],
         reloads: Iterable[Callable[[], Awaitable[None]]] = (),
-        on_fed: Callable[[str, bool], None] | None = None,
+        on_fed: Callable[[dict[str, Any]], None] | None = None,
         *,
         read_events: bool = True,
     ) -> None:
@@ -111,9 +111,7 @@ class ReplicationFollower:
         elif kind == "resync":
             await self._resync()
         elif kind == "fed" and self._on_fed is not None:
-            destination = message.get("d")
-            if isinstance(destination, str):
-                self._on_fed(destination, bool(message.get("up")))
+            self._on_fed(message)
 
     async def connected(self) -> None:
         """Every (re)connection to the bus: what was missed is read from the database."""
