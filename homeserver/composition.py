@@ -282,6 +282,7 @@ async def build(
         else None,
         remote_profiles,
         moderation=moderation,
+        invites_blocked=account_data.invites_blocked,
     )
     room_creator = RoomCreator(local_events)
     federated_membership = FederatedMembership(
@@ -519,7 +520,9 @@ async def build(
         keys.ROOM_CREATOR: room_creator,
         keys.ROOM_READ_STORE: read_store,
         keys.ROOM_READER: reader,
-        keys.ROOM_SENDER: RoomSender(stores, read_store, local_events, moderation),
+        keys.ROOM_SENDER: RoomSender(
+            stores, read_store, local_events, moderation, membership.check_invite_allowed
+        ),
         keys.ROOM_DIRECTORY: directory,
         keys.SPACE_HIERARCHY: SpaceHierarchy(stores, directory, remote_directory),
         keys.ROOM_UPGRADER: RoomUpgrader(stores, local_events, room_creator),

@@ -33,6 +33,11 @@ def forbidden(message: str = "Forbidden") -> MatrixError:
     return MatrixError(403, "M_FORBIDDEN", message)
 
 
+def invite_blocked() -> MatrixError:
+    """v1.18 invite permission: the invitee blocks every invite."""
+    return MatrixError(403, "M_INVITE_BLOCKED", "The user does not accept invites")
+
+
 def not_found(message: str = "Not found") -> MatrixError:
     return MatrixError(404, "M_NOT_FOUND", message)
 

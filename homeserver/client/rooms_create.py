@@ -162,7 +162,12 @@ async def create_room(request: web.Request) -> web.Response:
     for user in spec.invite:
         if user == requester.user_id:
             continue
-        await membership.invite(room_id, requester.user_id, user, dict(extra))
+        try:
+            await membership.invite(room_id, requester.user_id, user, dict(extra))
+        except MatrixError as exc:
+            if exc.errcode != "M_INVITE_BLOCKED":
+                raise
+            continue  # v1.18: the room is created; that one invitee is not invited
         await app[ROOM_READ_STORE].unforget_room(user, room_id)
     return json_response({"room_id": room_id})
 

@@ -16,6 +16,7 @@ from homeserver.sync.notifier import Notifier
 
 TAGS_TYPE = "m.tag"
 IGNORED_USERS_TYPE = "m.ignored_user_list"
+INVITE_PERMISSION_TYPE = "m.invite_permission_config"
 FULLY_READ_TYPE = "m.fully_read"
 
 
@@ -26,6 +27,7 @@ class AccountDataService:
         self._position = position
         self._lock = asyncio.Lock()
         self._ignored: LruCache[str, frozenset[str]] = LruCache(50_000, "ignored_users")
+        self._blocking: LruCache[str, bool] = LruCache(50_000, "invite_permission")
 
     @property
     def position(self) -> int:
@@ -41,6 +43,8 @@ class AccountDataService:
             await self._store.put(user_id, room_id, data_type, content, pos)
             if data_type == IGNORED_USERS_TYPE and not room_id:
                 self._ignored.invalidate(user_id)
+            if data_type == INVITE_PERMISSION_TYPE and not room_id:
+                self._blocking.invalidate(user_id)
             self._notifier.notify("account_data", pos, users=[user_id])
         return pos
 
@@ -67,6 +71,20 @@ class AccountDataService:
         if tag in tags:
             del tags[tag]
             await self.put(user_id, TAGS_TYPE, {"tags": tags}, room_id)
+
+    # -- invite permission (v1.18) ----------------------------------------------------
+
+    async def invites_blocked(self, user_id: str) -> bool:
+        """Whether the user's `m.invite_permission_config` says `default_action: block`
+        (any other or missing value: invites as normal)."""
+        cached = self._blocking.get(user_id)
+        if cached is not None:
+            return cached
+        generation = self._blocking.generation()
+        content = await self._store.get(user_id, "", INVITE_PERMISSION_TYPE) or {}
+        blocked = content.get("default_action") == "block"
+        self._blocking.set_if_current(user_id, blocked, generation)
+        return blocked
 
     # -- ignored users ----------------------------------------------------------------
 

@@ -203,6 +203,7 @@ class FederatedMembership:
             raise not_found("The invited user does not exist here")
         if self._moderation is not None:
             await self._moderation.check_room_not_blocked(room_id)
+        await self._membership.check_invite_allowed(invitee)
         known = await self._stores.rooms.get_room_version(room_id) is not None
         if not known and self._claims_our_namespace(room_id, invite_room_state):
             raise forbidden("This room would be ours, but there is no such room here")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.errors import MatrixError, forbidden, invite_blocked, not_found
 from homeserver.events import Event
 from homeserver.moderation import Moderation
 from homeserver.storage import Stores
@@ -64,9 +65,12 @@ class MembershipService:
         remote_profiles: RemoteProfileLookup | None = None,
         *,
         moderation: Moderation | None = None,
+        invites_blocked: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self._stores = stores
         self._events = local_events
+        # A local user's m.invite_permission_config (v1.18); None: never blocked.
+        self._invites_blocked = invites_blocked
         self._server_name = server_name
         self._remote = remote
         self._remote_profiles = remote_profiles
@@ -82,6 +86,15 @@ class MembershipService:
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.partition(":")[2] == self._server_name
+
+    async def check_invite_allowed(self, target: str) -> None:
+        """403 M_INVITE_BLOCKED when `target` is ours and blocks invites (v1.18)."""
+        if (
+            self._invites_blocked is not None
+            and self._is_local(target)
+            and await self._invites_blocked(target)
+        ):
+            raise invite_blocked()
 
     async def profile_content(self, user_id: str) -> dict[str, Any]:
         profile = await self._stores.accounts.get_profile(user_id)
@@ -263,6 +276,7 @@ class MembershipService:
             raise forbidden(f"{target} is banned from the room")
         if current == "join":
             raise forbidden(f"{target} is already in the room")
+        await self.check_invite_allowed(target)
         # The invitee's profile goes into the invite (as Synapse's
         # include_profile_data_on_invite does), so their client and everyone's timeline
         # show a name before they join. The inviting client's own values win.

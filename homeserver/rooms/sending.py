@@ -11,6 +11,7 @@ room's `redact` power level. The persister records accepted redactions on their 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
@@ -38,11 +39,15 @@ class RoomSender:
         read_store: RoomReadStore,
         events: LocalEvents,
         moderation: Moderation | None = None,
+        check_invite: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._stores = stores
         self._read = read_store
         self._events = events
         self._moderation = moderation
+        # MembershipService.check_invite_allowed: an invite sent as a state event is
+        # refused like one sent with /invite (v1.18 invite permission).
+        self._check_invite = check_invite
 
     def _silenced(self, user_id: str, event_type: str, content: dict[str, Any]) -> bool:
         """Suspended users may only leave (403 M_USER_SUSPENDED for the rest); True when
@@ -107,6 +112,8 @@ class RoomSender:
                     return current_id
         if event_type != "m.room.member":
             await self._require_joined(room_id, user_id)
+        elif content.get("membership") == "invite" and self._check_invite is not None:
+            await self._check_invite(state_key)
         if self._silenced(user_id, event_type, content):
             return fake_event_id()
         if event_type == "m.room.canonical_alias":

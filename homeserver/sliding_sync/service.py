@@ -149,10 +149,13 @@ class SlidingSyncService:
         """Joined, invited and knocked rooms; and rooms left or banned from since the
         last position that the client was shown (once, so it sees the change)."""
         rows = await self._stores.current_state.get_memberships_for_user(user_id)  # cached
+        # v1.18: a user who blocks invites is not shown them (nor their rooms' state).
+        blocked = await self._account_data.invites_blocked(user_id)
+        shown = ("join", "knock") if blocked else ("join", "invite", "knock")
         memberships = [
             m
             for m in rows
-            if m.membership in ("join", "invite", "knock")
+            if m.membership in shown
             or (
                 since_events is not None
                 and m.membership in ("leave", "ban")

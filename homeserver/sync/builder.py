@@ -204,8 +204,11 @@ class SyncBuilder:
         invites: dict[str, Any],
         knocks: dict[str, Any],
     ) -> None:
-        """An invite's or a knock's stripped state (invites from ignored users dropped)."""
+        """An invite's or a knock's stripped state (invites from ignored users dropped,
+        and every invite while the user blocks invites: v1.18 invite permission)."""
         if m.membership == "invite":
+            if await self._account_data.invites_blocked(m.user_id):
+                return
             entry = await self._rooms.invite_state(m, ignored)
             if entry is not None:
                 invites[m.room_id] = {"invite_state": {"events": entry}}
