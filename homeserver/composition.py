@@ -51,6 +51,7 @@ from federation.appkeys import (
 from federation.edus import InboundEdus
 from federation.keys import load_server_keys
 from federation.media import FederationMediaSource
+from federation.policy import FederationPolicyServers
 from federation.queries import FederationRemoteKeys, FederationToDevice
 from federation.query_ports import RemoteDirectoryAdapter, RemoteProfilesAdapter
 from federation.receiver import TransactionReceiver
@@ -103,6 +104,7 @@ from homeserver.rooms.local_events import LocalEvents
 from homeserver.rooms.membership import MembershipService, RemoteMembership
 from homeserver.rooms.out_of_band import OutOfBandMemberships
 from homeserver.rooms.persister import Persister
+from homeserver.rooms.policy_server import PolicyServers
 from homeserver.rooms.ports import EventListener
 from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.reader import RoomReader
@@ -260,15 +262,19 @@ async def build(
         outbound=fed.sender if fed else None,
     )
     locks = KeyedLock()
+    policy = PolicyServers(
+        stores,
+        overrides.policy_servers or (FederationPolicyServers(fed.client) if fed else None),
+    )
     local_events = LocalEvents(
-        stores, room_state, persister, locks, server_name, server_keys.primary
+        stores, room_state, persister, locks, server_name, server_keys.primary, policy=policy
     )
     stack.push_async_callback(local_events.close)
     remote_events = fed.remote_events if fed else None
     remote_state = RemoteState(
         stores, persister, locks, remote_events, overrides.fetch_limits or FetchLimits()
     )
-    ingest = RemoteEventIngest(stores, room_state, persister, locks, remote_state)
+    ingest = RemoteEventIngest(stores, room_state, persister, locks, remote_state, policy)
     out_of_band = OutOfBandMemberships(stores, persister, locks, server_name)
     remote_profiles = overrides.remote_profiles or (
         RemoteProfilesAdapter(fed.queries) if fed and fed.queries else None

@@ -37,6 +37,7 @@ class Overrides:
     sender_settings: SenderSettings | None = None  # shorter federation backoff
     remote_profiles: RemoteProfiles | None = None  # a fake remote profile port
     fetch_limits: FetchLimits | None = None  # bounds on fetching missing state
+    policy_servers: Any = None  # a fake Policy Server port (rooms.policy_server)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from .auth_checks import (
 )
 from .keyed_lock import KeyedLock
 from .persister import Persister
+from .policy_server import PolicyServers
 from .ports import RefusedAnswer
 from .remote_state import Prefetched, RemoteState
 from .room_state import RoomState
@@ -68,8 +69,11 @@ class RemoteEventIngest:
         persister: Persister,
         locks: KeyedLock,
         remote_state: RemoteState,
+        policy: PolicyServers | None = None,
     ) -> None:
         self._stores = stores
+        # The rooms' Policy Servers (v1.18): events without their signature soft fail.
+        self._policy = policy
         self._room_state = room_state
         self._persister = persister
         self._locks = locks
@@ -109,6 +113,12 @@ class RemoteEventIngest:
             return await self._reject(event, reason)
         current = await self._stores.current_state.get_current_state_ids(event.room_id)
         soft_reason = await check_against_state(self._room_state, event, current)
+        if (
+            soft_reason is None
+            and self._policy is not None
+            and not await self._policy.recommended(event, current)
+        ):
+            soft_reason = "no valid signature of the room's policy server"
         await self._persister.persist(
             event,
             state_before=state_map,

@@ -22,6 +22,7 @@ from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import Event, RoomVersion, get_room_version
 from homeserver.events.builder import build_event, edge_hash
 from homeserver.events.hashing import compute_reference_hash, unpadded_b64
+from homeserver.events.policy import POLICY_TYPE
 from homeserver.events.validation import EventFormatError, validate_pdu_format
 from homeserver.graph.auth_rules import auth_types_for_event
 from homeserver.storage import Stores
@@ -29,6 +30,7 @@ from homeserver.storage import Stores
 from .auth_checks import CREATE_KEY, check_with_auth_state
 from .keyed_lock import KeyedLock
 from .persister import Persister
+from .policy_server import PolicyServers
 from .room_state import RoomState
 
 MAX_PREV_EVENTS = 10
@@ -74,8 +76,11 @@ class LocalEvents:
         server_name: str,
         signing_key: Any,
         clock: Callable[[], float] = time.time,
+        policy: PolicyServers | None = None,
     ) -> None:
         self._stores = stores
+        # The rooms' Policy Servers (v1.18): asked before an event is sent anywhere.
+        self._policy = policy
         self._room_state = room_state
         self._persister = persister
         self.locks = locks
@@ -291,6 +296,8 @@ class LocalEvents:
         refusal = check_with_auth_state(event, auth_state)
         if refusal is not None:
             raise forbidden(refusal)
+        if self._policy is not None and (POLICY_TYPE, "") in state_before:
+            event = await self._policy.cosign(event, state_before)
         return event
 
     async def _build_checked(

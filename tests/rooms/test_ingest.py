@@ -133,3 +133,37 @@ async def test_forged_membership_for_other_user_rejected(kit, room, ingest) -> N
     forged = await remote_event(kit, room, EVE, "m.room.member", {"membership": "join"}, ALICE)
     assert (await ingest.receive(forged, "remote.test")).outcome is Outcome.REJECTED
     assert await kit.stores.current_state.get_membership(room, ALICE) == "join"
+
+
+async def test_policy_server_room_soft_fails_unsigned_remote_events(kit, room, remote) -> None:
+    """Spec v1.18: in a room whose joined Policy Server refuses an event (or cannot
+    be reached), that event from another server soft fails; one it signs is accepted."""
+    from homeserver.rooms.policy_server import PolicyServers
+    from tests.rooms.test_policy_server import FakePolicyServer
+
+    fake = FakePolicyServer()
+    locks = KeyedLock()
+    ingest = RemoteEventIngest(
+        kit.stores,
+        RoomState(kit.stores),
+        kit.persister,
+        locks,
+        RemoteState(kit.stores, kit.persister, locks, remote),
+        PolicyServers(kit.stores, fake),
+    )
+    join = await remote_event(kit, room, RITA, "m.room.member", {"membership": "join"}, RITA)
+    assert (await ingest.receive(join, "remote.test")).outcome is Outcome.ACCEPTED
+    await kit.events.send(
+        room,
+        ALICE,
+        "m.room.policy",
+        {"via": "remote.test", "public_keys": {"ed25519": fake.public_key}},
+        "",
+    )
+    spam = await remote_event(kit, room, RITA, "m.room.message", {"body": "spam spam"})
+    assert (await ingest.receive(spam, "remote.test")).outcome is Outcome.SOFT_FAILED
+    fine = await remote_event(kit, room, RITA, "m.room.message", {"body": "hello"})
+    assert (await ingest.receive(fine, "remote.test")).outcome is Outcome.ACCEPTED
+    fake.mode = "down"
+    late = await remote_event(kit, room, RITA, "m.room.message", {"body": "later"})
+    assert (await ingest.receive(late, "remote.test")).outcome is Outcome.SOFT_FAILED
