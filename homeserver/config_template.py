@@ -254,6 +254,9 @@ enable_metrics: false
 #  main: {{host: 127.0.0.1, port: 9093}}   # the main's listener with resources [replication]
 #worker_replication_secret: "a long random string"
 #worker_replication_secret_path: "/etc/homeserver/replication.secret"
+# Workers that deliver outbound federation (destinations shared by hash; the main
+# then delivers none):
+#federation_sender_instances: [federation_sender1, federation_sender2]
 #worker_app: generic_worker
 #worker_name: client_reader1
 #worker_listeners:

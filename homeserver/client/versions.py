@@ -1,13 +1,24 @@
 """GET /_matrix/client/versions: the spec versions we implement (no auth required).
 
 Clients pick features from this answer, so it lists only what is really served:
-- versions: v1.1 up to v1.16. v1.13/v1.14 added the room and user report endpoints,
+- versions: v1.1 up to v1.19. v1.13/v1.14 added the room and user report endpoints,
   v1.15 `/room_summary` (v1.15's OAuth 2.0 API is optional: our 404 on `/auth_metadata`
   tells clients to use the classic login). v1.16: sync `use_state_after`/`state_after`,
   extended profile fields (`m.profile_fields`), `format=event` on GET state, room v12
   with `additional_creators` on /upgrade and trusted_private_chat, the create event in
-  invite/knock stripped state. Not v1.17+: v1.18's admin lock/suspend endpoints are not
-  built (v1.19's `/mutual_rooms` is served all the same).
+  invite/knock stripped state. Checked item by item against the changelogs:
+  v1.17: appservice device masquerading and management (MSC4326, MSC4190); `m.oauth`
+  UIA concerns OAuth servers only; `room_id` required for `/events` peeking; one-time
+  key counts always sent. The legacy body-matching push rules (MSC4210) are still
+  served as extra server-default rules (the spec allows server-defined ones; Element's
+  settings read them) and never apply to events that carry `m.mentions`.
+  v1.18: `/_matrix/client/v1/admin/suspend|lock` with the `m.account_moderation`
+  capability, redactions through `PUT /send/m.room.redaction` (MSC4169), invite
+  permission (`m.invite_permission_config`, M_INVITE_BLOCKED), Policy Servers (we ask
+  the room's, and soft fail events it did not sign), `m.forget_forced_upon_leave`
+  advertised as off, report `score` ignored; the OAuth 2.0 additions are optional.
+  v1.19: `/mutual_rooms`, `unsigned.replaces_state`, case-insensitive server ACLs;
+  image packs, `m.key_backup` account data and history sharing are client-side.
 - unstable_features: each flag is a promise about behaviour. `false` tells clients
   (Element checks these) not to try a feature; a flag missing means the same.
 """
@@ -19,7 +30,7 @@ from aiohttp import web
 from homeserver.appstate import Mounts
 from homeserver.http import json_response
 
-SUPPORTED_VERSIONS = tuple(f"v1.{minor}" for minor in range(1, 17))
+SUPPORTED_VERSIONS = tuple(f"v1.{minor}" for minor in range(1, 20))
 
 UNSTABLE_FEATURES: dict[str, bool] = {
     # Cross-signing keys upload/query (stable since r0.6.1; older Element checked this).

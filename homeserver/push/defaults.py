@@ -5,11 +5,12 @@ ruleset puts it ahead of user overrides); `.m.rule.suppress_edits` is the last o
 rule, after the mention rules, so an edit that newly mentions someone (its `m.mentions`
 names only the newly mentioned) still notifies them, and any other edit does not.
 
-The deprecated body-matching rules (`.m.rule.contains_display_name`,
-`.m.rule.contains_user_name`, `.m.rule.roomnotif`) are served as the spec and Synapse
-serve them (Element shows them in its notification settings and warns when they are
-missing), and are skipped for events that carry `m.mentions` (LEGACY_MENTION_RULES):
-such an event says whom it mentions.
+The body-matching rules (`.m.rule.contains_display_name`, `.m.rule.contains_user_name`,
+`.m.rule.roomnotif`), which v1.17 removed from the spec's list (MSC4210), are still
+served, as Synapse serves them: the spec lets a server define server-default rules of
+its own, and Element shows them in its notification settings and warns when they are
+missing. They are skipped for events that carry `m.mentions` (LEGACY_MENTION_RULES):
+such an event says whom it mentions, which is what MSC4210 wants.
 """
 
 from __future__ import annotations

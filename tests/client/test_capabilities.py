@@ -55,7 +55,7 @@ async def test_versions(app_client: Any) -> None:
     r = await app_client.get("/_matrix/client/versions")
     assert r.status == 200
     body = await r.json()
-    assert body["versions"] == [f"v1.{n}" for n in range(1, 17)]
+    assert body["versions"] == [f"v1.{n}" for n in range(1, 20)]
     assert body["unstable_features"] == {
         "org.matrix.e2e_cross_signing": True,
         "org.matrix.msc2285.stable": True,

@@ -102,7 +102,7 @@ async def test_cors_preflight_and_wrong_methods_on_every_route(app_client: Any) 
             assert wrong.headers["Access-Control-Allow-Origin"] == "*"
 
 
-async def test_versions_advertise_up_to_v1_16(app_client: Any) -> None:
+async def test_versions_advertise_up_to_v1_19(app_client: Any) -> None:
     body = await (await app_client.get("/_matrix/client/versions")).json()
     assert body["versions"] == list(SUPPORTED_VERSIONS)
-    assert body["versions"][0] == "v1.1" and body["versions"][-1] == "v1.16"
+    assert body["versions"][0] == "v1.1" and body["versions"][-1] == "v1.19"
