@@ -9,6 +9,7 @@ process binds 127.0.0.1 on a free port and is ended by `stop()` (by its PID).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -206,6 +207,14 @@ class Deployment:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> Deployment:
+        """Start everything; on any failure stop what did start, then raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Deployment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_configs()
         if not self.with_workers:
@@ -312,4 +321,5 @@ class Deployment:
                     p.proc.kill()
                     p.proc.wait()
         self.stop_redis()
-        _run_async(_drop_schema(self.dsn, self.schema))
+        with contextlib.suppress(Exception):
+            _run_async(_drop_schema(self.dsn, self.schema))

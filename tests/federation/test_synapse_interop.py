@@ -89,6 +89,8 @@ def _run_seat(
     # Synapse remembers failing destinations (and our previous signing key) in its DB.
     harness.fedpair("wipe", other)
     harness.fedpair("start", other)
+    # HS_TEST_WORKERS=1 runs every interop test against the worker deployment.
+    workers = workers or os.environ.get("HS_TEST_WORKERS") == "1"
     ours: Any = (
         harness.OurDeployment(seat, base / "ours")
         if workers
