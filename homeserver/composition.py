@@ -51,7 +51,6 @@ from federation.appkeys import (
 from federation.edus import InboundEdus
 from federation.keys import load_server_keys
 from federation.media import FederationMediaSource
-from federation.policy import FederationPolicyServers
 from federation.queries import FederationRemoteKeys, FederationToDevice
 from federation.query_ports import RemoteDirectoryAdapter, RemoteProfilesAdapter
 from federation.receiver import TransactionReceiver
@@ -262,10 +261,7 @@ async def build(
         outbound=fed.sender if fed else None,
     )
     locks = KeyedLock()
-    policy = PolicyServers(
-        stores,
-        overrides.policy_servers or (FederationPolicyServers(fed.client) if fed else None),
-    )
+    policy = PolicyServers(stores, fed.policy if fed else overrides.policy_servers)
     local_events = LocalEvents(
         stores, room_state, persister, locks, server_name, server_keys.primary, policy=policy
     )
@@ -332,8 +328,7 @@ async def build(
     stack.push_async_callback(presence.close)
     typing = TypingService(stores, notifier, outbox, server_name, moderation)
     stack.callback(typing.close)
-    app_service_sender.attach_ephemeral(typing, receipts)
-    notifier.observers.append(app_service_sender.on_announcement)
+    app_service_sender.attach_ephemeral(typing, receipts, notifier)
 
     # -- end-to-end encryption -----------------------------------------------------------
     sender = fed.sender if fed is not None else None
@@ -391,7 +386,12 @@ async def build(
         config.registration, server_name, stores.accounts, auth_store, hasher, sessions
     )
     lifecycle = AccountLifecycle(
-        stores.accounts, stores.current_state, membership, hasher, sessions
+        stores.accounts,
+        stores.current_state,
+        membership,
+        hasher,
+        sessions,
+        push_store.delete_pushers_of,
     )
     if not worker:
         tasks.spawn(housekeeping(uia, auth_store), "accounts housekeeping")

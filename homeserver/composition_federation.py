@@ -18,6 +18,7 @@ from federation.client import FederationClient
 from federation.inbound import InboundChecks
 from federation.keyring import Keyring
 from federation.keys import ServerKeys
+from federation.policy import FederationPolicyServers
 from federation.queries import FederationQueries
 from federation.remote_events import FederationRemoteEvents
 from federation.remote_rooms import FederationRemoteRooms
@@ -52,6 +53,7 @@ class Federation:
     remote_rooms: FederationRemoteRooms | None
     queries: FederationQueries | None
     send_edu: EduSender | None
+    policy: Any = None  # rooms.policy_server.PolicyServerPort (federation.policy)
 
 
 def build_federation(
@@ -109,4 +111,5 @@ def build_federation(
         remote_rooms=FederationRemoteRooms(client, checks, config.server_name, server_keys.primary),
         queries=FederationQueries(client),
         send_edu=send_edu,
+        policy=overrides.policy_servers or FederationPolicyServers(client),
     )

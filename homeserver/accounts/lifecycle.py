@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.accounts.passwords import PasswordHasher
@@ -25,7 +26,10 @@ class AccountLifecycle:
         membership: MembershipService,
         hasher: PasswordHasher,
         sessions: SessionService,
+        remove_pushers: Callable[[str], Awaitable[Any]] | None = None,
     ) -> None:
+        # PushStore.delete_pushers_of: a deactivated account's phones hear nothing more.
+        self._remove_pushers = remove_pushers
         self._accounts = accounts
         self._current_state = current_state
         self._membership = membership
@@ -53,6 +57,8 @@ class AccountLifecycle:
         devices = [d.device_id for d in await self._accounts.get_devices(user_id)]
         await self._accounts.deactivate(user_id)
         await self._sessions.run_device_hooks(user_id, devices)
+        if self._remove_pushers is not None:
+            await self._remove_pushers(user_id)
         memberships = await self._current_state.get_memberships_for_user(user_id, LEAVE_MEMBERSHIPS)
         for info in memberships:
             try:

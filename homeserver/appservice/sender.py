@@ -92,10 +92,12 @@ class AppServiceSender:
 
     # -- ephemeral events (MSC2409) ---------------------------------------------------------
 
-    def attach_ephemeral(self, typing: Any, receipts: Any) -> None:
-        """The typing and receipt services, once built (they come after the room service)."""
+    def attach_ephemeral(self, typing: Any, receipts: Any, notifier: Any) -> None:
+        """The typing and receipt services, once built (they come after the room
+        service), and the notifier whose announcements say when they change."""
         self._typing = typing
         self._receipts = receipts
+        notifier.observers.append(self.on_announcement)
 
     def on_announcement(
         self, stream: str, position: int, users: tuple[str, ...], rooms: tuple[str, ...]

@@ -31,6 +31,18 @@ class Requester:
     app_service_id: str | None = None  # authenticated with this appservice's as_token
 
 
+def massaged_ts(request: web.Request, requester: Requester) -> int | None:
+    """An appservice's `?ts=` (application service API, "Timestamp massaging"): the
+    origin_server_ts of the event it sends, e.g. a bridged message's original time.
+    Ignored for everyone else; 400 when not a non-negative integer."""
+    raw = request.query.get("ts")
+    if raw is None or requester.app_service_id is None:
+        return None
+    if not raw.isdigit() or len(raw) > 15:
+        raise MatrixError(400, "M_INVALID_PARAM", "ts must be a timestamp in milliseconds")
+    return int(raw)
+
+
 def extract_access_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization")
     query_token = request.query.get("access_token")

@@ -17,7 +17,7 @@ from homeserver.appstate import (
     ROOM_SENDER,
     STORES,
 )
-from homeserver.client.auth import Requester, get_requester
+from homeserver.client.auth import Requester, get_requester, massaged_ts
 from homeserver.client.validate import event_content, optional_str
 from homeserver.errors import MatrixError, not_found
 from homeserver.http import json_response, query_param, read_json_body
@@ -100,7 +100,9 @@ async def send_event(request: web.Request) -> web.Response:
         request,
         requester,
         txn_id,
-        lambda txn: sender.send_message(room_id, requester.user_id, event_type, content, txn),
+        lambda txn: sender.send_message(
+            room_id, requester.user_id, event_type, content, txn, massaged_ts(request, requester)
+        ),
     )
     await request.config_dict[PRESENCE].bump_active(requester.user_id)  # idle -> online
     return response

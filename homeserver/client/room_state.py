@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.appstate import RATE_LIMITERS, ROOM_READER, ROOM_SENDER
-from homeserver.client.auth import get_requester
+from homeserver.client.auth import get_requester, massaged_ts
 from homeserver.client.validate import event_content
 from homeserver.errors import invalid_param
 from homeserver.http import json_response, query_param, read_json_body
@@ -67,7 +67,12 @@ async def put_state_event(request: web.Request) -> web.Response:
     content = event_content(await read_json_body(request))
     request.config_dict[RATE_LIMITERS].check("message", requester.user_id)
     event_id = await request.config_dict[ROOM_SENDER].set_state(
-        room_id, requester.user_id, event_type, state_key, content
+        room_id,
+        requester.user_id,
+        event_type,
+        state_key,
+        content,
+        massaged_ts(request, requester),
     )
     return json_response({"event_id": event_id})
 

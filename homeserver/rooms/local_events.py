@@ -47,6 +47,7 @@ class _Queued:
     content: dict[str, Any]
     txn: tuple[str, str | None, str] | None
     future: asyncio.Future[Event]
+    ts: int | None = None  # an appservice's `?ts=` (timestamp massaging)
 
 
 @dataclass
@@ -123,15 +124,17 @@ class LocalEvents:
         *,
         redacts: str | None = None,
         txn: tuple[str, str | None, str] | None = None,
+        ts: int | None = None,
     ) -> Event:
-        """Send an event as `sender`; with `txn` (user, device, txn_id) it is idempotent."""
+        """Send an event as `sender`; with `txn` (user, device, txn_id) it is idempotent.
+        `ts`: the event's origin_server_ts (appservices' timestamp massaging)."""
         version = await self.room_version(room_id)
         if txn is not None:
             existing = await self._existing_txn(txn)
             if existing is not None:
                 return existing
         if state_key is None and redacts is None:
-            return await self._send_batched(version, room_id, sender, event_type, content, txn)
+            return await self._send_batched(version, room_id, sender, event_type, content, txn, ts)
         async with self.locks.hold(room_id):
             # A concurrent request with the same txn may have won while we waited; the
             # in-memory record answers without another database trip under the lock.
@@ -140,7 +143,7 @@ class LocalEvents:
                 if existing is not None:
                     return existing
             event, state_before, group = await self._build_checked(
-                version, room_id, sender, event_type, content, state_key, redacts
+                version, room_id, sender, event_type, content, state_key, redacts, ts
             )
             await self._persister.persist(
                 event,
@@ -253,6 +256,7 @@ class LocalEvents:
         state_key: str | None,
         redacts: str | None,
         auth_cache: dict[frozenset, tuple[list[str], dict]] | None = None,
+        ts: int | None = None,
     ) -> Event:
         """Build, sign and authorise one event on `base` (raises 403/400/413)."""
         state_before = base.state_before
@@ -286,7 +290,7 @@ class LocalEvents:
             prev_event_ids=base.prev_ids,
             auth_event_ids=auth_ids,
             depth=base.depth,
-            origin_server_ts=self.now_ms(),
+            origin_server_ts=self.now_ms() if ts is None else ts,
             redacts=redacts,
             server_name=self._server_name,
             signing_key=self._signing_key,
@@ -309,10 +313,11 @@ class LocalEvents:
         content: dict[str, Any],
         state_key: str | None,
         redacts: str | None,
+        ts: int | None = None,
     ) -> tuple[Event, dict, int | None]:
         base = await self._prepare(version, room_id)
         event = await self._build_on(
-            version, base, room_id, sender, event_type, content, state_key, redacts
+            version, base, room_id, sender, event_type, content, state_key, redacts, ts=ts
         )
         return event, base.state_before, base.group
 
@@ -326,13 +331,14 @@ class LocalEvents:
         event_type: str,
         content: dict[str, Any],
         txn: tuple[str, str | None, str] | None,
+        ts: int | None = None,
     ) -> Event:
         """Queue a non-state event; one drainer per room persists queued events as a
         chain in one transaction. Under load this turns N commits into one; alone, an
         event goes straight through (a batch of one)."""
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         queue = self._queues.setdefault(room_id, [])
-        queue.append(_Queued(sender, event_type, content, txn, future))
+        queue.append(_Queued(sender, event_type, content, txn, future, ts))
         if room_id not in self._drainers:
             task = asyncio.create_task(self._drain(version, room_id))
             self._drainers[room_id] = task
@@ -390,6 +396,7 @@ class LocalEvents:
                         None,
                         None,
                         auth_cache,
+                        ts=item.ts,
                     )
                 except MatrixError as e:
                     item.future.set_exception(e)

@@ -74,7 +74,13 @@ class RoomSender:
         return await self._stores.events.get_event(event_id) if event_id else None
 
     async def send_message(
-        self, room_id: str, user_id: str, event_type: str, content: dict[str, Any], txn: Txn
+        self,
+        room_id: str,
+        user_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        txn: Txn,
+        ts: int | None = None,
     ) -> str:
         """Send a non-state event; idempotent per (user, device, txn_id) (LocalEvents
         answers a repeated txn with the event it already sent)."""
@@ -89,7 +95,7 @@ class RoomSender:
         await self._require_joined(room_id, user_id)
         if self._silenced(user_id, event_type, content):
             return fake_event_id()
-        event = await self._events.send(room_id, user_id, event_type, content, txn=txn)
+        event = await self._events.send(room_id, user_id, event_type, content, txn=txn, ts=ts)
         return event.event_id
 
     async def set_state(
@@ -99,6 +105,7 @@ class RoomSender:
         event_type: str,
         state_key: str,
         content: dict[str, Any],
+        ts: int | None = None,
     ) -> str:
         """Send a state event; the same content from the same sender is a no-op."""
         current_id = await self._stores.current_state.get_current_state_event_id(
@@ -118,7 +125,7 @@ class RoomSender:
             return fake_event_id()
         if event_type == "m.room.canonical_alias":
             await self._check_canonical_alias(room_id, content)
-        event = await self._events.send(room_id, user_id, event_type, content, state_key)
+        event = await self._events.send(room_id, user_id, event_type, content, state_key, ts=ts)
         return event.event_id
 
     async def _check_canonical_alias(self, room_id: str, content: dict[str, Any]) -> None:

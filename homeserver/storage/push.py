@@ -331,6 +331,13 @@ class PushStore:
             )
         self._pushers.clear()  # and after: a read that raced the write cached the old rows
 
+    async def delete_pushers_of(self, user_id: str) -> int:
+        """Every pusher of the user (a deactivated account's phones get nothing more)."""
+        self._pushers.invalidate(user_id)
+        deleted = await self.db.execute("DELETE FROM pushers WHERE user_id = $1", user_id)
+        self._pushers.invalidate(user_id)
+        return deleted
+
     async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> bool:
         self._pushers.invalidate(user_id)
         deleted = await self.db.execute(

@@ -526,3 +526,60 @@ async def test_third_party_lookups_reach_the_bridge_of_the_protocol(
         assert await resp.json() == []
     finally:
         await server.close()
+
+
+async def test_timestamp_massaging_for_appservice_senders_only(bridge: Any) -> None:
+    """`?ts=` (application service API): a bridged message keeps its original time."""
+    client, _ = bridge
+    status, _ = await as_request(
+        client,
+        "POST",
+        "/register",
+        {"type": "m.login.application_service", "username": "bridge_ts", "inhibit_login": True},
+    )
+    assert status == 200
+    user = "@bridge_ts:test.local"
+    status, body = await as_request(
+        client, "POST", "/createRoom", {"preset": "public_chat"}, user_id=user
+    )
+    room = body["room_id"]
+    old = 1_500_000_000_000
+    status, body = await as_request(
+        client,
+        "PUT",
+        f"/rooms/{room}/send/m.room.message/ts1",
+        {"msgtype": "m.text", "body": "from 2017"},
+        user_id=user,
+        ts=str(old),
+    )
+    assert status == 200, body
+    status, event = await as_request(
+        client, "GET", f"/rooms/{room}/event/{body['event_id']}", user_id=user
+    )
+    assert event["origin_server_ts"] == old
+    status, body = await as_request(
+        client, "PUT", f"/rooms/{room}/state/m.room.topic/", {"topic": "t"}, user_id=user, ts="42"
+    )
+    status, event = await as_request(
+        client, "GET", f"/rooms/{room}/event/{body['event_id']}", user_id=user
+    )
+    assert event["origin_server_ts"] == 42
+    status, body = await as_request(
+        client, "PUT", f"/rooms/{room}/send/m.room.message/ts2", {"body": "x"}, ts="soon"
+    )
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    # Anyone else's ?ts= is ignored.
+    human = await register_user(client, "tshuman")
+    token = human["access_token"]
+    resp = await client.post(f"{C}/join/{room}", headers=auth(token))
+    assert resp.status == 200
+    resp = await client.put(
+        f"{C}/rooms/{room}/send/m.room.message/h1?ts=1",
+        json={"msgtype": "m.text", "body": "now"},
+        headers=auth(token),
+    )
+    event_id = (await resp.json())["event_id"]
+    event = await (
+        await client.get(f"{C}/rooms/{room}/event/{event_id}", headers=auth(token))
+    ).json()
+    assert event["origin_server_ts"] > old

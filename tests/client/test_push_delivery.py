@@ -205,3 +205,26 @@ async def test_muted_rooms_and_quiet_events_are_not_pushed_with_high_priority(
     await say(client, b, room, "muted")
     await asyncio.sleep(0.5)
     assert gateway.received == []
+
+
+async def test_a_deactivated_account_loses_its_pushers(
+    client: TestClient, gateway: Gateway
+) -> None:
+    """As Synapse: deactivation deletes every pusher of the account."""
+    (alice, a), (bob, b), room = await setup_pair(client, gateway)
+    pushers = await (await client.get(f"{C}/pushers", headers=a)).json()
+    assert [p["pushkey"] for p in pushers["pushers"]] == ["KEY1"]
+    resp = await client.post(
+        f"{C}/account/deactivate",
+        json={
+            "auth": {
+                "type": "m.login.password",
+                "user": alice["user_id"],
+                "password": "correct horse",
+            }
+        },
+        headers=a,
+    )
+    assert resp.status == 200, await resp.text()
+    store = client.server.app[PUSH_STORE]
+    assert await store.get_pushers(alice["user_id"]) == []
