@@ -48,12 +48,10 @@ from federation.appkeys import (
     SERVER_KEYS,
     TRANSACTIONS,
 )
-from federation.edus import InboundEdus
 from federation.keys import load_server_keys
 from federation.media import FederationMediaSource
 from federation.queries import FederationRemoteKeys, FederationToDevice
 from federation.query_ports import RemoteDirectoryAdapter, RemoteProfilesAdapter
-from federation.receiver import TransactionReceiver
 from homeserver import appstate as keys
 from homeserver.accounts.admin_register import SharedSecretRegistration
 from homeserver.accounts.housekeeping import housekeeping
@@ -65,10 +63,11 @@ from homeserver.accounts.sessions import LastSeenTracker, SessionService
 from homeserver.accounts.uia import UserInteractiveAuth
 from homeserver.admin.build import build_admin
 from homeserver.admin.room_stats import RoomStatsUpdater
+from homeserver.appservice.devices import AppServiceDevices
 from homeserver.appservice.registry import AppServices
 from homeserver.appservice.sender import AppServiceSender
 from homeserver.background import BackgroundTasks, every
-from homeserver.composition_federation import Overrides, build_federation
+from homeserver.composition_federation import Overrides, build_federation, build_inbound
 from homeserver.config import Config
 from homeserver.e2ee.build import build_e2ee
 from homeserver.e2ee.sync_extension import E2eeSyncExtension
@@ -343,6 +342,8 @@ async def build(
         FederationToDevice(sender) if sender else None,
     )
     e2ee_keys, to_device, device_lists = e2ee.keys, e2ee.to_device, e2ee.device_lists
+    devices = AppServiceDevices(app_services, to_device, e2ee_keys, stores.accounts)
+    app_service_sender.attach_devices(devices, e2ee_keys, device_lists)
     replication = await build_replication(
         ProcessParts(
             config,
@@ -440,29 +441,9 @@ async def build(
     sync = SyncService(builder, notifier, joined, presence, FilterStore(database))
 
     # -- federation, inbound half ----------------------------------------------------------
-    transactions = None
-    if fed is not None:
-        edus = InboundEdus(
-            stores,
-            server_name,
-            typing,
-            receipts,
-            presence,
-            device_lists,
-            to_device,
-            remote_devices=e2ee.remote_device_cache,
-        )
-        transactions = TransactionReceiver(
-            stores,
-            fed.checks,
-            ingest,
-            edus.handlers(),
-            tasks,
-            observer=metrics.federation_received if metrics is not None else None,
-        )
-        if fed.sender is not None and (not worker or config.workers.is_federation_sender):
-            await fed.sender.start()  # resume what the outbox still holds
-            stack.push_async_callback(fed.sender.stop)
+    transactions = await build_inbound(
+        config, fed, stores, stack, tasks, ingest, [typing, receipts, presence], e2ee, metrics
+    )
 
     # -- simplified sliding sync (MSC4186) ------------------------------------------------
     sliding_sync = SlidingSyncService(

@@ -15,11 +15,13 @@ from typing import Any, cast
 import nacl.signing
 
 from federation.client import FederationClient
+from federation.edus import InboundEdus
 from federation.inbound import InboundChecks
 from federation.keyring import Keyring
 from federation.keys import ServerKeys
 from federation.policy import FederationPolicyServers
 from federation.queries import FederationQueries
+from federation.receiver import TransactionReceiver
 from federation.remote_events import FederationRemoteEvents
 from federation.remote_rooms import FederationRemoteRooms
 from federation.sender import FederationSender, SenderSettings
@@ -113,3 +115,45 @@ def build_federation(
         send_edu=send_edu,
         policy=overrides.policy_servers or FederationPolicyServers(client),
     )
+
+
+async def build_inbound(
+    config: Config,
+    fed: Federation | None,
+    stores: Stores,
+    stack: AsyncExitStack,
+    tasks: Any,
+    ingest: Any,
+    ephemeral: list[Any],
+    e2ee: Any,
+    metrics: Any,
+) -> TransactionReceiver | None:
+    """The federation adapter's inbound half (EDUs and transactions), which needs the
+    core's services; starts the outbound sender where this process delivers.
+    `ephemeral`: the typing, receipts and presence services; `e2ee`: e2ee.build.E2ee."""
+    if fed is None:
+        return None
+    typing, receipts, presence = ephemeral
+    edus = InboundEdus(
+        stores,
+        config.server_name,
+        typing,
+        receipts,
+        presence,
+        e2ee.device_lists,
+        e2ee.to_device,
+        remote_devices=e2ee.remote_device_cache,
+    )
+    transactions = TransactionReceiver(
+        stores,
+        fed.checks,
+        ingest,
+        edus.handlers(),
+        tasks,
+        observer=metrics.federation_received if metrics is not None else None,
+    )
+    workers = config.workers
+    if fed.sender is not None and (not workers.is_worker or workers.is_federation_sender):
+        await fed.sender.start()  # resume what the outbox still holds
+        stack.push_async_callback(fed.sender.stop)
+    return transactions

@@ -31,6 +31,7 @@ from homeserver.rooms.client_events import format_client_event
 from homeserver.storage import Stores
 from homeserver.storage.appservices import AppServiceStore
 
+from .devices import AppServiceDevices
 from .registry import AppService, AppServices
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,11 @@ class AppServiceSender:
         self._ephemeral_incoming: deque[tuple[str, int, tuple[str, ...]]] = deque()
         self._typing: Any = None
         self._receipts: Any = None
+        self._devices: AppServiceDevices | None = None  # to-device, MSC3202
+        # Only a started sender delivers (a worker process builds one and never starts
+        # it: the main delivers).
+        self._started = False
+        self._resuming: asyncio.Task[None] | None = None
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._txn_base = int(time.time() * 1000)  # transaction IDs never repeat across runs
         self._txn_counter = 0
@@ -83,7 +89,9 @@ class AppServiceSender:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [t for t in (self._router, *self._workers.values()) if t is not None]
+        tasks = [
+            t for t in (self._router, self._resuming, *self._workers.values()) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -99,11 +107,41 @@ class AppServiceSender:
         self._receipts = receipts
         notifier.observers.append(self.on_announcement)
 
+    def attach_devices(self, devices: AppServiceDevices, keys: Any, device_lists: Any) -> None:
+        """To-device messages and E2EE device data (homeserver.appservice.devices), with
+        the E2EE services that tell of claimed keys and changed device lists."""
+        self._devices = devices
+
+        def claimed(user_id: str, device_id: str) -> None:
+            self._wake(devices.key_claimed(user_id, device_id))
+
+        async def changed(change: Any) -> None:
+            self._wake(devices.devices_changed(change.user_id, change.interested))
+
+        keys.claim_listeners.append(claimed)
+        device_lists.add_listener(changed)
+        if self._started:  # to-device messages still queued for our users
+
+            async def resume() -> None:
+                self._wake(await devices.resume())
+
+            self._resuming = asyncio.get_running_loop().create_task(resume())
+
+    def _wake(self, services: list[AppService]) -> None:
+        if self._started and not self._closed:
+            for service in services:
+                self._start_delivery(service)
+
     def on_announcement(
         self, stream: str, position: int, users: tuple[str, ...], rooms: tuple[str, ...]
     ) -> None:
-        """A Notifier observer: typing and receipt changes of rooms."""
-        if self._closed or stream not in ("typing", "receipts") or not rooms:
+        """A Notifier observer: typing and receipt changes of rooms, to-device messages."""
+        if not self._started or self._closed:
+            return
+        if stream == "to_device" and self._devices is not None:
+            self._wake(self._devices.to_device_queued(users))
+            return
+        if stream not in ("typing", "receipts") or not rooms:
             return
         if not any(s.config.receive_ephemeral and s.config.url for s in self._services.all):
             return
@@ -141,6 +179,7 @@ class AppServiceSender:
     async def start(self) -> None:
         """Load positions (a new appservice starts from now), then catch up in the
         background on what was persisted since each position."""
+        self._started = True
         now = await self._stores.events.get_current_stream_position()
         lowest = now
         for service in self._services.all:
@@ -275,14 +314,18 @@ class AppServiceSender:
 
     async def _deliver(self, service: AppService) -> None:
         queue, ephemeral = self._queues[service.id], self._ephemeral[service.id]
+        devices = self._devices
         delay = RETRY_MIN_S
-        while queue or ephemeral:
+        while queue or ephemeral or (devices is not None and devices.has_pending(service)):
             batch = [queue[i][1] for i in range(min(len(queue), MAX_EVENTS_PER_TXN))]
             extra = [ephemeral[i] for i in range(min(len(ephemeral), MAX_EVENTS_PER_TXN))]
             body: dict[str, Any] = {"events": batch}
             if extra:
                 body["ephemeral"] = extra
                 body["de.sorunome.msc2409.ephemeral"] = extra
+            data = await devices.take(service) if devices is not None else None
+            if data is not None:
+                body.update(data.fields)
             txn_id = self._next_txn_id()
             while not await self._put(service, txn_id, body):
                 await asyncio.sleep(delay)
@@ -292,6 +335,8 @@ class AppServiceSender:
                 queue.popleft()
             for _ in extra:
                 ephemeral.popleft()
+            if data is not None and devices is not None:
+                await devices.delivered(data)
             if batch:
                 await self._store_position(service)
 

@@ -37,6 +37,8 @@ class AppServiceConfig:
     rate_limited: bool = True
     protocols: tuple[str, ...] = ()
     receive_ephemeral: bool = False
+    # `org.matrix.msc3202`: E2EE device data of its users in transactions.
+    msc3202: bool = False
     source: str = ""
 
 
@@ -109,6 +111,7 @@ def read_appservices(r: Reader, top: Mapping[str, Any]) -> tuple[AppServiceConfi
             receive_ephemeral=bool(
                 m.get("receive_ephemeral") or m.get("de.sorunome.msc2409.push_ephemeral")
             ),
+            msc3202=m.get("org.matrix.msc3202") is True,
             source=str(path),
         )
         r.problems.extend(file_reader.problems)

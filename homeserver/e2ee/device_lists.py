@@ -95,6 +95,9 @@ class DeviceListService:
                 log.exception("device-list listener failed for %s", user_id)
         return position
 
+    def add_listener(self, listener: DeviceListListener) -> None:
+        self._listeners.append(listener)
+
     async def user_position(self, user_id: str) -> int:
         """The stream position of `user_id`'s latest change (0 if none)."""
         return await self._store.get_user_position(user_id)

@@ -68,6 +68,9 @@ class KeysService:
         self._remote = remote
         # Device lists of remote users sharing a room with ours (None: always ask).
         self._remote_cache = remote_cache
+        # Told of each one-time or fallback key claimed from a local device
+        # (appservices that asked for MSC3202 hear the new counts).
+        self.claim_listeners: list[Callable[[str, str], None]] = []
 
     def _is_local(self, user_id: str) -> bool:
         return _server_of(user_id) == self._server_name
@@ -255,6 +258,8 @@ class KeysService:
                 if claimed is not None:
                     key_id, key = claimed
                     result["one_time_keys"].setdefault(user_id, {})[device_id] = {key_id: key}
+                    for listener in self.claim_listeners:
+                        listener(user_id, device_id)
         port = self._remote
         for server, users in sorted(remote.items()):
             if port is None:

@@ -146,6 +146,19 @@ class ToDeviceService:
         rows = await self._store.get_messages(user_id, device_id, since or 0, now)
         return [{"sender": m.sender, "type": m.type, "content": m.content} for _, m in rows]
 
+    # -- for appservices (MSC2409): delivered in transactions, not by /sync ------------
+
+    async def queued(
+        self, user_id: str, device_id: str, upto: int, limit: int
+    ) -> list[tuple[int, ToDeviceMessage]]:
+        return await self._store.get_messages_limited(user_id, device_id, upto, limit)
+
+    async def acknowledge(self, user_id: str, device_id: str, up_to: int) -> None:
+        await self._store.delete_messages_up_to(user_id, device_id, up_to)
+
+    async def recipients_with_messages(self, limit: int) -> list[str]:
+        return await self._store.recipients_with_messages(limit)
+
     async def device_deleted(self, user_id: str, device_id: str) -> None:
         await self._store.delete_device(user_id, device_id)
 

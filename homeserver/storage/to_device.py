@@ -106,6 +106,31 @@ class ToDeviceStore:
             up_to,
         )
 
+    async def get_messages_limited(
+        self, user_id: str, device_id: str, to_pos: int, limit: int
+    ) -> list[tuple[int, ToDeviceMessage]]:
+        """The oldest `limit` messages of a device up to `to_pos`."""
+        rows = await self.db.fetch(
+            "SELECT stream_id, sender, type, content FROM to_device_messages"
+            " WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3"
+            " ORDER BY stream_id LIMIT $4",
+            user_id,
+            device_id,
+            to_pos,
+            limit,
+        )
+        return [
+            (int(r[0]), ToDeviceMessage(user_id, device_id, r[1], r[2], load_json(r[3])))
+            for r in rows
+        ]
+
+    async def recipients_with_messages(self, limit: int) -> list[str]:
+        """Users with queued messages (an appservice's users, after a restart)."""
+        rows = await self.db.fetch(
+            "SELECT DISTINCT user_id FROM to_device_messages ORDER BY user_id LIMIT $1", limit
+        )
+        return [r[0] for r in rows]
+
     async def delete_device(self, user_id: str, device_id: str) -> None:
         await self.db.execute(
             "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2",

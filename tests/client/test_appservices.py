@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from homeserver.app import create_app
+from homeserver.appstate import TO_DEVICE
 from homeserver.config import ConfigError
 from tests.client.helpers import auth, register_user
 
@@ -31,6 +32,7 @@ class FakeAppService:
     def __init__(self) -> None:
         self.transactions: dict[str, list[dict[str, Any]]] = {}
         self.ephemerals: dict[str, list[dict[str, Any]]] = {}
+        self.bodies: list[dict[str, Any]] = []
         self.pings: list[dict[str, Any]] = []
         self.fail_next = 0
         self.bad_auth = 0
@@ -57,6 +59,7 @@ class FakeAppService:
             self.fail_next -= 1
             return web.json_response({}, status=500)
         body = await request.json()
+        self.bodies.append(body)
         self.transactions[request.match_info["txn"]] = body["events"]
         self.ephemerals[request.match_info["txn"]] = body.get("ephemeral", [])
         assert body.get("ephemeral") == body.get("de.sorunome.msc2409.ephemeral")
@@ -127,6 +130,7 @@ def registration(url: str | None) -> dict[str, Any]:
         },
         "rate_limited": False,
         "receive_ephemeral": True,
+        "org.matrix.msc3202": True,
     }
 
 
@@ -583,3 +587,89 @@ async def test_timestamp_massaging_for_appservice_senders_only(bridge: Any) -> N
         await client.get(f"{C}/rooms/{room}/event/{event_id}", headers=auth(token))
     ).json()
     assert event["origin_server_ts"] > old
+
+
+async def _field(fake: FakeAppService, key: str, predicate: Any, timeout: float = 10) -> Any:
+    async with asyncio.timeout(timeout):
+        while True:
+            for body in fake.bodies:
+                if key in body and predicate(body[key]):
+                    return body[key]
+            await asyncio.sleep(0.05)
+
+
+async def test_to_device_and_device_data_reach_an_encrypting_bridge(bridge: Any) -> None:
+    """MSC2409 to-device messages and MSC3202 key counts and device-list changes for an
+    appservice's own devices: what a bridge that encrypts (mautrix with appservice
+    encryption) reads from its transactions instead of syncing."""
+    client, fake = bridge
+    user = "@bridge_e:test.local"
+    await as_request(
+        client,
+        "POST",
+        "/register",
+        {"type": "m.login.application_service", "username": "bridge_e", "inhibit_login": True},
+    )
+    status, _ = await as_request(client, "PUT", "/devices/BRIDGEDEV", {}, user_id=user)
+    assert status == 201
+    otks = {f"signed_curve25519:K{i}": {"key": f"k{i}", "signatures": {}} for i in range(3)}
+    status, body = await as_request(
+        client, "POST", "/keys/upload", {"one_time_keys": otks}, user_id=user, device_id="BRIDGEDEV"
+    )
+    assert status == 200 and body["one_time_key_counts"]["signed_curve25519"] == 3, body
+    human = await register_user(client, "encrypter")
+    h = auth(human["access_token"])
+
+    # A to-device message to the bridge's device arrives in a transaction ...
+    resp = await client.put(
+        f"{C}/sendToDevice/m.room_key_request/td1",
+        json={"messages": {user: {"BRIDGEDEV": {"ask": 1}}}},
+        headers=h,
+    )
+    assert resp.status == 200
+    messages = await _field(fake, "de.sorunome.msc2409.to_device", lambda m: len(m) > 0)
+    assert messages == [
+        {
+            "type": "m.room_key_request",
+            "sender": human["user_id"],
+            "content": {"ask": 1},
+            "to_user_id": user,
+            "to_device_id": "BRIDGEDEV",
+        }
+    ]
+    # ... and is gone from the queue once delivered.
+    store = client.server.app[TO_DEVICE]
+    async with asyncio.timeout(5):
+        while await store.queued(user, "BRIDGEDEV", 2**62, 10):
+            await asyncio.sleep(0.05)
+
+    # Someone claims a key: the bridge hears its new count.
+    resp = await client.post(
+        f"{C}/keys/claim",
+        json={"one_time_keys": {user: {"BRIDGEDEV": "signed_curve25519"}}},
+        headers=h,
+    )
+    assert resp.status == 200
+    counts = await _field(
+        fake, "org.matrix.msc3202.device_one_time_keys_count", lambda c: user in c
+    )
+    assert counts[user]["BRIDGEDEV"]["signed_curve25519"] == 2
+    body = next(b for b in fake.bodies if "org.matrix.msc3202.device_one_time_keys_count" in b)
+    assert body["org.matrix.msc3202.device_unused_fallback_key_types"][user]["BRIDGEDEV"] == []
+
+    # A user sharing a room with the bridge's user changes devices.
+    resp = await client.post(f"{C}/createRoom", json={"preset": "public_chat"}, headers=h)
+    room = (await resp.json())["room_id"]
+    await as_request(client, "POST", f"/join/{room}", {}, user_id=user)
+    keys = {
+        "user_id": human["user_id"],
+        "device_id": human["device_id"],
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+        "keys": {f"curve25519:{human['device_id']}": "abc"},
+        "signatures": {},
+    }
+    resp = await client.post(f"{C}/keys/upload", json={"device_keys": keys}, headers=h)
+    lists = await _field(
+        fake, "org.matrix.msc3202.device_lists", lambda d: human["user_id"] in d["changed"]
+    )
+    assert lists["left"] == []
