@@ -413,7 +413,7 @@ class AppServiceSender:
             answer = await self._get(service, f"thirdparty/{path}", query)
             if answer is not None and answer[0] == 200:
                 try:
-                    answers.append(json.loads(answer[1]))
+                    answers.append(_with_instance_ids(service.id, json.loads(answer[1])))
                 except ValueError:
                     log.info("appservice %s: third-party answer is not JSON", service.id)
         return answers
@@ -444,6 +444,16 @@ class AppServiceSender:
         except (aiohttp.ClientError, OSError):
             raise PingError(502, "M_CONNECTION_FAILED", "Connection to appservice failed") from None
         return int((time.monotonic() - started) * 1000)
+
+
+def _with_instance_ids(service_id: str, answer: Any) -> Any:
+    """A protocol's instances get `instance_id` "<appservice>|<network_id>", what
+    /publicRooms takes as `third_party_instance_id` (the appservice's network list)."""
+    instances = answer.get("instances") if isinstance(answer, dict) else None
+    for instance in instances if isinstance(instances, list) else ():
+        if isinstance(instance, dict) and isinstance(instance.get("network_id"), str):
+            instance["instance_id"] = f"{service_id}|{instance['network_id']}"
+    return answer
 
 
 class PingError(Exception):

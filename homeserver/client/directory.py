@@ -141,6 +141,24 @@ async def public_rooms_get(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+async def put_appservice_visibility(request: web.Request) -> web.Response:
+    """Only an appservice (its as_token) may publish to its networks' room lists."""
+    requester = await get_requester(request)
+    if requester.app_service_id is None:
+        raise forbidden("Only application services may use this endpoint")
+    network_id = request.match_info["network_id"]
+    if not network_id or len(network_id) > 255 or "|" in network_id:
+        raise invalid_param("Invalid network ID")
+    body = await read_json_body(request)
+    visibility = body.get("visibility")
+    if visibility not in ("public", "private"):
+        raise bad_json("'visibility' must be 'public' or 'private'")
+    await request.config_dict[ROOM_DIRECTORY].set_appservice_visibility(
+        requester.app_service_id, network_id, room_id_param(request), visibility
+    )
+    return json_response({})
+
+
 async def public_rooms_post(request: web.Request) -> web.Response:
     await get_requester(request)
     remote = _remote_server(request)
@@ -176,7 +194,12 @@ async def public_rooms_post(request: web.Request) -> web.Response:
         )
     else:
         result = await directory.public_rooms(
-            limit=limit, since=since, search_term=term, room_types=room_types
+            limit=limit,
+            since=since,
+            search_term=term,
+            room_types=room_types,
+            include_all_networks=all_networks is True,
+            third_party_instance_id=instance,
         )
     return json_response(result)
 
@@ -236,6 +259,12 @@ def setup_routes(app: web.Application) -> None:
     add_routes(app, "GET", "/rooms/{room_id}/aliases", room_aliases)
     add_routes(app, "GET", "/directory/list/room/{room_id}", get_visibility)
     add_routes(app, "PUT", "/directory/list/room/{room_id}", put_visibility)
+    add_routes(
+        app,
+        "PUT",
+        "/directory/list/appservice/{network_id}/{room_id}",
+        put_appservice_visibility,
+    )
     add_routes(app, "GET", "/publicRooms", public_rooms_get)
     add_routes(app, "POST", "/publicRooms", public_rooms_post)
     add_routes(

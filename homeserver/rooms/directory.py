@@ -67,6 +67,8 @@ class RemoteDirectory(Protocol):
 
 # How long a built /publicRooms listing is served before it is rebuilt.
 PUBLIC_LIST_TTL_S = 5.0
+# Listings kept at once (the server's, all networks', one per appservice network asked).
+MAX_LISTINGS = 64
 
 
 class RoomDirectory:
@@ -86,7 +88,9 @@ class RoomDirectory:
         # (anonymous ones included) for PUBLIC_LIST_TTL_S: a request costs a slice of a
         # list, not O(published rooms) of database reads. Publishing or unpublishing a
         # room invalidates it at once; names, topics and member counts may lag by the TTL.
-        self._listing: tuple[int, float, list[dict[str, Any]]] | None = None
+        # Keyed by which list: "" the server's own, "*" with every appservice list,
+        # "<appservice>|<network>" one appservice network's list.
+        self._listings: dict[str, tuple[int, float, list[dict[str, Any]]]] = {}
         self._listing_lock = asyncio.Lock()
 
     # -- aliases ----------------------------------------------------------------------------
@@ -260,6 +264,16 @@ class RoomDirectory:
             entry["room_version"] = version
         return entry
 
+    async def set_appservice_visibility(
+        self, appservice_id: str, network_id: str, room_id: str, visibility: str
+    ) -> None:
+        """PUT /directory/list/appservice/{networkId}/{roomId} (as_token only)."""
+        if await self._stores.rooms.get_room_version(room_id) is None:
+            raise not_found("Unknown room")
+        await self._stores.rooms.set_appservice_listing(
+            appservice_id, network_id, room_id, visibility == "public"
+        )
+
     async def public_rooms(
         self,
         *,
@@ -267,9 +281,14 @@ class RoomDirectory:
         since: str | None,
         search_term: str | None,
         room_types: list[str | None] | None = None,
+        include_all_networks: bool = False,
+        third_party_instance_id: str | None = None,
     ) -> dict[str, Any]:
+        """The server's list; with `include_all_networks` also every appservice network's
+        list; with `third_party_instance_id` ("<appservice>|<network>") only that one."""
         offset = _parse_since(since)
-        entries = await self._published()
+        key = third_party_instance_id or ("*" if include_all_networks else "")
+        entries = await self._published(key)
         total = len(entries)
         if search_term:
             term = search_term.casefold()
@@ -294,20 +313,33 @@ class RoomDirectory:
             body["prev_batch"] = f"o{max(0, offset - (limit or offset))}"
         return body
 
-    async def _published(self) -> list[dict[str, Any]]:
-        """Every published room's summary, biggest first (cached, see __init__)."""
+    async def _published(self, key: str = "") -> list[dict[str, Any]]:
+        """Every published room's summary of one list, biggest first (cached, see
+        __init__; at most MAX_LISTINGS lists are kept)."""
         version = self._stores.rooms.directory_version
-        listing = self._listing
+        listing = self._listings.get(key)
         if listing is not None and listing[0] == version and listing[1] > time.monotonic():
             return listing[2]
         async with self._listing_lock:  # concurrent requests share one rebuild
-            listing = self._listing
+            listing = self._listings.get(key)
             if listing is not None and listing[0] == version and listing[1] > time.monotonic():
                 return listing[2]
-            room_ids = await self._stores.rooms.get_public_room_ids(limit=MAX_PUBLIC_ROOMS)
-            entries = [await self.room_summary(r) for r in room_ids]
+            rooms = self._stores.rooms
+            room_ids: list[str] = []
+            if key in ("", "*"):
+                room_ids = await rooms.get_public_room_ids(limit=MAX_PUBLIC_ROOMS)
+            if key == "*":
+                room_ids += await rooms.get_appservice_listed_room_ids(None, MAX_PUBLIC_ROOMS)
+            elif key:
+                appservice, _, network = key.partition("|")
+                room_ids = await rooms.get_appservice_listed_room_ids(
+                    (appservice, network), MAX_PUBLIC_ROOMS
+                )
+            entries = [await self.room_summary(r) for r in dict.fromkeys(room_ids)]
             entries.sort(key=lambda e: (-e["num_joined_members"], e["room_id"]))
-            self._listing = (version, time.monotonic() + PUBLIC_LIST_TTL_S, entries)
+            if len(self._listings) >= MAX_LISTINGS:
+                self._listings.clear()
+            self._listings[key] = (version, time.monotonic() + PUBLIC_LIST_TTL_S, entries)
             return entries
 
     async def remote_public_rooms(

@@ -110,6 +110,47 @@ class RoomStore:
         )
         return [r[0] for r in rows]
 
+    async def set_appservice_listing(
+        self, appservice_id: str, network_id: str, room_id: str, public: bool
+    ) -> None:
+        """Publish to / remove from an appservice network's room list."""
+        if public:
+            await self.db.execute(
+                "INSERT INTO appservice_room_list (appservice_id, network_id, room_id)"
+                " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                appservice_id,
+                network_id,
+                room_id,
+            )
+        else:
+            await self.db.execute(
+                "DELETE FROM appservice_room_list WHERE appservice_id = $1"
+                " AND network_id = $2 AND room_id = $3",
+                appservice_id,
+                network_id,
+                room_id,
+            )
+        self.directory_version += 1
+
+    async def get_appservice_listed_room_ids(
+        self, instance: tuple[str, str] | None, limit: int
+    ) -> list[str]:
+        """Rooms of one (appservice, network) list, or of every list (None)."""
+        if instance is None:
+            rows = await self.db.fetch(
+                "SELECT DISTINCT room_id FROM appservice_room_list ORDER BY room_id LIMIT $1",
+                limit,
+            )
+        else:
+            rows = await self.db.fetch(
+                "SELECT room_id FROM appservice_room_list WHERE appservice_id = $1"
+                " AND network_id = $2 ORDER BY room_id LIMIT $3",
+                instance[0],
+                instance[1],
+                limit,
+            )
+        return [r[0] for r in rows]
+
     async def count_public_rooms(self) -> int:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM rooms WHERE is_public"))
 

@@ -673,3 +673,41 @@ async def test_to_device_and_device_data_reach_an_encrypting_bridge(bridge: Any)
         fake, "org.matrix.msc3202.device_lists", lambda d: human["user_id"] in d["changed"]
     )
     assert lists["left"] == []
+
+
+async def test_an_appservice_publishes_rooms_in_its_network_list(bridge: Any) -> None:
+    """PUT /directory/list/appservice/{networkId}/{roomId}: only with the as_token; the
+    room shows in /publicRooms for that third_party_instance_id or with
+    include_all_networks, not in the server's own list."""
+    client, _ = bridge
+    human = await register_user(client, "lister")
+    h = auth(human["access_token"])
+    resp = await client.post(f"{C}/createRoom", json={"preset": "public_chat"}, headers=h)
+    room = (await resp.json())["room_id"]
+    path = f"/directory/list/appservice/irc/{room}"
+    resp = await client.put(C + path, json={"visibility": "public"}, headers=h)
+    assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
+    status, body = await as_request(client, "PUT", path, {"visibility": "sideways"})
+    assert (status, body["errcode"]) == (400, "M_BAD_JSON")
+    status, _ = await as_request(client, "PUT", path, {"visibility": "public"})
+    assert status == 200
+
+    async def listed(**body: Any) -> list[str]:
+        resp = await client.post(f"{C}/publicRooms", json=body, headers=h)
+        assert resp.status == 200
+        return [r["room_id"] for r in (await resp.json())["chunk"]]
+
+    assert room not in await listed()
+    assert room in await listed(third_party_instance_id="bridge|irc")
+    assert room not in await listed(third_party_instance_id="bridge|slack")
+    assert room in await listed(include_all_networks=True)
+    status, _ = await as_request(client, "PUT", path, {"visibility": "private"})
+    assert status == 200
+    assert room not in await listed(third_party_instance_id="bridge|irc")
+    status, body = await as_request(
+        client,
+        "PUT",
+        "/directory/list/appservice/irc/!nowhere:test.local",
+        {"visibility": "public"},
+    )
+    assert status == 404

@@ -22,8 +22,6 @@ NOT_BUILT = {
     ("GET", "/_matrix/client/v3/login/sso/redirect"),
     ("GET", "/_matrix/client/v3/login/sso/redirect/{}"),
     ("GET", "/_matrix/client/v1/auth_metadata"),
-    # Application services.
-    ("PUT", "/_matrix/client/v3/directory/list/appservice/{}/{}"),
     # Policy servers (MSC4284): a discovery document of a policy server, not ours.
     ("GET", "/.well-known/matrix/policy_server"),
 }
