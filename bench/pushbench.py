@@ -8,9 +8,10 @@ One room with `--members` users, each with an HTTP pusher to a gateway this scri
 - `deliver`: `--messages` messages, sent one after another, each notifying every other
   member: notifications per second reaching the gateway (until all arrived), and the
   server's CPU per notification;
-- `send cost`: `--senders` members each send 50 messages concurrently, once with every
-  pusher in place and once after deleting them all (same room, same members): events/s
-  both ways; the ratio is what delivery adds to the send path.
+- `send cost`: a group chat of `--senders` members (all with pushers) where each sends
+  50 messages concurrently, once with the pushers in place and once after deleting them
+  all: events/s both ways (what delivery takes from the send path) and the server's CPU
+  per event including the delivery of its notifications.
 """
 
 from __future__ import annotations
@@ -137,32 +138,47 @@ async def main() -> None:
         }
         log(json.dumps(deliver))
 
-        async def send_round(label: str) -> float:
+        # A group chat of `--senders` members (all with pushers): each message is a
+        # notification to every other member.
+        chat = (await call("POST", "/createRoom", tokens[1], {"preset": "public_chat"}))["room_id"]
+        await asyncio.gather(
+            *(call("POST", f"/join/{chat}", t, {}) for t in tokens[2 : 1 + a.senders])
+        )
+
+        async def send_round(label: str) -> tuple[float, float]:
             async def sender(i: int) -> None:
                 for n in range(50):
                     await call(
                         "PUT",
-                        f"/rooms/{room}/send/m.room.message/{label}{i}_{n}",
+                        f"/rooms/{chat}/send/m.room.message/{label}{i}_{n}",
                         tokens[1 + i],
                         {"msgtype": "m.text", "body": f"{label} {n}"},
                     )
 
-            t = time.perf_counter()
+            before = gw.count
+            c, t = cpu_s(a.pid), time.perf_counter()
             await asyncio.gather(*(sender(i) for i in range(a.senders)))
-            return a.senders * 50 / (time.perf_counter() - t)
+            wall = time.perf_counter() - t
+            expected = before + a.senders * 50 * (a.senders - 1) if label == "w" else before
+            deadline = time.monotonic() + 120
+            while gw.count < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return a.senders * 50 / wall, 1000 * (cpu_s(a.pid) - c) / (a.senders * 50)
 
         await asyncio.sleep(2)
-        with_pushers = await send_round("w")
-        await asyncio.sleep(5)  # let the gateway queue drain
+        with_pushers, cpu_with = await send_round("w")
         await asyncio.gather(*(limited(set_pusher(i, t, None)) for i, t in enumerate(tokens)))
-        without = await send_round("o")
+        without, cpu_without = await send_round("o")
         print(
             json.dumps(
                 {
                     "deliver": deliver,
+                    "chat_members": a.senders,
                     "send_events_per_s_with_pushers": round(with_pushers, 1),
                     "send_events_per_s_without": round(without, 1),
                     "send_cost": round(1 - with_pushers / without, 3),
+                    "cpu_ms_per_event_with_delivery": round(cpu_with, 2),
+                    "cpu_ms_per_event_without": round(cpu_without, 2),
                 }
             )
         )

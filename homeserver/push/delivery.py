@@ -183,6 +183,9 @@ class PushDelivery:
     async def _notification_requests(
         self, rows: Sequence[PushAction], events: dict[str, Event]
     ) -> None:
+        # What every recipient of an event is told the same (names), read once per event:
+        # an event in a room of 1,000 pushers is 1,000 notifications, not 1,000 reads.
+        shared: dict[str, dict[str, Any]] = {}
         for row in rows:
             if not row.notif:
                 continue
@@ -192,29 +195,44 @@ class PushDelivery:
             event = events.get(row.event_id)
             if event is None:
                 continue
-            base = await self._notification(row, event)
+            if event.event_id not in shared:
+                shared[event.event_id] = await self._names(event)
+            base = await self._notification(row, event, shared[event.event_id])
             for pusher in pushers:
                 self._enqueue(pusher, self._for_pusher(base, pusher, row))
 
-    async def _notification(self, row: PushAction, event: Event) -> dict[str, Any]:
-        state = await self._stores.current_state.get_current_state_ids(
-            row.room_id, ["m.room.name", "m.room.canonical_alias", "m.room.member"]
-        )
-        wanted = [
-            state[k]
-            for k in (
+    async def _names(self, event: Event) -> dict[str, Any]:
+        """The sender's display name, the room's name and alias (a few state rows)."""
+        current = self._stores.current_state
+        ids = {
+            key: await current.get_current_state_event_id(event.room_id, *key)
+            for key in (
                 ("m.room.name", ""),
                 ("m.room.canonical_alias", ""),
                 ("m.room.member", event.sender),
             )
-            if k in state
-        ]
-        loaded = await self._stores.events.get_events(wanted)
+        }
+        loaded = await self._stores.events.get_events([i for i in ids.values() if i])
 
-        def content_of(key: tuple[str, str]) -> dict[str, Any]:
-            found = loaded.get(state.get(key, ""))
-            return found.content if found is not None else {}
+        def field(key: tuple[str, str], name: str) -> Any:
+            found = loaded.get(ids[key] or "")
+            return found.content.get(name) if found is not None else None
 
+        names: dict[str, Any] = {}
+        display = field(("m.room.member", event.sender), "displayname")
+        if isinstance(display, str):
+            names["sender_display_name"] = display
+        room_name = field(("m.room.name", ""), "name")
+        if isinstance(room_name, str) and room_name:
+            names["room_name"] = room_name
+        alias = field(("m.room.canonical_alias", ""), "alias")
+        if isinstance(alias, str):
+            names["room_alias"] = alias
+        return names
+
+    async def _notification(
+        self, row: PushAction, event: Event, names: dict[str, Any]
+    ) -> dict[str, Any]:
         notification: dict[str, Any] = {
             "event_id": event.event_id,
             "room_id": row.room_id,
@@ -222,16 +240,8 @@ class PushDelivery:
             "sender": event.sender,
             "prio": _priority(event, row.actions),
             "counts": {"unread": await self._badge(row.user_id)},
+            **names,
         }
-        name = content_of(("m.room.member", event.sender)).get("displayname")
-        if isinstance(name, str):
-            notification["sender_display_name"] = name
-        room_name = content_of(("m.room.name", "")).get("name")
-        if isinstance(room_name, str) and room_name:
-            notification["room_name"] = room_name
-        alias = content_of(("m.room.canonical_alias", "")).get("alias")
-        if isinstance(alias, str):
-            notification["room_alias"] = alias
         if event.type == "m.room.member":
             notification["membership"] = event.content.get("membership")
             notification["user_is_target"] = event.state_key == row.user_id
