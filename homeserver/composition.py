@@ -461,6 +461,7 @@ async def build(
         bump_stamps,
         activity,
     )
+    stack.push_async_callback(sliding_sync.close)  # positions written behind
     if not worker:
         tasks.spawn(every(3600, sliding_sync.expire_positions), "sliding sync expiry")
 

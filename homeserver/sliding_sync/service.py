@@ -37,6 +37,7 @@ from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import StreamToken
 
 from .bump_stamps import BumpStamps
+from .positions import Positions
 from .request import ExtensionRequest, ListFilters, ListRequest, RoomConfig, SlidingRequest
 from .rooms import JoinedJob, RoomBuilder
 
@@ -45,10 +46,6 @@ POSITION_TTL_MS = 7 * 24 * 3600 * 1000
 
 
 NO_FILTERS = ListFilters()
-
-
-def _newest_first(c: _Candidate) -> tuple[int, str]:
-    return (-c.bump, c.room_id)
 
 
 def unknown_pos() -> MatrixError:
@@ -82,6 +79,7 @@ class SlidingSyncService:
         self._activity = activity
         self._stores = stores
         self._store = store
+        self._positions = Positions(store)  # recent ones in memory, written behind
         self._rooms = rooms
         self._notifier = notifier
         self._account_data = account_data
@@ -91,6 +89,9 @@ class SlidingSyncService:
         self._keys = keys
         self._device_lists = device_lists
         self._push_actions = push_actions
+
+    async def close(self) -> None:
+        await self._positions.close()
 
     async def expire_positions(self) -> int:
         return await self._store.expire(int(time.time() * 1000) - POSITION_TTL_MS)
@@ -109,7 +110,7 @@ class SlidingSyncService:
             if not pos.isdigit() or len(pos) > 19:
                 raise unknown_pos()
             acked = int(pos)
-            snapshot = await self._store.get(user_id, device_id, req.conn_id, acked)
+            snapshot = await self._positions.get(user_id, device_id, req.conn_id, acked)
             if snapshot is None:
                 raise unknown_pos()
         deadline = time.monotonic() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
@@ -130,7 +131,7 @@ class SlidingSyncService:
                 await listener.wait(remaining)
         new_pos = secrets.randbelow(2**62)
         rooms_sent["\x00counts"] = counts
-        await self._store.put(
+        self._positions.put(
             user_id,
             device_id,
             req.conn_id,
@@ -165,8 +166,9 @@ class SlidingSyncService:
         ]
         bumps = await self._bumps.get(m.room_id for m in memberships)
         get = bumps.get
+        new = tuple.__new__  # NamedTuple's own constructor is a Python call per room
         return {
-            m.room_id: _Candidate(m.room_id, m.membership, get(m.room_id, m.stream_ordering))
+            m.room_id: new(_Candidate, (m.room_id, m.membership, get(m.room_id, m.stream_ordering)))
             for m in memberships
         }
 
@@ -253,7 +255,8 @@ class SlidingSyncService:
         candidates = await self._candidates(
             user_id, since.events if since else None, snapshot.rooms if snapshot else {}
         )
-        ordered = sorted(candidates.values(), key=_newest_first)
+        # Newest first, ties by room ID: sorted on plain tuples (compared in C).
+        ordered = [c for _, _, c in sorted((-c.bump, c.room_id, c) for c in candidates.values())]
         dms = await self._dm_rooms(user_id)
         facts: dict[str, tuple[str | None, bool, set[str]]] = {}
         if self._needs_facts(req.lists):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from homeserver.events import Event
 
@@ -79,7 +80,7 @@ class SlidingSyncStore:
             conn_id,
             pos,
         )
-        return None if row is None else Snapshot(row[0], json.loads(row[1]))
+        return None if row is None else Snapshot(row[0], orjson.loads(row[1]))
 
     async def put(
         self,
@@ -89,9 +90,12 @@ class SlidingSyncStore:
         pos: int,
         snapshot: Snapshot,
         keep: int | None,
+        *,
+        rooms_json: str | None = None,
     ) -> None:
         """Store a new position; drop the connection's others except `keep` (the one
-        the request acknowledged: a retry of it must still work)."""
+        the request acknowledged: a retry of it must still work). `rooms_json`: the
+        snapshot's rooms already serialised."""
         async with self.db.transaction() as conn:
             await conn.execute(
                 "DELETE FROM sliding_sync_positions WHERE user_id = $1 AND device_id = $2"
@@ -109,7 +113,8 @@ class SlidingSyncStore:
                 conn_id,
                 pos,
                 snapshot.token,
-                json.dumps(snapshot.rooms, separators=(",", ":")),
+                # orjson: a snapshot of 2,000 rooms is written and read per request.
+                rooms_json if rooms_json is not None else orjson.dumps(snapshot.rooms).decode(),
                 now_ms(),
             )
             # A device keeps at most MAX_CONNECTIONS_PER_DEVICE connections (a client
