@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import OrderedDict
 
@@ -31,6 +32,22 @@ log = logging.getLogger(__name__)
 
 MEMORY_BUDGET = 32 * 1024 * 1024
 ConnKey = tuple[str, str, str]  # user, device, conn_id
+
+
+def _dumps(rooms: dict) -> bytes:
+    """orjson is several times faster; a room ID with a lone surrogate (which a hostile
+    server can put in an event) makes it refuse, and then the stdlib writes it."""
+    try:
+        return orjson.dumps(rooms)
+    except TypeError:
+        return json.dumps(rooms, separators=(",", ":")).encode()
+
+
+def _loads(data: bytes) -> dict:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 class Positions:
@@ -50,7 +67,7 @@ class Positions:
         hit = self._recent.get(key)
         if hit is not None:
             self._recent.move_to_end(key)
-            return Snapshot(hit[0], orjson.loads(hit[1]))
+            return Snapshot(hit[0], _loads(hit[1]))
         # Not in memory: the database answers once this device's writes have landed
         # (one of them may drop the position asked for).
         pending = [t for k, t in self._writes.items() if k[:2] == (user_id, device_id)]
@@ -70,7 +87,7 @@ class Positions:
         """Remember the position now; write it (dropping the connection's others but
         `keep`) in the background."""
         conn: ConnKey = (user_id, device_id, conn_id)
-        data = orjson.dumps(snapshot.rooms)
+        data = _dumps(snapshot.rooms)
         for old in list(self._by_conn.get(conn, ())):
             if old != keep:
                 self._forget((conn, old))

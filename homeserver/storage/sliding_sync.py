@@ -6,11 +6,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from homeserver.events import Event
 
-from ._util import chunks, now_ms, placeholders
+from ._util import chunks, dump_json, load_json, now_ms, placeholders
 from .database import Connection, Database
 
 # Sliding sync connections (conn_ids) one device may have at once (matrix-rust-sdk uses 3).
@@ -80,7 +78,7 @@ class SlidingSyncStore:
             conn_id,
             pos,
         )
-        return None if row is None else Snapshot(row[0], orjson.loads(row[1]))
+        return None if row is None else Snapshot(row[0], load_json(row[1]))
 
     async def put(
         self,
@@ -113,8 +111,7 @@ class SlidingSyncStore:
                 conn_id,
                 pos,
                 snapshot.token,
-                # orjson: a snapshot of 2,000 rooms is written and read per request.
-                rooms_json if rooms_json is not None else orjson.dumps(snapshot.rooms).decode(),
+                rooms_json if rooms_json is not None else dump_json(snapshot.rooms),
                 now_ms(),
             )
             # A device keeps at most MAX_CONNECTIONS_PER_DEVICE connections (a client
