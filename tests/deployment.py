@@ -134,7 +134,7 @@ class Deployment:
                 "password_hashing": {"opslimit": 1, "memlimit": 8192},
                 "database": {
                     "name": "psycopg2",
-                    "args": {"dsn": self.dsn, "schema": self.schema, "cp_min": 1, "cp_max": 8},
+                    "args": {"dsn": self.app_dsn, "schema": self.schema, "cp_min": 1, "cp_max": 8},
                 },
                 "redis": {"enabled": True, "host": "127.0.0.1", "port": self.redis_port},
                 "instance_map": {"main": {"host": "127.0.0.1", "port": replication_port}},
@@ -203,6 +203,33 @@ class Deployment:
             timeout=60,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         ).stdout
+
+    @property
+    def app_dsn(self) -> str:
+        """The servers' DSN: named after the schema, so a test can cut exactly their
+        connections (`drop_database_connections`)."""
+        joiner = "&" if "?" in self.dsn else "?"
+        return f"{self.dsn}{joiner}application_name={self.schema}"
+
+    def drop_database_connections(self) -> int:
+        """Terminate every PostgreSQL connection of this deployment's processes (what a
+        PostgreSQL restart does to them); the number terminated."""
+
+        async def terminate() -> int:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                rows = await conn.fetch(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = $1",
+                    self.schema,
+                )
+                return len(rows)
+            finally:
+                await conn.close()
+
+        return int(_run_async(terminate()))
 
     # -- lifecycle ------------------------------------------------------------------
 

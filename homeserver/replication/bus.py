@@ -175,7 +175,10 @@ class RedisBus:
                         await self._on_connected()
                     for message in envelope.get("m") or ():
                         if isinstance(message, dict):
-                            await self._handler(message)
+                            try:
+                                await self._handler(message)
+                            except Exception:  # the subscription must outlive any message
+                                log.exception("Replication: a message handler failed")
             except (RedisError, OSError) as exc:
                 self.connected.clear()
                 log.warning("Redis subscription: %s; reconnecting", exc)

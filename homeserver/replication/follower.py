@@ -70,19 +70,32 @@ class ReplicationFollower:
         self._events_pos = notifier.current.events
         self._advanced = asyncio.Condition()
         self._lock = asyncio.Lock()
+        self._resync_due = False
 
     @property
     def events_position(self) -> int:
         return self._events_pos
 
     async def handle(self, message: dict[str, Any]) -> None:
+        """Apply one message. Never raises: a message that cannot be applied (a bad
+        one, or the database unreachable for a moment) leads to a resync, now or, if
+        that fails too, before the next message."""
         async with self._lock:
             try:
+                if self._resync_due:
+                    await self._resync()
                 await self._handle(message)
-            except Exception:  # a bad message must not stop the follower
+            except Exception:
                 log.exception("Replication: cannot apply %s; resyncing", message.get("k"))
-                await self._resync()
+                await self._try_resync()
         await self._tell_waiters()
+
+    async def _try_resync(self) -> None:
+        try:
+            await self._resync()
+        except Exception:
+            log.warning("Replication: resync failed; retrying with the next message")
+            self._resync_due = True
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("k")
@@ -116,10 +129,11 @@ class ReplicationFollower:
     async def connected(self) -> None:
         """Every (re)connection to the bus: what was missed is read from the database."""
         async with self._lock:
-            await self._resync()
+            await self._try_resync()
         await self._tell_waiters()
 
     async def _resync(self) -> None:
+        self._resync_due = True  # until it completed
         clear_named_caches()
         for reload in self._reloads:
             await reload()
@@ -129,6 +143,7 @@ class ReplicationFollower:
                 await self._events_to(position)
             else:
                 self._notifier.advance(stream, position)
+        self._resync_due = False
         self._notifier.wake_all()
 
     async def _events_to(self, position: int) -> None:
