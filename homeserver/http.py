@@ -24,7 +24,7 @@ from aiohttp import web
 from homeserver.appstate import LISTENERS
 from homeserver.config import ListenerConfig
 from homeserver.errors import MatrixError, invalid_param, missing_param, too_large, unrecognized
-from homeserver.storage.errors import UnstorableValueError
+from homeserver.storage.errors import DatabaseUnavailableError, UnstorableValueError
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except MatrixError as exc:
         response = error_response(exc)
+    except DatabaseUnavailableError as exc:  # a PostgreSQL restart, say: retry later
+        logger.warning("Database unavailable serving %s %s: %s", request.method, request.path, exc)
+        response = error_response(
+            MatrixError(503, "M_UNKNOWN", "The database is unavailable; try again")
+        )
     except UnstorableValueError as exc:  # e.g. U+0000 in a string, on PostgreSQL
         logger.info("Refused an unstorable value: %s", exc)
         response = error_response(invalid_param("Text must not contain U+0000"))

@@ -11,6 +11,11 @@ class StorageError(Exception):
     """The database cannot be used, or an operation on it failed."""
 
 
+class DatabaseUnavailableError(StorageError):
+    """The connection to the database broke or could not be made (a PostgreSQL
+    restart, say): the request may succeed if retried; nothing was half-done."""
+
+
 class IntegrityError(StorageError):
     """A constraint (unique key, foreign key, NOT NULL) rejected a write."""
 

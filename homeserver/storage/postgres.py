@@ -29,7 +29,7 @@ import asyncpg
 
 from .database import Database, Row
 from .dialect import POSTGRES, Dialect
-from .errors import IntegrityError, StorageError, UnstorableValueError
+from .errors import DatabaseUnavailableError, IntegrityError, StorageError, UnstorableValueError
 from .schema import ForeignKey, Table
 
 T = TypeVar("T")
@@ -89,10 +89,24 @@ def _refuse_nul(sql: str, args: Sequence[Any]) -> None:
         )
 
 
+# What a statement, BEGIN or COMMIT may raise that is the database's, not ours.
+_BROKEN = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
 def _translate(exc: Exception, sql: str) -> StorageError:
     where = f"(in: {sql.strip()[:200]})"
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return IntegrityError(f"{exc} {where}")
+    if isinstance(
+        exc,
+        asyncpg.InternalClientError  # a connection left mid-operation when it broke
+        | asyncpg.ConnectionDoesNotExistError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.AdminShutdownError
+        | OSError,
+    ):
+        return DatabaseUnavailableError(f"{type(exc).__name__}: {exc} {where}")
     return StorageError(f"{type(exc).__name__}: {exc} {where}")
 
 
@@ -120,7 +134,7 @@ class PostgresConnection:
                     raise
                 # Client-side encoding refusal: retry once with SQLite-style values converted.
                 return await op(sql, *(await self._coerced(sql, args)))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _BROKEN as exc:
             raise _translate(exc, sql) from exc
 
     async def execute(self, sql: str, *args: Any) -> int:
@@ -144,7 +158,7 @@ class PostgresConnection:
                 types = [p.name for p in stmt.get_parameters()]
                 fixed = [tuple(_coerce(v, t) for v, t in zip(r, types, strict=False)) for r in rows]
                 await self._conn.executemany(sql, fixed)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _BROKEN as exc:
             raise _translate(exc, sql) from exc
 
     # A read whose argument holds U+0000 cannot match anything stored here (no stored
@@ -263,11 +277,14 @@ class PostgresDatabase(Database):
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresConnection]:
         asked = time.perf_counter()
-        async with self._write_lock:
+        async with self._write_lock, self._translated():
             self._check_open()
             async with self._pool.acquire() as raw, self._observed("write", asked):
                 tx = raw.transaction()
-                await tx.start()
+                try:
+                    await tx.start()
+                except _BROKEN as exc:  # a connection cut since it was pooled
+                    raise _translate(exc, "BEGIN") from exc
                 try:
                     yield PostgresConnection(raw)
                 except BaseException:
@@ -276,7 +293,7 @@ class PostgresDatabase(Database):
                     raise
                 try:
                     await tx.commit()
-                except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except _BROKEN as exc:
                     with contextlib.suppress(Exception):
                         await tx.rollback()
                     raise _translate(exc, "COMMIT") from exc
@@ -285,8 +302,22 @@ class PostgresDatabase(Database):
     async def _reader(self) -> AsyncIterator[PostgresConnection]:
         self._check_open()
         asked = time.perf_counter()
-        async with self._pool.acquire() as raw, self._observed("read", asked):
+        async with (
+            self._translated(),
+            self._pool.acquire() as raw,
+            self._observed("read", asked),
+        ):
             yield PostgresConnection(raw)
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def _translated() -> AsyncIterator[None]:
+        """A pooled connection that broke (a PostgreSQL restart) surfaces on acquire or
+        release as asyncpg's own error: ours instead (503 for the client)."""
+        try:
+            yield
+        except _BROKEN as exc:
+            raise _translate(exc, "(connection)") from exc
 
     @contextlib.asynccontextmanager
     async def _observed(self, kind: str, asked: float) -> AsyncIterator[None]:
