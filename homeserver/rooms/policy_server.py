@@ -34,6 +34,12 @@ from homeserver.storage import Stores
 log = logging.getLogger(__name__)
 
 POLICY_TIMEOUT_S = 10.0
+# A Policy Server that did not answer is not asked again for this long: events for its
+# rooms fail (ours) or soft fail (theirs) at once, instead of each holding the room's
+# write lock for POLICY_TIMEOUT_S (a peer could otherwise stall a room by sending
+# unsigned events while the Policy Server is slow). At most MAX_DOWN servers remembered.
+DOWN_FOR_S = 30.0
+MAX_DOWN = 1000
 StateKey = tuple[str, str]
 
 
@@ -47,6 +53,7 @@ class PolicyServers:
     def __init__(self, stores: Stores, port: PolicyServerPort | None) -> None:
         self._stores = stores
         self._port = port
+        self._down_until: dict[str, float] = {}  # via -> monotonic time
 
     async def config_for(self, room_id: str, state: Mapping[StateKey, str]) -> PolicyConfig | None:
         """The room's Policy Server, if the state names a valid one that is joined."""
@@ -92,6 +99,9 @@ class PolicyServers:
         signature that does not verify). A refusal is raised as the server gave it."""
         if self._port is None:
             return None
+        loop = asyncio.get_running_loop()
+        if self._down_until.get(config.via, 0.0) > loop.time():
+            return None
         pdu = {k: v for k, v in event.pdu.items() if k != "unsigned"}
         try:
             answer = await asyncio.wait_for(
@@ -101,6 +111,9 @@ class PolicyServers:
             raise
         except Exception as exc:  # unreachable, timed out, garbled
             log.info("policy server %s for %s: %s", config.via, event.room_id, exc)
+            if len(self._down_until) >= MAX_DOWN:
+                self._down_until.clear()
+            self._down_until[config.via] = loop.time() + DOWN_FOR_S
             return None
         mine = answer.get(config.via) if isinstance(answer, dict) else None
         signature = mine.get(POLICY_KEY_ID) if isinstance(mine, dict) else None
