@@ -70,13 +70,19 @@ Setup = Callable[[Mounts], None]
 CLIENT = frozenset({"client"})
 KEYS = frozenset({"federation", "keys"})
 FEDERATION = frozenset({"federation"})
+# The OpenID userinfo exchange is what third parties (integration managers, widgets) call
+# with the client's homeserver URL: served wherever Synapse serves it (federation, openid)
+# and on client listeners too, since it discloses only the user ID behind a token the
+# caller already holds.
+OPENID = frozenset({"client", "federation", "openid"})
+OPENID_USERINFO_PATH = "/_matrix/federation/v1/openid/userinfo"
 
 # (resources: mounted when some listener serves any of them, setup function).
 AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_versions.setup),
     (CLIENT, client_well_known.setup),
     (KEYS, federation_keys_api.setup),
-    (FEDERATION, federation_inbound.setup),
+    (FEDERATION | OPENID, federation_inbound.setup),
     (CLIENT, client_push_rules.setup),
     (CLIENT, client_pushers.setup),
     (CLIENT, client_notifications.setup),
@@ -103,6 +109,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
 # URL prefix -> the listener resources that expose it (Synapse's mapping: media is also
 # reachable through the client and federation resources).
 PREFIX_RESOURCES: tuple[tuple[str, frozenset[str]], ...] = (
+    (OPENID_USERINFO_PATH, OPENID),
     ("/_matrix/client", CLIENT),
     ("/_synapse/admin", CLIENT),
     (METRICS_PATH, frozenset({"metrics"})),

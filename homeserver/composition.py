@@ -95,6 +95,7 @@ from homeserver.rooms.backfill import RoomBackfill
 from homeserver.rooms.creation import RoomCreator
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.federated_membership import FederatedMembership
+from homeserver.rooms.guest_access import GuestEviction
 from homeserver.rooms.hierarchy import SpaceHierarchy
 from homeserver.rooms.ingest import RemoteEventIngest
 from homeserver.rooms.keyed_lock import KeyedLock
@@ -249,7 +250,8 @@ async def build(
     # -- the room service: the only writer of the event graph -----------------------------
     room_state = RoomState(stores)
     listeners: list[EventListener] = [activity, bridge, push_actions, relations, joined]
-    listeners += [user_directory, room_stats, bump_stamps, app_service_sender]
+    guest_eviction = GuestEviction(stores, server_name, tasks)
+    listeners += [user_directory, room_stats, bump_stamps, app_service_sender, guest_eviction]
     listeners += [metrics] if metrics is not None else []
     persister = Persister(
         stores,
@@ -285,6 +287,7 @@ async def build(
         moderation=moderation,
         invites_blocked=account_data.invites_blocked,
     )
+    guest_eviction.bind(lambda room, user: membership.set_membership(room, user, user, "leave"))
     room_creator = RoomCreator(local_events)
     federated_membership = FederatedMembership(
         stores,

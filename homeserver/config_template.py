@@ -104,6 +104,10 @@ suppress_key_server_warning: false
 {registration}
 registration_requires_token: false
 
+# Guest accounts (POST /register?kind=guest): no password, only rooms whose
+# m.room.guest_access is can_join; a guest may upgrade to a full account.
+allow_guest_access: false
+
 # argon2id cost for password hashes (libsodium units; defaults: OWASP m=7 MiB, t=5).
 #password_hashing: {{opslimit: 5, memlimit: 7340032}}
 

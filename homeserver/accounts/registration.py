@@ -109,6 +109,63 @@ class RegistrationService:
         )
         return session.to_json(self._server_name)
 
+    async def register_guest(
+        self, *, device_id: str | None, display_name: str | None, refreshable: bool
+    ) -> dict[str, Any]:
+        """A guest account (`kind=guest`, no UIA): a numeric user ID, reserved for guests
+        as in Synapse (registration refuses numeric usernames), no password, no profile
+        display name; its first session."""
+        if not self._config.allow_guest_access:
+            raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
+        for _ in range(10):
+            user_id = f"@{tokens.numeric_localpart()}:{self._server_name}"
+            if await self._accounts.create_user(user_id, None, is_guest=True):
+                break
+        else:
+            raise MatrixError(500, "M_UNKNOWN", "Could not generate a free user ID")
+        session = await self._sessions.create_session(
+            user_id, device_id, display_name, refreshable=refreshable
+        )
+        return session.to_json(self._server_name)
+
+    async def guest_to_upgrade(self, guest_user_id: str | None, username: str | None) -> str:
+        """The guest's user ID when `/register` carries a guest's access token (the
+        spec's upgrade): the username, if given, must be the guest's own localpart."""
+        if guest_user_id is None:
+            raise MatrixError(403, "M_FORBIDDEN", "Invalid guest access token")
+        user = await self._accounts.get_user(guest_user_id)
+        localpart = guest_user_id[1:].partition(":")[0]
+        if user is None or not user.is_guest or (username not in (None, localpart)):
+            raise MatrixError(
+                403,
+                "M_FORBIDDEN",
+                "Cannot register taken user ID without valid guest credentials for that user",
+            )
+        return guest_user_id
+
+    async def upgrade_guest(
+        self,
+        user_id: str,
+        *,
+        password: str | None,
+        device_id: str | None,
+        display_name: str | None,
+        inhibit_login: bool,
+        refreshable: bool,
+    ) -> dict[str, Any]:
+        """Turn the guest into a full user with the same ID; a new session unless
+        inhibited (the guest's own tokens stay valid, now a full user's)."""
+        password_hash = await self._hasher.hash(password) if password is not None else None
+        if not await self._accounts.upgrade_guest(user_id, password_hash):
+            raise MatrixError(403, "M_FORBIDDEN", "This account is not a guest any more")
+        body: dict[str, Any] = {"user_id": user_id, "home_server": self._server_name}
+        if inhibit_login:
+            return body
+        session = await self._sessions.create_session(
+            user_id, device_id, display_name, refreshable=refreshable
+        )
+        return session.to_json(self._server_name)
+
     async def _create_generated(
         self, password_hash: str | None, admin: bool, displayname: str | None
     ) -> str:

@@ -37,3 +37,8 @@ def device_id() -> str:
 def localpart() -> str:
     """A generated username for registrations that give none (never purely numeric)."""
     return "u" + "".join(secrets.choice(_LOCALPART_ALPHABET) for _ in range(11))
+
+
+def numeric_localpart() -> str:
+    """A guest's localpart: digits only, which registration refuses to anyone else."""
+    return str(secrets.randbelow(9 * 10**11) + 10**11)

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.appstate import APP_SERVICES, MODERATION, STORES
+from homeserver.client.guests import guest_may_call
 from homeserver.errors import MatrixError, forbidden, missing_token, unknown_token
 from homeserver.http import REQUESTER_KEY
 from homeserver.moderation import locked_error
@@ -90,8 +91,14 @@ async def get_requester(
     request[REQUESTER_KEY] = info.user_id
     if not allow_locked and request.config_dict[MODERATION].is_locked(info.user_id):
         raise locked_error()
+    if info.is_guest and not allow_guest and not guest_may_call(request.method, request.path):
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
     return Requester(
-        user_id=info.user_id, device_id=info.device_id, access_token=token, token_id=info.token_id
+        user_id=info.user_id,
+        device_id=info.device_id,
+        access_token=token,
+        token_id=info.token_id,
+        is_guest=info.is_guest,
     )
 
 

@@ -16,7 +16,7 @@ from homeserver.appstate import (
     ROOM_UPGRADER,
     STORES,
 )
-from homeserver.client.auth import get_requester
+from homeserver.client.auth import Requester, get_requester
 from homeserver.client.validate import optional_str, require_str, require_str_list
 from homeserver.errors import MatrixError, invalid_param
 from homeserver.http import json_response, query_param, read_json_body
@@ -60,20 +60,27 @@ async def join_by_id_or_alias(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
     reason = _reason(body)
     room_id, servers = await _resolve(request, target)
-    return await _join(request, requester.user_id, room_id, servers, reason)
+    return await _join(request, requester, room_id, servers, reason)
 
 
 async def join_room(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     room_id = room_id_param(request)
     body = await read_json_body(request, allow_empty=True)
-    return await _join(request, requester.user_id, room_id, [], _reason(body))
+    return await _join(request, requester, room_id, [], _reason(body))
 
 
 async def _join(
-    request: web.Request, user_id: str, room_id: str, servers: list[str], reason: str | None
+    request: web.Request,
+    requester: Requester,
+    room_id: str,
+    servers: list[str],
+    reason: str | None,
 ) -> web.Response:
-    event = await request.config_dict[MEMBERSHIP].join(room_id, user_id, servers, reason)
+    user_id = requester.user_id
+    event = await request.config_dict[MEMBERSHIP].join(
+        room_id, user_id, servers, reason, guest=requester.is_guest
+    )
     await request.config_dict[ROOM_READ_STORE].unforget_room(user_id, event.room_id)
     return json_response({"room_id": event.room_id})
 

@@ -195,11 +195,14 @@ def _timeout_ms(value: str) -> int:
 async def peek_events(request: web.Request) -> web.Response:
     """GET /events?room_id= (deprecated peeking): new events of one room after `from`,
     waiting up to `timeout` ms for some, with /messages' access (an outsider peeks
-    world-readable rooms only). The global event stream (no `room_id`) is not served."""
+    world-readable rooms only). Without `room_id`, the global stream of every joined
+    room (older clients and bots; not for guests, as in Synapse)."""
     requester = await get_requester(request)
     room_id = query_param(request, "room_id", validate_room_id)
     if room_id is None:
-        raise MatrixError(400, "M_UNRECOGNIZED", "Only peeking with room_id is supported")
+        if requester.is_guest:
+            raise MatrixError(400, "M_UNKNOWN", "Guest users must specify room_id param")
+        return await _global_events(request, requester)
     reader = request.config_dict[ROOM_READER]
     await reader.access(room_id, requester.user_id)
     notifier = request.config_dict[NOTIFIER]
@@ -226,6 +229,37 @@ async def peek_events(request: web.Request) -> web.Response:
             body = await read()
     return json_response(
         {"chunk": body["chunk"], "start": start.encode(), "end": body.get("end", start.encode())}
+    )
+
+
+async def _global_events(request: web.Request, requester: Requester) -> web.Response:
+    """The deprecated global event stream: new events of the user's joined rooms after
+    `from`. The answer's `end` covers exactly what was read: the notifier position is
+    taken before the read and nothing beyond it is returned, so an event that commits
+    meanwhile comes in the next call, never lost, never twice."""
+    reader = request.config_dict[ROOM_READER]
+    notifier = request.config_dict[NOTIFIER]
+    start = query_param(request, "from", room_token)
+    timeout = query_param(request, "timeout", _timeout_ms, default=0)
+    if start is None:
+        start = RoomToken(notifier.current.events)
+    after = start.stream
+
+    async def read() -> tuple[list[dict[str, Any]], int]:
+        upto = notifier.current.events
+        if upto <= after:
+            return [], after
+        return await reader.event_stream(
+            requester.user_id, requester.device_id, after, upto, PEEK_LIMIT
+        )
+
+    rooms = await request.config_dict[STORES].current_state.get_rooms_for_user(requester.user_id)
+    with notifier.listen(requester.user_id, rooms) as listener:
+        chunk, end = await read()
+        if not chunk and timeout > 0 and await listener.wait(timeout / 1000):
+            chunk, end = await read()
+    return json_response(
+        {"chunk": chunk, "start": start.encode(), "end": RoomToken(max(end, after)).encode()}
     )
 
 

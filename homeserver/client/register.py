@@ -1,6 +1,7 @@
 """POST /register (UIA), GET /register/available, registration-token validity.
 
-Guests are not supported: kind=guest answers 403 M_GUEST_ACCESS_FORBIDDEN. 3PID
+Guests (`kind=guest`, when `allow_guest_access` is on) get an account without UIA; a
+guest becomes a full user by registering with its `guest_access_token`. 3PID
 verification for registration is out of scope (requestToken answers M_THREEPID_DENIED).
 """
 
@@ -11,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
-from homeserver.appstate import APP_SERVICES, CONFIG, RATE_LIMITERS, REGISTRATION, UIA
+from homeserver.appstate import APP_SERVICES, CONFIG, RATE_LIMITERS, REGISTRATION, STORES, UIA
 from homeserver.client.auth import extract_access_token
 from homeserver.client.routes import add_route, client_ip, device_id_field, threepid_denied
 from homeserver.client.validate import optional_bool, optional_dict, optional_str
@@ -23,12 +24,29 @@ MAX_USERNAME_INPUT = 1024
 MAX_DISPLAY_NAME = 1024
 
 
-def _check_kind(request: web.Request) -> None:
+def _kind(request: web.Request) -> str:
     kind = query_param(request, "kind", default="user")
-    if kind == "guest":
-        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
-    if kind != "user":
+    if kind not in ("user", "guest"):
         raise invalid_param("'kind' must be 'user' or 'guest'")
+    return kind
+
+
+async def _register_guest(request: web.Request) -> web.Response:
+    """A guest account: no UIA, but the same per-IP registration budget."""
+    body = await read_json_body(request, allow_empty=True)
+    limiters = request.config_dict[RATE_LIMITERS]
+    limiters.check("registration", client_ip(request))
+    response = await request.config_dict[REGISTRATION].register_guest(
+        device_id=device_id_field(body),
+        display_name=optional_str(body, "initial_device_display_name", max_len=MAX_DISPLAY_NAME),
+        refreshable=optional_bool(body, "refresh_token"),
+    )
+    return json_response(response)
+
+
+async def _guest_user_id(request: web.Request, token: str) -> str | None:
+    info = await request.config_dict[STORES].accounts.get_token(token)
+    return None if info is None else info.user_id
 
 
 def _check_exclusive(request: web.Request, username: str) -> None:
@@ -71,7 +89,8 @@ async def _register_app_service_user(request: web.Request, body: dict[str, Any])
 
 
 async def post_register(request: web.Request) -> web.Response:
-    _check_kind(request)
+    if _kind(request) == "guest":
+        return await _register_guest(request)
     body = await read_json_body(request)
     if body.get("type") == "m.login.application_service":
         return await _register_app_service_user(request, body)
@@ -85,7 +104,12 @@ async def post_register(request: web.Request) -> web.Response:
     refreshable = optional_bool(body, "refresh_token")
     auth = optional_dict(body, "auth")
     registration = request.config_dict[REGISTRATION]
-    if username is not None:
+    guest_token = optional_str(body, "guest_access_token", max_len=1024)
+    upgrading: str | None = None
+    if guest_token is not None:
+        guest = await _guest_user_id(request, guest_token)
+        upgrading = await registration.guest_to_upgrade(guest, username)
+    elif username is not None:
         _check_exclusive(request, username)
         await registration.check_available(username)  # tell the client before UIA
     limiters = request.config_dict[RATE_LIMITERS]
@@ -102,6 +126,17 @@ async def post_register(request: web.Request) -> web.Response:
         before_new_session=lambda: limiters.check("registration_sessions", ip),
     )
     limiters.check("registration", ip)
+    if upgrading is not None:
+        response = await registration.upgrade_guest(
+            upgrading,
+            password=password,
+            device_id=device_id,
+            display_name=display_name,
+            inhibit_login=inhibit_login,
+            refreshable=refreshable,
+        )
+        await uia.finish(result)
+        return json_response(response)
     response = await registration.register(
         username=username,
         password=password,

@@ -18,7 +18,7 @@ from homeserver.config.workers import WorkersConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-RESOURCE_NAMES = ("client", "federation", "keys", "media", "metrics", "replication")
+RESOURCE_NAMES = ("client", "federation", "keys", "media", "metrics", "openid", "replication")
 
 # The ranges Synapse refuses to contact by default: loopback, private, link-local,
 # CGNAT, documentation, benchmarking, multicast and unspecified addresses.
@@ -143,6 +143,9 @@ class RegistrationConfig:
     without_verification: bool = False
     requires_token: bool = False
     shared_secret: str | None = None  # enables the admin shared-secret register API
+    # `POST /register?kind=guest` (Synapse's key, off by default as there): accounts
+    # with no password that may only read and talk in rooms with guest_access can_join.
+    allow_guest_access: bool = False
 
 
 @dataclass(frozen=True)

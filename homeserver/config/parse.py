@@ -62,6 +62,7 @@ KNOWN_KEYS = frozenset(
         "tls_private_key_path",
         "enable_registration",
         "enable_registration_without_verification",
+        "allow_guest_access",
         "registration_requires_token",
         "registration_shared_secret",
         "registration_shared_secret_path",
@@ -154,6 +155,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         without_verification=r.bool(top, "enable_registration_without_verification", "", False),
         requires_token=r.bool(top, "registration_requires_token", "", False),
         shared_secret=shared_secret,
+        allow_guest_access=r.bool(top, "allow_guest_access", "", False),
     )
     if registration.enabled and not (
         registration.without_verification or registration.requires_token

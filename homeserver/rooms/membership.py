@@ -117,10 +117,18 @@ class MembershipService:
         servers: list[str] | None = None,
         reason: str | None = None,
         txn: tuple[str, str | None, str] | None = None,
+        guest: bool = False,
     ) -> Event:
         await self._check_may_enter(room_id, user_id, "Joining rooms")
         content = await self.profile_content(user_id)
         content["membership"] = "join"
+        if guest:
+            # Guests are a local notion (no auth rule knows them): only rooms whose
+            # state we hold and that say guest_access can_join, as Synapse; `kind`
+            # marks the member so revoking guest access can make them leave.
+            if not await self.guests_may_join(room_id):
+                raise forbidden("Guest access not allowed")
+            content["kind"] = "guest"
         if reason:
             content["reason"] = reason
         known = await self._stores.rooms.get_room_version(room_id) is not None
@@ -152,6 +160,14 @@ class MembershipService:
             await ingest.persist_join(event.room_version, event, answer.state, answer.auth_chain)
 
         return await self._remote.rooms.join(room_id, user_id, candidates, content, accept)
+
+    async def guests_may_join(self, room_id: str) -> bool:
+        """Whether the room's current state (as we hold it) lets guests join."""
+        event_id = await self._stores.current_state.get_current_state_event_id(
+            room_id, "m.room.guest_access", ""
+        )
+        event = None if event_id is None else await self._stores.events.get_event(event_id)
+        return event is not None and event.content.get("guest_access") == "can_join"
 
     async def _unchanged_membership(
         self, room_id: str, user_id: str, content: dict[str, Any]

@@ -484,6 +484,29 @@ class RoomReader:
         }
         return out, formatted[len(every) :]
 
+    async def event_stream(
+        self, user_id: str, device_id: str | None, after: int, upto: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The legacy global `/events` stream: events of the rooms the user is joined to
+        with after < stream ordering <= upto, oldest first, visible to the user, at
+        most `limit`; and the position the answer covers (`upto` unless cut short)."""
+        rooms = await self._stores.current_state.get_rooms_for_user(user_id)
+        found = [
+            t
+            for t in await self._stores.events.get_events_after(after, rooms, limit)
+            if t.stream_ordering <= upto
+        ]
+        end = found[-1].stream_ordering if len(found) >= limit else upto
+        joined = Access("join", None, None, False)
+        by_room: dict[str, list[Event]] = {}
+        for t in found:
+            by_room.setdefault(t.event.room_id, []).append(t.event)
+        visible: set[str] = set()
+        for room_id, events in by_room.items():
+            visible.update(e.event_id for e in await self._visible(events, user_id, joined))
+        events = [t.event for t in found if t.event.event_id in visible]
+        return await self.serialize(events, user_id, device_id), end
+
     async def around(
         self,
         room_id: str,

@@ -51,6 +51,7 @@ class TokenInfo:
     device_id: str | None
     valid_until_ms: int | None
     refresh_token_id: int | None
+    is_guest: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,21 @@ class AccountStore:
             )
             > 0
         )
+
+    async def upgrade_guest(self, user_id: str, password_hash: str | None) -> bool:
+        """Make a guest a full user (registration with `guest_access_token`): same user
+        ID, now with a password; the guest's tokens stay valid but are no longer a
+        guest's. False when `user_id` is not a guest (any more)."""
+        async with self.db.transaction() as conn:
+            changed = await conn.execute(
+                "UPDATE users SET is_guest = FALSE, password_hash = $2"
+                " WHERE user_id = $1 AND is_guest",
+                user_id,
+                password_hash,
+            )
+            tokens = await conn.fetch("SELECT token FROM access_tokens WHERE user_id = $1", user_id)
+        self._tokens.invalidate_many(_key(r[0]) for r in tokens)
+        return changed > 0
 
     async def set_admin(self, user_id: str, is_admin: bool) -> bool:
         return (
@@ -359,13 +375,14 @@ class AccountStore:
             return cached
         generation = self._tokens.generation()
         row = await self.db.fetchrow(
-            "SELECT id, user_id, device_id, valid_until_ms, refresh_token_id FROM access_tokens"
-            " WHERE token = $1",
+            "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, t.refresh_token_id,"
+            " u.is_guest FROM access_tokens t LEFT JOIN users u ON u.user_id = t.user_id"
+            " WHERE t.token = $1",
             token,
         )
         if row is None:
             return None
-        info = TokenInfo(int(row[0]), row[1], row[2], row[3], row[4])
+        info = TokenInfo(int(row[0]), row[1], row[2], row[3], row[4], bool(row[5]))
         self._tokens.set_if_current(_key(token), info, generation)
         return info
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from aiohttp.test_utils import TestClient
 
 from homeserver.accounts.openid import OpenIdTokens
+from homeserver.app import create_app
+from homeserver.appstate import LISTENERS
 from homeserver.client import mutual_rooms
+from homeserver.config import ListenerConfig
 from tests.client.helpers import auth, join_room, leave_room, make_room, make_user
 
 USERINFO = "/_matrix/federation/v1/openid/userinfo"
@@ -106,3 +109,26 @@ async def test_mutual_rooms(app_client: TestClient, monkeypatch) -> None:
         assert bad.status == 400, params
         assert (await bad.json())["errcode"] == "M_INVALID_PARAM"
     assert (await app_client.get(MUTUAL, params={"user_id": bob})).status == 401
+
+
+async def test_userinfo_is_served_on_client_and_openid_listeners(
+    aiohttp_client, tmp_config
+) -> None:
+    """Integration managers call userinfo on the URL they know (often the client one):
+    it is served on client, federation and Synapse's `openid` listeners, while the
+    rest of the federation API stays off a client-only listener."""
+    client = await aiohttp_client(create_app(tmp_config()))
+    alice, token, _ = await make_user(client, "alice")
+    response = await client.post(
+        f"/_matrix/client/v3/user/{alice}/openid/request_token", json={}, headers=auth(token)
+    )
+    openid_token = (await response.json())["access_token"]
+    port = client.server.port
+    for resources in ({"client"}, {"openid"}, {"federation"}):
+        client.server.app[LISTENERS][port] = ListenerConfig(
+            port=port, resources=frozenset(resources)
+        )
+        info = await client.get(USERINFO, params={"access_token": openid_token})
+        assert (info.status, await info.json()) == (200, {"sub": alice}), resources
+        version = await client.get("/_matrix/federation/v1/version")
+        assert version.status == (200 if resources == {"federation"} else 404), resources

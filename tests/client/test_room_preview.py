@@ -4,6 +4,7 @@ world-readable room (no membership), never a private one."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.client.helpers import auth, make_user
@@ -75,7 +76,6 @@ async def test_preview_of_world_readable_and_private_rooms(app_client) -> None:
 async def test_peeking_stream_of_a_world_readable_room(app_client) -> None:
     """GET /events?room_id=: an outsider long-polls a world-readable room and gets the
     new message; a private room is refused; no room_id is not served."""
-    import asyncio
 
     _, atok, _ = await make_user(app_client, "alice")
     _, btok, _ = await make_user(app_client, "bob")
@@ -117,8 +117,69 @@ async def test_peeking_stream_of_a_world_readable_room(app_client) -> None:
     private = (await resp.json())["room_id"]
     status, body = await _get(app_client, f"/events?room_id={private}", btok)
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
-    status, body = await _get(app_client, "/events", btok)
-    assert (status, body["errcode"]) == (400, "M_UNRECOGNIZED")
+
+
+async def test_global_event_stream_of_joined_rooms(app_client) -> None:
+    """GET /events without room_id: every joined room's new events, long-polling, each
+    event exactly once across calls, even with senders committing concurrently."""
+    alice, atok, _ = await make_user(app_client, "alice")
+    _, btok, _ = await make_user(app_client, "bob")
+    rooms = []
+    for _ in range(3):
+        resp = await app_client.post(
+            f"{V3}/createRoom", json={"preset": "public_chat"}, headers=auth(atok)
+        )
+        rooms.append((await resp.json())["room_id"])
+    elsewhere = (
+        await (await app_client.post(f"{V3}/createRoom", json={}, headers=auth(btok))).json()
+    )["room_id"]
+    status, first = await _get(app_client, "/events?timeout=0", atok)
+    assert status == 200 and first["chunk"] == []
+
+    async def later() -> None:
+        await asyncio.sleep(0.2)
+        await app_client.put(
+            f"{V3}/rooms/{rooms[1]}/send/m.room.message/w1",
+            json={"msgtype": "m.text", "body": "wake"},
+            headers=auth(atok),
+        )
+
+    sender = asyncio.ensure_future(later())
+    status, woken = await _get(app_client, f"/events?from={first['end']}&timeout=5000", atok)
+    await sender
+    assert status == 200, woken
+    assert [(e["room_id"], e["content"]["body"]) for e in woken["chunk"]] == [(rooms[1], "wake")]
+
+    async def send_many(room: str, token: str, prefix: str) -> None:
+        for i in range(20):
+            await app_client.put(
+                f"{V3}/rooms/{room}/send/m.room.message/{prefix}{i}",
+                json={"msgtype": "m.text", "body": f"{prefix}{i}"},
+                headers=auth(token),
+            )
+
+    async def follow(stop: asyncio.Event) -> list[str]:
+        seen: list[str] = []
+        token = woken["end"]
+        while True:
+            done = stop.is_set()
+            status, page = await _get(app_client, f"/events?from={token}&timeout=200", atok)
+            assert status == 200, page
+            seen += [e["content"]["body"] for e in page["chunk"]]
+            token = page["end"]
+            if done and not page["chunk"]:
+                return seen
+
+    stop = asyncio.Event()
+    reader = asyncio.ensure_future(follow(stop))
+    await asyncio.gather(
+        *(send_many(r, atok, f"r{i}-") for i, r in enumerate(rooms)),
+        send_many(elsewhere, btok, "other-"),
+    )
+    stop.set()
+    seen = await reader
+    expected = {f"r{i}-{n}" for i in range(3) for n in range(20)}
+    assert sorted(seen) == sorted(expected)  # all of alice's rooms, once; none of bob's
 
 
 async def test_global_initial_sync_lists_joined_rooms(app_client) -> None:
