@@ -502,8 +502,9 @@ class RoomReader:
         for t in found:
             by_room.setdefault(t.event.room_id, []).append(t.event)
         visible: set[str] = set()
-        for room_id, events in by_room.items():
-            visible.update(e.event_id for e in await self._visible(events, user_id, joined))
+        for room_events in by_room.values():
+            shown = await self._visible(room_events, user_id, joined)
+            visible.update(e.event_id for e in shown)
         events = [t.event for t in found if t.event.event_id in visible]
         return await self.serialize(events, user_id, device_id), end
 
