@@ -77,6 +77,30 @@ class FederationRemoteRooms:
         self._signing_key = signing_key
         self._clock = clock
 
+    # -- third-party invites ----------------------------------------------------------------
+
+    async def exchange_third_party_invite(
+        self, destinations: Iterable[str], room_id: str, event_dict: dict[str, Any]
+    ) -> None:
+        """Ask the inviter's (or the room's) server to create the invite event of a
+        redeemed 3PID invite (rooms.third_party_invites.InviteExchange)."""
+        path = fed_path("/_matrix/federation/v1/exchange_third_party_invite/{}", room_id)
+        last: FederationError | None = None
+        for destination in destinations:
+            if destination == self._server_name:
+                continue
+            try:
+                await self._client.put_json(
+                    destination, path, event_dict, timeout=HANDSHAKE_TIMEOUT_S
+                )
+                return
+            except FederationError as e:
+                log.info("exchange_third_party_invite via %s failed: %s", destination, e)
+                last = e
+        if last is not None and last.status == 403:
+            raise MatrixError(403, "M_FORBIDDEN", _peer_message(last) or "Invite refused")
+        raise MatrixError(502, "M_UNKNOWN", "Failed to forward third party invite")
+
     # -- join -------------------------------------------------------------------------------
 
     async def join(

@@ -21,6 +21,7 @@ from homeserver.config import Config, ListenerConfig
 
 if TYPE_CHECKING:
     from homeserver.accounts.admin_register import SharedSecretRegistration
+    from homeserver.accounts.identity_binds import IdentityBinds
     from homeserver.accounts.lifecycle import AccountLifecycle
     from homeserver.accounts.openid import OpenIdTokens
     from homeserver.accounts.registration import RegistrationService
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from homeserver.rooms.membership import MembershipService
     from homeserver.rooms.reader import RoomReader
     from homeserver.rooms.sending import RoomSender
+    from homeserver.rooms.third_party_invites import ThirdPartyInvites
     from homeserver.rooms.upgrade import RoomUpgrader
     from homeserver.search.service import SearchService
     from homeserver.sliding_sync.service import SlidingSyncService
@@ -111,6 +113,8 @@ SESSIONS: web.AppKey[SessionService] = web.AppKey("sessions")
 LAST_SEEN: web.AppKey[LastSeenTracker] = web.AppKey("last_seen")
 REGISTRATION: web.AppKey[RegistrationService] = web.AppKey("registration")
 ACCOUNT_LIFECYCLE: web.AppKey[AccountLifecycle] = web.AppKey("account_lifecycle")
+IDENTITY_BINDS: web.AppKey[IdentityBinds] = web.AppKey("identity_binds")
+THIRD_PARTY_INVITES: web.AppKey[ThirdPartyInvites] = web.AppKey("third_party_invites")
 SHARED_SECRET_REGISTRATION: web.AppKey[SharedSecretRegistration] = web.AppKey(
     "shared_secret_registration"
 )

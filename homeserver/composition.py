@@ -68,6 +68,7 @@ from homeserver.appservice.registry import AppServices
 from homeserver.appservice.sender import AppServiceSender
 from homeserver.background import BackgroundTasks, every
 from homeserver.composition_federation import Overrides, build_federation, build_inbound
+from homeserver.composition_identity import build_identity
 from homeserver.config import Config
 from homeserver.e2ee.build import build_e2ee
 from homeserver.e2ee.sync_extension import E2eeSyncExtension
@@ -389,6 +390,10 @@ async def build(
     registration = RegistrationService(
         config.registration, server_name, stores.accounts, auth_store, hasher, sessions
     )
+    exchange = fed.remote_rooms if fed else None
+    identity_binds, third_party_invites = build_identity(
+        config, database, stores, membership, local_events, server_keys.primary, exchange, stack
+    )
     lifecycle = AccountLifecycle(
         stores.accounts,
         stores.current_state,
@@ -396,6 +401,7 @@ async def build(
         hasher,
         sessions,
         push_store.delete_pushers_of,
+        identity_binds.unbind_all,
     )
     if not worker:
         tasks.spawn(housekeeping(uia, auth_store), "accounts housekeeping")
@@ -508,6 +514,8 @@ async def build(
         keys.NOTIFIER: notifier,
         keys.LOCAL_EVENTS: local_events,
         keys.MEMBERSHIP: membership,
+        keys.IDENTITY_BINDS: identity_binds,
+        keys.THIRD_PARTY_INVITES: third_party_invites,
         keys.ROOM_CREATOR: room_creator,
         keys.ROOM_READ_STORE: read_store,
         keys.ROOM_READER: reader,

@@ -17,6 +17,7 @@ from . import (
     openid,
     public_rooms,
     queries,
+    third_party,
     transactions,
     version,
 )
@@ -37,6 +38,7 @@ def setup(mounts: Mounts) -> None:
         version,
         openid,
         media,
+        third_party,
     )
     for module in modules:
         module.setup_routes(fed)

@@ -28,7 +28,8 @@ ORIGIN = "fed_origin"
 BODY = "fed_body"
 
 # Paths under /_matrix/federation the spec serves without authentication.
-UNAUTHENTICATED_SUFFIXES = ("/v1/version", "/v1/openid/userinfo")
+# (/3pid/onbind is called by identity servers, which have no server keys.)
+UNAUTHENTICATED_SUFFIXES = ("/v1/version", "/v1/openid/userinfo", "/v1/3pid/onbind")
 
 
 def unauthorized(message: str) -> MatrixError:

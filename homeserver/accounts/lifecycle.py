@@ -27,7 +27,10 @@ class AccountLifecycle:
         hasher: PasswordHasher,
         sessions: SessionService,
         remove_pushers: Callable[[str], Awaitable[Any]] | None = None,
+        unbind_threepids: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        # IdentityBinds.unbind_all: identity servers forget the account's 3PIDs.
+        self._unbind_threepids = unbind_threepids
         # PushStore.delete_pushers_of: a deactivated account's phones hear nothing more.
         self._remove_pushers = remove_pushers
         self._accounts = accounts
@@ -45,7 +48,7 @@ class AccountLifecycle:
         if logout_devices:
             await self._accounts.delete_tokens_except_device(user_id, keep_device)
 
-    async def deactivate(self, user_id: str, *, erase: bool = False) -> None:
+    async def deactivate(self, user_id: str, *, erase: bool = False) -> str:
         """Lock the account for good: no password, tokens or devices; leave every room.
 
         The account is locked first so nothing new happens while we leave rooms; a room
@@ -53,6 +56,9 @@ class AccountLifecycle:
         use it). `erase` also blanks the profile and marks the user erased: their
         messages are shown redacted to anyone who was not in the room when they were
         sent (users who join later, servers asking over federation), as Synapse does.
+
+        Returns `id_server_unbind_result`: "success" when every identity server we
+        bound a 3PID at forgot it, else "no-support".
         """
         devices = [d.device_id for d in await self._accounts.get_devices(user_id)]
         await self._accounts.deactivate(user_id)
@@ -72,6 +78,10 @@ class AccountLifecycle:
             profile = await self._accounts.get_profile(user_id)
             for key in profile.custom if profile else {}:
                 await self._accounts.set_profile_field(user_id, key, None)
+        unbound = True
+        if self._unbind_threepids is not None:
+            unbound = await self._unbind_threepids(user_id)
+        return "success" if unbound else "no-support"
 
     async def whois(self, requester: str, user_id: str) -> dict[str, Any]:
         """GET /admin/whois: the user's devices and where they were last seen."""

@@ -209,10 +209,10 @@ class AdminUsers:
 
     async def deactivate(self, user_id: str, *, erase: bool) -> dict[str, Any]:
         await self.existing(user_id, "deactivate")
-        await self._lifecycle.deactivate(user_id, erase=erase)
+        unbind_result = await self._lifecycle.deactivate(user_id, erase=erase)
         if erase:
             await self._moderation.set_flag(user_id, "erased", True)
-        return {"id_server_unbind_result": "success"}
+        return {"id_server_unbind_result": unbind_result}
 
     async def reset_password(self, user_id: str, password: str, logout_devices: bool) -> None:
         user = await self.existing(user_id, "reset the password of")

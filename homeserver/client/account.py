@@ -1,8 +1,10 @@
 """/account/whoami, /account/password, /account/deactivate, /account/3pid*, and the
 accounts area's `setup` (the routes of register/login/devices/admin too).
 
-3PIDs are out of scope: GET /account/3pid lists none, adding or binding one answers
-403 M_THREEPID_DENIED, deleting or unbinding (nothing to do) answers success.
+3PIDs are held by identity servers, not by us: binding and unbinding go to the
+identity server the client names (homeserver/accounts/identity_binds.py); we hold no
+verified 3PIDs of our own, so GET /account/3pid lists none and adding one (which needs
+email or SMS sending) answers 403 M_THREEPID_DENIED.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import homeserver.client.admin as admin_api
 import homeserver.client.devices as devices_api
 import homeserver.client.login as login_api
 import homeserver.client.register as register_api
+from homeserver.accounts.identity import id_server_param
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.accounts.uia import PASSWORD
-from homeserver.appstate import ACCOUNT_LIFECYCLE, UIA, Mounts
+from homeserver.appstate import ACCOUNT_LIFECYCLE, IDENTITY_BINDS, UIA, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.routes import add_route, threepid_denied
 from homeserver.client.validate import optional_bool, optional_dict, optional_str, require_str
@@ -57,7 +60,7 @@ async def post_deactivate(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     body = await read_json_body(request, allow_empty=True)
     erase = optional_bool(body, "erase")
-    optional_str(body, "id_server", max_len=255)  # checked, unused: no identity servers
+    optional_str(body, "id_server", max_len=255)  # every identity server we bound at
     uia = request.config_dict[UIA]
     result = await uia.authenticate(
         optional_dict(body, "auth"),
@@ -66,9 +69,10 @@ async def post_deactivate(request: web.Request) -> web.Response:
         method="POST",
         user_id=requester.user_id,
     )
-    await request.config_dict[ACCOUNT_LIFECYCLE].deactivate(requester.user_id, erase=erase)
+    lifecycle = request.config_dict[ACCOUNT_LIFECYCLE]
+    unbind_result = await lifecycle.deactivate(requester.user_id, erase=erase)
     await uia.finish(result)
-    return json_response({"id_server_unbind_result": "no-support"})
+    return json_response({"id_server_unbind_result": unbind_result})
 
 
 async def get_threepids(request: web.Request) -> web.Response:
@@ -76,10 +80,34 @@ async def get_threepids(request: web.Request) -> web.Response:
     return json_response({"threepids": []})
 
 
+async def post_threepid_bind(request: web.Request) -> web.Response:
+    """POST /account/3pid/bind: the identity server binds the 3PID it validated."""
+    requester = await get_requester(request)
+    body = await read_json_body(request)
+    id_server = id_server_param(require_str(body, "id_server", max_len=255))
+    await request.config_dict[IDENTITY_BINDS].bind(
+        requester.user_id,
+        id_server,
+        require_str(body, "id_access_token", max_len=1024),
+        require_str(body, "sid", max_len=255),
+        require_str(body, "client_secret", max_len=255),
+    )
+    return json_response({})
+
+
 async def post_threepid_removed(request: web.Request) -> web.Response:
-    await get_requester(request)
-    await read_json_body(request)
-    return json_response({"id_server_unbind_result": "no-support"})
+    """POST /account/3pid/delete and /unbind: the identity server(s) forget the
+    binding ("no-support" when none could, or none is known)."""
+    requester = await get_requester(request)
+    body = await read_json_body(request)
+    medium = require_str(body, "medium", max_len=32)
+    address = require_str(body, "address", max_len=512)
+    raw_server = optional_str(body, "id_server", max_len=255)
+    id_server = None if raw_server is None else id_server_param(raw_server)
+    done = await request.config_dict[IDENTITY_BINDS].unbind(
+        requester.user_id, medium, address, id_server
+    )
+    return json_response({"id_server_unbind_result": "success" if done else "no-support"})
 
 
 async def post_threepid_refused(request: web.Request) -> web.Response:
@@ -92,8 +120,8 @@ def add_routes(app: web.Application) -> None:
     add_route(app, "POST", "/account/password", post_password)
     add_route(app, "POST", "/account/deactivate", post_deactivate)
     add_route(app, "GET", "/account/3pid", get_threepids)
-    for action in ("add", "bind"):
-        add_route(app, "POST", f"/account/3pid/{action}", post_threepid_refused)
+    add_route(app, "POST", "/account/3pid/add", post_threepid_refused)
+    add_route(app, "POST", "/account/3pid/bind", post_threepid_bind)
     add_route(app, "POST", "/account/3pid", post_threepid_refused)  # deprecated add
     for action in ("delete", "unbind"):
         add_route(app, "POST", f"/account/3pid/{action}", post_threepid_removed)

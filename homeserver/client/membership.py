@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from homeserver.accounts.identity import id_server_param
 from homeserver.appstate import (
     MEMBERSHIP,
     RATE_LIMITERS,
@@ -15,6 +16,7 @@ from homeserver.appstate import (
     ROOM_READER,
     ROOM_UPGRADER,
     STORES,
+    THIRD_PARTY_INVITES,
 )
 from homeserver.client.auth import Requester, get_requester
 from homeserver.client.validate import optional_str, require_str, require_str_list
@@ -60,6 +62,7 @@ async def join_by_id_or_alias(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
     reason = _reason(body)
     room_id, servers = await _resolve(request, target)
+    await _redeem_signed(request, requester, room_id, body)
     return await _join(request, requester, room_id, servers, reason)
 
 
@@ -67,7 +70,29 @@ async def join_room(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     room_id = room_id_param(request)
     body = await read_json_body(request, allow_empty=True)
+    await _redeem_signed(request, requester, room_id, body)
     return await _join(request, requester, room_id, [], _reason(body))
+
+
+async def _redeem_signed(
+    request: web.Request, requester: Requester, room_id: str, body: dict[str, Any]
+) -> None:
+    """`third_party_signed` (a 3PID invite's signed block, from the identity server):
+    first turn it into an invite of the joining user, then join as invited."""
+    signed = body.get("third_party_signed")
+    if signed is None:
+        return
+    if not isinstance(signed, dict) or not isinstance(signed.get("sender"), str):
+        raise MatrixError(400, "M_BAD_JSON", "third_party_signed must name its sender")
+    if signed.get("mxid") != requester.user_id:
+        raise MatrixError(403, "M_FORBIDDEN", "third_party_signed is for another user")
+    current = await request.config_dict[STORES].current_state.get_membership(
+        room_id, requester.user_id
+    )
+    if current not in ("invite", "join"):
+        await request.config_dict[THIRD_PARTY_INVITES].exchange(
+            room_id, signed["sender"], requester.user_id, signed
+        )
 
 
 async def _join(
@@ -128,9 +153,9 @@ async def invite(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     room_id = room_id_param(request)
     body = await read_json_body(request)
-    if "user_id" not in body and "medium" in body:
-        raise MatrixError(400, "M_UNRECOGNIZED", "Third-party invites are not supported")
-    target = _target(body)
+    third_party = "user_id" not in body and "medium" in body
+    if not third_party:
+        target = _target(body)
     reason = _reason(body)
     content: dict[str, Any] = {} if reason is None else {"reason": reason}
     stores = request.config_dict[STORES]
@@ -138,10 +163,33 @@ async def invite(request: web.Request) -> web.Response:
         if await stores.rooms.get_room_version(room_id) is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         raise MatrixError(403, "M_FORBIDDEN", f"{requester.user_id} is not in the room")
+    if third_party:
+        await invite_third_party(request, room_id, requester.user_id, body)
+        return json_response({})
     check_invite(request.config_dict[RATE_LIMITERS], room_id, target, requester.user_id)
     await request.config_dict[MEMBERSHIP].invite(room_id, requester.user_id, target, content)
     await request.config_dict[ROOM_READ_STORE].unforget_room(target, room_id)
     return json_response({})
+
+
+async def invite_third_party(
+    request: web.Request, room_id: str, sender: str, body: dict[str, Any]
+) -> None:
+    """A 3PID invite (`id_server`, `id_access_token`, `medium`, `address`): rate
+    limited before the identity server is asked anything."""
+    id_server = id_server_param(require_str(body, "id_server", max_len=255))
+    token = require_str(body, "id_access_token", max_len=1024)
+    medium = require_str(body, "medium", max_len=32)
+    address = require_str(body, "address", max_len=512)
+    request.config_dict[RATE_LIMITERS].check("third_party_invite", sender)
+    await request.config_dict[THIRD_PARTY_INVITES].invite(
+        room_id,
+        sender,
+        id_server=id_server,
+        id_access_token=token,
+        medium=medium,
+        address=address,
+    )
 
 
 def _moderation(membership: str, require_banned: bool = False, kick: bool = False) -> Any:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from homeserver.appstate import CONFIG, MEMBERSHIP, ROOM_CREATOR, ROOM_READ_STORE, STORES
 from homeserver.client.auth import get_requester
+from homeserver.client.membership import invite_third_party
 from homeserver.client.validate import event_content, optional_bool, optional_dict, optional_str
 from homeserver.errors import MatrixError, bad_json, invalid_param
 from homeserver.events import KNOWN_ROOM_VERSIONS
@@ -113,8 +114,13 @@ def parse_create_room(body: dict[str, Any], server_name: str, default_version: s
     for user in invite:
         if not is_valid_user_id(user):
             raise invalid_param(f"'invite': invalid user ID {str(user)[:100]}")
-    if body.get("invite_3pid") is not None and not isinstance(body["invite_3pid"], list):
-        raise bad_json("'invite_3pid' must be a list")
+    invite_3pid = body.get("invite_3pid")
+    if invite_3pid is not None and (
+        not isinstance(invite_3pid, list)
+        or len(invite_3pid) > MAX_INVITES
+        or not all(isinstance(i, dict) for i in invite_3pid)
+    ):
+        raise bad_json("'invite_3pid' must be a list of objects")
     version = optional_str(body, "room_version", max_len=64, default=default_version)
     if version not in KNOWN_ROOM_VERSIONS:
         raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", f"Unsupported room version {version}")
@@ -169,6 +175,8 @@ async def create_room(request: web.Request) -> web.Response:
                 raise
             continue  # v1.18: the room is created; that one invitee is not invited
         await app[ROOM_READ_STORE].unforget_room(user, room_id)
+    for third_party in body.get("invite_3pid") or []:
+        await invite_third_party(request, room_id, requester.user_id, third_party)
     return json_response({"room_id": room_id})
 
 

@@ -37,6 +37,12 @@ def third_party_invite_public_keys(invite_event: Event) -> list[bytes]:
     return keys
 
 
+def public_key_bytes(value: Any) -> bytes | None:
+    """One published `public_key` as a raw Ed25519 key, or None if it is not one."""
+    raw = _decode_unpadded_base64(value)
+    return raw if raw is not None and len(raw) == _ED25519_KEY_LENGTH else None
+
+
 def signed_block_is_valid(signed: dict[str, Any], public_keys: list[bytes]) -> bool:
     """True if any signature in `signed` verifies with any of `public_keys`."""
     signatures = signed.get("signatures")
