@@ -16,6 +16,10 @@ def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+# Words of a search term that are matched (the rest are ignored).
+MAX_TERM_WORDS = 8
+
+
 @dataclass(frozen=True)
 class DirectoryEntry:
     user_id: str
@@ -96,7 +100,15 @@ class UserDirectoryStore:
 
         Deactivated and guest local users are left out. Unranked; at most `max_rows`.
         """
-        pattern = f"%{_escape_like(term.lower())}%"
+        # Every word of the term must match (Synapse's full-text search ANDs the words:
+        # "ali smi" finds "Alice Smith"), in the user ID or the display name.
+        words = term.lower().split()[:MAX_TERM_WORDS] or [term.lower()]
+        patterns = [f"%{_escape_like(w)}%" for w in words]
+        matches = " AND ".join(
+            f"(LOWER(v.user_id) LIKE ${i} ESCAPE '\\'"
+            f" OR LOWER(COALESCE(p.displayname, rp.displayname)) LIKE ${i} ESCAPE '\\')"
+            for i in range(3, 3 + len(patterns))
+        )
         rows = await self.db.fetch(
             "WITH visible AS ("
             " SELECT m2.user_id FROM room_memberships m1"
@@ -114,11 +126,10 @@ class UserDirectoryStore:
             " LEFT JOIN profiles p ON p.user_id = v.user_id"
             " LEFT JOIN user_directory_remote_profiles rp ON rp.user_id = v.user_id"
             " WHERE (u.user_id IS NULL OR (NOT u.deactivated AND NOT u.is_guest))"
-            " AND (LOWER(v.user_id) LIKE $2 ESCAPE '\\'"
-            " OR LOWER(COALESCE(p.displayname, rp.displayname)) LIKE $2 ESCAPE '\\')"
-            " ORDER BY v.user_id LIMIT $3",
+            f" AND {matches}"
+            " ORDER BY v.user_id LIMIT $2",
             requester,
-            pattern,
             max_rows,
+            *patterns,
         )
         return [DirectoryEntry(r[0], r[1], r[2]) for r in rows]

@@ -106,6 +106,19 @@ async def test_matches_display_names_case_insensitively_with_ranking(app_client:
     assert ids(await search(app_client, a_tok, "   ")) == []
 
 
+async def test_every_word_of_the_term_must_match(app_client: Any) -> None:
+    """As Synapse's full-text search: "ali smi" finds Alice Smith, in any order."""
+    alice, a_tok, _ = await make_user(app_client, "alice")
+    bob, _, _ = await make_user(app_client, "bob")
+    room = await make_room(app_client, alice, preset="public_chat")
+    await join_room(app_client, room, bob)
+    await app_client.server.app[STORES].accounts.set_displayname(bob, "Robert Smith-Jones")
+    for term in ("rob smi", "SMITH robert", "jones bob", "bob"):
+        assert ids(await search(app_client, a_tok, term)) == [bob], term
+    for term in ("robert brown", "rob % smi"):
+        assert ids(await search(app_client, a_tok, term)) == [], term
+
+
 async def test_deactivated_users_are_hidden(app_client: Any) -> None:
     alice, a_tok, _ = await make_user(app_client, "alice")
     bob, _, _ = await make_user(app_client, "bob")
