@@ -81,6 +81,17 @@ class EventFilter:
         return True
 
     @property
+    def filters_events(self) -> bool:
+        """Whether some events of a room may be left out (by type, sender or URL)."""
+        return (
+            self.types is not None
+            or self.not_types is not None
+            or self.senders is not None
+            or bool(self.not_senders)
+            or self.contains_url is not None
+        )
+
+    @property
     def allows_nothing(self) -> bool:
         return self.limit == 0 or (self.types is not None and self.types.pattern == r"(?!)")
 

@@ -30,12 +30,14 @@ from homeserver.storage.room_directory import RoomReadStore
 from homeserver.storage.sync_queries import SyncQueryStore
 from homeserver.sync.activity import RoomActivity
 
-from .filters import apply_event_fields
+from .filters import SyncFilter, apply_event_fields
 from .request import SyncRequest
 from .tokens import StreamToken
 
 StateKey = tuple[str, str]
 MAX_HEROES = 5
+# Pages of events read to fill a filtered timeline before giving up (then `limited`).
+MAX_FILTERED_PAGES = 5
 
 
 @dataclass
@@ -103,7 +105,10 @@ class RoomSections:
         upper = now.events if m.membership == "join" else min(m.stream_ordering, now.events)
         lower = None if room_full or since is None else since.events
         fetched: list[TimelineEvent] = []
-        if has_events or room_full:
+        gave_up = False
+        if (has_events or room_full) and flt.timeline.filters_events:
+            fetched, gave_up = await self._filtered_recent(room_id, upper, lower, limit + 1, flt)
+        elif has_events or room_full:
             recent = (
                 self.activity.room_events_between(room_id, upper, lower, limit + 1)
                 if self.activity is not None and lower is not None
@@ -116,7 +121,7 @@ class RoomSections:
                     room_id, upper, lower, limit + 1, "b"
                 )
             )
-        limited = len(fetched) > limit
+        limited = len(fetched) > limit or gave_up
         timeline = list(reversed(fetched[:limit]))
         joined_before = (
             m.membership == "join"
@@ -167,7 +172,10 @@ class RoomSections:
                 k: v for k, v in end_state.items() if known.get(k) != v and v not in in_timeline
             }
             if flt.state.lazy_load_members:
-                wanted = {k: v for k, v in wanted.items() if k[0] != "m.room.member"}
+                if room_full or not limited:
+                    # Otherwise (a gap), every membership that changed in it is kept,
+                    # old leaves included, as Synapse does: the client missed them.
+                    wanted = {k: v for k, v in wanted.items() if k[0] != "m.room.member"}
                 senders = {t.event.sender for t in timeline}
                 if room_full:
                     senders.add(m.user_id)
@@ -183,6 +191,30 @@ class RoomSections:
                         wanted[("m.room.member", sender)] = member
             state_ids = list(wanted.values())
         return RoomWork(room_id, m.membership, timeline, limited, state_ids, room_full)
+
+    async def _filtered_recent(
+        self, room_id: str, upper: int, lower: int | None, want: int, flt: SyncFilter
+    ) -> tuple[list[TimelineEvent], bool]:
+        """The newest `want` events the timeline filter lets through (newest first):
+        a filtered timeline still holds `limit` events when older ones match, as
+        Synapse's. Bounded: a few pages, then what was found, with True when the search
+        stopped before the range's start (the timeline is then `limited`)."""
+        found: list[TimelineEvent] = []
+        page = max(want * 2, 20)
+        cursor = upper
+        for _ in range(MAX_FILTERED_PAGES):
+            batch = await self._stores.events.get_room_events_between(
+                room_id, cursor, lower, page, "b"
+            )
+            found += [
+                t
+                for t in batch
+                if flt.timeline.allows(t.event.type, t.event.sender, t.event.content)
+            ]
+            if len(found) >= want or len(batch) < page:
+                return found[:want], False
+            cursor = batch[-1].stream_ordering
+        return found, True
 
     async def invite_state(
         self, m: MembershipInfo, ignored: frozenset[str]
@@ -295,7 +327,15 @@ class RoomSections:
 
         def fmt(event: Event) -> dict[str, Any]:
             if flt.event_format == "federation":
+                # The PDU as servers exchange it, plus what Synapse adds to it for
+                # clients: the event ID (v3+ PDUs omit it) and `unsigned.age`.
                 out = dict(event.pdu)
+                out["event_id"] = event.event_id
+                unsigned = out.get("unsigned")
+                out["unsigned"] = {
+                    **(unsigned if isinstance(unsigned, dict) else {}),
+                    "age": max(0, now_ms - event.origin_server_ts),
+                }
             else:
                 prev = replaced.get(event.event_id)
                 out = format_client_event(
