@@ -10,6 +10,7 @@ outlier, so the locked part of the receiving algorithm finds everything locally.
 
 Bounds (anyone may send us a PDU that cites events we lack):
 - `MAX_MISSING_EVENTS` prev_events asked for with get_missing_events per PDU;
+- `MAX_AUTH_FETCHES` auth events fetched one by one (/event) when /event_auth fails;
 - `MAX_STATE_IDS` state and auth event IDs taken from one state_ids answer;
 - `FETCH_CONCURRENCY` single-event fetches in flight, shared by all rooms;
 - `FETCH_DEADLINE_S` for everything one PDU makes us fetch: what is not fetched by
@@ -35,6 +36,7 @@ from .ports import RemoteEvents
 log = logging.getLogger(__name__)
 
 MAX_MISSING_EVENTS = 10
+MAX_AUTH_FETCHES = 50
 MAX_STATE_IDS = 50_000
 FETCH_CONCURRENCY = 10
 FETCH_DEADLINE_S = 120.0
@@ -138,8 +140,27 @@ class RemoteState:
             chain = await self._remote.get_event_auth(origin, event.room_id, event.event_id)
         except Exception as e:  # a peer's failure is a reason to reject, not to crash
             log.info("event_auth for %s from %s failed: %s", event.event_id, origin, e)
-            return
-        await self._store_outliers(event.room_id, chain)
+            chain = []
+        found = {e.event_id: e for e in chain}
+        # A peer without /event_auth (or with a partial answer): fetch the missing auth
+        # events one by one with /event, and theirs in turn, as Synapse does; bounded
+        # by MAX_AUTH_FETCHES events per PDU (an auth chain deeper than that is given
+        # up, and the PDU rejected).
+        missing = await self._missing(wanted, found)
+        budget = MAX_AUTH_FETCHES
+        while missing and budget > 0:
+            ids = missing[:budget]
+            budget -= len(ids)
+            for fetched in await self._fetch_events(origin, event.room_id, ids):
+                found.setdefault(fetched.event_id, fetched)
+            wanted_next = [a for e in found.values() for a in auth_event_ids_wanted(e)]
+            missing = [m for m in await self._missing(wanted_next, found) if m not in ids]
+        await self._store_outliers(event.room_id, found.values())
+
+    async def _missing(self, wanted: Iterable[str], found: Mapping[str, Event]) -> list[str]:
+        ids = [w for w in dict.fromkeys(wanted) if w not in found]
+        have = await self._stores.events.have_events(ids)
+        return [w for w in ids if w not in have]
 
     async def _fill_gap(self, event: Event, origin: str) -> list[Event]:
         """Missing prev_events between our forward extremities and `event`."""
