@@ -8,13 +8,17 @@ activity window) and raises the stamp itself, so sorting 2,000 rooms costs no qu
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
+from itertools import islice
 
 from homeserver.events import Event
 from homeserver.storage.sliding_sync import BUMP_EVENT_TYPES, SlidingSyncStore
 
 MAX_ROOMS = 200_000
+# Rooms whose stamp moved, newest last: lets a cached room order catch up by looking at
+# the rooms that moved instead of re-sorting all of a user's rooms (room_order.py).
+MAX_LOG = 20_000
 
 
 class BumpStamps:
@@ -22,10 +26,30 @@ class BumpStamps:
         self._store = store
         self._size = size
         self._stamps: OrderedDict[str, int] = OrderedDict()
+        self._log: deque[str] = deque()
+        self._log_start = 0  # the position of the log's first entry
+
+    @property
+    def position(self) -> int:
+        """How many stamp moves have been logged so far."""
+        return self._log_start + len(self._log)
+
+    def moved_since(self, position: int) -> list[str] | None:
+        """Rooms whose stamp may have moved after `position` (repeats possible); None
+        when the log no longer reaches back that far."""
+        if position < self._log_start:
+            return None
+        # The newest entries, read from the right end: O(moves), not O(log).
+        return list(islice(reversed(self._log), self.position - position))
 
     def on_new_event(self, event: Event, stream_ordering: int) -> None:
         if event.type not in BUMP_EVENT_TYPES or stream_ordering <= 0:
             return
+        # Logged even when not cached: a reader's cached order must hear of it.
+        self._log.append(event.room_id)
+        if len(self._log) > MAX_LOG:
+            self._log.popleft()
+            self._log_start += 1
         known = self._stamps.get(event.room_id)
         # A room not cached yet is read from the database (written in the same commit).
         if known is not None and stream_ordering > known:

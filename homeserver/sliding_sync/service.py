@@ -20,7 +20,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any
 
 from homeserver.e2ee.device_lists import DeviceListService
 from homeserver.e2ee.keys import KeysService
@@ -39,6 +39,7 @@ from homeserver.sync.tokens import StreamToken
 from .bump_stamps import BumpStamps
 from .positions import Positions
 from .request import ExtensionRequest, ListFilters, ListRequest, RoomConfig, SlidingRequest
+from .room_order import Candidate, RoomOrder
 from .rooms import JoinedJob, RoomBuilder
 
 MAX_TIMEOUT_MS = 120_000
@@ -50,12 +51,6 @@ NO_FILTERS = ListFilters()
 
 def unknown_pos() -> MatrixError:
     return MatrixError(400, "M_UNKNOWN_POS", "Unknown or expired position: start over")
-
-
-class _Candidate(NamedTuple):
-    room_id: str
-    membership: str
-    bump: int
 
 
 class SlidingSyncService:
@@ -75,7 +70,7 @@ class SlidingSyncService:
         bumps: BumpStamps,
         activity: RoomActivity | None = None,
     ) -> None:
-        self._bumps = bumps
+        self._order = RoomOrder(bumps)
         self._activity = activity
         self._stores = stores
         self._store = store
@@ -146,31 +141,15 @@ class SlidingSyncService:
 
     async def _candidates(
         self, user_id: str, since_events: int | None, sent: dict[str, Any]
-    ) -> dict[str, _Candidate]:
+    ) -> tuple[dict[str, Candidate], list[Candidate]]:
         """Joined, invited and knocked rooms; and rooms left or banned from since the
-        last position that the client was shown (once, so it sees the change)."""
-        rows = await self._stores.current_state.get_memberships_for_user(user_id)  # cached
+        last position that the client was shown (once, so it sees the change); and
+        them in list order (kept between requests: room_order.py)."""
+        rows = await self._stores.current_state.memberships_snapshot(user_id)  # cached
         # v1.18: a user who blocks invites is not shown them (nor their rooms' state).
         blocked = await self._account_data.invites_blocked(user_id)
         shown = ("join", "knock") if blocked else ("join", "invite", "knock")
-        memberships = [
-            m
-            for m in rows
-            if m.membership in shown
-            or (
-                since_events is not None
-                and m.membership in ("leave", "ban")
-                and m.stream_ordering > since_events
-                and m.room_id in sent
-            )
-        ]
-        bumps = await self._bumps.get(m.room_id for m in memberships)
-        get = bumps.get
-        new = tuple.__new__  # NamedTuple's own constructor is a Python call per room
-        return {
-            m.room_id: new(_Candidate, (m.room_id, m.membership, get(m.room_id, m.stream_ordering)))
-            for m in memberships
-        }
+        return await self._order.candidates(user_id, rows, shown, since_events, sent)
 
     async def _dm_rooms(self, user_id: str) -> set[str]:
         content = await self._account_data.get(user_id, "m.direct") or {}
@@ -202,11 +181,11 @@ class SlidingSyncService:
 
     async def _filtered(
         self,
-        candidates: list[_Candidate],
+        candidates: list[Candidate],
         filters: ListFilters,
         dms: set[str],
         facts: dict[str, tuple[str | None, bool, set[str]]],
-    ) -> list[_Candidate]:
+    ) -> list[Candidate]:
         if filters == NO_FILTERS:
             return candidates
         out = []
@@ -252,11 +231,9 @@ class SlidingSyncService:
         now: StreamToken,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
         since = StreamToken.decode(snapshot.token) if snapshot is not None else None
-        candidates = await self._candidates(
+        candidates, ordered = await self._candidates(
             user_id, since.events if since else None, snapshot.rooms if snapshot else {}
         )
-        # Newest first, ties by room ID: sorted on plain tuples (compared in C).
-        ordered = [c for _, _, c in sorted((-c.bump, c.room_id, c) for c in candidates.values())]
         dms = await self._dm_rooms(user_id)
         facts: dict[str, tuple[str | None, bool, set[str]]] = {}
         if self._needs_facts(req.lists):

@@ -101,7 +101,7 @@ class CurrentStateStore:
         self.db = db
         # user -> all their membership rows: read by every /sync. Rows change only in
         # EventStore.persist_events, which calls `memberships_changed` after commit.
-        self._memberships: LruCache[str, list[MembershipInfo]] = LruCache(
+        self._memberships: LruCache[str, tuple[MembershipInfo, ...]] = LruCache(
             50_000, "get_memberships_for_user"
         )
         # room -> its joined users: read per event by push and per sync by presence;
@@ -179,23 +179,29 @@ class CurrentStateStore:
         infos = await self.get_memberships_for_user(user_id, memberships)
         return [i.room_id for i in infos]
 
+    async def memberships_snapshot(self, user_id: str) -> tuple[MembershipInfo, ...]:
+        """All the user's membership rows, by room ID, as the cached object itself: the
+        same tuple until one of them changes, so callers may key their own derived
+        caches on its identity (sliding sync's room order)."""
+        cached = self._memberships.get(user_id)
+        if cached is not None:
+            return cached
+        generation = self._memberships.generation()
+        rows = await self.db.fetch(
+            "SELECT room_id, user_id, membership, event_id, stream_ordering"
+            " FROM room_memberships WHERE user_id = $1 ORDER BY room_id",
+            user_id,
+        )
+        result = tuple(MembershipInfo(r[0], r[1], r[2], r[3], int(r[4])) for r in rows)
+        self._memberships.set_if_current(user_id, result, generation)
+        return result
+
     async def get_memberships_for_user(
         self, user_id: str, memberships: Sequence[str] | None = None
     ) -> list[MembershipInfo]:
         """The user's membership rows (all, or those in `memberships`), by room ID."""
         if memberships is None:
-            cached = self._memberships.get(user_id)
-            if cached is not None:
-                return list(cached)
-            generation = self._memberships.generation()
-            rows = await self.db.fetch(
-                "SELECT room_id, user_id, membership, event_id, stream_ordering"
-                " FROM room_memberships WHERE user_id = $1 ORDER BY room_id",
-                user_id,
-            )
-            result = [MembershipInfo(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
-            self._memberships.set_if_current(user_id, result, generation)
-            return list(result)
+            return list(await self.memberships_snapshot(user_id))
         else:
             ms = list(dict.fromkeys(memberships))
             if not ms:

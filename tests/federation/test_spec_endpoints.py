@@ -24,8 +24,6 @@ SPEC = Path("/work/shared/spec/data/api/server-server")
 # (method, path) of spec endpoints deliberately not built; each answers M_UNRECOGNIZED.
 NOT_BUILT = {
     ("POST", "/_matrix/policy/v1/sign"),  # room policy servers (MSC4284)
-    ("PUT", "/_matrix/federation/v1/exchange_third_party_invite/{}"),  # no 3pid invites
-    ("PUT", "/_matrix/federation/v1/3pid/onbind"),
 }
 
 
