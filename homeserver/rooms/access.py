@@ -35,6 +35,10 @@ class Access:
     # A server admin reading through the admin API: everything, history visibility
     # notwithstanding (Synapse's admin room reads do the same).
     sees_all: bool = False
+    # The stream position of the user's current join, when the caller knows it: the
+    # timeline after it was all sent while they were in the room, so it is visible
+    # without reading the state at each event (sliding sync's hot path).
+    joined_at: int | None = None
 
     def allows_stream(self, stream_ordering: int) -> bool:
         return self.cap is None or stream_ordering <= self.cap

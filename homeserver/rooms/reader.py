@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import Event
-from homeserver.storage import Stores
+from homeserver.storage import MembershipInfo, Stores
 from homeserver.storage.room_directory import RoomReadStore
 
 from .access import SERVER_ADMIN, Access, reader_access
@@ -292,9 +293,13 @@ class RoomReader:
             budget -= batch
             if not rows:
                 return found, pos, True
-            candidates = [r.event for r in rows if event_filter.matches(r.event)]
+            joined_at = access.joined_at if access.joined_at is not None else 2**62
+            matching = [r for r in rows if event_filter.matches(r.event)]
+            # Events after the user's current join need no state lookups.
+            visible = {r.event.event_id: r.event for r in matching if r.stream_ordering > joined_at}
+            older = [r.event for r in matching if r.stream_ordering <= joined_at]
             # As filtered: an erased sender's event may come back redacted.
-            visible = {e.event_id: e for e in await self._visible(candidates, user_id, access)}
+            visible.update((e.event_id, e) for e in await self._visible(older, user_id, access))
             for row in rows:
                 shown = visible.get(row.event.event_id)
                 if shown is not None:
@@ -467,9 +472,16 @@ class RoomReader:
         to paginate back from when more events lie before them, else None), and `extra`
         (state events) serialised in the same batch: aggregations, redactions and
         transaction IDs are fetched once for the whole response, not once per room."""
-        joined = Access("join", None, None, False)
+        rows = await self._stores.current_state.memberships_snapshot(user_id)  # by room ID
         pages: dict[str, tuple[list[Event], int | None]] = {}
         for room_id, (start, stop, limit) in wanted.items():
+            i = bisect_left(rows, room_id, key=_room_of)
+            joined_at = (
+                rows[i].stream_ordering
+                if i < len(rows) and rows[i].room_id == room_id and rows[i].membership == "join"
+                else None
+            )
+            joined = Access("join", None, None, False, joined_at=joined_at)
             events, pos, exhausted = await self._paginate(
                 room_id, user_id, joined, start, stop, "b", limit, RoomEventFilter()
             )
@@ -559,3 +571,7 @@ class RoomReader:
         if found is None:
             raise MatrixError(404, "M_NOT_FOUND", f"Unable to find event from {ts} in {direction}")
         return {"event_id": found[0], "origin_server_ts": found[1]}
+
+
+def _room_of(row: MembershipInfo) -> str:
+    return row.room_id

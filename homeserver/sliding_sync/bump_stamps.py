@@ -50,19 +50,27 @@ class BumpStamps:
         if len(self._log) > MAX_LOG:
             self._log.popleft()
             self._log_start += 1
+        # Listeners hear events in stream order, so this is the room's newest stamp:
+        # cached even for a room not cached yet (a read of it in flight may have seen
+        # the database before this event's commit; the max in `get` keeps this one).
         known = self._stamps.get(event.room_id)
-        # A room not cached yet is read from the database (written in the same commit).
-        if known is not None and stream_ordering > known:
+        if known is None or stream_ordering > known:
             self._stamps[event.room_id] = stream_ordering
+            if known is None and len(self._stamps) > self._size:
+                self._stamps.popitem(last=False)
 
     async def get(self, room_ids: Iterable[str]) -> dict[str, int]:
         rooms = list(room_ids)
         missing = [r for r in rooms if r not in self._stamps]
-        if missing:
-            loaded = await self._store.bump_stamps(missing)
-            for room_id, stamp in loaded.items():
-                # An event may have raised it while we read.
-                self._stamps[room_id] = max(stamp, self._stamps.get(room_id, 0))
-            while len(self._stamps) > self._size:
-                self._stamps.popitem(last=False)
-        return {r: self._stamps[r] for r in rooms if r in self._stamps}
+        if not missing:
+            return {r: self._stamps[r] for r in rooms if r in self._stamps}
+        loaded = await self._store.bump_stamps(missing)
+        for room_id, stamp in loaded.items():
+            # An event may have raised it while we read.
+            self._stamps[room_id] = max(stamp, self._stamps.get(room_id, 0))
+        # The answer is taken before evicting: under pressure the eviction may drop
+        # rooms of this very request, which must still be answered.
+        out = {r: self._stamps[r] for r in rooms if r in self._stamps}
+        while len(self._stamps) > self._size:
+            self._stamps.popitem(last=False)
+        return out

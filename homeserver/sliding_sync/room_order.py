@@ -44,6 +44,7 @@ class _Order:
     keys: list[tuple[int, str]]  # (-bump, room_id), ascending: the list order
     ordered: list[Candidate]  # parallel to `keys`
     departed: list[MembershipInfo]  # left or banned: shown once, per request
+    joined: list[str] | None = None  # the joined rooms' IDs, computed when first asked
 
 
 class RoomOrder:
@@ -89,6 +90,16 @@ class RoomOrder:
                     c for _, _, c in sorted((-c.bump, c.room_id, c) for c in by_room.values())
                 ]
         return by_room, ordered
+
+    def joined(self, user_id: str, rows: tuple[MembershipInfo, ...]) -> list[str]:
+        """The rooms of `rows` the user is joined to (what the notifier listens to),
+        kept with the user's order while the rows are the same snapshot."""
+        order = self._orders.get(user_id)
+        if order is not None and order.rows is rows:
+            if order.joined is None:
+                order.joined = [m.room_id for m in rows if m.membership == "join"]
+            return order.joined
+        return [m.room_id for m in rows if m.membership == "join"]
 
     async def _build(
         self, user_id: str, rows: tuple[MembershipInfo, ...], shown: tuple[str, ...]

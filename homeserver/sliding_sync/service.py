@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any
 
@@ -110,9 +111,8 @@ class SlidingSyncService:
                 raise unknown_pos()
         deadline = time.monotonic() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         while True:
-            rows = await self._stores.current_state.get_memberships_for_user(user_id)  # cached
-            rooms = [m.room_id for m in rows if m.membership == "join"]
-            with self._notifier.listen(user_id, rooms) as listener:
+            rows = await self._stores.current_state.memberships_snapshot(user_id)  # cached
+            with self._notifier.listen(user_id, self._order.joined(user_id, rows)) as listener:
                 now = self._notifier.current
                 response, rooms_sent, counts = await self._build(
                     user_id, device_id, req, snapshot, now
@@ -308,7 +308,7 @@ class SlidingSyncService:
         ]
         rooms_out.update(await self._rooms.joined_rooms(user_id, device_id, jobs, now.events))
         extensions = await self._extensions(
-            user_id, device_id, req, since, now, list(configs), in_list, set(candidates)
+            user_id, device_id, req, since, now, list(configs), in_list, candidates.keys()
         )
         response = {"lists": lists_out, "rooms": rooms_out, "extensions": extensions}
         return response, sent, counts
@@ -336,7 +336,7 @@ class SlidingSyncService:
         ext: ExtensionRequest,
         visible: list[str],
         in_list: dict[str, list[str]],
-        member_of: set[str],
+        member_of: AbstractSet[str],
     ) -> list[str]:
         """The rooms an extension covers: its `lists` and `rooms` (default: all visible)."""
         if ext.lists is None and ext.rooms is None:
@@ -357,7 +357,7 @@ class SlidingSyncService:
         now: StreamToken,
         visible: list[str],
         in_list: dict[str, list[str]],
-        member_of: set[str],
+        member_of: AbstractSet[str],
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         ext = req.extensions

@@ -180,7 +180,7 @@ class CurrentStateStore:
         return [i.room_id for i in infos]
 
     async def memberships_snapshot(self, user_id: str) -> tuple[MembershipInfo, ...]:
-        """All the user's membership rows, by room ID, as the cached object itself: the
+        """All the user's membership rows, sorted by room ID, as the cached object itself: the
         same tuple until one of them changes, so callers may key their own derived
         caches on its identity (sliding sync's room order)."""
         cached = self._memberships.get(user_id)
@@ -192,7 +192,14 @@ class CurrentStateStore:
             " FROM room_memberships WHERE user_id = $1 ORDER BY room_id",
             user_id,
         )
-        result = tuple(MembershipInfo(r[0], r[1], r[2], r[3], int(r[4])) for r in rows)
+        # Sorted here, by code point: PostgreSQL's ORDER BY follows the database's
+        # collation, and callers binary-search this by room ID.
+        result = tuple(
+            sorted(
+                (MembershipInfo(r[0], r[1], r[2], r[3], int(r[4])) for r in rows),
+                key=lambda m: m.room_id,
+            )
+        )
         self._memberships.set_if_current(user_id, result, generation)
         return result
 
