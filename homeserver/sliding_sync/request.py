@@ -64,8 +64,10 @@ class RoomConfig:
 
     @cached_property
     def key(self) -> str:
-        """A short fingerprint: a room sent with another config is sent again in full."""
-        raw = json.dumps([sorted(self.required_state), self.timeline_limit])
+        """A short fingerprint of the required state: a room sent with other required
+        state is sent again in full. (A larger timeline limit only expands the
+        timeline: Synapse's `unstable_expanded_timeline`.)"""
+        raw = json.dumps(sorted(self.required_state))
         return hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()
 
 

@@ -35,6 +35,9 @@ class JoinedJob:
     state: dict[tuple[str, str], str] | None = None  # prefetched current state
     members: dict[str, str] | None = None  # prefetched memberships
     counts_changed: bool = False  # sent even without new events (its unread counts moved)
+    # The timeline limit grew since the room was sent: its latest `timeline_limit`
+    # events whatever the position (flagged `unstable_expanded_timeline`).
+    expanded: bool = False
 
 
 def wanted_state(
@@ -103,7 +106,7 @@ class RoomBuilder:
         wanted = {
             j.room_id: (
                 now_events,
-                j.since_events,
+                None if j.expanded else j.since_events,
                 # Incremental with no timeline asked for: one event tells if it moved.
                 j.config.timeline_limit
                 if j.since_events is None
@@ -117,7 +120,12 @@ class RoomBuilder:
         state_wanted: dict[str, list[str]] = {}
         for job in jobs:
             events, more = pages.get(job.room_id, ([], None))
-            if job.since_events is not None and not events and not job.counts_changed:
+            if (
+                job.since_events is not None
+                and not events
+                and not job.counts_changed
+                and not job.expanded
+            ):
                 continue  # nothing new
             timeline = events[-job.config.timeline_limit :] if job.config.timeline_limit else []
             state = job.state
@@ -135,7 +143,14 @@ class RoomBuilder:
                     for e in timeline
                     if isinstance(e.get("state_key"), str)
                 }
-                keys = [k for k in keys if k in changed]
+                # An expanded timeline reaches back past what was sent: the members
+                # of its senders ($LAZY) come with it.
+                keys = [
+                    k
+                    for k in keys
+                    if k in changed
+                    or (job.expanded and k[0] == "m.room.member" and k[1] in involved)
+                ]
             state_wanted[job.room_id] = [state[k] for k in keys]
             room: dict[str, Any] = {
                 "timeline": timeline,
@@ -146,6 +161,9 @@ class RoomBuilder:
             }
             if job.since_events is None:
                 room["initial"] = True
+            if job.expanded:
+                room["unstable_expanded_timeline"] = True
+                room["num_live"] = 0  # the position bounds nothing here
             if timeline and more is not None:
                 room["prev_batch"] = RoomToken(more).encode()
             members = job.members

@@ -281,7 +281,15 @@ class SlidingSyncService:
                 or previous.get("rs") != config.key
                 or previous.get("m") != c.membership
             )
-            sent[room_id] = {"ts": now.events, "rs": config.key, "m": c.membership}
+            # Sent before with a smaller timeline (a list's 1, then a subscription's
+            # 20 when the room is opened): the full timeline again, as Synapse does.
+            expanded = not fresh and int(previous.get("tl", 0)) < config.timeline_limit
+            sent[room_id] = {
+                "ts": now.events,
+                "rs": config.key,
+                "tl": config.timeline_limit,
+                "m": c.membership,
+            }
             if c.membership in ("leave", "ban") and previous is not None:
                 # Gone since the last position: the change (the leave or ban event) once.
                 jobs.append(JoinedJob(room_id, config, int(previous["ts"]), room_id in dms, c.bump))
@@ -291,7 +299,12 @@ class SlidingSyncService:
                     rooms_out[room_id] = await self._rooms.invited_room(
                         room_id, user_id, c.bump, room_id in dms, c.membership
                     )
-            elif fresh or not _unchanged(previous, since, changed, room_id) or room_id in read:
+            elif (
+                fresh
+                or expanded
+                or not _unchanged(previous, since, changed, room_id)
+                or room_id in read
+            ):
                 jobs.append(
                     JoinedJob(
                         room_id,
@@ -300,6 +313,7 @@ class SlidingSyncService:
                         room_id in dms,
                         c.bump,
                         counts_changed=room_id in read,
+                        expanded=expanded,
                     )
                 )
         states, members = await self._rooms.prefetch([j.room_id for j in jobs])

@@ -351,3 +351,37 @@ async def test_concurrent_writers_every_message_seen_exactly_once(app_client: Te
     await writing
     assert len(sent) == 60
     assert sorted(seen) == sorted(sent)  # none missed, none twice
+
+
+async def test_opening_a_room_expands_its_timeline(app_client: TestClient) -> None:
+    """What Element X does: the list asks timeline_limit 1; opening a room subscribes
+    with 20. The next response carries the room's last 20 events although nothing new
+    happened (`unstable_expanded_timeline`, as Synapse), not `initial`, with the members
+    of the older senders; a later response is incremental again."""
+    alice, bob = await users(app_client, "alice", "bob")
+    room = await alice.room(name="Chat")
+    await bob.ok("POST", f"/join/{room}")
+    for i in range(8):
+        await (alice if i % 2 else bob).say(room, f"m{i}")
+    listed = await alice.ss_ok(room_list([[0, 9]]))
+    assert bodies(listed["rooms"][room]) == ["m7"]
+    opened_body = {
+        **room_list([[0, 9]]),
+        "room_subscriptions": {
+            room: {"timeline_limit": 20, "required_state": [["m.room.member", "$LAZY"]]}
+        },
+    }
+    opened = await alice.ss_ok(opened_body, listed["pos"])
+    entry = opened["rooms"][room]
+    assert bodies(entry) == [f"m{i}" for i in range(8)]
+    assert entry["unstable_expanded_timeline"] is True
+    assert "initial" not in entry
+    members = {e["state_key"] for e in entry["required_state"] if e["type"] == "m.room.member"}
+    assert bob.id in members
+    # Nothing new: nothing more; then only the new message.
+    again = await alice.ss_ok(opened_body, opened["pos"])
+    assert room not in again["rooms"]
+    await bob.say(room, "new")
+    later = await alice.ss_ok(opened_body, again["pos"])
+    assert bodies(later["rooms"][room]) == ["new"]
+    assert "unstable_expanded_timeline" not in later["rooms"][room]
