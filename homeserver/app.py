@@ -110,6 +110,8 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
 # reachable through the client and federation resources).
 PREFIX_RESOURCES: tuple[tuple[str, frozenset[str]], ...] = (
     (OPENID_USERINFO_PATH, OPENID),
+    # Authenticated media is part of Synapse's `media` resource too (a media worker).
+    ("/_matrix/client/v1/media", frozenset({"client", "media"})),
     ("/_matrix/client", CLIENT),
     ("/_synapse/admin", CLIENT),
     (METRICS_PATH, frozenset({"metrics"})),
@@ -147,7 +149,10 @@ def replication_middlewares(config: Config) -> list[Middleware]:
     replication listener (homeserver.replication.forward)."""
     workers = config.workers
     if workers.is_worker:
-        return [worker_middleware(lambda app: app[REPLICATION].forwarder)]
+        # A worker with a `media` listener is a media repository: it serves media
+        # itself (uploads included: they write no stream), like Synapse's.
+        serves_media = "media" in config.resources
+        return [worker_middleware(lambda app: app[REPLICATION].forwarder, serves_media)]
     if workers.replicated and workers.replication_secret:
         return [replication_middleware(workers.replication_secret, lambda app: app.get(NOTIFIER))]
     return []

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,8 @@ class Process:
 
 class Deployment:
     """main + `client_readers` client readers + `federation_inbound` federation
-    inbound workers, behind nginx; `url` is nginx's."""
+    inbound workers (+ federation senders, media workers), behind nginx; `url` is
+    nginx's."""
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class Deployment:
         client_readers: int = 2,
         federation_inbound: int = 1,
         federation_senders: int = 0,
+        media_workers: int = 0,
         server_name: str = "localhost",
         overrides: dict[str, Any] | None = None,
         public_port: int | None = None,
@@ -114,6 +117,7 @@ class Deployment:
         self._client_readers = client_readers
         self._federation_inbound = federation_inbound
         self._federation_senders = federation_senders
+        self._media_workers = media_workers
         self._overrides = overrides or {}
 
     # -- configuration --------------------------------------------------------------
@@ -157,6 +161,7 @@ class Deployment:
             config.pop("federation_sender_instances")
             config["listeners"] = config["listeners"][:1]
             self._client_readers = self._federation_inbound = self._federation_senders = 0
+            self._media_workers = 0
         shared = self.workdir / "homeserver.yaml"
         shared.write_text(yaml.safe_dump(config))
         self.processes["main"] = Process(
@@ -165,6 +170,7 @@ class Deployment:
         roles = [("client_reader", "client", self._client_readers)]
         roles.append(("federation_inbound", "federation", self._federation_inbound))
         roles.append(("federation_sender", "federation", self._federation_senders))
+        roles.append(("media_repository", "media", self._media_workers))
         for role, resource, count in roles:
             for i in range(1, count + 1):
                 name = f"{role}{i}"
@@ -310,6 +316,8 @@ class Deployment:
         document, everything else /versions."""
         if name.startswith("federation_"):
             return "/_matrix/key/v2/server"
+        if name.startswith("media_"):
+            return "/_matrix/media/v3/config"  # 401 without a token: answering
         return "/_matrix/client/versions"
 
     def _wait(self, url: str, proc: Any, what: str, path: str = "/_matrix/client/versions") -> None:
@@ -322,6 +330,9 @@ class Deployment:
                 with urllib.request.urlopen(url + path, timeout=2) as r:
                     if r.status == 200:
                         return
+            except urllib.error.HTTPError as e:
+                if e.code == 401:  # the server answers (a route that needs a token)
+                    return
             except OSError:
                 pass
             if time.monotonic() > deadline:

@@ -18,6 +18,7 @@ unauthenticated endpoints (legacy=True) answer 404 for it and fetch nothing new.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -37,6 +38,7 @@ from homeserver.storage.media import LOCAL, LocalMedia, MediaStore, RemoteMedia,
 
 log = logging.getLogger(__name__)
 
+UPLOAD_POLL_S = 0.5  # a waiting download looks again for an upload to another process
 DEFAULT_WAIT_MS = 20_000  # how long a download waits for an asynchronous upload
 MAX_WAIT_MS = 60_000
 MAX_CONCURRENT_REMOTE_FETCHES = 32
@@ -280,11 +282,18 @@ class MediaRepository:
         if media.unused_expires_ts is not None and media.unused_expires_ts <= now_ms():
             return None
         event = self._uploaded.setdefault(media.media_id, asyncio.Event())
-        try:
-            await asyncio.wait_for(event.wait(), max(0, min(timeout_ms, MAX_WAIT_MS)) / 1000)
-        except TimeoutError:
-            raise not_yet_uploaded() from None
-        return await self.store.get_local(media.media_id)
+        deadline = asyncio.get_running_loop().time() + max(0, min(timeout_ms, MAX_WAIT_MS)) / 1000
+        while True:
+            # Woken at once by an upload to this process; one to another process of the
+            # deployment (several media workers) is seen by looking again.
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise not_yet_uploaded()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, UPLOAD_POLL_S))
+            current = await self.store.get_local(media.media_id)
+            if event.is_set() or (current is not None and current.uploaded_ts is not None):
+                return current
 
     # -- remote media --------------------------------------------------------------------
 

@@ -105,7 +105,13 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
 }
 
 
-def served_here(method: str, path: str) -> bool:
+# Everything of the media repository (a worker with a `media` listener serves it all).
+MEDIA_ROUTES = re.compile(r"^/_matrix/(?:media/(?:v1|v3|r0)|client/v1/media)/")
+
+
+def served_here(method: str, path: str, serves_media: bool = False) -> bool:
+    if serves_media and MEDIA_ROUTES.match(path):
+        return True
     return any(p.match(path) for p in READ_ROUTES.get(method, ()))
 
 
@@ -210,12 +216,12 @@ class Forwarder:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def worker_middleware(forwarder: Callable[[Any], Forwarder]) -> Any:
+def worker_middleware(forwarder: Callable[[Any], Forwarder], serves_media: bool = False) -> Any:
     """`forwarder` finds the worker's Forwarder in app state (built after the app)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "OPTIONS" or served_here(request.method, request.path):
+        if request.method == "OPTIONS" or served_here(request.method, request.path, serves_media):
             return await handler(request)
         return await forwarder(request.config_dict).forward(request)
 

@@ -1,7 +1,7 @@
 """The worker deployment under load and faults (issue 16), through nginx and directly.
 
 One deployment for the module (tests/deployment.py): PostgreSQL, Redis, the main, two
-client readers, a federation inbound worker, nginx. What must hold:
+client readers, a federation inbound worker, a media worker, nginx. What must hold:
 - a write sent to a reader is forwarded to the main, and the reader answers only once it
   has caught up with it (read-your-writes on the same process);
 - a logged-out token stops working on every process at once (replicated invalidation);
@@ -39,7 +39,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         if os.environ.get("CI"):
             pytest.fail(f"the worker deployment must run in CI: {why}")
         pytest.skip(why)
-    d = Deployment(Path(tmp_path_factory.mktemp("workers"))).start()
+    d = Deployment(Path(tmp_path_factory.mktemp("workers")), media_workers=1).start()
     try:
         yield d
     finally:
@@ -329,3 +329,50 @@ async def test_dropped_database_connections_fail_cleanly_and_recover(
             assert status == 200, "the process did not recover its database connections"
 
     await _run_load(deployment, session, cut)
+
+
+async def test_the_media_worker_serves_media_without_the_main(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """nginx sends every media request to the media worker, which serves it itself
+    (uploads too): media keeps working while the main is down. An asynchronous upload
+    (create, then PUT) wakes a download that was already waiting."""
+    client = await register(session, deployment.url)
+    headers = {"Authorization": f"Bearer {client.token}", "Content-Type": "text/plain"}
+    deployment.kill("main")
+    try:
+        async with session.post(
+            deployment.url + "/_matrix/media/v3/upload?filename=a.txt",
+            data=b"served by the media worker",
+            headers=headers,
+        ) as r:
+            assert r.status == 200, await r.text()
+            mxc = (await r.json())["content_uri"]
+        server_name, media_id = mxc.removeprefix("mxc://").split("/")
+        download = f"/_matrix/client/v1/media/download/{server_name}/{media_id}"
+        async with session.get(deployment.url + download, headers=headers) as r:
+            assert (r.status, await r.read()) == (200, b"served by the media worker")
+
+        created = await client.ok("POST", "/_matrix/media/v1/create")
+        later_id = created["content_uri"].rsplit("/", 1)[1]
+
+        async def wait_for_it() -> bytes:
+            path = f"/_matrix/client/v1/media/download/{server_name}/{later_id}"
+            async with session.get(
+                deployment.url + path + "?timeout_ms=20000", headers=headers
+            ) as r:
+                assert r.status == 200, await r.text()
+                return await r.read()
+
+        waiting = asyncio.ensure_future(wait_for_it())
+        await asyncio.sleep(0.3)
+        async with session.put(
+            deployment.url + f"/_matrix/media/v3/upload/{server_name}/{later_id}",
+            data=b"late bytes",
+            headers=headers,
+        ) as r:
+            assert r.status == 200, await r.text()
+        assert await asyncio.wait_for(waiting, 15) == b"late bytes"
+    finally:
+        await asyncio.to_thread(deployment.start_process, "main")
+    assert "/_matrix/media/v3/upload" in deployment.logs("media_repository1")
