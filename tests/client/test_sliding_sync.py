@@ -385,3 +385,48 @@ async def test_opening_a_room_expands_its_timeline(app_client: TestClient) -> No
     later = await alice.ss_ok(opened_body, again["pos"])
     assert bodies(later["rooms"][room]) == ["new"]
     assert "unstable_expanded_timeline" not in later["rooms"][room]
+
+
+async def test_redactions_bans_and_upgrades_keep_the_list_right(app_client: TestClient) -> None:
+    """The kept room order and the per-connection state under what moves rooms without
+    a message: a redaction (no bump), a ban (shown once, then gone), an upgrade (the
+    tombstone reaches the old room, the new room joins the list on top)."""
+    alice, bob = await users(app_client, "alice", "bob")
+    state = [*REQUIRED_STATE, ["m.room.tombstone", ""]]
+    body = room_list([[0, 9]], timeline_limit=3, required_state=state)
+    quiet, busy, doomed = await bob.room(), await bob.room(), await bob.room()
+    for room in (quiet, busy, doomed):
+        await alice.ok("POST", f"/join/{room}", {})
+    await bob.say(quiet, "q")
+    message = await bob.say(busy, "to be redacted")
+    first = await alice.ss_ok(body)
+    order = [r for r, _ in sorted(first["rooms"].items(), key=lambda kv: -kv[1]["bump_stamp"])]
+    assert order[:2] == [busy, quiet]
+
+    # A redaction changes the timeline, not the order.
+    await bob.ok("PUT", f"/rooms/{busy}/redact/{message}/r1", {"reason": "oops"})
+    redacted = await alice.ss_ok(body, first["pos"])
+    events = redacted["rooms"][busy]["timeline"]
+    assert [e["type"] for e in events] == ["m.room.redaction"]
+    assert redacted["rooms"][busy]["bump_stamp"] == first["rooms"][busy]["bump_stamp"]
+
+    # A ban: shown once with the ban, then the room leaves the list.
+    await bob.ok("POST", f"/rooms/{doomed}/ban", {"user_id": alice.id})
+    banned = await alice.ss_ok(body, redacted["pos"])
+    bans = [e for e in banned["rooms"][doomed]["timeline"] if e["type"] == "m.room.member"]
+    assert bans[-1]["content"]["membership"] == "ban"
+    gone = await alice.ss_ok(body, banned["pos"])
+    assert gone["lists"]["all_rooms"]["count"] == 2
+
+    # An upgrade: the old room gets its tombstone; the new one tops bob's list.
+    new_room = (await bob.ok("POST", f"/rooms/{quiet}/upgrade", {"new_version": "11"}))[
+        "replacement_room"
+    ]
+    first_bob = await bob.ss_ok(body)
+    assert first_bob["lists"]["all_rooms"]["count"] == 4
+    assert max(first_bob["rooms"].items(), key=lambda kv: kv[1]["bump_stamp"])[0] == new_room
+    upgraded = await alice.ss_ok(body, gone["pos"])
+    tombstones = [
+        e for e in upgraded["rooms"][quiet]["required_state"] if e["type"] == "m.room.tombstone"
+    ]
+    assert tombstones[0]["content"]["replacement_room"] == new_room
