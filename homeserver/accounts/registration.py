@@ -101,9 +101,19 @@ class RegistrationService:
             user_id = await self._create_generated(password_hash, admin, displayname)
         if registration_token is not None:
             await self._auth_store.complete_registration_token(registration_token)
-        body: dict[str, Any] = {"user_id": user_id, "home_server": self._server_name}
+        return await self._answer(user_id, device_id, display_name, inhibit_login, refreshable)
+
+    async def _answer(
+        self,
+        user_id: str,
+        device_id: str | None,
+        display_name: str | None,
+        inhibit_login: bool,
+        refreshable: bool,
+    ) -> dict[str, Any]:
+        """The registration answer: the user ID, and a first session unless inhibited."""
         if inhibit_login:
-            return body
+            return {"user_id": user_id, "home_server": self._server_name}
         session = await self._sessions.create_session(
             user_id, device_id, display_name, refreshable=refreshable
         )
@@ -158,13 +168,7 @@ class RegistrationService:
         password_hash = await self._hasher.hash(password) if password is not None else None
         if not await self._accounts.upgrade_guest(user_id, password_hash):
             raise MatrixError(403, "M_FORBIDDEN", "This account is not a guest any more")
-        body: dict[str, Any] = {"user_id": user_id, "home_server": self._server_name}
-        if inhibit_login:
-            return body
-        session = await self._sessions.create_session(
-            user_id, device_id, display_name, refreshable=refreshable
-        )
-        return session.to_json(self._server_name)
+        return await self._answer(user_id, device_id, display_name, inhibit_login, refreshable)
 
     async def _create_generated(
         self, password_hash: str | None, admin: bool, displayname: str | None
