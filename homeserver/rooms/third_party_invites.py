@@ -163,7 +163,7 @@ class ThirdPartyInvites:
                 continue
             mxid, room_id, sender = invite.get("mxid"), invite.get("room_id"), invite.get("sender")
             signed = invite.get("signed")
-            if not all(isinstance(v, str) for v in (mxid, room_id, sender)):
+            if not (isinstance(mxid, str) and isinstance(room_id, str) and isinstance(sender, str)):
                 continue
             if not isinstance(signed, dict) or not self._is_local(mxid):
                 continue

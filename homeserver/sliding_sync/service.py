@@ -283,7 +283,11 @@ class SlidingSyncService:
             )
             # Sent before with a smaller timeline (a list's 1, then a subscription's
             # 20 when the room is opened): the full timeline again, as Synapse does.
-            expanded = not fresh and int(previous.get("tl", 0)) < config.timeline_limit
+            expanded = (
+                previous is not None
+                and not fresh
+                and int(previous.get("tl", 0)) < config.timeline_limit
+            )
             sent[room_id] = {
                 "ts": now.events,
                 "rs": config.key,
