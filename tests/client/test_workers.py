@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -329,6 +330,39 @@ async def test_dropped_database_connections_fail_cleanly_and_recover(
             assert status == 200, "the process did not recover its database connections"
 
     await _run_load(deployment, session, cut)
+
+
+async def test_a_postgresql_restart_fails_cleanly_and_recovers(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """The real thing: the PostgreSQL cluster restarts under load (`pg_ctlcluster`,
+    named by .ci/run in HS_TEST_POSTGRES_CLUSTER). Meanwhile requests answer a Matrix
+    5xx; afterwards every process serves again by itself, and every acknowledged event
+    reaches every client exactly once."""
+    cluster = os.environ.get("HS_TEST_POSTGRES_CLUSTER", "").split()
+    if len(cluster) != 2:
+        pytest.skip("HS_TEST_POSTGRES_CLUSTER (version and cluster name) not set")
+    probe = await register(session, deployment.url)
+    readers = [port_url(deployment, n) for n in ("client_reader1", "client_reader2")]
+
+    async def restart() -> None:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["pg_ctlcluster", *cluster, "restart"],
+            capture_output=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        for base in [deployment.url, *readers]:
+            for _ in range(100):
+                status, body = await probe.call("GET", "/_matrix/client/v3/joined_rooms", base=base)
+                if status == 200:
+                    break
+                assert status in (502, 503) and body["errcode"] == "M_UNKNOWN", (status, body)
+                await asyncio.sleep(0.1)
+            assert status == 200, "the process did not reconnect to PostgreSQL"
+
+    await _run_load(deployment, session, restart)
 
 
 async def test_the_media_worker_serves_media_without_the_main(
