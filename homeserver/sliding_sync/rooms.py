@@ -38,6 +38,8 @@ class JoinedJob:
     # The timeline limit grew since the room was sent: its latest `timeline_limit`
     # events whatever the position (flagged `unstable_expanded_timeline`).
     expanded: bool = False
+    # Members already sent on this connection for this room ($LAZY): not sent again.
+    lazy_sent: frozenset[str] = frozenset()
 
 
 def wanted_state(
@@ -96,7 +98,12 @@ class RoomBuilder:
         return [loaded[state[k]] for k in keys if state[k] in loaded]
 
     async def joined_rooms(
-        self, user_id: str, device_id: str | None, jobs: list[JoinedJob], now_events: int
+        self,
+        user_id: str,
+        device_id: str | None,
+        jobs: list[JoinedJob],
+        now_events: int,
+        lazy_out: dict[str, set[str]] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Entries for joined rooms: a job with `since_events` None is sent in full
         (`initial`); otherwise only what happened after it, and nothing when nothing
@@ -143,14 +150,21 @@ class RoomBuilder:
                     for e in timeline
                     if isinstance(e.get("state_key"), str)
                 }
-                # An expanded timeline reaches back past what was sent: the members
-                # of its senders ($LAZY) come with it.
+                # The members of the timeline's senders ($LAZY) come with it unless
+                # this connection has them already (a member who joined long ago and
+                # speaks now was never sent).
                 keys = [
                     k
                     for k in keys
                     if k in changed
-                    or (job.expanded and k[0] == "m.room.member" and k[1] in involved)
+                    or (k[0] == "m.room.member" and k[1] in involved and k[1] not in job.lazy_sent)
                 ]
+            if lazy_out is not None:
+                lazy_out[job.room_id] = {k[1] for k in keys if k[0] == "m.room.member"} | {
+                    e["state_key"]
+                    for e in timeline
+                    if e["type"] == "m.room.member" and isinstance(e.get("state_key"), str)
+                }
             state_wanted[job.room_id] = [state[k] for k in keys]
             room: dict[str, Any] = {
                 "timeline": timeline,

@@ -44,6 +44,9 @@ from .room_order import Candidate, RoomOrder
 from .rooms import JoinedJob, RoomBuilder
 
 MAX_TIMEOUT_MS = 120_000
+# Lazily-loaded members remembered per room and connection (Synapse keeps them in a
+# table): beyond this many, the oldest are sent again when they speak.
+MAX_LAZY_MEMBERS = 50
 POSITION_TTL_MS = 7 * 24 * 3600 * 1000
 
 
@@ -288,12 +291,15 @@ class SlidingSyncService:
                 and not fresh
                 and int(previous.get("tl", 0)) < config.timeline_limit
             )
+            lazy_sent: list[str] = [] if fresh or previous is None else previous.get("lz", [])
             sent[room_id] = {
                 "ts": now.events,
                 "rs": config.key,
                 "tl": config.timeline_limit,
                 "m": c.membership,
             }
+            if lazy_sent:
+                sent[room_id]["lz"] = lazy_sent
             if c.membership in ("leave", "ban") and previous is not None:
                 # Gone since the last position: the change (the leave or ban event) once.
                 jobs.append(JoinedJob(room_id, config, int(previous["ts"]), room_id in dms, c.bump))
@@ -318,13 +324,19 @@ class SlidingSyncService:
                         c.bump,
                         counts_changed=room_id in read,
                         expanded=expanded,
+                        lazy_sent=frozenset(lazy_sent),
                     )
                 )
         states, members = await self._rooms.prefetch([j.room_id for j in jobs])
         jobs = [
             replace(j, state=states.get(j.room_id), members=members.get(j.room_id)) for j in jobs
         ]
-        rooms_out.update(await self._rooms.joined_rooms(user_id, device_id, jobs, now.events))
+        lazy: dict[str, set[str]] = {}
+        rooms_out.update(await self._rooms.joined_rooms(user_id, device_id, jobs, now.events, lazy))
+        for room_id, users in lazy.items():
+            if room_id in sent:
+                known = [*sent[room_id].get("lz", []), *sorted(users)]
+                sent[room_id]["lz"] = list(dict.fromkeys(known))[-MAX_LAZY_MEMBERS:]
         extensions = await self._extensions(
             user_id, device_id, req, since, now, list(configs), in_list, candidates.keys()
         )

@@ -430,3 +430,34 @@ async def test_redactions_bans_and_upgrades_keep_the_list_right(app_client: Test
         e for e in upgraded["rooms"][quiet]["required_state"] if e["type"] == "m.room.tombstone"
     ]
     assert tombstones[0]["content"]["replacement_room"] == new_room
+
+
+async def test_lazy_members_are_sent_once_per_connection(app_client: TestClient) -> None:
+    """$LAZY: a member who joined long ago and speaks now comes with their first
+    message on this connection, and only then (Synapse keeps the same record)."""
+    alice, bob, carol = await users(app_client, "alice", "bob", "carol")
+    room = await alice.room()
+    await carol.ok("POST", f"/join/{room}", {})
+    await bob.ok("POST", f"/join/{room}", {})
+    for i in range(3):
+        await alice.say(room, f"filler {i}")
+    body = room_list([[0, 0]], timeline_limit=1)
+    first = await bob.ss_ok(body)
+    members = {
+        e["state_key"]
+        for e in first["rooms"][room]["required_state"]
+        if e["type"] == "m.room.member"
+    }
+    assert carol.id not in members and alice.id in members
+
+    await carol.say(room, "hello from carol")
+    spoke = await bob.ss_ok(body, first["pos"])
+    state = spoke["rooms"][room]["required_state"]
+    assert [e["state_key"] for e in state if e["type"] == "m.room.member"] == [carol.id]
+    # A retried position answers the same (the record belongs to the position): the
+    # first answer may never have arrived.
+    retried = await bob.ss_ok(body, first["pos"])
+    assert [e["state_key"] for e in retried["rooms"][room]["required_state"]] == [carol.id]
+    await carol.say(room, "again")
+    again = await bob.ss_ok(body, retried["pos"])
+    assert again["rooms"][room]["required_state"] == []
