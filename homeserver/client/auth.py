@@ -63,7 +63,13 @@ def extract_access_token(request: web.Request) -> str | None:
 
 
 def _plausible(token: str) -> bool:
-    return 0 < len(token) <= MAX_TOKEN_LENGTH and all(0x21 <= ord(c) <= 0x7E for c in token)
+    """Printable ASCII without spaces (checked in C: this runs on every request)."""
+    return (
+        0 < len(token) <= MAX_TOKEN_LENGTH
+        and token.isascii()
+        and token.isprintable()
+        and " " not in token
+    )
 
 
 async def get_requester(

@@ -28,42 +28,70 @@ WIDE_ROOMS = 256
 
 
 class _Listener:
-    __slots__ = ("future", "urgent", "user_id", "rooms")
+    """One long-poll's interest. The futures are made only if it comes to waiting
+    (most syncs that find something never wait): a fan-out registers thousands."""
+
+    __slots__ = ("woken", "woken_urgent", "_any", "_urgent", "user_id", "rooms")
 
     def __init__(self, user_id: str, rooms: frozenset[str]) -> None:
-        loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[None] = loop.create_future()  # any update
-        self.urgent: asyncio.Future[None] = loop.create_future()  # one not in LAZY_STREAMS
+        self.woken = False  # any update since registering
+        self.woken_urgent = False  # one not in LAZY_STREAMS
+        self._any: asyncio.Future[None] | None = None
+        self._urgent: asyncio.Future[None] | None = None
         self.user_id = user_id
         self.rooms = rooms
 
-    @property
-    def woken(self) -> bool:
-        return self.future.done()
-
     def wake(self, stream: str) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
-        if stream not in LAZY_STREAMS and not self.urgent.done():
-            self.urgent.set_result(None)
+        if not self.woken:
+            self.woken = True
+            if self._any is not None and not self._any.done():
+                self._any.set_result(None)
+        if stream not in LAZY_STREAMS and not self.woken_urgent:
+            self.woken_urgent = True
+            if self._urgent is not None and not self._urgent.done():
+                self._urgent.set_result(None)
 
     async def wait(self, timeout_s: float) -> bool:
         """Wait until woken or the timeout; True if woken."""
-        return await _wait(self.future, timeout_s)
+        if self.woken:
+            return True
+        if self._any is None:
+            self._any = asyncio.get_running_loop().create_future()
+        return await _wait(self._any, timeout_s)
 
     async def wait_urgent(self, timeout_s: float) -> bool:
         """Wait until an update of a stream outside LAZY_STREAMS, or the timeout."""
-        return await _wait(self.urgent, timeout_s)
+        if self.woken_urgent:
+            return True
+        if self._urgent is None:
+            self._urgent = asyncio.get_running_loop().create_future()
+        return await _wait(self._urgent, timeout_s)
 
 
 async def _wait(future: asyncio.Future[None], timeout_s: float) -> bool:
+    """Wait for `future` (never cancelling it) or the timeout. A waiter future, a
+    timer and one callback: cheaper than wait_for(shield(...)), and every long-poll
+    of a fan-out wakes through here."""
     if future.done():
         return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[bool] = loop.create_future()
+
+    def woken(_: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_result(True)
+
+    def timed_out() -> None:
+        if not waiter.done():
+            waiter.set_result(False)
+
+    future.add_done_callback(woken)
+    timer = loop.call_later(max(0.0, timeout_s), timed_out)
     try:
-        await asyncio.wait_for(asyncio.shield(future), timeout_s)
-    except TimeoutError:
-        return False
-    return True
+        return await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(woken)
 
 
 class EventNotifierBridge:

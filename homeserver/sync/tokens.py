@@ -54,8 +54,16 @@ class StreamToken:
         return replace(self, **{stream: position})
 
     def is_after(self, other: StreamToken) -> bool:
-        """True if any stream of self is ahead of other."""
-        return any(getattr(self, s) > getattr(other, s) for s in STREAMS)
+        """True if any stream of self is ahead of other (spelt out: every sync asks)."""
+        return (
+            self.events > other.events
+            or self.typing > other.typing
+            or self.receipts > other.receipts
+            or self.presence > other.presence
+            or self.account_data > other.account_data
+            or self.to_device > other.to_device
+            or self.device_lists > other.device_lists
+        )
 
     def copy_with(self, **positions: int) -> StreamToken:
         return replace(self, **positions)
