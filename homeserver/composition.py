@@ -77,7 +77,7 @@ from homeserver.ephemeral.edus import EduOutbox
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.receipts import ReceiptsService
 from homeserver.ephemeral.typing import TypingService
-from homeserver.ipfilter import IPFilter
+from homeserver.ipfilter import outbound_ip_filter
 from homeserver.media.admin import MediaAdmin
 from homeserver.media.build import build_media
 from homeserver.metrics import Metrics
@@ -222,10 +222,7 @@ async def build(
     push_delivery = PushDelivery(
         stores,
         push_store,
-        IPFilter(
-            blacklist=[str(n) for n in config.federation.ip_range_blacklist],
-            whitelist=[str(n) for n in config.federation.ip_range_whitelist],
-        ),
+        outbound_ip_filter(config.federation),
         server_name,
     )
     stack.push_async_callback(push_delivery.close)

@@ -27,7 +27,7 @@ from federation.remote_rooms import FederationRemoteRooms
 from federation.sender import FederationSender, SenderSettings
 from homeserver.config import Config
 from homeserver.ephemeral.edus import EduSender
-from homeserver.ipfilter import IPFilter
+from homeserver.ipfilter import outbound_ip_filter
 from homeserver.profiles.ports import RemoteProfiles
 from homeserver.rooms.remote_state import FetchLimits
 from homeserver.storage import Stores
@@ -74,10 +74,7 @@ def build_federation(
     client = FederationClient(
         config.server_name,
         server_keys.primary,
-        ip_filter=IPFilter(
-            blacklist=[str(n) for n in fed.ip_range_blacklist],
-            whitelist=[str(n) for n in fed.ip_range_whitelist],
-        ),
+        ip_filter=outbound_ip_filter(fed),
         verify_tls=fed.verify_certificates,
         custom_ca_files=[str(p) for p in fed.custom_ca_list],
         plain_http=fed.plain_http_for_tests,

@@ -13,7 +13,7 @@ from typing import Any
 from homeserver.accounts.identity import IdentityServers
 from homeserver.accounts.identity_binds import IdentityBinds
 from homeserver.config import Config
-from homeserver.ipfilter import IPFilter
+from homeserver.ipfilter import outbound_ip_filter
 from homeserver.rooms.local_events import LocalEvents
 from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.third_party_invites import InviteExchange, ThirdPartyInvites
@@ -34,10 +34,7 @@ def build_identity(
 ) -> tuple[IdentityBinds, ThirdPartyInvites]:
     fed = config.federation
     identity = IdentityServers(
-        IPFilter(
-            blacklist=[str(n) for n in fed.ip_range_blacklist],
-            whitelist=[str(n) for n in fed.ip_range_whitelist],
-        ),
+        outbound_ip_filter(fed),
         config.server_name,
         signing_key,
         plain_http=fed.plain_http_for_tests,

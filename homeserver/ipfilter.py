@@ -79,6 +79,16 @@ class IPFilter:
             raise IPBlockedError(f"connection to {label} is blocked by ip_range_blacklist")
 
 
+def outbound_ip_filter(federation: Any) -> IPFilter:
+    """The IP policy for every connection a stranger can make us open (federation,
+    pushers, identity servers): `ip_range_blacklist` / `ip_range_whitelist` of the
+    config's federation section (homeserver.config.FederationConfig)."""
+    return IPFilter(
+        blacklist=[str(n) for n in federation.ip_range_blacklist],
+        whitelist=[str(n) for n in federation.ip_range_whitelist],
+    )
+
+
 def is_ip_literal(host: str) -> bool:
     """True for `1.2.3.4`, `::1` or `[::1]`."""
     try:

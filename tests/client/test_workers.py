@@ -309,6 +309,20 @@ async def test_every_event_reaches_every_client_once_across_a_killed_main(
     await _run_load(deployment, session, kill_and_restart)
 
 
+async def _until_every_process_serves(d: Deployment, probe: Client, attempts: int) -> None:
+    """After a database fault: each process (through nginx, and each reader) answers a
+    Matrix 5xx until it serves again by itself, within `attempts` tenths of a second."""
+    readers = [port_url(d, n) for n in ("client_reader1", "client_reader2")]
+    for base in [d.url, *readers]:
+        for _ in range(attempts):
+            status, body = await probe.call("GET", "/_matrix/client/v3/joined_rooms", base=base)
+            if status == 200:
+                break
+            assert status in (502, 503) and body["errcode"] == "M_UNKNOWN", (status, body)
+            await asyncio.sleep(0.1)
+        assert status == 200, f"{base} did not get its database connections back"
+
+
 async def test_dropped_database_connections_fail_cleanly_and_recover(
     deployment: Deployment, session: aiohttp.ClientSession
 ) -> None:
@@ -316,18 +330,10 @@ async def test_dropped_database_connections_fail_cleanly_and_recover(
     Requests meanwhile fail with a Matrix 5xx (never a hang or a crash), the pools
     reconnect by themselves, and no acknowledged event is lost or seen twice."""
     probe = await register(session, deployment.url)
-    readers = [port_url(deployment, n) for n in ("client_reader1", "client_reader2")]
 
     async def cut() -> None:
         assert await asyncio.to_thread(deployment.drop_database_connections) > 0
-        for base in [deployment.url, *readers]:
-            for _ in range(40):
-                status, body = await probe.call("GET", "/_matrix/client/v3/joined_rooms", base=base)
-                if status == 200:
-                    break
-                assert status in (502, 503) and body["errcode"] == "M_UNKNOWN", (status, body)
-                await asyncio.sleep(0.1)
-            assert status == 200, "the process did not recover its database connections"
+        await _until_every_process_serves(deployment, probe, attempts=40)
 
     await _run_load(deployment, session, cut)
 
@@ -343,7 +349,6 @@ async def test_a_postgresql_restart_fails_cleanly_and_recovers(
     if len(cluster) != 2:
         pytest.skip("HS_TEST_POSTGRES_CLUSTER (version and cluster name) not set")
     probe = await register(session, deployment.url)
-    readers = [port_url(deployment, n) for n in ("client_reader1", "client_reader2")]
 
     async def restart() -> None:
         done = await asyncio.to_thread(
@@ -353,14 +358,7 @@ async def test_a_postgresql_restart_fails_cleanly_and_recovers(
             timeout=120,
         )
         assert done.returncode == 0, done.stderr
-        for base in [deployment.url, *readers]:
-            for _ in range(100):
-                status, body = await probe.call("GET", "/_matrix/client/v3/joined_rooms", base=base)
-                if status == 200:
-                    break
-                assert status in (502, 503) and body["errcode"] == "M_UNKNOWN", (status, body)
-                await asyncio.sleep(0.1)
-            assert status == 200, "the process did not reconnect to PostgreSQL"
+        await _until_every_process_serves(deployment, probe, attempts=100)
 
     await _run_load(deployment, session, restart)
 
