@@ -239,7 +239,7 @@ async def build(
     app_service_sender = AppServiceSender(
         app_services, stores, AppServiceStore(database, stores.events)
     )
-    if not worker:
+    if config.workers.sends_to_appservices:
         await app_service_sender.start()  # resume each appservice from its stored position
         stack.push_async_callback(app_service_sender.close)
     if not worker:
@@ -365,6 +365,8 @@ async def build(
                 "device_lists": device_lists.current_position,
             },
             sender=sender,
+            push=(push_store, push_delivery),
+            appservices=app_service_sender,
         )
     )
 

@@ -261,6 +261,10 @@ enable_metrics: false
 # Workers that deliver outbound federation (destinations shared by hash; the main
 # then delivers none):
 #federation_sender_instances: [federation_sender1, federation_sender2]
+# Workers that send push notifications (users shared by hash; the main then sends none):
+#pusher_instances: [pusher1]
+# The worker that sends transactions to appservices (the main then sends none):
+#notify_appservices_from_worker: appservice1
 #worker_app: generic_worker
 #worker_name: client_reader1
 #worker_listeners:

@@ -81,8 +81,8 @@ class Process:
 
 class Deployment:
     """main + `client_readers` client readers + `federation_inbound` federation
-    inbound workers (+ federation senders, media workers), behind nginx; `url` is
-    nginx's."""
+    inbound workers (+ federation senders, media workers, pushers, an appservice
+    sender), behind nginx; `url` is nginx's."""
 
     def __init__(
         self,
@@ -92,6 +92,8 @@ class Deployment:
         federation_inbound: int = 1,
         federation_senders: int = 0,
         media_workers: int = 0,
+        pushers: int = 0,
+        appservice_sender: bool = False,
         server_name: str = "localhost",
         overrides: dict[str, Any] | None = None,
         public_port: int | None = None,
@@ -118,6 +120,8 @@ class Deployment:
         self._federation_inbound = federation_inbound
         self._federation_senders = federation_senders
         self._media_workers = media_workers
+        self._pushers = pushers
+        self._appservice_senders = 1 if appservice_sender else 0
         self._overrides = overrides or {}
 
     # -- configuration --------------------------------------------------------------
@@ -146,6 +150,7 @@ class Deployment:
                 "federation_sender_instances": [
                     f"federation_sender{i}" for i in range(1, self._federation_senders + 1)
                 ],
+                "pusher_instances": [f"pusher{i}" for i in range(1, self._pushers + 1)],
                 "listeners": [
                     {"port": main_port, "bind_addresses": ["127.0.0.1"], "x_forwarded": True,
                      "resources": [{"names": ["client", "federation"]}]},
@@ -155,10 +160,15 @@ class Deployment:
                 **self._overrides,
             }
         )  # fmt: skip
+        if self._appservice_senders:
+            config["notify_appservices_from_worker"] = "appservice1"
         if not self.with_workers:
             for key in ("redis", "instance_map", "worker_replication_secret"):
                 config.pop(key)
             config.pop("federation_sender_instances")
+            config.pop("pusher_instances")
+            config.pop("notify_appservices_from_worker", None)
+            self._pushers = self._appservice_senders = 0
             config["listeners"] = config["listeners"][:1]
             self._client_readers = self._federation_inbound = self._federation_senders = 0
             self._media_workers = 0
@@ -171,6 +181,10 @@ class Deployment:
         roles.append(("federation_inbound", "federation", self._federation_inbound))
         roles.append(("federation_sender", "federation", self._federation_senders))
         roles.append(("media_repository", "media", self._media_workers))
+        # Background roles serve no public traffic; a client listener answers the
+        # health check (nginx routes nothing to them).
+        roles.append(("pusher", "client", self._pushers))
+        roles.append(("appservice", "client", self._appservice_senders))
         for role, resource, count in roles:
             for i in range(1, count + 1):
                 name = f"{role}{i}"

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -79,6 +80,9 @@ class AppServiceSender:
         self._txn_counter = 0
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        # Set on the main when a worker sends to appservices (notify_appservices_from_
+        # worker): E2EE device news heard here is published for it (`replicated`).
+        self.forward: Callable[[dict[str, Any]], None] | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -113,19 +117,41 @@ class AppServiceSender:
         self._devices = devices
 
         def claimed(user_id: str, device_id: str) -> None:
-            self._wake(devices.key_claimed(user_id, device_id))
+            if self.forward is not None:
+                self.forward({"k": "as_keys", "u": user_id, "d": device_id})
+            else:
+                self._wake(devices.key_claimed(user_id, device_id))
 
         async def changed(change: Any) -> None:
-            self._wake(devices.devices_changed(change.user_id, change.interested))
+            if self.forward is not None:
+                self.forward(
+                    {"k": "as_devices", "u": change.user_id, "i": sorted(change.interested)}
+                )
+            else:
+                self._wake(devices.devices_changed(change.user_id, change.interested))
 
         keys.claim_listeners.append(claimed)
         device_lists.add_listener(changed)
         if self._started:  # to-device messages still queued for our users
+            self._resuming = asyncio.get_running_loop().create_task(self.resume_to_device())
 
-            async def resume() -> None:
-                self._wake(await devices.resume())
+    async def resume_to_device(self) -> None:
+        """Wake the appservices whose users have to-device messages queued (after a
+        restart, or a replication gap on the appservice sender worker)."""
+        if self._devices is not None:
+            self._wake(await self._devices.resume())
 
-            self._resuming = asyncio.get_running_loop().create_task(resume())
+    def replicated(self, message: dict[str, Any]) -> None:
+        """On the appservice sender worker: a key claim or device list change the main
+        heard of (what `forward` published there)."""
+        user_id, devices = message.get("u"), self._devices
+        if not isinstance(user_id, str) or devices is None:
+            return
+        if message.get("k") == "as_keys" and isinstance(message.get("d"), str):
+            self._wake(devices.key_claimed(user_id, message["d"]))
+        elif message.get("k") == "as_devices" and isinstance(message.get("i"), list):
+            interested = frozenset(u for u in message["i"] if isinstance(u, str))
+            self._wake(devices.devices_changed(user_id, interested))
 
     def _wake(self, services: list[AppService]) -> None:
         if self._started and not self._closed:
@@ -215,8 +241,8 @@ class AppServiceSender:
         await self._route()
 
     def on_new_event(self, event: Event, stream_ordering: int) -> None:
-        if self._closed or stream_ordering <= 0 or not self._services:
-            return  # history fetched from other servers is not news
+        if self._closed or stream_ordering <= 0 or not self._services or not self._started:
+            return  # history fetched from other servers is not news; another process sends
         self._incoming.append((event, stream_ordering))
         if self._router is None or self._router.done():
             self._router = asyncio.get_running_loop().create_task(self._route())

@@ -31,6 +31,8 @@ WORKER_KEYS = frozenset(
         "worker_replication_secret",
         "worker_replication_secret_path",
         "federation_sender_instances",
+        "pusher_instances",
+        "notify_appservices_from_worker",
     }
 )
 
@@ -79,10 +81,42 @@ class WorkersConfig:
     # Processes delivering outbound federation, destinations sharded by hash; empty:
     # the main delivers.
     federation_sender_instances: tuple[str, ...] = ()
+    # Processes sending to push gateways, users sharded by hash; empty: the main.
+    pusher_instances: tuple[str, ...] = ()
+    # The one process sending transactions to appservices; None: the main.
+    appservice_sender: str | None = None
 
     @property
     def is_federation_sender(self) -> bool:
         return self.worker_name in self.federation_sender_instances
+
+    @property
+    def is_pusher(self) -> bool:
+        return self.worker_name in self.pusher_instances
+
+    def pushes_for(self, user_id: str) -> bool:
+        """Whether this process sends `user_id`'s push notifications (sha256 mod N)."""
+        pushers = self.pusher_instances
+        if not pushers:
+            return not self.is_worker
+        return pushers[shard(user_id, len(pushers))] == self.worker_name
+
+    @property
+    def sends_to_appservices(self) -> bool:
+        """Whether this process runs the appservice sender (exactly one process does)."""
+        if self.appservice_sender is None:
+            return not self.is_worker
+        return self.appservice_sender == self.worker_name
+
+    @property
+    def background_only(self) -> bool:
+        """A worker that serves no public traffic (its listeners are for health checks):
+        federation senders, pushers, the appservice sender."""
+        return self.is_worker and (
+            self.is_federation_sender
+            or self.is_pusher
+            or self.appservice_sender == self.worker_name
+        )
 
     def sends_to(self, destination: str) -> bool:
         """Whether this process delivers to `destination` (sha256 mod N, as Synapse)."""
@@ -154,15 +188,23 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
             r.problem("worker_replication_secret_path", f"cannot read: {exc.strerror}")
 
     senders = tuple(r.str_list(top, "federation_sender_instances", "") or ())
+    pushers = tuple(r.str_list(top, "pusher_instances", "") or ())
+    appservice_sender = r.str(top, "notify_appservices_from_worker", "")
+    for key, names in (("federation_sender_instances", senders), ("pusher_instances", pushers)):
+        if len(set(names)) != len(names):
+            r.problem(key, "names a process twice")
     config = WorkersConfig(
         federation_sender_instances=senders,
+        pusher_instances=pushers,
+        appservice_sender=appservice_sender or None,
         worker_app=app,
         worker_name=name or MAIN,
         instance_map=MappingProxyType(instances),
         redis=redis,
         replication_secret=secret,
     )
-    if not (config.is_worker or config.replicated or instances):
+    delegated = senders or pushers or appservice_sender
+    if not (config.is_worker or config.replicated or instances or delegated):
         return config
     if not is_postgres:
         r.problem(

@@ -105,6 +105,9 @@ class PushDelivery:
         # the generator's path (delivery never delays counting, let alone sending).
         self._incoming: deque[tuple[Sequence[PushAction], dict[str, Event]] | str] = deque()
         self._builder: asyncio.Task[None] | None = None
+        # Set on the writer when pusher workers send (homeserver.replication.pushers):
+        # what would be queued here is handed to it instead.
+        self.forward: Any = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -136,11 +139,17 @@ class PushDelivery:
 
     def notify(self, rows: Sequence[PushAction], events: dict[str, Event]) -> None:
         """Queue a notification for every HTTP pusher of each notified user."""
-        self._hand_over((rows, events))
+        if self.forward is not None:
+            self.forward.notify(rows, events)
+        else:
+            self._hand_over((rows, events))
 
     def badge_update(self, user_id: str) -> None:
         """The user read something: their apps' badges get the new number."""
-        self._hand_over(user_id)
+        if self.forward is not None:
+            self.forward.badge_update(user_id)
+        else:
+            self._hand_over(user_id)
 
     def _hand_over(self, item: tuple[Sequence[PushAction], dict[str, Event]] | str) -> None:
         if self._closed:

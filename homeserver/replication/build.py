@@ -28,6 +28,7 @@ from homeserver.sync.notifier import Notifier
 from .follower import ReplicationFollower
 from .forward import Forwarder
 from .publisher import ReplicationPublisher
+from .pushers import PusherShard, PushForwarder
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,10 @@ class ProcessParts:
     # federation.sender.FederationSender or None: learns which destinations this
     # process delivers to; wake-ups for the others go over the bus.
     sender: Any = None
+    # (PushStore, PushDelivery): pusher workers send, the writer publishes.
+    push: tuple[Any, Any] | None = None
+    # appservice.sender.AppServiceSender: on the worker named to send, or the main.
+    appservices: Any = None
 
 
 async def build_replication(parts: ProcessParts) -> Replication | None:
@@ -124,7 +129,7 @@ async def build_replication(parts: ProcessParts) -> Replication | None:
         else:
             bus.start()
         return replication
-    return _worker(parts, bus)
+    return await _worker(parts, bus)
 
 
 def _wake(sender: Any, message: dict[str, Any]) -> None:
@@ -141,6 +146,11 @@ def _wake(sender: Any, message: dict[str, Any]) -> None:
 def _main(parts: ProcessParts, bus: Any) -> Replication:
     """The main: publish every announcement and invalidation, after commit."""
     bus.before_publish = parts.database.write_barrier
+    workers = parts.config.workers
+    if workers.pusher_instances and parts.push is not None:
+        parts.push[1].forward = PushForwarder(bus)
+    if not workers.sends_to_appservices and parts.appservices is not None:
+        parts.appservices.forward = bus.publish
     publisher = ReplicationPublisher(bus, parts.typing, parts.presence)
     parts.notifier.observers.append(publisher.on_announcement)
     set_invalidation_hook(publisher.on_invalidation)
@@ -151,25 +161,46 @@ def _main(parts: ProcessParts, bus: Any) -> Replication:
     return Replication(bus, publisher=publisher, presence=parts.presence)
 
 
-def _worker(parts: ProcessParts, bus: Any) -> Replication:
+async def _worker(parts: ProcessParts, bus: Any) -> Replication:
     """A worker: follow the bus, forward what it does not serve."""
     workers = parts.config.workers
     assert workers.main is not None and workers.replication_secret is not None
     reloads: list[Callable[[], Awaitable[None]]] = [parts.moderation.reload]
+    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]] = {}
+    listeners = list(parts.worker_listeners)
     sender = parts.sender if workers.is_federation_sender else None
     if sender is not None:
         reloads.append(sender.start)  # after a gap: every owned destination with items
+        handlers["fed"] = lambda message: _wake(sender, message)
+    store = ReplicationStore(parts.database, parts.events)
+    if workers.is_pusher and parts.push is not None:
+        pushers = PusherShard(
+            parts.push[0],
+            parts.events,
+            parts.push[1],
+            workers.pushes_for,
+            store,
+            workers.worker_name,
+        )
+        await pushers.start()  # from where this pusher stopped
+        reloads.append(pushers.catch_up)  # after a gap: every action since our position
+        handlers["push"] = handlers["badge"] = pushers.handle
+    appservices = parts.appservices if workers.sends_to_appservices else None
+    if appservices is not None:
+        listeners.append(appservices)  # a gap replays the events it missed
+        reloads.append(appservices.resume_to_device)
+        handlers["as_keys"] = handlers["as_devices"] = appservices.replicated
     follower = ReplicationFollower(
         parts.notifier,
-        ReplicationStore(parts.database, parts.events),
-        parts.worker_listeners,
+        store,
+        listeners,
         parts.out_of_band_listeners,
         parts.typing,
         parts.presence,
         parts.positions,
         reloads,
-        (lambda message: _wake(sender, message)) if sender is not None else None,
-        read_events="client" in parts.config.resources,
+        handlers,
+        read_events="client" in parts.config.resources or appservices is not None,
     )
     forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
     parts.stack.push_async_callback(forwarder.close)

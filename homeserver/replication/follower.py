@@ -8,6 +8,8 @@ Messages are handled one at a time, in the order they were published:
   writer, and `next_batch` never passes an event this process has not taken in;
 - `pos` of another stream: advance and wake (typing and presence carry their data);
 - `reload`: re-read something kept whole in memory (moderation);
+- another kind: this role's handler for it (federation senders, pushers, the
+  appservice sender);
 - `resync`, and every (re)connection to Redis: forget every replicated cache, re-read
   every stream's position from the database, and wake every long-poll. Nothing else
   is needed to recover from a Redis restart or lost messages.
@@ -51,12 +53,15 @@ class ReplicationFollower:
         presence: PresenceService,
         positions: Mapping[str, Callable[[], Awaitable[int]]],
         reloads: Iterable[Callable[[], Awaitable[None]]] = (),
-        on_fed: Callable[[dict[str, Any]], None] | None = None,
+        handlers: Mapping[str, Callable[[dict[str, Any]], Awaitable[None] | None]] = {},
         *,
         read_events: bool = True,
     ) -> None:
         """`read_events`: a client reader takes in each event (its long-polls and
-        in-memory views need them); other workers only advance the position."""
+        in-memory views need them); other workers only advance the position.
+        `handlers`: what this role does with other kinds of messages (`fed` for a
+        federation sender, `push`/`badge` for a pusher, `as_*` for the appservice
+        sender); `reloads` also run after every gap, so each role can catch up."""
         self._notifier = notifier
         self._store = store
         self._listeners = list(listeners)
@@ -65,7 +70,7 @@ class ReplicationFollower:
         self._presence = presence
         self._positions = dict(positions)
         self._reloads = list(reloads)
-        self._on_fed = on_fed  # a federation sender: a destination has news
+        self._handlers = dict(handlers)
         self._read_events = read_events
         self._events_pos = notifier.current.events
         self._advanced = asyncio.Condition()
@@ -123,8 +128,10 @@ class ReplicationFollower:
                 await reload()
         elif kind == "resync":
             await self._resync()
-        elif kind == "fed" and self._on_fed is not None:
-            self._on_fed(message)
+        elif isinstance(kind, str) and (handler := self._handlers.get(kind)) is not None:
+            result = handler(message)
+            if result is not None:
+                await result
 
     async def connected(self) -> None:
         """Every (re)connection to the bus: what was missed is read from the database."""

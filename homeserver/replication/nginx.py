@@ -130,7 +130,8 @@ http {{
 def upstreams_from_configs(main: Any, workers: Sequence[Any]) -> Upstreams:
     """The upstreams of a deployment from its loaded configs (homeserver.config.Config):
     the main's first client listener; workers by the resources their listeners serve
-    (federation senders serve no public traffic)."""
+    (federation senders, pushers and the appservice sender serve no public
+    traffic)."""
 
     def address(listener: Any) -> str:
         host = listener.bind_addresses[0] if listener.bind_addresses else "127.0.0.1"
@@ -148,7 +149,7 @@ def upstreams_from_configs(main: Any, workers: Sequence[Any]) -> Upstreams:
         raise ValueError("the main process has no listener with the client resource")
     readers, inbound, media = [], [], []
     for config in workers:
-        if config.workers.is_federation_sender:
+        if config.workers.background_only:
             continue
         if (where := first(config, "federation")) is not None:
             inbound.append(where)

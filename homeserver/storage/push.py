@@ -510,6 +510,51 @@ class PushStore:
             )
         return out
 
+    async def newest_action_position(self) -> int:
+        """The stream ordering of the newest recorded action (0 without any)."""
+        return int(
+            await self.db.fetchval("SELECT MAX(stream_ordering) FROM event_push_actions") or 0
+        )
+
+    async def notifying_actions(
+        self, after: int, upto: int, events: int
+    ) -> tuple[list[PushAction], int | None]:
+        """The notifying actions of users with pushers, for at most `events` events in
+        (after, upto], in stream order, every row of an event or none; and the last of
+        those events' positions (None: no notifying event in the range)."""
+        positions = await self.db.fetch(
+            "SELECT DISTINCT stream_ordering FROM event_push_actions WHERE stream_ordering > $1"
+            " AND stream_ordering <= $2 AND notif ORDER BY stream_ordering LIMIT $3",
+            after,
+            upto,
+            events,
+        )
+        if not positions:
+            return [], None
+        last = int(positions[-1][0])
+        rows = await self.db.fetch(
+            "SELECT user_id, event_id, room_id, stream_ordering, thread_id, actions, notif,"
+            " highlight, ts FROM event_push_actions WHERE stream_ordering > $1"
+            " AND stream_ordering <= $2 AND notif"
+            " AND user_id IN (SELECT user_id FROM pushers) ORDER BY stream_ordering",
+            after,
+            last,
+        )
+        return [
+            PushAction(
+                r[0],
+                r[1],
+                r[2],
+                int(r[3]),
+                r[4],
+                load_json(r[5]),
+                bool(r[6]),
+                bool(r[7]),
+                int(r[8]),
+            )
+            for r in rows
+        ], last
+
     async def get_read_positions(self, user_id: str, room_id: str) -> dict[str, int]:
         """thread_id ('' = unthreaded) -> the stream position read up to in a room."""
         rows = await self.db.fetch(

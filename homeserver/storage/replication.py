@@ -29,3 +29,21 @@ class ReplicationStore:
         )
         loaded = await self._events.get_events([r[1] for r in rows])
         return [(loaded[r[1]], int(r[0]), bool(r[2])) for r in rows if r[1] in loaded]
+
+    async def worker_position(self, instance: str, stream: str) -> int | None:
+        """How far `instance` has handled `stream` (None: it never ran)."""
+        value = await self.db.fetchval(
+            "SELECT position FROM worker_positions WHERE instance = $1 AND stream = $2",
+            instance,
+            stream,
+        )
+        return None if value is None else int(value)
+
+    async def set_worker_position(self, instance: str, stream: str, position: int) -> None:
+        await self.db.execute(
+            "INSERT INTO worker_positions (instance, stream, position) VALUES ($1, $2, $3)"
+            " ON CONFLICT (instance, stream) DO UPDATE SET position = excluded.position",
+            instance,
+            stream,
+            position,
+        )

@@ -54,7 +54,7 @@ def port_url(d: Deployment, name: str) -> str:
 class Client:
     def __init__(self, session: aiohttp.ClientSession, base: str, token: str = "") -> None:
         self.session, self.base, self.token = session, base, token
-        self.user_id = ""
+        self.user_id = self.device_id = ""
 
     async def call(
         self, method: str, path: str, body: Any = None, *, base: str | None = None
@@ -91,6 +91,7 @@ async def register(session: aiohttp.ClientSession, base: str) -> Client:
         },
     )
     client.token, client.user_id = data["access_token"], data["user_id"]
+    client.device_id = data["device_id"]
     return client
 
 

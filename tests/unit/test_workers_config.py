@@ -66,6 +66,47 @@ def test_a_worker_reads_the_shared_file_and_its_own(tmp_path: Path) -> None:
     assert not any(main.workers.sends_to(d) for d in destinations)
 
 
+def test_pushers_and_the_appservice_sender_are_workers_named_in_the_shared_file(
+    tmp_path: Path,
+) -> None:
+    shared = write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\n" + PG + WORKER_BITS + "pusher_instances: [p1, p2]\n"
+        "notify_appservices_from_worker: as1\n",
+    )
+    main = load_config(shared).workers
+    pusher = load_config(
+        shared, write(tmp_path / "p2.yaml", "worker_app: generic_worker\nworker_name: p2\n")
+    ).workers
+    sender = load_config(
+        shared, write(tmp_path / "as1.yaml", "worker_app: generic_worker\nworker_name: as1\n")
+    ).workers
+    users = [f"@u{i}:example.com" for i in range(200)]
+    assert not any(main.pushes_for(u) for u in users)  # the main sends no notification
+    assert 60 < sum(pusher.pushes_for(u) for u in users) < 140  # p2's half
+    assert pusher.is_pusher and pusher.background_only and not main.sends_to_appservices
+    assert (
+        sender.sends_to_appservices and sender.background_only and not pusher.sends_to_appservices
+    )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "pusher_instances: [p1]\n",
+        "notify_appservices_from_worker: as1\n",
+        "federation_sender_instances: [s1]\n",
+    ],
+)
+def test_background_roles_without_workers_are_refused(tmp_path: Path, extra: str) -> None:
+    """Naming a worker to do the main's sending, on a server with no workers, would
+    silently send nothing: refused."""
+    shared = write(tmp_path / "hs.yaml", "server_name: example.com\n" + PG + extra)
+    with pytest.raises(ConfigError) as caught:
+        load_config(shared)
+    assert "redis.enabled" in "\n".join(caught.value.problems)
+
+
 @pytest.mark.parametrize(
     ("extra", "problem"),
     [
