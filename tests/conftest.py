@@ -14,6 +14,10 @@ from aiohttp.test_utils import TestClient
 
 from homeserver.app import create_app
 from homeserver.config import Config, parse_config
+from tests import deployment_mode
+
+# pytest-aiohttp's client factory, which HS_TEST_DEPLOYMENT points at a deployment.
+aiohttp_client = deployment_mode.aiohttp_client
 
 TEST_SERVER_NAME = "test.local"
 TEST_SHARED_SECRET = "test-registration-shared-secret"
@@ -44,7 +48,9 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "log_level": "DEBUG",
     }
     raw.update(overrides)
-    return parse_config(raw, base_dir=tmp_path, source="test config")
+    config = parse_config(raw, base_dir=tmp_path, source="test config")
+    deployment_mode.remember(config, raw)
+    return config
 
 
 @pytest.fixture

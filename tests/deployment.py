@@ -269,10 +269,12 @@ class Deployment:
             self.url = f"http://127.0.0.1:{self.processes['main'].port}"
             return self
         self.start_redis()
-        self.start_process("main")
-        for name in self.processes:
-            if name != "main":
-                self.start_process(name)
+        self.start_process("main")  # first: it migrates the schema
+        workers = [name for name in self.processes if name != "main"]
+        for name in workers:  # started together, then waited for
+            self.start_process(name, wait=False)
+        for name in workers:
+            self.wait_for_process(name)
         (self.workdir / "nginx").mkdir(exist_ok=True)
         conf = self.workdir / "nginx" / "nginx.conf"
         conf.write_text(self._nginx_config())
@@ -307,7 +309,7 @@ class Deployment:
             self._redis.wait(timeout=10)
             self._redis = None
 
-    def start_process(self, name: str) -> None:
+    def start_process(self, name: str, *, wait: bool = True) -> None:
         p = self.processes[name]
         p.proc = subprocess.Popen(
             [sys.executable, "-m", "homeserver", "run", *p.args],
@@ -316,6 +318,11 @@ class Deployment:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
+        if wait:
+            self.wait_for_process(name)
+
+    def wait_for_process(self, name: str) -> None:
+        p = self.processes[name]
         self._wait(f"http://127.0.0.1:{p.port}", lambda: p.proc, name, self._health(name))
 
     def kill(self, name: str) -> None:

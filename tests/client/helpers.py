@@ -20,6 +20,8 @@ async def make_user(
     Returns (user_id, access_token, device_id). Calling again with another device_id
     adds a device (and token) to an existing user.
     """
+    if deployed(client):
+        return await _make_user_over_http(client, localpart, device_id)
     app = client.server.app
     stores = app[STORES]
     user_id = f"@{localpart}:{SERVER_NAME}"
@@ -30,6 +32,41 @@ async def make_user(
     return user_id, token, device_id
 
 
+def deployed(client: TestClient) -> bool:
+    """Whether the client talks to a worker deployment (HS_TEST_DEPLOYMENT), whose
+    memory the helpers cannot reach: they use the client API instead."""
+    return hasattr(client.server, "deployment")
+
+
+async def _make_user_over_http(
+    client: TestClient, localpart: str, device_id: str
+) -> tuple[str, str, str]:
+    """make_user through /register (or /login for another device of the same user)."""
+    tokens: dict[str, str] = client.server.tokens  # type: ignore[attr-defined]
+    user_id = f"@{localpart}:{SERVER_NAME}"
+    if user_id in tokens:
+        body = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": localpart},
+            "password": "helper pw",
+            "device_id": device_id,
+        }
+        response = await client.post("/_matrix/client/v3/login", json=body)
+    else:
+        data = {"username": localpart, "password": "helper pw", "device_id": device_id}
+        response = await client.post(
+            "/_matrix/client/v3/register", json={**data, "auth": {"type": "m.login.dummy"}}
+        )
+    assert response.status == 200, await response.text()
+    token = (await response.json())["access_token"]
+    tokens.setdefault(user_id, token)
+    return user_id, token, device_id
+
+
+def _token_of(client: TestClient, user_id: str) -> dict[str, str]:
+    return auth(client.server.tokens[user_id])  # type: ignore[attr-defined]
+
+
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -38,17 +75,36 @@ async def make_room(client: TestClient, creator: str, *, preset: str = "public_c
     """Create a room through the room service (no /createRoom needed)."""
     from homeserver.rooms.creation import RoomSpec
 
+    if deployed(client):
+        body = {"room_version": "10", "preset": preset}
+        response = await client.post(
+            "/_matrix/client/v3/createRoom", json=body, headers=_token_of(client, creator)
+        )
+        assert response.status == 200, await response.text()
+        return str((await response.json())["room_id"])
     app = client.server.app
     spec = RoomSpec(room_version="10", preset=preset)
     return await app[ROOM_CREATOR].create_room(creator, spec, {})
 
 
 async def join_room(client: TestClient, room_id: str, user_id: str) -> Any:
+    if deployed(client):
+        return await _membership_over_http(client, room_id, user_id, "join")
     return await client.server.app[MEMBERSHIP].join(room_id, user_id)
 
 
 async def leave_room(client: TestClient, room_id: str, user_id: str) -> Any:
+    if deployed(client):
+        return await _membership_over_http(client, room_id, user_id, "leave")
     return await client.server.app[MEMBERSHIP].set_membership(room_id, user_id, user_id, "leave")
+
+
+async def _membership_over_http(client: TestClient, room_id: str, user_id: str, verb: str) -> Any:
+    response = await client.post(
+        f"/_matrix/client/v3/rooms/{room_id}/{verb}", json={}, headers=_token_of(client, user_id)
+    )
+    assert response.status == 200, await response.text()
+    return await response.json()
 
 
 async def register_user(

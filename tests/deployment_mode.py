@@ -1,0 +1,105 @@
+"""The client tests against the worker deployment (issue 16): `HS_TEST_DEPLOYMENT=workers`.
+
+In this mode every in-process server a test asks for (`aiohttp_client(create_app(
+config))`, the `app_client` fixture) is instead a real deployment started for that test
+(tests/deployment.py: PostgreSQL, Redis, the main, two client readers, a federation
+inbound worker, two federation senders and a media worker, nginx), configured with the
+test's own settings; the test's client talks HTTP to nginx. A test that reaches into
+the server's memory (`client.app[...]`) is skipped here, saying so: it checks
+something no deployment exposes.
+
+    HS_TEST_DEPLOYMENT=workers HS_TEST_POSTGRES_DSN=... python -m pytest tests/client
+
+It costs a deployment start per test (about 3 s on two cores), so CI runs the tests
+that matter most against the deployment directly (the nio conversation, the Synapse
+interop run, the durability test) and this mode on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer
+from yarl import URL
+
+MODE = os.environ.get("HS_TEST_DEPLOYMENT", "")
+
+# The raw settings each test config was parsed from (tests/conftest.make_config), by
+# the Config object's id; the Config is kept alive alongside so ids are not reused.
+_RAW: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+# Settings that describe the in-process server's files and sockets: the deployment has
+# its own.
+_LOCAL_KEYS = frozenset(
+    {"listeners", "database", "signing_key_path", "media_store_path", "log_level", "server_name"}
+)
+
+
+def remember(config: Any, raw: dict[str, Any]) -> None:
+    if MODE:
+        _RAW[id(config)] = (config, dict(raw))
+
+
+class DeploymentServer(BaseTestServer):
+    """What an aiohttp TestClient talks to: the deployment's nginx."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        from tests.deployment import Deployment, missing_parts
+
+        why = missing_parts()
+        if why is not None:
+            pytest.skip(f"HS_TEST_DEPLOYMENT needs a worker deployment: {why}")
+        raw = _RAW.get(id(config), (None, {}))[1]
+        overrides = {k: v for k, v in raw.items() if k not in _LOCAL_KEYS}
+        self.tokens: dict[str, str] = {}  # the test helpers' users (helpers.make_user)
+        self._workdir = tempfile.TemporaryDirectory(prefix="hs-deployment-")
+        self.deployment = Deployment(
+            Path(self._workdir.name),
+            client_readers=2,
+            federation_inbound=1,
+            federation_senders=2,
+            media_workers=1,
+            server_name=config.server_name,
+            overrides=overrides,
+        )
+
+    async def _make_runner(self, **kwargs: Any) -> Any:
+        raise NotImplementedError("a deployment runs in its own processes")
+
+    async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
+        if self._root is None:
+            await asyncio.to_thread(self.deployment.start)
+            self._root = URL(self.deployment.url)
+            self.host, self.port = "127.0.0.1", self.deployment.nginx_port
+
+    @property
+    def app(self) -> Any:
+        pytest.skip("reads the server's memory (client.app), which a deployment does not share")
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self.deployment.stop)
+            self._workdir.cleanup()
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: Any) -> Any:
+    """pytest-aiohttp's factory, with an Application replaced by its deployment."""
+    if not MODE:
+        return aiohttp_client
+    from homeserver.appstate import CONFIG
+
+    async def go(param: Any, **kwargs: Any) -> Any:
+        if isinstance(param, web.Application):
+            param = DeploymentServer(param[CONFIG])
+        return await aiohttp_client(param, **kwargs)
+
+    return go
