@@ -57,7 +57,9 @@ from homeserver.metrics import METRICS_PATH, Metrics, metrics_middleware
 from homeserver.replication.forward import (
     BACKFILL_PATH,
     PRESENCE_PATH,
+    Forwarder,
     is_replication_request,
+    persister_middleware,
     replication_middleware,
     worker_middleware,
 )
@@ -148,13 +150,36 @@ def replication_middlewares(config: Config) -> list[Middleware]:
     """A worker forwards what it does not serve; the main authenticates its
     replication listener (homeserver.replication.forward)."""
     workers = config.workers
+
+    def persister_for(room_id: str) -> str | None:
+        if not workers.event_persisters:
+            return None
+        return workers.instance_map[workers.room_writer(room_id)].url
+
+    def forwarder(app: web.Application) -> Forwarder | None:
+        replication = app.get(REPLICATION)
+        return replication.forwarder if replication is not None else None
+
+    def written(app: web.Application) -> int:
+        replication = app.get(REPLICATION)
+        return replication.written() if replication is not None else 0
+
+    secret = workers.replication_secret
+    if workers.is_event_persister and secret:
+        # It serves what is routed to its replication listener: room writes.
+        return [replication_middleware(secret, lambda app: app.get(NOTIFIER), written)]
     if workers.is_worker:
         # A worker with a `media` listener is a media repository: it serves media
         # itself (uploads included: they write no stream), like Synapse's.
         serves_media = "media" in config.resources
-        return [worker_middleware(lambda app: app[REPLICATION].forwarder, serves_media)]
-    if workers.replicated and workers.replication_secret:
-        return [replication_middleware(workers.replication_secret, lambda app: app.get(NOTIFIER))]
+        return [
+            worker_middleware(lambda app: app[REPLICATION].forwarder, serves_media, persister_for)
+        ]
+    if workers.replicated and secret:
+        middlewares = [replication_middleware(secret, lambda app: app.get(NOTIFIER), written)]
+        if workers.event_persisters:
+            middlewares.append(persister_middleware(forwarder, persister_for))
+        return middlewares
     return []
 
 
@@ -215,6 +240,8 @@ def create_app(
         well_known=web.Application(),
     )
     served = config.resources
+    if config.workers.is_event_persister:
+        served |= {"client"}  # the room writes routed to its replication listener
     for resources, setup in areas:
         if resources & served:
             setup(mounts)

@@ -91,6 +91,7 @@ from homeserver.push.sync_extension import UnreadCountsExtension
 from homeserver.ratelimit import RateLimiters, override_limit
 from homeserver.relations.service import RelationsService
 from homeserver.replication.build import ProcessParts, build_replication, require_migrated
+from homeserver.replication.writers import event_listeners, room_locks, share_writes
 from homeserver.reports.service import ReportService
 from homeserver.rooms.backfill import RoomBackfill
 from homeserver.rooms.creation import RoomCreator
@@ -105,7 +106,6 @@ from homeserver.rooms.membership import MembershipService, RemoteMembership
 from homeserver.rooms.out_of_band import OutOfBandMemberships
 from homeserver.rooms.persister import Persister
 from homeserver.rooms.policy_server import PolicyServers
-from homeserver.rooms.ports import EventListener
 from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.reader import RoomReader
 from homeserver.rooms.remote_state import FetchLimits, RemoteState
@@ -247,19 +247,25 @@ async def build(
 
     # -- the room service: the only writer of the event graph -----------------------------
     room_state = RoomState(stores)
-    listeners: list[EventListener] = [activity, bridge, push_actions, relations, joined]
     guest_eviction = GuestEviction(stores, server_name, tasks)
-    listeners += [user_directory, room_stats, bump_stamps, app_service_sender, guest_eviction]
-    listeners += [metrics] if metrics is not None else []
+    heard = event_listeners(
+        config.workers.shared_writers,
+        views=[activity, relations, joined, bump_stamps],
+        notifier=bridge,
+        writer_side=[push_actions, *([metrics] if metrics is not None else [])],
+        singletons=[user_directory, room_stats, app_service_sender, guest_eviction],
+        is_worker=worker,
+    )
     persister = Persister(
         stores,
         room_state,
         server_name,
-        listeners=listeners,
-        out_of_band_listeners=[bridge],
+        listeners=heard.persister,
+        out_of_band_listeners=heard.out_of_band,
         outbound=fed.sender if fed else None,
     )
-    locks = KeyedLock()
+    shared_locks = share_writes(config, database, stack)
+    locks = room_locks(stores, shared_locks) if shared_locks else KeyedLock()
     policy = PolicyServers(stores, fed.policy if fed else overrides.policy_servers)
     local_events = LocalEvents(
         stores, room_state, persister, locks, server_name, server_keys.primary, policy=policy
@@ -355,8 +361,9 @@ async def build(
             typing,
             presence,
             moderation,
-            worker_listeners=[activity, relations, joined, bump_stamps, bridge],
-            out_of_band_listeners=[bridge],
+            worker_listeners=heard.follower,
+            out_of_band_listeners=heard.follower_out_of_band,
+            commits=heard.commits,
             positions={
                 "events": stores.events.get_current_stream_position,
                 "account_data": account_store.get_max_stream_id,

@@ -265,6 +265,10 @@ enable_metrics: false
 #pusher_instances: [pusher1]
 # The worker that sends transactions to appservices (the main then sends none):
 #notify_appservices_from_worker: appservice1
+# Event persisters: each room's writes go to one of them (by a hash of the room ID);
+# each needs an instance_map entry (its replication listener):
+#stream_writers:
+#  events: [event_persister1, event_persister2]
 #worker_app: generic_worker
 #worker_name: client_reader1
 #worker_listeners:

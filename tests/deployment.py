@@ -82,7 +82,7 @@ class Process:
 class Deployment:
     """main + `client_readers` client readers + `federation_inbound` federation
     inbound workers (+ federation senders, media workers, pushers, an appservice
-    sender), behind nginx; `url` is nginx's."""
+    sender, event persisters), behind nginx; `url` is nginx's."""
 
     def __init__(
         self,
@@ -94,6 +94,7 @@ class Deployment:
         media_workers: int = 0,
         pushers: int = 0,
         appservice_sender: bool = False,
+        event_persisters: int = 0,
         server_name: str = "localhost",
         overrides: dict[str, Any] | None = None,
         public_port: int | None = None,
@@ -122,6 +123,9 @@ class Deployment:
         self._media_workers = media_workers
         self._pushers = pushers
         self._appservice_senders = 1 if appservice_sender else 0
+        self._persisters = {
+            f"event_persister{i}": free_port() for i in range(1, event_persisters + 1)
+        }
         self._overrides = overrides or {}
 
     # -- configuration --------------------------------------------------------------
@@ -145,7 +149,11 @@ class Deployment:
                     "args": {"dsn": self.app_dsn, "schema": self.schema, "cp_min": 1, "cp_max": 8},
                 },
                 "redis": {"enabled": True, "host": "127.0.0.1", "port": self.redis_port},
-                "instance_map": {"main": {"host": "127.0.0.1", "port": replication_port}},
+                "instance_map": {
+                    "main": {"host": "127.0.0.1", "port": replication_port},
+                    **{name: {"host": "127.0.0.1", "port": port}
+                       for name, port in self._persisters.items()},
+                },
                 "worker_replication_secret": self.secret,
                 "federation_sender_instances": [
                     f"federation_sender{i}" for i in range(1, self._federation_senders + 1)
@@ -162,13 +170,17 @@ class Deployment:
         )  # fmt: skip
         if self._appservice_senders:
             config["notify_appservices_from_worker"] = "appservice1"
+        if self._persisters:
+            config["stream_writers"] = {"events": list(self._persisters)}
         if not self.with_workers:
             for key in ("redis", "instance_map", "worker_replication_secret"):
                 config.pop(key)
             config.pop("federation_sender_instances")
             config.pop("pusher_instances")
             config.pop("notify_appservices_from_worker", None)
+            config.pop("stream_writers", None)
             self._pushers = self._appservice_senders = 0
+            self._persisters = {}
             config["listeners"] = config["listeners"][:1]
             self._client_readers = self._federation_inbound = self._federation_senders = 0
             self._media_workers = 0
@@ -185,10 +197,11 @@ class Deployment:
         # health check (nginx routes nothing to them).
         roles.append(("pusher", "client", self._pushers))
         roles.append(("appservice", "client", self._appservice_senders))
+        roles.append(("event_persister", "replication", len(self._persisters)))
         for role, resource, count in roles:
             for i in range(1, count + 1):
                 name = f"{role}{i}"
-                port = free_port()
+                port = self._persisters.get(name) or free_port()
                 worker = {
                     "worker_app": "generic_worker",
                     "worker_name": name,
@@ -352,7 +365,9 @@ class Deployment:
                     if r.status == 200:
                         return
             except urllib.error.HTTPError as e:
-                if e.code == 401:  # the server answers (a route that needs a token)
+                # The server answers (a route that needs a token; a replication
+                # listener that needs the secret).
+                if e.code in (401, 403):
                     return
             except OSError:
                 pass

@@ -33,6 +33,7 @@ WORKER_KEYS = frozenset(
         "federation_sender_instances",
         "pusher_instances",
         "notify_appservices_from_worker",
+        "stream_writers",
     }
 )
 
@@ -85,6 +86,9 @@ class WorkersConfig:
     pusher_instances: tuple[str, ...] = ()
     # The one process sending transactions to appservices; None: the main.
     appservice_sender: str | None = None
+    # Event persisters (`stream_writers: {events: [...]}`): room writes are routed to
+    # them by sha256(room_id) mod N; empty: the main writes every room.
+    event_persisters: tuple[str, ...] = ()
 
     @property
     def is_federation_sender(self) -> bool:
@@ -109,13 +113,33 @@ class WorkersConfig:
         return self.appservice_sender == self.worker_name
 
     @property
+    def is_event_persister(self) -> bool:
+        return self.worker_name in self.event_persisters
+
+    @property
+    def shared_writers(self) -> bool:
+        """Several processes write events: every write transaction of the deployment
+        takes one PostgreSQL lock and each room write a lock of its room
+        (homeserver.replication.writers)."""
+        return bool(self.event_persisters)
+
+    def room_writer(self, room_id: str) -> str:
+        """The process that room `room_id`'s writes are routed to (sha256 mod N)."""
+        persisters = self.event_persisters
+        if not persisters:
+            return MAIN
+        return persisters[shard(room_id, len(persisters))]
+
+    @property
     def background_only(self) -> bool:
         """A worker that serves no public traffic (its listeners are for health checks):
-        federation senders, pushers, the appservice sender."""
+        federation senders, pushers, the appservice sender, event persisters (these
+        serve only the room writes others route to their replication listener)."""
         return self.is_worker and (
             self.is_federation_sender
             or self.is_pusher
             or self.appservice_sender == self.worker_name
+            or self.is_event_persister
         )
 
     def sends_to(self, destination: str) -> bool:
@@ -190,20 +214,40 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
     senders = tuple(r.str_list(top, "federation_sender_instances", "") or ())
     pushers = tuple(r.str_list(top, "pusher_instances", "") or ())
     appservice_sender = r.str(top, "notify_appservices_from_worker", "")
-    for key, names in (("federation_sender_instances", senders), ("pusher_instances", pushers)):
-        if len(set(names)) != len(names):
+    persisters: tuple[str, ...] = ()
+    raw_writers = r.mapping(top.get("stream_writers"), "stream_writers") or {}
+    for stream, writers in raw_writers.items():
+        names = writers if isinstance(writers, list) else [writers]
+        if not all(isinstance(n, str) and n for n in names):
+            r.problem(f"stream_writers.{stream}", "expected a process name or a list of them")
+        elif stream == "events":
+            persisters = tuple(names) if names != [MAIN] else ()
+        elif names != [MAIN]:
+            r.problem(
+                f"stream_writers.{stream}",
+                "only the events stream has writers other than the main here",
+            )
+    for key, named in (
+        ("federation_sender_instances", senders),
+        ("pusher_instances", pushers),
+        ("stream_writers.events", persisters),
+    ):
+        if len(set(named)) != len(named):
             r.problem(key, "names a process twice")
+    if MAIN in persisters:
+        r.problem("stream_writers.events", "name only persisters: the main writes no room then")
     config = WorkersConfig(
         federation_sender_instances=senders,
         pusher_instances=pushers,
         appservice_sender=appservice_sender or None,
+        event_persisters=persisters,
         worker_app=app,
         worker_name=name or MAIN,
         instance_map=MappingProxyType(instances),
         redis=redis,
         replication_secret=secret,
     )
-    delegated = senders or pushers or appservice_sender
+    delegated = senders or pushers or appservice_sender or persisters
     if not (config.is_worker or config.replicated or instances or delegated):
         return config
     if not is_postgres:
@@ -222,6 +266,9 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
             r.problem("redis", "needs the redis package: pip install 'homeserver[workers]'")
     if MAIN not in instances:
         r.problem("instance_map.main", "required: where workers reach the main process")
+    for name in persisters:
+        if name not in instances:
+            r.problem(f"instance_map.{name}", "required: where room writes reach this persister")
     if not secret or len(secret) < 16:
         r.problem(
             "worker_replication_secret",

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.config import Config
+from homeserver.config.workers import MAIN
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.typing import TypingService
 from homeserver.errors import bad_json
@@ -29,6 +30,7 @@ from .follower import ReplicationFollower
 from .forward import Forwarder
 from .publisher import ReplicationPublisher
 from .pushers import PusherShard, PushForwarder
+from .writers import LocalCommits, spawn
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ class Replication:
     forwarder: Forwarder | None = None  # a worker
     presence: PresenceService | None = None  # the main: workers report syncs
     backfill: Any = None  # the main: workers' /messages ask it for older history
+    commits: LocalCommits | None = None  # with event persisters: what this process wrote
+
+    def written(self) -> int:
+        """The newest event position this process wrote (0: none, or no persisters)."""
+        return self.commits.last if self.commits is not None else 0
 
     async def report_presence(self, request: web.Request) -> web.Response:
         """POST /_replication/presence (main; the replication middleware checked the
@@ -101,10 +108,14 @@ class ProcessParts:
     push: tuple[Any, Any] | None = None
     # appservice.sender.AppServiceSender: on the worker named to send, or the main.
     appservices: Any = None
+    # With event persisters: what this process writes is announced and followed here.
+    commits: LocalCommits | None = None
 
 
 async def build_replication(parts: ProcessParts) -> Replication | None:
-    """None without workers; else the main's publisher or this worker's follower."""
+    """None without workers. The main publishes; workers follow and forward; with
+    event persisters (homeserver.replication.writers) the main and the persisters
+    publish and every process follows the event stream."""
     workers = parts.config.workers
     if not workers.replicated:
         return None
@@ -116,20 +127,25 @@ async def build_replication(parts: ProcessParts) -> Replication | None:
     if sender is not None and (workers.federation_sender_instances or workers.is_worker):
         sender.owns = workers.sends_to
         sender.elsewhere = lambda dest, up: bus.publish({"k": "fed", "d": dest, "up": up})
-    if not workers.is_worker:
-        replication = _main(parts, bus)
-        if sender is not None and not workers.federation_sender_instances:
-            # The main delivers: a federation inbound worker that heard from a peer
-            # tells it here to stop backing off.
-            async def handle(message: dict[str, Any]) -> None:
-                if message.get("k") == "fed":
-                    _wake(sender, message)
-
-            bus.start(handle)
-        else:
-            bus.start()
+    if workers.is_worker:
+        replication = await _worker(parts, bus)
+        replication.commits = parts.commits
         return replication
-    return await _worker(parts, bus)
+    replication = _main(parts, bus)
+    replication.commits = parts.commits
+    if workers.shared_writers:
+        return await _main_following(parts, bus, replication)
+    if sender is not None and not workers.federation_sender_instances:
+        # The main delivers: a federation inbound worker that heard from a peer
+        # tells it here to stop backing off.
+        async def handle(message: dict[str, Any]) -> None:
+            if message.get("k") == "fed":
+                _wake(sender, message)
+
+        bus.start(handle)
+    else:
+        bus.start()
+    return replication
 
 
 def _wake(sender: Any, message: dict[str, Any]) -> None:
@@ -143,28 +159,99 @@ def _wake(sender: Any, message: dict[str, Any]) -> None:
         sender.wake(destination)
 
 
-def _main(parts: ProcessParts, bus: Any) -> Replication:
-    """The main: publish every announcement and invalidation, after commit."""
+def _publish(parts: ProcessParts, bus: Any) -> ReplicationPublisher:
+    """A writing process (the main, an event persister): publish its announcements
+    and invalidations, each after its commit; never what it replays from others."""
     bus.before_publish = parts.database.write_barrier
     workers = parts.config.workers
-    if workers.pusher_instances and parts.push is not None:
+    if parts.push is not None and (workers.pusher_instances or workers.is_event_persister):
         parts.push[1].forward = PushForwarder(bus)
     if not workers.sends_to_appservices and parts.appservices is not None:
         parts.appservices.forward = bus.publish
     publisher = ReplicationPublisher(bus, parts.typing, parts.presence)
+    publisher.replaying = lambda: parts.notifier.replaying
     parts.notifier.observers.append(publisher.on_announcement)
     set_invalidation_hook(publisher.on_invalidation)
     parts.stack.callback(set_invalidation_hook, None)
+    if parts.commits is not None:
+        parts.commits.publish = bus.publish  # events: announced by the writer itself
+    return publisher
+
+
+def _main(parts: ProcessParts, bus: Any) -> Replication:
+    """The main: publish every announcement and invalidation, after commit."""
+    publisher = _publish(parts, bus)
     parts.moderation.on_change.append(lambda: publisher.reload("moderation"))
     # Workers started before us may hold anything: they resync on this message.
     bus.publish({"k": "resync"})
     return Replication(bus, publisher=publisher, presence=parts.presence)
 
 
-async def _worker(parts: ProcessParts, bus: Any) -> Replication:
-    """A worker: follow the bus, forward what it does not serve."""
+async def _main_following(parts: ProcessParts, bus: Any, replication: Replication) -> Replication:
+    """The main with event persisters: it also follows the event stream (its views and
+    the once-per-deployment jobs read it from the database), sends the persisters'
+    push notifications when no pusher worker does, and routes room writes."""
     workers = parts.config.workers
     assert workers.main is not None and workers.replication_secret is not None
+    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]] = {}
+    reloads: list[Callable[[], Awaitable[None]]] = []
+    sender = parts.sender
+    if sender is not None and not workers.federation_sender_instances:
+        handlers["fed"] = lambda message: _wake(sender, message)
+    store = ReplicationStore(parts.database, parts.events)
+    if parts.push is not None and not workers.pusher_instances:
+        pushers = PusherShard(
+            parts.push[0], parts.events, parts.push[1], lambda _user: True, store, MAIN
+        )
+        await pushers.start()
+        reloads.append(pushers.catch_up)
+        handlers["push"] = handlers["badge"] = pushers.handle
+    follower = _follower(parts, store, list(parts.worker_listeners), reloads, handlers, True)
+    replication.follower = follower
+    replication.forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
+    parts.stack.push_async_callback(replication.forwarder.close)
+    bus.start(follower.handle, follower.connected)
+    return replication
+
+
+def _follower(
+    parts: ProcessParts,
+    store: ReplicationStore,
+    listeners: list[EventListener],
+    reloads: list[Callable[[], Awaitable[None]]],
+    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]],
+    read_events: bool,
+) -> ReplicationFollower:
+    follower = ReplicationFollower(
+        parts.notifier,
+        store,
+        listeners,
+        parts.out_of_band_listeners,
+        parts.typing,
+        parts.presence,
+        parts.positions,
+        reloads,
+        handlers,
+        read_events=read_events,
+    )
+    commits = parts.commits
+    if commits is not None:
+        pending: set[asyncio.Task[None]] = set()
+
+        def follow(position: int) -> None:  # our own write: read it in stream order
+            spawn(follower.handle({"k": "pos", "s": "events", "p": position}), pending)
+
+        commits.follow = follow
+    return follower
+
+
+async def _worker(parts: ProcessParts, bus: Any) -> Replication:
+    """A worker: follow the bus, forward what it does not serve (an event persister
+    also publishes what it writes)."""
+    workers = parts.config.workers
+    assert workers.main is not None and workers.replication_secret is not None
+    if workers.is_event_persister:
+        _publish(parts, bus)
     reloads: list[Callable[[], Awaitable[None]]] = [parts.moderation.reload]
     handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]] = {}
     listeners = list(parts.worker_listeners)
@@ -190,18 +277,8 @@ async def _worker(parts: ProcessParts, bus: Any) -> Replication:
         listeners.append(appservices)  # a gap replays the events it missed
         reloads.append(appservices.resume_to_device)
         handlers["as_keys"] = handlers["as_devices"] = appservices.replicated
-    follower = ReplicationFollower(
-        parts.notifier,
-        store,
-        listeners,
-        parts.out_of_band_listeners,
-        parts.typing,
-        parts.presence,
-        parts.positions,
-        reloads,
-        handlers,
-        read_events="client" in parts.config.resources or appservices is not None,
-    )
+    read_events = "client" in parts.config.resources or appservices is not None
+    follower = _follower(parts, store, listeners, reloads, handlers, read_events)
     forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
     parts.stack.push_async_callback(forwarder.close)
     pending: set[asyncio.Task[None]] = set()

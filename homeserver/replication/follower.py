@@ -21,8 +21,9 @@ process has caught up with what that request wrote.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from homeserver.ephemeral.presence import PresenceService
@@ -116,13 +117,14 @@ class ReplicationFollower:
                 return
             users, rooms = list(message.get("u") or ()), list(message.get("r") or ())
             data = message.get("d")
-            if stream == "typing" and isinstance(data, dict):
-                for room, typers in data.items():
-                    self._typing.replicate(room, list(typers), position)
-            elif stream == "presence" and isinstance(data, list):
-                for row in data:
-                    self._presence.replicate(PresenceRow(**row), rooms)
-            self._notifier.notify(stream, position, users=users, rooms=rooms)
+            with self._replaying():
+                if stream == "typing" and isinstance(data, dict):
+                    for room, typers in data.items():
+                        self._typing.replicate(room, list(typers), position)
+                elif stream == "presence" and isinstance(data, list):
+                    for row in data:
+                        self._presence.replicate(PresenceRow(**row), rooms)
+                self._notifier.notify(stream, position, users=users, rooms=rooms)
         elif kind == "reload":
             for reload in self._reloads:
                 await reload()
@@ -156,14 +158,26 @@ class ReplicationFollower:
     async def _events_to(self, position: int) -> None:
         while self._read_events and self._events_pos < position:
             batch = await self._store.events_after(self._events_pos, position, EVENTS_BATCH)
-            for event, stream_ordering, outlier in batch:
-                for listener in self._out_of_band if outlier else self._listeners:
-                    listener.on_new_event(event, stream_ordering)
-                self._events_pos = stream_ordering
+            with self._replaying():  # synchronous: nothing of ours runs meanwhile
+                for event, stream_ordering, outlier in batch:
+                    for listener in self._out_of_band if outlier else self._listeners:
+                        listener.on_new_event(event, stream_ordering)
+                    self._events_pos = stream_ordering
             if len(batch) < EVENTS_BATCH:
                 break
         self._events_pos = max(self._events_pos, position)
         self._notifier.advance("events", self._events_pos)
+
+    @contextlib.contextmanager
+    def _replaying(self) -> Iterator[None]:
+        """What the notifier announces now is another process's write (the replication
+        publisher of a process that also writes must not announce it again). Only
+        around synchronous code: no write of this process can happen in between."""
+        self._notifier.replaying = True
+        try:
+            yield
+        finally:
+            self._notifier.replaying = False
 
     async def _tell_waiters(self) -> None:
         async with self._advanced:

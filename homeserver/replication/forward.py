@@ -39,6 +39,7 @@ from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import StreamToken
 
 from .follower import ReplicationFollower
+from .writers import room_written
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,13 @@ def served_here(method: str, path: str, serves_media: bool = False) -> bool:
     return any(p.match(path) for p in READ_ROUTES.get(method, ()))
 
 
+class Unreachable(Exception):
+    """An event persister refused the connection: the request was not sent."""
+
+
 class Forwarder:
-    """The worker's client of the main process's replication listener."""
+    """A client of the other processes' replication listeners (the main's, and event
+    persisters'), waiting after each answer until this process has caught up."""
 
     def __init__(self, main_url: str, secret: str, follower: ReplicationFollower) -> None:
         self._main_url = main_url.rstrip("/")
@@ -143,13 +149,16 @@ class Forwarder:
         headers["X-Forwarded-For"] = client_ip(request)
         return headers
 
-    async def forward(self, request: web.Request) -> web.StreamResponse:
+    async def forward(self, request: web.Request, to: str | None = None) -> web.StreamResponse:
+        """Hand `request` to the main, or to the process at `to` (an event persister):
+        then a refused connection (nothing was sent) raises Unreachable instead of
+        answering 502, so the caller can write the room itself."""
         body: Any = request.content if request.can_read_body else None
         try:
             async with self._client().request(
                 request.method,
                 # Byte for byte: X-Matrix signatures cover the request URI as sent.
-                URL(self._main_url + request.raw_path, encoded=True),
+                URL((to or self._main_url) + request.raw_path, encoded=True),
                 headers=self._headers(request),
                 data=body,
                 allow_redirects=False,
@@ -170,9 +179,14 @@ class Forwarder:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            if to is not None:
+                raise Unreachable(to) from exc
             log.warning("Forwarding %s %s to main: %s", request.method, request.path, exc)
             raise MatrixError(502, "M_UNKNOWN", "The main process is unreachable") from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("Forwarding %s %s to %s: %s", request.method, request.path, to, exc)
+            raise MatrixError(502, "M_UNKNOWN", "A process of this server is unreachable") from None
 
     async def _catch_up(self, encoded: str) -> None:
         try:
@@ -216,14 +230,48 @@ class Forwarder:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def worker_middleware(forwarder: Callable[[Any], Forwarder], serves_media: bool = False) -> Any:
-    """`forwarder` finds the worker's Forwarder in app state (built after the app)."""
+def worker_middleware(
+    forwarder: Callable[[Any], Forwarder],
+    serves_media: bool = False,
+    persister_for: Callable[[str], str | None] = lambda _room: None,
+) -> Any:
+    """`forwarder` finds the worker's Forwarder in app state (built after the app);
+    `persister_for(room_id)`: the URL of the event persister writing that room (None
+    without persisters); a write to a room goes there, or to the main while that
+    persister is unreachable."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "OPTIONS" or served_here(request.method, request.path, serves_media):
             return await handler(request)
+        room_id = room_written(request.method, request.path)
+        url = persister_for(room_id) if room_id is not None else None
+        if url is not None:
+            with contextlib.suppress(Unreachable):
+                return await forwarder(request.config_dict).forward(request, url)
+            log.warning("Event persister %s unreachable: %s goes to the main", url, room_id)
         return await forwarder(request.config_dict).forward(request)
+
+    return middleware
+
+
+def persister_middleware(
+    forwarder: Callable[[Any], Forwarder | None], persister_for: Callable[[str], str | None]
+) -> Any:
+    """The main with event persisters: a room write from the public listener goes to
+    the room's persister; from the replication listener (a worker whose persister was
+    unreachable), or while the persister is unreachable, it is written here."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        room_id = room_written(request.method, request.path)
+        url = persister_for(room_id) if room_id is not None else None
+        current = forwarder(request.config_dict)
+        if url is not None and current is not None and not is_replication_request(request):
+            with contextlib.suppress(Unreachable):
+                return await current.forward(request, url)
+            log.warning("Event persister %s unreachable: writing %s here", url, room_id)
+        return await handler(request)
 
     return middleware
 
@@ -233,8 +281,14 @@ def is_replication_request(request: web.Request) -> bool:
     return listener is not None and "replication" in listener.resources
 
 
-def replication_middleware(secret: str, notifier: Callable[[Any], Notifier | None]) -> Any:
-    """The main side: authenticate, serve, and say which positions the answer covers."""
+def replication_middleware(
+    secret: str,
+    notifier: Callable[[Any], Notifier | None],
+    written: Callable[[Any], int] = lambda _app: 0,
+) -> Any:
+    """The serving side (the main, event persisters): authenticate, serve, and say
+    which positions the answer covers (`written`: the newest event position this
+    process wrote, which its notifier may not have reached yet)."""
     expected = secret.encode()
 
     @web.middleware
@@ -247,7 +301,11 @@ def replication_middleware(secret: str, notifier: Callable[[Any], Notifier | Non
         response = await handler(request)
         current = notifier(request.config_dict)
         if current is not None and not response.prepared:
-            response.headers[TOKEN_HEADER] = current.current.encode()
+            token = current.current
+            local = written(request.config_dict)
+            if local > token.events:
+                token = token.copy_with(events=local)
+            response.headers[TOKEN_HEADER] = token.encode()
         return response
 
     return middleware

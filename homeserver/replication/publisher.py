@@ -12,6 +12,7 @@ their announcements; everything else a worker reads from the database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -24,11 +25,15 @@ class ReplicationPublisher:
         self._bus = bus
         self._typing = typing
         self._presence = presence
+        # Whether the announcement being made replays another process's (not ours).
+        self.replaying: Callable[[], bool] = lambda: False
 
     def on_announcement(
         self, stream: str, position: int, users: tuple[str, ...], rooms: tuple[str, ...]
     ) -> None:
         """Notifier observer."""
+        if self.replaying():
+            return
         message: dict[str, Any] = {"k": "pos", "s": stream, "p": position}
         if stream == "events":
             pass  # the worker reads the events themselves from the database

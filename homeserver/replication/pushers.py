@@ -46,9 +46,11 @@ class PushForwarder:
         self._bus = bus
 
     def notify(self, rows: Sequence[PushAction], events: dict[str, Event]) -> None:
-        notifying = [row.stream_ordering for row in rows if row.notif]
+        notifying = sorted({row.stream_ordering for row in rows if row.notif})
         if notifying:
-            self._bus.publish({"k": "push", "p": max(notifying)})
+            # The positions themselves: with several event persisters, actions are not
+            # recorded in stream order across processes, so a range could skip some.
+            self._bus.publish({"k": "push", "p": notifying[-1], "ps": notifying})
 
     def badge_update(self, user_id: str) -> None:
         self._bus.publish({"k": "badge", "u": user_id})
@@ -95,12 +97,26 @@ class PusherShard:
     async def handle(self, message: dict[str, Any]) -> None:
         """A `push` or `badge` message from the bus (the follower hands them over)."""
         kind = message.get("k")
-        if kind == "push" and isinstance(message.get("p"), int):
+        positions = message.get("ps")
+        if kind == "push" and isinstance(positions, list) and self._position is not None:
+            exact = [p for p in positions[:EVENTS_PER_READ] if isinstance(p, int)]
+            await self._deliver(await self._store.notifying_actions_at(exact))
+            newest = max(exact, default=self._position)
+            if newest > self._position:
+                self._position = newest
+                await self._positions.set_worker_position(self._instance, STREAM, newest)
+        elif kind == "push" and isinstance(message.get("p"), int):
             await self._read_to(message["p"])
         elif kind == "badge":
             user_id = message.get("u")
             if isinstance(user_id, str) and self._owns(user_id):
                 self._delivery.badge_update(user_id)
+
+    async def _deliver(self, rows: list[PushAction]) -> None:
+        mine = [row for row in rows if self._owns(row.user_id)]
+        if mine:
+            events = await self._events.get_events({row.event_id for row in mine})
+            self._delivery.notify(mine, events)
 
     async def _read_to(self, upto: int) -> None:
         if self._position is None:
@@ -110,10 +126,7 @@ class PusherShard:
             rows, last = await self._store.notifying_actions(self._position, upto, EVENTS_PER_READ)
             if last is None:
                 break
-            mine = [row for row in rows if self._owns(row.user_id)]
-            if mine:
-                events = await self._events.get_events({row.event_id for row in mine})
-                self._delivery.notify(mine, events)
+            await self._deliver(rows)
             self._position = last
         self._position = max(self._position, upto)
         if self._position != start:

@@ -1,17 +1,29 @@
-"""Per-key asyncio locks: writes to one room are serialised, rooms run in parallel."""
+"""Per-key asyncio locks: writes to one room are serialised, rooms run in parallel.
+
+With event persisters (several processes writing rooms) each key's lock is also held
+across the deployment (`shared`, PostgreSQL advisory locks, homeserver.replication.
+writers), and `acquired` then forgets what this process cached about the room that
+another process's write may have changed since.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 
 class KeyedLock:
     """A lock per key, dropped when nobody holds or waits for it."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        shared: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
+        acquired: Callable[[str], None] | None = None,
+    ) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._shared = shared
+        self._acquired = acquired
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
@@ -21,7 +33,13 @@ class KeyedLock:
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                yield
+                if self._shared is None:
+                    yield
+                else:
+                    async with self._shared(key):
+                        if self._acquired is not None:
+                            self._acquired(key)
+                        yield
         finally:
             lock, users = self._locks[key]
             if users <= 1:

@@ -108,6 +108,10 @@ class CurrentStateStore:
         # changes with the same writes as `_memberships`.
         self._joined: LruCache[str, tuple[str, ...]] = LruCache(10_000, "get_users_in_room")
 
+    def forget_room(self, room_id: str) -> None:
+        """Another process may have written the room: read its members afresh."""
+        self._joined.invalidate(room_id)
+
     def memberships_changed(self, room_id: str, user_ids: Iterable[str]) -> None:
         self._memberships.invalidate_many(user_ids)
         self._joined.invalidate(room_id)

@@ -519,15 +519,17 @@ class EventStore:
         events = await self.get_events(event_ids)
         return max((e.depth for e in events.values()), default=0)
 
+    def forget_extremities(self, room_id: str) -> None:
+        """Another process may have written the room: read its tips afresh."""
+        self._extremities.invalidate(room_id)
+
     async def get_stream_ordering(self, event_id: str) -> int | None:
-        return await self.db.fetchval(
-            "SELECT stream_ordering FROM events WHERE event_id = $1", event_id
-        )
+        sql = "SELECT stream_ordering FROM events WHERE event_id = $1"
+        return await self.db.fetchval(sql, event_id)
 
     async def get_current_stream_position(self) -> int:
         """The highest stream ordering handed out so far (0 for an empty database)."""
-        pos = await self.db.fetchval("SELECT MAX(stream_ordering) FROM events")
-        return max(int(pos or 0), 0)
+        return max(int(await self.db.fetchval("SELECT MAX(stream_ordering) FROM events") or 0), 0)
 
     async def get_room_events_between(
         self,

@@ -3,8 +3,9 @@
 Stores are written against the `Database` contract that SQLite defines: write
 transactions are serialised (stores allocate IDs with `MAX(...) + 1` inside one), reads
 run concurrently and see committed data. So writes go through an `asyncio.Lock` here too,
-while reads take any pooled connection. This serves one homeserver process; several
-processes sharing one database would need row locks in the stores instead.
+while reads take any pooled connection. When several processes write events (event
+persisters), `share_writes` makes every write transaction also take one PostgreSQL
+advisory lock first (postgres_locks): the same rule across the deployment.
 
 asyncpg encodes arguments strictly by the column type the server infers (a BOOLEAN wants
 a `bool`, a BIGINT an `int`), where SQLite stores whatever it is given. When an argument
@@ -30,6 +31,7 @@ import asyncpg
 from .database import Database, Row
 from .dialect import POSTGRES, Dialect
 from .errors import DatabaseUnavailableError, IntegrityError, StorageError, UnstorableValueError
+from .postgres_locks import SessionLocks, lock_key
 from .schema import ForeignKey, Table
 
 T = TypeVar("T")
@@ -234,10 +236,26 @@ class PostgresDatabase(Database):
 
     dialect = POSTGRES
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        connect_kwargs: Mapping[str, Any] | None = None,
+        schema: str | None = None,
+    ) -> None:
         self._pool = pool
         self._write_lock = asyncio.Lock()
         self._closed = False
+        self._connect_kwargs = dict(connect_kwargs or {})
+        self.schema = schema
+        # Set when several processes write (postgres_locks): the advisory lock every
+        # write transaction takes first.
+        self._shared_write_key: int | None = None
+
+    def share_writes(self) -> SessionLocks:
+        """Serialise write transactions with the other processes of the deployment;
+        the room locks they share, on a connection of their own."""
+        self._shared_write_key = lock_key(self.schema, "write transactions")
+        return SessionLocks(lambda: asyncpg.connect(**self._connect_kwargs), self.schema)
 
     @classmethod
     async def open(
@@ -272,7 +290,7 @@ class PostgresDatabase(Database):
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
+        return cls(pool, kwargs, str(schema) if schema else None)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresConnection]:
@@ -283,7 +301,13 @@ class PostgresDatabase(Database):
                 tx = raw.transaction()
                 try:
                     await tx.start()
+                    if self._shared_write_key is not None:
+                        await raw.execute(
+                            "SELECT pg_advisory_xact_lock($1)", self._shared_write_key
+                        )
                 except _BROKEN as exc:  # a connection cut since it was pooled
+                    with contextlib.suppress(Exception):
+                        await tx.rollback()
                     raise _translate(exc, "BEGIN") from exc
                 try:
                     yield PostgresConnection(raw)

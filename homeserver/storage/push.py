@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._util import dump_json, load_json, now_ms
+from ._util import dump_json, load_json, now_ms, placeholders
 from .cache import LruCache
 from .database import Database
 from .errors import StorageError
@@ -533,27 +533,25 @@ class PushStore:
             return [], None
         last = int(positions[-1][0])
         rows = await self.db.fetch(
-            "SELECT user_id, event_id, room_id, stream_ordering, thread_id, actions, notif,"
-            " highlight, ts FROM event_push_actions WHERE stream_ordering > $1"
+            f"SELECT {_ACTION_COLUMNS} FROM event_push_actions WHERE stream_ordering > $1"
             " AND stream_ordering <= $2 AND notif"
             " AND user_id IN (SELECT user_id FROM pushers) ORDER BY stream_ordering",
             after,
             last,
         )
-        return [
-            PushAction(
-                r[0],
-                r[1],
-                r[2],
-                int(r[3]),
-                r[4],
-                load_json(r[5]),
-                bool(r[6]),
-                bool(r[7]),
-                int(r[8]),
-            )
-            for r in rows
-        ], last
+        return [_action(r) for r in rows], last
+
+    async def notifying_actions_at(self, positions: list[int]) -> list[PushAction]:
+        """The notifying actions of users with pushers for the events at `positions`."""
+        if not positions:
+            return []
+        rows = await self.db.fetch(
+            f"SELECT {_ACTION_COLUMNS} FROM event_push_actions WHERE stream_ordering IN"
+            f" ({placeholders(len(positions))}) AND notif"
+            " AND user_id IN (SELECT user_id FROM pushers) ORDER BY stream_ordering",
+            *positions,
+        )
+        return [_action(r) for r in rows]
 
     async def get_read_positions(self, user_id: str, room_id: str) -> dict[str, int]:
         """thread_id ('' = unthreaded) -> the stream position read up to in a room."""
@@ -574,6 +572,17 @@ _ADVANCE_READ = (
     " SET stream_ordering = excluded.stream_ordering"
     " WHERE excluded.stream_ordering > push_read_positions.stream_ordering"
 )
+
+
+_ACTION_COLUMNS = (
+    "user_id, event_id, room_id, stream_ordering, thread_id, actions, notif, highlight, ts"
+)
+
+
+def _action(r: Any) -> PushAction:
+    return PushAction(
+        r[0], r[1], r[2], int(r[3]), r[4], load_json(r[5]), bool(r[6]), bool(r[7]), int(r[8])
+    )
 
 
 def _action_row(a: PushAction) -> tuple[Any, ...]:

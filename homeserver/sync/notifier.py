@@ -115,6 +115,9 @@ class Notifier:
         # Called with every announcement (stream, position, users, rooms): what must
         # hear of ephemeral updates besides long-polls (appservices).
         self.observers: list[Callable[[str, int, tuple[str, ...], tuple[str, ...]], None]] = []
+        # True while the replication follower replays another process's writes: the
+        # replication publisher must not announce them again (no echoes).
+        self.replaying = False
 
     def advance(self, stream: str, position: int) -> None:
         self.current = self.current.advance(stream, position)

@@ -1,0 +1,153 @@
+"""Event persisters: several processes write rooms (`stream_writers: {events: [...]}`).
+
+The single-writer rule of a room holds across the deployment by PostgreSQL, not by
+which process a request reached:
+- every write transaction of every process takes one advisory lock first
+  (storage/postgres_locks.py), so each stream is allocated and committed in one order
+  and a stream token stays one integer per stream: a reader never serves a position
+  beyond what every writer has persisted, and tokens survive restarts and any change
+  in the number of writers;
+- a room write (build on the room's tips, auth, persist) holds the room's advisory
+  lock (`room_locks`); on taking it, a process forgets the room's tips and members it
+  cached, which another process may have changed.
+
+Persisters are where room writes are routed, by `sha256(room_id) mod N` (Synapse's
+sharding): sends, state, redactions and memberships of a room go to its persister
+(ROOM_WRITES), from the main and from the client readers, so each room's lock is
+almost never contended and its caches stay warm on one process. Everything else (room
+creation, upgrades, profile changes fanned out to rooms, federation) is written where
+it lands, under the same locks. A persister that cannot be reached is skipped: its
+rooms are written by the main until it is back (correct anywhere, only slower).
+
+Every process reads the event stream in order from PostgreSQL (the replication
+follower): in-memory views (sync windows, joined-rooms caches, the notifier) and the
+main's once-per-deployment jobs (room stats, user directory, appservices, guest
+eviction) are fed from it, never from a local write, so nothing is seen out of stream
+order. A writer only tells its writer-side listeners (push rules, metrics) of its own
+events, and announces each commit on the bus (`LocalCommits`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from homeserver.events import Event
+from homeserver.rooms.keyed_lock import KeyedLock
+from homeserver.rooms.ports import EventListener
+from homeserver.storage import Stores
+
+_C = r"^/_matrix/client/(?:r0|v3|unstable)"
+# Room writes routed to the room's persister, with the room ID in group 1. Joins and
+# knocks by alias stay where they land (the alias is resolved there).
+ROOM_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "PUT": (
+        re.compile(_C + r"/rooms/([^/]+)/(?:send|state|redact)/"),
+        re.compile(_C + r"/rooms/([^/]+)/state/[^/]+$"),
+    ),
+    "POST": (
+        re.compile(_C + r"/rooms/([^/]+)/(?:send|redact)/"),
+        re.compile(_C + r"/rooms/([^/]+)/(?:join|leave|invite|kick|ban|unban)$"),
+        re.compile(_C + r"/(?:join|knock)/(![^/]+)$"),
+    ),
+}
+
+
+def room_written(method: str, path: str) -> str | None:
+    """The room a request writes to, if it is one of ROOM_WRITES."""
+    for pattern in ROOM_WRITES.get(method, ()):
+        match = pattern.match(path)
+        if match is not None:
+            room_id = unquote(match.group(1))
+            return room_id if room_id.startswith("!") else None
+    return None
+
+
+def share_writes(config: Any, database: Any, stack: Any) -> Any:
+    """With event persisters: every process's write transactions take the deployment's
+    write lock; the room locks (SessionLocks), closed with the process. Else None."""
+    if not config.workers.shared_writers:
+        return None
+    locks = database.share_writes()  # a PostgresDatabase: workers need PostgreSQL
+    stack.push_async_callback(locks.close)
+    return locks
+
+
+def room_locks(stores: Stores, shared: Any) -> KeyedLock:
+    """The room service's locks, held across the deployment (`shared`: the database's
+    SessionLocks); a fresh holder forgets the room's cached tips and members."""
+
+    def acquired(room_id: str) -> None:
+        stores.events.forget_extremities(room_id)
+        stores.current_state.forget_room(room_id)
+
+    return KeyedLock(lambda room_id: shared.hold("room " + room_id), acquired)
+
+
+class LocalCommits:
+    """A writer-side listener: each event this process persisted is announced on the
+    bus (other processes read it from the database) and handed to this process's own
+    follower, which feeds the read side in stream order with everyone else's."""
+
+    def __init__(self) -> None:
+        self.publish: Callable[[dict[str, Any]], None] | None = None
+        self.follow: Callable[[int], None] | None = None
+        self.last = 0  # the highest position written here
+
+    def on_new_event(self, event: Event, stream_ordering: int) -> None:
+        if stream_ordering <= 0:
+            return  # history (backfill) is below every token
+        self.last = max(self.last, stream_ordering)
+        if self.publish is not None:
+            self.publish({"k": "pos", "s": "events", "p": stream_ordering})
+        if self.follow is not None:
+            self.follow(stream_ordering)
+
+
+def spawn(coro: Any, tasks: set[asyncio.Task[Any]]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+@dataclass
+class EventListeners:
+    """Who hears of persisted events, by where they hear it (the module's doc)."""
+
+    persister: list[EventListener]  # told by this process's own writes
+    out_of_band: list[EventListener]
+    follower: list[EventListener]  # fed from the database by the replication follower
+    commits: LocalCommits | None = None
+    follower_out_of_band: list[EventListener] = field(default_factory=list)
+
+
+def event_listeners(
+    shared_writers: bool,
+    *,
+    views: list[EventListener],
+    notifier: EventListener,
+    writer_side: list[EventListener],
+    singletons: list[EventListener],
+    is_worker: bool,
+) -> EventListeners:
+    """`views`: in-memory read views (sync window, relations, joined rooms, bump stamps,
+    in that order); `notifier` wakes long-polls (told last, once the views are
+    current); `writer_side`: once per event where it is written (push rules first,
+    metrics); `singletons`: once per deployment, on the main (user directory, room
+    stats, appservices, guest eviction)."""
+    follower = [*views, notifier]
+    if not shared_writers:
+        activity, relations, joined, bump_stamps = views
+        push, *rest = writer_side
+        directory, stats, appservices, guests = singletons
+        persister = [activity, notifier, push, relations, joined, directory, stats]
+        persister += [bump_stamps, appservices, guests, *rest]
+        return EventListeners(persister, [notifier], follower, None, [notifier])
+    commits = LocalCommits()
+    if not is_worker:
+        follower = [*views, *singletons, notifier]
+    return EventListeners([*writer_side, commits], [commits], follower, commits, [notifier])

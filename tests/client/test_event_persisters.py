@@ -1,0 +1,249 @@
+"""Event persisters sharded by room (issue 16), in a real deployment: PostgreSQL, Redis,
+the main, two client readers, a federation inbound worker, a federation sender and two
+event persisters, behind nginx (tests/deployment.py).
+
+What must hold:
+- a room's writes go to its persister (sha256(room_id) mod 2), from nginx (through the
+  main) and from the readers, and a write is read back at once on the process that
+  took it;
+- the single-writer rule of a room holds across processes: with senders on both
+  persisters, through nginx and both readers, and the main writing member events into
+  the same rooms at the same time (display name changes), every room's event graph is
+  one line (each event's only prev_event is the event before it), and every
+  long-polling client on the readers is shown every acknowledged event exactly once,
+  in that order, with no gap;
+- a persister SIGKILLed under that load: its rooms are written by the main meanwhile
+  (sends keep succeeding), and once it is back, by it again; still one line per room,
+  every event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from homeserver.config.workers import shard
+from tests.client.test_workers import Client, register
+from tests.deployment import Deployment, missing_parts
+
+C = "/_matrix/client/v3"
+ROOMS = 4
+SENDERS_PER_ROOM = 3
+FEDERATION_FORMAT = json.dumps(
+    {"event_format": "federation", "room": {"timeline": {"limit": 1000}}}
+)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    why = missing_parts()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the worker deployment must run in CI: {why}")
+        pytest.skip(why)
+    d = Deployment(
+        Path(tmp_path_factory.mktemp("persisters")),
+        client_readers=2,
+        federation_inbound=1,
+        federation_senders=1,
+        event_persisters=2,
+    ).start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+        yield s
+
+
+def reader(d: Deployment, i: int) -> str:
+    return f"http://127.0.0.1:{d.processes[f'client_reader{i}'].port}"
+
+
+def persister_of(room_id: str) -> str:
+    return f"event_persister{shard(room_id, 2) + 1}"
+
+
+async def rooms_on_both_persisters(alice: Client, count: int) -> list[str]:
+    """`count` rooms, at least one written by each persister."""
+    rooms: list[str] = []
+    while len(rooms) < count or len({persister_of(r) for r in rooms}) < 2:
+        created = await alice.ok("POST", f"{C}/createRoom", {"preset": "public_chat"})
+        rooms.append(created["room_id"])
+    return rooms
+
+
+async def send(client: Client, room: str, base: str | None = None) -> str:
+    """PUT a message; a 502 (the request was in flight to a process that was killed)
+    is retried with the same transaction ID, as clients do: one event either way."""
+    body = {"msgtype": "m.text", "body": secrets.token_hex(4)}
+    path = f"{C}/rooms/{quote(room)}/send/m.room.message/{secrets.token_hex(6)}"
+    for _ in range(20):
+        status, data = await client.call("PUT", path, body, base=base)
+        if status != 502:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 200, (path, status, data)
+    return str(data["event_id"])
+
+
+async def test_room_writes_go_to_the_rooms_persister_and_are_read_back_at_once(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    alice = await register(session, deployment.url)
+    rooms = await rooms_on_both_persisters(alice, 2)
+    for room in rooms:
+        for base in (deployment.url, reader(deployment, 1), reader(deployment, 2)):
+            event_id = await send(alice, room, base)
+            # The process that took the write answers with it at once.
+            event = await alice.ok("GET", f"{C}/rooms/{quote(room)}/event/{event_id}", base=base)
+            assert event["event_id"] == event_id
+            topic = {"topic": secrets.token_hex(4)}
+            await alice.ok("PUT", f"{C}/rooms/{quote(room)}/state/m.room.topic", topic, base=base)
+            got = await alice.ok("GET", f"{C}/rooms/{quote(room)}/state/m.room.topic", base=base)
+            assert got == topic
+    # Each room's writes were served by its persister, the others' by the other one.
+    for room in rooms:
+        mine, other = persister_of(room), {"event_persister1", "event_persister2"}
+        other.discard(persister_of(room))
+        assert f"/rooms/{room}/send/" in deployment.logs(mine) or room in _full_log(
+            deployment, mine
+        )
+        assert room not in _full_log(deployment, other.pop())
+
+
+def _full_log(d: Deployment, name: str) -> str:
+    return d.processes[name].log.read_text(errors="replace")
+
+
+class Syncer:
+    """A long-polling client collecting, per room, every timeline event (federation
+    format: with prev_events) in the order it was shown."""
+
+    def __init__(self, client: Client, base: str, rooms: list[str]) -> None:
+        self.client, self.base, self.rooms = client, base, rooms
+        self.timelines: dict[str, list[dict[str, Any]]] = {r: [] for r in rooms}
+        self.token: str | None = None
+
+    async def sync_once(self, timeout_ms: int) -> int:
+        params = f"?timeout={timeout_ms}&filter={quote(FEDERATION_FORMAT)}"
+        if self.token:
+            params += f"&since={quote(self.token)}"
+        body = await self.client.ok("GET", f"{C}/sync{params}", base=self.base)
+        shown = 0
+        for room, data in body.get("rooms", {}).get("join", {}).items():
+            timeline = data.get("timeline", {})
+            if self.token is not None:
+                assert timeline.get("limited") is not True, f"a gap in {room}"
+            if room in self.timelines:
+                self.timelines[room] += timeline.get("events", [])
+                shown += len(timeline.get("events", []))
+        self.token = body["next_batch"]
+        return shown
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.sync_once(500)
+
+    async def catch_up(self) -> None:
+        for _ in range(50):
+            if await self.sync_once(0) == 0:
+                return
+        raise AssertionError("never caught up")
+
+
+def assert_linear(timeline: list[dict[str, Any]], room: str) -> None:
+    """One line: every event's only prev_event is the event shown before it."""
+    ids = [e["event_id"] for e in timeline]
+    assert len(ids) == len(set(ids)), f"{room}: an event shown twice"
+    for before, event in zip(timeline, timeline[1:], strict=False):
+        assert event["prev_events"] == [before["event_id"]], (room, event["event_id"])
+
+
+async def _load(
+    d: Deployment,
+    session: aiohttp.ClientSession,
+    during: Any,
+) -> None:
+    """Senders into every room through nginx and both readers, the main renaming a
+    member of every room meanwhile, two syncers per reader; then `during()`."""
+    alice = await register(session, d.url)
+    rooms = await rooms_on_both_persisters(alice, ROOMS)
+    members = [await register(session, d.url) for _ in range(SENDERS_PER_ROOM)]
+    for member in members:
+        for room in rooms:
+            await member.ok("POST", f"{C}/join/{quote(room)}", {}, base=d.url)
+    syncers = [
+        Syncer(Client(session, d.url, member.token), reader(d, 1 + i % 2), rooms)
+        for i, member in enumerate(members[:2] * 2)
+    ]
+    for syncer in syncers:
+        await syncer.catch_up()
+    acked: dict[str, list[str]] = {room: [] for room in rooms}
+    stop = asyncio.Event()
+    bases = [d.url, reader(d, 1), reader(d, 2)]
+
+    async def sender(member: Client, base: str) -> None:
+        while not stop.is_set():
+            for room in rooms:
+                acked[room].append(await send(member, room, base))
+
+    async def renamer() -> None:  # the main writes member events into every room
+        n = 0
+        while not stop.is_set():
+            n += 1
+            name = {"displayname": f"name {n}"}
+            await alice.ok("PUT", f"{C}/profile/{quote(alice.user_id)}/displayname", name)
+
+    tasks = [asyncio.create_task(s.run(stop)) for s in syncers]
+    tasks += [asyncio.create_task(sender(m, bases[i % 3])) for i, m in enumerate(members)]
+    tasks.append(asyncio.create_task(renamer()))
+    try:
+        await asyncio.sleep(1.0)
+        await during()
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    for syncer in syncers:
+        await syncer.catch_up()
+        for room in rooms:
+            timeline = syncer.timelines[room]
+            assert_linear(timeline, room)
+            shown = [e["event_id"] for e in timeline]
+            missing = set(acked[room]) - set(shown)
+            assert not missing, f"{room}: {len(missing)} acknowledged events never shown"
+    assert sum(map(len, acked.values())) > 20 * ROOMS  # the load was real
+
+
+async def test_each_room_stays_one_line_under_writers_on_every_process(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    async def nothing() -> None:
+        await asyncio.sleep(1.0)
+
+    await _load(deployment, session, nothing)
+
+
+async def test_a_killed_persisters_rooms_are_written_by_the_main_until_it_is_back(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    async def kill_and_restart() -> None:
+        deployment.kill("event_persister1")
+        await asyncio.sleep(1.5)  # its rooms' sends now succeed through the main
+        await asyncio.to_thread(deployment.start_process, "event_persister1")
+
+    await _load(deployment, session, kill_and_restart)
