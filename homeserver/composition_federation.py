@@ -68,6 +68,10 @@ def build_federation(
     """The federation adapter when a listener serves federation or the key API: the
     client and keyring; with federation, the sender and every port of the core."""
     served = config.resources
+    if config.workers.is_event_persister:
+        # No federation listener, but it sends its rooms' events to their servers,
+        # joins remote rooms and fetches what their events refer to.
+        served |= {"federation"}
     if not served & {"federation", "keys"}:
         return None
     fed = config.federation

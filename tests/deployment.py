@@ -31,6 +31,17 @@ REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 40
 
 
+# The README's single-machine example, what the suites run against: the main, two
+# client readers, a federation inbound worker, a federation sender and two event
+# persisters (seven processes), with Redis and nginx.
+FULL_LAYOUT: dict[str, int] = {
+    "client_readers": 2,
+    "federation_inbound": 1,
+    "federation_senders": 1,
+    "event_persisters": 2,
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

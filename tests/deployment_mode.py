@@ -2,8 +2,8 @@
 
 In this mode every in-process server a test asks for (`aiohttp_client(create_app(
 config))`, the `app_client` fixture) is instead a real deployment started for that test
-(tests/deployment.py: PostgreSQL, Redis, the main, two client readers, a federation
-inbound worker, two federation senders and a media worker, nginx), configured with the
+(tests/deployment.py FULL_LAYOUT: PostgreSQL, Redis, the main, two client readers, a
+federation inbound worker, a federation sender, two event persisters, nginx), configured with the
 test's own settings; the test's client talks HTTP to nginx. A test that reaches into
 the server's memory (`client.app[...]`) is skipped here, saying so: it checks
 something no deployment exposes.
@@ -51,7 +51,7 @@ class DeploymentServer(BaseTestServer):
 
     def __init__(self, config: Any) -> None:
         super().__init__()
-        from tests.deployment import Deployment, missing_parts
+        from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
 
         why = missing_parts()
         if why is not None:
@@ -62,10 +62,7 @@ class DeploymentServer(BaseTestServer):
         self._workdir = tempfile.TemporaryDirectory(prefix="hs-deployment-")
         self.deployment = Deployment(
             Path(self._workdir.name),
-            client_readers=2,
-            federation_inbound=1,
-            federation_senders=2,
-            media_workers=1,
+            **FULL_LAYOUT,
             server_name=config.server_name,
             overrides=overrides,
         )

@@ -136,17 +136,22 @@ class Server:
 
 
 class WorkersServer:
-    """The worker deployment (tests/deployment.py): PostgreSQL, Redis, the main, two
-    client readers, a federation inbound worker, two federation senders, nginx. The
-    main is the writer: it is what gets SIGKILLed. Senders go through nginx and
-    through each reader (which forwards to the main); syncs go through nginx to the
-    readers, which outlive the kill."""
+    """The seven-process deployment (tests/deployment.py FULL_LAYOUT): PostgreSQL,
+    Redis, the main, two client readers, a federation inbound worker, a federation
+    sender, two event persisters, nginx. The writers are what get SIGKILLed: the main
+    in the first round, both event persisters in the second (the room is then written
+    by the main), all three in the third. Senders go through nginx and through each
+    reader; syncs go through nginx to the readers, which outlive the kills."""
+
+    KILLED = (("main",), ("event_persister1", "event_persister2"))
+    KILLED += (KILLED[0] + KILLED[1],)
 
     def __init__(self, workdir: Path) -> None:
-        from tests.deployment import Deployment
+        from tests.deployment import FULL_LAYOUT, Deployment
 
-        self.deployment = Deployment(workdir, federation_senders=2, server_name=SERVER_NAME)
+        self.deployment = Deployment(workdir, **FULL_LAYOUT, server_name=SERVER_NAME)
         self.started = False
+        self.rounds = 0
 
     @property
     def url(self) -> str:
@@ -162,7 +167,8 @@ class WorkersServer:
             await asyncio.to_thread(self.deployment.start)
             self.started = True
         else:
-            await asyncio.to_thread(self.deployment.start_process, "main")
+            for name in self.KILLED[(self.rounds - 1) % len(self.KILLED)]:
+                await asyncio.to_thread(self.deployment.start_process, name)
 
     async def caught_up(self, http: aiohttp.ClientSession, room_id: str, user: User) -> None:
         """A message sent through each reader: its answer waits until that reader has
@@ -181,7 +187,9 @@ class WorkersServer:
                 raise AssertionError(f"{base} never forwarded a send again: {body}")
 
     def kill(self) -> None:
-        self.deployment.kill("main")
+        for name in self.KILLED[self.rounds % len(self.KILLED)]:
+            self.deployment.kill(name)
+        self.rounds += 1
 
     def stop(self) -> None:
         self.deployment.stop()

@@ -26,7 +26,7 @@ import yaml
 from nacl.signing import SigningKey
 from signedjson.sign import sign_json
 
-from tests.deployment import Deployment, missing_parts
+from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_NAME = "localhost"
@@ -57,15 +57,16 @@ def server_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """Generate a config, switch rate limits off, start the server, wait for /versions.
-    "workers": the same conversation through nginx against a main process, two client
-    readers and a federation inbound worker on PostgreSQL and Redis (tests/deployment.py)."""
+    "workers": the same conversation through nginx against the seven-process deployment
+    (main, two client readers, a federation inbound worker, a federation sender, two
+    event persisters) on PostgreSQL and Redis (tests/deployment.py)."""
     if request.param == "workers":
         why = missing_parts()
         if why is not None:
             if os.environ.get("CI"):
                 pytest.fail(f"the worker deployment must run in CI: {why}")
             pytest.skip(why)
-        deployment = Deployment(tmp_path_factory.mktemp("nio_workers")).start()
+        deployment = Deployment(tmp_path_factory.mktemp("nio_workers"), **FULL_LAYOUT).start()
         try:
             yield deployment.url
         finally:

@@ -233,7 +233,7 @@ class OurDeployment:
     senders on PostgreSQL and Redis (tests/deployment.py)."""
 
     def __init__(self, seat: str, base: Path) -> None:
-        from tests.deployment import Deployment
+        from tests.deployment import FULL_LAYOUT, Deployment
 
         self.seat = seat
         certs = fed_dir() / "certs"
@@ -241,7 +241,7 @@ class OurDeployment:
         self.client_url = f"http://127.0.0.1:{client_port}"
         self.deployment = Deployment(
             base,
-            federation_senders=2,
+            **FULL_LAYOUT,
             server_name=f"127.0.0.1:{fed_port}",
             public_port=client_port,
             tls_port=fed_port,
