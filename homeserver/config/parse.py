@@ -222,6 +222,12 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
     )
     if config.log_config is not None and not config.log_config.is_file():
         r.problem("log_config", f"no such file: {config.log_config}")
+    if config.workers.is_event_persister and "replication" not in config.resources:
+        r.problem(
+            "worker_listeners",
+            "an event persister needs a listener with the replication resource (where the "
+            "room writes routed to it arrive; its instance_map entry)",
+        )
     if config.keys.key_refresh_interval_ms < 60_000 and "key_refresh_interval" in top:
         r.problem("key_refresh_interval", "must be at least one minute")
     if r.problems:

@@ -33,7 +33,8 @@ import pytest
 
 from homeserver.config.workers import shard
 from tests.client.test_workers import Client, register
-from tests.deployment import Deployment, missing_parts
+from tests.client.test_workers_background import Recorder
+from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
 
 C = "/_matrix/client/v3"
 ROOMS = 4
@@ -52,10 +53,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         pytest.skip(why)
     d = Deployment(
         Path(tmp_path_factory.mktemp("persisters")),
-        client_readers=2,
-        federation_inbound=1,
-        federation_senders=1,
-        event_persisters=2,
+        **FULL_LAYOUT,
+        overrides={"ip_range_whitelist": ["127.0.0.0/8"]},  # the recording push gateway
     ).start()
     try:
         yield d
@@ -247,3 +246,35 @@ async def test_a_killed_persisters_rooms_are_written_by_the_main_until_it_is_bac
         await asyncio.to_thread(deployment.start_process, "event_persister1")
 
     await _load(deployment, session, kill_and_restart)
+
+
+async def test_the_main_sends_the_notifications_of_events_the_persisters_wrote(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """No pusher workers: the main sends every push, once, whichever process wrote."""
+    gateway = Recorder()
+    try:
+        alice = await register(session, deployment.url)
+        bob = await register(session, deployment.url)
+        rooms = await rooms_on_both_persisters(alice, 2)
+        for room in rooms:
+            await bob.ok("POST", f"{C}/join/{quote(room)}", {})
+        pusher = {
+            "kind": "http",
+            "app_id": "test.app",
+            "pushkey": bob.user_id,
+            "app_display_name": "Test",
+            "device_display_name": "phone",
+            "lang": "en",
+            "data": {"url": gateway.url + "/_matrix/push/v1/notify"},
+        }
+        await bob.ok("POST", f"{C}/pushers/set", pusher)
+        sent = [await send(alice, room) for room in rooms for _ in range(3)]
+        async with asyncio.timeout(20):
+            while not set(sent) <= {e for _, e in gateway.pushes()}:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        pushed = [e for _, e in gateway.pushes() if e in set(sent)]
+        assert sorted(pushed) == sorted(sent)  # each once
+    finally:
+        gateway.server.shutdown()

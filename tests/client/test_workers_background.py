@@ -1,6 +1,7 @@
 """Background roles on workers (issue 16): pushers sharded by user and the appservice
 sender, in a real deployment (tests/deployment.py: PostgreSQL, Redis, the main, a client
-reader, two pushers, an appservice sender worker, nginx).
+reader, two pushers, an appservice sender worker, nginx; and the same with two event
+persisters).
 
 What must hold, seen from a push gateway and an appservice (a recording HTTP server
 started by the test):
@@ -94,10 +95,12 @@ def recorder() -> Iterator[Recorder]:
         r.server.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=[0, 2], ids=["main_writes", "event_persisters"])
 def deployment(
-    tmp_path_factory: pytest.TempPathFactory, recorder: Recorder
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, recorder: Recorder
 ) -> Iterator[Deployment]:
+    """Without and with event persisters (then the events, their push actions and the
+    appservice's share come from three writing processes)."""
     why = missing_parts()
     if why is not None:
         if os.environ.get("CI"):
@@ -129,6 +132,7 @@ def deployment(
         federation_inbound=0,
         pushers=2,
         appservice_sender=True,
+        event_persisters=request.param,
         overrides={
             "ip_range_whitelist": ["127.0.0.0/8"],
             "app_service_config_files": [str(registration)],

@@ -90,6 +90,44 @@ def test_pushers_and_the_appservice_sender_are_workers_named_in_the_shared_file(
     )
 
 
+def test_event_persisters_shard_rooms_and_need_a_replication_listener(tmp_path: Path) -> None:
+    shared = write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\n" + PG + "redis: {enabled: true}\n"
+        "worker_replication_secret: 0123456789abcdef0123\n"
+        "instance_map: {main: {port: 9093}, ep1: {port: 9101}, ep2: {port: 9102}}\n"
+        "stream_writers: {events: [ep1, ep2]}\n",
+    )
+    main = load_config(shared).workers
+    rooms = [f"!r{i}:example.com" for i in range(200)]
+    writers = [main.room_writer(r) for r in rooms]
+    assert set(writers) == {"ep1", "ep2"} and 60 < writers.count("ep1") < 140
+    assert main.shared_writers and not main.is_event_persister
+    good = write(
+        tmp_path / "ep1.yaml",
+        "worker_app: generic_worker\nworker_name: ep1\n"
+        "worker_listeners: [{port: 9101, resources: [{names: [replication]}]}]\n",
+    )
+    persister = load_config(shared, good).workers
+    assert persister.is_event_persister and persister.background_only
+    assert [persister.room_writer(r) for r in rooms] == writers  # every process agrees
+    bad = write(tmp_path / "ep2.yaml", "worker_app: generic_worker\nworker_name: ep2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(shared, bad)
+    assert "replication" in "\n".join(caught.value.problems)
+    for wrong, problem in (
+        ("stream_writers: {events: [ep1, ep3]}\n", "instance_map.ep3"),
+        ("stream_writers: {typing: [ep1]}\n", "stream_writers.typing"),
+        ("stream_writers: {events: [ep1, ep1]}\n", "names a process twice"),
+    ):
+        text = shared.read_text(encoding="utf-8").replace(
+            "stream_writers: {events: [ep1, ep2]}\n", wrong
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(tmp_path / "wrong.yaml", text))
+        assert problem in "\n".join(caught.value.problems), wrong
+
+
 @pytest.mark.parametrize(
     "extra",
     [
