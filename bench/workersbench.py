@@ -7,29 +7,35 @@
 For each layout, on the same PostgreSQL and machine, in one run:
 - `single`: the main alone (no Redis, no nginx);
 - `workers`: main + 2 client readers + federation inbound + 2 federation senders, Redis
-  and nginx (tests/deployment.py, as the tests start it);
-runs csbench's `send` (throughput, latency) and `fanout` (one sender, N long-polling
-receivers: send-return to seen, p50/p99) through the layout's public URL, and reports
-the CPU seconds every server process (nginx and Redis included) used per event, and
-the sum of their peak RSS. csbench itself runs in a separate process on the same two
-cores, so it competes with the servers: compare the two layouts, not absolute numbers.
+  and nginx (the main writes every room);
+- `full`: the README's seven processes (tests/deployment.py FULL_LAYOUT): main + 2
+  client readers + federation inbound + federation sender + 2 event persisters;
+runs csbench's `send` (one room: throughput, latency) and `fanout` (one sender, N
+long-polling receivers: send-return to seen, p50/p99) through the layout's public URL,
+and `rooms` (ours: U users each sending M messages into a room of their own at once,
+so writes spread over the persisters), and reports the CPU seconds every server
+process (nginx and Redis included) used per event, and the sum of their peak RSS.
+The clients run on the same two cores, so they compete with the servers: compare the
+layouts, not absolute numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.deployment import Deployment  # noqa: E402
+from tests.deployment import FULL_LAYOUT, Deployment  # noqa: E402
 
 # ../shared/bench/csbench.py beside the clone (or a worktree one level deeper).
 CSBENCH = Path(
@@ -93,20 +99,58 @@ def run_csbench(url: str, scenario: str, args: argparse.Namespace) -> dict[str, 
     return json.loads(lines[-1])
 
 
+async def rooms_scenario(url: str, users: int, messages: int) -> dict[str, Any]:
+    """`users` users, each in a room of their own, all sending `messages` at once."""
+    import aiohttp
+
+    from tests.client.test_workers import Client, register
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        clients: list[Client] = [await register(session, url) for _ in range(users)]
+        rooms = [
+            (await c.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"] for c in clients
+        ]
+        latencies: list[float] = []
+
+        async def sender(c: Client, room: str) -> None:
+            for i in range(messages):
+                started = time.perf_counter()
+                path = f"/_matrix/client/v3/rooms/{room}/send/m.room.message/b{i}"
+                await c.ok("PUT", path, {"msgtype": "m.text", "body": str(i)})
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender(c, r) for c, r in zip(clients, rooms, strict=True)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "events": users * messages,
+        "events_per_s": round(users * messages / elapsed, 1),
+        "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
+        "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1),
+    }
+
+
 def measure(layout: str, args: argparse.Namespace) -> dict[str, Any]:
-    d = Deployment(
-        Path(tempfile.mkdtemp(prefix=f"wb-{layout}-")),
-        workers=layout == "workers",
-        federation_senders=2 if layout == "workers" else 0,
-    )
+    shapes: dict[str, dict[str, Any]] = {
+        "single": {"workers": False},
+        "workers": {"federation_senders": 2},
+        "full": dict(FULL_LAYOUT),
+    }
+    d = Deployment(Path(tempfile.mkdtemp(prefix=f"wb-{layout}-")), **shapes[layout])
     d.start()
     try:
         result: dict[str, Any] = {"layout": layout, "processes": len(pids(d))}
-        for scenario in ("send", "fanout"):
+        for scenario in ("send", "rooms", "fanout"):
             before = {p: cpu_s(p) for p in pids(d)}
-            data = run_csbench(d.url, scenario, args)
+            if scenario == "rooms":
+                data = asyncio.run(rooms_scenario(d.url, args.send_users, args.send_messages))
+            else:
+                data = run_csbench(d.url, scenario, args)
             used = sum(cpu_s(p) - before.get(p, 0.0) for p in pids(d))
-            events = args.send_users * args.send_messages if scenario == "send" else args.messages
+            events = args.send_users * args.send_messages
+            if scenario == "fanout":
+                events = args.messages
             data["server_cpu_s"] = round(used, 2)
             data["server_cpu_ms_per_event"] = round(1000 * used / events, 2)
             result[scenario] = data
@@ -122,9 +166,9 @@ def main() -> None:
     p.add_argument("--send-messages", type=int, default=100)
     p.add_argument("--receivers", type=int, default=2000)
     p.add_argument("--messages", type=int, default=30)
-    p.add_argument("--only", choices=["single", "workers"])
+    p.add_argument("--only", choices=["single", "workers", "full"])
     args = p.parse_args()
-    for layout in [args.only] if args.only else ["single", "workers"]:
+    for layout in [args.only] if args.only else ["single", "workers", "full"]:
         print(json.dumps(measure(layout, args)), flush=True)
 
 

@@ -173,7 +173,12 @@ def replication_middlewares(config: Config) -> list[Middleware]:
         # itself (uploads included: they write no stream), like Synapse's.
         serves_media = "media" in config.resources
         return [
-            worker_middleware(lambda app: app[REPLICATION].forwarder, serves_media, persister_for)
+            worker_middleware(
+                lambda app: app[REPLICATION].forwarder,
+                serves_media,
+                persister_for,
+                config.server_name,
+            )
         ]
     if workers.replicated and secret:
         middlewares = [replication_middleware(secret, lambda app: app.get(NOTIFIER), written)]

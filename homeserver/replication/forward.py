@@ -26,8 +26,9 @@ import contextlib
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
@@ -110,10 +111,38 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
 MEDIA_ROUTES = re.compile(r"^/_matrix/(?:media/(?:v1|v3|r0)|client/v1/media)/")
 
 
-def served_here(method: str, path: str, serves_media: bool = False) -> bool:
+# Reads that ask other servers when what they name is not ours: a client reader has no
+# federation client, so those go to the main (group 1: the ID or alias asked for).
+_REMOTE_READS = (
+    re.compile(_C + r"/profile/([^/]+)(?:/[^/]+)?$"),
+    re.compile(_C + r"/directory/room/([^/]+)$"),
+)
+# Always possibly remote: a space's children may be on other servers.
+_FEDERATED_READS = re.compile(_C + r"/rooms/[^/]+/hierarchy$")
+
+
+def served_here(
+    method: str,
+    path: str,
+    serves_media: bool = False,
+    server_name: str | None = None,
+    query: Mapping[str, str] | None = None,
+) -> bool:
     if serves_media and MEDIA_ROUTES.match(path):
         return True
-    return any(p.match(path) for p in READ_ROUTES.get(method, ()))
+    if not any(p.match(path) for p in READ_ROUTES.get(method, ())):
+        return False
+    if server_name is None:
+        return True
+    if _FEDERATED_READS.match(path):
+        return False
+    if "publicRooms" in path and (query or {}).get("server", server_name) != server_name:
+        return False
+    for pattern in _REMOTE_READS:
+        match = pattern.match(path)
+        if match is not None:
+            return unquote(match.group(1)).partition(":")[2] == server_name
+    return True
 
 
 class Unreachable(Exception):
@@ -234,15 +263,19 @@ def worker_middleware(
     forwarder: Callable[[Any], Forwarder],
     serves_media: bool = False,
     persister_for: Callable[[str], str | None] = lambda _room: None,
+    server_name: str | None = None,
 ) -> Any:
     """`forwarder` finds the worker's Forwarder in app state (built after the app);
     `persister_for(room_id)`: the URL of the event persister writing that room (None
     without persisters); a write to a room goes there, or to the main while that
-    persister is unreachable."""
+    persister is unreachable. `server_name`: reads of other servers' profiles, aliases,
+    room directories and spaces go to the main (it has the federation client)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "OPTIONS" or served_here(request.method, request.path, serves_media):
+        if request.method == "OPTIONS" or served_here(
+            request.method, request.path, serves_media, server_name, request.query
+        ):
             return await handler(request)
         room_id = room_written(request.method, request.path)
         url = persister_for(room_id) if room_id is not None else None

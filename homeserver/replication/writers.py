@@ -52,7 +52,7 @@ ROOM_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "POST": (
         re.compile(_C + r"/rooms/([^/]+)/(?:send|redact)/"),
         re.compile(_C + r"/rooms/([^/]+)/(?:join|leave|invite|kick|ban|unban)$"),
-        re.compile(_C + r"/(?:join|knock)/(![^/]+)$"),
+        re.compile(_C + r"/(?:join|knock)/((?:!|%21)[^/]+)$"),
     ),
 }
 

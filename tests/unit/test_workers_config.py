@@ -14,6 +14,7 @@ from homeserver.config.workers import shard
 from homeserver.replication.follower import ReplicationFollower
 from homeserver.replication.forward import served_here
 from homeserver.replication.nginx import Upstreams, render
+from homeserver.replication.writers import room_written
 from homeserver.storage.cache import LruCache, set_invalidation_hook
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import StreamToken
@@ -184,6 +185,28 @@ def test_workers_serve_reads_and_forward_writes() -> None:
     assert not served_here("GET", "/_synapse/admin/v2/users/@a:b")  # admin: the main
     assert not served_here("PUT", "/_matrix/federation/v1/send/123")
     assert not served_here("GET", f"{c}/rooms/!a:b/messages/../../../../_synapse/admin")
+    # What needs another server goes to the main (readers have no federation client).
+    here = {"server_name": "b"}
+    assert served_here("GET", f"{c}/profile/%40u%3Ab", **here)
+    assert not served_here("GET", f"{c}/profile/%40u%3Aelsewhere/displayname", **here)
+    assert served_here("GET", f"{c}/directory/room/%23x%3Ab", **here)
+    assert not served_here("GET", f"{c}/directory/room/%23x%3Aelsewhere", **here)
+    assert not served_here("GET", f"{c}/rooms/!a:b/hierarchy", **here)
+    assert served_here("GET", f"{c}/publicRooms", **here)
+    assert not served_here("GET", f"{c}/publicRooms", query={"server": "elsewhere"}, **here)
+
+
+def test_room_writes_name_their_room() -> None:
+    c = "/_matrix/client/v3"
+    assert room_written("PUT", f"{c}/rooms/%21a%3Ab/send/m.room.message/t1") == "!a:b"
+    assert room_written("PUT", f"{c}/rooms/!a:b/state/m.room.topic") == "!a:b"
+    assert room_written("PUT", f"{c}/rooms/!a:b/state/m.room.member/%40u%3Ab") == "!a:b"
+    assert room_written("POST", f"{c}/rooms/!a:b/invite") == "!a:b"
+    assert room_written("POST", f"{c}/join/%21a%3Ab") == "!a:b"
+    assert room_written("POST", f"{c}/join/%23alias%3Ab") is None  # resolved where it lands
+    assert room_written("GET", f"{c}/rooms/!a:b/state/m.room.topic") is None
+    assert room_written("POST", f"{c}/rooms/!a:b/upgrade") is None
+    assert room_written("POST", f"{c}/createRoom") is None
 
 
 def test_the_nginx_config_routes_reads_to_readers_and_the_rest_to_main() -> None:
