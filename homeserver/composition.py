@@ -481,7 +481,8 @@ async def build(
         tasks.spawn(every(3600, sliding_sync.expire_positions), "sliding sync expiry")
 
     # -- the content repository ----------------------------------------------------------
-    remote_media = FederationMediaSource(fed.client) if fed is not None and fed.sender else None
+    fetches_media = fed is not None and (fed.sender is not None or "media" in config.resources)
+    remote_media = FederationMediaSource(fed.client) if fed and fetches_media else None
     media, previewer = build_media(config, database, stack, tasks, remote_media)
 
     # -- server administration -------------------------------------------------------------

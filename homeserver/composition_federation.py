@@ -72,8 +72,8 @@ def build_federation(
         # No federation listener, but it sends its rooms' events to their servers,
         # joins remote rooms and fetches what their events refer to.
         served |= {"federation"}
-    if not served & {"federation", "keys"}:
-        return None
+    if not served & {"federation", "keys", "media"}:
+        return None  # (a media worker fetches remote media: it needs the client)
     fed = config.federation
     client = FederationClient(
         config.server_name,

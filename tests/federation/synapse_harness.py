@@ -242,6 +242,7 @@ class OurDeployment:
         self.deployment = Deployment(
             base,
             **FULL_LAYOUT,
+            media_workers=1,  # remote media is fetched by the media worker
             server_name=f"127.0.0.1:{fed_port}",
             public_port=client_port,
             tls_port=fed_port,
