@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +57,16 @@ def missing_parts() -> str | None:
         if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
             return f"{binary} is not installed"
     return None
+
+
+def require_parts() -> None:
+    """Skip a test that needs a deployment when its parts are missing here; in CI
+    (which installs them) fail instead, saying which."""
+    why = missing_parts()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the worker deployment must run in CI: {why}")
+        pytest.skip(why)
 
 
 def _run_async(coro: Any) -> Any:

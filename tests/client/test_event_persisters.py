@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ import pytest
 from homeserver.config.workers import shard
 from tests.client.test_workers import Client, register
 from tests.client.test_workers_background import Recorder
-from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
+from tests.deployment import FULL_LAYOUT, Deployment, require_parts
 
 C = "/_matrix/client/v3"
 ROOMS = 4
@@ -46,11 +45,7 @@ FEDERATION_FORMAT = json.dumps(
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    why = missing_parts()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"the worker deployment must run in CI: {why}")
-        pytest.skip(why)
+    require_parts()
     d = Deployment(
         Path(tmp_path_factory.mktemp("persisters")),
         **FULL_LAYOUT,

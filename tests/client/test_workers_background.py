@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -31,7 +30,7 @@ import yaml
 
 from homeserver.config.workers import shard
 from tests.client.test_workers import Client, register
-from tests.deployment import Deployment, missing_parts
+from tests.deployment import Deployment, require_parts
 
 C = "/_matrix/client/v3"
 HS_TOKEN = "hs-" + "h" * 30
@@ -101,11 +100,7 @@ def deployment(
 ) -> Iterator[Deployment]:
     """Without and with event persisters (then the events, their push actions and the
     appservice's share come from three writing processes)."""
-    why = missing_parts()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"the worker deployment must run in CI: {why}")
-        pytest.skip(why)
+    require_parts()
     workdir = Path(tmp_path_factory.mktemp("background"))
     registration = workdir / "bridge.yaml"
     registration.write_text(
