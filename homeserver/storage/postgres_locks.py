@@ -19,7 +19,8 @@ Room locks live on one dedicated connection per process, taken with
 `pg_try_advisory_lock` and retried after a short sleep (RETRY_MIN_S doubling to
 RETRY_MAX_S), so waiting for one room never holds up another room's lock. PostgreSQL
 releases a session's locks when it ends: a process that is killed frees its rooms at
-once. Bound: one connection per process, whatever the number of rooms being written.
+once. Bounds: one connection per process, whatever the number of rooms being written;
+a wait for a room gives up after WAIT_MAX_S (503).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 RETRY_MIN_S = 0.002
 RETRY_MAX_S = 0.05
+# A room write waits at most this long for another process to release the room (a
+# write takes milliseconds; past this the holder is stuck): then 503, not a pile-up.
+WAIT_MAX_S = 30.0
 _BROKEN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
@@ -75,7 +79,10 @@ class SessionLocks:
     async def hold(self, name: str) -> AsyncIterator[None]:
         key = lock_key(self._schema, name)
         delay = RETRY_MIN_S
+        deadline = asyncio.get_running_loop().time() + WAIT_MAX_S
         while not await self._run("SELECT pg_try_advisory_lock($1)", key):
+            if asyncio.get_running_loop().time() > deadline:
+                raise DatabaseUnavailableError(f"{name} stayed locked for {WAIT_MAX_S:.0f} s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
         try:

@@ -1,0 +1,114 @@
+"""The locks event persisters share (storage/postgres_locks.py), on a real PostgreSQL:
+two databases opened on one schema stand for two processes of a deployment."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import homeserver.storage.postgres_locks as postgres_locks
+from homeserver.storage import open_database
+from homeserver.storage.errors import DatabaseUnavailableError
+
+from .conftest import POSTGRES_SKIP_REASON, drop_postgres_schema, postgres_test_config
+
+
+@pytest.fixture
+async def two_processes() -> AsyncIterator[tuple[Any, Any]]:
+    config = postgres_test_config()
+    if config is None:
+        pytest.skip(POSTGRES_SKIP_REASON)
+    first = await open_database(config, migrate=False)
+    second = await open_database(config, migrate=False)
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+        await drop_postgres_schema(config)
+
+
+async def test_a_room_is_written_by_one_process_at_a_time(two_processes: Any) -> None:
+    first, second = two_processes
+    a, b = first.share_writes(), second.share_writes()
+    order: list[str] = []
+    try:
+        async with a.hold("room !r:x"):
+            waiting = asyncio.create_task(_hold(b, "room !r:x", order, "b"))
+            async with b.hold("room !other:x"):  # another room is not held up
+                order.append("other")
+            await asyncio.sleep(0.2)
+            order.append("a done")
+        await waiting
+        assert order == ["other", "a done", "b"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _hold(locks: Any, name: str, order: list[str], tag: str) -> None:
+    async with locks.hold(name):
+        order.append(tag)
+
+
+async def test_a_dead_holders_rooms_are_free_at_once(two_processes: Any) -> None:
+    first, second = two_processes
+    a, b = first.share_writes(), second.share_writes()
+    try:
+        entered = asyncio.Event()
+
+        async def holder() -> None:
+            async with a.hold("room !r:x"):
+                entered.set()
+                await asyncio.sleep(60)
+
+        task = asyncio.create_task(holder())
+        await entered.wait()
+        a._conn.terminate()  # what a SIGKILLed process's connection does
+        async with asyncio.timeout(5):
+            async with b.hold("room !r:x"):
+                pass
+        task.cancel()
+        with pytest.raises((asyncio.CancelledError, DatabaseUnavailableError)):
+            await task
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_room_held_too_long_answers_unavailable(
+    two_processes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = two_processes
+    a, b = first.share_writes(), second.share_writes()
+    monkeypatch.setattr(postgres_locks, "WAIT_MAX_S", 0.3)
+    try:
+        async with a.hold("room !r:x"):
+            with pytest.raises(DatabaseUnavailableError, match="stayed locked"):
+                async with b.hold("room !r:x"):
+                    pass
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_write_transactions_of_two_processes_take_turns(two_processes: Any) -> None:
+    """MAX(...) + 1 allocations in concurrent transactions of two processes: with the
+    shared write lock none collide."""
+    first, second = two_processes
+    first.share_writes()
+    second.share_writes()
+    await first.execute("CREATE TABLE t (id BIGINT PRIMARY KEY)")
+
+    async def allocate(db: Any) -> None:
+        for _ in range(30):
+            async with db.transaction() as conn:
+                high = await conn.fetchval("SELECT MAX(id) FROM t")
+                await asyncio.sleep(0.001)  # the other process runs meanwhile
+                await conn.execute("INSERT INTO t VALUES ($1)", int(high or 0) + 1)
+
+    await asyncio.gather(allocate(first), allocate(second))
+    assert await first.fetchval("SELECT COUNT(*) FROM t") == 60
