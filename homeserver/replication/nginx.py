@@ -3,7 +3,8 @@
 One source of truth: a client read goes to the client readers exactly when
 homeserver.replication.forward.READ_ROUTES says a worker serves it; federation and key
 requests go to the federation inbound workers (which forward /send and the other
-writes to the main themselves); everything else goes to the main. Client readers are
+writes to the main themselves); with event persisters, room writes go to the client
+readers too (they hand each to its room's persister); everything else goes to the main. Client readers are
 chosen by a consistent hash of the access token, so a user's /sync stays on one
 process (its lazy-loading memory and long-poll are there) while the set of readers
 can change. `python -m homeserver nginx-config` prints it; README "Workers" shows it.
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .forward import READ_ROUTES
+from .writers import ROOM_WRITES
 
 
 @dataclass(frozen=True)
@@ -24,16 +26,22 @@ class Upstreams:
     client_readers: Sequence[str] = ()
     federation_inbound: Sequence[str] = ()
     media: Sequence[str] = ()
+    # With event persisters: room writes go to the (sticky) client readers, which hand
+    # them to the room's persister, so the main is not on the send path and the
+    # sender's next read is served by the reader that waited for the write.
+    room_writes_to_readers: bool = False
 
 
-def _client_patterns() -> list[str]:
+def _client_patterns(room_writes: bool) -> list[str]:
     lines = []
-    for method, patterns in READ_ROUTES.items():
-        for pattern in patterns:
-            source = pattern.pattern
-            if "/_matrix/client" not in source:
-                continue
-            lines.append(f'        "~^{method} {source.removeprefix("^")}" client_readers;')
+    tables = [READ_ROUTES, *([ROOM_WRITES] if room_writes else [])]
+    for table in tables:
+        for method, patterns in table.items():
+            for pattern in patterns:
+                source = pattern.pattern
+                if "/_matrix/client" not in source:
+                    continue
+                lines.append(f'        "~^{method} {source.removeprefix("^")}" client_readers;')
     return lines
 
 
@@ -69,7 +77,7 @@ def render(
     routes = ["        default main;"]
     if u.client_readers:
         blocks += _upstream("client_readers", u.client_readers, sticky=True)
-        routes += _client_patterns()
+        routes += _client_patterns(u.room_writes_to_readers)
     if u.federation_inbound:
         blocks += _upstream("federation_inbound", u.federation_inbound)
         routes += [
@@ -157,4 +165,5 @@ def upstreams_from_configs(main: Any, workers: Sequence[Any]) -> Upstreams:
             readers.append(where)
         elif (where := first(config, "media")) is not None:
             media.append(where)
-    return Upstreams(main_address, readers, inbound, media)
+    persisters = bool(main.workers.event_persisters)
+    return Upstreams(main_address, readers, inbound, media, room_writes_to_readers=persisters)

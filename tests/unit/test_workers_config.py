@@ -223,6 +223,17 @@ def test_the_nginx_config_routes_reads_to_readers_and_the_rest_to_main() -> None
     assert '"~^GET /_matrix/client/(?:r0|v3|v1|unstable(?:/[^/]+)?)/sync$" client_readers;' in text
     assert '"~^[A-Z]+ /_matrix/federation/" federation_inbound;' in text
     assert "default main;" in text and "proxy_pass http://$hs_backend;" in text
+    assert "/send|state|redact" not in text  # without persisters room writes go to main
+    routed = render(
+        Upstreams(
+            main="127.0.0.1:8008",
+            client_readers=["127.0.0.1:8101"],
+            room_writes_to_readers=True,
+        )
+    )
+    assert (
+        '"~^PUT /_matrix/client/(?:r0|v3|unstable)/rooms/([^/]+)/(?:send|state|redact)/"' in routed
+    )
 
 
 class _Store:
