@@ -91,7 +91,7 @@ from homeserver.push.sync_extension import UnreadCountsExtension
 from homeserver.ratelimit import RateLimiters, override_limit
 from homeserver.relations.service import RelationsService
 from homeserver.replication.build import ProcessParts, build_replication, require_migrated
-from homeserver.replication.writers import event_listeners, room_locks, share_writes
+from homeserver.replication.writers import event_listeners, room_locks
 from homeserver.reports.service import ReportService
 from homeserver.rooms.backfill import RoomBackfill
 from homeserver.rooms.creation import RoomCreator
@@ -100,7 +100,6 @@ from homeserver.rooms.federated_membership import FederatedMembership
 from homeserver.rooms.guest_access import GuestEviction
 from homeserver.rooms.hierarchy import SpaceHierarchy
 from homeserver.rooms.ingest import RemoteEventIngest
-from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.rooms.local_events import LocalEvents
 from homeserver.rooms.membership import MembershipService, RemoteMembership
 from homeserver.rooms.out_of_band import OutOfBandMemberships
@@ -264,8 +263,7 @@ async def build(
         out_of_band_listeners=heard.out_of_band,
         outbound=fed.sender if fed else None,
     )
-    shared_locks = share_writes(config, database, stack)
-    locks = room_locks(stores, shared_locks) if shared_locks else KeyedLock()
+    locks = room_locks(config, stores, database, stack, heard.commits)
     policy = PolicyServers(stores, fed.policy if fed else overrides.policy_servers)
     local_events = LocalEvents(
         stores, room_state, persister, locks, server_name, server_keys.primary, policy=policy

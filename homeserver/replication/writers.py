@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,9 @@ from homeserver.events import Event
 from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.rooms.ports import EventListener
 from homeserver.storage import Stores
+from homeserver.storage.replication import ReplicationStore
 
+ROOMS_REMEMBERED = 100_000  # rooms whose newest write here is kept (about 100 B each)
 _C = r"^/_matrix/client/(?:r0|v3|unstable)"
 # Room writes routed to the room's persister, with the room ID in group 1. Joins and
 # knocks by alias stay where they land (the alias is resolved there).
@@ -67,21 +70,24 @@ def room_written(method: str, path: str) -> str | None:
     return None
 
 
-def share_writes(config: Any, database: Any, stack: Any) -> Any:
-    """With event persisters: every process's write transactions take the deployment's
-    write lock; the room locks (SessionLocks), closed with the process. Else None."""
-    if not config.workers.shared_writers:
-        return None
-    locks = database.share_writes()  # a PostgresDatabase: workers need PostgreSQL
-    stack.push_async_callback(locks.close)
-    return locks
+def room_locks(
+    config: Any, stores: Stores, database: Any, stack: Any, commits: LocalCommits | None
+) -> KeyedLock:
+    """The room service's locks. With event persisters every write transaction of this
+    process also takes the deployment's write lock, and each room lock is held across
+    the deployment (the database's SessionLocks, closed with the process). A fresh
+    holder whose own write is not the room's newest forgets the room's cached tips and
+    members (one indexed read; a room written only here, which routing makes the rule,
+    keeps its caches)."""
+    if not config.workers.shared_writers or commits is None:
+        return KeyedLock()
+    shared = database.share_writes()  # a PostgresDatabase: workers need PostgreSQL
+    stack.push_async_callback(shared.close)
+    store = ReplicationStore(database, stores.events)
 
-
-def room_locks(stores: Stores, shared: Any) -> KeyedLock:
-    """The room service's locks, held across the deployment (`shared`: the database's
-    SessionLocks); a fresh holder forgets the room's cached tips and members."""
-
-    def acquired(room_id: str) -> None:
+    async def acquired(room_id: str) -> None:
+        if commits.wrote_last(room_id, await store.latest_in_room(room_id)):
+            return
         stores.events.forget_extremities(room_id)
         stores.current_state.forget_room(room_id)
 
@@ -97,11 +103,21 @@ class LocalCommits:
         self.publish: Callable[[dict[str, Any]], None] | None = None
         self.follow: Callable[[int], None] | None = None
         self.last = 0  # the highest position written here
+        # room -> the newest position this process wrote in it (most recent rooms).
+        self._rooms: OrderedDict[str, int] = OrderedDict()
+
+    def wrote_last(self, room_id: str, newest: int) -> bool:
+        """Whether the room's `newest` position is a write of this process."""
+        return newest > 0 and self._rooms.get(room_id) == newest
 
     def on_new_event(self, event: Event, stream_ordering: int) -> None:
         if stream_ordering <= 0:
             return  # history (backfill) is below every token
         self.last = max(self.last, stream_ordering)
+        self._rooms[event.room_id] = stream_ordering
+        self._rooms.move_to_end(event.room_id)
+        if len(self._rooms) > ROOMS_REMEMBERED:
+            self._rooms.popitem(last=False)
         if self.publish is not None:
             self.publish({"k": "pos", "s": "events", "p": stream_ordering})
         if self.follow is not None:

@@ -2,14 +2,14 @@
 
 With event persisters (several processes writing rooms) each key's lock is also held
 across the deployment (`shared`, PostgreSQL advisory locks, homeserver.replication.
-writers), and `acquired` then forgets what this process cached about the room that
-another process's write may have changed since.
+writers), and `acquired` then makes sure what this process cached about the room is
+not older than another process's write.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 
@@ -19,7 +19,7 @@ class KeyedLock:
     def __init__(
         self,
         shared: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
-        acquired: Callable[[str], None] | None = None,
+        acquired: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._shared = shared
@@ -38,7 +38,7 @@ class KeyedLock:
                 else:
                     async with self._shared(key):
                         if self._acquired is not None:
-                            self._acquired(key)
+                            await self._acquired(key)
                         yield
         finally:
             lock, users = self._locks[key]

@@ -47,3 +47,10 @@ class ReplicationStore:
             stream,
             position,
         )
+
+    async def latest_in_room(self, room_id: str) -> int:
+        """The room's newest stream position (0 for none): whether someone else wrote it."""
+        value = await self.db.fetchval(
+            "SELECT MAX(stream_ordering) FROM events WHERE room_id = $1", room_id
+        )
+        return int(value or 0)
