@@ -8,13 +8,14 @@ which process a request reached:
   beyond what every writer has persisted, and tokens survive restarts and any change
   in the number of writers;
 - a room write (build on the room's tips, auth, persist) holds the room's advisory
-  lock (`room_locks`); on taking it, a process forgets the room's tips and members it
-  cached, which another process may have changed.
+  lock (`room_locks`); on taking it, a process whose own write is not the room's
+  newest forgets the room's tips and members it cached (another process changed them).
 
 Persisters are where room writes are routed, by `sha256(room_id) mod N` (Synapse's
 sharding): sends, state, redactions and memberships of a room go to its persister
-(ROOM_WRITES), from the main and from the client readers, so each room's lock is
-almost never contended and its caches stay warm on one process. Everything else (room
+(ROOM_WRITES), from the client readers (nginx sends room writes to them) and from the
+main, so each room's lock is almost never contended and its caches stay warm on one
+process. Everything else (room
 creation, upgrades, profile changes fanned out to rooms, federation) is written where
 it lands, under the same locks. A persister that cannot be reached is skipped: its
 rooms are written by the main until it is back (correct anywhere, only slower).
