@@ -1,7 +1,10 @@
 """The worker deployment under load and faults (issue 16), through nginx and directly.
 
-One deployment for the module (tests/deployment.py): PostgreSQL, Redis, the main, two
-client readers, a federation inbound worker, a media worker, nginx. What must hold:
+Two deployments in turn (tests/deployment.py): PostgreSQL, Redis, the main, two client
+readers, a federation inbound worker, a media worker, nginx; then the same with a
+federation sender and two event persisters (the seven-process layout, where room
+writes go to the persisters and the main's death leaves sends working). What must
+hold in both:
 - a write sent to a reader is forwarded to the main, and the reader answers only once it
   has caught up with it (read-your-writes on the same process);
 - a logged-out token stops working on every process at once (replicated invalidation);
@@ -27,16 +30,21 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from tests.deployment import Deployment, require_parts
+from tests.deployment import FULL_LAYOUT, Deployment, require_parts
 
 SENDERS = 4
 MESSAGES_PER_SENDER = 40
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+@pytest.fixture(scope="module", params=["main_writes", "event_persisters"])
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """The main writing every room; then the seven-process layout (two event
+    persisters write the rooms) with a media worker: the same faults hold for both."""
     require_parts()
-    d = Deployment(Path(tmp_path_factory.mktemp("workers")), media_workers=1).start()
+    layout = dict(FULL_LAYOUT) if request.param == "event_persisters" else {}
+    d = Deployment(Path(tmp_path_factory.mktemp("workers")), media_workers=1, **layout).start()
     try:
         yield d
     finally:
