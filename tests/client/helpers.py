@@ -50,10 +50,16 @@ async def _make_user_over_http(
             "identifier": {"type": "m.id.user", "user": localpart},
             "password": "helper pw",
             "device_id": device_id,
+            "initial_device_display_name": f"{localpart}'s {device_id}",  # as make_user
         }
         response = await client.post("/_matrix/client/v3/login", json=body)
     else:
-        data = {"username": localpart, "password": "helper pw", "device_id": device_id}
+        data = {
+            "username": localpart,
+            "password": "helper pw",
+            "device_id": device_id,
+            "initial_device_display_name": f"{localpart}'s {device_id}",
+        }
         response = await client.post(
             "/_matrix/client/v3/register", json={**data, "auth": {"type": "m.login.dummy"}}
         )
@@ -119,4 +125,7 @@ async def register_user(
     body["auth"] = {"type": "m.login.dummy", "session": session}
     response = await client.post("/_matrix/client/v3/register", json=body)
     assert response.status == 200, await response.text()
-    return await response.json()
+    data: dict[str, Any] = await response.json()
+    if deployed(client) and "access_token" in data:  # join_room & co. act as them
+        client.server.tokens.setdefault(data["user_id"], data["access_token"])  # type: ignore[attr-defined]
+    return data
