@@ -72,7 +72,10 @@ listeners:
     resources:
       - names: [client, federation]
 
-# SQLite is the only database so far ("psycopg2" is reserved for PostgreSQL later).
+# SQLite: one process, nothing to install. For PostgreSQL (and workers) use
+#   name: psycopg2
+#   args: {{dsn: "postgresql://user:password@host/dbname"}}
+# (README "PostgreSQL").
 database:
   name: sqlite3
   args:
@@ -115,7 +118,8 @@ allow_guest_access: false
 # `python -m homeserver register-user`). If neither this nor
 # registration_shared_secret_path is set, one is generated on first start and kept in
 # <database name>.secrets.yaml next to the database, together with
-# macaroon_secret_key and form_secret.
+# macaroon_secret_key and form_secret. `registration_shared_secret: null` turns that
+# API off (no secret is generated).
 #registration_shared_secret: "<long random string>"
 #registration_shared_secret_path: "/run/secrets/registration_shared_secret"
 #macaroon_secret_key: "<long random string>"

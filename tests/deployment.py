@@ -9,6 +9,7 @@ process binds 127.0.0.1 on a free port and is ended by `stop()` (by its PID).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import secrets
@@ -21,6 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,29 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 40
+
+# Every deployment not stopped yet: stopped when the test process exits however it ends
+# (an interrupted run, a fixture that never closed), so no nginx or Redis outlives it.
+_RUNNING: weakref.WeakSet[Deployment] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for deployment in list(_RUNNING):
+        with contextlib.suppress(Exception):
+            deployment.stop()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # pytest then tears its fixtures down, and atexit runs
+
+
+# A test run ended with SIGTERM (a CI timeout, `kill`) stops its deployments too.
+if (
+    threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+):
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 # The README's single-machine example, what the suites run against: the main, two
@@ -290,6 +315,7 @@ class Deployment:
 
     def start(self) -> Deployment:
         """Start everything; on any failure stop what did start, then raise."""
+        _RUNNING.add(self)
         try:
             return self._start()
         except BaseException:
@@ -405,6 +431,7 @@ class Deployment:
             return ""
 
     def stop(self) -> None:
+        _RUNNING.discard(self)
         if self._nginx is not None:
             self._nginx.terminate()
             self._nginx.wait(timeout=10)

@@ -94,9 +94,17 @@ def aiohttp_client(aiohttp_client: Any) -> Any:
         return aiohttp_client
     from homeserver.appstate import CONFIG
 
+    started: set[int] = set()  # the configs this test's deployments were made from
+
     async def go(param: Any, **kwargs: Any) -> Any:
         if isinstance(param, web.Application):
-            param = DeploymentServer(param[CONFIG])
+            config = param[CONFIG]
+            if id(config) in started:
+                # Each deployment has a database schema of its own, dropped when it stops.
+                # (Restarts of a deployment: tests/client/test_workers*.py.)
+                pytest.skip("restarts its server on the same data, which this mode does not keep")
+            started.add(id(config))
+            param = DeploymentServer(config)
         return await aiohttp_client(param, **kwargs)
 
     return go

@@ -143,6 +143,9 @@ class RegistrationConfig:
     without_verification: bool = False
     requires_token: bool = False
     shared_secret: str | None = None  # enables the admin shared-secret register API
+    # `registration_shared_secret: null` written out: no secret is generated on first
+    # start either, so the admin register API stays off (an operator's hardening).
+    shared_secret_disabled: bool = False
     # `POST /register?kind=guest` (Synapse's key, off by default as there): accounts
     # with no password that may only read and talk in rooms with guest_access can_join.
     allow_guest_access: bool = False

@@ -155,6 +155,9 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         without_verification=r.bool(top, "enable_registration_without_verification", "", False),
         requires_token=r.bool(top, "registration_requires_token", "", False),
         shared_secret=shared_secret,
+        shared_secret_disabled=(
+            "registration_shared_secret" in top and not shared_secret and secret_path is None
+        ),
         allow_guest_access=r.bool(top, "allow_guest_access", "", False),
     )
     if registration.enabled and not (

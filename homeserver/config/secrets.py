@@ -16,7 +16,8 @@ import yaml
 
 from homeserver.config.model import Config, ConfigError, SecretsConfig
 
-_SECRET_NAMES = ("registration_shared_secret", "macaroon_secret_key", "form_secret")
+_SHARED = "registration_shared_secret"
+_SECRET_NAMES = (_SHARED, "macaroon_secret_key", "form_secret")
 
 
 def ensure_secrets(config: Config) -> Config:
@@ -52,7 +53,10 @@ def ensure_secrets(config: Config) -> Config:
         config,
         registration=replace(
             config.registration,
-            shared_secret=config.registration.shared_secret or stored["registration_shared_secret"],
+            shared_secret=(
+                config.registration.shared_secret
+                or (None if config.registration.shared_secret_disabled else stored[_SHARED])
+            ),
         ),
         secrets=SecretsConfig(
             macaroon_secret_key=config.secrets.macaroon_secret_key or stored["macaroon_secret_key"],
@@ -65,6 +69,8 @@ def read_stored_shared_secret(config: Config) -> str | None:
     """The registration shared secret without creating anything (for `register-user -c`)."""
     if config.registration.shared_secret:
         return config.registration.shared_secret
+    if config.registration.shared_secret_disabled:
+        return None
     try:
         stored = yaml.safe_load(config.secrets_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._util import NO_LIMIT, dump_json, load_json, now_ms
+from .cache import LruCache
 from .database import Database
 from .errors import IntegrityError
 
@@ -30,9 +31,17 @@ class RoomStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._versions: dict[str, str] = {}
-        # Bumped whenever a room is published or unpublished, so a cached directory
-        # listing knows at once that it is out of date.
-        self.directory_version = 0
+        # Its generation moves whenever a room is published or unpublished, so a cached
+        # directory listing knows at once that it is out of date; a named cache, so the
+        # change reaches every process of a deployment (storage/cache.py invalidations).
+        self._directory_changes: LruCache[str, None] = LruCache(1, name="room_directory")
+
+    @property
+    def directory_version(self) -> int:
+        return self._directory_changes.generation()
+
+    def _directory_changed(self) -> None:
+        self._directory_changes.clear()
 
     async def store_room(
         self,
@@ -53,7 +62,7 @@ class RoomStore:
             created_ts if created_ts is not None else now_ms(),
         )
         if is_public:
-            self.directory_version += 1
+            self._directory_changed()
         return changed > 0
 
     async def get_room(self, room_id: str) -> RoomInfo | None:
@@ -96,7 +105,7 @@ class RoomStore:
             )
             > 0
         )
-        self.directory_version += 1
+        self._directory_changed()
         return changed
 
     async def get_public_room_ids(
@@ -130,7 +139,7 @@ class RoomStore:
                 network_id,
                 room_id,
             )
-        self.directory_version += 1
+        self._directory_changed()
 
     async def get_appservice_listed_room_ids(
         self, instance: tuple[str, str] | None, limit: int

@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp.test_utils import TestClient
 
 from homeserver.appstate import MEMBERSHIP, ROOM_CREATOR, STORES
 
 SERVER_NAME = "test.local"
+
+T = TypeVar("T")
+
+# How long another process of a deployment may take to hear of a write (Redis, then a
+# read from PostgreSQL): milliseconds when idle, a second or two on a loaded CI machine.
+REPLICATION_WINDOW_S = 5.0
+
+
+async def eventually(
+    client: TestClient, read: Callable[[], Awaitable[T]], done: Callable[[T], bool]
+) -> T:
+    """`read()` again until `done(result)`, then that result; the last result when the
+    deployment's replication window has passed (the caller's assert then fails on it).
+
+    For a read that may land on another process than the write before it (HS_TEST_DEPLOYMENT:
+    a client reader learns of the main's writes over Redis). One process is consistent at
+    once: there the first read must do, so the check keeps its full strength."""
+    result = await read()
+    if not deployed(client):
+        return result
+    deadline = time.monotonic() + REPLICATION_WINDOW_S
+    while not done(result) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        result = await read()
+    return result
 
 
 async def make_user(
@@ -65,6 +93,14 @@ async def _make_user_over_http(
         )
     assert response.status == 200, await response.text()
     token = (await response.json())["access_token"]
+    if user_id not in tokens:
+        # /register gives a new user a display name; make_user's users have no profile.
+        response = await client.put(
+            f"/_matrix/client/v3/profile/{user_id}/displayname",
+            json={"displayname": ""},
+            headers=auth(token),
+        )
+        assert response.status == 200, await response.text()
     tokens.setdefault(user_id, token)
     return user_id, token, device_id
 

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from homeserver.app import create_app
 from homeserver.appstate import STORES
-from tests.client.helpers import auth, register_user
+from tests.client.helpers import auth, eventually, register_user
 
 LOGIN = "/_matrix/client/v3/login"
 WHOAMI = "/_matrix/client/v3/account/whoami"
@@ -290,8 +290,13 @@ async def test_refresh_rotation(app_client: TestClient) -> None:
     r1 = await first.json()
     assert set(r1) == {"access_token", "refresh_token", "expires_in_ms"}
     assert r1["refresh_token"] != login["refresh_token"]
-    # The old access token died with the refresh.
-    old = await app_client.get(WHOAMI, headers=auth(login["access_token"]))
+    # The old access token died with the refresh (in a worker deployment, on every
+    # process within the replication window).
+    old = await eventually(
+        app_client,
+        lambda: app_client.get(WHOAMI, headers=auth(login["access_token"])),
+        lambda response: response.status == 401,
+    )
     assert old.status == 401
     new = await app_client.get(WHOAMI, headers=auth(r1["access_token"]))
     assert (await new.json())["device_id"] == login["device_id"]
@@ -300,7 +305,12 @@ async def test_refresh_rotation(app_client: TestClient) -> None:
     retry = await (
         await app_client.post(refresh_url, json={"refresh_token": login["refresh_token"]})
     ).json()
-    assert (await app_client.get(WHOAMI, headers=auth(r1["access_token"]))).status == 401
+    replaced_access = await eventually(
+        app_client,
+        lambda: app_client.get(WHOAMI, headers=auth(r1["access_token"])),
+        lambda response: response.status == 401,
+    )
+    assert replaced_access.status == 401
     # Using the newest refresh token revokes its predecessor.
     newest = await app_client.post(refresh_url, json={"refresh_token": retry["refresh_token"]})
     assert newest.status == 200

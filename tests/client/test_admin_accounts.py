@@ -12,7 +12,7 @@ from homeserver.__main__ import registration_mac
 from homeserver.accounts.admin_register import expected_mac
 from homeserver.app import create_app
 from homeserver.appstate import STORES
-from tests.client.helpers import auth, register_user
+from tests.client.helpers import auth, eventually, register_user
 from tests.conftest import TEST_SHARED_SECRET
 
 ADMIN_REGISTER = "/_synapse/admin/v1/register"
@@ -113,10 +113,18 @@ async def test_whois(app_client: TestClient) -> None:
         headers={**auth(user["access_token"]), "User-Agent": "Element/1.11.88 test"},
     )
     url = "/_matrix/client/v3/admin/whois/@alice:test.local"
-    for token in (admin["access_token"], user["access_token"]):
+
+    async def whois(token: str) -> dict[str, Any]:
         response = await app_client.get(url, headers=auth(token))
         assert response.status == 200
-        body = await response.json()
+        return dict(await response.json())
+
+    def seen(body: dict[str, Any]) -> bool:
+        return bool(body["devices"]["ALICEDEV"]["sessions"][0]["connections"])
+
+    for token in (admin["access_token"], user["access_token"]):
+        # A worker deployment: the reader that served whoami writes it behind, within 2 s.
+        body = await eventually(app_client, lambda: whois(token), seen)  # noqa: B023
         assert body["user_id"] == "@alice:test.local"
         connections = body["devices"]["ALICEDEV"]["sessions"][0]["connections"]
         assert connections[0]["ip"] == "127.0.0.1"

@@ -9,7 +9,7 @@ from typing import Any
 
 from homeserver.appstate import TO_DEVICE
 from tests.client.appservice_kit import C, FakeAppService, as_request
-from tests.client.helpers import auth, register_user
+from tests.client.helpers import auth, eventually, register_user
 
 
 async def test_timestamp_massaging_for_appservice_senders_only(bridge: Any) -> None:
@@ -183,7 +183,12 @@ async def test_an_appservice_publishes_rooms_in_its_network_list(bridge: Any) ->
     assert room in await listed(include_all_networks=True)
     status, _ = await as_request(client, "PUT", path, {"visibility": "private"})
     assert status == 200
-    assert room not in await listed(third_party_instance_id="bridge|irc")
+    rooms = await eventually(  # a worker deployment: the readers hear of it over Redis
+        client,
+        lambda: listed(third_party_instance_id="bridge|irc"),
+        lambda rooms: room not in rooms,
+    )
+    assert room not in rooms
     status, body = await as_request(
         client,
         "PUT",

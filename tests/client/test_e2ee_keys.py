@@ -375,7 +375,7 @@ async def test_a_new_user_signing_key_alone_does_not_change_others_device_lists(
     app_client: Any,
 ) -> None:
     """Issue 9: only the master and self-signing keys concern other users (Synapse)."""
-    from tests.client.helpers import make_room, register_user
+    from tests.client.helpers import eventually, make_room, register_user
 
     alice = await register_user(app_client, "alice")
     a_token, a_id = alice["access_token"], alice["user_id"]
@@ -427,4 +427,9 @@ async def test_a_new_user_signing_key_alone_does_not_change_others_device_lists(
     status, challenge = await post(app_client, "/device_signing/upload", a_token, ssk2)
     ssk2["auth"] = {**usk["auth"], "session": challenge["session"]}
     assert (await post(app_client, "/device_signing/upload", a_token, ssk2))[0] == 200
-    assert a_id in (await bob_sync(token)).get("device_lists", {}).get("changed", [])
+    after = await eventually(
+        app_client,
+        lambda: bob_sync(token),
+        lambda body: a_id in body.get("device_lists", {}).get("changed", []),
+    )
+    assert a_id in after.get("device_lists", {}).get("changed", [])

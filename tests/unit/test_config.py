@@ -369,6 +369,14 @@ def test_secrets_generated_once_and_never_overwritten(tmp_path: Path) -> None:
     )
     assert ensure_secrets(configured).registration.shared_secret == "mine"
 
+    # Written out as null: the admin register API stays off, nothing is filled in.
+    disabled = parse_config(
+        {"server_name": "a.b", "registration_shared_secret": None}, base_dir=tmp_path
+    )
+    assert ensure_secrets(disabled).registration.shared_secret is None
+    assert ensure_secrets(disabled).secrets == first.secrets
+    assert read_stored_shared_secret(disabled) is None
+
     path.write_text("registration_shared_secret: x\n")
     broken = path.read_bytes()
     with pytest.raises(ConfigError) as info:
