@@ -14,11 +14,15 @@ turns a missing Synapse into a failure so CI cannot silently skip them.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.deployment import missing_parts
@@ -192,3 +196,151 @@ def test_everyday_features_with_synapse(seat: str, tmp_path: Path) -> None:
     # Device lists go both ways: a new login of our user reaches Synapse users as an
     # m.device_list_update EDU, and Synapse's updates reach ours.
     assert dict(result.results) == {name: "ok" for name in EXTRA_CHECKS}, result.output
+
+
+# -- SIGKILLed federation workers, with Synapse as the peer (issue 16's faults) --------
+
+SENDS_EACH = 25  # messages per local sender while the federation sender is killed
+REMOTE_SENDS = 20  # messages Synapse's user sends while our inbound worker is killed
+SEEN_WITHIN_S = 90.0  # Synapse retries and catches up within this (both directions)
+
+
+def test_killed_federation_workers_lose_nothing(tmp_path: Path) -> None:
+    """Our seven-process deployment hosts a room that a Synapse user joined. Two local
+    users send while the federation sender is SIGKILLed and restarted: Synapse's user
+    gets every message, each once. Then Synapse's user sends while our federation inbound
+    worker is SIGKILLed and restarted: our users get every message, each once."""
+    why = missing_parts()
+    if why is not None:
+        pytest.fail(f"the worker deployment cannot run: {why}")
+    harness.fedpair("wipe", "hs2")
+    harness.fedpair("start", "hs2")
+    ours = harness.OurDeployment("hs1", tmp_path / "ours")
+    try:
+        ours.start()
+        synapse_url = f"http://127.0.0.1:{harness.SEATS['hs2'][1]}"
+        try:
+            asyncio.run(_federation_faults(ours.deployment, ours.client_url, synapse_url))
+        except Exception as e:
+            pytest.fail(f"{e!r}\n--- our deployment's logs (tails) ---\n{ours.log_tail()}")
+    finally:
+        ours.stop()
+        harness.fedpair("stop", "hs2")
+
+
+class _User:
+    """One account on one server, spoken to through its client API."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session, self.base = session, base
+        self.token, self.user_id = "", ""
+
+    async def call(self, method: str, path: str, body: Any = None, **params: str) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.session.request(
+            method, self.base + path, json=body, params=params, headers=headers
+        ) as response:
+            data = await response.json(content_type=None)
+            if response.status != 200 and not (response.status == 401 and "session" in data):
+                raise AssertionError(f"{method} {path}: {response.status} {data}")
+            return data
+
+    async def register(self, localpart: str) -> _User:
+        body: dict[str, Any] = {"username": localpart, "password": "pw " + localpart}
+        first = await self.call("POST", "/_matrix/client/v3/register", body)
+        if "access_token" not in first:
+            body["auth"] = {"type": "m.login.dummy", "session": first["session"]}
+            first = await self.call("POST", "/_matrix/client/v3/register", body)
+        self.token, self.user_id = first["access_token"], first["user_id"]
+        return self
+
+    async def send(self, room: str, text: str) -> None:
+        path = f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/{quote(text)}"
+        await self.call("PUT", path, {"msgtype": "m.text", "body": text})
+
+    async def bodies(self, room: str) -> list[tuple[str, str]]:
+        """(event ID, body) of every message in the room, newest first, read back with
+        /messages (which backfills what the server has not got)."""
+        seen: list[tuple[str, str]] = []
+        params = {"dir": "b", "limit": "100"}
+        for _ in range(20):
+            page = await self.call(
+                "GET", f"/_matrix/client/v3/rooms/{quote(room)}/messages", **params
+            )
+            for event in page.get("chunk", []):
+                if event.get("type") == "m.room.message":
+                    seen.append((event["event_id"], event["content"].get("body", "")))
+            if not page.get("chunk") or "end" not in page:
+                break
+            params["from"] = page["end"]
+        return seen
+
+
+def quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+async def _seen_once(user: _User, room: str, expected: set[str]) -> None:
+    """Wait until `user` has every expected message; then each must be there once."""
+    deadline = time.monotonic() + SEEN_WITHIN_S
+    while True:
+        seen = await user.bodies(room)
+        got = [body for _, body in seen if body in expected]
+        if set(got) == expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    missing = expected - set(got)
+    assert not missing, f"{user.user_id} never got {sorted(missing)}"
+    twice = sorted(body for body in set(got) if got.count(body) > 1)
+    assert not twice, f"{user.user_id} got these more than once: {twice}"
+    assert len({event_id for event_id, body in seen if body in expected}) == len(expected)
+
+
+async def _federation_faults(deployment: Any, ours_url: str, synapse_url: str) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        alice = await _User(session, ours_url).register("alice")
+        carol = await _User(session, ours_url).register("carol")
+        bob = await _User(session, synapse_url).register("bob")
+        created = await alice.call(
+            "POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}
+        )
+        room = created["room_id"]
+        await carol.call("POST", f"/_matrix/client/v3/join/{quote(room)}", {})
+        our_name = f"127.0.0.1:{harness.SEATS['hs1'][0]}"
+        await bob.call("POST", f"/_matrix/client/v3/join/{quote(room)}", {}, server_name=our_name)
+
+        # Our federation sender dies (SIGKILL) a third of the way through two senders'
+        # messages and comes back a second later.
+        sent_here = {f"{who} {i}" for who in ("alice", "carol") for i in range(SENDS_EACH)}
+
+        async def sends(user: _User, who: str, kill_at: int | None) -> None:
+            for i in range(SENDS_EACH):
+                await user.send(room, f"{who} {i}")
+                if i == kill_at:
+                    await asyncio.to_thread(deployment.kill, "federation_sender1")
+                    restart = asyncio.to_thread(deployment.start_process, "federation_sender1")
+                    pending.append(asyncio.ensure_future(_later(1.0, restart)))
+
+        pending: list[asyncio.Future[Any]] = []
+        await asyncio.gather(sends(alice, "alice", SENDS_EACH // 3), sends(carol, "carol", None))
+        await asyncio.gather(*pending)
+        await _seen_once(bob, room, sent_here)
+
+        # Our federation inbound worker dies while Synapse's user sends, and comes back.
+        sent_there = {f"bob {i}" for i in range(REMOTE_SENDS)}
+        for i in range(REMOTE_SENDS):
+            await bob.send(room, f"bob {i}")
+            if i == REMOTE_SENDS // 4:
+                await asyncio.to_thread(deployment.kill, "federation_inbound1")
+            if i == REMOTE_SENDS // 2:
+                await asyncio.to_thread(deployment.start_process, "federation_inbound1")
+        # Synapse backs off a destination that failed, until it hears from it again:
+        # a message of ours tells it we are back.
+        await alice.send(room, "back")
+        await _seen_once(alice, room, sent_there)
+        await _seen_once(carol, room, sent_there)
+
+
+async def _later(delay_s: float, work: Any) -> Any:
+    await asyncio.sleep(delay_s)
+    return await work
