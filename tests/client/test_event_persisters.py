@@ -119,6 +119,30 @@ async def test_room_writes_go_to_the_rooms_persister_and_are_read_back_at_once(
         assert room not in _full_log(deployment, other.pop())
 
 
+async def test_publishing_a_room_reaches_every_readers_directory_at_once(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """The room directory is cached per process for 5 s (rooms/directory.py); publishing
+    or unpublishing a room (written by the main) must reach the readers' caches at once,
+    as an invalidation over Redis, not when their cache expires."""
+    alice = await register(session, deployment.url)
+    created = await alice.ok("POST", f"{C}/createRoom", {"preset": "public_chat"})
+    room = created["room_id"]
+    for base in (reader(deployment, 1), reader(deployment, 2)):  # both cache the list
+        await alice.ok("POST", f"{C}/publicRooms", {"limit": 1000}, base=base)
+    for visibility in ("public", "private", "public"):
+        await alice.ok("PUT", f"{C}/directory/list/room/{quote(room)}", {"visibility": visibility})
+        for base in (reader(deployment, 1), reader(deployment, 2)):
+            deadline = asyncio.get_running_loop().time() + 1.0  # the cache lives 5 s
+            while True:
+                page = await alice.ok("POST", f"{C}/publicRooms", {"limit": 1000}, base=base)
+                listed = room in {entry["room_id"] for entry in page["chunk"]}
+                if listed == (visibility == "public"):
+                    break
+                assert asyncio.get_running_loop().time() < deadline, (base, visibility)
+                await asyncio.sleep(0.05)
+
+
 def _full_log(d: Deployment, name: str) -> str:
     return d.processes[name].log.read_text(errors="replace")
 
