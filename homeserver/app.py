@@ -48,7 +48,7 @@ import homeserver.client.to_device as client_to_device
 import homeserver.client.user_directory as client_user_directory
 import homeserver.client.versions as client_versions
 import homeserver.client.well_known as client_well_known
-from homeserver.appstate import CONFIG, LISTENERS, NOTIFIER, REPLICATION, Mounts
+from homeserver.appstate import CONFIG, LISTENERS, NOTIFIER, REPLICATION, SUBSTITUTED, Mounts
 from homeserver.composition import Overrides, lifetime
 from homeserver.config import Config
 from homeserver.errors import unrecognized
@@ -225,6 +225,7 @@ def create_app(
         client_max_size=max(config.max_request_body, config.media.max_upload_size),
     )
     root[CONFIG] = config
+    root[SUBSTITUTED] = areas is not AREAS or overrides != Overrides()
     root[MAX_BODY_KEY] = config.max_request_body
     root[LISTENERS] = {}
     if metrics is not None:

@@ -79,6 +79,9 @@ if TYPE_CHECKING:
 
 # -- shared -------------------------------------------------------------------------------
 CONFIG = web.AppKey("config", Config)
+# Whether create_app was given areas or overrides beyond production's (a test's
+# substitutes: a fake port, an extra route), which only this process has.
+SUBSTITUTED = web.AppKey("substituted", bool)
 # Bound local port -> the listener serving it, filled in by the CLI once sockets are
 # bound. Unset in tests (aiohttp_client), where every resource is served.
 LISTENERS: web.AppKey[dict[int, ListenerConfig]] = web.AppKey("listeners")

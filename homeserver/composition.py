@@ -371,6 +371,7 @@ async def build(
             },
             sender=sender,
             push=(push_store, push_delivery),
+            push_actions=push_actions,
             appservices=app_service_sender,
         )
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from homeserver.storage import Stores
 from homeserver.storage.push import PushAction, PushStore
 
 from .evaluator import EvalContext, Memo, evaluate
+from .remote_actions import RemoteActions
 from .rules import notify_and_highlight
 from .rules_service import PushRulesService
 
@@ -86,6 +87,13 @@ class ActionGenerator:
         self._queued_upto = 0
         self._done_upto = 0
         self._progress = asyncio.Condition()
+        # A worker deployment (homeserver.replication.build): told of each finished
+        # batch (its events' positions; how many notifying or highlighting rows it
+        # recorded), so other processes' /sync counts wait for and include them.
+        self.on_recorded: Callable[[list[int], int], None] | None = None
+        # A process that replays events other processes wrote waits for their actions
+        # there too (push/remote_actions.py).
+        self.remote: RemoteActions | None = None
 
     # -- listener -------------------------------------------------------------------------
 
@@ -99,6 +107,8 @@ class ActionGenerator:
 
     async def wait_until(self, stream_ordering: int) -> None:
         """Return once every event at or below `stream_ordering` has its actions."""
+        if self.remote is not None:
+            await self.remote.wait_until(stream_ordering)
         target = min(stream_ordering, self._queued_upto)
         if self._done_upto >= target:
             return
@@ -119,10 +129,13 @@ class ActionGenerator:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
+                counted = 1  # unknown after a failure: readers then look for themselves
                 try:
-                    await self._generate_batch(batch)
+                    counted = await self._generate_batch(batch)
                 except Exception:
                     log.exception("push action generation failed for %d events", len(batch))
+                if self.on_recorded is not None:
+                    self.on_recorded([so for _, so in batch], counted)
                 async with self._progress:
                     self._done_upto = max(self._done_upto, max(so for _, so in batch))
                     self._progress.notify_all()
@@ -131,7 +144,8 @@ class ActionGenerator:
             async with self._progress:
                 self._progress.notify_all()
 
-    async def _generate_batch(self, batch: list[tuple[Event, int]]) -> None:
+    async def _generate_batch(self, batch: list[tuple[Event, int]]) -> int:
+        """Record the batch's actions; how many of them notify or highlight."""
         rows: list[PushAction] = []
         read_positions: dict[tuple[str, str, str], int] = {}
         rooms: dict[str, _RoomAudience] = {}
@@ -152,6 +166,7 @@ class ActionGenerator:
         )
         if self._delivery is not None and any(r.notif for r in rows):
             self._delivery.notify(rows, {event.event_id: event for event, _ in batch})
+        return sum(1 for r in rows if r.notif or r.highlight)
 
     async def _actions_for(
         self,

@@ -1,7 +1,10 @@
 """PushRulesService: read and edit a user's push rules; cached merged rulesets.
 
 The action generator asks for a ruleset at every event for every member, so merged
-rulesets are cached per user and dropped on every change the user makes.
+rulesets are cached per user and dropped on every change the user makes. The cache is
+a named one (storage/cache.py), so in a worker deployment the drop reaches every
+process: event persisters evaluate rules with it, client readers serve GET /pushrules
+from it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from typing import Any
 
 from homeserver.ephemeral.account_data import AccountDataService
 from homeserver.errors import MatrixError, not_found
+from homeserver.storage.cache import LruCache
 from homeserver.storage.push import PushStore, RelativeRuleNotFound, StoredRule
 
 from .defaults import default_rules
@@ -34,13 +38,14 @@ class PushRulesService:
         incremental /syncs carry the new rules (awaited before the change is
         acknowledged)."""
         self._store = store
-        self._cache: dict[str, Ruleset] = {}
+        self._cache: LruCache[str, Ruleset] = LruCache(RULESET_CACHE_SIZE, name="push_rulesets")
         self._account_data = account_data
 
     async def get_ruleset(self, user_id: str) -> Ruleset:
         cached = self._cache.get(user_id)
         if cached is not None:
             return cached
+        generation = self._cache.generation()  # a change while we read: not cached
         stored = await self._store.get_rules(user_id)
         by_kind: dict[str, list[PushRule]] = {k: [] for k in KINDS}
         for r in stored:
@@ -62,13 +67,11 @@ class PushRulesService:
             for rid, (enabled, actions) in changes.items()
         }
         ruleset = build_ruleset(user_id, by_kind, overrides)
-        if len(self._cache) >= RULESET_CACHE_SIZE:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[user_id] = ruleset
+        self._cache.set_if_current(user_id, ruleset, generation)
         return ruleset
 
     async def _changed(self, user_id: str) -> None:
-        self._cache.pop(user_id, None)
+        self._cache.invalidate(user_id)
         if self._account_data is not None:
             content = await self.account_data_content(user_id)
             await self._account_data.put(user_id, "m.push_rules", content)

@@ -17,6 +17,7 @@ from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.typing import TypingService
 from homeserver.errors import bad_json
 from homeserver.moderation import Moderation
+from homeserver.push.remote_actions import MAX_POSITIONS, RemoteActions
 from homeserver.rooms.ports import EventListener
 from homeserver.storage.cache import set_invalidation_hook
 from homeserver.storage.database import Database
@@ -106,6 +107,9 @@ class ProcessParts:
     sender: Any = None
     # (PushStore, PushDelivery): pusher workers send, the writer publishes.
     push: tuple[Any, Any] | None = None
+    # push.actions.ActionGenerator: writers announce the actions they recorded,
+    # replaying processes wait for them (push/remote_actions.py).
+    push_actions: Any = None
     # appservice.sender.AppServiceSender: on the worker named to send, or the main.
     appservices: Any = None
     # With event persisters: what this process writes is announced and followed here.
@@ -173,9 +177,43 @@ def _publish(parts: ProcessParts, bus: Any) -> ReplicationPublisher:
     parts.notifier.observers.append(publisher.on_announcement)
     set_invalidation_hook(publisher.on_invalidation)
     parts.stack.callback(set_invalidation_hook, None)
+    if parts.push_actions is not None:
+        parts.push_actions.on_recorded = lambda ps, n: _announce_actions(bus, ps, n)
     if parts.commits is not None:
         parts.commits.publish = bus.publish  # events: announced by the writer itself
     return publisher
+
+
+def _announce_actions(bus: Any, positions: list[int], counted: int) -> None:
+    """A writer finished the push actions of these events (push/remote_actions.py)."""
+    for i in range(0, len(positions), MAX_POSITIONS):
+        bus.publish({"k": "acts", "ps": positions[i : i + MAX_POSITIONS], "n": counted})
+
+
+def _follow_actions(
+    parts: ProcessParts,
+    listeners: list[EventListener],
+    reloads: list[Callable[[], Awaitable[None]]],
+    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]],
+) -> None:
+    """A process replaying other processes' events: its /sync counts wait for their
+    push actions and include them. First among the listeners: an event is pending
+    before the notifier wakes a /sync for it."""
+    if parts.push_actions is None or parts.push is None:
+        return
+    remote = RemoteActions(parts.push[0])
+    parts.push_actions.remote = remote
+    listeners.insert(0, remote)
+    handlers["acts"] = remote.recorded
+    reloads.append(remote.forget)
+    announce = parts.push_actions.on_recorded
+    if announce is not None:  # the main with persisters: it replays its own writes too
+
+        def recorded(positions: list[int], counted: int) -> None:
+            announce(positions, counted)
+            remote.local_recorded(positions)
+
+        parts.push_actions.on_recorded = recorded
 
 
 def _main(parts: ProcessParts, bus: Any) -> Replication:
@@ -206,7 +244,9 @@ async def _main_following(parts: ProcessParts, bus: Any, replication: Replicatio
         await pushers.start()
         reloads.append(pushers.catch_up)
         handlers["push"] = handlers["badge"] = pushers.handle
-    follower = _follower(parts, store, list(parts.worker_listeners), reloads, handlers, True)
+    listeners = list(parts.worker_listeners)
+    _follow_actions(parts, listeners, reloads, handlers)
+    follower = _follower(parts, store, listeners, reloads, handlers, True)
     replication.follower = follower
     replication.forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
     parts.stack.push_async_callback(replication.forwarder.close)
@@ -278,6 +318,8 @@ async def _worker(parts: ProcessParts, bus: Any) -> Replication:
         reloads.append(appservices.resume_to_device)
         handlers["as_keys"] = handlers["as_devices"] = appservices.replicated
     read_events = "client" in parts.config.resources or appservices is not None
+    if "client" in parts.config.resources:
+        _follow_actions(parts, listeners, reloads, handlers)
     follower = _follower(parts, store, listeners, reloads, handlers, read_events)
     forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
     parts.stack.push_async_callback(forwarder.close)

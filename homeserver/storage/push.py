@@ -396,6 +396,10 @@ class PushStore:
         for key in [k for k in self._unread.key_list() if k[1] == room_id]:
             self._unread.invalidate(key)
 
+    def apply_recorded_actions(self, actions: Sequence[PushAction]) -> None:
+        """Actions another process recorded (push/remote_actions.py): fold them in."""
+        self._apply_actions(actions)
+
     def _apply_actions(self, actions: Sequence[PushAction]) -> None:
         """Fold just-committed actions into the cached counts they change."""
         for a in actions:
@@ -549,6 +553,19 @@ class PushStore:
             f"SELECT {_ACTION_COLUMNS} FROM event_push_actions WHERE stream_ordering IN"
             f" ({placeholders(len(positions))}) AND notif"
             " AND user_id IN (SELECT user_id FROM pushers) ORDER BY stream_ordering",
+            *positions,
+        )
+        return [_action(r) for r in rows]
+
+    async def counted_actions_at(self, positions: list[int]) -> list[PushAction]:
+        """Every notifying or highlighting action of the events at `positions`, in
+        stream order (what unread counts count)."""
+        if not positions:
+            return []
+        rows = await self.db.fetch(
+            f"SELECT {_ACTION_COLUMNS} FROM event_push_actions WHERE stream_ordering IN"
+            f" ({placeholders(len(positions))}) AND (notif OR highlight)"
+            " ORDER BY stream_ordering",
             *positions,
         )
         return [_action(r) for r in rows]

@@ -60,6 +60,27 @@ async def make_user(
     return user_id, token, device_id
 
 
+async def quiet_since(client: TestClient, token: str) -> str:
+    """A /sync token after which nothing is pending for the user, for tests of what
+    wakes a long-poll. One process: the first sync's. A worker deployment: the sync
+    tells the main the user is online, and that presence change comes back to the
+    reader a moment later, waking the next long-poll at once; so poll until quiet."""
+    headers = auth(token)
+    response = await client.get("/_matrix/client/v3/sync", headers=headers)
+    assert response.status == 200, await response.text()
+    since = str((await response.json())["next_batch"])
+    if not deployed(client):
+        return since
+    for _ in range(10):
+        params = {"since": since, "timeout": "1000"}
+        response = await client.get("/_matrix/client/v3/sync", params=params, headers=headers)
+        body = await response.json()
+        since = str(body["next_batch"])
+        if not body.get("presence", {}).get("events") and not body["rooms"]["join"]:
+            break
+    return since
+
+
 def deployed(client: TestClient) -> bool:
     """Whether the client talks to a worker deployment (HS_TEST_DEPLOYMENT), whose
     memory the helpers cannot reach: they use the client API instead."""

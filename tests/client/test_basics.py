@@ -13,7 +13,6 @@ from homeserver.appstate import CONFIG, LISTENERS, STORES, Mounts
 from homeserver.client.versions import SUPPORTED_VERSIONS, UNSTABLE_FEATURES
 from homeserver.config import ListenerConfig
 from homeserver.http import client_ip
-from tests import deployment_mode
 
 VERSIONS = list(SUPPORTED_VERSIONS)
 
@@ -69,8 +68,6 @@ async def test_shared_state_is_set_up(app_client: Any) -> None:
 
 
 async def test_an_area_plugs_in_with_one_setup_function(aiohttp_client: Any, tmp_config) -> None:
-    if deployment_mode.MODE:
-        pytest.skip("plugs a test-only area into create_app, which a deployment's processes lack")
 
     async def crash(request: web.Request) -> web.Response:
         raise KeyError("internal detail")

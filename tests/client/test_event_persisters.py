@@ -143,6 +143,49 @@ async def test_publishing_a_room_reaches_every_readers_directory_at_once(
                 await asyncio.sleep(0.05)
 
 
+async def test_unread_counts_on_a_reader_move_with_every_message_in_the_same_sync(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """Push rules run on the room's persister, a moment after the event; Bob's reader
+    serves his counts from a cache it filled earlier. Every /sync that brings him new
+    messages must carry the counts including them (push/remote_actions.py): without
+    the persister's "acts" announcements the reader's cached count never moves."""
+    alice = await register(session, deployment.url)
+    bob = await register(session, deployment.url)
+    rooms = await rooms_on_both_persisters(alice, 2)
+    bobs_reader, alices_reader = reader(deployment, 1), reader(deployment, 2)
+    sync_path = f"{C}/sync?timeout=5000&since="
+    for room in rooms:
+        await bob.ok("POST", f"{C}/join/{quote(room)}", {}, base=bobs_reader)
+        await send(alice, room, alices_reader)  # fills nothing yet: Bob has not synced
+    initial = await bob.ok("GET", f"{C}/sync", base=bobs_reader)
+    since = initial["next_batch"]
+    received = {
+        room: sum(
+            e["type"] == "m.room.message"
+            for e in initial["rooms"]["join"].get(room, {}).get("timeline", {}).get("events", [])
+        )
+        for room in rooms
+    }
+    counts_when_seen: list[tuple[int, int]] = []
+    for i in range(12):
+        room = rooms[i % 2]
+        await send(alice, room, alices_reader if i % 3 else deployment.url)
+        while received[room] < 1 + i // 2 + 1:  # the first message of each room, then ours
+            body = await bob.ok("GET", sync_path + since, base=bobs_reader)
+            since = body["next_batch"]
+            for rid, joined in body["rooms"]["join"].items():
+                new = [e for e in joined["timeline"]["events"] if e["type"] == "m.room.message"]
+                if not new:
+                    continue
+                received[rid] += len(new)
+                count = joined["unread_notifications"]["notification_count"]
+                counts_when_seen.append((received[rid], count))
+    assert counts_when_seen and all(seen == count for seen, count in counts_when_seen), (
+        counts_when_seen
+    )
+
+
 def _full_log(d: Deployment, name: str) -> str:
     return d.processes[name].log.read_text(errors="replace")
 

@@ -24,6 +24,7 @@ from homeserver.ephemeral.deadlines import DeadlineQueue
 from homeserver.ephemeral.edus import EduOutbox
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.storage.presence import PresenceRow
+from tests import deployment_mode
 from tests.client.helpers import auth, join_room, make_room, make_user
 
 V3 = "/_matrix/client/v3"
@@ -37,6 +38,8 @@ SYNC_MS = 2400
 async def client(
     aiohttp_client: Any, tmp_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
 ) -> TestClient:
+    if deployment_mode.MODE:
+        pytest.skip("shortens presence timeouts in this process; a deployment's are its own")
     monkeypatch.setattr(PresenceService, "IDLE_TIMEOUT_MS", IDLE_MS)
     monkeypatch.setattr(PresenceService, "SYNC_TIMEOUT_MS", SYNC_MS)
     monkeypatch.setattr(PresenceService, "CHECK_INTERVAL_S", 0.05)

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from homeserver.appstate import LOCAL_EVENTS, MEMBERSHIP
 from homeserver.sync.tokens import StreamToken
-from tests.client.helpers import auth, join_room, leave_room, make_room, make_user
+from tests.client.helpers import auth, join_room, leave_room, make_room, make_user, quiet_since
 
 SYNC = "/_matrix/client/v3/sync"
 
@@ -106,7 +106,7 @@ async def test_long_poll_wakes_on_send_from_another_user(app_client: TestClient)
     bob, _, _ = await make_user(app_client, "bob")
     room_id = await make_room(app_client, alice)
     await join_room(app_client, room_id, bob)
-    since = (await sync(app_client, token))["next_batch"]
+    since = await quiet_since(app_client, token)
 
     task = asyncio.create_task(sync(app_client, token, since=since, timeout=600_000))
     await asyncio.sleep(0.2)

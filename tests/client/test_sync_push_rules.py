@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.client.helpers import auth, make_user
+from tests.client.helpers import auth, make_user, quiet_since
 
 V3 = "/_matrix/client/v3"
 
@@ -75,11 +75,11 @@ async def test_incremental_sync_after_a_rule_change(app_client: TestClient) -> N
 
 async def test_rule_change_wakes_a_long_poll(app_client: TestClient) -> None:
     _, token, _ = await make_user(app_client, "alice")
-    first = await _sync(app_client, token)
+    since = await quiet_since(app_client, token)
     poll = asyncio.create_task(
         app_client.get(
             f"{V3}/sync",
-            params={"since": first["next_batch"], "timeout": "10000"},
+            params={"since": since, "timeout": "10000"},
             headers=auth(token),
         )
     )

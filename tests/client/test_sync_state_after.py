@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from homeserver.appstate import LOCAL_EVENTS
-from tests.client.helpers import auth, join_room, make_room, make_user
+from tests.client.helpers import auth, join_room, make_room, make_user, quiet_since
 
 SYNC = "/_matrix/client/v3/sync"
 
@@ -201,7 +201,7 @@ async def test_profile_change_reaches_other_members_through_sync(app_client: Tes
     bob, bob_token, _ = await make_user(app_client, "bob")
     room_id = await make_room(app_client, alice)
     await join_room(app_client, room_id, bob)
-    since = (await sync(app_client, bob_token))["next_batch"]
+    since = await quiet_since(app_client, bob_token)
 
     response = await app_client.put(
         f"/_matrix/client/v3/profile/{alice}/displayname",
