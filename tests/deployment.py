@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,19 @@ FULL_LAYOUT: dict[str, int] = {
 }
 
 
+# Ports this test process handed out recently: a port is free again once its probe
+# socket closed, so two calls could otherwise return the same one for one deployment.
+_RECENT_PORTS: deque[int] = deque(maxlen=1000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _RECENT_PORTS:
+            _RECENT_PORTS.append(port)
+            return port
 
 
 def missing_parts() -> str | None:
