@@ -8,7 +8,7 @@ from aiohttp import web
 import homeserver.client.account_data as account_data_api
 import homeserver.client.ephemeral as ephemeral_api
 import homeserver.client.filters as filters_api
-from homeserver.appstate import SYNC, Mounts
+from homeserver.appstate import REPLICATION, SYNC, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.ephemeral.presence import STATES
 from homeserver.errors import invalid_param
@@ -35,6 +35,9 @@ def _presence(text: str) -> str:
     return text
 
 
+_PERSISTED = ("events", "receipts", "account_data")
+
+
 async def get_sync(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     since_text = query_param(request, "since")
@@ -46,13 +49,21 @@ async def get_sync(request: web.Request) -> web.Response:
     flt = await filters_api.resolve_filter(
         request, requester.user_id, query_param(request, "filter")
     )
-    if since is not None and since.is_after(request.config_dict[SYNC].notifier.current):
+    notifier = request.config_dict[SYNC].notifier
+    if since is not None and since.is_after(notifier.current):
         # Ahead of us on a persisted stream: not a token we gave out (typing restarts).
-        current = request.config_dict[SYNC].notifier.current
         # (presence is written behind and typing never: after a crash or restart those
         # positions may be behind a token we gave out; build() clamps them.)
-        persisted = ("events", "receipts", "account_data")
-        if any(getattr(since, s) > getattr(current, s) for s in persisted):
+        def ahead() -> bool:
+            current = notifier.current
+            return any(getattr(since, s) > getattr(current, s) for s in _PERSISTED)
+
+        follower = getattr(request.config_dict.get(REPLICATION), "follower", None)
+        if ahead() and follower is not None:
+            # A worker: another process of the deployment may have given it out (this
+            # one just restarted, or is a moment behind): catch up first (bounded).
+            await follower.wait_until(lambda: not ahead())
+        if ahead():
             raise invalid_param("Unknown since token")
     req = SyncRequest(
         requester.user_id, requester.device_id, flt, since, full_state, use_state_after

@@ -186,9 +186,13 @@ class ReplicationFollower:
     async def wait_for(self, token: StreamToken, timeout_s: float = CATCH_UP_WAIT_S) -> bool:
         """Wait until this process's notifier covers `token` (True) or the timeout."""
 
-        def caught_up() -> bool:
-            return not token.is_after(self._notifier.current)
+        return await self.wait_until(lambda: not token.is_after(self._notifier.current), timeout_s)
 
+    async def wait_until(
+        self, caught_up: Callable[[], bool], timeout_s: float = CATCH_UP_WAIT_S
+    ) -> bool:
+        """Wait until `caught_up()` holds after some replication progress (True), or
+        the timeout (False)."""
         if caught_up():
             return True
         try:

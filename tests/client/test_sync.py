@@ -354,3 +354,18 @@ async def test_state_events_in_timeline_carry_prev_content(app_client: TestClien
     assert event["content"] == {"topic": "new"}
     assert event["unsigned"]["prev_content"] == {"topic": "old"}
     assert event["unsigned"]["replaces_state"] == first.event_id
+
+
+async def test_a_token_from_the_future_is_refused(app_client: TestClient) -> None:
+    """A since token ahead of every persisted stream position was never given out (one
+    process answers at once; a worker first waits, bounded, to catch up with the
+    deployment, since another process may have given it out)."""
+    _, token, _ = await make_user(app_client, "alice")
+    current = StreamToken.decode((await sync(app_client, token))["next_batch"])
+    ahead = StreamToken.decode(current.encode().replace("s", "s1000000", 1))
+    assert ahead.events > current.events
+    response = await app_client.get(
+        "/_matrix/client/v3/sync", params={"since": ahead.encode()}, headers=auth(token)
+    )
+    assert response.status == 400
+    assert (await response.json())["errcode"] == "M_INVALID_PARAM"
