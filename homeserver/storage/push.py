@@ -547,25 +547,23 @@ class PushStore:
 
     async def notifying_actions_at(self, positions: list[int]) -> list[PushAction]:
         """The notifying actions of users with pushers for the events at `positions`."""
-        if not positions:
-            return []
-        rows = await self.db.fetch(
-            f"SELECT {_ACTION_COLUMNS} FROM event_push_actions WHERE stream_ordering IN"
-            f" ({placeholders(len(positions))}) AND notif"
-            " AND user_id IN (SELECT user_id FROM pushers) ORDER BY stream_ordering",
-            *positions,
+        return await self._actions_at(
+            positions, "notif AND user_id IN (SELECT user_id FROM pushers)"
         )
-        return [_action(r) for r in rows]
 
     async def counted_actions_at(self, positions: list[int]) -> list[PushAction]:
-        """Every notifying or highlighting action of the events at `positions`, in
-        stream order (what unread counts count)."""
+        """Every notifying or highlighting action of the events at `positions` (what
+        unread counts count)."""
+        return await self._actions_at(positions, "(notif OR highlight)")
+
+    async def _actions_at(self, positions: list[int], condition: str) -> list[PushAction]:
+        """The actions of the events at `positions` meeting `condition` (a constant of
+        this module, never input), in stream order."""
         if not positions:
             return []
         rows = await self.db.fetch(
             f"SELECT {_ACTION_COLUMNS} FROM event_push_actions WHERE stream_ordering IN"
-            f" ({placeholders(len(positions))}) AND (notif OR highlight)"
-            " ORDER BY stream_ordering",
+            f" ({placeholders(len(positions))}) AND {condition} ORDER BY stream_ordering",
             *positions,
         )
         return [_action(r) for r in rows]
