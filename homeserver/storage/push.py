@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._util import dump_json, load_json, now_ms, placeholders
+from ._util import dump_json, load_json, now_ms
 from .cache import LruCache
 from .database import Database
 from .errors import StorageError
+from .push_actions import PushAction, PushActionReads
 
 # Lower than any stream ordering (backfilled events are negative).
 _BEFORE_EVERYTHING = -(2**62)
@@ -48,19 +49,6 @@ class StoredPusher:
     data: dict[str, Any]
     device_id: str | None
     created_ts: int = 0
-
-
-@dataclass(frozen=True)
-class PushAction:
-    user_id: str
-    event_id: str
-    room_id: str
-    stream_ordering: int
-    thread_id: str
-    actions: list[Any]
-    notif: bool
-    highlight: bool
-    ts: int
 
 
 @dataclass(frozen=True)
@@ -120,7 +108,7 @@ class _Unread:
     seen_upto: int
 
 
-class PushStore:
+class PushStore(PushActionReads):
     def __init__(self, db: Database) -> None:
         self.db = db
         # Unread counts are read by every /sync of every joined room; counting them in
@@ -514,60 +502,6 @@ class PushStore:
             )
         return out
 
-    async def newest_action_position(self) -> int:
-        """The stream ordering of the newest recorded action (0 without any)."""
-        return int(
-            await self.db.fetchval("SELECT MAX(stream_ordering) FROM event_push_actions") or 0
-        )
-
-    async def notifying_actions(
-        self, after: int, upto: int, events: int
-    ) -> tuple[list[PushAction], int | None]:
-        """The notifying actions of users with pushers, for at most `events` events in
-        (after, upto], in stream order, every row of an event or none; and the last of
-        those events' positions (None: no notifying event in the range)."""
-        positions = await self.db.fetch(
-            "SELECT DISTINCT stream_ordering FROM event_push_actions WHERE stream_ordering > $1"
-            " AND stream_ordering <= $2 AND notif ORDER BY stream_ordering LIMIT $3",
-            after,
-            upto,
-            events,
-        )
-        if not positions:
-            return [], None
-        last = int(positions[-1][0])
-        rows = await self.db.fetch(
-            f"SELECT {_ACTION_COLUMNS} FROM event_push_actions WHERE stream_ordering > $1"
-            " AND stream_ordering <= $2 AND notif"
-            " AND user_id IN (SELECT user_id FROM pushers) ORDER BY stream_ordering",
-            after,
-            last,
-        )
-        return [_action(r) for r in rows], last
-
-    async def notifying_actions_at(self, positions: list[int]) -> list[PushAction]:
-        """The notifying actions of users with pushers for the events at `positions`."""
-        return await self._actions_at(
-            positions, "notif AND user_id IN (SELECT user_id FROM pushers)"
-        )
-
-    async def counted_actions_at(self, positions: list[int]) -> list[PushAction]:
-        """Every notifying or highlighting action of the events at `positions` (what
-        unread counts count)."""
-        return await self._actions_at(positions, "(notif OR highlight)")
-
-    async def _actions_at(self, positions: list[int], condition: str) -> list[PushAction]:
-        """The actions of the events at `positions` meeting `condition` (a constant of
-        this module, never input), in stream order."""
-        if not positions:
-            return []
-        rows = await self.db.fetch(
-            f"SELECT {_ACTION_COLUMNS} FROM event_push_actions WHERE stream_ordering IN"
-            f" ({placeholders(len(positions))}) AND {condition} ORDER BY stream_ordering",
-            *positions,
-        )
-        return [_action(r) for r in rows]
-
     async def get_read_positions(self, user_id: str, room_id: str) -> dict[str, int]:
         """thread_id ('' = unthreaded) -> the stream position read up to in a room."""
         rows = await self.db.fetch(
@@ -587,17 +521,6 @@ _ADVANCE_READ = (
     " SET stream_ordering = excluded.stream_ordering"
     " WHERE excluded.stream_ordering > push_read_positions.stream_ordering"
 )
-
-
-_ACTION_COLUMNS = (
-    "user_id, event_id, room_id, stream_ordering, thread_id, actions, notif, highlight, ts"
-)
-
-
-def _action(r: Any) -> PushAction:
-    return PushAction(
-        r[0], r[1], r[2], int(r[3]), r[4], load_json(r[5]), bool(r[6]), bool(r[7]), int(r[8])
-    )
 
 
 def _action_row(a: PushAction) -> tuple[Any, ...]:
