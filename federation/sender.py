@@ -187,7 +187,12 @@ class FederationSender:
         """An admin asked to retry now: forget the backoff (stored and in memory) and
         let a waiting worker go ahead."""
         await self._outbox.clear_retry_state(destination)
-        if destination in self._backing_off:
+        if not self.owns(destination):
+            # Delivered by another process (a federation sender worker), which is the
+            # one sleeping out the backoff: tell it, whatever this process knows.
+            if self.elsewhere is not None:
+                self.elsewhere(destination, True)
+        elif destination in self._backing_off:
             self.notify_peer_up(destination)
 
     # -- lifetime -------------------------------------------------------------------------

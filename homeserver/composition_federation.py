@@ -25,7 +25,7 @@ from federation.receiver import TransactionReceiver
 from federation.remote_events import FederationRemoteEvents
 from federation.remote_rooms import FederationRemoteRooms
 from federation.sender import FederationSender, SenderSettings
-from homeserver.config import Config
+from homeserver.config import Config, FederationConfig
 from homeserver.ephemeral.edus import EduSender
 from homeserver.ipfilter import outbound_ip_filter
 from homeserver.profiles.ports import RemoteProfiles
@@ -56,6 +56,16 @@ class Federation:
     queries: FederationQueries | None
     send_edu: EduSender | None
     policy: Any = None  # rooms.policy_server.PolicyServerPort (federation.policy)
+
+
+def sender_settings(fc: FederationConfig) -> SenderSettings:
+    """The operator's backoff (`federation:` in the config) as the sender takes it."""
+    return SenderSettings(
+        min_retry_interval_s=fc.destination_min_retry_interval_ms / 1000,
+        max_retry_interval_s=fc.destination_max_retry_interval_ms / 1000,
+        retry_multiplier=fc.destination_retry_multiplier,
+        request_timeout_s=fc.request_timeout_ms / 1000,
+    )
 
 
 def build_federation(
@@ -99,7 +109,11 @@ def build_federation(
     if "federation" not in served:
         return Federation(client, keyring, checks, None, None, None, None, None)
     sender = FederationSender(
-        stores.transactions, stores.events, client, config.server_name, overrides.sender_settings
+        stores.transactions,
+        stores.events,
+        client,
+        config.server_name,
+        overrides.sender_settings or sender_settings(config.federation),
     )
 
     async def send_edu(edu_type: str, content: dict[str, Any], destinations: list[str]) -> None:

@@ -141,6 +141,16 @@ allow_public_rooms_over_federation: false
 allow_public_rooms_without_auth: false
 # Tests only: talk to other servers over plain http:// (no TLS). Never enable in production.
 #federation_client_plain_http_for_tests: false
+# Backing off from a server that stops answering: its queued events are retried first
+# after destination_min_retry_interval, then each time destination_retry_multiplier
+# times later, at most destination_max_retry_interval apart (a server that answers
+# again is sent to at once: it is noticed when it contacts us). client_timeout bounds
+# each outbound transaction. Synapse's max_short/long_retr* keys are accepted and unused.
+federation:
+  destination_min_retry_interval: 10s
+  destination_retry_multiplier: 2
+  destination_max_retry_interval: 1h
+  client_timeout: 60s
 
 # Rate limits: per_second (refill rate; null = unlimited) and burst_count.
 # rc_enabled: false switches every limit off (tests, private servers).

@@ -334,7 +334,8 @@ class Deployment:
 
     def _start(self) -> Deployment:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._write_configs()
+        if not self.processes:  # a restart (after stop(keep_data=True)) keeps its configs
+            self._write_configs()
         if not self.with_workers:
             self.start_process("main")
             self.url = f"http://127.0.0.1:{self.processes['main'].port}"
@@ -440,11 +441,14 @@ class Deployment:
         except OSError:
             return ""
 
-    def stop(self) -> None:
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Stop every process; `keep_data` keeps the database schema (and the configs)
+        for a later start() of the same deployment: a whole-deployment restart."""
         _RUNNING.discard(self)
         if self._nginx is not None:
             self._nginx.terminate()
             self._nginx.wait(timeout=10)
+            self._nginx = None
         for p in reversed(list(self.processes.values())):
             if p.proc is not None and p.proc.poll() is None:
                 p.proc.terminate()
@@ -454,5 +458,8 @@ class Deployment:
                     p.proc.kill()
                     p.proc.wait()
         self.stop_redis()
+        if keep_data:
+            _RUNNING.add(self)  # still owns a schema: the exit hook drops it
+            return
         with contextlib.suppress(Exception):
             _run_async(_drop_schema(self.dsn, self.schema))

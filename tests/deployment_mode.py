@@ -46,6 +46,13 @@ def remember(config: Any, raw: dict[str, Any]) -> None:
         _RAW[id(config)] = (config, dict(raw))
 
 
+def deployment_settings(config: Any) -> dict[str, Any]:
+    """The test's settings a deployment takes from `config` (all but its own files and
+    sockets)."""
+    raw = _RAW.get(id(config), (None, {}))[1]
+    return {k: v for k, v in raw.items() if k not in _LOCAL_KEYS}
+
+
 class DeploymentServer(BaseTestServer):
     """What an aiohttp TestClient talks to: the deployment's nginx."""
 
@@ -56,8 +63,7 @@ class DeploymentServer(BaseTestServer):
         why = missing_parts()
         if why is not None:
             pytest.skip(f"HS_TEST_DEPLOYMENT needs a worker deployment: {why}")
-        raw = _RAW.get(id(config), (None, {}))[1]
-        overrides = {k: v for k, v in raw.items() if k not in _LOCAL_KEYS}
+        overrides = deployment_settings(config)
         self.tokens: dict[str, str] = {}  # the test helpers' users (helpers.make_user)
         self._workdir = tempfile.TemporaryDirectory(prefix="hs-deployment-")
         self.deployment = Deployment(

@@ -173,6 +173,13 @@ class FederationConfig:
     # Outbound federation over plain http:// instead of https:// (loopback test
     # federations only; never in production: requests would be unencrypted).
     plain_http_for_tests: bool = False
+    # Backoff towards a destination that stopped answering (Synapse's `federation:`
+    # section): the first retry after `min`, each next one `multiplier` times later, at
+    # most `max` apart; `request_timeout_ms` bounds each transaction request.
+    destination_min_retry_interval_ms: int = 10_000
+    destination_max_retry_interval_ms: int = 3_600_000
+    destination_retry_multiplier: float = 2.0
+    request_timeout_ms: int = 60_000
 
     def is_ip_blocked(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """Whether outbound requests to `address` are refused (whitelist wins).

@@ -77,6 +77,7 @@ KNOWN_KEYS = frozenset(
         "allow_public_rooms_over_federation",
         "allow_public_rooms_without_auth",
         "federation_client_plain_http_for_tests",
+        "federation",
         "rc_enabled",
         *RC_FLAT,
         *RC_NESTED,

@@ -30,6 +30,7 @@ from homeserver.config.model import (
 )
 from homeserver.config.reader import MISSING, Reader, describe, join_path, suggest
 from homeserver.config.values import (
+    parse_duration_ms,
     parse_key_base64,
     parse_network,
     parse_server_name,
@@ -410,7 +411,9 @@ def read_federation(r: Reader, top: Mapping[str, Any]) -> FederationConfig:
     for i, ca in enumerate(cas):
         if not ca.is_file():
             r.problem(f"federation_custom_ca_list[{i}]", f"no such file: {ca}")
+    backoff = read_federation_backoff(r, r.mapping(top.get("federation"), "federation"))
     return FederationConfig(
+        **backoff,
         verify_certificates=r.bool(top, "federation_verify_certificates", "", True),
         custom_ca_list=cas,
         ip_range_blacklist=networks("ip_range_blacklist", DEFAULT_IP_RANGE_BLACKLIST),
@@ -421,3 +424,48 @@ def read_federation(r: Reader, top: Mapping[str, Any]) -> FederationConfig:
         ),
         plain_http_for_tests=r.bool(top, "federation_client_plain_http_for_tests", "", False),
     )
+
+
+# Synapse's `federation:` keys we accept without acting on them (its per-request retry
+# schedule; ours retries a whole destination on the backoff below).
+_SYNAPSE_ONLY_BACKOFF_KEYS = frozenset(
+    {"max_short_retry_delay", "max_long_retry_delay", "max_short_retries", "max_long_retries"}
+)
+_BACKOFF_KEYS = {
+    "destination_min_retry_interval": "destination_min_retry_interval_ms",
+    "destination_max_retry_interval": "destination_max_retry_interval_ms",
+    "client_timeout": "request_timeout_ms",
+}
+
+
+def read_federation_backoff(r: Reader, m: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The `federation:` section: how the sender backs off from an unreachable server."""
+    defaults = FederationConfig()
+    values: dict[str, Any] = {}
+    if m is not None:
+        r.check_keys(
+            m,
+            {*_BACKOFF_KEYS, "destination_retry_multiplier", *_SYNAPSE_ONLY_BACKOFF_KEYS},
+            "federation",
+        )
+    for key, name in _BACKOFF_KEYS.items():
+        values[name] = r.converted(m, key, "federation", getattr(defaults, name), parse_duration_ms)
+        if values[name] < 1:
+            r.problem(f"federation.{key}", "must be longer than 0")
+            values[name] = getattr(defaults, name)
+
+    def multiplier(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+            raise ValueError(f"expected a number of at least 1, got {describe(value)}")
+        return float(value)
+
+    values["destination_retry_multiplier"] = r.converted(
+        m, "destination_retry_multiplier", "federation", 2.0, multiplier
+    )
+    if values["destination_max_retry_interval_ms"] < values["destination_min_retry_interval_ms"]:
+        r.problem(
+            "federation.destination_max_retry_interval",
+            "must not be shorter than destination_min_retry_interval",
+        )
+        values["destination_max_retry_interval_ms"] = values["destination_min_retry_interval_ms"]
+    return values

@@ -11,22 +11,23 @@ from typing import Any
 
 import pytest
 
-from federation.appkeys import SENDER
-from federation.sender import SenderSettings
-from homeserver.appstate import STORES
 from tests.federation.multiserver import LoopbackServer, eventually
 
 # A long backoff: without reset_connection the retry would not come within the test.
-SLOW_RETRY = SenderSettings(min_retry_interval_s=600, max_retry_interval_s=600, request_timeout_s=3)
+SLOW_RETRY = {
+    "destination_min_retry_interval": "10m",
+    "destination_max_retry_interval": "10m",
+    "client_timeout": "3s",
+}
 
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a, b = LoopbackServer(tmp_path, "a"), LoopbackServer(tmp_path, "b")
-    await a.start()
-    a.app[SENDER].settings = SLOW_RETRY
-    await b.start()
+    a = LoopbackServer(tmp_path, "a", federation=SLOW_RETRY)
+    b = LoopbackServer(tmp_path, "b")
     try:
+        await a.start()
+        await b.start()
         yield a, b
     finally:
         await a.close()
@@ -34,16 +35,12 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackSe
 
 
 async def admin_call(server: LoopbackServer, admin: str, method: str, path: str) -> tuple[int, Any]:
-    url = f"http://{server.name}/_synapse/admin{path}"
-    headers = {"Authorization": f"Bearer {server.tokens[admin]}"}
-    async with server.http.request(method, url, headers=headers, json={}) as resp:
-        return resp.status, await resp.json(content_type=None)
+    return await server.admin(admin, method, path, {})
 
 
 async def test_destinations_retry_state_rooms_and_reset(pair: Any) -> None:
     a, b = pair
-    admin = await a.register("admin")
-    await a.app[STORES].accounts.set_admin(admin, True)
+    admin = await a.register_admin("admin")
     bob = await b.register("bob")
     room_id = await a.create_room(admin)
     await b.join(bob, room_id, [a.name])
@@ -102,8 +99,7 @@ async def _has_text(server: LoopbackServer, user: str, room_id: str, text: str) 
 
 async def test_invites_into_a_blocked_room_are_refused_over_federation(pair: Any) -> None:
     a, b = pair
-    admin = await a.register("admin")
-    await a.app[STORES].accounts.set_admin(admin, True)
+    admin = await a.register_admin("admin")
     alice = await a.register("alice")
     bob = await b.register("bob")
     room_id = await b.create_room(bob, preset="private_chat")

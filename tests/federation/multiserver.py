@@ -3,6 +3,11 @@
 Each `LoopbackServer` is the real `create_app` on its own 127.0.0.1 port, named
 "127.0.0.1:PORT", federating over plain HTTP (federation_client_plain_http_for_tests)
 with loopback allowed (ip_range_whitelist). Users are driven through the client API.
+
+With HS_TEST_DEPLOYMENT=workers (tests/deployment_mode.py) each server is instead a
+whole worker deployment (tests/deployment.py FULL_LAYOUT) whose nginx listens on that
+port: federation arrives at its inbound worker and leaves from its federation sender.
+A test that reads a server's memory (`server.app`) is skipped there.
 """
 
 from __future__ import annotations
@@ -14,16 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
-from federation.sender import SenderSettings
+from homeserver.__main__ import registration_mac
 from homeserver.app import create_app
-from homeserver.composition import Overrides
-from tests.conftest import make_config
+from tests import deployment_mode
+from tests.conftest import TEST_SHARED_SECRET, make_config
 
-FAST_SENDER = SenderSettings(
-    min_retry_interval_s=0.2, max_retry_interval_s=1.0, request_timeout_s=10
-)
+# A peer that was down is retried within a second (production: 10 s, up to an hour).
+FAST_BACKOFF = {
+    "destination_min_retry_interval": "200ms",
+    "destination_max_retry_interval": "1s",
+    "client_timeout": "10s",
+}
 
 
 def free_port() -> int:
@@ -47,29 +56,57 @@ class LoopbackServer:
             ip_range_whitelist=["127.0.0.0/8"],
             password_hashing={"opslimit": 1, "memlimit": 8192},
             log_level="INFO",
-            **overrides,
+            **{"federation": FAST_BACKOFF, **overrides},
         )
         self.runner: web.AppRunner | None = None
+        self.deployment: Any = None  # deployment mode: tests.deployment.Deployment
         self.http = aiohttp.ClientSession()
         self.tokens: dict[str, str] = {}
 
     @property
     def app(self) -> web.Application:
+        if deployment_mode.MODE:
+            pytest.skip("reads a server's memory (server.app), which a deployment does not share")
         assert self.runner is not None
         return self.runner.app
 
     async def start(self) -> None:
-        app = create_app(self.config, overrides=Overrides(sender_settings=FAST_SENDER))
-        self.runner = web.AppRunner(app)
+        if deployment_mode.MODE:
+            await asyncio.to_thread(self._deployment().start)
+            return
+        self.runner = web.AppRunner(create_app(self.config))
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
+    def _deployment(self) -> Any:
+        """This server's deployment (made on first start; later starts restart it on
+        the same data)."""
+        if self.deployment is None:
+            from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
+
+            why = missing_parts()
+            if why is not None:
+                pytest.skip(f"HS_TEST_DEPLOYMENT needs a worker deployment: {why}")
+            self.deployment = Deployment(
+                self.dir / "deployment",
+                **FULL_LAYOUT,
+                server_name=self.name,
+                public_port=self.port,
+                overrides=deployment_mode.deployment_settings(self.config),
+            )
+        return self.deployment
+
     async def stop(self) -> None:
+        if self.deployment is not None:
+            await asyncio.to_thread(self.deployment.stop, keep_data=True)
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
 
     async def close(self) -> None:
+        if self.deployment is not None:
+            deployment, self.deployment = self.deployment, None
+            await asyncio.to_thread(deployment.stop)
         await self.stop()
         await self.http.close()
 
@@ -100,6 +137,28 @@ class LoopbackServer:
         data = await self.ok("POST", "/register", body=body)
         self.tokens[data["user_id"]] = data["access_token"]
         return data["user_id"]
+
+    async def register_admin(self, localpart: str) -> str:
+        """A server admin, made the way an operator makes one: the shared-secret
+        register API (`homeserver register-user --admin`)."""
+        url = f"http://{self.name}/_synapse/admin/v1/register"
+        async with self.http.get(url) as resp:
+            nonce = (await resp.json())["nonce"]
+        password = "pw-" + localpart
+        mac = registration_mac(TEST_SHARED_SECRET, nonce, localpart, password, True)
+        body = {"nonce": nonce, "username": localpart, "password": password, "admin": True}
+        async with self.http.post(url, json={**body, "mac": mac}) as resp:
+            data = await resp.json()
+            assert resp.status == 200, data
+        self.tokens[data["user_id"]] = data["access_token"]
+        return data["user_id"]
+
+    async def admin(self, user: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """A call to the admin API (`path` after /_synapse/admin)."""
+        url = f"http://{self.name}/_synapse/admin{path}"
+        headers = {"Authorization": f"Bearer {self.tokens[user]}"}
+        async with self.http.request(method, url, headers=headers, json=body) as resp:
+            return resp.status, await resp.json(content_type=None)
 
     async def create_room(self, user: str, **body: Any) -> str:
         body.setdefault("preset", "public_chat")

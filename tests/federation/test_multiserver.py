@@ -12,7 +12,6 @@ import asyncio
 
 import pytest
 
-from federation.appkeys import SENDER
 from homeserver.appstate import STORES
 from tests.federation.multiserver import LoopbackServer, eventually
 
@@ -140,6 +139,7 @@ async def test_three_servers_share_a_room(servers) -> None:
 
 async def test_server_restarted_mid_conversation_catches_up(servers) -> None:
     a, b, alice, bob, room_id = await _joined_pair(servers)
+    admin = await a.register_admin("admin")
     await a.send_text(alice, room_id, "before")
 
     async def b_has(text: str) -> bool:
@@ -148,16 +148,16 @@ async def test_server_restarted_mid_conversation_catches_up(servers) -> None:
     assert await eventually(lambda: b_has("before"))
 
     await b.stop()
-    # A accepts messages while B is down: they wait in A's durable outbox.
+    # A accepts messages while B is down: they wait in A's durable outbox, and A's
+    # operator sees it backing off from B.
     for i in range(3):
         await a.send_text(alice, room_id, f"while down {i}")
-    sender = a.app[SENDER]
 
     async def a_backing_off() -> bool:
-        return sender.is_backing_off(b.name)
+        status, row = await a.admin(admin, "GET", f"/v1/federation/destinations/{b.name}")
+        return status == 200 and row["failure_ts"] is not None
 
     assert await eventually(a_backing_off)
-    assert await a.app[STORES].transactions.peek(b.name)
 
     await b.start()
     for i in range(3):

@@ -285,6 +285,21 @@ async def test_notify_peer_up_cuts_the_backoff_short(origin: Origin) -> None:
         await server.close()
 
 
+async def test_reset_connection_reaches_the_process_that_delivers(origin: Origin) -> None:
+    """An admin's reset_connection on a process that does not deliver to the destination
+    (the main, with federation sender workers) clears the stored backoff and tells the
+    owner to stop sleeping: it never saw the destination back off itself."""
+    sender = new_sender(origin)
+    told: list[tuple[str, bool]] = []
+    sender.owns = lambda destination: False
+    sender.elsewhere = lambda destination, up: told.append((destination, up))
+    store = origin.stores.transactions
+    await store.set_retry_state("peer.example", 1000, 2000, 600_000)
+    await sender.reset_connection("peer.example")
+    assert told == [("peer.example", True)]
+    assert await store.get_retry_state("peer.example") is None
+
+
 async def test_outbox_survives_a_restart_of_the_sender(tmp_path: Path) -> None:
     """Events queued while the peer is down are delivered by a new sender on the same DB."""
     origin = await open_origin(tmp_path)

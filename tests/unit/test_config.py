@@ -482,3 +482,64 @@ def test_metrics_listener_and_server_notices_sections(tmp_path: Path) -> None:
             base_dir=tmp_path,
         )
     assert any("system_mxid_localpart" in p for p in exc.value.problems)
+
+
+def test_federation_backoff_section(tmp_path: Path) -> None:
+    """Synapse's `federation:` keys set the sender's backoff; its per-request retry
+    keys are accepted; nonsense is reported, all at once. (Every loopback federation
+    test runs on such a section: tests/federation/multiserver.FAST_BACKOFF.)"""
+    default = parse_config({"server_name": "x.y"}, base_dir=tmp_path).federation
+    assert (default.destination_min_retry_interval_ms, default.request_timeout_ms) == (
+        10_000,
+        60_000,
+    )
+    config = parse_config(
+        {
+            "server_name": "x.y",
+            "federation": {
+                "destination_min_retry_interval": "30s",
+                "destination_retry_multiplier": 3,
+                "destination_max_retry_interval": "1d",
+                "client_timeout": 5000,
+                "max_short_retries": 3,
+            },
+        },
+        base_dir=tmp_path,
+    ).federation
+    assert config.destination_min_retry_interval_ms == 30_000
+    assert config.destination_retry_multiplier == 3.0
+    assert config.destination_max_retry_interval_ms == 86_400_000
+    assert config.request_timeout_ms == 5000
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "server_name": "x.y",
+                "federation": {
+                    "destination_min_retry_interval": "2h",
+                    "destination_max_retry_interval": "1h",
+                    "destination_retry_multiplier": 0.5,
+                    "client_timeout": 0,
+                    "retries": 1,
+                },
+            },
+            base_dir=tmp_path,
+        )
+    assert sorted(p.split(": ")[1] for p in info.value.problems) == [
+        "federation.client_timeout",
+        "federation.destination_max_retry_interval",
+        "federation.destination_retry_multiplier",
+        "federation.retries",
+    ]
+
+
+async def test_the_sender_backs_off_as_configured(tmp_path: Path, aiohttp_client) -> None:
+    from federation.appkeys import SENDER
+    from homeserver.app import create_app
+    from tests.conftest import make_config
+
+    client = await aiohttp_client(
+        create_app(make_config(tmp_path, federation={"destination_min_retry_interval": "250ms"}))
+    )
+    settings = client.app[SENDER].settings
+    assert (settings.min_retry_interval_s, settings.max_retry_interval_s) == (0.25, 3600.0)
+    assert (settings.retry_multiplier, settings.request_timeout_s) == (2.0, 60.0)
