@@ -373,6 +373,7 @@ async def build(
             push=(push_store, push_delivery),
             push_actions=push_actions,
             appservices=app_service_sender,
+            limiters=limiters,
         )
     )
 

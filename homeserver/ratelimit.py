@@ -8,6 +8,7 @@ bounded by recently active keys.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -17,13 +18,25 @@ from homeserver.errors import limit_exceeded
 from homeserver.storage.admin_users import RateLimitOverride
 
 MAX_BUCKETS = 100_000
+# Every limit RateLimiters.get knows (RateLimitConfig's fields and the derived one).
+LIMIT_NAMES = frozenset(
+    {f.name for f in dataclasses.fields(RateLimitConfig) if f.type in ("RateLimit", RateLimit)}
+    | {"registration_sessions"}
+)
 
 
 class RateLimiter:
-    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: RateLimit,
+        clock: Callable[[], float] = time.monotonic,
+        on_record: Callable[[str, float], None] | None = None,
+    ) -> None:
         self._rate = limit.per_second
         self._burst = max(1, limit.burst_count)
         self._clock = clock
+        # Told of every charge taken here (the deployment's other processes take it too).
+        self._on_record = on_record
         # key -> (tokens used, time of last update)
         self._buckets: dict[str, tuple[float, float]] = {}
 
@@ -59,7 +72,20 @@ class RateLimiter:
         self._buckets[key] = (used + cost, now)
         if len(self._buckets) > MAX_BUCKETS:
             self._prune(now)
+        if self._on_record is not None:
+            self._on_record(key, cost)
         return True
+
+    def charge_elsewhere(self, key: str, cost: float) -> None:
+        """Another process of the deployment took `cost` from `key`'s bucket: take it
+        here too, however full the bucket (at most to full: a burst that slipped past
+        both processes at once is not charged twice over)."""
+        if self._rate is None:
+            return
+        now = self._clock()
+        self._buckets[key] = (min(float(self._burst), self._used(key, now) + cost), now)
+        if len(self._buckets) > MAX_BUCKETS:
+            self._prune(now)
 
     def _used(self, key: str, now: float) -> float:
         used, last = self._buckets.get(key, (0.0, now))
@@ -97,12 +123,41 @@ class RateLimiters:
         self._limiters: dict[str, RateLimiter] = {}
         self._overrides: dict[str, RateLimit] = dict(overrides or {})
         self._override_limiters: dict[tuple[str, str], RateLimiter] = {}
+        # With workers: every charge taken here, told to the deployment's other
+        # processes (replication/ratelimits.py), so that a user's sends routed to
+        # several event persisters share one budget.
+        self.shared: Callable[[str, str, float], None] | None = None
 
     def get(self, name: str) -> RateLimiter:
         limiter = self._limiters.get(name)
         if limiter is None:
-            limiter = RateLimiter(self._config.get(name))
+            limiter = RateLimiter(self._config.get(name), on_record=self._sharing(name))
             self._limiters[name] = limiter
+        return limiter
+
+    def _sharing(self, name: str) -> Callable[[str, float], None]:
+        def share(key: str, cost: float) -> None:
+            if self.shared is not None:
+                self.shared(name, key, cost)
+
+        return share
+
+    def charge_elsewhere(self, name: str, key: str, cost: float) -> None:
+        """Another process took `cost` from limit `name` for `key` (unknown names are
+        ignored: a newer process may know limits this one does not)."""
+        if name not in LIMIT_NAMES:
+            return
+        override = self._overrides.get(key) if name in USER_KEYED else None
+        if override is None:
+            self.get(name).charge_elsewhere(key, cost)
+        else:
+            self._override_limiter(name, key, override).charge_elsewhere(key, cost)
+
+    def _override_limiter(self, name: str, key: str, override: RateLimit) -> RateLimiter:
+        limiter = self._override_limiters.get((name, key))
+        if limiter is None:
+            limiter = RateLimiter(override, on_record=self._sharing(name))
+            self._override_limiters[(name, key)] = limiter
         return limiter
 
     def check(self, name: str, key: str) -> None:
@@ -112,10 +167,7 @@ class RateLimiters:
         if override is None:
             self.get(name).check(key)
             return
-        limiter = self._override_limiters.get((name, key))
-        if limiter is None:
-            limiter = self._override_limiters[(name, key)] = RateLimiter(override)
-        limiter.check(key)
+        self._override_limiter(name, key, override).check(key)
 
     def set_override(self, user_id: str, limit: RateLimit | None) -> None:
         """Give `user_id` its own limit (None: back to the configured one)."""

@@ -29,6 +29,14 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
     `overrides` are top-level YAML keys (e.g. `enable_registration=False`) and go
     through the real parser, so tests exercise the same checks as a config file.
     """
+    raw = config_settings(**overrides)
+    config = parse_config(raw, base_dir=tmp_path, source="test config")
+    deployment_mode.remember(config, raw)
+    return config
+
+
+def config_settings(**overrides: Any) -> dict[str, Any]:
+    """The settings make_config parses (a YAML document's top level)."""
     raw: dict[str, Any] = {
         "server_name": TEST_SERVER_NAME,
         "listeners": [
@@ -48,9 +56,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "log_level": "DEBUG",
     }
     raw.update(overrides)
-    config = parse_config(raw, base_dir=tmp_path, source="test config")
-    deployment_mode.remember(config, raw)
-    return config
+    return raw
 
 
 @pytest.fixture

@@ -49,7 +49,11 @@ def remember(config: Any, raw: dict[str, Any]) -> None:
 def deployment_settings(config: Any) -> dict[str, Any]:
     """The test's settings a deployment takes from `config` (all but its own files and
     sockets)."""
-    raw = _RAW.get(id(config), (None, {}))[1]
+    return settings_for_deployment(_RAW.get(id(config), (None, {}))[1])
+
+
+def settings_for_deployment(raw: dict[str, Any]) -> dict[str, Any]:
+    """Test settings (tests/conftest.config_settings) as a deployment's overrides."""
     return {k: v for k, v in raw.items() if k not in _LOCAL_KEYS}
 
 
@@ -100,19 +104,30 @@ def aiohttp_client(aiohttp_client: Any) -> Any:
         return aiohttp_client
     from homeserver.appstate import CONFIG, SUBSTITUTED
 
-    started: set[int] = set()  # the configs this test's deployments were made from
+    started: set[str] = set()  # the servers (signing keys) this test's deployments run
 
     async def go(param: Any, **kwargs: Any) -> Any:
         if isinstance(param, web.Application):
             if param[SUBSTITUTED]:
                 pytest.skip("gives create_app a test's substitutes, which a deployment lacks")
             config = param[CONFIG]
-            if id(config) in started:
+            # A server's data is where its signing key is (tmp_config() called again
+            # gives a new Config for the same files).
+            identity = str(config.keys.signing_key_path)
+            if identity in started:
                 # Each deployment has a database schema of its own, dropped when it stops.
                 # (Restarts of a deployment: tests/client/test_workers*.py.)
                 pytest.skip("restarts its server on the same data, which this mode does not keep")
-            started.add(id(config))
+            started.add(identity)
+            if _RAW.get(id(config), (None, {}))[1].get("listeners") != _default_listeners():
+                pytest.skip("sets its own listeners; a deployment's are the README's")
             param = DeploymentServer(config)
         return await aiohttp_client(param, **kwargs)
 
     return go
+
+
+def _default_listeners() -> Any:
+    from tests.conftest import config_settings
+
+    return config_settings()["listeners"]

@@ -18,6 +18,7 @@ from homeserver.ephemeral.typing import TypingService
 from homeserver.errors import bad_json
 from homeserver.moderation import Moderation
 from homeserver.push.remote_actions import MAX_POSITIONS, RemoteActions
+from homeserver.ratelimit import RateLimiters
 from homeserver.rooms.ports import EventListener
 from homeserver.storage.cache import set_invalidation_hook
 from homeserver.storage.database import Database
@@ -31,6 +32,7 @@ from .follower import ReplicationFollower
 from .forward import Forwarder
 from .publisher import ReplicationPublisher
 from .pushers import PusherShard, PushForwarder
+from .ratelimits import share_charges
 from .writers import LocalCommits, spawn
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,8 @@ class ProcessParts:
     appservices: Any = None
     # With event persisters: what this process writes is announced and followed here.
     commits: LocalCommits | None = None
+    # homeserver.ratelimit.RateLimiters: charges are shared across the deployment.
+    limiters: RateLimiters | None = None
 
 
 async def build_replication(parts: ProcessParts) -> Replication | None:
@@ -131,25 +135,35 @@ async def build_replication(parts: ProcessParts) -> Replication | None:
     if sender is not None and (workers.federation_sender_instances or workers.is_worker):
         sender.owns = workers.sends_to
         sender.elsewhere = lambda dest, up: bus.publish({"k": "fed", "d": dest, "up": up})
+    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]] = {}
+    if parts.limiters is not None:
+        handlers["rl"] = share_charges(parts.limiters, bus)
     if workers.is_worker:
-        replication = await _worker(parts, bus)
+        replication = await _worker(parts, bus, handlers)
         replication.commits = parts.commits
         return replication
     replication = _main(parts, bus)
     replication.commits = parts.commits
     if workers.shared_writers:
-        return await _main_following(parts, bus, replication)
+        return await _main_following(parts, bus, replication, handlers)
     if sender is not None and not workers.federation_sender_instances:
         # The main delivers: a federation inbound worker that heard from a peer
         # tells it here to stop backing off.
-        async def handle(message: dict[str, Any]) -> None:
-            if message.get("k") == "fed":
-                _wake(sender, message)
+        handlers["fed"] = lambda message: _wake(sender, message)
 
-        bus.start(handle)
-    else:
-        bus.start()
+    async def handle(message: dict[str, Any]) -> None:
+        kind = message.get("k")
+        handler = handlers.get(kind) if isinstance(kind, str) else None
+        if handler is not None:
+            await _maybe_await(handler(message))
+
+    bus.start(handle)
     return replication
+
+
+async def _maybe_await(result: Awaitable[None] | None) -> None:
+    if result is not None:
+        await result
 
 
 def _wake(sender: Any, message: dict[str, Any]) -> None:
@@ -225,13 +239,17 @@ def _main(parts: ProcessParts, bus: Any) -> Replication:
     return Replication(bus, publisher=publisher, presence=parts.presence)
 
 
-async def _main_following(parts: ProcessParts, bus: Any, replication: Replication) -> Replication:
+async def _main_following(
+    parts: ProcessParts,
+    bus: Any,
+    replication: Replication,
+    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]],
+) -> Replication:
     """The main with event persisters: it also follows the event stream (its views and
     the once-per-deployment jobs read it from the database), sends the persisters'
     push notifications when no pusher worker does, and routes room writes."""
     workers = parts.config.workers
     assert workers.main is not None and workers.replication_secret is not None
-    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]] = {}
     reloads: list[Callable[[], Awaitable[None]]] = []
     sender = parts.sender
     if sender is not None and not workers.federation_sender_instances:
@@ -285,7 +303,11 @@ def _follower(
     return follower
 
 
-async def _worker(parts: ProcessParts, bus: Any) -> Replication:
+async def _worker(
+    parts: ProcessParts,
+    bus: Any,
+    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]],
+) -> Replication:
     """A worker: follow the bus, forward what it does not serve (an event persister
     also publishes what it writes)."""
     workers = parts.config.workers
@@ -293,7 +315,6 @@ async def _worker(parts: ProcessParts, bus: Any) -> Replication:
     if workers.is_event_persister:
         _publish(parts, bus)
     reloads: list[Callable[[], Awaitable[None]]] = [parts.moderation.reload]
-    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]] = {}
     listeners = list(parts.worker_listeners)
     sender = parts.sender if workers.is_federation_sender else None
     if sender is not None:

@@ -25,7 +25,7 @@ from aiohttp import web
 from homeserver.__main__ import registration_mac
 from homeserver.app import create_app
 from tests import deployment_mode
-from tests.conftest import TEST_SHARED_SECRET, make_config
+from tests.conftest import TEST_SHARED_SECRET, config_settings, make_config
 
 # A peer that was down is retried within a second (production: 10 s, up to an hour).
 FAST_BACKOFF = {
@@ -42,14 +42,17 @@ def free_port() -> int:
 
 
 class LoopbackServer:
-    def __init__(self, base: Path, label: str, **overrides: Any) -> None:
-        """`overrides`: further top-level config keys (e.g. trusted_key_servers)."""
+    def __init__(
+        self, base: Path, label: str, *, deployment: bool | None = None, **overrides: Any
+    ) -> None:
+        """`overrides`: further top-level config keys (e.g. trusted_key_servers);
+        `deployment`: a worker deployment (default: whether HS_TEST_DEPLOYMENT is set)."""
+        self.as_deployment = bool(deployment_mode.MODE) if deployment is None else deployment
         self.port = free_port()
         self.name = f"127.0.0.1:{self.port}"
         self.dir = base / label
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.config = make_config(
-            self.dir,
+        self.settings = config_settings(
             server_name=self.name,
             signing_key_path=f"{label}.signing.key",
             federation_client_plain_http_for_tests=True,
@@ -58,6 +61,7 @@ class LoopbackServer:
             log_level="INFO",
             **{"federation": FAST_BACKOFF, **overrides},
         )
+        self.config = make_config(self.dir, **self.settings)
         self.runner: web.AppRunner | None = None
         self.deployment: Any = None  # deployment mode: tests.deployment.Deployment
         self.http = aiohttp.ClientSession()
@@ -65,13 +69,13 @@ class LoopbackServer:
 
     @property
     def app(self) -> web.Application:
-        if deployment_mode.MODE:
+        if self.as_deployment:
             pytest.skip("reads a server's memory (server.app), which a deployment does not share")
         assert self.runner is not None
         return self.runner.app
 
     async def start(self) -> None:
-        if deployment_mode.MODE:
+        if self.as_deployment:
             await asyncio.to_thread(self._deployment().start)
             return
         self.runner = web.AppRunner(create_app(self.config))
@@ -82,17 +86,20 @@ class LoopbackServer:
         """This server's deployment (made on first start; later starts restart it on
         the same data)."""
         if self.deployment is None:
-            from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
+            from tests.deployment import FULL_LAYOUT, Deployment, missing_parts, require_parts
 
-            why = missing_parts()
-            if why is not None:
-                pytest.skip(f"HS_TEST_DEPLOYMENT needs a worker deployment: {why}")
+            if deployment_mode.MODE:
+                why = missing_parts()
+                if why is not None:
+                    pytest.skip(f"HS_TEST_DEPLOYMENT needs a worker deployment: {why}")
+            else:
+                require_parts()
             self.deployment = Deployment(
                 self.dir / "deployment",
                 **FULL_LAYOUT,
                 server_name=self.name,
                 public_port=self.port,
-                overrides=deployment_mode.deployment_settings(self.config),
+                overrides=deployment_mode.settings_for_deployment(self.settings),
             )
         return self.deployment
 

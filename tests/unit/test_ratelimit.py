@@ -57,3 +57,59 @@ def test_unlimited_never_refuses() -> None:
         limiter.peek("k")
         limiter.check("k")
         assert limiter.record("k") is True
+
+
+def test_charges_are_shared_between_two_processes_limiters() -> None:
+    """Two processes' RateLimiters joined the way the bus joins them
+    (replication/ratelimits.py): one budget for both, overrides included."""
+    from homeserver.config import RateLimitConfig
+    from homeserver.ratelimit import RateLimiters
+    from homeserver.replication.ratelimits import share_charges
+
+    class Bus:
+        def __init__(self) -> None:
+            self.sent: list[dict] = []
+
+        def publish(self, message: dict) -> None:
+            self.sent.append(message)
+
+    config = RateLimitConfig(message=RateLimit(0.0001, 3))
+    here, there = RateLimiters(config), RateLimiters(config, {"@vip:x": RateLimit(0.0001, 1)})
+    bus_here, bus_there = Bus(), Bus()
+    to_there = share_charges(there, bus_there)
+    share_charges(here, bus_here)
+    here.check("message", "@a:x")
+    here.check("message", "@a:x")
+    here.check("message", "@vip:x")
+    for message in bus_here.sent:
+        to_there(message)
+    assert [m["key"] for m in bus_here.sent] == ["@a:x", "@a:x", "@vip:x"]
+    there.check("message", "@a:x")  # the third of three
+    with pytest.raises(MatrixError):
+        there.check("message", "@a:x")
+    with pytest.raises(MatrixError):  # the VIP's own limit (burst 1) was spent here
+        there.check("message", "@vip:x")
+    there.check("message", "@b:x")  # others untouched
+    # What a broken or hostile message carries is ignored, never raised.
+    for bad in (
+        {"k": "rl", "l": "message", "key": "@c:x", "c": 10**9},
+        {"k": "rl", "l": "message", "key": "@c:x" * 200, "c": 1},
+        {"k": "rl", "l": "no_such_limit", "key": "@c:x", "c": 1},
+        {"k": "rl", "l": "message", "key": 5, "c": 1},
+        {"k": "rl", "l": "message", "key": "@c:x", "c": True},
+        {"k": "rl"},
+    ):
+        to_there(bad)
+    for _ in range(3):
+        there.check("message", "@c:x")
+
+
+def test_a_charge_from_elsewhere_fills_the_bucket_at_most() -> None:
+    clock = Clock()
+    limiter = RateLimiter(RateLimit(1.0, 2), clock)
+    limiter.charge_elsewhere("k", 5.0)
+    with pytest.raises(MatrixError) as info:
+        limiter.check("k")
+    assert info.value.extra["retry_after_ms"] == 1000  # full, not five over
+    clock.now += 1.0
+    limiter.check("k")
