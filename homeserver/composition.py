@@ -374,6 +374,7 @@ async def build(
             push_actions=push_actions,
             appservices=app_service_sender,
             limiters=limiters,
+            admin_users=admin_user_store,
         )
     )
 

@@ -127,6 +127,8 @@ class RateLimiters:
         # processes (replication/ratelimits.py), so that a user's sends routed to
         # several event persisters share one budget.
         self.shared: Callable[[str, str, float], None] | None = None
+        # With workers: an admin changed a user's override here (the others re-read it).
+        self.override_changed: Callable[[str], None] | None = None
 
     def get(self, name: str) -> RateLimiter:
         limiter = self._limiters.get(name)
@@ -169,14 +171,25 @@ class RateLimiters:
             return
         self._override_limiter(name, key, override).check(key)
 
-    def set_override(self, user_id: str, limit: RateLimit | None) -> None:
-        """Give `user_id` its own limit (None: back to the configured one)."""
+    def set_override(self, user_id: str, limit: RateLimit | None, *, announce: bool = True) -> None:
+        """Give `user_id` its own limit (None: back to the configured one); `announce`:
+        tell the deployment's other processes (an admin's change, not one heard of)."""
         for name in USER_KEYED:
             self._override_limiters.pop((name, user_id), None)
         if limit is None:
             self._overrides.pop(user_id, None)
         else:
             self._overrides[user_id] = limit
+        if announce and self.override_changed is not None:
+            self.override_changed(user_id)
+
+    def replace_overrides(self, overrides: dict[str, RateLimit]) -> None:
+        """Every override at once (a process that may have missed changes re-read them)."""
+        for user_id in set(self._overrides) - set(overrides):
+            self.set_override(user_id, None, announce=False)
+        for user_id, limit in overrides.items():
+            if self._overrides.get(user_id) != limit:
+                self.set_override(user_id, limit, announce=False)
 
 
 def check_invite(

@@ -11,14 +11,14 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.config import Config
+from homeserver.config import Config, RateLimit
 from homeserver.config.workers import MAIN
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.typing import TypingService
 from homeserver.errors import bad_json
 from homeserver.moderation import Moderation
 from homeserver.push.remote_actions import MAX_POSITIONS, RemoteActions
-from homeserver.ratelimit import RateLimiters
+from homeserver.ratelimit import RateLimiters, override_limit
 from homeserver.rooms.ports import EventListener
 from homeserver.storage.cache import set_invalidation_hook
 from homeserver.storage.database import Database
@@ -32,7 +32,7 @@ from .follower import ReplicationFollower
 from .forward import Forwarder
 from .publisher import ReplicationPublisher
 from .pushers import PusherShard, PushForwarder
-from .ratelimits import share_charges
+from .ratelimits import SharedLimits
 from .writers import LocalCommits, spawn
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,10 @@ class ProcessParts:
     appservices: Any = None
     # With event persisters: what this process writes is announced and followed here.
     commits: LocalCommits | None = None
-    # homeserver.ratelimit.RateLimiters: charges are shared across the deployment.
+    # homeserver.ratelimit.RateLimiters: charges and overrides are shared across the
+    # deployment; admin_users (storage.admin_users.AdminUserStore) holds the overrides.
     limiters: RateLimiters | None = None
+    admin_users: Any = None
 
 
 async def build_replication(parts: ProcessParts) -> Replication | None:
@@ -136,10 +138,11 @@ async def build_replication(parts: ProcessParts) -> Replication | None:
         sender.owns = workers.sends_to
         sender.elsewhere = lambda dest, up: bus.publish({"k": "fed", "d": dest, "up": up})
     handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]] = {}
-    if parts.limiters is not None:
-        handlers["rl"] = share_charges(parts.limiters, bus)
+    shared = _shared_limits(parts, bus)
+    if shared is not None:
+        handlers.update(shared.handlers())
     if workers.is_worker:
-        replication = await _worker(parts, bus, handlers)
+        replication = await _worker(parts, bus, handlers, shared)
         replication.commits = parts.commits
         return replication
     replication = _main(parts, bus)
@@ -159,6 +162,22 @@ async def build_replication(parts: ProcessParts) -> Replication | None:
 
     bus.start(handle)
     return replication
+
+
+def _shared_limits(parts: ProcessParts, bus: Any) -> SharedLimits | None:
+    limiters, store = parts.limiters, parts.admin_users
+    if limiters is None or store is None:
+        return None
+
+    async def load_override(user_id: str) -> RateLimit | None:
+        override = await store.get_ratelimit_override(user_id)
+        return None if override is None else override_limit(override)
+
+    async def load_overrides() -> dict[str, RateLimit]:
+        stored = await store.all_ratelimit_overrides()
+        return {user_id: override_limit(o) for user_id, o in stored.items()}
+
+    return SharedLimits(limiters, bus, load_override, load_overrides)
 
 
 async def _maybe_await(result: Awaitable[None] | None) -> None:
@@ -307,6 +326,7 @@ async def _worker(
     parts: ProcessParts,
     bus: Any,
     handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]],
+    shared: SharedLimits | None,
 ) -> Replication:
     """A worker: follow the bus, forward what it does not serve (an event persister
     also publishes what it writes)."""
@@ -315,6 +335,8 @@ async def _worker(
     if workers.is_event_persister:
         _publish(parts, bus)
     reloads: list[Callable[[], Awaitable[None]]] = [parts.moderation.reload]
+    if shared is not None:
+        reloads.append(shared.reload)  # overrides an admin changed while we missed it
     listeners = list(parts.worker_listeners)
     sender = parts.sender if workers.is_federation_sender else None
     if sender is not None:

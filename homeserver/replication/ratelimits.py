@@ -9,30 +9,52 @@ other process takes it from its own bucket too. Checks stay local and synchronou
 Redis round trip on a send); what a burst can slip past is what two processes grant in
 the same few milliseconds before hearing of each other.
 
-Bounds: a message's key is at most MAX_KEY_CHARS and its cost at most one bucket;
+An admin's per-user override (admin API, on the main) reaches the others the same way
+(`rlo`), and a process that missed messages re-reads every override.
+
+Bounds: a message's key is at most MAX_KEY_CHARS and its cost at most MAX_COST;
 unknown limit names are ignored; the buckets are RateLimiter's (MAX_BUCKETS per limit).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from homeserver.config import RateLimit
 from homeserver.ratelimit import RateLimiters
 
 MAX_KEY_CHARS = 512  # user IDs are at most 255, IP addresses far less
 MAX_COST = 100.0
 
 
-def share_charges(limiters: RateLimiters, bus: Any) -> Any:
-    """Publish this process's charges; return the handler for the others' (`rl`)."""
+class SharedLimits:
+    """This process's RateLimiters joined to the deployment's: charges (`rl`) and an
+    admin's per-user overrides (`rlo`: which user; each process re-reads the override
+    from the database, where the admin API stored it before the message went out)."""
 
-    def publish(name: str, key: str, cost: float) -> None:
+    def __init__(
+        self,
+        limiters: RateLimiters,
+        bus: Any,
+        load_override: Callable[[str], Awaitable[RateLimit | None]],
+        load_overrides: Callable[[], Awaitable[dict[str, RateLimit]]],
+    ) -> None:
+        self._limiters = limiters
+        self._bus = bus
+        self._load_override = load_override
+        self._load_overrides = load_overrides
+        limiters.shared = self._publish_charge
+        limiters.override_changed = lambda user_id: bus.publish({"k": "rlo", "u": user_id})
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]]:
+        return {"rl": self.charged_elsewhere, "rlo": self.override_changed_elsewhere}
+
+    def _publish_charge(self, name: str, key: str, cost: float) -> None:
         if len(key) <= MAX_KEY_CHARS:
-            bus.publish({"k": "rl", "l": name, "key": key, "c": cost})
+            self._bus.publish({"k": "rl", "l": name, "key": key, "c": cost})
 
-    limiters.shared = publish
-
-    def charged_elsewhere(message: dict[str, Any]) -> None:
+    def charged_elsewhere(self, message: dict[str, Any]) -> None:
         name, key, cost = message.get("l"), message.get("key"), message.get("c")
         if (
             isinstance(name, str)
@@ -42,6 +64,14 @@ def share_charges(limiters: RateLimiters, bus: Any) -> Any:
             and not isinstance(cost, bool)
             and 0 < cost <= MAX_COST
         ):
-            limiters.charge_elsewhere(name, key, float(cost))
+            self._limiters.charge_elsewhere(name, key, float(cost))
 
-    return charged_elsewhere
+    async def override_changed_elsewhere(self, message: dict[str, Any]) -> None:
+        user_id = message.get("u")
+        if isinstance(user_id, str) and len(user_id) <= MAX_KEY_CHARS:
+            limit = await self._load_override(user_id)
+            self._limiters.set_override(user_id, limit, announce=False)
+
+    async def reload(self) -> None:
+        """After a gap in the bus: every override, from the database."""
+        self._limiters.replace_overrides(await self._load_overrides())

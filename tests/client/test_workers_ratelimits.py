@@ -16,11 +16,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from homeserver.__main__ import registration_mac
 from tests.client.test_event_persisters import persister_of, rooms_on_both_persisters
-from tests.client.test_workers import register
+from tests.client.test_workers import Client, register
 from tests.deployment import FULL_LAYOUT, Deployment, require_parts
 
 C = "/_matrix/client/v3"
+SECRET = "ratelimits-test-secret"
 MESSAGES = 6  # rc_message burst; nothing refills within the test
 INVITES = 3  # rc_invites per_user burst
 # Between two requests: the charge's Redis hop (a burst inside those few milliseconds
@@ -39,6 +41,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "rc_registration": {"per_second": 10, "burst_count": 20},
             "rc_message": {"per_second": 0.0001, "burst_count": MESSAGES},
             "rc_invites": {"per_user": {"per_second": 0.0001, "burst_count": INVITES}},
+            "registration_shared_secret": SECRET,
         },
     ).start()
     try:
@@ -96,3 +99,46 @@ async def test_invites_to_one_user_across_both_persisters_share_one_budget(
         "POST", f"{C}/rooms/{room}/invite", {"user_id": carol.user_id}
     )
     assert status == 200, body
+
+
+async def register_admin(session: aiohttp.ClientSession, base: str) -> Client:
+    """An admin, made as an operator makes one (the shared-secret register API)."""
+    url = f"{base}/_synapse/admin/v1/register"
+    async with session.get(url) as resp:
+        nonce = (await resp.json())["nonce"]
+    mac = registration_mac(SECRET, nonce, "root", "pw", True)
+    body = {"nonce": nonce, "username": "root", "password": "pw", "admin": True, "mac": mac}
+    async with session.post(url, json=body) as resp:
+        data = await resp.json()
+        assert resp.status == 200, data
+    return Client(session, base, data["access_token"])
+
+
+async def test_an_admins_override_reaches_every_persister(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """The admin API (the main) stores a user's override; the persisters that check
+    the user's sends apply it at once, and its removal too."""
+    admin = await register_admin(session, deployment.url)
+    bot = await register(session, deployment.url)
+    rooms = await rooms_on_both_persisters(bot, 2)
+    path = f"/_synapse/admin/v1/users/{bot.user_id}/override_ratelimit"
+    await admin.ok("POST", path, {"messages_per_second": 0, "burst_count": 0})
+    await asyncio.sleep(SETTLE_S)
+    statuses = []
+    for i in range(2 * MESSAGES):
+        status, _ = await bot.call(
+            "PUT", f"{C}/rooms/{rooms[i % 2]}/send/m.room.message/o{i}", {"msgtype": "m.text"}
+        )
+        statuses.append(status)
+    assert statuses == [200] * (2 * MESSAGES)  # never limited (Synapse's 0 per second)
+    await admin.ok("DELETE", path)
+    await asyncio.sleep(SETTLE_S)
+    statuses = []
+    for i in range(MESSAGES + 2):
+        status, _ = await bot.call(
+            "PUT", f"{C}/rooms/{rooms[i % 2]}/send/m.room.message/d{i}", {"msgtype": "m.text"}
+        )
+        statuses.append(status)
+        await asyncio.sleep(SETTLE_S)
+    assert statuses == [200] * MESSAGES + [429] * 2

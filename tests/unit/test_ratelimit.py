@@ -59,12 +59,14 @@ def test_unlimited_never_refuses() -> None:
         assert limiter.record("k") is True
 
 
-def test_charges_are_shared_between_two_processes_limiters() -> None:
+def test_charges_and_overrides_are_shared_between_two_processes_limiters() -> None:
     """Two processes' RateLimiters joined the way the bus joins them
     (replication/ratelimits.py): one budget for both, overrides included."""
+    import asyncio
+
     from homeserver.config import RateLimitConfig
     from homeserver.ratelimit import RateLimiters
-    from homeserver.replication.ratelimits import share_charges
+    from homeserver.replication.ratelimits import SharedLimits
 
     class Bus:
         def __init__(self) -> None:
@@ -73,23 +75,52 @@ def test_charges_are_shared_between_two_processes_limiters() -> None:
         def publish(self, message: dict) -> None:
             self.sent.append(message)
 
+    stored: dict[str, RateLimit] = {"@vip:x": RateLimit(0.0001, 1)}  # the database
+
+    async def load_override(user_id: str) -> RateLimit | None:
+        return stored.get(user_id)
+
+    async def load_overrides() -> dict[str, RateLimit]:
+        return dict(stored)
+
     config = RateLimitConfig(message=RateLimit(0.0001, 3))
-    here, there = RateLimiters(config), RateLimiters(config, {"@vip:x": RateLimit(0.0001, 1)})
+    here, there = RateLimiters(config), RateLimiters(config, dict(stored))
     bus_here, bus_there = Bus(), Bus()
-    to_there = share_charges(there, bus_there)
-    share_charges(here, bus_here)
+    shared_there = SharedLimits(there, bus_there, load_override, load_overrides)
+    SharedLimits(here, bus_here, load_override, load_overrides)
+
+    def deliver() -> None:
+        handlers = shared_there.handlers()
+        for message in bus_here.sent:
+            result = handlers[message["k"]](message)
+            if result is not None:
+                asyncio.run(result)
+        bus_here.sent.clear()
+
     here.check("message", "@a:x")
     here.check("message", "@a:x")
     here.check("message", "@vip:x")
-    for message in bus_here.sent:
-        to_there(message)
     assert [m["key"] for m in bus_here.sent] == ["@a:x", "@a:x", "@vip:x"]
+    deliver()
     there.check("message", "@a:x")  # the third of three
     with pytest.raises(MatrixError):
         there.check("message", "@a:x")
     with pytest.raises(MatrixError):  # the VIP's own limit (burst 1) was spent here
         there.check("message", "@vip:x")
     there.check("message", "@b:x")  # others untouched
+    # An admin lifts @b's limit on this side: the other re-reads it from the database.
+    stored["@b:x"] = RateLimit(None, 0)
+    here.set_override("@b:x", stored["@b:x"])
+    assert bus_here.sent == [{"k": "rlo", "u": "@b:x"}]
+    deliver()
+    for _ in range(5):
+        there.check("message", "@b:x")
+    assert bus_there.sent[-1]["key"] == "@b:x"  # charges still told, never an echo
+    assert not any(m["k"] == "rlo" for m in bus_there.sent)
+    # After a gap: every override re-read (@vip's was deleted meanwhile).
+    del stored["@vip:x"]
+    asyncio.run(shared_there.reload())
+    there.check("message", "@vip:x")  # the configured limit again, a fresh bucket
     # What a broken or hostile message carries is ignored, never raised.
     for bad in (
         {"k": "rl", "l": "message", "key": "@c:x", "c": 10**9},
@@ -99,7 +130,7 @@ def test_charges_are_shared_between_two_processes_limiters() -> None:
         {"k": "rl", "l": "message", "key": "@c:x", "c": True},
         {"k": "rl"},
     ):
-        to_there(bad)
+        shared_there.charged_elsewhere(bad)
     for _ in range(3):
         there.check("message", "@c:x")
 
