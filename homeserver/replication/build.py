@@ -37,6 +37,9 @@ from .writers import LocalCommits, spawn
 
 log = logging.getLogger(__name__)
 
+# What a role does with each kind of bus message (by its "k").
+Handlers = dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]]
+
 
 @dataclass
 class Replication:
@@ -137,7 +140,7 @@ async def build_replication(parts: ProcessParts) -> Replication | None:
     if sender is not None and (workers.federation_sender_instances or workers.is_worker):
         sender.owns = workers.sends_to
         sender.elsewhere = lambda dest, up: bus.publish({"k": "fed", "d": dest, "up": up})
-    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]] = {}
+    handlers: Handlers = {}
     shared = _shared_limits(parts, bus)
     if shared is not None:
         handlers.update(shared.handlers())
@@ -227,7 +230,7 @@ def _follow_actions(
     parts: ProcessParts,
     listeners: list[EventListener],
     reloads: list[Callable[[], Awaitable[None]]],
-    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]],
+    handlers: Handlers,
 ) -> None:
     """A process replaying other processes' events: its /sync counts wait for their
     push actions and include them. First among the listeners: an event is pending
@@ -262,7 +265,7 @@ async def _main_following(
     parts: ProcessParts,
     bus: Any,
     replication: Replication,
-    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]],
+    handlers: Handlers,
 ) -> Replication:
     """The main with event persisters: it also follows the event stream (its views and
     the once-per-deployment jobs read it from the database), sends the persisters'
@@ -296,7 +299,7 @@ def _follower(
     store: ReplicationStore,
     listeners: list[EventListener],
     reloads: list[Callable[[], Awaitable[None]]],
-    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]],
+    handlers: Handlers,
     read_events: bool,
 ) -> ReplicationFollower:
     follower = ReplicationFollower(
@@ -325,7 +328,7 @@ def _follower(
 async def _worker(
     parts: ProcessParts,
     bus: Any,
-    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]],
+    handlers: Handlers,
     shared: SharedLimits | None,
 ) -> Replication:
     """A worker: follow the bus, forward what it does not serve (an event persister
