@@ -11,19 +11,12 @@ from typing import Any
 
 import pytest
 
-from tests.federation.multiserver import LoopbackServer, eventually
-
-# A long backoff: without reset_connection the retry would not come within the test.
-SLOW_RETRY = {
-    "destination_min_retry_interval": "10m",
-    "destination_max_retry_interval": "10m",
-    "client_timeout": "3s",
-}
+from tests.federation.multiserver import SLOW_BACKOFF, LoopbackServer, eventually
 
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a = LoopbackServer(tmp_path, "a", federation=SLOW_RETRY)
+    a = LoopbackServer(tmp_path, "a", federation=SLOW_BACKOFF)
     b = LoopbackServer(tmp_path, "b")
     try:
         await a.start()

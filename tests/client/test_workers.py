@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -75,12 +75,6 @@ class Client:
         status, data = await self.call(method, path, body, **kw)
         assert status == 200, (method, path, status, data)
         return data
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
-        yield s
 
 
 async def register(session: aiohttp.ClientSession, base: str) -> Client:

@@ -33,6 +33,13 @@ FAST_BACKOFF = {
     "destination_max_retry_interval": "1s",
     "client_timeout": "10s",
 }
+# Ten minutes between retries: a delivery within a test comes from an admin's
+# reset_connection (or the peer contacting us).
+SLOW_BACKOFF = {
+    "destination_min_retry_interval": "10m",
+    "destination_max_retry_interval": "10m",
+    "client_timeout": "3s",
+}
 
 
 def free_port() -> int:

@@ -18,19 +18,12 @@ from typing import Any
 
 import pytest
 
-from tests.federation.multiserver import LoopbackServer, eventually
-
-# Ten minutes between retries: a delivery within the test comes from reset_connection.
-SLOW_RETRY = {
-    "destination_min_retry_interval": "10m",
-    "destination_max_retry_interval": "10m",
-    "client_timeout": "3s",
-}
+from tests.federation.multiserver import SLOW_BACKOFF, LoopbackServer, eventually
 
 
 @pytest.fixture
 async def deployments(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a = LoopbackServer(tmp_path, "a", deployment=True, federation=SLOW_RETRY)
+    a = LoopbackServer(tmp_path, "a", deployment=True, federation=SLOW_BACKOFF)
     b = LoopbackServer(tmp_path, "b", deployment=True)
     try:
         await a.start()
