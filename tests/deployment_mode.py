@@ -69,6 +69,7 @@ class DeploymentServer(BaseTestServer):
             pytest.skip(f"HS_TEST_DEPLOYMENT needs a worker deployment: {why}")
         overrides = deployment_settings(config)
         self.tokens: dict[str, str] = {}  # the test helpers' users (helpers.make_user)
+        self.view: Any = None
         self._workdir = tempfile.TemporaryDirectory(prefix="hs-deployment-")
         self.deployment = Deployment(
             Path(self._workdir.name),
@@ -85,14 +86,22 @@ class DeploymentServer(BaseTestServer):
             await asyncio.to_thread(self.deployment.start)
             self._root = URL(self.deployment.url)
             self.host, self.port = "127.0.0.1", self.deployment.nginx_port
+            from tests.deployment_view import DeploymentView
+
+            self.view = DeploymentView(self.deployment)
+            await self.view.open()
 
     @property
     def app(self) -> Any:
-        pytest.skip("reads the server's memory (client.app), which a deployment does not share")
+        if self.view is None:
+            pytest.skip("reads the server's memory before the deployment started")
+        return self.view
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self.view is not None:
+                await self.view.close()
             await asyncio.to_thread(self.deployment.stop)
             self._workdir.cleanup()
 

@@ -7,7 +7,9 @@ with loopback allowed (ip_range_whitelist). Users are driven through the client 
 With HS_TEST_DEPLOYMENT=workers (tests/deployment_mode.py) each server is instead a
 whole worker deployment (tests/deployment.py FULL_LAYOUT) whose nginx listens on that
 port: federation arrives at its inbound worker and leaves from its federation sender.
-A test that reads a server's memory (`server.app`) is skipped there.
+`server.app` is then tests/deployment_view.py's view of the deployment (its database;
+local sends through the client API); a test that reads anything else of a server's
+memory is skipped there.
 """
 
 from __future__ import annotations
@@ -71,19 +73,27 @@ class LoopbackServer:
         self.config = make_config(self.dir, **self.settings)
         self.runner: web.AppRunner | None = None
         self.deployment: Any = None  # deployment mode: tests.deployment.Deployment
+        self.view: Any = None  # deployment mode: its tests.deployment_view.DeploymentView
         self.http = aiohttp.ClientSession()
         self.tokens: dict[str, str] = {}
 
     @property
-    def app(self) -> web.Application:
+    def app(self) -> Any:
+        """The application; a deployment's view of it (tests/deployment_view.py)."""
         if self.as_deployment:
-            pytest.skip("reads a server's memory (server.app), which a deployment does not share")
+            if self.view is None:
+                pytest.skip("reads a server's memory while its deployment is stopped")
+            return self.view
         assert self.runner is not None
         return self.runner.app
 
     async def start(self) -> None:
         if self.as_deployment:
             await asyncio.to_thread(self._deployment().start)
+            from tests.deployment_view import DeploymentView
+
+            self.view = DeploymentView(self.deployment)
+            await self.view.open()
             return
         self.runner = web.AppRunner(create_app(self.config))
         await self.runner.setup()
@@ -110,7 +120,13 @@ class LoopbackServer:
             )
         return self.deployment
 
+    async def _close_view(self) -> None:
+        if self.view is not None:
+            view, self.view = self.view, None
+            await view.close()
+
     async def stop(self) -> None:
+        await self._close_view()
         if self.deployment is not None:
             await asyncio.to_thread(self.deployment.stop, keep_data=True)
         if self.runner is not None:
@@ -118,6 +134,7 @@ class LoopbackServer:
             self.runner = None
 
     async def close(self) -> None:
+        await self._close_view()  # first: its connections are to the schema dropped next
         if self.deployment is not None:
             deployment, self.deployment = self.deployment, None
             await asyncio.to_thread(deployment.stop)

@@ -1,0 +1,179 @@
+"""What `client.app[...]` gives a test in deployment mode (tests/deployment_mode.py).
+
+A deployment's processes share nothing with the test process but PostgreSQL, so a test
+that reads the server's stores reads that database, as every worker does, and a test
+that has the server send a local event or create a room has the user do it through the
+client API (as that user, with an access token written to the database). Anything else
+a test takes from the application (a service, a cache, a queue) lives in some process's
+memory: the test is skipped, saying so.
+
+What the database view cannot show: writes the test makes through it skip every
+process's caches and the stream positions Redis carries, so a test that seeds data the
+server must notice at once (rather than read on its first miss) fails here; those are
+listed by the run, not hidden.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from homeserver.appstate import LOCAL_EVENTS, ROOM_CREATOR, STORES
+from homeserver.errors import MatrixError
+from homeserver.events import Event
+from homeserver.storage.cache import LruCache
+from homeserver.storage.stores import Stores
+
+
+class DeploymentView:
+    """The parts of an application a test may use against a deployment."""
+
+    def __init__(self, deployment: Any) -> None:
+        self._deployment = deployment
+        self._stores: Stores | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tokens: dict[str, str] = {}
+
+    async def open(self) -> None:
+        from homeserver.storage.database import open_database
+        from homeserver.storage.stores import open_stores
+
+        args = {"dsn": self._deployment.app_dsn, "schema": self._deployment.schema}
+        db = await open_database(
+            {"name": "psycopg2", "args": {**args, "cp_min": 1, "cp_max": 2}}, migrate=False
+        )
+        self._stores = await open_stores(db)
+        _forget_everything(self._stores)
+        self._session = aiohttp.ClientSession(self._deployment.url)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._stores is not None:
+            await self._stores.db.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        _skip(f"client.app.{name}")
+
+    def __getitem__(self, key: Any) -> Any:
+        if key is STORES and self._stores is not None:
+            return self._stores
+        if key is LOCAL_EVENTS:
+            return _LocalEvents(self)
+        if key is ROOM_CREATOR:
+            return _RoomCreator(self)
+        _skip(f"client.app[{getattr(key, '_name', key)}]")
+
+    async def token_for(self, user_id: str) -> str:
+        """An access token for a local user (created if missing), written to the database
+        as /login would; the processes read it on their first sight of it."""
+        if user_id not in self._tokens:
+            assert self._stores is not None
+            await self._stores.accounts.create_user(user_id, None)
+            token = f"view_{secrets.token_urlsafe(16)}"
+            await self._stores.accounts.add_access_token(token, user_id, None)
+            self._tokens[user_id] = token
+        return self._tokens[user_id]
+
+    async def request_as(self, user_id: str, method: str, path: str, body: Any) -> Any:
+        """A client API request as `user_id`; a Matrix error raises MatrixError as the
+        in-process service would."""
+        assert self._session is not None
+        headers = {"Authorization": f"Bearer {await self.token_for(user_id)}"}
+        async with self._session.request(method, path, json=body, headers=headers) as resp:
+            payload = await resp.json()
+        if resp.status != 200:
+            raise MatrixError(resp.status, payload.get("errcode", "M_UNKNOWN"), payload["error"])
+        return payload
+
+    async def event(self, event_id: str) -> Event:
+        assert self._stores is not None
+        event = await self._stores.events.get_event(event_id)
+        assert event is not None, event_id
+        return event
+
+
+def _skip(what: str) -> NoReturn:
+    pytest.skip(f"reads the server's memory ({what}), which a deployment does not share")
+
+
+def _forget_everything(stores: Stores) -> None:
+    """Size every cache of the view's stores to nothing: the deployment's processes write
+    the database without telling the test process, so whatever it remembered (a room's
+    forward extremities, a membership) would be stale by the next read."""
+    for name in stores.__dataclass_fields__:
+        store = getattr(stores, name)
+        for value in vars(store).values() if hasattr(store, "__dict__") else ():
+            if isinstance(value, LruCache):
+                value.max_size = 0
+
+
+class _LocalEvents:
+    """homeserver.rooms.local_events.LocalEvents.send, as the sender's client sends."""
+
+    def __init__(self, view: DeploymentView) -> None:
+        self._view = view
+
+    async def send(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str | None = None,
+        *,
+        redacts: str | None = None,
+        txn: Any = None,
+        ts: int | None = None,
+    ) -> Event:
+        if txn is not None or ts is not None:
+            pytest.skip("sends with a transaction or timestamp the client API takes elsewhere")
+        room = quote(room_id, safe="")
+        txn_id = secrets.token_hex(8)
+        if redacts is not None:
+            path = f"/rooms/{room}/redact/{quote(redacts, safe='')}/{txn_id}"
+        elif state_key is not None:
+            path = f"/rooms/{room}/state/{quote(event_type, safe='')}/{quote(state_key, safe='')}"
+        else:
+            path = f"/rooms/{room}/send/{quote(event_type, safe='')}/{txn_id}"
+        body = await self._view.request_as(sender, "PUT", f"/_matrix/client/v3{path}", content)
+        return await self._view.event(body["event_id"])
+
+
+class _RoomCreator:
+    """homeserver.rooms.creation.RoomCreator.create_room, as the creator's client asks."""
+
+    def __init__(self, view: DeploymentView) -> None:
+        self._view = view
+
+    async def create_room(self, creator: str, spec: Any, member_content: dict[str, Any]) -> str:
+        if member_content or spec.room_id is not None:
+            pytest.skip("creates a room in a way /createRoom does not offer")
+        body: dict[str, Any] = {
+            "room_version": spec.room_version,
+            "preset": spec.preset,
+            "visibility": spec.visibility,
+            "invite": spec.invite,
+            "is_direct": spec.is_direct,
+            "creation_content": spec.creation_content,
+            "initial_state": spec.initial_state,
+        }
+        for key, value in (
+            ("name", spec.name),
+            ("topic", spec.topic),
+            ("power_level_content_override", spec.power_level_content_override),
+        ):
+            if value is not None:
+                body[key] = value
+        if spec.alias is not None:
+            body["room_alias_name"] = spec.alias[1:].split(":", 1)[0]
+        payload = await self._view.request_as(
+            creator, "POST", "/_matrix/client/v3/createRoom", body
+        )
+        return str(payload["room_id"])
