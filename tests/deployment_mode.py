@@ -68,6 +68,7 @@ class DeploymentServer(BaseTestServer):
         if why is not None:
             pytest.skip(f"HS_TEST_DEPLOYMENT needs a worker deployment: {why}")
         overrides = deployment_settings(config)
+        self.config = config
         self.tokens: dict[str, str] = {}  # the test helpers' users (helpers.make_user)
         self.view: Any = None
         self._workdir = tempfile.TemporaryDirectory(prefix="hs-deployment-")
@@ -88,7 +89,7 @@ class DeploymentServer(BaseTestServer):
             self.host, self.port = "127.0.0.1", self.deployment.nginx_port
             from tests.deployment_view import DeploymentView
 
-            self.view = DeploymentView(self.deployment)
+            self.view = DeploymentView(self.deployment, self.config)
             await self.view.open()
 
     @property

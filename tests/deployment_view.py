@@ -32,8 +32,10 @@ from homeserver.storage.stores import Stores
 class DeploymentView:
     """The parts of an application a test may use against a deployment."""
 
-    def __init__(self, deployment: Any) -> None:
+    def __init__(self, deployment: Any, config: Any) -> None:
         self._deployment = deployment
+        self._config = config
+        self._routes: Any = None
         self._stores: Stores | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tokens: dict[str, str] = {}
@@ -55,6 +57,17 @@ class DeploymentView:
             await self._session.close()
         if self._stores is not None:
             await self._stores.db.close()
+
+    @property
+    def router(self) -> Any:
+        """The routes the deployment serves: an application built from the same
+        config in this process, never started (for the tests that enumerate routes and
+        send each one hostile input through nginx)."""
+        if self._routes is None:
+            from homeserver.app import create_app
+
+            self._routes = create_app(self._config).router
+        return self._routes
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

@@ -130,6 +130,28 @@ http {{
             default_type application/json;
             return 502 '{{"errcode":"M_UNKNOWN","error":"Temporarily unavailable"}}';
         }}
+        # What nginx refuses itself (a NUL or a bad escape in the path, headers too
+        # large, a body over client_max_body_size, a path too long): Matrix errors too,
+        # never HTML. (A URI, not a named location: a request whose URI nginx could not
+        # parse cannot be sent to a named one.)
+        error_page 400 494 /_hs_error/400;
+        error_page 413 /_hs_error/413;
+        error_page 414 /_hs_error/414;
+        location = /_hs_error/400 {{
+            internal;
+            default_type application/json;
+            return 400 '{{"errcode":"M_UNRECOGNIZED","error":"Malformed request"}}';
+        }}
+        location = /_hs_error/413 {{
+            internal;
+            default_type application/json;
+            return 413 '{{"errcode":"M_TOO_LARGE","error":"Request body too large"}}';
+        }}
+        location = /_hs_error/414 {{
+            internal;
+            default_type application/json;
+            return 414 '{{"errcode":"M_TOO_LARGE","error":"Request URI too long"}}';
+        }}
     }}
 }}
 """

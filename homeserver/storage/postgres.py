@@ -84,6 +84,19 @@ def _has_nul(args: Sequence[Any]) -> bool:
     return any(isinstance(a, str) and "\x00" in a for a in args)
 
 
+_WRITES = re.compile(r"\b(?:INSERT|UPDATE|DELETE)\b")
+
+
+def _nul_in_read(sql: str, args: Sequence[Any]) -> bool:
+    """Whether a row-returning statement with U+0000 in an argument is a read (it then
+    finds nothing); a write raises UnstorableValueError."""
+    if not _has_nul(args):
+        return False
+    if _WRITES.search(sql):
+        _refuse_nul(sql, args)
+    return True
+
+
 def _refuse_nul(sql: str, args: Sequence[Any]) -> None:
     if _has_nul(args):
         raise UnstorableValueError(
@@ -164,20 +177,22 @@ class PostgresConnection:
             raise _translate(exc, sql) from exc
 
     # A read whose argument holds U+0000 cannot match anything stored here (no stored
-    # text can contain it), so it finds nothing, as the same lookup does on SQLite.
+    # text can contain it), so it finds nothing, as the same lookup does on SQLite. A
+    # write that returns rows (INSERT ... RETURNING) is refused like any other write:
+    # answering "nothing" would drop it silently.
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        if _has_nul(args):
+        if _nul_in_read(sql, args):
             return []
         return await self._run(sql, args, self._conn.fetch)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        if _has_nul(args):
+        if _nul_in_read(sql, args):
             return None
         return await self._run(sql, args, self._conn.fetchrow)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        if _has_nul(args):
+        if _nul_in_read(sql, args):
             return None
         return await self._run(sql, args, self._conn.fetchval)
 

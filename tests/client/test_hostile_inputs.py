@@ -338,14 +338,14 @@ async def _fuzz_route(
         await send(route.method, f"{path()}?{query}", data, headers)
 
 
-def _config(tmp_config: Callable[..., Config]) -> Config:
-    return tmp_config(public_baseurl="https://test.local/", serve_server_wellknown=True)
+def _config(tmp_config: Callable[..., Config], **settings: Any) -> Config:
+    return tmp_config(public_baseurl="https://test.local/", serve_server_wellknown=True, **settings)
 
 
 async def test_every_client_route_survives_hostile_input(
-    aiohttp_client: Any, tmp_config: Callable[..., Config]
+    database_settings: dict[str, Any], aiohttp_client: Any, tmp_config: Callable[..., Config]
 ) -> None:
-    client = await aiohttp_client(create_app(_config(tmp_config)))
+    client = await aiohttp_client(create_app(_config(tmp_config, **database_settings)))
     ctx = await _setup(client)
     token = ctx["token"]
     routes = enumerate_routes(client.app, PREFIXES)

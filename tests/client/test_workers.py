@@ -407,3 +407,48 @@ async def test_the_media_worker_serves_media_without_the_main(
     finally:
         await asyncio.to_thread(deployment.start_process, "main")
     assert "/_matrix/media/v3/upload" in deployment.logs("media_repository1")
+
+
+async def _raw(port: int, request: bytes) -> tuple[int, str, Any]:
+    """One request written as is (no client library cleans it up): status line,
+    Content-Type and the JSON body of nginx's answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head, _, body = (await asyncio.wait_for(reader.read(), 10)).partition(b"\r\n\r\n")
+    finally:
+        writer.close()
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers.get("Content-Type", ""), json.loads(body)
+
+
+async def test_what_nginx_refuses_itself_is_a_matrix_error(deployment: Deployment) -> None:
+    """A NUL in the path, a body over client_max_body_size, a path over nginx's buffers:
+    nginx answers before any process sees the request; clients still get JSON with an
+    errcode, not nginx's HTML page (found by the hostile-route test against the
+    deployment)."""
+    port = deployment.nginx_port
+    host = b"Host: localhost\r\nConnection: close\r\n"
+    cases = [
+        (b"GET /_matrix/client/v3/rooms/%00/state HTTP/1.1\r\n" + host + b"\r\n", 400),
+        (
+            b"PUT /_matrix/federation/v1/send/%00 HTTP/1.1\r\n"
+            + host
+            + b"Content-Length: 2\r\nContent-Type: application/json\r\n\r\n{}",
+            400,
+        ),
+        (
+            b"POST /_matrix/media/v3/upload HTTP/1.1\r\n"
+            + host
+            + b"Content-Length: 999999999\r\n\r\n",
+            413,
+        ),
+        (b"GET /_matrix/client/v3/" + b"a" * 20_000 + b" HTTP/1.1\r\n" + host + b"\r\n", 414),
+    ]
+    expected = {400: "M_UNRECOGNIZED", 413: "M_TOO_LARGE", 414: "M_TOO_LARGE"}
+    for request, status in cases:
+        got, content_type, body = await _raw(port, request)
+        assert (got, content_type) == (status, "application/json"), request[:60]
+        assert body["errcode"] == expected[status] and body["error"], body

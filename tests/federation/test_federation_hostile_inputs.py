@@ -14,12 +14,15 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from federation.auth import sign_request
+from homeserver.app import create_app
 from homeserver.appstate import LOCAL_EVENTS, STORES
+from homeserver.config import Config
 from homeserver.events import get_room_version
 from homeserver.events.hashing import add_content_hash
 from homeserver.events.signing import sign_event
@@ -223,8 +226,10 @@ JUNK_AUTH = [
 ]
 
 
-async def test_every_federation_route_survives_hostile_input(app_client: TestClient) -> None:
-    client = app_client
+async def test_every_federation_route_survives_hostile_input(
+    database_settings: dict[str, Any], aiohttp_client: Any, tmp_config: Callable[..., Config]
+) -> None:
+    client = await aiohttp_client(create_app(tmp_config(**database_settings)))
     await seed_remote_key(client)
     room_id = await create_room(client)
     await join_remote(client, room_id)

@@ -115,6 +115,14 @@ async def test_nul_in_text_finds_nothing_and_is_refused_on_write(
         assert await db.fetchval("SELECT n FROM t WHERE k = $1", "a\x00") is None
         with pytest.raises(UnstorableValueError):
             await db.execute("INSERT INTO t VALUES ($1, $2)", "b\x00", 2)
+        # A write that returns rows is a write: refused, not "found nothing" (that
+        # dropped a user's abuse report and answered 500 on PostgreSQL).
+        for fetch in (db.fetchval, db.fetchrow, db.fetch):
+            with pytest.raises(UnstorableValueError):
+                await fetch("INSERT INTO t VALUES ($1, $2) RETURNING n", "c\x00", 3)
+            with pytest.raises(UnstorableValueError):
+                await fetch("UPDATE t SET k = $1 WHERE k = 'a' RETURNING n", "d\x00")
+        assert await db.fetchval("SELECT COUNT(*) FROM t") == 1
         # A server-side data error inside a transaction is not retried, and rolls back.
         with pytest.raises(StorageError, match="out of range"):
             async with db.transaction() as conn:
