@@ -85,7 +85,9 @@ async def test_delete_one_removes_row_file_and_thumbnails(env: AdminEnv, tmp_pat
         f"{V1}/thumbnail/test.local/{media_id}?width=32&height=32&method=crop", headers=env.user
     )
     assert resp.status == 200
-    store = tmp_path / "media_store"
+    # The server's media folder: this test's, or a deployment's (its generated config).
+    deployment = getattr(env.client.server, "deployment", None)
+    store = deployment.workdir / "data/media_store" if deployment else tmp_path / "media_store"
     assert any(media_id[4:] in str(p) for p in store.rglob("*") if p.is_file())
     status, body = await env.call("DELETE", f"/v1/media/test.local/{media_id}")
     assert status == 200 and body == {"deleted_media": [media_id], "total": 1}

@@ -23,6 +23,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from homeserver.appstate import STORES
+from tests import deployment_mode
 from tests.admin.conftest import AdminEnv
 from tests.unit.test_cli import ENV, free_port, wait_until_serving
 
@@ -43,6 +44,10 @@ def value(found: dict[str, Any], metric: str, **labels: str) -> float:
     )
 
 
+@pytest.mark.skipif(
+    bool(deployment_mode.MODE),
+    reason="each process of a deployment serves its own metrics, not through nginx",
+)
 async def test_metrics_after_real_traffic(make_admin_env: Any) -> None:
     env: AdminEnv = await make_admin_env(enable_metrics=True)
     client = env.client
@@ -118,6 +123,9 @@ async def test_metrics_are_off_by_default(env: AdminEnv) -> None:
     assert response.status == 404
 
 
+@pytest.mark.skipif(
+    bool(deployment_mode.MODE), reason="reads the log of the test's process, not a deployment's"
+)
 async def test_request_log_line(env: AdminEnv, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="homeserver.access")
     await env.client.get(

@@ -13,6 +13,7 @@ from homeserver.appstate import CONFIG, LISTENERS, STORES, Mounts
 from homeserver.client.versions import SUPPORTED_VERSIONS, UNSTABLE_FEATURES
 from homeserver.config import ListenerConfig
 from homeserver.http import client_ip
+from tests import deployment_mode
 
 VERSIONS = list(SUPPORTED_VERSIONS)
 
@@ -140,6 +141,8 @@ async def test_shutdown_stops_every_task_and_closes_the_database(
 
     before = asyncio.all_tasks()
     client = await aiohttp_client(create_app(tmp_config()))
+    if deployment_mode.MODE:
+        pytest.skip("counts the tasks of the test's own process, where no server runs here")
     stores = client.server.app[STORES]
     assert await stores.db.fetchval("SELECT 1") == 1
     started = asyncio.all_tasks() - before
