@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.admin.conftest import AdminEnv
-from tests.client.helpers import auth, join_room, make_user
+from tests.client.helpers import auth, eventually, join_room, make_user
 
 CLIENT = "/_matrix/client/v3"
 
@@ -160,11 +160,20 @@ async def test_server_notices(make_admin_env: Any) -> None:
     )
     assert status == 200
     first = body["event_id"]
-    response = await client.get(f"{CLIENT}/sync", headers=env.user)
-    sync = await response.json()
+
+    async def initial_sync() -> dict[str, Any]:
+        return await (await client.get(f"{CLIENT}/sync", headers=env.user)).json()
+
+    def texts_of(sync: dict[str, Any]) -> list[Any]:
+        rooms = sync["rooms"]["join"].values()
+        return [e["content"].get("body") for r in rooms for e in r["timeline"]["events"]]
+
+    # The user's sync may reach a client reader of a deployment before it has read the
+    # notice the main just wrote (eventually: at once in one process).
+    sync = await eventually(client, initial_sync, lambda s: "Maintenance at 5" in texts_of(s))
     (room_id,) = sync["rooms"]["join"]
     room = sync["rooms"]["join"][room_id]
-    texts = [e["content"].get("body") for e in room["timeline"]["events"]]
+    texts = texts_of(sync)
     assert "Maintenance at 5" in texts
     tags = {e["type"]: e["content"] for e in room["account_data"]["events"]}
     assert "m.server_notice" in tags["m.tag"]["tags"]
