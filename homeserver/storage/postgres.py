@@ -84,7 +84,7 @@ def _has_nul(args: Sequence[Any]) -> bool:
     return any(isinstance(a, str) and "\x00" in a for a in args)
 
 
-_WRITES = re.compile(r"\b(?:INSERT|UPDATE|DELETE)\b")
+_WRITES = re.compile(r"\b(?:INSERT|DELETE)\b|(?<!FOR )\bUPDATE\b")  # not SELECT ... FOR UPDATE
 
 
 def _nul_in_read(sql: str, args: Sequence[Any]) -> bool:

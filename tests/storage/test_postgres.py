@@ -123,6 +123,7 @@ async def test_nul_in_text_finds_nothing_and_is_refused_on_write(
             with pytest.raises(UnstorableValueError):
                 await fetch("UPDATE t SET k = $1 WHERE k = 'a' RETURNING n", "d\x00")
         assert await db.fetchval("SELECT COUNT(*) FROM t") == 1
+        assert await db.fetchrow("SELECT n FROM t WHERE k = $1 FOR UPDATE", "a\x00") is None
         # A server-side data error inside a transaction is not retried, and rolls back.
         with pytest.raises(StorageError, match="out of range"):
             async with db.transaction() as conn:
