@@ -9,7 +9,7 @@ import time
 from homeserver.appstate import STORES
 from homeserver.events import get_room_version
 from homeserver.events.builder import build_event
-from tests.client.helpers import auth, make_user
+from tests.client.helpers import auth, eventually, make_user
 from tests.federation.inbound_helpers import REMOTE_KEY, RITA, fed, seed_remote_key
 
 # The inviter's server, remote.test, does not exist: make_leave cannot reach it.
@@ -43,7 +43,13 @@ async def test_reject_invite_from_unreachable_server_succeeds_locally(app_client
         {"room_version": "10", "event": invite.pdu, "invite_room_state": []},
     )
     assert status == 200, body
-    first = await (await client.get("/_matrix/client/v3/sync", headers=auth(token))).json()
+
+    async def initial_sync() -> dict:
+        return await (await client.get("/_matrix/client/v3/sync", headers=auth(token))).json()
+
+    # In a deployment the invite is written by the main and bob syncs on a client
+    # reader, which may not have read it yet (eventually: at once in one process).
+    first = await eventually(client, initial_sync, lambda s: ROOM in s["rooms"]["invite"])
     assert ROOM in first["rooms"]["invite"]
 
     resp = await client.post(f"/_matrix/client/v3/rooms/{ROOM}/leave", headers=auth(token))
