@@ -1,11 +1,12 @@
 """What `client.app[...]` gives a test in deployment mode (tests/deployment_mode.py).
 
-A deployment's processes share nothing with the test process but PostgreSQL, so a test
-that reads the server's stores reads that database, as every worker does, and a test
-that has the server send a local event or create a room has the user do it through the
-client API (as that user, with an access token written to the database). Anything else
-a test takes from the application (a service, a cache, a queue) lives in some process's
-memory: the test is skipped, saying so.
+A deployment's processes share nothing with the test process but PostgreSQL and their
+files, so a test that reads the server's stores reads that database, as every worker
+does; a test that has the server send a local event or create a room has the user do
+it through the client API (as that user, with an access token written to the
+database); the signing keys are read from the key file the processes share. Anything
+else a test takes from the application (a service, a cache, a queue) lives in some
+process's memory: the test is skipped, saying so.
 
 What the database view cannot show: writes the test makes through it skip every
 process's caches and the stream positions Redis carries, so a test that seeds data the
@@ -16,12 +17,15 @@ listed by the run, not hidden.
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
 import aiohttp
 import pytest
+import yaml
 
+from federation.appkeys import SERVER_KEYS
 from homeserver.appstate import LOCAL_EVENTS, ROOM_CREATOR, STORES
 from homeserver.errors import MatrixError
 from homeserver.events import Event
@@ -81,7 +85,25 @@ class DeploymentView:
             return _LocalEvents(self)
         if key is ROOM_CREATOR:
             return _RoomCreator(self)
+        if key is SERVER_KEYS:
+            return self._server_keys()
         _skip(f"client.app[{getattr(key, '_name', key)}]")
+
+    def _server_keys(self) -> Any:
+        """The deployment's signing keys, from the key file its processes share (what
+        the test's config says about old keys and refresh went into the deployment's
+        settings as well)."""
+        from federation.keys import ServerKeys, read_key_file
+
+        workdir = Path(self._deployment.workdir)
+        main = yaml.safe_load((workdir / "homeserver.yaml").read_text())
+        path = workdir / main["signing_key_path"]  # an absolute path stays itself
+        return ServerKeys(
+            server_name=self._config.server_name,
+            signing_keys=tuple(read_key_file(path)),
+            old_verify_keys=self._config.keys.old_signing_keys,
+            refresh_interval_ms=self._config.keys.key_refresh_interval_ms,
+        )
 
     async def token_for(self, user_id: str) -> str:
         """An access token for a local user (created if missing), written to the database
