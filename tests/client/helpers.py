@@ -50,8 +50,13 @@ async def make_user(
     """
     if deployed(client):
         return await _make_user_over_http(client, localpart, device_id)
-    app = client.server.app
-    stores = app[STORES]
+    return await _make_user_in_storage(client, localpart, device_id)
+
+
+async def _make_user_in_storage(
+    client: TestClient, localpart: str, device_id: str
+) -> tuple[str, str, str]:
+    stores = client.server.app[STORES]
     user_id = f"@{localpart}:{SERVER_NAME}"
     await stores.accounts.create_user(user_id, None)
     await stores.accounts.upsert_device(user_id, device_id, f"{localpart}'s {device_id}")
@@ -117,12 +122,7 @@ async def _make_user_over_http(
         # tests/deployment_view.py), with no password, or a server whose /register is
         # closed or needs a token: as make_user does in process, straight in storage
         # (the deployment's database).
-        stores = client.server.app[STORES]
-        await stores.accounts.create_user(user_id, None)
-        await stores.accounts.upsert_device(user_id, device_id, f"{localpart}'s {device_id}")
-        token = "syt_" + secrets.token_urlsafe(18)
-        await stores.accounts.add_access_token(token, user_id, device_id)
-        return user_id, token, device_id
+        return await _make_user_in_storage(client, localpart, device_id)
     assert response.status == 200, await response.text()
     token = (await response.json())["access_token"]
     if user_id not in tokens:
