@@ -3,7 +3,10 @@
 Idempotent per (origin, txnId): the stored answer is replayed for a retried
 transaction. Each PDU gets its own result; one bad PDU never rejects the rest. PDUs of
 different rooms are processed concurrently, those of one room in order (the room
-service serialises writes per room anyway). If processing runs longer than
+service serialises writes per room anyway). In a deployment with workers, `ingest` and
+`edus` hand what the checks passed to the processes that write it
+(homeserver.replication.federation); when none can, the transaction is answered 503
+and not remembered, so the peer sends it again. If processing runs longer than
 `RESPONSE_DEADLINE_S`, we answer anyway and let the rest finish as tracked background
 tasks (stopped at shutdown), so the sender's request does not time out and get retried.
 """
@@ -13,15 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from federation.acl import room_acl, server_allowed
 from federation.edus import EduHandler
 from federation.inbound import InboundChecks, PduRejected, strip_unsigned_for_ingest
 from homeserver.background import BackgroundTasks
-from homeserver.events import get_room_version
+from homeserver.errors import MatrixError
+from homeserver.events import Event, get_room_version
 from homeserver.events.hashing import compute_event_id
-from homeserver.rooms.ingest import Outcome, RemoteEventIngest
+from homeserver.replication.federation import EduSink, WriterUnavailable
+from homeserver.rooms.ingest import IngestResult, Outcome
 from homeserver.storage import Stores
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,14 @@ log = logging.getLogger(__name__)
 RESPONSE_DEADLINE_S = 50.0
 
 PduResult = dict[str, str]
+
+
+class Ingest(Protocol):
+    """rooms.ingest.RemoteEventIngest, or replication.federation.RoutedIngest."""
+
+    async def receive(self, event: Event, origin: str) -> IngestResult: ...
+
+
 # Told (PDU count, EDU count) of every new transaction (not of replays): the metrics.
 ReceivedObserver = Callable[[int, int], None]
 
@@ -57,16 +70,20 @@ class TransactionReceiver:
         self,
         stores: Stores,
         checks: InboundChecks,
-        ingest: RemoteEventIngest,
+        ingest: Ingest,
         edu_handlers: dict[str, EduHandler],
         tasks: BackgroundTasks,
         response_deadline_s: float = RESPONSE_DEADLINE_S,
         observer: ReceivedObserver | None = None,
+        edus: EduSink | None = None,
     ) -> None:
+        """`ingest`: RemoteEventIngest or anything with its `receive`; `edus`: where a
+        transaction's EDUs go (default: `edu_handlers`, here)."""
         self._stores = stores
         self._checks = checks
         self._ingest = ingest
         self._edu_handlers = edu_handlers
+        self._edus = edus or self.handle_edus
         self._tasks = tasks
         self._deadline_s = response_deadline_s
         self._observer = observer
@@ -90,8 +107,11 @@ class TransactionReceiver:
             self._tasks.spawn(self._process_room(origin, items, results), f"txn {origin} room")
             for items in by_room.values()
         ]
-        tasks.append(self._tasks.spawn(self._process_edus(origin, edus), f"txn {origin} edus"))
-        _, pending = await asyncio.wait(tasks, timeout=self._deadline_s)
+        tasks.append(self._tasks.spawn(self._edus(origin, edus), f"txn {origin} edus"))
+        done, pending = await asyncio.wait(tasks, timeout=self._deadline_s)
+        if any(not t.cancelled() and isinstance(t.exception(), WriterUnavailable) for t in done):
+            log.warning("transaction %s from %s: no process could write it", txn_id, origin)
+            raise MatrixError(503, "M_UNKNOWN", "This server cannot write now; try again")
         if pending:
             log.warning(
                 "transaction %s from %s: answering before %d rooms finished",
@@ -132,6 +152,8 @@ class TransactionReceiver:
             return key, {"error": str(e)}
         try:
             result = await self._ingest.receive(event, origin)
+        except WriterUnavailable:
+            raise  # the whole transaction is answered 503
         except Exception as e:
             log.exception("ingest of %s from %s failed", event.event_id, origin)
             return event.event_id, {"error": f"Failed to process event: {type(e).__name__}"}
@@ -139,7 +161,8 @@ class TransactionReceiver:
             return event.event_id, {"error": f"Rejected: {result.reason}"}
         return event.event_id, {}
 
-    async def _process_edus(self, origin: str, edus: list[Any]) -> None:
+    async def handle_edus(self, origin: str, edus: list[Any]) -> None:
+        """Each EDU to its handler in this process (one that fails is logged)."""
         for edu in edus:
             if not isinstance(edu, dict):
                 continue

@@ -54,6 +54,7 @@ from homeserver.config import Config
 from homeserver.errors import unrecognized
 from homeserver.http import MAX_BODY_KEY, Handler, error_middleware, listener_for_request
 from homeserver.metrics import METRICS_PATH, Metrics, metrics_middleware
+from homeserver.replication.federation import EDUS_PATH, EVENT_PATH
 from homeserver.replication.forward import (
     BACKFILL_PATH,
     PRESENCE_PATH,
@@ -178,6 +179,7 @@ def replication_middlewares(config: Config) -> list[Middleware]:
                 serves_media,
                 persister_for,
                 config.server_name,
+                receives_transactions="federation" in config.resources,
             )
         ]
     if workers.replicated and secret:
@@ -198,6 +200,22 @@ async def report_presence(request: web.Request) -> web.StreamResponse:
     if not is_replication_request(request):
         raise unrecognized("Unrecognized request")
     return await request.app[REPLICATION].report_presence(request)
+
+
+async def write_federation_event(request: web.Request) -> web.StreamResponse:
+    """A PDU a federation inbound worker checked, for this process to write."""
+    writer = request.app[REPLICATION].federation if is_replication_request(request) else None
+    if writer is None:
+        raise unrecognized("Unrecognized request")
+    return await writer.serve_event(request)
+
+
+async def receive_federation_edus(request: web.Request) -> web.StreamResponse:
+    """A transaction's EDUs, handed to the main by a federation inbound worker."""
+    writer = request.app[REPLICATION].federation if is_replication_request(request) else None
+    if writer is None:
+        raise unrecognized("Unrecognized request")
+    return await writer.serve_edus(request)
 
 
 def create_app(
@@ -234,6 +252,11 @@ def create_app(
     if config.workers.replicated and not config.workers.is_worker:
         root.router.add_post(PRESENCE_PATH, report_presence)
         root.router.add_post(BACKFILL_PATH, run_backfill)
+        root.router.add_post(EDUS_PATH, receive_federation_edus)
+    if config.workers.replicated and (
+        not config.workers.is_worker or config.workers.is_event_persister
+    ):
+        root.router.add_post(EVENT_PATH, write_federation_event)
 
     mounts = Mounts(
         config=config,

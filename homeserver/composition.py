@@ -389,8 +389,7 @@ async def build(
         server_name,
         device_deleted=[e2ee.device_deleted],
         device_created=[e2ee_keys.device_created],
-        # A rename changes what other servers show: announce it like a new device.
-        device_renamed=[e2ee_keys.device_created],
+        device_renamed=[e2ee_keys.device_created],  # other servers show it: as a new one
         moderation=moderation,
     )
     uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)
@@ -457,8 +456,9 @@ async def build(
     sync = SyncService(builder, notifier, joined, presence, FilterStore(database))
 
     # -- federation, inbound half ----------------------------------------------------------
+    ephemeral = [typing, receipts, presence]
     transactions = await build_inbound(
-        config, fed, stores, stack, tasks, ingest, [typing, receipts, presence], e2ee, metrics
+        config, fed, stores, stack, tasks, ingest, ephemeral, e2ee, metrics, replication
     )
 
     # -- simplified sliding sync (MSC4186) ------------------------------------------------

@@ -29,6 +29,7 @@ from homeserver.config import Config, FederationConfig
 from homeserver.ephemeral.edus import EduSender
 from homeserver.ipfilter import outbound_ip_filter
 from homeserver.profiles.ports import RemoteProfiles
+from homeserver.replication.federation import FederationWriter, RoutedIngest
 from homeserver.rooms.remote_state import FetchLimits
 from homeserver.storage import Stores
 
@@ -142,10 +143,13 @@ async def build_inbound(
     ephemeral: list[Any],
     e2ee: Any,
     metrics: Any,
+    replication: Any = None,
 ) -> TransactionReceiver | None:
     """The federation adapter's inbound half (EDUs and transactions), which needs the
     core's services; starts the outbound sender where this process delivers.
-    `ephemeral`: the typing, receipts and presence services; `e2ee`: e2ee.build.E2ee."""
+    `ephemeral`: the typing, receipts and presence services; `e2ee`: e2ee.build.E2ee;
+    `replication`: replication.build.Replication in a deployment with workers (a
+    federation inbound worker hands PDUs and EDUs to the writers, which serve them)."""
     if fed is None:
         return None
     typing, receipts, presence = ephemeral
@@ -159,16 +163,33 @@ async def build_inbound(
         e2ee.to_device,
         remote_devices=e2ee.remote_device_cache,
     )
+    workers = config.workers
+    routed = None
+    forwarder = replication.forwarder if replication is not None else None
+    if forwarder is not None and workers.is_worker and not workers.is_event_persister:
+        routed = RoutedIngest(forwarder, lambda room: _writer_url(workers, room))
     transactions = TransactionReceiver(
         stores,
         fed.checks,
-        ingest,
+        routed or ingest,
         edus.handlers(),
         tasks,
         observer=metrics.federation_received if metrics is not None else None,
+        edus=routed.edus if routed is not None else None,
     )
-    workers = config.workers
+    if replication is not None and routed is None:
+        main = not workers.is_worker
+        replication.federation = FederationWriter(
+            ingest, transactions.handle_edus if main else None
+        )
     if fed.sender is not None and (not workers.is_worker or workers.is_federation_sender):
         await fed.sender.start()  # resume what the outbox still holds
         stack.push_async_callback(fed.sender.stop)
     return transactions
+
+
+def _writer_url(workers: Any, room_id: str) -> str | None:
+    """The URL of the event persister writing `room_id` (None: the main writes it)."""
+    if not workers.event_persisters:
+        return None
+    return str(workers.instance_map[workers.room_writer(room_id)].url)

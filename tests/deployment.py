@@ -397,6 +397,12 @@ class Deployment:
         p = self.processes[name]
         self._wait(f"http://127.0.0.1:{p.port}", lambda: p.proc, name, self._health(name))
 
+    def instance_url(self, name: str) -> str:
+        """The URL of a process's replication listener (instance_map)."""
+        config = yaml.safe_load((self.workdir / "homeserver.yaml").read_text())
+        where = config["instance_map"][name]
+        return f"http://{where['host']}:{where['port']}"
+
     def kill(self, name: str) -> None:
         """SIGKILL one process (a crash)."""
         p = self.processes[name]

@@ -52,6 +52,9 @@ class Replication:
     presence: PresenceService | None = None  # the main: workers report syncs
     backfill: Any = None  # the main: workers' /messages ask it for older history
     commits: LocalCommits | None = None  # with event persisters: what this process wrote
+    # The main, event persisters: federation PDUs (and, the main, EDUs) a federation
+    # inbound worker checked (replication/federation.py FederationWriter).
+    federation: Any = None
 
     def written(self) -> int:
         """The newest event position this process wrote (0: none, or no persisters)."""

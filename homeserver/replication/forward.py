@@ -107,6 +107,9 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
 }
 
 
+# A federation transaction (a federation inbound worker serves it, writing nothing itself).
+SEND = re.compile(r"^/_matrix/federation/v1/send/[^/]+$")
+
 # Everything of the media repository (a worker with a `media` listener serves it all).
 MEDIA_ROUTES = re.compile(r"^/_matrix/(?:media/(?:v1|v3|r0)|client/v1/media)/")
 
@@ -228,17 +231,31 @@ class Forwarder:
         if not await self._follower.wait_for(wanted):
             log.warning("Replication lags behind the main process (waited for %s)", encoded)
 
+    async def call(self, to: str | None, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """POST `body` to `path` on the main's replication listener (or on the process
+        at `to`): its status and JSON answer (None if it sent none). A refused
+        connection raises Unreachable (nothing was sent); other failures 502."""
+        url = (to or self._main_url) + path
+        try:
+            async with self._client().post(
+                url, json=body, headers={SECRET_HEADER: self._secret}
+            ) as response:
+                try:
+                    return response.status, await response.json(content_type=None)
+                except ValueError:
+                    return response.status, None
+        except aiohttp.ClientConnectorError as exc:
+            raise Unreachable(to or self._main_url) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("POST %s: %s", url, exc)
+            raise MatrixError(502, "M_UNKNOWN", "A process of this server is unreachable") from None
+
     async def backfill(self, room_id: str, limit: int) -> int:
         """The main fetches older history from other servers and persists it (the
         worker's /messages then reads it from the database); the count it added."""
         try:
-            async with self._client().post(
-                self._main_url + BACKFILL_PATH,
-                json={"room_id": room_id, "limit": limit},
-                headers={SECRET_HEADER: self._secret},
-            ) as response:
-                body = await response.json(content_type=None)
-        except (TimeoutError, aiohttp.ClientError, ValueError):
+            _, body = await self.call(None, BACKFILL_PATH, {"room_id": room_id, "limit": limit})
+        except (Unreachable, MatrixError):
             return 0
         added = body.get("added") if isinstance(body, dict) else None
         return added if isinstance(added, int) else 0
@@ -264,17 +281,22 @@ def worker_middleware(
     serves_media: bool = False,
     persister_for: Callable[[str], str | None] = lambda _room: None,
     server_name: str | None = None,
+    receives_transactions: bool = False,
 ) -> Any:
     """`forwarder` finds the worker's Forwarder in app state (built after the app);
     `persister_for(room_id)`: the URL of the event persister writing that room (None
     without persisters); a write to a room goes there, or to the main while that
     persister is unreachable. `server_name`: reads of other servers' profiles, aliases,
-    room directories and spaces go to the main (it has the federation client)."""
+    room directories and spaces go to the main (it has the federation client).
+    `receives_transactions`: a federation inbound worker serves /send itself
+    (replication/federation.py: it checks, the rooms' writers write)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "OPTIONS" or served_here(
-            request.method, request.path, serves_media, server_name, request.query
+        if (
+            request.method == "OPTIONS"
+            or served_here(request.method, request.path, serves_media, server_name, request.query)
+            or (receives_transactions and request.method == "PUT" and SEND.match(request.path))
         ):
             return await handler(request)
         room_id = room_written(request.method, request.path)

@@ -1,0 +1,126 @@
+"""Federation transactions in a deployment: checked where they land, written by writers.
+
+A federation inbound worker serves `PUT /_matrix/federation/v1/send/{txnId}` itself:
+it authenticates the peer, runs the receiving checks that need no room state (format,
+signatures, hashes: the CPU-heavy part, and the one that fetches the peer's keys) and
+then hands each PDU to the process writing its room (`room_writer`: an event
+persister by `sha256(room_id) mod N`, else the main), which runs the rest of the
+receiving algorithm (missing events, auth, state, soft-fail) under the room's lock.
+EDUs go to the main in one request per transaction: typing and presence live in its
+memory, and it is the one writer of the receipts, to-device and device-list streams.
+So a transaction for rooms of the event persisters is written while the main is
+stopped or busy, and the main does no federation ingest for their rooms.
+
+Nothing acknowledged is lost: a writer that cannot be reached (connection refused)
+is replaced by the main, which writes any room under the same locks; when the main
+cannot be reached either, or a writer answers that it (or the database) is
+unavailable, the transaction is answered 503 and not remembered, so the peer sends it again (PDUs already written are then
+duplicates; to-device messages carry their message ID and are delivered once).
+
+The writer trusts what arrives on its replication listener (the shared secret
+authenticates the worker), as it trusts its own checks in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from homeserver.errors import MatrixError, bad_json
+from homeserver.events import Event, get_room_version
+from homeserver.http import json_response
+from homeserver.rooms.ingest import IngestResult, Outcome
+
+from .forward import Forwarder, Unreachable
+
+log = logging.getLogger(__name__)
+
+EVENT_PATH = "/_replication/federation/event"  # the room's writer: one checked PDU
+EDUS_PATH = "/_replication/federation/edus"  # the main: a transaction's EDUs
+
+# (origin, EDUs of one transaction): the local EDU handlers, run in order.
+EduSink = Callable[[str, list[Any]], Coroutine[Any, Any, None]]
+
+
+class WriterUnavailable(Exception):
+    """No process could write what a transaction carries: answer it 503, remember nothing."""
+
+
+class FederationWriter:
+    """The writing side (the main, an event persister): the rest of the receiving
+    algorithm for a PDU a federation inbound worker checked, and (the main) EDUs."""
+
+    def __init__(self, ingest: Any, edus: EduSink | None) -> None:
+        self._ingest = ingest  # homeserver.rooms.ingest.RemoteEventIngest
+        self._edus = edus
+
+    async def serve_event(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        origin, version_id, pdu = body.get("origin"), body.get("room_version"), body.get("pdu")
+        if not isinstance(origin, str) or not isinstance(pdu, dict):
+            raise bad_json("origin, room_version and pdu are required")
+        try:
+            version = get_room_version(version_id)
+        except (KeyError, TypeError):
+            raise bad_json("Unknown room version") from None
+        result = await self._ingest.receive(Event(pdu, version), origin)
+        return json_response({"outcome": result.outcome.value, "reason": result.reason})
+
+    async def serve_edus(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        origin, edus = body.get("origin"), body.get("edus")
+        if not isinstance(origin, str) or not isinstance(edus, list) or self._edus is None:
+            raise bad_json("origin and edus are required")
+        await self._edus(origin, edus)
+        return json_response({})
+
+
+class RoutedIngest:
+    """The inbound worker's side: `receive` (RemoteEventIngest's signature) hands a
+    checked event to its room's writer; `edus` hands EDUs to the main."""
+
+    def __init__(self, forwarder: Forwarder, writer_url: Callable[[str], str | None]) -> None:
+        self._forwarder = forwarder
+        self._writer_url = writer_url  # room ID -> an event persister's URL, None: the main
+
+    async def receive(self, event: Event, origin: str) -> IngestResult:
+        body = {"origin": origin, "room_version": event.room_version.identifier, "pdu": event.pdu}
+        url = self._writer_url(event.room_id)
+        answer: Any = None
+        if url is not None:
+            try:
+                answer = await self._call(url, EVENT_PATH, body)
+            except Unreachable:
+                log.warning(
+                    "Event persister %s unreachable: %s goes to the main", url, event.room_id
+                )
+        if answer is None:
+            answer = await self._call(None, EVENT_PATH, body)
+        try:
+            return IngestResult(Outcome(answer["outcome"]), answer.get("reason"))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise WriterUnavailable(f"unexpected answer for {event.event_id}") from None
+
+    async def edus(self, origin: str, edus: list[Any]) -> None:
+        if edus:
+            await self._call(None, EDUS_PATH, {"origin": origin, "edus": edus})
+
+    async def _call(self, url: str | None, path: str, body: dict[str, Any]) -> Any:
+        """The writer's JSON answer. Unreachable: a persister refused the connection
+        (nothing was sent); WriterUnavailable: the main did, or no usable answer came."""
+        try:
+            status, answer = await self._forwarder.call(url, path, body)
+        except Unreachable:
+            if url is not None:
+                raise
+            raise WriterUnavailable("the main process is unreachable") from None
+        except MatrixError as exc:
+            raise WriterUnavailable(exc.message) from None
+        if status in (502, 503, 504):  # the database, or a process behind it, is away
+            raise WriterUnavailable(f"{path} answered {status}")
+        if status != 200:  # the writer's handler failed on this PDU: that PDU's error
+            raise RuntimeError(f"{path} answered {status}: {answer}")
+        return answer

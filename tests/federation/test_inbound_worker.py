@@ -1,0 +1,181 @@
+"""A federation inbound worker receives transactions itself (issue 16).
+
+The seven-process deployment (tests/deployment.py FULL_LAYOUT) and a signed fake peer
+sending through nginx: the inbound worker checks each PDU and hands it to the event
+persister writing its room; the main gets only the EDUs. What a peer and our users see:
+- with the main dead, a transaction's PDUs are still written (by the persisters) and
+  read by our users on the client readers; a transaction that also carries EDUs is
+  answered 503 and not remembered, so the peer's retry after the main is back
+  delivers them, once, and the PDUs again only as duplicates;
+- with a room's persister dead, the main writes that room's PDUs;
+- the writers' endpoints are not reachable from outside, nor without the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from homeserver.config.workers import shard
+from homeserver.replication.federation import EDUS_PATH, EVENT_PATH
+from tests.conftest import make_config
+from tests.deployment import Deployment, require_parts
+from tests.deployment_mode import DeploymentServer
+from tests.federation.inbound_helpers import (
+    ALICE,
+    REMOTE,
+    RITA,
+    create_room,
+    fed,
+    join_remote,
+    remote_event,
+    seed_remote_key,
+)
+from tests.federation.multiserver import eventually
+
+PERSISTERS = ["event_persister1", "event_persister2"]  # FULL_LAYOUT's, in config order
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    require_parts()
+    client = await aiohttp_client(DeploymentServer(make_config(tmp_path)))
+    await seed_remote_key(client)
+    yield client
+
+
+@pytest.fixture
+async def rooms(client: Any) -> dict[str, str]:
+    """A room written by each event persister (persister name -> room ID), joined by
+    the fake peer's user."""
+    found: dict[str, str] = {}
+    while len(found) < len(PERSISTERS):
+        room_id = await create_room(client)
+        found.setdefault(PERSISTERS[shard(room_id, len(PERSISTERS))], room_id)
+    for room_id in found.values():
+        await join_remote(client, room_id)
+    return found
+
+
+def deployment(client: Any) -> Deployment:
+    return client.server.deployment  # type: ignore[no-any-return]
+
+
+async def send(client: Any, txn: str, pdus: list[Any], edus: tuple[Any, ...] = ()) -> Any:
+    body = {"origin": REMOTE, "origin_server_ts": 1, "pdus": pdus, "edus": list(edus)}
+    return await asyncio.wait_for(
+        fed(client, "PUT", f"/_matrix/federation/v1/send/{txn}", body), timeout=60
+    )
+
+
+async def shows(client: Any, token: str, room_id: str, wanted: list[str]) -> bool:
+    """Whether the room's message bodies, as a user reads them on a client reader,
+    are `wanted` (each once, in order)."""
+    resp = await client.get(
+        f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=50",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert resp.status == 200, await resp.text()
+    chunk = (await resp.json())["chunk"]
+    return [
+        e["content"]["body"] for e in reversed(chunk) if e["type"] == "m.room.message"
+    ] == wanted
+
+
+async def message(client: Any, room_id: str, body: str) -> Any:
+    return await remote_event(client, room_id, RITA, "m.room.message", {"body": body})
+
+
+async def test_the_persisters_write_a_transaction_while_the_main_is_dead(
+    client: Any, rooms: dict[str, str]
+) -> None:
+    d = deployment(client)
+    alice = await client.app.token_for(ALICE)
+    bob = await client.post(
+        "/_matrix/client/v3/register",
+        json={"username": f"bob{secrets.token_hex(3)}", "password": "pw",
+              "auth": {"type": "m.login.dummy"}},
+    )  # fmt: skip
+    bob_login = await bob.json()
+    assert bob.status == 200, bob_login
+    d.kill("main")
+
+    # PDUs only: written by the rooms' persisters, read by Alice on a client reader.
+    first = [await message(client, room, f"while the main is dead {i}") for i, room in
+             enumerate(rooms.values())]  # fmt: skip
+    status, body = await send(client, "pdus", [e.pdu for e in first])
+    assert (status, body) == (200, {"pdus": {e.event_id: {} for e in first}})
+    for i, room in enumerate(rooms.values()):
+        wanted = [f"while the main is dead {i}"]
+        assert await eventually(lambda room=room, w=wanted: shows(client, alice, room, w))
+
+    # A PDU and a to-device message: the EDU has no writer, so the transaction is
+    # refused whole and not remembered (the PDU was written: a duplicate later).
+    room = rooms[PERSISTERS[0]]
+    second = await message(client, room, "with an EDU")
+    edu = {
+        "edu_type": "m.direct_to_device",
+        "content": {
+            "sender": RITA,
+            "type": "m.room_key_request",
+            "message_id": "k1",
+            "messages": {bob_login["user_id"]: {bob_login["device_id"]: {"n": 1}}},
+        },
+    }
+    status, body = await send(client, "mixed", [second.pdu], (edu,))
+    assert status == 503 and body["errcode"] == "M_UNKNOWN", body
+
+    # The main is back; the peer retries the same transaction.
+    await asyncio.to_thread(d.start_process, "main")
+    status, body = await send(client, "mixed", [second.pdu], (edu,))
+    assert (status, body) == (200, {"pdus": {second.event_id: {}}})
+    wanted = [f"while the main is dead {list(rooms.values()).index(room)}", "with an EDU"]
+    assert await eventually(lambda: shows(client, alice, room, wanted))
+    sync = await client.get(
+        "/_matrix/client/v3/sync?timeout=0",
+        headers={"Authorization": f"Bearer {bob_login['access_token']}"},
+    )
+    to_device = (await sync.json())["to_device"]["events"]
+    assert to_device == [{"sender": RITA, "type": "m.room_key_request", "content": {"n": 1}}]
+    # Remembered now: the same transaction again is answered from the record.
+    assert await send(client, "mixed", [second.pdu], (edu,)) == (200, body)
+
+
+async def test_the_main_writes_the_rooms_of_a_dead_persister(
+    client: Any, rooms: dict[str, str]
+) -> None:
+    d = deployment(client)
+    alice = await client.app.token_for(ALICE)
+    d.kill(PERSISTERS[1])
+    events = {room: await message(client, room, "one persister down") for room in rooms.values()}
+    status, body = await send(client, "half", [e.pdu for e in events.values()])
+    assert (status, body) == (200, {"pdus": {e.event_id: {} for e in events.values()}})
+    for room in rooms.values():
+        wanted = ["one persister down"]
+        assert await eventually(lambda room=room, w=wanted: shows(client, alice, room, w))
+    assert f"{d.instance_url(PERSISTERS[1])} unreachable" in d.logs("federation_inbound1")
+
+
+async def test_the_writers_endpoints_need_the_replication_secret(client: Any) -> None:
+    d = deployment(client)
+    body = {"origin": REMOTE, "room_version": "12", "pdu": {}}
+    async with aiohttp.ClientSession() as session:
+        for path in (EVENT_PATH, EDUS_PATH):
+            async with session.post(d.url + path, json=body) as resp:  # nginx: not routed
+                assert resp.status == 404, path
+        main = d.processes["main"]
+        async with session.post(f"http://127.0.0.1:{main.port}{EVENT_PATH}", json=body) as resp:
+            assert resp.status == 404  # the public listener does not serve it
+            assert (await resp.json())["errcode"] == "M_UNRECOGNIZED"
+        for name in ("main", *PERSISTERS):
+            url = f"{d.instance_url(name)}{EVENT_PATH}"
+            async with session.post(url, json=body) as resp:
+                assert resp.status == 403, name  # no secret
+                assert (await resp.json())["errcode"] == "M_FORBIDDEN"
