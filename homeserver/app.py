@@ -270,7 +270,8 @@ def create_app(
     )
     served = config.resources
     if config.workers.is_event_persister:
-        served |= {"client"}  # the room writes routed to its replication listener
+        # The room writes routed to its replication listener (clients' and servers').
+        served |= {"client", "federation"}
     for resources, setup in areas:
         if resources & served:
             setup(mounts)

@@ -13,11 +13,12 @@ which process a request reached:
 
 Persisters are where room writes are routed, by `sha256(room_id) mod N` (Synapse's
 sharding): sends, state, redactions and memberships of a room go to its persister
-(ROOM_WRITES), from the client readers (nginx sends room writes to them) and from the
-main, so each room's lock is almost never contended and its caches stay warm on one
+(ROOM_WRITES), from the client readers (nginx sends room writes to them), the
+federation inbound workers (membership handshakes; /send: replication/federation.py)
+and from the main, so each room's lock is almost never contended and its caches stay warm on one
 process. Everything else (room
-creation, upgrades, profile changes fanned out to rooms, federation) is written where
-it lands, under the same locks. A persister that cannot be reached is skipped: its
+creation, upgrades, profile changes fanned out to rooms) is written where it lands,
+under the same locks. A persister that cannot be reached is skipped: its
 rooms are written by the main until it is back (correct anywhere, only slower).
 
 Every process reads the event stream in order from PostgreSQL (the replication
@@ -46,12 +47,18 @@ from homeserver.storage.replication import ReplicationStore
 
 ROOMS_REMEMBERED = 100_000  # rooms whose newest write here is kept (about 100 B each)
 _C = r"^/_matrix/client/(?:r0|v3|unstable)"
+_F = r"^/_matrix/federation/v[12]"
 # Room writes routed to the room's persister, with the room ID in group 1. Joins and
-# knocks by alias stay where they land (the alias is resolved there).
+# knocks by alias stay where they land (the alias is resolved there). Other servers'
+# membership handshakes too: make_* builds on the room's tips, send_* writes (an
+# invite of one of our users is stored by the persister its room ID names).
 ROOM_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "GET": (re.compile(_F + r"/make_(?:join|leave|knock)/([^/]+)/[^/]+$"),),
     "PUT": (
         re.compile(_C + r"/rooms/([^/]+)/(?:send|state|redact)/"),
         re.compile(_C + r"/rooms/([^/]+)/state/[^/]+$"),
+        re.compile(_F + r"/(?:send_join|send_leave|send_knock|invite)/([^/]+)/[^/]+$"),
+        re.compile(_F + r"/exchange_third_party_invite/([^/]+)$"),
     ),
     "POST": (
         re.compile(_C + r"/rooms/([^/]+)/(?:send|redact)/"),

@@ -7,7 +7,8 @@ persister writing its room; the main gets only the EDUs. What a peer and our use
   read by our users on the client readers; a transaction that also carries EDUs is
   answered 503 and not remembered, so the peer's retry after the main is back
   delivers them, once, and the PDUs again only as duplicates;
-- with a room's persister dead, the main writes that room's PDUs;
+- so are other servers' joins (make_join/send_join go to the room's persister);
+- with a room's persister dead, the main writes that room's PDUs and joins;
 - the writers' endpoints are not reachable from outside, nor without the secret.
 """
 
@@ -23,6 +24,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from homeserver.appstate import STORES
 from homeserver.config.workers import shard
 from homeserver.replication.federation import EDUS_PATH, EVENT_PATH
 from tests.conftest import make_config
@@ -40,6 +42,7 @@ from tests.federation.inbound_helpers import (
 )
 from tests.federation.multiserver import eventually
 
+ROB = "@rob:remote.test"
 PERSISTERS = ["event_persister1", "event_persister2"]  # FULL_LAYOUT's, in config order
 
 
@@ -89,6 +92,17 @@ async def shows(client: Any, token: str, room_id: str, wanted: list[str]) -> boo
     ] == wanted
 
 
+async def members(client: Any, room_id: str) -> set[str]:
+    """Who the room's current state says is joined (read from the database)."""
+    state = await client.app[STORES].current_state.get_current_state_ids(room_id)
+    joined = set()
+    for (etype, user), event_id in state.items():
+        event = await client.app.event(event_id)
+        if etype == "m.room.member" and event.content.get("membership") == "join":
+            joined.add(user)
+    return joined
+
+
 async def message(client: Any, room_id: str, body: str) -> Any:
     return await remote_event(client, room_id, RITA, "m.room.message", {"body": body})
 
@@ -115,6 +129,11 @@ async def test_the_persisters_write_a_transaction_while_the_main_is_dead(
     for i, room in enumerate(rooms.values()):
         wanted = [f"while the main is dead {i}"]
         assert await eventually(lambda room=room, w=wanted: shows(client, alice, room, w))
+
+    # Another user of the peer joins each room: the handshake is the room's writer's.
+    for room in rooms.values():
+        await join_remote(client, room, ROB)
+        assert await members(client, room) == {ALICE, RITA, ROB}
 
     # A PDU and a to-device message: the EDU has no writer, so the transaction is
     # refused whole and not remembered (the PDU was written: a duplicate later).
@@ -160,6 +179,8 @@ async def test_the_main_writes_the_rooms_of_a_dead_persister(
     for room in rooms.values():
         wanted = ["one persister down"]
         assert await eventually(lambda room=room, w=wanted: shows(client, alice, room, w))
+        await join_remote(client, room, ROB)
+        assert await members(client, room) == {ALICE, RITA, ROB}
     assert f"{d.instance_url(PERSISTERS[1])} unreachable" in d.logs("federation_inbound1")
 
 

@@ -207,6 +207,15 @@ def test_room_writes_name_their_room() -> None:
     assert room_written("GET", f"{c}/rooms/!a:b/state/m.room.topic") is None
     assert room_written("POST", f"{c}/rooms/!a:b/upgrade") is None
     assert room_written("POST", f"{c}/createRoom") is None
+    f = "/_matrix/federation"
+    assert room_written("GET", f"{f}/v1/make_join/%21a%3Ab/%40u%3Ac?ver=12") == "!a:b"
+    assert room_written("PUT", f"{f}/v2/send_join/!a:b/$e") == "!a:b"
+    assert room_written("PUT", f"{f}/v1/send_leave/!a:b/$e") == "!a:b"
+    assert room_written("PUT", f"{f}/v1/send_knock/!a:b/$e") == "!a:b"
+    assert room_written("PUT", f"{f}/v2/invite/!a:b/$e") == "!a:b"
+    assert room_written("PUT", f"{f}/v1/exchange_third_party_invite/!a:b") == "!a:b"
+    assert room_written("PUT", f"{f}/v1/send/txn1") is None  # replication/federation.py
+    assert room_written("GET", f"{f}/v1/state/!a:b") is None
 
 
 def test_the_nginx_config_routes_reads_to_readers_and_the_rest_to_main() -> None:
