@@ -13,8 +13,10 @@ For each layout, on the same PostgreSQL and machine, in one run:
 runs csbench's `send` (one room: throughput, latency) and `fanout` (one sender, N
 long-polling receivers: send-return to seen, p50/p99) through the layout's public URL,
 and `rooms` (ours: U users each sending M messages into a room of their own at once,
-so writes spread over the persisters), and reports the CPU seconds every server
-process (nginx and Redis included) used per event, and the sum of their peak RSS.
+so writes spread over the persisters), and `federation` (ours: a signed fake peer sends transactions of 40 messages over 8
+rooms, one after another, through the public URL: PDUs/s and transaction latency),
+and reports the CPU seconds every server process (nginx and Redis included) used per
+event, the main's share of them, and the sum of their peak RSS.
 The clients run on the same two cores, so they compete with the servers: compare the
 layouts, not absolute numbers.
 """
@@ -131,28 +133,108 @@ async def rooms_scenario(url: str, users: int, messages: int) -> dict[str, Any]:
     }
 
 
+async def federation_scenario(url: str, deployment: Deployment, rooms: int, txns: int) -> Any:
+    """A peer's federation traffic: `rooms` rooms of ours with a user of the peer (a
+    signed fake peer, remote.test), then `txns` transactions sent one after another
+    (as a sending server does per destination), each with 5 messages in every room
+    (50 PDUs at most per transaction). Returns the numbers and the count of PDUs."""
+    import aiohttp
+
+    from homeserver.appstate import STORES
+    from homeserver.events import get_room_version
+    from homeserver.events.builder import build_event
+    from homeserver.graph.auth_rules import auth_types_for_event
+    from tests.deployment_view import DeploymentView
+    from tests.federation import inbound_helpers as peer
+
+    per_room = 5
+    view = DeploymentView(deployment, None)
+    await view.open()
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(url, timeout=timeout) as session:
+        client: Any = type("Peer", (), {"app": view, "request": session.request})()
+        await peer.seed_remote_key(client)
+        ids = [await peer.create_room(client) for _ in range(rooms)]
+        for room_id in ids:
+            await peer.join_remote(client, room_id)
+        stores = view[STORES]
+        chains: list[list[dict[str, Any]]] = []
+        for room_id in ids:  # each room's messages, built and signed ahead
+            version = get_room_version(await stores.rooms.get_room_version(room_id))
+            state = await stores.current_state.get_current_state_ids(room_id)
+            content = {"msgtype": "m.text", "body": "x"}
+            keys = auth_types_for_event(version, "m.room.message", peer.RITA, None, content)
+            auth = [state[k] for k in sorted(keys) if k in state]
+            prev = await stores.events.get_forward_extremities(room_id)
+            depth = max(e.depth for e in (await stores.events.get_events(prev)).values()) + 1
+            chain = []
+            for i in range(txns * per_room):
+                event = build_event(
+                    version, room_id=room_id, sender=peer.RITA, type="m.room.message",
+                    content={**content, "body": str(i)}, state_key=None, prev_event_ids=prev,
+                    auth_event_ids=auth, depth=depth + i,
+                    origin_server_ts=int(time.time() * 1000) + i,
+                    server_name=peer.REMOTE, signing_key=peer.REMOTE_KEY,
+                )  # fmt: skip
+                chain.append(event.pdu)
+                prev = [event.event_id]
+            chains.append(chain)
+        latencies: list[float] = []
+        started = time.perf_counter()
+        for t in range(txns):
+            pdus = [pdu for chain in chains for pdu in chain[t * per_room : (t + 1) * per_room]]
+            body = {"origin": peer.REMOTE, "origin_server_ts": 1, "pdus": pdus, "edus": []}
+            sent = time.perf_counter()
+            status, answer = await peer.fed(
+                client, "PUT", f"/_matrix/federation/v1/send/b{t}", body
+            )
+            latencies.append(time.perf_counter() - sent)
+            failed = [r for r in answer.get("pdus", {}).values() if r] if status == 200 else [0]
+            assert not failed, (status, answer)
+        elapsed = time.perf_counter() - started
+    await view.close()
+    latencies.sort()
+    count = txns * rooms * per_room
+    return {
+        "pdus": count,
+        "pdus_per_s": round(count / elapsed, 1),
+        "txn_p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
+        "txn_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1),
+    }, count
+
+
 def measure(layout: str, args: argparse.Namespace) -> dict[str, Any]:
     shapes: dict[str, dict[str, Any]] = {
         "single": {"workers": False},
         "workers": {"federation_senders": 2},
         "full": dict(FULL_LAYOUT),
     }
-    d = Deployment(Path(tempfile.mkdtemp(prefix=f"wb-{layout}-")), **shapes[layout])
+    # test.local: the fake peer's requests name it (tests/federation/inbound_helpers.py).
+    workdir = Path(tempfile.mkdtemp(prefix=f"wb-{layout}-"))
+    d = Deployment(workdir, server_name="test.local", **shapes[layout])
     d.start()
     try:
         result: dict[str, Any] = {"layout": layout, "processes": len(pids(d))}
-        for scenario in ("send", "rooms", "fanout"):
+        for scenario in args.scenarios.split(","):
             before = {p: cpu_s(p) for p in pids(d)}
-            if scenario == "rooms":
+            main_before = cpu_s(d.processes["main"].proc.pid)  # type: ignore[union-attr]
+            if scenario == "federation":
+                data, events = asyncio.run(
+                    federation_scenario(d.url, d, args.fed_rooms, args.fed_txns)
+                )
+            elif scenario == "rooms":
                 data = asyncio.run(rooms_scenario(d.url, args.send_users, args.send_messages))
             else:
                 data = run_csbench(d.url, scenario, args)
             used = sum(cpu_s(p) - before.get(p, 0.0) for p in pids(d))
-            events = args.send_users * args.send_messages
-            if scenario == "fanout":
+            main_used = cpu_s(d.processes["main"].proc.pid) - main_before  # type: ignore[union-attr]
+            if scenario in ("send", "rooms"):
+                events = args.send_users * args.send_messages
+            elif scenario == "fanout":
                 events = args.messages
             data["server_cpu_s"] = round(used, 2)
             data["server_cpu_ms_per_event"] = round(1000 * used / events, 2)
+            data["main_cpu_ms_per_event"] = round(1000 * main_used / events, 2)
             result[scenario] = data
         result["peak_rss_mb_sum"] = round(sum(hwm_mb(p) for p in pids(d)), 1)
         return result
@@ -167,6 +249,9 @@ def main() -> None:
     p.add_argument("--receivers", type=int, default=2000)
     p.add_argument("--messages", type=int, default=30)
     p.add_argument("--only", choices=["single", "workers", "full"])
+    p.add_argument("--scenarios", default="send,rooms,fanout,federation")
+    p.add_argument("--fed-rooms", type=int, default=8)  # 40 PDUs per transaction
+    p.add_argument("--fed-txns", type=int, default=50)
     args = p.parse_args()
     for layout in [args.only] if args.only else ["single", "workers", "full"]:
         print(json.dumps(measure(layout, args)), flush=True)
