@@ -26,7 +26,6 @@ from homeserver.errors import MatrixError
 from homeserver.events import Event, get_room_version
 from homeserver.events.hashing import compute_event_id
 from homeserver.replication.federation import EduSink, WriterUnavailable
-from homeserver.rooms.ingest import IngestResult, Outcome
 from homeserver.storage import Stores
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ PduResult = dict[str, str]
 class Ingest(Protocol):
     """rooms.ingest.RemoteEventIngest, or replication.federation.RoutedIngest."""
 
-    async def receive(self, event: Event, origin: str) -> IngestResult: ...
+    async def receive_all(self, events: list[Event], origin: str) -> list[str | None]: ...
 
 
 # Told (PDU count, EDU count) of every new transaction (not of replays): the metrics.
@@ -127,11 +126,22 @@ class TransactionReceiver:
     async def _process_room(
         self, origin: str, items: list[tuple[int, Any]], results: dict[str, PduResult]
     ) -> None:
+        """Check each PDU of one room, then have the room's writer take the good ones,
+        in their order (one request to it in a deployment)."""
+        checked: list[Event] = []
         for index, pdu in items:
-            key, result = await self._process_pdu(origin, pdu, index)
-            results[key] = result
+            key, outcome = await self._check_pdu(origin, pdu, index)
+            if isinstance(outcome, Event):
+                checked.append(outcome)
+            else:
+                results[key] = outcome
+        if checked:
+            errors = await self._ingest.receive_all(checked, origin)
+            for event, error in zip(checked, errors, strict=True):
+                results[event.event_id] = {} if error is None else {"error": error}
 
-    async def _process_pdu(self, origin: str, pdu: Any, index: int) -> tuple[str, PduResult]:
+    async def _check_pdu(self, origin: str, pdu: Any, index: int) -> tuple[str, PduResult | Event]:
+        """The checks that need no room state: the event, or its key and error."""
         room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
         if not isinstance(room_id, str):
             return _pdu_key(pdu, None, index), {"error": "PDU has no room_id"}
@@ -150,16 +160,7 @@ class TransactionReceiver:
         except PduRejected as e:
             log.info("PDU %s from %s rejected: %s", key, origin, e)
             return key, {"error": str(e)}
-        try:
-            result = await self._ingest.receive(event, origin)
-        except WriterUnavailable:
-            raise  # the whole transaction is answered 503
-        except Exception as e:
-            log.exception("ingest of %s from %s failed", event.event_id, origin)
-            return event.event_id, {"error": f"Failed to process event: {type(e).__name__}"}
-        if result.outcome == Outcome.REJECTED:
-            return event.event_id, {"error": f"Rejected: {result.reason}"}
-        return event.event_id, {}
+        return key, event
 
     async def handle_edus(self, origin: str, edus: list[Any]) -> None:
         """Each EDU to its handler in this process (one that fails is logged)."""

@@ -54,7 +54,7 @@ from homeserver.config import Config
 from homeserver.errors import unrecognized
 from homeserver.http import MAX_BODY_KEY, Handler, error_middleware, listener_for_request
 from homeserver.metrics import METRICS_PATH, Metrics, metrics_middleware
-from homeserver.replication.federation import EDUS_PATH, EVENT_PATH
+from homeserver.replication.federation import EDUS_PATH, EVENTS_PATH
 from homeserver.replication.forward import (
     BACKFILL_PATH,
     PRESENCE_PATH,
@@ -202,12 +202,12 @@ async def report_presence(request: web.Request) -> web.StreamResponse:
     return await request.app[REPLICATION].report_presence(request)
 
 
-async def write_federation_event(request: web.Request) -> web.StreamResponse:
+async def write_federation_events(request: web.Request) -> web.StreamResponse:
     """A PDU a federation inbound worker checked, for this process to write."""
     writer = request.app[REPLICATION].federation if is_replication_request(request) else None
     if writer is None:
         raise unrecognized("Unrecognized request")
-    return await writer.serve_event(request)
+    return await writer.serve_events(request)
 
 
 async def receive_federation_edus(request: web.Request) -> web.StreamResponse:
@@ -256,7 +256,7 @@ def create_app(
     if config.workers.replicated and (
         not config.workers.is_worker or config.workers.is_event_persister
     ):
-        root.router.add_post(EVENT_PATH, write_federation_event)
+        root.router.add_post(EVENTS_PATH, write_federation_events)
 
     mounts = Mounts(
         config=config,

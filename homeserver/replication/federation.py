@@ -3,19 +3,25 @@
 A federation inbound worker serves `PUT /_matrix/federation/v1/send/{txnId}` itself:
 it authenticates the peer, runs the receiving checks that need no room state (format,
 signatures, hashes: the CPU-heavy part, and the one that fetches the peer's keys) and
-then hands each PDU to the process writing its room (`room_writer`: an event
-persister by `sha256(room_id) mod N`, else the main), which runs the rest of the
-receiving algorithm (missing events, auth, state, soft-fail) under the room's lock.
-EDUs go to the main in one request per transaction: typing and presence live in its
-memory, and it is the one writer of the receipts, to-device and device-list streams.
-So a transaction for rooms of the event persisters is written while the main is
-stopped or busy, and the main does no federation ingest for their rooms.
+then hands each room's PDUs (one request per room and transaction) to the process
+writing the room (`room_writer`: an event persister by `sha256(room_id) mod N`, else
+the main), which runs the rest of the receiving algorithm (missing events, auth,
+state, soft-fail) under the room's lock. EDUs go to the main in one request per
+transaction: typing and presence live in its memory, and it is the one writer of the
+receipts, to-device and device-list streams. So a transaction for rooms of the event
+persisters is written while the main is stopped or busy, and the main does no
+federation ingest for their rooms.
 
 Nothing acknowledged is lost: a writer that cannot be reached (connection refused)
 is replaced by the main, which writes any room under the same locks; when the main
 cannot be reached either, or a writer answers that it (or the database) is
-unavailable, the transaction is answered 503 and not remembered, so the peer sends it again (PDUs already written are then
-duplicates; to-device messages carry their message ID and are delivered once).
+unavailable, the transaction is answered 503 and not remembered, so the peer sends it
+again (PDUs already written are then duplicates; to-device messages carry their
+message ID and are delivered once).
+
+Bounds: a transaction holds at most 50 PDUs and 100 EDUs (federation/server/
+transactions.py), so at most 51 requests, over the Forwarder's pool
+(FORWARD_CONNECTIONS) with its timeout (FORWARD_TIMEOUT_S).
 
 The writer trusts what arrives on its replication listener (the shared secret
 authenticates the worker), as it trusts its own checks in one process.
@@ -32,13 +38,12 @@ from aiohttp import web
 from homeserver.errors import MatrixError, bad_json
 from homeserver.events import Event, get_room_version
 from homeserver.http import json_response
-from homeserver.rooms.ingest import IngestResult, Outcome
 
 from .forward import Forwarder, Unreachable
 
 log = logging.getLogger(__name__)
 
-EVENT_PATH = "/_replication/federation/event"  # the room's writer: one checked PDU
+EVENTS_PATH = "/_replication/federation/events"  # the room's writer: checked PDUs of a room
 EDUS_PATH = "/_replication/federation/edus"  # the main: a transaction's EDUs
 
 # (origin, EDUs of one transaction): the local EDU handlers, run in order.
@@ -57,17 +62,21 @@ class FederationWriter:
         self._ingest = ingest  # homeserver.rooms.ingest.RemoteEventIngest
         self._edus = edus
 
-    async def serve_event(self, request: web.Request) -> web.Response:
+    async def serve_events(self, request: web.Request) -> web.Response:
         body = await request.json()
-        origin, version_id, pdu = body.get("origin"), body.get("room_version"), body.get("pdu")
-        if not isinstance(origin, str) or not isinstance(pdu, dict):
-            raise bad_json("origin, room_version and pdu are required")
+        origin, version_id, pdus = body.get("origin"), body.get("room_version"), body.get("pdus")
+        if (
+            not isinstance(origin, str)
+            or not isinstance(pdus, list)
+            or not all(isinstance(pdu, dict) for pdu in pdus)
+        ):
+            raise bad_json("origin, room_version and pdus are required")
         try:
             version = get_room_version(version_id)
         except (KeyError, TypeError):
             raise bad_json("Unknown room version") from None
-        result = await self._ingest.receive(Event(pdu, version), origin)
-        return json_response({"outcome": result.outcome.value, "reason": result.reason})
+        events = [Event(pdu, version) for pdu in pdus]
+        return json_response({"errors": await self._ingest.receive_all(events, origin)})
 
     async def serve_edus(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -79,30 +88,36 @@ class FederationWriter:
 
 
 class RoutedIngest:
-    """The inbound worker's side: `receive` (RemoteEventIngest's signature) hands a
-    checked event to its room's writer; `edus` hands EDUs to the main."""
+    """The inbound worker's side: `receive_all` (RemoteEventIngest's signature) hands
+    a room's checked events to the room's writer; `edus` hands EDUs to the main."""
 
     def __init__(self, forwarder: Forwarder, writer_url: Callable[[str], str | None]) -> None:
         self._forwarder = forwarder
         self._writer_url = writer_url  # room ID -> an event persister's URL, None: the main
 
-    async def receive(self, event: Event, origin: str) -> IngestResult:
-        body = {"origin": origin, "room_version": event.room_version.identifier, "pdu": event.pdu}
-        url = self._writer_url(event.room_id)
+    async def receive_all(self, events: list[Event], origin: str) -> list[str | None]:
+        """RemoteEventIngest.receive_all, by the writer of the events' room (one room)."""
+        first = events[0]
+        body = {
+            "origin": origin,
+            "room_version": first.room_version.identifier,
+            "pdus": [event.pdu for event in events],
+        }
+        url = self._writer_url(first.room_id)
         answer: Any = None
         if url is not None:
             try:
-                answer = await self._call(url, EVENT_PATH, body)
+                answer = await self._call(url, EVENTS_PATH, body)
             except Unreachable:
                 log.warning(
-                    "Event persister %s unreachable: %s goes to the main", url, event.room_id
+                    "Event persister %s unreachable: %s goes to the main", url, first.room_id
                 )
         if answer is None:
-            answer = await self._call(None, EVENT_PATH, body)
-        try:
-            return IngestResult(Outcome(answer["outcome"]), answer.get("reason"))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise WriterUnavailable(f"unexpected answer for {event.event_id}") from None
+            answer = await self._call(None, EVENTS_PATH, body)
+        errors = answer.get("errors") if isinstance(answer, dict) else None
+        if not isinstance(errors, list) or len(errors) != len(events):
+            raise WriterUnavailable(f"unexpected answer for {len(events)} events: {answer}")
+        return [e if isinstance(e, str) or e is None else str(e) for e in errors]
 
     async def edus(self, origin: str, edus: list[Any]) -> None:
         if edus:

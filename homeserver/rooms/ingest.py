@@ -91,6 +91,22 @@ class RemoteEventIngest:
                 await self._receive_locked(missing, fetched)
             return await self._receive_locked(event, fetched)
 
+    async def receive_all(self, events: list[Event], origin: str) -> list[str | None]:
+        """`receive` for each of one room's events in order (a transaction's): for each,
+        None if it was taken (accepted, soft-failed or a duplicate), else why not. One
+        that fails never stops the rest."""
+        errors: list[str | None] = []
+        for event in events:
+            try:
+                result = await self.receive(event, origin)
+            except Exception as e:
+                log.exception("ingest of %s from %s failed", event.event_id, origin)
+                errors.append(f"Failed to process event: {type(e).__name__}")
+                continue
+            rejected = result.outcome == Outcome.REJECTED
+            errors.append(f"Rejected: {result.reason}" if rejected else None)
+        return errors
+
     async def _in_graph(self, event: Event) -> bool:
         events = self._stores.events
         return event.event_id in await events.have_events(

@@ -26,7 +26,7 @@ import pytest
 
 from homeserver.appstate import STORES
 from homeserver.config.workers import shard
-from homeserver.replication.federation import EDUS_PATH, EVENT_PATH
+from homeserver.replication.federation import EDUS_PATH, EVENTS_PATH
 from tests.conftest import make_config
 from tests.deployment import Deployment, require_parts
 from tests.deployment_mode import DeploymentServer
@@ -188,15 +188,15 @@ async def test_the_writers_endpoints_need_the_replication_secret(client: Any) ->
     d = deployment(client)
     body = {"origin": REMOTE, "room_version": "12", "pdu": {}}
     async with aiohttp.ClientSession() as session:
-        for path in (EVENT_PATH, EDUS_PATH):
+        for path in (EVENTS_PATH, EDUS_PATH):
             async with session.post(d.url + path, json=body) as resp:  # nginx: not routed
                 assert resp.status == 404, path
         main = d.processes["main"]
-        async with session.post(f"http://127.0.0.1:{main.port}{EVENT_PATH}", json=body) as resp:
+        async with session.post(f"http://127.0.0.1:{main.port}{EVENTS_PATH}", json=body) as resp:
             assert resp.status == 404  # the public listener does not serve it
             assert (await resp.json())["errcode"] == "M_UNRECOGNIZED"
         for name in ("main", *PERSISTERS):
-            url = f"{d.instance_url(name)}{EVENT_PATH}"
+            url = f"{d.instance_url(name)}{EVENTS_PATH}"
             async with session.post(url, json=body) as resp:
                 assert resp.status == 403, name  # no secret
                 assert (await resp.json())["errcode"] == "M_FORBIDDEN"
