@@ -79,9 +79,12 @@ def build_federation(
     """The federation adapter when a listener serves federation or the key API: the
     client and keyring; with federation, the sender and every port of the core."""
     served = config.resources
-    if config.workers.is_event_persister:
-        # No federation listener, but it sends its rooms' events to their servers,
-        # joins remote rooms and fetches what their events refer to.
+    workers = config.workers
+    if workers.is_event_persister or (workers.replicated and not workers.is_worker):
+        # Without a federation listener of its own, an event persister sends its rooms'
+        # events to their servers, joins remote rooms and fetches what their events
+        # refer to; the main writes what federation inbound workers hand it (EDUs, PDUs
+        # of rooms without a persister) and delivers when no federation sender does.
         served |= {"federation"}
     if not served & {"federation", "keys", "media"}:
         return None  # (a media worker fetches remote media: it needs the client)

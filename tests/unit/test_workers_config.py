@@ -312,3 +312,35 @@ def test_sharding_is_stable_and_spread() -> None:
     for i in range(4000):
         counts[shard(f"server{i}", 4)] += 1
     assert min(counts) > 850
+
+
+async def test_a_main_without_a_federation_listener_still_takes_what_inbound_workers_hand_it(
+    tmp_path: Path,
+) -> None:
+    """Federation may be served by the inbound workers alone: the main still needs the
+    federation adapter (the EDUs they hand it, delivery without federation senders)."""
+    from contextlib import AsyncExitStack
+    from types import SimpleNamespace
+
+    from federation.keys import ServerKeys
+    from homeserver.app import create_app
+    from homeserver.composition_federation import Overrides, build_federation
+    from homeserver.events.signing import generate_signing_key
+    from homeserver.replication.federation import EDUS_PATH, EVENTS_PATH
+
+    shared = write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\n" + PG + WORKER_BITS + "signing_key_path: k\n"
+        "listeners: [{port: 8008, resources: [{names: [client]}]},"
+        " {port: 9093, resources: [{names: [replication]}]}]\n",
+    )
+    config = load_config(shared)
+    assert "federation" not in config.resources
+    keys = ServerKeys("example.com", (generate_signing_key("a"),), {})
+    rooms = SimpleNamespace(get_room_version=None)
+    stores = SimpleNamespace(transactions=None, events=None, server_keys=None, rooms=rooms)
+    async with AsyncExitStack() as stack:
+        fed = build_federation(config, keys, stores, stack, Overrides())  # type: ignore[arg-type]
+        assert fed is not None and fed.sender is not None and fed.send_edu is not None
+    routes = {r.resource.canonical for r in create_app(config).router.routes() if r.resource}
+    assert {EDUS_PATH, EVENTS_PATH} <= routes
