@@ -125,6 +125,19 @@ def _translate(exc: Exception, sql: str) -> StorageError:
     return StorageError(f"{type(exc).__name__}: {exc} {where}")
 
 
+class PooledConnection(asyncpg.Connection):
+    """A pool connection released without asyncpg's reset statement (advisory unlock,
+    CLOSE ALL, UNLISTEN, RESET ALL), a round trip on every release, which is every
+    statement outside a transaction. Nothing here leaves session state on a pooled
+    connection: the advisory locks held across a session are SessionLocks' own
+    connection's, the write lock is transaction-scoped, the schema is a startup setting,
+    and there are no cursors or listeners. An open transaction is still rolled back on
+    release (asyncpg does that before the reset statement)."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresConnection:
     """One asyncpg connection behind the `Connection` protocol."""
 
@@ -294,7 +307,9 @@ class PostgresDatabase(Database):
                     await setup.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
                 finally:
                     await setup.close()
-            pool = await asyncpg.create_pool(min_size=cp_min, max_size=cp_max, **kwargs)
+            pool = await asyncpg.create_pool(
+                min_size=cp_min, max_size=cp_max, connection_class=PooledConnection, **kwargs
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -131,4 +133,43 @@ async def test_nul_in_text_finds_nothing_and_is_refused_on_write(
                 await conn.execute("UPDATE t SET n = n * $1 WHERE k = $2", 2**62, "a")
         assert await db.fetchval("SELECT n FROM t WHERE k = $1", "a") == 1
     finally:
+        await db.close()
+
+
+async def test_a_cancelled_write_leaves_its_pooled_connection_clean(
+    pg_config: dict[str, Any],
+) -> None:
+    """Pool connections go back without asyncpg's reset statement (PooledConnection):
+    a write cancelled inside its transaction (a client gone mid-request) must still
+    leave nothing behind on the one pooled connection: its row rolled back, the
+    deployment's write lock free for another process, the schema still on the path."""
+    config = {**pg_config, "args": {**pg_config["args"], "cp_min": 1, "cp_max": 1}}
+    db = await open_database(config)
+    other = await open_database(config, migrate=False)
+    locks = [db.share_writes(), other.share_writes()]  # type: ignore[attr-defined]
+    try:
+        await db.execute("CREATE TABLE cancelled (x INTEGER)")
+        inside = asyncio.Event()
+
+        async def write() -> None:
+            async with db.transaction() as conn:
+                await conn.execute("INSERT INTO cancelled VALUES (1)")
+                inside.set()
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(write())
+        await inside.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert await db.fetchval("SELECT COUNT(*) FROM cancelled") == 0
+        async with asyncio.timeout(5), other.transaction() as conn:
+            await conn.execute("INSERT INTO cancelled VALUES (2)")
+        async with asyncio.timeout(5), db.transaction() as conn:
+            await conn.execute("INSERT INTO cancelled VALUES (3)")
+        assert await db.fetchval("SELECT SUM(x) FROM cancelled") == 5
+    finally:
+        for lock in locks:
+            await lock.close()
+        await other.close()
         await db.close()
