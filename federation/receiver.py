@@ -129,8 +129,9 @@ class TransactionReceiver:
         """Check each PDU of one room, then have the room's writer take the good ones,
         in their order (one request to it in a deployment)."""
         checked: list[Event] = []
+        acls: dict[str, bool] = {}  # the room's ACL, read once per transaction
         for index, pdu in items:
-            key, outcome = await self._check_pdu(origin, pdu, index)
+            key, outcome = await self._check_pdu(origin, pdu, index, acls)
             if isinstance(outcome, Event):
                 checked.append(outcome)
             else:
@@ -140,7 +141,9 @@ class TransactionReceiver:
             for event, error in zip(checked, errors, strict=True):
                 results[event.event_id] = {} if error is None else {"error": error}
 
-    async def _check_pdu(self, origin: str, pdu: Any, index: int) -> tuple[str, PduResult | Event]:
+    async def _check_pdu(
+        self, origin: str, pdu: Any, index: int, acls: dict[str, bool]
+    ) -> tuple[str, PduResult | Event]:
         """The checks that need no room state: the event, or its key and error."""
         room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
         if not isinstance(room_id, str):
@@ -153,7 +156,9 @@ class TransactionReceiver:
         except KeyError:
             return _pdu_key(pdu, None, index), {"error": "Unsupported room version"}
         key = _pdu_key(pdu, version, index)
-        if not server_allowed(await room_acl(self._stores, room_id), origin):
+        if room_id not in acls:
+            acls[room_id] = server_allowed(await room_acl(self._stores, room_id), origin)
+        if not acls[room_id]:
             return key, {"error": "Server is denied by the room's server ACL"}
         try:
             event = await self._checks.check_pdu(strip_unsigned_for_ingest(pdu), version)
