@@ -65,17 +65,23 @@ class FederationWriter:
     async def serve_events(self, request: web.Request) -> web.Response:
         body = await request.json()
         origin, version_id, pdus = body.get("origin"), body.get("room_version"), body.get("pdus")
+        ids = body.get("event_ids")
         if (
             not isinstance(origin, str)
             or not isinstance(pdus, list)
             or not all(isinstance(pdu, dict) for pdu in pdus)
+            or not isinstance(ids, list)
+            or len(ids) != len(pdus)
+            or not all(isinstance(event_id, str) for event_id in ids)
         ):
-            raise bad_json("origin, room_version and pdus are required")
+            raise bad_json("origin, room_version, pdus and event_ids are required")
         try:
             version = get_room_version(version_id)
         except (KeyError, TypeError):
             raise bad_json("Unknown room version") from None
-        events = [Event(pdu, version) for pdu in pdus]
+        # The IDs as the checks found them (a PDU whose content hash failed arrives
+        # redacted, under its original ID), not computed again.
+        events = [Event(pdu, version, event_id) for pdu, event_id in zip(pdus, ids, strict=True)]
         return json_response({"errors": await self._ingest.receive_all(events, origin)})
 
     async def serve_edus(self, request: web.Request) -> web.Response:
@@ -102,6 +108,7 @@ class RoutedIngest:
             "origin": origin,
             "room_version": first.room_version.identifier,
             "pdus": [event.pdu for event in events],
+            "event_ids": [event.event_id for event in events],
         }
         url = self._writer_url(first.room_id)
         answer: Any = None

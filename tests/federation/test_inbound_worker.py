@@ -27,6 +27,7 @@ import pytest
 from homeserver.appstate import STORES
 from homeserver.config.workers import shard
 from homeserver.replication.federation import EDUS_PATH, EVENTS_PATH
+from homeserver.replication.forward import SECRET_HEADER
 from tests.conftest import make_config
 from tests.deployment import Deployment, require_parts
 from tests.deployment_mode import DeploymentServer
@@ -200,3 +201,14 @@ async def test_the_writers_endpoints_need_the_replication_secret(client: Any) ->
             async with session.post(url, json=body) as resp:
                 assert resp.status == 403, name  # no secret
                 assert (await resp.json())["errcode"] == "M_FORBIDDEN"
+            # With the secret (a worker of another version, a bug): a malformed
+            # request is a clean 400, never a 500 or a write.
+            secret = {SECRET_HEADER: d.secret}
+            for bad in (body, {**body, "pdus": [{}], "event_ids": []}, {"origin": 1}):
+                async with session.post(url, json=bad, headers=secret) as resp:
+                    assert resp.status == 400, (name, bad)
+                    assert (await resp.json())["errcode"] == "M_BAD_JSON"
+        async with session.post(
+            f"{d.instance_url(PERSISTERS[0])}{EDUS_PATH}", json={}, headers=secret
+        ) as resp:
+            assert resp.status == 404  # EDUs are the main's
