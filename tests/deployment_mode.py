@@ -60,7 +60,8 @@ def settings_for_deployment(raw: dict[str, Any]) -> dict[str, Any]:
 class DeploymentServer(BaseTestServer):
     """What an aiohttp TestClient talks to: the deployment's nginx."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, **layout: Any) -> None:
+        """`layout`: Deployment's role counts instead of FULL_LAYOUT's."""
         super().__init__()
         from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
 
@@ -74,7 +75,7 @@ class DeploymentServer(BaseTestServer):
         self._workdir = tempfile.TemporaryDirectory(prefix="hs-deployment-")
         self.deployment = Deployment(
             Path(self._workdir.name),
-            **FULL_LAYOUT,
+            **(layout or FULL_LAYOUT),
             server_name=config.server_name,
             overrides=overrides,
         )

@@ -9,7 +9,10 @@ persister writing its room; the main gets only the EDUs. What a peer and our use
   delivers them, once, and the PDUs again only as duplicates;
 - so are other servers' joins (make_join/send_join go to the room's persister);
 - with a room's persister dead, the main writes that room's PDUs and joins;
-- the writers' endpoints are not reachable from outside, nor without the secret.
+- the writers' endpoints are not reachable from outside, nor without the secret;
+- with two inbound workers, a peer's transactions sent to both at once (a retry landing
+  on the other worker while the first attempt runs) are written once: every message
+  and every to-device message arrives exactly once.
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from federation.auth import sign_request
 from homeserver.appstate import STORES
 from homeserver.config.workers import shard
 from homeserver.replication.federation import EDUS_PATH, EVENTS_PATH
 from homeserver.replication.forward import SECRET_HEADER
 from tests.conftest import make_config
-from tests.deployment import Deployment, require_parts
+from tests.deployment import FULL_LAYOUT, Deployment, require_parts
 from tests.deployment_mode import DeploymentServer
 from tests.federation.inbound_helpers import (
     ALICE,
+    OUR,
     REMOTE,
+    REMOTE_KEY,
     RITA,
     create_room,
     fed,
@@ -212,3 +218,56 @@ async def test_the_writers_endpoints_need_the_replication_secret(client: Any) ->
             f"{d.instance_url(PERSISTERS[0])}{EDUS_PATH}", json={}, headers=secret
         ) as resp:
             assert resp.status == 404  # EDUs are the main's
+
+
+async def test_two_inbound_workers_take_the_same_transactions_at_once(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    require_parts()
+    layout = {**FULL_LAYOUT, "federation_inbound": 2}
+    client = await aiohttp_client(DeploymentServer(make_config(tmp_path), **layout))
+    await seed_remote_key(client)
+    d = deployment(client)
+    rooms: list[str] = []
+    for _ in range(2):
+        rooms.append(await create_room(client))
+        await join_remote(client, rooms[-1])
+    alice = await client.app.token_for(ALICE)
+    reg = await client.post(
+        "/_matrix/client/v3/register",
+        json={"username": "bob", "password": "pw", "auth": {"type": "m.login.dummy"}},
+    )
+    bob = await reg.json()
+    workers = [f"http://127.0.0.1:{d.processes[f'federation_inbound{i}'].port}" for i in (1, 2)]
+
+    async def to(worker: str, txn: str, body: dict[str, Any]) -> tuple[int, Any]:
+        path = f"/_matrix/federation/v1/send/{txn}"
+        auth = sign_request("PUT", path, REMOTE, OUR, body, REMOTE_KEY)
+        async with session.put(worker + path, json=body, headers={"Authorization": auth}) as r:
+            return r.status, await r.json()
+
+    # Ten transactions, each a message in each room (on the tips the last one made)
+    # and a to-device message; each sent to both workers at the same moment.
+    async with aiohttp.ClientSession() as session:
+        for t in range(10):
+            events = [await message(client, room, f"m{t}") for room in rooms]
+            edu = {
+                "edu_type": "m.direct_to_device",
+                "content": {"sender": RITA, "type": "m.x", "message_id": f"td{t}",
+                            "messages": {bob["user_id"]: {bob["device_id"]: {"t": t}}}},
+            }  # fmt: skip
+            body = {"origin": REMOTE, "origin_server_ts": 1, "pdus": [e.pdu for e in events],
+                    "edus": [edu]}  # fmt: skip
+            answers = await asyncio.gather(*(to(w, f"twice{t}", body) for w in workers))
+            wanted = {e.event_id: {} for e in events}
+            assert answers == [(200, {"pdus": wanted})] * 2, answers
+
+    texts = [f"m{t}" for t in range(10)]
+    for room in rooms:
+        assert await eventually(lambda room=room: shows(client, alice, room, texts))
+    sync = await client.get(
+        "/_matrix/client/v3/sync?timeout=0",
+        headers={"Authorization": f"Bearer {bob['access_token']}"},
+    )
+    got = [e["content"]["t"] for e in (await sync.json())["to_device"]["events"]]
+    assert sorted(got) == list(range(10))
