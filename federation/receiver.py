@@ -76,7 +76,7 @@ class TransactionReceiver:
         observer: ReceivedObserver | None = None,
         edus: EduSink | None = None,
     ) -> None:
-        """`ingest`: RemoteEventIngest or anything with its `receive`; `edus`: where a
+        """`ingest`: RemoteEventIngest or anything with its `receive_all`; `edus`: where a
         transaction's EDUs go (default: `edu_handlers`, here)."""
         self._stores = stores
         self._checks = checks

@@ -99,6 +99,18 @@ async def shows(client: Any, token: str, room_id: str, wanted: list[str]) -> boo
     ] == wanted
 
 
+async def register(client: Any) -> dict[str, Any]:
+    """A new local user with a device (to-device messages go to devices), through nginx."""
+    resp = await client.post(
+        "/_matrix/client/v3/register",
+        json={"username": f"bob{secrets.token_hex(3)}", "password": "pw",
+              "auth": {"type": "m.login.dummy"}},
+    )  # fmt: skip
+    body = await resp.json()
+    assert resp.status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
 async def members(client: Any, room_id: str) -> set[str]:
     """Who the room's current state says is joined (read from the database)."""
     state = await client.app[STORES].current_state.get_current_state_ids(room_id)
@@ -119,13 +131,7 @@ async def test_the_persisters_write_a_transaction_while_the_main_is_dead(
 ) -> None:
     d = deployment(client)
     alice = await client.app.token_for(ALICE)
-    bob = await client.post(
-        "/_matrix/client/v3/register",
-        json={"username": f"bob{secrets.token_hex(3)}", "password": "pw",
-              "auth": {"type": "m.login.dummy"}},
-    )  # fmt: skip
-    bob_login = await bob.json()
-    assert bob.status == 200, bob_login
+    bob_login = await register(client)
     d.kill("main")
 
     # PDUs only: written by the rooms' persisters, read by Alice on a client reader.
@@ -233,11 +239,7 @@ async def test_two_inbound_workers_take_the_same_transactions_at_once(
         rooms.append(await create_room(client))
         await join_remote(client, rooms[-1])
     alice = await client.app.token_for(ALICE)
-    reg = await client.post(
-        "/_matrix/client/v3/register",
-        json={"username": "bob", "password": "pw", "auth": {"type": "m.login.dummy"}},
-    )
-    bob = await reg.json()
+    bob = await register(client)
     workers = [f"http://127.0.0.1:{d.processes[f'federation_inbound{i}'].port}" for i in (1, 2)]
 
     async def to(worker: str, txn: str, body: dict[str, Any]) -> tuple[int, Any]:
