@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from federation.acl import room_acl, server_allowed
@@ -64,6 +64,17 @@ def _pdu_key(pdu: Any, room_version: Any, index: int) -> str:
     return f"invalid_pdu_{index}"
 
 
+async def _written(job: Coroutine[Any, Any, None]) -> bool:
+    """False when no process could write what `job` carries (an expected state while
+    a writer restarts: the transaction is answered 503, not logged as a failure)."""
+    try:
+        await job
+    except WriterUnavailable as e:
+        log.info("no writer: %s", e)
+        return False
+    return True
+
+
 class TransactionReceiver:
     def __init__(
         self,
@@ -102,13 +113,11 @@ class TransactionReceiver:
             key = room if isinstance(room, str) else f"\0{index}"
             by_room.setdefault(key, []).append((index, pdu))
         results: dict[str, PduResult] = {}
-        tasks = [
-            self._tasks.spawn(self._process_room(origin, items, results), f"txn {origin} room")
-            for items in by_room.values()
-        ]
-        tasks.append(self._tasks.spawn(self._edus(origin, edus), f"txn {origin} edus"))
+        work = [self._process_room(origin, items, results) for items in by_room.values()]
+        work.append(self._edus(origin, edus))
+        tasks = [self._tasks.spawn(_written(job), f"txn {origin}") for job in work]
         done, pending = await asyncio.wait(tasks, timeout=self._deadline_s)
-        if any(not t.cancelled() and isinstance(t.exception(), WriterUnavailable) for t in done):
+        if any(not t.cancelled() and t.exception() is None and not t.result() for t in done):
             log.warning("transaction %s from %s: no process could write it", txn_id, origin)
             raise MatrixError(503, "M_UNKNOWN", "This server cannot write now; try again")
         if pending:
