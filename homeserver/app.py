@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -202,20 +203,22 @@ async def report_presence(request: web.Request) -> web.StreamResponse:
     return await request.app[REPLICATION].report_presence(request)
 
 
-async def write_federation_events(request: web.Request) -> web.StreamResponse:
-    """A PDU a federation inbound worker checked, for this process to write."""
+def _federation_writer(request: web.Request) -> Any:
+    """This process's FederationWriter, for a request from another process only."""
     writer = request.app[REPLICATION].federation if is_replication_request(request) else None
     if writer is None:
         raise unrecognized("Unrecognized request")
-    return await writer.serve_events(request)
+    return writer
+
+
+async def write_federation_events(request: web.Request) -> web.StreamResponse:
+    """A room's PDUs a federation inbound worker checked, for this process to write."""
+    return await _federation_writer(request).serve_events(request)
 
 
 async def receive_federation_edus(request: web.Request) -> web.StreamResponse:
     """A transaction's EDUs, handed to the main by a federation inbound worker."""
-    writer = request.app[REPLICATION].federation if is_replication_request(request) else None
-    if writer is None:
-        raise unrecognized("Unrecognized request")
-    return await writer.serve_edus(request)
+    return await _federation_writer(request).serve_edus(request)
 
 
 def create_app(

@@ -54,6 +54,15 @@ class WriterUnavailable(Exception):
     """No process could write what a transaction carries: answer it 503, remember nothing."""
 
 
+class WriterFailed(Exception):
+    """The writer answered but failed on what it was given (a bug, not an outage): the
+    PDUs get an error result, as when a local ingest raises."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class FederationWriter:
     """The writing side (the main, an event persister): the rest of the receiving
     algorithm for a PDU a federation inbound worker checked, and (the main) EDUs."""
@@ -115,12 +124,19 @@ class RoutedIngest:
         if url is not None:
             try:
                 answer = await self._call(url, EVENTS_PATH, body)
+            except WriterFailed as e:
+                log.error("Writing %d events of %s: %s", len(events), first.room_id, e)
+                return [f"Failed to process event: {e.status}"] * len(events)
             except Unreachable:
                 log.warning(
                     "Event persister %s unreachable: %s goes to the main", url, first.room_id
                 )
-        if answer is None:
-            answer = await self._call(None, EVENTS_PATH, body)
+        try:
+            if answer is None:
+                answer = await self._call(None, EVENTS_PATH, body)
+        except WriterFailed as e:  # as a local ingest that raised: each PDU's error
+            log.error("Writing %d events of %s: %s", len(events), first.room_id, e)
+            return [f"Failed to process event: {e.status}"] * len(events)
         errors = answer.get("errors") if isinstance(answer, dict) else None
         if not isinstance(errors, list) or len(errors) != len(events):
             raise WriterUnavailable(f"unexpected answer for {len(events)} events: {answer}")
@@ -128,7 +144,10 @@ class RoutedIngest:
 
     async def edus(self, origin: str, edus: list[Any]) -> None:
         if edus:
-            await self._call(None, EDUS_PATH, {"origin": origin, "edus": edus})
+            try:
+                await self._call(None, EDUS_PATH, {"origin": origin, "edus": edus})
+            except WriterFailed as e:  # as a local EDU handler that raised: logged
+                log.error("EDUs from %s: %s", origin, e)
 
     async def _call(self, url: str | None, path: str, body: dict[str, Any]) -> Any:
         """The writer's JSON answer. Unreachable: a persister refused the connection
@@ -143,6 +162,6 @@ class RoutedIngest:
             raise WriterUnavailable(exc.message) from None
         if status in (502, 503, 504):  # the database, or a process behind it, is away
             raise WriterUnavailable(f"{path} answered {status}")
-        if status != 200:  # the writer's handler failed on this PDU: that PDU's error
-            raise RuntimeError(f"{path} answered {status}: {answer}")
+        if status != 200:  # the writer's handler failed on what it was given
+            raise WriterFailed(status, f"{path} answered {status}: {answer}")
         return answer
