@@ -26,7 +26,14 @@ import pytest
 import yaml
 
 from federation.appkeys import SERVER_KEYS
-from homeserver.appstate import LOCAL_EVENTS, ROOM_CREATOR, STORES
+from homeserver.appstate import (
+    ACCOUNT_AUTH_STORE,
+    LOCAL_EVENTS,
+    MEMBERSHIP,
+    PUSH_STORE,
+    ROOM_CREATOR,
+    STORES,
+)
 from homeserver.errors import MatrixError
 from homeserver.events import Event
 from homeserver.storage.cache import LruCache
@@ -85,6 +92,10 @@ class DeploymentView:
             return _LocalEvents(self)
         if key is ROOM_CREATOR:
             return _RoomCreator(self)
+        if key is MEMBERSHIP:
+            return _Membership(self)
+        if key in _DATABASE_ONLY and self._stores is not None:
+            return _uncached(_DATABASE_ONLY[key](self._stores.db))
         if key is SERVER_KEYS:
             return self._server_keys()
         _skip(f"client.app[{getattr(key, '_name', key)}]")
@@ -127,11 +138,42 @@ class DeploymentView:
             raise MatrixError(resp.status, payload.get("errcode", "M_UNKNOWN"), payload["error"])
         return payload
 
+    async def membership_event(self, room_id: str, user_id: str) -> Event:
+        """The user's current membership event in the room (as the database has it)."""
+        assert self._stores is not None
+        event_id = await self._stores.db.fetchval(
+            "SELECT event_id FROM current_state WHERE room_id = $1"
+            " AND type = 'm.room.member' AND state_key = $2",
+            room_id,
+            user_id,
+        )
+        assert event_id is not None, (room_id, user_id)
+        return await self.event(event_id)
+
     async def event(self, event_id: str) -> Event:
         assert self._stores is not None
         event = await self._stores.events.get_event(event_id)
         assert event is not None, event_id
         return event
+
+
+def _database_only() -> dict[Any, Any]:
+    """Stores whose every answer is in the database: the view gives a test its own,
+    over the deployment's PostgreSQL, with nothing cached."""
+    from homeserver.storage.account_auth import AccountAuthStore
+    from homeserver.storage.push import PushStore
+
+    return {PUSH_STORE: PushStore, ACCOUNT_AUTH_STORE: AccountAuthStore}
+
+
+_DATABASE_ONLY = _database_only()
+
+
+def _uncached(store: Any) -> Any:
+    for value in vars(store).values():
+        if isinstance(value, LruCache):
+            value.max_size = 0
+    return store
 
 
 def _skip(what: str) -> NoReturn:
@@ -144,9 +186,8 @@ def _forget_everything(stores: Stores) -> None:
     forward extremities, a membership) would be stale by the next read."""
     for name in stores.__dataclass_fields__:
         store = getattr(stores, name)
-        for value in vars(store).values() if hasattr(store, "__dict__") else ():
-            if isinstance(value, LruCache):
-                value.max_size = 0
+        if hasattr(store, "__dict__"):
+            _uncached(store)
 
 
 class _LocalEvents:
@@ -179,6 +220,41 @@ class _LocalEvents:
             path = f"/rooms/{room}/send/{quote(event_type, safe='')}/{txn_id}"
         body = await self._view.request_as(sender, "PUT", f"/_matrix/client/v3{path}", content)
         return await self._view.event(body["event_id"])
+
+
+class _Membership:
+    """homeserver.rooms.membership.MembershipService's join and set_membership, as
+    the sender's client asks."""
+
+    def __init__(self, view: DeploymentView) -> None:
+        self._view = view
+
+    async def join(self, room_id: str, user_id: str) -> Event:
+        room = quote(room_id, safe="")
+        body = await self._view.request_as(user_id, "POST", f"/_matrix/client/v3/join/{room}", {})
+        return await self._view.membership_event(body["room_id"], user_id)
+
+    async def set_membership(
+        self,
+        room_id: str,
+        sender: str,
+        target: str,
+        membership: str,
+        reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Event:
+        if extra:
+            pytest.skip("sets membership content the client API does not offer")
+        if membership == "leave":
+            verb = "leave" if sender == target else "kick"
+        else:
+            verb = {"invite": "invite", "ban": "ban"}[membership]
+        body: dict[str, Any] = {} if verb == "leave" else {"user_id": target}
+        if reason is not None:
+            body["reason"] = reason
+        room = quote(room_id, safe="")
+        await self._view.request_as(sender, "POST", f"/_matrix/client/v3/rooms/{room}/{verb}", body)
+        return await self._view.membership_event(room_id, target)
 
 
 class _RoomCreator:

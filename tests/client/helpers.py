@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -49,8 +50,23 @@ async def make_user(
     adds a device (and token) to an existing user.
     """
     if deployed(client):
-        return await _make_user_over_http(client, localpart, device_id)
-    return await _make_user_in_storage(client, localpart, device_id)
+        made = await _make_user_over_http(client, localpart, device_id)
+    else:
+        made = await _make_user_in_storage(client, localpart, device_id)
+    _DEVICE_TOKENS.setdefault(client, {})[(made[0], device_id)] = made[1]
+    return made
+
+
+# The access token make_user gave each (user, device), per test client.
+_DEVICE_TOKENS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def device_token(client: TestClient, user_id: str, device_id: str) -> str:
+    """The access token make_user gave `user_id`'s `device_id` (a test that syncs as
+    a device over HTTP instead of running the sync code in process)."""
+    return _DEVICE_TOKENS[client][(user_id, device_id)]
 
 
 async def _make_user_in_storage(
