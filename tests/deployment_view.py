@@ -32,6 +32,7 @@ from homeserver.appstate import (
     MEMBERSHIP,
     PUSH_STORE,
     ROOM_CREATOR,
+    ROOM_READ_STORE,
     STORES,
 )
 from homeserver.errors import MatrixError
@@ -162,8 +163,13 @@ def _database_only() -> dict[Any, Any]:
     over the deployment's PostgreSQL, with nothing cached."""
     from homeserver.storage.account_auth import AccountAuthStore
     from homeserver.storage.push import PushStore
+    from homeserver.storage.room_directory import RoomReadStore
 
-    return {PUSH_STORE: PushStore, ACCOUNT_AUTH_STORE: AccountAuthStore}
+    return {
+        PUSH_STORE: PushStore,
+        ACCOUNT_AUTH_STORE: AccountAuthStore,
+        ROOM_READ_STORE: RoomReadStore,
+    }
 
 
 _DATABASE_ONLY = _database_only()
