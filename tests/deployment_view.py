@@ -16,6 +16,7 @@ listed by the run, not hidden.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,6 +29,7 @@ import yaml
 from federation.appkeys import SERVER_KEYS
 from homeserver.appstate import (
     ACCOUNT_AUTH_STORE,
+    ADMIN_JOBS,
     LOCAL_EVENTS,
     MEMBERSHIP,
     PUSH_STORE,
@@ -95,6 +97,8 @@ class DeploymentView:
             return _RoomCreator(self)
         if key is MEMBERSHIP:
             return _Membership(self)
+        if key is ADMIN_JOBS and self._stores is not None:
+            return _AdminJobs(self._stores.db)
         if key in _DATABASE_ONLY and self._stores is not None:
             return _uncached(_DATABASE_ONLY[key](self._stores.db))
         if key is SERVER_KEYS:
@@ -261,6 +265,22 @@ class _Membership:
         room = quote(room_id, safe="")
         await self._view.request_as(sender, "POST", f"/_matrix/client/v3/rooms/{room}/{verb}", body)
         return await self._view.membership_event(room_id, target)
+
+
+class _AdminJobs:
+    """homeserver.admin.jobs.JobRunner.wait_idle: the main runs the admin API's jobs
+    and records each one's status in the database."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    async def wait_idle(self, timeout_s: float = 60.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while await self._db.fetchval(
+            "SELECT count(*) FROM admin_jobs WHERE status IN ('scheduled', 'active')"
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "admin jobs still running"
+            await asyncio.sleep(0.05)
 
 
 class _RoomCreator:
