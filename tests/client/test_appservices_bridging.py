@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from homeserver.appstate import TO_DEVICE
+from homeserver.appstate import STORES
+from homeserver.storage.to_device import ToDeviceStore
 from tests.client.appservice_kit import C, FakeAppService, as_request
 from tests.client.helpers import auth, eventually, register_user
 
@@ -118,9 +119,9 @@ async def test_to_device_and_device_data_reach_an_encrypting_bridge(bridge: Any)
         }
     ]
     # ... and is gone from the queue once delivered.
-    store = client.server.app[TO_DEVICE]
+    store = ToDeviceStore(client.server.app[STORES].db)
     async with asyncio.timeout(5):
-        while await store.queued(user, "BRIDGEDEV", 2**62, 10):
+        while await store.get_messages_limited(user, "BRIDGEDEV", 2**62, 10):
             await asyncio.sleep(0.05)
 
     # Someone claims a key: the bridge hears its new count.

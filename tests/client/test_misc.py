@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.appstate import LOCAL_EVENTS, REPORTS
+from homeserver.appstate import LOCAL_EVENTS, STORES
+from homeserver.storage.reports import ReportStore
 from tests.client.helpers import auth, make_room, make_user
 
 C = "/_matrix/client/v3"
@@ -81,7 +82,7 @@ async def test_reports_are_stored(app_client: Any) -> None:
     r = await app_client.post(f"{C}/users/{alice}/report", json={"reason": 5}, headers=auth(b_tok))
     assert r.status == 400
     assert (await r.json())["errcode"] == "M_BAD_JSON"
-    reports = await app_client.server.app[REPORTS].store.recent_reports()
+    reports = await ReportStore(app_client.server.app[STORES].db).recent_reports()
     assert [
         (x.kind, x.reporter, x.room_id, x.event_id, x.target_user_id, x.reason) for x in reports
     ] == [
