@@ -7,7 +7,7 @@ from typing import Any
 from signedjson.key import encode_verify_key_base64, generate_signing_key
 from signedjson.sign import sign_json
 
-from tests.client.helpers import auth, make_user
+from tests.client.helpers import auth, eventually, make_user
 
 KEYS = "/_matrix/client/v3/keys"
 
@@ -97,10 +97,18 @@ async def test_fallback_key_is_reused_and_marked_used(app_client: Any) -> None:
     fallback = {"signed_curve25519:FB1": {"key": "fb1", "fallback": True, "signatures": {}}}
     status, body = await post(app_client, "/upload", alice_token, {"fallback_keys": fallback})
     assert status == 200, body
-    ext = app_client.server.app
-    from homeserver.appstate import E2EE_KEYS
 
-    assert await ext[E2EE_KEYS].unused_fallback_key_types(alice, alice_dev) == ["signed_curve25519"]
+    async def unused() -> Any:
+        """As /sync tells the device (a deployment: a client reader, which hears of
+        the main's key writes a moment later)."""
+        response = await app_client.get("/_matrix/client/v3/sync", headers=auth(alice_token))
+        assert response.status == 200, await response.text()
+        return (await response.json())["device_unused_fallback_key_types"]
+
+    async def expect_unused(types: list[str]) -> None:
+        assert await eventually(app_client, unused, lambda got: got == types) == types
+
+    await expect_unused(["signed_curve25519"])
     for _ in range(2):
         status, body = await post(
             app_client,
@@ -109,13 +117,13 @@ async def test_fallback_key_is_reused_and_marked_used(app_client: Any) -> None:
             {"one_time_keys": {alice: {alice_dev: "signed_curve25519"}}},
         )
         assert body["one_time_keys"] == {alice: {alice_dev: fallback}}
-    assert await ext[E2EE_KEYS].unused_fallback_key_types(alice, alice_dev) == []
+    await expect_unused([])
     # Re-uploading the same fallback key keeps it used; a new one is unused again.
     await post(app_client, "/upload", alice_token, {"fallback_keys": fallback})
-    assert await ext[E2EE_KEYS].unused_fallback_key_types(alice, alice_dev) == []
+    await expect_unused([])
     new = {"signed_curve25519:FB2": {"key": "fb2", "fallback": True, "signatures": {}}}
     await post(app_client, "/upload", alice_token, {"fallback_keys": new})
-    assert await ext[E2EE_KEYS].unused_fallback_key_types(alice, alice_dev) == ["signed_curve25519"]
+    await expect_unused(["signed_curve25519"])
     status, body = await post(
         app_client,
         "/claim",

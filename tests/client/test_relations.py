@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from homeserver.appstate import LOCAL_EVENTS, RELATIONS
-from tests.client.helpers import auth, join_room, make_room, make_user
+from tests.client.helpers import auth, deployed, eventually, join_room, make_room, make_user
 
 V1 = "/_matrix/client/v1/rooms"
 
@@ -85,8 +85,28 @@ async def test_relations_endpoint_filters_and_paginates(app_client: TestClient) 
     assert r.status == 404
 
 
+async def bundled(
+    client: TestClient, room_id: str, event_id: str, user_id: str, token: str
+) -> dict[str, Any]:
+    """The relations service's bundle for `event_id` as `user_id` sees it (a deployment:
+    as GET /event bundles it, on a client reader, which hears of relations a moment
+    after they are written)."""
+    if not deployed(client):
+        bundles = await client.server.app[RELATIONS].bundle_aggregations([event_id], user_id)
+        return bundles.get(event_id, {})
+
+    async def read() -> dict[str, Any]:
+        url = f"/_matrix/client/v3/rooms/{room_id}/event/{event_id}"
+        response = await client.get(url, headers=auth(token))
+        assert response.status == 200, await response.text()
+        relations: dict[str, Any] = (await response.json())["unsigned"].get("m.relations", {})
+        return relations
+
+    return await eventually(client, read, lambda r: r.get("m.thread", {}).get("count") == 2)
+
+
 async def test_bundled_aggregations(app_client: TestClient) -> None:
-    alice, _, bob, _, room = await setup_room(app_client)
+    alice, _, bob, bob_token, room = await setup_room(app_client)
     root = await send(app_client, room, alice, text("root"))
     await send(app_client, room, bob, text("t1", **rel("m.thread", root)))
     t2 = await send(app_client, room, bob, text("t2", **rel("m.thread", root)))
@@ -97,9 +117,7 @@ async def test_bundled_aggregations(app_client: TestClient) -> None:
     await send(app_client, room, bob, edit_content)
     await send(app_client, room, alice, text("* nope", **rel("m.replace", root)))
     ref = await send(app_client, room, bob, text("see", **rel("m.reference", root)))
-    service = app_client.server.app[RELATIONS]
-    bundles = await service.bundle_aggregations([root], bob)
-    agg = bundles[root]
+    agg = await bundled(app_client, room, root, bob, bob_token)
     assert agg["m.thread"]["count"] == 2
     assert agg["m.thread"]["current_user_participated"] is True
     assert agg["m.thread"]["latest_event"]["event_id"] == t2
@@ -108,11 +126,16 @@ async def test_bundled_aggregations(app_client: TestClient) -> None:
     assert agg["m.replace"]["event_id"] in (edit1, edit2)
     assert agg["m.replace"]["content"]["m.new_content"] == {"msgtype": "m.text", "body": "better"}
     assert agg["m.reference"] == {"chunk": [{"event_id": ref}]}
-    carol, _, _ = await make_user(app_client, "carol")
+    carol, carol_token, _ = await make_user(app_client, "carol")
     await join_room(app_client, room, carol)
-    other = await service.bundle_aggregations([root], carol)
-    assert other[root]["m.thread"]["current_user_participated"] is False
-    assert await service.bundle_aggregations([t2], bob) == {}
+    other = await bundled(app_client, room, root, carol, carol_token)
+    assert other["m.thread"]["current_user_participated"] is False
+    url = f"/_matrix/client/v3/rooms/{room}/event/{t2}"
+    if deployed(app_client):
+        unsigned = (await (await app_client.get(url, headers=auth(bob_token))).json())["unsigned"]
+        assert "m.relations" not in unsigned
+    else:
+        assert await app_client.server.app[RELATIONS].bundle_aggregations([t2], bob) == {}
 
 
 async def test_threads_endpoint(app_client: TestClient) -> None:
