@@ -270,11 +270,16 @@ async def test_media_upload_limits_per_user(aiohttp_client: Any, tmp_config: Any
 async def test_bytes_of_quarantined_media_stay_quarantined_under_a_new_id(
     media_client: TestClient,
 ) -> None:
-    from homeserver.appstate import MEDIA_ADMIN
+    from homeserver.appstate import STORES
 
     _, alice, _ = await make_user(media_client, "alice")
+    admin_id, admin, _ = await make_user(media_client, "admin")
+    await media_client.server.app[STORES].accounts.set_admin(admin_id, True)
     bad = await upload(media_client, alice, b"forbidden bytes", "image/png")
-    await media_client.server.app[MEDIA_ADMIN].quarantine(*bad.split("/"), "@admin:test.local")
+    resp = await media_client.post(
+        f"/_synapse/admin/v1/media/quarantine/{bad}", json={}, headers=auth(admin)
+    )
+    assert resp.status == 200, await resp.text()
     again = await upload(media_client, alice, b"forbidden bytes", "image/png")
     resp = await media_client.get(f"{V1}/download/{again}", headers=auth(alice))
     assert resp.status == 404
