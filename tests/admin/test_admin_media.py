@@ -10,7 +10,7 @@ from pathlib import Path
 from homeserver.appstate import MEDIA
 from homeserver.storage.media import RemoteMedia
 from tests.admin.conftest import AdminEnv
-from tests.client.helpers import auth
+from tests.client.helpers import auth, deployed
 
 V1 = "/_matrix/client/v1/media"
 
@@ -108,7 +108,8 @@ async def test_delete_by_date_keeps_avatars_and_recent_media(env: AdminEnv) -> N
         headers=env.user,
     )
     assert resp.status == 200
-    await env.client.server.app[MEDIA].flush_access_times()
+    if not deployed(env.client):  # (a deployment's processes flush their own)
+        await env.client.server.app[MEDIA].flush_access_times()
     cutoff = int(time.time() * 1000) + 1000
     time.sleep(0.01)
     status, body = await env.call("POST", f"/v1/media/delete?before_ts={cutoff}")
