@@ -121,22 +121,27 @@ class DeploymentView:
             refresh_interval_ms=self._config.keys.key_refresh_interval_ms,
         )
 
-    async def token_for(self, user_id: str) -> str:
-        """An access token for a local user (created if missing), written to the database
-        as /login would; the processes read it on their first sight of it."""
-        if user_id not in self._tokens:
+    async def token_for(self, user_id: str, device_id: str | None = None) -> str:
+        """An access token for a local user (created if missing), of one of its
+        devices or none, written to the database as /login would; the processes read
+        it on their first sight of it."""
+        key = f"{user_id}|{device_id or ''}"
+        if key not in self._tokens:
             assert self._stores is not None
-            await self._stores.accounts.create_user(user_id, None)
+            if await self._stores.accounts.get_user(user_id) is None:
+                await self._stores.accounts.create_user(user_id, None)
             token = f"view_{secrets.token_urlsafe(16)}"
-            await self._stores.accounts.add_access_token(token, user_id, None)
-            self._tokens[user_id] = token
-        return self._tokens[user_id]
+            await self._stores.accounts.add_access_token(token, user_id, device_id)
+            self._tokens[key] = token
+        return self._tokens[key]
 
-    async def request_as(self, user_id: str, method: str, path: str, body: Any) -> Any:
-        """A client API request as `user_id`; a Matrix error raises MatrixError as the
-        in-process service would."""
+    async def request_as(
+        self, user_id: str, method: str, path: str, body: Any, device_id: str | None = None
+    ) -> Any:
+        """A client API request as `user_id` (from `device_id`); a Matrix error raises
+        MatrixError as the in-process service would."""
         assert self._session is not None
-        headers = {"Authorization": f"Bearer {await self.token_for(user_id)}"}
+        headers = {"Authorization": f"Bearer {await self.token_for(user_id, device_id)}"}
         async with self._session.request(method, path, json=body, headers=headers) as resp:
             payload = await resp.json()
         if resp.status != 200:
@@ -218,17 +223,24 @@ class _LocalEvents:
         txn: Any = None,
         ts: int | None = None,
     ) -> Event:
-        if txn is not None or ts is not None:
-            pytest.skip("sends with a transaction or timestamp the client API takes elsewhere")
-        room = quote(room_id, safe="")
+        if ts is not None:
+            pytest.skip("sends with a timestamp the client API takes from appservices only")
+        device_id: str | None = None
         txn_id = secrets.token_hex(8)
+        if txn is not None:  # (user, device, txn ID): that device's client sends it
+            if txn[0] != sender or redacts is not None or state_key is not None:
+                pytest.skip("sends with a transaction the client API does not offer")
+            device_id, txn_id = txn[1], txn[2]
+        room = quote(room_id, safe="")
         if redacts is not None:
             path = f"/rooms/{room}/redact/{quote(redacts, safe='')}/{txn_id}"
         elif state_key is not None:
             path = f"/rooms/{room}/state/{quote(event_type, safe='')}/{quote(state_key, safe='')}"
         else:
             path = f"/rooms/{room}/send/{quote(event_type, safe='')}/{txn_id}"
-        body = await self._view.request_as(sender, "PUT", f"/_matrix/client/v3{path}", content)
+        body = await self._view.request_as(
+            sender, "PUT", f"/_matrix/client/v3{path}", content, device_id
+        )
         return await self._view.event(body["event_id"])
 
 

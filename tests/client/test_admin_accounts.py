@@ -12,7 +12,7 @@ from homeserver.__main__ import registration_mac
 from homeserver.accounts.admin_register import expected_mac
 from homeserver.app import create_app
 from homeserver.appstate import STORES
-from tests.client.helpers import auth, eventually, register_user
+from tests.client.helpers import auth, deployed, eventually, register_user
 from tests.conftest import TEST_SHARED_SECRET
 
 ADMIN_REGISTER = "/_synapse/admin/v1/register"
@@ -190,9 +190,10 @@ async def test_nonce_flood_cannot_evict_an_admins_nonce(app_client: TestClient) 
     mine = await _nonce(app_client)
     for _ in range(200):
         await _nonce(app_client)
-    service = app_client.app[SHARED_SECRET_REGISTRATION]
-    for _ in range(50_000):
-        service.new_nonce()
+    if not deployed(app_client):  # (the service is in the main's memory there)
+        service = app_client.app[SHARED_SECRET_REGISTRATION]
+        for _ in range(50_000):
+            service.new_nonce()
     ok = await app_client.post(ADMIN_REGISTER, json=_body(mine, "opadmin", "pw", True))
     assert ok.status == 200, await ok.text()
     assert (await ok.json())["user_id"] == "@opadmin:test.local"
