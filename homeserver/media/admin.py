@@ -98,6 +98,8 @@ class MediaAdmin:
     async def delete_before(
         self, before_ts: int, size_gt: int, keep_profiles: bool
     ) -> dict[str, Any]:
+        # Reads are written behind: what was read a moment ago must count as read.
+        await self._repository.flush_access_times()
         keep = (
             await self._store.avatar_media_ids(self.server_name) if keep_profiles else frozenset()
         )

@@ -514,7 +514,8 @@ class MediaRepository:
 
     async def purge_remote_cache(self, before_ts: int) -> int:
         """Delete cached remote media not read since `before_ts` (it is fetched again
-        when asked for)."""
+        when asked for). Reads are written behind: first this process's."""
+        await self.flush_access_times()
         deleted = 0
         while True:
             batch = await self.store.remote_media_before(before_ts, 500)

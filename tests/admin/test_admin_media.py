@@ -136,6 +136,20 @@ async def test_user_media_list_pages_and_deletes(env: AdminEnv) -> None:
     assert (await env.call("GET", f"/v1/users/{env.user_id}/media"))[1]["total"] == 0
 
 
+async def test_delete_by_date_keeps_media_read_a_moment_ago(env: AdminEnv) -> None:
+    """Reads are recorded behind (once a minute): an admin deleting what nobody read
+    since a moment must not delete media read just now whose read is not written yet."""
+    stale = await upload(env, b"stale file")
+    read = await upload(env, b"read file")
+    time.sleep(0.01)
+    cutoff = int(time.time() * 1000)
+    time.sleep(0.01)
+    assert await download_status(env, read) == 200
+    status, body = await env.call("POST", f"/v1/media/delete?before_ts={cutoff}")
+    assert status == 200 and body == {"deleted_media": [stale], "total": 1}
+    assert await download_status(env, read) == 200
+
+
 async def test_purge_remote_cache(env: AdminEnv, tmp_path: Path) -> None:
     repository = env.client.server.app[MEDIA]
     path = repository.files.remote("remote.example", "abcdefghijkl")
