@@ -15,8 +15,11 @@ long-polling receivers: send-return to seen, p50/p99) through the layout's publi
 and `rooms` (ours: U users each sending M messages into a room of their own at once,
 so writes spread over the persisters), and `federation` (ours: a signed fake peer sends transactions of 40 messages over 8
 rooms, one after another, through the public URL: PDUs/s and transaction latency),
-and reports the CPU seconds every server process (nginx and Redis included) used per
-event, the main's share of them, and the sum of their peak RSS.
+and `follow` (ours: messages sent at a steady 40 events/s to the main's own listener,
+nobody syncing: what each process spends following the deployment's streams, as a share of one core, against
+Synapse's published figure of about 25% of a worker's CPU at that rate), and reports
+the CPU seconds every server process (nginx and Redis included) used per event, the
+main's share of them, and the sum of their peak RSS.
 The clients run on the same two cores, so they compete with the servers: compare the
 layouts, not absolute numbers.
 """
@@ -59,6 +62,15 @@ def pids(d: Deployment) -> list[int]:
         if extra is not None:
             out.append(extra.pid)
             out += children(extra.pid)  # nginx's worker processes
+    return out
+
+
+def named_pids(d: Deployment) -> dict[str, list[int]]:
+    """Each server process by role name (nginx: its master and workers; Redis)."""
+    out = {name: [p.proc.pid] for name, p in d.processes.items() if p.proc is not None}
+    for name, extra in (("redis", d._redis), ("nginx", d._nginx)):
+        if extra is not None:
+            out[name] = [extra.pid, *children(extra.pid)]
     return out
 
 
@@ -131,6 +143,34 @@ async def rooms_scenario(url: str, users: int, messages: int) -> dict[str, Any]:
         "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
         "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1),
     }
+
+
+async def follow_scenario(url: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Four users, a room each, sending `rate` messages per second in all for `seconds`
+    (each send its own task, so a slow answer does not lower the rate)."""
+    import aiohttp
+
+    from tests.client.test_workers import Client, register
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        clients: list[Client] = [await register(session, url) for _ in range(4)]
+        rooms = [
+            (await c.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"] for c in clients
+        ]
+        await asyncio.sleep(2)  # the room creations' own replication settles
+        count = int(rate * seconds)
+        started = time.perf_counter()
+        sends: list[asyncio.Task[Any]] = []
+        for i in range(count):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            c, room = clients[i % 4], rooms[i % 4]
+            path = f"/_matrix/client/v3/rooms/{room}/send/m.room.message/f{i}"
+            sends.append(asyncio.create_task(c.ok("PUT", path, {"msgtype": "m.text", "body": "x"})))
+        await asyncio.gather(*sends)
+        elapsed = time.perf_counter() - started
+    return {"events": count, "events_per_s": round(count / elapsed, 1), "elapsed_s": elapsed}
 
 
 async def federation_scenario(url: str, deployment: Deployment, rooms: int, txns: int) -> Any:
@@ -224,6 +264,20 @@ def measure(layout: str, args: argparse.Namespace) -> dict[str, Any]:
                 )
             elif scenario == "rooms":
                 data = asyncio.run(rooms_scenario(d.url, args.send_users, args.send_messages))
+            elif scenario == "follow":
+                # Straight to the main's public listener (it hands each room write to
+                # the room's persister): the client readers and the other workers do
+                # nothing but follow.
+                main_url = f"http://127.0.0.1:{d.processes['main'].port}"
+                data = asyncio.run(follow_scenario(main_url, args.follow_rate, args.follow_s))
+                events = data["events"]
+                data["cpu_pct_of_a_core"] = {
+                    name: round(
+                        100 * sum(cpu_s(p) - before.get(p, 0.0) for p in ps) / data["elapsed_s"],
+                        1,
+                    )
+                    for name, ps in named_pids(d).items()
+                }
             else:
                 data = run_csbench(d.url, scenario, args)
             used = sum(cpu_s(p) - before.get(p, 0.0) for p in pids(d))
@@ -252,6 +306,8 @@ def main() -> None:
     p.add_argument("--scenarios", default="send,rooms,fanout,federation")
     p.add_argument("--fed-rooms", type=int, default=8)  # 40 PDUs per transaction
     p.add_argument("--fed-txns", type=int, default=50)
+    p.add_argument("--follow-rate", type=float, default=40.0)
+    p.add_argument("--follow-s", type=float, default=60.0)
     args = p.parse_args()
     for layout in [args.only] if args.only else ["single", "workers", "full"]:
         print(json.dumps(measure(layout, args)), flush=True)
