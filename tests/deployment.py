@@ -228,7 +228,10 @@ class Deployment:
         if self._appservice_senders:
             config["notify_appservices_from_worker"] = "appservice1"
         if self._persisters:
-            config["stream_writers"] = {"events": list(self._persisters)}
+            config["stream_writers"] = {
+                **config.get("stream_writers", {}),
+                "events": list(self._persisters),
+            }
         if not self.with_workers:
             for key in ("redis", "instance_map", "worker_replication_secret"):
                 config.pop(key)

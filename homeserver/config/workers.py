@@ -89,6 +89,10 @@ class WorkersConfig:
     # Event persisters (`stream_writers: {events: [...]}`): room writes are routed to
     # them by sha256(room_id) mod N; empty: the main writes every room.
     event_persisters: tuple[str, ...] = ()
+    # Workers that write account data themselves (`stream_writers: {account_data:
+    # [...]}`): a client reader named here serves account data and tag writes instead
+    # of forwarding them to the main (which writes them too).
+    account_data_writers: tuple[str, ...] = ()
 
     @property
     def is_federation_sender(self) -> bool:
@@ -117,11 +121,17 @@ class WorkersConfig:
         return self.worker_name in self.event_persisters
 
     @property
+    def writes_account_data(self) -> bool:
+        """Whether this process writes account data itself (the main always does)."""
+        return not self.is_worker or self.worker_name in self.account_data_writers
+
+    @property
     def shared_writers(self) -> bool:
-        """Several processes write events: every write transaction of the deployment
-        takes one PostgreSQL lock and each room write a lock of its room
+        """Several processes write streams (events, account data): every write
+        transaction of the deployment takes one PostgreSQL lock, each room write a
+        lock of its room, and every process follows the event stream
         (homeserver.replication.writers)."""
-        return bool(self.event_persisters)
+        return bool(self.event_persisters or self.account_data_writers)
 
     def room_writer(self, room_id: str) -> str:
         """The process that room `room_id`'s writes are routed to (sha256 mod N)."""
@@ -215,6 +225,7 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
     pushers = tuple(r.str_list(top, "pusher_instances", "") or ())
     appservice_sender = r.str(top, "notify_appservices_from_worker", "")
     persisters: tuple[str, ...] = ()
+    account_data: tuple[str, ...] = ()
     raw_writers = r.mapping(top.get("stream_writers"), "stream_writers") or {}
     for stream, writers in raw_writers.items():
         names = writers if isinstance(writers, list) else [writers]
@@ -222,15 +233,18 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
             r.problem(f"stream_writers.{stream}", "expected a process name or a list of them")
         elif stream == "events":
             persisters = tuple(names) if names != [MAIN] else ()
+        elif stream == "account_data":
+            account_data = tuple(n for n in names if n != MAIN)  # the main writes anyway
         elif names != [MAIN]:
             r.problem(
                 f"stream_writers.{stream}",
-                "only the events stream has writers other than the main here",
+                "only the events and account_data streams have writers other than the main here",
             )
     for key, named in (
         ("federation_sender_instances", senders),
         ("pusher_instances", pushers),
         ("stream_writers.events", persisters),
+        ("stream_writers.account_data", account_data),
     ):
         if len(set(named)) != len(named):
             r.problem(key, "names a process twice")
@@ -241,13 +255,14 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
         pusher_instances=pushers,
         appservice_sender=appservice_sender or None,
         event_persisters=persisters,
+        account_data_writers=account_data,
         worker_app=app,
         worker_name=name or MAIN,
         instance_map=MappingProxyType(instances),
         redis=redis,
         replication_secret=secret,
     )
-    delegated = senders or pushers or appservice_sender or persisters
+    delegated = senders or pushers or appservice_sender or persisters or account_data
     if not (config.is_worker or config.replicated or instances or delegated):
         return config
     if not is_postgres:

@@ -1,7 +1,9 @@
 """Account data (global and per room), tags and the ignored-users list.
 
-One `account_data` stream position per write, allocated under a lock so positions
-commit in order (a sync never skips a write that commits late). The ignored-user list
+One `account_data` stream position per write, allocated by the store inside its write
+transaction, so positions commit in order (a sync never skips a write that commits
+late) and any process of a deployment may write (`stream_writers: {account_data:
+[...]}`). The ignored-user list
 is cached per user because sync consults it on every response.
 """
 
@@ -38,9 +40,8 @@ class AccountDataService:
     ) -> int:
         """Store one entry (no checks on who may write which type: callers do that)."""
         async with self._lock:
-            self._position += 1
-            pos = self._position
-            await self._store.put(user_id, room_id, data_type, content, pos)
+            pos = await self._store.put(user_id, room_id, data_type, content)
+            self._position = max(self._position, pos)
             if data_type == IGNORED_USERS_TYPE and not room_id:
                 self._ignored.invalidate(user_id)
             if data_type == INVITE_PERMISSION_TYPE and not room_id:

@@ -223,6 +223,25 @@ def _publish(parts: ProcessParts, bus: Any) -> ReplicationPublisher:
     return publisher
 
 
+def _publish_account_data(parts: ProcessParts, bus: Any) -> None:
+    """A worker that writes account data (and otherwise only reads): announce its
+    account data writes and the cache keys it invalidates (ignored users, invite
+    permissions...), each after its commit; never what it replays from others."""
+    bus.before_publish = parts.database.write_barrier
+    publisher = ReplicationPublisher(bus, parts.typing, parts.presence)
+    publisher.replaying = lambda: parts.notifier.replaying
+
+    def announce(
+        stream: str, position: int, users: tuple[str, ...], rooms: tuple[str, ...]
+    ) -> None:
+        if stream == "account_data":
+            publisher.on_announcement(stream, position, users, rooms)
+
+    parts.notifier.observers.append(announce)
+    set_invalidation_hook(publisher.on_invalidation)
+    parts.stack.callback(set_invalidation_hook, None)
+
+
 def _announce_actions(bus: Any, positions: list[int], counted: int) -> None:
     """A writer finished the push actions of these events (push/remote_actions.py)."""
     for i in range(0, len(positions), MAX_POSITIONS):
@@ -340,6 +359,8 @@ async def _worker(
     assert workers.main is not None and workers.replication_secret is not None
     if workers.is_event_persister:
         _publish(parts, bus)
+    elif workers.writes_account_data:
+        _publish_account_data(parts, bus)
     reloads: list[Callable[[], Awaitable[None]]] = [parts.moderation.reload]
     if shared is not None:
         reloads.append(shared.reload)  # overrides an admin changed while we missed it

@@ -107,6 +107,21 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
 }
 
 
+# Account data and tag writes: served by a worker named in `stream_writers:
+# {account_data: [...]}` (the store allocates positions in the write transaction).
+ACCOUNT_DATA_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "PUT": (
+        re.compile(_C + r"/user/[^/]+/(?:rooms/[^/]+/)?account_data/[^/]+$"),
+        re.compile(_C + r"/user/[^/]+/rooms/[^/]+/tags/[^/]+$"),
+    ),
+    "DELETE": (re.compile(_C + r"/user/[^/]+/rooms/[^/]+/tags/[^/]+$"),),
+}
+
+
+def writes_account_data(method: str, path: str) -> bool:
+    return any(p.match(path) for p in ACCOUNT_DATA_WRITES.get(method, ()))
+
+
 # A federation transaction (a federation inbound worker serves it, writing nothing itself).
 SEND = re.compile(r"^/_matrix/federation/v1/send/[^/]+$")
 
@@ -282,6 +297,7 @@ def worker_middleware(
     persister_for: Callable[[str], str | None] = lambda _room: None,
     server_name: str | None = None,
     receives_transactions: bool = False,
+    writes_account_data_here: bool = False,
 ) -> Any:
     """`forwarder` finds the worker's Forwarder in app state (built after the app);
     `persister_for(room_id)`: the URL of the event persister writing that room (None
@@ -289,7 +305,8 @@ def worker_middleware(
     persister is unreachable. `server_name`: reads of other servers' profiles, aliases,
     room directories and spaces go to the main (it has the federation client).
     `receives_transactions`: a federation inbound worker serves /send itself
-    (replication/federation.py: it checks, the rooms' writers write)."""
+    (replication/federation.py: it checks, the rooms' writers write).
+    `writes_account_data_here`: an account data writer serves those writes itself."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -297,6 +314,7 @@ def worker_middleware(
             request.method == "OPTIONS"
             or served_here(request.method, request.path, serves_media, server_name, request.query)
             or (receives_transactions and request.method == "PUT" and SEND.match(request.path))
+            or (writes_account_data_here and writes_account_data(request.method, request.path))
         ):
             return await handler(request)
         room_id = room_written(request.method, request.path)

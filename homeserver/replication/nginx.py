@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .forward import READ_ROUTES
+from .forward import ACCOUNT_DATA_WRITES, READ_ROUTES
 from .writers import ROOM_WRITES
 
 
@@ -30,11 +30,16 @@ class Upstreams:
     # them to the room's persister, so the main is not on the send path and the
     # sender's next read is served by the reader that waited for the write.
     room_writes_to_readers: bool = False
+    # With account data writers (`stream_writers: {account_data: [...]}`, client
+    # readers): account data and tag writes go to the readers too (a writer serves
+    # them, another reader hands them to the main).
+    account_data_to_readers: bool = False
 
 
-def _client_patterns(room_writes: bool) -> list[str]:
+def _client_patterns(room_writes: bool, account_data: bool = False) -> list[str]:
     lines = []
     tables = [READ_ROUTES, *([ROOM_WRITES] if room_writes else [])]
+    tables += [ACCOUNT_DATA_WRITES] if account_data else []
     for table in tables:
         for method, patterns in table.items():
             for pattern in patterns:
@@ -77,7 +82,7 @@ def render(
     routes = ["        default main;"]
     if u.client_readers:
         blocks += _upstream("client_readers", u.client_readers, sticky=True)
-        routes += _client_patterns(u.room_writes_to_readers)
+        routes += _client_patterns(u.room_writes_to_readers, u.account_data_to_readers)
     if u.federation_inbound:
         blocks += _upstream("federation_inbound", u.federation_inbound)
         routes += [
@@ -188,4 +193,11 @@ def upstreams_from_configs(main: Any, workers: Sequence[Any]) -> Upstreams:
         elif (where := first(config, "media")) is not None:
             media.append(where)
     persisters = bool(main.workers.event_persisters)
-    return Upstreams(main_address, readers, inbound, media, room_writes_to_readers=persisters)
+    return Upstreams(
+        main_address,
+        readers,
+        inbound,
+        media,
+        room_writes_to_readers=persisters,
+        account_data_to_readers=bool(main.workers.account_data_writers),
+    )

@@ -28,19 +28,27 @@ class AccountDataStore:
     async def get_max_stream_id(self) -> int:
         return int(await self.db.fetchval("SELECT MAX(stream_id) FROM account_data") or 0)
 
-    async def put(
-        self, user_id: str, room_id: str, data_type: str, content: dict[str, Any], stream_id: int
-    ) -> None:
-        await self.db.execute(
-            "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, data_type)"
-            " DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id",
-            user_id,
-            room_id,
-            data_type,
-            dump_json(content),
-            stream_id,
-        )
+    async def put(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]) -> int:
+        """Store one entry at the next stream position, which it returns. The position
+        is allocated inside the write transaction: write transactions are serialised
+        (in the process; with several writing processes, across the deployment by
+        PostgreSQL, storage/postgres_locks.py), so positions are unique and commit in
+        order whichever process writes. Rows are only ever replaced by a higher
+        position, never deleted, so the maximum never goes back."""
+        async with self.db.transaction() as conn:
+            position = await conn.fetchval(
+                "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
+                " VALUES ($1, $2, $3, $4,"
+                " (SELECT COALESCE(MAX(stream_id), 0) + 1 FROM account_data))"
+                " ON CONFLICT (user_id, room_id, data_type)"
+                " DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id"
+                " RETURNING stream_id",
+                user_id,
+                room_id,
+                data_type,
+                dump_json(content),
+            )
+        return int(position)
 
     async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:
         text = await self.db.fetchval(

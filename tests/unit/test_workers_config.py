@@ -12,7 +12,7 @@ import pytest
 from homeserver.config import ConfigError, load_config
 from homeserver.config.workers import shard
 from homeserver.replication.follower import ReplicationFollower
-from homeserver.replication.forward import served_here
+from homeserver.replication.forward import served_here, writes_account_data
 from homeserver.replication.nginx import Upstreams, render
 from homeserver.replication.writers import room_written
 from homeserver.storage.cache import LruCache, set_invalidation_hook
@@ -127,6 +127,62 @@ def test_event_persisters_shard_rooms_and_need_a_replication_listener(tmp_path: 
         with pytest.raises(ConfigError) as caught:
             load_config(write(tmp_path / "wrong.yaml", text))
         assert problem in "\n".join(caught.value.problems), wrong
+
+
+def test_account_data_writers_are_named_readers_that_share_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    shared = write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\n"
+        + PG
+        + WORKER_BITS
+        + "stream_writers: {account_data: [main, reader1]}\n",
+    )
+    main = load_config(shared).workers
+    assert main.account_data_writers == ("reader1",) and main.writes_account_data
+    # Another process writes a stream: write transactions take the deployment's lock.
+    assert main.shared_writers and not main.event_persisters
+    reader = write(
+        tmp_path / "r1.yaml",
+        "worker_app: generic_worker\nworker_name: reader1\n"
+        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
+    )
+    assert load_config(shared, reader).workers.writes_account_data
+    other = write(tmp_path / "r2.yaml", reader.read_text().replace("reader1", "reader2"))
+    assert not load_config(shared, other).workers.writes_account_data
+    # Only on main alone: the same as no setting.
+    alone = write(tmp_path / "alone.yaml", shared.read_text().replace(", reader1", ""))
+    assert not load_config(alone).workers.shared_writers
+    twice = write(tmp_path / "twice.yaml", shared.read_text().replace("main, ", "reader1, "))
+    with pytest.raises(ConfigError) as caught:
+        load_config(twice)
+    assert "names a process twice" in "\n".join(caught.value.problems)
+    # The routes such a reader serves, and nginx sends to the readers.
+    c = "/_matrix/client/v3"
+    for method, path in (
+        ("PUT", f"{c}/user/@a:x/account_data/m.direct"),
+        ("PUT", f"{c}/user/@a:x/rooms/!r:x/account_data/org.example"),
+        ("PUT", f"{c}/user/@a:x/rooms/!r:x/tags/u.work"),
+        ("DELETE", f"{c}/user/@a:x/rooms/!r:x/tags/u.work"),
+    ):
+        assert writes_account_data(method, path), (method, path)
+    for method, path in (
+        ("GET", f"{c}/user/@a:x/account_data/m.direct"),
+        ("PUT", f"{c}/user/@a:x/filter"),
+        ("PUT", f"{c}/rooms/!r:x/read_markers"),
+    ):
+        assert not writes_account_data(method, path), (method, path)
+    routed = render(
+        Upstreams(
+            main="127.0.0.1:8008",
+            client_readers=["127.0.0.1:8101"],
+            account_data_to_readers=True,
+        )
+    )
+    assert '/tags/[^/]+$" client_readers;' in routed
+    plain = render(Upstreams(main="127.0.0.1:8008", client_readers=["127.0.0.1:8101"]))
+    assert "/tags/" not in plain
 
 
 @pytest.mark.parametrize(
