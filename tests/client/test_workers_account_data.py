@@ -8,7 +8,9 @@ writers. What must hold:
   read back, in GET and in /sync, on either reader;
 - the readers and the main writing account data of the same users at once: positions
   stay unique, and each user's incremental /sync delivers every write exactly once
-  (none skipped because another process committed it late), on any reader.
+  (none skipped because another process committed it late), on any reader;
+- what a reader writes reaches the other processes' caches: the main refuses an
+  invite once the invitee's reader-written setting blocks invites.
 """
 
 from __future__ import annotations
@@ -165,3 +167,32 @@ async def test_writes_on_every_writer_at_once_are_each_synced_once(
     finally:
         await conn.close()
     assert rows == distinct and rows >= USERS * len(writers) * WRITES_PER_PROCESS
+
+
+async def test_a_readers_write_reaches_what_the_main_cached(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """The main caches whether a user blocks invites (v1.18); the reader that writes
+    the setting tells it (the cache invalidation travels over Redis), so an invite
+    sent after the write is refused."""
+    alice = await register(session, deployment.url)
+    bob = await register(session, deployment.url)
+    main = port_url(deployment, "main")
+    first = (await bob.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"]
+    invite = {"user_id": alice.user_id}
+    await bob.ok("POST", f"/_matrix/client/v3/rooms/{first}/invite", invite, base=main)
+    reader = port_url(deployment, READERS[1])
+    setting = _account_data_path(alice.user_id, "m.invite_permission_config")
+    await alice.ok("PUT", setting, {"default_action": "block"}, base=reader)
+    second = (await bob.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"]
+    deadline = time.monotonic() + 5
+    while True:
+        status, body = await bob.call(
+            "POST", f"/_matrix/client/v3/rooms/{second}/invite", invite, base=main
+        )
+        if status != 200 or time.monotonic() > deadline:
+            break
+        # Allowed while the main had not yet heard (milliseconds): leave, try again.
+        await bob.ok("POST", f"/_matrix/client/v3/rooms/{second}/kick", invite, base=main)
+        await asyncio.sleep(0.05)
+    assert (status, body.get("errcode")) == (403, "M_INVITE_BLOCKED"), (status, body)
