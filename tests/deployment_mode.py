@@ -90,7 +90,7 @@ class DeploymentServer(BaseTestServer):
             self.host, self.port = "127.0.0.1", self.deployment.nginx_port
             from tests.deployment_view import DeploymentView
 
-            self.view = DeploymentView(self.deployment, self.config)
+            self.view = DeploymentView(self.deployment, self.config, self.tokens)
             await self.view.open()
 
     @property

@@ -46,9 +46,16 @@ from homeserver.storage.stores import Stores
 class DeploymentView:
     """The parts of an application a test may use against a deployment."""
 
-    def __init__(self, deployment: Any, config: Any) -> None:
+    def __init__(
+        self, deployment: Any, config: Any, user_tokens: dict[str, str] | None = None
+    ) -> None:
         self._deployment = deployment
         self._config = config
+        # The first access token the test helpers gave each user (helpers.make_user):
+        # nginx keeps a token's requests on one client reader, so the view acting "as
+        # the user" with that token reads its own writes there, as the in-process
+        # services do (its own token could land on a reader the write has not reached).
+        self._user_tokens = user_tokens if user_tokens is not None else {}
         self._routes: Any = None
         self._stores: Stores | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -125,6 +132,8 @@ class DeploymentView:
         """An access token for a local user (created if missing), of one of its
         devices or none, written to the database as /login would; the processes read
         it on their first sight of it."""
+        if device_id is None and user_id in self._user_tokens:
+            return self._user_tokens[user_id]
         key = f"{user_id}|{device_id or ''}"
         if key not in self._tokens:
             assert self._stores is not None

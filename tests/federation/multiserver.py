@@ -92,7 +92,7 @@ class LoopbackServer:
             await asyncio.to_thread(self._deployment().start)
             from tests.deployment_view import DeploymentView
 
-            self.view = DeploymentView(self.deployment, self.config)
+            self.view = DeploymentView(self.deployment, self.config, self.tokens)
             await self.view.open()
             return
         self.runner = web.AppRunner(create_app(self.config))
