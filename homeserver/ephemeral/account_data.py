@@ -10,6 +10,7 @@ is cached per user because sync consults it on every response.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from homeserver.storage.account_data import AccountDataEntry, AccountDataStore
@@ -41,13 +42,16 @@ class AccountDataService:
         """Store one entry (no checks on who may write which type: callers do that)."""
         async with self._lock:
             pos = await self._store.put(user_id, room_id, data_type, content)
-            self._position = max(self._position, pos)
-            if data_type == IGNORED_USERS_TYPE and not room_id:
-                self._ignored.invalidate(user_id)
-            if data_type == INVITE_PERMISSION_TYPE and not room_id:
-                self._blocking.invalidate(user_id)
-            self._notifier.notify("account_data", pos, users=[user_id])
+            self._written(user_id, data_type, room_id, pos)
         return pos
+
+    def _written(self, user_id: str, data_type: str, room_id: str, pos: int) -> None:
+        self._position = max(self._position, pos)
+        if data_type == IGNORED_USERS_TYPE and not room_id:
+            self._ignored.invalidate(user_id)
+        if data_type == INVITE_PERMISSION_TYPE and not room_id:
+            self._blocking.invalidate(user_id)
+        self._notifier.notify("account_data", pos, users=[user_id])
 
     async def get(self, user_id: str, data_type: str, room_id: str = "") -> dict[str, Any] | None:
         return await self._store.get(user_id, room_id, data_type)
@@ -63,15 +67,34 @@ class AccountDataService:
         return tags if isinstance(tags, dict) else {}
 
     async def set_tag(self, user_id: str, room_id: str, tag: str, body: dict[str, Any]) -> None:
-        tags = await self.get_tags(user_id, room_id)
-        tags[tag] = body
-        await self.put(user_id, TAGS_TYPE, {"tags": tags}, room_id)
+        await self._change_tags(user_id, room_id, lambda tags: {**tags, tag: body})
 
     async def remove_tag(self, user_id: str, room_id: str, tag: str) -> None:
-        tags = await self.get_tags(user_id, room_id)
-        if tag in tags:
-            del tags[tag]
-            await self.put(user_id, TAGS_TYPE, {"tags": tags}, room_id)
+        await self._change_tags(
+            user_id,
+            room_id,
+            lambda tags: {k: v for k, v in tags.items() if k != tag} if tag in tags else None,
+        )
+
+    async def _change_tags(
+        self,
+        user_id: str,
+        room_id: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+    ) -> None:
+        """Read and write the room's `m.tag` entry in one store transaction: two tag
+        changes of one room at once (two devices, or two processes of a deployment)
+        both land instead of the later write dropping the earlier tag."""
+
+        def on_content(content: dict[str, Any] | None) -> dict[str, Any] | None:
+            tags = (content or {}).get("tags")
+            changed = change(dict(tags) if isinstance(tags, dict) else {})
+            return None if changed is None else {"tags": changed}
+
+        async with self._lock:
+            pos = await self._store.modify(user_id, room_id, TAGS_TYPE, on_content)
+            if pos is not None:
+                self._written(user_id, TAGS_TYPE, room_id, pos)
 
     # -- invite permission (v1.18) ----------------------------------------------------
 

@@ -6,11 +6,12 @@ travel through sync like any other room account data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ._util import dump_json, load_json
-from .database import Database
+from .database import Connection, Database
 
 
 @dataclass(frozen=True)
@@ -36,19 +37,32 @@ class AccountDataStore:
         order whichever process writes. Rows are only ever replaced by a higher
         position, never deleted, so the maximum never goes back."""
         async with self.db.transaction() as conn:
-            position = await conn.fetchval(
-                "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
-                " VALUES ($1, $2, $3, $4,"
-                " (SELECT COALESCE(MAX(stream_id), 0) + 1 FROM account_data))"
-                " ON CONFLICT (user_id, room_id, data_type)"
-                " DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id"
-                " RETURNING stream_id",
+            return await _write(conn, user_id, room_id, data_type, content)
+
+    async def modify(
+        self,
+        user_id: str,
+        room_id: str,
+        data_type: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+    ) -> int | None:
+        """Read, change and write one entry in one write transaction, so two concurrent
+        changes of the same entry (two tags added to one room at once) both land; the
+        serialised write transactions (see `put`) order them. `change` gets the current
+        content (None: none) and returns the new one, or None to leave it as it is.
+        Returns the new stream position, or None when nothing was written."""
+        async with self.db.transaction() as conn:
+            text = await conn.fetchval(
+                "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2"
+                " AND data_type = $3",
                 user_id,
                 room_id,
                 data_type,
-                dump_json(content),
             )
-        return int(position)
+            content = change(None if text is None else load_json(text))
+            if content is None:
+                return None
+            return await _write(conn, user_id, room_id, data_type, content)
 
     async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:
         text = await self.db.fetchval(
@@ -69,3 +83,22 @@ class AccountDataStore:
             since,
         )
         return [AccountDataEntry(r[0], r[1], load_json(r[2]), int(r[3])) for r in rows]
+
+
+async def _write(
+    conn: Connection, user_id: str, room_id: str, data_type: str, content: dict[str, Any]
+) -> int:
+    """Upsert one entry at MAX + 1, inside the caller's write transaction."""
+    position = await conn.fetchval(
+        "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
+        " VALUES ($1, $2, $3, $4,"
+        " (SELECT COALESCE(MAX(stream_id), 0) + 1 FROM account_data))"
+        " ON CONFLICT (user_id, room_id, data_type)"
+        " DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id"
+        " RETURNING stream_id",
+        user_id,
+        room_id,
+        data_type,
+        dump_json(content),
+    )
+    return int(position)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -58,6 +59,33 @@ async def test_room_account_data_and_tags(app_client: TestClient) -> None:
     assert {"type": "org.example", "content": {"a": 1}} in room_data
     assert {"type": "m.tag", "content": {"tags": {"m.favourite": {"order": 0.5}}}} in room_data
     assert body["account_data"]["events"] == []
+
+
+async def test_concurrent_tag_changes_all_land(app_client: TestClient) -> None:
+    """Tags are one `m.tag` entry per room: each change reads and rewrites it, so
+    changes at once (a user's devices tagging one room) must not drop each other."""
+    alice, token, _ = await make_user(app_client, "alice")
+    room_id = await make_room(app_client, alice)
+    base = f"{V3}/user/{alice}/rooms/{room_id}/tags"
+    for tag in ("u.gone1", "u.gone2"):
+        assert (await app_client.put(f"{base}/{tag}", json={}, headers=auth(token))).status == 200
+
+    async def put(i: int) -> int:
+        body = {"order": i / 100}
+        return (await app_client.put(f"{base}/u.t{i}", json=body, headers=auth(token))).status
+
+    async def delete(tag: str) -> int:
+        return (await app_client.delete(f"{base}/{tag}", headers=auth(token))).status
+
+    statuses = await asyncio.gather(
+        *(put(i) for i in range(20)), delete("u.gone1"), delete("u.gone2")
+    )
+    assert set(statuses) == {200}
+    tags = await (await app_client.get(base, headers=auth(token))).json()
+    assert tags == {"tags": {f"u.t{i}": {"order": i / 100} for i in range(20)}}
+    initial = await sync(app_client, token)
+    room_data = initial["rooms"]["join"][room_id]["account_data"]["events"]
+    assert {"type": "m.tag", "content": tags} in room_data
 
 
 async def test_account_data_errors(app_client: TestClient) -> None:

@@ -9,6 +9,8 @@ writers. What must hold:
 - the readers and the main writing account data of the same users at once: positions
   stay unique, and each user's incremental /sync delivers every write exactly once
   (none skipped because another process committed it late), on any reader;
+- tags of one room changed on the three processes at once: none is lost (each
+  change reads and rewrites the room's tags inside the deployment's write lock);
 - what a reader writes reaches the other processes' caches: the main refuses an
   invite once the invitee's reader-written setting blocks invites.
 """
@@ -167,6 +169,26 @@ async def test_writes_on_every_writer_at_once_are_each_synced_once(
     finally:
         await conn.close()
     assert rows == distinct and rows >= USERS * len(writers) * WRITES_PER_PROCESS
+
+
+async def test_tags_of_one_room_from_every_writer_at_once_all_land(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """A tag change rewrites the room's whole `m.tag` entry: three processes changing
+    one room's tags at once must each read what the others committed."""
+    writers = [port_url(deployment, "main"), *(port_url(deployment, r) for r in READERS)]
+    alice = await register(session, deployment.url)
+    room = (await alice.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"]
+    base = (
+        f"/_matrix/client/v3/user/{quote(alice.user_id, safe='')}/rooms/{quote(room, safe='')}/tags"
+    )
+
+    async def tag(p: int, i: int) -> None:
+        await alice.ok("PUT", f"{base}/u.p{p}.t{i}", {}, base=writers[p])
+
+    await asyncio.gather(*(tag(p, i) for p in range(len(writers)) for i in range(8)))
+    got = await alice.ok("GET", base)
+    assert set(got["tags"]) == {f"u.p{p}.t{i}" for p in range(len(writers)) for i in range(8)}
 
 
 async def test_a_readers_write_reaches_what_the_main_cached(

@@ -29,3 +29,20 @@ async def test_positions_are_allocated_unique_and_increasing(db: Database) -> No
     )
     assert sorted(positions) == list(range(4, 24))
     assert await store.get_max_stream_id() == 23
+
+
+async def test_modify_reads_and_writes_in_one_transaction(db: Database) -> None:
+    store = AccountDataStore(db)
+
+    def add(key: str):  # type: ignore[no-untyped-def]
+        return lambda content: {**(content or {}), key: True}
+
+    # Concurrent read-modify-writes of one entry: none is lost.
+    positions = await asyncio.gather(
+        *(store.modify("@a:x", "!r:x", "m.tag", add(f"k{i}")) for i in range(20))
+    )
+    assert sorted(p for p in positions if p is not None) == list(range(1, 21))
+    assert await store.get("@a:x", "!r:x", "m.tag") == {f"k{i}": True for i in range(20)}
+    # A change that returns None writes nothing and allocates no position.
+    assert await store.modify("@a:x", "!r:x", "m.tag", lambda content: None) is None
+    assert await store.get_max_stream_id() == 20
