@@ -181,7 +181,7 @@ def replication_middlewares(config: Config) -> list[Middleware]:
                 persister_for,
                 config.server_name,
                 receives_transactions="federation" in config.resources,
-                writes_account_data_here=workers.writes_account_data,
+                writes_here=workers.reader_streams,
             )
         ]
     if workers.replicated and secret:

@@ -37,17 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from federation.appkeys import (
-    FED_CLIENT,
-    FEDERATED_MEMBERSHIP,
-    INBOUND,
-    KEYRING,
-    QUERIES,
-    ROOM_STATE,
-    SENDER,
-    SERVER_KEYS,
-    TRANSACTIONS,
-)
+from federation.appkeys import FEDERATED_MEMBERSHIP, ROOM_STATE, SERVER_KEYS
 from federation.keys import load_server_keys
 from federation.media import FederationMediaSource
 from federation.queries import FederationRemoteKeys, FederationToDevice
@@ -67,7 +57,13 @@ from homeserver.appservice.devices import AppServiceDevices
 from homeserver.appservice.registry import AppServices
 from homeserver.appservice.sender import AppServiceSender
 from homeserver.background import BackgroundTasks, every
-from homeserver.composition_federation import Overrides, build_federation, build_inbound
+from homeserver.composition_federation import (
+    Overrides,
+    build_federation,
+    build_inbound,
+    federation_services,
+    outbound_sender,
+)
 from homeserver.composition_identity import build_identity
 from homeserver.config import Config
 from homeserver.e2ee.build import build_e2ee
@@ -335,7 +331,7 @@ async def build(
     app_service_sender.attach_ephemeral(typing, receipts, notifier)
 
     # -- end-to-end encryption -----------------------------------------------------------
-    sender = fed.sender if fed is not None else None
+    sender = outbound_sender(config, stores, fed)
     e2ee = await build_e2ee(
         database,
         stores,
@@ -583,15 +579,7 @@ async def build(
         ROOM_STATE: room_state,
         FEDERATED_MEMBERSHIP: federated_membership,
     }
-    if fed is not None:
-        services[FED_CLIENT] = fed.client
-        services[KEYRING] = fed.keyring
-        services[INBOUND] = fed.checks
-        services[TRANSACTIONS] = transactions
-        if fed.sender is not None:
-            services[SENDER] = fed.sender
-        if fed.queries is not None:
-            services[QUERIES] = fed.queries
+    services.update(federation_services(fed, transactions))
 
     def publish(app: web.Application) -> None:
         for key, value in services.items():

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import nacl.signing
 
+from federation.appkeys import FED_CLIENT, INBOUND, KEYRING, QUERIES, SENDER, TRANSACTIONS
 from federation.client import FederationClient
 from federation.edus import InboundEdus
 from federation.inbound import InboundChecks
@@ -136,6 +137,34 @@ def build_federation(
     )
 
 
+class _QueueOnly:
+    """The transport of a sender that never delivers (see outbound_sender)."""
+
+    async def put_json(
+        self, destination: str, path: str, json_body: Any, *, timeout: float | None = None
+    ) -> Any:
+        raise RuntimeError("this process queues federation traffic; others deliver it")
+
+
+def outbound_sender(
+    config: Config, stores: Stores, fed: Federation | None
+) -> FederationSender | None:
+    """Where this process queues what it sends to other servers: the federation
+    adapter's sender or, on a client reader that writes to-device messages
+    (`stream_writers: {to_device: [...]}`) and has no federation of its own, a sender
+    that only queues. Its EDUs (messages for other servers' devices) go to the durable
+    outbox in the same database, and the process delivering to each destination is
+    woken over the bus (build_replication sets `owns` and `elsewhere`): nothing is
+    delivered from here, nothing is dropped."""
+    if fed is not None and fed.sender is not None:
+        return fed.sender
+    if config.workers.is_worker and config.workers.writes_to_device:
+        return FederationSender(
+            stores.transactions, stores.events, _QueueOnly(), config.server_name
+        )
+    return None
+
+
 async def build_inbound(
     config: Config,
     fed: Federation | None,
@@ -189,6 +218,25 @@ async def build_inbound(
         await fed.sender.start()  # resume what the outbox still holds
         stack.push_async_callback(fed.sender.stop)
     return transactions
+
+
+def federation_services(
+    fed: Federation | None, transactions: TransactionReceiver | None
+) -> dict[Any, Any]:
+    """The federation adapter's parts the app serves with (federation/appkeys.py)."""
+    if fed is None:
+        return {}
+    services: dict[Any, Any] = {
+        FED_CLIENT: fed.client,
+        KEYRING: fed.keyring,
+        INBOUND: fed.checks,
+        TRANSACTIONS: transactions,
+    }
+    if fed.sender is not None:
+        services[SENDER] = fed.sender
+    if fed.queries is not None:
+        services[QUERIES] = fed.queries
+    return services
 
 
 def _writer_url(workers: Any, room_id: str) -> str | None:

@@ -93,6 +93,10 @@ class WorkersConfig:
     # [...]}`): a client reader named here serves account data and tag writes instead
     # of forwarding them to the main (which writes them too).
     account_data_writers: tuple[str, ...] = ()
+    # Workers that write to-device messages themselves (`stream_writers: {to_device:
+    # [...]}`): a client reader named here serves /sendToDevice (messages for other
+    # servers go to the federation outbox, delivered by whichever process sends there).
+    to_device_writers: tuple[str, ...] = ()
 
     @property
     def is_federation_sender(self) -> bool:
@@ -126,12 +130,27 @@ class WorkersConfig:
         return not self.is_worker or self.worker_name in self.account_data_writers
 
     @property
+    def writes_to_device(self) -> bool:
+        """Whether this process writes to-device messages itself (the main always does)."""
+        return not self.is_worker or self.worker_name in self.to_device_writers
+
+    @property
+    def reader_streams(self) -> frozenset[str]:
+        """The streams besides events that this worker writes itself (none on the
+        main, which writes them all): what it serves instead of forwarding, and what
+        it announces on the bus."""
+        if not self.is_worker:
+            return frozenset()
+        named = {"account_data": self.account_data_writers, "to_device": self.to_device_writers}
+        return frozenset(s for s, writers in named.items() if self.worker_name in writers)
+
+    @property
     def shared_writers(self) -> bool:
-        """Several processes write streams (events, account data): every write
+        """Several processes write streams (events, account data, to-device): every write
         transaction of the deployment takes one PostgreSQL lock, each room write a
         lock of its room, and every process follows the event stream
         (homeserver.replication.writers)."""
-        return bool(self.event_persisters or self.account_data_writers)
+        return bool(self.event_persisters or self.account_data_writers or self.to_device_writers)
 
     def room_writer(self, room_id: str) -> str:
         """The process that room `room_id`'s writes are routed to (sha256 mod N)."""
@@ -226,6 +245,7 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
     appservice_sender = r.str(top, "notify_appservices_from_worker", "")
     persisters: tuple[str, ...] = ()
     account_data: tuple[str, ...] = ()
+    to_device: tuple[str, ...] = ()
     raw_writers = r.mapping(top.get("stream_writers"), "stream_writers") or {}
     for stream, writers in raw_writers.items():
         names = writers if isinstance(writers, list) else [writers]
@@ -235,16 +255,20 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
             persisters = tuple(names) if names != [MAIN] else ()
         elif stream == "account_data":
             account_data = tuple(n for n in names if n != MAIN)  # the main writes anyway
+        elif stream == "to_device":
+            to_device = tuple(n for n in names if n != MAIN)
         elif names != [MAIN]:
             r.problem(
                 f"stream_writers.{stream}",
-                "only the events and account_data streams have writers other than the main here",
+                "only the events, account_data and to_device streams have writers other "
+                "than the main here",
             )
     for key, named in (
         ("federation_sender_instances", senders),
         ("pusher_instances", pushers),
         ("stream_writers.events", persisters),
         ("stream_writers.account_data", account_data),
+        ("stream_writers.to_device", to_device),
     ):
         if len(set(named)) != len(named):
             r.problem(key, "names a process twice")
@@ -256,13 +280,14 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
         appservice_sender=appservice_sender or None,
         event_persisters=persisters,
         account_data_writers=account_data,
+        to_device_writers=to_device,
         worker_app=app,
         worker_name=name or MAIN,
         instance_map=MappingProxyType(instances),
         redis=redis,
         replication_secret=secret,
     )
-    delegated = senders or pushers or appservice_sender or persisters or account_data
+    delegated = senders or pushers or appservice_sender or persisters or account_data or to_device
     if not (config.is_worker or config.replicated or instances or delegated):
         return config
     if not is_postgres:

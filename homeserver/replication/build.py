@@ -223,10 +223,11 @@ def _publish(parts: ProcessParts, bus: Any) -> ReplicationPublisher:
     return publisher
 
 
-def _publish_account_data(parts: ProcessParts, bus: Any) -> None:
-    """A worker that writes account data (and otherwise only reads): announce its
-    account data writes and the cache keys it invalidates (ignored users, invite
-    permissions...), each after its commit; never what it replays from others."""
+def _publish_streams(parts: ProcessParts, bus: Any, streams: frozenset[str]) -> None:
+    """A worker that writes some streams (account data, to-device) and otherwise only
+    reads: announce its writes of those streams and the cache keys it invalidates
+    (ignored users, invite permissions...), each after its commit; never what it
+    replays from others."""
     bus.before_publish = parts.database.write_barrier
     publisher = ReplicationPublisher(bus, parts.typing, parts.presence)
     publisher.replaying = lambda: parts.notifier.replaying
@@ -234,7 +235,7 @@ def _publish_account_data(parts: ProcessParts, bus: Any) -> None:
     def announce(
         stream: str, position: int, users: tuple[str, ...], rooms: tuple[str, ...]
     ) -> None:
-        if stream == "account_data":
+        if stream in streams:
             publisher.on_announcement(stream, position, users, rooms)
 
     parts.notifier.observers.append(announce)
@@ -359,8 +360,8 @@ async def _worker(
     assert workers.main is not None and workers.replication_secret is not None
     if workers.is_event_persister:
         _publish(parts, bus)
-    elif workers.writes_account_data:
-        _publish_account_data(parts, bus)
+    elif workers.reader_streams:
+        _publish_streams(parts, bus, workers.reader_streams)
     reloads: list[Callable[[], Awaitable[None]]] = [parts.moderation.reload]
     if shared is not None:
         reloads.append(shared.reload)  # overrides an admin changed while we missed it

@@ -26,7 +26,7 @@ import contextlib
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -118,8 +118,21 @@ ACCOUNT_DATA_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
 }
 
 
-def writes_account_data(method: str, path: str) -> bool:
-    return any(p.match(path) for p in ACCOUNT_DATA_WRITES.get(method, ()))
+# To-device sends: served by a worker named in `stream_writers: {to_device: [...]}`.
+TO_DEVICE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "PUT": (re.compile(_C + r"/sendToDevice/[^/]+/[^/]+$"),),
+}
+
+# The writes a worker serves itself for each stream it writes (WorkersConfig.reader_streams).
+STREAM_WRITES: dict[str, dict[str, tuple[re.Pattern[str], ...]]] = {
+    "account_data": ACCOUNT_DATA_WRITES,
+    "to_device": TO_DEVICE_WRITES,
+}
+
+
+def writes_stream(streams: Iterable[str], method: str, path: str) -> bool:
+    """Whether the request writes one of `streams` (a worker writing them serves it)."""
+    return any(p.match(path) for stream in streams for p in STREAM_WRITES[stream].get(method, ()))
 
 
 # A federation transaction (a federation inbound worker serves it, writing nothing itself).
@@ -297,7 +310,7 @@ def worker_middleware(
     persister_for: Callable[[str], str | None] = lambda _room: None,
     server_name: str | None = None,
     receives_transactions: bool = False,
-    writes_account_data_here: bool = False,
+    writes_here: frozenset[str] = frozenset(),
 ) -> Any:
     """`forwarder` finds the worker's Forwarder in app state (built after the app);
     `persister_for(room_id)`: the URL of the event persister writing that room (None
@@ -306,7 +319,8 @@ def worker_middleware(
     room directories and spaces go to the main (it has the federation client).
     `receives_transactions`: a federation inbound worker serves /send itself
     (replication/federation.py: it checks, the rooms' writers write).
-    `writes_account_data_here`: an account data writer serves those writes itself."""
+    `writes_here`: the streams this worker writes (account data, to-device): it serves
+    their writes itself."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -314,7 +328,7 @@ def worker_middleware(
             request.method == "OPTIONS"
             or served_here(request.method, request.path, serves_media, server_name, request.query)
             or (receives_transactions and request.method == "PUT" and SEND.match(request.path))
-            or (writes_account_data_here and writes_account_data(request.method, request.path))
+            or (writes_here and writes_stream(writes_here, request.method, request.path))
         ):
             return await handler(request)
         room_id = room_written(request.method, request.path)

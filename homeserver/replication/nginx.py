@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .forward import ACCOUNT_DATA_WRITES, READ_ROUTES
+from .forward import READ_ROUTES, STREAM_WRITES
 from .writers import ROOM_WRITES
 
 
@@ -30,16 +30,16 @@ class Upstreams:
     # them to the room's persister, so the main is not on the send path and the
     # sender's next read is served by the reader that waited for the write.
     room_writes_to_readers: bool = False
-    # With account data writers (`stream_writers: {account_data: [...]}`, client
-    # readers): account data and tag writes go to the readers too (a writer serves
-    # them, another reader hands them to the main).
-    account_data_to_readers: bool = False
+    # The streams with client reader writers (`stream_writers: {account_data: [...],
+    # to_device: [...]}`): their writes (account data and tags, /sendToDevice) go to
+    # the readers too (a writer serves them, another reader hands them to the main).
+    streams_to_readers: frozenset[str] = frozenset()
 
 
-def _client_patterns(room_writes: bool, account_data: bool = False) -> list[str]:
+def _client_patterns(room_writes: bool, streams: frozenset[str] = frozenset()) -> list[str]:
     lines = []
     tables = [READ_ROUTES, *([ROOM_WRITES] if room_writes else [])]
-    tables += [ACCOUNT_DATA_WRITES] if account_data else []
+    tables += [STREAM_WRITES[stream] for stream in sorted(streams)]
     for table in tables:
         for method, patterns in table.items():
             for pattern in patterns:
@@ -82,7 +82,7 @@ def render(
     routes = ["        default main;"]
     if u.client_readers:
         blocks += _upstream("client_readers", u.client_readers, sticky=True)
-        routes += _client_patterns(u.room_writes_to_readers, u.account_data_to_readers)
+        routes += _client_patterns(u.room_writes_to_readers, u.streams_to_readers)
     if u.federation_inbound:
         blocks += _upstream("federation_inbound", u.federation_inbound)
         routes += [
@@ -199,5 +199,12 @@ def upstreams_from_configs(main: Any, workers: Sequence[Any]) -> Upstreams:
         inbound,
         media,
         room_writes_to_readers=persisters,
-        account_data_to_readers=bool(main.workers.account_data_writers),
+        streams_to_readers=frozenset(
+            stream
+            for stream, writers in (
+                ("account_data", main.workers.account_data_writers),
+                ("to_device", main.workers.to_device_writers),
+            )
+            if writers
+        ),
     )

@@ -52,10 +52,18 @@ def free_port() -> int:
 
 class LoopbackServer:
     def __init__(
-        self, base: Path, label: str, *, deployment: bool | None = None, **overrides: Any
+        self,
+        base: Path,
+        label: str,
+        *,
+        deployment: bool | None = None,
+        deployment_settings: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> None:
         """`overrides`: further top-level config keys (e.g. trusted_key_servers);
-        `deployment`: a worker deployment (default: whether HS_TEST_DEPLOYMENT is set)."""
+        `deployment`: a worker deployment (default: whether HS_TEST_DEPLOYMENT is set);
+        `deployment_settings`: keys for the deployment's config only (worker settings,
+        which a single process refuses)."""
         self.as_deployment = bool(deployment_mode.MODE) if deployment is None else deployment
         self.port = free_port()
         self.name = f"127.0.0.1:{self.port}"
@@ -76,6 +84,7 @@ class LoopbackServer:
         self.view: Any = None  # deployment mode: its tests.deployment_view.DeploymentView
         self.http = aiohttp.ClientSession()
         self.tokens: dict[str, str] = {}
+        self._deployment_settings = deployment_settings or {}
 
     @property
     def app(self) -> Any:
@@ -116,7 +125,10 @@ class LoopbackServer:
                 **FULL_LAYOUT,
                 server_name=self.name,
                 public_port=self.port,
-                overrides=deployment_mode.settings_for_deployment(self.settings),
+                overrides={
+                    **deployment_mode.settings_for_deployment(self.settings),
+                    **self._deployment_settings,
+                },
             )
         return self.deployment
 

@@ -12,7 +12,7 @@ import pytest
 from homeserver.config import ConfigError, load_config
 from homeserver.config.workers import shard
 from homeserver.replication.follower import ReplicationFollower
-from homeserver.replication.forward import served_here, writes_account_data
+from homeserver.replication.forward import served_here, writes_stream
 from homeserver.replication.nginx import Upstreams, render
 from homeserver.replication.writers import room_written
 from homeserver.storage.cache import LruCache, set_invalidation_hook
@@ -166,23 +166,70 @@ def test_account_data_writers_are_named_readers_that_share_the_write_lock(
         ("PUT", f"{c}/user/@a:x/rooms/!r:x/tags/u.work"),
         ("DELETE", f"{c}/user/@a:x/rooms/!r:x/tags/u.work"),
     ):
-        assert writes_account_data(method, path), (method, path)
+        assert writes_stream({"account_data"}, method, path), (method, path)
     for method, path in (
         ("GET", f"{c}/user/@a:x/account_data/m.direct"),
         ("PUT", f"{c}/user/@a:x/filter"),
         ("PUT", f"{c}/rooms/!r:x/read_markers"),
     ):
-        assert not writes_account_data(method, path), (method, path)
+        assert not writes_stream({"account_data"}, method, path), (method, path)
     routed = render(
         Upstreams(
             main="127.0.0.1:8008",
             client_readers=["127.0.0.1:8101"],
-            account_data_to_readers=True,
+            streams_to_readers=frozenset({"account_data"}),
         )
     )
     assert '/tags/[^/]+$" client_readers;' in routed
     plain = render(Upstreams(main="127.0.0.1:8008", client_readers=["127.0.0.1:8101"]))
     assert "/tags/" not in plain
+
+
+def test_to_device_writers_serve_send_to_device_and_share_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    shared = write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\n"
+        + PG
+        + WORKER_BITS
+        + "stream_writers: {to_device: reader1, account_data: [reader2]}\n",
+    )
+    main = load_config(shared).workers
+    assert main.to_device_writers == ("reader1",) and main.writes_to_device
+    assert main.shared_writers and main.reader_streams == frozenset()
+    reader = write(
+        tmp_path / "r1.yaml",
+        "worker_app: generic_worker\nworker_name: reader1\n"
+        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
+    )
+    one = load_config(shared, reader).workers
+    assert one.writes_to_device and not one.writes_account_data
+    assert one.reader_streams == frozenset({"to_device"})
+    other = write(tmp_path / "r2.yaml", reader.read_text().replace("reader1", "reader2"))
+    assert load_config(shared, other).workers.reader_streams == frozenset({"account_data"})
+    c = "/_matrix/client/v3"
+    assert writes_stream({"to_device"}, "PUT", f"{c}/sendToDevice/m.room.encrypted/t1")
+    assert not writes_stream({"account_data"}, "PUT", f"{c}/sendToDevice/m.room.encrypted/t1")
+    assert not writes_stream({"to_device"}, "GET", f"{c}/sendToDevice/m.room.encrypted/t1")
+    assert not writes_stream({"to_device"}, "PUT", f"{c}/user/@a:x/account_data/m.direct")
+    routed = render(
+        Upstreams(
+            main="127.0.0.1:8008",
+            client_readers=["127.0.0.1:8101"],
+            streams_to_readers=frozenset({"to_device"}),
+        )
+    )
+    [line] = [line for line in routed.splitlines() if "sendToDevice" in line]
+    assert line.strip().startswith('"~^PUT ') and line.endswith(" client_readers;")
+    assert "/tags/" not in routed
+    unknown = write(
+        tmp_path / "bad.yaml",
+        shared.read_text().replace("to_device: reader1", "receipts: reader1"),
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(unknown)
+    assert "only the events, account_data and to_device streams" in "\n".join(caught.value.problems)
 
 
 @pytest.mark.parametrize(
