@@ -61,6 +61,7 @@ from homeserver.composition_federation import (
     Overrides,
     build_federation,
     build_inbound,
+    edu_sender,
     federation_services,
     outbound_sender,
 )
@@ -187,7 +188,8 @@ async def build(
     server_name = config.server_name
 
     fed = build_federation(config, server_keys, stores, stack, overrides)
-    outbox = EduOutbox(fed.send_edu if fed else None, server_name)
+    sender = outbound_sender(config, stores, fed)
+    outbox = EduOutbox(edu_sender(sender), server_name)
     if metrics is not None and fed is not None and fed.sender is not None:
         metrics.watch_outbound(fed.sender)
 
@@ -331,7 +333,6 @@ async def build(
     app_service_sender.attach_ephemeral(typing, receipts, notifier)
 
     # -- end-to-end encryption -----------------------------------------------------------
-    sender = outbound_sender(config, stores, fed)
     e2ee = await build_e2ee(
         database,
         stores,

@@ -56,7 +56,6 @@ class Federation:
     remote_events: FederationRemoteEvents | None
     remote_rooms: FederationRemoteRooms | None
     queries: FederationQueries | None
-    send_edu: EduSender | None
     policy: Any = None  # rooms.policy_server.PolicyServerPort (federation.policy)
 
 
@@ -112,7 +111,7 @@ def build_federation(
     )
     checks = InboundChecks(keyring)
     if "federation" not in served:
-        return Federation(client, keyring, checks, None, None, None, None, None)
+        return Federation(client, keyring, checks, None, None, None, None)
     sender = FederationSender(
         stores.transactions,
         stores.events,
@@ -120,9 +119,6 @@ def build_federation(
         config.server_name,
         overrides.sender_settings or sender_settings(config.federation),
     )
-
-    async def send_edu(edu_type: str, content: dict[str, Any], destinations: list[str]) -> None:
-        await sender.send_edu(destinations, edu_type, content)
 
     return Federation(
         client=client,
@@ -132,7 +128,6 @@ def build_federation(
         remote_events=FederationRemoteEvents(client, checks, stores.rooms.get_room_version),
         remote_rooms=FederationRemoteRooms(client, checks, config.server_name, server_keys.primary),
         queries=FederationQueries(client),
-        send_edu=send_edu,
         policy=overrides.policy_servers or FederationPolicyServers(client),
     )
 
@@ -150,19 +145,32 @@ def outbound_sender(
     config: Config, stores: Stores, fed: Federation | None
 ) -> FederationSender | None:
     """Where this process queues what it sends to other servers: the federation
-    adapter's sender or, on a client reader that writes to-device messages
-    (`stream_writers: {to_device: [...]}`) and has no federation of its own, a sender
-    that only queues. Its EDUs (messages for other servers' devices) go to the durable
-    outbox in the same database, and the process delivering to each destination is
-    woken over the bus (build_replication sets `owns` and `elsewhere`): nothing is
-    delivered from here, nothing is dropped."""
+    adapter's sender or, on a client reader that writes to-device messages or receipts
+    (`stream_writers: {to_device: [...], receipts: [...]}`) and has no federation of
+    its own, a sender that only queues. Its EDUs (messages for other servers' devices,
+    read receipts) go to the durable outbox in the same database, and the process
+    delivering to each destination is woken over the bus (build_replication sets
+    `owns` and `elsewhere`): nothing is delivered from here, nothing is dropped."""
     if fed is not None and fed.sender is not None:
         return fed.sender
-    if config.workers.is_worker and config.workers.writes_to_device:
+    workers = config.workers
+    if workers.is_worker and workers.reader_streams & {"to_device", "receipts"}:
         return FederationSender(
             stores.transactions, stores.events, _QueueOnly(), config.server_name
         )
     return None
+
+
+def edu_sender(sender: FederationSender | None) -> EduSender | None:
+    """The ephemeral services' way out (ephemeral.edus.EduOutbox): queue each EDU for
+    its destinations with `sender` (None: this process sends no EDUs)."""
+    if sender is None:
+        return None
+
+    async def send_edu(edu_type: str, content: dict[str, Any], destinations: list[str]) -> None:
+        await sender.send_edu(destinations, edu_type, content)
+
+    return send_edu
 
 
 async def build_inbound(

@@ -281,12 +281,14 @@ enable_metrics: false
 #notify_appservices_from_worker: appservice1
 # Event persisters: each room's writes go to one of them (by a hash of the room ID);
 # each needs an instance_map entry (its replication listener):
-# Client readers that write account data and tags, and to-device messages, themselves
-# (the others hand them to the main):
+# Client readers that write account data and tags, to-device messages, and read
+# receipts themselves (the others hand them to the main; read markers need a reader
+# writing both receipts and account_data):
 #stream_writers:
 #  events: [event_persister1, event_persister2]
 #  account_data: [client_reader1, client_reader2]
 #  to_device: [client_reader1, client_reader2]
+#  receipts: [client_reader1, client_reader2]
 #worker_app: generic_worker
 #worker_name: client_reader1
 #worker_listeners:

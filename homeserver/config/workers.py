@@ -40,6 +40,8 @@ WORKER_KEYS = frozenset(
 # Synapse's names for a worker process; all of them run the same generic worker here.
 WORKER_APPS = frozenset({"generic_worker", "synapse.app.generic_worker", "homeserver.worker"})
 MAIN = "main"
+# The streams besides events that client readers may write (`stream_writers`).
+READER_STREAMS = ("account_data", "to_device", "receipts")
 
 
 def shard(key: str, count: int) -> int:
@@ -89,14 +91,13 @@ class WorkersConfig:
     # Event persisters (`stream_writers: {events: [...]}`): room writes are routed to
     # them by sha256(room_id) mod N; empty: the main writes every room.
     event_persisters: tuple[str, ...] = ()
-    # Workers that write account data themselves (`stream_writers: {account_data:
-    # [...]}`): a client reader named here serves account data and tag writes instead
-    # of forwarding them to the main (which writes them too).
-    account_data_writers: tuple[str, ...] = ()
-    # Workers that write to-device messages themselves (`stream_writers: {to_device:
-    # [...]}`): a client reader named here serves /sendToDevice (messages for other
-    # servers go to the federation outbox, delivered by whichever process sends there).
-    to_device_writers: tuple[str, ...] = ()
+    # Client readers that write a stream themselves (`stream_writers: {account_data:
+    # [...], to_device: [...], receipts: [...]}`), by stream: a reader named for a
+    # stream serves that stream's writes instead of forwarding them to the main (which
+    # writes every stream too). Streams are those of READER_STREAMS.
+    reader_writers: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @property
     def is_federation_sender(self) -> bool:
@@ -124,15 +125,40 @@ class WorkersConfig:
     def is_event_persister(self) -> bool:
         return self.worker_name in self.event_persisters
 
+    def writers_of(self, stream: str) -> tuple[str, ...]:
+        """The workers named as writers of reader stream `stream` (the main not listed)."""
+        return self.reader_writers.get(stream, ())
+
+    def writes(self, stream: str) -> bool:
+        """Whether this process writes reader stream `stream` itself (the main always)."""
+        return not self.is_worker or self.worker_name in self.writers_of(stream)
+
+    @property
+    def account_data_writers(self) -> tuple[str, ...]:
+        return self.writers_of("account_data")
+
+    @property
+    def to_device_writers(self) -> tuple[str, ...]:
+        return self.writers_of("to_device")
+
+    @property
+    def receipts_writers(self) -> tuple[str, ...]:
+        return self.writers_of("receipts")
+
     @property
     def writes_account_data(self) -> bool:
         """Whether this process writes account data itself (the main always does)."""
-        return not self.is_worker or self.worker_name in self.account_data_writers
+        return self.writes("account_data")
 
     @property
     def writes_to_device(self) -> bool:
         """Whether this process writes to-device messages itself (the main always does)."""
-        return not self.is_worker or self.worker_name in self.to_device_writers
+        return self.writes("to_device")
+
+    @property
+    def writes_receipts(self) -> bool:
+        """Whether this process writes read receipts itself (the main always does)."""
+        return self.writes("receipts")
 
     @property
     def reader_streams(self) -> frozenset[str]:
@@ -141,16 +167,15 @@ class WorkersConfig:
         it announces on the bus."""
         if not self.is_worker:
             return frozenset()
-        named = {"account_data": self.account_data_writers, "to_device": self.to_device_writers}
-        return frozenset(s for s, writers in named.items() if self.worker_name in writers)
+        return frozenset(s for s in READER_STREAMS if self.worker_name in self.writers_of(s))
 
     @property
     def shared_writers(self) -> bool:
-        """Several processes write streams (events, account data, to-device): every write
-        transaction of the deployment takes one PostgreSQL lock, each room write a
-        lock of its room, and every process follows the event stream
+        """Several processes write streams (events, account data, to-device, receipts):
+        every write transaction of the deployment takes one PostgreSQL lock, each room
+        write a lock of its room, and every process follows the event stream
         (homeserver.replication.writers)."""
-        return bool(self.event_persisters or self.account_data_writers or self.to_device_writers)
+        return bool(self.event_persisters or any(self.reader_writers.values()))
 
     def room_writer(self, room_id: str) -> str:
         """The process that room `room_id`'s writes are routed to (sha256 mod N)."""
@@ -244,8 +269,7 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
     pushers = tuple(r.str_list(top, "pusher_instances", "") or ())
     appservice_sender = r.str(top, "notify_appservices_from_worker", "")
     persisters: tuple[str, ...] = ()
-    account_data: tuple[str, ...] = ()
-    to_device: tuple[str, ...] = ()
+    reader_writers: dict[str, tuple[str, ...]] = {}
     raw_writers = r.mapping(top.get("stream_writers"), "stream_writers") or {}
     for stream, writers in raw_writers.items():
         names = writers if isinstance(writers, list) else [writers]
@@ -253,22 +277,23 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
             r.problem(f"stream_writers.{stream}", "expected a process name or a list of them")
         elif stream == "events":
             persisters = tuple(names) if names != [MAIN] else ()
-        elif stream == "account_data":
-            account_data = tuple(n for n in names if n != MAIN)  # the main writes anyway
-        elif stream == "to_device":
-            to_device = tuple(n for n in names if n != MAIN)
+        elif stream in READER_STREAMS:
+            # The main writes these streams anyway: only the workers are listed.
+            named = tuple(n for n in names if n != MAIN)
+            if named:
+                reader_writers[stream] = named
         elif names != [MAIN]:
             r.problem(
                 f"stream_writers.{stream}",
-                "only the events, account_data and to_device streams have writers other "
-                "than the main here",
+                "only the events, "
+                + ", ".join(READER_STREAMS)
+                + " streams have writers other than the main here",
             )
     for key, named in (
         ("federation_sender_instances", senders),
         ("pusher_instances", pushers),
         ("stream_writers.events", persisters),
-        ("stream_writers.account_data", account_data),
-        ("stream_writers.to_device", to_device),
+        *((f"stream_writers.{s}", names) for s, names in reader_writers.items()),
     ):
         if len(set(named)) != len(named):
             r.problem(key, "names a process twice")
@@ -279,15 +304,14 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
         pusher_instances=pushers,
         appservice_sender=appservice_sender or None,
         event_persisters=persisters,
-        account_data_writers=account_data,
-        to_device_writers=to_device,
+        reader_writers=MappingProxyType(reader_writers),
         worker_app=app,
         worker_name=name or MAIN,
         instance_map=MappingProxyType(instances),
         redis=redis,
         replication_secret=secret,
     )
-    delegated = senders or pushers or appservice_sender or persisters or account_data or to_device
+    delegated = senders or pushers or appservice_sender or persisters or reader_writers
     if not (config.is_worker or config.replicated or instances or delegated):
         return config
     if not is_postgres:

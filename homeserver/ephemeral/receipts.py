@@ -1,14 +1,15 @@
 """Read receipts (`m.read`, `m.read.private`, threaded) and the fully-read marker.
 
-Receipts are persisted with a `receipts` stream position (allocated under a lock so
-they commit in order). Public receipts of local users go out as `m.receipt` EDUs to the
-room's other servers; `apply_remote` takes them in. `m.read.private` is only ever shown
-to its owner and never leaves the server. `m.fully_read` is room account data.
+Receipts are persisted with a `receipts` stream position, allocated by the store inside
+its write transaction so positions commit in order and any process of a deployment may
+write them (`stream_writers: {receipts: [...]}`). Public receipts of local users go out
+as `m.receipt` EDUs to the room's other servers; `apply_remote` takes them in.
+`m.read.private` is only ever shown to its owner and never leaves the server.
+`m.fully_read` is room account data.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.storage import Stores
-from homeserver.storage.receipts import Receipt, ReceiptStore
+from homeserver.storage.receipts import ReceiptStore
 from homeserver.sync.notifier import Notifier
 
 from .account_data import FULLY_READ_TYPE, AccountDataService
@@ -43,7 +44,6 @@ class ReceiptsService:
         self._notifier = notifier
         self._outbox = outbox
         self._position = position
-        self._lock = asyncio.Lock()
 
     @property
     def position(self) -> int:
@@ -107,16 +107,12 @@ class ReceiptsService:
     async def _write(
         self, room_id: str, receipt_type: str, user_id: str, thread_id: str, event_id: str, ts: int
     ) -> None:
-        async with self._lock:
-            self._position += 1
-            pos = self._position
-            await self._store.upsert(
-                Receipt(room_id, receipt_type, user_id, thread_id, event_id, ts, pos)
-            )
-            if receipt_type == READ_PRIVATE:
-                self._notifier.notify("receipts", pos, users=[user_id])
-            else:
-                self._notifier.notify("receipts", pos, rooms=[room_id])
+        pos = await self._store.write(room_id, receipt_type, user_id, thread_id, event_id, ts)
+        self._position = max(self._position, pos)
+        if receipt_type == READ_PRIVATE:
+            self._notifier.notify("receipts", pos, users=[user_id])
+        else:
+            self._notifier.notify("receipts", pos, rooms=[room_id])
 
     async def receipts_for_sync(
         self, user_id: str, room_ids: Iterable[str], since: int | None, upto: int

@@ -224,11 +224,14 @@ def _publish(parts: ProcessParts, bus: Any) -> ReplicationPublisher:
 
 
 def _publish_streams(parts: ProcessParts, bus: Any, streams: frozenset[str]) -> None:
-    """A worker that writes some streams (account data, to-device) and otherwise only
-    reads: announce its writes of those streams and the cache keys it invalidates
-    (ignored users, invite permissions...), each after its commit; never what it
-    replays from others."""
+    """A worker that writes some streams (account data, to-device, receipts) and
+    otherwise only reads: announce its writes of those streams and the cache keys it
+    invalidates (ignored users, invite permissions, unread counts...), each after its
+    commit; never what it replays from others. A receipt changes the user's badge: the
+    process sending their push notifications is told over the bus."""
     bus.before_publish = parts.database.write_barrier
+    if "receipts" in streams and parts.push is not None:
+        parts.push[1].forward = PushForwarder(bus)
     publisher = ReplicationPublisher(bus, parts.typing, parts.presence)
     publisher.replaying = lambda: parts.notifier.replaying
 

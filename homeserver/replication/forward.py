@@ -123,16 +123,46 @@ TO_DEVICE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "PUT": (re.compile(_C + r"/sendToDevice/[^/]+/[^/]+$"),),
 }
 
-# The writes a worker serves itself for each stream it writes (WorkersConfig.reader_streams).
-STREAM_WRITES: dict[str, dict[str, tuple[re.Pattern[str], ...]]] = {
-    "account_data": ACCOUNT_DATA_WRITES,
-    "to_device": TO_DEVICE_WRITES,
+# Read receipts (public and private): served by a worker named in `stream_writers:
+# {receipts: [...]}` (the store allocates receipt positions in the write transaction).
+RECEIPT_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "POST": (re.compile(_C + r"/rooms/[^/]+/receipt/m\.read(?:\.private)?/[^/]+$"),),
+}
+
+# Read markers and receipts of any type: these may set m.fully_read (room account
+# data) as well as receipts, so only a worker writing both streams serves them.
+READ_MARKER_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "POST": (
+        re.compile(_C + r"/rooms/[^/]+/receipt/[^/]+/[^/]+$"),
+        re.compile(_C + r"/rooms/[^/]+/read_markers$"),
+    ),
+}
+
+# The writes a worker serves itself, by the streams it must write for them
+# (WorkersConfig.reader_streams): a table is served where all its streams are written.
+STREAM_WRITES: dict[frozenset[str], dict[str, tuple[re.Pattern[str], ...]]] = {
+    frozenset({"account_data"}): ACCOUNT_DATA_WRITES,
+    frozenset({"to_device"}): TO_DEVICE_WRITES,
+    frozenset({"receipts"}): RECEIPT_WRITES,
+    frozenset({"receipts", "account_data"}): READ_MARKER_WRITES,
 }
 
 
+def stream_write_tables(streams: Iterable[str]) -> list[dict[str, tuple[re.Pattern[str], ...]]]:
+    """The write routes a process writing `streams` serves, in a stable order."""
+    have = frozenset(streams)
+    return [
+        table
+        for needed, table in sorted(STREAM_WRITES.items(), key=lambda kv: sorted(kv[0]))
+        if needed <= have
+    ]
+
+
 def writes_stream(streams: Iterable[str], method: str, path: str) -> bool:
-    """Whether the request writes one of `streams` (a worker writing them serves it)."""
-    return any(p.match(path) for stream in streams for p in STREAM_WRITES[stream].get(method, ()))
+    """Whether the request writes only `streams` (a worker writing them serves it)."""
+    return any(
+        p.match(path) for table in stream_write_tables(streams) for p in table.get(method, ())
+    )
 
 
 # A federation transaction (a federation inbound worker serves it, writing nothing itself).

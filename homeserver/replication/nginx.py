@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .forward import READ_ROUTES, STREAM_WRITES
+from .forward import READ_ROUTES, stream_write_tables
 from .writers import ROOM_WRITES
 
 
@@ -31,15 +31,16 @@ class Upstreams:
     # sender's next read is served by the reader that waited for the write.
     room_writes_to_readers: bool = False
     # The streams with client reader writers (`stream_writers: {account_data: [...],
-    # to_device: [...]}`): their writes (account data and tags, /sendToDevice) go to
-    # the readers too (a writer serves them, another reader hands them to the main).
+    # to_device: [...], receipts: [...]}`): their writes (account data and tags,
+    # /sendToDevice, receipts and read markers) go to the readers too (a writer
+    # serves them, another reader hands them to the main).
     streams_to_readers: frozenset[str] = frozenset()
 
 
 def _client_patterns(room_writes: bool, streams: frozenset[str] = frozenset()) -> list[str]:
     lines = []
     tables = [READ_ROUTES, *([ROOM_WRITES] if room_writes else [])]
-    tables += [STREAM_WRITES[stream] for stream in sorted(streams)]
+    tables += stream_write_tables(streams)
     for table in tables:
         for method, patterns in table.items():
             for pattern in patterns:
@@ -200,11 +201,6 @@ def upstreams_from_configs(main: Any, workers: Sequence[Any]) -> Upstreams:
         media,
         room_writes_to_readers=persisters,
         streams_to_readers=frozenset(
-            stream
-            for stream, writers in (
-                ("account_data", main.workers.account_data_writers),
-                ("to_device", main.workers.to_device_writers),
-            )
-            if writers
+            stream for stream, writers in main.workers.reader_writers.items() if writers
         ),
     )

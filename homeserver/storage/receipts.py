@@ -43,21 +43,40 @@ class ReceiptStore:
     async def get_max_stream_id(self) -> int:
         return int(await self.db.fetchval("SELECT MAX(stream_id) FROM receipts") or 0)
 
-    async def upsert(self, receipt: Receipt) -> None:
-        await self.db.execute(
-            f"INSERT INTO receipts ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"
-            " event_id = excluded.event_id, ts = excluded.ts, stream_id = excluded.stream_id",
-            receipt.room_id,
-            receipt.receipt_type,
-            receipt.user_id,
-            receipt.thread_id,
-            receipt.event_id,
-            receipt.ts,
-            receipt.stream_id,
-        )
+    async def write(
+        self,
+        room_id: str,
+        receipt_type: str,
+        user_id: str,
+        thread_id: str,
+        event_id: str,
+        ts: int,
+    ) -> int:
+        """Store a user's latest receipt at the next stream position, which it returns.
+        The position is allocated inside the write transaction: write transactions are
+        serialised (in the process; with several writing processes, across the
+        deployment by PostgreSQL, storage/postgres_locks.py), so positions are unique
+        and commit in order whichever process writes (`stream_writers: {receipts:
+        [...]}`). Rows are only ever replaced by a higher position, never deleted, so
+        the maximum never goes back."""
+        async with self.db.transaction() as conn:
+            position = await conn.fetchval(
+                f"INSERT INTO receipts ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6,"
+                " (SELECT COALESCE(MAX(stream_id), 0) + 1 FROM receipts))"
+                " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"
+                " event_id = excluded.event_id, ts = excluded.ts,"
+                " stream_id = excluded.stream_id"
+                " RETURNING stream_id",
+                room_id,
+                receipt_type,
+                user_id,
+                thread_id,
+                event_id,
+                ts,
+            )
         if self._read_marker_moved is not None:
-            self._read_marker_moved(receipt.user_id, receipt.room_id)
+            self._read_marker_moved(user_id, room_id)
+        return int(position)
 
     async def get_since(self, since: int, upto: int) -> list[Receipt]:
         """Receipts written with since < stream_id <= upto, in stream order."""

@@ -225,11 +225,70 @@ def test_to_device_writers_serve_send_to_device_and_share_the_write_lock(
     assert "/tags/" not in routed
     unknown = write(
         tmp_path / "bad.yaml",
-        shared.read_text().replace("to_device: reader1", "receipts: reader1"),
+        shared.read_text().replace("to_device: reader1", "presence: reader1"),
     )
     with pytest.raises(ConfigError) as caught:
         load_config(unknown)
-    assert "only the events, account_data and to_device streams" in "\n".join(caught.value.problems)
+    assert "only the events, account_data, to_device, receipts streams" in "\n".join(
+        caught.value.problems
+    )
+
+
+def test_receipt_writers_serve_receipts_and_read_markers_with_account_data(
+    tmp_path: Path,
+) -> None:
+    shared = write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\n"
+        + PG
+        + WORKER_BITS
+        + "stream_writers: {receipts: [reader1, reader2], account_data: [reader1]}\n",
+    )
+    main = load_config(shared).workers
+    assert main.receipts_writers == ("reader1", "reader2") and main.writes_receipts
+    assert main.shared_writers and main.reader_streams == frozenset()
+    reader = write(
+        tmp_path / "r1.yaml",
+        "worker_app: generic_worker\nworker_name: reader1\n"
+        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
+    )
+    one = load_config(shared, reader).workers
+    assert one.reader_streams == frozenset({"receipts", "account_data"})
+    assert one.writes_receipts and one.writes_account_data and not one.writes_to_device
+    two = load_config(shared, write(tmp_path / "r2.yaml", reader.read_text().replace("1", "2")))
+    assert two.workers.reader_streams == frozenset({"receipts"})
+    c = "/_matrix/client/v3"
+    public = f"{c}/rooms/!r:x/receipt/m.read/$e"
+    private = f"{c}/rooms/!r:x/receipt/m.read.private/$e"
+    fully_read = f"{c}/rooms/!r:x/receipt/m.fully_read/$e"
+    markers = f"{c}/rooms/!r:x/read_markers"
+    # Receipts alone: m.read and m.read.private; a marker may write account data too.
+    for streams, served, forwarded in (
+        ({"receipts"}, (public, private), (fully_read, markers)),
+        ({"receipts", "account_data"}, (public, private, fully_read, markers), ()),
+        ({"account_data"}, (), (public, private, fully_read, markers)),
+    ):
+        for path in served:
+            assert writes_stream(streams, "POST", path), (streams, path)
+        for path in forwarded:
+            assert not writes_stream(streams, "POST", path), (streams, path)
+    assert not writes_stream({"receipts"}, "GET", public)
+    routed = render(
+        Upstreams(
+            main="127.0.0.1:8008",
+            client_readers=["127.0.0.1:8101"],
+            streams_to_readers=frozenset({"receipts"}),
+        )
+    )
+    assert "/receipt/m\\.read" in routed and "read_markers" not in routed
+    both = render(
+        Upstreams(
+            main="127.0.0.1:8008",
+            client_readers=["127.0.0.1:8101"],
+            streams_to_readers=frozenset({"receipts", "account_data"}),
+        )
+    )
+    assert 'read_markers$" client_readers;' in both
 
 
 @pytest.mark.parametrize(
@@ -444,6 +503,6 @@ async def test_a_main_without_a_federation_listener_still_takes_what_inbound_wor
     stores = SimpleNamespace(transactions=None, events=None, server_keys=None, rooms=rooms)
     async with AsyncExitStack() as stack:
         fed = build_federation(config, keys, stores, stack, Overrides())  # type: ignore[arg-type]
-        assert fed is not None and fed.sender is not None and fed.send_edu is not None
+        assert fed is not None and fed.sender is not None
     routes = {r.resource.canonical for r in create_app(config).router.routes() if r.resource}
     assert {EDUS_PATH, EVENTS_PATH} <= routes
