@@ -10,6 +10,9 @@ something no deployment exposes.
 
     HS_TEST_DEPLOYMENT=workers HS_TEST_POSTGRES_DSN=... python -m pytest tests/client
 
+(`HS_TEST_DEPLOYMENT=writers`: the same, with the client readers writing account data,
+to-device messages and receipts themselves.)
+
 It costs a deployment start per test (about 3 s on two cores), so CI runs the tests
 that matter most against the deployment directly (the nio conversation, the Synapse
 interop run, the durability test) and this mode on demand.
@@ -29,6 +32,13 @@ from aiohttp.test_utils import BaseTestServer
 from yarl import URL
 
 MODE = os.environ.get("HS_TEST_DEPLOYMENT", "")
+# `HS_TEST_DEPLOYMENT=writers`: the same deployment with both client readers writing
+# account data, to-device messages and receipts themselves (`stream_writers`), so the
+# suites run with those writes served by the readers instead of the main.
+READER_WRITERS = {
+    stream: ["client_reader1", "client_reader2"]
+    for stream in ("account_data", "to_device", "receipts")
+}
 
 # The raw settings each test config was parsed from (tests/conftest.make_config), by
 # the Config object's id; the Config is kept alive alongside so ids are not reused.
@@ -53,8 +63,13 @@ def deployment_settings(config: Any) -> dict[str, Any]:
 
 
 def settings_for_deployment(raw: dict[str, Any]) -> dict[str, Any]:
-    """Test settings (tests/conftest.config_settings) as a deployment's overrides."""
-    return {k: v for k, v in raw.items() if k not in _LOCAL_KEYS}
+    """Test settings (tests/conftest.config_settings) as a deployment's overrides; in
+    `HS_TEST_DEPLOYMENT=writers` mode, both client readers also write the streams a
+    reader may write (READER_WRITERS)."""
+    settings = {k: v for k, v in raw.items() if k not in _LOCAL_KEYS}
+    if MODE == "writers":
+        settings["stream_writers"] = {**READER_WRITERS, **settings.get("stream_writers", {})}
+    return settings
 
 
 class DeploymentServer(BaseTestServer):

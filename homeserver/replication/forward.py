@@ -138,6 +138,14 @@ READ_MARKER_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     ),
 }
 
+# Push rule changes: a worker named in `stream_writers: {push_rules: [...]}` serves them
+# when it also writes account data (each change rewrites the user's m.push_rules
+# account data, which moves their /sync; the rulesets cache is dropped on every process).
+PUSH_RULE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "PUT": (re.compile(_C + r"/pushrules/.*$"),),
+    "DELETE": (re.compile(_C + r"/pushrules/.*$"),),
+}
+
 # The writes a worker serves itself, by the streams it must write for them
 # (WorkersConfig.reader_streams): a table is served where all its streams are written.
 STREAM_WRITES: dict[frozenset[str], dict[str, tuple[re.Pattern[str], ...]]] = {
@@ -145,6 +153,7 @@ STREAM_WRITES: dict[frozenset[str], dict[str, tuple[re.Pattern[str], ...]]] = {
     frozenset({"to_device"}): TO_DEVICE_WRITES,
     frozenset({"receipts"}): RECEIPT_WRITES,
     frozenset({"receipts", "account_data"}): READ_MARKER_WRITES,
+    frozenset({"push_rules", "account_data"}): PUSH_RULE_WRITES,
 }
 
 

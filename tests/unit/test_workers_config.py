@@ -229,7 +229,7 @@ def test_to_device_writers_serve_send_to_device_and_share_the_write_lock(
     )
     with pytest.raises(ConfigError) as caught:
         load_config(unknown)
-    assert "only the events, account_data, to_device, receipts streams" in "\n".join(
+    assert "only the events, account_data, to_device, receipts, push_rules streams" in "\n".join(
         caught.value.problems
     )
 
@@ -289,6 +289,59 @@ def test_receipt_writers_serve_receipts_and_read_markers_with_account_data(
         )
     )
     assert 'read_markers$" client_readers;' in both
+
+
+def test_push_rule_writers_serve_rule_changes_with_account_data(tmp_path: Path) -> None:
+    shared = write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\n"
+        + PG
+        + WORKER_BITS
+        + "stream_writers: {push_rules: [reader1], account_data: [reader1]}\n",
+    )
+    reader = write(
+        tmp_path / "r1.yaml",
+        "worker_app: generic_worker\nworker_name: reader1\n"
+        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
+    )
+    one = load_config(shared, reader).workers
+    assert one.reader_streams == frozenset({"push_rules", "account_data"})
+    assert one.writes("push_rules") and load_config(shared).workers.shared_writers
+    c = "/_matrix/client/v3"
+    rule = f"{c}/pushrules/global/override/mute"
+    changes = (
+        ("PUT", rule),
+        ("DELETE", rule),
+        ("PUT", f"{rule}/enabled"),
+        ("PUT", f"{c}/pushrules/global/override/.m.rule.master/actions"),
+    )
+    for method, path in changes:
+        assert writes_stream({"push_rules", "account_data"}, method, path), (method, path)
+        # Each change rewrites m.push_rules account data: both streams are needed.
+        assert not writes_stream({"push_rules"}, method, path), (method, path)
+    assert not writes_stream({"push_rules", "account_data"}, "GET", rule)
+    routed = render(
+        Upstreams(
+            main="127.0.0.1:8008",
+            client_readers=["127.0.0.1:8101"],
+            streams_to_readers=frozenset({"push_rules", "account_data"}),
+        )
+    )
+
+    def rule_writes(config: str) -> list[str]:
+        return [
+            line.strip().split()[0]
+            for line in config.splitlines()
+            if "/pushrules/" in line and line.strip().startswith(('"~^PUT', '"~^DELETE'))
+        ]
+
+    assert rule_writes(routed) == ['"~^PUT', '"~^DELETE']
+    alone = Upstreams(
+        main="127.0.0.1:8008",
+        client_readers=["127.0.0.1:8101"],
+        streams_to_readers=frozenset({"push_rules"}),
+    )
+    assert rule_writes(render(alone)) == []  # without account data writers: the main
 
 
 @pytest.mark.parametrize(
