@@ -11,20 +11,15 @@ from typing import Any
 
 import pytest
 
-from tests.federation.multiserver import SLOW_BACKOFF, LoopbackServer, eventually
+from tests.federation.multiserver import SLOW_BACKOFF, LoopbackServer, eventually, started
 
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
     a = LoopbackServer(tmp_path, "a", federation=SLOW_BACKOFF)
     b = LoopbackServer(tmp_path, "b")
-    try:
-        await a.start()
-        await b.start()
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    async with started(a, b) as pair:
+        yield pair
 
 
 async def admin_call(server: LoopbackServer, admin: str, method: str, path: str) -> tuple[int, Any]:

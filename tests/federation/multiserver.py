@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +256,18 @@ async def eventually(check, timeout: float = 15.0, interval: float = 0.1) -> Any
             if last:
                 return last
             await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def started(
+    a: LoopbackServer, b: LoopbackServer
+) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
+    """Two servers started in order, both closed on the way out (after a failed start
+    too): a test fixture's `async with started(...) as pair: yield pair`."""
+    try:
+        await a.start()
+        await b.start()
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()

@@ -18,20 +18,15 @@ from typing import Any
 
 import pytest
 
-from tests.federation.multiserver import SLOW_BACKOFF, LoopbackServer, eventually
+from tests.federation.multiserver import SLOW_BACKOFF, LoopbackServer, eventually, started
 
 
 @pytest.fixture
 async def deployments(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
     a = LoopbackServer(tmp_path, "a", deployment=True, federation=SLOW_BACKOFF)
     b = LoopbackServer(tmp_path, "b", deployment=True)
-    try:
-        await a.start()
-        await b.start()
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    async with started(a, b) as pair:
+        yield pair
 
 
 async def _texts(server: LoopbackServer, user: str, room_id: str) -> list[str]:

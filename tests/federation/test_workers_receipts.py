@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 
 from tests.client.test_workers import port_url
-from tests.federation.multiserver import LoopbackServer, eventually
+from tests.federation.multiserver import LoopbackServer, eventually, started
 
 READERS = ["client_reader1", "client_reader2"]
 READERS_PER_PROCESS = 3  # members writing receipts through each process at once
@@ -45,13 +45,8 @@ async def servers(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, Loopbac
         deployment_settings={"stream_writers": {"receipts": READERS, "account_data": READERS}},
     )
     b = LoopbackServer(tmp_path, "b", deployment=False)
-    try:
-        await a.start()
-        await b.start()
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    async with started(a, b) as pair:
+        yield pair
 
 
 async def _post(

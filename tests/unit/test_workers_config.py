@@ -129,27 +129,34 @@ def test_event_persisters_shard_rooms_and_need_a_replication_listener(tmp_path: 
         assert problem in "\n".join(caught.value.problems), wrong
 
 
+def _shared_file(tmp_path: Path, stream_writers: str) -> Path:
+    """The deployment's shared config with these `stream_writers` (YAML flow text)."""
+    return write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\n" + PG + WORKER_BITS + f"stream_writers: {stream_writers}\n",
+    )
+
+
+def _reader_file(tmp_path: Path, name: str) -> Path:
+    """A client reader's own config file."""
+    return write(
+        tmp_path / f"{name}.yaml",
+        f"worker_app: generic_worker\nworker_name: {name}\n"
+        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
+    )
+
+
 def test_account_data_writers_are_named_readers_that_share_the_write_lock(
     tmp_path: Path,
 ) -> None:
-    shared = write(
-        tmp_path / "hs.yaml",
-        "server_name: example.com\n"
-        + PG
-        + WORKER_BITS
-        + "stream_writers: {account_data: [main, reader1]}\n",
-    )
+    shared = _shared_file(tmp_path, "{account_data: [main, reader1]}")
     main = load_config(shared).workers
     assert main.account_data_writers == ("reader1",) and main.writes_account_data
     # Another process writes a stream: write transactions take the deployment's lock.
     assert main.shared_writers and not main.event_persisters
-    reader = write(
-        tmp_path / "r1.yaml",
-        "worker_app: generic_worker\nworker_name: reader1\n"
-        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
-    )
+    reader = _reader_file(tmp_path, "reader1")
     assert load_config(shared, reader).workers.writes_account_data
-    other = write(tmp_path / "r2.yaml", reader.read_text().replace("reader1", "reader2"))
+    other = _reader_file(tmp_path, "reader2")
     assert not load_config(shared, other).workers.writes_account_data
     # Only on main alone: the same as no setting.
     alone = write(tmp_path / "alone.yaml", shared.read_text().replace(", reader1", ""))
@@ -188,25 +195,15 @@ def test_account_data_writers_are_named_readers_that_share_the_write_lock(
 def test_to_device_writers_serve_send_to_device_and_share_the_write_lock(
     tmp_path: Path,
 ) -> None:
-    shared = write(
-        tmp_path / "hs.yaml",
-        "server_name: example.com\n"
-        + PG
-        + WORKER_BITS
-        + "stream_writers: {to_device: reader1, account_data: [reader2]}\n",
-    )
+    shared = _shared_file(tmp_path, "{to_device: reader1, account_data: [reader2]}")
     main = load_config(shared).workers
     assert main.to_device_writers == ("reader1",) and main.writes_to_device
     assert main.shared_writers and main.reader_streams == frozenset()
-    reader = write(
-        tmp_path / "r1.yaml",
-        "worker_app: generic_worker\nworker_name: reader1\n"
-        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
-    )
+    reader = _reader_file(tmp_path, "reader1")
     one = load_config(shared, reader).workers
     assert one.writes_to_device and not one.writes_account_data
     assert one.reader_streams == frozenset({"to_device"})
-    other = write(tmp_path / "r2.yaml", reader.read_text().replace("reader1", "reader2"))
+    other = _reader_file(tmp_path, "reader2")
     assert load_config(shared, other).workers.reader_streams == frozenset({"account_data"})
     c = "/_matrix/client/v3"
     assert writes_stream({"to_device"}, "PUT", f"{c}/sendToDevice/m.room.encrypted/t1")
@@ -237,25 +234,15 @@ def test_to_device_writers_serve_send_to_device_and_share_the_write_lock(
 def test_receipt_writers_serve_receipts_and_read_markers_with_account_data(
     tmp_path: Path,
 ) -> None:
-    shared = write(
-        tmp_path / "hs.yaml",
-        "server_name: example.com\n"
-        + PG
-        + WORKER_BITS
-        + "stream_writers: {receipts: [reader1, reader2], account_data: [reader1]}\n",
-    )
+    shared = _shared_file(tmp_path, "{receipts: [reader1, reader2], account_data: [reader1]}")
     main = load_config(shared).workers
     assert main.receipts_writers == ("reader1", "reader2") and main.writes_receipts
     assert main.shared_writers and main.reader_streams == frozenset()
-    reader = write(
-        tmp_path / "r1.yaml",
-        "worker_app: generic_worker\nworker_name: reader1\n"
-        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
-    )
+    reader = _reader_file(tmp_path, "reader1")
     one = load_config(shared, reader).workers
     assert one.reader_streams == frozenset({"receipts", "account_data"})
     assert one.writes_receipts and one.writes_account_data and not one.writes_to_device
-    two = load_config(shared, write(tmp_path / "r2.yaml", reader.read_text().replace("1", "2")))
+    two = load_config(shared, _reader_file(tmp_path, "reader2"))
     assert two.workers.reader_streams == frozenset({"receipts"})
     c = "/_matrix/client/v3"
     public = f"{c}/rooms/!r:x/receipt/m.read/$e"
@@ -292,18 +279,8 @@ def test_receipt_writers_serve_receipts_and_read_markers_with_account_data(
 
 
 def test_push_rule_writers_serve_rule_changes_with_account_data(tmp_path: Path) -> None:
-    shared = write(
-        tmp_path / "hs.yaml",
-        "server_name: example.com\n"
-        + PG
-        + WORKER_BITS
-        + "stream_writers: {push_rules: [reader1], account_data: [reader1]}\n",
-    )
-    reader = write(
-        tmp_path / "r1.yaml",
-        "worker_app: generic_worker\nworker_name: reader1\n"
-        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
-    )
+    shared = _shared_file(tmp_path, "{push_rules: [reader1], account_data: [reader1]}")
+    reader = _reader_file(tmp_path, "reader1")
     one = load_config(shared, reader).workers
     assert one.reader_streams == frozenset({"push_rules", "account_data"})
     assert one.writes("push_rules") and load_config(shared).workers.shared_writers
