@@ -41,7 +41,7 @@ WORKER_KEYS = frozenset(
 WORKER_APPS = frozenset({"generic_worker", "synapse.app.generic_worker", "homeserver.worker"})
 MAIN = "main"
 # The streams besides events that client readers may write (`stream_writers`).
-READER_STREAMS = ("account_data", "to_device", "receipts", "push_rules")
+READER_STREAMS = ("account_data", "to_device", "receipts", "push_rules", "device_lists")
 
 
 def shard(key: str, count: int) -> int:
@@ -92,9 +92,10 @@ class WorkersConfig:
     # them by sha256(room_id) mod N; empty: the main writes every room.
     event_persisters: tuple[str, ...] = ()
     # Client readers that write a stream themselves (`stream_writers: {account_data:
-    # [...], to_device: [...], receipts: [...], push_rules: [...]}`), by stream: a
-    # reader named for a stream serves that stream's writes instead of forwarding them
-    # to the main (which writes every stream too). Streams are those of READER_STREAMS.
+    # [...], to_device: [...], receipts: [...], push_rules: [...], device_lists:
+    # [...]}`), by stream: a reader named for a stream serves that stream's writes
+    # instead of forwarding them to the main (which writes every stream too). Streams
+    # are those of READER_STREAMS.
     reader_writers: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -171,8 +172,8 @@ class WorkersConfig:
 
     @property
     def shared_writers(self) -> bool:
-        """Several processes write streams (events, account data, to-device, receipts,
-        push rules): every write transaction of the deployment takes one PostgreSQL lock, each room
+        """Several processes write streams (events and READER_STREAMS): every write
+        transaction of the deployment takes one PostgreSQL lock, each room
         write a lock of its room, and every process follows the event stream
         (homeserver.replication.writers)."""
         return bool(self.event_persisters or any(self.reader_writers.values()))

@@ -228,10 +228,14 @@ def _publish_streams(parts: ProcessParts, bus: Any, streams: frozenset[str]) -> 
     otherwise only reads: announce its writes of those streams and the cache keys it
     invalidates (ignored users, invite permissions, unread counts...), each after its
     commit; never what it replays from others. A receipt changes the user's badge: the
-    process sending their push notifications is told over the bus."""
+    process sending their push notifications is told over the bus; a device-list change
+    is told to the appservice sender the same way (MSC3202)."""
     bus.before_publish = parts.database.write_barrier
     if "receipts" in streams and parts.push is not None:
         parts.push[1].forward = PushForwarder(bus)
+    appservices = parts.appservices
+    if "device_lists" in streams and appservices is not None:
+        appservices.forward = bus.publish  # a reader never sends to appservices
     publisher = ReplicationPublisher(bus, parts.typing, parts.presence)
     publisher.replaying = lambda: parts.notifier.replaying
 
@@ -310,6 +314,10 @@ async def _main_following(
         await pushers.start()
         reloads.append(pushers.catch_up)
         handlers["push"] = handlers["badge"] = pushers.handle
+    appservices = parts.appservices
+    if appservices is not None and workers.sends_to_appservices:
+        # Device-list changes a reader wrote (`stream_writers: {device_lists: [...]}`).
+        handlers["as_keys"] = handlers["as_devices"] = appservices.replicated
     listeners = list(parts.worker_listeners)
     _follow_actions(parts, listeners, reloads, handlers)
     follower = _follower(parts, store, listeners, reloads, handlers, True)

@@ -146,6 +146,13 @@ PUSH_RULE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "DELETE": (re.compile(_C + r"/pushrules/.*$"),),
 }
 
+# E2EE key uploads: a worker named in `stream_writers: {device_lists: [...]}` stores
+# one-time, fallback and device keys itself (new device keys are a device-list change:
+# announced on the bus, and queued as m.device_list_update EDUs for other servers).
+DEVICE_KEY_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "POST": (re.compile(_C + r"/keys/upload(?:/[^/]+)?$"),),
+}
+
 # The writes a worker serves itself, by the streams it must write for them
 # (WorkersConfig.reader_streams): a table is served where all its streams are written.
 STREAM_WRITES: dict[frozenset[str], dict[str, tuple[re.Pattern[str], ...]]] = {
@@ -154,6 +161,7 @@ STREAM_WRITES: dict[frozenset[str], dict[str, tuple[re.Pattern[str], ...]]] = {
     frozenset({"receipts"}): RECEIPT_WRITES,
     frozenset({"receipts", "account_data"}): READ_MARKER_WRITES,
     frozenset({"push_rules", "account_data"}): PUSH_RULE_WRITES,
+    frozenset({"device_lists"}): DEVICE_KEY_WRITES,
 }
 
 

@@ -9,8 +9,9 @@ started by the test):
   2): while one pusher is SIGKILLed its users get nothing (the main sends none) and the
   other pusher's users get theirs; restarted, it catches up on what it missed, once;
 - the appservice gets every event of its rooms exactly once from the worker, its
-  MSC3202 device-list news too (heard by the main, carried over Redis); while the
-  worker is down nothing is sent, and restarted it sends what was missed.
+  MSC3202 device-list news too (heard by the main or the reader storing the keys,
+  carried over Redis); while the worker is down nothing is sent, and restarted it
+  sends what was missed.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def deployment(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, recorder: Recorder
 ) -> Iterator[Deployment]:
     """Without and with event persisters (then the events, their push actions and the
-    appservice's share come from three writing processes)."""
+    appservice's share come from three writing processes, and the client reader writes
+    device lists: key uploads, with their MSC3202 news)."""
     require_parts()
     workdir = Path(tmp_path_factory.mktemp("background"))
     registration = workdir / "bridge.yaml"
@@ -131,6 +133,7 @@ def deployment(
         overrides={
             "ip_range_whitelist": ["127.0.0.0/8"],
             "app_service_config_files": [str(registration)],
+            **({"stream_writers": {"device_lists": ["client_reader1"]}} if request.param else {}),
         },
     ).start()
     try:
@@ -224,8 +227,9 @@ async def test_the_appservice_worker_sends_every_event_once_and_catches_up(
     first = await send(alice, room, 5)
     await until(lambda: set(first) <= set(recorder.appservice_events()))
 
-    # Device-list news is heard by the main (the upload is a write) and sent by the
-    # worker: MSC3202's device_lists.changed names alice.
+    # Device-list news is heard by the process storing the upload (the main, or the
+    # client reader writing device lists) and sent by the worker: MSC3202's
+    # device_lists.changed names alice.
     keys = {
         "user_id": alice.user_id,
         "device_id": alice.device_id,

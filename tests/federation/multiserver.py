@@ -271,3 +271,14 @@ async def started(
     finally:
         await a.close()
         await b.close()
+
+
+async def post_to(
+    http: aiohttp.ClientSession, base: str, token: str, path: str, body: Any
+) -> tuple[int, Any]:
+    """POST a client API request (`path` after /_matrix/client/v3) to one process of a
+    deployment (`base`: its URL), as the user whose access token is `token`."""
+    url = f"{base}/_matrix/client/v3{path}"
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.post(url, json=body, headers=headers) as resp:
+        return resp.status, await resp.json(content_type=None)

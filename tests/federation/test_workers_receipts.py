@@ -25,11 +25,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.client.test_workers import port_url
-from tests.federation.multiserver import LoopbackServer, eventually, started
+from tests.federation.multiserver import LoopbackServer, eventually, post_to, started
 
 READERS = ["client_reader1", "client_reader2"]
 READERS_PER_PROCESS = 3  # members writing receipts through each process at once
@@ -47,15 +46,6 @@ async def servers(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, Loopbac
     b = LoopbackServer(tmp_path, "b", deployment=False)
     async with started(a, b) as pair:
         yield pair
-
-
-async def _post(
-    http: aiohttp.ClientSession, base: str, token: str, path: str, body: Any
-) -> tuple[int, Any]:
-    url = f"{base}/_matrix/client/v3{path}"
-    headers = {"Authorization": f"Bearer {token}"}
-    async with http.post(url, json=body, headers=headers) as resp:
-        return resp.status, await resp.json(content_type=None)
 
 
 def _receipts(body: dict[str, Any], room_id: str) -> dict[str, dict[str, str]]:
@@ -108,12 +98,12 @@ async def test_readers_write_receipts_and_read_markers_while_the_main_is_down(
     a.deployment.kill("main")
     try:
         reader1, reader2 = (port_url(a.deployment, r) for r in READERS)
-        status, body = await _post(
+        status, body = await post_to(
             a.http, reader1, token, f"/rooms/{room_id}/receipt/m.read/{events[1]}", {}
         )
         assert (status, body) == (200, {})
         # Through nginx, which sends receipts and markers to the readers.
-        status, body = await _post(
+        status, body = await post_to(
             a.http,
             f"http://{a.name}",
             token,
@@ -121,7 +111,7 @@ async def test_readers_write_receipts_and_read_markers_while_the_main_is_down(
             {"m.fully_read": events[2], "m.read": events[2], "m.read.private": events[2]},
         )
         assert (status, body) == (200, {})
-        status, body = await _post(
+        status, body = await post_to(
             a.http, reader2, token, f"/rooms/{room_id}/receipt/m.fully_read/{events[2]}", {}
         )
         assert (status, body) == (200, {})
@@ -173,7 +163,7 @@ async def test_every_writer_at_once_every_last_receipt_arrives(servers: Any) -> 
         user = members[(p, c)]
         for event_id in events:
             path = f"/rooms/{room_id}/receipt/m.read/{event_id}"
-            status, body = await _post(a.http, writers[p], a.tokens[user], path, {})
+            status, body = await post_to(a.http, writers[p], a.tokens[user], path, {})
             assert (status, body) == (200, {}), (writers[p], body)
 
     def record(observer: str, body: dict[str, Any]) -> None:

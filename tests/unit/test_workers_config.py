@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from homeserver.composition_federation import EDU_STREAMS
 from homeserver.config import ConfigError, load_config
 from homeserver.config.workers import shard
 from homeserver.replication.follower import ReplicationFollower
@@ -226,8 +227,9 @@ def test_to_device_writers_serve_send_to_device_and_share_the_write_lock(
     )
     with pytest.raises(ConfigError) as caught:
         load_config(unknown)
-    assert "only the events, account_data, to_device, receipts, push_rules streams" in "\n".join(
-        caught.value.problems
+    problems = "\n".join(caught.value.problems)
+    assert (
+        "only the events, account_data, to_device, receipts, push_rules, device_lists" in problems
     )
 
 
@@ -536,3 +538,22 @@ async def test_a_main_without_a_federation_listener_still_takes_what_inbound_wor
         assert fed is not None and fed.sender is not None
     routes = {r.resource.canonical for r in create_app(config).router.routes() if r.resource}
     assert {EDUS_PATH, EVENTS_PATH} <= routes
+
+
+def test_device_list_writers_serve_key_uploads_and_queue_edus(tmp_path: Path) -> None:
+    shared = _shared_file(tmp_path, "{device_lists: [reader1]}")
+    one = load_config(shared, _reader_file(tmp_path, "reader1")).workers
+    assert one.reader_streams == frozenset({"device_lists"}) and one.writes("device_lists")
+    assert load_config(shared).workers.shared_writers
+    c = "/_matrix/client/v3"
+    assert writes_stream({"device_lists"}, "POST", f"{c}/keys/upload")
+    assert writes_stream({"device_lists"}, "POST", "/_matrix/client/r0/keys/upload/DEVICE")
+    for method, path in (
+        ("POST", f"{c}/keys/claim"),  # may ask other servers: the main
+        ("POST", f"{c}/keys/query"),
+        ("POST", f"{c}/keys/device_signing/upload"),  # user-interactive auth: the main
+        ("GET", f"{c}/keys/upload"),
+    ):
+        assert not writes_stream({"device_lists"}, method, path), (method, path)
+    # Its EDUs (m.device_list_update) go to the durable outbox: a queue-only sender.
+    assert "device_lists" in EDU_STREAMS

@@ -1,0 +1,99 @@
+"""E2EE key uploads served by the client readers (`stream_writers: {device_lists: [...]}`).
+
+Server A is the README's seven-process deployment behind nginx (tests/deployment.py
+FULL_LAYOUT) whose two client readers write device lists; server B is one process on
+loopback, federating with A. With A's main SIGKILLed, a device uploads its device keys
+and one-time keys through a reader and through nginx (before, the readers forwarded
+/keys/upload to the main and answered 502): the counts come back and reach the device's
+/sync, a local user sharing a room sees the device-list change, the remote user's server
+receives the m.device_list_update (queued in the durable outbox by the reader, delivered
+by A's federation sender woken over the bus), and once the main is back the keys the
+readers stored are the ones another user claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.client.test_workers import port_url
+from tests.federation.multiserver import LoopbackServer, eventually, post_to, started
+from tests.federation.test_device_list_federation import changed_for, signed_device_keys
+
+READERS = ["client_reader1", "client_reader2"]
+
+
+@pytest.fixture
+async def servers(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
+    a = LoopbackServer(
+        tmp_path,
+        "a",
+        deployment=True,
+        deployment_settings={"stream_writers": {"device_lists": READERS}},
+    )
+    b = LoopbackServer(tmp_path, "b", deployment=False)
+    async with started(a, b) as pair:
+        yield pair
+
+
+def _one_time_keys(first: int, count: int) -> dict[str, str]:
+    return {f"curve25519:K{i}": f"otk{i:03d}" + "A" * 37 for i in range(first, first + count)}
+
+
+async def test_readers_store_keys_while_the_main_is_down(servers: Any) -> None:
+    a, b = servers
+    alice, carol, bob = (
+        await a.register("alice"),
+        await a.register("carol"),
+        await b.register("bob"),
+    )
+    room_id = await a.create_room(alice)
+    await a.join(carol, room_id, [a.name])
+    await b.join(bob, room_id, [a.name])
+    device = (await a.ok("GET", "/account/whoami", alice))["device_id"]
+    carol_since = (await a.sync(carol))["next_batch"]
+    bob_since = (await b.sync(bob))["next_batch"]
+    token = a.tokens[alice]
+    keys = signed_device_keys(alice, device)
+    a.deployment.kill("main")
+    try:
+        reader1 = port_url(a.deployment, READERS[0])
+        status, body = await post_to(
+            a.http,
+            reader1,
+            token,
+            "/keys/upload",
+            {"device_keys": keys, "one_time_keys": _one_time_keys(0, 5)},
+        )
+        assert (status, body["one_time_key_counts"]["curve25519"]) == (200, 5), body
+        status, body = await post_to(
+            a.http,
+            f"http://{a.name}",
+            token,
+            "/keys/upload",
+            {"one_time_keys": _one_time_keys(5, 3)},
+        )
+        assert (status, body["one_time_key_counts"]["curve25519"]) == (200, 8), body
+
+        async def alice_counts() -> dict[str, int] | None:
+            data = await a.ok("GET", "/sync", alice, timeout="0")
+            counts = data.get("device_one_time_keys_count", {})
+            return counts if counts.get("curve25519") == 8 else None
+
+        await eventually(alice_counts, timeout=15)
+        await changed_for(a, carol, carol_since, alice)
+        # Delivered by A's federation sender, woken by the reader (the main is down).
+        await changed_for(b, bob, bob_since, alice)
+    finally:
+        await asyncio.to_thread(a.deployment.start_process, "main")
+    claimed = await a.ok(
+        "POST", "/keys/claim", carol, {"one_time_keys": {alice: {device: "curve25519"}}}
+    )
+    [(key_id, value)] = claimed["one_time_keys"][alice][device].items()
+    assert value == _one_time_keys(0, 8)[key_id]
+    queried = await a.ok("POST", "/keys/query", carol, {"device_keys": {alice: []}})
+    assert queried["device_keys"][alice][device]["keys"] == keys["keys"]
