@@ -1,16 +1,17 @@
-"""E2EE key uploads served by the client readers (`stream_writers: {device_lists: [...]}`).
+"""E2EE key uploads and device renames served by the client readers (`stream_writers:
+{device_lists: [...]}`).
 
 Server A is the README's seven-process deployment behind nginx (tests/deployment.py
 FULL_LAYOUT) whose two client readers write device lists; server B is one process on
 loopback, federating with A. With A's main SIGKILLed, a device uploads its device keys
 and one-time keys through a reader and through nginx (before, the readers forwarded
 /keys/upload to the main and answered 502): the counts come back and reach the device's
-/sync, a local user sharing a room sees the device-list change, the remote user's server
-receives the m.device_list_update (queued in the durable outbox by the reader, delivered
-by A's federation sender woken over the bus), and once the main is back the keys the
-readers stored are the ones another user claims.
+/sync, a local user sharing a room sees the device-list change (and that of a device
+rename on the other reader), and the remote user's server receives each
+m.device_list_update (queued in the durable outbox by the reader, delivered by A's
+federation sender woken over the bus). Once the main is back, the keys the readers
+stored are the ones another user claims.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -85,8 +86,19 @@ async def test_readers_store_keys_while_the_main_is_down(servers: Any) -> None:
             return counts if counts.get("curve25519") == 8 else None
 
         await eventually(alice_counts, timeout=15)
-        await changed_for(a, carol, carol_since, alice)
+        carol_since = await changed_for(a, carol, carol_since, alice)
         # Delivered by A's federation sender, woken by the reader (the main is down).
+        bob_since = await changed_for(b, bob, bob_since, alice)
+        # A rename, on the other reader: another device-list change, here and there.
+        reader2 = port_url(a.deployment, READERS[1])
+        async with a.http.put(
+            f"{reader2}/_matrix/client/v3/devices/{device}",
+            json={"display_name": "renamed"},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        assert (await a.ok("GET", f"/devices/{device}", alice))["display_name"] == "renamed"
+        await changed_for(a, carol, carol_since, alice)
         await changed_for(b, bob, bob_since, alice)
     finally:
         await asyncio.to_thread(a.deployment.start_process, "main")
