@@ -12,6 +12,7 @@ m.device_list_update (queued in the durable outbox by the reader, delivered by A
 federation sender woken over the bus). Once the main is back, the keys the readers
 stored are the ones another user claims.
 """
+
 from __future__ import annotations
 
 import asyncio
