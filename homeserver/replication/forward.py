@@ -146,12 +146,16 @@ PUSH_RULE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "DELETE": (re.compile(_C + r"/pushrules/.*$"),),
 }
 
-# E2EE key uploads and device renames: a worker named in `stream_writers:
-# {device_lists: [...]}` stores one-time, fallback and device keys and device names
-# itself (new device keys and a new name are a device-list change: announced on the
-# bus, and queued as m.device_list_update EDUs for other servers).
+# E2EE key and signature uploads and device renames: a worker named in
+# `stream_writers: {device_lists: [...]}` stores one-time, fallback and device keys,
+# cross-signing signatures and device names itself (each but one-time keys is a
+# device-list change: announced on the bus, and queued as m.device_list_update or
+# m.signing_key_update EDUs for other servers).
 DEVICE_KEY_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
-    "POST": (re.compile(_C + r"/keys/upload(?:/[^/]+)?$"),),
+    "POST": (
+        re.compile(_C + r"/keys/upload(?:/[^/]+)?$"),
+        re.compile(_C + r"/keys/signatures/upload$"),
+    ),
     "PUT": (re.compile(_C + r"/devices/[^/]+$"),),
 }
 

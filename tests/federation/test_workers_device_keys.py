@@ -7,10 +7,11 @@ loopback, federating with A. With A's main SIGKILLed, a device uploads its devic
 and one-time keys through a reader and through nginx (before, the readers forwarded
 /keys/upload to the main and answered 502): the counts come back and reach the device's
 /sync, a local user sharing a room sees the device-list change (and that of a device
-rename on the other reader), and the remote user's server receives each
-m.device_list_update (queued in the durable outbox by the reader, delivered by A's
-federation sender woken over the bus). Once the main is back, the keys the readers
-stored are the ones another user claims.
+rename on the other reader, and of a cross-signing signature of the device), and the
+remote user's server receives each m.device_list_update (queued in the durable outbox
+by the reader, delivered by A's federation sender woken over the bus). Once the main is
+back, the keys and signature the readers stored are the ones another user claims and
+queries.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from signedjson.key import encode_verify_key_base64, generate_signing_key
+from signedjson.sign import sign_json
 
+from tests.client.test_e2ee_keys import cross_signing_key, device_keys
 from tests.client.test_workers import port_url
 from tests.federation.multiserver import LoopbackServer, eventually, post_to, started
-from tests.federation.test_device_list_federation import changed_for, signed_device_keys
+from tests.federation.test_device_list_federation import changed_for
 
 READERS = ["client_reader1", "client_reader2"]
 
@@ -60,7 +64,15 @@ async def test_readers_store_keys_while_the_main_is_down(servers: Any) -> None:
     carol_since = (await a.sync(carol))["next_batch"]
     bob_since = (await b.sync(bob))["next_batch"]
     token = a.tokens[alice]
-    keys = signed_device_keys(alice, device)
+    keys = device_keys(alice, device, generate_signing_key("d"))
+    # Cross-signing keys, uploaded while the main is up (a change of them needs
+    # user-interactive auth, which the main serves).
+    master, self_signing = generate_signing_key("m"), generate_signing_key("s")
+    upload = {
+        "master_key": cross_signing_key(alice, "master", master),
+        "self_signing_key": cross_signing_key(alice, "self_signing", self_signing, master),
+    }
+    assert await a.ok("POST", "/keys/device_signing/upload", alice, upload) == {}
     a.deployment.kill("main")
     try:
         reader1 = port_url(a.deployment, READERS[0])
@@ -99,8 +111,17 @@ async def test_readers_store_keys_while_the_main_is_down(servers: Any) -> None:
         ) as resp:
             assert resp.status == 200, await resp.text()
         assert (await a.ok("GET", f"/devices/{device}", alice))["display_name"] == "renamed"
-        await changed_for(a, carol, carol_since, alice)
+        carol_since = await changed_for(a, carol, carol_since, alice)
         await changed_for(b, bob, bob_since, alice)
+        # Alice verifies her device: its keys signed with her self-signing key.
+        ssk_public = encode_verify_key_base64(self_signing.verify_key)
+        self_signing.version = ssk_public
+        signed = sign_json(dict(keys), alice, self_signing)
+        status, body = await post_to(
+            a.http, reader1, token, "/keys/signatures/upload", {alice: {device: signed}}
+        )
+        assert (status, body) == (200, {"failures": {}})
+        await changed_for(a, carol, carol_since, alice)
     finally:
         await asyncio.to_thread(a.deployment.start_process, "main")
     claimed = await a.ok(
@@ -109,4 +130,9 @@ async def test_readers_store_keys_while_the_main_is_down(servers: Any) -> None:
     [(key_id, value)] = claimed["one_time_keys"][alice][device].items()
     assert value == _one_time_keys(0, 8)[key_id]
     queried = await a.ok("POST", "/keys/query", carol, {"device_keys": {alice: []}})
-    assert queried["device_keys"][alice][device]["keys"] == keys["keys"]
+    stored = queried["device_keys"][alice][device]
+    assert stored["keys"] == keys["keys"]
+    assert (
+        stored["signatures"][alice][f"ed25519:{ssk_public}"]
+        == (signed["signatures"][alice][f"ed25519:{ssk_public}"])
+    )
