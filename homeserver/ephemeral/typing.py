@@ -2,6 +2,13 @@
 
 Every change (start, stop, expiry) moves the stream and records the position per room,
 so sync includes a room's `m.typing` only when it changed after the client's token.
+
+Positions are not stored, yet must never go back across a restart: in a deployment the
+client readers keep the positions they replicated (and their clients' tokens have them),
+so a restarted main numbering from 0 would have every later change ignored as older
+than the token. Each position is therefore at least the wall clock in milliseconds (and
+one more than the last): a restart starts above whatever the previous run reached,
+unless it sustained more than a thousand changes a second.
 """
 
 from __future__ import annotations
@@ -103,7 +110,7 @@ class TypingService:
         self._bump(room_id)
 
     def _bump(self, room_id: str) -> None:
-        self._position += 1
+        self._position = max(self._position + 1, int(time.time() * 1000))
         self._room_pos[room_id] = self._position
         self._notifier.notify("typing", self._position, rooms=[room_id])
 

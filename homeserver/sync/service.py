@@ -20,11 +20,10 @@ read from `Notifier.current` in `_build` before any data is read):
      in-memory activity window is a listener of the same announcements, so it holds
      every event at or below the announced position (it answers None, "ask the
      database", for what it no longer holds: tests/storage/test_sync_activity.py).
-   - receipts and account data: position allocation, the database write and the
-     notification happen under one service lock, in order.
-   - to-device and device lists: positions come from the database inside the write
-     transaction (serialised) and are announced after the commit; readers query the
-     database, where every smaller position is already committed.
+   - receipts, account data, to-device and device lists: positions come from the
+     database inside the write transaction (serialised, across a deployment too) and
+     are announced after the commit; readers query the database, where every smaller
+     position is already committed.
    - typing (memory only) and presence: the data is updated before (typing: in the same
      synchronous step as) the position is announced; presence is a latest-state stream,
      so a newer entry stands for an older one.
