@@ -10,8 +10,9 @@ Messages are handled one at a time, in the order they were published:
 - `reload`: re-read something kept whole in memory (moderation);
 - another kind: this role's handler for it (federation senders, pushers, the
   appservice sender);
-- `resync`, and every (re)connection to Redis: forget every replicated cache, re-read
-  every stream's position from the database, and wake every long-poll. Nothing else
+- `resync`, and every (re)connection to Redis: forget every replicated cache and who
+  types where, re-read every stream's position from the database, and wake every
+  long-poll. Nothing else
   is needed to recover from a Redis restart or lost messages.
 
 `wait_for(token)` lets a request that the main served (forwarded) return only once this
@@ -152,6 +153,8 @@ class ReplicationFollower:
                 await self._events_to(position)
             else:
                 self._notifier.advance(stream, position)
+        with self._replaying():
+            self._typing.forget_replicated()  # the main may have restarted without it
         self._resync_due = False
         self._notifier.wake_all()
 
