@@ -27,6 +27,7 @@ from nacl.signing import SigningKey
 from signedjson.sign import sign_json
 
 from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
+from tests.deployment_mode import READER_WRITERS
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_NAME = "localhost"
@@ -52,21 +53,27 @@ def _run_cli(*args: str, cwd: Path) -> None:
     )
 
 
-@pytest.fixture(scope="module", params=["single", "workers"])
+@pytest.fixture(scope="module", params=["single", "workers", "writers"])
 def server_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """Generate a config, switch rate limits off, start the server, wait for /versions.
     "workers": the same conversation through nginx against the seven-process deployment
     (main, two client readers, a federation inbound worker, a federation sender, two
-    event persisters) on PostgreSQL and Redis (tests/deployment.py)."""
-    if request.param == "workers":
+    event persisters) on PostgreSQL and Redis (tests/deployment.py); "writers": that
+    deployment with both client readers also writing account data, to-device
+    messages, receipts, push rules and device lists (the conversation's receipts, read
+    markers, key uploads and to-device messages are then served by the readers)."""
+    if request.param != "single":
         why = missing_parts()
         if why is not None:
             if os.environ.get("CI"):
                 pytest.fail(f"the worker deployment must run in CI: {why}")
             pytest.skip(why)
-        deployment = Deployment(tmp_path_factory.mktemp("nio_workers"), **FULL_LAYOUT).start()
+        writers = {"stream_writers": READER_WRITERS} if request.param == "writers" else {}
+        deployment = Deployment(
+            tmp_path_factory.mktemp(f"nio_{request.param}"), **FULL_LAYOUT, overrides=writers
+        ).start()
         try:
             yield deployment.url
         finally:
