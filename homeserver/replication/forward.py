@@ -147,14 +147,16 @@ PUSH_RULE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
 }
 
 # E2EE key and signature uploads and device renames: a worker named in
-# `stream_writers: {device_lists: [...]}` stores one-time, fallback and device keys,
-# cross-signing signatures and device names itself (each but one-time keys is a
+# `stream_writers: {device_lists: [...]}` stores one-time, fallback, device and
+# cross-signing keys (user-interactive auth sessions are in the database), cross-signing
+# signatures and device names itself (each but one-time keys is a
 # device-list change: announced on the bus, and queued as m.device_list_update or
 # m.signing_key_update EDUs for other servers).
 DEVICE_KEY_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "POST": (
         re.compile(_C + r"/keys/upload(?:/[^/]+)?$"),
         re.compile(_C + r"/keys/signatures/upload$"),
+        re.compile(_C + r"/keys/device_signing/upload$"),
     ),
     "PUT": (re.compile(_C + r"/devices/[^/]+$"),),
 }

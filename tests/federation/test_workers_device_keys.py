@@ -1,4 +1,4 @@
-"""E2EE key uploads and device renames served by the client readers (`stream_writers:
+"""E2EE key uploads, cross-signing and device renames served by the client readers (`stream_writers:
 {device_lists: [...]}`).
 
 Server A is the README's seven-process deployment behind nginx (tests/deployment.py
@@ -7,11 +7,12 @@ loopback, federating with A. With A's main SIGKILLed, a device uploads its devic
 and one-time keys through a reader and through nginx (before, the readers forwarded
 /keys/upload to the main and answered 502): the counts come back and reach the device's
 /sync, a local user sharing a room sees the device-list change (and that of a device
-rename on the other reader, and of a cross-signing signature of the device), and the
-remote user's server receives each m.device_list_update (queued in the durable outbox
-by the reader, delivered by A's federation sender woken over the bus). Once the main is
-back, the keys and signature the readers stored are the ones another user claims and
-queries.
+rename on the other reader, of cross-signing keys set and then replaced through
+user-interactive auth begun on one reader and completed on the other, and of a
+cross-signing signature of the device), and the remote user's server receives each
+m.device_list_update or m.signing_key_update (queued in the durable outbox by the
+reader, delivered by A's federation sender woken over the bus). Once the main is back,
+the keys and signature the readers stored are the ones another user claims and queries.
 """
 
 from __future__ import annotations
@@ -46,6 +47,19 @@ async def servers(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, Loopbac
         yield pair
 
 
+DEVICE_SIGNING = "/keys/device_signing/upload"
+
+
+def _cross_signing(user: str, seed: str) -> tuple[dict[str, Any], Any]:
+    """A master and a self-signing key: (the upload body, the self-signing key)."""
+    master, self_signing = generate_signing_key("m" + seed), generate_signing_key("s" + seed)
+    upload = {
+        "master_key": cross_signing_key(user, "master", master),
+        "self_signing_key": cross_signing_key(user, "self_signing", self_signing, master),
+    }
+    return upload, self_signing
+
+
 def _one_time_keys(first: int, count: int) -> dict[str, str]:
     return {f"curve25519:K{i}": f"otk{i:03d}" + "A" * 37 for i in range(first, first + count)}
 
@@ -65,14 +79,6 @@ async def test_readers_store_keys_while_the_main_is_down(servers: Any) -> None:
     bob_since = (await b.sync(bob))["next_batch"]
     token = a.tokens[alice]
     keys = device_keys(alice, device, generate_signing_key("d"))
-    # Cross-signing keys, uploaded while the main is up (a change of them needs
-    # user-interactive auth, which the main serves).
-    master, self_signing = generate_signing_key("m"), generate_signing_key("s")
-    upload = {
-        "master_key": cross_signing_key(alice, "master", master),
-        "self_signing_key": cross_signing_key(alice, "self_signing", self_signing, master),
-    }
-    assert await a.ok("POST", "/keys/device_signing/upload", alice, upload) == {}
     a.deployment.kill("main")
     try:
         reader1 = port_url(a.deployment, READERS[0])
@@ -112,6 +118,27 @@ async def test_readers_store_keys_while_the_main_is_down(servers: Any) -> None:
             assert resp.status == 200, await resp.text()
         assert (await a.ok("GET", f"/devices/{device}", alice))["display_name"] == "renamed"
         carol_since = await changed_for(a, carol, carol_since, alice)
+        bob_since = await changed_for(b, bob, bob_since, alice)
+        # Cross-signing keys: the first set needs no re-authentication; replacing them
+        # does (a UIA session started on one reader, completed on the other: sessions
+        # are in the database).
+        first, self_signing = _cross_signing(alice, "1")
+        status, body = await post_to(a.http, reader2, token, DEVICE_SIGNING, first)
+        assert (status, body) == (200, {})
+        replacement, self_signing = _cross_signing(alice, "2")
+        status, challenge = await post_to(a.http, reader1, token, DEVICE_SIGNING, replacement)
+        assert status == 401 and challenge["flows"] == [{"stages": ["m.login.password"]}]
+        password = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": alice},
+            "password": "pw-alice",
+            "session": challenge["session"],
+        }
+        status, body = await post_to(
+            a.http, reader2, token, DEVICE_SIGNING, {**replacement, "auth": password}
+        )
+        assert (status, body) == (200, {})
+        carol_since = await changed_for(a, carol, carol_since, alice)
         await changed_for(b, bob, bob_since, alice)
         # Alice verifies her device: its keys signed with her self-signing key.
         ssk_public = encode_verify_key_base64(self_signing.verify_key)
@@ -130,6 +157,7 @@ async def test_readers_store_keys_while_the_main_is_down(servers: Any) -> None:
     [(key_id, value)] = claimed["one_time_keys"][alice][device].items()
     assert value == _one_time_keys(0, 8)[key_id]
     queried = await a.ok("POST", "/keys/query", carol, {"device_keys": {alice: []}})
+    assert queried["master_keys"][alice]["keys"] == replacement["master_key"]["keys"]
     stored = queried["device_keys"][alice][device]
     assert stored["keys"] == keys["keys"]
     assert (

@@ -550,10 +550,10 @@ def test_device_list_writers_serve_key_uploads_and_queue_edus(tmp_path: Path) ->
     assert writes_stream({"device_lists"}, "POST", "/_matrix/client/r0/keys/upload/DEVICE")
     assert writes_stream({"device_lists"}, "PUT", f"{c}/devices/DEVICE")  # a rename
     assert writes_stream({"device_lists"}, "POST", f"{c}/keys/signatures/upload")
+    assert writes_stream({"device_lists"}, "POST", f"{c}/keys/device_signing/upload")
     for method, path in (
         ("POST", f"{c}/keys/claim"),  # may ask other servers: the main
         ("POST", f"{c}/keys/query"),
-        ("POST", f"{c}/keys/device_signing/upload"),  # user-interactive auth: the main
         ("GET", f"{c}/keys/upload"),
         ("DELETE", f"{c}/devices/DEVICE"),  # user-interactive auth: the main
     ):
