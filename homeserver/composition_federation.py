@@ -142,20 +142,20 @@ class _QueueOnly:
 
 
 # The reader streams whose writes send EDUs to other servers.
-EDU_STREAMS = frozenset({"to_device", "receipts", "device_lists"})
+EDU_STREAMS = frozenset({"to_device", "receipts", "device_lists", "typing"})
 
 
 def outbound_sender(
     config: Config, stores: Stores, fed: Federation | None
 ) -> FederationSender | None:
     """Where this process queues what it sends to other servers: the federation
-    adapter's sender or, on a client reader that writes to-device messages, receipts or
-    device lists (`stream_writers: {to_device: [...], receipts: [...], device_lists:
-    [...]}`) and has no federation of its own, a sender that only queues. Its EDUs
-    (messages for other servers' devices, read receipts, device-list updates) go to
-    the durable outbox in the same database, and the process
-    delivering to each destination is woken over the bus (build_replication sets
-    `owns` and `elsewhere`): nothing is delivered from here, nothing is dropped."""
+    adapter's sender or, on a client reader that writes to-device messages, receipts,
+    device lists or typing (`stream_writers`, EDU_STREAMS) and has no federation of
+    its own, a sender that only queues. Its EDUs (messages for other servers' devices,
+    read receipts, device-list updates, typing) go to the durable outbox in the same
+    database, and the process delivering to each destination is woken over the bus
+    (build_replication sets `owns` and `elsewhere`): nothing is delivered from here,
+    nothing is dropped."""
     if fed is not None and fed.sender is not None:
         return fed.sender
     workers = config.workers

@@ -282,8 +282,9 @@ enable_metrics: false
 # Event persisters: each room's writes go to one of them (by a hash of the room ID);
 # each needs an instance_map entry (its replication listener):
 # Client readers that write account data and tags, to-device messages, read receipts,
-# push rules and E2EE key uploads (device lists) themselves (the others hand them to
-# the main; read markers and push rules need a reader that writes account_data too):
+# push rules, E2EE key uploads (device lists) and typing themselves (the others hand
+# them to the main; read markers and push rules need a reader that writes account_data
+# too):
 #stream_writers:
 #  events: [event_persister1, event_persister2]
 #  account_data: [client_reader1, client_reader2]
@@ -291,6 +292,7 @@ enable_metrics: false
 #  receipts: [client_reader1, client_reader2]
 #  push_rules: [client_reader1, client_reader2]
 #  device_lists: [client_reader1, client_reader2]
+#  typing: [client_reader1, client_reader2]
 #worker_app: generic_worker
 #worker_name: client_reader1
 #worker_listeners:

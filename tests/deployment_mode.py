@@ -11,7 +11,7 @@ something no deployment exposes.
     HS_TEST_DEPLOYMENT=workers HS_TEST_POSTGRES_DSN=... python -m pytest tests/client
 
 (`HS_TEST_DEPLOYMENT=writers`: the same, with the client readers writing account data,
-to-device messages, receipts, push rules and device lists themselves.)
+to-device messages, receipts, push rules, device lists and typing themselves.)
 
 It costs a deployment start per test (about 3 s on two cores), so CI runs the tests
 that matter most against the deployment directly (the nio conversation, the Synapse
@@ -31,14 +31,13 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer
 from yarl import URL
 
+from homeserver.config.workers import READER_STREAMS
+
 MODE = os.environ.get("HS_TEST_DEPLOYMENT", "")
 # `HS_TEST_DEPLOYMENT=writers`: the same deployment with both client readers writing
-# account data, to-device messages, receipts, push rules and device lists themselves
-# (`stream_writers`), so the suites run with those writes served by the readers.
-READER_WRITERS = {
-    stream: ["client_reader1", "client_reader2"]
-    for stream in ("account_data", "to_device", "receipts", "push_rules", "device_lists")
-}
+# every stream a reader may write (account data, to-device messages, receipts, push
+# rules, device lists, typing), so the suites run with those writes served by them.
+READER_WRITERS = {stream: ["client_reader1", "client_reader2"] for stream in READER_STREAMS}
 
 # The raw settings each test config was parsed from (tests/conftest.make_config), by
 # the Config object's id; the Config is kept alive alongside so ids are not reused.

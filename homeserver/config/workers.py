@@ -41,7 +41,14 @@ WORKER_KEYS = frozenset(
 WORKER_APPS = frozenset({"generic_worker", "synapse.app.generic_worker", "homeserver.worker"})
 MAIN = "main"
 # The streams besides events that client readers may write (`stream_writers`).
-READER_STREAMS = ("account_data", "to_device", "receipts", "push_rules", "device_lists")
+READER_STREAMS = (
+    "account_data",
+    "to_device",
+    "receipts",
+    "push_rules",
+    "device_lists",
+    "typing",
+)
 
 
 def shard(key: str, count: int) -> int:
@@ -93,7 +100,7 @@ class WorkersConfig:
     event_persisters: tuple[str, ...] = ()
     # Client readers that write a stream themselves (`stream_writers: {account_data:
     # [...], to_device: [...], receipts: [...], push_rules: [...], device_lists:
-    # [...]}`), by stream: a reader named for a stream serves that stream's writes
+    # [...], typing: [...]}`), by stream: a reader named for a stream serves that stream's writes
     # instead of forwarding them to the main (which writes every stream too). Streams
     # are those of READER_STREAMS.
     reader_writers: Mapping[str, tuple[str, ...]] = field(

@@ -44,9 +44,16 @@ class TypingService:
         self._outbox = outbox
         self._server_name = server_name
         self._position = notifier.current.typing
-        # room -> user -> expiry timer (None in a worker: the main keeps the timers)
+        # room -> user -> expiry timer (None: replicated whole-room state, whose timers
+        # another process keeps)
         self._typing: dict[str, dict[str, asyncio.TimerHandle | None]] = {}
         self._room_pos: dict[str, int] = {}
+        # (room, user) entries another process set (apply_replicated): their expiry here
+        # is not announced again (that process announces its own).
+        self._from_elsewhere: set[tuple[str, str]] = set()
+        # The change the last announcement was made for, (room, user, typing,
+        # timeout_ms): the replication publisher sends it with the announcement.
+        self.last_change: tuple[str, str, bool, int] | None = None
 
     @property
     def position(self) -> int:
@@ -83,6 +90,16 @@ class TypingService:
         """A typing EDU from another server (its origin is checked by federation)."""
         self._apply(room_id, user_id, typing, min(timeout_ms, MAX_TIMEOUT_MS))
 
+    def apply_replicated(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
+        """A change another process of the deployment made (a typing writer,
+        `stream_writers: {typing: [...]}`), applied with a timer of our own, so the
+        entry ends here on time whatever happens to that process."""
+        if typing:
+            self._from_elsewhere.add((room_id, user_id))
+        else:
+            self._from_elsewhere.discard((room_id, user_id))
+        self._apply(room_id, user_id, typing, min(max(timeout_ms, 0), MAX_TIMEOUT_MS))
+
     def _apply(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
         room = self._typing.setdefault(room_id, {})
         old = room.pop(user_id, None)
@@ -99,6 +116,7 @@ class TypingService:
             return  # was not typing: nothing changes
         if not room:
             self._typing.pop(room_id, None)
+        self.last_change = (room_id, user_id, typing, timeout_ms if typing else 0)
         self._bump(room_id)
 
     def _expire(self, room_id: str, user_id: str, _started: float) -> None:
@@ -108,7 +126,18 @@ class TypingService:
         del room[user_id]
         if not room:
             del self._typing[room_id]
-        self._bump(room_id)
+        self.last_change = (room_id, user_id, False, 0)
+        if (room_id, user_id) in self._from_elsewhere:
+            # The process that set it announces its own expiry; ours stays here (an
+            # announcement of it could end a renewal that is still on its way to us).
+            self._from_elsewhere.discard((room_id, user_id))
+            replaying, self._notifier.replaying = self._notifier.replaying, True
+            try:
+                self._bump(room_id)
+            finally:
+                self._notifier.replaying = replaying
+        else:
+            self._bump(room_id)
 
     def _bump(self, room_id: str) -> None:
         self._position = max(self._position + 1, int(time.time() * 1_000_000))

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.typing import TypingService
@@ -119,6 +119,11 @@ class ReplicationFollower:
             users, rooms = list(message.get("u") or ()), list(message.get("r") or ())
             data = message.get("d")
             with self._replaying():
+                change = message.get("c")
+                if stream == "typing" and _typing_change(change):
+                    # One user's change, applied with our own timer and position.
+                    self._typing.apply_replicated(*change)
+                    return
                 if stream == "typing" and isinstance(data, dict):
                     for room, typers in data.items():
                         self._typing.replicate(room, list(typers), position)
@@ -204,3 +209,16 @@ class ReplicationFollower:
         except TimeoutError:
             return False
         return True
+
+
+def _typing_change(change: Any) -> TypeGuard[list[Any]]:
+    """A typing announcement's change: [room ID, user ID, typing, timeout in ms]."""
+    return (
+        isinstance(change, list)
+        and len(change) == 4
+        and isinstance(change[0], str)
+        and isinstance(change[1], str)
+        and isinstance(change[2], bool)
+        and isinstance(change[3], int)
+        and not isinstance(change[3], bool)
+    )

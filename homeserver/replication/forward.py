@@ -161,6 +161,13 @@ DEVICE_KEY_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "PUT": (re.compile(_C + r"/devices/[^/]+$"),),
 }
 
+# Typing notifications: a worker named in `stream_writers: {typing: [...]}` keeps them
+# itself (every process applies each announced change with a timer of its own, so
+# several processes may write: unlike Synapse, whose typing has one writer).
+TYPING_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "PUT": (re.compile(_C + r"/rooms/[^/]+/typing/[^/]+$"),),
+}
+
 # The writes a worker serves itself, by the streams it must write for them
 # (WorkersConfig.reader_streams): a table is served where all its streams are written.
 STREAM_WRITES: dict[frozenset[str], dict[str, tuple[re.Pattern[str], ...]]] = {
@@ -170,6 +177,7 @@ STREAM_WRITES: dict[frozenset[str], dict[str, tuple[re.Pattern[str], ...]]] = {
     frozenset({"receipts", "account_data"}): READ_MARKER_WRITES,
     frozenset({"push_rules", "account_data"}): PUSH_RULE_WRITES,
     frozenset({"device_lists"}): DEVICE_KEY_WRITES,
+    frozenset({"typing"}): TYPING_WRITES,
 }
 
 

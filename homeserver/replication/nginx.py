@@ -31,10 +31,9 @@ class Upstreams:
     # sender's next read is served by the reader that waited for the write.
     room_writes_to_readers: bool = False
     # The streams with client reader writers (`stream_writers: {account_data: [...],
-    # to_device: [...], receipts: [...], push_rules: [...], device_lists: [...]}`):
-    # their writes (account data and tags, /sendToDevice, receipts and read markers,
-    # push rules, key uploads) go to the readers too (a writer serves them, another
-    # reader hands them to the main).
+    # to_device: [...], ...}`, READER_STREAMS): their writes (account data and tags,
+    # /sendToDevice, receipts and read markers, push rules, key uploads, typing) go to
+    # the readers too (a writer serves them, another reader hands them to the main).
     streams_to_readers: frozenset[str] = frozenset()
 
 

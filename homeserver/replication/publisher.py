@@ -41,6 +41,9 @@ class ReplicationPublisher:
             message["u"], message["r"] = users, rooms
         if stream == "typing":
             message["d"] = {room: self._typing.typing_users(room) for room in rooms}
+            change = self._typing.last_change
+            if change is not None and change[0] in rooms:
+                message["c"] = list(change)  # applied with the follower's own timer
         elif stream == "presence":
             rows = (self._presence.get(user) for user in users)
             message["d"] = [asdict(row) for row in rows if row is not None]

@@ -1,4 +1,5 @@
-"""TypingService positions and replicated state across restarts (homeserver/ephemeral/typing.py)."""
+"""TypingService positions, and state replicated from other processes
+(homeserver/ephemeral/typing.py)."""
 
 from __future__ import annotations
 
@@ -43,4 +44,21 @@ async def test_forget_replicated_drops_only_what_another_process_announced() -> 
     assert service.typing_users("!ours:x") == ["@b:x"]
     assert service.room_position("!theirs:x") > mark  # clients are told: nobody types
     assert notifier.current.typing == service.room_position("!theirs:x")
+    service.close()
+
+
+async def test_a_replicated_change_ends_by_its_own_timer_without_announcing_it() -> None:
+    service, notifier = _service()
+    announced: list[tuple[int, bool]] = []
+    notifier.observers.append(lambda s, p, u, r: announced.append((p, notifier.replaying)))
+    service.apply_replicated("!r:x", "@a:x", True, 50)  # set by another process
+    assert service.typing_users("!r:x") == ["@a:x"]
+    await asyncio.sleep(0.2)
+    assert service.typing_users("!r:x") == []  # our own timer ended it
+    # Both changes reached our clients; the expiry is not ours to announce again.
+    assert [replaying for _, replaying in announced] == [False, True]
+    assert service.last_change == ("!r:x", "@a:x", False, 0)
+    service.set_remote("!r:x", "@b:x", True, 50)  # ours: its expiry is announced
+    await asyncio.sleep(0.2)
+    assert [replaying for _, replaying in announced][2:] == [False, False]
     service.close()

@@ -119,7 +119,7 @@ def test_event_persisters_shard_rooms_and_need_a_replication_listener(tmp_path: 
     assert "replication" in "\n".join(caught.value.problems)
     for wrong, problem in (
         ("stream_writers: {events: [ep1, ep3]}\n", "instance_map.ep3"),
-        ("stream_writers: {typing: [ep1]}\n", "stream_writers.typing"),
+        ("stream_writers: {presence: [ep1]}\n", "stream_writers.presence"),
         ("stream_writers: {events: [ep1, ep1]}\n", "names a process twice"),
     ):
         text = shared.read_text(encoding="utf-8").replace(
@@ -229,7 +229,8 @@ def test_to_device_writers_serve_send_to_device_and_share_the_write_lock(
         load_config(unknown)
     problems = "\n".join(caught.value.problems)
     assert (
-        "only the events, account_data, to_device, receipts, push_rules, device_lists" in problems
+        "only the events, account_data, to_device, receipts, push_rules, device_lists, typing"
+        in problems
     )
 
 
@@ -560,3 +561,14 @@ def test_device_list_writers_serve_key_uploads_and_queue_edus(tmp_path: Path) ->
         assert not writes_stream({"device_lists"}, method, path), (method, path)
     # Its EDUs (m.device_list_update) go to the durable outbox: a queue-only sender.
     assert "device_lists" in EDU_STREAMS
+
+
+def test_typing_writers_serve_typing_and_queue_edus(tmp_path: Path) -> None:
+    shared = _shared_file(tmp_path, "{typing: [reader1, reader2]}")
+    one = load_config(shared, _reader_file(tmp_path, "reader1")).workers
+    assert one.reader_streams == frozenset({"typing"}) and one.writes("typing")
+    c = "/_matrix/client/v3"
+    assert writes_stream({"typing"}, "PUT", f"{c}/rooms/!r:x/typing/@a:x")
+    assert not writes_stream({"typing"}, "GET", f"{c}/rooms/!r:x/typing/@a:x")
+    assert not writes_stream({"receipts"}, "PUT", f"{c}/rooms/!r:x/typing/@a:x")
+    assert "typing" in EDU_STREAMS
