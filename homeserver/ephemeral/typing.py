@@ -96,11 +96,11 @@ class TypingService:
         entry ends here on time whatever happens to that process."""
         if typing:
             self._from_elsewhere.add((room_id, user_id))
-        else:
-            self._from_elsewhere.discard((room_id, user_id))
         self._apply(room_id, user_id, typing, min(max(timeout_ms, 0), MAX_TIMEOUT_MS))
 
     def _apply(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
+        if not typing:
+            self._from_elsewhere.discard((room_id, user_id))
         room = self._typing.setdefault(room_id, {})
         old = room.pop(user_id, None)
         if old is not None:
@@ -177,3 +177,4 @@ class TypingService:
                 if handle is not None:
                     handle.cancel()
         self._typing.clear()
+        self._from_elsewhere.clear()
