@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,18 @@ def require_parts() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"the worker deployment must run in CI: {why}")
         pytest.skip(why)
+
+
+@contextlib.contextmanager
+def running(workdir: Path, **kwargs: Any) -> Iterator[Deployment]:
+    """A started Deployment(workdir, **kwargs), stopped on the way out: the body of a
+    test module's deployment fixture."""
+    require_parts()
+    deployment = Deployment(workdir, **kwargs).start()
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
 
 
 def _run_async(coro: Any) -> Any:

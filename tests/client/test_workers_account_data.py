@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,7 +28,7 @@ import asyncpg
 import pytest
 
 from tests.client.test_workers import Client, port_url, register
-from tests.deployment import Deployment, require_parts
+from tests.deployment import Deployment, running
 
 READERS = ("client_reader1", "client_reader2")
 USERS = 4
@@ -37,21 +37,11 @@ WRITES_PER_PROCESS = 12  # per user, on each of the three writing processes
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    require_parts()
-    d = Deployment(
+    with running(
         Path(tmp_path_factory.mktemp("account-data")),
         overrides={"stream_writers": {"account_data": list(READERS)}},
-    ).start()
-    try:
+    ) as d:
         yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
-        yield s
 
 
 def _account_data_path(user_id: str, data_type: str, room_id: str | None = None) -> str:

@@ -15,7 +15,7 @@ client readers write push rules and account data. What must hold:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from tests.client.test_workers import port_url, register
-from tests.deployment import FULL_LAYOUT, Deployment, require_parts
+from tests.deployment import FULL_LAYOUT, Deployment, running
 
 READERS = ("client_reader1", "client_reader2")
 RULES = "/_matrix/client/v3/pushrules/global"
@@ -32,22 +32,12 @@ RULES_PER_PROCESS = 6
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    require_parts()
-    d = Deployment(
+    with running(
         Path(tmp_path_factory.mktemp("push-rules")),
         **FULL_LAYOUT,
         overrides={"stream_writers": {"push_rules": list(READERS), "account_data": list(READERS)}},
-    ).start()
-    try:
+    ) as d:
         yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
-        yield s
 
 
 async def _eventually(check: Any, timeout: float = 15.0) -> Any:

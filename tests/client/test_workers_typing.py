@@ -11,14 +11,14 @@ when the main died must not stay shown by the readers beyond the typing's timeou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.client.test_workers import Client, port_url, register
-from tests.deployment import Deployment, require_parts
+from tests.deployment import Deployment, running
 
 C = "/_matrix/client/v3"
 CHANGES_BEFORE = 6  # typing changes before the restart: the readers' position
@@ -26,18 +26,8 @@ CHANGES_BEFORE = 6  # typing changes before the restart: the readers' position
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    require_parts()
-    d = Deployment(Path(tmp_path_factory.mktemp("typing"))).start()
-    try:
+    with running(Path(tmp_path_factory.mktemp("typing"))) as d:
         yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
-        yield s
 
 
 async def _typing_seen(bob: Client, room: str, since: str, typer: str | None) -> str:

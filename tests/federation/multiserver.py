@@ -282,3 +282,35 @@ async def post_to(
     headers = {"Authorization": f"Bearer {token}"}
     async with http.post(url, json=body, headers=headers) as resp:
         return resp.status, await resp.json(content_type=None)
+
+
+# The client readers of tests/deployment.py's deployments.
+READERS = ["client_reader1", "client_reader2"]
+
+
+@asynccontextmanager
+async def writers_and_peer(
+    tmp_path: Path, stream_writers: dict[str, list[str]]
+) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
+    """Server A: the README's seven-process deployment with these `stream_writers`
+    (streams its client readers write); server B: one process federating with it."""
+    a = LoopbackServer(
+        tmp_path, "a", deployment=True, deployment_settings={"stream_writers": stream_writers}
+    )
+    b = LoopbackServer(tmp_path, "b", deployment=False)
+    async with started(a, b) as pair:
+        yield pair
+
+
+async def room_of_three(a: LoopbackServer, b: LoopbackServer) -> tuple[str, str, str, str]:
+    """alice and carol on A and bob on B, joined to a room of alice's:
+    (alice, carol, bob, room ID)."""
+    alice, carol, bob = (
+        await a.register("alice"),
+        await a.register("carol"),
+        await b.register("bob"),
+    )
+    room_id = await a.create_room(alice)
+    await a.join(carol, room_id, [a.name])
+    await b.join(bob, room_id, [a.name])
+    return alice, carol, bob, room_id

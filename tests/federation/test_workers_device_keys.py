@@ -28,22 +28,20 @@ from signedjson.sign import sign_json
 
 from tests.client.test_e2ee_keys import cross_signing_key, device_keys
 from tests.client.test_workers import port_url
-from tests.federation.multiserver import LoopbackServer, eventually, post_to, started
+from tests.federation.multiserver import (
+    READERS,
+    LoopbackServer,
+    eventually,
+    post_to,
+    room_of_three,
+    writers_and_peer,
+)
 from tests.federation.test_device_list_federation import changed_for
-
-READERS = ["client_reader1", "client_reader2"]
 
 
 @pytest.fixture
 async def servers(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a = LoopbackServer(
-        tmp_path,
-        "a",
-        deployment=True,
-        deployment_settings={"stream_writers": {"device_lists": READERS}},
-    )
-    b = LoopbackServer(tmp_path, "b", deployment=False)
-    async with started(a, b) as pair:
+    async with writers_and_peer(tmp_path, {"device_lists": READERS}) as pair:
         yield pair
 
 
@@ -66,14 +64,7 @@ def _one_time_keys(first: int, count: int) -> dict[str, str]:
 
 async def test_readers_store_keys_while_the_main_is_down(servers: Any) -> None:
     a, b = servers
-    alice, carol, bob = (
-        await a.register("alice"),
-        await a.register("carol"),
-        await b.register("bob"),
-    )
-    room_id = await a.create_room(alice)
-    await a.join(carol, room_id, [a.name])
-    await b.join(bob, room_id, [a.name])
+    alice, carol, bob, room_id = await room_of_three(a, b)
     device = (await a.ok("GET", "/account/whoami", alice))["device_id"]
     carol_since = (await a.sync(carol))["next_batch"]
     bob_since = (await b.sync(bob))["next_batch"]

@@ -28,23 +28,21 @@ from typing import Any
 import pytest
 
 from tests.client.test_workers import port_url
-from tests.federation.multiserver import LoopbackServer, eventually, post_to, started
+from tests.federation.multiserver import (
+    READERS,
+    LoopbackServer,
+    eventually,
+    post_to,
+    writers_and_peer,
+)
 
-READERS = ["client_reader1", "client_reader2"]
 READERS_PER_PROCESS = 3  # members writing receipts through each process at once
 MESSAGES = 6  # each member reads them one after the other
 
 
 @pytest.fixture
 async def servers(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a = LoopbackServer(
-        tmp_path,
-        "a",
-        deployment=True,
-        deployment_settings={"stream_writers": {"receipts": READERS, "account_data": READERS}},
-    )
-    b = LoopbackServer(tmp_path, "b", deployment=False)
-    async with started(a, b) as pair:
+    async with writers_and_peer(tmp_path, {"receipts": READERS, "account_data": READERS}) as pair:
         yield pair
 
 

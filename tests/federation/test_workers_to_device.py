@@ -26,9 +26,8 @@ import aiohttp
 import pytest
 
 from tests.client.test_workers import port_url
-from tests.federation.multiserver import LoopbackServer, eventually, started
+from tests.federation.multiserver import READERS, LoopbackServer, eventually, writers_and_peer
 
-READERS = ["client_reader1", "client_reader2"]
 CHAINS_PER_PROCESS = 4  # concurrent senders on each process
 MESSAGES_PER_CHAIN = 8  # each chain sends one after the other
 TYPE = "org.example.ping"
@@ -36,14 +35,7 @@ TYPE = "org.example.ping"
 
 @pytest.fixture
 async def servers(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a = LoopbackServer(
-        tmp_path,
-        "a",
-        deployment=True,
-        deployment_settings={"stream_writers": {"to_device": READERS}},
-    )
-    b = LoopbackServer(tmp_path, "b", deployment=False)
-    async with started(a, b) as pair:
+    async with writers_and_peer(tmp_path, {"to_device": READERS}) as pair:
         yield pair
 
 

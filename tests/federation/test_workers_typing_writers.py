@@ -22,18 +22,18 @@ from typing import Any
 import pytest
 
 from tests.client.test_workers import port_url
-from tests.federation.multiserver import LoopbackServer, eventually, started
-
-READERS = ["client_reader1", "client_reader2"]
+from tests.federation.multiserver import (
+    READERS,
+    LoopbackServer,
+    eventually,
+    room_of_three,
+    writers_and_peer,
+)
 
 
 @pytest.fixture
 async def servers(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    a = LoopbackServer(
-        tmp_path, "a", deployment=True, deployment_settings={"stream_writers": {"typing": READERS}}
-    )
-    b = LoopbackServer(tmp_path, "b", deployment=False)
-    async with started(a, b) as pair:
+    async with writers_and_peer(tmp_path, {"typing": READERS}) as pair:
         yield pair
 
 
@@ -78,14 +78,7 @@ async def _until(
 
 async def test_readers_keep_typing_while_the_main_is_down(servers: Any) -> None:
     a, b = servers
-    alice, carol, bob = (
-        await a.register("alice"),
-        await a.register("carol"),
-        await b.register("bob"),
-    )
-    room_id = await a.create_room(alice)
-    await a.join(carol, room_id, [a.name])
-    await b.join(bob, room_id, [a.name])
+    alice, carol, bob, room_id = await room_of_three(a, b)
     reader1, reader2 = (port_url(a.deployment, r) for r in READERS)
     carol_since = (await a.sync(carol))["next_batch"]
     bob_since = (await b.sync(bob))["next_batch"]
