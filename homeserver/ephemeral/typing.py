@@ -167,9 +167,7 @@ class TypingService:
         ]
         for room in rooms:
             del self._typing[room]
-            self._position += 1
-            self._room_pos[room] = self._position
-            self._notifier.notify("typing", self._position, rooms=[room])
+            self._bump(room)
 
     def close(self) -> None:
         for room in self._typing.values():

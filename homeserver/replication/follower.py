@@ -10,10 +10,10 @@ Messages are handled one at a time, in the order they were published:
 - `reload`: re-read something kept whole in memory (moderation);
 - another kind: this role's handler for it (federation senders, pushers, the
   appservice sender);
-- `resync`, and every (re)connection to Redis: forget every replicated cache and who
-  types where, re-read every stream's position from the database, and wake every
-  long-poll. Nothing else
-  is needed to recover from a Redis restart or lost messages.
+- `resync`, and every (re)connection to Redis: forget every replicated cache (and
+  typing replicated whole by an older main), re-read every stream's position from the
+  database, and wake every long-poll. Nothing else is needed to recover from a Redis
+  restart or lost messages.
 
 `wait_for(token)` lets a request that the main served (forwarded) return only once this
 process has caught up with what that request wrote.

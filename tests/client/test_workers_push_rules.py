@@ -24,6 +24,7 @@ import pytest
 
 from tests.client.test_workers import port_url, register
 from tests.deployment import FULL_LAYOUT, Deployment, running
+from tests.federation.multiserver import eventually
 
 READERS = ("client_reader1", "client_reader2")
 RULES = "/_matrix/client/v3/pushrules/global"
@@ -38,15 +39,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         overrides={"stream_writers": {"push_rules": list(READERS), "account_data": list(READERS)}},
     ) as d:
         yield d
-
-
-async def _eventually(check: Any, timeout: float = 15.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while True:
-            got = await check()
-            if got:
-                return got
-            await asyncio.sleep(0.1)
 
 
 def _rule_ids(ruleset: dict[str, Any], kind: str) -> list[str]:
@@ -83,7 +75,7 @@ async def test_readers_write_push_rules_while_the_main_is_down(
             events = joined.get("timeline", {}).get("events", [])
             return joined if any(e["event_id"] == event_id for e in events) else None
 
-        return await _eventually(check)
+        return await eventually(check)
 
     counted = await bob_sees(await send("before"))
     assert counted["unread_notifications"]["notification_count"] == 1
@@ -127,7 +119,7 @@ async def test_readers_write_push_rules_while_the_main_is_down(
                     return False
             return True
 
-        await _eventually(served_everywhere)
+        await eventually(served_everywhere)
         synced = _sync_rules(
             await bob.ok("GET", f"/_matrix/client/v3/sync?since={since}&timeout=0")
         )
@@ -162,7 +154,7 @@ async def test_rule_changes_from_every_process_at_once_all_land(
                 return False
         return True
 
-    await _eventually(agreed)
+    await eventually(agreed)
     synced = _sync_rules(await carol.ok("GET", "/_matrix/client/v3/sync?timeout=0"))
     assert synced is not None
     assert set(_rule_ids(synced, "content")) - {".m.rule.contains_user_name"} == expected
