@@ -34,6 +34,22 @@ MAX_RECEIPT_EVENT_IDS = 10
 EduHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
+async def dispatch(handlers: dict[str, EduHandler], origin: str, edus: list[Any]) -> None:
+    """Each EDU to its handler, in order (unknown types and malformed EDUs are skipped;
+    a handler that fails is logged: one bad EDU never stops the others)."""
+    for edu in edus:
+        if not isinstance(edu, dict):
+            continue
+        edu_type, content = edu.get("edu_type"), edu.get("content")
+        handler = handlers.get(edu_type) if isinstance(edu_type, str) else None
+        if handler is None or not isinstance(content, dict):
+            continue
+        try:
+            await handler(origin, content)
+        except Exception:
+            log.exception("EDU %s from %s failed", edu_type, origin)
+
+
 def _server_of(user_id: Any) -> str | None:
     if not isinstance(user_id, str) or not user_id.startswith("@"):
         return None

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from federation.acl import room_acl, server_allowed
-from federation.edus import EduHandler
+from federation.edus import EduHandler, dispatch
 from federation.inbound import InboundChecks, PduRejected, strip_unsigned_for_ingest
 from homeserver.background import BackgroundTasks
 from homeserver.errors import MatrixError
@@ -178,14 +178,4 @@ class TransactionReceiver:
 
     async def handle_edus(self, origin: str, edus: list[Any]) -> None:
         """Each EDU to its handler in this process (one that fails is logged)."""
-        for edu in edus:
-            if not isinstance(edu, dict):
-                continue
-            edu_type, content = edu.get("edu_type"), edu.get("content")
-            handler = self._edu_handlers.get(edu_type) if isinstance(edu_type, str) else None
-            if handler is None or not isinstance(content, dict):
-                continue
-            try:
-                await handler(origin, content)
-            except Exception:
-                log.exception("EDU %s from %s failed", edu_type, origin)
+        await dispatch(self._edu_handlers, origin, edus)

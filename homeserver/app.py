@@ -52,6 +52,7 @@ import homeserver.client.well_known as client_well_known
 from homeserver.appstate import CONFIG, LISTENERS, NOTIFIER, REPLICATION, SUBSTITUTED, Mounts
 from homeserver.composition import Overrides, lifetime
 from homeserver.config import Config
+from homeserver.config.workers import EDU_STREAMS
 from homeserver.errors import unrecognized
 from homeserver.http import MAX_BODY_KEY, Handler, error_middleware, listener_for_request
 from homeserver.metrics import METRICS_PATH, Metrics, metrics_middleware
@@ -174,7 +175,12 @@ def replication_middlewares(config: Config) -> list[Middleware]:
         # A worker with a `media` listener is a media repository: it serves media
         # itself (uploads included: they write no stream), like Synapse's.
         serves_media = "media" in config.resources
-        return [
+        middlewares: list[Middleware] = []
+        if secret and "replication" in config.resources:
+            # A stream writer's replication listener: other processes hand it what
+            # it writes (other servers' EDUs), authenticated by the secret.
+            middlewares.append(replication_middleware(secret, lambda app: app.get(NOTIFIER)))
+        middlewares.append(
             worker_middleware(
                 lambda app: app[REPLICATION].forwarder,
                 serves_media,
@@ -182,8 +188,10 @@ def replication_middlewares(config: Config) -> list[Middleware]:
                 config.server_name,
                 receives_transactions="federation" in config.resources,
                 writes_here=workers.reader_streams,
+                replication_listener=bool(middlewares),
             )
-        ]
+        )
+        return middlewares
     if workers.replicated and secret:
         middlewares = [replication_middleware(secret, lambda app: app.get(NOTIFIER), written)]
         if workers.event_persisters:
@@ -218,7 +226,8 @@ async def write_federation_events(request: web.Request) -> web.StreamResponse:
 
 
 async def receive_federation_edus(request: web.Request) -> web.StreamResponse:
-    """A transaction's EDUs, handed to the main by a federation inbound worker."""
+    """A transaction's EDUs, handed to a writer of their stream by a federation
+    inbound worker."""
     return await _federation_writer(request).serve_edus(request)
 
 
@@ -256,6 +265,8 @@ def create_app(
     if config.workers.replicated and not config.workers.is_worker:
         root.router.add_post(PRESENCE_PATH, report_presence)
         root.router.add_post(BACKFILL_PATH, run_backfill)
+        root.router.add_post(EDUS_PATH, receive_federation_edus)
+    elif config.workers.reader_streams & EDU_STREAMS:
         root.router.add_post(EDUS_PATH, receive_federation_edus)
     if config.workers.replicated and (
         not config.workers.is_worker or config.workers.is_event_persister

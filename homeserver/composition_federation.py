@@ -16,7 +16,7 @@ import nacl.signing
 
 from federation.appkeys import FED_CLIENT, INBOUND, KEYRING, QUERIES, SENDER, TRANSACTIONS
 from federation.client import FederationClient
-from federation.edus import InboundEdus
+from federation.edus import InboundEdus, dispatch
 from federation.inbound import InboundChecks
 from federation.keyring import Keyring
 from federation.keys import ServerKeys
@@ -27,6 +27,7 @@ from federation.remote_events import FederationRemoteEvents
 from federation.remote_rooms import FederationRemoteRooms
 from federation.sender import FederationSender, SenderSettings
 from homeserver.config import Config, FederationConfig
+from homeserver.config.workers import EDU_STREAMS, shard
 from homeserver.ephemeral.edus import EduSender
 from homeserver.ipfilter import outbound_ip_filter
 from homeserver.profiles.ports import RemoteProfiles
@@ -141,10 +142,6 @@ class _QueueOnly:
         raise RuntimeError("this process queues federation traffic; others deliver it")
 
 
-# The reader streams whose writes send EDUs to other servers.
-EDU_STREAMS = frozenset({"to_device", "receipts", "device_lists", "typing"})
-
-
 def outbound_sender(
     config: Config, stores: Stores, fed: Federation | None
 ) -> FederationSender | None:
@@ -195,8 +192,6 @@ async def build_inbound(
     `ephemeral`: the typing, receipts and presence services; `e2ee`: e2ee.build.E2ee;
     `replication`: replication.build.Replication in a deployment with workers (a
     federation inbound worker hands PDUs and EDUs to the writers, which serve them)."""
-    if fed is None:
-        return None
     typing, receipts, presence = ephemeral
     edus = InboundEdus(
         stores,
@@ -209,10 +204,24 @@ async def build_inbound(
         remote_devices=e2ee.remote_device_cache,
     )
     workers = config.workers
+    if fed is None:
+        # A client reader writing streams other servers send EDUs for: the federation
+        # inbound workers hand it those EDUs over its replication listener.
+        streams = workers.reader_streams & EDU_STREAMS
+        if replication is not None and streams:
+            handlers = edus.handlers()
+            replication.federation = FederationWriter(
+                None, lambda origin, items: dispatch(handlers, origin, items), streams
+            )
+        return None
     routed = None
     forwarder = replication.forwarder if replication is not None else None
     if forwarder is not None and workers.is_worker and not workers.is_event_persister:
-        routed = RoutedIngest(forwarder, lambda room: _writer_url(workers, room))
+        routed = RoutedIngest(
+            forwarder,
+            lambda room: _writer_url(workers, room),
+            lambda stream, origin: _edu_writer_urls(workers, stream, origin),
+        )
     transactions = TransactionReceiver(
         stores,
         fed.checks,
@@ -250,6 +259,16 @@ def federation_services(
     if fed.queries is not None:
         services[QUERIES] = fed.queries
     return services
+
+
+def _edu_writer_urls(workers: Any, stream: str, origin: str) -> list[str]:
+    """The replication URLs of `stream`'s writers besides the main, the one for
+    `origin` (sha256 mod N) first, so a server's EDUs of a stream keep one order."""
+    names = workers.writers_of(stream)
+    if not names:
+        return []
+    first = shard(origin, len(names))
+    return [str(workers.instance_map[n].url) for n in names[first:] + names[:first]]
 
 
 def _writer_url(workers: Any, room_id: str) -> str | None:

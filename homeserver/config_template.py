@@ -284,7 +284,9 @@ enable_metrics: false
 # Client readers that write account data and tags, to-device messages, read receipts,
 # push rules, E2EE key uploads (device lists) and typing themselves (the others hand
 # them to the main; read markers and push rules need a reader that writes account_data
-# too):
+# too). A writer of to_device, receipts, device_lists or typing also writes what other
+# servers send for them: it needs an instance_map entry and a replication listener
+# (instance_map: {{client_reader1: {{host: 127.0.0.1, port: 9111}}, ...}}):
 #stream_writers:
 #  events: [event_persister1, event_persister2]
 #  account_data: [client_reader1, client_reader2]
@@ -297,4 +299,5 @@ enable_metrics: false
 #worker_name: client_reader1
 #worker_listeners:
 #  - {{port: 8101, bind_addresses: ["127.0.0.1"], resources: [{{names: [client]}}]}}
+#  - {{port: 9111, bind_addresses: ["127.0.0.1"], resources: [{{names: [replication]}}]}}
 """

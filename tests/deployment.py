@@ -196,6 +196,11 @@ class Deployment:
         self._persisters = {
             f"event_persister{i}": free_port() for i in range(1, event_persisters + 1)
         }
+        # Each client reader's replication listener (in instance_map): where the
+        # federation inbound workers hand a stream writer other servers' EDUs.
+        self._reader_replication = {
+            f"client_reader{i}": free_port() for i in range(1, client_readers + 1)
+        }
         self._overrides = overrides or {}
 
     # -- configuration --------------------------------------------------------------
@@ -222,7 +227,8 @@ class Deployment:
                 "instance_map": {
                     "main": {"host": "127.0.0.1", "port": replication_port},
                     **{name: {"host": "127.0.0.1", "port": port}
-                       for name, port in self._persisters.items()},
+                       for name, port in {**self._persisters,
+                                          **self._reader_replication}.items()},
                 },
                 "worker_replication_secret": self.secret,
                 "federation_sender_instances": [
@@ -283,6 +289,11 @@ class Deployment:
                          "resources": [{"names": [resource]}]},
                     ],
                 }  # fmt: skip
+                if name in self._reader_replication:
+                    worker["worker_listeners"].append(
+                        {"port": self._reader_replication[name], "bind_addresses": ["127.0.0.1"],
+                         "resources": [{"names": ["replication"]}]}
+                    )  # fmt: skip
                 path = self.workdir / f"{name}.yaml"
                 path.write_text(yaml.safe_dump(worker))
                 self.processes[name] = Process(

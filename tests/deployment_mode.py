@@ -74,15 +74,17 @@ def settings_for_deployment(raw: dict[str, Any]) -> dict[str, Any]:
 class DeploymentServer(BaseTestServer):
     """What an aiohttp TestClient talks to: the deployment's nginx."""
 
-    def __init__(self, config: Any, **layout: Any) -> None:
-        """`layout`: Deployment's role counts instead of FULL_LAYOUT's."""
+    def __init__(self, config: Any, settings: dict[str, Any] | None = None, **layout: Any) -> None:
+        """`settings`: deployment settings beside the test config's (which SQLite
+        would refuse: `stream_writers`...); `layout`: Deployment's role counts instead
+        of FULL_LAYOUT's."""
         super().__init__()
         from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
 
         why = missing_parts()
         if why is not None:
             pytest.skip(f"HS_TEST_DEPLOYMENT needs a worker deployment: {why}")
-        overrides = deployment_settings(config)
+        overrides = {**deployment_settings(config), **(settings or {})}
         self.config = config
         self.tokens: dict[str, str] = {}  # the test helpers' users (helpers.make_user)
         self.view: Any = None

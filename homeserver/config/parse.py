@@ -44,7 +44,7 @@ from homeserver.config.values import (
     parse_server_name,
     parse_size,
 )
-from homeserver.config.workers import WORKER_KEYS, read_workers
+from homeserver.config.workers import EDU_STREAMS, WORKER_KEYS, read_workers
 
 # Every top-level key we understand. generate_config() must mention each of them.
 KNOWN_KEYS = frozenset(
@@ -231,6 +231,13 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             "worker_listeners",
             "an event persister needs a listener with the replication resource (where the "
             "room writes routed to it arrive; its instance_map entry)",
+        )
+    elif config.workers.reader_streams & EDU_STREAMS and "replication" not in config.resources:
+        r.problem(
+            "worker_listeners",
+            "a writer of the typing, receipts, to_device or device_lists stream needs a "
+            "listener with the replication resource (where the federation inbound "
+            "workers hand it other servers' EDUs; its instance_map entry)",
         )
     if config.keys.key_refresh_interval_ms < 60_000 and "key_refresh_interval" in top:
         r.problem("key_refresh_interval", "must be at least one minute")

@@ -49,6 +49,10 @@ READER_STREAMS = (
     "device_lists",
     "typing",
 )
+# The reader streams other servers send EDUs for (typing, receipts, to-device messages,
+# device-list updates): a writer of one of them also writes those EDUs, handed to it
+# over its replication listener by the federation inbound workers.
+EDU_STREAMS = frozenset({"to_device", "receipts", "device_lists", "typing"})
 
 
 def shard(key: str, count: int) -> int:
@@ -341,6 +345,14 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
     for name in persisters:
         if name not in instances:
             r.problem(f"instance_map.{name}", "required: where room writes reach this persister")
+    for name in sorted({n for s in EDU_STREAMS for n in reader_writers.get(s, ())}):
+        if name not in instances and name not in persisters:
+            r.problem(
+                f"instance_map.{name}",
+                "required: where federation inbound workers hand this stream writer the "
+                "EDUs other servers send for its streams (typing, receipts, to-device, "
+                "device lists)",
+            )
     if not secret or len(secret) < 16:
         r.problem(
             "worker_replication_secret",

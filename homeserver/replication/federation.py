@@ -6,22 +6,28 @@ signatures, hashes: the CPU-heavy part, and the one that fetches the peer's keys
 then hands each room's PDUs (one request per room and transaction) to the process
 writing the room (`room_writer`: an event persister by `sha256(room_id) mod N`, else
 the main), which runs the rest of the receiving algorithm (missing events, auth,
-state, soft-fail) under the room's lock. EDUs go to the main in one request per
-transaction: typing and presence live in its memory, and it is the one writer of the
-receipts, to-device and device-list streams. So a transaction for rooms of the event
-persisters is written while the main is stopped or busy, and the main does no
-federation ingest for their rooms.
+state, soft-fail) under the room's lock. EDUs go to a writer of their stream
+(EDU_STREAM), one request per stream and transaction: typing, receipts, to-device
+messages and device-list updates to a client reader named for that stream in
+`stream_writers` (by `sha256(origin) mod N`, so one server's EDUs of a stream keep
+going to one process), else to the main, which writes every stream and alone holds
+presence. So a transaction is written while the main is stopped or busy, when its
+rooms have event persisters and its EDUs' streams have writers among the readers.
 
-Nothing acknowledged is lost: a writer that cannot be reached (connection refused)
-is replaced by the main, which writes any room under the same locks; when the main
-cannot be reached either, or a writer answers that it (or the database) is
-unavailable, the transaction is answered 503 and not remembered, so the peer sends it
-again (PDUs already written are then duplicates; to-device messages carry their
-message ID and are delivered once).
+Nothing acknowledged is lost: a writer that cannot be reached (connection refused) is
+replaced by the next (another of the stream's writers, the main last), as the main
+replaces an event persister, writing any room under the same locks. When none can
+write, or a writer answers that it (or the database) is unavailable, the transaction
+is answered 503 and not remembered, so the peer sends it again (PDUs already written
+are then duplicates; to-device messages carry their message ID and are delivered once;
+receipts and device-list updates say the same again). Typing and presence EDUs are
+dropped instead (EPHEMERAL_STREAMS): stale by the time the main is back, they are not
+worth holding up the transaction's messages.
 
 Bounds: a transaction holds at most 50 PDUs and 100 EDUs (federation/server/
-transactions.py), so at most 51 requests, over the Forwarder's pool
-(FORWARD_CONNECTIONS) with its timeout (FORWARD_TIMEOUT_S).
+transactions.py), so at most 50 + 5 requests at once, over the Forwarder's pool
+(FORWARD_CONNECTIONS) with its timeout (FORWARD_TIMEOUT_S), each tried on at most
+every writer of its stream and the main.
 
 The writer trusts what arrives on its replication listener (the shared secret
 authenticates the worker), as it trusts its own checks in one process.
@@ -29,8 +35,9 @@ authenticates the worker), as it trusts its own checks in one process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -44,7 +51,21 @@ from .forward import Forwarder, Unreachable
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/_replication/federation/events"  # the room's writer: checked PDUs of a room
-EDUS_PATH = "/_replication/federation/edus"  # the main: a transaction's EDUs
+EDUS_PATH = "/_replication/federation/edus"  # a stream's writer: a transaction's EDUs
+
+# The stream each EDU type is written to (homeserver.config.workers EDU_STREAMS, and
+# presence, which the main alone writes). No process understands other types: the
+# inbound worker drops them, as a single process ignores them.
+EDU_STREAM = {
+    "m.typing": "typing",
+    "m.receipt": "receipts",
+    "m.presence": "presence",
+    "m.device_list_update": "device_lists",
+    "m.signing_key_update": "device_lists",
+    "m.direct_to_device": "to_device",
+}
+# Streams whose EDUs are dropped rather than retried when no writer takes them.
+EPHEMERAL_STREAMS = frozenset({"typing", "presence"})
 
 # (origin, EDUs of one transaction): the local EDU handlers, run in order.
 EduSink = Callable[[str, list[Any]], Coroutine[Any, Any, None]]
@@ -64,12 +85,16 @@ class WriterFailed(Exception):
 
 
 class FederationWriter:
-    """The writing side (the main, an event persister): the rest of the receiving
-    algorithm for a PDU a federation inbound worker checked, and (the main) EDUs."""
+    """The writing side: the rest of the receiving algorithm for a PDU a federation
+    inbound worker checked (the main, an event persister), and EDUs (the main: any;
+    a client reader: those of the streams it writes, `streams`)."""
 
-    def __init__(self, ingest: Any, edus: EduSink | None) -> None:
+    def __init__(
+        self, ingest: Any, edus: EduSink | None, streams: frozenset[str] | None = None
+    ) -> None:
         self._ingest = ingest  # homeserver.rooms.ingest.RemoteEventIngest
         self._edus = edus
+        self._streams = streams  # None: every stream
 
     async def serve_events(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -98,17 +123,33 @@ class FederationWriter:
         origin, edus = body.get("origin"), body.get("edus")
         if not isinstance(origin, str) or not isinstance(edus, list) or self._edus is None:
             raise bad_json("origin and edus are required")
+        if self._streams is not None:  # another process's streams are not written here
+            edus = [e for e in edus if _stream_of(e) in self._streams]
         await self._edus(origin, edus)
         return json_response({})
 
 
+def _stream_of(edu: Any) -> str | None:
+    kind = edu.get("edu_type") if isinstance(edu, dict) else None
+    return EDU_STREAM.get(kind) if isinstance(kind, str) else None
+
+
 class RoutedIngest:
     """The inbound worker's side: `receive_all` (RemoteEventIngest's signature) hands
-    a room's checked events to the room's writer; `edus` hands EDUs to the main."""
+    a room's checked events to the room's writer; `edus` hands EDUs to their streams'
+    writers."""
 
-    def __init__(self, forwarder: Forwarder, writer_url: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        writer_url: Callable[[str], str | None],
+        edu_writers: Callable[[str, str], Sequence[str]] = lambda _stream, _origin: (),
+    ) -> None:
         self._forwarder = forwarder
         self._writer_url = writer_url  # room ID -> an event persister's URL, None: the main
+        # (stream, origin) -> the URLs of the stream's writers besides the main, in the
+        # order to try them.
+        self._edu_writers = edu_writers
 
     async def receive_all(self, events: list[Event], origin: str) -> list[str | None]:
         """RemoteEventIngest.receive_all, by the writer of the events' room (one room)."""
@@ -143,11 +184,40 @@ class RoutedIngest:
         return [e if isinstance(e, str) or e is None else str(e) for e in errors]
 
     async def edus(self, origin: str, edus: list[Any]) -> None:
-        if edus:
+        """Each stream's EDUs to a writer of the stream, the streams at once; raises
+        WriterUnavailable (after all were tried) when a durable stream's could not be
+        written."""
+        by_stream: dict[str, list[Any]] = {}
+        for edu in edus:
+            stream = _stream_of(edu)
+            if stream is not None:
+                by_stream.setdefault(stream, []).append(edu)
+        results = await asyncio.gather(
+            *(self._stream_edus(origin, s, items) for s, items in by_stream.items()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _stream_edus(self, origin: str, stream: str, edus: list[Any]) -> None:
+        body = {"origin": origin, "edus": edus}
+        candidates: list[str | None] = [*self._edu_writers(stream, origin), None]
+        for url in candidates:
             try:
-                await self._call(None, EDUS_PATH, {"origin": origin, "edus": edus})
+                await self._call(url, EDUS_PATH, body)
+                return
             except WriterFailed as e:  # as a local EDU handler that raised: logged
-                log.error("EDUs from %s: %s", origin, e)
+                log.error("%s EDUs from %s: %s", stream, origin, e)
+                return
+            except (Unreachable, WriterUnavailable) as e:
+                if url is not None:
+                    log.warning("%s writer %s unavailable (%s): trying the next", stream, url, e)
+                    continue
+                if stream in EPHEMERAL_STREAMS:
+                    log.info("%d %s EDUs from %s dropped: %s", len(edus), stream, origin, e)
+                    return
+                raise
 
     async def _call(self, url: str | None, path: str, body: dict[str, Any]) -> Any:
         """The writer's JSON answer. Unreachable: a persister refused the connection

@@ -374,6 +374,7 @@ def worker_middleware(
     server_name: str | None = None,
     receives_transactions: bool = False,
     writes_here: frozenset[str] = frozenset(),
+    replication_listener: bool = False,
 ) -> Any:
     """`forwarder` finds the worker's Forwarder in app state (built after the app);
     `persister_for(room_id)`: the URL of the event persister writing that room (None
@@ -383,12 +384,14 @@ def worker_middleware(
     `receives_transactions`: a federation inbound worker serves /send itself
     (replication/federation.py: it checks, the rooms' writers write).
     `writes_here`: the streams this worker writes (account data, to-device): it serves
-    their writes itself."""
+    their writes itself. `replication_listener`: what arrives on its replication
+    listener (authenticated before this middleware) is served here, never forwarded."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if (
             request.method == "OPTIONS"
+            or (replication_listener and is_replication_request(request))
             or served_here(request.method, request.path, serves_media, server_name, request.query)
             or (receives_transactions and request.method == "PUT" and SEND.match(request.path))
             or (writes_here and writes_stream(writes_here, request.method, request.path))

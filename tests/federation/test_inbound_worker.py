@@ -12,7 +12,12 @@ persister writing its room; the main gets only the EDUs. What a peer and our use
 - the writers' endpoints are not reachable from outside, nor without the secret;
 - with two inbound workers, a peer's transactions sent to both at once (a retry landing
   on the other worker while the first attempt runs) are written once: every message
-  and every to-device message arrives exactly once.
+  and every to-device message arrives exactly once;
+- with the client readers writing typing, receipts, to-device messages and device
+  lists (`stream_writers`), a transaction carrying all of those EDUs (and presence,
+  which only the main holds) is written with the main dead: our users see the
+  typing, the receipt, the to-device message and the device-list change; the
+  presence update is dropped rather than the transaction refused.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from homeserver.replication.federation import EDUS_PATH, EVENTS_PATH
 from homeserver.replication.forward import SECRET_HEADER
 from tests.conftest import make_config
 from tests.deployment import FULL_LAYOUT, Deployment, require_parts
-from tests.deployment_mode import DeploymentServer
+from tests.deployment_mode import READER_WRITERS, DeploymentServer
 from tests.federation.inbound_helpers import (
     ALICE,
     OUR,
@@ -275,3 +280,101 @@ async def test_two_inbound_workers_take_the_same_transactions_at_once(
     )
     got = [e["content"]["t"] for e in (await sync.json())["to_device"]["events"]]
     assert sorted(got) == list(range(10))
+
+
+async def test_the_readers_write_a_transactions_edus_while_the_main_is_dead(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    require_parts()
+    settings = {"stream_writers": READER_WRITERS}
+    client = await aiohttp_client(DeploymentServer(make_config(tmp_path), settings))
+    await seed_remote_key(client)
+    d = deployment(client)
+    room = await create_room(client)
+    await join_remote(client, room)
+    alice = await client.app.token_for(ALICE)
+    bob = await register(client)
+
+    async def sync(token: str, since: str | None = None) -> dict[str, Any]:
+        params = {"timeout": "0", **({"since": since} if since else {})}
+        resp = await client.get(
+            "/_matrix/client/v3/sync", params=params, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert resp.status == 200, await resp.text()
+        return await resp.json()  # type: ignore[no-any-return]
+
+    since = (await sync(alice))["next_batch"]
+    bob_since = (await sync(bob["access_token"]))["next_batch"]
+    d.kill("main")
+    event = await message(client, room, "with every EDU")
+    edus = (
+        {"edu_type": "m.typing",
+         "content": {"room_id": room, "user_id": RITA, "typing": True, "timeout": 25_000}},
+        {"edu_type": "m.receipt",
+         "content": {room: {"m.read": {RITA: {"event_ids": [event.event_id],
+                                              "data": {"ts": 1}}}}}},
+        {"edu_type": "m.direct_to_device",
+         "content": {"sender": RITA, "type": "m.room_key_request", "message_id": "r1",
+                     "messages": {bob["user_id"]: {bob["device_id"]: {"n": 2}}}}},
+        {"edu_type": "m.device_list_update",
+         "content": {"user_id": RITA, "device_id": "RITADEV", "stream_id": 7,
+                     "prev_id": [], "deleted": False}},
+        {"edu_type": "m.presence",
+         "content": {"push": [{"user_id": RITA, "presence": "online",
+                               "last_active_ago": 0}]}},
+    )  # fmt: skip
+    # Before the readers took EDUs, this was 503: the main alone wrote them.
+    status, body = await send(client, "every-edu", [event.pdu], edus)
+    assert (status, body) == (200, {"pdus": {event.event_id: {}}})
+
+    seen: dict[str, Any] = {}
+
+    async def alice_sees_all() -> bool:
+        nonlocal since
+        got = await sync(alice, since)
+        since = got["next_batch"]
+        joined = got.get("rooms", {}).get("join", {}).get(room, {})
+        for edu in joined.get("ephemeral", {}).get("events", []):
+            seen[edu["type"]] = edu["content"]
+        changed = got.get("device_lists", {}).get("changed", [])
+        seen["changed"] = seen.get("changed", False) or RITA in changed
+        return {"m.typing", "m.receipt"} <= seen.keys() and seen["changed"]
+
+    try:
+        await eventually(alice_sees_all, timeout=15)
+    except TimeoutError:
+        raise AssertionError(f"alice saw {seen}") from None
+    assert seen["m.typing"] == {"user_ids": [RITA]}
+    assert seen["m.receipt"] == {event.event_id: {"m.read": {RITA: {"ts": 1}}}}
+    got = await sync(bob["access_token"], bob_since)
+    assert got["to_device"]["events"] == [
+        {"sender": RITA, "type": "m.room_key_request", "content": {"n": 2}}
+    ]
+    # The EDUs were written by the readers (the inbound worker never fell back to the
+    # main, which is down, and no transaction was refused).
+    log = d.logs("federation_inbound1")
+    assert "no writer" not in log and "unavailable" not in log, log[-2000:]
+
+    # A stream writer's replication listener takes nothing without the secret.
+    async with aiohttp.ClientSession() as session:
+        url = f"{d.instance_url('client_reader1')}{EDUS_PATH}"
+        async with session.post(url, json={"origin": REMOTE, "edus": list(edus)}) as resp:
+            assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
+
+    # The reader taking this server's to-device messages dies too: the other one does.
+    first = READER_WRITERS["to_device"][shard(REMOTE, len(READER_WRITERS["to_device"]))]
+    d.kill(first)
+    edu = {
+        "edu_type": "m.direct_to_device",
+        "content": {"sender": RITA, "type": "m.room_key_request", "message_id": "r2",
+                    "messages": {bob["user_id"]: {bob["device_id"]: {"n": 3}}}},
+    }  # fmt: skip
+    assert await send(client, "one-reader-left", [], (edu,)) == (200, {"pdus": {}})
+    bob_since = got["next_batch"]
+
+    async def bob_gets_it() -> bool:
+        body = await sync(bob["access_token"], bob_since)
+        return [e["content"] for e in body["to_device"]["events"]] == [{"n": 3}]
+
+    assert await eventually(bob_gets_it, timeout=15)
+    assert f"to_device writer {d.instance_url(first)} unavailable" in d.logs("federation_inbound1")

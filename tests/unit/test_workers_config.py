@@ -130,21 +130,57 @@ def test_event_persisters_shard_rooms_and_need_a_replication_listener(tmp_path: 
         assert problem in "\n".join(caught.value.problems), wrong
 
 
-def _shared_file(tmp_path: Path, stream_writers: str) -> Path:
+# The client readers' replication listeners (where a stream writer gets other servers'
+# EDUs of its streams).
+READERS_MAP = "  reader1: {port: 9111}\n  reader2: {port: 9112}\n"
+
+
+def _shared_file(tmp_path: Path, stream_writers: str, readers_map: str = READERS_MAP) -> Path:
     """The deployment's shared config with these `stream_writers` (YAML flow text)."""
+    bits = WORKER_BITS.replace(
+        "instance_map: {main: {host: 127.0.0.1, port: 9093}}\n",
+        "instance_map:\n  main: {host: 127.0.0.1, port: 9093}\n" + readers_map,
+    )
     return write(
         tmp_path / "hs.yaml",
-        "server_name: example.com\n" + PG + WORKER_BITS + f"stream_writers: {stream_writers}\n",
+        "server_name: example.com\n" + PG + bits + f"stream_writers: {stream_writers}\n",
     )
 
 
-def _reader_file(tmp_path: Path, name: str) -> Path:
-    """A client reader's own config file."""
+def _reader_file(tmp_path: Path, name: str, replication: bool = True) -> Path:
+    """A client reader's own config file (with a replication listener, or without)."""
+    listeners = "{port: 8101, resources: [{names: [client]}]}"
+    if replication:
+        listeners += ", {port: 9111, resources: [{names: [replication]}]}"
     return write(
         tmp_path / f"{name}.yaml",
-        f"worker_app: generic_worker\nworker_name: {name}\n"
-        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
+        f"worker_app: generic_worker\nworker_name: {name}\nworker_listeners: [{listeners}]\n",
     )
+
+
+@pytest.mark.parametrize("stream", ["to_device", "receipts", "device_lists", "typing"])
+def test_writers_of_streams_with_edus_need_a_replication_listener(
+    tmp_path: Path, stream: str
+) -> None:
+    """Federation inbound workers hand a writer of typing, receipts, to-device or
+    device lists other servers' EDUs of its stream: it must be reachable."""
+    shared = _shared_file(tmp_path, f"{{{stream}: [reader1]}}")
+    reader = load_config(shared, _reader_file(tmp_path, "reader1")).workers
+    assert reader.reader_streams == {stream}
+    with pytest.raises(ConfigError) as caught:
+        load_config(shared, _reader_file(tmp_path, "reader1", replication=False))
+    assert "worker_listeners: a writer of the typing" in "\n".join(caught.value.problems)
+    unmapped = _shared_file(tmp_path, f"{{{stream}: [reader1]}}", readers_map="")
+    with pytest.raises(ConfigError) as caught:
+        load_config(unmapped)
+    assert "instance_map.reader1: required" in "\n".join(caught.value.problems)
+    # Streams nobody sends EDUs for need neither.
+    plain = _shared_file(tmp_path, "{account_data: [reader1], push_rules: [reader1]}", "")
+    no_listener = _reader_file(tmp_path, "reader1", replication=False)
+    assert load_config(plain, no_listener).workers.reader_streams == {
+        "account_data",
+        "push_rules",
+    }
 
 
 def test_account_data_writers_are_named_readers_that_share_the_write_lock(
