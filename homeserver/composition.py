@@ -40,7 +40,7 @@ from aiohttp import web
 from federation.appkeys import FEDERATED_MEMBERSHIP, ROOM_STATE, SERVER_KEYS
 from federation.keys import load_server_keys
 from federation.media import FederationMediaSource
-from federation.queries import FederationRemoteKeys, FederationToDevice
+from federation.queries import FederationToDevice
 from federation.query_ports import RemoteDirectoryAdapter, RemoteProfilesAdapter
 from homeserver import appstate as keys
 from homeserver.accounts.admin_register import SharedSecretRegistration
@@ -64,6 +64,7 @@ from homeserver.composition_federation import (
     edu_sender,
     federation_services,
     outbound_sender,
+    remote_keys,
 )
 from homeserver.composition_identity import build_identity
 from homeserver.config import Config
@@ -340,7 +341,7 @@ async def build(
         activity,
         server_name,
         sender,
-        FederationRemoteKeys(fed.client) if fed and sender else None,
+        remote_keys(config, fed, server_keys, stack),
         FederationToDevice(sender) if sender else None,
     )
     e2ee_keys, to_device, device_lists = e2ee.keys, e2ee.to_device, e2ee.device_lists

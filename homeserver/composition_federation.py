@@ -21,7 +21,7 @@ from federation.inbound import InboundChecks
 from federation.keyring import Keyring
 from federation.keys import ServerKeys
 from federation.policy import FederationPolicyServers
-from federation.queries import FederationQueries
+from federation.queries import FederationQueries, FederationRemoteKeys
 from federation.receiver import TransactionReceiver
 from federation.remote_events import FederationRemoteEvents
 from federation.remote_rooms import FederationRemoteRooms
@@ -70,6 +70,40 @@ def sender_settings(fc: FederationConfig) -> SenderSettings:
     )
 
 
+def federation_client(
+    config: Config, server_keys: ServerKeys, stack: AsyncExitStack
+) -> FederationClient:
+    """Our signed HTTP client for other servers (closed with the stack)."""
+    fed = config.federation
+    client = FederationClient(
+        config.server_name,
+        server_keys.primary,
+        ip_filter=outbound_ip_filter(fed),
+        verify_tls=fed.verify_certificates,
+        custom_ca_files=[str(p) for p in fed.custom_ca_list],
+        plain_http=fed.plain_http_for_tests,
+    )
+    stack.push_async_callback(client.close)
+    return client
+
+
+def remote_keys(
+    config: Config,
+    fed: Federation | None,
+    server_keys: ServerKeys,
+    stack: AsyncExitStack,
+) -> FederationRemoteKeys | None:
+    """Where /keys/query and /keys/claim ask other servers about their users: the
+    federation client of a process that federates; a client reader, which serves
+    those itself (homeserver.replication.forward), gets a client of its own (it holds
+    no other federation state: a query is one signed request)."""
+    if fed is not None and fed.sender is not None:
+        return FederationRemoteKeys(fed.client)
+    if config.workers.is_worker and "client" in config.resources:
+        return FederationRemoteKeys(federation_client(config, server_keys, stack))
+    return None
+
+
 def build_federation(
     config: Config,
     server_keys: ServerKeys,
@@ -89,16 +123,7 @@ def build_federation(
         served |= {"federation"}
     if not served & {"federation", "keys", "media"}:
         return None  # (a media worker fetches remote media: it needs the client)
-    fed = config.federation
-    client = FederationClient(
-        config.server_name,
-        server_keys.primary,
-        ip_filter=outbound_ip_filter(fed),
-        verify_tls=fed.verify_certificates,
-        custom_ca_files=[str(p) for p in fed.custom_ca_list],
-        plain_http=fed.plain_http_for_tests,
-    )
-    stack.push_async_callback(client.close)
+    client = federation_client(config, server_keys, stack)
     keyring = Keyring(
         stores.server_keys,
         client,

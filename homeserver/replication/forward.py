@@ -100,6 +100,9 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
             _C + r"/search$",
             _C + r"/user_directory/search$",
             _C + r"/publicRooms$",
+            # Device keys: read here, other servers' asked with the reader's own
+            # federation client (homeserver.composition_federation.remote_keys).
+            _C + r"/keys/query$",
             r"^/_matrix/client/unstable/org\.matrix\.simplified_msc3575/sync$",
             _F + r"/get_missing_events/[^/]+$",
         )
@@ -146,14 +149,16 @@ PUSH_RULE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "DELETE": (re.compile(_C + r"/pushrules/.*$"),),
 }
 
-# E2EE key and signature uploads and device renames: a worker named in
+# E2EE key and signature uploads, key claims and device renames: a worker named in
 # `stream_writers: {device_lists: [...]}` stores one-time, fallback, device and
 # cross-signing keys (user-interactive auth sessions are in the database), cross-signing
-# signatures and device names itself (each but one-time keys is a
-# device-list change: announced on the bus, and queued as m.device_list_update or
-# m.signing_key_update EDUs for other servers).
+# signatures and device names itself (each but one-time keys is a device-list change:
+# announced on the bus, and queued as m.device_list_update or m.signing_key_update EDUs
+# for other servers), and hands out one-time keys (a claim is one atomic DELETE; the
+# appservice sender hears of it over the bus, MSC3202).
 DEVICE_KEY_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "POST": (
+        re.compile(_C + r"/keys/claim$"),
         re.compile(_C + r"/keys/upload(?:/[^/]+)?$"),
         re.compile(_C + r"/keys/signatures/upload$"),
         re.compile(_C + r"/keys/device_signing/upload$"),

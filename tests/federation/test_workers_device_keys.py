@@ -13,6 +13,13 @@ cross-signing signature of the device), and the remote user's server receives ea
 m.device_list_update or m.signing_key_update (queued in the durable outbox by the
 reader, delivered by A's federation sender woken over the bus). Once the main is back,
 the keys and signature the readers stored are the ones another user claims and queries.
+
+Key queries and claims are the readers' too (before, they went to the main: with it
+down, no Element could start an encrypted session): with A's main SIGKILLed, a user
+queries a local and a remote user's keys through nginx and through each reader (the
+reader asks B itself), claims the remote user's one-time key, and claims a local
+device's one-time keys through both readers at once: every key is handed out once,
+then the fallback key.
 """
 
 from __future__ import annotations
@@ -155,3 +162,67 @@ async def test_readers_store_keys_while_the_main_is_down(servers: Any) -> None:
         stored["signatures"][alice][f"ed25519:{ssk_public}"]
         == (signed["signatures"][alice][f"ed25519:{ssk_public}"])
     )
+
+
+async def test_readers_answer_key_queries_and_claims_while_the_main_is_down(
+    servers: Any,
+) -> None:
+    a, b = servers
+    alice, carol, bob, _room_id = await room_of_three(a, b)
+    alice_device = (await a.ok("GET", "/account/whoami", alice))["device_id"]
+    bob_device = (await b.ok("GET", "/account/whoami", bob))["device_id"]
+    alice_keys = device_keys(alice, alice_device, generate_signing_key("a"))
+    bob_keys = device_keys(bob, bob_device, generate_signing_key("b"))
+    otks = _one_time_keys(0, 12)
+    fallback = {"curve25519:F1": {"key": "fallback" + "B" * 35, "fallback": True}}
+    await a.ok(
+        "POST",
+        "/keys/upload",
+        alice,
+        {"device_keys": alice_keys, "one_time_keys": otks, "fallback_keys": fallback},
+    )
+    await b.ok(
+        "POST",
+        "/keys/upload",
+        bob,
+        {"device_keys": bob_keys, "one_time_keys": _one_time_keys(0, 2)},
+    )
+    token = a.tokens[carol]
+    readers = [port_url(a.deployment, r) for r in READERS]
+    a.deployment.kill("main")
+    try:
+        wanted = {"device_keys": {alice: [], bob: []}}
+        for base in [f"http://{a.name}", *readers]:
+            status, body = await post_to(a.http, base, token, "/keys/query", wanted)
+            assert status == 200 and body["failures"] == {}, (base, body)
+            assert body["device_keys"][alice][alice_device]["keys"] == alice_keys["keys"]
+            assert body["device_keys"][bob][bob_device]["keys"] == bob_keys["keys"]
+
+        status, body = await post_to(
+            a.http,
+            readers[0],
+            token,
+            "/keys/claim",
+            {"one_time_keys": {bob: {bob_device: "curve25519"}}},
+        )
+        assert status == 200 and body["failures"] == {}, body
+        [(key_id, value)] = body["one_time_keys"][bob][bob_device].items()
+        assert value == _one_time_keys(0, 2)[key_id]
+
+        # Fourteen claims of alice's device at once through both readers: twelve
+        # one-time keys, each handed out once, then the fallback key.
+        claim = {"one_time_keys": {alice: {alice_device: "curve25519"}}}
+        answers = await asyncio.gather(
+            *(post_to(a.http, readers[i % 2], token, "/keys/claim", claim) for i in range(14))
+        )
+        claimed = []
+        for status, body in answers:
+            assert status == 200, body
+            claimed += list(body["one_time_keys"][alice][alice_device].items())
+        one_time = sorted(k for k, _v in claimed if k in otks)
+        assert one_time == sorted(otks), claimed
+        assert all(dict(claimed)[k] == otks[k] for k in one_time)
+        rest = [k for k, _v in claimed if k not in otks]
+        assert rest == ["curve25519:F1"] * 2, claimed
+    finally:
+        await asyncio.to_thread(a.deployment.start_process, "main")

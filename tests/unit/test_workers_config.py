@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from homeserver.composition_federation import EDU_STREAMS
 from homeserver.config import ConfigError, load_config
-from homeserver.config.workers import shard
+from homeserver.config.workers import EDU_STREAMS, shard
 from homeserver.replication.follower import ReplicationFollower
 from homeserver.replication.forward import served_here, writes_stream
 from homeserver.replication.nginx import Upstreams, render
@@ -588,8 +587,13 @@ def test_device_list_writers_serve_key_uploads_and_queue_edus(tmp_path: Path) ->
     assert writes_stream({"device_lists"}, "PUT", f"{c}/devices/DEVICE")  # a rename
     assert writes_stream({"device_lists"}, "POST", f"{c}/keys/signatures/upload")
     assert writes_stream({"device_lists"}, "POST", f"{c}/keys/device_signing/upload")
+    # Claims take one-time keys (one write under the deployment's lock; the appservice
+    # sender hears of it over the bus from a writer); queries are every reader's reads.
+    assert writes_stream({"device_lists"}, "POST", f"{c}/keys/claim")
+    assert not writes_stream({"account_data"}, "POST", f"{c}/keys/claim")
+    assert served_here("POST", f"{c}/keys/query", server_name="example.com")
+    assert not served_here("POST", f"{c}/keys/claim", server_name="example.com")
     for method, path in (
-        ("POST", f"{c}/keys/claim"),  # may ask other servers: the main
         ("POST", f"{c}/keys/query"),
         ("GET", f"{c}/keys/upload"),
         ("DELETE", f"{c}/devices/DEVICE"),  # user-interactive auth: the main
