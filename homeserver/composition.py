@@ -385,7 +385,7 @@ async def build(
         hasher,
         limiters,
         server_name,
-        device_deleted=[e2ee.device_deleted],
+        device_deleted=[e2ee.device_deleted, push_store.delete_device_pushers],
         device_created=[e2ee_keys.device_created],
         device_renamed=[e2ee_keys.device_created],  # other servers show it: as a new one
         moderation=moderation,

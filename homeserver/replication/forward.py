@@ -149,21 +149,27 @@ PUSH_RULE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "DELETE": (re.compile(_C + r"/pushrules/.*$"),),
 }
 
-# E2EE key and signature uploads, key claims and device renames: a worker named in
-# `stream_writers: {device_lists: [...]}` stores one-time, fallback, device and
+# E2EE key and signature uploads, key claims, device renames and deletions: a worker
+# named in `stream_writers: {device_lists: [...]}` stores one-time, fallback, device and
 # cross-signing keys (user-interactive auth sessions are in the database), cross-signing
 # signatures and device names itself (each but one-time keys is a device-list change:
 # announced on the bus, and queued as m.device_list_update or m.signing_key_update EDUs
-# for other servers), and hands out one-time keys (a claim is one atomic DELETE; the
-# appservice sender hears of it over the bus, MSC3202).
+# for other servers), hands out one-time keys (a claim is one write under the
+# deployment's lock; the appservice sender hears of it over the bus, MSC3202), and
+# deletes devices (logout, /logout/all, DELETE /devices/{id}, /delete_devices): the
+# device, its tokens (every process drops them from its token cache, told over the
+# bus), keys and queued to-device messages, a device-list change like the others.
 DEVICE_KEY_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "POST": (
         re.compile(_C + r"/keys/claim$"),
         re.compile(_C + r"/keys/upload(?:/[^/]+)?$"),
         re.compile(_C + r"/keys/signatures/upload$"),
         re.compile(_C + r"/keys/device_signing/upload$"),
+        re.compile(_C + r"/logout(?:/all)?$"),
+        re.compile(_C + r"/delete_devices$"),
     ),
     "PUT": (re.compile(_C + r"/devices/[^/]+$"),),
+    "DELETE": (re.compile(_C + r"/devices/[^/]+$"),),
 }
 
 # Typing notifications: a worker named in `stream_writers: {typing: [...]}` keeps them

@@ -326,6 +326,15 @@ class PushStore(PushActionReads):
         self._pushers.invalidate(user_id)
         return deleted
 
+    async def delete_device_pushers(self, user_id: str, device_id: str) -> None:
+        """The pushers a device set up, when it is deleted (a logout): a phone that
+        logged out must not keep showing the user's messages on its lock screen."""
+        self._pushers.invalidate(user_id)
+        await self.db.execute(
+            "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2", user_id, device_id
+        )
+        self._pushers.invalidate(user_id)
+
     async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> bool:
         self._pushers.invalidate(user_id)
         deleted = await self.db.execute(

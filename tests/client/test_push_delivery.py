@@ -228,3 +228,34 @@ async def test_a_deactivated_account_loses_its_pushers(
     assert resp.status == 200, await resp.text()
     store = client.server.app[PUSH_STORE]
     assert await store.get_pushers(alice["user_id"]) == []
+
+
+async def test_a_logged_out_device_loses_its_pushers(client: TestClient, gateway: Gateway) -> None:
+    """As Synapse: a device's logout deletes the pushers it set up (its phone must not
+    keep showing the user's messages), not those of the user's other devices."""
+    (alice, a), (bob, b), room = await setup_pair(client, gateway)
+    resp = await client.post(
+        f"{C}/login",
+        json={"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+              "password": "correct horse", "device_id": "PHONE"},
+    )  # fmt: skip
+    assert resp.status == 200, await resp.text()
+    phone = auth((await resp.json())["access_token"])
+    resp = await client.post(
+        f"{C}/pushers/set",
+        json={"kind": "http", "app_id": "org.example.app", "pushkey": "PHONEKEY",
+              "app_display_name": "App", "device_display_name": "Phone", "lang": "en",
+              "data": {"url": gateway.url}},
+        headers=phone,
+    )  # fmt: skip
+    assert resp.status == 200, await resp.text()
+    pushers = (await (await client.get(f"{C}/pushers", headers=a)).json())["pushers"]
+    assert sorted(p["pushkey"] for p in pushers) == ["KEY1", "PHONEKEY"]
+
+    assert (await client.post(f"{C}/logout", json={}, headers=phone)).status == 200
+    pushers = (await (await client.get(f"{C}/pushers", headers=a)).json())["pushers"]
+    assert [p["pushkey"] for p in pushers] == ["KEY1"]
+    await say(client, b, room, "after the logout")
+    received = await gateway.wait_for(1)
+    await asyncio.sleep(0.3)  # nothing more comes
+    assert [[d["pushkey"] for d in n["notification"]["devices"]] for n in received] == [["KEY1"]]

@@ -19,7 +19,11 @@ down, no Element could start an encrypted session): with A's main SIGKILLed, a u
 queries a local and a remote user's keys through nginx and through each reader (the
 reader asks B itself), claims the remote user's one-time key, and claims a local
 device's one-time keys through both readers at once: every key is handed out once,
-then the fallback key.
+then the fallback key. Devices are deleted there too (before, by the main alone): with
+the main down, a logout through nginx, a DELETE /devices/{id} whose user-interactive
+auth begins on one reader and ends on the other, /delete_devices and /logout/all; each
+deleted device's token is refused at once by every reader, its keys are gone, and
+local and remote users sharing a room see the device-list change.
 """
 
 from __future__ import annotations
@@ -224,5 +228,97 @@ async def test_readers_answer_key_queries_and_claims_while_the_main_is_down(
         assert all(dict(claimed)[k] == otks[k] for k in one_time)
         rest = [k for k, _v in claimed if k not in otks]
         assert rest == ["curve25519:F1"] * 2, claimed
+    finally:
+        await asyncio.to_thread(a.deployment.start_process, "main")
+
+
+async def _login(a: LoopbackServer, user: str, device: str) -> str:
+    """A new device of `user` (password pw-<localpart>): its access token."""
+    body = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": "pw-" + user[1:].partition(":")[0],
+        "device_id": device,
+    }
+    return str((await a.ok("POST", "/login", None, body))["access_token"])
+
+
+async def test_readers_delete_devices_while_the_main_is_down(servers: Any) -> None:
+    a, b = servers
+    alice, carol, bob, _room_id = await room_of_three(a, b)
+    tokens = {d: await _login(a, alice, d) for d in ("PHONE", "LAPTOP", "TABLET", "OLD")}
+    async with a.http.post(
+        f"http://{a.name}/_matrix/client/v3/keys/upload",
+        json={"device_keys": device_keys(alice, "PHONE", generate_signing_key("p"))},
+        headers={"Authorization": f"Bearer {tokens['PHONE']}"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    carol_since = (await a.sync(carol))["next_batch"]
+    bob_since = (await b.sync(bob))["next_batch"]
+    readers = [port_url(a.deployment, r) for r in READERS]
+
+    async def whoami(base: str, token: str) -> int:
+        async with a.http.get(
+            f"{base}/_matrix/client/v3/account/whoami",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp:
+            return resp.status
+
+    for token in tokens.values():  # every reader has each token cached
+        assert [await whoami(r, token) for r in readers] == [200, 200]
+    a.deployment.kill("main")
+    try:
+        # A logout through nginx: the device and its keys are gone, the token too.
+        status, body = await post_to(a.http, f"http://{a.name}", tokens["PHONE"], "/logout", {})
+        assert (status, body) == (200, {})
+        assert [await whoami(r, tokens["PHONE"]) for r in readers] == [401, 401]
+        queried = await a.ok("POST", "/keys/query", carol, {"device_keys": {alice: []}})
+        assert "PHONE" not in queried["device_keys"].get(alice, {})
+        carol_since = await changed_for(a, carol, carol_since, alice)
+        bob_since = await changed_for(b, bob, bob_since, alice)
+
+        # DELETE /devices/{id}: the auth challenge from one reader, answered on the other.
+        async def delete(base: str, body: dict[str, Any]) -> tuple[int, Any]:
+            async with a.http.delete(
+                f"{base}/_matrix/client/v3/devices/TABLET",
+                json=body,
+                headers={"Authorization": f"Bearer {tokens['LAPTOP']}"},
+            ) as resp:
+                return resp.status, await resp.json()
+
+        status, challenge = await delete(readers[0], {})
+        assert status == 401 and challenge["flows"] == [{"stages": ["m.login.password"]}]
+        auth = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": alice},
+            "password": "pw-alice",
+            "session": challenge["session"],
+        }
+        assert await delete(readers[1], {"auth": auth}) == (200, {})
+        assert [await whoami(r, tokens["TABLET"]) for r in readers] == [401, 401]
+        # The password alone (no session) is enough, as for Synapse.
+        password = {k: v for k, v in auth.items() if k != "session"}
+        status, body = await post_to(
+            a.http,
+            readers[0],
+            tokens["LAPTOP"],
+            "/delete_devices",
+            {"devices": ["OLD"], "auth": password},
+        )
+        assert (status, body) == (200, {})
+        async with a.http.get(
+            f"{readers[1]}/_matrix/client/v3/devices",
+            headers={"Authorization": f"Bearer {tokens['LAPTOP']}"},
+        ) as resp:
+            listed = {d["device_id"] for d in (await resp.json())["devices"]}
+        assert "TABLET" not in listed and "OLD" not in listed and "LAPTOP" in listed
+        carol_since = await changed_for(a, carol, carol_since, alice)
+
+        # Everything at once: every token of alice's is refused everywhere.
+        status, body = await post_to(a.http, readers[1], tokens["LAPTOP"], "/logout/all", {})
+        assert (status, body) == (200, {})
+        for token in [tokens["LAPTOP"], a.tokens[alice]]:
+            assert [await whoami(r, token) for r in readers] == [401, 401]
+        await changed_for(b, bob, bob_since, alice)
     finally:
         await asyncio.to_thread(a.deployment.start_process, "main")

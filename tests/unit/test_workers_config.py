@@ -596,9 +596,17 @@ def test_device_list_writers_serve_key_uploads_and_queue_edus(tmp_path: Path) ->
     for method, path in (
         ("POST", f"{c}/keys/query"),
         ("GET", f"{c}/keys/upload"),
-        ("DELETE", f"{c}/devices/DEVICE"),  # user-interactive auth: the main
     ):
         assert not writes_stream({"device_lists"}, method, path), (method, path)
+    # Device deletions (user-interactive auth sessions are in the database).
+    for method, path in (
+        ("POST", f"{c}/logout"),
+        ("POST", "/_matrix/client/r0/logout/all"),
+        ("DELETE", f"{c}/devices/DEVICE"),
+        ("POST", f"{c}/delete_devices"),
+    ):
+        assert writes_stream({"device_lists"}, method, path), (method, path)
+        assert not writes_stream({"to_device", "typing"}, method, path), (method, path)
     # Its EDUs (m.device_list_update) go to the durable outbox: a queue-only sender.
     assert "device_lists" in EDU_STREAMS
 
