@@ -82,6 +82,7 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
             r"|state/.*|members|joined_members|relations/.*|threads|aliases|hierarchy)$",
             _C + r"/joined_rooms$",
             _C + r"/profile/[^/]+(?:/[^/]+)?$",
+            _C + r"/login$",
             _C + r"/(?:capabilities|versions|pushrules/.*|account/whoami|devices"
             r"|devices/[^/]+|keys/changes|notifications|publicRooms|joined_rooms)$",
             _C + r"/user/[^/]+/(?:filter/[^/]+|account_data/[^/]+"
@@ -149,22 +150,27 @@ PUSH_RULE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "DELETE": (re.compile(_C + r"/pushrules/.*$"),),
 }
 
-# E2EE key and signature uploads, key claims, device renames and deletions: a worker
-# named in `stream_writers: {device_lists: [...]}` stores one-time, fallback, device and
-# cross-signing keys (user-interactive auth sessions are in the database), cross-signing
-# signatures and device names itself (each but one-time keys is a device-list change:
-# announced on the bus, and queued as m.device_list_update or m.signing_key_update EDUs
-# for other servers), hands out one-time keys (a claim is one write under the
-# deployment's lock; the appservice sender hears of it over the bus, MSC3202), and
-# deletes devices (logout, /logout/all, DELETE /devices/{id}, /delete_devices): the
-# device, its tokens (every process drops them from its token cache, told over the
-# bus), keys and queued to-device messages, a device-list change like the others.
-DEVICE_KEY_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
+# Devices and their keys: a worker named in `stream_writers: {device_lists: [...]}`
+# - stores one-time, fallback, device and cross-signing keys (user-interactive auth
+#   sessions are in the database), cross-signing signatures and device names (each but
+#   one-time keys is a device-list change: announced on the bus, and queued as
+#   m.device_list_update or m.signing_key_update EDUs for other servers);
+# - hands out one-time keys (a claim is one write under the deployment's lock; the
+#   appservice sender hears of it over the bus, MSC3202);
+# - creates devices and sessions (/login by password, login token or appservice,
+#   /refresh, /login/get_token: rate limits are the deployment's, tokens in the
+#   database) and deletes them (/logout, /logout/all, DELETE /devices/{id},
+#   /delete_devices: the device, its tokens, which every process drops from its token
+#   cache when told over the bus, keys, pushers and queued to-device messages); a new
+#   or deleted device is a device-list change like the others.
+DEVICE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "POST": (
         re.compile(_C + r"/keys/claim$"),
         re.compile(_C + r"/keys/upload(?:/[^/]+)?$"),
         re.compile(_C + r"/keys/signatures/upload$"),
         re.compile(_C + r"/keys/device_signing/upload$"),
+        re.compile(_C + r"/login(?:/get_token)?$"),
+        re.compile(_C + r"/refresh$"),
         re.compile(_C + r"/logout(?:/all)?$"),
         re.compile(_C + r"/delete_devices$"),
     ),
@@ -187,7 +193,7 @@ STREAM_WRITES: dict[frozenset[str], dict[str, tuple[re.Pattern[str], ...]]] = {
     frozenset({"receipts"}): RECEIPT_WRITES,
     frozenset({"receipts", "account_data"}): READ_MARKER_WRITES,
     frozenset({"push_rules", "account_data"}): PUSH_RULE_WRITES,
-    frozenset({"device_lists"}): DEVICE_KEY_WRITES,
+    frozenset({"device_lists"}): DEVICE_WRITES,
     frozenset({"typing"}): TYPING_WRITES,
 }
 

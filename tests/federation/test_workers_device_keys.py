@@ -23,7 +23,12 @@ then the fallback key. Devices are deleted there too (before, by the main alone)
 the main down, a logout through nginx, a DELETE /devices/{id} whose user-interactive
 auth begins on one reader and ends on the other, /delete_devices and /logout/all; each
 deleted device's token is refused at once by every reader, its keys are gone, and
-local and remote users sharing a room see the device-list change.
+local and remote users sharing a room see the device-list change. And sessions begin
+there (before, on the main alone): with the main down, a password login through nginx
+(a new device: a device-list change here and on B), a refreshable session refreshed
+(Element X's access tokens last five minutes: without /refresh its sessions would end
+during a longer outage), a login token issued on one reader and used on the other, and
+a wrong password refused.
 """
 
 from __future__ import annotations
@@ -320,5 +325,80 @@ async def test_readers_delete_devices_while_the_main_is_down(servers: Any) -> No
         for token in [tokens["LAPTOP"], a.tokens[alice]]:
             assert [await whoami(r, token) for r in readers] == [401, 401]
         await changed_for(b, bob, bob_since, alice)
+    finally:
+        await asyncio.to_thread(a.deployment.start_process, "main")
+
+
+async def test_readers_begin_and_refresh_sessions_while_the_main_is_down(servers: Any) -> None:
+    a, b = servers
+    alice, carol, bob, _room_id = await room_of_three(a, b)
+    carol_since = (await a.sync(carol))["next_batch"]
+    bob_since = (await b.sync(bob))["next_batch"]
+    readers = [port_url(a.deployment, r) for r in READERS]
+
+    async def whoami(base: str, token: str) -> tuple[int, Any]:
+        async with a.http.get(
+            f"{base}/_matrix/client/v3/account/whoami",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp:
+            return resp.status, await resp.json()
+
+    async def login(base: str, body: dict[str, Any]) -> tuple[int, Any]:
+        async with a.http.post(f"{base}/_matrix/client/v3/login", json=body) as resp:
+            return resp.status, await resp.json()
+
+    password = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "alice"},
+        "password": "pw-alice",
+    }
+    a.deployment.kill("main")
+    try:
+        async with a.http.get(f"http://{a.name}/_matrix/client/v3/login") as resp:
+            assert resp.status == 200
+            assert {"type": "m.login.password"} in (await resp.json())["flows"]
+        status, body = await login(
+            f"http://{a.name}", {**password, "device_id": "NEWPHONE", "refresh_token": True}
+        )
+        assert status == 200 and body["device_id"] == "NEWPHONE", body
+        first = body["access_token"]
+        for base in readers:
+            assert await whoami(base, first) == (
+                200,
+                {"user_id": alice, "device_id": "NEWPHONE", "is_guest": False},
+            )
+        carol_since = await changed_for(a, carol, carol_since, alice)
+        bob_since = await changed_for(b, bob, bob_since, alice)
+
+        status, refreshed = await post_to(
+            a.http, readers[1], first, "/refresh", {"refresh_token": body["refresh_token"]}
+        )
+        assert status == 200 and refreshed["expires_in_ms"] > 0, refreshed
+        assert (await whoami(readers[0], refreshed["access_token"]))[0] == 200
+        assert [(await whoami(r, first))[0] for r in readers] == [401, 401]
+
+        # A login token (a QR login, say) issued on one reader, used on the other.
+        async def get_token(body: dict[str, Any]) -> tuple[int, Any]:
+            async with a.http.post(
+                f"{readers[0]}/_matrix/client/v1/login/get_token",
+                json=body,
+                headers={"Authorization": f"Bearer {refreshed['access_token']}"},
+            ) as resp:
+                return resp.status, await resp.json()
+
+        status, challenge = await get_token({})
+        assert status == 401, challenge
+        status, issued = await get_token({"auth": {**password, "session": challenge["session"]}})
+        assert status == 200, issued
+        status, body = await login(
+            readers[1], {"type": "m.login.token", "token": issued["login_token"]}
+        )
+        assert status == 200 and body["user_id"] == alice, body
+        assert (await login(readers[0], {"type": "m.login.token", "token": issued["login_token"]}))[
+            0
+        ] == 403  # single use
+
+        status, body = await login(readers[0], {**password, "password": "wrong"})
+        assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
     finally:
         await asyncio.to_thread(a.deployment.start_process, "main")

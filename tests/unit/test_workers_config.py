@@ -598,8 +598,13 @@ def test_device_list_writers_serve_key_uploads_and_queue_edus(tmp_path: Path) ->
         ("GET", f"{c}/keys/upload"),
     ):
         assert not writes_stream({"device_lists"}, method, path), (method, path)
-    # Device deletions (user-interactive auth sessions are in the database).
+    # Sessions and device deletions (user-interactive auth sessions are in the database).
+    assert served_here("GET", f"{c}/login", server_name="example.com")  # the flows
     for method, path in (
+        ("POST", f"{c}/login"),
+        ("POST", "/_matrix/client/v1/login/get_token"),
+        ("POST", "/_matrix/client/v1/refresh"),
+        ("POST", f"{c}/refresh"),
         ("POST", f"{c}/logout"),
         ("POST", "/_matrix/client/r0/logout/all"),
         ("DELETE", f"{c}/devices/DEVICE"),
