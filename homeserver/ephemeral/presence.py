@@ -49,6 +49,11 @@ ACTIVE_WINDOW_MS = 60_000
 REFRESH_MS = 60_000
 # Changed rows are written to the database together this often.
 PRESENCE_FLUSH_S = 2.0
+# A worker reports a user's action to the main once per presence row it changes, or
+# again after this long; the users remembered for it are bounded (all forgotten at once
+# beyond that: a forgotten user is at worst reported once more).
+REPORT_AGAIN_MS = 10_000
+MAX_REPORTED = 100_000
 
 # Decides a user's new row from the current one (None: no change), under the lock.
 Decision = Callable[[PresenceRow | None, int], PresenceRow | None]
@@ -97,8 +102,13 @@ class PresenceService:
         )
         # Local users only: syncs in progress, when the last one ended, exact last action.
         self._syncing: dict[str, int] = {}
-        # A worker tells the main process of syncs instead (user, set_presence, started).
+        # A worker tells the main process of syncs (user, set_presence, started) and
+        # actions (user) instead: the main alone writes presence, so its positions come
+        # from one counter.
         self.forward_syncing: Callable[[str, str, bool], None] | None = None
+        self.forward_active: Callable[[str], None] | None = None
+        # A worker: user -> (position of the row, when) of the last action reported.
+        self._reported: dict[str, tuple[int, int]] = {}
         self._last_sync_ms: dict[str, int] = {}
         self._active_ms: dict[str, int] = {}
         self._timers = DeadlineQueue()
@@ -178,8 +188,14 @@ class PresenceService:
 
         Awaited by the request handler, so the change is visible when it answers. The
         exact time is kept in memory; the row is written only when the state changes or
-        the stored last_active is older than REFRESH_MS (no write per message).
+        the stored last_active is older than REFRESH_MS (no write per message). In a
+        worker (`forward_active` set) the main process is told instead, when that would
+        change the row it replicated (so at most once a minute while the user stays
+        online: the main's idle timer then counts from that report).
         """
+        if self.forward_active is not None:
+            self._report_active(user_id)
+            return
         self._active_ms[user_id] = _now_ms()
         changed = await self._apply(
             user_id, lambda row, now: self._acted(user_id, row, now), edu=True
@@ -207,6 +223,24 @@ class PresenceService:
             yield
         finally:
             self.sync_ended(user_id)
+
+    def _report_active(self, user_id: str) -> None:
+        """A worker: tell the main of an action that changes the row we replicated,
+        once per row (the main's new row takes a moment to come back over the bus), or
+        again after REPORT_AGAIN_MS (a report lost while the main restarted)."""
+        now = _now_ms()
+        row = self._state.get(user_id)
+        if self._acted(user_id, row, now) is None:
+            return  # online, and active within REFRESH_MS as the main knows
+        key = row.stream_id if row is not None else 0
+        told = self._reported.get(user_id)
+        if told is not None and told[0] == key and now - told[1] < REPORT_AGAIN_MS:
+            return
+        if len(self._reported) >= MAX_REPORTED:
+            self._reported.clear()
+        self._reported[user_id] = (key, now)
+        assert self.forward_active is not None
+        self.forward_active(user_id)
 
     async def sync_started(self, user_id: str, set_presence: str) -> None:
         self._syncing[user_id] = self._syncing.get(user_id, 0) + 1

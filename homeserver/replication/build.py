@@ -62,9 +62,12 @@ class Replication:
 
     async def report_presence(self, request: web.Request) -> web.Response:
         """POST /_replication/presence (main; the replication middleware checked the
-        secret): a worker's client started or ended a sync."""
+        secret): a worker's client started or ended a sync, or its user acted."""
         body = await request.json()
         user, state, started = body.get("user_id"), body.get("set_presence"), body.get("started")
+        if isinstance(user, str) and body.get("active") is True and self.presence is not None:
+            await self.presence.bump_active(user)  # the user acted on that worker
+            return web.json_response({})
         if not isinstance(user, str) or not isinstance(state, str) or self.presence is None:
             raise bad_json("user_id and set_presence are required")
         if started:
@@ -415,6 +418,7 @@ async def _worker(
         task.add_done_callback(pending.discard)
 
     parts.presence.forward_syncing = report_sync
+    parts.presence.forward_active = lambda user_id: spawn(forwarder.report_active(user_id), pending)
     bus.start(follower.handle, follower.connected)
     log.info("Worker %s: forwarding writes to %s", workers.worker_name, workers.main.url)
     return Replication(bus, follower=follower, forwarder=forwarder)

@@ -369,12 +369,22 @@ class Forwarder:
         return added if isinstance(added, int) else 0
 
     async def report_sync(self, user_id: str, set_presence: str, started: bool) -> None:
+        await self._report_presence(
+            {"user_id": user_id, "set_presence": set_presence, "started": started}
+        )
+
+    async def report_active(self, user_id: str) -> None:
+        """A user acted here (sent a message): the main brings them online."""
+        await self._report_presence({"user_id": user_id, "active": True})
+
+    async def _report_presence(self, body: dict[str, Any]) -> None:
+        """Best effort: presence is not worth a retry (the main may be restarting)."""
         if self._session is not None and self._session.closed:
             return  # shutting down
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, RuntimeError):
             async with self._client().post(
                 self._main_url + PRESENCE_PATH,
-                json={"user_id": user_id, "set_presence": set_presence, "started": started},
+                json=body,
                 headers={SECRET_HEADER: self._secret},
                 timeout=aiohttp.ClientTimeout(total=10),
             ) as response:

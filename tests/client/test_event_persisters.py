@@ -334,3 +334,67 @@ async def test_the_main_sends_the_notifications_of_events_the_persisters_wrote(
         assert sorted(pushed) == sorted(sent)  # each once
     finally:
         gateway.server.shutdown()
+
+
+async def test_presence_has_one_writer_while_users_act_through_the_persisters(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """A message sent through a persister brings its idle sender online: the persister
+    tells the main, which alone writes presence. (It used to change presence itself,
+    numbering the change from its own counter: positions collided with the main's, so
+    a client could skip a change, and the main's idle timer ignored the activity.)
+    Half the users come back by sending a message (the persisters), half by setting
+    presence (the main), all at once: every change has its own position, and everyone
+    is shown online."""
+    import asyncpg
+
+    alice = await register(session, deployment.url)
+    rooms = await rooms_on_both_persisters(alice, 2)
+    users = [await register(session, deployment.url) for _ in range(12)]
+    for user in users:
+        for room in rooms:
+            await user.ok("POST", f"{C}/join/{quote(room)}", {})
+    observer = Client(session, reader(deployment, 1), alice.token)
+
+    async def states() -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for user in users:
+            got = await observer.ok("GET", f"{C}/presence/{quote(user.user_id)}/status")
+            seen[user.user_id] = got["presence"]
+        return seen
+
+    async def all_in(state: str) -> None:
+        for _ in range(100):
+            if set((await states()).values()) == {state}:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"not all {state}: {await states()}")
+
+    for round_ in range(2):
+        for user in users:
+            path = f"{C}/presence/{quote(user.user_id)}/status"
+            await user.ok("PUT", path, {"presence": "unavailable"})
+        await all_in("unavailable")
+
+        async def back(i: int, user: Client, round_: int) -> None:
+            if i % 2:
+                await send(user, rooms[i // 2 % 2])  # written by that room's persister
+            else:
+                path = f"{C}/presence/{quote(user.user_id)}/status"
+                await user.ok("PUT", path, {"presence": "online", "status_msg": f"r{round_}"})
+
+        await asyncio.gather(*(back(i, u, round_) for i, u in enumerate(users)))
+        await all_in("online")
+
+    await asyncio.sleep(3)  # presence rows are written behind, every 2 s
+    conn = await asyncpg.connect(deployment.dsn)
+    try:
+        rows = await conn.fetch(
+            f'SELECT user_id, stream_id FROM "{deployment.schema}".presence'
+            " WHERE user_id = ANY($1::text[])",
+            [u.user_id for u in users],
+        )
+    finally:
+        await conn.close()
+    positions = [r["stream_id"] for r in rows]
+    assert len(rows) == len(users) and len(set(positions)) == len(positions), rows

@@ -305,3 +305,46 @@ def test_deadline_queue_keeps_the_earliest_and_pops_only_due() -> None:
     assert queue.pop_due(49, 10) == []
     assert queue.pop_due(1000, 10) == ["b"]
     assert queue.next_deadline() is None and len(queue) == 0
+
+
+async def test_a_workers_actions_are_reported_to_the_main_once_per_row(
+    clock: list[int],
+) -> None:
+    """A worker (an event persister taking a message) does not change presence itself:
+    the main alone numbers presence changes. It tells the main of an action when that
+    changes the row it replicated, once per row (or again after REPORT_AGAIN_MS), and
+    the main's idle timer counts from the reported action."""
+    main, _, _ = make_service()
+    worker, worker_notifier, worker_sent = make_service()
+    reports: list[str] = []
+    worker.forward_active = reports.append
+
+    def replicate() -> None:
+        row = main.get("@a:hs")
+        assert row is not None
+        worker.replicate(row, ["!room:hs"])
+
+    async with main.syncing("@a:hs", "online"):
+        replicate()
+        clock[0] += 240_000  # four minutes of reading, then a message on the worker
+        await worker.bump_active("@a:hs")
+        await worker.bump_active("@a:hs")  # before the main's answer: not told again
+        assert reports == ["@a:hs"]
+        assert worker.get("@a:hs") == main.get("@a:hs")  # unchanged there
+        assert worker_sent == [] and len(worker_notifier.calls) == 1  # the replication
+        await main.bump_active(reports[-1])  # what /_replication/presence does
+        replicate()
+        await worker.bump_active("@a:hs")  # fresh row: nothing to tell
+        assert reports == ["@a:hs"]
+        clock[0] += 120_000  # six minutes after the sync began, two after the message
+        await main.tick()
+        assert main.get("@a:hs").state == "online"  # type: ignore[union-attr]
+        clock[0] += 180_000  # five minutes after the message: idle
+        await main.tick()
+        assert main.get("@a:hs").state == "unavailable"  # type: ignore[union-attr]
+        replicate()
+        await worker.bump_active("@a:hs")
+        assert reports == ["@a:hs"] * 2  # a new row: told at once
+        clock[0] += presence_mod.REPORT_AGAIN_MS  # that report was lost: told again
+        await worker.bump_active("@a:hs")
+        assert reports == ["@a:hs"] * 3
