@@ -40,7 +40,7 @@ from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import StreamToken
 
 from .follower import ReplicationFollower
-from .writers import room_written
+from .writers import write_shard_key
 
 log = logging.getLogger(__name__)
 
@@ -424,12 +424,12 @@ def worker_middleware(
             or (writes_here and writes_stream(writes_here, request.method, request.path))
         ):
             return await handler(request)
-        room_id = room_written(request.method, request.path)
-        url = persister_for(room_id) if room_id is not None else None
+        key = _shard_key(request)
+        url = persister_for(key) if key is not None else None
         if url is not None:
             with contextlib.suppress(Unreachable):
                 return await forwarder(request.config_dict).forward(request, url)
-            log.warning("Event persister %s unreachable: %s goes to the main", url, room_id)
+            log.warning("Event persister %s unreachable: %s goes to the main", url, key)
         return await forwarder(request.config_dict).forward(request)
 
     return middleware
@@ -444,16 +444,22 @@ def persister_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        room_id = room_written(request.method, request.path)
-        url = persister_for(room_id) if room_id is not None else None
+        key = _shard_key(request)
+        url = persister_for(key) if key is not None else None
         current = forwarder(request.config_dict)
         if url is not None and current is not None and not is_replication_request(request):
             with contextlib.suppress(Unreachable):
                 return await current.forward(request, url)
-            log.warning("Event persister %s unreachable: writing %s here", url, room_id)
+            log.warning("Event persister %s unreachable: writing %s here", url, key)
         return await handler(request)
 
     return middleware
+
+
+def _shard_key(request: web.Request) -> str | None:
+    """writers.write_shard_key of a request (its token as sent: only a hash input)."""
+    token = request.headers.get("Authorization") or request.query.get("access_token")
+    return write_shard_key(request.method, request.path, token)
 
 
 def is_replication_request(request: web.Request) -> bool:

@@ -16,9 +16,9 @@ sharding): sends, state, redactions and memberships of a room go to its persiste
 (ROOM_WRITES), from the client readers (nginx sends room writes to them), the
 federation inbound workers (membership handshakes; /send: replication/federation.py)
 and from the main, so each room's lock is almost never contended and its caches stay warm on one
-process. Everything else (room
-creation, upgrades, profile changes fanned out to rooms) is written where it lands,
-under the same locks. A persister that cannot be reached is skipped: its
+process. A room creation goes to the persister the creator's access token hashes to
+(ROOM_CREATION: the new room's ID is not known before). Everything else (upgrades,
+profile changes fanned out to rooms) is written where it lands, under the same locks. A persister that cannot be reached is skipped: its
 rooms are written by the main until it is back (correct anywhere, only slower).
 
 Every process reads the event stream in order from PostgreSQL (the replication
@@ -68,6 +68,15 @@ ROOM_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
 }
 
 
+# Room creation: a new room's events are written by an event persister too (so rooms
+# are created while the main is down), the one the creator's access token hashes to:
+# any process may write any room under its lock, and the room's later writes go to
+# the persister its ID hashes to.
+ROOM_CREATION: dict[str, tuple[re.Pattern[str], ...]] = {
+    "POST": (re.compile(_C + r"/createRoom$"),),
+}
+
+
 def room_written(method: str, path: str) -> str | None:
     """The room a request writes to, if it is one of ROOM_WRITES."""
     for pattern in ROOM_WRITES.get(method, ()):
@@ -75,6 +84,18 @@ def room_written(method: str, path: str) -> str | None:
         if match is not None:
             room_id = unquote(match.group(1))
             return room_id if room_id.startswith("!") else None
+    return None
+
+
+def write_shard_key(method: str, path: str, access_token: str | None) -> str | None:
+    """What picks the event persister a request goes to (sha256 mod N): the room it
+    writes (ROOM_WRITES), or for a room creation the creator's access token; None for
+    any other request."""
+    room_id = room_written(method, path)
+    if room_id is not None:
+        return room_id
+    if access_token and any(p.match(path) for p in ROOM_CREATION.get(method, ())):
+        return "createRoom " + access_token
     return None
 
 

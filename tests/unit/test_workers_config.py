@@ -14,7 +14,7 @@ from homeserver.config.workers import EDU_STREAMS, shard
 from homeserver.replication.follower import ReplicationFollower
 from homeserver.replication.forward import served_here, writes_stream
 from homeserver.replication.nginx import Upstreams, render
-from homeserver.replication.writers import room_written
+from homeserver.replication.writers import room_written, write_shard_key
 from homeserver.storage.cache import LruCache, set_invalidation_hook
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import StreamToken
@@ -473,6 +473,14 @@ def test_the_nginx_config_routes_reads_to_readers_and_the_rest_to_main() -> None
     assert (
         '"~^PUT /_matrix/client/(?:r0|v3|unstable)/rooms/([^/]+)/(?:send|state|redact)/"' in routed
     )
+    # Room creation too: a persister creates the room (picked by the creator's token).
+    assert '"~^POST /_matrix/client/(?:r0|v3|unstable)/createRoom$" client_readers;' in routed
+    assert "createRoom" not in text
+    create = "/_matrix/client/v3/createRoom"
+    assert write_shard_key("POST", create, "Bearer a") == "createRoom Bearer a"
+    assert write_shard_key("POST", create, None) is None  # unauthenticated: any process
+    assert write_shard_key("GET", create, "Bearer a") is None
+    assert write_shard_key("PUT", "/_matrix/client/v3/rooms/%21r%3Ax/send/m/1", "t") == "!r:x"
 
 
 class _Store:
