@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .forward import READ_ROUTES, stream_write_tables
-from .writers import ROOM_CREATION, ROOM_WRITES
+from .writers import ROOM_WRITES, TOKEN_ROUTED_WRITES
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Upstreams:
 
 def _client_patterns(room_writes: bool, streams: frozenset[str] = frozenset()) -> list[str]:
     lines = []
-    tables = [READ_ROUTES, *([ROOM_WRITES, ROOM_CREATION] if room_writes else [])]
+    tables = [READ_ROUTES, *([ROOM_WRITES, TOKEN_ROUTED_WRITES] if room_writes else [])]
     tables += stream_write_tables(streams)
     for table in tables:
         for method, patterns in table.items():

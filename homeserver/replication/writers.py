@@ -16,9 +16,9 @@ sharding): sends, state, redactions and memberships of a room go to its persiste
 (ROOM_WRITES), from the client readers (nginx sends room writes to them), the
 federation inbound workers (membership handshakes; /send: replication/federation.py)
 and from the main, so each room's lock is almost never contended and its caches stay warm on one
-process. A room creation goes to the persister the creator's access token hashes to
-(ROOM_CREATION: the new room's ID is not known before). Everything else (upgrades,
-profile changes fanned out to rooms) is written where it lands, under the same locks. A persister that cannot be reached is skipped: its
+process. A room creation or a profile change goes to the persister the access token
+hashes to (TOKEN_ROUTED_WRITES: the rooms are not named in the path). Everything
+else is written where it lands, under the same locks. A persister that cannot be reached is skipped: its
 rooms are written by the main until it is back (correct anywhere, only slower).
 
 Every process reads the event stream in order from PostgreSQL (the replication
@@ -68,12 +68,15 @@ ROOM_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
 }
 
 
-# Room creation: a new room's events are written by an event persister too (so rooms
-# are created while the main is down), the one the creator's access token hashes to:
-# any process may write any room under its lock, and the room's later writes go to
-# the persister its ID hashes to.
-ROOM_CREATION: dict[str, tuple[re.Pattern[str], ...]] = {
+# Writes to rooms the path does not name, routed to the event persister the access
+# token hashes to (so they work while the main is down): a room creation (the new
+# room's ID is not known before) and a profile change (a new member event in each of
+# the user's rooms). Any process may write any room under its lock; a room's later
+# writes go to the persister its ID hashes to.
+TOKEN_ROUTED_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "POST": (re.compile(_C + r"/createRoom$"),),
+    "PUT": (re.compile(_C + r"/profile/[^/]+/[^/]+$"),),
+    "DELETE": (re.compile(_C + r"/profile/[^/]+/[^/]+$"),),
 }
 
 
@@ -89,13 +92,13 @@ def room_written(method: str, path: str) -> str | None:
 
 def write_shard_key(method: str, path: str, access_token: str | None) -> str | None:
     """What picks the event persister a request goes to (sha256 mod N): the room it
-    writes (ROOM_WRITES), or for a room creation the creator's access token; None for
-    any other request."""
+    writes (ROOM_WRITES), or the access token (TOKEN_ROUTED_WRITES); None for any
+    other request."""
     room_id = room_written(method, path)
     if room_id is not None:
         return room_id
-    if access_token and any(p.match(path) for p in ROOM_CREATION.get(method, ())):
-        return "createRoom " + access_token
+    if access_token and any(p.match(path) for p in TOKEN_ROUTED_WRITES.get(method, ())):
+        return "token " + access_token
     return None
 
 

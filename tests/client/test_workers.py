@@ -301,8 +301,8 @@ async def test_every_event_reaches_every_client_once_across_a_killed_main(
         try:
             # Meanwhile: a write only the main makes, forwarded by a reader, fails
             # cleanly; reads still work.
-            path = f"/_matrix/client/v3/profile/{quote(probe.user_id)}/displayname"
-            status, body = await probe.call("PUT", path, {"displayname": "x"}, base=reader)
+            path = f"/_matrix/client/v3/user/{quote(probe.user_id)}/filter"
+            status, body = await probe.call("POST", path, {}, base=reader)
             assert status == 502 and body["errcode"] == "M_UNKNOWN", (status, body)
             whoami = await probe.ok("GET", "/_matrix/client/v3/account/whoami", base=reader)
             assert whoami["user_id"] == probe.user_id

@@ -473,11 +473,18 @@ def test_the_nginx_config_routes_reads_to_readers_and_the_rest_to_main() -> None
     assert (
         '"~^PUT /_matrix/client/(?:r0|v3|unstable)/rooms/([^/]+)/(?:send|state|redact)/"' in routed
     )
-    # Room creation too: a persister creates the room (picked by the creator's token).
+    # Room creation and profile changes too: a persister (picked by the token) writes.
+    assert (
+        '"~^PUT /_matrix/client/(?:r0|v3|unstable)/profile/[^/]+/[^/]+$" client_readers;' in routed
+    )
     assert '"~^POST /_matrix/client/(?:r0|v3|unstable)/createRoom$" client_readers;' in routed
     assert "createRoom" not in text
     create = "/_matrix/client/v3/createRoom"
-    assert write_shard_key("POST", create, "Bearer a") == "createRoom Bearer a"
+    assert write_shard_key("POST", create, "Bearer a") == "token Bearer a"
+    profile = "/_matrix/client/v3/profile/%40a%3Ax/displayname"
+    assert write_shard_key("PUT", profile, "Bearer a") == "token Bearer a"
+    assert write_shard_key("GET", profile, "Bearer a") is None  # a read
+    assert write_shard_key("POST", "/_matrix/client/v3/rooms/!r:x/upgrade", "t") is None
     assert write_shard_key("POST", create, None) is None  # unauthenticated: any process
     assert write_shard_key("GET", create, "Bearer a") is None
     assert write_shard_key("PUT", "/_matrix/client/v3/rooms/%21r%3Ax/send/m/1", "t") == "!r:x"

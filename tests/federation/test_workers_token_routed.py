@@ -1,5 +1,6 @@
-"""Rooms created by the event persisters (issue 16), so Element can start a chat or a
-direct message while the main process is down.
+"""Rooms created and profiles changed by the event persisters (issue 16), so Element
+can start a chat or a direct message, and users set their name, while the main process
+is down.
 
 Server A is the README's seven-process deployment behind nginx (tests/deployment.py
 FULL_LAYOUT); server B is one process on loopback, federating with it. With A's main
@@ -9,7 +10,9 @@ token hashes to; the room's later writes go to the persister its ID hashes to):
 the room has its name, topic, alias (resolved on a reader) and directory entry, the
 creator reads it at once in /sync, the local and the remote invitee are invited and
 join, and messages flow both ways. A direct message (trusted_private_chat with
-is_direct) is created the same way.
+is_direct) is created the same way. A display name change (a new member event in
+each of the user's rooms) is written the same way: the profile on a reader, the other
+local member and the remote member see the new name.
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.federation.multiserver import LoopbackServer, eventually, writers_and_peer
+from tests.federation.multiserver import (
+    LoopbackServer,
+    eventually,
+    room_of_three,
+    writers_and_peer,
+)
 
 
 @pytest.fixture
@@ -93,5 +101,44 @@ async def test_the_persisters_create_rooms_while_the_main_is_down(servers: Any) 
             if e["type"] == "m.room.member" and e["state_key"] == bob
         ]  # fmt: skip
         assert member and member[0]["content"].get("is_direct") is True
+    finally:
+        await asyncio.to_thread(a.deployment.start_process, "main")
+
+
+def _names(body: dict[str, Any], room_id: str) -> dict[str, str]:
+    """Member display names in the room's state and timeline of a /sync."""
+    room = body.get("rooms", {}).get("join", {}).get(room_id, {})
+    events = room.get("state", {}).get("events", []) + room.get("timeline", {}).get("events", [])
+    return {
+        e["state_key"]: e["content"].get("displayname")
+        for e in events
+        if e["type"] == "m.room.member" and e["content"].get("membership") == "join"
+    }
+
+
+async def test_the_persisters_change_profiles_while_the_main_is_down(servers: Any) -> None:
+    a, b = servers
+    alice, carol, bob, room_id = await room_of_three(a, b)
+    carol_since = (await a.sync(carol))["next_batch"]
+    bob_since = (await b.sync(bob))["next_batch"]
+    a.deployment.kill("main")
+    try:
+        path = f"/profile/{quote(alice)}/displayname"
+        await a.ok("PUT", path, alice, {"displayname": "Alice, main down"})
+        assert await a.ok("GET", path, alice) == {"displayname": "Alice, main down"}
+        await a.ok("PUT", f"/profile/{quote(alice)}/avatar_url", alice, {"avatar_url": "mxc://a/b"})
+
+        async def carol_sees() -> bool:
+            body = await a.ok("GET", "/sync", carol, since=carol_since, timeout="0")
+            return _names(body, room_id).get(alice) == "Alice, main down"
+
+        async def bob_sees() -> bool:
+            body = await b.ok("GET", "/sync", bob, since=bob_since, timeout="0")
+            return _names(body, room_id).get(alice) == "Alice, main down"
+
+        assert await eventually(carol_sees)
+        assert await eventually(bob_sees, timeout=30)
+        profile = await a.ok("GET", f"/profile/{quote(alice)}", carol)
+        assert profile == {"displayname": "Alice, main down", "avatar_url": "mxc://a/b"}
     finally:
         await asyncio.to_thread(a.deployment.start_process, "main")
