@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from homeserver.config import UNLIMITED, RateLimit, RateLimitConfig
 from homeserver.errors import limit_exceeded
@@ -129,6 +129,15 @@ class RateLimiters:
         self.shared: Callable[[str, str, float], None] | None = None
         # With workers: an admin changed a user's override here (the others re-read it).
         self.override_changed: Callable[[str], None] | None = None
+        # With workers: until the charges taken here are on their way to the others.
+        self.propagated: Callable[[], Awaitable[None]] | None = None
+
+    async def settle(self) -> None:
+        """Wait until this process's charges reach the deployment's other processes:
+        for a failure answered to a client who may try again at once on another
+        process (a wrong password), so that the next attempt is charged for it."""
+        if self.propagated is not None:
+            await self.propagated()
 
     def get(self, name: str) -> RateLimiter:
         limiter = self._limiters.get(name)

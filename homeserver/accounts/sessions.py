@@ -148,6 +148,8 @@ class SessionService:
         ok = info is not None and await self._hasher.verify(info.password_hash, password)
         if not ok or info is None:
             failures.record(user_id)
+            # The next guess may land on another process: it must know of this one.
+            await self._limiters.settle()
             raise forbidden("Invalid username or password")
         if info.deactivated:
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")

@@ -65,6 +65,8 @@ class RedisBus:
         # Waited for before each batch is published (the main's write barrier: what
         # was invalidated inside a transaction is told once that transaction committed).
         self.before_publish: Callable[[], Awaitable[None]] | None = None
+        self._drained = asyncio.Event()  # set while nothing waits to be published
+        self._drained.set()
 
     def _client(self) -> aioredis.Redis:
         c = self._config
@@ -103,7 +105,14 @@ class RedisBus:
         self._queue.append(message)
         if len(self._queue) > MAX_QUEUED:
             self._queue.popleft()  # the sequence gap tells the receivers
+        self._drained.clear()
         self._wake.set()
+
+    async def drained(self, timeout_s: float = 1.0) -> None:
+        """Wait until what was queued is on Redis (at most `timeout_s`: Redis may be
+        away). Redis hands a message to every subscriber before it answers PUBLISH."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
 
     async def _publish_loop(self) -> None:
         attempt = 0
@@ -131,6 +140,8 @@ class RedisBus:
                         raise
                     for _ in batch:
                         self._queue.popleft()
+                    if not self._queue:
+                        self._drained.set()
             except (RedisError, OSError) as exc:
                 # Unsent messages stay queued; a receiver that missed any sees the gap.
                 log.warning("Redis publish: %s; retrying", exc)

@@ -46,6 +46,7 @@ class SharedLimits:
         self._load_overrides = load_overrides
         limiters.shared = self._publish_charge
         limiters.override_changed = lambda user_id: bus.publish({"k": "rlo", "u": user_id})
+        limiters.propagated = bus.drained
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[None] | None]]:
         return {"rl": self.charged_elsewhere, "rlo": self.override_changed_elsewhere}

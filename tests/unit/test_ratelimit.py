@@ -75,6 +75,9 @@ def test_charges_and_overrides_are_shared_between_two_processes_limiters() -> No
         def publish(self, message: dict) -> None:
             self.sent.append(message)
 
+        async def drained(self) -> None:
+            self.sent.append({"k": "drained"})
+
     stored: dict[str, RateLimit] = {"@vip:x": RateLimit(0.0001, 1)}  # the database
 
     async def load_override(user_id: str) -> RateLimit | None:
@@ -121,6 +124,9 @@ def test_charges_and_overrides_are_shared_between_two_processes_limiters() -> No
     del stored["@vip:x"]
     asyncio.run(shared_there.reload())
     there.check("message", "@vip:x")  # the configured limit again, a fresh bucket
+    # A failure answered to a client (a wrong password) waits for its charge to be out.
+    asyncio.run(there.settle())
+    assert bus_there.sent[-1] == {"k": "drained"}
     # What a broken or hostile message carries is ignored, never raised.
     for bad in (
         {"k": "rl", "l": "message", "key": "@c:x", "c": 10**9},
