@@ -237,6 +237,14 @@ async def test_readers_answer_key_queries_and_claims_while_the_main_is_down(
         await asyncio.to_thread(a.deployment.start_process, "main")
 
 
+async def _whoami(a: LoopbackServer, base: str, token: str) -> tuple[int, Any]:
+    """GET /account/whoami on one process of A (`base`) with `token`."""
+    async with a.http.get(
+        f"{base}/_matrix/client/v3/account/whoami", headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
+        return resp.status, await resp.json()
+
+
 async def _login(a: LoopbackServer, user: str, device: str) -> str:
     """A new device of `user` (password pw-<localpart>): its access token."""
     body = {
@@ -263,11 +271,7 @@ async def test_readers_delete_devices_while_the_main_is_down(servers: Any) -> No
     readers = [port_url(a.deployment, r) for r in READERS]
 
     async def whoami(base: str, token: str) -> int:
-        async with a.http.get(
-            f"{base}/_matrix/client/v3/account/whoami",
-            headers={"Authorization": f"Bearer {token}"},
-        ) as resp:
-            return resp.status
+        return (await _whoami(a, base, token))[0]
 
     for token in tokens.values():  # every reader has each token cached
         assert [await whoami(r, token) for r in readers] == [200, 200]
@@ -337,11 +341,7 @@ async def test_readers_begin_and_refresh_sessions_while_the_main_is_down(servers
     readers = [port_url(a.deployment, r) for r in READERS]
 
     async def whoami(base: str, token: str) -> tuple[int, Any]:
-        async with a.http.get(
-            f"{base}/_matrix/client/v3/account/whoami",
-            headers={"Authorization": f"Bearer {token}"},
-        ) as resp:
-            return resp.status, await resp.json()
+        return await _whoami(a, base, token)
 
     async def login(base: str, body: dict[str, Any]) -> tuple[int, Any]:
         async with a.http.post(f"{base}/_matrix/client/v3/login", json=body) as resp:
