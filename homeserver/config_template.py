@@ -282,7 +282,8 @@ enable_metrics: false
 # Event persisters: each room's writes go to one of them (by a hash of the room ID);
 # each needs an instance_map entry (its replication listener):
 # Client readers that write account data and tags, to-device messages, read receipts,
-# push rules, E2EE key uploads (device lists) and typing themselves (the others hand
+# push rules, devices (key uploads and claims, logins, logouts, registrations,
+# pushers) and typing themselves (the others hand
 # them to the main; read markers and push rules need a reader that writes account_data
 # too). A writer of to_device, receipts, device_lists or typing also writes what other
 # servers send for them: it needs an instance_map entry and a replication listener

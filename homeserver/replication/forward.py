@@ -84,7 +84,8 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
             _C + r"/profile/[^/]+(?:/[^/]+)?$",
             _C + r"/login$",
             _C + r"/(?:capabilities|versions|pushrules/.*|account/whoami|devices"
-            r"|devices/[^/]+|keys/changes|notifications|publicRooms|joined_rooms)$",
+            r"|devices/[^/]+|keys/changes|notifications|publicRooms|joined_rooms|pushers)$",
+            _C + r"/register/(?:available|m\.login\.registration_token/validity)$",
             _C + r"/user/[^/]+/(?:filter/[^/]+|account_data/[^/]+"
             r"|rooms/[^/]+/account_data/[^/]+)$",
             _C + r"/directory/room/[^/]+$",
@@ -104,6 +105,9 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
             # Device keys: read here, other servers' asked with the reader's own
             # federation client (homeserver.composition_federation.remote_keys).
             _C + r"/keys/query$",
+            # A saved filter: a row with a per-user ID the database allocates (a race
+            # between processes is retried), no stream position, never changed after.
+            _C + r"/user/[^/]+/filter$",
             r"^/_matrix/client/unstable/org\.matrix\.simplified_msc3575/sync$",
             _F + r"/get_missing_events/[^/]+$",
         )
@@ -162,9 +166,16 @@ PUSH_RULE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
 #   database) and deletes them (/logout, /logout/all, DELETE /devices/{id},
 #   /delete_devices: the device, its tokens, which every process drops from its token
 #   cache when told over the bus, keys, pushers and queued to-device messages); a new
-#   or deleted device is a device-list change like the others.
+#   or deleted device is a device-list change like the others;
+# - registers accounts (/register with its UIA, guests, appservice users: the account
+#   and its first session, as a login does; registration rate limits are the
+#   deployment's);
+# - sets and removes pushers (/pushers/set: deleted with their device; the pushers
+#   cache is dropped on every process, so the pusher sends to the new gateway at once).
 DEVICE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "POST": (
+        re.compile(_C + r"/register$"),
+        re.compile(_C + r"/pushers/set$"),
         re.compile(_C + r"/keys/claim$"),
         re.compile(_C + r"/keys/upload(?:/[^/]+)?$"),
         re.compile(_C + r"/keys/signatures/upload$"),

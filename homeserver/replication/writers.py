@@ -48,8 +48,8 @@ from homeserver.storage.replication import ReplicationStore
 ROOMS_REMEMBERED = 100_000  # rooms whose newest write here is kept (about 100 B each)
 _C = r"^/_matrix/client/(?:r0|v3|unstable)"
 _F = r"^/_matrix/federation/v[12]"
-# Room writes routed to the room's persister, with the room ID in group 1. Joins and
-# knocks by alias stay where they land (the alias is resolved there). Other servers'
+# Room writes routed to the room's persister, with the room ID in group 1 (a room
+# upgrade: the old room's; it creates the new one). Other servers'
 # membership handshakes too: make_* builds on the room's tips, send_* writes (an
 # invite of one of our users is stored by the persister its room ID names).
 ROOM_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
@@ -64,17 +64,22 @@ ROOM_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
         re.compile(_C + r"/rooms/([^/]+)/(?:send|redact)/"),
         re.compile(_C + r"/rooms/([^/]+)/(?:join|leave|invite|kick|ban|unban)$"),
         re.compile(_C + r"/(?:join|knock)/((?:!|%21)[^/]+)$"),
+        re.compile(_C + r"/rooms/([^/]+)/upgrade$"),
     ),
 }
 
 
 # Writes to rooms the path does not name, routed to the event persister the access
 # token hashes to (so they work while the main is down): a room creation (the new
-# room's ID is not known before) and a profile change (a new member event in each of
-# the user's rooms). Any process may write any room under its lock; a room's later
+# room's ID is not known before), a profile change (a new member event in each of
+# the user's rooms) and a join or knock by alias (the persister resolves the alias,
+# asking its server if it is another's). Any process may write any room under its lock; a room's later
 # writes go to the persister its ID hashes to.
 TOKEN_ROUTED_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
-    "POST": (re.compile(_C + r"/createRoom$"),),
+    "POST": (
+        re.compile(_C + r"/createRoom$"),
+        re.compile(_C + r"/(?:join|knock)/(?:#|%23)[^/]+$"),
+    ),
     "PUT": (re.compile(_C + r"/profile/[^/]+/[^/]+$"),),
     "DELETE": (re.compile(_C + r"/profile/[^/]+/[^/]+$"),),
 }

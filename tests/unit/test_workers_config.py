@@ -203,9 +203,9 @@ def test_room_writes_name_their_room() -> None:
     assert room_written("PUT", f"{c}/rooms/!a:b/state/m.room.member/%40u%3Ab") == "!a:b"
     assert room_written("POST", f"{c}/rooms/!a:b/invite") == "!a:b"
     assert room_written("POST", f"{c}/join/%21a%3Ab") == "!a:b"
-    assert room_written("POST", f"{c}/join/%23alias%3Ab") is None  # resolved where it lands
+    assert room_written("POST", f"{c}/join/%23alias%3Ab") is None  # by token: below
     assert room_written("GET", f"{c}/rooms/!a:b/state/m.room.topic") is None
-    assert room_written("POST", f"{c}/rooms/!a:b/upgrade") is None
+    assert room_written("POST", f"{c}/rooms/!a:b/upgrade") == "!a:b"  # the old room
     assert room_written("POST", f"{c}/createRoom") is None
     f = "/_matrix/federation"
     assert room_written("GET", f"{f}/v1/make_join/%21a%3Ab/%40u%3Ac?ver=12") == "!a:b"
@@ -254,7 +254,12 @@ def test_the_nginx_config_routes_reads_to_readers_and_the_rest_to_main() -> None
     profile = "/_matrix/client/v3/profile/%40a%3Ax/displayname"
     assert write_shard_key("PUT", profile, "Bearer a") == "token Bearer a"
     assert write_shard_key("GET", profile, "Bearer a") is None  # a read
-    assert write_shard_key("POST", "/_matrix/client/v3/rooms/!r:x/upgrade", "t") is None
+    assert write_shard_key("POST", "/_matrix/client/v3/rooms/!r:x/upgrade", "t") == "!r:x"
+    for alias in ("%23club%3Ax", "#club:x"):  # a join or knock by alias: by token
+        for verb in ("join", "knock"):
+            path = f"/_matrix/client/v3/{verb}/{alias}"
+            assert write_shard_key("POST", path, "Bearer a") == "token Bearer a"
+    assert '"~^POST /_matrix/client/(?:r0|v3|unstable)/(?:join|knock)/(?:#|%23)' in routed
     assert write_shard_key("POST", create, None) is None  # unauthenticated: any process
     assert write_shard_key("GET", create, "Bearer a") is None
     assert write_shard_key("PUT", "/_matrix/client/v3/rooms/%21r%3Ax/send/m/1", "t") == "!r:x"
