@@ -86,6 +86,9 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
             _C + r"/(?:capabilities|versions|pushrules/.*|account/whoami|devices"
             r"|devices/[^/]+|keys/changes|notifications|publicRooms|joined_rooms|pushers)$",
             _C + r"/register/(?:available|m\.login\.registration_token/validity)$",
+            _C + r"/(?:voip/turnServer|account/3pid|directory/list/room/[^/]+)$",
+            _C + r"/user/[^/]+/rooms/[^/]+/tags$",
+            _C + r"/room_keys/(?:version|version/[^/]+|keys|keys/[^/]+|keys/[^/]+/[^/]+)$",
             _C + r"/user/[^/]+/(?:filter/[^/]+|account_data/[^/]+"
             r"|rooms/[^/]+/account_data/[^/]+)$",
             _C + r"/directory/room/[^/]+$",
@@ -170,12 +173,16 @@ PUSH_RULE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
 # - registers accounts (/register with its UIA, guests, appservice users: the account
 #   and its first session, as a login does; registration rate limits are the
 #   deployment's);
+# - keeps the devices' server-side key backup (/room_keys: versions and keys, each
+#   change one write under the deployment's lock, so versions and etags stay exact
+#   with writes on several processes);
 # - sets and removes pushers (/pushers/set: deleted with their device; the pushers
 #   cache is dropped on every process, so the pusher sends to the new gateway at once).
 DEVICE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
     "POST": (
         re.compile(_C + r"/register$"),
         re.compile(_C + r"/pushers/set$"),
+        re.compile(_C + r"/room_keys/version$"),
         re.compile(_C + r"/keys/claim$"),
         re.compile(_C + r"/keys/upload(?:/[^/]+)?$"),
         re.compile(_C + r"/keys/signatures/upload$"),
@@ -185,8 +192,14 @@ DEVICE_WRITES: dict[str, tuple[re.Pattern[str], ...]] = {
         re.compile(_C + r"/logout(?:/all)?$"),
         re.compile(_C + r"/delete_devices$"),
     ),
-    "PUT": (re.compile(_C + r"/devices/[^/]+$"),),
-    "DELETE": (re.compile(_C + r"/devices/[^/]+$"),),
+    "PUT": (
+        re.compile(_C + r"/devices/[^/]+$"),
+        re.compile(_C + r"/room_keys/(?:version/[^/]+|keys|keys/[^/]+|keys/[^/]+/[^/]+)$"),
+    ),
+    "DELETE": (
+        re.compile(_C + r"/devices/[^/]+$"),
+        re.compile(_C + r"/room_keys/(?:version/[^/]+|keys|keys/[^/]+|keys/[^/]+/[^/]+)$"),
+    ),
 }
 
 # Typing notifications: a worker named in `stream_writers: {typing: [...]}` keeps them

@@ -2,7 +2,7 @@
 is down (issue 16).
 
 Server A is the README's seven-process deployment behind nginx (tests/deployment.py
-FULL_LAYOUT) whose client readers write device lists; server B is one process on
+FULL_LAYOUT) whose client readers write device lists and account data; server B is one process on
 loopback, federating with it. With A's main SIGKILLed (before this, each request
 below was handed to the main and answered 502):
 - a new user registers through nginx (user-interactive auth, a device-list writer),
@@ -12,7 +12,11 @@ below was handed to the main and answered 502):
 - a user joins rooms by alias, ours and B's (the persister the access token hashes
   to resolves the alias, asking B for its own), and a room is upgraded (by the old
   room's persister): the tombstone, the alias moved to the new room, which its
-  members join by that alias.
+  members join by that alias;
+- Element's key backup works (the backup version, keys uploaded through both readers
+  at once: versions and counts exact), and the settings pages' reads (TURN servers,
+  third-party IDs, a room's directory visibility, room tags) are answered by the
+  readers.
 """
 
 from __future__ import annotations
@@ -25,18 +29,21 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.client.test_workers import port_url
 from tests.client.test_workers_background import Recorder
 from tests.federation.multiserver import (
     READERS,
     LoopbackServer,
     eventually,
+    post_to,
     writers_and_peer,
 )
 
 
 @pytest.fixture
 async def servers(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
-    async with writers_and_peer(tmp_path, {"device_lists": READERS}) as pair:
+    streams = {"device_lists": READERS, "account_data": READERS}
+    async with writers_and_peer(tmp_path, streams) as pair:
         yield pair
 
 
@@ -162,3 +169,69 @@ async def test_joins_by_alias_and_upgrades_while_the_main_is_down(servers: Any) 
 
 async def _texts_include(server: LoopbackServer, user: str, room_id: str, text: str) -> bool:
     return text in await server.sync_texts(user, room_id)
+
+
+def _session(index: int) -> dict[str, Any]:
+    return {
+        "first_message_index": 0,
+        "forwarded_count": 0,
+        "is_verified": True,
+        "session_data": {"ciphertext": f"c{index}", "ephemeral": "e", "mac": "m"},
+    }
+
+
+async def test_key_backup_and_settings_reads_while_the_main_is_down(servers: Any) -> None:
+    a, _ = servers
+    alice = await a.register("alice")
+    room_id = await a.create_room(alice, visibility="public")
+    token = a.tokens[alice]
+    readers = [port_url(a.deployment, name) for name in READERS]
+    a.deployment.kill("main")
+    try:
+        assert await a.ok("GET", "/voip/turnServer", alice) == {}
+        assert await a.ok("GET", "/account/3pid", alice) == {"threepids": []}
+        listed = await a.ok("GET", f"/directory/list/room/{quote(room_id)}", alice)
+        assert listed == {"visibility": "public"}
+        tag_path = f"/user/{quote(alice)}/rooms/{quote(room_id)}/tags"
+        await a.ok("PUT", f"{tag_path}/u.work", alice, {"order": 0.5})
+        assert await a.ok("GET", tag_path, alice) == {"tags": {"u.work": {"order": 0.5}}}
+
+        status, missing = await a.call("GET", "/room_keys/version", alice)
+        assert (status, missing["errcode"]) == (404, "M_NOT_FOUND")
+        backup = {
+            "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+            "auth_data": {"public_key": "abcdefg", "signatures": {}},
+        }
+        # Two versions made at once on the two readers: distinct numbers (a new
+        # version is MAX + 1, written under the deployment's lock).
+        made = await asyncio.gather(
+            *(post_to(a.http, base, token, "/room_keys/version", backup) for base in readers)
+        )
+        assert [status for status, _ in made] == [200, 200], made
+        assert sorted(int(body["version"]) for _, body in made) == [1, 2]
+        current = await a.ok("GET", "/room_keys/version", alice)
+        assert (current["version"], current["count"], current["etag"]) == ("2", 0, "0")
+
+        async def upload(base: str, first: int) -> None:
+            for i in range(first, first + 10):
+                url = f"{base}/_matrix/client/v3/room_keys/keys/{quote(room_id)}/s{i}"
+                headers = {"Authorization": f"Bearer {token}"}
+                async with a.http.put(
+                    url, json=_session(i), params={"version": "2"}, headers=headers
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+
+        await asyncio.gather(upload(readers[0], 0), upload(readers[1], 10))
+        current = await a.ok("GET", "/room_keys/version", alice)
+        assert (current["count"], current["etag"]) == (20, "20")
+        keys = await a.ok("GET", "/room_keys/keys", alice, version="2")
+        sessions = keys["rooms"][room_id]["sessions"]
+        assert sorted(sessions) == sorted(f"s{i}" for i in range(20))
+        assert sessions["s13"]["session_data"]["ciphertext"] == "c13"
+        status, wrong = await a.call("PUT", f"/room_keys/keys/{quote(room_id)}/x", alice,
+                                     _session(0), version="1")  # fmt: skip
+        assert (status, wrong["errcode"]) == (403, "M_WRONG_ROOM_KEYS_VERSION")
+        await a.ok("DELETE", "/room_keys/version/2", alice)
+        assert (await a.ok("GET", "/room_keys/version", alice))["version"] == "1"
+    finally:
+        await asyncio.to_thread(a.deployment.start_process, "main")
