@@ -262,8 +262,9 @@ def create_app(
     if metrics is not None:
         root.router.add_get(METRICS_PATH, metrics.serve)
     root.cleanup_ctx.append(lifetime(overrides, metrics))
+    if config.workers.replicated and config.workers.writes("presence"):
+        root.router.add_post(PRESENCE_PATH, report_presence)  # the presence writer
     if config.workers.replicated and not config.workers.is_worker:
-        root.router.add_post(PRESENCE_PATH, report_presence)
         root.router.add_post(BACKFILL_PATH, run_backfill)
         root.router.add_post(EDUS_PATH, receive_federation_edus)
     elif config.workers.reader_streams & EDU_STREAMS:

@@ -326,8 +326,8 @@ async def build(
     presence = PresenceService(PresenceStore(database), joined, notifier, outbox, server_name)
     await presence.load()
     notifier.advance("presence", presence.position)
-    if not worker:
-        presence.start()  # idle/offline timers
+    if config.workers.writes("presence"):
+        presence.start()  # idle/offline timers, the row writer
     stack.push_async_callback(presence.close)
     typing = TypingService(stores, notifier, outbox, server_name, moderation)
     stack.callback(typing.close)

@@ -283,9 +283,9 @@ enable_metrics: false
 # each needs an instance_map entry (its replication listener):
 # Client readers that write account data and tags, to-device messages, read receipts,
 # push rules, devices (key uploads and claims, logins, logouts, registrations,
-# pushers) and typing themselves (the others hand
+# pushers), typing and presence themselves (the others hand
 # them to the main; read markers and push rules need a reader that writes account_data
-# too). A writer of to_device, receipts, device_lists or typing also writes what other
+# too). A writer of to_device, receipts, device_lists, typing or presence also writes what other
 # servers send for them: it needs an instance_map entry and a replication listener
 # (instance_map: {{client_reader1: {{host: 127.0.0.1, port: 9111}}, ...}}):
 #stream_writers:
@@ -296,6 +296,7 @@ enable_metrics: false
 #  push_rules: [client_reader1, client_reader2]
 #  device_lists: [client_reader1, client_reader2]
 #  typing: [client_reader1, client_reader2]
+#  presence: [client_reader1]  # one writer (its timers): the main when none is named
 #worker_app: generic_worker
 #worker_name: client_reader1
 #worker_listeners:

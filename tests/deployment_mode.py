@@ -11,7 +11,7 @@ something no deployment exposes.
     HS_TEST_DEPLOYMENT=workers HS_TEST_POSTGRES_DSN=... python -m pytest tests/client
 
 (`HS_TEST_DEPLOYMENT=writers`: the same, with the client readers writing account data,
-to-device messages, receipts, push rules, device lists and typing themselves.)
+to-device messages, receipts, push rules, device lists and typing themselves, and the first also presence.)
 
 It costs a deployment start per test (about 3 s on two cores), so CI runs the tests
 that matter most against the deployment directly (the nio conversation, the Synapse
@@ -31,13 +31,19 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer
 from yarl import URL
 
-from homeserver.config.workers import READER_STREAMS
+from homeserver.config.workers import READER_STREAMS, SINGLE_WRITER_STREAMS
 
 MODE = os.environ.get("HS_TEST_DEPLOYMENT", "")
 # `HS_TEST_DEPLOYMENT=writers`: the same deployment with both client readers writing
 # every stream a reader may write (account data, to-device messages, receipts, push
 # rules, device lists, typing), so the suites run with those writes served by them.
-READER_WRITERS = {stream: ["client_reader1", "client_reader2"] for stream in READER_STREAMS}
+# Presence has one writer (SINGLE_WRITER_STREAMS): the first reader.
+READER_WRITERS = {
+    stream: ["client_reader1"]
+    if stream in SINGLE_WRITER_STREAMS
+    else ["client_reader1", "client_reader2"]
+    for stream in READER_STREAMS
+}
 
 # The raw settings each test config was parsed from (tests/conftest.make_config), by
 # the Config object's id; the Config is kept alive alongside so ids are not reused.

@@ -235,7 +235,8 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
     elif config.workers.reader_streams & EDU_STREAMS and "replication" not in config.resources:
         r.problem(
             "worker_listeners",
-            "a writer of the typing, receipts, to_device or device_lists stream needs a "
+            "a writer of the typing, receipts, to_device, device_lists or presence stream "
+            "needs a "
             "listener with the replication resource (where the federation inbound "
             "workers hand it other servers' EDUs; its instance_map entry)",
         )

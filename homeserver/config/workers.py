@@ -48,11 +48,15 @@ READER_STREAMS = (
     "push_rules",
     "device_lists",
     "typing",
+    "presence",
 )
 # The reader streams other servers send EDUs for (typing, receipts, to-device messages,
-# device-list updates): a writer of one of them also writes those EDUs, handed to it
-# over its replication listener by the federation inbound workers.
-EDU_STREAMS = frozenset({"to_device", "receipts", "device_lists", "typing"})
+# device-list updates, presence): a writer of one of them also writes those EDUs, handed
+# to it over its replication listener by the federation inbound workers.
+EDU_STREAMS = frozenset({"to_device", "receipts", "device_lists", "typing", "presence"})
+# Streams with one writer: presence (its timers and positions live in the writer's
+# memory). Named for a worker, the main no longer writes it: it reports to the writer.
+SINGLE_WRITER_STREAMS = frozenset({"presence"})
 
 
 def shard(key: str, count: int) -> int:
@@ -142,8 +146,17 @@ class WorkersConfig:
         return self.reader_writers.get(stream, ())
 
     def writes(self, stream: str) -> bool:
-        """Whether this process writes reader stream `stream` itself (the main always)."""
+        """Whether this process writes reader stream `stream` itself (the main always,
+        but a single-writer stream only when no worker is named for it)."""
+        if stream in SINGLE_WRITER_STREAMS:
+            return self.worker_name == self.single_writer(stream)
         return not self.is_worker or self.worker_name in self.writers_of(stream)
+
+    def single_writer(self, stream: str) -> str:
+        """The one process writing a SINGLE_WRITER_STREAMS stream: the worker named for
+        it, else the main."""
+        named = self.writers_of(stream)
+        return named[0] if named else MAIN
 
     @property
     def account_data_writers(self) -> tuple[str, ...]:
@@ -309,6 +322,12 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
     ):
         if len(set(named)) != len(named):
             r.problem(key, "names a process twice")
+    for stream in sorted(SINGLE_WRITER_STREAMS & reader_writers.keys()):
+        if len(reader_writers[stream]) > 1:
+            r.problem(
+                f"stream_writers.{stream}",
+                f"{stream} has one writer: name one worker (or the main)",
+            )
     if MAIN in persisters:
         r.problem("stream_writers.events", "name only persisters: the main writes no room then")
     config = WorkersConfig(
@@ -351,7 +370,7 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
                 f"instance_map.{name}",
                 "required: where federation inbound workers hand this stream writer the "
                 "EDUs other servers send for its streams (typing, receipts, to-device, "
-                "device lists)",
+                "device lists, presence) and other processes report presence",
             )
     if not secret or len(secret) < 16:
         r.problem(

@@ -27,7 +27,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from typing import Any
@@ -57,6 +57,25 @@ MAX_REPORTED = 100_000
 
 # Decides a user's new row from the current one (None: no change), under the lock.
 Decision = Callable[[PresenceRow | None, int], PresenceRow | None]
+
+
+def row_from_json(data: Any) -> PresenceRow | None:
+    """A row as the writer sent it (dataclasses.asdict), None if it is not one."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        row = PresenceRow(**data)
+    except TypeError:
+        return None
+    fields = (row.user_id, row.state, row.last_active_ts, row.stream_id)
+    if not (
+        isinstance(fields[0], str)
+        and fields[1] in STATES
+        and isinstance(row.status_msg, str | None)
+        and all(isinstance(n, int) and not isinstance(n, bool) for n in fields[2:])
+    ):
+        return None
+    return row
 
 
 def _now_ms() -> int:
@@ -102,11 +121,17 @@ class PresenceService:
         )
         # Local users only: syncs in progress, when the last one ended, exact last action.
         self._syncing: dict[str, int] = {}
-        # A worker tells the main process of syncs (user, set_presence, started) and
-        # actions (user) instead: the main alone writes presence, so its positions come
-        # from one counter.
+        # A process that does not write presence (homeserver.replication: a worker, or
+        # the main when a worker is named `stream_writers: {presence: [...]}`) tells the
+        # writer of syncs (user, set_presence, started), actions (user), explicit
+        # changes (answered with the new row, adopted here at once) and other servers'
+        # updates instead: one process writes presence, so its positions come from one
+        # counter and one set of timers decides idleness.
         self.forward_syncing: Callable[[str, str, bool], None] | None = None
         self.forward_active: Callable[[str], None] | None = None
+        self.forward_set: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]] | None
+        self.forward_set = None
+        self.forward_remote: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         # A worker: user -> (position of the row, when) of the last action reported.
         self._reported: dict[str, tuple[int, int]] = {}
         self._last_sync_ms: dict[str, int] = {}
@@ -153,14 +178,28 @@ class PresenceService:
 
     async def set_local(
         self, user_id: str, state: str, status_msg: str | None = None, *, keep_msg: bool = False
-    ) -> None:
-        """A local user's explicit presence (PUT /presence/.../status)."""
+    ) -> PresenceRow | None:
+        """A local user's explicit presence (PUT /presence/.../status): the new row."""
+        if self.forward_set is not None:
+            body = {"user_id": user_id, "set": state, "status_msg": status_msg}
+            answer = await self.forward_set({**body, "keep_msg": keep_msg})
+            row = row_from_json(answer)
+            if row is not None:
+                await self.adopt(row)  # read back here at once, before the bus has it
+            return row
 
         def decide(old: PresenceRow | None, now: int) -> PresenceRow:
             msg = old.status_msg if keep_msg and old is not None else status_msg
             return self._local_row(user_id, state, msg, old, now)
 
-        await self._apply(user_id, decide, edu=True)
+        return await self._apply(user_id, decide, edu=True)
+
+    async def adopt(self, row: PresenceRow) -> None:
+        """A row the writer answered with: replicated here unless a newer one came."""
+        current = self._state.get(row.user_id)
+        if current is not None and current.stream_id >= row.stream_id:
+            return
+        self.replicate(row, list(await self._rooms.get(row.user_id)))
 
     async def touch(self, user_id: str, state: str) -> None:
         """A sync with `set_presence`: "online" brings an offline user online (an idle,
@@ -285,6 +324,17 @@ class PresenceService:
     ) -> None:
         """An `m.presence` EDU entry from another server (origin checked by federation)."""
         if state not in STATES:
+            return
+        if self.forward_remote is not None:
+            await self.forward_remote(
+                {
+                    "user_id": user_id,
+                    "presence": state,
+                    "status_msg": status_msg,
+                    "last_active_ago": last_active_ago,
+                    "currently_active": bool(currently_active),
+                }
+            )
             return
         last_active = _now_ms() - max(int(last_active_ago or 0), 0)
         await self._write(

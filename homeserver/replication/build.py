@@ -6,14 +6,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from aiohttp import web
 
 from homeserver.config import Config, RateLimit
 from homeserver.config.workers import MAIN
-from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.presence import STATES, PresenceService
 from homeserver.ephemeral.typing import TypingService
 from homeserver.errors import bad_json
 from homeserver.moderation import Moderation
@@ -61,11 +61,22 @@ class Replication:
         return self.commits.last if self.commits is not None else 0
 
     async def report_presence(self, request: web.Request) -> web.Response:
-        """POST /_replication/presence (main; the replication middleware checked the
-        secret): a worker's client started or ended a sync, or its user acted."""
+        """POST /_replication/presence (the presence writer; the replication middleware
+        checked the secret): another process's client started or ended a sync, its
+        user acted or set their presence (answered with the new row), or another
+        server's update for one of its users arrived there."""
         body = await request.json()
+        if not isinstance(body, dict) or self.presence is None:
+            raise bad_json("a JSON object is required, on the presence writer")
         user, state, started = body.get("user_id"), body.get("set_presence"), body.get("started")
-        if isinstance(user, str) and body.get("active") is True and self.presence is not None:
+        remote = body.get("remote")
+        if isinstance(remote, dict):
+            await _set_remote(self.presence, remote)
+            return web.json_response({})
+        if isinstance(user, str) and isinstance(body.get("set"), str):
+            row = await _set_local(self.presence, user, body)
+            return web.json_response({"row": asdict(row) if row is not None else None})
+        if isinstance(user, str) and body.get("active") is True:
             await self.presence.bump_active(user)  # the user acted on that worker
             return web.json_response({})
         if not isinstance(user, str) or not isinstance(state, str) or self.presence is None:
@@ -84,6 +95,27 @@ class Replication:
             raise bad_json("room_id and limit are required")
         added = 0 if self.backfill is None else await self.backfill.backfill(room_id, limit)
         return web.json_response({"added": added})
+
+
+async def _set_local(presence: PresenceService, user: str, body: dict[str, Any]) -> Any:
+    state, message = body["set"], body.get("status_msg")
+    if state not in STATES or not isinstance(message, str | None):
+        raise bad_json("set must be a presence state, status_msg a string")
+    keep = body.get("keep_msg") is True
+    return await presence.set_local(user, state, message, keep_msg=keep)
+
+
+async def _set_remote(presence: PresenceService, update: dict[str, Any]) -> None:
+    user, state = update.get("user_id"), update.get("presence")
+    message, ago = update.get("status_msg"), update.get("last_active_ago")
+    if (
+        isinstance(user, str)
+        and isinstance(state, str)
+        and isinstance(message, str | None)
+        and (ago is None or (isinstance(ago, int) and not isinstance(ago, bool)))
+    ):
+        active = update.get("currently_active") is True
+        await presence.set_remote(user, state, message, ago, active)
 
 
 async def require_migrated(database: Database) -> None:
@@ -214,7 +246,9 @@ def _publish(parts: ProcessParts, bus: Any) -> ReplicationPublisher:
         parts.push[1].forward = PushForwarder(bus)
     if not workers.sends_to_appservices and parts.appservices is not None:
         parts.appservices.forward = bus.publish
-    publisher = ReplicationPublisher(bus, parts.typing, parts.presence)
+    publisher = ReplicationPublisher(
+        bus, parts.typing, parts.presence, presence_writer=workers.writes("presence")
+    )
     publisher.replaying = lambda: parts.notifier.replaying
     parts.notifier.observers.append(publisher.on_announcement)
     set_invalidation_hook(publisher.on_invalidation)
@@ -239,7 +273,9 @@ def _publish_streams(parts: ProcessParts, bus: Any, streams: frozenset[str]) -> 
     appservices = parts.appservices
     if "device_lists" in streams and appservices is not None:
         appservices.forward = bus.publish  # a reader never sends to appservices
-    publisher = ReplicationPublisher(bus, parts.typing, parts.presence)
+    publisher = ReplicationPublisher(
+        bus, parts.typing, parts.presence, presence_writer="presence" in streams
+    )
     publisher.replaying = lambda: parts.notifier.replaying
 
     def announce(
@@ -291,7 +327,10 @@ def _main(parts: ProcessParts, bus: Any) -> Replication:
     parts.moderation.on_change.append(lambda: publisher.reload("moderation"))
     # Workers started before us may hold anything: they resync on this message.
     bus.publish({"k": "resync"})
-    return Replication(bus, publisher=publisher, presence=parts.presence)
+    writes_presence = parts.config.workers.writes("presence")
+    return Replication(
+        bus, publisher=publisher, presence=parts.presence if writes_presence else None
+    )
 
 
 async def _main_following(
@@ -325,10 +364,33 @@ async def _main_following(
     _follow_actions(parts, listeners, reloads, handlers)
     follower = _follower(parts, store, listeners, reloads, handlers, True)
     replication.follower = follower
-    replication.forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
+    replication.forwarder = Forwarder(
+        workers.main.url, workers.replication_secret, follower, _presence_url(workers)
+    )
     parts.stack.push_async_callback(replication.forwarder.close)
+    if not workers.writes("presence"):
+        _report_presence(parts.presence, replication.forwarder)
     bus.start(follower.handle, follower.connected)
     return replication
+
+
+def _presence_url(workers: Any) -> str | None:
+    """The presence writer's replication URL (None: the main writes presence)."""
+    writer = workers.single_writer("presence")
+    return None if writer == MAIN else str(workers.instance_map[writer].url)
+
+
+def _report_presence(presence: PresenceService, forwarder: Forwarder) -> None:
+    """A process that does not write presence: every change made here goes to the
+    writer (syncs, actions and other servers' updates best effort, a user's own
+    change answered with the writer's row)."""
+    pending: set[asyncio.Task[None]] = set()
+    presence.forward_syncing = lambda user_id, state, started: spawn(
+        forwarder.report_sync(user_id, state, started), pending
+    )
+    presence.forward_active = lambda user_id: spawn(forwarder.report_active(user_id), pending)
+    presence.forward_set = forwarder.set_presence
+    presence.forward_remote = forwarder.report_remote
 
 
 def _follower(
@@ -406,19 +468,18 @@ async def _worker(
     if "client" in parts.config.resources:
         _follow_actions(parts, listeners, reloads, handlers)
     follower = _follower(parts, store, listeners, reloads, handlers, read_events)
-    forwarder = Forwarder(workers.main.url, workers.replication_secret, follower)
+    forwarder = Forwarder(
+        workers.main.url, workers.replication_secret, follower, _presence_url(workers)
+    )
     parts.stack.push_async_callback(forwarder.close)
-    pending: set[asyncio.Task[None]] = set()
-
-    def report_sync(user_id: str, set_presence: str, started: bool) -> None:
-        task = asyncio.get_running_loop().create_task(
-            forwarder.report_sync(user_id, set_presence, started)
-        )
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    parts.presence.forward_syncing = report_sync
-    parts.presence.forward_active = lambda user_id: spawn(forwarder.report_active(user_id), pending)
+    writes_presence = workers.writes("presence")
+    if not writes_presence:
+        _report_presence(parts.presence, forwarder)
     bus.start(follower.handle, follower.connected)
     log.info("Worker %s: forwarding writes to %s", workers.worker_name, workers.main.url)
-    return Replication(bus, follower=follower, forwarder=forwarder)
+    return Replication(
+        bus,
+        follower=follower,
+        forwarder=forwarder,
+        presence=parts.presence if writes_presence else None,
+    )

@@ -8,10 +8,10 @@ writing the room (`room_writer`: an event persister by `sha256(room_id) mod N`, 
 the main), which runs the rest of the receiving algorithm (missing events, auth,
 state, soft-fail) under the room's lock. EDUs go to a writer of their stream
 (EDU_STREAM), one request per stream and transaction: typing, receipts, to-device
-messages and device-list updates to a client reader named for that stream in
-`stream_writers` (by `sha256(origin) mod N`, so one server's EDUs of a stream keep
-going to one process), else to the main, which writes every stream and alone holds
-presence. So a transaction is written while the main is stopped or busy, when its
+messages, device-list updates and presence to a client reader named for that stream
+in `stream_writers` (by `sha256(origin) mod N`, so one server's EDUs of a stream keep
+going to one process; presence has one writer), else to the main, which writes every
+stream (presence it hands to the presence writer when that is a worker). So a transaction is written while the main is stopped or busy, when its
 rooms have event persisters and its EDUs' streams have writers among the readers.
 
 Nothing acknowledged is lost: a writer that cannot be reached (connection refused) is
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/_replication/federation/events"  # the room's writer: checked PDUs of a room
 EDUS_PATH = "/_replication/federation/edus"  # a stream's writer: a transaction's EDUs
 
-# The stream each EDU type is written to (homeserver.config.workers EDU_STREAMS, and
-# presence, which the main alone writes). No process understands other types: the
+# The stream each EDU type is written to (homeserver.config.workers EDU_STREAMS). No
+# process understands other types: the
 # inbound worker drops them, as a single process ignores them.
 EDU_STREAM = {
     "m.typing": "typing",

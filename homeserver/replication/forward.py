@@ -12,8 +12,10 @@ process and syncs on another still sees its own message at once.
 The main side (`replication_middleware`): a listener with the `replication` resource
 accepts only requests carrying the secret (compared in constant time) and then serves
 every resource; it never faces the public network (the nginx config routes nothing to
-it). Also here: `/_replication/presence`, where workers report syncs (presence is kept
-by the main, which owns its timers).
+it). Also here: `/_replication/presence`, where the other processes report syncs,
+actions, presence changes and other servers' presence updates to the presence writer
+(the main, or the worker named `stream_writers: {presence: [...]}`), which owns the
+timers.
 
 Bounds: one connection pool to the main (FORWARD_CONNECTIONS), a request body the size
 the public listener already accepts, FORWARD_TIMEOUT_S per forwarded request.
@@ -88,6 +90,7 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
             _C + r"/register/(?:available|m\.login\.registration_token/validity)$",
             _C + r"/(?:voip/turnServer|account/3pid|directory/list/room/[^/]+)$",
             _C + r"/user/[^/]+/rooms/[^/]+/tags$",
+            _C + r"/presence/[^/]+/status$",
             _C + r"/room_keys/(?:version|version/[^/]+|keys|keys/[^/]+|keys/[^/]+/[^/]+)$",
             _C + r"/user/[^/]+/(?:filter/[^/]+|account_data/[^/]+"
             r"|rooms/[^/]+/account_data/[^/]+)$",
@@ -115,6 +118,9 @@ READ_ROUTES: dict[str, tuple[re.Pattern[str], ...]] = {
             _F + r"/get_missing_events/[^/]+$",
         )
     ),
+    # A presence change: every process hands it to the presence writer itself
+    # (PresenceService.forward_set) and reads the new row back at once.
+    "PUT": (re.compile(_C + r"/presence/[^/]+/status$"),),
 }
 
 
@@ -288,8 +294,17 @@ class Forwarder:
     """A client of the other processes' replication listeners (the main's, and event
     persisters'), waiting after each answer until this process has caught up."""
 
-    def __init__(self, main_url: str, secret: str, follower: ReplicationFollower) -> None:
+    def __init__(
+        self,
+        main_url: str,
+        secret: str,
+        follower: ReplicationFollower,
+        presence_url: str | None = None,
+    ) -> None:
         self._main_url = main_url.rstrip("/")
+        # The presence writer's replication listener (`stream_writers: {presence:
+        # [...]}`), else the main's.
+        self._presence_url = (presence_url or main_url).rstrip("/")
         self._secret = secret
         self._follower = follower
         self._session: aiohttp.ClientSession | None = None
@@ -398,16 +413,32 @@ class Forwarder:
         )
 
     async def report_active(self, user_id: str) -> None:
-        """A user acted here (sent a message): the main brings them online."""
+        """A user acted here (sent a message): the presence writer brings them online."""
         await self._report_presence({"user_id": user_id, "active": True})
 
+    async def report_remote(self, update: dict[str, Any]) -> None:
+        """Another server's presence update for one of its users (origin checked)."""
+        await self._report_presence({"remote": update})
+
+    async def set_presence(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A user set their presence here: the writer's new row (its JSON). Unlike the
+        reports this is the client's request itself: an unreachable writer is a 502."""
+        try:
+            status, answer = await self.call(self._presence_url, PRESENCE_PATH, body)
+        except Unreachable:
+            raise MatrixError(502, "M_UNKNOWN", "The presence writer is unreachable") from None
+        if status != 200 or not isinstance(answer, dict):
+            raise MatrixError(502, "M_UNKNOWN", f"The presence writer answered {status}")
+        row = answer.get("row")
+        return row if isinstance(row, dict) else None
+
     async def _report_presence(self, body: dict[str, Any]) -> None:
-        """Best effort: presence is not worth a retry (the main may be restarting)."""
+        """Best effort: presence is not worth a retry (the writer may be restarting)."""
         if self._session is not None and self._session.closed:
             return  # shutting down
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, RuntimeError):
             async with self._client().post(
-                self._main_url + PRESENCE_PATH,
+                self._presence_url + PRESENCE_PATH,
                 json=body,
                 headers={SECRET_HEADER: self._secret},
                 timeout=aiohttp.ClientTimeout(total=10),

@@ -21,10 +21,20 @@ from homeserver.ephemeral.typing import TypingService
 
 
 class ReplicationPublisher:
-    def __init__(self, bus: Any, typing: TypingService, presence: PresenceService) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        typing: TypingService,
+        presence: PresenceService,
+        *,
+        presence_writer: bool = True,
+    ) -> None:
         self._bus = bus
         self._typing = typing
         self._presence = presence
+        # Only the presence writer announces presence (another process adopting a row
+        # the writer answered with does not announce it again).
+        self._presence_writer = presence_writer
         # Whether the announcement being made replays another process's (not ours).
         self.replaying: Callable[[], bool] = lambda: False
 
@@ -32,7 +42,7 @@ class ReplicationPublisher:
         self, stream: str, position: int, users: tuple[str, ...], rooms: tuple[str, ...]
     ) -> None:
         """Notifier observer."""
-        if self.replaying():
+        if self.replaying() or (stream == "presence" and not self._presence_writer):
             return
         message: dict[str, Any] = {"k": "pos", "s": stream, "p": position}
         if stream == "events":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from homeserver.appstate import PRESENCE
 from homeserver.config import Config
 from homeserver.ephemeral.deadlines import DeadlineQueue
 from homeserver.ephemeral.edus import EduOutbox
-from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.presence import PresenceService, row_from_json
 from homeserver.storage.presence import PresenceRow
 from tests import deployment_mode
 from tests.client.helpers import auth, join_room, make_room, make_user
@@ -348,3 +349,59 @@ async def test_a_workers_actions_are_reported_to_the_main_once_per_row(
         clock[0] += presence_mod.REPORT_AGAIN_MS  # that report was lost: told again
         await worker.bump_active("@a:hs")
         assert reports == ["@a:hs"] * 3
+
+
+async def test_a_process_not_writing_presence_hands_every_change_to_the_writer(
+    clock: list[int],
+) -> None:
+    """With a presence writer elsewhere (`stream_writers: {presence: [...]}`, or the
+    main), a process changes no row itself: a user's own change goes to the writer and
+    its answer is adopted at once (read back here before the bus brings it; an older
+    row never replaces a newer one), and another server's update is handed over as is.
+    The wire format is what /_replication/presence carries (build.py)."""
+    writer, _, writer_sent = make_service()
+    other, other_notifier, other_sent = make_service()
+    asked: list[dict[str, Any]] = []
+
+    async def forward_set(body: dict[str, Any]) -> dict[str, Any] | None:
+        asked.append(body)
+        row = await writer.set_local(
+            body["user_id"], body["set"], body["status_msg"], keep_msg=body["keep_msg"]
+        )
+        return asdict(row) if row is not None else None
+
+    remote: list[dict[str, Any]] = []
+
+    async def forward_remote(update: dict[str, Any]) -> None:
+        remote.append(update)
+        await writer.set_remote(**{k if k != "presence" else "state": v for k, v in update.items()})
+
+    other.forward_set, other.forward_remote = forward_set, forward_remote
+    row = await other.set_local("@a:hs", "unavailable", "lunch")
+    assert asked == [
+        {"user_id": "@a:hs", "set": "unavailable", "status_msg": "lunch", "keep_msg": False}
+    ]
+    assert row is not None and row == writer.get("@a:hs") == other.get("@a:hs")
+    assert other_notifier.calls and other_notifier.calls[-1][1] == row.stream_id
+    assert other_sent == [] and len(writer_sent) == 1  # the writer told the other servers
+    newer = await writer.set_local("@a:hs", "online", "back")
+    assert newer is not None
+    other.replicate(newer, ["!room:hs"])  # the bus brought a newer row first
+    await other.adopt(row)  # a late answer: ignored
+    assert other.get("@a:hs") == newer
+
+    await other.set_remote("@b:remote", "online", "hi", 5_000, True)
+    assert remote == [
+        {
+            "user_id": "@b:remote",
+            "presence": "online",
+            "status_msg": "hi",
+            "last_active_ago": 5_000,
+            "currently_active": True,
+        }
+    ]
+    assert other.get("@b:remote") is None  # not written here
+    stored = writer.get("@b:remote")
+    assert stored is not None and (stored.state, stored.status_msg) == ("online", "hi")
+    assert row_from_json({"user_id": 1}) is None and row_from_json("x") is None
+    assert row_from_json({**asdict(newer), "state": "away"}) is None

@@ -301,7 +301,7 @@ async def test_every_event_reaches_every_client_once_across_a_killed_main(
         try:
             # Meanwhile: a write only the main makes, forwarded by a reader, fails
             # cleanly; reads still work.
-            path = f"/_matrix/client/v3/user/{quote(probe.user_id)}/filter"
+            path = f"/_matrix/client/v3/user/{quote(probe.user_id)}/openid/request_token"
             status, body = await probe.call("POST", path, {}, base=reader)
             assert status == 502 and body["errcode"] == "M_UNKNOWN", (status, body)
             whoami = await probe.ok("GET", "/_matrix/client/v3/account/whoami", base=reader)

@@ -118,7 +118,8 @@ def test_event_persisters_shard_rooms_and_need_a_replication_listener(tmp_path: 
     assert "replication" in "\n".join(caught.value.problems)
     for wrong, problem in (
         ("stream_writers: {events: [ep1, ep3]}\n", "instance_map.ep3"),
-        ("stream_writers: {presence: [ep1]}\n", "stream_writers.presence"),
+        ("stream_writers: {un_partial_stated_room: [ep1]}\n", "stream_writers.un_partial"),
+        ("stream_writers: {presence: [ep1, ep2]}\n", "presence has one writer"),
         ("stream_writers: {events: [ep1, ep1]}\n", "names a process twice"),
     ):
         text = shared.read_text(encoding="utf-8").replace(

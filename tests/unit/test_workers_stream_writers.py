@@ -43,12 +43,12 @@ def _reader_file(tmp_path: Path, name: str, replication: bool = True) -> Path:
     )
 
 
-@pytest.mark.parametrize("stream", ["to_device", "receipts", "device_lists", "typing"])
+@pytest.mark.parametrize("stream", ["to_device", "receipts", "device_lists", "typing", "presence"])
 def test_writers_of_streams_with_edus_need_a_replication_listener(
     tmp_path: Path, stream: str
 ) -> None:
-    """Federation inbound workers hand a writer of typing, receipts, to-device or
-    device lists other servers' EDUs of its stream: it must be reachable."""
+    """Federation inbound workers hand a writer of typing, receipts, to-device, device
+    lists or presence other servers' EDUs of its stream: it must be reachable."""
     shared = _shared_file(tmp_path, f"{{{stream}: [reader1]}}")
     reader = load_config(shared, _reader_file(tmp_path, "reader1")).workers
     assert reader.reader_streams == {stream}
@@ -144,7 +144,7 @@ def test_to_device_writers_serve_send_to_device_and_share_the_write_lock(
     assert "/tags/" not in routed
     unknown = write(
         tmp_path / "bad.yaml",
-        shared.read_text().replace("to_device: reader1", "presence: reader1"),
+        shared.read_text().replace("to_device: reader1", "caches: reader1"),
     )
     with pytest.raises(ConfigError) as caught:
         load_config(unknown)
@@ -294,3 +294,22 @@ def test_typing_writers_serve_typing_and_queue_edus(tmp_path: Path) -> None:
     assert not writes_stream({"typing"}, "GET", f"{c}/rooms/!r:x/typing/@a:x")
     assert not writes_stream({"receipts"}, "PUT", f"{c}/rooms/!r:x/typing/@a:x")
     assert "typing" in EDU_STREAMS
+
+
+def test_presence_has_one_writer_and_the_main_stops_writing_it(tmp_path: Path) -> None:
+    """`stream_writers: {presence: [reader1]}`: reader1 alone writes presence (its
+    timers run there, the others report to it); without it, the main does."""
+    shared = _shared_file(tmp_path, "{presence: [reader1], typing: [reader1, reader2]}")
+    main = load_config(shared).workers
+    reader1 = load_config(shared, _reader_file(tmp_path, "reader1")).workers
+    reader2 = load_config(shared, _reader_file(tmp_path, "reader2")).workers
+    assert main.single_writer("presence") == "reader1"
+    assert [c.writes("presence") for c in (main, reader1, reader2)] == [False, True, False]
+    assert [c.writes("typing") for c in (main, reader1, reader2)] == [True, True, True]
+    assert reader1.reader_streams == {"presence", "typing"}
+    assert reader2.reader_streams == {"typing"}
+    plain = load_config(_shared_file(tmp_path, "{typing: [reader1]}")).workers
+    assert plain.single_writer("presence") == "main" and plain.writes("presence")
+    # A presence change is served by every reader (handed to the writer from there).
+    path = "/_matrix/client/v3/presence/%40a%3Aexample.com/status"
+    assert served_here("PUT", path) and served_here("GET", path)
