@@ -112,6 +112,7 @@ async def test_a_reader_writes_presence_while_the_main_is_down(servers: Any) -> 
             "/sync?timeout=0&set_presence=unavailable",
         )
         assert code == 200
+        assert await eventually(lambda: _seen(a, alice, carol, presence="unavailable"))
         await a.ok("PUT", f"/presence/{quote(carol)}/status", carol, {"presence": "online"})
         assert await eventually(lambda: _seen(a, alice, carol, presence="online"))
     finally:
