@@ -36,7 +36,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from homeserver.errors import MatrixError, forbidden
+from homeserver.errors import MatrixError, forbidden, unrecognized
 from homeserver.http import client_ip, listener_for_request
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.tokens import StreamToken
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Replication-Secret"
 TOKEN_HEADER = "X-Replication-Token"
+REPLICATION_PREFIX = "/_replication/"  # process-to-process requests, secret-authenticated
 PRESENCE_PATH = "/_replication/presence"
 BACKFILL_PATH = "/_replication/backfill"  # a worker's /messages ran out of history
 FORWARD_CONNECTIONS = 256
@@ -471,6 +472,10 @@ def worker_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(REPLICATION_PREFIX) and not is_replication_request(request):
+            # Never handed on: the forward carries the secret, so the main would take a
+            # stranger's request for one of ours (checked PDUs, EDUs, presence).
+            raise unrecognized()
         if (
             request.method == "OPTIONS"
             or (replication_listener and is_replication_request(request))

@@ -18,6 +18,11 @@ presence was dropped):
   and A's user sees it;
 - a sync with `set_presence=unavailable` on the reader that does not write presence
   changes the syncing user's presence (reported to the writer).
+A stranger who reaches a process's listeners cannot forge presence: the writer's
+replication listener wants the deployment's secret, and a reader's public listener
+never hands a `/_replication/` request on (before: it forwarded it to the main with
+the secret, so anyone reaching a reader could set any user's presence, or hand the
+main PDUs as if a federation inbound worker had checked them).
 With the presence writer SIGKILLed instead: a presence change answers 502 M_UNKNOWN
 (nothing is half done), syncs and messages go on; restarted, it writes again.
 """
@@ -117,6 +122,22 @@ async def test_a_reader_writes_presence_while_the_main_is_down(servers: Any) -> 
         assert await eventually(lambda: _seen(a, alice, carol, presence="online"))
     finally:
         await asyncio.to_thread(a.deployment.start_process, "main")
+
+    # A stranger at a reader's public listener or the writer's replication listener.
+    forged = {"user_id": alice, "set": "offline", "status_msg": "forged"}
+    for url, expected in (
+        (readers[OTHER_READER], (404, "M_UNRECOGNIZED")),
+        (readers[WRITER], (404, "M_UNRECOGNIZED")),
+        (a.deployment.instance_url(WRITER), (403, "M_FORBIDDEN")),
+    ):
+        for path, body in (
+            ("/_replication/presence", forged),
+            ("/_replication/federation/events", {"origin": b.name, "pdus": []}),
+        ):
+            async with a.http.post(url + path, json=body) as resp:
+                answer = await resp.json(content_type=None)
+                assert (resp.status, answer.get("errcode")) == expected, (url, path, answer)
+    assert (await a.ok("GET", status, carol)).get("status_msg") != "forged"
 
     # The presence writer down: a change is refused cleanly, the rest goes on.
     a.deployment.kill(WRITER)
