@@ -185,7 +185,6 @@ def replication_middlewares(config: Config) -> list[Middleware]:
                 lambda app: app[REPLICATION].forwarder,
                 serves_media,
                 persister_for,
-                config.server_name,
                 receives_transactions="federation" in config.resources,
                 writes_here=workers.reader_streams,
                 replication_listener=bool(middlewares),

@@ -62,8 +62,10 @@ from homeserver.composition_federation import (
     build_federation,
     build_inbound,
     edu_sender,
+    federation_queries,
     federation_services,
     outbound_sender,
+    reader_federation_client,
     remote_keys,
 )
 from homeserver.composition_identity import build_identity
@@ -274,8 +276,10 @@ async def build(
     )
     ingest = RemoteEventIngest(stores, room_state, persister, locks, remote_state, policy)
     out_of_band = OutOfBandMemberships(stores, persister, locks, server_name)
+    reader_client = reader_federation_client(config, fed, server_keys, stack)
+    queries = federation_queries(fed, reader_client)
     remote_profiles = overrides.remote_profiles or (
-        RemoteProfilesAdapter(fed.queries) if fed and fed.queries else None
+        RemoteProfilesAdapter(queries) if queries is not None else None
     )
     membership = MembershipService(
         stores,
@@ -341,7 +345,7 @@ async def build(
         activity,
         server_name,
         sender,
-        remote_keys(config, fed, server_keys, stack),
+        remote_keys(fed, reader_client),
         FederationToDevice(sender) if sender else None,
     )
     e2ee_keys, to_device, device_lists = e2ee.keys, e2ee.to_device, e2ee.device_lists
@@ -423,7 +427,7 @@ async def build(
     )
     if replication is not None and not worker:
         replication.backfill = backfill
-    remote_directory = RemoteDirectoryAdapter(fed.queries) if fed and fed.queries else None
+    remote_directory = RemoteDirectoryAdapter(queries) if queries is not None else None
     directory = RoomDirectory(stores, server_name, remote_directory, local_events=local_events)
     profiles = ProfileService(
         stores, local_events, server_name, remote_profiles, moderation=moderation

@@ -87,21 +87,39 @@ def federation_client(
     return client
 
 
-def remote_keys(
+def reader_federation_client(
     config: Config,
     fed: Federation | None,
     server_keys: ServerKeys,
     stack: AsyncExitStack,
+) -> FederationClient | None:
+    """A client reader's own client for other servers: it serves the reads that ask
+    them (homeserver.replication.forward: key queries and claims, remote profiles and
+    aliases, other servers' room directories, spaces with remote children) and holds
+    no other federation state (each is one signed request). None where the process
+    federates (its adapter's client is used) or serves no client API."""
+    federates = fed is not None and fed.sender is not None
+    if not federates and config.workers.is_worker and "client" in config.resources:
+        return federation_client(config, server_keys, stack)
+    return None
+
+
+def remote_keys(
+    fed: Federation | None, reader_client: FederationClient | None
 ) -> FederationRemoteKeys | None:
-    """Where /keys/query and /keys/claim ask other servers about their users: the
-    federation client of a process that federates; a client reader, which serves
-    those itself (homeserver.replication.forward), gets a client of its own (it holds
-    no other federation state: a query is one signed request)."""
+    """Where /keys/query and /keys/claim ask other servers about their users."""
     if fed is not None and fed.sender is not None:
         return FederationRemoteKeys(fed.client)
-    if config.workers.is_worker and "client" in config.resources:
-        return FederationRemoteKeys(federation_client(config, server_keys, stack))
-    return None
+    return FederationRemoteKeys(reader_client) if reader_client is not None else None
+
+
+def federation_queries(
+    fed: Federation | None, reader_client: FederationClient | None
+) -> FederationQueries | None:
+    """Where profiles, aliases, room directories and spaces of other servers are asked."""
+    if fed is not None and fed.queries is not None:
+        return fed.queries
+    return FederationQueries(reader_client) if reader_client is not None else None
 
 
 def build_federation(

@@ -28,9 +28,8 @@ import contextlib
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
-from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
@@ -253,38 +252,14 @@ SEND = re.compile(r"^/_matrix/federation/v1/send/[^/]+$")
 MEDIA_ROUTES = re.compile(r"^/_matrix/(?:media/(?:v1|v3|r0)|client/v1/media)/")
 
 
-# Reads that ask other servers when what they name is not ours: a client reader has no
-# federation client, so those go to the main (group 1: the ID or alias asked for).
-_REMOTE_READS = (
-    re.compile(_C + r"/profile/([^/]+)(?:/[^/]+)?$"),
-    re.compile(_C + r"/directory/room/([^/]+)$"),
-)
-# Always possibly remote: a space's children may be on other servers.
-_FEDERATED_READS = re.compile(_C + r"/rooms/[^/]+/hierarchy$")
-
-
-def served_here(
-    method: str,
-    path: str,
-    serves_media: bool = False,
-    server_name: str | None = None,
-    query: Mapping[str, str] | None = None,
-) -> bool:
+def served_here(method: str, path: str, serves_media: bool = False) -> bool:
+    """Whether a worker serves the request itself (READ_ROUTES, and media on a media
+    worker). Reads that ask other servers (their users' profiles and keys, their
+    aliases, room directories and spaces) are served too: every client reader has a
+    federation client of its own (composition_federation.reader_federation_client)."""
     if serves_media and MEDIA_ROUTES.match(path):
         return True
-    if not any(p.match(path) for p in READ_ROUTES.get(method, ())):
-        return False
-    if server_name is None:
-        return True
-    if _FEDERATED_READS.match(path):
-        return False
-    if "publicRooms" in path and (query or {}).get("server", server_name) != server_name:
-        return False
-    for pattern in _REMOTE_READS:
-        match = pattern.match(path)
-        if match is not None:
-            return unquote(match.group(1)).partition(":")[2] == server_name
-    return True
+    return any(p.match(path) for p in READ_ROUTES.get(method, ()))
 
 
 class Unreachable(Exception):
@@ -454,7 +429,6 @@ def worker_middleware(
     forwarder: Callable[[Any], Forwarder],
     serves_media: bool = False,
     persister_for: Callable[[str], str | None] = lambda _room: None,
-    server_name: str | None = None,
     receives_transactions: bool = False,
     writes_here: frozenset[str] = frozenset(),
     replication_listener: bool = False,
@@ -462,9 +436,7 @@ def worker_middleware(
     """`forwarder` finds the worker's Forwarder in app state (built after the app);
     `persister_for(room_id)`: the URL of the event persister writing that room (None
     without persisters); a write to a room goes there, or to the main while that
-    persister is unreachable. `server_name`: reads of other servers' profiles, aliases,
-    room directories and spaces go to the main (it has the federation client).
-    `receives_transactions`: a federation inbound worker serves /send itself
+    persister is unreachable. `receives_transactions`: a federation inbound worker serves /send itself
     (replication/federation.py: it checks, the rooms' writers write).
     `writes_here`: the streams this worker writes (account data, to-device): it serves
     their writes itself. `replication_listener`: what arrives on its replication
@@ -479,7 +451,7 @@ def worker_middleware(
         if (
             request.method == "OPTIONS"
             or (replication_listener and is_replication_request(request))
-            or served_here(request.method, request.path, serves_media, server_name, request.query)
+            or served_here(request.method, request.path, serves_media)
             or (receives_transactions and request.method == "PUT" and SEND.match(request.path))
             or (writes_here and writes_stream(writes_here, request.method, request.path))
         ):

@@ -290,14 +290,15 @@ READERS = ["client_reader1", "client_reader2"]
 
 @asynccontextmanager
 async def writers_and_peer(
-    tmp_path: Path, stream_writers: dict[str, list[str]]
+    tmp_path: Path, stream_writers: dict[str, list[str]], **peer_settings: Any
 ) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
     """Server A: the README's seven-process deployment with these `stream_writers`
-    (streams its client readers write); server B: one process federating with it."""
+    (streams its client readers write); server B: one process federating with it
+    (`peer_settings`: more of B's config)."""
     a = LoopbackServer(
         tmp_path, "a", deployment=True, deployment_settings={"stream_writers": stream_writers}
     )
-    b = LoopbackServer(tmp_path, "b", deployment=False)
+    b = LoopbackServer(tmp_path, "b", deployment=False, **peer_settings)
     async with started(a, b) as pair:
         yield pair
 

@@ -9,7 +9,9 @@ below was handed to the main and answered 502):
   saves a filter and syncs with it, and sets up a pusher; once the main is back it
   sends the phone the notification of the message that came while it was down, and
   when the phone logs out (on a reader) the main stops pushing to it at once;
-- a user joins rooms by alias, ours and B's (the persister the access token hashes
+- a user reads B's users' profiles, B's aliases and B's room directory (the reader
+  asks B itself, with a federation client of its own), and joins rooms by alias,
+  ours and B's (the persister the access token hashes
   to resolves the alias, asking B for its own), and a room is upgraded (by the old
   room's persister): the tombstone, the alias moved to the new room, which its
   members join by that alias;
@@ -43,7 +45,7 @@ from tests.federation.multiserver import (
 @pytest.fixture
 async def servers(tmp_path: Path) -> AsyncIterator[tuple[LoopbackServer, LoopbackServer]]:
     streams = {"device_lists": READERS, "account_data": READERS}
-    async with writers_and_peer(tmp_path, streams) as pair:
+    async with writers_and_peer(tmp_path, streams, allow_public_rooms_over_federation=True) as pair:
         yield pair
 
 
@@ -138,10 +140,21 @@ async def test_joins_by_alias_and_upgrades_while_the_main_is_down(servers: Any) 
         await b.register("bob"),
     )
     club = await a.create_room(alice, room_alias_name="club", visibility="public")
-    far = await b.create_room(bob, room_alias_name="far")
+    far = await b.create_room(bob, room_alias_name="far", visibility="public")
     club_alias, far_alias = f"#club:{a.name}", f"#far:{b.name}"
     a.deployment.kill("main")
     try:
+        # Reads that ask B: the readers ask it themselves.
+        profile = await a.ok("GET", f"/profile/{quote(bob)}", carol)
+        assert profile.get("displayname") == "bob"
+        name = await a.ok("GET", f"/profile/{quote(bob)}/displayname", carol)
+        assert name == {"displayname": "bob"}
+        resolved = await a.ok("GET", f"/directory/room/{quote(far_alias)}", carol)
+        assert resolved["room_id"] == far and b.name in resolved["servers"]
+        listed = await a.ok("POST", "/publicRooms", carol, {"limit": 10}, server=b.name)
+        assert far in [r["room_id"] for r in listed["chunk"]]
+        status, missing = await a.call("GET", f"/profile/{quote('@nobody:' + b.name)}", carol)
+        assert (status, missing["errcode"]) == (404, "M_NOT_FOUND")
         joined = await a.ok("POST", f"/join/{quote(club_alias)}", carol, {})
         assert joined == {"room_id": club}
         joined = await a.ok("POST", f"/join/{quote(far_alias)}", carol, {})

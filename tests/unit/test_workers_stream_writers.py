@@ -260,15 +260,15 @@ def test_device_list_writers_serve_key_uploads_and_queue_edus(tmp_path: Path) ->
     # sender hears of it over the bus from a writer); queries are every reader's reads.
     assert writes_stream({"device_lists"}, "POST", f"{c}/keys/claim")
     assert not writes_stream({"account_data"}, "POST", f"{c}/keys/claim")
-    assert served_here("POST", f"{c}/keys/query", server_name="example.com")
-    assert not served_here("POST", f"{c}/keys/claim", server_name="example.com")
+    assert served_here("POST", f"{c}/keys/query")
+    assert not served_here("POST", f"{c}/keys/claim")
     for method, path in (
         ("POST", f"{c}/keys/query"),
         ("GET", f"{c}/keys/upload"),
     ):
         assert not writes_stream({"device_lists"}, method, path), (method, path)
     # Sessions and device deletions (user-interactive auth sessions are in the database).
-    assert served_here("GET", f"{c}/login", server_name="example.com")  # the flows
+    assert served_here("GET", f"{c}/login")  # the flows
     for method, path in (
         ("POST", f"{c}/login"),
         ("POST", "/_matrix/client/v1/login/get_token"),
