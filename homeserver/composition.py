@@ -425,8 +425,8 @@ async def build(
         aggregations=relations.bundle_aggregations,
         backfill=replication.forwarder if worker and replication else backfill,
     )
-    if replication is not None and not worker:
-        replication.backfill = backfill
+    if replication is not None and (not worker or config.workers.is_event_persister):
+        replication.backfill = backfill  # for the readers' /messages
     remote_directory = RemoteDirectoryAdapter(queries) if queries is not None else None
     directory = RoomDirectory(stores, server_name, remote_directory, local_events=local_events)
     profiles = ProfileService(

@@ -88,7 +88,8 @@ class Replication:
         return web.json_response({})
 
     async def run_backfill(self, request: web.Request) -> web.Response:
-        """POST /_replication/backfill (main): backfill for a worker's /messages."""
+        """POST /_replication/backfill (the room's persister, or the main): backfill
+        for a reader's /messages."""
         body = await request.json()
         room_id, limit = body.get("room_id"), body.get("limit")
         if not isinstance(room_id, str) or not isinstance(limit, int):
@@ -374,6 +375,13 @@ async def _main_following(
     return replication
 
 
+def _persister_url(workers: Any, room_id: str) -> str | None:
+    """The replication URL of the event persister writing `room_id` (None: the main)."""
+    if not workers.event_persisters:
+        return None
+    return str(workers.instance_map[workers.room_writer(room_id)].url)
+
+
 def _presence_url(workers: Any) -> str | None:
     """The presence writer's replication URL (None: the main writes presence)."""
     writer = workers.single_writer("presence")
@@ -469,7 +477,11 @@ async def _worker(
         _follow_actions(parts, listeners, reloads, handlers)
     follower = _follower(parts, store, listeners, reloads, handlers, read_events)
     forwarder = Forwarder(
-        workers.main.url, workers.replication_secret, follower, _presence_url(workers)
+        workers.main.url,
+        workers.replication_secret,
+        follower,
+        _presence_url(workers),
+        room_writer=lambda room_id: _persister_url(workers, room_id),
     )
     parts.stack.push_async_callback(forwarder.close)
     writes_presence = workers.writes("presence")

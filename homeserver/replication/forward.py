@@ -276,8 +276,11 @@ class Forwarder:
         secret: str,
         follower: ReplicationFollower,
         presence_url: str | None = None,
+        room_writer: Callable[[str], str | None] = lambda _room: None,
     ) -> None:
         self._main_url = main_url.rstrip("/")
+        # room ID -> its event persister's replication URL (None: the main writes it).
+        self._room_writer = room_writer
         # The presence writer's replication listener (`stream_writers: {presence:
         # [...]}`), else the main's.
         self._presence_url = (presence_url or main_url).rstrip("/")
@@ -374,12 +377,19 @@ class Forwarder:
             raise MatrixError(502, "M_UNKNOWN", "A process of this server is unreachable") from None
 
     async def backfill(self, room_id: str, limit: int) -> int:
-        """The main fetches older history from other servers and persists it (the
+        """The room's writer (its event persister, else or when that is unreachable
+        the main) fetches older history from other servers and persists it (the
         worker's /messages then reads it from the database); the count it added."""
-        try:
-            _, body = await self.call(None, BACKFILL_PATH, {"room_id": room_id, "limit": limit})
-        except (Unreachable, MatrixError):
-            return 0
+        body: Any = None
+        for url in dict.fromkeys([self._room_writer(room_id), None]):
+            try:
+                status, body = await self.call(
+                    url, BACKFILL_PATH, {"room_id": room_id, "limit": limit}
+                )
+            except (Unreachable, MatrixError):
+                continue
+            if status == 200:
+                break
         added = body.get("added") if isinstance(body, dict) else None
         return added if isinstance(added, int) else 0
 

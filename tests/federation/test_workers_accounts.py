@@ -15,6 +15,8 @@ below was handed to the main and answered 502):
   to resolves the alias, asking B for its own), and a room is upgraded (by the old
   room's persister): the tombstone, the alias moved to the new room, which its
   members join by that alias;
+- a reader's /messages reaches history from before our join (backfilled from B by
+  the room's event persister);
 - Element's key backup works (the backup version, keys uploaded through both readers
   at once: versions and counts exact), and the settings pages' reads (TURN servers,
   third-party IDs, a room's directory visibility, room tags) are answered by the
@@ -246,5 +248,34 @@ async def test_key_backup_and_settings_reads_while_the_main_is_down(servers: Any
         assert (status, wrong["errcode"]) == (403, "M_WRONG_ROOM_KEYS_VERSION")
         await a.ok("DELETE", "/room_keys/version/2", alice)
         assert (await a.ok("GET", "/room_keys/version", alice))["version"] == "1"
+    finally:
+        await asyncio.to_thread(a.deployment.start_process, "main")
+
+
+async def test_history_from_before_the_join_is_backfilled_while_the_main_is_down(
+    servers: Any,
+) -> None:
+    """A reader's /messages past the oldest event we hold asks the room's event
+    persister to backfill from B (before: the main, so with it down the history
+    stopped at our join)."""
+    a, b = servers
+    carol, bob = await a.register("carol"), await b.register("bob")
+    room_id = await b.create_room(bob, name="Old history")
+    for i in range(6):
+        await b.send_text(bob, room_id, f"m{i}")
+    await a.join(carol, room_id, [b.name])
+    a.deployment.kill("main")
+    try:
+        texts, token = [], None
+        for _ in range(10):
+            params = {"dir": "b", "limit": "4", **({"from": token} if token else {})}
+            page = await a.ok("GET", f"/rooms/{quote(room_id)}/messages", carol, **params)
+            texts += [e["content"].get("body") for e in page["chunk"]]
+            events = page["chunk"]
+            token = page.get("end")
+            if token is None:
+                break
+        assert [t for t in texts if t] == ["m5", "m4", "m3", "m2", "m1", "m0"], texts
+        assert events and events[-1]["type"] == "m.room.create"
     finally:
         await asyncio.to_thread(a.deployment.start_process, "main")
