@@ -263,17 +263,16 @@ def create_app(
     root.cleanup_ctx.append(lifetime(overrides, metrics))
     if config.workers.replicated and config.workers.writes("presence"):
         root.router.add_post(PRESENCE_PATH, report_presence)  # the presence writer
-    if config.workers.replicated and (
-        not config.workers.is_worker or config.workers.is_event_persister
-    ):
-        root.router.add_post(BACKFILL_PATH, run_backfill)  # the room's writer backfills
-        root.router.add_post(EDUS_PATH, receive_federation_edus)
+    if config.workers.replicated and not config.workers.is_worker:
+        root.router.add_post(EDUS_PATH, receive_federation_edus)  # the main: any stream
     elif config.workers.reader_streams & EDU_STREAMS:
-        root.router.add_post(EDUS_PATH, receive_federation_edus)
+        root.router.add_post(EDUS_PATH, receive_federation_edus)  # a stream's writer
     if config.workers.replicated and (
         not config.workers.is_worker or config.workers.is_event_persister
     ):
+        # A room's writer: the PDUs an inbound worker checked, backfill for a reader.
         root.router.add_post(EVENTS_PATH, write_federation_events)
+        root.router.add_post(BACKFILL_PATH, run_backfill)
 
     mounts = Mounts(
         config=config,
