@@ -154,11 +154,6 @@ def replication_middlewares(config: Config) -> list[Middleware]:
     replication listener (homeserver.replication.forward)."""
     workers = config.workers
 
-    def persister_for(room_id: str) -> str | None:
-        if not workers.event_persisters:
-            return None
-        return workers.instance_map[workers.room_writer(room_id)].url
-
     def forwarder(app: web.Application) -> Forwarder | None:
         replication = app.get(REPLICATION)
         return replication.forwarder if replication is not None else None
@@ -184,7 +179,7 @@ def replication_middlewares(config: Config) -> list[Middleware]:
             worker_middleware(
                 lambda app: app[REPLICATION].forwarder,
                 serves_media,
-                persister_for,
+                workers.room_writer_url,
                 receives_transactions="federation" in config.resources,
                 writes_here=workers.reader_streams,
                 replication_listener=bool(middlewares),
@@ -194,7 +189,7 @@ def replication_middlewares(config: Config) -> list[Middleware]:
     if workers.replicated and secret:
         middlewares = [replication_middleware(secret, lambda app: app.get(NOTIFIER), written)]
         if workers.event_persisters:
-            middlewares.append(persister_middleware(forwarder, persister_for))
+            middlewares.append(persister_middleware(forwarder, workers.room_writer_url))
         return middlewares
     return []
 

@@ -262,7 +262,7 @@ async def build_inbound(
     if forwarder is not None and workers.is_worker and not workers.is_event_persister:
         routed = RoutedIngest(
             forwarder,
-            lambda room: _writer_url(workers, room),
+            workers.room_writer_url,
             lambda stream, origin: _edu_writer_urls(workers, stream, origin),
         )
     transactions = TransactionReceiver(
@@ -312,10 +312,3 @@ def _edu_writer_urls(workers: Any, stream: str, origin: str) -> list[str]:
         return []
     first = shard(origin, len(names))
     return [str(workers.instance_map[n].url) for n in names[first:] + names[:first]]
-
-
-def _writer_url(workers: Any, room_id: str) -> str | None:
-    """The URL of the event persister writing `room_id` (None: the main writes it)."""
-    if not workers.event_persisters:
-        return None
-    return str(workers.instance_map[workers.room_writer(room_id)].url)

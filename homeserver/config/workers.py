@@ -209,6 +209,13 @@ class WorkersConfig:
             return MAIN
         return persisters[shard(room_id, len(persisters))]
 
+    def room_writer_url(self, room_id: str) -> str | None:
+        """The replication URL of the event persister writing `room_id` (None: the
+        main writes it)."""
+        if not self.event_persisters:
+            return None
+        return str(self.instance_map[self.room_writer(room_id)].url)
+
     @property
     def background_only(self) -> bool:
         """A worker that serves no public traffic (its listeners are for health checks):

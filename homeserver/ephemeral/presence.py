@@ -55,6 +55,8 @@ PRESENCE_FLUSH_S = 2.0
 REPORT_AGAIN_MS = 10_000
 MAX_REPORTED = 100_000
 
+# Hands a user's own change to the writer: its new row as JSON (None: no row).
+ForwardSet = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 # Decides a user's new row from the current one (None: no change), under the lock.
 Decision = Callable[[PresenceRow | None, int], PresenceRow | None]
 
@@ -129,8 +131,7 @@ class PresenceService:
         # counter and one set of timers decides idleness.
         self.forward_syncing: Callable[[str, str, bool], None] | None = None
         self.forward_active: Callable[[str], None] | None = None
-        self.forward_set: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]] | None
-        self.forward_set = None
+        self.forward_set: ForwardSet | None = None
         self.forward_remote: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         # A worker: user -> (position of the row, when) of the last action reported.
         self._reported: dict[str, tuple[int, int]] = {}

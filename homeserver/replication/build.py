@@ -79,7 +79,7 @@ class Replication:
         if isinstance(user, str) and body.get("active") is True:
             await self.presence.bump_active(user)  # the user acted on that worker
             return web.json_response({})
-        if not isinstance(user, str) or not isinstance(state, str) or self.presence is None:
+        if not isinstance(user, str) or not isinstance(state, str):
             raise bad_json("user_id and set_presence are required")
         if started:
             await self.presence.sync_started(user, state)
@@ -375,13 +375,6 @@ async def _main_following(
     return replication
 
 
-def _persister_url(workers: Any, room_id: str) -> str | None:
-    """The replication URL of the event persister writing `room_id` (None: the main)."""
-    if not workers.event_persisters:
-        return None
-    return str(workers.instance_map[workers.room_writer(room_id)].url)
-
-
 def _presence_url(workers: Any) -> str | None:
     """The presence writer's replication URL (None: the main writes presence)."""
     writer = workers.single_writer("presence")
@@ -481,7 +474,7 @@ async def _worker(
         workers.replication_secret,
         follower,
         _presence_url(workers),
-        room_writer=lambda room_id: _persister_url(workers, room_id),
+        room_writer=workers.room_writer_url,
     )
     parts.stack.push_async_callback(forwarder.close)
     writes_presence = workers.writes("presence")

@@ -23,7 +23,8 @@ replication listener wants the deployment's secret, and a reader's public listen
 never hands a `/_replication/` request on (before: it forwarded it to the main with
 the secret, so anyone reaching a reader could set any user's presence, or hand the
 main PDUs as if a federation inbound worker had checked them).
-With the presence writer SIGKILLed instead: a presence change answers 502 M_UNKNOWN
+Twelve users changing their presence at once through both readers are all seen by
+an incremental /sync and by each reader. With the presence writer SIGKILLed instead: a presence change answers 502 M_UNKNOWN
 (nothing is half done), syncs and messages go on; restarted, it writes again.
 """
 
@@ -153,3 +154,52 @@ async def test_a_reader_writes_presence_while_the_main_is_down(servers: Any) -> 
         await asyncio.to_thread(a.deployment.start_process, WRITER)
     await a.ok("PUT", status, alice, {"presence": "online", "status_msg": "writer back"})
     assert await eventually(lambda: _seen(a, carol, alice, status_msg="writer back"))
+
+
+async def test_concurrent_presence_changes_through_both_readers_are_all_seen(
+    servers: Any,
+) -> None:
+    """Twelve users change their presence at once, half through each reader, with the
+    main down: the writer numbers every change, so an incremental /sync from a token
+    taken before the burst shows each user's final status (none skipped), and every
+    reader answers GET /presence with it."""
+    a, _ = servers
+    alice = await a.register("alice")
+    room_id = await a.create_room(alice)
+    users = [await a.register(f"user{i}") for i in range(12)]
+    for user in users:
+        await a.join(user, room_id, [a.name])
+    since = (await a.ok("GET", "/sync", alice, timeout="0"))["next_batch"]
+    readers = [port_url(a.deployment, name) for name in (WRITER, OTHER_READER)]
+    a.deployment.kill("main")
+    try:
+
+        async def change(i: int, user: str) -> None:
+            path = f"/presence/{quote(user)}/status"
+            update = {"presence": "unavailable", "status_msg": f"busy {i}"}
+            code, body = await _call_on(a.http, readers[i % 2], a.tokens[user], "PUT", path, update)
+            assert code == 200, body
+
+        await asyncio.gather(*(change(i, u) for i, u in enumerate(users)))
+        wanted = {u: f"busy {i}" for i, u in enumerate(users)}
+
+        async def all_seen() -> bool:
+            body = await a.ok("GET", "/sync", alice, since=since, timeout="0")
+            return all(
+                (_presence(body, u) or {}).get("status_msg") == msg for u, msg in wanted.items()
+            )
+
+        assert await eventually(all_seen)
+
+        async def reader_shows_all(base: str) -> bool:
+            for user, msg in wanted.items():
+                path = f"/presence/{quote(user)}/status"
+                code, body = await _call_on(a.http, base, a.tokens[alice], "GET", path)
+                if (code, body.get("status_msg")) != (200, msg):
+                    return False
+            return True
+
+        for base in readers:  # the bus reaches the other reader a moment later
+            assert await eventually(lambda base=base: reader_shows_all(base)), base
+    finally:
+        await asyncio.to_thread(a.deployment.start_process, "main")
