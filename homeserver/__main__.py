@@ -136,14 +136,20 @@ async def serve(config: Config) -> None:
                             ", ".join(sorted(listener.resources)),
                         )
         logger.info("Homeserver %s for %s is ready", __version__, config.server_name)
-        # Everything built at start-up lives as long as the process: keep it out of the
-        # cyclic GC's full collections, which otherwise rescan it on every pass.
-        gc.collect()
-        gc.freeze()
+        settle_gc(config)
         await stop.wait()
     finally:
         await runner.cleanup()
         logger.info("Stopped")
+
+
+def settle_gc(config: Config) -> None:
+    """Once started: everything built at start-up lives as long as the process, so it
+    is kept out of the cyclic GC's full collections (which otherwise rescan it on every
+    pass), and the collector runs at the configured thresholds (`gc_thresholds`)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*config.gc_thresholds)
 
 
 def _startup_error_types() -> tuple[type[BaseException], ...]:

@@ -250,6 +250,11 @@ log_level: "INFO"
 #   - {{port: 9000, type: metrics, bind_addresses: ["127.0.0.1"]}}
 enable_metrics: false
 
+# The cyclic garbage collector's thresholds (Python's gc.set_threshold; Synapse's key).
+# The default keeps the objects of requests in flight out of repeated collections;
+# Python's own is [700, 10, 10].
+#gc_thresholds: [50000, 20, 20]
+
 # Server notices (POST /_synapse/admin/v1/send_server_notice): sent by this local user
 # in a room per user that only it may speak in. Off unless this section is present.
 #server_notices:

@@ -361,6 +361,8 @@ class Config:
     log_config: Path | None = None
     # Serve Prometheus metrics on listeners with the `metrics` resource.
     enable_metrics: bool = False
+    # gc.set_threshold's arguments (Synapse's gc_thresholds; values.DEFAULT_GC_THRESHOLDS).
+    gc_thresholds: tuple[int, ...] = (50_000, 20, 20)
     # Synapse's key: /publicRooms answers clients without an access token.
     allow_public_rooms_without_auth: bool = False
     server_notices: ServerNoticesConfig | None = None

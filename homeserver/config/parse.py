@@ -37,8 +37,10 @@ from homeserver.config.sections import (
 )
 from homeserver.config.synapse_keys import SYNAPSE_TOP_LEVEL_KEYS
 from homeserver.config.values import (
+    DEFAULT_GC_THRESHOLDS,
     parse_base_url,
     parse_duration_ms,
+    parse_gc_thresholds,
     parse_log_level,
     parse_room_version,
     parse_server_name,
@@ -91,6 +93,7 @@ KNOWN_KEYS = frozenset(
         "log_level",
         "log_config",
         "enable_metrics",
+        "gc_thresholds",
         "server_notices",
         *WORKER_KEYS,
     }
@@ -216,6 +219,9 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         log_level=r.converted(top, "log_level", "", "INFO", parse_log_level),
         log_config=r.path(top, "log_config", "", None),
         enable_metrics=r.bool(top, "enable_metrics", "", False),
+        gc_thresholds=r.converted(
+            top, "gc_thresholds", "", DEFAULT_GC_THRESHOLDS, parse_gc_thresholds
+        ),
         allow_public_rooms_without_auth=r.bool(top, "allow_public_rooms_without_auth", "", False),
         server_notices=read_server_notices(r, top.get("server_notices")),
         app_services=read_appservices(r, top),

@@ -89,6 +89,22 @@ def _display_name_regex(name: str) -> re.Pattern[str]:
     return re.compile(f"(?<![{_WORD}]){re.escape(name)}(?![{_WORD}])", re.IGNORECASE | re.DOTALL)
 
 
+# The only characters outside ASCII that a case-insensitive `re` matches to an ASCII
+# character (checked over all of Unicode): mapped first, a lowered body holds an ASCII
+# name as a substring wherever the regex could match it.
+_ASCII_LOOKALIKES = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+
+
+def _mentions_display_name(name: str, body: str) -> bool:
+    """Whether `body` names `name` as a whole word, ignoring case. Every local member
+    is checked against every message of a room: the substring test rules out nearly all
+    of them without compiling (and caching) a regex per member."""
+    body = body[:MAX_MATCH_LENGTH]
+    if name.isascii() and name.lower() not in body.translate(_ASCII_LOOKALIKES).lower():
+        return False
+    return _display_name_regex(name).search(body) is not None
+
+
 def glob_matches(pattern: str, value: str, *, words: bool = False) -> bool:
     return glob_regex(pattern, words).search(value[:MAX_MATCH_LENGTH]) is not None
 
@@ -133,7 +149,7 @@ def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Ev
         body = lookup(event, "content.body")
         if not name or not isinstance(body, str):
             return False
-        return _display_name_regex(name).search(body[:MAX_MATCH_LENGTH]) is not None
+        return _mentions_display_name(name, body)
     if kind == "room_member_count":
         spec = cond.get("is")
         parsed = parse_member_count(spec) if isinstance(spec, str) else None

@@ -168,9 +168,16 @@ class RoomSections:
             # `state_after` keeps the timeline's state events: clients then read state
             # from that section alone.
             in_timeline = set() if after else {t.event.event_id for t in timeline}
-            wanted: dict[StateKey, str] = {
-                k: v for k, v in end_state.items() if known.get(k) != v and v not in in_timeline
-            }
+            # Nothing to diff when the timeline carries every change (a lazy-loading
+            # client's every incremental sync): comparing the whole state with itself
+            # would cost O(room members) per sync, a fan-out's largest cost.
+            wanted: dict[StateKey, str] = (
+                {}
+                if known is end_state
+                else {
+                    k: v for k, v in end_state.items() if known.get(k) != v and v not in in_timeline
+                }
+            )
             if flt.state.lazy_load_members:
                 if room_full or not limited:
                     # Otherwise (a gap), every membership that changed in it is kept,

@@ -543,3 +543,32 @@ async def test_the_sender_backs_off_as_configured(tmp_path: Path, aiohttp_client
     settings = client.app[SENDER].settings
     assert (settings.min_retry_interval_s, settings.max_retry_interval_s) == (0.25, 3600.0)
     assert (settings.retry_multiplier, settings.request_timeout_s) == (2.0, 60.0)
+
+
+def test_gc_thresholds_are_read_and_applied_once_started(tmp_path: Path) -> None:
+    """Synapse's `gc_thresholds`: a list of up to three positive integers, with a
+    default for a server (not Python's [700, 10, 10]); what the server sets at start."""
+    import gc
+
+    from homeserver.__main__ import settle_gc
+    from homeserver.config.values import describe
+
+    assert parse_config({"server_name": "a.b"}, base_dir=tmp_path).gc_thresholds == (50000, 20, 20)
+    config = parse_config({"server_name": "a.b", "gc_thresholds": [9000, 7, 5]}, base_dir=tmp_path)
+    assert config.gc_thresholds == (9000, 7, 5)
+    assert config.ignored_keys == ()
+    for bad in ([0, 10, 10], [1, 2, 3, 4], "700", [700, "10"], [], [True]):
+        with pytest.raises(ConfigError) as exc:
+            parse_config({"server_name": "a.b", "gc_thresholds": bad}, base_dir=tmp_path)
+        assert exc.value.problems == [
+            "<config>: gc_thresholds: expected a list of one to three positive integers, got "
+            + describe(bad)
+        ]
+    before = gc.get_threshold()
+    try:
+        settle_gc(config)
+        assert gc.get_threshold() == (9000, 7, 5)
+        assert gc.get_freeze_count() > 0  # start-up objects out of the collections
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

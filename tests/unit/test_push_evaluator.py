@@ -127,6 +127,47 @@ def test_contains_display_name_and_unknown_conditions() -> None:
     assert not condition_matches({"kind": "org.example.future"}, msg(), ctx())
 
 
+@pytest.mark.parametrize(
+    ("body", "name", "expected"),
+    [
+        ("hi \u212aim", "kim", True),  # Kelvin sign: `re` matches it to k ignoring case
+        ("ask \u0130van", "ivan", True),  # dotted capital I (lowers to two characters)
+        ("ask \u0131van", "Ivan", True),  # dotless i
+        ("\u017fam here", "sam", True),  # long s
+        ("ÉLODIE?", "élodie", True),  # not ASCII: the regex alone decides
+        ("kimberly", "kim", False),  # a substring, not a word
+        ("k im", "kim", False),
+    ],
+)
+def test_display_name_mention_matches_the_case_insensitive_regex(
+    body: str, name: str, expected: bool
+) -> None:
+    """The substring check that skips the regex for most members never skips a match
+    the case-insensitive regex would find (every character `re` folds to ASCII)."""
+    cond = {"kind": "contains_display_name"}
+    assert condition_matches(cond, msg(body), ctx(name=name)) is expected
+
+
+def test_display_name_check_agrees_with_the_regex_on_every_lookalike() -> None:
+    import re
+    import string
+
+    from homeserver.push.evaluator import _display_name_regex, _mentions_display_name
+
+    # Each character outside ASCII that `re` matches to an ASCII one, ignoring case.
+    lookalikes = [
+        chr(cp)
+        for cp in range(0x80, 0x3000)
+        if any(re.fullmatch(re.escape(a), chr(cp), re.I) for a in string.ascii_letters)
+    ]
+    assert lookalikes
+    for ch in lookalikes:
+        for name in ("kis", "Ik", "s", "ki s"):
+            body = f"to {name.replace(name[0], ch, 1)} now"
+            expected = _display_name_regex(name).search(body) is not None
+            assert _mentions_display_name(name, body) is expected, (ch, name)
+
+
 # -- the default ruleset --------------------------------------------------------------
 
 
