@@ -30,8 +30,26 @@ MAX_LOGGED_URI = 2000
 MAX_USER_AGENT = 300
 
 
+def _plainly_harmless(raw: str) -> bool:
+    """Whether the request target as received can be logged as it is: printable ASCII
+    and no query key that is, or could decode to, a secret parameter's name."""
+    if not (raw.isascii() and raw.isprintable()):
+        return False
+    _, _, query = raw.partition("?")
+    for pair in query.split("&"):
+        key = pair.partition("=")[0]
+        if key in REDACTED_PARAMS or "%" in key or "+" in key:
+            return False
+    return True
+
+
 def redacted_uri(request: web.Request) -> str:
-    """The path and query as received, with secret query values replaced."""
+    """The path and query as received, with secret query values replaced. Nearly every
+    request (tokens travel in the Authorization header) is logged as received, without
+    decoding and re-encoding its query (a /sync filter is a long one) on every line."""
+    raw = request.raw_path
+    if _plainly_harmless(raw):
+        return raw[:MAX_LOGGED_URI]
     path = quote(request.path, safe="/!$&'()*+,;=:@%~")
     if not request.query_string:
         return path[:MAX_LOGGED_URI]

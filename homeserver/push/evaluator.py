@@ -95,18 +95,24 @@ def _display_name_regex(name: str) -> re.Pattern[str]:
 _ASCII_LOOKALIKES = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 
 
+def _could_contain(literal: str, text: str) -> bool:
+    """False only when a case-insensitive regex could not find `literal` in `text`.
+    Every local member is checked against every message of a room: this rules out
+    nearly all of them without compiling (and caching) a regex per member."""
+    return not literal.isascii() or literal.lower() in text.translate(_ASCII_LOOKALIKES).lower()
+
+
 def _mentions_display_name(name: str, body: str) -> bool:
-    """Whether `body` names `name` as a whole word, ignoring case. Every local member
-    is checked against every message of a room: the substring test rules out nearly all
-    of them without compiling (and caching) a regex per member."""
+    """Whether `body` names `name` as a whole word, ignoring case."""
     body = body[:MAX_MATCH_LENGTH]
-    if name.isascii() and name.lower() not in body.translate(_ASCII_LOOKALIKES).lower():
-        return False
-    return _display_name_regex(name).search(body) is not None
+    return _could_contain(name, body) and _display_name_regex(name).search(body) is not None
 
 
 def glob_matches(pattern: str, value: str, *, words: bool = False) -> bool:
-    return glob_regex(pattern, words).search(value[:MAX_MATCH_LENGTH]) is not None
+    value = value[:MAX_MATCH_LENGTH]
+    if words and "*" not in pattern and "?" not in pattern and not _could_contain(pattern, value):
+        return False  # (a user-name rule's pattern is a literal differing per user)
+    return glob_regex(pattern, words).search(value) is not None
 
 
 def _scalar(value: Any) -> bool:

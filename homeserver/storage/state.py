@@ -10,6 +10,7 @@ entries with a NULL event ID remove a key (state resolution can drop keys).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from ._util import chunks, placeholders
 from .cache import LruCache
@@ -133,6 +134,15 @@ class StateStore:
         self._cache.set(group, state)
         return dict(state)
 
+    async def read_state_ids(self, group: int) -> Mapping[StateKey, str]:
+        """The full state map of a group, read-only and not copied: a /sync of a room
+        with thousands of members reads it on every wake-up (get_state_ids copies)."""
+        cached = self._cache.get(group)
+        if cached is None:
+            cached = await self._load(self.db, group)
+            self._cache.set(group, cached)
+        return MappingProxyType(cached)
+
     async def _load(self, conn: Connection | Database, group: int) -> StateMap:
         chain = await conn.fetch(_CHAIN, group)
         if not chain:
@@ -197,3 +207,8 @@ class StateStore:
     async def get_state_ids_for_event(self, event_id: str) -> StateMap | None:
         group = await self.get_state_group_for_event(event_id)
         return None if group is None else await self.get_state_ids(group)
+
+    async def read_state_ids_for_event(self, event_id: str) -> Mapping[StateKey, str] | None:
+        """The state after `event_id`, read-only and not copied (read_state_ids)."""
+        group = await self.get_state_group_for_event(event_id)
+        return None if group is None else await self.read_state_ids(group)

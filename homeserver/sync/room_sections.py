@@ -13,7 +13,7 @@ the state at the end of the timeline, timeline state included.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,8 +149,8 @@ class RoomSections:
         timeline_has_state = any(t.event.state_key is not None for t in timeline)
         wants_state = room_full or limited or flt.state.lazy_load_members
         if end_event is not None and (wants_state or (after and timeline_has_state)):
-            end_state = await self._stores.state.get_state_ids_for_event(end_event) or {}
-            known: dict[StateKey, str] = {}
+            end_state = await self._stores.state.read_state_ids_for_event(end_event) or {}
+            known: Mapping[StateKey, str] = {}
             if not room_full and since is not None:
                 if not limited and not (after and timeline_has_state):
                     known = end_state  # the timeline carries every change
@@ -160,7 +160,7 @@ class RoomSections:
                     )
                     if prior:
                         known = (
-                            await self._stores.state.get_state_ids_for_event(
+                            await self._stores.state.read_state_ids_for_event(
                                 prior[0].event.event_id
                             )
                             or {}

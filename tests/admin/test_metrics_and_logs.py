@@ -263,3 +263,27 @@ def test_unusable_log_config_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "log_config" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "logged"),
+    [
+        # Logged as received (a /sync filter's query is not decoded and re-encoded).
+        ("/_matrix/client/v3/sync?filter=%7B%22room%22%7D&timeout=30000",
+         "/_matrix/client/v3/sync?filter=%7B%22room%22%7D&timeout=30000"),
+        ("/_matrix/client/v3/profile/%40a%3Ab", "/_matrix/client/v3/profile/%40a%3Ab"),
+        # Secrets redacted, however their key is spelled.
+        ("/x?access_token=s3cret&since=1", "/x?access_token=<redacted>&since=1"),
+        ("/x?access%5Ftoken=s3cret", "/x?access_token=<redacted>"),
+        ("/x?a=1&login_token=s3cret", "/x?a=1&login_token=<redacted>"),
+        ("/x?client_secret=s3cret&token=t0k", "/x?client_secret=<redacted>&token=<redacted>"),
+    ],
+)  # fmt: skip
+def test_request_lines_redact_secrets_and_log_the_rest_as_received(
+    target: str, logged: str
+) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from homeserver.request_log import redacted_uri
+
+    assert redacted_uri(make_mocked_request("GET", target)) == logged

@@ -152,7 +152,12 @@ def test_display_name_check_agrees_with_the_regex_on_every_lookalike() -> None:
     import re
     import string
 
-    from homeserver.push.evaluator import _display_name_regex, _mentions_display_name
+    from homeserver.push.evaluator import (
+        _display_name_regex,
+        _mentions_display_name,
+        glob_matches,
+        glob_regex,
+    )
 
     # Each character outside ASCII that `re` matches to an ASCII one, ignoring case.
     lookalikes = [
@@ -166,6 +171,9 @@ def test_display_name_check_agrees_with_the_regex_on_every_lookalike() -> None:
             body = f"to {name.replace(name[0], ch, 1)} now"
             expected = _display_name_regex(name).search(body) is not None
             assert _mentions_display_name(name, body) is expected, (ch, name)
+            # The same for a user-name rule's literal pattern.
+            expected = glob_regex(name, True).search(body) is not None
+            assert glob_matches(name, body, words=True) is expected, (ch, name)
 
 
 # -- the default ruleset --------------------------------------------------------------
