@@ -13,6 +13,7 @@ import yaml
 from homeserver.config.appservices import read_appservices
 from homeserver.config.media import MEDIA_KEYS, read_media
 from homeserver.config.model import (
+    DEFAULT_GC_THRESHOLDS,
     Config,
     ConfigError,
     KeysConfig,
@@ -37,7 +38,6 @@ from homeserver.config.sections import (
 )
 from homeserver.config.synapse_keys import SYNAPSE_TOP_LEVEL_KEYS
 from homeserver.config.values import (
-    DEFAULT_GC_THRESHOLDS,
     parse_base_url,
     parse_duration_ms,
     parse_gc_thresholds,

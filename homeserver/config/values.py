@@ -104,14 +104,6 @@ def parse_log_level(value: Any) -> str:
     raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}, got {describe(value)}")
 
 
-# The cyclic garbage collector's thresholds (gc.set_threshold). Python's (700, 10, 10)
-# suit short scripts; a server with thousands of requests in flight keeps each one's
-# objects alive across a collection, so most of them were promoted and rescanned: with
-# 2,000 long-polls in one room, 16% of the CPU and pauses of 0.2 s. A first generation
-# of 50,000 lets them die young (bench notes: CPU per fan-out message -22%, p99 -8%).
-DEFAULT_GC_THRESHOLDS = (50_000, 20, 20)
-
-
 def parse_gc_thresholds(value: Any) -> tuple[int, ...]:
     """Synapse's `gc_thresholds`: one to three positive integers."""
     if (

@@ -95,11 +95,18 @@ def _display_name_regex(name: str) -> re.Pattern[str]:
 _ASCII_LOOKALIKES = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 
 
+@lru_cache(maxsize=16)
+def _folded(text: str) -> str:
+    """`text` lowered with the look-alikes mapped: once per message body, not once per
+    member it is checked for (the body is the same object for every member)."""
+    return text.translate(_ASCII_LOOKALIKES).lower()
+
+
 def _could_contain(literal: str, text: str) -> bool:
     """False only when a case-insensitive regex could not find `literal` in `text`.
     Every local member is checked against every message of a room: this rules out
     nearly all of them without compiling (and caching) a regex per member."""
-    return not literal.isascii() or literal.lower() in text.translate(_ASCII_LOOKALIKES).lower()
+    return not literal.isascii() or literal.lower() in _folded(text)
 
 
 def _mentions_display_name(name: str, body: str) -> bool:

@@ -127,12 +127,7 @@ class StateStore:
 
     async def get_state_ids(self, group: int) -> StateMap:
         """The full state map of a group (a fresh dict the caller may modify)."""
-        cached = self._cache.get(group)
-        if cached is not None:
-            return dict(cached)
-        state = await self._load(self.db, group)
-        self._cache.set(group, state)
-        return dict(state)
+        return dict(await self.read_state_ids(group))
 
     async def read_state_ids(self, group: int) -> Mapping[StateKey, str]:
         """The full state map of a group, read-only and not copied: a /sync of a room
