@@ -82,12 +82,14 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in text.split()]
 
 
-def cpu_s(pid: int) -> float:
+def cpu_s(pid: int, *, kernel_only: bool = False) -> float:
+    """CPU seconds `pid` has used (user and kernel, or kernel only)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) if kernel_only else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def hwm_mb(pid: int) -> float:
@@ -257,6 +259,7 @@ def measure(layout: str, args: argparse.Namespace) -> dict[str, Any]:
         result: dict[str, Any] = {"layout": layout, "processes": len(pids(d))}
         for scenario in args.scenarios.split(","):
             before = {p: cpu_s(p) for p in pids(d)}
+            kernel_before = {p: cpu_s(p, kernel_only=True) for p in pids(d)}
             main_before = cpu_s(d.processes["main"].proc.pid)  # type: ignore[union-attr]
             if scenario == "federation":
                 data, events = asyncio.run(
@@ -289,6 +292,12 @@ def measure(layout: str, args: argparse.Namespace) -> dict[str, Any]:
             data["server_cpu_s"] = round(used, 2)
             data["server_cpu_ms_per_event"] = round(1000 * used / events, 2)
             data["main_cpu_ms_per_event"] = round(1000 * main_used / events, 2)
+            data["cpu_ms_per_event_by_process"] = {
+                name: round(1000 * sum(cpu_s(p) - before.get(p, 0.0) for p in ps) / events, 2)
+                for name, ps in named_pids(d).items()
+            }
+            kernel = sum(cpu_s(p, kernel_only=True) - kernel_before.get(p, 0.0) for p in pids(d))
+            data["kernel_share_of_server_cpu"] = round(kernel / used, 2) if used else 0.0
             result[scenario] = data
         result["peak_rss_mb_sum"] = round(sum(hwm_mb(p) for p in pids(d)), 1)
         return result

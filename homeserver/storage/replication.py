@@ -19,16 +19,7 @@ class ReplicationStore:
         """Events announced in (since, upto], in stream order, at most `limit`:
         (event, stream ordering, outlier). Rejected and soft-failed events are left out,
         as the writer tells its listeners nothing of them."""
-        rows = await self.db.fetch(
-            "SELECT stream_ordering, event_id, outlier FROM events WHERE stream_ordering > $1"
-            " AND stream_ordering <= $2 AND NOT soft_failed AND rejected_reason IS NULL"
-            " ORDER BY stream_ordering LIMIT $3",
-            since,
-            upto,
-            limit,
-        )
-        loaded = await self._events.get_events([r[1] for r in rows])
-        return [(loaded[r[1]], int(r[0]), bool(r[2])) for r in rows if r[1] in loaded]
+        return await self._events.read_stream(since, upto, limit)
 
     async def worker_position(self, instance: str, stream: str) -> int | None:
         """How far `instance` has handled `stream` (None: it never ran)."""

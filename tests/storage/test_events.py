@@ -222,6 +222,45 @@ async def test_timeline_reads_skip_outliers_rejected_and_soft_failed(stores: Sto
     assert await stores.events.have_events(["$out", "$rej", "$soft"]) == {"$out", "$rej", "$soft"}
 
 
+async def test_read_stream_is_what_a_follower_takes_in(stores: Stores) -> None:
+    """A worker following another process's writes (replication/follower.py) reads
+    accepted events, outliers included (flagged), in stream order, in one query that
+    also fills the cache: a process that never saw the events (a fresh EventStore) gets
+    them exactly as stored, and what the cache held is reused, not parsed again."""
+    await _room(stores)
+    other = "!other:example.org"
+    await _room(stores, other)
+    items = [
+        PersistItem(make_event("$t1", content={"body": "one"})),
+        PersistItem(make_event("$out"), outlier=True),
+        PersistItem(make_event("$rej"), rejected_reason="auth_error"),
+        PersistItem(make_event("$soft"), soft_failed=True),
+        PersistItem(make_event("$t2")),
+    ]
+    assert await stores.events.persist_events(ROOM, items) == [1, 2, 3, 4, 5]
+    [six] = await stores.events.persist_events(
+        other, [PersistItem(make_event("$x1", room_id=other))]
+    )
+    fresh = EventStore(stores.db)
+    read = await fresh.read_stream(0, six, 10)
+    assert [(e.event_id, so, outlier) for e, so, outlier in read] == [
+        ("$t1", 1, False),
+        ("$out", 2, True),
+        ("$t2", 5, False),
+        ("$x1", 6, False),
+    ]
+    assert read[0][0].pdu == (await stores.events.get_event("$t1")).pdu
+    assert read[0][0].content == {"body": "one"}
+    # Bounds: (since, upto], at most `limit`.
+    assert [so for _, so, _ in await fresh.read_stream(1, 5, 10)] == [2, 5]
+    assert [so for _, so, _ in await fresh.read_stream(0, 6, 2)] == [1, 2]
+    assert await fresh.read_stream(6, 10, 10) == []
+    # Cached by the read: later lookups hand back the same objects.
+    got = await fresh.get_events(["$t1", "$x1"])
+    assert got["$t1"] is read[0][0] and got["$x1"] is read[3][0]
+    assert (await fresh.read_stream(0, 1, 10))[0][0] is read[0][0]
+
+
 async def test_events_after_across_rooms(stores: Stores) -> None:
     other = "!other:example.org"
     await _room(stores)

@@ -105,6 +105,7 @@ async def _scenario(stores: Stores) -> None:
     rooms = await cs.get_rooms_for_user(ALICE)
     await cs.get_memberships_for_user(ALICE, ("invite", "leave"))
     await ev.get_events_after(0, rooms, 10)
+    await ev.read_stream(0, 10, 10)  # a worker following the event stream
     await ev.get_room_events_between(ROOM, 10, 0, 10, "b")
     await ev.get_room_events_between(ROOM, 0, 10, 10, "f")
     await cs.get_users_in_room(ROOM)
