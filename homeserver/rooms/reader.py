@@ -137,9 +137,9 @@ class RoomReader:
         for ev in state_events:
             parent = parents.get(groups.get(ev.event_id, -1))
             if parent is not None:
-                before = await self._stores.state.get_state_ids(parent)
+                before = await self._stores.state.read_state_ids(parent)
             elif ev.prev_event_ids:
-                found = await self._stores.state.get_state_ids_for_event(ev.prev_event_ids[0])
+                found = await self._stores.state.read_state_ids_for_event(ev.prev_event_ids[0])
                 before = found or {}
             else:
                 before = {}
@@ -189,7 +189,7 @@ class RoomReader:
             cap = at.stream if cap is None else min(cap, at.stream)
         if cap is not None:
             last = await self._read.last_event_at(room_id, cap)
-            state = await self._stores.state.get_state_ids_for_event(last) if last else None
+            state = await self._stores.state.read_state_ids_for_event(last) if last else None
             ids = state or {}
         else:
             ids = await self._stores.current_state.get_current_state_ids(room_id, ["m.room.member"])
@@ -396,7 +396,7 @@ class RoomReader:
     ) -> list[dict[str, Any]]:
         """Member events of the senders of `events` (lazy-loaded members)."""
         newest = max(events, key=lambda e: e.depth)
-        state = await self._stores.state.get_state_ids_for_event(newest.event_id) or {}
+        state = await self._stores.state.read_state_ids_for_event(newest.event_id) or {}
         senders = sorted({e.sender for e in events})
         ids = [state[("m.room.member", s)] for s in senders if ("m.room.member", s) in state]
         loaded = await self._stores.events.get_events(ids)
@@ -440,7 +440,7 @@ class RoomReader:
             if after_limit
             else ([], so, False)
         )
-        state_ids = await self._stores.state.get_state_ids_for_event(event_id) or {}
+        state_ids = await self._stores.state.read_state_ids_for_event(event_id) or {}
         if event_filter.lazy_load_members:
             senders = {e.sender for e in (*before, event, *after)}
             state_ids = {

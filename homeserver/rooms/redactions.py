@@ -80,7 +80,7 @@ class RedactionApplier:
     async def _may_redact(self, redaction: Event, target: Event) -> bool:
         if _domain(redaction.sender) == _domain(target.sender):
             return True
-        state = await self._stores.state.get_state_ids_for_event(redaction.event_id)
+        state = await self._stores.state.read_state_ids_for_event(redaction.event_id)
         if state is None:
             return False
         wanted = [e for e in (state.get(PL_KEY), state.get(CREATE_KEY)) if e]

@@ -74,7 +74,7 @@ async def filter_events_for_user(
     per_group: dict[int, tuple[str, str | None]] = {}
     wanted: dict[int, tuple[str | None, str | None]] = {}
     for group in set(groups.values()):
-        state = await stores.state.get_state_ids(group)
+        state = await stores.state.read_state_ids(group)
         wanted[group] = (state.get(HV_KEY), state.get(("m.room.member", user_id)))
     fetch = {eid for pair in wanted.values() for eid in pair if eid is not None}
     loaded = await stores.events.get_events(fetch) if fetch else {}
@@ -125,7 +125,7 @@ async def _visibility_before(stores: Stores, event: Event) -> str:
     prev = event.prev_event_ids
     if not prev:
         return DEFAULT
-    state = await stores.state.get_state_ids_for_event(prev[0])
+    state = await stores.state.read_state_ids_for_event(prev[0])
     if state is None or HV_KEY not in state:
         return DEFAULT
     return _hv_of(await stores.events.get_event(state[HV_KEY]))

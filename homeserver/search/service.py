@@ -268,7 +268,7 @@ class SearchService:
 
     async def _profiles(self, event: Event, senders: set[str]) -> dict[str, Any]:
         """Each sender's name and avatar as the room's state at the event had them."""
-        state = await self._stores.state.get_state_ids_for_event(event.event_id) or {}
+        state = await self._stores.state.read_state_ids_for_event(event.event_id) or {}
         ids = {s: state[("m.room.member", s)] for s in senders if ("m.room.member", s) in state}
         members = await self._stores.events.get_events(ids.values())
         out: dict[str, Any] = {}

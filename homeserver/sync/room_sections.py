@@ -444,7 +444,7 @@ class RoomSections:
             group = groups.get(e.prev_event_ids[0])
             if group is None:
                 continue
-            before = await self._stores.state.get_state_ids(group)
+            before = await self._stores.state.read_state_ids(group)
             old = before.get((e.type, e.state_key or ""))
             if old is not None and old != e.event_id:
                 previous[e.event_id] = old
