@@ -107,14 +107,56 @@ class CurrentStateStore:
         # room -> its joined users: read per event by push and per sync by presence;
         # changes with the same writes as `_memberships`.
         self._joined: LruCache[str, tuple[str, ...]] = LruCache(10_000, "get_users_in_room")
+        # room -> (joined users, invited users), sorted: the room summary of every /sync
+        # that brings member events, i.e. every syncing member of a room at each join
+        # there (2,000 reads of 2,000 rows per join in a 2,000-member room, uncached).
+        # Same writes as `_joined`; at most 10,000 rooms.
+        self._summary: LruCache[str, tuple[tuple[str, ...], tuple[str, ...]]] = LruCache(
+            10_000, "get_summary_members"
+        )
 
     def forget_room(self, room_id: str) -> None:
         """Another process may have written the room: read its members afresh."""
         self._joined.invalidate(room_id)
+        self._summary.invalidate(room_id)
 
     def memberships_changed(self, room_id: str, user_ids: Iterable[str]) -> None:
         self._memberships.invalidate_many(user_ids)
         self._joined.invalidate(room_id)
+        self._summary.invalidate(room_id)
+
+    async def get_summary_members(
+        self, room_ids: Iterable[str]
+    ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """room -> (joined users, invited users), each sorted: what a room summary counts
+        and takes heroes from. Cached per room; the rooms not cached are read with one
+        query per 500 (an initial /sync asks for all of a user's rooms at once)."""
+        out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        missing: list[str] = []
+        for room_id in dict.fromkeys(room_ids):
+            cached = self._summary.get(room_id)
+            if cached is None:
+                missing.append(room_id)
+            else:
+                out[room_id] = cached
+        if not missing:
+            return out
+        generation = self._summary.generation()
+        for part in chunks(missing):
+            rows = await self.db.fetch(
+                "SELECT room_id, user_id, membership FROM room_memberships"
+                f" WHERE room_id IN ({placeholders(len(part))})"
+                " AND membership IN ('join', 'invite')",
+                *part,
+            )
+            found: dict[str, tuple[list[str], list[str]]] = {r: ([], []) for r in part}
+            for r in rows:
+                found[r[0]][0 if r[2] == "join" else 1].append(r[1])
+            for room_id, (joined, invited) in found.items():
+                value = (tuple(sorted(joined)), tuple(sorted(invited)))
+                out[room_id] = value
+                self._summary.set_if_current(room_id, value, generation)
+        return out
 
     async def get_current_state_ids(
         self, room_id: str, types: Iterable[str] | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from typing import Any
 
 from homeserver.ephemeral.typing import TypingService
@@ -461,16 +462,19 @@ class RoomSections:
         ]
         if not rooms:
             return {}
-        members = await self._queries.members_of_rooms(rooms)
+        members = await self._stores.current_state.get_summary_members(rooms)
         named = await self._named_rooms(rooms)
+        # Heroes from any membership (left, banned) only for a room with nobody else
+        # joined or invited: rare, and the only case that reads every member row.
+        alone = [r for r in rooms if not any(u != user_id for group in members[r] for u in group)]
+        everyone = await self._queries.members_of_rooms(alone) if alone else {}
         out: dict[str, dict[str, Any]] = {}
         for room_id in rooms:
-            by_user = members.get(room_id, {})
-            joined = sorted(u for u, ms in by_user.items() if ms == "join")
-            invited = sorted(u for u, ms in by_user.items() if ms == "invite")
-            heroes = [u for u in joined + invited if u != user_id][:MAX_HEROES]
+            joined, invited = members[room_id]
+            heroes = list(islice((u for u in chain(joined, invited) if u != user_id), MAX_HEROES))
             if not heroes:
-                heroes = sorted(u for u, ms in by_user.items() if u != user_id)[:MAX_HEROES]
+                others = everyone.get(room_id, {})
+                heroes = sorted(u for u in others if u != user_id)[:MAX_HEROES]
             summary: dict[str, Any] = {
                 "m.joined_member_count": len(joined),
                 "m.invited_member_count": len(invited),

@@ -40,6 +40,11 @@ async def test_membership_lifecycle(stores: Stores) -> None:
     assert await cs.get_current_state_event_id(ROOM, "m.room.name") is None
     assert await cs.get_members(ROOM) == {ALICE: "join", BOB: "invite"}
     assert await cs.get_users_in_room(ROOM) == [ALICE]
+    # The room summary's members: cached, and re-read after each change below.
+    assert await cs.get_summary_members([ROOM, "!none:example.org"]) == {
+        ROOM: ((ALICE,), (BOB,)),
+        "!none:example.org": ((), ()),
+    }
     assert await cs.get_rooms_for_user(BOB) == []
     assert await cs.get_rooms_for_user(BOB, ("invite",)) == [ROOM]
     info = await cs.get_membership_info(ROOM, BOB)
@@ -54,6 +59,7 @@ async def test_membership_lifecycle(stores: Stores) -> None:
         current_state_delta=([], {("m.room.member", BOB): "$jb", ("m.room.member", CAROL): "$jc"}),
     )
     assert await cs.get_users_in_room(ROOM) == [ALICE, BOB, CAROL]
+    assert await cs.get_summary_members([ROOM]) == {ROOM: ((ALICE, BOB, CAROL), ())}
     assert await cs.get_joined_hosts(ROOM) == {"example.org", "remote.test", "other.test:8448"}
     assert await cs.get_joined_member_count(ROOM) == 3
     assert await cs.get_membership(ROOM, BOB) == "join"
@@ -71,12 +77,14 @@ async def test_membership_lifecycle(stores: Stores) -> None:
     assert await cs.get_joined_hosts(ROOM) == {"example.org", "other.test:8448"}
     assert await cs.get_rooms_for_user(BOB, ("leave", "ban")) == [ROOM]
     assert [m.membership for m in await cs.get_memberships_for_user(BOB)] == ["leave"]
+    assert await cs.get_summary_members([ROOM]) == {ROOM: ((ALICE, CAROL), ())}
 
     # State resolution dropped Carol's key: both the state entry and the row go.
     await stores.events.persist_events(
         ROOM, [], current_state_delta=([("m.room.member", CAROL), ("m.room.name", "")], {})
     )
     assert await cs.get_members(ROOM) == {ALICE: "join", BOB: "leave"}
+    assert await cs.get_summary_members([ROOM]) == {ROOM: ((ALICE,), ())}
     assert ("m.room.name", "") not in await cs.get_current_state_ids(ROOM)
     assert await cs.get_membership(ROOM, CAROL) is None
 

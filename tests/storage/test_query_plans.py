@@ -109,6 +109,7 @@ async def _scenario(stores: Stores) -> None:
     await ev.get_room_events_between(ROOM, 10, 0, 10, "b")
     await ev.get_room_events_between(ROOM, 0, 10, 10, "f")
     await cs.get_users_in_room(ROOM)
+    await cs.get_summary_members([ROOM])
     await cs.get_members(ROOM)
     await cs.get_joined_member_count(ROOM)
 
