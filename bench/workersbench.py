@@ -19,7 +19,9 @@ and `follow` (ours: messages sent at a steady 40 events/s to the main's own list
 nobody syncing: what each process spends following the deployment's streams, as a share of one core, against
 Synapse's published figure of about 25% of a worker's CPU at that rate), and reports
 the CPU seconds every server process (nginx and Redis included) used per event, the
-main's share of them, and the sum of their peak RSS.
+main's share of them, each process's (`cpu_ms_per_event_by_process`: where a
+layout's extra cost goes), the share spent in the kernel, and the sum of their peak
+RSS. PostgreSQL's own CPU is not counted (in either layout).
 The clients run on the same two cores, so they compete with the servers: compare the
 layouts, not absolute numbers.
 """
