@@ -9,7 +9,8 @@ from .accounts import AccountStore, DeviceInfo, Profile, RefreshTokenInfo, Token
 from .current_state import CurrentStateStore, MembershipInfo
 from .database import Connection, Database, Row, open_database
 from .errors import IntegrityError, StorageError, UnstorableValueError
-from .events import EventStore, PersistItem, TimelineEvent
+from .event_reads import TimelineEvent
+from .events import EventStore, PersistItem
 from .rooms import AliasInfo, RoomInfo, RoomStore
 from .server_keys import ServerKeyStore
 from .state import StateStore, apply_delta, state_delta
