@@ -13,6 +13,8 @@ accepted any more, and every failed accept logged a traceback. So:
   beyond that is dropped as soon as it is accepted, with one warning per interval.
 - `MalformedRequestFilter`: unparseable requests are one WARNING line per interval,
   not an ERROR traceback each.
+- `send_guard`: clients that do not read their answers (a write paused too long, and
+  all paused writes' bytes together) are bounded there.
 - `QuietLoopErrors`: the event loop's own errors (an accept that failed with EMFILE,
   a peer that reset a TLS handshake) are logged as one line per kind per interval,
   never a traceback per connection, so a flood cannot fill the disk with logs.
@@ -28,6 +30,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+
+from homeserver.send_guard import StalledWrites, guard_stalled_writes
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +146,32 @@ def quiet_malformed_requests() -> None:
 
 
 class GuardedAppRunner(web.AppRunner):
-    """An AppRunner whose server applies `ConnectionGuard` and the idle timeout."""
+    """An AppRunner whose server applies `ConnectionGuard`, the idle timeout and the
+    bounds on unsent answers (`send_guard.StalledWrites`)."""
 
-    def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        max_connections: int,
+        stalls: StalledWrites | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("keepalive_timeout", IDLE_TIMEOUT_S)
         super().__init__(app, **kwargs)
         quiet_malformed_requests()
         self.guard = ConnectionGuard(max_connections)
+        self.stalls = stalls if stalls is not None else StalledWrites()
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         self.guard.install(server)
+        guard_stalled_writes(server, self.stalls)
         return server
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        self.stalls.close()
 
 
 class QuietLoopErrors:
