@@ -89,7 +89,9 @@ class StalledWrites:
         timer = loop.call_later(self.timeout_s, self._timed_out, handler)
         self._paused[handler] = (time.monotonic(), size, timer, transport)
         self.total_bytes += size
-        if self.total_bytes > self.max_bytes:
+        # With a recheck pending, every connection paused is within its grace until
+        # then: nothing to close before it (and no recount per pause in a burst).
+        if self.total_bytes > self.max_bytes and self._recheck is None:
             self._enforce_total()
 
     def resumed(self, handler: Any) -> None:
