@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -32,6 +32,9 @@ T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+# The longest a request body may send nothing (as the idle timeout on headers in
+# listener_guard, nginx's client_body_timeout of 60 s, Twisted's channel timeout).
+BODY_STALL_TIMEOUT_S = 30.0
 MAX_JSON_DEPTH = 100
 
 # Request size limit for the JSON reader; app.py sets it from config.max_request_body.
@@ -207,6 +210,28 @@ def _body_limit(request: web.Request) -> int:
     return request.config_dict.get(MAX_BODY_KEY, DEFAULT_MAX_BODY)
 
 
+async def body_chunks(request: web.Request, size: int = 65536) -> AsyncIterator[bytes]:
+    """The request body in chunks of at most `size` bytes, as they arrive.
+
+    A client that sends nothing more of its body for BODY_STALL_TIMEOUT_S gets 408
+    (aiohttp then closes the connection, the body being unread): otherwise a body
+    that stops short of its Content-Length held the connection, the request's task
+    and all it had received (up to the body limit) for as long as the client liked."""
+    while True:
+        try:
+            async with asyncio.timeout(BODY_STALL_TIMEOUT_S):
+                chunk = await request.content.read(size)
+        except TimeoutError:
+            raise MatrixError(
+                408,
+                "M_UNKNOWN",
+                f"Nothing more of the request body arrived for {BODY_STALL_TIMEOUT_S:.0f} s",
+            ) from None
+        if not chunk:
+            return
+        yield chunk
+
+
 async def read_body(request: web.Request, limit: int | None = None) -> bytes:
     """The raw body, refusing (413 M_TOO_LARGE) more than `limit` bytes without buffering it."""
     limit = _body_limit(request) if limit is None else limit
@@ -214,10 +239,7 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
         raise too_large(f"Request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await request.content.read(65536)
-        if not chunk:
-            break
+    async for chunk in body_chunks(request):
         size += len(chunk)
         if size > limit:
             raise too_large(f"Request body is larger than {limit} bytes")

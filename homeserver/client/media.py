@@ -16,7 +16,7 @@ from aiohttp import web
 from homeserver.appstate import CONFIG, MEDIA, RATE_LIMITERS, URL_PREVIEWER, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.errors import MatrixError, invalid_param, missing_param
-from homeserver.http import json_response, path_param, query_param
+from homeserver.http import body_chunks, json_response, path_param, query_param
 from homeserver.media.headers import media_headers
 from homeserver.media.repository import DEFAULT_WAIT_MS, StoredFile
 
@@ -24,7 +24,7 @@ CHUNK = 64 * 1024
 
 
 def _body(request: web.Request) -> AsyncIterator[bytes]:
-    return request.content.iter_chunked(CHUNK)
+    return body_chunks(request, CHUNK)
 
 
 def _bool(value: str) -> bool:

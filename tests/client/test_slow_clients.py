@@ -1,10 +1,16 @@
-"""Clients that do not read their answers (homeserver.send_guard), against the runner
-the server really uses, on a loopback port: a user whose /sync is megabytes asks for it
-on sockets with a tiny receive buffer and reads nothing. Before the guard, each such
-answer stayed in our memory, with its request's task, for as long as the socket stayed
-open. Now a write paused too long is closed, and past the bound on all unsent bytes the
-longest-paused connections are closed first, while a client that reads gets its whole
-answer throughout."""
+"""Slow clients, against the runner the server really uses, on a loopback port.
+
+Clients that do not read their answers (homeserver.send_guard): a user whose /sync is
+megabytes asks for it on sockets with a tiny receive buffer and reads nothing. Before
+the guard, each such answer stayed in our memory, with its request's task, for as long
+as the socket stayed open. Now a write paused too long is closed, and past the bound on
+all unsent bytes the longest-paused connections are closed first, while a client that
+reads gets its whole answer throughout.
+
+Clients that stop sending their request body (homeserver.http.body_chunks): the
+connection, the task and what had arrived were held for as long as the client liked;
+now such a request gets 408 and its connection is closed, for JSON bodies and media
+uploads alike, and nothing of it is stored."""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import pytest
 from aiohttp import web
 
 from homeserver.app import create_app
-from homeserver.appstate import STORES
+from homeserver.appstate import MEDIA, STORES
 from homeserver.listener_guard import GuardedAppRunner
 from homeserver.send_guard import StalledWrites
 
@@ -233,5 +239,62 @@ async def test_past_the_total_bound_the_longest_paused_are_closed_first(tmp_conf
         assert not ended
         for sock in (first, second, third):
             sock.close()
+    finally:
+        await runner.cleanup()
+
+
+async def _stalled_body(base: str, token: str, method_path: str, length: int) -> bytes:
+    """Send headers announcing `length` bytes of body, then 10 bytes and nothing more;
+    everything the server sends back until it closes the connection."""
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"{method_path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+            '{"blob": "'
+        ).encode()
+    )
+    try:
+        return await asyncio.wait_for(reader.read(), 30.0)
+    finally:
+        writer.close()
+
+
+async def test_a_body_that_stops_arriving_is_refused_and_not_stored(
+    tmp_config, monkeypatch
+) -> None:
+    monkeypatch.setattr("homeserver.http.BODY_STALL_TIMEOUT_S", 1.0)
+    runner, base, token = await _start(tmp_config, StalledWrites())
+    try:
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            _stalled_body(
+                base,
+                token,
+                "PUT /_matrix/client/v3/user/@heavy:test.local/account_data/half.sent",
+                100_000,
+            ),
+            _stalled_body(base, token, "POST /_matrix/media/v3/upload?filename=a.txt", 100_000),
+        )
+        for answer in answers:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 "), answer[:200]
+            assert b'"errcode":"M_UNKNOWN"' in body.replace(b" ", b"")
+        # Refused after the 1 s stall; the connection closed by the server (at the
+        # latest when aiohttp's 10 s of lingering for the rest of the body end).
+        assert time.monotonic() - started < 25.0
+        assert await _until(lambda: len(runner.server.connections) == 0, 15.0)
+        # Nothing of either request was stored; the server answers as before.
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": f"Bearer {token}"}
+            url = f"{base}/_matrix/client/v3/user/@heavy:test.local/account_data/half.sent"
+            async with session.get(url, headers=headers) as resp:
+                assert resp.status == 404
+                assert (await resp.json())["errcode"] == "M_NOT_FOUND"
+        media = runner.app[MEDIA]
+        assert await media.store.local_media_ids_of_user("@heavy:test.local") == []
+        stored = [p for p in media.config.store_path.rglob("*") if p.is_file()]
+        assert stored == []
     finally:
         await runner.cleanup()
