@@ -276,7 +276,7 @@ class CacheCollector:
         )
         for cache in named_caches():
             key = [str(cache.name), self._server_name]
-            size.add_metric(key, len(cache))
+            size.add_metric(key, cache.size)
             hits.add_metric(key, cache.hits)
             total.add_metric(key, cache.hits + cache.misses)
             max_size.add_metric(key, cache.max_size)

@@ -17,6 +17,8 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+_MISSING: Any = object()
+
 # Every named cache alive in the process, for the metrics (synapse_util_caches_*).
 _NAMED: weakref.WeakSet[LruCache] = weakref.WeakSet()
 
@@ -57,11 +59,20 @@ def clear_named_caches() -> None:
 
 class LruCache(Generic[K, V]):
     """`name` (optional) makes the cache visible to the metrics; its counters (hits,
-    misses, evictions by size or invalidation) are plain integers, cheap to keep."""
+    misses, evictions by size or invalidation) are plain integers, cheap to keep.
 
-    def __init__(self, max_size: int, name: str | None = None) -> None:
+    With `weigh`, `max_size` bounds the sum of the values' weights, not their number
+    (a state map weighs its entries: a count of maps would let the memory grow with
+    the size of rooms). The newest value is kept even if it alone weighs more."""
+
+    def __init__(
+        self, max_size: int, name: str | None = None, weigh: Callable[[V], int] | None = None
+    ) -> None:
         self.max_size = max_size
         self.name = name
+        self._weigh = weigh
+        self._weights: dict[K, int] = {}
+        self._total_weight = 0
         self._data: OrderedDict[K, V] = OrderedDict()
         self._generation = 0
         self.hits = 0
@@ -73,6 +84,11 @@ class LruCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+    @property
+    def size(self) -> int:
+        """What `max_size` bounds: the number of values, or with `weigh` their weight."""
+        return self._total_weight if self._weigh is not None else len(self._data)
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
@@ -98,9 +114,25 @@ class LruCache(Generic[K, V]):
         """Store a value known to be current (e.g. just written and committed)."""
         self._data[key] = value
         self._data.move_to_end(key)
-        while len(self._data) > self.max_size:
-            self._data.popitem(last=False)
+        if self._weigh is None:
+            while len(self._data) > self.max_size:
+                self._data.popitem(last=False)
+                self.evicted_size += 1
+            return
+        weight = self._weigh(value)
+        self._total_weight += weight - self._weights.get(key, 0)
+        self._weights[key] = weight
+        while self._total_weight > self.max_size and len(self._data) > 1:
+            oldest, _ = self._data.popitem(last=False)
+            self._total_weight -= self._weights.pop(oldest)
             self.evicted_size += 1
+
+    def _drop(self, key: K) -> bool:
+        if self._data.pop(key, _MISSING) is _MISSING:
+            return False
+        if self._weigh is not None:
+            self._total_weight -= self._weights.pop(key)
+        return True
 
     def generation(self) -> int:
         return self._generation
@@ -112,7 +144,7 @@ class LruCache(Generic[K, V]):
 
     def invalidate(self, key: K) -> None:
         self._generation += 1
-        if self._data.pop(key, None) is not None:
+        if self._drop(key):
             self.evicted_invalidation += 1
         if invalidation_hook is not None and self.name is not None:
             invalidation_hook(self.name, [key])
@@ -121,7 +153,7 @@ class LruCache(Generic[K, V]):
         self._generation += 1
         keys = list(keys)
         for key in keys:
-            if self._data.pop(key, None) is not None:
+            if self._drop(key):
                 self.evicted_invalidation += 1
         if replicate and invalidation_hook is not None and self.name is not None and keys:
             invalidation_hook(self.name, keys)
@@ -129,5 +161,7 @@ class LruCache(Generic[K, V]):
     def clear(self, *, replicate: bool = True) -> None:
         self._generation += 1
         self._data.clear()
+        self._weights.clear()
+        self._total_weight = 0
         if replicate and invalidation_hook is not None and self.name is not None:
             invalidation_hook(self.name, None)

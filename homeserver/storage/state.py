@@ -20,6 +20,13 @@ from .errors import StorageError
 StateKey = tuple[str, str]
 StateMap = dict[StateKey, str]
 MAX_CHAIN_LENGTH = 50
+# The cached state maps, counted in entries, not maps: a map costs ~40 bytes per entry
+# (the keys and event IDs are shared), so ~20 MB. Counted in maps (2,000 before), the
+# cache grew with the rooms: the 2,000 groups a 2,000-member room's joins make held
+# 2M entries (71 MB measured), a 50,000-member room's would hold gigabytes. Synapse's
+# state group cache is bounded in entries too.
+STATE_CACHE_ENTRIES = 500_000
+EVENT_GROUPS_CACHED = 20_000
 
 
 def state_delta(
@@ -54,12 +61,16 @@ SELECT id, chain_len FROM chain
 
 
 class StateStore:
-    def __init__(self, db: Database, cache_size: int = 2000) -> None:
+    def __init__(self, db: Database, cache_entries: int = STATE_CACHE_ENTRIES) -> None:
         self.db = db
         # Groups never change once written, so entries never need invalidating.
-        self._cache: LruCache[int, StateMap] = LruCache(cache_size, "state_group_cache")
+        self._cache: LruCache[int, StateMap] = LruCache(
+            cache_entries, "state_group_cache", weigh=len
+        )
         # event -> group of the state after it; a recorded group never changes.
-        self._event_groups: LruCache[str, int] = LruCache(cache_size * 10, "event_to_state_group")
+        self._event_groups: LruCache[str, int] = LruCache(
+            EVENT_GROUPS_CACHED, "event_to_state_group"
+        )
 
     def forget_events(self, event_ids: Iterable[str]) -> None:
         """Drop cached event -> group links of deleted events (an admin purge)."""

@@ -18,6 +18,27 @@ def test_lru_evicts_least_recently_used() -> None:
     assert len(cache) == 2
 
 
+def test_weighted_lru_bounds_the_sum_of_weights() -> None:
+    cache: LruCache[str, str] = LruCache(10, weigh=len)
+    cache.set("a", "xxxx")
+    cache.set("b", "xxxx")
+    assert cache.size == 8 and len(cache) == 2
+    cache.get("a")  # "b" is now the least recent
+    cache.set("c", "xxx")  # 11 > 10: "b" goes
+    assert "b" not in cache and cache.size == 7
+    cache.set("a", "x")  # replacing a value re-weighs it
+    assert cache.size == 4
+    cache.invalidate("c")
+    assert cache.size == 1
+    cache.invalidate_many(["a", "missing"])
+    assert cache.size == 0 and len(cache) == 0
+    cache.set("big", "x" * 50)  # heavier than the bound alone: kept, the rest evicted
+    cache.set("big2", "y" * 50)
+    assert list(cache.key_list()) == ["big2"] and cache.size == 50
+    cache.clear()
+    assert cache.size == 0 and cache.get("big2") is None
+
+
 def test_stale_fill_after_invalidation_is_dropped() -> None:
     cache: LruCache[str, str] = LruCache(10)
     gen = cache.generation()  # a reader starts reading "k" from the database...

@@ -101,3 +101,30 @@ async def test_state_group_for_events(stores: Stores) -> None:
         ("m.room.topic", ""): "$topic",
     }
     assert await stores.state.get_state_ids_for_event("$nogroup") is None
+
+
+async def test_the_cache_is_bounded_in_state_entries_not_maps(stores: Stores) -> None:
+    """A growing room's groups are ever bigger maps: the cache counts their entries,
+    keeps the newest, and a map read again after eviction is still right."""
+    cached = StateStore(stores.db, cache_entries=5_000)
+    current = {("m.room.create", ""): "$create"}
+    group = await cached.store_state_group(ROOM, None, dict(current))
+    groups = {group: dict(current)}
+    for i in range(300):  # a room joined by 300 members: maps of 2..301 entries
+        current[("m.room.member", f"@u{i}:x")] = f"$join{i}"
+        group = await cached.store_state_group(
+            ROOM, group, {("m.room.member", f"@u{i}:x"): f"$join{i}"}
+        )
+        groups[group] = dict(current)
+        assert cached._cache.size <= 5_000
+    # ~45,000 entries in all were cached; the newest maps stayed, the oldest went.
+    assert sum(len(m) for m in groups.values()) > 45_000
+    assert group in cached._cache and len(cached._cache) < 30
+    assert min(groups) not in cached._cache
+    for g in list(groups)[::10] + [group]:
+        assert dict(await cached.read_state_ids(g)) == groups[g]
+        assert cached._cache.size <= 5_000
+    # One map alone over the bound is still cached (the newest is always kept).
+    small = StateStore(stores.db, cache_entries=100)
+    assert dict(await small.read_state_ids(group)) == groups[group]
+    assert group in small._cache and len(small._cache) == 1
