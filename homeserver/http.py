@@ -32,9 +32,9 @@ T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
-# The longest a request body may send nothing (as the idle timeout on headers in
-# listener_guard, nginx's client_body_timeout of 60 s, Twisted's channel timeout).
-BODY_STALL_TIMEOUT_S = 30.0
+# The longest a request body may send nothing: nginx's client_body_timeout and
+# Twisted's channel timeout (Synapse) are 60 s; a phone's upload may stall that long.
+BODY_STALL_TIMEOUT_S = 60.0
 MAX_JSON_DEPTH = 100
 
 # Request size limit for the JSON reader; app.py sets it from config.max_request_body.
