@@ -20,12 +20,13 @@ from .errors import StorageError
 StateKey = tuple[str, str]
 StateMap = dict[StateKey, str]
 MAX_CHAIN_LENGTH = 50
-# The cached state maps, counted in entries, not maps: a map costs ~40 bytes per entry
-# (the keys and event IDs are shared), so ~20 MB. Counted in maps (2,000 before), the
-# cache grew with the rooms: the 2,000 groups a 2,000-member room's joins make held
-# 2M entries (71 MB measured), a 50,000-member room's would hold gigabytes. Synapse's
-# state group cache is bounded in entries too.
-STATE_CACHE_ENTRIES = 500_000
+# The cached state maps, counted in entries, not maps: a map costs ~36 bytes per entry
+# (the keys and event IDs are shared), so at most ~75 MB. Counted in maps (2,000
+# before), the cache grew with the rooms: the 2,000 groups a 2,000-member room's joins
+# make held 2M entries (71-77 MB measured), a 50,000-member room's would hold gigabytes.
+# Synapse's state group cache is bounded in entries too. Smaller is not free: at
+# 500,000 a 1,500-member room's joins cost ~10% more CPU (older groups re-read).
+STATE_CACHE_ENTRIES = 2_000_000
 EVENT_GROUPS_CACHED = 20_000
 
 
