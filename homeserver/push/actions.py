@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from homeserver.events import Event
@@ -21,7 +21,7 @@ from homeserver.graph.power_levels import PowerLevels
 from homeserver.storage import Stores
 from homeserver.storage.push import PushAction, PushStore
 
-from .evaluator import EvalContext, Memo, evaluate
+from .evaluator import DisplayNameNeeded, EvalContext, Memo, evaluate_ruleset
 from .remote_actions import RemoteActions
 from .rules import notify_and_highlight
 from .rules_service import PushRulesService
@@ -189,26 +189,30 @@ class ActionGenerator:
             targets.append(invitee)
         if not targets:
             return []
-        sender_level = power.user_level(event.sender)
         pdu: dict[str, Any] = dict(event.pdu)
         pdu.setdefault("room_id", room_id)
         pdu["event_id"] = event.event_id
+        # One context for every recipient; the display name is looked up only for a
+        # recipient whose rules get as far as a contains_display_name condition.
+        shared_ctx = EvalContext(
+            member_count=len(joined),
+            sender_power_level=power.user_level(event.sender),
+            notification_level=power.notification_level,
+            display_name_known=False,
+        )
         rows: list[PushAction] = []
         memo: Memo = {}
         for user_id in targets:
             ruleset = await self._rules.get_ruleset(user_id)
-            display_name = None
-            if ruleset.needs_display_name:
+            try:
+                rule = evaluate_ruleset(ruleset, pdu, shared_ctx, memo)
+            except DisplayNameNeeded:
                 if audience.names is None:
                     audience.names = await self._display_names(room_id)
-                display_name = audience.names.get(user_id)
-            ctx = EvalContext(
-                member_count=len(joined),
-                sender_power_level=sender_level,
-                notification_level=power.notification_level,
-                display_name=display_name,
-            )
-            rule = evaluate(ruleset.ordered, pdu, ctx, memo)
+                ctx = replace(
+                    shared_ctx, display_name=audience.names.get(user_id), display_name_known=True
+                )
+                rule = evaluate_ruleset(ruleset, pdu, ctx, memo)
             if rule is None:
                 continue
             notif, highlight = notify_and_highlight(rule.actions)

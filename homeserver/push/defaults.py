@@ -178,3 +178,20 @@ def default_rules(user_id: str) -> dict[str, list[PushRule]]:
         "sender": [],
         "underride": default_underride_rules(),
     }
+
+
+def _recipient_dependent_rule_ids() -> frozenset[str]:
+    """Default rules whose conditions name their user (or need the user's display name):
+    the same rule ID matches differently for different recipients of an event. Found
+    by building the defaults for two users, so a change to the defaults cannot
+    forget to list a rule here."""
+    one, other = default_rules("@one:one.invalid"), default_rules("@other:other.invalid")
+    return frozenset(
+        a.rule_id
+        for kind in one
+        for a, b in zip(one[kind], other[kind], strict=True)
+        if a.checks != b.checks or a.shared_key is None
+    )
+
+
+RECIPIENT_DEPENDENT_DEFAULTS = _recipient_dependent_rule_ids()

@@ -11,10 +11,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .defaults import LEGACY_MENTION_RULES
-from .rules import PushRule, effective_conditions, parse_member_count
+from .rules import PushRule, parse_member_count
+
+if TYPE_CHECKING:
+    from .ruleset import Ruleset
 
 _MISSING = object()
 # The spec's word characters; anything else (or either end) is a word boundary.
@@ -29,6 +32,14 @@ class EvalContext:
     # notifications.<key> level from the room's power levels (default 50).
     notification_level: Callable[[str], int]
     display_name: str | None = None
+    # False: the caller has not looked the name up (it costs a read of every member of
+    # the room); a rule that gets as far as needing it raises DisplayNameNeeded, and the
+    # caller fetches it and evaluates again. Most events never get that far.
+    display_name_known: bool = True
+
+
+class DisplayNameNeeded(Exception):
+    """An evaluation reached a contains_display_name condition without the name."""
 
 
 @lru_cache(maxsize=4096)
@@ -158,9 +169,13 @@ def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Ev
         wanted = cond["value"]
         return any(_scalar(item) and _same(item, wanted) for item in value)
     if kind == "contains_display_name":
-        name = ctx.display_name
         body = lookup(event, "content.body")
-        if not name or not isinstance(body, str):
+        if not isinstance(body, str):
+            return False
+        if not ctx.display_name_known:
+            raise DisplayNameNeeded
+        name = ctx.display_name
+        if not name:
             return False
         return _mentions_display_name(name, body)
     if kind == "room_member_count":
@@ -185,40 +200,44 @@ def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Ev
     return False
 
 
-Memo = dict[tuple[Any, ...], bool]
+# Outcomes shared by every recipient of one event: conditions' and rules' (bool), and
+# per ruleset signature the rules left to check per recipient (evaluate_ruleset).
+Memo = dict[tuple[Any, ...], Any]
 
 
-def _memo_key(cond: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """A key for a condition whose outcome is the same for every recipient of one event
-    (all but contains_display_name, whose outcome depends on the recipient's name;
-    room_member_count and sender_notification_permission depend only on the event's
-    room and sender). Conditions naming a user, like the mention rules, differ by value."""
-    kind = cond.get("kind")
-    if kind == "contains_display_name":
-        return None
-    value = cond.get("value")
-    if not (value is None or isinstance(value, str | int | bool)):
-        return None
-    return (kind, cond.get("key"), cond.get("pattern"), cond.get("is"), type(value), value)
+def _conditions_hold(
+    rule: PushRule, event: Mapping[str, Any], ctx: EvalContext, memo: Memo | None
+) -> bool:
+    for cond, key in rule.checks:
+        if key is None or memo is None:
+            matched = condition_matches(cond, event, ctx)
+        else:
+            matched = memo.get(key)
+            if matched is None:
+                matched = memo[key] = condition_matches(cond, event, ctx)
+        if not matched:
+            return False
+    return True
 
 
 def rule_matches(
     rule: PushRule, event: Mapping[str, Any], ctx: EvalContext, memo: Memo | None = None
 ) -> bool:
+    """Whether every condition of an enabled rule holds. With a `memo` shared by all
+    recipients of an event, a rule (or condition) whose outcome does not depend on the
+    recipient is evaluated once per event: a message to a room of thousands costs a
+    dictionary lookup per rule and recipient."""
     if not rule.enabled:
         return False
-    for cond in effective_conditions(rule):
-        key = _memo_key(cond) if memo is not None else None
-        if key is None or memo is None:
-            matched = condition_matches(cond, event, ctx)
-        else:
-            cached = memo.get(key)
-            if cached is None:
-                cached = memo[key] = condition_matches(cond, event, ctx)
-            matched = cached
-        if not matched:
-            return False
-    return True
+    if memo is None:
+        return _conditions_hold(rule, event, ctx, None)
+    shared = rule.shared_key
+    if shared is None:
+        return _conditions_hold(rule, event, ctx, memo)
+    matched = memo.get(shared)
+    if matched is None:
+        matched = memo[shared] = _conditions_hold(rule, event, ctx, memo)
+    return matched
 
 
 def evaluate(
@@ -244,8 +263,42 @@ def evaluate(
     return None
 
 
-def needs_display_name(rules: Iterable[PushRule]) -> bool:
-    """Whether evaluating `rules` can use the user's display name (fetch it only then)."""
-    return any(
-        c.get("kind") == "contains_display_name" for r in rules if r.enabled for c in r.conditions
-    )
+def evaluate_ruleset(
+    ruleset: Ruleset, event: Mapping[str, Any], ctx: EvalContext, memo: Memo
+) -> PushRule | None:
+    """`evaluate` for one of many recipients of an event. Recipients whose rulesets
+    share a signature (every user on the server defaults) share a plan made once per
+    event: the rules that depend on the recipient and come before the first rule that
+    matches for all of them. Each recipient then checks only those (for a message, the
+    user's own mention rules) instead of every rule in turn."""
+    rules = ruleset.ordered
+    key = ("plan", ruleset.signature)
+    plan = memo.get(key)
+    if plan is None:
+        plan = memo[key] = _plan(ruleset, event, ctx, memo)
+    candidates, terminal = plan
+    for index in candidates:
+        rule = rules[index]
+        if _conditions_hold(rule, event, ctx, memo):
+            return rule
+    return rules[terminal] if terminal is not None else None
+
+
+def _plan(
+    ruleset: Ruleset, event: Mapping[str, Any], ctx: EvalContext, memo: Memo
+) -> tuple[tuple[int, ...], int | None]:
+    """The positions of the enabled rules that depend on the recipient, in order, up to
+    the first enabled rule that matches for every recipient (its position, or None)."""
+    content = event.get("content")
+    legacy_off = isinstance(content, Mapping) and "m.mentions" in content
+    candidates: list[int] = []
+    for index, (rule, varies) in enumerate(
+        zip(ruleset.ordered, ruleset.per_recipient, strict=True)
+    ):
+        if not rule.enabled or (legacy_off and rule.rule_id in LEGACY_MENTION_RULES):
+            continue
+        if varies:
+            candidates.append(index)
+        elif rule_matches(rule, event, ctx, memo):
+            return tuple(candidates), index
+    return tuple(candidates), None

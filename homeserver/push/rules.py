@@ -8,6 +8,7 @@ Pure (no I/O). A rule is kept in the shape the client API shows it; `conditions`
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 KINDS: tuple[str, ...] = ("override", "content", "room", "sender", "underride")
@@ -48,6 +49,21 @@ class PushRule:
             out["pattern"] = self.pattern
         return out
 
+    @cached_property
+    def checks(self) -> tuple[tuple[dict[str, Any], tuple[Any, ...] | None], ...]:
+        """The effective conditions, each with its `shared_outcome_key`: worked out once
+        per rule, not once per recipient of every event."""
+        return tuple((c, shared_outcome_key(c)) for c in effective_conditions(self))
+
+    @cached_property
+    def shared_key(self) -> tuple[Any, ...] | None:
+        """A key for the whole rule's outcome when no condition depends on the
+        recipient (most server-default rules): evaluated once per event then."""
+        keys = [key for _, key in self.checks]
+        if any(key is None for key in keys):
+            return None
+        return ("rule", *keys)
+
     def with_enabled(self, enabled: bool) -> PushRule:
         return replace(self, enabled=enabled)
 
@@ -64,6 +80,21 @@ def effective_conditions(rule: PushRule) -> tuple[dict[str, Any], ...]:
     if rule.kind == "content":
         return ({"kind": "event_match", "key": "content.body", "pattern": rule.pattern or ""},)
     return rule.conditions
+
+
+def shared_outcome_key(cond: dict[str, Any]) -> tuple[Any, ...] | None:
+    """A key for a condition whose outcome is the same for every recipient of one event
+    (all but contains_display_name, whose outcome depends on the recipient's name;
+    room_member_count and sender_notification_permission depend only on the event's
+    room and sender). Conditions naming a user, like the mention rules, differ by value.
+    None: evaluate it per recipient."""
+    kind = cond.get("kind")
+    if kind == "contains_display_name":
+        return None
+    fields = (kind, cond.get("key"), cond.get("pattern"), cond.get("is"), cond.get("value"))
+    if not all(f is None or isinstance(f, str | int | bool) for f in fields):
+        return None  # (malformed: never matches, and a list cannot be a key)
+    return (*fields[:4], type(fields[4]), fields[4])
 
 
 def clean_actions(actions: Any) -> tuple[Any, ...]:

@@ -8,13 +8,13 @@ lower priority than user-defined rules, except for the master rule").
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .defaults import MASTER_RULE_ID, default_rules
-from .evaluator import needs_display_name
+from .defaults import MASTER_RULE_ID, RECIPIENT_DEPENDENT_DEFAULTS, default_rules
 from .rules import KINDS, PushRule
 
 
@@ -32,10 +32,27 @@ class Ruleset:
     ordered: tuple[PushRule, ...]
 
     @cached_property
-    def needs_display_name(self) -> bool:
-        """Whether evaluating it can use the user's display name in the room (asked for
-        every recipient of every event: computed once per ruleset)."""
-        return needs_display_name(self.ordered)
+    def per_recipient(self) -> tuple[bool, ...]:
+        """Per rule in `ordered`: whether its outcome for an event depends on whose
+        rules these are (it names the user, or needs the user's display name)."""
+        return tuple(
+            (r.default and r.rule_id in RECIPIENT_DEPENDENT_DEFAULTS) or r.shared_key is None
+            for r in self.ordered
+        )
+
+    @cached_property
+    def signature(self) -> str:
+        """Equal for rulesets that match any event alike except in the rules that depend
+        on the recipient (users on the server defaults share one): the evaluator works
+        out once per event and signature which rules are left to check per recipient.
+        A server-default rule's conditions follow from its ID (and the user); a user's
+        own rule is represented by its conditions. Interned, so comparing two users'
+        signatures is an identity check."""
+        shape = tuple(
+            (r.rule_id, r.enabled, varies, "default" if r.default else r.shared_key)
+            for r, varies in zip(self.ordered, self.per_recipient, strict=True)
+        )
+        return sys.intern(repr(shape))
 
     def find(self, kind: str, rule_id: str) -> PushRule | None:
         for rule in self.by_kind.get(kind, ()):

@@ -419,3 +419,121 @@ def test_shared_memo_across_recipients_keeps_per_user_outcomes() -> None:
     assert outcomes[alice] == ".m.rule.is_user_mention"
     assert outcomes[bob] == ".m.rule.message"
     assert memo  # shared conditions were cached
+
+
+def test_shared_memo_keeps_users_own_rules_apart() -> None:
+    """Whole rules are memoised per event when no condition depends on the recipient:
+    two users' own rules that differ only in a pattern, or only in being enabled, still
+    give each user their own outcome, in either order."""
+    from homeserver.push.rules import PushRule
+
+    def muting(pattern: str, enabled: bool = True) -> PushRule:
+        cond = {"kind": "event_match", "key": "content.body", "pattern": pattern}
+        return PushRule("override", "mute", ("dont_notify",), (cond,), enabled=enabled)
+
+    event = msg("lunch at noon")
+    users = {
+        "@a:test.local": muting("lunch*"),
+        "@b:test.local": muting("dinner*"),
+        "@c:test.local": muting("lunch*", enabled=False),
+    }
+    for order in (list(users), list(reversed(users))):
+        memo: dict = {}
+        got = {}
+        for user in order:
+            rules = build_ruleset(user, {"override": [users[user]]}, {}).ordered
+            rule = evaluate(rules, event, ctx(members=5), memo)
+            assert rule is not None
+            got[user] = rule.rule_id
+            assert got[user] == evaluate(rules, event, ctx(members=5)).rule_id  # type: ignore[union-attr]
+        assert got == {
+            "@a:test.local": "mute",
+            "@b:test.local": ".m.rule.message",
+            "@c:test.local": ".m.rule.message",
+        }
+
+
+def test_display_name_is_asked_for_only_when_a_rule_reaches_it() -> None:
+    """A context without the recipient's name (looking it up reads every member of the
+    room) serves every event whose rules decide before a display-name condition; one
+    that gets that far raises DisplayNameNeeded, and with the name the answer is as if
+    the name had been known from the start."""
+    from dataclasses import replace
+
+    from homeserver.push.evaluator import DisplayNameNeeded
+
+    rules = build_ruleset(ME, {}, {}).ordered
+    unknown = replace(ctx(members=5), display_name_known=False)
+    join = {
+        "type": "m.room.member",
+        "state_key": "@x:test.local",
+        "content": {"membership": "join"},
+    }
+    assert evaluate(rules, join, unknown).rule_id == ".m.rule.member_event"  # type: ignore[union-attr]
+    with_mentions = msg("hey Mimi", **{"m.mentions": {}})
+    assert evaluate(rules, with_mentions, unknown).rule_id == ".m.rule.message"  # type: ignore[union-attr]
+    legacy = msg("hey Mimi")
+    with pytest.raises(DisplayNameNeeded):
+        evaluate(rules, legacy, unknown, {})
+    named = replace(unknown, display_name="mimi", display_name_known=True)
+    rule = evaluate(rules, legacy, named, {})
+    assert rule is not None and rule.rule_id == ".m.rule.contains_display_name"
+    assert notify_and_highlight(rule.actions) == (True, True)
+
+
+def test_planned_evaluation_agrees_with_evaluating_every_rule() -> None:
+    """evaluate_ruleset (one plan per event and ruleset signature, shared by every
+    recipient) gives each recipient the rule that walking all their rules gives,
+    whatever mix of rulesets and order of recipients shares the memo."""
+    import random
+    from dataclasses import replace
+
+    from homeserver.push.evaluator import DisplayNameNeeded, evaluate_ruleset
+    from homeserver.push.rules import PushRule
+
+    users = [f"@u{i}:test.local" for i in range(12)]
+    names = {u: f"Name{i}" for i, u in enumerate(users)}
+
+    def ruleset(i: int, user: str):
+        own: dict[str, list[PushRule]] = {}
+        changes: dict[str, DefaultOverride] = {}
+        if i % 4 == 1:  # mutes one room
+            own["room"] = [PushRule("room", "!r:test.local", (), (), default=False)]
+        if i % 4 == 2:  # notices notify; mentions do not
+            changes[".m.rule.suppress_notices"] = DefaultOverride(enabled=False)
+            changes[".m.rule.is_user_mention"] = DefaultOverride(enabled=False)
+        if i % 4 == 3:  # the master rule on
+            changes[".m.rule.master"] = DefaultOverride(enabled=True)
+        return build_ruleset(user, own, changes)
+
+    rulesets = {u: ruleset(i, u) for i, u in enumerate(users)}
+    member = {"type": "m.room.member", "room_id": "!r:test.local", "sender": users[0]}
+    events = [
+        msg("hello"),
+        msg("hey Name3 and u5", **{"m.mentions": {}}),
+        msg("hey Name3 and u5"),
+        msg("@room now", **{"m.mentions": {"room": True}}),
+        msg("psst", **{"m.mentions": {"user_ids": [users[4], users[6]]}}),
+        msg("a notice", msgtype="m.notice"),
+        {**member, "state_key": users[7], "content": {"membership": "invite"}},
+        {**member, "state_key": users[8], "content": {"membership": "join"}},
+        {"type": "m.room.encrypted", "room_id": "!r:test.local", "content": {}},
+        {"type": "m.room.message", "room_id": "!other:test.local", "content": {"body": "x"}},
+    ]
+    rng = random.Random(7)
+    for event in events:
+        for members in (2, 30):
+            order = users[:]
+            rng.shuffle(order)
+            memo: dict = {}
+            for user in order:
+                rs = rulesets[user]
+                named = replace(ctx(members=members), display_name=names[user])
+                unknown = replace(named, display_name=None, display_name_known=False)
+                try:
+                    planned = evaluate_ruleset(rs, event, unknown, memo)
+                except DisplayNameNeeded:
+                    planned = evaluate_ruleset(rs, event, named, memo)
+                alone = evaluate(rs.ordered, event, named)
+                assert planned is alone, (event, user, planned, alone)
+    assert len({rs.signature for rs in rulesets.values()}) == 4
