@@ -209,6 +209,7 @@ def _conditions_hold(
     rule: PushRule, event: Mapping[str, Any], ctx: EvalContext, memo: Memo | None
 ) -> bool:
     for cond, key in rule.checks:
+        matched: bool | None
         if key is None or memo is None:
             matched = condition_matches(cond, event, ctx)
         else:

@@ -26,6 +26,7 @@ from .dialect import SQLITE, Dialect
 from .errors import IntegrityError, StorageError
 from .schema import INTERNAL_TABLES, ForeignKey, Table, quote_ident
 from .search import DERIVED_TABLE_PREFIX
+from .sqlite_checkpoint import JOURNAL_SIZE_LIMIT_BYTES, WRITER_CHECKPOINT_PAGES, WalCheckpointer
 
 # Statement tracing, on its own logger: set it to DEBUG to see every statement.
 SQL_LOG = logging.getLogger("homeserver.storage.sql")
@@ -152,8 +153,10 @@ class SQLiteDatabase(Database):
         path: str,
         writer: aiosqlite.Connection,
         readers: list[aiosqlite.Connection],
+        checkpointer: WalCheckpointer | None = None,
     ) -> None:
         self.path = path
+        self.checkpointer = checkpointer
         self._writer = SQLiteConnection(writer)
         self._raw_writer = writer
         self._raw_readers = readers
@@ -177,6 +180,7 @@ class SQLiteDatabase(Database):
             check(existing)
         writer = await _connect(path)
         readers: list[aiosqlite.Connection] = []
+        checkpointer: WalCheckpointer | None = None
         try:
             await _pragmas(writer, path, write=True)
             if existing is None:
@@ -186,11 +190,15 @@ class SQLiteDatabase(Database):
                     reader = await _connect(path)
                     readers.append(reader)
                     await _pragmas(reader, path, write=False)
+                checkpointer = WalCheckpointer(await _connect(path))
+                await checkpointer.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except BaseException:
-            for c in [*readers, writer]:
+            for c in [*readers, writer, *([checkpointer.conn] if checkpointer else [])]:
                 await c.close()
             raise
-        return cls(path, writer, readers)
+        if checkpointer is not None:
+            checkpointer.start()
+        return cls(path, writer, readers, checkpointer)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteConnection]:
@@ -203,6 +211,8 @@ class SQLiteDatabase(Database):
             try:
                 yield conn
                 await conn.execute("COMMIT")
+                if self.checkpointer is not None:
+                    self.checkpointer.committed()
             except BaseException:
                 # Also reached when COMMIT itself fails: never leave the writer mid-transaction.
                 with contextlib.suppress(Exception):
@@ -285,6 +295,8 @@ class SQLiteDatabase(Database):
         if self._closed:
             return
         self._closed = True
+        if self.checkpointer is not None:
+            await self.checkpointer.close()
         async with self._write_lock:
             for r in self._raw_readers:
                 await r.close()
@@ -333,6 +345,9 @@ async def _pragmas(conn: aiosqlite.Connection, path: str, *, write: bool) -> Non
         mode = row[0]
         if str(mode).lower() != "wal":
             raise StorageError(f"could not switch {path!r} to WAL mode (got {mode!r})")
+        # Checkpoints run beside the writer (sqlite_checkpoint.py); this is the bound.
+        await conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
+        await conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
     # FULL: a commit reaches the disk before we answer (about 0.2 ms here), so an
     # acknowledged event survives a power cut, not only a crash of the process.
     await conn.execute("PRAGMA synchronous = FULL")
