@@ -108,6 +108,15 @@ class _Unread:
     seen_upto: int
 
 
+@dataclass
+class _Fills:
+    """The fills of one (user, room) under way, and the folds that found no entry
+    meanwhile: a fill that read before such a fold's commit must not be kept."""
+
+    running: int = 0
+    missed_folds: int = 0
+
+
 class PushStore(PushActionReads):
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -118,6 +127,10 @@ class PushStore(PushActionReads):
         self._unread: LruCache[tuple[str, str], _Unread] = LruCache(
             UNREAD_CACHE_SIZE, name="unread_counts"
         )
+        # (user, room) -> the fills of it under way. A batch commits and folds its
+        # actions into the entries it finds; an entry still being filled is not there
+        # yet, and its fill may have read before that commit, so it is not kept.
+        self._fills: dict[tuple[str, str], _Fills] = {}
         # user -> their pushers: read for every notification of every member of a room
         # (push delivery); changed only by set_pusher/delete_pusher below.
         self._pushers: LruCache[str, list[StoredPusher]] = LruCache(50_000, name="pushers")
@@ -403,7 +416,12 @@ class PushStore(PushActionReads):
             if not (a.notif or a.highlight):
                 continue
             entry = self._unread.peek((a.user_id, a.room_id))
-            if entry is None or a.stream_ordering <= entry.seen_upto:
+            if entry is None:
+                fills = self._fills.get((a.user_id, a.room_id))
+                if fills is not None:
+                    fills.missed_folds += 1
+                continue
+            if a.stream_ordering <= entry.seen_upto:
                 continue
             entry.seen_upto = a.stream_ordering
             read = max(
@@ -425,10 +443,19 @@ class PushStore(PushActionReads):
         entry = self._unread.get(key)
         if entry is None:
             generation = self._unread.generation()
-            positions = await self.get_read_positions(user_id, room_id)
-            counts, seen_upto = await self._count_unread(user_id, room_id)
+            fills = self._fills.setdefault(key, _Fills())
+            fills.running += 1
+            missed_before = fills.missed_folds
+            try:
+                positions = await self.get_read_positions(user_id, room_id)
+                counts, seen_upto = await self._count_unread(user_id, room_id)
+            finally:
+                fills.running -= 1
+                if not fills.running:
+                    del self._fills[key]
             entry = _Unread(positions, counts, seen_upto)
-            self._unread.set_if_current(key, entry, generation)
+            if fills.missed_folds == missed_before:
+                self._unread.set_if_current(key, entry, generation)
         return {tid: UnreadCounts(c[0], c[1]) for tid, c in entry.counts.items() if c[0] or c[1]}
 
     async def _count_unread(self, user_id: str, room_id: str) -> tuple[dict[str, list[int]], int]:

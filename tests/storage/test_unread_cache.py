@@ -71,3 +71,30 @@ async def test_purge_drops_cached_counts(db: Database) -> None:
     await db.execute("DELETE FROM event_push_actions WHERE room_id = $1", ROOM)
     store.forget_room(ROOM)
     assert await cached(store) == {}
+
+
+async def test_a_fill_that_read_before_a_commit_is_not_kept(db: Database) -> None:
+    """A /sync fills the cache from the database, a batch of actions commits while that
+    read is under way (its fold finds nothing cached to fold into), and only then
+    does the fill finish: it must not be kept, or the counts miss the batch until the
+    user's read marker next moves."""
+    import asyncio
+
+    store = PushStore(db)
+    read_done, release = asyncio.Event(), asyncio.Event()
+    count_unread = store._count_unread
+
+    async def slow_count(user_id: str, room_id: str):  # type: ignore[no-untyped-def]
+        result = await count_unread(user_id, room_id)
+        read_done.set()
+        await release.wait()
+        return result
+
+    store._count_unread = slow_count  # type: ignore[method-assign]
+    fill = asyncio.create_task(cached(store))
+    await read_done.wait()
+    await store.record_batch([action(1), action(2, highlight=True)], [])
+    release.set()
+    assert await fill == {}  # as of its read: the batch came after
+    store._count_unread = count_unread  # type: ignore[method-assign]
+    assert await cached(store) == await fresh(store) == {"": (2, 1)}
