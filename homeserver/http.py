@@ -42,6 +42,8 @@ MAX_BODY_KEY = web.AppKey("max_request_body", int)
 # Who made the request (a user ID, or a server name for federation), noted on the
 # request by whoever authenticated it, for the request log.
 REQUESTER_KEY = "requester"
+# The access token's row (TokenInfo), noted by get_requester for the last-seen update.
+TOKEN_INFO_KEY = "token_info"
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",

@@ -16,7 +16,7 @@ from aiohttp import web
 from homeserver.appstate import APP_SERVICES, MODERATION, STORES
 from homeserver.client.guests import guest_may_call
 from homeserver.errors import MatrixError, forbidden, missing_token, unknown_token
-from homeserver.http import REQUESTER_KEY
+from homeserver.http import REQUESTER_KEY, TOKEN_INFO_KEY
 from homeserver.moderation import locked_error
 
 MAX_TOKEN_LENGTH = 512
@@ -95,6 +95,7 @@ async def get_requester(
     if info.valid_until_ms is not None and info.valid_until_ms < int(time.time() * 1000):
         raise unknown_token("Access token has expired", soft_logout=True)
     request[REQUESTER_KEY] = info.user_id
+    request[TOKEN_INFO_KEY] = info
     if not allow_locked and request.config_dict[MODERATION].is_locked(info.user_id):
         raise locked_error()
     if info.is_guest and not allow_guest and not guest_may_call(request.method, request.path):

@@ -13,7 +13,7 @@ from homeserver.client.auth import MAX_TOKEN_LENGTH, extract_access_token, get_r
 from homeserver.client.routes import MAX_DEVICE_ID_LENGTH, add_route, client_ip
 from homeserver.client.validate import optional_dict, optional_str, require_str_list
 from homeserver.errors import MatrixError, not_found
-from homeserver.http import Handler, json_response, path_param, read_json_body
+from homeserver.http import TOKEN_INFO_KEY, Handler, json_response, path_param, read_json_body
 from homeserver.storage import DeviceInfo
 
 MAX_DISPLAY_NAME = 1024
@@ -120,25 +120,29 @@ async def post_delete_devices(request: web.Request) -> web.Response:
 async def last_seen_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """After a successful authenticated request, note where the device was seen.
 
-    Reads the token again from the (cached) token table instead of asking every handler
-    to report its requester; at most one UPDATE per token per minute.
+    Uses the token's row get_requester noted on the request (or, for a handler that
+    did not authenticate, reads it again from the cached token table); at most one
+    UPDATE per token per minute.
     """
     response = await handler(request)
-    if response.status < 400:
+    if response.status >= 400:
+        return response
+    info = request.get(TOKEN_INFO_KEY)  # the handler authenticated (nearly all do)
+    if info is None:
         try:
             token = extract_access_token(request)
         except MatrixError:
             token = None
         if token is not None and 0 < len(token) <= MAX_TOKEN_LENGTH and token.isascii():
             info = await request.config_dict[STORES].accounts.get_token(token)
-            if info is not None:
-                request.config_dict[LAST_SEEN].seen(
-                    info.token_id,
-                    info.user_id,
-                    info.device_id,
-                    client_ip(request),
-                    request.headers.get("User-Agent"),
-                )
+    if info is not None:
+        request.config_dict[LAST_SEEN].seen(
+            info.token_id,
+            info.user_id,
+            info.device_id,
+            client_ip(request),
+            request.headers.get("User-Agent"),
+        )
     return response
 
 
