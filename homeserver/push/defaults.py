@@ -180,18 +180,24 @@ def default_rules(user_id: str) -> dict[str, list[PushRule]]:
     }
 
 
-def _recipient_dependent_rule_ids() -> frozenset[str]:
+def _recipient_dependent_rules() -> dict[str, tuple[int, ...]]:
     """Default rules whose conditions name their user (or need the user's display name):
-    the same rule ID matches differently for different recipients of an event. Found
-    by building the defaults for two users, so a change to the defaults cannot
+    the same rule ID matches differently for different recipients of an event. Each
+    with the positions (in `PushRule.checks`) of its conditions that are the same for
+    every user: when one of those fails for an event, the rule fails for everyone.
+    Found by building the defaults for two users, so a change to the defaults cannot
     forget to list a rule here."""
     one, other = default_rules("@one:one.invalid"), default_rules("@other:other.invalid")
-    return frozenset(
-        a.rule_id
+    return {
+        a.rule_id: tuple(
+            i
+            for i, (mine, theirs) in enumerate(zip(a.checks, b.checks, strict=True))
+            if mine == theirs and mine[1] is not None
+        )
         for kind in one
         for a, b in zip(one[kind], other[kind], strict=True)
         if a.checks != b.checks or a.shared_key is None
-    )
+    }
 
 
-RECIPIENT_DEPENDENT_DEFAULTS = _recipient_dependent_rule_ids()
+RECIPIENT_DEPENDENT_DEFAULTS = _recipient_dependent_rules()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from .defaults import LEGACY_MENTION_RULES
+from .defaults import LEGACY_MENTION_RULES, RECIPIENT_DEPENDENT_DEFAULTS
 from .rules import PushRule, parse_member_count
 
 if TYPE_CHECKING:
@@ -299,7 +299,26 @@ def _plan(
         if not rule.enabled or (legacy_off and rule.rule_id in LEGACY_MENTION_RULES):
             continue
         if varies:
+            if rule.default and _fails_for_everyone(rule, event, ctx, memo):
+                continue  # (an invite rule, for an event that is no invite)
             candidates.append(index)
         elif rule_matches(rule, event, ctx, memo):
             return tuple(candidates), index
     return tuple(candidates), None
+
+
+def _fails_for_everyone(
+    rule: PushRule, event: Mapping[str, Any], ctx: EvalContext, memo: Memo
+) -> bool:
+    """Whether a server-default rule that names its user fails for this event whoever
+    the user: one of its conditions that are the same for every user fails."""
+    for position in RECIPIENT_DEPENDENT_DEFAULTS.get(rule.rule_id, ()):
+        cond, key = rule.checks[position]
+        if key is None:  # (never: the positions listed have keys)
+            continue
+        matched = memo.get(key)
+        if matched is None:
+            matched = memo[key] = condition_matches(cond, event, ctx)
+        if not matched:
+            return True
+    return False
