@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from homeserver.events import Event
@@ -49,6 +49,14 @@ class _RoomAudience:
     joined: list[str]
     power: PowerLevels
     names: dict[str, str] | None = None  # display names, fetched when a rule needs one
+
+
+def named(ctx: EvalContext, display_name: str | None) -> EvalContext:
+    """`ctx` for one recipient, with their display name (once the room's names have
+    been read for an event that needed one, every recipient gets theirs up front)."""
+    return EvalContext(
+        ctx.member_count, ctx.sender_power_level, ctx.notification_level, display_name, True
+    )
 
 
 class Delivery(Protocol):
@@ -204,15 +212,13 @@ class ActionGenerator:
         memo: Memo = {}
         for user_id in targets:
             ruleset = await self._rules.get_ruleset(user_id)
+            names = audience.names
             try:
-                rule = evaluate_ruleset(ruleset, pdu, shared_ctx, memo)
-            except DisplayNameNeeded:
-                if audience.names is None:
-                    audience.names = await self._display_names(room_id)
-                ctx = replace(
-                    shared_ctx, display_name=audience.names.get(user_id), display_name_known=True
-                )
+                ctx = shared_ctx if names is None else named(shared_ctx, names.get(user_id))
                 rule = evaluate_ruleset(ruleset, pdu, ctx, memo)
+            except DisplayNameNeeded:
+                names = audience.names = await self._display_names(room_id)
+                rule = evaluate_ruleset(ruleset, pdu, named(shared_ctx, names.get(user_id)), memo)
             if rule is None:
                 continue
             notif, highlight = notify_and_highlight(rule.actions)
