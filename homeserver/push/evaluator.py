@@ -205,18 +205,28 @@ def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Ev
 Memo = dict[tuple[Any, ...], Any]
 
 
+def _holds(
+    cond: Mapping[str, Any],
+    key: tuple[Any, ...] | None,
+    event: Mapping[str, Any],
+    ctx: EvalContext,
+    memo: Memo | None,
+) -> bool:
+    """One condition, through the memo when its outcome is shared (`key`)."""
+    if key is None or memo is None:
+        return condition_matches(cond, event, ctx)
+    matched: bool | None = memo.get(key)
+    if matched is None:
+        matched = memo[key] = condition_matches(cond, event, ctx)
+    return matched
+
+
 def _conditions_hold(
     rule: PushRule, event: Mapping[str, Any], ctx: EvalContext, memo: Memo | None
 ) -> bool:
-    for cond, key in rule.checks:
-        matched: bool | None
-        if key is None or memo is None:
-            matched = condition_matches(cond, event, ctx)
-        else:
-            matched = memo.get(key)
-            if matched is None:
-                matched = memo[key] = condition_matches(cond, event, ctx)
-        if not matched:
+    # A loop, not all() over a generator: this runs per recipient, and is 1.5x faster.
+    for cond, key in rule.checks:  # noqa: SIM110
+        if not _holds(cond, key, event, ctx, memo):
             return False
     return True
 
@@ -313,12 +323,6 @@ def _fails_for_everyone(
     """Whether a server-default rule that names its user fails for this event whoever
     the user: one of its conditions that are the same for every user fails."""
     for position in RECIPIENT_DEPENDENT_DEFAULTS.get(rule.rule_id, ()):
-        cond, key = rule.checks[position]
-        if key is None:  # (never: the positions listed have keys)
-            continue
-        matched = memo.get(key)
-        if matched is None:
-            matched = memo[key] = condition_matches(cond, event, ctx)
-        if not matched:
+        if not _holds(*rule.checks[position], event, ctx, memo):
             return True
     return False
