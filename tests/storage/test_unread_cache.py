@@ -98,3 +98,72 @@ async def test_a_fill_that_read_before_a_commit_is_not_kept(db: Database) -> Non
     assert await fill == {}  # as of its read: the batch came after
     store._count_unread = count_unread  # type: ignore[method-assign]
     assert await cached(store) == await fresh(store) == {"": (2, 1)}
+
+
+async def test_counts_stay_exact_under_concurrent_batches_reads_and_receipts(
+    db: Database,
+) -> None:
+    """Many readers filling and reading cached counts, batches of actions committing,
+    receipts moving read positions and the cache evicting, all at once (as /syncs,
+    sends and read receipts do): when it settles, every user's cached counts equal the
+    database's, and so does every read made after the last write."""
+    import asyncio
+    import random
+
+    import homeserver.storage.push as push_module
+
+    users = [f"@u{i}:example.org" for i in range(12)]
+    rooms = [f"!r{i}:example.org" for i in range(3)]
+    store = PushStore(db)
+    store._unread.max_size = 16  # fewer entries than (user, room) pairs: evictions too
+    rng = random.Random(11)
+    stop = asyncio.Event()
+    position = 0
+    count_unread = store._count_unread
+
+    async def busy_loop_count(user_id: str, room_id: str):  # type: ignore[no-untyped-def]
+        # A loop busy with other requests: a fill's read and its store drift apart.
+        result = await count_unread(user_id, room_id)
+        await asyncio.sleep(rng.random() * 0.003)
+        return result
+
+    store._count_unread = busy_loop_count  # type: ignore[method-assign]
+
+    async def sender() -> None:
+        nonlocal position
+        for _ in range(150):
+            position += 1
+            so, room = position, rng.choice(rooms)
+            thread = rng.choice(["main", "main", "$t"])
+            batch = [
+                push_module.PushAction(
+                    u, f"$e{so}", room, so, thread, ["notify"], True, rng.random() < 0.2, 0
+                )
+                for u in rng.sample(users, 8)
+            ]
+            reads = [(batch[0].user_id, room, "", so)] if rng.random() < 0.3 else []
+            await store.record_batch(batch, reads)
+            await asyncio.sleep(0)
+
+    async def reader() -> None:
+        while not stop.is_set():
+            await store.get_current_unread_counts(rng.choice(users), rng.choice(rooms))
+
+    async def receipts() -> None:
+        while not stop.is_set():
+            thread = rng.choice(["", "main", "$t"])
+            upto = rng.randint(max(0, position - 10), position) if position else 0
+            await store.advance_read_position(rng.choice(users), rng.choice(rooms), upto, thread)
+            await asyncio.sleep(0.001)
+
+    background = [asyncio.create_task(reader()) for _ in range(6)]
+    background.append(asyncio.create_task(receipts()))
+    try:
+        await sender()  # one: actions are recorded in stream order, as the generator does
+    finally:
+        stop.set()
+        await asyncio.gather(*background)
+    for user in users:
+        for room in rooms:
+            cached_counts = await store.get_current_unread_counts(user, room)
+            assert cached_counts == await store.get_unread_counts(user, room), (user, room)
