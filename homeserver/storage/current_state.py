@@ -114,16 +114,21 @@ class CurrentStateStore:
         self._summary: LruCache[str, tuple[tuple[str, ...], tuple[str, ...]]] = LruCache(
             10_000, "get_summary_members"
         )
+        # room -> the servers of its joined users: read at every event we send (where to
+        # send it), and O(members) to work out. Same writes as `_joined`.
+        self._hosts: LruCache[str, frozenset[str]] = LruCache(10_000, "get_joined_hosts")
 
     def forget_room(self, room_id: str) -> None:
         """Another process may have written the room: read its members afresh."""
         self._joined.invalidate(room_id)
         self._summary.invalidate(room_id)
+        self._hosts.invalidate(room_id)
 
     def memberships_changed(self, room_id: str, user_ids: Iterable[str]) -> None:
         self._memberships.invalidate_many(user_ids)
         self._joined.invalidate(room_id)
         self._summary.invalidate(room_id)
+        self._hosts.invalidate(room_id)
 
     async def get_summary_members(
         self, room_ids: Iterable[str]
@@ -299,7 +304,13 @@ class CurrentStateStore:
 
     async def get_joined_hosts(self, room_id: str) -> set[str]:
         """Server names of the joined users (where to send the room's events)."""
-        return {u.partition(":")[2] for u in await self.get_users_in_room(room_id)}
+        hosts = self._hosts.get(room_id)
+        if hosts is None:
+            generation = self._hosts.generation()
+            members = await self.get_users_in_room(room_id)
+            hosts = frozenset(u.partition(":")[2] for u in members)
+            self._hosts.set_if_current(room_id, hosts, generation)
+        return set(hosts)
 
     async def get_membership(self, room_id: str, user_id: str) -> str | None:
         return await self.db.fetchval(
