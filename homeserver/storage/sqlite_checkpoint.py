@@ -73,10 +73,15 @@ class WalCheckpointer:
         if rows:
             self.last = (int(rows[0][1]), int(rows[0][2]))
 
-    async def close(self) -> None:
-        """Stop (a checkpoint under way finishes first) and close the connection."""
+    async def stop(self) -> None:
+        """Checkpoint no more by itself (`checkpoint()` still works)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+
+    async def close(self) -> None:
+        """Stop, and close the connection."""
+        await self.stop()
         await self.conn.close()

@@ -23,8 +23,10 @@ from homeserver.storage.sqlite_checkpoint import (
 ROW = "x" * 3000  # about a page per row: page counts follow row counts
 
 
-async def _open(tmp_path: Path) -> SQLiteDatabase:
+async def _open(tmp_path: Path, delay_s: float = 0.5) -> SQLiteDatabase:
     db = await SQLiteDatabase.open(str(tmp_path / "hs.db"))
+    assert db.checkpointer is not None
+    db.checkpointer.delay_s = delay_s  # before the first commit wakes it
     await db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
     return db
 
@@ -46,9 +48,8 @@ async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> 
         async with db.transaction() as conn:
             assert await conn.fetchval("PRAGMA wal_autocheckpoint") == WRITER_CHECKPOINT_PAGES
             assert await conn.fetchval("PRAGMA journal_size_limit") == JOURNAL_SIZE_LIMIT_BYTES
+        await db.checkpointer.stop()  # nothing runs by itself from here on
         await db.checkpointer.checkpoint()
-        db.checkpointer.delay_s = 3600.0  # nothing runs by itself from here on
-        await asyncio.sleep(0)
         file = tmp_path / "hs.db"
         before = file.stat().st_size
         # 3,000 pages: three times SQLite's default point for the writer to checkpoint.
@@ -71,10 +72,9 @@ async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> 
 
 
 async def test_the_checkpointer_runs_shortly_after_commits(tmp_path: Path) -> None:
-    db = await _open(tmp_path)
+    db = await _open(tmp_path, delay_s=0.05)
     try:
         assert db.checkpointer is not None
-        db.checkpointer.delay_s = 0.05
         done = db.checkpointer.checkpoints
         await _write(db, 0, 200)
         for _ in range(200):
@@ -92,9 +92,8 @@ async def test_writers_readers_and_checkpoints_at_once_lose_nothing(tmp_path: Pa
     """Eight writers and four readers for a while, checkpoints every few commits: every
     acknowledged row is there, readers always see whole transactions (each commits a
     pair of rows), and the file passes SQLite's integrity check after a reopen."""
-    db = await _open(tmp_path)
+    db = await _open(tmp_path, delay_s=0.01)
     assert db.checkpointer is not None
-    db.checkpointer.delay_s = 0.01
     stop = asyncio.Event()
     acknowledged: list[int] = []
     torn: list[int] = []
