@@ -387,3 +387,33 @@ async def test_legacy_mention_rules_as_a_client_sees_them(app_client: TestClient
     await counts_are({"notification_count": 3, "highlight_count": 2})
     await say("@room lunch?")  # alice has the room notification power level
     await counts_are({"notification_count": 4, "highlight_count": 3})
+
+
+async def test_a_malformed_rule_of_an_unknown_kind_spoils_nobody_elses_counts(
+    app_client: TestClient,
+) -> None:
+    """A condition of a kind we do not know is kept as the client wrote it (the spec:
+    it never matches), whatever its fields hold. One with a list where a string would
+    be must not break the evaluation of the whole room's batch: before, its memo key
+    held the list, the lookup raised, and nobody in the room was counted."""
+    c = app_client
+    alice, alice_token, _ = await make_user(c, "alice")
+    bob, bob_token, _ = await make_user(c, "bob")
+    mallory, mallory_token, _ = await make_user(c, "mallory")
+    room = await make_room(c, alice)
+    await join_room(c, room, bob)
+    await join_room(c, room, mallory)
+    r = await c.put(
+        "/_matrix/client/v3/pushrules/global/override/odd",
+        json={
+            "conditions": [{"kind": "org.example.future", "pattern": ["a"], "is": {"b": 1}}],
+            "actions": ["notify"],
+        },
+        headers=auth(mallory_token),
+    )
+    assert r.status == 200, await r.text()
+    await send(c, room, alice, "hello both")
+    expected = {"notification_count": 1, "highlight_count": 0}
+    for user in (bob, mallory):
+        got = await eventually(c, lambda u=user: counts(c, u, room), lambda now: now == expected)
+        assert got == expected, user
