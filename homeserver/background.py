@@ -51,6 +51,15 @@ class BackgroundTasks:
                 await task
 
 
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a service's own loop task and wait until it has ended (a service's
+    stop(): nothing of it runs once this returns)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def every(interval_s: float, job: Callable[[], Awaitable[Any]]) -> None:
     """Run `job` every `interval_s` seconds, forever (errors are logged, not fatal)."""
     while True:

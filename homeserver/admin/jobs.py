@@ -12,13 +12,13 @@ A job left unfinished by a restart is marked failed at the next start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from homeserver.background import cancel_and_wait
 from homeserver.errors import limit_exceeded
 from homeserver.storage.admin_jobs import AdminJobStore, Job
 
@@ -51,11 +51,8 @@ class JobRunner:
         self._worker = asyncio.create_task(self._run(), name="admin-jobs")
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        await cancel_and_wait(self._worker)
+        self._worker = None
 
     async def submit(
         self, action: str, resource_id: str | None, params: dict[str, Any], body: JobBody

@@ -15,9 +15,9 @@ room's next state event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from homeserver.background import cancel_and_wait
 from homeserver.events import Event
 from homeserver.storage import EventStore
 from homeserver.storage.admin_rooms import AdminRoomStore
@@ -49,11 +49,8 @@ class RoomStatsUpdater:
         self._task = asyncio.create_task(self._loop(), name="room-stats")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:
