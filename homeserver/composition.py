@@ -125,6 +125,8 @@ from homeserver.storage.appservices import AppServiceStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.presence import PresenceStore
 from homeserver.storage.push import PushStore
+from homeserver.storage.push_retention import RUN_INTERVAL_S as RETENTION_INTERVAL_S
+from homeserver.storage.push_retention import PushActionRetention
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.relations_read import RelationsReadStore
 from homeserver.storage.reports import ReportStore
@@ -228,6 +230,9 @@ async def build(
     stack.push_async_callback(push_delivery.close)
     push_actions = ActionGenerator(stores, push_store, push_rules, server_name, push_delivery)
     stack.push_async_callback(push_actions.close)
+    if not worker:  # one process folds and deletes old push actions
+        retention = PushActionRetention(database)
+        tasks.spawn(every(RETENTION_INTERVAL_S, retention.run), "push action retention")
     relations = RelationsService(stores, RelationsReadStore(database), RoomReadStore(database))
     joined = JoinedRoomsCache(stores)
     user_directory = UserDirectory(stores, UserDirectoryStore(database), server_name)

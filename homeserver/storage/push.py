@@ -91,6 +91,32 @@ UNREAD_CACHE_SIZE = 100_000
 # thread ID (those are '', 'main' or an event ID, which starts with '$').
 _MAX_ROW = "#max"
 
+# A user's unread counts in one room per thread ($1 user, $2 room, $3 _BEFORE_EVERYTHING):
+# the unread actions above the fold position (storage/push_retention.py), plus the
+# summaries of folded ones that no read position has reached; and two _MAX_ROW rows,
+# the highest action position and the fold position, whose larger is the newest
+# action the counts include. Costs the unread rows of the last day or so, at most.
+_COUNT_UNREAD = (
+    f"WITH {_READ_POSITIONS},"
+    " fold (upto) AS (SELECT folded_upto FROM push_fold_position WHERE id = 1),"
+    " unthreaded (so) AS (SELECT COALESCE((SELECT u.so FROM pos u WHERE u.thread_id = ''),"
+    " $3)), unread (thread_id, notif, highlight) AS ("
+    " SELECT a.thread_id, CASE WHEN a.notif THEN 1 ELSE 0 END,"
+    " CASE WHEN a.highlight THEN 1 ELSE 0 END"
+    " FROM event_push_actions a LEFT JOIN pos t ON t.thread_id = a.thread_id"
+    " WHERE a.user_id = $1 AND a.room_id = $2"
+    " AND a.stream_ordering > COALESCE((SELECT upto FROM fold), $3)"
+    " AND a.stream_ordering > (SELECT so FROM unthreaded)"
+    " AND (t.so IS NULL OR a.stream_ordering > t.so)"
+    " UNION ALL SELECT s.thread_id, s.notif_count, s.highlight_count FROM push_summaries s"
+    " LEFT JOIN pos t ON t.thread_id = s.thread_id WHERE s.user_id = $1 AND s.room_id = $2"
+    " AND s.upto_so > (SELECT so FROM unthreaded) AND (t.so IS NULL OR s.upto_so > t.so))"
+    " SELECT thread_id, SUM(notif), SUM(highlight) FROM unread GROUP BY thread_id"
+    f" UNION ALL SELECT '{_MAX_ROW}', MAX(m.stream_ordering), 0"
+    " FROM event_push_actions m WHERE m.user_id = $1 AND m.room_id = $2"
+    f" UNION ALL SELECT '{_MAX_ROW}', upto, 0 FROM fold"
+)
+
 
 @dataclass
 class _Unread:
@@ -459,52 +485,25 @@ class PushStore(PushActionReads):
         return {tid: UnreadCounts(c[0], c[1]) for tid, c in entry.counts.items() if c[0] or c[1]}
 
     async def _count_unread(self, user_id: str, room_id: str) -> tuple[dict[str, list[int]], int]:
-        """Unread counts and the highest action position, from one statement (one
-        snapshot: an action is either in both or in neither)."""
-        rows = await self.db.fetch(
-            f"WITH {_READ_POSITIONS} SELECT a.thread_id,"
-            " SUM(CASE WHEN a.notif THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END)"
-            " FROM event_push_actions a LEFT JOIN pos t ON t.thread_id = a.thread_id"
-            " WHERE a.user_id = $1 AND a.room_id = $2"
-            " AND a.stream_ordering > COALESCE((SELECT u.so FROM pos u WHERE u.thread_id = ''),"
-            " $3) AND (t.so IS NULL OR a.stream_ordering > t.so)"
-            " GROUP BY a.thread_id"
-            f" UNION ALL SELECT '{_MAX_ROW}', MAX(m.stream_ordering), 0"
-            " FROM event_push_actions m WHERE m.user_id = $1 AND m.room_id = $2",
-            user_id,
-            room_id,
-            _BEFORE_EVERYTHING,
-        )
+        """Unread counts and the highest action position they include, from one
+        statement (one snapshot: an action is counted by its row or in a summary, never
+        both, however a retention run moves it meanwhile)."""
+        rows = await self.db.fetch(_COUNT_UNREAD, user_id, room_id, _BEFORE_EVERYTHING)
         counts: dict[str, list[int]] = {}
         seen_upto = _BEFORE_EVERYTHING
         for r in rows:
             if r[0] == _MAX_ROW:
-                seen_upto = int(r[1]) if r[1] is not None else _BEFORE_EVERYTHING
+                if r[1] is not None:
+                    seen_upto = max(seen_upto, int(r[1]))
             else:
                 counts[r[0]] = [int(r[1] or 0), int(r[2] or 0)]
         return counts, seen_upto
 
-    async def get_unread_counts(
-        self, user_id: str, room_id: str, upto: int | None = None
-    ) -> dict[str, UnreadCounts]:
-        """thread_id -> unread (notifying, highlighted) counts in one room, up to and
-        including stream position `upto`. Threads with nothing unread are absent."""
-        rows = await self.db.fetch(
-            f"WITH {_READ_POSITIONS} SELECT a.thread_id,"
-            " SUM(CASE WHEN a.notif THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END)"
-            " FROM event_push_actions a LEFT JOIN pos t ON t.thread_id = a.thread_id"
-            " WHERE a.user_id = $1 AND a.room_id = $2 AND a.stream_ordering <= $3"
-            " AND a.stream_ordering > COALESCE((SELECT u.so FROM pos u WHERE u.thread_id = ''),"
-            " $4) AND (t.so IS NULL OR a.stream_ordering > t.so)"
-            " GROUP BY a.thread_id",
-            user_id,
-            room_id,
-            upto if upto is not None else 2**62,
-            _BEFORE_EVERYTHING,
-        )
-        return {r[0]: UnreadCounts(int(r[1] or 0), int(r[2] or 0)) for r in rows}
+    async def get_unread_counts(self, user_id: str, room_id: str) -> dict[str, UnreadCounts]:
+        """thread_id -> unread (notifying, highlighted) counts in one room, from the
+        database (no cache). Threads with nothing unread are absent."""
+        counts, _ = await self._count_unread(user_id, room_id)
+        return {t: UnreadCounts(c[0], c[1]) for t, c in counts.items() if c[0] or c[1]}
 
     async def get_notifications(
         self,

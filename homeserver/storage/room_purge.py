@@ -135,6 +135,13 @@ class RoomPurgeStore:
                     )
                     if count:
                         result.rows[table] = result.rows.get(table, 0) + count
+            # Unread counts of folded push actions (push_retention.py) that cover
+            # only purged history: their events are gone.
+            await conn.execute(
+                "DELETE FROM push_summaries WHERE room_id = $1 AND upto_so < $2",
+                room_id,
+                before_stream,
+            )
         result.event_ids = doomed
         if self._purged is not None:
             self._purged(room_id)

@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from homeserver.app import create_app
 from homeserver.appstate import LOCAL_EVENTS, PUSH_ACTIONS, PUSH_STORE, STORES
+from homeserver.config import Config
 from homeserver.push.sync_extension import UnreadCountsExtension
 from homeserver.storage.push import PushStore
+from homeserver.storage.push_retention import DAY_MS, PushActionRetention
 from homeserver.sync.extensions import SyncContext
 from homeserver.sync.tokens import StreamToken
 from tests.client.helpers import (
@@ -417,3 +422,65 @@ async def test_a_malformed_rule_of_an_unknown_kind_spoils_nobody_elses_counts(
     for user in (bob, mallory):
         got = await eventually(c, lambda u=user: counts(c, u, room), lambda now: now == expected)
         assert got == expected, user
+
+
+async def test_counts_survive_the_retention_of_old_push_actions(
+    database_settings: dict[str, Any], aiohttp_client: Any, tmp_config: Callable[..., Config]
+) -> None:
+    """A day on, the rows of old notifications are deleted (storage/push_retention.py),
+    but the unread counts /sync shows do not move, and real receipts still clear them."""
+    app_client = await aiohttp_client(create_app(tmp_config(**database_settings)))
+    alice, bob, bob_token, room = await two_users(app_client)
+    carol = f"@carol:{bob.split(':', 1)[1]}"
+    app = app_client.server.app
+    db = app[STORES].db
+    old = [await send(app_client, room, alice, f"m{i}") for i in range(3)]
+    old.append(await send(app_client, room, alice, "bob?", **{"m.mentions": {"user_ids": [bob]}}))
+    old.append(await send(app_client, room, alice, "m4"))
+    r = await app_client.post(
+        f"/_matrix/client/v3/rooms/{room}/receipt/m.read/{old[1]}", json={}, headers=auth(bob_token)
+    )
+    assert r.status == 200, await r.text()
+    await expect_counts(app_client, bob, room, notification_count=3, highlight_count=1)
+    await expect_counts(app_client, carol, room, notification_count=5, highlight_count=0)
+
+    retention = PushActionRetention(db, pause_s=0)
+    t0 = int(time.time() * 1000)
+    await retention.run(t0)  # the position of "a day ago", for the next run
+    new = await send(app_client, room, alice, "m5")
+    await expect_counts(app_client, carol, room, notification_count=6)
+    run = await retention.run(t0 + DAY_MS)
+    # Bob's two read actions are simply gone; the rest is summed up.
+    assert run.rows_folded == 2 * 5 - 1
+    rows = await db.fetch(
+        "SELECT user_id, event_id FROM event_push_actions WHERE room_id = $1 ORDER BY 1", room
+    )
+    assert [tuple(r) for r in rows] == [(bob, old[3]), (bob, new), (carol, new)]
+
+    for user, want in ((bob, (4, 1)), (carol, (6, 0))):
+        await expect_counts(
+            app_client, user, room, notification_count=want[0], highlight_count=want[1]
+        )
+        fresh = await PushStore(db).get_unread_counts(user, room)
+        assert (
+            sum(c.notifications for c in fresh.values()),
+            sum(c.highlights for c in fresh.values()),
+        ) == want
+    # GET /notifications lists what is left: the new message, and the mention (kept a
+    # month).
+    r = await app_client.get("/_matrix/client/v3/notifications", headers=auth(bob_token))
+    assert [n["event"]["event_id"] for n in (await r.json())["notifications"]] == [new, old[3]]
+
+    # A receipt for the newest folded event reads the summary; one for the newest
+    # event reads everything.
+    r = await app_client.post(
+        f"/_matrix/client/v3/rooms/{room}/receipt/m.read/{old[4]}", json={}, headers=auth(bob_token)
+    )
+    assert r.status == 200, await r.text()
+    await expect_counts(app_client, bob, room, notification_count=1, highlight_count=0)
+    r = await app_client.post(
+        f"/_matrix/client/v3/rooms/{room}/receipt/m.read/{new}", json={}, headers=auth(bob_token)
+    )
+    await expect_counts(app_client, bob, room, notification_count=0, highlight_count=0)
+    assert (await retention.run(t0 + DAY_MS + 1)).summaries_swept == 1
+    assert [tuple(r) for r in await db.fetch("SELECT user_id FROM push_summaries")] == [(carol,)]

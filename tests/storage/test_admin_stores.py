@@ -207,7 +207,19 @@ async def test_purge_history_keeps_state_extremities_and_local_events(
         )
     last = await stores.events.get_stream_ordering(remote_msgs[-1])
     assert last is not None
+    # Unread counts of folded push actions (push_retention.py): those covering only
+    # purged history go; a newer one, or another room's, stays.
+    for room_id, upto in (("!h:example.org", last), ("!h:example.org", last + 5), ("!o:x", 1)):
+        await db.execute(
+            "INSERT INTO push_summaries VALUES ($1, $2, $3, 1, 0, $4)",
+            ALICE,
+            room_id,
+            f"t{upto}",
+            upto,
+        )
     result = await RoomPurgeStore(db).purge_history("!h:example.org", last + 1, local_server=SERVER)
+    kept = await db.fetch("SELECT room_id, upto_so FROM push_summaries ORDER BY upto_so")
+    assert sorted((r[0], int(r[1])) for r in kept) == [("!h:example.org", last + 5), ("!o:x", 1)]
     # Eve's (remote) messages go, except the forward extremity.
     assert remote_msgs[-1] not in result.event_ids
     assert set(remote_msgs[:-1]) <= set(result.event_ids)
