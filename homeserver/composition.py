@@ -135,6 +135,8 @@ from homeserver.storage.room_purge import RoomPurgeStore
 from homeserver.storage.search import SearchStore
 from homeserver.storage.sliding_sync import SlidingSyncStore
 from homeserver.storage.sync_queries import SyncQueryStore
+from homeserver.storage.txn_retention import RUN_INTERVAL_S as TXN_INTERVAL_S
+from homeserver.storage.txn_retention import TransactionIdRetention
 from homeserver.storage.user_directory import UserDirectoryStore
 from homeserver.sync.activity import RoomActivity
 from homeserver.sync.builder import SyncBuilder
@@ -230,9 +232,11 @@ async def build(
     stack.push_async_callback(push_delivery.close)
     push_actions = ActionGenerator(stores, push_store, push_rules, server_name, push_delivery)
     stack.push_async_callback(push_actions.close)
-    if not worker:  # one process folds and deletes old push actions
+    if not worker:  # one process deletes what is kept for a while only
         retention = PushActionRetention(database)
         tasks.spawn(every(RETENTION_INTERVAL_S, retention.run), "push action retention")
+        txn_retention = TransactionIdRetention(database)
+        tasks.spawn(every(TXN_INTERVAL_S, txn_retention.run), "transaction ID retention")
     relations = RelationsService(stores, RelationsReadStore(database), RoomReadStore(database))
     joined = JoinedRoomsCache(stores)
     user_directory = UserDirectory(stores, UserDirectoryStore(database), server_name)

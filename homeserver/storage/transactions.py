@@ -76,9 +76,6 @@ class TransactionStore:
                 txn_id,
             )
 
-    async def prune_client_txns(self, older_than_ts: int) -> int:
-        return await self.db.execute("DELETE FROM client_txns WHERE created_ts < $1", older_than_ts)
-
     # -- inbound federation transactions ------------------------------------------------
 
     async def get_inbound_txn(self, origin: str, txn_id: str) -> dict[str, Any] | None:
@@ -98,11 +95,6 @@ class TransactionStore:
             txn_id,
             dump_json(response),
             now_ms(),
-        )
-
-    async def prune_inbound_txns(self, older_than_ts: int) -> int:
-        return await self.db.execute(
-            "DELETE FROM federation_inbound_txns WHERE received_ts < $1", older_than_ts
         )
 
     # -- outbound queue -----------------------------------------------------------------

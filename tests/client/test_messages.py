@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from homeserver.appstate import STORES
 from homeserver.rooms.pagination import RoomToken
+from homeserver.storage.txn_retention import TXN_RETENTION_MS, TransactionIdRetention
 from homeserver.sync.tokens import StreamToken
 from tests.client.helpers import auth, make_user
 
@@ -415,3 +418,21 @@ async def test_bad_input_is_4xx(
     data = await resp.json()
     assert 400 <= resp.status < 500, (resp.status, data)
     assert data["errcode"].startswith("M_")
+
+
+async def test_transaction_ids_are_forgotten_after_a_day(app_client: Any, users: Any) -> None:
+    """storage/txn_retention.py: a day on, the send's transaction ID is gone from the
+    database (and from the event as its sender sees it); a newer one stays."""
+    _, atok = users["alice"]
+    room = await create(app_client, atok)
+    first = await send(app_client, atok, room, "hello", "txn-old")
+    db = app_client.server.app[STORES].db
+    await db.execute("UPDATE client_txns SET created_ts = created_ts - $1", TXN_RETENTION_MS)
+    newer = await send(app_client, atok, room, "again", "txn-new")
+    deleted = await TransactionIdRetention(db).run(int(time.time() * 1000))
+    assert deleted["client_txns"] >= 1
+    ev = await call(app_client, "GET", f"/rooms/{room}/event/{first}", atok)
+    assert "transaction_id" not in ev["unsigned"]
+    ev = await call(app_client, "GET", f"/rooms/{room}/event/{newer}", atok)
+    assert ev["unsigned"]["transaction_id"] == "txn-new"
+    assert await send(app_client, atok, room, "again", "txn-new") == newer

@@ -79,7 +79,6 @@ async def test_client_and_inbound_txns(stores: Stores) -> None:
     assert await tx.get_client_txn("@a:x", "D2", "t1") is None  # scoped per device
     assert await tx.set_client_txn("@a:x", None, "t1", "$e3") == "$e3"
     assert await tx.get_client_txn("@a:x", None, "t1") == "$e3"
-    assert await tx.prune_client_txns(older_than_ts=0) == 0
 
     resp = {"pdus": {"$x": {}, "$y": {"error": "bad ünicode"}}}
     assert await tx.get_inbound_txn("remote.test", "txn1") is None
