@@ -14,6 +14,15 @@ Why it is shaped like this:
   `notify_peer_up(origin)` (a request *from* that peer) cuts the wait short.
 - A new transaction ID per attempt: the queue may have grown between attempts, and a
   receiver deduplicating on the transaction ID would otherwise drop the new items.
+- Bounded, whatever a peer does (servers die for good every day, and a big room has
+  hundreds of them): a destination that is backing off gets no new PDUs queued; its
+  rooms' newest events wait as catch-up events instead (one per room, sent first once
+  it answers; it fetches the rest from us with get_missing_events, as from Synapse's
+  catch-up), and typing and presence for it are not queued. A backlog past
+  `max_queued_pdus` (a peer that answers, but slower than we send) is folded into
+  catch-up events too, and past `max_queued_trimmable_edus` receipts, typing and
+  presence the oldest of those are dropped. To-device messages and device-list
+  updates are always queued (the peer cannot fetch them again).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,6 +46,11 @@ MAX_PDUS_PER_TXN = 50
 MAX_EDUS_PER_TXN = 100
 # A peer answering with one of these will not accept the batch if we send it again.
 PERMANENT_FAILURES = frozenset({400, 403, 413})
+# EDUs stale within seconds: not queued for a destination that is backing off.
+TRANSIENT_EDU_TYPES = frozenset({"m.typing", "m.presence"})
+# EDUs whose oldest may be dropped from a long backlog (a receipt is superseded by the
+# user's next one; the peer loses a read marker, not a message).
+TRIMMABLE_EDU_TYPES = ("m.typing", "m.presence", "m.receipt")
 # What became of one transaction (FederationSender._deliver).
 SENT, DROPPED, RETRY = "sent", "dropped", "retry"
 
@@ -51,18 +65,37 @@ class SenderSettings:
     request_timeout_s: float = 60.0
     max_pdus: int = MAX_PDUS_PER_TXN
     max_edus: int = MAX_EDUS_PER_TXN
+    # A destination's queue past these is folded/trimmed (see the module docstring).
+    max_queued_pdus: int = 1_000
+    max_queued_trimmable_edus: int = 1_000
 
 
 class OutboxStore(Protocol):
     """The part of homeserver.storage.TransactionStore the sender uses."""
 
     async def enqueue_pdus(self, destinations: Iterable[str], event_id: str) -> None: ...
-    async def enqueue_edu(self, destination: str, edu: dict[str, Any]) -> None: ...
-    async def peek(self, destination: str, pdu_limit: int, edu_limit: int) -> OutboxBatch: ...
-    async def ack(self, destination: str, up_to_id: int) -> int: ...
-    async def ack_delivery(
-        self, destination: str, up_to_id: int, event_ids: Iterable[str], ts: int | None = None
+    async def enqueue_edu(
+        self, destination: str, edu: dict[str, Any], *, transient: bool = False
     ) -> None: ...
+    async def peek(self, destination: str, pdu_limit: int, edu_limit: int) -> OutboxBatch: ...
+    async def ack(
+        self, destination: str, up_to_id: int, catch_up: Sequence[tuple[str, str]] = ()
+    ) -> int: ...
+    async def ack_delivery(
+        self,
+        destination: str,
+        up_to_id: int,
+        event_ids: Iterable[str],
+        ts: int | None = None,
+        catch_up: Sequence[tuple[str, str]] = (),
+    ) -> None: ...
+    async def compact(
+        self,
+        destination: str,
+        max_pdus: int,
+        trimmable_edu_types: Sequence[str],
+        max_trimmable_edus: int,
+    ) -> bool: ...
     async def destinations_with_pending(self) -> list[str]: ...
     async def get_retry_state(self, destination: str) -> RetryState | None: ...
     async def set_retry_state(
@@ -144,7 +177,7 @@ class FederationSender:
         for dest in dict.fromkeys(destinations):
             if not dest or dest == self._server_name:
                 continue
-            await self._outbox.enqueue_edu(dest, edu)
+            await self._outbox.enqueue_edu(dest, edu, transient=edu_type in TRANSIENT_EDU_TYPES)
             self.wake(dest)
 
     def wake(self, destination: str) -> None:
@@ -239,9 +272,7 @@ class FederationSender:
                     if delay_ms > 0 and not await self._sleep(dest, delay_ms / 1000):
                         continue  # poked: re-read the state (the peer may be back)
                 self._dirty.discard(dest)
-                batch = await self._outbox.peek(
-                    dest, self.settings.max_pdus, self.settings.max_edus
-                )
+                batch = await self._next_batch(dest)
                 if not batch:
                     if dest in self._dirty:
                         continue
@@ -249,10 +280,10 @@ class FederationSender:
                 outcome = await self._deliver(dest, batch)
                 if outcome == SENT:
                     await self._outbox.ack_delivery(
-                        dest, batch.up_to_id, batch.pdu_event_ids, self._now_ms()
+                        dest, batch.up_to_id, batch.pdu_event_ids, self._now_ms(), batch.catch_up
                     )
                 elif outcome == DROPPED:
-                    await self._outbox.ack(dest, batch.up_to_id)
+                    await self._outbox.ack(dest, batch.up_to_id, batch.catch_up)
                 if outcome != RETRY:
                     if state is not None:
                         await self._outbox.clear_retry_state(dest)
@@ -266,6 +297,19 @@ class FederationSender:
         finally:
             if self._workers.get(dest) is me:
                 del self._workers[dest]
+
+    async def _next_batch(self, dest: str) -> OutboxBatch:
+        """The next transaction's items; a full batch means a backlog, which is
+        bounded first (compact) if it has grown past the settings' limits."""
+        s = self.settings
+        batch = await self._outbox.peek(dest, s.max_pdus, s.max_edus)
+        full = len(batch.pdu_event_ids) >= s.max_pdus or len(batch.edus) >= s.max_edus
+        if full and await self._outbox.compact(
+            dest, s.max_queued_pdus, TRIMMABLE_EDU_TYPES, s.max_queued_trimmable_edus
+        ):
+            log.info("backlog for %s was past its bounds: compacted", dest)
+            batch = await self._outbox.peek(dest, s.max_pdus, s.max_edus)
+        return batch
 
     async def _sleep(self, dest: str, seconds: float) -> bool:
         """Sleep for the backoff; False if cut short by notify_peer_up."""

@@ -10,21 +10,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._util import chunks, dump_json, load_json, now_ms, placeholders
-from .database import Database
+from .database import Connection, Database
+
+# Queued PDUs turned into catch-up events per transaction of `compact`.
+COMPACT_BATCH = 5_000
+
+# Make an event its room's catch-up event for a destination, unless a newer one is.
+_CATCH_UP = (
+    "INSERT INTO federation_catchup (destination, room_id, event_id, stream_ordering)"
+    " VALUES ($1, $2, $3, $4) ON CONFLICT (destination, room_id) DO UPDATE SET"
+    " event_id = excluded.event_id, stream_ordering = excluded.stream_ordering"
+    " WHERE excluded.stream_ordering > federation_catchup.stream_ordering"
+)
 
 
 @dataclass
 class OutboxBatch:
-    """A contiguous prefix of a destination's queue; ack `up_to_id` once sent."""
+    """A destination's catch-up events, then a contiguous prefix of its queue; ack
+    `up_to_id` and `catch_up` once sent."""
 
     pdu_event_ids: list[str] = field(default_factory=list)
     edus: list[dict[str, Any]] = field(default_factory=list)
     up_to_id: int = 0
+    # (room, event) of the catch-up events among pdu_event_ids (they come first)
+    catch_up: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.pdu_event_ids or self.edus)
@@ -100,35 +114,80 @@ class TransactionStore:
     # -- outbound queue -----------------------------------------------------------------
 
     async def enqueue_pdus(self, destinations: Iterable[str], event_id: str) -> None:
+        """Queue a persisted event for each destination; for one that is backing off,
+        make it its room's catch-up event instead (federation_catchup)."""
         ts = now_ms()
-        await self.db.executemany(
-            "INSERT INTO federation_outbox (destination, event_id, created_ts) VALUES ($1, $2, $3)",
-            [(d, event_id, ts) for d in dict.fromkeys(destinations)],
-        )
+        dests = list(dict.fromkeys(destinations))
+        async with self.db.transaction() as conn:
+            down: set[str] = set()
+            for part in chunks(dests):
+                rows = await conn.fetch(
+                    "SELECT destination FROM destination_retry WHERE failure_ts IS NOT NULL"
+                    f" AND destination IN ({placeholders(len(part))})",
+                    *part,
+                )
+                down.update(r[0] for r in rows)
+            up = [d for d in dests if d not in down]
+            if up:
+                await conn.executemany(
+                    "INSERT INTO federation_outbox (destination, event_id, created_ts)"
+                    " VALUES ($1, $2, $3)",
+                    [(d, event_id, ts) for d in up],
+                )
+            if down:
+                row = await conn.fetchrow(
+                    "SELECT room_id, stream_ordering FROM events WHERE event_id = $1", event_id
+                )
+                if row is not None:
+                    await conn.executemany(
+                        _CATCH_UP,
+                        [(d, row[0], event_id, int(row[1])) for d in sorted(down)],
+                    )
 
-    async def enqueue_edu(self, destination: str, edu: dict[str, Any]) -> None:
+    async def enqueue_edu(
+        self, destination: str, edu: dict[str, Any], *, transient: bool = False
+    ) -> None:
+        """Queue an EDU; a `transient` one (typing, presence: stale in seconds) is not
+        queued for a destination that is backing off."""
+        if transient and await self.db.fetchval(
+            "SELECT 1 FROM destination_retry WHERE destination = $1 AND failure_ts IS NOT NULL",
+            destination,
+        ):
+            return
         await self.db.execute(
-            "INSERT INTO federation_outbox (destination, edu, created_ts) VALUES ($1, $2, $3)",
+            "INSERT INTO federation_outbox (destination, edu, edu_type, created_ts)"
+            " VALUES ($1, $2, $3, $4)",
             destination,
             dump_json(edu),
+            str(edu.get("edu_type", "")),
             now_ms(),
         )
 
     async def peek(
         self, destination: str, pdu_limit: int = 50, edu_limit: int = 100
     ) -> OutboxBatch:
-        """The oldest queued items for `destination`, in order, within both limits.
+        """The destination's catch-up events (oldest first), then the oldest queued
+        items, in order, within both limits.
 
-        The batch is a contiguous prefix of the queue (it stops at the first item that
-        would exceed its kind's limit), so acking `up_to_id` never drops unsent items.
+        The queued part is a contiguous prefix of the queue (it stops at the first item
+        that would exceed its kind's limit), so acking `up_to_id` never drops unsent
+        items.
         """
+        batch = OutboxBatch()
+        for room_id, event_id in await self.db.fetch(
+            "SELECT room_id, event_id FROM federation_catchup WHERE destination = $1"
+            " ORDER BY stream_ordering LIMIT $2",
+            destination,
+            pdu_limit,
+        ):
+            batch.catch_up.append((room_id, event_id))
+            batch.pdu_event_ids.append(event_id)
         rows = await self.db.fetch(
             "SELECT id, event_id, edu FROM federation_outbox WHERE destination = $1"
             " ORDER BY id LIMIT $2",
             destination,
             pdu_limit + edu_limit,
         )
-        batch = OutboxBatch()
         for row in rows:
             if row[1] is not None:
                 if len(batch.pdu_event_ids) >= pdu_limit:
@@ -141,16 +200,95 @@ class TransactionStore:
             batch.up_to_id = int(row[0])
         return batch
 
-    async def ack(self, destination: str, up_to_id: int) -> int:
-        """Drop the destination's items up to and including `up_to_id` (they were sent)."""
-        return await self.db.execute(
-            "DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2",
+    async def ack(
+        self, destination: str, up_to_id: int, catch_up: Sequence[tuple[str, str]] = ()
+    ) -> int:
+        """Drop the destination's items up to and including `up_to_id`, and the
+        catch-up events sent (they were sent, or refused for good)."""
+        async with self.db.transaction() as conn:
+            await _drop_caught_up(conn, destination, catch_up)
+            return await conn.execute(
+                "DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2",
+                destination,
+                up_to_id,
+            )
+
+    async def compact(
+        self,
+        destination: str,
+        max_pdus: int,
+        trimmable_edu_types: Sequence[str],
+        max_trimmable_edus: int,
+    ) -> bool:
+        """Bound a destination's backlog: past `max_pdus` queued PDUs, all of them
+        become catch-up events (the newest per room); past `max_trimmable_edus` EDUs of
+        `trimmable_edu_types`, the oldest of those go. Whether anything changed.
+        Works in batches of COMPACT_BATCH rows, each its own transaction."""
+        changed = False
+        queued = await self.db.fetchval(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM federation_outbox WHERE destination = $1"
+            " AND event_id IS NOT NULL LIMIT $2) backlog",
             destination,
-            up_to_id,
+            max_pdus + 1,
         )
+        if int(queued) > max_pdus:
+            changed = True
+            while await self._fold_pdus(destination):
+                pass
+        if trimmable_edu_types:
+            types = placeholders(len(trimmable_edu_types), start=3)
+            cutoff = await self.db.fetchval(
+                "SELECT id FROM federation_outbox WHERE destination = $1"
+                f" AND edu_type IN ({types}) ORDER BY id DESC LIMIT 1 OFFSET $2",
+                destination,
+                max_trimmable_edus,
+                *trimmable_edu_types,
+            )
+            if cutoff is not None:
+                changed = True
+                await self.db.execute(
+                    "DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2"
+                    f" AND edu_type IN ({types})",
+                    destination,
+                    int(cutoff),
+                    *trimmable_edu_types,
+                )
+        return changed
+
+    async def _fold_pdus(self, destination: str) -> bool:
+        """Turn the oldest COMPACT_BATCH queued PDUs into catch-up events; whether
+        there may be more."""
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                "SELECT o.id, e.room_id, e.event_id, e.stream_ordering FROM federation_outbox o"
+                " LEFT JOIN events e ON e.event_id = o.event_id WHERE o.destination = $1"
+                " AND o.event_id IS NOT NULL ORDER BY o.id LIMIT $2",
+                destination,
+                COMPACT_BATCH,
+            )
+            newest: dict[str, tuple[str, int]] = {}
+            for _id, room_id, event_id, ordering in rows:
+                if room_id is None:
+                    continue  # purged since: nothing to send
+                if room_id not in newest or int(ordering) > newest[room_id][1]:
+                    newest[room_id] = (event_id, int(ordering))
+            await conn.executemany(
+                _CATCH_UP, [(destination, r, e, so) for r, (e, so) in newest.items()]
+            )
+            for part in chunks([int(r[0]) for r in rows]):
+                await conn.execute(
+                    f"DELETE FROM federation_outbox WHERE id IN ({placeholders(len(part))})",
+                    *part,
+                )
+        return len(rows) == COMPACT_BATCH
 
     async def ack_delivery(
-        self, destination: str, up_to_id: int, event_ids: Iterable[str], ts: int | None = None
+        self,
+        destination: str,
+        up_to_id: int,
+        event_ids: Iterable[str],
+        ts: int | None = None,
+        catch_up: Sequence[tuple[str, str]] = (),
     ) -> None:
         """`ack`, and in the same transaction remember the delivery for the admin API:
         the destination's last success (time, newest stream ordering) and, per room, the
@@ -158,6 +296,7 @@ class TransactionStore:
         ids = list(dict.fromkeys(event_ids))
         when = ts if ts is not None else now_ms()
         async with self.db.transaction() as conn:
+            await _drop_caught_up(conn, destination, catch_up)
             await conn.execute(
                 "DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2",
                 destination,
@@ -194,7 +333,8 @@ class TransactionStore:
 
     async def destinations_with_pending(self) -> list[str]:
         rows = await self.db.fetch(
-            "SELECT DISTINCT destination FROM federation_outbox ORDER BY destination"
+            "SELECT destination FROM federation_outbox UNION"
+            " SELECT destination FROM federation_catchup ORDER BY destination"
         )
         return [r[0] for r in rows]
 
@@ -231,3 +371,15 @@ class TransactionStore:
             "SELECT destination, failure_ts, retry_last_ts, retry_interval_ms FROM destination_retry"
         )
         return [RetryState(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+async def _drop_caught_up(
+    conn: Connection, destination: str, catch_up: Sequence[tuple[str, str]]
+) -> None:
+    """Delete the catch-up events sent, unless a newer event has taken a room's place."""
+    if catch_up:
+        await conn.executemany(
+            "DELETE FROM federation_catchup WHERE destination = $1 AND room_id = $2"
+            " AND event_id = $3",
+            [(destination, room_id, event_id) for room_id, event_id in catch_up],
+        )

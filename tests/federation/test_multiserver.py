@@ -194,3 +194,46 @@ async def test_gap_is_filled_with_get_missing_events(servers) -> None:
         return {"lost 0", "lost 1", "lost 2", "after the gap"} <= set(texts)
 
     assert await eventually(b_has_all, timeout=20)
+
+
+async def test_a_server_down_for_long_catches_up_from_the_newest_event(servers) -> None:
+    """While B is down, A queues nothing more for it but the room's newest event
+    (federation_catchup); back up, B gets that event, fetches the gap from A (more
+    than get_missing_events brings at once) and its users read every message."""
+    a, b, alice, bob, room_id = await _joined_pair(servers)
+    await a.send_text(alice, room_id, "before")
+    assert await eventually(lambda: _has(b, bob, room_id, "before"))
+    await b.stop()
+    await a.send_text(alice, room_id, "down 0")
+    outbox = a.app[STORES].transactions
+
+    async def a_backing_off() -> bool:
+        state = await outbox.get_retry_state(b.name)
+        return state is not None and state.failure_ts is not None
+
+    assert await eventually(a_backing_off)
+    sent = ["down 0"] + [f"down {i}" for i in range(1, 16)]
+    for text in sent[1:]:
+        await a.send_text(alice, room_id, text)
+    db = a.app[STORES].db
+    queued = await db.fetchval(
+        "SELECT COUNT(*) FROM federation_outbox WHERE destination = $1 AND event_id IS NOT NULL",
+        b.name,
+    )
+    assert queued <= 1  # "down 0", if it was queued before the failure was recorded
+    rows = await db.fetch("SELECT room_id FROM federation_catchup WHERE destination = $1", b.name)
+    assert [r[0] for r in rows] == [room_id]
+
+    await b.start()
+
+    async def b_reads_everything() -> bool:
+        page = await b.ok("GET", f"/rooms/{room_id}/messages", bob, dir="b", limit="100")
+        texts = [e["content"].get("body") for e in page["chunk"] if e["type"] == "m.room.message"]
+        return set(sent) <= set(texts)
+
+    assert await eventually(b_reads_everything, timeout=30)
+    assert await db.fetchval("SELECT COUNT(*) FROM federation_catchup") == 0
+
+
+async def _has(server: LoopbackServer, user: str, room_id: str, text: str) -> bool:
+    return text in await _texts(server, user, room_id)

@@ -301,17 +301,19 @@ async def test_reset_connection_reaches_the_process_that_delivers(origin: Origin
 
 
 async def test_outbox_survives_a_restart_of_the_sender(tmp_path: Path) -> None:
-    """Events queued while the peer is down are delivered by a new sender on the same DB."""
+    """Events queued before the peer went down are delivered by a new sender on the
+    same DB, in order."""
     origin = await open_origin(tmp_path)
     # A port nothing listens on (yet): bind, note, release.
     probe = await start_peer(FakePeer())
     port = probe.port
     await probe.close()
     dest = f"127.0.0.1:{port}"
-    sender = new_sender(origin)
     events = await messages(origin, 3)
-    for event in events:
-        await sender.send_event(event, [dest])
+    for event in events:  # queued, then the process stopped before sending them
+        await origin.stores.transactions.enqueue_pdus([dest], event.event_id)
+    sender = new_sender(origin)
+    await sender.start()
     await wait_for(lambda: sender.is_backing_off(dest))
     await sender.stop()
     await origin.client.close()
@@ -381,6 +383,84 @@ async def test_persister_sends_room_pdus_to_joined_hosts_only(origin: Origin) ->
         await events.send(origin.room_id, ALICE, "m.room.message", {"body": "later"})
         await asyncio.sleep(0.5)
         assert len(peer.txns) == 1
+    finally:
+        await sender.stop()
+        await server.close()
+
+
+async def test_a_peer_that_is_down_gets_the_newest_event_not_the_backlog(
+    origin: Origin,
+) -> None:
+    """While a destination backs off, nothing more piles up for it: no PDU rows (the
+    room's newest event waits as its catch-up event), no typing or presence. Back up,
+    it gets what was queued before it failed and the newest event, in one transaction;
+    the receipts and to-device messages queued meanwhile go too."""
+    peer = FakePeer(fail_next=1)
+    server = await start_peer(peer)
+    dest = f"127.0.0.1:{server.port}"
+    sender = new_sender(origin, SenderSettings(min_retry_interval_s=60, request_timeout_s=5))
+    store = origin.stores.transactions
+    try:
+        (first,) = await messages(origin, 1)
+        await sender.send_event(first, [dest])
+        await wait_for(lambda: sender.is_backing_off(dest))
+        for event in await messages(origin, 30, prefix="down"):
+            await sender.send_event(event, [dest])
+        await sender.send_edu([dest], "m.typing", {"room_id": origin.room_id, "typing": True})
+        await sender.send_edu([dest], "m.presence", {"push": []})
+        await sender.send_edu([dest], "m.receipt", {"n": 1})
+        await sender.send_edu([dest], "m.direct_to_device", {"n": 2})
+        rows = await origin.db.fetch(
+            "SELECT event_id, edu_type FROM federation_outbox WHERE destination = $1 ORDER BY id",
+            dest,
+        )
+        assert [(r[0], r[1]) for r in rows] == [
+            (first.event_id, None),
+            (None, "m.receipt"),
+            (None, "m.direct_to_device"),
+        ]
+        assert await origin.db.fetchval("SELECT COUNT(*) FROM federation_catchup") == 1
+        sender.notify_peer_up(dest)
+        await wait_for(lambda: len(peer.txns) == 1)
+        assert peer.pdu_bodies() == ["down29", "m0"]
+        assert [e["edu_type"] for e in peer.txns[0]["edus"]] == ["m.receipt", "m.direct_to_device"]
+        await sender.wait_idle()
+        assert not await store.peek(dest)
+        # Up again: queued as before.
+        (after,) = await messages(origin, 1, prefix="up")
+        await sender.send_event(after, [dest])
+        await wait_for(lambda: len(peer.txns) == 2)
+        assert peer.pdu_bodies()[-1] == "up0"
+    finally:
+        await sender.stop()
+        await server.close()
+
+
+async def test_a_slow_peer_s_backlog_is_folded_into_catch_up_events(origin: Origin) -> None:
+    """A peer that answers, but slower than we send, never makes us hold more than the
+    bounds: past them the queued PDUs become the room's newest event, and the oldest
+    receipts go."""
+    peer = FakePeer(gate=asyncio.Event())
+    server = await start_peer(peer)
+    dest = f"127.0.0.1:{server.port}"
+    settings = SenderSettings(
+        max_pdus=5, max_queued_pdus=20, max_queued_trimmable_edus=10, request_timeout_s=5
+    )
+    sender = new_sender(origin, settings)
+    try:
+        events = await messages(origin, 60)
+        await sender.send_event(events[0], [dest])
+        await wait_for(lambda: peer.in_flight == 1)  # held open: a slow peer
+        for event in events[1:]:
+            await sender.send_event(event, [dest])
+        for i in range(30):
+            await sender.send_edu([dest], "m.receipt", {"n": i})
+        peer.gate.set()
+        await sender.wait_idle()
+        assert peer.pdu_bodies() == ["m0", "m59"]
+        receipts = [e["content"]["n"] for t in peer.txns for e in t.get("edus", [])]
+        assert receipts == list(range(20, 30))
+        assert not await origin.stores.transactions.peek(dest)
     finally:
         await sender.stop()
         await server.close()
