@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiosqlite
 import pytest
 
 from tests.deployment import missing_parts
@@ -344,3 +345,78 @@ async def _federation_faults(deployment: Any, ours_url: str, synapse_url: str) -
 async def _later(delay_s: float, work: Any) -> Any:
     await asyncio.sleep(delay_s)
     return await work
+
+
+# -- Synapse down for a while: our outbox stays bounded, Synapse catches up ------------
+
+DOWN_SENDS = 16  # more than one get_missing_events brings (10)
+
+
+def test_synapse_down_for_a_while_catches_up_from_our_newest_event(tmp_path: Path) -> None:
+    """Synapse is stopped while our user sends: once we back off from it we queue no
+    more PDUs for it, only the room's newest event (federation_catchup). Synapse comes
+    back, its user speaks (so we stop backing off), and it gets that event, fetches the
+    gap from us and its user reads every message, each once."""
+    harness.fedpair("wipe", "hs2")
+    harness.fedpair("start", "hs2")
+    ours = harness.OurServer("hs1", tmp_path / "ours")
+    try:
+        ours.start()
+        synapse_url = f"http://127.0.0.1:{harness.SEATS['hs2'][1]}"
+        try:
+            asyncio.run(_synapse_down(ours, synapse_url))
+        except Exception as e:
+            pytest.fail(f"{e!r}\n--- our server's log (tail) ---\n{ours.log_tail()}")
+    finally:
+        ours.stop()
+        harness.fedpair("stop", "hs2")
+
+
+async def _synapse_down(ours: harness.OurServer, synapse_url: str) -> None:
+    synapse_name = f"127.0.0.1:{harness.SEATS['hs2'][0]}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        alice = await _User(session, ours.client_url).register("alice")
+        bob = await _User(session, synapse_url).register("bob")
+        created = await alice.call(
+            "POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}
+        )
+        room = created["room_id"]
+        await bob.call(
+            "POST", f"/_matrix/client/v3/join/{quote(room)}", {}, server_name=ours.server_name
+        )
+        await alice.send(room, "before")
+        await _seen_once(bob, room, {"before"})
+
+        await asyncio.to_thread(harness.fedpair, "stop", "hs2")
+        sent = [f"down {i}" for i in range(DOWN_SENDS)]
+        await alice.send(room, sent[0])
+        async with aiosqlite.connect(ours.base / "homeserver.db") as db:
+            deadline = time.monotonic() + 30
+            while True:
+                async with db.execute(
+                    "SELECT failure_ts FROM destination_retry WHERE destination = ?",
+                    (synapse_name,),
+                ) as cursor:
+                    row = await cursor.fetchone()
+                if row is not None and row[0] is not None:
+                    break
+                assert time.monotonic() < deadline, "we never backed off from a stopped Synapse"
+                await asyncio.sleep(0.2)
+            for text in sent[1:]:
+                await alice.send(room, text)
+            async with db.execute(
+                "SELECT COUNT(*) FROM federation_outbox WHERE destination = ?"
+                " AND event_id IS NOT NULL",
+                (synapse_name,),
+            ) as cursor:
+                (queued,) = await cursor.fetchone()
+            async with db.execute(
+                "SELECT room_id FROM federation_catchup WHERE destination = ?", (synapse_name,)
+            ) as cursor:
+                catch_up = [r[0] for r in await cursor.fetchall()]
+        assert queued <= 1 and catch_up == [room], (queued, catch_up)
+
+        await asyncio.to_thread(harness.fedpair, "start", "hs2")
+        await bob.send(room, "bob is back")  # Synapse speaks to us: we stop backing off
+        await _seen_once(alice, room, {"bob is back"})
+        await _seen_once(bob, room, {"before", *sent})
