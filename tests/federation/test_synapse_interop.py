@@ -214,16 +214,24 @@ def test_killed_federation_workers_lose_nothing(tmp_path: Path) -> None:
     why = missing_parts()
     if why is not None:
         pytest.fail(f"the worker deployment cannot run: {why}")
+    ours = harness.OurDeployment("hs1", tmp_path / "ours")
+    _against_fresh_synapse(
+        ours, lambda synapse_url: _federation_faults(ours.deployment, ours.client_url, synapse_url)
+    )
+
+
+def _against_fresh_synapse(ours: Any, scenario: Any) -> None:
+    """Run `scenario(synapse_url)` with our server (or deployment) `ours` in hs1 and a
+    freshly wiped Synapse in hs2; a failure carries our logs."""
     harness.fedpair("wipe", "hs2")
     harness.fedpair("start", "hs2")
-    ours = harness.OurDeployment("hs1", tmp_path / "ours")
     try:
         ours.start()
         synapse_url = f"http://127.0.0.1:{harness.SEATS['hs2'][1]}"
         try:
-            asyncio.run(_federation_faults(ours.deployment, ours.client_url, synapse_url))
+            asyncio.run(scenario(synapse_url))
         except Exception as e:
-            pytest.fail(f"{e!r}\n--- our deployment's logs (tails) ---\n{ours.log_tail()}")
+            pytest.fail(f"{e!r}\n--- our server's logs (tails) ---\n{ours.log_tail()}")
     finally:
         ours.stop()
         harness.fedpair("stop", "hs2")
@@ -357,19 +365,8 @@ def test_synapse_down_for_a_while_catches_up_from_our_newest_event(tmp_path: Pat
     more PDUs for it, only the room's newest event (federation_catchup). Synapse comes
     back, its user speaks (so we stop backing off), and it gets that event, fetches the
     gap from us and its user reads every message, each once."""
-    harness.fedpair("wipe", "hs2")
-    harness.fedpair("start", "hs2")
     ours = harness.OurServer("hs1", tmp_path / "ours")
-    try:
-        ours.start()
-        synapse_url = f"http://127.0.0.1:{harness.SEATS['hs2'][1]}"
-        try:
-            asyncio.run(_synapse_down(ours, synapse_url))
-        except Exception as e:
-            pytest.fail(f"{e!r}\n--- our server's log (tail) ---\n{ours.log_tail()}")
-    finally:
-        ours.stop()
-        harness.fedpair("stop", "hs2")
+    _against_fresh_synapse(ours, lambda synapse_url: _synapse_down(ours, synapse_url))
 
 
 async def _synapse_down(ours: harness.OurServer, synapse_url: str) -> None:
