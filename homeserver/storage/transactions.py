@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,22 @@ from .database import Connection, Database
 # Queued PDUs turned into catch-up events per transaction of `compact`.
 COMPACT_BATCH = 5_000
 
-# Make an event its room's catch-up event for a destination, unless a newer one is.
+_ENQUEUE_PDU = (
+    "INSERT INTO federation_outbox (destination, event_id, created_ts) VALUES ($1, $2, $3)"
+)
+# How stale enqueue_pdus' view of the destinations backing off may be.
+DOWN_CACHE_S = 1.0
+
+# Make an event ($2, by ID) its room's catch-up event for destination $1, unless a
+# newer one is (an event purged meanwhile: nothing to send).
+_CATCH_UP_EVENT = (
+    "INSERT INTO federation_catchup (destination, room_id, event_id, stream_ordering)"
+    " SELECT $1, e.room_id, e.event_id, e.stream_ordering FROM events e"
+    " WHERE e.event_id = $2 ON CONFLICT (destination, room_id) DO UPDATE SET"
+    " event_id = excluded.event_id, stream_ordering = excluded.stream_ordering"
+    " WHERE excluded.stream_ordering > federation_catchup.stream_ordering"
+)
+# The same with the room and position given.
 _CATCH_UP = (
     "INSERT INTO federation_catchup (destination, room_id, event_id, stream_ordering)"
     " VALUES ($1, $2, $3, $4) ON CONFLICT (destination, room_id) DO UPDATE SET"
@@ -55,6 +71,10 @@ class RetryState:
 class TransactionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Destinations backing off, for enqueue_pdus: one row per server that failed
+        # (a few thousand on a big server), re-read at most every DOWN_CACHE_S.
+        self._failing: frozenset[str] | None = None
+        self._failing_read_at = 0.0
 
     # -- client transaction IDs ---------------------------------------------------------
 
@@ -115,34 +135,38 @@ class TransactionStore:
 
     async def enqueue_pdus(self, destinations: Iterable[str], event_id: str) -> None:
         """Queue a persisted event for each destination; for one that is backing off,
-        make it its room's catch-up event instead (federation_catchup)."""
+        make it its room's catch-up event instead (federation_catchup).
+
+        Which destinations back off is read at most every DOWN_CACHE_S (this is every
+        federated event's path). A stale answer costs nothing but efficiency: an event
+        queued for a destination that went down meanwhile is delivered when it is back
+        (the backlog bounded by `compact`), and a catch-up event is sent whatever the
+        destination's state, so every event lands in one of the two."""
         ts = now_ms()
         dests = list(dict.fromkeys(destinations))
-        async with self.db.transaction() as conn:
-            down: set[str] = set()
-            for part in chunks(dests):
-                rows = await conn.fetch(
-                    "SELECT destination FROM destination_retry WHERE failure_ts IS NOT NULL"
-                    f" AND destination IN ({placeholders(len(part))})",
-                    *part,
-                )
-                down.update(r[0] for r in rows)
-            up = [d for d in dests if d not in down]
-            if up:
-                await conn.executemany(
-                    "INSERT INTO federation_outbox (destination, event_id, created_ts)"
-                    " VALUES ($1, $2, $3)",
-                    [(d, event_id, ts) for d in up],
-                )
-            if down:
-                row = await conn.fetchrow(
-                    "SELECT room_id, stream_ordering FROM events WHERE event_id = $1", event_id
-                )
-                if row is not None:
-                    await conn.executemany(
-                        _CATCH_UP,
-                        [(d, row[0], event_id, int(row[1])) for d in sorted(down)],
-                    )
+        failing = await self._failing_destinations()
+        down = [d for d in dests if d in failing]
+        up = [d for d in dests if d not in failing]
+        queued = [(d, event_id, ts) for d in up]
+        caught_up = [(d, event_id) for d in down]
+        if not caught_up:
+            await self.db.executemany(_ENQUEUE_PDU, queued)
+            return
+        async with self.db.transaction() as conn:  # one commit (a sync to disk), not two
+            await conn.executemany(_ENQUEUE_PDU, queued)
+            await conn.executemany(_CATCH_UP_EVENT, caught_up)
+
+    async def _failing_destinations(self) -> frozenset[str]:
+        """The destinations with a recorded failure, as of at most DOWN_CACHE_S ago
+        (or this process's own last change of a retry state)."""
+        now = time.monotonic()
+        if self._failing is None or now - self._failing_read_at > DOWN_CACHE_S:
+            rows = await self.db.fetch(
+                "SELECT destination FROM destination_retry WHERE failure_ts IS NOT NULL"
+            )
+            self._failing = frozenset(r[0] for r in rows)
+            self._failing_read_at = now
+        return self._failing
 
     async def enqueue_edu(
         self, destination: str, edu: dict[str, Any], *, transient: bool = False
@@ -362,9 +386,11 @@ class TransactionStore:
             retry_last_ts,
             retry_interval_ms,
         )
+        self._failing = None
 
     async def clear_retry_state(self, destination: str) -> None:
         await self.db.execute("DELETE FROM destination_retry WHERE destination = $1", destination)
+        self._failing = None
 
     async def get_all_retry_states(self) -> list[RetryState]:
         rows = await self.db.fetch(

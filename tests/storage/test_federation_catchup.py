@@ -119,3 +119,29 @@ async def test_a_backlog_past_its_bounds_is_compacted(db: Database, stores: Stor
     to_device = [e["content"]["n"] for e in batch.edus if e["edu_type"] == "m.direct_to_device"]
     assert to_device == list(range(9))
     assert not await tx.compact(UP, 5, trimmable, 3)
+
+
+async def test_a_stale_view_of_who_is_down_never_loses_an_event(
+    db: Database, stores: Stores
+) -> None:
+    """Another process (a federation sender worker) changes a destination's state
+    while this one's view is at most DOWN_CACHE_S old: the event lands in the queue or
+    as a catch-up event, and the next batch carries it either way."""
+    await make_room(stores, ROOM_A, None, [ALICE])
+    here, sender = stores.transactions, transactions.TransactionStore(db)
+    first, second = await messages(stores, ROOM_A, "s", 2)
+    await here.enqueue_pdus([DOWN], first)  # reads the view: nobody is down
+    await sender.set_retry_state(DOWN, 1000, 1000, 10_000)  # elsewhere: DOWN fails
+    await here.enqueue_pdus([DOWN], second)  # stale: queued, not a catch-up event
+    assert await outbox_pdus(db, DOWN) == [first, second]
+    assert (await sender.peek(DOWN, 50, 100)).pdu_event_ids == [first, second]
+
+    here._failing_read_at -= transactions.DOWN_CACHE_S + 1  # the view ages out
+    (third,) = await messages(stores, ROOM_A, "t", 1)
+    await here.enqueue_pdus([DOWN], third)
+    await sender.clear_retry_state(DOWN)  # elsewhere: DOWN is back
+    (fourth,) = await messages(stores, ROOM_A, "u", 1)
+    await here.enqueue_pdus([DOWN], fourth)  # stale again: a catch-up event
+    assert await catch_up(db, DOWN) == {ROOM_A: fourth}
+    batch = await sender.peek(DOWN, 50, 100)
+    assert batch.pdu_event_ids == [fourth, first, second]
