@@ -172,11 +172,8 @@ class TransactionStore:
         self, destination: str, edu: dict[str, Any], *, transient: bool = False
     ) -> None:
         """Queue an EDU; a `transient` one (typing, presence: stale in seconds) is not
-        queued for a destination that is backing off."""
-        if transient and await self.db.fetchval(
-            "SELECT 1 FROM destination_retry WHERE destination = $1 AND failure_ts IS NOT NULL",
-            destination,
-        ):
+        queued for a destination that is backing off (as of DOWN_CACHE_S ago)."""
+        if transient and destination in await self._failing_destinations():
             return
         await self.db.execute(
             "INSERT INTO federation_outbox (destination, edu, edu_type, created_ts)"
