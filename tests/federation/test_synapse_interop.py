@@ -26,6 +26,7 @@ import aiohttp
 import aiosqlite
 import pytest
 
+from homeserver.storage.transactions import DOWN_CACHE_S
 from tests.deployment import missing_parts
 from tests.federation import synapse_harness as harness
 
@@ -399,6 +400,7 @@ async def _synapse_down(ours: harness.OurServer, synapse_url: str) -> None:
                     break
                 assert time.monotonic() < deadline, "we never backed off from a stopped Synapse"
                 await asyncio.sleep(0.2)
+            await asyncio.sleep(DOWN_CACHE_S + 0.2)  # every writer of the room sees it
             for text in sent[1:]:
                 await alice.send(room, text)
             async with db.execute(
