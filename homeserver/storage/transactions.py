@@ -5,7 +5,9 @@
 - Inbound federation transactions map (origin, txn_id) to the response we gave.
 - The outbox holds, per destination and in order, PDUs (by event ID) and EDUs (as JSON)
   that must still be sent; the sender peeks a batch, sends it and acks it, so a crash
-  between persisting an event and sending it loses nothing.
+  between persisting an event and sending it loses nothing. For a destination that is
+  backing off, federation_catchup holds each room's newest event instead of a row per
+  event (federation/sender.py says why and what bounds the queue).
 """
 
 from __future__ import annotations
