@@ -20,9 +20,10 @@ Why it is shaped like this:
   it answers; it fetches the rest from us with get_missing_events, as from Synapse's
   catch-up), and typing and presence for it are not queued. A backlog past
   `max_queued_pdus` (a peer that answers, but slower than we send) is folded into
-  catch-up events too, and past `max_queued_trimmable_edus` receipts, typing and
-  presence the oldest of those are dropped. To-device messages and device-list
-  updates are always queued (the peer cannot fetch them again).
+  catch-up events too; past `max_queued_trimmable_edus` receipts, typing and
+  presence the oldest of those are dropped, and past `max_queued_coalescable_edus`
+  device-list and signing-key updates only the newest per user stays. To-device
+  messages are always kept (the peer cannot fetch them again).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any, Protocol
 
 from federation.client import FederationError, fed_path
 from homeserver.events import Event
-from homeserver.storage.transactions import OutboxBatch, RetryState
+from homeserver.storage.transactions import BacklogBounds, OutboxBatch, RetryState
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ TRANSIENT_EDU_TYPES = frozenset({"m.typing", "m.presence"})
 # EDUs whose oldest may be dropped from a long backlog (a receipt is superseded by the
 # user's next one; the peer loses a read marker, not a message).
 TRIMMABLE_EDU_TYPES = ("m.typing", "m.presence", "m.receipt")
+# EDUs of which the newest per user is enough (the peer refetches a user's whole
+# device list when an update's prev_id shows it missed one; a signing key update
+# carries all the user's current keys): a long backlog keeps only those.
+COALESCABLE_EDU_TYPES = ("m.device_list_update", "m.signing_key_update")
 # What became of one transaction (FederationSender._deliver).
 SENT, DROPPED, RETRY = "sent", "dropped", "retry"
 
@@ -68,6 +73,16 @@ class SenderSettings:
     # A destination's queue past these is folded/trimmed (see the module docstring).
     max_queued_pdus: int = 1_000
     max_queued_trimmable_edus: int = 1_000
+    max_queued_coalescable_edus: int = 1_000
+
+    def backlog_bounds(self) -> BacklogBounds:
+        return BacklogBounds(
+            self.max_queued_pdus,
+            TRIMMABLE_EDU_TYPES,
+            self.max_queued_trimmable_edus,
+            COALESCABLE_EDU_TYPES,
+            self.max_queued_coalescable_edus,
+        )
 
 
 class OutboxStore(Protocol):
@@ -89,13 +104,7 @@ class OutboxStore(Protocol):
         ts: int | None = None,
         catch_up: Sequence[tuple[str, str]] = (),
     ) -> None: ...
-    async def compact(
-        self,
-        destination: str,
-        max_pdus: int,
-        trimmable_edu_types: Sequence[str],
-        max_trimmable_edus: int,
-    ) -> bool: ...
+    async def compact(self, destination: str, bounds: BacklogBounds) -> bool: ...
     async def destinations_with_pending(self) -> list[str]: ...
     async def get_retry_state(self, destination: str) -> RetryState | None: ...
     async def set_retry_state(
@@ -304,9 +313,7 @@ class FederationSender:
         s = self.settings
         batch = await self._outbox.peek(dest, s.max_pdus, s.max_edus)
         full = len(batch.pdu_event_ids) >= s.max_pdus or len(batch.edus) >= s.max_edus
-        if full and await self._outbox.compact(
-            dest, s.max_queued_pdus, TRIMMABLE_EDU_TYPES, s.max_queued_trimmable_edus
-        ):
+        if full and await self._outbox.compact(dest, s.backlog_bounds()):
             log.info("backlog for %s was past its bounds: compacted", dest)
             batch = await self._outbox.peek(dest, s.max_pdus, s.max_edus)
         return batch

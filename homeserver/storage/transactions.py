@@ -47,6 +47,20 @@ _CATCH_UP = (
 )
 
 
+@dataclass(frozen=True)
+class BacklogBounds:
+    """What `TransactionStore.compact` keeps of a destination's queue (the sender's
+    settings: federation/sender.py)."""
+
+    max_pdus: int
+    trimmable_edu_types: tuple[str, ...] = ()
+    max_trimmable_edus: int = 0
+    # EDUs of which the newest per (type, user) says all a peer needs (it resyncs a
+    # user's device list when it sees a gap in the update's stream IDs).
+    coalescable_edu_types: tuple[str, ...] = ()
+    max_coalescable_edus: int = 0
+
+
 @dataclass
 class OutboxBatch:
     """A destination's catch-up events, then a contiguous prefix of its queue; ack
@@ -236,36 +250,32 @@ class TransactionStore:
                 up_to_id,
             )
 
-    async def compact(
-        self,
-        destination: str,
-        max_pdus: int,
-        trimmable_edu_types: Sequence[str],
-        max_trimmable_edus: int,
-    ) -> bool:
+    async def compact(self, destination: str, bounds: BacklogBounds) -> bool:
         """Bound a destination's backlog: past `max_pdus` queued PDUs, all of them
         become catch-up events (the newest per room); past `max_trimmable_edus` EDUs of
-        `trimmable_edu_types`, the oldest of those go. Whether anything changed.
-        Works in batches of COMPACT_BATCH rows, each its own transaction."""
+        the trimmable types, the oldest of those go; past `max_coalescable_edus` of the
+        coalescable types, only the newest per (type, user) stays. Whether anything
+        changed. Works in batches of COMPACT_BATCH rows, each its own transaction."""
         changed = False
         queued = await self.db.fetchval(
             "SELECT COUNT(*) FROM (SELECT 1 FROM federation_outbox WHERE destination = $1"
             " AND event_id IS NOT NULL LIMIT $2) backlog",
             destination,
-            max_pdus + 1,
+            bounds.max_pdus + 1,
         )
-        if int(queued) > max_pdus:
+        if int(queued) > bounds.max_pdus:
             changed = True
             while await self._fold_pdus(destination):
                 pass
-        if trimmable_edu_types:
-            types = placeholders(len(trimmable_edu_types), start=3)
+        trimmable = bounds.trimmable_edu_types
+        if trimmable:
+            types = placeholders(len(trimmable), start=3)
             cutoff = await self.db.fetchval(
                 "SELECT id FROM federation_outbox WHERE destination = $1"
                 f" AND edu_type IN ({types}) ORDER BY id DESC LIMIT 1 OFFSET $2",
                 destination,
-                max_trimmable_edus,
-                *trimmable_edu_types,
+                bounds.max_trimmable_edus,
+                *trimmable,
             )
             if cutoff is not None:
                 changed = True
@@ -274,9 +284,54 @@ class TransactionStore:
                     f" AND edu_type IN ({types})",
                     destination,
                     int(cutoff),
-                    *trimmable_edu_types,
+                    *trimmable,
                 )
+        coalescable = bounds.coalescable_edu_types
+        if coalescable:
+            types = placeholders(len(coalescable), start=3)
+            past = await self.db.fetchval(
+                "SELECT id FROM federation_outbox WHERE destination = $1"
+                f" AND edu_type IN ({types}) ORDER BY id LIMIT 1 OFFSET $2",
+                destination,
+                bounds.max_coalescable_edus,
+                *coalescable,
+            )
+            if past is not None:
+                changed = await self._coalesce_edus(destination, coalescable) or changed
         return changed
+
+    async def _coalesce_edus(self, destination: str, edu_types: Sequence[str]) -> bool:
+        """Keep only the newest queued EDU of `edu_types` per (type, user_id of its
+        content), a page of COMPACT_BATCH rows at a time; whether any went."""
+        types = placeholders(len(edu_types), start=4)
+        newest: dict[tuple[str, str], int] = {}  # at most one entry per local user
+        after, dropped = 0, False
+        while True:
+            rows = await self.db.fetch(
+                "SELECT id, edu_type, edu FROM federation_outbox WHERE destination = $1"
+                f" AND id > $2 AND edu_type IN ({types}) ORDER BY id LIMIT $3",
+                destination,
+                after,
+                COMPACT_BATCH,
+                *edu_types,
+            )
+            doomed: list[int] = []
+            for row_id, edu_type, edu in rows:
+                content = load_json(edu).get("content")
+                user = content.get("user_id") if isinstance(content, dict) else None
+                key = (str(edu_type), str(user))
+                if key in newest:
+                    doomed.append(newest[key])
+                newest[key] = int(row_id)
+            for part in chunks(doomed):
+                await self.db.execute(
+                    f"DELETE FROM federation_outbox WHERE id IN ({placeholders(len(part))})",
+                    *part,
+                )
+            dropped = dropped or bool(doomed)
+            if len(rows) < COMPACT_BATCH:
+                return dropped
+            after = int(rows[-1][0])
 
     async def _fold_pdus(self, destination: str) -> bool:
         """Turn the oldest COMPACT_BATCH queued PDUs into catch-up events; whether

@@ -438,13 +438,17 @@ async def test_a_peer_that_is_down_gets_the_newest_event_not_the_backlog(
 
 async def test_a_slow_peer_s_backlog_is_folded_into_catch_up_events(origin: Origin) -> None:
     """A peer that answers, but slower than we send, never makes us hold more than the
-    bounds: past them the queued PDUs become the room's newest event, and the oldest
-    receipts go."""
+    bounds: past them the queued PDUs become the room's newest event, the oldest
+    receipts go, and device-list updates shrink to the newest per user."""
     peer = FakePeer(gate=asyncio.Event())
     server = await start_peer(peer)
     dest = f"127.0.0.1:{server.port}"
     settings = SenderSettings(
-        max_pdus=5, max_queued_pdus=20, max_queued_trimmable_edus=10, request_timeout_s=5
+        max_pdus=5,
+        max_queued_pdus=20,
+        max_queued_trimmable_edus=10,
+        max_queued_coalescable_edus=4,
+        request_timeout_s=5,
     )
     sender = new_sender(origin, settings)
     try:
@@ -455,11 +459,16 @@ async def test_a_slow_peer_s_backlog_is_folded_into_catch_up_events(origin: Orig
             await sender.send_event(event, [dest])
         for i in range(30):
             await sender.send_edu([dest], "m.receipt", {"n": i})
+            user = f"@u{i % 2}:{SERVER}"
+            await sender.send_edu([dest], "m.device_list_update", {"user_id": user, "n": i})
         peer.gate.set()
         await sender.wait_idle()
         assert peer.pdu_bodies() == ["m0", "m59"]
-        receipts = [e["content"]["n"] for t in peer.txns for e in t.get("edus", [])]
+        edus = [e for t in peer.txns for e in t.get("edus", [])]
+        receipts = [e["content"]["n"] for e in edus if e["edu_type"] == "m.receipt"]
         assert receipts == list(range(20, 30))
+        device_lists = [e["content"]["n"] for e in edus if e["edu_type"] != "m.receipt"]
+        assert device_lists == [28, 29]  # the newest per user
         assert not await origin.stores.transactions.peek(dest)
     finally:
         await sender.stop()

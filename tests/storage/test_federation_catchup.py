@@ -4,8 +4,11 @@ both backends."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import homeserver.storage.transactions as transactions
 from homeserver.storage import Database, PersistItem, Stores
+from homeserver.storage.transactions import BacklogBounds
 
 from .conftest import make_event
 from .test_admin_stores import make_room
@@ -103,12 +106,12 @@ async def test_a_backlog_past_its_bounds_is_compacted(db: Database, stores: Stor
     await tx.enqueue_pdus([UP], "$purged")  # no such event any more: just dropped
     trimmable = ("m.typing", "m.presence", "m.receipt")
     # Within bounds: nothing changes.
-    assert not await tx.compact(UP, 10, trimmable, 9)
+    assert not await tx.compact(UP, BacklogBounds(10, trimmable, 9))
     assert len(await outbox_pdus(db, UP)) == 10
 
     transactions.COMPACT_BATCH, saved = 4, transactions.COMPACT_BATCH  # several batches
     try:
-        assert await tx.compact(UP, 5, trimmable, 3)
+        assert await tx.compact(UP, BacklogBounds(5, trimmable, 3))
     finally:
         transactions.COMPACT_BATCH = saved
     assert await outbox_pdus(db, UP) == []
@@ -118,7 +121,7 @@ async def test_a_backlog_past_its_bounds_is_compacted(db: Database, stores: Stor
     assert [e["content"]["n"] for e in batch.edus if e["edu_type"] == "m.receipt"] == [6, 7, 8]
     to_device = [e["content"]["n"] for e in batch.edus if e["edu_type"] == "m.direct_to_device"]
     assert to_device == list(range(9))
-    assert not await tx.compact(UP, 5, trimmable, 3)
+    assert not await tx.compact(UP, BacklogBounds(5, trimmable, 3))
 
 
 async def test_a_stale_view_of_who_is_down_never_loses_an_event(
@@ -145,3 +148,43 @@ async def test_a_stale_view_of_who_is_down_never_loses_an_event(
     assert await catch_up(db, DOWN) == {ROOM_A: fourth}
     batch = await sender.peek(DOWN, 50, 100)
     assert batch.pdu_event_ids == [fourth, first, second]
+
+
+async def test_device_list_updates_are_coalesced_to_the_newest_per_user(
+    db: Database, stores: Stores
+) -> None:
+    """Past the bound, a backlog keeps one device-list update and one signing-key
+    update per user (the newest), in queue order; to-device messages all stay."""
+    tx = stores.transactions
+    users = ["@a:example.org", "@b:example.org"]
+    for i in range(6):
+        user = users[i % 2]
+        await tx.enqueue_edu(
+            DOWN, {"edu_type": "m.device_list_update", "content": {"user_id": user, "n": i}}
+        )
+        await tx.enqueue_edu(DOWN, {"edu_type": "m.direct_to_device", "content": {"n": i}})
+    for i in range(2):
+        await tx.enqueue_edu(
+            DOWN, {"edu_type": "m.signing_key_update", "content": {"user_id": users[0], "n": i}}
+        )
+    bounds = BacklogBounds(
+        10, coalescable_edu_types=("m.device_list_update", "m.signing_key_update")
+    )
+    assert not await tx.compact(DOWN, replace(bounds, max_coalescable_edus=8))
+    transactions.COMPACT_BATCH, saved = 3, transactions.COMPACT_BATCH  # several pages
+    try:
+        assert await tx.compact(DOWN, replace(bounds, max_coalescable_edus=2))
+    finally:
+        transactions.COMPACT_BATCH = saved
+    edus = (await tx.peek(DOWN, 50, 100)).edus
+    assert [(e["edu_type"], e["content"]["n"]) for e in edus] == [
+        ("m.direct_to_device", 0),
+        ("m.direct_to_device", 1),
+        ("m.direct_to_device", 2),
+        ("m.direct_to_device", 3),
+        ("m.device_list_update", 4),
+        ("m.direct_to_device", 4),
+        ("m.device_list_update", 5),
+        ("m.direct_to_device", 5),
+        ("m.signing_key_update", 1),
+    ]
