@@ -268,37 +268,37 @@ class TransactionStore:
             while await self._fold_pdus(destination):
                 pass
         trimmable = bounds.trimmable_edu_types
-        if trimmable:
-            types = placeholders(len(trimmable), start=3)
-            cutoff = await self.db.fetchval(
-                "SELECT id FROM federation_outbox WHERE destination = $1"
-                f" AND edu_type IN ({types}) ORDER BY id DESC LIMIT 1 OFFSET $2",
+        cutoff = await self._nth_edu(destination, trimmable, bounds.max_trimmable_edus, True)
+        if cutoff is not None:
+            changed = True
+            await self.db.execute(
+                "DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2"
+                f" AND edu_type IN ({placeholders(len(trimmable), start=3)})",
                 destination,
-                bounds.max_trimmable_edus,
+                cutoff,
                 *trimmable,
             )
-            if cutoff is not None:
-                changed = True
-                await self.db.execute(
-                    "DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2"
-                    f" AND edu_type IN ({types})",
-                    destination,
-                    int(cutoff),
-                    *trimmable,
-                )
         coalescable = bounds.coalescable_edu_types
-        if coalescable:
-            types = placeholders(len(coalescable), start=3)
-            past = await self.db.fetchval(
-                "SELECT id FROM federation_outbox WHERE destination = $1"
-                f" AND edu_type IN ({types}) ORDER BY id LIMIT 1 OFFSET $2",
-                destination,
-                bounds.max_coalescable_edus,
-                *coalescable,
-            )
-            if past is not None:
-                changed = await self._coalesce_edus(destination, coalescable) or changed
+        if await self._nth_edu(destination, coalescable, bounds.max_coalescable_edus, False):
+            changed = await self._coalesce_edus(destination, coalescable) or changed
         return changed
+
+    async def _nth_edu(
+        self, destination: str, edu_types: Sequence[str], n: int, newest_first: bool
+    ) -> int | None:
+        """The ID of the destination's queued EDU of `edu_types` after the first `n`
+        (newest or oldest first); None if it has no more than `n` of them."""
+        if not edu_types:
+            return None
+        found = await self.db.fetchval(
+            "SELECT id FROM federation_outbox WHERE destination = $1 AND edu_type IN"
+            f" ({placeholders(len(edu_types), start=3)}) ORDER BY id"
+            f"{' DESC' if newest_first else ''} LIMIT 1 OFFSET $2",
+            destination,
+            n,
+            *edu_types,
+        )
+        return None if found is None else int(found)
 
     async def _coalesce_edus(self, destination: str, edu_types: Sequence[str]) -> bool:
         """Keep only the newest queued EDU of `edu_types` per (type, user_id of its
