@@ -93,6 +93,7 @@ from homeserver.relations.service import RelationsService
 from homeserver.replication.build import ProcessParts, build_replication, require_migrated
 from homeserver.replication.writers import event_listeners, room_locks
 from homeserver.reports.service import ReportService
+from homeserver.retention import start_retention
 from homeserver.rooms.backfill import RoomBackfill
 from homeserver.rooms.creation import RoomCreator
 from homeserver.rooms.directory import RoomDirectory
@@ -125,8 +126,6 @@ from homeserver.storage.appservices import AppServiceStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.presence import PresenceStore
 from homeserver.storage.push import PushStore
-from homeserver.storage.push_retention import RUN_INTERVAL_S as RETENTION_INTERVAL_S
-from homeserver.storage.push_retention import PushActionRetention
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.relations_read import RelationsReadStore
 from homeserver.storage.reports import ReportStore
@@ -135,8 +134,6 @@ from homeserver.storage.room_purge import RoomPurgeStore
 from homeserver.storage.search import SearchStore
 from homeserver.storage.sliding_sync import SlidingSyncStore
 from homeserver.storage.sync_queries import SyncQueryStore
-from homeserver.storage.txn_retention import RUN_INTERVAL_S as TXN_INTERVAL_S
-from homeserver.storage.txn_retention import TransactionIdRetention
 from homeserver.storage.user_directory import UserDirectoryStore
 from homeserver.sync.activity import RoomActivity
 from homeserver.sync.builder import SyncBuilder
@@ -233,10 +230,7 @@ async def build(
     push_actions = ActionGenerator(stores, push_store, push_rules, server_name, push_delivery)
     stack.push_async_callback(push_actions.close)
     if not worker:  # one process deletes what is kept for a while only
-        retention = PushActionRetention(database)
-        tasks.spawn(every(RETENTION_INTERVAL_S, retention.run), "push action retention")
-        txn_retention = TransactionIdRetention(database)
-        tasks.spawn(every(TXN_INTERVAL_S, txn_retention.run), "transaction ID retention")
+        start_retention(database, tasks)
     relations = RelationsService(stores, RelationsReadStore(database), RoomReadStore(database))
     joined = JoinedRoomsCache(stores)
     user_directory = UserDirectory(stores, UserDirectoryStore(database), server_name)

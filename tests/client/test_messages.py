@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -13,7 +14,7 @@ from homeserver.appstate import STORES
 from homeserver.rooms.pagination import RoomToken
 from homeserver.storage.txn_retention import TXN_RETENTION_MS, TransactionIdRetention
 from homeserver.sync.tokens import StreamToken
-from tests.client.helpers import auth, make_user
+from tests.client.helpers import auth, deployed, make_user
 
 V3 = "/_matrix/client/v3"
 
@@ -436,3 +437,11 @@ async def test_transaction_ids_are_forgotten_after_a_day(app_client: Any, users:
     ev = await call(app_client, "GET", f"/rooms/{room}/event/{newer}", atok)
     assert ev["unsigned"]["transaction_id"] == "txn-new"
     assert await send(app_client, atok, room, "again", "txn-new") == newer
+
+
+async def test_the_server_runs_the_retention_jobs(app_client: Any) -> None:
+    """homeserver/retention.py is wired: a single-process server runs both jobs."""
+    if deployed(app_client):
+        pytest.skip("the deployment's main process runs them, not this one")
+    names = {task.get_name() for task in asyncio.all_tasks()}
+    assert {"push action retention", "transaction ID retention"} <= names

@@ -1,0 +1,25 @@
+"""The periodic deletion of what a server keeps for a while only, started once, on the
+main process (workers never run it: one process deletes, every process reads).
+
+- push actions: folded into unread summaries after a day, highlights after 30 days
+  (storage/push_retention.py);
+- transaction IDs of client sends, /sendToDevice and inbound federation transactions,
+  after a day (storage/txn_retention.py).
+"""
+
+from __future__ import annotations
+
+from homeserver.background import BackgroundTasks, every
+from homeserver.storage.database import Database
+from homeserver.storage.push_retention import RUN_INTERVAL_S as PUSH_INTERVAL_S
+from homeserver.storage.push_retention import PushActionRetention
+from homeserver.storage.txn_retention import RUN_INTERVAL_S as TXN_INTERVAL_S
+from homeserver.storage.txn_retention import TransactionIdRetention
+
+
+def start_retention(database: Database, tasks: BackgroundTasks) -> None:
+    """Spawn the retention runs (each: first after its interval, then every interval)."""
+    push = PushActionRetention(database)
+    tasks.spawn(every(PUSH_INTERVAL_S, push.run), "push action retention")
+    txn = TransactionIdRetention(database)
+    tasks.spawn(every(TXN_INTERVAL_S, txn.run), "transaction ID retention")
