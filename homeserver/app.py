@@ -59,6 +59,7 @@ from homeserver.metrics import METRICS_PATH, Metrics, metrics_middleware
 from homeserver.replication.federation import EDUS_PATH, EVENTS_PATH
 from homeserver.replication.forward import (
     BACKFILL_PATH,
+    MEDIA_ADMIN_ROUTES,
     PRESENCE_PATH,
     Forwarder,
     is_replication_request,
@@ -73,6 +74,7 @@ logger = logging.getLogger(__name__)
 Setup = Callable[[Mounts], None]
 
 CLIENT = frozenset({"client"})
+MEDIA_REPO = frozenset({"client", "media"})  # what serves media (and its admin API)
 KEYS = frozenset({"federation", "keys"})
 FEDERATION = frozenset({"federation"})
 # The OpenID userinfo exchange is what third parties (integration managers, widgets) call
@@ -105,7 +107,8 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_mutual_rooms.setup),
     (CLIENT, client_openid.setup),
     (CLIENT, admin_api.setup),
-    (frozenset({"client", "media"}), client_media.setup),
+    (MEDIA_REPO, admin_api.setup_media),
+    (MEDIA_REPO, client_media.setup),
     (CLIENT, client_search.setup),
     (CLIENT, client_sliding_sync.setup),
     (CLIENT, client_appservice.setup),
@@ -129,6 +132,8 @@ PREFIX_RESOURCES: tuple[tuple[str, frozenset[str]], ...] = (
 
 def resources_for_path(path: str) -> frozenset[str] | None:
     """Which listener resources may serve `path`; None for paths outside every prefix."""
+    if MEDIA_ADMIN_ROUTES.match(path):
+        return MEDIA_REPO
     for prefix, resources in PREFIX_RESOURCES:
         if path == prefix or path.startswith(prefix + "/"):
             return resources

@@ -284,6 +284,9 @@ enable_metrics: false
 #pusher_instances: [pusher1]
 # The worker that sends transactions to appservices (the main then sends none):
 #notify_appservices_from_worker: appservice1
+# The media worker that expires unused upload reservations and applies media_retention
+# (the main when unset; every process writes its own reads' access times behind):
+#media_instance_running_background_jobs: media_repository1
 # Event persisters: each room's writes go to one of them (by a hash of the room ID);
 # each needs an instance_map entry (its replication listener):
 # Client readers that write account data and tags, to-device messages, read receipts,

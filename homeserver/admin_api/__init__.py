@@ -14,6 +14,14 @@ from . import media, moderation, rooms, server, users
 
 
 def setup(mounts: Mounts) -> None:
-    for module in (users, rooms, moderation, server, media):
+    for module in (users, rooms, moderation, server):
         module.add_routes(mounts.admin)
     users.add_client_routes(mounts.client)
+
+
+def setup_media(mounts: Mounts) -> None:
+    """The media endpoints: wherever media is served, media workers included (they
+    delete the store's files; nginx sends these paths to them). None without a media
+    repository (`enable_media_repo: false`), as Synapse."""
+    if mounts.config.media.enable_media_repo:
+        media.add_routes(mounts.admin)

@@ -246,6 +246,13 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             "listener with the replication resource (where the federation inbound "
             "workers hand it other servers' EDUs; its instance_map entry)",
         )
+    media_jobs_elsewhere = config.workers.is_worker and "media" not in config.resources
+    if config.workers.runs_media_jobs and media_jobs_elsewhere:
+        r.problem(
+            "media_instance_running_background_jobs",
+            "names this worker, which serves no media: name a media worker (a listener "
+            "with the media resource), whose disk holds the media store",
+        )
     if config.keys.key_refresh_interval_ms < 60_000 and "key_refresh_interval" in top:
         r.problem("key_refresh_interval", "must be at least one minute")
     if r.problems:

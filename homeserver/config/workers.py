@@ -34,6 +34,7 @@ WORKER_KEYS = frozenset(
         "pusher_instances",
         "notify_appservices_from_worker",
         "stream_writers",
+        "media_instance_running_background_jobs",
     }
 )
 
@@ -114,6 +115,10 @@ class WorkersConfig:
     reader_writers: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # The process expiring unused media reservations and applying media_retention
+    # (`media_instance_running_background_jobs`, Synapse's key): a media worker, so
+    # the main need not reach the media store.
+    media_jobs_instance: str = MAIN
 
     @property
     def is_federation_sender(self) -> bool:
@@ -136,6 +141,11 @@ class WorkersConfig:
         if self.appservice_sender is None:
             return not self.is_worker
         return self.appservice_sender == self.worker_name
+
+    @property
+    def runs_media_jobs(self) -> bool:
+        """Whether this process runs the media repository's background jobs."""
+        return self.worker_name == self.media_jobs_instance
 
     @property
     def is_event_persister(self) -> bool:
@@ -300,6 +310,7 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
     senders = tuple(r.str_list(top, "federation_sender_instances", "") or ())
     pushers = tuple(r.str_list(top, "pusher_instances", "") or ())
     appservice_sender = r.str(top, "notify_appservices_from_worker", "")
+    media_jobs = r.str(top, "media_instance_running_background_jobs", "", MAIN) or MAIN
     persisters: tuple[str, ...] = ()
     reader_writers: dict[str, tuple[str, ...]] = {}
     raw_writers = r.mapping(top.get("stream_writers"), "stream_writers") or {}
@@ -348,8 +359,16 @@ def read_workers(r: Reader, top: Mapping[str, Any], is_postgres: bool) -> Worker
         instance_map=MappingProxyType(instances),
         redis=redis,
         replication_secret=secret,
+        media_jobs_instance=media_jobs,
     )
-    delegated = senders or pushers or appservice_sender or persisters or reader_writers
+    delegated = (
+        senders
+        or pushers
+        or appservice_sender
+        or persisters
+        or reader_writers
+        or media_jobs != MAIN
+    )
     if not (config.is_worker or config.replicated or instances or delegated):
         return config
     if not is_postgres:

@@ -36,8 +36,10 @@ def build_media(
         remote,
         tasks,
     )
-    if not config.workers.is_worker:  # the main expires and deletes
-        tasks.spawn(media.run_housekeeping(), "media housekeeping")
+    tasks.spawn(
+        media.run_housekeeping(background_jobs=config.workers.runs_media_jobs),
+        "media housekeeping",
+    )
     stack.push_async_callback(media.flush_access_times)
     previewer = None
     if config.media.url_preview_enabled:

@@ -489,15 +489,19 @@ class MediaRepository:
         if remote:
             await self.store.touch_remote(remote, now)
 
-    async def run_housekeeping(self) -> None:
-        """Forever: write access times behind, forget expired reservations, apply
-        media_retention."""
+    async def run_housekeeping(self, *, background_jobs: bool) -> None:
+        """Forever: write this process's access times behind (every process serving
+        media: media_retention and the admin API judge by them, so a read on any
+        process counts within ACCESS_FLUSH_INTERVAL_S); with `background_jobs` (the one
+        process named by media_instance_running_background_jobs) also forget expired
+        reservations and apply media_retention."""
         while True:
             await asyncio.sleep(ACCESS_FLUSH_INTERVAL_S)
             try:
                 await self.flush_access_times()
-                await self.expire_unused()
-                await self.apply_retention()
+                if background_jobs:
+                    await self.expire_unused()
+                    await self.apply_retention()
             except Exception:
                 log.exception("media housekeeping failed")
 

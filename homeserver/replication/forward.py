@@ -250,6 +250,12 @@ SEND = re.compile(r"^/_matrix/federation/v1/send/[^/]+$")
 
 # Everything of the media repository (a worker with a `media` listener serves it all).
 MEDIA_ROUTES = re.compile(r"^/_matrix/(?:media/(?:v1|v3|r0)|client/v1/media)/")
+# The admin API's media endpoints (homeserver/admin_api/media.py), which read and
+# delete the media store's files: served by media workers too, as Synapse's, so with
+# media workers nothing on the main touches the store.
+MEDIA_ADMIN_ROUTES = re.compile(
+    r"^/_synapse/admin/v1/(?:media/|purge_media_cache$|users?/[^/]+/media(?:/|$))"
+)
 
 
 def served_here(method: str, path: str, serves_media: bool = False) -> bool:
@@ -257,7 +263,7 @@ def served_here(method: str, path: str, serves_media: bool = False) -> bool:
     worker). Reads that ask other servers (their users' profiles and keys, their
     aliases, room directories and spaces) are served too: every client reader has a
     federation client of its own (composition_federation.reader_federation_client)."""
-    if serves_media and MEDIA_ROUTES.match(path):
+    if serves_media and (MEDIA_ROUTES.match(path) or MEDIA_ADMIN_ROUTES.match(path)):
         return True
     return any(p.match(path) for p in READ_ROUTES.get(method, ()))
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .forward import READ_ROUTES, stream_write_tables
+from .forward import MEDIA_ADMIN_ROUTES, READ_ROUTES, stream_write_tables
 from .writers import ROOM_WRITES, TOKEN_ROUTED_WRITES
 
 
@@ -92,7 +92,10 @@ def render(
         ]
     if u.media:
         blocks += _upstream("media", u.media)
-        routes += ['        "~^[A-Z]+ /_matrix/(?:media|client/v1/media)/" media;']
+        routes += [
+            '        "~^[A-Z]+ /_matrix/(?:media|client/v1/media)/" media;',
+            f'        "~^[A-Z]+ {MEDIA_ADMIN_ROUTES.pattern.removeprefix("^")}" media;',
+        ]
     route_lines = "\n".join(routes)
     listens = f"        listen {listen};\n"
     if tls_listen is not None:

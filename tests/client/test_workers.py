@@ -30,9 +30,11 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from homeserver.__main__ import registration_mac
 from tests.deployment import FULL_LAYOUT, Deployment, require_parts
 
 SENDERS = 4
+SECRET = "workers-test-registration-secret"
 MESSAGES_PER_SENDER = 40
 
 
@@ -44,7 +46,16 @@ def deployment(
     persisters write the rooms) with a media worker: the same faults hold for both."""
     require_parts()
     layout = dict(FULL_LAYOUT) if request.param == "event_persisters" else {}
-    d = Deployment(Path(tmp_path_factory.mktemp("workers")), media_workers=1, **layout).start()
+    d = Deployment(
+        Path(tmp_path_factory.mktemp("workers")),
+        media_workers=1,
+        overrides={
+            "registration_shared_secret": SECRET,
+            # Expiry and media_retention on the media worker, not the main.
+            "media_instance_running_background_jobs": "media_repository1",
+        },
+        **layout,
+    ).start()
     try:
         yield d
     finally:
@@ -411,6 +422,61 @@ async def test_the_media_worker_serves_media_without_the_main(
     finally:
         await asyncio.to_thread(deployment.start_process, "main")
     assert "/_matrix/media/v3/upload" in deployment.logs("media_repository1")
+
+
+async def test_the_media_worker_serves_the_media_admin_api_without_the_main(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """The admin API's media endpoints read and delete the media store's files: nginx
+    sends them to the media worker, which serves them (the main need not reach the
+    store, and they work while it is down); the rest of the admin API is the main's."""
+    url = f"{deployment.url}/_synapse/admin/v1/register"
+    async with session.get(url) as resp:
+        nonce = (await resp.json())["nonce"]
+    name = f"root{secrets.token_hex(3)}"
+    mac = registration_mac(SECRET, nonce, name, "pw", True)
+    body = {"nonce": nonce, "username": name, "password": "pw", "admin": True, "mac": mac}
+    admin = Client(session, deployment.url, (await admin_registered(session, url, body)))
+    user = await register(session, deployment.url)
+    headers = {"Authorization": f"Bearer {user.token}", "Content-Type": "text/plain"}
+    admin_api = "/_synapse/admin/v1"
+    deployment.kill("main")
+    try:
+        ids = []
+        for data in (b"first", b"second"):
+            async with session.post(
+                deployment.url + "/_matrix/media/v3/upload", data=data, headers=headers
+            ) as r:
+                assert r.status == 200, await r.text()
+                ids.append((await r.json())["content_uri"].removeprefix("mxc://"))
+        (server_name, first), (_, second) = (ref.split("/") for ref in ids)
+        info = await admin.ok("GET", f"{admin_api}/media/{server_name}/{first}")
+        assert info["media_info"]["user_id"] == user.user_id
+        assert info["media_info"]["media_length"] == len(b"first")
+        status, refused = await user.call("GET", f"{admin_api}/media/{server_name}/{first}")
+        assert (status, refused["errcode"]) == (403, "M_FORBIDDEN")
+        listed = await admin.ok("GET", f"{admin_api}/users/{quote(user.user_id)}/media")
+        assert sorted(m["media_id"] for m in listed["media"]) == sorted([first, second])
+        await admin.ok("POST", f"{admin_api}/media/quarantine/{server_name}/{first}")
+        deleted = await admin.ok("DELETE", f"{admin_api}/media/{server_name}/{second}")
+        assert deleted == {"deleted_media": [second], "total": 1}
+        for media_id in (first, second):
+            path = f"/_matrix/client/v1/media/download/{server_name}/{media_id}"
+            async with session.get(deployment.url + path, headers=headers) as r:
+                assert r.status == 404, media_id
+        # The rest of the admin API is the main's: down, so nginx's 502.
+        status, down = await admin.call("GET", f"/_synapse/admin/v2/users/{user.user_id}")
+        assert (status, down["errcode"]) == (502, "M_UNKNOWN")
+    finally:
+        await asyncio.to_thread(deployment.start_process, "main")
+    assert f"{admin_api}/media/quarantine/" in deployment.logs("media_repository1")
+
+
+async def admin_registered(session: aiohttp.ClientSession, url: str, body: Any) -> str:
+    async with session.post(url, json=body) as resp:
+        data = await resp.json()
+        assert resp.status == 200, data
+    return str(data["access_token"])
 
 
 async def _raw(port: int, request: bytes) -> tuple[int, str, Any]:

@@ -4,6 +4,7 @@ the follower applying what the bus carries, and the sharding function (issue 16)
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,92 @@ def test_event_persisters_shard_rooms_and_need_a_replication_listener(tmp_path: 
         with pytest.raises(ConfigError) as caught:
             load_config(write(tmp_path / "wrong.yaml", text))
         assert problem in "\n".join(caught.value.problems), wrong
+
+
+def test_a_media_worker_runs_the_media_jobs_when_named(tmp_path: Path) -> None:
+    """`media_instance_running_background_jobs` moves expiry and media_retention off
+    the main, to a worker serving media (whose disk holds the store); every process
+    still writes its own reads' access times behind."""
+    shared = write(
+        tmp_path / "hs.yaml",
+        "server_name: example.com\n"
+        + PG
+        + WORKER_BITS
+        + "media_instance_running_background_jobs: media1\n",
+    )
+    main = load_config(shared).workers
+    assert not main.runs_media_jobs
+    media1 = write(
+        tmp_path / "media1.yaml",
+        "worker_app: generic_worker\nworker_name: media1\n"
+        "worker_listeners: [{port: 8301, resources: [{names: [media]}]}]\n",
+    )
+    assert load_config(shared, media1).workers.runs_media_jobs
+    media2 = write(tmp_path / "media2.yaml", media1.read_text().replace("media1", "media2"))
+    assert not load_config(shared, media2).workers.runs_media_jobs
+    # The default: the main, as before.
+    plain = write(tmp_path / "plain.yaml", "server_name: example.com\n" + PG + WORKER_BITS)
+    assert load_config(plain).workers.runs_media_jobs
+    assert not load_config(plain, media1).workers.runs_media_jobs
+    # Named, but serving no media: refused (its disk need not hold the store).
+    reader = write(
+        tmp_path / "media1b.yaml",
+        "worker_app: generic_worker\nworker_name: media1\n"
+        "worker_listeners: [{port: 8101, resources: [{names: [client]}]}]\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(shared, reader)
+    assert any("media_instance_running_background_jobs" in p for p in caught.value.problems)
+    # Without workers it would silently run no job: refused, as the other roles.
+    alone = write(
+        tmp_path / "alone.yaml",
+        "server_name: example.com\n" + PG + "media_instance_running_background_jobs: m1\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(alone)
+    assert "redis.enabled" in "\n".join(caught.value.problems)
+
+
+def test_media_workers_serve_the_media_admin_api() -> None:
+    """The admin API's media endpoints read and delete the store's files: a media
+    worker serves them and nginx sends them there; the rest of the admin API stays
+    with the main."""
+    a = "/_synapse/admin/v1"
+    media_admin = [
+        ("GET", f"{a}/media/example.com/abc"),
+        ("DELETE", f"{a}/media/example.com/abc"),
+        ("POST", f"{a}/media/quarantine/example.com/abc"),
+        ("POST", f"{a}/media/protect/abc"),
+        ("POST", f"{a}/media/delete"),
+        ("POST", f"{a}/media/example.com/delete"),
+        ("POST", f"{a}/purge_media_cache"),
+        ("POST", f"{a}/user/@u:example.com/media/quarantine"),
+        ("GET", f"{a}/users/@u:example.com/media"),
+        ("DELETE", f"{a}/users/@u:example.com/media"),
+    ]
+    for method, path in media_admin:
+        assert served_here(method, path, serves_media=True), path
+        assert not served_here(method, path), path  # a client reader forwards it
+    others = [
+        ("GET", "/_synapse/admin/v2/users/@u:example.com"),
+        ("GET", f"{a}/users/@u:example.com/joined_rooms"),
+        ("POST", f"{a}/purge_media_cache_and_more"),
+        ("GET", f"{a}/rooms/!r:example.com/media"),
+        ("GET", f"{a}/users/@u:example.com/mediafoo"),
+    ]
+    for method, path in others:
+        assert not served_here(method, path, serves_media=True), path
+    text = render(Upstreams(main="127.0.0.1:8008", media=["127.0.0.1:8301"]))
+    routes = [
+        line.split('"')[1].removeprefix("~")
+        for line in text.splitlines()
+        if line.strip().startswith('"~') and line.rstrip().endswith(" media;")
+    ]
+    assert len(routes) == 2
+    for method, path in media_admin:
+        assert any(re.match(r, f"{method} {path}") for r in routes), path
+    for method, path in others:
+        assert not any(re.match(r, f"{method} {path}") for r in routes), path
 
 
 @pytest.mark.parametrize(
