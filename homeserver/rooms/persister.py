@@ -158,6 +158,10 @@ class Persister:
 
         def enter() -> None:
             nonlocal turn
+            if turn is not None:
+                # A grouped transaction failed and this request is retried alone: its
+                # first turn is let go (nothing of it was committed).
+                turn.finish()
             turn = self._order.enter()
 
         try:
@@ -192,6 +196,7 @@ class Persister:
             new_extremities=new_extremities,
             current_state_delta=delta,
             client_txns=client_txns,
+            grouped=True,  # with other rooms' chains committing meanwhile
         )
         self._stores.state.remember_event_groups({e.event_id: group for e in events})
         try:

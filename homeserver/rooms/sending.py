@@ -63,8 +63,7 @@ class RoomSender:
         return self._moderation.is_shadow_banned(user_id)
 
     async def _require_joined(self, room_id: str, user_id: str) -> None:
-        membership = await self._stores.current_state.get_membership(room_id, user_id)
-        if membership != "join":
+        if not await self._stores.current_state.is_joined(room_id, user_id):
             raise forbidden(f"User {user_id} not in room {room_id}")
 
     async def _existing_txn(self, txn: Txn | None) -> Event | None:

@@ -96,6 +96,11 @@ async def _membership_source(conn: Connection, event_id: str) -> MembershipSourc
     return MembershipSource(membership if isinstance(membership, str) else "", int(row[1]))
 
 
+# is_joined scans a cached member list at most this long (a few microseconds); a
+# bigger room's answer is one indexed read.
+SCAN_MEMBERS_MAX = 1_000
+
+
 class CurrentStateStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -311,6 +316,18 @@ class CurrentStateStore:
             hosts = frozenset(u.partition(":")[2] for u in members)
             self._hosts.set_if_current(room_id, hosts, generation)
         return set(hosts)
+
+    async def is_joined(self, room_id: str, user_id: str) -> bool:
+        """Whether `user_id` is joined to the room. The room's cached member list (the
+        send path keeps it warm for push) answers "yes" without a database read when it
+        is small enough to scan (SCAN_MEMBERS_MAX); "no" is always read from the
+        database, so a list cached before a join another process wrote never refuses a
+        member. A stale "yes" (a kick not yet heard of) is only a pre-check's answer:
+        the event's auth rules, against the room's state, still refuse the sender."""
+        cached = self._joined.get(room_id)
+        if cached is not None and len(cached) <= SCAN_MEMBERS_MAX and user_id in cached:
+            return True
+        return await self.get_membership(room_id, user_id) == "join"
 
     async def get_membership(self, room_id: str, user_id: str) -> str | None:
         return await self.db.fetchval(

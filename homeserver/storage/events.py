@@ -24,6 +24,7 @@ from .current_state import MembershipSource, apply_current_state_delta, upsert_m
 from .database import Connection, Database
 from .errors import StorageError
 from .event_reads import CachedEvent, EventReads
+from .group_commit import GroupCommit
 from .search import event_rows, index_rows, unindex_event
 from .sliding_sync import record_bumps
 
@@ -41,6 +42,24 @@ class PersistItem:
     soft_failed: bool = False
 
 
+@dataclass
+class PersistRequest:
+    """One persist_events call (see there)."""
+
+    room_id: str
+    items: Sequence[PersistItem]
+    new_extremities: Sequence[str] | None
+    current_state_delta: tuple[Iterable[StateKey], Mapping[StateKey, str]] | None
+    out_of_band_memberships: Sequence[str]
+    backfilled: bool
+    client_txns: Sequence[tuple[str, str | None, str, str]]
+    in_commit_order: Callable[[], None] | None
+
+
+# Requests (one room's batch each) written by one grouped transaction at most.
+MAX_GROUP = 64
+
+
 class EventStore(EventReads):
     """The event store: the reads (event_reads.EventReads) and every write."""
 
@@ -48,6 +67,9 @@ class EventStore(EventReads):
         super().__init__(db, cache_size)
         # Told (after commit) in which room whose membership rows a persist changed.
         self.membership_observers: list[Callable[[str, set[str]], None]] = []
+        self._groups: GroupCommit[PersistRequest, list[int]] = GroupCommit(
+            self._persist_requests, max_group=MAX_GROUP, name="persist events"
+        )
 
     # -- writing ----------------------------------------------------------------------
 
@@ -62,6 +84,7 @@ class EventStore(EventReads):
         backfilled: bool = False,
         client_txns: Sequence[tuple[str, str | None, str, str]] = (),
         in_commit_order: Callable[[], None] | None = None,
+        grouped: bool = False,
     ) -> list[int]:
         """Persist `items` atomically; return their stream orderings (in item order).
 
@@ -76,7 +99,11 @@ class EventStore(EventReads):
           a crash finds its event instead of sending it twice.
         - `in_commit_order`: called once, synchronously, at the end of the transaction
           while the write lock is held, so successive calls happen in commit (= stream)
-          order. If the commit then fails the exception propagates to the caller.
+          order. If the commit then fails the exception propagates to the caller; if
+          the transaction was a group's, the request is retried alone and the hook is
+          called again.
+        - `grouped`: share a transaction with other rooms' requests arriving meanwhile
+          (group_commit.py); still atomic per request.
         An event already stored keeps its row; an outlier re-persisted as a non-outlier is
         promoted (new stream ordering, flags and state group updated).
         """
@@ -85,73 +112,85 @@ class EventStore(EventReads):
                 raise StorageError(
                     f"{item.event.event_id} is in {item.event.room_id}, not {room_id}"
                 )
+        request = PersistRequest(
+            room_id,
+            items,
+            new_extremities,
+            current_state_delta,
+            out_of_band_memberships,
+            backfilled,
+            client_txns,
+            in_commit_order,
+        )
+        if grouped and not backfilled:
+            return await self._groups.submit(request)
+        return (await self._persist_requests([request]))[0]
+
+    async def _persist_requests(self, requests: list[PersistRequest]) -> list[list[int]]:
+        """Several rooms' requests (all backfilled or none) in ONE transaction."""
         async with self.db.transaction() as conn:
-            orderings, fresh = await self._persist_txn(
-                conn, room_id, items, backfilled, new_extremities
-            )
-            known = {
-                item.event.event_id: MembershipSource(item.event.membership or "", so)
-                for item, so in zip(items, orderings, strict=True)
-                if item.event.type == "m.room.member"
-            }
-            if current_state_delta is not None:
-                to_remove, to_insert = current_state_delta
-                await apply_current_state_delta(conn, room_id, to_remove, to_insert, known)
-            if out_of_band_memberships:
-                by_id = {i.event.event_id: i.event for i in items}
-                members = []
-                for event_id in out_of_band_memberships:
-                    ev = by_id.get(event_id)
-                    if ev is None or ev.type != "m.room.member" or ev.state_key is None:
-                        raise StorageError(f"{event_id} is not a member event of this batch")
-                    members.append((ev.state_key, event_id))
-                await upsert_memberships(conn, room_id, members, known)
-            if client_txns:
+            written = await self._persist_txn(conn, requests)
+            txns: list[tuple[str, str | None, str, str]] = []
+            for request, (orderings, _) in zip(requests, written, strict=True):
+                await _apply_memberships(conn, request, orderings)
+                txns.extend(request.client_txns)
+            if txns:
                 created = now_ms()
                 await conn.executemany(
                     "INSERT INTO client_txns (user_id, device_id, txn_id, event_id, created_ts)"
                     " VALUES ($1, $2, $3, $4, $5)"
                     " ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
-                    [(u, d or "", t, e, created) for u, d, t, e in client_txns],
+                    [(u, d or "", t, e, created) for u, d, t, e in txns],
                 )
-            if in_commit_order is not None:
-                in_commit_order()
+            for request in requests:
+                if request.in_commit_order is not None:
+                    request.in_commit_order()
+        for request, (_, fresh) in zip(requests, written, strict=True):
+            self._after_commit(request, fresh)
+        return [orderings for orderings, _ in written]
+
+    def _after_commit(self, request: PersistRequest, fresh: list[PersistItem]) -> None:
+        """Observers and caches, once the request's rows are committed."""
+        room_id = request.room_id
         touched: set[str] = set(
             ev.state_key
-            for item in items
+            for item in request.items
             if (ev := item.event).type == "m.room.member" and ev.state_key is not None
         )
-        if current_state_delta is not None:
-            to_remove, to_insert = current_state_delta
+        if request.current_state_delta is not None:
+            to_remove, to_insert = request.current_state_delta
             touched.update(k for t, k in [*to_remove, *to_insert] if t == "m.room.member")
         if touched:
             for observer in self.membership_observers:
                 observer(room_id, touched)
-        if new_extremities is not None:
+        if request.new_extremities is not None:
             self._extremities.invalidate(room_id)
-            self._extremities.set(room_id, sorted(dict.fromkeys(new_extremities)))
+            self._extremities.set(room_id, sorted(dict.fromkeys(request.new_extremities)))
         for item in fresh:
             item.event.rejected_reason = item.rejected_reason
             self._cache.invalidate(item.event.event_id)
             self._cache.set(
                 item.event.event_id, CachedEvent(item.event, None, item.soft_failed, item.outlier)
             )
-        return orderings
 
     async def _persist_txn(
-        self,
-        conn: Connection,
-        room_id: str,
-        items: Sequence[PersistItem],
-        backfilled: bool,
-        new_extremities: Sequence[str] | None,
-    ) -> tuple[list[int], list[PersistItem]]:
-        """Insert the rows; return (stream ordering per item, items actually written)."""
-        if await conn.fetchval("SELECT 1 FROM rooms WHERE room_id = $1", room_id) is None:
-            raise StorageError(f"cannot persist events of unknown room {room_id}")
-        ids = [i.event.event_id for i in items]
+        self, conn: Connection, requests: list[PersistRequest]
+    ) -> list[tuple[list[int], list[PersistItem]]]:
+        """Insert the rows, one statement per table for all requests; per request,
+        (stream ordering per item, items actually written)."""
+        rooms = list(dict.fromkeys(r.room_id for r in requests))
+        known_rooms: set[str] = set()
+        for part in chunks(rooms):
+            rows = await conn.fetch(
+                f"SELECT room_id FROM rooms WHERE room_id IN ({placeholders(len(part))})", *part
+            )
+            known_rooms.update(r[0] for r in rows)
+        for room_id in rooms:
+            if room_id not in known_rooms:
+                raise StorageError(f"cannot persist events of unknown room {room_id}")
+        ids = list(dict.fromkeys(i.event.event_id for r in requests for i in r.items))
         existing: dict[str, tuple[int, bool]] = {}
-        for part in chunks(list(dict.fromkeys(ids))):
+        for part in chunks(ids):
             for r in await conn.fetch(
                 "SELECT event_id, stream_ordering, outlier FROM events"
                 f" WHERE event_id IN ({placeholders(len(part))})",
@@ -159,23 +198,29 @@ class EventStore(EventReads):
             ):
                 existing[r[0]] = (int(r[1]), bool(r[2]))
 
-        next_pos = await self._allocator(conn, backfilled)
+        next_pos = await self._allocator(conn, requests[0].backfilled)
         assigned: dict[str, int] = {}
         new_items: list[PersistItem] = []
         promoted: list[PersistItem] = []
-        for item in items:
-            eid = item.event.event_id
-            if eid in assigned:
-                continue
-            old = existing.get(eid)
-            if old is None:
-                assigned[eid] = next_pos()
-                new_items.append(item)
-            elif old[1] and not item.outlier:
-                assigned[eid] = next_pos()
-                promoted.append(item)
-            else:
-                assigned[eid] = old[0]
+        fresh_per_request: list[list[PersistItem]] = []
+        for request in requests:
+            fresh: list[PersistItem] = []
+            for item in request.items:
+                eid = item.event.event_id
+                if eid in assigned:
+                    continue
+                old = existing.get(eid)
+                if old is None:
+                    assigned[eid] = next_pos()
+                    new_items.append(item)
+                    fresh.append(item)
+                elif old[1] and not item.outlier:
+                    assigned[eid] = next_pos()
+                    promoted.append(item)
+                    fresh.append(item)
+                else:
+                    assigned[eid] = old[0]
+            fresh_per_request.append(fresh)
 
         received = now_ms()
         await conn.executemany(
@@ -186,7 +231,7 @@ class EventStore(EventReads):
                 (
                     assigned[i.event.event_id],
                     i.event.event_id,
-                    room_id,
+                    i.event.room_id,
                     i.event.type,
                     i.event.state_key,
                     i.event.sender,
@@ -218,7 +263,7 @@ class EventStore(EventReads):
         await conn.executemany(
             "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)",
             [
-                (i.event.event_id, prev, room_id)
+                (i.event.event_id, prev, i.event.room_id)
                 for i in new_items
                 for prev in dict.fromkeys(i.event.prev_event_ids)
             ],
@@ -264,9 +309,15 @@ class EventStore(EventReads):
         ]
         await index_rows(conn, event_rows(timeline))
         await record_bumps(conn, timeline)
-        if new_extremities is not None:
-            await _replace_extremities(conn, room_id, new_extremities)
-        return [assigned[eid] for eid in ids], [*new_items, *promoted]
+        extremities = {
+            r.room_id: r.new_extremities for r in requests if r.new_extremities is not None
+        }
+        if extremities:
+            await _replace_extremities(conn, extremities)
+        return [
+            ([assigned[i.event.event_id] for i in request.items], fresh)
+            for request, fresh in zip(requests, fresh_per_request, strict=True)
+        ]
 
     @staticmethod
     async def _allocator(conn: Connection, backfilled: bool) -> Any:
@@ -321,9 +372,41 @@ class EventStore(EventReads):
         return changed > 0
 
 
-async def _replace_extremities(conn: Connection, room_id: str, event_ids: Sequence[str]) -> None:
-    await conn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1", room_id)
+async def _replace_extremities(conn: Connection, extremities: Mapping[str, Sequence[str]]) -> None:
+    """Set each room's forward extremities (one DELETE per 500 rooms, one INSERT)."""
+    rooms = list(extremities)
+    for part in chunks(rooms):
+        await conn.execute(
+            f"DELETE FROM event_forward_extremities WHERE room_id IN ({placeholders(len(part))})",
+            *part,
+        )
     await conn.executemany(
         "INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)",
-        [(room_id, e) for e in dict.fromkeys(event_ids)],
+        [(room_id, e) for room_id in rooms for e in dict.fromkeys(extremities[room_id])],
     )
+
+
+async def _apply_memberships(
+    conn: Connection, request: PersistRequest, orderings: Sequence[int]
+) -> None:
+    """A request's current-state delta and out-of-band memberships."""
+    if request.current_state_delta is None and not request.out_of_band_memberships:
+        return
+    room_id = request.room_id
+    known = {
+        item.event.event_id: MembershipSource(item.event.membership or "", so)
+        for item, so in zip(request.items, orderings, strict=True)
+        if item.event.type == "m.room.member"
+    }
+    if request.current_state_delta is not None:
+        to_remove, to_insert = request.current_state_delta
+        await apply_current_state_delta(conn, room_id, to_remove, to_insert, known)
+    if request.out_of_band_memberships:
+        by_id = {i.event.event_id: i.event for i in request.items}
+        members = []
+        for event_id in request.out_of_band_memberships:
+            ev = by_id.get(event_id)
+            if ev is None or ev.type != "m.room.member" or ev.state_key is None:
+                raise StorageError(f"{event_id} is not a member event of this batch")
+            members.append((ev.state_key, event_id))
+        await upsert_memberships(conn, room_id, members, known)
