@@ -363,3 +363,72 @@ async def test_concurrent_writers_and_syncers_lose_nothing(client: TestClient) -
     assert not problems, "\n".join(problems[:20])
     assert views[-1].limited > 0, "the client that was away never saw a limited timeline"
     assert sent, "no to-device messages were sent"
+
+
+QUIET_ROOMS = 12
+QUIET_MESSAGES = 15
+
+
+async def test_many_quiet_rooms_committed_in_groups_lose_nothing(client: TestClient) -> None:
+    """A message each to many rooms at once: their chains share transactions (the
+    store's group commit), a stream position per event. Watchers in every room, long-
+    polling and not, with small and large timelines, must see every event of every
+    room once and in order, whatever group it was committed in."""
+    c = client
+    senders = [Account(*await make_user(c, f"q{i}")) for i in range(QUIET_ROOMS)]
+    watchers = [Account(*await make_user(c, f"watch{i}")) for i in range(3)]
+    rooms = []
+    for sender in senders:
+        created = await ok(
+            await c.post(
+                f"{C}/createRoom", json={"preset": "public_chat"}, headers=auth(sender.token)
+            )
+        )
+        rooms.append(created["room_id"])
+        for w in watchers:
+            await ok(await c.post(f"{C}/join/{created['room_id']}", json={}, headers=auth(w.token)))
+    views = [
+        View(w, timeline_limit=limit, long_poll=poll)
+        for w, limit, poll in zip(watchers, (5, 100, 100), (True, True, False), strict=True)
+    ]
+    stop = asyncio.Event()
+    syncers = [asyncio.create_task(sync_loop(c, v, stop)) for v in views]
+
+    async def send_all(sender: Account, room_id: str, rng: random.Random) -> None:
+        for i in range(QUIET_MESSAGES):
+            await ok(
+                await c.put(
+                    f"{C}/rooms/{room_id}/send/m.room.message/{secrets.token_hex(6)}",
+                    json={"msgtype": "m.text", "body": f"{i}"},
+                    headers=auth(sender.token),
+                )
+            )
+            await asyncio.sleep(rng.random() * 0.005)
+
+    try:
+        await asyncio.sleep(0.05)
+        await asyncio.gather(
+            *(
+                send_all(s, r, random.Random(i))
+                for i, (s, r) in enumerate(zip(senders, rooms, strict=True))
+            )
+        )
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*syncers), 60)
+    finally:
+        for task in syncers:
+            task.cancel()
+    problems = []
+    for view in views:
+        who = f"{view.account.user_id} (limit {view.timeline_limit})"
+        if view.duplicates:
+            problems.append(f"{who}: saw {len(view.duplicates)} events twice")
+        for room_id in rooms:
+            history = await server_history(c, watchers[0], room_id)
+            assert len(history) >= QUIET_MESSAGES
+            seen = view.events.get(room_id, [])
+            expected = history[history.index(seen[0]) :] if seen else history
+            if seen != expected:
+                missing = len(set(expected) - set(seen))
+                problems.append(f"{who}: {room_id}: {missing} missing or out of order")
+    assert not problems, "\n".join(problems[:20])
