@@ -89,6 +89,9 @@ class OutboxStore(Protocol):
     """The part of homeserver.storage.TransactionStore the sender uses."""
 
     async def enqueue_pdus(self, destinations: Iterable[str], event_id: str) -> None: ...
+    async def enqueue_pdu_batch(
+        self, destinations: Iterable[str], event_ids: Sequence[str]
+    ) -> None: ...
     async def enqueue_edu(
         self, destination: str, edu: dict[str, Any], *, transient: bool = False
     ) -> None: ...
@@ -169,12 +172,19 @@ class FederationSender:
 
     async def send_event(self, event: Event, destinations: Iterable[str]) -> None:
         """Queue a persisted event for each destination (durably) and wake their workers."""
-        # Never back to ourselves, nor to the server that created the event (it has it).
-        skip = {self._server_name, event.origin}
+        await self.send_events([event], destinations)
+
+    async def send_events(self, events: Sequence[Event], destinations: Iterable[str]) -> None:
+        """Queue persisted events of one server (a chain of our messages), in this
+        order, for each destination in one write, and wake their workers."""
+        if not events:
+            return
+        # Never back to ourselves, nor to the server that created the events (it has them).
+        skip = {self._server_name, events[0].origin}
         dests = [d for d in dict.fromkeys(destinations) if d and d not in skip]
         if not dests:
             return
-        await self._outbox.enqueue_pdus(dests, event.event_id)
+        await self._outbox.enqueue_pdu_batch(dests, [e.event_id for e in events])
         for dest in dests:
             self.wake(dest)
 

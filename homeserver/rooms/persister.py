@@ -102,7 +102,9 @@ class Persister:
         finally:
             turn.finish()
         if accepted and announce_to_peers:
-            await self._send_to_peers(event, await self._departing_host(event, state_before))
+            await self._send_to_peers(
+                event, departing_host=await self._departing_host(event, state_before)
+            )
         return stream
 
     async def persist_outliers(self, room_id: str, items: Sequence[PersistItem]) -> None:
@@ -205,8 +207,7 @@ class Persister:
                 self._tell(self._listeners, event, stream)
         finally:
             turn.finish()
-        for event in events:
-            await self._send_to_peers(event)
+        await self._send_to_peers(*events)
         return streams
 
     async def _advance_room(
@@ -277,12 +278,12 @@ class Persister:
             return None
         return event.state_key.partition(":")[2]
 
-    async def _send_to_peers(self, event: Event, departing_host: str | None = None) -> None:
-        """Send our event to the servers of the room's joined members."""
+    async def _send_to_peers(self, *events: Event, departing_host: str | None = None) -> None:
+        """Send our events (one room's, in order) to the servers of its joined members."""
         if self._outbound is not None:
-            hosts = await self._stores.current_state.get_joined_hosts(event.room_id)
+            hosts = await self._stores.current_state.get_joined_hosts(events[0].room_id)
             if departing_host:
                 hosts = set(hosts) | {departing_host}
             destinations = sorted(h for h in hosts if h != self._server_name)
             if destinations:
-                await self._outbound.send_event(event, destinations)
+                await self._outbound.send_events(events, destinations)

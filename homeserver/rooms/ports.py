@@ -25,6 +25,10 @@ class OutboundEvents(Protocol):
 
     async def send_event(self, event: Event, destinations: Iterable[str]) -> None: ...
 
+    async def send_events(self, events: Sequence[Event], destinations: Iterable[str]) -> None:
+        """Several events of one room, in order, in one write."""
+        ...
+
 
 @dataclass(frozen=True)
 class JoinAnswer:

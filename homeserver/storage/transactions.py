@@ -19,6 +19,7 @@ from typing import Any
 
 from ._util import chunks, dump_json, load_json, now_ms, placeholders
 from .database import Connection, Database
+from .group_commit import GroupCommit
 
 # Queued PDUs turned into catch-up events per transaction of `compact`.
 COMPACT_BATCH = 5_000
@@ -28,6 +29,10 @@ _ENQUEUE_PDU = (
 )
 # How stale enqueue_pdus' view of the destinations backing off may be.
 DOWN_CACHE_S = 1.0
+# Event batches (a room's chain each) queued for federation by one transaction at most.
+MAX_ENQUEUE_GROUP = 256
+# (outbox rows (destination, event, ts), catch-up rows (destination, event)) of a batch.
+_Enqueue = tuple[list[tuple[str, str, int]], list[tuple[str, str]]]
 
 # Make an event ($2, by ID) its room's catch-up event for destination $1, unless a
 # newer one is (an event purged meanwhile: nothing to send).
@@ -91,6 +96,9 @@ class TransactionStore:
         # (a few thousand on a big server), re-read at most every DOWN_CACHE_S.
         self._failing: frozenset[str] | None = None
         self._failing_read_at = 0.0
+        self._enqueues: GroupCommit[_Enqueue, None] = GroupCommit(
+            self._write_enqueues, max_group=MAX_ENQUEUE_GROUP, name="federation outbox"
+        )
 
     # -- client transaction IDs ---------------------------------------------------------
 
@@ -150,8 +158,16 @@ class TransactionStore:
     # -- outbound queue -----------------------------------------------------------------
 
     async def enqueue_pdus(self, destinations: Iterable[str], event_id: str) -> None:
-        """Queue a persisted event for each destination; for one that is backing off,
-        make it its room's catch-up event instead (federation_catchup).
+        """enqueue_pdu_batch for one event."""
+        await self.enqueue_pdu_batch(destinations, [event_id])
+
+    async def enqueue_pdu_batch(
+        self, destinations: Iterable[str], event_ids: Sequence[str]
+    ) -> None:
+        """Queue persisted events (in this order) for each destination; for one that
+        is backing off, make the newest its room's catch-up event instead
+        (federation_catchup). Batches enqueued while another commits share its next
+        transaction (group_commit.py): one commit, not one per event and room.
 
         Which destinations back off is read at most every DOWN_CACHE_S (this is every
         federated event's path). A stale answer costs nothing but efficiency: an event
@@ -160,17 +176,20 @@ class TransactionStore:
         destination's state, so every event lands in one of the two."""
         ts = now_ms()
         dests = list(dict.fromkeys(destinations))
-        failing = await self._failing_destinations()
-        down = [d for d in dests if d in failing]
-        up = [d for d in dests if d not in failing]
-        queued = [(d, event_id, ts) for d in up]
-        caught_up = [(d, event_id) for d in down]
-        if not caught_up:
-            await self.db.executemany(_ENQUEUE_PDU, queued)
+        if not dests or not event_ids:
             return
-        async with self.db.transaction() as conn:  # one commit (a sync to disk), not two
-            await conn.executemany(_ENQUEUE_PDU, queued)
-            await conn.executemany(_CATCH_UP_EVENT, caught_up)
+        failing = await self._failing_destinations()
+        queued = [(d, e, ts) for e in event_ids for d in dests if d not in failing]
+        caught_up = [(d, e) for e in event_ids for d in dests if d in failing]
+        await self._enqueues.submit((queued, caught_up))
+
+    async def _write_enqueues(self, requests: list[_Enqueue]) -> list[None]:
+        async with self.db.transaction() as conn:
+            await conn.executemany(_ENQUEUE_PDU, [row for queued, _ in requests for row in queued])
+            await conn.executemany(
+                _CATCH_UP_EVENT, [row for _, caught in requests for row in caught]
+            )
+        return [None] * len(requests)
 
     async def _failing_destinations(self) -> frozenset[str]:
         """The destinations with a recorded failure, as of at most DOWN_CACHE_S ago

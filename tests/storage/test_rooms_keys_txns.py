@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from homeserver.storage import Stores
 
 ROOM = "!room:example.org"
@@ -85,6 +87,27 @@ async def test_client_and_inbound_txns(stores: Stores) -> None:
     await tx.set_inbound_txn("remote.test", "txn1", resp)
     assert await tx.get_inbound_txn("remote.test", "txn1") == resp
     assert await tx.get_inbound_txn("other.test", "txn1") is None
+
+
+async def test_concurrent_batches_share_a_commit_and_keep_their_order(
+    stores: Stores,
+) -> None:
+    """Many rooms' chains enqueued at once (group commit): each destination gets every
+    event once, each chain in its order."""
+    tx = stores.transactions
+    chains = {r: [f"$r{r}e{i}" for i in range(5)] for r in range(12)}
+    await asyncio.gather(
+        *(tx.enqueue_pdu_batch(["a.test", "b.test"], ids) for ids in chains.values()),
+        *(tx.enqueue_pdus(["a.test"], f"$single{i}") for i in range(6)),
+    )
+    for dest in ("a.test", "b.test"):
+        queued = (await tx.peek(dest, pdu_limit=1_000, edu_limit=1)).pdu_event_ids
+        expected = [e for ids in chains.values() for e in ids]
+        if dest == "a.test":
+            expected += [f"$single{i}" for i in range(6)]
+        assert sorted(queued) == sorted(expected)
+        for ids in chains.values():
+            assert [e for e in queued if e in ids] == ids
 
 
 async def test_outbox_is_ordered_and_acked_as_a_prefix(stores: Stores) -> None:
