@@ -26,7 +26,7 @@ from homeserver.events import Event, RoomVersion, get_room_version
 from homeserver.events.builder import build_event, edge_hash
 from homeserver.events.hashing import compute_reference_hash, unpadded_b64
 from homeserver.events.policy import POLICY_TYPE
-from homeserver.events.validation import EventFormatError, validate_pdu_format
+from homeserver.events.validation import EventFormatError
 from homeserver.graph.auth_rules import auth_types_for_event
 from homeserver.storage import Stores
 
@@ -300,8 +300,7 @@ class LocalEvents:
             server_name=self._server_name,
             signing_key=self._signing_key,
             edge_hashes=edge_hashes,
-        )
-        _check_format(event, version)
+        )  # format-checked by build_event (a failure: _build_event's 413/400)
         refusal = check_with_auth_state(event, auth_state)
         if refusal is not None:
             raise forbidden(refusal)
@@ -445,8 +444,7 @@ class LocalEvents:
                 origin_server_ts=ts,
                 server_name=self._server_name,
                 signing_key=self._signing_key,
-            )
-            _check_format(event, version)
+            )  # format-checked by build_event
             refusal = check_with_auth_state(event, {})
             if refusal is not None:
                 raise forbidden(refusal)
@@ -466,16 +464,9 @@ class LocalEvents:
 
 def _build_event(version: RoomVersion, **fields: Any) -> Event:
     """build_event, whose own format check (size, canonical JSON of client content)
-    becomes the same 413/400 as `_check_format` instead of an unhandled 500."""
+    becomes a 413 (too large) or 400 instead of an unhandled 500."""
     try:
         return build_event(version, **fields)
-    except EventFormatError as e:
-        raise _format_error(e) from None
-
-
-def _check_format(event: Event, version: RoomVersion) -> None:
-    try:
-        validate_pdu_format(event.pdu, version)
     except EventFormatError as e:
         raise _format_error(e) from None
 

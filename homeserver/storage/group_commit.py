@@ -6,7 +6,8 @@ of what a small write costs. Messages to one room are already batched per room
 (rooms.local_events); messages to many rooms, one each, were a transaction each, at
 about twice the CPU per event of a burst in one room. Here requests queue while the
 previous group commits, and the next group writes them all with one statement per
-table.
+table. The same queue batches hot lookups (a client transaction ID, asked by every
+send): the asks made while one query runs share the next query.
 
 One request's failure must not fail the others (a hostile client's event must not
 take other users' messages with it): when a group's transaction fails, its requests

@@ -31,6 +31,8 @@ _ENQUEUE_PDU = (
 DOWN_CACHE_S = 1.0
 # Event batches (a room's chain each) queued for federation by one transaction at most.
 MAX_ENQUEUE_GROUP = 256
+# Client transaction lookups answered by one group (queries of 100 keys each).
+MAX_TXN_LOOKUPS = 500
 # (outbox rows (destination, event, ts), catch-up rows (destination, event)) of a batch.
 _Enqueue = tuple[list[tuple[str, str, int]], list[tuple[str, str]]]
 
@@ -99,17 +101,32 @@ class TransactionStore:
         self._enqueues: GroupCommit[_Enqueue, None] = GroupCommit(
             self._write_enqueues, max_group=MAX_ENQUEUE_GROUP, name="federation outbox"
         )
+        self._txn_lookups: GroupCommit[tuple[str, str, str], str | None] = GroupCommit(
+            self._client_txns, max_group=MAX_TXN_LOOKUPS, name="client txn lookups"
+        )
 
     # -- client transaction IDs ---------------------------------------------------------
 
     async def get_client_txn(self, user_id: str, device_id: str | None, txn_id: str) -> str | None:
-        return await self.db.fetchval(
-            "SELECT event_id FROM client_txns WHERE user_id = $1 AND device_id = $2"
-            " AND txn_id = $3",
-            user_id,
-            device_id or "",
-            txn_id,
-        )
+        """The event a client transaction created, if any. Every send asks: the asks
+        made while a lookup runs share the next one (group_commit.py; one query for up
+        to MAX_TXN_LOOKUPS)."""
+        return await self._txn_lookups.submit((user_id, device_id or "", txn_id))
+
+    async def _client_txns(self, keys: list[tuple[str, str, str]]) -> list[str | None]:
+        found: dict[tuple[str, str, str], str] = {}
+        unique = list(dict.fromkeys(keys))
+        for part in chunks(unique, 100):
+            where = " OR ".join(
+                f"(user_id = ${3 * i + 1} AND device_id = ${3 * i + 2} AND txn_id = ${3 * i + 3})"
+                for i in range(len(part))
+            )
+            rows = await self.db.fetch(
+                f"SELECT user_id, device_id, txn_id, event_id FROM client_txns WHERE {where}",
+                *(value for key in part for value in key),
+            )
+            found.update(((r[0], r[1], r[2]), r[3]) for r in rows)
+        return [found.get(key) for key in keys]
 
     async def set_client_txn(
         self, user_id: str, device_id: str | None, txn_id: str, event_id: str

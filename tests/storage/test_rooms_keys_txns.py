@@ -89,6 +89,21 @@ async def test_client_and_inbound_txns(stores: Stores) -> None:
     assert await tx.get_inbound_txn("other.test", "txn1") is None
 
 
+async def test_client_txn_lookups_asked_at_once_share_queries(stores: Stores) -> None:
+    """Every send asks for its transaction ID; asks made together are answered by one
+    query per 100 (a key asked twice, a device of None, misses among hits)."""
+    tx = stores.transactions
+    for i in range(0, 250, 2):
+        await tx.set_client_txn(f"@u{i % 7}:x", None if i % 3 else "D", f"t{i}", f"$e{i}")
+    keys = [(f"@u{i % 7}:x", None if i % 3 else "D", f"t{i}") for i in range(250)]
+    keys += keys[:10]
+    answers = await asyncio.gather(*(tx.get_client_txn(*k) for k in keys))
+    expected = [f"$e{i}" if i % 2 == 0 else None for i in range(250)]
+    assert answers == expected + expected[:10]
+    # Scoped per device: the same user and txn ID on another device is another txn.
+    assert await tx.get_client_txn("@u0:x", "OTHER", "t0") is None
+
+
 async def test_concurrent_batches_share_a_commit_and_keep_their_order(
     stores: Stores,
 ) -> None:
