@@ -157,6 +157,7 @@ class Persister:
     ) -> tuple[list[int], Turn]:
         """persist_events, taking an announcement turn at commit (see commit_order)."""
         turn: Turn | None = None
+        abandoned = False
 
         def enter() -> None:
             nonlocal turn
@@ -165,12 +166,17 @@ class Persister:
                 # first turn is let go (nothing of it was committed).
                 turn.finish()
             turn = self._order.enter()
+            if abandoned:
+                # The caller was cancelled while its group committed: nobody will
+                # announce, so the turn must not hold up every later one.
+                turn.finish()
 
         try:
             streams = await self._stores.events.persist_events(
                 room_id, items, in_commit_order=enter, **options
             )
         except BaseException:
+            abandoned = True
             if turn is not None:  # the commit itself failed after the turn was taken
                 turn.finish()
             raise

@@ -61,7 +61,11 @@ class GroupCommit(Generic[R, T]):
             while self._queue:
                 group = self._queue[: self._max_group]
                 del self._queue[: self._max_group]
-                await self._commit_group(group)
+                # A caller cancelled before its group started: its request is dropped,
+                # as a cancelled write of its own would have been.
+                group = [(request, future) for request, future in group if not future.done()]
+                if group:
+                    await self._commit_group(group)
         finally:
             self._task = None
             for _, future in self._queue:  # only when cancelled (shutdown)

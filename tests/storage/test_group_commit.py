@@ -141,3 +141,31 @@ async def test_an_unknown_room_fails_alone_and_backfill_is_never_grouped(
     assert await stores.events.persist_events(
         ROOMS[0], [PersistItem(old)], backfilled=True, grouped=True
     ) == [-1]
+
+
+async def test_a_request_cancelled_before_its_group_starts_is_not_written(
+    stores: Stores,
+) -> None:
+    for room_id in ROOMS[:2]:
+        await stores.rooms.store_room(room_id, "10", "@alice:example.org")
+    hooked: list[str] = []
+
+    def persist(room_id: str) -> asyncio.Future[list[int]]:
+        return asyncio.ensure_future(
+            stores.events.persist_events(
+                room_id,
+                chain(room_id, 1),
+                in_commit_order=lambda: hooked.append(room_id),
+                grouped=True,
+            )
+        )
+
+    kept, dropped = persist(ROOMS[0]), persist(ROOMS[1])
+    await asyncio.sleep(0)  # both queued; the committer has not started
+    dropped.cancel()
+    assert await kept == [1]
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert hooked == [ROOMS[0]]
+    assert not await stores.events.have_events([f"${ROOMS[1][1:4]}0"])
+    assert await stores.events.get_current_stream_position() == 1
