@@ -88,7 +88,6 @@ class SenderSettings:
 class OutboxStore(Protocol):
     """The part of homeserver.storage.TransactionStore the sender uses."""
 
-    async def enqueue_pdus(self, destinations: Iterable[str], event_id: str) -> None: ...
     async def enqueue_pdu_batch(
         self, destinations: Iterable[str], event_ids: Sequence[str]
     ) -> None: ...
@@ -171,7 +170,7 @@ class FederationSender:
     # -- queueing (the public API) --------------------------------------------------------
 
     async def send_event(self, event: Event, destinations: Iterable[str]) -> None:
-        """Queue a persisted event for each destination (durably) and wake their workers."""
+        """send_events for one event."""
         await self.send_events([event], destinations)
 
     async def send_events(self, events: Sequence[Event], destinations: Iterable[str]) -> None:

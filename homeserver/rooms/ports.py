@@ -21,12 +21,10 @@ class EventListener(Protocol):
 
 
 class OutboundEvents(Protocol):
-    """Queues a persisted local event for delivery to other servers in the room."""
-
-    async def send_event(self, event: Event, destinations: Iterable[str]) -> None: ...
+    """Queues persisted local events for delivery to other servers in the room."""
 
     async def send_events(self, events: Sequence[Event], destinations: Iterable[str]) -> None:
-        """Several events of one room, in order, in one write."""
+        """Events of one room (one, or a chain of messages), in order, in one write."""
         ...
 
 
