@@ -23,7 +23,10 @@ Why it is shaped like this:
   catch-up events too; past `max_queued_trimmable_edus` receipts, typing and
   presence the oldest of those are dropped, and past `max_queued_coalescable_edus`
   device-list and signing-key updates only the newest per user stays. To-device
-  messages are always kept (the peer cannot fetch them again).
+  messages cannot be fetched again, so they have a cap of their own, far above any
+  honest backlog (`max_queued_to_device_edus`, 10,000 per destination: one EDU per
+  sendToDevice request, each bounded by the request size); only a server gone for
+  good, or a local user flooding it, reaches it, and then the oldest go (logged).
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ TRIMMABLE_EDU_TYPES = ("m.typing", "m.presence", "m.receipt")
 # device list when an update's prev_id shows it missed one; a signing key update
 # carries all the user's current keys): a long backlog keeps only those.
 COALESCABLE_EDU_TYPES = ("m.device_list_update", "m.signing_key_update")
+# EDUs kept until the cap of their own (max_queued_to_device_edus).
+CAPPED_EDU_TYPES = ("m.direct_to_device",)
+# Capped EDUs queued for a destination between two enforcements of the cap at enqueue
+# time, and the destinations counted at most (past it the counts restart).
+CAP_CHECK_EVERY = 1_000
+MAX_CAP_COUNTERS = 10_000
 # What became of one transaction (FederationSender._deliver).
 SENT, DROPPED, RETRY = "sent", "dropped", "retry"
 
@@ -74,6 +83,7 @@ class SenderSettings:
     max_queued_pdus: int = 1_000
     max_queued_trimmable_edus: int = 1_000
     max_queued_coalescable_edus: int = 1_000
+    max_queued_to_device_edus: int = 10_000
 
     def backlog_bounds(self) -> BacklogBounds:
         return BacklogBounds(
@@ -82,6 +92,8 @@ class SenderSettings:
             self.max_queued_trimmable_edus,
             COALESCABLE_EDU_TYPES,
             self.max_queued_coalescable_edus,
+            CAPPED_EDU_TYPES,
+            self.max_queued_to_device_edus,
         )
 
 
@@ -107,6 +119,7 @@ class OutboxStore(Protocol):
         catch_up: Sequence[tuple[str, str]] = (),
     ) -> None: ...
     async def compact(self, destination: str, bounds: BacklogBounds) -> bool: ...
+    async def trim_edus(self, destination: str, edu_types: Sequence[str], keep: int) -> int: ...
     async def destinations_with_pending(self) -> list[str]: ...
     async def get_retry_state(self, destination: str) -> RetryState | None: ...
     async def set_retry_state(
@@ -158,6 +171,10 @@ class FederationSender:
         # `elsewhere(destination, peer_up)` (the replication bus) instead.
         self.owns: Callable[[str], bool] = lambda _destination: True
         self.elsewhere: Callable[[str, bool], None] | None = None
+        # Capped EDUs queued here per destination since its cap was last enforced: a
+        # destination backing off is compacted only when retried (up to an hour), so
+        # enqueueing enforces the cap too, every CAP_CHECK_EVERY of them.
+        self._capped_since_check: dict[str, int] = {}
         # Read by the metrics collector (synapse_federation_client_sent_*).
         self.transactions_sent = 0
         self.transactions_failed = 0
@@ -196,7 +213,24 @@ class FederationSender:
             if not dest or dest == self._server_name:
                 continue
             await self._outbox.enqueue_edu(dest, edu, transient=edu_type in TRANSIENT_EDU_TYPES)
+            if edu_type in CAPPED_EDU_TYPES:
+                await self._count_capped(dest)
             self.wake(dest)
+
+    async def _count_capped(self, dest: str) -> None:
+        """Enforce `max_queued_to_device_edus` every CAP_CHECK_EVERY capped EDUs queued
+        here for `dest`: its backlog stays under the cap plus that many per process."""
+        counts = self._capped_since_check
+        counts[dest] = counts.get(dest, 0) + 1
+        if counts[dest] < CAP_CHECK_EVERY:
+            if len(counts) > MAX_CAP_COUNTERS:  # many destinations: start counting again
+                counts.clear()
+            return
+        del counts[dest]
+        cap = self.settings.max_queued_to_device_edus
+        lost = await self._outbox.trim_edus(dest, CAPPED_EDU_TYPES, cap)
+        if lost:
+            log.warning("%s: dropped the oldest %d to-device EDUs (cap %d)", dest, lost, cap)
 
     def wake(self, destination: str) -> None:
         """Make sure a worker will look at the destination's queue soon."""

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Any
 from ._util import chunks, dump_json, load_json, now_ms, placeholders
 from .database import Connection, Database
 from .group_commit import GroupCommit
+
+log = logging.getLogger(__name__)
 
 # Queued PDUs turned into catch-up events per transaction of `compact`.
 COMPACT_BATCH = 5_000
@@ -66,6 +69,11 @@ class BacklogBounds:
     # user's device list when it sees a gap in the update's stream IDs).
     coalescable_edu_types: tuple[str, ...] = ()
     max_coalescable_edus: int = 0
+    # EDUs the peer cannot fetch again (to-device messages) but that a destination
+    # gone for good would otherwise make us keep for ever: a far larger cap, past
+    # which the oldest go too (0: no cap).
+    capped_edu_types: tuple[str, ...] = ()
+    max_capped_edus: int = 0
 
 
 @dataclass
@@ -304,20 +312,35 @@ class TransactionStore:
             while await self._fold_pdus(destination):
                 pass
         trimmable = bounds.trimmable_edu_types
-        cutoff = await self._nth_edu(destination, trimmable, bounds.max_trimmable_edus, True)
-        if cutoff is not None:
+        if await self.trim_edus(destination, trimmable, bounds.max_trimmable_edus):
             changed = True
-            await self.db.execute(
-                "DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2"
-                f" AND edu_type IN ({placeholders(len(trimmable), start=3)})",
+        capped, cap = bounds.capped_edu_types, bounds.max_capped_edus
+        if cap > 0 and (lost := await self.trim_edus(destination, capped, cap)):
+            changed = True
+            log.warning(
+                "%s has %d more %s queued than the cap of %d: dropped the oldest",
                 destination,
-                cutoff,
-                *trimmable,
+                lost,
+                "/".join(capped),
+                cap,
             )
         coalescable = bounds.coalescable_edu_types
         if await self._nth_edu(destination, coalescable, bounds.max_coalescable_edus, False):
             changed = await self._coalesce_edus(destination, coalescable) or changed
         return changed
+
+    async def trim_edus(self, destination: str, edu_types: Sequence[str], keep: int) -> int:
+        """Keep the newest `keep` queued EDUs of `edu_types`; how many went."""
+        cutoff = await self._nth_edu(destination, edu_types, keep, True)
+        if cutoff is None:
+            return 0
+        return await self.db.execute(
+            "DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2"
+            f" AND edu_type IN ({placeholders(len(edu_types), start=3)})",
+            destination,
+            cutoff,
+            *edu_types,
+        )
 
     async def _nth_edu(
         self, destination: str, edu_types: Sequence[str], n: int, newest_first: bool

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+import federation.sender as sender_module
 from federation.client import FederationClient
 from federation.sender import FederationSender, SenderSettings
 from homeserver.events import Event
@@ -470,6 +471,47 @@ async def test_a_slow_peer_s_backlog_is_folded_into_catch_up_events(origin: Orig
         device_lists = [e["content"]["n"] for e in edus if e["edu_type"] != "m.receipt"]
         assert device_lists == [28, 29]  # the newest per user
         assert not await origin.stores.transactions.peek(dest)
+    finally:
+        await sender.stop()
+        await server.close()
+
+
+async def test_to_device_messages_for_a_dead_server_stay_under_their_cap(
+    origin: Origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server gone for good (or a local user flooding one) cannot make us keep
+    to-device messages without end: while it backs off (retried only every hour),
+    queueing enforces the cap every CAP_CHECK_EVERY messages, dropping the oldest;
+    back up, the peer gets the newest, in order, and every receipt queued meanwhile."""
+    monkeypatch.setattr(sender_module, "CAP_CHECK_EVERY", 10)
+    peer = FakePeer(fail_next=1)
+    server = await start_peer(peer)
+    dest = f"127.0.0.1:{server.port}"
+    settings = SenderSettings(
+        min_retry_interval_s=3600, request_timeout_s=5, max_queued_to_device_edus=25
+    )
+    sender = new_sender(origin, settings)
+    try:
+        await sender.send_edu([dest], "m.direct_to_device", {"n": -1})
+        await wait_for(lambda: sender.is_backing_off(dest))
+        for n in range(100):
+            await sender.send_edu([dest], "m.direct_to_device", {"n": n})
+            if n % 20 == 0:
+                await sender.send_edu([dest], "m.receipt", {"n": n})
+            queued = await origin.db.fetchval(
+                "SELECT COUNT(*) FROM federation_outbox WHERE destination = $1"
+                " AND edu_type = 'm.direct_to_device'",
+                dest,
+            )
+            assert queued <= 25 + 10
+        sender.notify_peer_up(dest)
+        await sender.wait_idle()
+        edus = [e for t in peer.txns for e in t.get("edus", [])]
+        to_device = [e["content"]["n"] for e in edus if e["edu_type"] == "m.direct_to_device"]
+        assert to_device == list(range(100 - len(to_device), 100))
+        assert 25 <= len(to_device) <= 35
+        receipts = [e["content"]["n"] for e in edus if e["edu_type"] == "m.receipt"]
+        assert receipts == [0, 20, 40, 60, 80]
     finally:
         await sender.stop()
         await server.close()

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import homeserver.storage.transactions as transactions
 from homeserver.storage import Database, PersistItem, Stores
-from homeserver.storage.transactions import BacklogBounds
+from homeserver.storage.transactions import BacklogBounds, TransactionStore
 
 from .conftest import make_event
 from .test_admin_stores import make_room
@@ -117,11 +117,24 @@ async def test_a_backlog_past_its_bounds_is_compacted(db: Database, stores: Stor
     assert await outbox_pdus(db, UP) == []
     assert await catch_up(db, UP) == {ROOM_A: in_a[-1], ROOM_B: in_b[-1]}
     batch = await tx.peek(UP, 50, 100)
-    # The three newest receipts stay; no to-device message is ever dropped.
+    # The three newest receipts stay; to-device messages have no cap here: all stay.
     assert [e["content"]["n"] for e in batch.edus if e["edu_type"] == "m.receipt"] == [6, 7, 8]
-    to_device = [e["content"]["n"] for e in batch.edus if e["edu_type"] == "m.direct_to_device"]
-    assert to_device == list(range(9))
+    assert await queued_to_device(tx) == list(range(9))
     assert not await tx.compact(UP, BacklogBounds(5, trimmable, 3))
+    # With a cap of their own, the oldest past it go; the receipts are not touched.
+    capped = BacklogBounds(5, trimmable, 3, capped_edu_types=("m.direct_to_device",))
+    assert not await tx.compact(UP, replace(capped, max_capped_edus=9))
+    assert await tx.compact(UP, replace(capped, max_capped_edus=4))
+    assert await queued_to_device(tx) == [5, 6, 7, 8]
+    batch = await tx.peek(UP, 50, 100)
+    assert [e["content"]["n"] for e in batch.edus if e["edu_type"] == "m.receipt"] == [6, 7, 8]
+    assert await tx.trim_edus(UP, ["m.direct_to_device"], 1) == 3
+    assert await queued_to_device(tx) == [8]
+
+
+async def queued_to_device(tx: TransactionStore) -> list[int]:
+    batch = await tx.peek(UP, 50, 100)
+    return [e["content"]["n"] for e in batch.edus if e["edu_type"] == "m.direct_to_device"]
 
 
 async def test_a_stale_view_of_who_is_down_never_loses_an_event(
