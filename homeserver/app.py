@@ -77,6 +77,10 @@ CLIENT = frozenset({"client"})
 MEDIA_REPO = frozenset({"client", "media"})  # what serves media (and its admin API)
 KEYS = frozenset({"federation", "keys"})
 FEDERATION = frozenset({"federation"})
+# Other servers' downloads of our media: the federation listener's, and a media
+# worker's (which serves the store), as Synapse's `media` resource.
+FEDERATION_MEDIA = frozenset({"federation", "media"})
+FEDERATION_MEDIA_PATH = "/_matrix/federation/v1/media"
 # The OpenID userinfo exchange is what third parties (integration managers, widgets) call
 # with the client's homeserver URL: served wherever Synapse serves it (federation, openid)
 # and on client listeners too, since it discloses only the user ID behind a token the
@@ -90,6 +94,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_well_known.setup),
     (KEYS, federation_keys_api.setup),
     (FEDERATION | OPENID, federation_inbound.setup),
+    (FEDERATION_MEDIA, federation_inbound.setup_media),
     (CLIENT, client_push_rules.setup),
     (CLIENT, client_pushers.setup),
     (CLIENT, client_notifications.setup),
@@ -118,6 +123,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
 # reachable through the client and federation resources).
 PREFIX_RESOURCES: tuple[tuple[str, frozenset[str]], ...] = (
     (OPENID_USERINFO_PATH, OPENID),
+    (FEDERATION_MEDIA_PATH, FEDERATION_MEDIA),
     # Authenticated media is part of Synapse's `media` resource too (a media worker).
     ("/_matrix/client/v1/media", frozenset({"client", "media"})),
     ("/_matrix/client", CLIENT),

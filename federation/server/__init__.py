@@ -7,6 +7,8 @@ services the handlers read are built by homeserver/composition.py.
 
 from __future__ import annotations
 
+from aiohttp import web
+
 from homeserver.appstate import Mounts
 
 from . import (
@@ -24,10 +26,18 @@ from . import (
 from .auth_middleware import x_matrix_middleware
 
 
-def setup(mounts: Mounts) -> None:
-    """Mount the inbound server-server API under /_matrix/federation."""
+def _authenticated(mounts: Mounts) -> web.Application:
+    """The /_matrix/federation sub-app, with X-Matrix authentication (once)."""
     fed = mounts.federation
-    fed.middlewares.append(x_matrix_middleware)
+    if x_matrix_middleware not in fed.middlewares:
+        fed.middlewares.append(x_matrix_middleware)
+    return fed
+
+
+def setup(mounts: Mounts) -> None:
+    """Mount the inbound server-server API under /_matrix/federation (but its media
+    endpoints: `setup_media`)."""
+    fed = _authenticated(mounts)
     modules = (
         transactions,
         membership,
@@ -37,8 +47,13 @@ def setup(mounts: Mounts) -> None:
         hierarchy,
         version,
         openid,
-        media,
         third_party,
     )
     for module in modules:
         module.setup_routes(fed)
+
+
+def setup_media(mounts: Mounts) -> None:
+    """Mount /_matrix/federation/v1/media/...: other servers' downloads of our media,
+    served by whatever serves the media store (a media worker too, as Synapse's)."""
+    media.setup_routes(_authenticated(mounts))

@@ -249,7 +249,7 @@ def writes_stream(streams: Iterable[str], method: str, path: str) -> bool:
 SEND = re.compile(r"^/_matrix/federation/v1/send/[^/]+$")
 
 # Everything of the media repository (a worker with a `media` listener serves it all).
-MEDIA_ROUTES = re.compile(r"^/_matrix/(?:media/(?:v1|v3|r0)|client/v1/media)/")
+MEDIA_ROUTES = re.compile(r"^/_matrix/(?:media/(?:v1|v3|r0)|client/v1/media|federation/v1/media)/")
 # The admin API's media endpoints (homeserver/admin_api/media.py), which read and
 # delete the media store's files: served by media workers too, as Synapse's, so with
 # media workers nothing on the main touches the store.

@@ -84,17 +84,17 @@ def render(
     if u.client_readers:
         blocks += _upstream("client_readers", u.client_readers, sticky=True)
         routes += _client_patterns(u.room_writes_to_readers, u.streams_to_readers)
+    if u.media:  # first: nginx takes the first regex that matches
+        blocks += _upstream("media", u.media)
+        routes += [
+            '        "~^[A-Z]+ /_matrix/(?:media|client/v1/media|federation/v1/media)/" media;',
+            f'        "~^[A-Z]+ {MEDIA_ADMIN_ROUTES.pattern.removeprefix("^")}" media;',
+        ]
     if u.federation_inbound:
         blocks += _upstream("federation_inbound", u.federation_inbound)
         routes += [
             '        "~^[A-Z]+ /_matrix/federation/" federation_inbound;',
             '        "~^[A-Z]+ /_matrix/key/" federation_inbound;',
-        ]
-    if u.media:
-        blocks += _upstream("media", u.media)
-        routes += [
-            '        "~^[A-Z]+ /_matrix/(?:media|client/v1/media)/" media;',
-            f'        "~^[A-Z]+ {MEDIA_ADMIN_ROUTES.pattern.removeprefix("^")}" media;',
         ]
     route_lines = "\n".join(routes)
     listens = f"        listen {listen};\n"

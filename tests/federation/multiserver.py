@@ -60,12 +60,14 @@ class LoopbackServer:
         *,
         deployment: bool | None = None,
         deployment_settings: dict[str, Any] | None = None,
+        media_workers: int = 0,
         **overrides: Any,
     ) -> None:
         """`overrides`: further top-level config keys (e.g. trusted_key_servers);
         `deployment`: a worker deployment (default: whether HS_TEST_DEPLOYMENT is set);
         `deployment_settings`: keys for the deployment's config only (worker settings,
-        which a single process refuses)."""
+        which a single process refuses); `media_workers`: the deployment's, besides
+        FULL_LAYOUT."""
         self.as_deployment = bool(deployment_mode.MODE) if deployment is None else deployment
         self.port = free_port()
         self.name = f"127.0.0.1:{self.port}"
@@ -87,6 +89,7 @@ class LoopbackServer:
         self.http = aiohttp.ClientSession()
         self.tokens: dict[str, str] = {}
         self._deployment_settings = deployment_settings or {}
+        self._media_workers = media_workers
 
     @property
     def app(self) -> Any:
@@ -125,6 +128,7 @@ class LoopbackServer:
             self.deployment = Deployment(
                 self.dir / "deployment",
                 **FULL_LAYOUT,
+                media_workers=self._media_workers,
                 server_name=self.name,
                 public_port=self.port,
                 overrides={

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from homeserver.app import resources_for_path
 from homeserver.config import ConfigError, load_config
 from homeserver.config.workers import shard
 from homeserver.replication.follower import ReplicationFollower
@@ -215,6 +216,46 @@ def test_media_workers_serve_the_media_admin_api() -> None:
         assert any(re.match(r, f"{method} {path}") for r in routes), path
     for method, path in others:
         assert not any(re.match(r, f"{method} {path}") for r in routes), path
+
+
+def nginx_backend(text: str, method: str, path: str) -> str:
+    """The upstream nginx picks for a request: the first regex of the map that matches
+    (nginx's rule for regexes in a `map`), else the default."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith('"~'):
+            pattern, backend = line.split('"')[1].removeprefix("~"), line.split()[-1]
+            if re.match(pattern, f"{method} {path}"):
+                return backend.rstrip(";")
+    return "main"
+
+
+def test_other_servers_media_downloads_go_to_the_media_workers() -> None:
+    """/_matrix/federation/v1/media/... reads the media store: with media workers,
+    nginx sends it there (before the federation inbound workers' catch-all), a media
+    listener serves it, and the rest of the federation API stays where it was."""
+    text = render(
+        Upstreams(
+            main="127.0.0.1:8008",
+            federation_inbound=["127.0.0.1:8201"],
+            media=["127.0.0.1:8301"],
+        )
+    )
+    fed_media = [
+        "/_matrix/federation/v1/media/download/abc",
+        "/_matrix/federation/v1/media/thumbnail/abc",
+    ]
+    for path in fed_media:
+        assert nginx_backend(text, "GET", path) == "media", path
+        assert served_here("GET", path, serves_media=True), path
+        assert resources_for_path(path) == {"federation", "media"}, path
+    for path in ["/_matrix/federation/v1/event/$e", "/_matrix/federation/v1/mediafoo/x"]:
+        assert nginx_backend(text, "GET", path) == "federation_inbound", path
+        assert resources_for_path(path) == {"federation"}, path
+    assert nginx_backend(text, "GET", "/_matrix/key/v2/server") == "federation_inbound"
+    # Without media workers, the federation inbound workers serve them as before.
+    text = render(Upstreams(main="127.0.0.1:8008", federation_inbound=["127.0.0.1:8201"]))
+    assert nginx_backend(text, "GET", fed_media[0]) == "federation_inbound"
 
 
 @pytest.mark.parametrize(
