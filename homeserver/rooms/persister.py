@@ -188,11 +188,16 @@ class Persister:
         events: list[Event],
         group: int,
         client_txns: list[tuple[str, str | None, str, str]],
+        *,
+        from_peer: bool = False,
     ) -> list[int]:
         """Persist a chain of non-state events built one on another (each the only
         prev_event of the next) on top of state group `group`, in ONE transaction.
 
-        This is how a burst of messages to one room costs one commit, not one each.
+        This is how a burst of messages to one room costs one commit, not one each:
+        ours (sent to the room's other servers), or, `from_peer`, another server's
+        (accepted by every check; a redaction that arrived before one of them is
+        applied, and nothing is sent on).
         """
         first, last = events[0], events[-1]
         new_extremities, delta = await self._advance_room(
@@ -209,11 +214,15 @@ class Persister:
         self._stores.state.remember_event_groups({e.event_id: group for e in events})
         try:
             await turn.ready()
+            if from_peer:
+                # Before announcing: whoever hears of a redacted event must read it so.
+                await self.redactions.apply_waiting(events)
             for event, stream in zip(events, streams, strict=True):
                 self._tell(self._listeners, event, stream)
         finally:
             turn.finish()
-        await self._send_to_peers(*events)
+        if not from_peer:
+            await self._send_to_peers(*events)
         return streams
 
     async def _advance_room(

@@ -6,7 +6,8 @@ versions): the target must be in the same room, and either the redaction's sende
 the room's `redact` power level (in the state at the redaction) or both senders are on
 the same server. The create event is never redacted.
 
-`Persister` calls `after_persist` for every stored event: an accepted redaction is
+`Persister` calls `after_persist` for every stored event (`apply_waiting` for a
+remote chain of messages): an accepted redaction is
 applied to a target we hold, and a newly stored event is redacted by any accepted
 redaction that named it before it arrived (the storage keeps `redacts` per redaction).
 """
@@ -44,14 +45,24 @@ class RedactionApplier:
                 if target is not None:
                     await self._apply(event, target)
             return
+        await self.apply_waiting([event])
+
+    async def apply_waiting(self, events: list[Event]) -> None:
+        """Redact each of `events` (newly stored, none a redaction) that an accepted
+        redaction named before it arrived: one query for all of them."""
         # A redaction can only precede its target when both came from elsewhere: our
         # own new events cannot have been named by anyone yet.
-        if _domain(event.sender) == self._server_name:
+        remote = {e.event_id: e for e in events if _domain(e.sender) != self._server_name}
+        if not remote:
             return
-        waiting = (await self._stores.events.get_redactions_of([event.event_id])).get(
-            event.event_id
-        )
-        for redaction_id in waiting or ():
+        waiting = await self._stores.events.get_redactions_of(list(remote))
+        for target_id, redaction_ids in waiting.items():
+            if target_id in remote:
+                await self._apply_first(remote[target_id], redaction_ids)
+
+    async def _apply_first(self, event: Event, waiting: list[str]) -> None:
+        """Apply the first accepted redaction of `waiting` that may redact `event`."""
+        for redaction_id in waiting:
             redaction = await self._stores.events.get_event(redaction_id)
             if redaction is None or not await self._is_accepted(redaction):
                 continue
