@@ -123,7 +123,7 @@ class RemoteEventIngest:
         i = 0
         while i < len(events):
             run = _message_chain(events, i)
-            if len(run) > 1 and await self._receive_chain(run):
+            if len(run) > 1 and await self._chain_taken(run):
                 errors += [None] * len(run)
             else:
                 for event in run:
@@ -138,6 +138,13 @@ class RemoteEventIngest:
             log.exception("ingest of %s from %s failed", event.event_id, origin)
             return f"Failed to process event: {type(e).__name__}"
         return f"Rejected: {result.reason}" if result.outcome == Outcome.REJECTED else None
+
+    async def _chain_taken(self, run: list[Event]) -> bool:
+        try:
+            return await self._receive_chain(run)
+        except Exception:  # each event then gets its own answer (and its own error)
+            log.exception("ingest of a chain of %d events failed", len(run))
+            return False
 
     async def _receive_chain(self, run: list[Event]) -> bool:
         """Checks 4-6 for a chain of non-state events, then ONE write; False (nothing

@@ -19,6 +19,7 @@ from homeserver.appstate import LOCAL_EVENTS, STORES
 from homeserver.events import Event, get_room_version
 from homeserver.events.builder import build_event
 from homeserver.graph.auth_rules import auth_types_for_event
+from homeserver.rooms.persister import Persister
 from tests.client.helpers import auth, join_room, make_user
 from tests.federation.inbound_helpers import (
     REMOTE,
@@ -266,3 +267,22 @@ async def test_chains_and_local_sends_at_once_lose_nothing(client: Any) -> None:
             if e["type"] == "m.room.message"
         ]
     assert seen == bodies
+
+
+async def test_a_chain_whose_write_fails_goes_one_by_one(
+    client: Any, writes: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure of the chain's own write (nothing committed) costs the peer nothing:
+    its events are then taken one by one, each answered on its own."""
+    alice, _, _ = await make_user(client, "alice")
+    room_id = await new_room(client, alice)
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Persister, "persist_chain", broken)
+    events = await chain(client, room_id, ["x0", "x1", "x2"])
+    writes.clear()
+    assert await send(client, "t1", events) == {e.event_id: {} for e in events}
+    assert [n for _, n in writes] == [1, 1, 1]
+    assert await timeline(client, room_id) == ["x0", "x1", "x2"]
