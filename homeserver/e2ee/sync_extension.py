@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from homeserver.sync.extensions import SyncContext
@@ -16,7 +17,8 @@ class E2eeSyncExtension:
     `device_unused_fallback_key_types`.
 
     To-device messages up to `since.to_device` are acknowledged (deleted) and those up
-    to `now.to_device` returned; `device_lists` is only computed for incremental syncs
+    to `now.to_device` returned, at most MAX_PER_SYNC (then `next_batch` stands at the
+    last one given); `device_lists` is only computed for incremental syncs
     (an initial sync makes the client fetch every list it needs anyway).
     """
 
@@ -30,11 +32,13 @@ class E2eeSyncExtension:
     async def top_level(self, ctx: SyncContext, response: dict[str, Any]) -> None:
         if ctx.device_id is not None:
             since = ctx.since.to_device if ctx.since is not None else None
-            events = await self._to_device.messages_for_sync(
+            events, reached = await self._to_device.messages_for_sync(
                 ctx.user_id, ctx.device_id, since, ctx.now.to_device
             )
             if events:
                 response["to_device"] = {"events": events}
+            if reached < ctx.now.to_device:  # more to come: the next sync starts there
+                response["next_batch"] = replace(ctx.now, to_device=reached).encode()
             response["device_one_time_keys_count"] = await self._keys.one_time_key_counts(
                 ctx.user_id, ctx.device_id
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import Counter
 from typing import Any
 
 from homeserver.storage.accounts import AccountStore
@@ -21,6 +22,19 @@ from .ports import RemoteToDevice
 logger = logging.getLogger(__name__)
 
 MAX_EVENT_TYPE_LENGTH = 255
+# To-device messages one sync response carries at most (as Synapse): the response's
+# token then stands at the last one given, so the next sync returns the rest at once.
+# A device that stayed away while thousands piled up never gets them in one response.
+MAX_PER_SYNC = 100
+# Messages queued for one device at most: past it the oldest go (logged). Anyone, a
+# local user or another server, may send to any of our devices, and a device that
+# never syncs again never acknowledges; this is far above what a device away for
+# weeks in a busy encrypted account gathers. Checked every CAP_CHECK_EVERY messages
+# queued here for a device (so a device holds at most the cap plus that many per
+# process writing the stream); MAX_CAP_COUNTERS devices are counted at most.
+MAX_QUEUED_PER_DEVICE = 100_000
+CAP_CHECK_EVERY = 1_000
+MAX_CAP_COUNTERS = 100_000
 
 
 class ToDeviceService:
@@ -41,6 +55,8 @@ class ToDeviceService:
         self.dropped_remote = 0
         # (user, device) -> the position up to which messages were deleted.
         self._acked: dict[tuple[str, str], int] = {}
+        # (user, device) -> messages queued here since its cap was last enforced.
+        self._queued_since_check: dict[tuple[str, str], int] = {}
 
     async def send(
         self,
@@ -76,6 +92,7 @@ class ToDeviceService:
         if position is not None:
             targets = sorted({m.user_id for m in local})
             self._notifier.notify("to_device", position, users=targets)
+            await self._enforce_cap(local)
         await self._send_remote(sender, event_type, remote)
 
     async def receive_remote(
@@ -103,6 +120,26 @@ class ToDeviceService:
             return  # a retried transaction: already delivered
         if position is not None:
             self._notifier.notify("to_device", position, users=sorted({m.user_id for m in local}))
+            await self._enforce_cap(local)
+
+    async def _enforce_cap(self, queued: list[ToDeviceMessage]) -> None:
+        """Count what was just queued per device; a device that reached CAP_CHECK_EVERY
+        has its queue cut to MAX_QUEUED_PER_DEVICE (the oldest go)."""
+        counts = self._queued_since_check
+        if len(counts) > MAX_CAP_COUNTERS:
+            counts.clear()
+        for key, n in Counter((m.user_id, m.device_id) for m in queued).items():
+            counts[key] = counts.get(key, 0) + n
+            if counts[key] < CAP_CHECK_EVERY:
+                continue
+            del counts[key]
+            dropped = await self._store.keep_newest(*key, MAX_QUEUED_PER_DEVICE)
+            if dropped:
+                logger.warning(
+                    "%s's device %s had more than %d to-device messages queued:"
+                    " dropped the oldest %d",
+                    key[0], key[1], MAX_QUEUED_PER_DEVICE, dropped,
+                )  # fmt: skip
 
     async def _expand_local(
         self, sender: str, event_type: str, user_id: str, by_device: dict[str, Any]
@@ -129,8 +166,10 @@ class ToDeviceService:
 
     async def messages_for_sync(
         self, user_id: str, device_id: str, since: int | None, now: int
-    ) -> list[dict[str, Any]]:
-        """Acknowledge up to `since` (delete), then return what is queued up to `now`.
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Acknowledge up to `since` (delete), then return the oldest MAX_PER_SYNC
+        messages queued up to `now`, and the position they reach: `now`, or the last
+        one's when more are left (the response's token must say so).
 
         Most syncs neither acknowledge anything new nor have anything to deliver: an
         in-memory acknowledgement mark and the stream positions answer those without
@@ -142,9 +181,14 @@ class ToDeviceService:
                 self._acked.clear()
             self._acked[key] = since
         if since is not None and since >= now:
-            return []
-        rows = await self._store.get_messages(user_id, device_id, since or 0, now)
-        return [{"sender": m.sender, "type": m.type, "content": m.content} for _, m in rows]
+            return [], now
+        rows = await self._store.get_messages(
+            user_id, device_id, since or 0, now, limit=MAX_PER_SYNC
+        )
+        reached = rows[-1][0] if len(rows) == MAX_PER_SYNC else now
+        return [
+            {"sender": m.sender, "type": m.type, "content": m.content} for _, m in rows
+        ], reached
 
     # -- for appservices (MSC2409): delivered in transactions, not by /sync ------------
 

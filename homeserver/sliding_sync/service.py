@@ -394,9 +394,11 @@ class SlidingSyncService:
         if ext.get("to_device", ExtensionRequest()).enabled:
             raw = ext["to_device"].since
             ack = int(raw) if raw is not None and raw.isdigit() and len(raw) < 19 else None
-            events = await self._to_device.messages_for_sync(user_id, device_id, ack, now.to_device)
+            events, reached = await self._to_device.messages_for_sync(
+                user_id, device_id, ack, now.to_device
+            )
             if events or ack is None:
-                out["to_device"] = {"next_batch": str(now.to_device), "events": events}
+                out["to_device"] = {"next_batch": str(reached), "events": events}
         if ext.get("e2ee", ExtensionRequest()).enabled:
             e2ee: dict[str, Any] = {
                 "device_one_time_keys_count": await self._keys.one_time_key_counts(

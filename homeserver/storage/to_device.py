@@ -79,13 +79,14 @@ class ToDeviceStore:
         )
 
     async def get_messages(
-        self, user_id: str, device_id: str, from_pos: int, to_pos: int
+        self, user_id: str, device_id: str, from_pos: int, to_pos: int, limit: int | None = None
     ) -> list[tuple[int, ToDeviceMessage]]:
-        """Messages for a device with from_pos < stream_id <= to_pos, oldest first."""
+        """Messages for a device with from_pos < stream_id <= to_pos, oldest first (the
+        oldest `limit` of them)."""
         rows = await self.db.fetch(
             "SELECT stream_id, sender, type, content FROM to_device_messages"
             " WHERE user_id = $1 AND device_id = $2 AND stream_id > $3 AND stream_id <= $4"
-            " ORDER BY stream_id",
+            " ORDER BY stream_id" + ("" if limit is None else f" LIMIT {int(limit)}"),
             user_id,
             device_id,
             from_pos,
@@ -130,6 +131,19 @@ class ToDeviceStore:
             "SELECT DISTINCT user_id FROM to_device_messages ORDER BY user_id LIMIT $1", limit
         )
         return [r[0] for r in rows]
+
+    async def keep_newest(self, user_id: str, device_id: str, keep: int) -> int:
+        """Drop a device's queued messages but the newest `keep`; how many went."""
+        cutoff = await self.db.fetchval(
+            "SELECT stream_id FROM to_device_messages WHERE user_id = $1 AND device_id = $2"
+            " ORDER BY stream_id DESC LIMIT 1 OFFSET $3",
+            user_id,
+            device_id,
+            keep,
+        )
+        if cutoff is None:
+            return 0
+        return await self.delete_messages_up_to(user_id, device_id, int(cutoff))
 
     async def delete_device(self, user_id: str, device_id: str) -> None:
         await self.db.execute(
