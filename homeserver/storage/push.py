@@ -480,7 +480,10 @@ class PushStore(PushActionReads):
                 if not fills.running:
                     del self._fills[key]
             entry = _Unread(positions, counts, seen_upto)
-            if fills.missed_folds == missed_before:
+            # Another fill of the key may have stored its entry meanwhile, and folds
+            # keep that one current since; ours may have read before them: never
+            # put it in that one's place.
+            if fills.missed_folds == missed_before and self._unread.peek(key) is None:
                 self._unread.set_if_current(key, entry, generation)
         return {tid: UnreadCounts(c[0], c[1]) for tid, c in entry.counts.items() if c[0] or c[1]}
 

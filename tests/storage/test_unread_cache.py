@@ -167,3 +167,36 @@ async def test_counts_stay_exact_under_concurrent_batches_reads_and_receipts(
         for room in rooms:
             cached_counts = await store.get_current_unread_counts(user, room)
             assert cached_counts == await store.get_unread_counts(user, room), (user, room)
+
+
+async def test_a_slower_fill_never_replaces_a_newer_entry(db: Database) -> None:
+    """Two fills of the same counts at once: the second read first but stores last,
+    after the first stored its entry and a batch was folded into it. The late fill
+    must not put its older counts back (it did: one unread message lost from the
+    badge until the next receipt; found by the stress test below, once in many runs)."""
+    import asyncio
+
+    store = PushStore(db)
+    await store.record_batch([action(1)], [])
+    count_unread = store._count_unread
+    release = asyncio.Event()
+    calls = 0
+
+    async def first_read_waits(user_id: str, room_id: str):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        result = await count_unread(user_id, room_id)
+        if calls == 1:
+            await release.wait()  # read before the batch, stored after it
+        return result
+
+    store._count_unread = first_read_waits  # type: ignore[method-assign]
+    slow = asyncio.create_task(cached(store))
+    while calls == 0:
+        await asyncio.sleep(0)
+    assert await cached(store) == {"": (1, 0)}  # the second fill stores at once
+    await store.record_batch([action(2)], [])  # folded into that entry
+    assert await cached(store) == {"": (2, 0)}
+    release.set()
+    await slow
+    assert await cached(store) == await fresh(store) == {"": (2, 0)}
