@@ -177,7 +177,10 @@ class RemoteEventIngest:
                 if (
                     check_own_auth_events(event, own) is not None
                     or await check_against_state(self._room_state, event, state_map) is not None
-                    or await check_against_state(self._room_state, event, current) is not None
+                    or (
+                        current is not state_map  # else check 5 was check 6
+                        and await check_against_state(self._room_state, event, current) is not None
+                    )
                     or (
                         self._policy is not None
                         and not await self._policy.recommended(event, current)
@@ -191,7 +194,8 @@ class RemoteEventIngest:
     async def _current_state(self, event: Event, state_before: StateMap) -> StateMap:
         """The room's current state, for check 6 (the caller holds the room's lock).
         An event built on exactly the room's forward extremities (the common case)
-        has it as its state before: no whole-room read."""
+        has it as its state before: that very map is returned (no whole-room read,
+        and callers skip check 6, which check 5 just made)."""
         room_id = event.room_id
         tips = await self._stores.events.get_forward_extremities(room_id)
         if tips and set(tips) == set(event.prev_event_ids):
@@ -219,7 +223,11 @@ class RemoteEventIngest:
         if reason is not None:
             return await self._reject(event, reason)
         current = await self._current_state(event, state_map)
-        soft_reason = await check_against_state(self._room_state, event, current)
+        soft_reason = (
+            None  # the current state is the state before: check 5 was check 6
+            if current is state_map
+            else await check_against_state(self._room_state, event, current)
+        )
         if (
             soft_reason is None
             and self._policy is not None
