@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.storage.presence import PresenceRow, PresenceStore
 from homeserver.sync.joined_rooms import JoinedRoomsCache
@@ -39,6 +39,7 @@ from homeserver.write_behind import WriteBehind
 
 from .deadlines import DeadlineQueue
 from .edus import EduOutbox
+from .remote_syncs import RemoteSyncs
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,20 @@ def row_from_json(data: Any) -> PresenceRow | None:
     ):
         return None
     return row
+
+
+class SyncReports(Protocol):
+    """Where a process that does not write presence tells of its users' syncs
+    (homeserver.replication.sync_reports: the writer hears of changes only)."""
+
+    def started(self, user_id: str, set_presence: str) -> None: ...
+
+    def ended(self, user_id: str) -> None: ...
+
+
+def _touch_changes(old: PresenceRow | None, state: str) -> bool:
+    """Whether a sync with `set_presence=state` changes the row `old` (see touch)."""
+    return old is None or not (old.state == state or (state == "online" and old.state != "offline"))
 
 
 def _now_ms() -> int:
@@ -123,13 +138,15 @@ class PresenceService:
         )
         # Local users only: syncs in progress, when the last one ended, exact last action.
         self._syncing: dict[str, int] = {}
+        # The writer: users syncing on the processes that report to it.
+        self._remote_syncs = RemoteSyncs()
         # A process that does not write presence (homeserver.replication: a worker, or
         # the main when a worker is named `stream_writers: {presence: [...]}`) tells the
-        # writer of syncs (user, set_presence, started), actions (user), explicit
+        # writer when a user starts and stops syncing there, of actions (user), explicit
         # changes (answered with the new row, adopted here at once) and other servers'
         # updates instead: one process writes presence, so its positions come from one
         # counter and one set of timers decides idleness.
-        self.forward_syncing: Callable[[str, str, bool], None] | None = None
+        self.forward_syncing: SyncReports | None = None
         self.forward_active: Callable[[str], None] | None = None
         self.forward_set: ForwardSet | None = None
         self.forward_remote: Callable[[dict[str, Any]], Awaitable[None]] | None = None
@@ -206,22 +223,24 @@ class PresenceService:
         """A sync with `set_presence`: "online" brings an offline user online (an idle,
         unavailable one stays so until they act), "unavailable" marks them idle,
         "offline" changes nothing. No write when nothing changes."""
-        if state == "offline":
-            return
-
-        def decide(old: PresenceRow | None, now: int) -> PresenceRow | None:
-            if old is not None and (
-                old.state == state or (state == "online" and old.state != "offline")
-            ):
-                return None
-            msg = old.status_msg if old is not None else None
-            return self._local_row(user_id, state, msg, old, now)
-
-        if decide(self._state.get(user_id), _now_ms()) is None:
+        if not self.touch_needed(user_id, state):
             # Nothing to change (nearly every sync): answer without queueing for the lock
-            # behind other users' presence writes (decide has no side effect then).
+            # behind other users' presence writes.
             return
-        await self._apply(user_id, decide, edu=True)
+        await self._apply(user_id, functools.partial(self._touched, user_id, state), edu=True)
+
+    def touch_needed(self, user_id: str, state: str) -> bool:
+        """Whether a sync with `set_presence=state` would change the user's row as this
+        process holds it (a process reporting to the writer asks before telling it)."""
+        return state != "offline" and _touch_changes(self._state.get(user_id), state)
+
+    def _touched(
+        self, user_id: str, state: str, old: PresenceRow | None, now: int
+    ) -> PresenceRow | None:
+        if not _touch_changes(old, state):
+            return None
+        msg = old.status_msg if old is not None else None
+        return self._local_row(user_id, state, msg, old, now)
 
     async def bump_active(self, user_id: str) -> None:
         """A local user acted (e.g. sent a message): they are online and not idle.
@@ -247,16 +266,18 @@ class PresenceService:
     async def syncing(self, user_id: str, set_presence: str | None) -> AsyncIterator[None]:
         """Around one /sync: while it runs the user cannot time out to offline; when it
         ends (returned, failed or the client went away) the sync timeout starts.
-        In a worker (`forward_syncing` set) the main process keeps that state."""
+        In a process not writing presence (`forward_syncing` set) the writer keeps that
+        state, told when the user starts and stops syncing here."""
         if set_presence is None or set_presence == "offline":
             yield
             return
-        if self.forward_syncing is not None:
-            self.forward_syncing(user_id, set_presence, True)
+        reports = self.forward_syncing
+        if reports is not None:
+            reports.started(user_id, set_presence)
             try:
                 yield
             finally:
-                self.forward_syncing(user_id, set_presence, False)
+                reports.ended(user_id)
             return
         await self.sync_started(user_id, set_presence)
         try:
@@ -297,6 +318,40 @@ class PresenceService:
         now = _now_ms()
         self._last_sync_ms[user_id] = now
         self._reschedule(user_id, now)
+
+    # -- the writer: other processes' syncing users (remote_syncs.py) ------------------
+
+    async def remote_started(self, process: str, users: dict[str, str]) -> None:
+        """`process` says these local users are syncing there (their set_presence)."""
+        users = {u: s for u, s in users.items() if self._is_local(u)}
+        self._remote_syncs.started(process, list(users), _now_ms())
+        for user_id, state in users.items():
+            await self.touch(user_id, state)
+
+    def remote_stopped(self, process: str, ago_ms: dict[str, int]) -> None:
+        """`process` says these users' last sync there ended `ago_ms` ago."""
+        now = _now_ms()
+        for user_id in self._remote_syncs.stopped(process, list(ago_ms), now):
+            self._synced_until(user_id, now - max(0, ago_ms[user_id]), now)
+
+    async def remote_snapshot(self, process: str, users: dict[str, str]) -> None:
+        """Every user syncing on `process` (sent every few seconds: what it told before
+        and the writer missed, a restart of either, is repaired)."""
+        now = _now_ms()
+        users = {u: s for u, s in users.items() if self._is_local(u)}
+        for user_id in self._remote_syncs.snapshot(process, list(users), now):
+            self._synced_until(user_id, now, now)
+        for user_id, state in users.items():
+            await self.touch(user_id, state)
+
+    def _synced_until(self, user_id: str, ended_ms: int, now: int) -> None:
+        """The user's syncs on some process stopped at `ended_ms` and none runs anywhere:
+        their sync timeout counts from then."""
+        self._last_sync_ms[user_id] = max(self._last_sync_ms.get(user_id, 0), ended_ms)
+        self._reschedule(user_id, now)
+
+    def _is_syncing(self, user_id: str) -> bool:
+        return bool(self._syncing.get(user_id)) or user_id in self._remote_syncs
 
     def replicate(self, row: PresenceRow, rooms: list[str]) -> None:
         """A worker: the main process changed a user's presence (row as it wrote it)."""
@@ -386,7 +441,7 @@ class PresenceService:
             deadlines.append(
                 self._active_ms.get(user_id, row.last_active_ts) + self.idle_timeout_ms
             )
-        if not self._syncing.get(user_id):
+        if not self._is_syncing(user_id):
             deadlines.append(self._last_seen(user_id, row) + self.sync_timeout_ms)
         return min(deadlines) if deadlines else None
 
@@ -399,7 +454,7 @@ class PresenceService:
         """The row a due timer moves the user to, or None if they are still fine."""
         if row is None or row.state == "offline":
             return None
-        gone = not self._syncing.get(user_id)
+        gone = not self._is_syncing(user_id)
         if gone and now - self._last_seen(user_id, row) >= self.sync_timeout_ms:
             self._active_ms.pop(user_id, None)
             self._last_sync_ms.pop(user_id, None)
@@ -418,6 +473,10 @@ class PresenceService:
 
     async def tick(self) -> None:
         """One round of timer work: the due deadlines, at most MAX_PER_TICK of them."""
+        now = _now_ms()
+        for user_id, heard_ms in self._remote_syncs.expire(now):
+            # A process fell silent (killed?): its users' clients are gone since then.
+            self._synced_until(user_id, heard_ms, now)
         for user_id in self._timers.pop_due(_now_ms(), self.MAX_PER_TICK):
             changed = await self._apply(
                 user_id, functools.partial(self._timed_out, user_id), edu=True

@@ -33,6 +33,7 @@ from .forward import Forwarder
 from .publisher import ReplicationPublisher
 from .pushers import PusherShard, PushForwarder
 from .ratelimits import SharedLimits
+from .sync_reports import SyncReporter
 from .writers import LocalCommits, spawn
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,10 @@ class Replication:
         body = await request.json()
         if not isinstance(body, dict) or self.presence is None:
             raise bad_json("a JSON object is required, on the presence writer")
-        user, state, started = body.get("user_id"), body.get("set_presence"), body.get("started")
+        user, process = body.get("user_id"), body.get("process")
+        if isinstance(process, str):
+            await _sync_report(self.presence, process, body)
+            return web.json_response({})
         remote = body.get("remote")
         if isinstance(remote, dict):
             await _set_remote(self.presence, remote)
@@ -79,13 +83,7 @@ class Replication:
         if isinstance(user, str) and body.get("active") is True:
             await self.presence.bump_active(user)  # the user acted on that worker
             return web.json_response({})
-        if not isinstance(user, str) or not isinstance(state, str):
-            raise bad_json("user_id and set_presence are required")
-        if started:
-            await self.presence.sync_started(user, state)
-        else:
-            self.presence.sync_ended(user)
-        return web.json_response({})
+        raise bad_json("not a presence report")
 
     async def run_backfill(self, request: web.Request) -> web.Response:
         """POST /_replication/backfill (the room's persister, or the main): backfill
@@ -117,6 +115,32 @@ async def _set_remote(presence: PresenceService, update: dict[str, Any]) -> None
     ):
         active = update.get("currently_active") is True
         await presence.set_remote(user, state, message, ago, active)
+
+
+async def _sync_report(presence: PresenceService, process: str, body: dict[str, Any]) -> None:
+    """Another process's report of its syncing users (replication/sync_reports.py):
+    `syncing` {user: set_presence} started there, `stopped` {user: ms ago} no longer,
+    `snapshot` {user: set_presence} all of them."""
+
+    def states(value: Any) -> dict[str, str] | None:
+        if not isinstance(value, dict):
+            return None
+        return {u: s for u, s in value.items() if isinstance(u, str) and s in STATES}
+
+    if (syncing := states(body.get("syncing"))) is not None:
+        await presence.remote_started(process, syncing)
+    stopped = body.get("stopped")
+    if isinstance(stopped, dict):
+        presence.remote_stopped(
+            process,
+            {
+                u: ago
+                for u, ago in stopped.items()
+                if isinstance(u, str) and isinstance(ago, int) and not isinstance(ago, bool)
+            },
+        )
+    if (snapshot := states(body.get("snapshot"))) is not None:
+        await presence.remote_snapshot(process, snapshot)
 
 
 async def require_migrated(database: Database) -> None:
@@ -370,7 +394,7 @@ async def _main_following(
     )
     parts.stack.push_async_callback(replication.forwarder.close)
     if not workers.writes("presence"):
-        _report_presence(parts.presence, replication.forwarder)
+        _report_presence(parts, replication.forwarder, reloads)
     bus.start(follower.handle, follower.connected)
     return replication
 
@@ -381,14 +405,25 @@ def _presence_url(workers: Any) -> str | None:
     return None if writer == MAIN else str(workers.instance_map[writer].url)
 
 
-def _report_presence(presence: PresenceService, forwarder: Forwarder) -> None:
+def _report_presence(
+    parts: ProcessParts, forwarder: Forwarder, reloads: list[Callable[[], Awaitable[None]]]
+) -> None:
     """A process that does not write presence: every change made here goes to the
-    writer (syncs, actions and other servers' updates best effort, a user's own
-    change answered with the writer's row)."""
-    pending: set[asyncio.Task[None]] = set()
-    presence.forward_syncing = lambda user_id, state, started: spawn(
-        forwarder.report_sync(user_id, state, started), pending
+    writer (who syncs here when that changes, actions and other servers' updates best
+    effort, a user's own change answered with the writer's row)."""
+    presence = parts.presence
+    reporter = SyncReporter(
+        parts.config.workers.worker_name, forwarder.report_syncs, presence.touch_needed
     )
+    presence.forward_syncing = reporter
+    reporter.start()
+    parts.stack.push_async_callback(reporter.close)
+
+    async def resync() -> None:  # the writer may have restarted
+        reporter.resync()
+
+    reloads.append(resync)
+    pending: set[asyncio.Task[None]] = set()
     presence.forward_active = lambda user_id: spawn(forwarder.report_active(user_id), pending)
     presence.forward_set = forwarder.set_presence
     presence.forward_remote = forwarder.report_remote
@@ -479,7 +514,7 @@ async def _worker(
     parts.stack.push_async_callback(forwarder.close)
     writes_presence = workers.writes("presence")
     if not writes_presence:
-        _report_presence(parts.presence, forwarder)
+        _report_presence(parts, forwarder, reloads)
     bus.start(follower.handle, follower.connected)
     log.info("Worker %s: forwarding writes to %s", workers.worker_name, workers.main.url)
     return Replication(

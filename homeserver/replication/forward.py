@@ -399,10 +399,9 @@ class Forwarder:
         added = body.get("added") if isinstance(body, dict) else None
         return added if isinstance(added, int) else 0
 
-    async def report_sync(self, user_id: str, set_presence: str, started: bool) -> None:
-        await self._report_presence(
-            {"user_id": user_id, "set_presence": set_presence, "started": started}
-        )
+    async def report_syncs(self, body: dict[str, Any]) -> None:
+        """Which users are syncing here (replication/sync_reports.py)."""
+        await self._report_presence(body)
 
     async def report_active(self, user_id: str) -> None:
         """A user acted here (sent a message): the presence writer brings them online."""

@@ -168,7 +168,7 @@ async def test_the_replication_listener_needs_the_secret(
             assert (await r.json())["errcode"] == "M_FORBIDDEN"
         async with session.post(
             f"http://127.0.0.1:{replication}/_replication/presence",
-            json={"user_id": "@x:localhost", "set_presence": "online", "started": True},
+            json={"process": "intruder", "syncing": {"@x:localhost": "online"}},
             headers=headers,
         ) as r:
             assert r.status == 403
