@@ -30,10 +30,14 @@ _ACTION_COLUMNS = (
 )
 
 
+# What unread counts need: the same columns without the actions' JSON (every process
+# following the writers reads each event's rows; it never looks at the actions).
+_COUNTED_COLUMNS = _ACTION_COLUMNS.replace("actions", "NULL")
+
+
 def _action(r: Any) -> PushAction:
-    return PushAction(
-        r[0], r[1], r[2], int(r[3]), r[4], load_json(r[5]), bool(r[6]), bool(r[7]), int(r[8])
-    )
+    actions = load_json(r[5]) if r[5] is not None else []
+    return PushAction(r[0], r[1], r[2], int(r[3]), r[4], actions, bool(r[6]), bool(r[7]), int(r[8]))
 
 
 class PushActionReads:
@@ -80,16 +84,18 @@ class PushActionReads:
 
     async def counted_actions_at(self, positions: list[int]) -> list[PushAction]:
         """Every notifying or highlighting action of the events at `positions` (what
-        unread counts count)."""
-        return await self._actions_at(positions, "(notif OR highlight)")
+        unread counts count), its `actions` left empty."""
+        return await self._actions_at(positions, "(notif OR highlight)", _COUNTED_COLUMNS)
 
-    async def _actions_at(self, positions: list[int], condition: str) -> list[PushAction]:
-        """The actions of the events at `positions` meeting `condition` (a constant of
-        this module, never input), in stream order."""
+    async def _actions_at(
+        self, positions: list[int], condition: str, columns: str = _ACTION_COLUMNS
+    ) -> list[PushAction]:
+        """The actions of the events at `positions` meeting `condition` (`condition` and
+        `columns` are constants of this module, never input), in stream order."""
         if not positions:
             return []
         rows = await self.db.fetch(
-            f"SELECT {_ACTION_COLUMNS} FROM event_push_actions WHERE stream_ordering IN"
+            f"SELECT {columns} FROM event_push_actions WHERE stream_ordering IN"
             f" ({placeholders(len(positions))}) AND {condition} ORDER BY stream_ordering",
             *positions,
         )

@@ -4,7 +4,7 @@ interleavings that could make them drift (both backends)."""
 from __future__ import annotations
 
 from homeserver.storage.database import Database
-from homeserver.storage.push import PushAction, PushStore
+from homeserver.storage.push import PushAction, PushStore, StoredPusher
 
 ROOM = "!r:example.org"
 BOB = "@bob:example.org"
@@ -200,3 +200,26 @@ async def test_a_slower_fill_never_replaces_a_newer_entry(db: Database) -> None:
     release.set()
     await slow
     assert await cached(store) == await fresh(store) == {"": (2, 0)}
+
+
+async def test_another_process_folds_what_the_writer_recorded(db: Database) -> None:
+    """A process replaying another's writes (push/remote_actions.py) reads the rows of
+    the events it was told of and folds them into its cache: its counts stay the
+    database's. The read skips the actions' JSON (nothing counts them); the pusher's
+    read keeps it."""
+    writer, reader = PushStore(db), PushStore(db)
+    await writer.record_batch([action(1)], [])
+    assert await cached(reader) == {"": (1, 0)}  # filled from the database
+    batch = [action(2, highlight=True), action(3, thread="$t"), action(4)]
+    await writer.record_batch(batch, [])
+    rows = await reader.counted_actions_at([2, 3, 4])
+    assert [(r.stream_ordering, r.thread_id, r.highlight, r.actions) for r in rows] == [
+        (2, "", True, []),
+        (3, "$t", False, []),
+        (4, "", False, []),
+    ]
+    reader.apply_recorded_actions(rows)
+    assert await cached(reader) == await fresh(reader) == {"": (3, 1), "$t": (1, 0)}
+    pusher = StoredPusher(BOB, "app", "key", "http", "App", "Phone", None, "en", {}, None)
+    await writer.set_pusher(pusher, append=False)
+    assert [a.actions for a in await reader.notifying_actions_at([2])] == [["notify"]]
