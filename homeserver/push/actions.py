@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from homeserver.events import Event
 from homeserver.graph.power_levels import PowerLevels
+from homeserver.rooms.auth_checks import auth_event_ids_wanted
 from homeserver.storage import Stores
 from homeserver.storage.push import PushAction, PushStore
 
@@ -47,7 +48,6 @@ class _RoomAudience:
     """Who in a room may be notified, and what their rules need, for one batch."""
 
     joined: list[str]
-    power: PowerLevels
     names: dict[str, str] | None = None  # display names, fetched when a rule needs one
 
 
@@ -71,9 +71,9 @@ class ActionGenerator:
     """An `EventListener` that writes push actions and advances senders' read marks.
 
     Events queue up and one worker handles whatever has queued in a batch: per room one
-    read of members and power levels, and one write transaction for all the batch's
-    actions and read positions. Under a burst of sends this keeps push work from
-    competing with the room writer commit by commit.
+    read of members (power levels come with each event's auth events), and one write
+    transaction for all the batch's actions and read positions. Under a burst of sends
+    this keeps push work from competing with the room writer commit by commit.
     """
 
     def __init__(
@@ -157,6 +157,7 @@ class ActionGenerator:
         rows: list[PushAction] = []
         read_positions: dict[tuple[str, str, str], int] = {}
         rooms: dict[str, _RoomAudience] = {}
+        powers: dict[tuple[str, ...], PowerLevels] = {}
         for event, stream_ordering in batch:
             room_id = event.room_id
             thread_id = thread_of(event)
@@ -167,8 +168,11 @@ class ActionGenerator:
             if event.type == "m.room.member" or room_id not in rooms:
                 # Membership changes the audience: re-read it for the events after.
                 joined = await self._stores.current_state.get_users_in_room(room_id)
-                rooms[room_id] = _RoomAudience(joined, await self._power_levels(room_id))
-            rows.extend(await self._actions_for(event, stream_ordering, thread_id, rooms[room_id]))
+                rooms[room_id] = _RoomAudience(joined)
+            power = await self._power_at(event, powers)
+            rows.extend(
+                await self._actions_for(event, stream_ordering, thread_id, rooms[room_id], power)
+            )
         await self._push.record_batch(
             rows, [(u, r, t, so) for (u, r, t), so in read_positions.items()]
         )
@@ -182,9 +186,10 @@ class ActionGenerator:
         stream_ordering: int,
         thread_id: str,
         audience: _RoomAudience,
+        power: PowerLevels,
     ) -> list[PushAction]:
         room_id = event.room_id
-        joined, power = audience.joined, audience.power
+        joined = audience.joined
         targets = [u for u in joined if self._is_local(u) and u != event.sender]
         invitee = event.state_key if event.type == "m.room.member" else None
         if (
@@ -239,14 +244,24 @@ class ActionGenerator:
             )
         return rows
 
-    async def _power_levels(self, room_id: str) -> PowerLevels:
-        ids = await self._stores.current_state.get_current_state_ids(
-            room_id, ("m.room.power_levels", "m.room.create")
-        )
-        events = await self._stores.events.get_events(ids.values())
-        pl = events.get(ids.get(("m.room.power_levels", ""), ""))
-        create = events.get(ids.get(("m.room.create", ""), ""))
-        return PowerLevels(pl, create)
+    async def _power_at(
+        self, event: Event, seen: dict[tuple[str, ...], PowerLevels]
+    ) -> PowerLevels:
+        """The power levels the event was authorised with: from its auth events (as
+        Synapse does), so a change later in the room does not apply to it, and nothing
+        of the room's state is read (its auth events are in the event cache; `seen`
+        keeps the batch's events that share them from building it again)."""
+        ids = tuple(auth_event_ids_wanted(event))
+        power = seen.get(ids)
+        if power is None:
+            pl = create = None
+            for auth in (await self._stores.events.get_events(ids)).values():
+                if auth.state_key == "" and auth.type == "m.room.power_levels":
+                    pl = auth
+                elif auth.state_key == "" and auth.type == "m.room.create":
+                    create = auth
+            power = seen[ids] = PowerLevels(pl, create)
+        return power
 
     async def _display_names(self, room_id: str) -> dict[str, str]:
         """Every member's display name in the room, for the contains_display_name rule

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.app import create_app
@@ -112,6 +113,37 @@ async def test_room_mention_without_permission(app_client: TestClient) -> None:
     alice, bob, _, room = await two_users(app_client)
     await send(app_client, room, bob, "@room look", **{"m.mentions": {"room": True}})
     await expect_counts(app_client, alice, room, notification_count=1, highlight_count=0)
+
+
+async def test_a_room_mention_is_judged_by_the_power_levels_it_was_sent_under(
+    app_client: TestClient,
+) -> None:
+    """Push rules read the sender's power level from the event's auth events (as
+    Synapse does), not from the room's state when the actions are generated: Bob's
+    @room, sent while he may notify the room, highlights for Alice even though his
+    power is lowered before the generator reaches it (it read the room's current
+    state, and gave no highlight)."""
+    if deployed(app_client):
+        pytest.skip("holds the push action generator of this process")
+    alice, bob, _, room = await two_users(app_client)
+    carol = alice.replace("alice", "carol")  # (two_users' third member)
+    events = app_client.server.app[LOCAL_EVENTS]
+    levels = {"users": {alice: 100, carol: 100, bob: 50}}
+    await events.send(room, alice, "m.room.power_levels", levels, state_key="")
+    generator = app_client.server.app[PUSH_ACTIONS]
+    original, release = generator._generate_batch, asyncio.Event()
+
+    async def held(batch: Any) -> Any:
+        await release.wait()
+        return await original(batch)
+
+    generator._generate_batch = held
+    await send(app_client, room, bob, "@room look", **{"m.mentions": {"room": True}})
+    # Carol lowers him (an event of Alice's own would mark Bob's message read for her).
+    lowered = {"users": {alice: 100, carol: 100, bob: 0}}
+    await events.send(room, carol, "m.room.power_levels", lowered, state_key="")
+    release.set()
+    await expect_counts(app_client, alice, room, notification_count=1, highlight_count=1)
 
 
 async def test_one_to_one_edits_and_reactions(app_client: TestClient) -> None:
