@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from homeserver.events import Event
 from homeserver.events.relations import relation_of
 
-from ._util import chunks, dump_json, now_ms, placeholders
+from ._util import MAX_IN_LIST, chunks, dump_json, now_ms, placeholders
 from .current_state import MembershipSource, apply_current_state_delta, upsert_memberships
 from .database import Connection, Database
 from .errors import StorageError
@@ -179,26 +178,13 @@ class EventStore(EventReads):
         """Insert the rows, one statement per table for all requests; per request,
         (stream ordering per item, items actually written)."""
         rooms = list(dict.fromkeys(r.room_id for r in requests))
-        known_rooms: set[str] = set()
-        for part in chunks(rooms):
-            rows = await conn.fetch(
-                f"SELECT room_id FROM rooms WHERE room_id IN ({placeholders(len(part))})", *part
-            )
-            known_rooms.update(r[0] for r in rows)
+        ids = list(dict.fromkeys(i.event.event_id for r in requests for i in r.items))
+        backfilled = requests[0].backfilled
+        known_rooms, existing, last = await _read_before_write(conn, rooms, ids, backfilled)
         for room_id in rooms:
             if room_id not in known_rooms:
                 raise StorageError(f"cannot persist events of unknown room {room_id}")
-        ids = list(dict.fromkeys(i.event.event_id for r in requests for i in r.items))
-        existing: dict[str, tuple[int, bool]] = {}
-        for part in chunks(ids):
-            for r in await conn.fetch(
-                "SELECT event_id, stream_ordering, outlier FROM events"
-                f" WHERE event_id IN ({placeholders(len(part))})",
-                *part,
-            ):
-                existing[r[0]] = (int(r[1]), bool(r[2]))
-
-        next_pos = await self._allocator(conn, requests[0].backfilled)
+        next_pos = _counter(last, backfilled)
         assigned: dict[str, int] = {}
         new_items: list[PersistItem] = []
         promoted: list[PersistItem] = []
@@ -319,25 +305,6 @@ class EventStore(EventReads):
             for request, fresh in zip(requests, fresh_per_request, strict=True)
         ]
 
-    @staticmethod
-    async def _allocator(conn: Connection, backfilled: bool) -> Any:
-        """A counter handing out stream orderings (safe: we hold the write lock)."""
-        if backfilled:
-            low = await conn.fetchval("SELECT MIN(stream_ordering) FROM events")
-            pos = min(int(low or 0), 0)
-            step = -1
-        else:
-            high = await conn.fetchval("SELECT MAX(stream_ordering) FROM events")
-            pos = max(int(high or 0), 0)
-            step = 1
-
-        def next_pos() -> int:
-            nonlocal pos
-            pos += step
-            return pos
-
-        return next_pos
-
     async def update_forward_extremities(
         self, room_id: str, add: Sequence[str], remove: Sequence[str]
     ) -> None:
@@ -410,3 +377,62 @@ async def _apply_memberships(
                 raise StorageError(f"{event_id} is not a member event of this batch")
             members.append((ev.state_key, event_id))
         await upsert_memberships(conn, room_id, members, known)
+
+
+async def _read_before_write(
+    conn: Connection, rooms: list[str], ids: list[str], backfilled: bool
+) -> tuple[set[str], dict[str, tuple[int, bool]], int]:
+    """Which of `rooms` exist, which of the events `ids` are stored (stream ordering,
+    outlier), and the newest stream ordering (the lowest for backfill: they count down
+    from 0). One round trip when the lists are short (every send, every federation
+    transaction), under the write lock: each round trip saved shortens the time every
+    writer of the deployment waits for it."""
+    edge = "MIN" if backfilled else "MAX"
+    known: set[str] = set()
+    existing: dict[str, tuple[int, bool]] = {}
+    if len(rooms) + len(ids) > MAX_IN_LIST:
+        for part in chunks(rooms):
+            sql = f"SELECT room_id FROM rooms WHERE room_id IN ({placeholders(len(part))})"
+            known.update(r[0] for r in await conn.fetch(sql, *part))
+        for part in chunks(ids):
+            sql = (
+                "SELECT event_id, stream_ordering, outlier FROM events"
+                f" WHERE event_id IN ({placeholders(len(part))})"
+            )
+            existing.update({r[0]: (int(r[1]), bool(r[2])) for r in await conn.fetch(sql, *part)})
+        last = await conn.fetchval(f"SELECT {edge}(stream_ordering) FROM events")
+        return known, existing, int(last or 0)
+    parts = [f"SELECT 2, '', {edge}(stream_ordering), FALSE FROM events"]
+    if rooms:
+        parts.append(
+            f"SELECT 0, room_id, 0, FALSE FROM rooms WHERE room_id IN ({placeholders(len(rooms))})"
+        )
+    if ids:  # (a request may carry only memberships)
+        parts.append(
+            "SELECT 1, event_id, stream_ordering, outlier FROM events"
+            f" WHERE event_id IN ({placeholders(len(ids), len(rooms) + 1)})"
+        )
+    rows = await conn.fetch(" UNION ALL ".join(parts), *rooms, *ids)
+    last = 0
+    for kind, key, position, outlier in rows:
+        if kind == 0:
+            known.add(key)
+        elif kind == 1:
+            existing[key] = (int(position), bool(outlier))
+        else:
+            last = int(position or 0)
+    return known, existing, last
+
+
+def _counter(last: int, backfilled: bool) -> Callable[[], int]:
+    """Hands out stream orderings after `last` (safe: the write lock is held); backfilled
+    events count down from 0."""
+    step = -1 if backfilled else 1
+    pos = min(last, 0) if backfilled else max(last, 0)
+
+    def next_pos() -> int:
+        nonlocal pos
+        pos += step
+        return pos
+
+    return next_pos

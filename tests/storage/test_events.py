@@ -312,6 +312,30 @@ async def test_outlier_promotion_and_backfill(stores: Stores) -> None:
     assert [t.event.event_id for t in back] == ["$late", "$m1-room", "$m0-room", "$old1", "$old2"]
 
 
+@pytest.mark.parametrize("size", [3, 400])
+async def test_a_request_past_the_one_query_bound_reads_the_same(stores: Stores, size: int) -> None:
+    """The reads before a write (rooms known, events stored, the stream's end) are one
+    query for a short request and chunked ones past MAX_IN_LIST ids: both keep stored
+    events' orderings, promote an outlier, number new events after the end, and count
+    backfill down from the lowest."""
+    await _room(stores)
+    first = [make_event(f"$a{i}") for i in range(size)]
+    assert await stores.events.persist_events(ROOM, [PersistItem(e) for e in first]) == list(
+        range(1, size + 1)
+    )
+    await stores.events.persist_events(ROOM, [PersistItem(make_event("$out"), outlier=True)])
+    again = [*first, make_event("$out"), *(make_event(f"$b{i}") for i in range(size))]
+    orderings = await stores.events.persist_events(ROOM, [PersistItem(e) for e in again])
+    assert orderings == [*range(1, size + 1), *range(size + 2, 2 * size + 3)]
+    assert not await stores.events.is_outlier("$out")
+    old = [make_event(f"$old{i}", depth=0) for i in range(size)]
+    back = await stores.events.persist_events(ROOM, [PersistItem(e) for e in old], backfilled=True)
+    assert back == list(range(-1, -size - 1, -1))
+    more = [make_event(f"$older{i}", depth=0) for i in range(2)]
+    back = await stores.events.persist_events(ROOM, [PersistItem(e) for e in more], backfilled=True)
+    assert back == [-size - 1, -size - 2]
+
+
 async def test_relations(stores: Stores) -> None:
     await _room(stores)
     target = make_event("$target")
