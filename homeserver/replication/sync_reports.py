@@ -92,7 +92,11 @@ class SyncReporter:
     async def tick(self) -> None:
         """Tell the writer who stopped (idle for LINGER_MS), and the whole set when due."""
         now = _now_ms()
-        stopped = {u: now - t for u, t in self._idle_since.items() if now - t >= LINGER_MS}
+        stopped: dict[str, int] = {}
+        for user_id, since in self._idle_since.items():  # oldest first (insertion order)
+            if now - since < LINGER_MS:
+                break
+            stopped[user_id] = now - since
         for user_id in stopped:
             del self._idle_since[user_id]
             del self._told[user_id]
