@@ -32,13 +32,15 @@ def pair(clock: list[int], monkeypatch: pytest.MonkeyPatch) -> Any:
     writer, _, _ = make_service()
     reader, _, _ = make_service()
     sent: list[dict[str, Any]] = []
+    writers = [writer]  # the last one is the writer now (a test restarts it)
 
     async def send(body: dict[str, Any]) -> None:
         body = json.loads(json.dumps(body))  # what the writer's handler reads
         sent.append(body)
-        await _sync_report(writer, body["process"], body)
+        await _sync_report(writers[-1], body["process"], body)
 
     reporter = SyncReporter("reader1", send, reader.touch_needed)
+    reporter.writers = writers  # type: ignore[attr-defined]
     reader.forward_syncing = reporter
     return writer, reader, reporter, sent
 
@@ -139,6 +141,33 @@ async def test_a_sync_after_going_offline_brings_the_user_back(clock: list[int],
     await settle()
     assert [b.get("syncing") for b in sent] == [{ALICE: "online"}] * 2
     assert state(writer) == "online"
+
+
+async def test_a_restarted_writer_learns_who_syncs_from_the_next_snapshot(
+    clock: list[int], pair: Any
+) -> None:
+    """The writer restarts (its memory of other processes' syncs is gone; online users
+    get one sync timeout to come back): the `resync` on the bus makes the reader send
+    its whole set at its next tick, so a user long-polling all along never times out."""
+    writer, reader, reporter, _ = pair
+    await long_poll(reader, clock, 10)
+    await settle()
+    await reporter.tick()  # its heartbeat: the next is due in SNAPSHOT_S
+    replicate(writer, reader)
+    restarted, _, _ = make_service()
+    restarted._store.rows = {ALICE: writer.get(ALICE)}  # what the old writer had written
+    await restarted.load()
+    assert restarted.get(ALICE) is not None
+    reporter.writers.append(restarted)
+    reporter.resync()
+    await long_poll(reader, clock, 1_000)
+    await reporter.tick()
+    assert ALICE in restarted._remote_syncs  # at once, not at the next heartbeat
+    for _ in range(120):  # two minutes of long-polls, the reader ticking every second
+        await long_poll(reader, clock, 1_000)
+        await reporter.tick()
+        await restarted.tick()
+    assert restarted.get(ALICE) is not None and restarted.get(ALICE).state == "online"
 
 
 def test_remote_syncs_bookkeeping() -> None:
