@@ -409,7 +409,15 @@ class Deployment:
             self._redis = None
 
     def start_process(self, name: str, *, wait: bool = True) -> None:
+        """(Re)start a stopped or killed process. One still running is left as it is: a
+        test's `finally` restarting what it meant to kill, after failing before the kill,
+        would otherwise start a second one and lose track of the first (which outlived
+        the deployment's stop)."""
         p = self.processes[name]
+        if p.proc is not None and p.proc.poll() is None:
+            if wait:
+                self.wait_for_process(name)
+            return
         p.proc = subprocess.Popen(
             [sys.executable, "-m", "homeserver", "run", *p.args],
             cwd=self.workdir,
