@@ -334,15 +334,21 @@ class PresenceService:
         for user_id in self._remote_syncs.stopped(process, list(ago_ms), now):
             self._synced_until(user_id, now - max(0, ago_ms[user_id]), now)
 
-    async def remote_snapshot(self, process: str, users: dict[str, str]) -> None:
-        """Every user syncing on `process` (sent every few seconds: what it told before
-        and the writer missed, a restart of either, is repaired)."""
+    def remote_snapshot(self, process: str, users: dict[str, str]) -> None:
+        """Every user syncing on `process` (sent every few seconds: who syncs there, as
+        the writer missed it or forgot it in a restart, is repaired).
+
+        Only who syncs: their set_presence is not applied again. A snapshot also lists
+        users whose last sync ended moments ago, and a sync applies its set_presence
+        once, when it starts (as on one process): re-applying it would undo a change
+        made since (a PUT of "online" after a sync with set_presence=unavailable, put
+        back to unavailable by the next heartbeat). A lost `syncing` report needs no
+        repair here: the user's next sync sees the row replicated there unchanged and
+        tells the writer again (SyncReporter.started)."""
         now = _now_ms()
-        users = {u: s for u, s in users.items() if self._is_local(u)}
-        for user_id in self._remote_syncs.snapshot(process, list(users), now):
+        local = [u for u in users if self._is_local(u)]
+        for user_id in self._remote_syncs.snapshot(process, local, now):
             self._synced_until(user_id, now, now)
-        for user_id, state in users.items():
-            await self.touch(user_id, state)
 
     def _synced_until(self, user_id: str, ended_ms: int, now: int) -> None:
         """The user's syncs on some process stopped at `ended_ms` and none runs anywhere:

@@ -140,7 +140,7 @@ async def _sync_report(presence: PresenceService, process: str, body: dict[str, 
             },
         )
     if (snapshot := states(body.get("snapshot"))) is not None:
-        await presence.remote_snapshot(process, snapshot)
+        presence.remote_snapshot(process, snapshot)
 
 
 async def require_migrated(database: Database) -> None:

@@ -11,8 +11,11 @@ Clients long-poll back to back, so the set of users syncing here rarely changes:
 - when none of their syncs has run here for LINGER_MS, the writer is told they stopped,
   and how long ago (it times them out from their real last sync);
 - every SNAPSHOT_S the whole set goes as a heartbeat: the writer forgets a process it
-  has not heard from for a while (killed), and a lost report or a restarted writer is
-  repaired within that time.
+  has not heard from for a while (killed), and who syncs here, as a lost report or a
+  restarted writer left it, is repaired within that time. A snapshot says only who
+  syncs (a sync's set_presence applies once, when it starts); a presence change a lost
+  report carried is told again by the user's next sync (the row replicated here still
+  shows it is needed).
 """
 
 from __future__ import annotations

@@ -180,3 +180,50 @@ def test_remote_syncs_bookkeeping() -> None:
     assert syncs.expire(1_000 + EXPIRE_MS - 1) == []
     assert syncs.expire(1_000 + EXPIRE_MS) == [("@a:hs", 1_000)]  # r2 fell silent
     assert "@a:hs" not in syncs and syncs.next_expiry() == 3_000 + EXPIRE_MS
+
+
+async def test_a_heartbeat_does_not_undo_a_change_made_after_the_last_sync(
+    clock: list[int], pair: Any
+) -> None:
+    """A sync with set_presence=unavailable, then the user sets themselves online: the
+    reader's next heartbeat still lists them (their sync ended under LINGER_MS ago)
+    with "unavailable", and must not put them back (it did: the CI failure of
+    test_workers_presence, when a heartbeat fell between the PUT and the check)."""
+    writer, reader, reporter, sent = pair
+    async with reader.syncing(ALICE, "unavailable"):
+        clock[0] += 10
+    await settle()
+    assert state(writer) == "unavailable"
+    await writer.set_local(ALICE, "online")
+    replicate(writer, reader)
+    clock[0] += 1_000
+    await reporter.tick()
+    assert sent[-1] == {"process": "reader1", "snapshot": {ALICE: "unavailable"}}
+    assert state(writer) == "online"
+    assert ALICE in writer._remote_syncs  # still counted as syncing there
+
+
+async def test_a_lost_first_report_is_told_again_by_the_next_sync(
+    clock: list[int], pair: Any
+) -> None:
+    """The report of a user's first sync is lost (the writer unreachable): the snapshot
+    does not apply set_presence, so the next sync must, seeing the row replicated at
+    the reader still offline."""
+    writer, reader, reporter, sent = pair
+    await writer.set_local(ALICE, "offline")
+    replicate(writer, reader)
+    writers = reporter.writers
+    lost: list[dict[str, Any]] = []
+
+    class Unreachable:
+        async def remote_started(self, process: str, users: dict[str, str]) -> None:
+            lost.append(users)
+
+    writers.append(Unreachable())
+    await long_poll(reader, clock, 10)
+    await settle()
+    assert lost == [{ALICE: "online"}]
+    writers.pop()
+    await long_poll(reader, clock, 10)
+    await settle()
+    assert state(writer) == "online"
