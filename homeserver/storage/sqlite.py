@@ -45,43 +45,41 @@ def _translate(exc: sqlite3.Error, sql: str) -> StorageError:
 class SQLiteConnection:
     """One aiosqlite connection behind the `Connection` protocol.
 
-    Each operation is ONE trip to the connection's thread, through aiosqlite's public
-    API: `execute` (a statement; its row count is read from the returned cursor without
-    another trip), `executemany` and `execute_fetchall`. Closing a cursor would cost a
-    second trip; a finished statement holds nothing, and sqlite3 frees the cursor when
-    it is garbage. On the send path a statement's latency is mostly that trip, so this
-    matters more than the SQL itself.
+    A statement's latency is mostly its trip to the connection's thread and back (the
+    thread's answer waits for the event loop, busy with every other request), and the
+    writer's trips happen under the write lock that every writer of the database
+    queues on. So trips are saved:
+    - `executemany` returns nothing, so it is held back and runs in the trip of the
+      next statement of the transaction (or its COMMIT): a transaction that writes
+      ten tables after one read is three trips (BEGIN, the read, the writes with the
+      COMMIT), not twelve. An error in a held-back write surfaces at that next
+      statement, still inside the transaction, which then rolls back as before.
+    - `execute` reads its row count from the returned cursor; closing a cursor would
+      cost another trip (a finished statement holds nothing, sqlite3 frees it).
+    Held-back writes run through aiosqlite's `_execute` (a function on its thread), the
+    one private call this backend makes; pyproject pins aiosqlite below 0.23 for it.
     """
 
     dialect: Dialect = SQLITE
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+        self._held: list[tuple[str, list[tuple[Any, ...]]]] = []  # executemany, held back
+        self._begin_due = False  # BEGIN IMMEDIATE goes with the transaction's first trip
 
     async def execute(self, sql: str, *args: Any) -> int:
-        _trace(sql)
-        try:
-            cursor = await self._conn.execute(_convert(sql), args)
-        except sqlite3.Error as exc:
-            raise _translate(exc, sql) from exc
-        return cursor.rowcount
+        return await self._trip(sql, args, _rowcount)
 
     async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        """Held back until the next statement on this connection (see the class)."""
         rows = [tuple(a) for a in args]
         if not rows:
             return
         _trace(sql)
-        try:
-            await self._conn.executemany(_convert(sql), rows)
-        except sqlite3.Error as exc:
-            raise _translate(exc, sql) from exc
+        self._held.append((sql, rows))
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        _trace(sql)
-        try:
-            return list(await self._conn.execute_fetchall(_convert(sql), args))
-        except sqlite3.Error as exc:
-            raise _translate(exc, sql) from exc
+        return await self._trip(sql, args, _fetchall)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         """The first row. Every caller selects by key or with LIMIT 1, so fetching all
@@ -92,6 +90,57 @@ class SQLiteConnection:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         row = await self.fetchrow(sql, *args)
         return None if row is None else row[0]
+
+    def begin_with_first_trip(self) -> None:
+        """A write transaction starts: its BEGIN IMMEDIATE runs in the trip of its
+        first statement (or its COMMIT)."""
+        self._begin_due = True
+
+    def drop_held(self) -> None:
+        """Forget what has not run yet (its transaction is rolling back)."""
+        self._held.clear()
+        self._begin_due = False
+
+    async def _trip(self, sql: str, args: Sequence[Any], result: Callable[..., Any]) -> Any:
+        """A pending BEGIN, the held-back writes, then `sql`: one trip to the thread."""
+        _trace(sql)
+        held, self._held = self._held, []
+        begin, self._begin_due = self._begin_due, False
+        raw = self._conn._conn  # the sqlite3 connection, used on its own thread only
+
+        def run() -> Any:
+            running = "BEGIN IMMEDIATE"
+            try:
+                if begin:
+                    raw.execute(running)
+                for running, rows in held:  # noqa: B007 (named in the error)
+                    raw.executemany(_convert(running), rows)
+                running = sql
+                return result(raw.execute(_convert(sql), args))
+            except sqlite3.Error as exc:
+                raise _TripFailed(exc, running) from exc
+
+        try:
+            return await self._conn._execute(run)
+        except _TripFailed as failed:
+            raise _translate(failed.error, failed.sql) from failed.error
+
+
+class _TripFailed(Exception):
+    """Which statement of a trip failed (for the error's message)."""
+
+    def __init__(self, error: sqlite3.Error, sql: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.sql = sql
+
+
+def _rowcount(cursor: sqlite3.Cursor) -> int:
+    return cursor.rowcount
+
+
+def _fetchall(cursor: sqlite3.Cursor) -> list[Row]:
+    return cursor.fetchall()
 
 
 def _trace(sql: str) -> None:
@@ -207,14 +256,18 @@ class SQLiteDatabase(Database):
             self._check_open()
             conn = self._writer
             started = time.perf_counter()
-            await self._begin(conn)
             try:
+                conn.begin_with_first_trip()
                 yield conn
                 await conn.execute("COMMIT")
                 if self.checkpointer is not None:
                     self.checkpointer.committed()
             except BaseException:
-                # Also reached when COMMIT itself fails: never leave the writer mid-transaction.
+                # Also reached when COMMIT itself fails, or when the task is cancelled
+                # while a trip is queued (a client that went away): that trip still runs
+                # on the thread, BEGIN included, and this ROLLBACK is queued after it, so
+                # the writer is never left inside a transaction nobody owns.
+                conn.drop_held()
                 with contextlib.suppress(Exception):
                     await self._raw_writer.rollback()
                 raise
@@ -222,32 +275,6 @@ class SQLiteDatabase(Database):
                 if self.observer is not None:
                     done = time.perf_counter()
                     self.observer("write", started - asked, done - started)
-
-    async def _begin(self, conn: SQLiteConnection) -> None:
-        """BEGIN IMMEDIATE, safe against cancellation.
-
-        The statement runs on aiosqlite's thread whatever happens to the awaiting task:
-        a request cancelled while its BEGIN was queued (a client that went away) would
-        otherwise leave the writer inside a transaction nobody owns, and every later
-        write would fail with "cannot start a transaction within a transaction". So the
-        BEGIN is shielded, and if the task is cancelled meanwhile the transaction is
-        rolled back (still under the write lock) before the cancellation goes on.
-        """
-        begin = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
-        try:
-            await asyncio.shield(begin)
-        except asyncio.CancelledError:
-            undo = asyncio.ensure_future(self._undo_begin(begin))
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(undo)
-            raise
-
-    async def _undo_begin(self, begin: asyncio.Future[Any]) -> None:
-        with contextlib.suppress(BaseException):
-            await begin
-        if not begin.cancelled() and begin.exception() is None:
-            with contextlib.suppress(Exception):
-                await self._raw_writer.rollback()
 
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[SQLiteConnection]:

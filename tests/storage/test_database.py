@@ -131,7 +131,20 @@ async def test_a_cancelled_writer_never_wedges_the_database(db) -> None:
             if hold is not None:
                 await hold.wait()
 
+    async def write_many(n: int, hold: asyncio.Event) -> None:
+        async with db.transaction() as conn:  # (SQLite holds these back)
+            await conn.executemany("INSERT INTO wedge (n) VALUES ($1)", [(n,), (n + 1,)])
+            await asyncio.sleep(0)
+            await conn.executemany("INSERT INTO wedge (n) VALUES ($1)", [(n + 2,)])
+            await hold.wait()
+
     for delay_steps in range(0, 8):
+        task = asyncio.ensure_future(write_many(2000 + 10 * delay_steps, asyncio.Event()))
+        for _ in range(delay_steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         task = asyncio.ensure_future(write(1000 + delay_steps, asyncio.Event()))
         for _ in range(delay_steps):
             await asyncio.sleep(0)
@@ -141,3 +154,65 @@ async def test_a_cancelled_writer_never_wedges_the_database(db) -> None:
         await write(delay_steps)  # would fail "within a transaction" if wedged
     rows = await db.fetch("SELECT n FROM wedge ORDER BY n")
     assert [r[0] for r in rows] == list(range(8))
+
+
+async def test_writes_in_a_transaction_are_read_back_and_roll_back_together(
+    db: Database,
+) -> None:
+    """executemany may be held back to the transaction's next statement (SQLite): the
+    transaction still reads its own writes, an error in one of them surfaces inside
+    the transaction (at the latest when it commits) and nothing of it stays."""
+    await _scratch(db)
+    async with db.transaction() as conn:
+        await conn.executemany("INSERT INTO scratch VALUES ($1, $2)", [("a", 1), ("b", 2)])
+        await conn.executemany("UPDATE scratch SET v = v * 10 WHERE k = $1", [("b",)])
+        assert await conn.fetchval("SELECT SUM(v) FROM scratch") == 21
+        await conn.executemany("INSERT INTO scratch VALUES ($1, $2)", [("c", 3)])
+        assert await conn.execute("UPDATE scratch SET v = v + 1 WHERE k = 'c'") == 1
+    assert await db.fetchval("SELECT SUM(v) FROM scratch") == 25
+
+    for next_statement in ("commit", "fetch", "execute"):
+        with pytest.raises(IntegrityError):
+            async with db.transaction() as conn:
+                await conn.executemany("INSERT INTO scratch VALUES ($1, $2)", [("d", 4)])
+                await conn.executemany("INSERT INTO scratch VALUES ($1, $2)", [("a", 9)])
+                if next_statement == "fetch":
+                    await conn.fetch("SELECT k FROM scratch")
+                elif next_statement == "execute":
+                    await conn.execute("DELETE FROM scratch")
+        assert await db.fetchval("SELECT SUM(v) FROM scratch") == 25, next_statement
+    with pytest.raises(RuntimeError):  # an error of the caller's: held writes are dropped
+        async with db.transaction() as conn:
+            await conn.executemany("INSERT INTO scratch VALUES ($1, $2)", [("e", 5)])
+            raise RuntimeError("boom")
+    await db.executemany("INSERT INTO scratch VALUES ($1, $2)", [("f", 6)])
+    rows = await db.fetch("SELECT k FROM scratch ORDER BY k")
+    assert [r["k"] for r in rows] == ["a", "b", "c", "f"]
+
+
+async def test_sqlite_writes_share_one_trip_with_the_commit(db: Database) -> None:
+    """A transaction of one read and several writes costs two trips to SQLite's thread
+    (BEGIN with the read, the writes with COMMIT), not one per statement: each trip
+    waits for the event loop under the write lock every writer queues on."""
+    if db.dialect.name != "sqlite":
+        pytest.skip("SQLite's thread")
+    await _scratch(db)
+    raw = db._raw_writer  # type: ignore[attr-defined]
+    trips = 0
+    execute = raw._execute
+
+    async def counted(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal trips
+        trips += 1
+        return await execute(fn, *args, **kwargs)
+
+    raw._execute = counted
+    try:
+        async with db.transaction() as conn:
+            assert await conn.fetchval("SELECT COUNT(*) FROM scratch") == 0
+            for n in range(5):
+                await conn.executemany("INSERT INTO scratch VALUES ($1, $2)", [(f"k{n}", n)])
+    finally:
+        del raw._execute
+    assert trips == 2
+    assert await db.fetchval("SELECT COUNT(*) FROM scratch") == 5
