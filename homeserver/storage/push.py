@@ -551,7 +551,7 @@ class PushStore(PushActionReads):
 _INSERT_ACTION = (
     "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering,"
     " thread_id, actions, notif, highlight, ts) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-    " $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING"
+    " $8, $9) ON CONFLICT (user_id, stream_ordering) DO NOTHING"
 )
 _ADVANCE_READ = (
     "INSERT INTO push_read_positions (user_id, room_id, thread_id, stream_ordering)"

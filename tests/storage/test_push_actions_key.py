@@ -1,0 +1,85 @@
+"""event_push_actions is keyed by (user, stream ordering) since migration 0054: rows of a
+batch append at the end of each receiver's range instead of landing on a page each
+(random event IDs). Existing rows are carried over; recording an event's actions twice
+still stores them once; the per-user reads are unchanged. Both backends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from homeserver.storage import open_database
+from homeserver.storage.database import Database
+from homeserver.storage.migrate import discover_migrations, run_migrations
+from homeserver.storage.push import PushAction, PushStore
+
+from .conftest import _CONFIGS, BACKENDS, POSTGRES_SKIP_REASON, drop_postgres_schema
+
+ROOM = "!r:example.org"
+BOB = "@bob:example.org"
+CAROL = "@carol:example.org"
+T0 = 1_700_000_000_000
+OLD_INSERT = (
+    "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering,"
+    " thread_id, actions, notif, highlight, ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+
+
+def action(so: int, user: str = BOB, *, highlight: bool = False) -> PushAction:
+    return PushAction(user, f"$e{so}", ROOM, so, "main", ["notify"], True, highlight, T0 + so)
+
+
+@pytest.fixture(params=BACKENDS)
+async def unmigrated(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    config = _CONFIGS[request.param](tmp_path)
+    if config is None:
+        pytest.skip(POSTGRES_SKIP_REASON)
+    try:
+        database = await open_database(config, migrate=False)
+        try:
+            yield database
+        finally:
+            await database.close()
+    finally:
+        if request.param == "postgres":
+            await drop_postgres_schema(config)
+
+
+async def test_rows_survive_the_new_key_and_duplicates_stay_out(unmigrated: Database) -> None:
+    db = unmigrated
+    before = [m for m in discover_migrations() if m.version < 54]
+    await run_migrations(db, before)
+    old_rows = [
+        (BOB, "$e1", ROOM, 1, "main", '["notify"]', True, False, T0 + 1),
+        (BOB, "$e2", ROOM, 2, "main", '["notify",{"set_tweak":"highlight"}]', True, True, T0),
+        (CAROL, "$e1", ROOM, 1, "$thread", '["notify"]', True, False, T0 + 1),
+    ]
+    await db.executemany(OLD_INSERT, old_rows)
+    assert await run_migrations(db) == [m.version for m in discover_migrations()][len(before) :]
+
+    rows = await db.fetch(
+        "SELECT user_id, event_id, room_id, stream_ordering, thread_id, actions, notif,"
+        " highlight, ts FROM event_push_actions ORDER BY user_id, stream_ordering"
+    )
+    assert [tuple(r) for r in rows] == old_rows  # (SQLite's 1 == True)
+    (table,) = [t for t in await db.describe_schema() if t.name == "event_push_actions"]
+    assert table.primary_key == ("user_id", "stream_ordering")
+
+    store = PushStore(db)
+    # The generator re-running over events it already recorded (a restart): no new rows.
+    await store.record_batch([action(2), action(3), action(3, CAROL)], [])
+    await store.record_batch([action(3), action(4, highlight=True)], [])
+    assert await db.fetchval("SELECT COUNT(*) FROM event_push_actions") == 6
+    notified = await store.get_notifications(BOB, before=None, limit=10)
+    assert [(n.event_id, n.highlight) for n in notified] == [
+        ("$e4", True),
+        ("$e3", False),
+        ("$e2", True),
+        ("$e1", False),
+    ]
+    highlights = await store.get_notifications(BOB, before=4, limit=10, only_highlight=True)
+    assert [n.event_id for n in highlights] == ["$e2"]
+    counts = await store.get_unread_counts(CAROL, ROOM)
+    assert {t: c.notifications for t, c in counts.items()} == {"$thread": 1, "main": 1}
