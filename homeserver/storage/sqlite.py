@@ -15,7 +15,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,11 @@ class SQLiteConnection:
       statement, still inside the transaction, which then rolls back as before.
     - `execute` reads its row count from the returned cursor; closing a cursor would
       cost another trip (a finished statement holds nothing, sqlite3 frees it).
-    Held-back writes run through aiosqlite's `_execute` (a function on its thread), the
-    one private call this backend makes; pyproject pins aiosqlite below 0.23 for it.
+    - the transaction's last trip (its COMMIT) is queued before the write lock is let
+      go, and the next transaction's trips queue behind it (SQLiteDatabase.transaction).
+    Trips are functions put on aiosqlite's thread queue (`_tx`, as its own `_execute`
+    does, but at once): the one private part of aiosqlite this backend uses, the same
+    from 0.19 to 0.22; pyproject pins aiosqlite below 0.23 for it.
     """
 
     dialect: Dialect = SQLITE
@@ -104,6 +107,23 @@ class SQLiteConnection:
     async def _trip(self, sql: str, args: Sequence[Any], result: Callable[..., Any]) -> Any:
         """A pending BEGIN, the held-back writes, then `sql`: one trip to the thread."""
         _trace(sql)
+        return await _outcome(self._enqueue(self._statements(sql, args, result, commit=False)))
+
+    def commit_soon(self) -> Awaitable[None]:
+        """Queue the transaction's last trip (held-back writes and COMMIT) at once, before
+        the caller lets the write lock go: the next transaction's trips queue behind it
+        on the same thread, so they run after it committed. A failed COMMIT is rolled
+        back in the same trip, so that next transaction never finds one left open."""
+        _trace("COMMIT")
+        return _outcome(self._enqueue(self._statements("COMMIT", (), _rowcount, commit=True)))
+
+    def barrier(self) -> Awaitable[None]:
+        """Done once every trip queued before it has run."""
+        return _outcome(self._enqueue(lambda: None))
+
+    def _statements(
+        self, sql: str, args: Sequence[Any], result: Callable[..., Any], *, commit: bool
+    ) -> Callable[[], Any]:
         held, self._held = self._held, []
         begin, self._begin_due = self._begin_due, False
         raw = self._conn._conn  # the sqlite3 connection, used on its own thread only
@@ -118,12 +138,27 @@ class SQLiteConnection:
                 running = sql
                 return result(raw.execute(_convert(sql), args))
             except sqlite3.Error as exc:
+                if commit and raw.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        raw.rollback()
                 raise _TripFailed(exc, running) from exc
 
-        try:
-            return await self._conn._execute(run)
-        except _TripFailed as failed:
-            raise _translate(failed.error, failed.sql) from failed.error
+        return run
+
+    def _enqueue(self, run: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Put `run` on the connection's thread queue now (not when a task first runs,
+        as aiosqlite's own `_execute` does): the order of trips is the order of calls."""
+        self._conn._conn  # noqa: B018 (raises ValueError if the connection is closed)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._conn._tx.put_nowait((future, run))
+        return future
+
+
+async def _outcome(trip: asyncio.Future[Any]) -> Any:
+    try:
+        return await trip
+    except _TripFailed as failed:
+        raise _translate(failed.error, failed.sql) from failed.error
 
 
 class _TripFailed(Exception):
@@ -259,22 +294,35 @@ class SQLiteDatabase(Database):
             try:
                 conn.begin_with_first_trip()
                 yield conn
-                await conn.execute("COMMIT")
-                if self.checkpointer is not None:
-                    self.checkpointer.committed()
             except BaseException:
-                # Also reached when COMMIT itself fails, or when the task is cancelled
-                # while a trip is queued (a client that went away): that trip still runs
-                # on the thread, BEGIN included, and this ROLLBACK is queued after it, so
-                # the writer is never left inside a transaction nobody owns.
+                # Also reached when the task is cancelled while a trip is queued (a
+                # client that went away): that trip still runs on the thread, BEGIN
+                # included, and this ROLLBACK is queued after it, so the writer is never
+                # left inside a transaction nobody owns.
                 conn.drop_held()
                 with contextlib.suppress(Exception):
                     await self._raw_writer.rollback()
+                self._observe(asked, started)
                 raise
-            finally:
-                if self.observer is not None:
-                    done = time.perf_counter()
-                    self.observer("write", started - asked, done - started)
+            # The lock is let go as soon as the COMMIT is queued, not when the event
+            # loop gets round to hearing it ran (milliseconds under load, during which
+            # every writer of the server waited): later transactions queue behind it.
+            committed = conn.commit_soon()
+        try:
+            await committed
+        finally:
+            self._observe(asked, started)
+        if self.checkpointer is not None:
+            self.checkpointer.committed()
+
+    def _observe(self, asked: float, started: float) -> None:
+        if self.observer is not None:
+            self.observer("write", started - asked, time.perf_counter() - started)
+
+    async def write_barrier(self) -> None:
+        async with self._write_lock:
+            done = self._writer.barrier()
+        await done
 
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[SQLiteConnection]:

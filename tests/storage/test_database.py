@@ -199,20 +199,50 @@ async def test_sqlite_writes_share_one_trip_with_the_commit(db: Database) -> Non
     await _scratch(db)
     raw = db._raw_writer  # type: ignore[attr-defined]
     trips = 0
-    execute = raw._execute
+    queue = raw._tx
 
-    async def counted(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        nonlocal trips
-        trips += 1
-        return await execute(fn, *args, **kwargs)
+    class Counted:  # the thread keeps reading the queue itself; trips are put here
+        def put_nowait(self, item: object) -> None:
+            nonlocal trips
+            trips += 1
+            queue.put_nowait(item)
 
-    raw._execute = counted
+    raw._tx = Counted()
     try:
         async with db.transaction() as conn:
             assert await conn.fetchval("SELECT COUNT(*) FROM scratch") == 0
             for n in range(5):
                 await conn.executemany("INSERT INTO scratch VALUES ($1, $2)", [(f"k{n}", n)])
     finally:
-        del raw._execute
+        raw._tx = queue
     assert trips == 2
     assert await db.fetchval("SELECT COUNT(*) FROM scratch") == 5
+
+
+async def test_the_write_lock_is_let_go_once_the_commit_is_queued(db: Database) -> None:
+    """SQLite: the next transaction starts while the previous COMMIT is still queued on
+    the thread (it queues behind it), and reads what that one committed; a COMMIT that
+    fails is rolled back in its own trip, so the next transaction still begins."""
+    if db.dialect.name != "sqlite":
+        pytest.skip("SQLite's thread")
+    await _scratch(db)
+
+    async def put(k: str, v: int) -> None:
+        async with db.transaction() as conn:
+            current = await conn.fetchval("SELECT COALESCE(MAX(v), 0) FROM scratch")
+            await conn.executemany("INSERT INTO scratch VALUES ($1, $2)", [(k, current + v)])
+
+    await asyncio.gather(*(put(f"k{n}", 1) for n in range(50)))
+    values = [r[0] for r in await db.fetch("SELECT v FROM scratch ORDER BY v")]
+    assert values == list(range(1, 51))  # each saw the one before it committed
+
+    await db.execute(
+        "CREATE TABLE deferred (x INTEGER REFERENCES scratch (k) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    with pytest.raises(IntegrityError):  # fails at COMMIT (a deferred foreign key)
+        async with db.transaction() as conn:
+            await conn.executemany("INSERT INTO deferred (x) VALUES ($1)", [("nobody",)])
+    await put("after", 1)  # would fail "within a transaction" if the COMMIT left it open
+    assert await db.fetchval("SELECT COUNT(*) FROM deferred") == 0
+    assert await db.fetchval("SELECT v FROM scratch WHERE k = 'after'") == 51
+    await db.write_barrier()
