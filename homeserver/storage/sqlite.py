@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -134,7 +135,7 @@ class SQLiteConnection:
                 if begin:
                     raw.execute(running)
                 for running, rows in held:  # noqa: B007 (named in the error)
-                    raw.executemany(_convert(running), rows)
+                    _execute_rows(raw, running, rows)
                 running = sql
                 return result(raw.execute(_convert(sql), args))
             except sqlite3.Error as exc:
@@ -152,6 +153,81 @@ class SQLiteConnection:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._conn._tx.put_nowait((future, run))
         return future
+
+
+# Rows per multi-row INSERT at most (and SQLite's bound on a statement's parameters).
+MAX_ROWS_PER_INSERT = 256
+MAX_PARAMETERS = 32_766
+
+
+def _execute_rows(raw: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """`sql` once per row, on the connection's thread.
+
+    sqlite3's executemany lets go of the GIL around every row's step and must take it
+    back for the next: while the event loop's thread is busy that wait is up to the
+    interpreter's switch interval (5 ms) per row, measured at 3 us a row with an idle
+    loop and over 3 ms with a busy one. So a one-row INSERT ... VALUES is sent as
+    multi-row INSERTs instead (one step each), in power-of-two sizes so the statement
+    cache keeps the few texts. Other statements run row by row as before."""
+    width = _row_width(sql)
+    if width is None or len(rows) < 2 or any(len(row) != width for row in rows):
+        raw.executemany(_convert(sql), rows)
+        return
+    most = max(1, min(MAX_ROWS_PER_INSERT, MAX_PARAMETERS // width))
+    start = 0
+    while start < len(rows):
+        size = 1 << (min(most, len(rows) - start).bit_length() - 1)
+        chunk = rows[start : start + size]
+        raw.execute(_multirow(sql, width, size), [value for row in chunk for value in row])
+        start += size
+
+
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+_CONFLICT = re.compile(r"\s(?=ON\s+CONFLICT\b)")
+
+
+def _split_insert(sql: str) -> tuple[str, str, str, str]:
+    """(INSERT ... , "VALUES", the row, " ON CONFLICT ..." or "")."""
+    head, *conflict = _CONFLICT.split(sql, maxsplit=1)
+    insert, values, row = head.rpartition("VALUES")
+    return insert, values, row, " " + conflict[0] if conflict else ""
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_width(sql: str) -> int | None:
+    """The parameters of `sql`'s one VALUES row if it is a plain INSERT ... VALUES (...)
+    [ON CONFLICT ...] with every parameter in that row (and no quoted text, where a
+    `$n` would not be a parameter), else None."""
+    insert, values, row, conflict = _split_insert(sql)
+    row = row.strip()
+    if (
+        not values
+        or not insert.lstrip().upper().startswith("INSERT")
+        or not (row.startswith("(") and row.endswith(")"))
+        or "'" in row
+        or '"' in row
+        or _PARAMETER.search(insert)
+        or _PARAMETER.search(conflict)
+    ):
+        return None
+    numbers = {int(n) for n in _PARAMETER.findall(row)}
+    if not numbers or numbers != set(range(1, len(numbers) + 1)):
+        return None
+    return len(numbers)
+
+
+@functools.lru_cache(maxsize=1024)
+def _multirow(sql: str, width: int, count: int) -> str:
+    """`sql` inserting `count` rows: row k's parameters renumbered past row k-1's."""
+    insert, values, row, conflict = _split_insert(sql)
+
+    def renumbered(k: int) -> str:
+        return _PARAMETER.sub(lambda m: f"${int(m.group(1)) + k * width}", row.strip())
+
+    rows = ", ".join(renumbered(k) for k in range(count))
+    return _convert(f"{insert}{values} {rows}{conflict}")
 
 
 async def _outcome(trip: asyncio.Future[Any]) -> Any:

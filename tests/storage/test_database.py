@@ -246,3 +246,41 @@ async def test_the_write_lock_is_let_go_once_the_commit_is_queued(db: Database) 
     assert await db.fetchval("SELECT COUNT(*) FROM deferred") == 0
     assert await db.fetchval("SELECT v FROM scratch WHERE k = 'after'") == 51
     await db.write_barrier()
+
+
+async def test_many_rows_insert_as_a_few_statements_with_the_same_outcome(db: Database) -> None:
+    """SQLite sends a held-back one-row INSERT for many rows as a few multi-row INSERTs
+    (power-of-two sizes): executemany gives the GIL up and waits for it again at every
+    row, up to the switch interval each while the event loop is busy. The rows, upserts
+    between rows of the same call included, come out as row by row."""
+    await _scratch(db)
+    await db.execute("CREATE TABLE best (k TEXT PRIMARY KEY, v BIGINT, note TEXT)")
+    rows = [(f"k{n % 150}", n, None if n % 3 else f"n{n}") for n in range(200)]
+    seen: list[str] = []
+    if db.dialect.name == "sqlite":
+        await db.set_trace_callback(seen.append)  # type: ignore[attr-defined]
+    async with db.transaction() as conn:
+        await conn.executemany(
+            "INSERT INTO best (k, v, note) VALUES ($1, $2, $3)"
+            " ON CONFLICT (k) DO UPDATE SET v = excluded.v, note = excluded.note"
+            " WHERE excluded.v > best.v",
+            rows,
+        )
+        await conn.executemany(  # a row of expressions, parameters out of order
+            "INSERT INTO scratch (v, k) VALUES ($2 * 2, $1)", [(f"x{n}", n) for n in range(5)]
+        )
+        await conn.executemany(  # quoted text: '$1' is no parameter (row by row)
+            "INSERT INTO scratch (k, v) VALUES ($1, length('$1') + $2)", [("q0", 0), ("q1", 1)]
+        )
+        await conn.executemany("UPDATE scratch SET v = v + $1 WHERE k = $2", [(1, "x0"), (1, "x1")])
+    if db.dialect.name == "sqlite":
+        await db.set_trace_callback(None)  # type: ignore[attr-defined]
+        inserts = [s for s in seen if s.startswith("INSERT INTO best")]
+        assert [s.count("), (") + 1 for s in inserts] == [128, 64, 8]
+    expected = {}
+    for k, v, note in rows:
+        expected[k] = (v, note)
+    got = {r[0]: (r[1], r[2]) for r in await db.fetch("SELECT k, v, note FROM best")}
+    assert got == expected
+    scratch = {r[0]: r[1] for r in await db.fetch("SELECT k, v FROM scratch")}
+    assert scratch == {"x0": 1, "x1": 3, "x2": 4, "x3": 6, "x4": 8, "q0": 2, "q1": 3}
