@@ -50,20 +50,32 @@ _CONFIGS: dict[str, Callable[[Path], dict[str, Any] | None]] = {
 }
 
 
-@pytest.fixture(params=BACKENDS)
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    config = _CONFIGS[request.param](tmp_path)
+async def _open(backend: str, tmp_path: Path, *, migrate: bool) -> AsyncIterator[Database]:
+    config = _CONFIGS[backend](tmp_path)
     if config is None:
         pytest.skip(POSTGRES_SKIP_REASON)
     try:
-        database = await open_database(config)
+        database = await open_database(config, migrate=migrate)
         try:
             yield database
         finally:
             await database.close()
     finally:
-        if request.param == "postgres":
+        if backend == "postgres":
             await drop_postgres_schema(config)
+
+
+@pytest.fixture(params=BACKENDS)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async for database in _open(request.param, tmp_path, migrate=True):
+        yield database
+
+
+@pytest.fixture(params=BACKENDS)
+async def unmigrated_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """An empty database: a test applies migrations up to a point, then the rest."""
+    async for database in _open(request.param, tmp_path, migrate=False):
+        yield database
 
 
 @pytest.fixture

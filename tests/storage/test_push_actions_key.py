@@ -5,17 +5,9 @@ still stores them once; the per-user reads are unchanged. Both backends."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from homeserver.storage import open_database
 from homeserver.storage.database import Database
 from homeserver.storage.migrate import discover_migrations, run_migrations
 from homeserver.storage.push import PushAction, PushStore
-
-from .conftest import _CONFIGS, BACKENDS, POSTGRES_SKIP_REASON, drop_postgres_schema
 
 ROOM = "!r:example.org"
 BOB = "@bob:example.org"
@@ -31,24 +23,8 @@ def action(so: int, user: str = BOB, *, highlight: bool = False) -> PushAction:
     return PushAction(user, f"$e{so}", ROOM, so, "main", ["notify"], True, highlight, T0 + so)
 
 
-@pytest.fixture(params=BACKENDS)
-async def unmigrated(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    config = _CONFIGS[request.param](tmp_path)
-    if config is None:
-        pytest.skip(POSTGRES_SKIP_REASON)
-    try:
-        database = await open_database(config, migrate=False)
-        try:
-            yield database
-        finally:
-            await database.close()
-    finally:
-        if request.param == "postgres":
-            await drop_postgres_schema(config)
-
-
-async def test_rows_survive_the_new_key_and_duplicates_stay_out(unmigrated: Database) -> None:
-    db = unmigrated
+async def test_rows_survive_the_new_key_and_duplicates_stay_out(unmigrated_db: Database) -> None:
+    db = unmigrated_db
     before = [m for m in discover_migrations() if m.version < 54]
     await run_migrations(db, before)
     old_rows = [
