@@ -51,10 +51,11 @@ class SQLiteConnection:
     writer's trips happen under the write lock that every writer of the database
     queues on. So trips are saved:
     - `executemany` returns nothing, so it is held back and runs in the trip of the
-      next statement of the transaction (or its COMMIT): a transaction that writes
-      ten tables after one read is three trips (BEGIN, the read, the writes with the
-      COMMIT), not twelve. An error in a held-back write surfaces at that next
-      statement, still inside the transaction, which then rolls back as before.
+      next statement of the transaction (or its COMMIT), and BEGIN goes with the first
+      trip: a transaction that writes ten tables after one read is two trips (BEGIN
+      with the read, the writes with the COMMIT), not thirteen. An error in a held-back
+      write surfaces at that next statement, still inside the transaction, which then
+      rolls back as before.
     - `execute` reads its row count from the returned cursor; closing a cursor would
       cost another trip (a finished statement holds nothing, sqlite3 frees it).
     - the transaction's last trip (its COMMIT) is queued before the write lock is let
