@@ -227,7 +227,8 @@ async def build(
         server_name,
     )
     stack.push_async_callback(push_delivery.close)
-    push_actions = ActionGenerator(stores, push_store, push_rules, server_name, push_delivery)
+    this = config.workers.worker_name
+    push_actions = ActionGenerator(stores, push_store, push_rules, server_name, push_delivery, this)
     stack.push_async_callback(push_actions.close)
     if not worker:  # one process deletes what is kept for a while only
         start_retention(database, tasks)
@@ -382,6 +383,8 @@ async def build(
             admin_users=admin_user_store,
         )
     )
+    if not worker or config.workers.is_event_persister:  # where events are written
+        await push_actions.catch_up(lambda room_id: config.workers.room_writer(room_id) == this)
 
     # -- accounts ------------------------------------------------------------------------
     auth_store = AccountAuthStore(database)

@@ -6,12 +6,24 @@ The spec requires the new counts in the same /sync response as the event, and sy
 be woken by the same announcement, so readers call `wait_until(stream_ordering)` first:
 it returns once the worker has handled every event at or below that position, so
 counts are exact without putting rule evaluation on the send path's latency.
+
+Events are committed before their actions, so a process killed in between, or a batch
+failing while the database is unreachable, would leave acknowledged messages that never
+notify (no push, no unread count). Each batch therefore records, in its own
+transaction, how far this instance has got (`action_progress`): at startup `catch_up`
+evaluates the events after that position that have no actions yet, and a batch that
+failed for want of the database is evaluated again in the background until it is
+recorded; the position written never passes such a batch. Bounds: a catch-up reads at
+most CATCH_UP_LIMIT events; at most RETRY_LIMIT events wait for a retry (past that the
+oldest are left to the next start's catch-up); pushes are not sent for events older than
+CATCH_UP_PUSH_MAX_AGE_S (their counts are still recorded).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +32,7 @@ from homeserver.events import Event
 from homeserver.graph.power_levels import PowerLevels
 from homeserver.rooms.auth_checks import auth_event_ids_wanted
 from homeserver.storage import Stores
+from homeserver.storage.errors import DatabaseUnavailableError
 from homeserver.storage.push import PushAction, PushStore
 
 from .evaluator import DisplayNameNeeded, EvalContext, Memo, evaluate_ruleset
@@ -31,6 +44,15 @@ log = logging.getLogger(__name__)
 
 MAIN_THREAD = "main"
 SHUTDOWN_TIMEOUT_S = 10.0
+CATCH_UP_LIMIT = 10_000  # events evaluated at startup, at most
+CATCH_UP_PAGE = 500  # events read at a time
+CATCH_UP_PUSH_MAX_AGE_S = 600.0  # older events get counts but no push
+RETRY_LIMIT = 10_000  # events of failed batches waiting to be evaluated again
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 60.0
+# A batch with nothing to write still records progress when the last record is older
+# than this (so a catch-up never re-reads more than this much of such batches).
+IDLE_PROGRESS_S = 5.0
 
 
 def thread_of(event: Event) -> str:
@@ -83,8 +105,16 @@ class ActionGenerator:
         rules: PushRulesService,
         server_name: str,
         delivery: Delivery | None = None,
+        instance: str = "main",
     ) -> None:
         self._delivery = delivery
+        self._instance = instance
+        # Events of batches that failed for want of the database, in stream order, and
+        # the task evaluating them again; progress recorded stays below the first.
+        self._unrecorded: list[tuple[Event, int]] = []
+        self._retry: asyncio.Task[None] | None = None
+        self._dropped_below: int | None = None  # progress stays below dropped retries
+        self._progress_at = 0.0  # monotonic time progress was last recorded
         self._stores = stores
         self._push = push_store
         self._rules = rules
@@ -98,7 +128,9 @@ class ActionGenerator:
         # A worker deployment (homeserver.replication.build): told of each finished
         # batch (its events' positions; how many notifying or highlighting rows it
         # recorded), so other processes' /sync counts wait for and include them.
-        self.on_recorded: Callable[[list[int], int], None] | None = None
+        # `late` (the third argument): the batch was a retry or a catch-up, recorded
+        # after later events' actions.
+        self.on_recorded: Callable[[list[int], int, bool], None] | None = None
         # A process that replays events other processes wrote waits for their actions
         # there too (push/remote_actions.py).
         self.remote: RemoteActions | None = None
@@ -124,9 +156,43 @@ class ActionGenerator:
             await self._progress.wait_for(lambda: self._done_upto >= target or self._worker is None)
 
     async def close(self) -> None:
-        """Finish in-flight work (bounded) on shutdown."""
+        """Finish in-flight work (bounded) on shutdown; retries wait for the next start."""
+        if self._retry is not None:
+            self._retry.cancel()
         if self._worker is not None and not self._worker.done():
             await asyncio.wait([self._worker], timeout=SHUTDOWN_TIMEOUT_S)
+
+    async def catch_up(self, writes_room: Callable[[str], bool]) -> int:
+        """Evaluate the events after this instance's recorded progress that have no
+        actions (the process stopped, or the database failed, between an event's commit
+        and its actions'), in rooms this process writes; how many. Called before the
+        process serves, so no reader counts without them. A first start only records the
+        current position."""
+        events = self._stores.events
+        newest = await events.get_current_stream_position()
+        since = await self._push.action_progress(self._instance)
+        if since is None:
+            await self._push.record_batch([], [], (self._instance, newest))
+            return 0
+        evaluated = 0
+        while since < newest and evaluated < CATCH_UP_LIMIT:
+            page = await events.read_stream(since, newest, CATCH_UP_PAGE)
+            if not page:
+                break
+            since = page[-1][1]
+            wanted = [(e, so) for e, so, outlier in page if not outlier and writes_room(e.room_id)]
+            done = await self._push.positions_with_actions([so for _, so in wanted])
+            batch = [(e, so) for e, so in wanted if so not in done]
+            if batch:
+                counted = await self._generate_batch(batch, retried=True)
+                evaluated += len(batch)
+                if self.on_recorded is not None:
+                    self.on_recorded([so for _, so in batch], counted, True)
+        if evaluated:
+            log.info("push rules evaluated for %d events written before a restart", evaluated)
+        if since < newest:
+            log.warning("push rules catch-up stopped after %d events (at %d)", evaluated, since)
+        return evaluated
 
     # -- the work -------------------------------------------------------------------------
 
@@ -140,10 +206,15 @@ class ActionGenerator:
                 counted = 1  # unknown after a failure: readers then look for themselves
                 try:
                     counted = await self._generate_batch(batch)
+                except DatabaseUnavailableError as exc:
+                    log.warning(
+                        "push actions of %d events wait for the database: %s", len(batch), exc
+                    )
+                    self._retry_later(batch)
                 except Exception:
                     log.exception("push action generation failed for %d events", len(batch))
                 if self.on_recorded is not None:
-                    self.on_recorded([so for _, so in batch], counted)
+                    self.on_recorded([so for _, so in batch], counted, False)
                 async with self._progress:
                     self._done_upto = max(self._done_upto, max(so for _, so in batch))
                     self._progress.notify_all()
@@ -152,8 +223,56 @@ class ActionGenerator:
             async with self._progress:
                 self._progress.notify_all()
 
-    async def _generate_batch(self, batch: list[tuple[Event, int]]) -> int:
-        """Record the batch's actions; how many of them notify or highlight."""
+    def _retry_later(self, batch: list[tuple[Event, int]]) -> None:
+        self._unrecorded = sorted([*self._unrecorded, *batch], key=lambda item: item[1])
+        if len(self._unrecorded) > RETRY_LIMIT:  # the oldest wait for the next start
+            drop = len(self._unrecorded) - RETRY_LIMIT
+            log.warning("push actions of %d events left to the next start", drop)
+            first = self._unrecorded[0][1]
+            self._dropped_below = min(self._dropped_below or first, first)
+            del self._unrecorded[:drop]
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.get_running_loop().create_task(self._retry_unrecorded())
+
+    async def _retry_unrecorded(self) -> None:
+        """Evaluate failed batches again (backoff RETRY_MIN_S doubling to RETRY_MAX_S)
+        until they are recorded; their rooms' cached counts are recomputed."""
+        delay = RETRY_MIN_S
+        while self._unrecorded:
+            await asyncio.sleep(delay)
+            batch = self._unrecorded[:CATCH_UP_PAGE]
+            try:
+                counted = await self._generate_batch(batch, retried=True)
+            except DatabaseUnavailableError:
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            except Exception:
+                log.exception("push action generation failed for %d events", len(batch))
+                counted = 1
+            delay = RETRY_MIN_S
+            del self._unrecorded[: len(batch)]
+            if self.on_recorded is not None:
+                self.on_recorded([so for _, so in batch], counted, True)
+
+    def _progress_to_record(
+        self, batch: list[tuple[Event, int]], wrote: bool
+    ) -> tuple[str, int] | None:
+        """What to record as this instance's progress with the batch: its last position,
+        held below the first event still waiting for a retry; None when the batch writes
+        nothing and progress was recorded under IDLE_PROGRESS_S ago."""
+        now = time.monotonic()
+        if not wrote and now - self._progress_at < IDLE_PROGRESS_S:
+            return None
+        self._progress_at = now
+        upto = max(so for _, so in batch)
+        for held in (self._unrecorded[0][1] if self._unrecorded else None, self._dropped_below):
+            if held is not None:
+                upto = min(upto, held - 1)
+        return self._instance, upto
+
+    async def _generate_batch(self, batch: list[tuple[Event, int]], retried: bool = False) -> int:
+        """Record the batch's actions; how many of them notify or highlight. `retried`:
+        a failed batch or a catch-up, recorded after later events may have been counted."""
         rows: list[PushAction] = []
         read_positions: dict[tuple[str, str, str], int] = {}
         rooms: dict[str, _RoomAudience] = {}
@@ -173,11 +292,18 @@ class ActionGenerator:
             rows.extend(
                 await self._actions_for(event, stream_ordering, thread_id, rooms[room_id], power)
             )
-        await self._push.record_batch(
-            rows, [(u, r, t, so) for (u, r, t), so in read_positions.items()]
-        )
-        if self._delivery is not None and any(r.notif for r in rows):
-            self._delivery.notify(rows, {event.event_id: event for event, _ in batch})
+        positions = [(u, r, t, so) for (u, r, t), so in read_positions.items()]
+        progress = self._progress_to_record(batch, bool(rows or positions))
+        await self._push.record_batch(rows, positions, progress)
+        if retried:  # counts cached since then were computed without these rows
+            for user_id, room_id in {(r.user_id, r.room_id) for r in rows}:
+                self._push.read_marker_moved(user_id, room_id)
+        pushed = rows
+        if retried:
+            oldest = (time.time() - CATCH_UP_PUSH_MAX_AGE_S) * 1000
+            pushed = [r for r in rows if r.ts >= oldest]
+        if self._delivery is not None and any(r.notif for r in pushed):
+            self._delivery.notify(pushed, {event.event_id: event for event, _ in batch})
         return sum(1 for r in rows if r.notif or r.highlight)
 
     async def _actions_for(

@@ -86,13 +86,18 @@ class RemoteActions:
 
     async def recorded(self, message: dict[str, Any]) -> None:
         """Another process recorded the actions of the events at `ps`; `n` of its rows
-        notify or highlight (0: nothing to read)."""
+        notify or highlight (0: nothing to read); `late`: after later events' actions (a
+        retry or a catch-up), so cached counts that include later ones are recomputed."""
         positions = message.get("ps")
         if not isinstance(positions, list) or len(positions) > MAX_POSITIONS:
             return
         positions = [p for p in positions if isinstance(p, int) and not isinstance(p, bool)]
         if message.get("n"):
-            self._store.apply_recorded_actions(await self._store.counted_actions_at(positions))
+            rows = await self._store.counted_actions_at(positions)
+            self._store.apply_recorded_actions(rows)
+            if message.get("late"):  # older than counts cached since: recount those
+                for user_id, room_id in {(r.user_id, r.room_id) for r in rows}:
+                    self._store.read_marker_moved(user_id, room_id)
         self.local_recorded(positions)
 
     def local_recorded(self, positions: list[int]) -> None:

@@ -279,7 +279,7 @@ def _publish(parts: ProcessParts, bus: Any) -> ReplicationPublisher:
     set_invalidation_hook(publisher.on_invalidation)
     parts.stack.callback(set_invalidation_hook, None)
     if parts.push_actions is not None:
-        parts.push_actions.on_recorded = lambda ps, n: _announce_actions(bus, ps, n)
+        parts.push_actions.on_recorded = lambda ps, n, late: _announce_actions(bus, ps, n, late)
     if parts.commits is not None:
         parts.commits.publish = bus.publish  # events: announced by the writer itself
     return publisher
@@ -314,10 +314,12 @@ def _publish_streams(parts: ProcessParts, bus: Any, streams: frozenset[str]) -> 
     parts.stack.callback(set_invalidation_hook, None)
 
 
-def _announce_actions(bus: Any, positions: list[int], counted: int) -> None:
-    """A writer finished the push actions of these events (push/remote_actions.py)."""
+def _announce_actions(bus: Any, positions: list[int], counted: int, late: bool) -> None:
+    """A writer finished the push actions of these events (push/remote_actions.py);
+    `late`: recorded after later events' (a retry, a catch-up at start)."""
     for i in range(0, len(positions), MAX_POSITIONS):
-        bus.publish({"k": "acts", "ps": positions[i : i + MAX_POSITIONS], "n": counted})
+        message = {"k": "acts", "ps": positions[i : i + MAX_POSITIONS], "n": counted}
+        bus.publish({**message, "late": 1} if late else message)
 
 
 def _follow_actions(
@@ -339,8 +341,8 @@ def _follow_actions(
     announce = parts.push_actions.on_recorded
     if announce is not None:  # the main with persisters: it replays its own writes too
 
-        def recorded(positions: list[int], counted: int) -> None:
-            announce(positions, counted)
+        def recorded(positions: list[int], counted: int, late: bool) -> None:
+            announce(positions, counted, late)
             remote.local_recorded(positions)
 
         parts.push_actions.on_recorded = recorded

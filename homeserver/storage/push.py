@@ -16,7 +16,7 @@ from ._util import dump_json, load_json, now_ms
 from .cache import LruCache
 from .database import Database
 from .errors import StorageError
-from .push_actions import PushAction, PushActionReads
+from .push_actions import ADVANCE_PROGRESS, PushAction, PushActionReads
 
 # Lower than any stream ordering (backfilled events are negative).
 _BEFORE_EVERYTHING = -(2**62)
@@ -396,16 +396,20 @@ class PushStore(PushActionReads):
         self,
         actions: Sequence[PushAction],
         read_positions: Sequence[tuple[str, str, str, int]],
+        progress: tuple[str, int] | None = None,
     ) -> None:
         """Push actions and senders' read positions ((user, room, thread, stream)) of a
-        batch of events, in one transaction."""
-        if not actions and not read_positions:
+        batch of events, in one transaction; with `progress` (instance, position), how
+        far that instance has recorded (push_actions.action_progress), in the same one."""
+        if not actions and not read_positions and progress is None:
             return
         async with self.db.transaction() as conn:
             if actions:
                 await conn.executemany(_INSERT_ACTION, [_action_row(a) for a in actions])
             if read_positions:
                 await conn.executemany(_ADVANCE_READ, list(read_positions))
+            if progress is not None:
+                await conn.execute(ADVANCE_PROGRESS, *progress)
         self._apply_actions(actions)
         for user_id, room_id, _thread, _so in read_positions:
             self.read_marker_moved(user_id, room_id)

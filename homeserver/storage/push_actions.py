@@ -34,6 +34,16 @@ _ACTION_COLUMNS = (
 # following the writers reads each event's rows; it never looks at the actions).
 _COUNTED_COLUMNS = _ACTION_COLUMNS.replace("actions", "NULL")
 
+# How far an instance has evaluated push rules: every event it wrote at or below the
+# position has its actions recorded (written with them, in the same transaction). A
+# row of worker_positions ("push_actions" there is the pusher workers' delivery).
+PROGRESS_STREAM = "push_rules_evaluated"
+ADVANCE_PROGRESS = (
+    "INSERT INTO worker_positions (instance, stream, position)"
+    f" VALUES ($1, '{PROGRESS_STREAM}', $2) ON CONFLICT (instance, stream) DO UPDATE"
+    " SET position = excluded.position WHERE excluded.position > worker_positions.position"
+)
+
 
 def _action(r: Any) -> PushAction:
     actions = load_json(r[5]) if r[5] is not None else []
@@ -50,6 +60,26 @@ class PushActionReads:
         return int(
             await self.db.fetchval("SELECT MAX(stream_ordering) FROM event_push_actions") or 0
         )
+
+    async def action_progress(self, instance: str) -> int | None:
+        """How far `instance` has recorded actions (ADVANCE_PROGRESS); None: never."""
+        value = await self.db.fetchval(
+            "SELECT position FROM worker_positions WHERE instance = $1 AND stream = $2",
+            instance,
+            PROGRESS_STREAM,
+        )
+        return None if value is None else int(value)
+
+    async def positions_with_actions(self, positions: list[int]) -> set[int]:
+        """Which of the events at `positions` have actions recorded."""
+        if not positions:
+            return set()
+        rows = await self.db.fetch(
+            "SELECT DISTINCT stream_ordering FROM event_push_actions WHERE stream_ordering"
+            f" IN ({placeholders(len(positions))})",
+            *positions,
+        )
+        return {int(r[0]) for r in rows}
 
     async def notifying_actions(
         self, after: int, upto: int, events: int

@@ -461,6 +461,35 @@ async def _check_after_restart(
 
     # The room's state is intact.
     assert await _state(http, base, room_id, alice) == state_before
+    await _assert_unread_counts(http, base, room_id, [alice, bob])
+
+
+async def _assert_unread_counts(
+    http: aiohttp.ClientSession, base: str, room_id: str, users: list[User]
+) -> None:
+    """Each member's unread count in /sync is the other's messages since their own last
+    event (sending moves one's read position): the push actions of events committed just
+    before the kill were recorded too (push/actions.py, catch_up). A deployment's reader
+    may take a moment to hear of the restarted writer's catch-up."""
+    history = await _room_history(http, base, room_id, users[0])  # newest first
+    room_only = json.dumps({"room": {"rooms": [room_id], "timeline": {"limit": 1}}})
+    for user in users:
+        expected = 0
+        for event in history:
+            if event["sender"] == user.user_id:
+                break
+            expected += event["type"] == "m.room.message"
+        got = None
+        for _ in range(30):
+            status, body = await _json(
+                http, "GET", base + "/_matrix/client/v3/sync", user, params={"filter": room_only}
+            )
+            assert status == 200, body
+            got = body["rooms"]["join"][room_id]["unread_notifications"]["notification_count"]
+            if got == expected:
+                break
+            await asyncio.sleep(0.2)
+        assert got == expected, (user.user_id, got, expected)
 
 
 @pytest.mark.parametrize("layout", ["single", "workers"])
