@@ -409,7 +409,7 @@ class PushStore(PushActionReads):
             if read_positions:
                 await conn.executemany(_ADVANCE_READ, list(read_positions))
             if progress is not None:
-                await conn.execute(ADVANCE_PROGRESS, *progress)
+                await conn.executemany(ADVANCE_PROGRESS, [progress])  # held with the rest
         self._apply_actions(actions)
         for user_id, room_id, _thread, _so in read_positions:
             self.read_marker_moved(user_id, room_id)
