@@ -14,7 +14,7 @@ transaction, how far this instance has got (`action_progress`): at startup `catc
 evaluates the events after that position that have no actions yet, and a batch that
 failed for want of the database is evaluated again in the background until it is
 recorded; the position written never passes such a batch. Bounds: a catch-up reads at
-most CATCH_UP_LIMIT events; at most RETRY_LIMIT events wait for a retry (past that the
+most CATCH_UP_LIMIT events (its own and other writers'); at most RETRY_LIMIT events wait for a retry (past that the
 oldest are left to the next start's catch-up); pushes are not sent for events older than
 CATCH_UP_PUSH_MAX_AGE_S (their counts are still recorded).
 """
@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 MAIN_THREAD = "main"
 SHUTDOWN_TIMEOUT_S = 10.0
-CATCH_UP_LIMIT = 10_000  # events evaluated at startup, at most
+# Events read at startup, at most. A persister of a deployment hears only its own
+# writes: after a long idle spell while others wrote, its lost events may lie past this.
+CATCH_UP_LIMIT = 10_000
 CATCH_UP_PAGE = 500  # events read at a time
 CATCH_UP_PUSH_MAX_AGE_S = 600.0  # older events get counts but no push
 RETRY_LIMIT = 10_000  # events of failed batches waiting to be evaluated again
@@ -174,12 +176,12 @@ class ActionGenerator:
         if since is None:
             await self._push.record_batch([], [], (self._instance, newest))
             return 0
-        evaluated = 0
-        while since < newest and evaluated < CATCH_UP_LIMIT:
+        evaluated = read = 0
+        while since < newest and read < CATCH_UP_LIMIT:
             page = await events.read_stream(since, newest, CATCH_UP_PAGE)
             if not page:
                 break
-            since = page[-1][1]
+            since, read = page[-1][1], read + len(page)
             wanted = [(e, so) for e, so, outlier in page if not outlier and writes_room(e.room_id)]
             done = await self._push.positions_with_actions([so for _, so in wanted])
             batch = [(e, so) for e, so in wanted if so not in done]

@@ -138,3 +138,32 @@ async def test_a_batch_failing_for_want_of_the_database_is_retried(
         await store.action_progress("main")
         == await app[STORES].events.get_current_stream_position()
     )
+
+
+async def test_a_catch_up_reads_a_bounded_tail(
+    aiohttp_client: Any, tmp_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However far behind the recorded progress is (a persister idle while others
+    wrote), a start reads at most CATCH_UP_LIMIT events, none of them in rooms this
+    process does not write."""
+    monkeypatch.setattr(actions_module, "CATCH_UP_LIMIT", 4)
+    monkeypatch.setattr(actions_module, "CATCH_UP_PAGE", 2)
+    client = await aiohttp_client(create_app(tmp_config()))
+    alice, _, _, room = await two_users(client, third=False)
+    app = client.server.app
+    generator, events = app[PUSH_ACTIONS], app[STORES].events
+    _never_recorded(generator)
+    for i in range(10):
+        await send(client, room, alice, f"m{i}")
+    reads: list[int] = []
+    real = events.read_stream
+
+    async def counted(since: int, upto: int, limit: int) -> Any:
+        page = await real(since, upto, limit)
+        reads.append(len(page))
+        return page
+
+    monkeypatch.setattr(events, "read_stream", counted)
+    asked: list[str] = []
+    assert await generator.catch_up(lambda room_id: asked.append(room_id) is not None) == 0
+    assert sum(reads) == 4 and len(asked) == 4
