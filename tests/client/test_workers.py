@@ -12,7 +12,8 @@ hold in both:
 - many senders and long-polling clients on both readers: every acknowledged event is
   seen exactly once by every client, across a SIGKILL and restart of a reader, of the
   main (the only writer: forwarded writes fail cleanly with 502 meanwhile, readers keep
-  answering syncs) and across a Redis restart.
+  answering syncs) and across a Redis restart; and each message counts once in every
+  client's unread notifications, on every process.
 """
 
 from __future__ import annotations
@@ -276,6 +277,30 @@ async def _run_load(
     for got in seen:
         assert len(got) == len(set(got)), "an event was delivered twice"
         assert set(got) == set(acknowledged), (len(got), len(acknowledged))
+    # Every message notified every watcher once: the push actions of events committed
+    # just before the fault were recorded too (push/actions.py: retried after a
+    # database failure, caught up at a killed writer's restart).
+    for watcher in watchers:
+        await _expect_unread(watcher, room, len(acknowledged), [deployment.url, *readers])
+
+
+async def _expect_unread(client: Client, room: str, expected: int, bases: list[str]) -> None:
+    """/sync on each base shows `expected` unread notifications in `room`, within a few
+    seconds (a retry after a database fault waits a second or more)."""
+    filt = quote(json.dumps({"room": {"rooms": [room], "timeline": {"limit": 1}}}))
+    for base in bases:
+        count = None
+        for _ in range(100):
+            status, body = await client.call(
+                "GET", f"/_matrix/client/v3/sync?timeout=0&filter={filt}", base=base
+            )
+            if status == 200:
+                unread = body["rooms"]["join"][room]["unread_notifications"]
+                count = unread["notification_count"]
+                if count == expected:
+                    break
+            await asyncio.sleep(0.1)
+        assert count == expected, (client.user_id, base, count, expected)
 
 
 async def test_every_event_reaches_every_client_once_across_a_killed_reader(
