@@ -14,9 +14,10 @@ transaction, how far this instance has got (`action_progress`): at startup `catc
 evaluates the events after that position that have no actions yet, and a batch that
 failed for want of the database is evaluated again in the background until it is
 recorded; the position written never passes such a batch. Bounds: a catch-up reads at
-most CATCH_UP_LIMIT events (its own and other writers'); at most RETRY_LIMIT events wait for a retry (past that the
-oldest are left to the next start's catch-up); pushes are not sent for events older than
-CATCH_UP_PUSH_MAX_AGE_S (their counts are still recorded).
+most the newest CATCH_UP_LIMIT events (its own and other writers'); at most RETRY_LIMIT
+events wait for a retry (past that the oldest are left to the next start's catch-up);
+pushes are not sent for events older than CATCH_UP_PUSH_MAX_AGE_S (their counts are
+still recorded).
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ log = logging.getLogger(__name__)
 
 MAIN_THREAD = "main"
 SHUTDOWN_TIMEOUT_S = 10.0
-# Events read at startup, at most. A persister of a deployment hears only its own
-# writes: after a long idle spell while others wrote, its lost events may lie past this.
+# Events read at startup, at most: the newest of those after the recorded progress. A
+# persister of a deployment hears only its own writes, so its progress stands still
+# while it idles and others write; the events it can have lost are the last it wrote
+# before it stopped, so the newest are the ones to read.
 CATCH_UP_LIMIT = 10_000
 CATCH_UP_PAGE = 500  # events read at a time
 CATCH_UP_PUSH_MAX_AGE_S = 600.0  # older events get counts but no push
@@ -176,12 +179,17 @@ class ActionGenerator:
         if since is None:
             await self._push.record_batch([], [], (self._instance, newest))
             return 0
-        evaluated = read = 0
-        while since < newest and read < CATCH_UP_LIMIT:
+        if since < newest - CATCH_UP_LIMIT:  # positions are dense: MAX + 1 each
+            log.info(
+                "push rules catch-up skips events %d to %d", since + 1, newest - CATCH_UP_LIMIT
+            )
+            since = newest - CATCH_UP_LIMIT
+        evaluated = 0
+        while since < newest:
             page = await events.read_stream(since, newest, CATCH_UP_PAGE)
             if not page:
                 break
-            since, read = page[-1][1], read + len(page)
+            since = page[-1][1]
             wanted = [(e, so) for e, so, outlier in page if not outlier and writes_room(e.room_id)]
             done = await self._push.positions_with_actions([so for _, so in wanted])
             batch = [(e, so) for e, so in wanted if so not in done]
@@ -192,8 +200,6 @@ class ActionGenerator:
                     self.on_recorded([so for _, so in batch], counted, True)
         if evaluated:
             log.info("push rules evaluated for %d events written before a restart", evaluated)
-        if since < newest:
-            log.warning("push rules catch-up stopped after %d events (at %d)", evaluated, since)
         return evaluated
 
     # -- the work -------------------------------------------------------------------------
