@@ -67,3 +67,33 @@ async def test_a_lost_message_costs_one_bounded_wait(monkeypatch: pytest.MonkeyP
     remote.on_new_event(None, 4)  # type: ignore[arg-type]
     await remote.forget()  # a resync
     await asyncio.wait_for(remote.wait_until(4), 0.05)
+
+
+async def test_late_actions_make_the_cached_counts_they_change_be_recounted() -> None:
+    """A writer's retry or catch-up records actions older than later events' (push/
+    actions.py): folding them would skip them (the cache's `seen_upto` is past them),
+    so the counts of each (user, room) they touch are dropped, to be read again."""
+    from homeserver.storage.push import PushAction
+
+    def action(user: str, room: str, position: int) -> PushAction:
+        return PushAction(user, f"$e{position}", room, position, "main", [], True, False, 0)
+
+    class Store(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.recount: list[tuple[str, str]] = []
+
+        async def counted_actions_at(self, positions: list[int]) -> list[Any]:
+            rows = [action("@bob:hs", "!a:hs", p) for p in positions]
+            return [*rows, action("@carol:hs", "!a:hs", positions[0])]
+
+        def read_marker_moved(self, user_id: str, room_id: str) -> None:
+            self.recount.append((user_id, room_id))
+
+    store = Store()
+    remote = RemoteActions(store)  # type: ignore[arg-type]
+    await remote.recorded({"k": "acts", "ps": [8], "n": 2})
+    assert store.recount == []  # in order: folded, as before
+    await remote.recorded({"k": "acts", "ps": [3, 4], "n": 3, "late": 1})
+    assert sorted(store.recount) == [("@bob:hs", "!a:hs"), ("@carol:hs", "!a:hs")]
+    assert len(store.applied) == 2 + 3
