@@ -383,8 +383,8 @@ async def build(
             admin_users=admin_user_store,
         )
     )
-    if config.workers.is_event_persister or not (worker or config.workers.event_persisters):
-        await push_actions.catch_up(lambda room_id: config.workers.room_writer(room_id) == this)
+    if not worker or config.workers.is_event_persister:  # where events are written
+        await push_actions.catch_up()
 
     # -- accounts ------------------------------------------------------------------------
     auth_store = AccountAuthStore(database)

@@ -167,39 +167,43 @@ class ActionGenerator:
         if self._worker is not None and not self._worker.done():
             await asyncio.wait([self._worker], timeout=SHUTDOWN_TIMEOUT_S)
 
-    async def catch_up(self, writes_room: Callable[[str], bool]) -> int:
+    async def catch_up(self) -> int:
         """Evaluate the events after this instance's recorded progress that have no
         actions (the process stopped, or the database failed, between an event's commit
-        and its actions'), in rooms this process writes; how many. Called before the
-        process serves, so no reader counts without them. A first start only records the
-        current position."""
+        and its actions'); how many. Any room: a process writes events in rooms routed
+        to others too (a room creation, a profile change), and another process recording
+        the same event meanwhile is harmless (`late` rows are inserted, and pushed, once).
+        Never at or below the retention's fold position (summaries count those). Called
+        before the process serves, so no reader counts without them. A first start only
+        records the current position."""
         events = self._stores.events
         newest = await events.get_current_stream_position()
         since = await self._push.action_progress(self._instance)
         if since is None:
             await self._push.record_batch([], [], (self._instance, newest))
             return 0
+        since = max(since, await self._push.fold_position())
         if since < newest - CATCH_UP_LIMIT:  # positions are dense: MAX + 1 each
             log.info(
                 "push rules catch-up skips events %d to %d", since + 1, newest - CATCH_UP_LIMIT
             )
             since = newest - CATCH_UP_LIMIT
-        evaluated = 0
+        evaluated = found = 0
         while since < newest:
             page = await events.read_stream(since, newest, CATCH_UP_PAGE)
             if not page:
                 break
             since = page[-1][1]
-            wanted = [(e, so) for e, so, outlier in page if not outlier and writes_room(e.room_id)]
+            wanted = [(e, so) for e, so, outlier in page if not outlier]
             done = await self._push.positions_with_actions([so for _, so in wanted])
             batch = [(e, so) for e, so in wanted if so not in done]
             if batch:
                 counted = await self._generate_batch(batch, retried=True)
-                evaluated += len(batch)
+                evaluated, found = evaluated + len(batch), found + counted
                 if self.on_recorded is not None:
                     self.on_recorded([so for _, so in batch], counted, True)
-        if evaluated:
-            log.info("push rules evaluated for %d events written before a restart", evaluated)
+        if found:  # events that notify nobody have no rows: evaluated again, harmlessly
+            log.info("%d notifications of %d events written before a restart", found, evaluated)
         return evaluated
 
     # -- the work -------------------------------------------------------------------------
@@ -302,12 +306,13 @@ class ActionGenerator:
             )
         positions = [(u, r, t, so) for (u, r, t), so in read_positions.items()]
         progress = self._progress_to_record(batch, bool(rows or positions))
-        await self._push.record_batch(rows, positions, progress)
+        # Late: only the rows inserted here count and notify (another process may have
+        # recorded the same events meanwhile: they are pushed once).
+        rows = list(await self._push.record_batch(rows, positions, progress, late=retried))
+        pushed = rows
         if retried:  # counts cached since then were computed without these rows
             for user_id, room_id in {(r.user_id, r.room_id) for r in rows}:
                 self._push.read_marker_moved(user_id, room_id)
-        pushed = rows
-        if retried:
             oldest = (time.time() - CATCH_UP_PUSH_MAX_AGE_S) * 1000
             pushed = [r for r in rows if r.ts >= oldest]
         if self._delivery is not None and any(r.notif for r in pushed):

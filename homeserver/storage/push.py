@@ -14,9 +14,9 @@ from typing import Any
 
 from ._util import dump_json, load_json, now_ms
 from .cache import LruCache
-from .database import Database
+from .database import Connection, Database
 from .errors import StorageError
-from .push_actions import ADVANCE_PROGRESS, PushAction, PushActionReads
+from .push_actions import ADVANCE_PROGRESS, PushAction, PushActionReads, insert_new_sql
 
 # Lower than any stream ordering (backfilled events are negative).
 _BEFORE_EVERYTHING = -(2**62)
@@ -397,22 +397,31 @@ class PushStore(PushActionReads):
         actions: Sequence[PushAction],
         read_positions: Sequence[tuple[str, str, str, int]],
         progress: tuple[str, int] | None = None,
-    ) -> None:
+        late: bool = False,
+    ) -> Sequence[PushAction]:
         """Push actions and senders' read positions ((user, room, thread, stream)) of a
         batch of events, in one transaction; with `progress` (instance, position), how
-        far that instance has recorded (push_actions.action_progress), in the same one."""
+        far that instance has recorded (push_actions.action_progress), in the same one.
+        The actions recorded: with `late` (a retry or a catch-up, which another process
+        may be recording too), only those this call inserted."""
         if not actions and not read_positions and progress is None:
-            return
+            return []
+        recorded: Sequence[PushAction] = actions
         async with self.db.transaction() as conn:
-            if actions:
+            if late:
+                recorded = []
+                for i in range(0, len(actions), LATE_ROWS_PER_INSERT):
+                    recorded += await _insert_new(conn, actions[i : i + LATE_ROWS_PER_INSERT])
+            elif actions:
                 await conn.executemany(_INSERT_ACTION, [_action_row(a) for a in actions])
             if read_positions:
                 await conn.executemany(_ADVANCE_READ, list(read_positions))
             if progress is not None:
                 await conn.executemany(ADVANCE_PROGRESS, [progress])  # held with the rest
-        self._apply_actions(actions)
+        self._apply_actions(recorded)
         for user_id, room_id, _thread, _so in read_positions:
             self.read_marker_moved(user_id, room_id)
+        return recorded
 
     async def advance_read_position(
         self, user_id: str, room_id: str, stream_ordering: int, thread_id: str = ""
@@ -552,6 +561,7 @@ class PushStore(PushActionReads):
         return {r[0]: int(r[1]) for r in rows}
 
 
+LATE_ROWS_PER_INSERT = 100  # 900 parameters a statement
 _INSERT_ACTION = (
     "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering,"
     " thread_id, actions, notif, highlight, ts) VALUES ($1, $2, $3, $4, $5, $6, $7,"
@@ -563,6 +573,13 @@ _ADVANCE_READ = (
     " SET stream_ordering = excluded.stream_ordering"
     " WHERE excluded.stream_ordering > push_read_positions.stream_ordering"
 )
+
+
+async def _insert_new(conn: Connection, chunk: Sequence[PushAction]) -> list[PushAction]:
+    """Insert the actions not recorded yet; those inserted."""
+    params = [value for a in chunk for value in _action_row(a)]
+    new = {(r[0], int(r[1])) for r in await conn.fetch(insert_new_sql(len(chunk)), *params)}
+    return [a for a in chunk if (a.user_id, a.stream_ordering) in new]
 
 
 def _action_row(a: PushAction) -> tuple[Any, ...]:

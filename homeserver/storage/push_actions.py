@@ -10,6 +10,7 @@ from typing import Any
 
 from ._util import load_json, placeholders
 from .database import Database
+from .push_retention import fold_position
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,16 @@ ADVANCE_PROGRESS = (
 )
 
 
+def insert_new_sql(count: int) -> str:
+    """An INSERT of `count` actions (columns in _ACTION_COLUMNS order) that skips those
+    already recorded and returns (user, position) of the rows it inserted."""
+    values = ", ".join(f"({placeholders(9, 1 + 9 * i)})" for i in range(count))
+    return (
+        f"INSERT INTO event_push_actions ({_ACTION_COLUMNS}) VALUES {values}"
+        " ON CONFLICT (user_id, stream_ordering) DO NOTHING RETURNING user_id, stream_ordering"
+    )
+
+
 def _action(r: Any) -> PushAction:
     actions = load_json(r[5]) if r[5] is not None else []
     return PushAction(r[0], r[1], r[2], int(r[3]), r[4], actions, bool(r[6]), bool(r[7]), int(r[8]))
@@ -69,6 +80,11 @@ class PushActionReads:
             PROGRESS_STREAM,
         )
         return None if value is None else int(value)
+
+    async def fold_position(self) -> int:
+        """Actions at or below this position are counted by summaries: none is added
+        there (push_retention.py)."""
+        return await fold_position(self.db)
 
     async def positions_with_actions(self, positions: list[int]) -> set[int]:
         """Which of the events at `positions` have actions recorded."""

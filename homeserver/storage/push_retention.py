@@ -152,7 +152,7 @@ class PushActionRetention:
 
     async def folded_upto(self) -> int:
         """Every action at or below this position is counted by push_summaries."""
-        return await _folded_upto(self.db)
+        return await fold_position(self.db)
 
     async def _mark(self, now: int) -> None:
         newest = await self.db.fetchval("SELECT MAX(stream_ordering) FROM event_push_actions")
@@ -174,7 +174,7 @@ class PushActionRetention:
     async def _fold_batch(self, fold_to: int) -> tuple[int, bool]:
         """Fold the next batch of actions up to `fold_to`: (rows deleted, finished)."""
         async with self.db.transaction() as conn:
-            start = await _folded_upto(conn)
+            start = await fold_position(conn)
             if start >= fold_to:
                 return 0, True
             end = await conn.fetchval(
@@ -242,6 +242,8 @@ class PushActionRetention:
             await asyncio.sleep(self._pause_s)
 
 
-async def _folded_upto(db: Database | Connection) -> int:
+async def fold_position(db: Database | Connection) -> int:
+    """Every action at or below this position is counted by push_summaries (its row
+    deleted, or kept a while as a highlight)."""
     found = await db.fetchval("SELECT folded_upto FROM push_fold_position WHERE id = 1")
     return NOTHING_FOLDED if found is None else int(found)

@@ -59,3 +59,24 @@ async def test_rows_survive_the_new_key_and_duplicates_stay_out(unmigrated_db: D
     assert [n.event_id for n in highlights] == ["$e2"]
     counts = await store.get_unread_counts(CAROL, ROOM)
     assert {t: c.notifications for t, c in counts.items()} == {"$thread": 1, "main": 1}
+
+
+async def test_a_late_batch_records_and_returns_only_what_is_new(db: Database) -> None:
+    """A retry or a catch-up (push/actions.py) may record events another process records
+    at the same time: only the rows this call inserted come back (they alone are pushed),
+    over several statements; the recorded progress never moves backwards."""
+    store = PushStore(db)
+    users = [f"@u{i}:example.org" for i in range(150)]
+    first = [PushAction(u, "$e1", ROOM, 1, "main", ["notify"], True, False, T0) for u in users]
+    recorded = await store.record_batch(first[:40], [], ("persister1", 1), late=True)
+    assert recorded == first[:40]
+    again = [*first, action(2)]
+    recorded = await store.record_batch(again, [], ("persister1", 2), late=True)
+    assert recorded == [*first[40:], action(2)]  # 111 rows: two statements
+    assert await store.record_batch(again, [], ("persister1", 0), late=True) == []
+    assert await db.fetchval("SELECT COUNT(*) FROM event_push_actions") == 151
+    assert await store.action_progress("persister1") == 2
+    assert await store.action_progress("persister2") is None
+    assert await store.positions_with_actions([1, 2, 3]) == {1, 2}
+    # In order, as every batch is recorded: everything given is returned.
+    assert await store.record_batch([action(3)], [], None) == [action(3)]
