@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from homeserver.accounts.registration import RegistrationService
     from homeserver.accounts.sessions import LastSeenTracker, SessionService
     from homeserver.accounts.uia import UserInteractiveAuth
+    from homeserver.admin.build import AdminServices
     from homeserver.admin.federation import AdminDestinations
     from homeserver.admin.jobs import JobRunner
     from homeserver.admin.notices import ServerNotices
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from homeserver.admin.users import AdminUsers
     from homeserver.appservice.registry import AppServices
     from homeserver.appservice.sender import AppServiceSender
+    from homeserver.delayed.service import DelayedEvents
     from homeserver.e2ee.device_lists import DeviceListService
     from homeserver.e2ee.key_backup import KeyBackupService
     from homeserver.e2ee.keys import KeysService
@@ -155,6 +157,7 @@ ROOM_STATS: web.AppKey[RoomStatsUpdater] = web.AppKey("admin_room_stats")
 MEDIA: web.AppKey[MediaRepository] = web.AppKey("media_repository")
 MEDIA_ADMIN: web.AppKey[MediaAdmin] = web.AppKey("media_admin")
 SEARCH: web.AppKey[SearchService] = web.AppKey("search")
+DELAYED_EVENTS: web.AppKey[DelayedEvents] = web.AppKey("delayed_events")
 APP_SERVICES: web.AppKey[AppServices] = web.AppKey("app_services")
 APP_SERVICE_SENDER: web.AppKey[AppServiceSender] = web.AppKey("app_service_sender")
 SLIDING_SYNC: web.AppKey[SlidingSyncService] = web.AppKey("sliding_sync")
@@ -184,3 +187,17 @@ class Mounts:
     key: web.Application
     media: web.Application
     well_known: web.Application
+
+
+def admin_services(admin: AdminServices) -> dict[web.AppKey[Any], Any]:
+    """Where the admin API's handlers find each of its services."""
+    return {
+        ADMIN_USERS: admin.users,
+        ADMIN_ROOMS: admin.rooms,
+        ROOM_SHUTDOWN: admin.shutdown,
+        ADMIN_JOBS: admin.jobs,
+        ADMIN_REPORTS: admin.reports,
+        ADMIN_TOKENS: admin.tokens,
+        ADMIN_DESTINATIONS: admin.destinations,
+        SERVER_NOTICES: admin.notices,
+    }

@@ -70,6 +70,7 @@ from homeserver.composition_federation import (
 )
 from homeserver.composition_identity import build_identity
 from homeserver.config import Config
+from homeserver.delayed.service import DelayedEvents
 from homeserver.e2ee.build import build_e2ee
 from homeserver.e2ee.sync_extension import E2eeSyncExtension
 from homeserver.ephemeral.account_data import AccountDataService
@@ -123,6 +124,7 @@ from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.admin_rooms import AdminRoomStore
 from homeserver.storage.admin_users import AdminUserStore
 from homeserver.storage.appservices import AppServiceStore
+from homeserver.storage.delayed_events import DelayedEventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.presence import PresenceStore
 from homeserver.storage.push import PushStore
@@ -252,12 +254,13 @@ async def build(
     # -- the room service: the only writer of the event graph -----------------------------
     room_state = RoomState(stores)
     guest_eviction = GuestEviction(stores, server_name, tasks)
+    delayed = DelayedEvents(DelayedEventStore(database), config.max_event_delay_ms, not worker)
     heard = event_listeners(
         config.workers.shared_writers,
         views=[activity, relations, joined, bump_stamps],
         notifier=bridge,
         writer_side=[push_actions, *([metrics] if metrics is not None else [])],
-        singletons=[user_directory, room_stats, app_service_sender, guest_eviction],
+        singletons=[user_directory, room_stats, app_service_sender, guest_eviction, delayed],
         is_worker=worker,
     )
     persister = Persister(
@@ -524,6 +527,11 @@ async def build(
         outbound=fed.sender if fed else None,
     )
 
+    room_sender = RoomSender(
+        stores, read_store, local_events, moderation, membership.check_invite_allowed
+    )
+    await delayed.start(room_sender, stores.transactions)  # sends what came due while down
+    stack.push_async_callback(delayed.close)
     services: dict[web.AppKey[Any], Any] = {
         keys.STORES: stores,
         keys.RATE_LIMITERS: limiters,
@@ -535,9 +543,8 @@ async def build(
         keys.ROOM_CREATOR: room_creator,
         keys.ROOM_READ_STORE: read_store,
         keys.ROOM_READER: reader,
-        keys.ROOM_SENDER: RoomSender(
-            stores, read_store, local_events, moderation, membership.check_invite_allowed
-        ),
+        keys.ROOM_SENDER: room_sender,
+        keys.DELAYED_EVENTS: delayed,
         keys.ROOM_DIRECTORY: directory,
         keys.SPACE_HIERARCHY: SpaceHierarchy(stores, directory, remote_directory),
         keys.ROOM_UPGRADER: RoomUpgrader(stores, local_events, room_creator),
@@ -570,14 +577,6 @@ async def build(
         keys.USER_DIRECTORY: user_directory,
         keys.REPORTS: reports,
         keys.MODERATION: moderation,
-        keys.ADMIN_USERS: admin.users,
-        keys.ADMIN_ROOMS: admin.rooms,
-        keys.ROOM_SHUTDOWN: admin.shutdown,
-        keys.ADMIN_JOBS: admin.jobs,
-        keys.ADMIN_REPORTS: admin.reports,
-        keys.ADMIN_TOKENS: admin.tokens,
-        keys.ADMIN_DESTINATIONS: admin.destinations,
-        keys.SERVER_NOTICES: admin.notices,
         keys.ROOM_STATS: room_stats,
         keys.MEDIA: media,
         keys.SEARCH: SearchService(stores, SearchStore(database), reader),
@@ -591,7 +590,7 @@ async def build(
         ROOM_STATE: room_state,
         FEDERATED_MEMBERSHIP: federated_membership,
     }
-    services.update(federation_services(fed, transactions))
+    services.update(federation_services(fed, transactions) | keys.admin_services(admin))
 
     def publish(app: web.Application) -> None:
         for key, value in services.items():

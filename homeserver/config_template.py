@@ -172,6 +172,8 @@ rc_invites:
   per_issuer: {{per_second: 0.3, burst_count: 10}}
 rc_third_party_invite: {{per_second: 0.2, burst_count: 10}}
 rc_media_create: {{per_second: 10, burst_count: 50}}
+# Managing a delayed event (restart, cancel, send; per owner, per address for unknown IDs):
+rc_delayed_event_mgmt: {{per_second: 1, burst_count: 5}}
 # Redactions by server admins are unlimited unless set:
 #rc_admin_redaction: {{per_second: 1, burst_count: 50}}
 
@@ -222,6 +224,10 @@ max_spider_size: "10M"
 
 # Application services (bridges, bots): their registration files.
 #app_service_config_files: ["/etc/matrix/bridge-registration.yaml"]
+
+# Delayed events (MSC4140; Element Call uses them to end a crashed client's call
+# membership): the longest delay a user may ask for. null switches them off.
+max_event_delay_duration: 1d
 
 # Largest JSON request body we accept (uploads use max_upload_size).
 max_request_body: "10M"

@@ -18,6 +18,7 @@ from homeserver.appstate import (
     STORES,
 )
 from homeserver.client.auth import Requester, get_requester, massaged_ts
+from homeserver.client.delayed_events import schedule_if_delayed
 from homeserver.client.validate import event_content, optional_str
 from homeserver.errors import MatrixError, not_found
 from homeserver.http import json_response, query_param, read_json_body
@@ -95,6 +96,11 @@ async def send_event(request: web.Request) -> web.Response:
     event_type = event_type_param(request)
     txn_id = _txn_or_new(request)
     content = event_content(await read_json_body(request))
+    delayed = await schedule_if_delayed(
+        request, requester, room_id, event_type, None, content, txn_id
+    )
+    if delayed is not None:
+        return delayed
     sender = request.config_dict[ROOM_SENDER]
     response = await _once_per_txn(
         request,

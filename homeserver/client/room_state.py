@@ -11,6 +11,7 @@ from aiohttp import web
 
 from homeserver.appstate import RATE_LIMITERS, ROOM_READER, ROOM_SENDER
 from homeserver.client.auth import get_requester, massaged_ts
+from homeserver.client.delayed_events import schedule_if_delayed
 from homeserver.client.validate import event_content
 from homeserver.errors import invalid_param
 from homeserver.http import json_response, query_param, read_json_body
@@ -65,6 +66,9 @@ async def put_state_event(request: web.Request) -> web.Response:
     event_type = event_type_param(request)
     state_key = _state_key(request)
     content = event_content(await read_json_body(request))
+    delayed = await schedule_if_delayed(request, requester, room_id, event_type, state_key, content)
+    if delayed is not None:
+        return delayed
     request.config_dict[RATE_LIMITERS].check("message", requester.user_id)
     event_id = await request.config_dict[ROOM_SENDER].set_state(
         room_id,

@@ -45,6 +45,8 @@ UNSTABLE_FEATURES: dict[str, bool] = {
     "org.matrix.msc3882": False,
     # Event filtering by labels (MSC2326): not built.
     "org.matrix.label_based_filtering": False,
+    # Delayed events (MSC4140; homeserver/delayed): Element Call's "left the call" timer.
+    "org.matrix.msc4140": True,
     # Simplified sliding sync (MSC4186): matrix-rust-sdk (Element X) needs it.
     "org.matrix.simplified_msc3575": True,
 }

@@ -241,6 +241,7 @@ class RateLimitConfig:
     admin_redaction: RateLimit = UNLIMITED
     third_party_invite: RateLimit = RateLimit(0.2, 10)
     media_create: RateLimit = RateLimit(10.0, 50)
+    delayed_event_mgmt: RateLimit = RateLimit(1.0, 5)
 
     def get(self, name: str) -> RateLimit:
         """The effective limit for `name` (a field name): unlimited when switched off."""
@@ -373,6 +374,8 @@ class Config:
     gc_thresholds: tuple[int, ...] = DEFAULT_GC_THRESHOLDS
     # Synapse's key: /publicRooms answers clients without an access token.
     allow_public_rooms_without_auth: bool = False
+    # Longest delay a delayed event (MSC4140) may ask for; None: delayed events are off.
+    max_event_delay_ms: int | None = 86_400_000
     server_notices: ServerNoticesConfig | None = None
     # app_service_config_files, parsed (homeserver.config.appservices.AppServiceConfig).
     app_services: tuple[Any, ...] = ()

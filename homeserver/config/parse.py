@@ -95,9 +95,15 @@ KNOWN_KEYS = frozenset(
         "enable_metrics",
         "gc_thresholds",
         "server_notices",
+        "max_event_delay_duration",
         *WORKER_KEYS,
     }
 )
+
+
+def _optional_duration_ms(value: Any) -> int | None:
+    """A duration, or null (switched off)."""
+    return None if value is None else parse_duration_ms(value)
 
 
 def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Config:
@@ -223,6 +229,9 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             top, "gc_thresholds", "", DEFAULT_GC_THRESHOLDS, parse_gc_thresholds
         ),
         allow_public_rooms_without_auth=r.bool(top, "allow_public_rooms_without_auth", "", False),
+        max_event_delay_ms=r.converted(
+            top, "max_event_delay_duration", "", 86_400_000, _optional_duration_ms
+        ),
         server_notices=read_server_notices(r, top.get("server_notices")),
         app_services=read_appservices(r, top),
         workers=read_workers(r, top, database.is_postgres),

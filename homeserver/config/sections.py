@@ -354,6 +354,7 @@ RC_FLAT = {
     "rc_admin_redaction": "admin_redaction",
     "rc_third_party_invite": "third_party_invite",
     "rc_media_create": "media_create",
+    "rc_delayed_event_mgmt": "delayed_event_mgmt",
 }
 # YAML key -> {sub key -> field} for the nested ones.
 RC_NESTED = {

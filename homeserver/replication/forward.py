@@ -35,6 +35,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from homeserver.delayed.service import DELAY_PARAM
 from homeserver.errors import MatrixError, forbidden, unrecognized
 from homeserver.http import client_ip, listener_for_request
 from homeserver.sync.notifier import Notifier
@@ -504,7 +505,11 @@ def persister_middleware(
 
 
 def _shard_key(request: web.Request) -> str | None:
-    """writers.write_shard_key of a request (its token as sent: only a hash input)."""
+    """writers.write_shard_key of a request (its token as sent: only a hash input).
+    A send that only schedules a delayed event writes no room: the main runs their
+    timer (homeserver/delayed), so it goes there."""
+    if DELAY_PARAM in request.query:
+        return None
     token = request.headers.get("Authorization") or request.query.get("access_token")
     return write_shard_key(request.method, request.path, token)
 

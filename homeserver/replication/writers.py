@@ -191,14 +191,14 @@ def event_listeners(
     in that order); `notifier` wakes long-polls (told last, once the views are
     current); `writer_side`: once per event where it is written (push rules first,
     metrics); `singletons`: once per deployment, on the main (user directory, room
-    stats, appservices, guest eviction)."""
+    stats, appservices, guest eviction, delayed events)."""
     follower = [*views, notifier]
     if not shared_writers:
         activity, relations, joined, bump_stamps = views
         push, *rest = writer_side
-        directory, stats, appservices, guests = singletons
+        directory, stats, *later = singletons
         persister = [activity, notifier, push, relations, joined, directory, stats]
-        persister += [bump_stamps, appservices, guests, *rest]
+        persister += [bump_stamps, *later, *rest]
         return EventListeners(persister, [notifier], follower, None, [notifier])
     commits = LocalCommits()
     if not is_worker:

@@ -405,3 +405,48 @@ async def test_presence_has_one_writer_while_users_act_through_the_persisters(
         await conn.close()
     positions = [r["stream_id"] for r in rows]
     assert len(rows) == len(users) and len(set(positions)) == len(positions), rows
+
+
+async def test_delayed_events_are_kept_and_sent_by_the_main_across_its_restart(
+    deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """Delayed events (homeserver/delayed) in rooms of both persisters, scheduled through
+    nginx and a reader: the main runs their timer (a delayed send has no room shard),
+    the delay_id alone restarts one through nginx, and one that comes due while the
+    main is down is sent once it is back; each exactly once."""
+    alice = await register(session, deployment.url)
+    anonymous = Client(session, deployment.url)
+    rooms = await rooms_on_both_persisters(alice, 2)
+    delayed = "/_matrix/client/unstable/org.matrix.msc4140/delayed_events"
+    expected: dict[str, list[str]] = {room: [] for room in rooms}
+    restarted = ""
+    for room in rooms:
+        for base in (deployment.url, reader(deployment, 1)):
+            body = secrets.token_hex(4)
+            path = f"{C}/rooms/{quote(room)}/send/m.room.message/{secrets.token_hex(6)}"
+            answer = await alice.ok(
+                "PUT", f"{path}?org.matrix.msc4140.delay=2500", {"body": body}, base=base
+            )
+            expected[room].append(body)
+            restarted = answer["delay_id"]
+    await anonymous.ok("POST", f"{delayed}/{restarted}/restart", {})
+    listed = await alice.ok("GET", delayed)
+    assert len(listed["scheduled"]) == 2 * len(rooms)
+    # The main dies before they come due and is back after.
+    deployment.kill("main")
+    await asyncio.sleep(3.0)
+    await asyncio.to_thread(deployment.start_process, "main")
+
+    async def bodies(room: str) -> list[str]:
+        path = f"{C}/rooms/{quote(room)}/messages?dir=b&limit=100"
+        chunk = (await alice.ok("GET", path))["chunk"]
+        return sorted(e["content"]["body"] for e in chunk if e["type"] == "m.room.message")
+
+    async with asyncio.timeout(20):
+        for room in rooms:
+            while await bodies(room) != sorted(expected[room]):
+                await asyncio.sleep(0.2)
+    listed = await alice.ok("GET", delayed)
+    assert listed["scheduled"] == []
+    assert {f["outcome"] for f in listed["finalised"]} == {"send"}
+    assert len(listed["finalised"]) == 2 * len(rooms)

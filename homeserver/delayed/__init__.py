@@ -1,0 +1,1 @@
+"""Delayed events (MSC4140): events users schedule now for the server to send later."""
