@@ -226,7 +226,7 @@ max_spider_size: "10M"
 #app_service_config_files: ["/etc/matrix/bridge-registration.yaml"]
 
 # Delayed events (MSC4140; Element Call uses them to end a crashed client's call
-# membership): the longest delay a user may ask for. null switches them off.
+# membership): the longest delay a user may ask for. 0 switches them off.
 max_event_delay_duration: 1d
 
 # Largest JSON request body we accept (uploads use max_upload_size).

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.appstate import Mounts
+from homeserver.appstate import CONFIG, Mounts
 from homeserver.http import json_response
 
 SUPPORTED_VERSIONS = tuple(f"v1.{minor}" for minor in range(1, 20))
@@ -53,9 +53,10 @@ UNSTABLE_FEATURES: dict[str, bool] = {
 
 
 async def get_versions(request: web.Request) -> web.Response:
-    return json_response(
-        {"versions": list(SUPPORTED_VERSIONS), "unstable_features": dict(UNSTABLE_FEATURES)}
-    )
+    features = dict(UNSTABLE_FEATURES)
+    if request.config_dict[CONFIG].max_event_delay_ms is None:  # switched off here
+        features["org.matrix.msc4140"] = False
+    return json_response({"versions": list(SUPPORTED_VERSIONS), "unstable_features": features})
 
 
 def setup(mounts: Mounts) -> None:

@@ -374,7 +374,7 @@ class Config:
     gc_thresholds: tuple[int, ...] = DEFAULT_GC_THRESHOLDS
     # Synapse's key: /publicRooms answers clients without an access token.
     allow_public_rooms_without_auth: bool = False
-    # Longest delay a delayed event (MSC4140) may ask for; None: delayed events are off.
+    # Longest delay a delayed event (MSC4140) may ask for; None (0 in the file): off.
     max_event_delay_ms: int | None = 86_400_000
     server_notices: ServerNoticesConfig | None = None
     # app_service_config_files, parsed (homeserver.config.appservices.AppServiceConfig).

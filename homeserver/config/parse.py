@@ -101,9 +101,9 @@ KNOWN_KEYS = frozenset(
 )
 
 
-def _optional_duration_ms(value: Any) -> int | None:
-    """A duration, or null (switched off)."""
-    return None if value is None else parse_duration_ms(value)
+def _duration_or_off(value: Any) -> int | None:
+    """A duration; 0 means switched off (None)."""
+    return parse_duration_ms(value) or None
 
 
 def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Config:
@@ -230,7 +230,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         ),
         allow_public_rooms_without_auth=r.bool(top, "allow_public_rooms_without_auth", "", False),
         max_event_delay_ms=r.converted(
-            top, "max_event_delay_duration", "", 86_400_000, _optional_duration_ms
+            top, "max_event_delay_duration", "", 86_400_000, _duration_or_off
         ),
         server_notices=read_server_notices(r, top.get("server_notices")),
         app_services=read_appservices(r, top),

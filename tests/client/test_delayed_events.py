@@ -400,3 +400,20 @@ def test_a_delayed_send_is_routed_to_the_main_not_the_rooms_persister() -> None:
     assert _shard_key(request) == "!r:x"
     request.query = {DELAY: "1000"}
     assert _shard_key(request) is None
+
+
+async def test_switched_off_they_are_not_offered_and_refused(
+    aiohttp_client: Any, tmp_config: Callable[..., Config]
+) -> None:
+    client = await aiohttp_client(create_app(tmp_config(max_event_delay_duration=0)))
+    versions = await (await client.get("/_matrix/client/versions")).json()
+    assert versions["unstable_features"]["org.matrix.msc4140"] is False
+    _, alice_token, _, bob_token, room = await _room_with_bob(client)
+    resp = await client.put(
+        f"{V3}/rooms/{room}/send/m.room.message/off",
+        params={DELAY: "1000"},
+        json={"body": "off"},
+        headers=auth(alice_token),
+    )
+    assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
+    assert await _messages(client, room, bob_token, "off") == []

@@ -1,0 +1,57 @@
+"""matrix-js-sdk (a real client, from npm) on our delayed events (MSC4140), the way
+Element Call's MembershipManager uses them: a call-membership state event scheduled
+with a short delay and restarted while connected is not sent; once the restarts stop
+(the client "crashed") the server sends it; a cancelled message cannot be sent.
+
+Node and the package come from .ci/run (tests/js); without them the test skips, unless
+JS_CLIENTS=1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient
+
+from tests.client.helpers import auth, register_user
+from tests.client.test_sliding_sync_jssdk import JS, live  # noqa: F401 (fixture)
+
+SCRIPT = JS / "delayed_events_client.mjs"
+
+
+async def test_matrix_js_sdk_delayed_leave_heartbeat_and_cancel(
+    live: TestClient,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    alice = await register_user(live, "alice")
+    resp = await live.post(
+        "/_matrix/client/v3/createRoom",
+        json={"preset": "public_chat"},
+        headers=auth(alice["access_token"]),
+    )
+    room = (await resp.json())["room_id"]
+    base = str(live.make_url("")).rstrip("/")
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(SCRIPT),
+        base,
+        alice["user_id"],
+        alice["device_id"],
+        alice["access_token"],
+        room,
+        cwd=str(JS),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
+    line = out.decode().strip().splitlines()[-1]
+    assert not line.startswith("ERROR"), out.decode()[-2000:]
+    seen = json.loads(line)
+    assert seen["listed"] == [seen["leaveId"]]
+    assert seen["restarts"] >= 5
+    assert seen["beforeCrash"] is None  # restarted in time: never sent
+    assert seen["sent"] == {"left": True}  # the server sent it for the "crashed" client
+    assert seen["afterCancel"] == "M_NOT_FOUND"
+    assert seen["stillScheduled"] == 0
