@@ -236,6 +236,17 @@ max_request_body: "10M"
 serve_server_wellknown: false
 # Base URL /.well-known/matrix/client advertises (defaults to public_baseurl).
 #well_known_client: "https://matrix.example.com/"
+# More keys for /.well-known/matrix/client (ours are never replaced): Element Call
+# finds its LiveKit token service (lk-jwt-service) here...
+#extra_well_known_client_content:
+#  org.matrix.msc4143.rtc_foci:
+#    - type: livekit
+#      livekit_service_url: "https://livekit-jwt.example.com"
+# ...or here: GET /_matrix/client/unstable/org.matrix.msc4143/rtc/transports (MSC4143).
+#matrix_rtc:
+#  transports:
+#    - type: livekit
+#      livekit_service_url: "https://livekit-jwt.example.com"
 # What /.well-known/matrix/support tells users (404 when left out): admin contacts
 # (role m.role.admin or m.role.security, with a matrix_id and/or an email_address)
 # and/or a support page.

@@ -327,6 +327,12 @@ class WellKnownConfig:
     serve_server_wellknown: bool = False
     client_base_url: str | None = None  # what /.well-known/matrix/client advertises
     support: SupportConfig | None = None  # None: /.well-known/matrix/support is 404
+    # Synapse's extra_well_known_client_content: more keys for the client document
+    # (e.g. Element Call's org.matrix.msc4143.rtc_foci); never replaces ours.
+    extra_client_content: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # Synapse's matrix_rtc.transports: the MatrixRTC backends (LiveKit SFUs) clients are
+    # told of by GET /unstable/org.matrix.msc4143/rtc/transports (MSC4143).
+    rtc_transports: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from canonicaljson import encode_canonical_json
+
 from homeserver.config.model import (
     DEFAULT_IP_RANGE_BLACKLIST,
     RESOURCE_NAMES,
@@ -216,6 +218,40 @@ def _read_postgres(r: Reader, m: Mapping[str, Any], default: DatabaseConfig) -> 
 
 _ROLE = re.compile(r"^m\.role\.(admin|security)$|^(?!m\.)[a-z0-9_.-]+\.[a-z0-9_.-]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def read_json_mapping(r: Reader, top: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A mapping served to clients as JSON as it is (YAML dates and the like refused)."""
+    m = r.mapping(top.get(key), key)
+    if m is None:
+        return {}
+    try:
+        encode_canonical_json(m)
+    except (TypeError, ValueError) as exc:
+        r.problem(key, f"must hold JSON values only: {exc}")
+        return {}
+    return dict(m)
+
+
+def read_rtc_transports(r: Reader, top: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+    """`matrix_rtc: {transports: [{type: livekit, livekit_service_url: ...}, ...]}`."""
+    m = r.mapping(top.get("matrix_rtc"), "matrix_rtc")
+    if m is None:
+        return ()
+    r.check_keys(m, {"transports"}, "matrix_rtc")
+    transports = []
+    for i, item in enumerate(r.list(m, "transports", "matrix_rtc") or []):
+        where = f"matrix_rtc.transports[{i}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("type"), str):
+            r.problem(where, "expected a mapping with a string 'type'")
+            continue
+        try:
+            encode_canonical_json(item)
+        except (TypeError, ValueError) as exc:
+            r.problem(where, f"must hold JSON values only: {exc}")
+            continue
+        transports.append(dict(item))
+    return tuple(transports)
 
 
 def read_support(r: Reader, raw: Any) -> SupportConfig | None:
