@@ -30,6 +30,7 @@ import homeserver.admin_api as admin_api
 import homeserver.client.account as client_accounts
 import homeserver.client.appservice as client_appservice
 import homeserver.client.capabilities as client_capabilities
+import homeserver.client.dehydrated_devices as client_dehydrated_devices
 import homeserver.client.delayed_events as client_delayed_events
 import homeserver.client.key_backup as client_key_backup
 import homeserver.client.keys as client_keys
@@ -112,6 +113,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_misc.setup),
     (CLIENT, client_mutual_rooms.setup),
     (CLIENT, client_delayed_events.setup),
+    (CLIENT, client_dehydrated_devices.setup),
     (CLIENT, client_openid.setup),
     (CLIENT, admin_api.setup),
     (MEDIA_REPO, admin_api.setup_media),

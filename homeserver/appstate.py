@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from homeserver.appservice.registry import AppServices
     from homeserver.appservice.sender import AppServiceSender
     from homeserver.delayed.service import DelayedEvents
+    from homeserver.e2ee.build import E2ee
+    from homeserver.e2ee.dehydration import DehydratedDevices
     from homeserver.e2ee.device_lists import DeviceListService
     from homeserver.e2ee.key_backup import KeyBackupService
     from homeserver.e2ee.keys import KeysService
@@ -158,6 +160,7 @@ MEDIA: web.AppKey[MediaRepository] = web.AppKey("media_repository")
 MEDIA_ADMIN: web.AppKey[MediaAdmin] = web.AppKey("media_admin")
 SEARCH: web.AppKey[SearchService] = web.AppKey("search")
 DELAYED_EVENTS: web.AppKey[DelayedEvents] = web.AppKey("delayed_events")
+DEHYDRATED_DEVICES: web.AppKey[DehydratedDevices] = web.AppKey("dehydrated_devices")
 APP_SERVICES: web.AppKey[AppServices] = web.AppKey("app_services")
 APP_SERVICE_SENDER: web.AppKey[AppServiceSender] = web.AppKey("app_service_sender")
 SLIDING_SYNC: web.AppKey[SlidingSyncService] = web.AppKey("sliding_sync")
@@ -200,4 +203,16 @@ def admin_services(admin: AdminServices) -> dict[web.AppKey[Any], Any]:
         ADMIN_TOKENS: admin.tokens,
         ADMIN_DESTINATIONS: admin.destinations,
         SERVER_NOTICES: admin.notices,
+    }
+
+
+def e2ee_services(e2ee: E2ee) -> dict[web.AppKey[Any], Any]:
+    """Where the end-to-end encryption handlers find each of its services."""
+    return {
+        E2EE_KEYS: e2ee.keys,
+        E2EE_KEY_STORE: e2ee.key_store,
+        TO_DEVICE: e2ee.to_device,
+        DEVICE_LISTS: e2ee.device_lists,
+        KEY_BACKUP: e2ee.key_backup,
+        DEHYDRATED_DEVICES: e2ee.dehydrated,
     }

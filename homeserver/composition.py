@@ -403,6 +403,7 @@ async def build(
         device_renamed=[e2ee_keys.device_created],  # other servers show it: as a new one
         moderation=moderation,
     )
+    e2ee.dehydrated.bind(sessions.delete_devices)
     uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)
     registration = RegistrationService(
         config.registration, server_name, stores.accounts, auth_store, hasher, sessions
@@ -565,11 +566,6 @@ async def build(
             config.registration.shared_secret
         ),
         keys.OPENID_TOKENS: OpenIdTokens(),
-        keys.E2EE_KEYS: e2ee_keys,
-        keys.E2EE_KEY_STORE: e2ee.key_store,
-        keys.TO_DEVICE: to_device,
-        keys.DEVICE_LISTS: device_lists,
-        keys.KEY_BACKUP: e2ee.key_backup,
         keys.PUSH_STORE: push_store,
         keys.PUSH_RULES: push_rules,
         keys.PUSH_ACTIONS: push_actions,
@@ -590,7 +586,8 @@ async def build(
         ROOM_STATE: room_state,
         FEDERATED_MEMBERSHIP: federated_membership,
     }
-    services.update(federation_services(fed, transactions) | keys.admin_services(admin))
+    services.update(keys.e2ee_services(e2ee) | keys.admin_services(admin))
+    services.update(federation_services(fed, transactions))
 
     def publish(app: web.Application) -> None:
         for key, value in services.items():

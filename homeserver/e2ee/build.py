@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from homeserver.e2ee.dehydration import DehydratedDevices
 from homeserver.e2ee.device_list_edus import DeviceListBroadcaster
 from homeserver.e2ee.device_lists import DeviceListService
 from homeserver.e2ee.key_backup import KeyBackupService
@@ -12,6 +13,7 @@ from homeserver.e2ee.keys import KeysService
 from homeserver.e2ee.remote_device_cache import RemoteDeviceCache
 from homeserver.e2ee.to_device import ToDeviceService
 from homeserver.storage.database import Database
+from homeserver.storage.dehydrated_devices import DehydratedDeviceStore
 from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.e2ee_keys import E2eeKeyStore
 from homeserver.storage.key_backup import KeyBackupStore
@@ -30,10 +32,12 @@ class E2ee:
     keys: KeysService
     to_device: ToDeviceService
     key_backup: KeyBackupService
+    dehydrated: DehydratedDevices
 
     async def device_deleted(self, user_id: str, device_id: str) -> None:
         await self.to_device.device_deleted(user_id, device_id)
         await self.keys.device_deleted(user_id, device_id)
+        await self.dehydrated.device_deleted(user_id, device_id)
 
 
 async def build_e2ee(
@@ -82,4 +86,5 @@ async def build_e2ee(
         keys,
         to_device,
         KeyBackupService(KeyBackupStore(database)),
+        DehydratedDevices(DehydratedDeviceStore(database), stores.accounts, keys, to_device),
     )
