@@ -29,13 +29,23 @@ def decode_token(token: str) -> str:
     try:
         room_id = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise invalid_param("Invalid 'from' token") from None
+        raise invalid_param("Invalid batch token") from None
     if not room_id.startswith("!"):
-        raise invalid_param("Invalid 'from' token")
+        raise invalid_param("Invalid batch token")
     return room_id
 
 
 async def get_mutual_rooms(request: web.Request) -> web.Response:
+    return json_response(await _mutual_rooms(request, "from", "next_batch"))
+
+
+async def get_mutual_rooms_unstable(request: web.Request) -> web.Response:
+    """MSC2666's last unstable form (matrix-js-sdk's _unstable_getSharedRooms): the same
+    answer with the token as `batch_token` / `next_batch_token`."""
+    return json_response(await _mutual_rooms(request, "batch_token", "next_batch_token"))
+
+
+async def _mutual_rooms(request: web.Request, from_key: str, next_key: str) -> dict[str, object]:
     requester = await get_requester(request)
     other = query_param(request, "user_id")
     if other is None:
@@ -44,7 +54,7 @@ async def get_mutual_rooms(request: web.Request) -> web.Response:
         raise invalid_param("The user ID provided was invalid")
     if other == requester.user_id:
         raise invalid_param("You cannot ask for mutual rooms with yourself")
-    after = query_param(request, "from", decode_token)
+    after = query_param(request, from_key, decode_token)
     stores = request.config_dict[STORES]
     mine = await stores.current_state.get_memberships_for_user(requester.user_id)
     theirs = await stores.current_state.get_memberships_for_user(other)
@@ -53,9 +63,12 @@ async def get_mutual_rooms(request: web.Request) -> web.Response:
     remaining = [r for r in shared if after is None or r > after]
     body: dict[str, object] = {"joined": remaining[:BATCH_SIZE], "count": len(shared)}
     if len(remaining) > BATCH_SIZE:
-        body["next_batch"] = encode_token(remaining[BATCH_SIZE - 1])
-    return json_response(body)
+        body[next_key] = encode_token(remaining[BATCH_SIZE - 1])
+    return body
 
 
 def setup(mounts: Mounts) -> None:
     mounts.client.router.add_get("/v1/mutual_rooms", get_mutual_rooms)
+    mounts.client.router.add_get(
+        "/unstable/uk.half-shot.msc2666/user/mutual_rooms", get_mutual_rooms_unstable
+    )

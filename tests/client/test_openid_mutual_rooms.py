@@ -114,6 +114,15 @@ async def test_mutual_rooms(app_client: TestClient, monkeypatch) -> None:
         )
     ).json()
     assert page2 == {"joined": sorted(shared)[2:], "count": 3}
+    # MSC2666's last unstable form (matrix-js-sdk): batch_token / next_batch_token.
+    unstable = "/_matrix/client/unstable/uk.half-shot.msc2666/user/mutual_rooms"
+    page1 = await (
+        await app_client.get(unstable, params={"user_id": bob}, headers=auth(token))
+    ).json()
+    assert page1["joined"] == sorted(shared)[:2] and "next_batch" not in page1
+    params = {"user_id": bob, "batch_token": page1["next_batch_token"]}
+    page2 = await (await app_client.get(unstable, params=params, headers=auth(token))).json()
+    assert page2 == {"joined": sorted(shared)[2:], "count": 3}
 
     nobody = await app_client.get(MUTUAL, params={"user_id": carol}, headers=auth(token))
     assert await nobody.json() == {"joined": [], "count": 0}
