@@ -6,10 +6,11 @@
 - POST /delayed_events/{delay_id} with `{"action": "cancel"|"restart"|"send"}`, and
   POST /delayed_events/{delay_id}/{action}: manage one. No access token is needed
   (the delay_id is the capability: an SFU's token service restarts a call member's
-  timer on their behalf); one that is given must be valid and the event's owner's.
+  timer on their behalf); one that is given must be valid, and does not matter
+  otherwise (as in Synapse).
 - GET /delayed_events: the requester's `scheduled` and `finalised` ones (filters
-  `status` and `delay_id`, each repeatable), and `delayed_events` (the scheduled
-  ones) for clients of the MSC's first revision.
+  `status` and `delay_id`, each repeatable), and always `delayed_events` (the scheduled
+  ones), which is all Synapse 1.163 answers and what matrix-js-sdk reads.
 """
 
 from __future__ import annotations
@@ -73,14 +74,14 @@ async def _manage(request: web.Request, action: str) -> web.Response:
     delay_id = request.match_info["delay_id"]
     if not delay_id or len(delay_id) > MAX_DELAY_ID:
         raise not_found("No such scheduled delayed event")
-    requester = await get_optional_requester(request)
+    await get_optional_requester(request)  # a token given must be valid (401 if not)
     service = request.config_dict[DELAYED_EVENTS]
     owner = await service.owner_of(delay_id)
     # Keyed by the owner: a token service acting for many users from one address is
     # not throttled for all of them at once; guesses at unknown IDs are, per address.
     key = owner if owner is not None else "ip:" + client_ip(request)
     request.config_dict[RATE_LIMITERS].check("delayed_event_mgmt", key)
-    await service.act(delay_id, action, requester.user_id if requester else None)
+    await service.act(delay_id, action)
     return json_response({})
 
 
@@ -118,8 +119,7 @@ async def get_delayed_events(request: web.Request) -> web.Response:
         body["scheduled"] = scheduled
     if not statuses or "finalised" in statuses:
         body["finalised"] = finalised
-    if not statuses:
-        body["delayed_events"] = scheduled
+    body["delayed_events"] = scheduled  # the first revision's key: Synapse 1.163 has only it
     return json_response(body)
 
 

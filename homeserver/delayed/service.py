@@ -126,12 +126,16 @@ def max_delay_exceeded(max_delay_ms: int) -> MatrixError:
 
 def describe(event: DelayedEvent) -> dict[str, Any]:
     """A scheduled event as GET /delayed_events lists it."""
+    since = event.send_ts - event.delay_ms
     body: dict[str, Any] = {
         "delay_id": event.delay_id,
         "room_id": event.room_id,
         "type": event.event_type,
         "delay": event.delay_ms,
-        "running_since": event.send_ts - event.delay_ms,
+        "running_since": since,
+        # The names Synapse 1.163 adds beside the first two (a later MSC revision's).
+        "delay_ms": event.delay_ms,
+        "delayed_since_ts": since,
         "content": event.content,
     }
     if event.state_key is not None:
@@ -247,13 +251,15 @@ class DelayedEvents:
         event = await self._store.get(delay_id)
         return event.user_id if event is not None and event.scheduled else None
 
-    async def act(self, delay_id: str, action: str, user_id: str | None = None) -> None:
+    async def act(self, delay_id: str, action: str) -> None:
         """cancel / restart / send the scheduled event `delay_id`: 404 if there is none
-        (never was, already sent or cancelled, or - with `user_id` - not theirs)."""
+        (never was, already sent or cancelled). Whoever holds the delay_id may: the
+        requester's identity plays no part (Synapse 1.163 acts for another user's token
+        too; leaving the token out would do the same)."""
         if action not in ACTIONS:
             raise invalid_param(f"'action' must be one of {', '.join(ACTIONS)}")
         event = await self._store.get(delay_id)
-        if event is None or not event.scheduled or user_id not in (None, event.user_id):
+        if event is None or not event.scheduled:
             raise not_found("No such scheduled delayed event")
         if action == "send":
             done = await self._send(event, "action")
