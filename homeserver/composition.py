@@ -230,6 +230,7 @@ async def build(
     )
     stack.push_async_callback(push_delivery.close)
     this = config.workers.worker_name
+    stores.events.instance_name = this  # whose push rules evaluate what it persists
     push_actions = ActionGenerator(stores, push_store, push_rules, server_name, push_delivery, this)
     stack.push_async_callback(push_actions.close)
     if not worker:  # one process deletes what is kept for a while only

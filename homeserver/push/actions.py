@@ -170,12 +170,13 @@ class ActionGenerator:
     async def catch_up(self) -> int:
         """Evaluate the events after this instance's recorded progress that have no
         actions (the process stopped, or the database failed, between an event's commit
-        and its actions'); how many. Any room: a process writes events in rooms routed
-        to others too (a room creation, a profile change), and another process recording
-        the same event meanwhile is harmless (`late` rows are inserted, and pushed, once).
-        Never at or below the retention's fold position (summaries count those). Called
-        before the process serves, so no reader counts without them. A first start only
-        records the current position."""
+        and its actions'); how many. Only the events this process persisted
+        (events.instance_name), in any room (it writes in rooms routed to others too: a
+        room creation, a profile change): no other process evaluates those, so none can
+        be recording and pushing them meanwhile (reading everyone's events raced their
+        live batches, and both pushed). Never at or below the retention's fold position
+        (summaries count those). Called before the process serves, so no reader counts
+        without them. A first start only records the current position."""
         events = self._stores.events
         newest = await events.get_current_stream_position()
         since = await self._push.action_progress(self._instance)
@@ -190,7 +191,7 @@ class ActionGenerator:
             since = newest - CATCH_UP_LIMIT
         evaluated = found = 0
         while since < newest:
-            page = await events.read_stream(since, newest, CATCH_UP_PAGE)
+            page = await events.read_stream(since, newest, CATCH_UP_PAGE, self._instance)
             if not page:
                 break
             since = page[-1][1]

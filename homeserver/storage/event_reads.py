@@ -97,21 +97,26 @@ class EventReads:
                         self._cache.set_if_current(c.event.event_id, c, generation)
         return found
 
-    async def read_stream(self, since: int, upto: int, limit: int) -> list[tuple[Event, int, bool]]:
+    async def read_stream(
+        self, since: int, upto: int, limit: int, written_by: str | None = None
+    ) -> list[tuple[Event, int, bool]]:
         """The accepted events at stream positions in (since, upto], in stream order, at
-        most `limit`: (event, stream ordering, outlier). Rejected and soft-failed events
-        are left out. One query with the events' JSON (a worker following another
-        process's writes holds none of them yet; the two-step read of `get_events` would
-        cost a second round trip per batch), and each event enters the cache."""
+        most `limit`: (event, stream ordering, outlier); with `written_by`, only those
+        that process persisted. Rejected and soft-failed events are left out. One query
+        with the events' JSON (a worker following another process's writes holds none
+        of them yet; the two-step read of `get_events` would cost a second round trip
+        per batch), and each event enters the cache."""
         generation = self._cache.generation()
+        writer = "" if written_by is None else " AND e.instance_name = $4"
         rows = await self.db.fetch(
             f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM}"
             " WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2"
-            " AND NOT e.soft_failed AND e.rejected_reason IS NULL"
+            f" AND NOT e.soft_failed AND e.rejected_reason IS NULL{writer}"
             " ORDER BY e.stream_ordering LIMIT $3",
             since,
             upto,
             limit,
+            *(() if written_by is None else (written_by,)),
         )
         out: list[tuple[Event, int, bool]] = []
         for row in rows:

@@ -64,6 +64,8 @@ class EventStore(EventReads):
 
     def __init__(self, db: Database, cache_size: int = 10_000) -> None:
         super().__init__(db, cache_size)
+        # Which process writes (events.instance_name): the composition sets its name.
+        self.instance_name: str | None = None
         # Told (after commit) in which room whose membership rows a persist changed.
         self.membership_observers: list[Callable[[str, set[str]], None]] = []
         self._groups: GroupCommit[PersistRequest, list[int]] = GroupCommit(
@@ -211,8 +213,9 @@ class EventStore(EventReads):
         received = now_ms()
         await conn.executemany(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
-            " depth, origin_server_ts, received_ts, outlier, soft_failed, rejected_reason, json)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            " depth, origin_server_ts, received_ts, outlier, soft_failed, rejected_reason, json,"
+            " instance_name)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             [
                 (
                     assigned[i.event.event_id],
@@ -228,6 +231,7 @@ class EventStore(EventReads):
                     i.soft_failed,
                     i.rejected_reason,
                     dump_json(i.event.pdu),
+                    self.instance_name,
                 )
                 for i in new_items
             ],

@@ -159,8 +159,8 @@ async def test_a_catch_up_reads_a_bounded_tail_above_the_fold(
     reads: list[int] = []
     real = events.read_stream
 
-    async def counted(since: int, upto: int, limit: int) -> Any:
-        page = await real(since, upto, limit)
+    async def counted(since: int, upto: int, limit: int, written_by: Any = None) -> Any:
+        page = await real(since, upto, limit, written_by)
         reads.extend(so for _, so, _ in page)
         return page
 
@@ -181,3 +181,35 @@ async def test_a_catch_up_reads_a_bounded_tail_above_the_fold(
         "SELECT COUNT(*) FROM event_push_actions WHERE user_id = $1", bob
     )
     assert rows == 4
+
+
+async def test_a_catch_up_evaluates_only_what_this_process_persisted(
+    database_settings: dict[str, Any], aiohttp_client: Any, tmp_config: Callable[..., Config]
+) -> None:
+    """Each event records the process that persisted it, whose push rules evaluate it: a
+    start catches up only its own. Another process's events are evaluated (and pushed)
+    by that process, live or at its own start; evaluating them here too raced its live
+    batch, and both pushed the notification."""
+    config = tmp_config(**database_settings)
+    client = await aiohttp_client(create_app(config))
+    alice, bob, _, room = await two_users(client, third=False)
+    app = client.server.app
+    events = app[STORES].events
+    dropped = _never_recorded(app[PUSH_ACTIONS])
+    mine = await send(client, room, alice, "persisted here, then the process stops")
+    events.instance_name = "event_persister9"  # as if that process had persisted these
+    theirs = [await send(client, room, alice, f"persisted by another process {i}") for i in (1, 2)]
+    events.instance_name = "main"
+    for _ in range(50):
+        if len(dropped) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert len(dropped) == 3
+    await client.close()
+
+    client = await aiohttp_client(create_app(config))
+    app = client.server.app
+    store, events = app[PUSH_STORE], app[STORES].events
+    await expect_counts(client, bob, room, notification_count=1)
+    positions = [await events.get_stream_ordering(e) for e in (mine, *theirs)]
+    assert await store.positions_with_actions(positions) == {positions[0]}
