@@ -274,3 +274,7 @@ def setup_routes(app: web.Application) -> None:
         room_summary,
         versions=("v1", "unstable/im.nheko.summary"),
     )
+    # MSC3266's unstable paths, as Synapse serves them: matrix-js-sdk's getRoomSummary
+    # (Element's room previews) asks the first, then the second.
+    for path in ("/summary/{room_id_or_alias}", "/rooms/{room_id_or_alias}/summary"):
+        add_routes(app, "GET", path, room_summary, versions=("unstable/im.nheko.summary",))

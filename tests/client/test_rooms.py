@@ -408,6 +408,11 @@ async def test_room_summary(app_client: Any, users: Any) -> None:
     assert summary.status == 200
     assert body["room_id"] == room and body["name"] == "S" and body["join_rule"] == "public"
     assert "membership" not in body
+    # MSC3266's unstable paths, where matrix-js-sdk's getRoomSummary asks (Synapse's).
+    for path in (f"summary/{room}", f"rooms/{room}/summary", f"room_summary/{room}"):
+        unstable = f"/_matrix/client/unstable/im.nheko.summary/{path}"
+        resp = await app_client.get(unstable, headers=auth(ctok))
+        assert resp.status == 200 and await resp.json() == body, path
     private = await create(app_client, atok, {"preset": "private_chat"})
     resp = await app_client.get(f"/_matrix/client/v1/room_summary/{private}", headers=auth(ctok))
     assert resp.status == 404
