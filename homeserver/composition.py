@@ -421,6 +421,7 @@ async def build(
         sessions,
         push_store.delete_pushers_of,
         identity_binds.unbind_all,
+        account_data.forget_user,
     )
     if not worker:
         tasks.spawn(housekeeping(uia, auth_store), "accounts housekeeping")

@@ -28,7 +28,10 @@ class AccountLifecycle:
         sessions: SessionService,
         remove_pushers: Callable[[str], Awaitable[Any]] | None = None,
         unbind_threepids: Callable[[str], Awaitable[bool]] | None = None,
+        forget_account_data: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        # AccountDataService.forget_user: the account's data and tags go with it.
+        self._forget_account_data = forget_account_data
         # IdentityBinds.unbind_all: identity servers forget the account's 3PIDs.
         self._unbind_threepids = unbind_threepids
         # PushStore.delete_pushers_of: a deactivated account's phones hear nothing more.
@@ -49,7 +52,8 @@ class AccountLifecycle:
             await self._accounts.delete_tokens_except_device(user_id, keep_device)
 
     async def deactivate(self, user_id: str, *, erase: bool = False) -> str:
-        """Lock the account for good: no password, tokens or devices; leave every room.
+        """Lock the account for good: no password, tokens, devices or account data; leave
+        every room.
 
         The account is locked first so nothing new happens while we leave rooms; a room
         we fail to leave is logged and skipped (the membership stays, the account cannot
@@ -73,6 +77,8 @@ class AccountLifecycle:
                 logger.exception("deactivating %s: could not leave %s", user_id, info.room_id)
         await self._accounts.set_displayname(user_id, None)
         await self._accounts.set_avatar_url(user_id, None)
+        if self._forget_account_data is not None:
+            await self._forget_account_data(user_id)
         if erase:
             await self._accounts.set_erased(user_id, True)
             profile = await self._accounts.get_profile(user_id)

@@ -53,6 +53,13 @@ class AccountDataService:
             self._blocking.invalidate(user_id)
         self._notifier.notify("account_data", pos, users=[user_id])
 
+    async def forget_user(self, user_id: str) -> None:
+        """Delete the user's account data, room tags included (deactivation, as Synapse)."""
+        async with self._lock:
+            await self._store.delete_user(user_id)
+        self._ignored.invalidate(user_id)
+        self._blocking.invalidate(user_id)
+
     async def get(self, user_id: str, data_type: str, room_id: str = "") -> dict[str, Any] | None:
         return await self._store.get(user_id, room_id, data_type)
 

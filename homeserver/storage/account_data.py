@@ -13,6 +13,9 @@ from typing import Any
 from ._util import dump_json, load_json
 from .database import Connection, Database
 
+# The mark row's type (user_id ''): keeps the stream's highest position (delete_user).
+STREAM_MARK = "org.homeserver.stream_position"
+
 
 @dataclass(frozen=True)
 class AccountDataEntry:
@@ -34,8 +37,8 @@ class AccountDataStore:
         is allocated inside the write transaction: write transactions are serialised
         (in the process; with several writing processes, across the deployment by
         PostgreSQL, storage/postgres_locks.py), so positions are unique and commit in
-        order whichever process writes. Rows are only ever replaced by a higher
-        position, never deleted, so the maximum never goes back."""
+        order whichever process writes. Rows are replaced by a higher position, and
+        deleted only with the maximum kept (delete_user), so it never goes back."""
         async with self.db.transaction() as conn:
             return await _write(conn, user_id, room_id, data_type, content)
 
@@ -63,6 +66,25 @@ class AccountDataStore:
             if content is None:
                 return None
             return await _write(conn, user_id, room_id, data_type, content)
+
+    async def delete_user(self, user_id: str) -> int:
+        """Delete everything of the user (a deactivation); how many entries. Positions are
+        MAX + 1: if the user held the highest, a mark row (no user) keeps it, or the
+        next write anywhere would reuse a position some client's token already passed
+        (and that client would never see it)."""
+        async with self.db.transaction() as conn:
+            top = await conn.fetchval("SELECT MAX(stream_id) FROM account_data")
+            deleted = await conn.execute("DELETE FROM account_data WHERE user_id = $1", user_id)
+            if deleted and top is not None:
+                await conn.execute(
+                    "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
+                    " VALUES ('', '', $1, '{}', $2) ON CONFLICT (user_id, room_id, data_type)"
+                    " DO UPDATE SET stream_id = excluded.stream_id"
+                    " WHERE account_data.stream_id < excluded.stream_id",
+                    STREAM_MARK,
+                    top,
+                )
+        return deleted
 
     async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:
         text = await self.db.fetchval(
