@@ -3,7 +3,7 @@
 //
 //   node delayed_events_client.mjs BASE_URL USER_ID DEVICE_ID ACCESS_TOKEN ROOM_ID
 //
-// Schedules a call-membership-like state event with a 1 s delay and restarts it every
+// Schedules a call-membership-like state event with a 2 s delay and restarts it every
 // 300 ms for 2.5 s (the "still connected" heartbeat), then stops (the "crash") and
 // waits until the server has sent it; schedules a message and cancels it; prints one
 // JSON line of what it saw, or ERROR <message>.
@@ -26,7 +26,7 @@ async function stateNow() {
 
 try {
   const { delay_id: leaveId } = await client._unstable_sendDelayedStateEvent(
-    roomId, { delay: 1000 }, stateType, { left: true }, stateKey,
+    roomId, { delay: 2000 }, stateType, { left: true }, stateKey,
   );
   const pending = await client._unstable_getDelayedEvents();
   const listed = (pending.delayed_events || []).map((e) => e.delay_id);
