@@ -8,21 +8,14 @@ JS_CLIENTS=1."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from pathlib import Path
-
 from aiohttp.test_utils import TestClient
 
 from tests.client.helpers import auth, register_user
-from tests.client.test_sliding_sync_jssdk import JS, live  # noqa: F401 (fixture)
-
-SCRIPT = JS / "delayed_events_client.mjs"
+from tests.client.test_sliding_sync_jssdk import live, run_js  # noqa: F401 (fixture)
 
 
 async def test_matrix_js_sdk_delayed_leave_heartbeat_and_cancel(
     live: TestClient,  # noqa: F811
-    tmp_path: Path,
 ) -> None:
     alice = await register_user(live, "alice")
     resp = await live.post(
@@ -31,24 +24,7 @@ async def test_matrix_js_sdk_delayed_leave_heartbeat_and_cancel(
         headers=auth(alice["access_token"]),
     )
     room = (await resp.json())["room_id"]
-    base = str(live.make_url("")).rstrip("/")
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(SCRIPT),
-        base,
-        alice["user_id"],
-        alice["device_id"],
-        alice["access_token"],
-        room,
-        cwd=str(JS),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with asyncio.timeout(60):
-        out, _ = await proc.communicate()
-    line = out.decode().strip().splitlines()[-1]
-    assert not line.startswith("ERROR"), out.decode()[-2000:]
-    seen = json.loads(line)
+    seen = await run_js(live, "delayed_events_client.mjs", alice, room)
     assert seen["listed"] == [seen["leaveId"]]
     assert seen["restarts"] >= 5
     assert seen["beforeCrash"] is None  # restarted in time: never sent

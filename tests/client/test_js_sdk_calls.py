@@ -6,13 +6,10 @@ JS_CLIENTS=1."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 from aiohttp.test_utils import TestClient
 
 from tests.client.helpers import auth, register_user
-from tests.client.test_sliding_sync_jssdk import JS, live  # noqa: F401 (fixture)
+from tests.client.test_sliding_sync_jssdk import live, run_js  # noqa: F401 (fixture)
 
 
 async def test_room_summary_and_mutual_rooms_through_matrix_js_sdk(
@@ -29,25 +26,7 @@ async def test_room_summary_and_mutual_rooms_through_matrix_js_sdk(
         )
         rooms.append((await resp.json())["room_id"])
         await live.post(f"/_matrix/client/v3/join/{rooms[-1]}", headers=auth(alice["access_token"]))
-    base = str(live.make_url("")).rstrip("/")
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(JS / "client_calls.mjs"),
-        base,
-        alice["user_id"],
-        alice["device_id"],
-        alice["access_token"],
-        rooms[0],
-        bob["user_id"],
-        cwd=str(JS),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with asyncio.timeout(60):
-        out, _ = await proc.communicate()
-    line = out.decode().strip().splitlines()[-1]
-    assert not line.startswith("ERROR"), out.decode()[-2000:]
-    seen = json.loads(line)
+    seen = await run_js(live, "client_calls.mjs", alice, rooms[0], bob["user_id"])
     assert seen["summary"]["room_id"] == rooms[0]
     assert seen["summary"]["name"] == "Preview me"
     assert seen["summary"]["join_rule"] == "public"

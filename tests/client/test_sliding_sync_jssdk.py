@@ -8,6 +8,7 @@ test skips, unless JS_CLIENTS=1 (set by .ci/run once the install worked)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import uuid
@@ -42,6 +43,28 @@ async def live(aiohttp_client: Any, tmp_config: Any) -> TestClient:
         pytest.skip(reason)
     server = TestServer(create_app(tmp_config()), host="127.0.0.1")
     return await aiohttp_client(server)
+
+
+async def run_js(live: TestClient, script: str, user: dict[str, Any], *args: str) -> Any:
+    """Run a one-shot script of tests/js as `user` against `live`: its last output line,
+    parsed as JSON (a line starting with ERROR fails the test, with the output)."""
+    base = str(live.make_url("")).rstrip("/")
+    who = (user["user_id"], user["device_id"], user["access_token"])
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(JS / script),
+        base,
+        *who,
+        *args,
+        cwd=str(JS),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
+    lines = out.decode().strip().splitlines()
+    assert lines and not lines[-1].startswith("ERROR"), out.decode()[-2000:]
+    return json.loads(lines[-1])
 
 
 class Js:
