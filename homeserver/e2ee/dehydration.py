@@ -30,6 +30,7 @@ from typing import Any
 from canonicaljson import encode_canonical_json
 
 from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
+from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.storage.accounts import AccountStore
 from homeserver.storage.dehydrated_devices import DehydratedDeviceStore
 
@@ -55,6 +56,11 @@ class DehydratedDevices:
         self._keys = keys
         self._to_device = to_device
         self._delete_devices: DeleteDevices | None = None
+        # One change of a user's dehydrated device at a time: two PUTs racing would each
+        # delete the old one and create theirs, and the loser's device would stay behind
+        # (keys and all) as nobody's dehydrated device. With workers every request for
+        # it goes to the main, so a lock in memory is the user's.
+        self._per_user = KeyedLock()
 
     def bind(self, delete_devices: DeleteDevices) -> None:
         """SessionService.delete_devices (built later): a replaced dehydrated device is
@@ -62,6 +68,10 @@ class DehydratedDevices:
         self._delete_devices = delete_devices
 
     async def put(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._per_user.hold(user_id):
+            return await self._put(user_id, body)
+
+    async def _put(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
         device_id = body.get("device_id")
         if not isinstance(device_id, str) or not 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH:
             raise invalid_param("'device_id' must be a string of 1 to 255 characters")
@@ -100,10 +110,11 @@ class DehydratedDevices:
         return {"device_id": current[0], "device_data": current[1]}
 
     async def delete(self, user_id: str) -> dict[str, Any]:
-        current = await self._store.get(user_id)
-        if current is None:
-            raise not_found("No dehydrated device")
-        await self._delete(user_id, current[0])
+        async with self._per_user.hold(user_id):
+            current = await self._store.get(user_id)
+            if current is None:
+                raise not_found("No dehydrated device")
+            await self._delete(user_id, current[0])
         return {"device_id": current[0]}
 
     async def _delete(self, user_id: str, device_id: str) -> None:

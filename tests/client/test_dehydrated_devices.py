@@ -10,6 +10,7 @@ device's ID, another user's keys. Both backends.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -183,3 +184,21 @@ async def test_what_a_dehydrated_device_cannot_be_used_for(app_client: Any) -> N
     )
     assert resp.status == 200, await resp.text()
     assert (await client.get(DD, headers=auth(a))).status == 404
+
+
+async def test_racing_replacements_leave_one_dehydrated_device(app_client: Any) -> None:
+    """Clients replace the dehydrated device at once (two logins of one user): each PUT
+    deletes the old one and creates its own; the losers must not stay behind as devices
+    with keys that nobody holds."""
+    client = app_client
+    alice = await register_user(client, "alice")
+    a, me = alice["access_token"], alice["user_id"]
+    ids = [f"RACE{i}" for i in range(6)]
+    answers = await asyncio.gather(
+        *(client.put(DD, json=_body(me, device_id), headers=auth(a)) for device_id in ids)
+    )
+    assert [r.status for r in answers] == [200] * len(ids)
+    current = (await (await client.get(DD, headers=auth(a))).json())["device_id"]
+    assert current in ids
+    assert await _device_ids(client, a) == {alice["device_id"], current}
+    assert await _queried(client, a, me) == {current}  # (the login uploaded no keys)
