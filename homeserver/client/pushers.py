@@ -1,6 +1,8 @@
 """Pushers API: GET /pushers and POST /pushers/set (delivery to the gateways:
 homeserver.push.delivery). Bodies are validated here per pusher.yaml: kind http needs
-data.url (an http(s) URL with the notify path); email pushers are refused."""
+data.url (an http(s) URL with the notify path); email pushers are refused. MSC3881: a
+pusher can be switched off and on (`org.matrix.msc3881.enabled`), and says which
+session set it up (`org.matrix.msc3881.device_id`)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ MAX_PUSHKEY_BYTES = 512
 MAX_APP_ID = 64
 MAX_TEXT = 1024
 NOTIFY_PATH = "/_matrix/push/v1/notify"
+# MSC3881 (remote push toggling), unstable names as Synapse and matrix-js-sdk use them.
+ENABLED = "org.matrix.msc3881.enabled"
+DEVICE_ID = "org.matrix.msc3881.device_id"
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ def parse_pusher_body(body: dict[str, Any], user_id: str, device_id: str | None)
         raise _invalid("'data.url' must be an http(s) URL")
     if parts.path != NOTIFY_PATH:
         raise _invalid(f"'data.url' must have the path {NOTIFY_PATH}")
+    enabled = body.get(ENABLED, True)
+    if not isinstance(enabled, bool):
+        raise bad_json(f"'{ENABLED}' must be a boolean")
     fmt = data.get("format")
     if fmt is not None and not isinstance(fmt, str):
         raise bad_json("'data.format' must be a string")
@@ -85,6 +93,7 @@ def parse_pusher_body(body: dict[str, Any], user_id: str, device_id: str | None)
         lang=lang,
         data=data,
         device_id=device_id,
+        enabled=enabled,
     )
     return PusherRequest(app_id, pushkey, append, pusher)
 
@@ -101,6 +110,9 @@ def pusher_json(pusher: StoredPusher) -> dict[str, Any]:
     }
     if pusher.profile_tag is not None:
         out["profile_tag"] = pusher.profile_tag
+    out[ENABLED] = pusher.enabled
+    if pusher.device_id is not None:
+        out[DEVICE_ID] = pusher.device_id  # the session that set it up (Element shows it)
     return out
 
 

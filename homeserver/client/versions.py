@@ -47,6 +47,8 @@ UNSTABLE_FEATURES: dict[str, bool] = {
     "org.matrix.label_based_filtering": False,
     # Mutual rooms (MSC2666) on its last unstable path, as matrix-js-sdk asks for them.
     "uk.half-shot.msc2666.query_mutual_rooms": True,
+    # Remote push toggling (MSC3881): pushers can be switched off (client/pushers.py).
+    "org.matrix.msc3881": True,
     # Dehydrated devices (MSC3814; homeserver/e2ee/dehydration.py).
     "org.matrix.msc3814": True,
     # Delayed events (MSC4140; homeserver/delayed): Element Call's "left the call" timer.

@@ -173,7 +173,9 @@ class PushDelivery:
                 log.exception("building push notifications failed")
 
     async def _badge_requests(self, user_id: str) -> None:
-        pushers = [p for p in await self._push.get_pushers(user_id) if p.kind == "http"]
+        pushers = [
+            p for p in await self._push.get_pushers(user_id) if p.kind == "http" and p.enabled
+        ]
         if not pushers:
             return
         badge = await self._badge(user_id)
@@ -198,7 +200,11 @@ class PushDelivery:
         for row in rows:
             if not row.notif:
                 continue
-            pushers = [p for p in await self._push.get_pushers(row.user_id) if p.kind == "http"]
+            pushers = [
+                p
+                for p in await self._push.get_pushers(row.user_id)
+                if p.kind == "http" and p.enabled
+            ]
             if not pushers:
                 continue
             event = events.get(row.event_id)

@@ -12,11 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._util import dump_json, load_json, now_ms
+from ._util import dump_json, load_json
 from .cache import LruCache
 from .database import Connection, Database
 from .errors import StorageError
 from .push_actions import ADVANCE_PROGRESS, PushAction, PushActionReads, insert_new_sql
+from .pushers import PusherRows, StoredPusher, pusher_cache
+
+__all__ = ["PushAction", "PushStore", "StoredPusher"]
 
 # Lower than any stream ordering (backfilled events are negative).
 _BEFORE_EVERYTHING = -(2**62)
@@ -34,21 +37,6 @@ class StoredRule:
     pattern: str | None
     actions: list[Any]
     enabled: bool
-
-
-@dataclass(frozen=True)
-class StoredPusher:
-    user_id: str
-    app_id: str
-    pushkey: str
-    kind: str
-    app_display_name: str
-    device_display_name: str
-    profile_tag: str | None
-    lang: str
-    data: dict[str, Any]
-    device_id: str | None
-    created_ts: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,7 +131,7 @@ class _Fills:
     missed_folds: int = 0
 
 
-class PushStore(PushActionReads):
+class PushStore(PushActionReads, PusherRows):
     def __init__(self, db: Database) -> None:
         self.db = db
         # Unread counts are read by every /sync of every joined room; counting them in
@@ -157,9 +145,7 @@ class PushStore(PushActionReads):
         # actions into the entries it finds; an entry still being filled is not there
         # yet, and its fill may have read before that commit, so it is not kept.
         self._fills: dict[tuple[str, str], _Fills] = {}
-        # user -> their pushers: read for every notification of every member of a room
-        # (push delivery); changed only by set_pusher/delete_pusher below.
-        self._pushers: LruCache[str, list[StoredPusher]] = LruCache(50_000, name="pushers")
+        self._pushers = pusher_cache()
 
     # -- rules --------------------------------------------------------------------------
 
@@ -300,92 +286,6 @@ class PushStore(PushActionReads):
             rule_id,
             dump_json(actions),
         )
-
-    # -- pushers ------------------------------------------------------------------------
-
-    async def get_pushers(self, user_id: str) -> list[StoredPusher]:
-        cached = self._pushers.get(user_id)
-        if cached is not None:
-            return list(cached)
-        generation = self._pushers.generation()
-        rows = await self.db.fetch(
-            "SELECT user_id, app_id, pushkey, kind, app_display_name, device_display_name,"
-            " profile_tag, lang, data, device_id, created_ts FROM pushers WHERE user_id = $1"
-            " ORDER BY created_ts, app_id, pushkey",
-            user_id,
-        )
-        found = [
-            StoredPusher(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], load_json(r[8]), r[9], int(r[10])
-            )
-            for r in rows
-        ]
-        self._pushers.set_if_current(user_id, found, generation)
-        return list(found)
-
-    async def set_pusher(self, pusher: StoredPusher, *, append: bool) -> None:
-        """Create or update; without `append`, other users' pushers with the same
-        app_id and pushkey are removed (the spec's default)."""
-        self._pushers.clear()  # other users may lose theirs: rare enough to drop all
-        async with self.db.transaction() as conn:
-            if not append:
-                await conn.execute(
-                    "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3",
-                    pusher.app_id,
-                    pusher.pushkey,
-                    pusher.user_id,
-                )
-            await conn.execute(
-                "INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name,"
-                " device_display_name, profile_tag, lang, data, device_id, created_ts)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                " ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET kind = excluded.kind,"
-                " app_display_name = excluded.app_display_name,"
-                " device_display_name = excluded.device_display_name,"
-                " profile_tag = excluded.profile_tag, lang = excluded.lang,"
-                " data = excluded.data, device_id = excluded.device_id",
-                pusher.user_id,
-                pusher.app_id,
-                pusher.pushkey,
-                pusher.kind,
-                pusher.app_display_name,
-                pusher.device_display_name,
-                pusher.profile_tag,
-                pusher.lang,
-                dump_json(pusher.data),
-                pusher.device_id,
-                now_ms(),
-            )
-        self._pushers.clear()  # and after: a read that raced the write cached the old rows
-
-    async def delete_pushers_of(self, user_id: str) -> int:
-        """Every pusher of the user (a deactivated account's phones get nothing more)."""
-        self._pushers.invalidate(user_id)
-        deleted = await self.db.execute("DELETE FROM pushers WHERE user_id = $1", user_id)
-        self._pushers.invalidate(user_id)
-        return deleted
-
-    async def delete_device_pushers(self, user_id: str, device_id: str) -> None:
-        """The pushers a device set up, when it is deleted (a logout): a phone that
-        logged out must not keep showing the user's messages on its lock screen."""
-        self._pushers.invalidate(user_id)
-        await self.db.execute(
-            "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2", user_id, device_id
-        )
-        self._pushers.invalidate(user_id)
-
-    async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> bool:
-        self._pushers.invalidate(user_id)
-        deleted = await self.db.execute(
-            "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
-            user_id,
-            app_id,
-            pushkey,
-        )
-        self._pushers.invalidate(user_id)
-        return deleted > 0
-
-    # -- push actions and read positions ------------------------------------------------
 
     async def add_push_actions(self, actions: Sequence[PushAction]) -> None:
         if not actions:

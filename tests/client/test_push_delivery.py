@@ -259,3 +259,35 @@ async def test_a_logged_out_device_loses_its_pushers(client: TestClient, gateway
     received = await gateway.wait_for(1)
     await asyncio.sleep(0.3)  # nothing more comes
     assert [[d["pushkey"] for d in n["notification"]["devices"]] for n in received] == [["KEY1"]]
+
+
+async def test_a_pusher_switched_off_gets_nothing_until_switched_on(
+    client: TestClient, gateway: Gateway
+) -> None:
+    """MSC3881 (Element's session manager: "Receive push notifications on this
+    session"): a pusher set with org.matrix.msc3881.enabled false is kept, listed with
+    the session that set it up, and gets nothing; set on again, it gets what follows."""
+    (alice, a), (bob, b), room = await setup_pair(client, gateway)
+    versions = await (await client.get("/_matrix/client/versions")).json()
+    assert versions["unstable_features"]["org.matrix.msc3881"] is True
+    listed = (await (await client.get(f"{C}/pushers", headers=a)).json())["pushers"]
+    body = {k: v for k, v in listed[0].items() if not k.startswith("org.matrix.msc3881")}
+    assert listed[0]["org.matrix.msc3881.enabled"] is True
+    assert listed[0]["org.matrix.msc3881.device_id"] == alice["device_id"]
+
+    async def switch(on: Any) -> Any:
+        return await client.post(
+            f"{C}/pushers/set", json={**body, "org.matrix.msc3881.enabled": on}, headers=a
+        )
+
+    assert (await switch(False)).status == 200
+    listed = (await (await client.get(f"{C}/pushers", headers=a)).json())["pushers"]
+    assert [p["org.matrix.msc3881.enabled"] for p in listed] == [False]
+    await say(client, b, room, "while it is off")
+    await asyncio.sleep(0.5)
+    assert gateway.received == []
+    assert (await switch("no")).status == 400
+    assert (await switch(True)).status == 200
+    event_id = await say(client, b, room, "on again")
+    (pushed,) = await gateway.wait_for(1)
+    assert pushed["notification"]["event_id"] == event_id
