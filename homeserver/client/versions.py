@@ -47,6 +47,9 @@ UNSTABLE_FEATURES: dict[str, bool] = {
     "org.matrix.label_based_filtering": False,
     # Mutual rooms (MSC2666) on its last unstable path, as matrix-js-sdk asks for them.
     "uk.half-shot.msc2666.query_mutual_rooms": True,
+    # Filtering /publicRooms by room type (MSC3827, stable in v1.4): Element's search
+    # looks for this flag before it offers public spaces.
+    "org.matrix.msc3827.stable": True,
     # Remote push toggling (MSC3881): pushers can be switched off (client/pushers.py).
     "org.matrix.msc3881": True,
     # Dehydrated devices (MSC3814; homeserver/e2ee/dehydration.py).

@@ -64,6 +64,7 @@ async def test_versions(app_client: Any) -> None:
         "org.matrix.msc3882": False,
         "org.matrix.label_based_filtering": False,
         "uk.half-shot.msc2666.query_mutual_rooms": True,
+        "org.matrix.msc3827.stable": True,
         "org.matrix.msc3881": True,
         "org.matrix.msc3814": True,
         "org.matrix.msc4140": True,

@@ -230,6 +230,29 @@ async def test_public_rooms_pagination(app_client: Any, users: Any) -> None:
     assert {e["room_id"] for e in first["chunk"] + second["chunk"]} == rooms
 
 
+async def test_public_rooms_filtered_by_room_type(app_client: Any, users: Any) -> None:
+    """MSC3827 (stable in v1.4, advertised as org.matrix.msc3827.stable): Element's
+    search asks for public spaces with room_types ["m.space"]; null means plain rooms."""
+    _, atok = users["alice"]
+    space = await create(
+        app_client, atok, {"visibility": "public", "creation_content": {"type": "m.space"}}
+    )
+    room = await create(app_client, atok, {"visibility": "public"})
+
+    async def listed(room_types: list[Any] | None) -> set[str]:
+        body = {"filter": {"room_types": room_types}} if room_types is not None else {}
+        answer = await call(app_client, "POST", "/publicRooms", atok, body)
+        return {e["room_id"] for e in answer["chunk"]}
+
+    assert await listed(["m.space"]) == {space}
+    assert await listed([None]) == {room}
+    assert await listed([None, "m.space"]) == await listed(None) == {space, room}
+    spaces = await call(
+        app_client, "POST", "/publicRooms", atok, {"filter": {"room_types": ["m.space"]}}
+    )
+    assert spaces["chunk"][0]["room_type"] == "m.space"
+
+
 async def test_invite_kick_ban_unban(app_client: Any, users: Any) -> None:
     alice, atok = users["alice"]
     bob, btok = users["bob"]
