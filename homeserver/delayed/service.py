@@ -24,8 +24,9 @@ How it holds up:
   event, exactly one acts at a time (`_claimed`), and the row's conditional update
   decides what a late one finds.
 - A failed send (the owner left the room, lost the power level) finalises the row with
-  the Matrix error, visible in GET /delayed_events; a database outage leaves it
-  scheduled and the loop tries again after RETRY_S.
+  the Matrix error, visible in GET /delayed_events, as does any other failure but a
+  database outage, which leaves it scheduled for the loop to try again after RETRY_S
+  (a failure that would come back every time must not be retried forever).
 - Someone else setting the same piece of state drops the scheduled state events of
   it that they do not own (their newer decision must not be overwritten by an old
   timer), as Synapse does.
@@ -55,7 +56,7 @@ from homeserver.storage.delayed_events import (
     DelayedEventStore,
     TooManyScheduled,
 )
-from homeserver.storage.errors import StorageError
+from homeserver.storage.errors import DatabaseUnavailableError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +357,8 @@ class DelayedEvents:
             if reason == "action":
                 raise  # the owner asked to send it now: they are told why it was not
             return True
-        except StorageError:
-            raise
+        except DatabaseUnavailableError:
+            raise  # passing: the loop tries again (any other failure would come back)
         except Exception:
             log.exception("delayed event %s could not be sent", delay_id)
             error = {"errcode": "M_UNKNOWN", "error": "Internal error"}

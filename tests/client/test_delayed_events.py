@@ -424,3 +424,45 @@ async def test_switched_off_they_are_not_offered_and_refused(
     )
     assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
     assert await _messages(client, room, bob_token, "off") == []
+
+
+@in_process_only
+async def test_a_database_outage_is_retried_and_other_failures_are_recorded(
+    app_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage while sending leaves the event scheduled and the timer tries again; any
+    other failure (one that would come back every time) is recorded once, not retried
+    forever."""
+    from homeserver.storage.errors import DatabaseUnavailableError, UnstorableValueError
+
+    monkeypatch.setattr(service_module, "RETRY_S", 0.2)
+    client = app_client
+    _, alice_token, _, bob_token, room = await _room_with_bob(client)
+    sender = client.server.app[DELAYED_EVENTS]._sender
+    real = sender.send_message
+    failures = {"outage": 2, "poison": 0}
+
+    async def flaky(room_id: str, user_id: str, etype: str, content: Any, *a: Any) -> str:
+        if content.get("body") == "poison":
+            failures["poison"] += 1
+            raise UnstorableValueError("the database refuses this value")
+        if content.get("body") == "outage" and failures["outage"]:
+            failures["outage"] -= 1
+            raise DatabaseUnavailableError("restarting")
+        return str(await real(room_id, user_id, etype, content, *a))
+
+    monkeypatch.setattr(sender, "send_message", flaky)
+    path = f"{V3}/rooms/{room}/send/m.room.message"
+    poison = await _schedule(client, alice_token, path + "/p", 200, {"body": "poison"})
+    await _schedule(client, alice_token, path + "/o", 200, {"body": "outage"})
+    assert await _until(lambda: _messages(client, room, bob_token, "outage"))
+    assert failures["outage"] == 0
+
+    async def recorded() -> list[dict[str, Any]]:
+        listed = (await _listed(client, alice_token))["finalised"]
+        return [f for f in listed if f["delayed_event"]["delay_id"] == poison]
+
+    (done,) = await _until(recorded)
+    assert done["reason"] == "error" and done["error"]["errcode"] == "M_UNKNOWN"
+    await asyncio.sleep(0.5)
+    assert failures["poison"] == 1
