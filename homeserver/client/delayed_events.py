@@ -8,6 +8,8 @@
   (the delay_id is the capability: an SFU's token service restarts a call member's
   timer on their behalf); one that is given must be valid, and does not matter
   otherwise (as in Synapse).
+- GET /delayed_events/{delay_id}: one scheduled event of the requester's (Synapse
+  1.163's fields: delay_ms, delayed_since_ts).
 - GET /delayed_events: the requester's `scheduled` and `finalised` ones (filters
   `status` and `delay_id`, each repeatable), and always `delayed_events` (the scheduled
   ones), which is all Synapse 1.163 answers and what matrix-js-sdk reads.
@@ -123,8 +125,16 @@ async def get_delayed_events(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+async def get_delayed_event(request: web.Request) -> web.Response:
+    requester = await get_requester(request)
+    delay_id = request.match_info["delay_id"]
+    service = request.config_dict[DELAYED_EVENTS]
+    return json_response(await service.one_of_user(requester.user_id, delay_id))
+
+
 def setup(mounts: Mounts) -> None:
     router = mounts.client.router
     router.add_get(PREFIX, get_delayed_events)
+    router.add_get(PREFIX + "/{delay_id}", get_delayed_event)
     router.add_post(PREFIX + "/{delay_id}", post_action)
     router.add_post(PREFIX + "/{delay_id}/{action}", post_named_action)

@@ -291,6 +291,16 @@ class DelayedEvents:
         finally:
             self._busy.discard(delay_id)
 
+    async def one_of_user(self, user_id: str, delay_id: str) -> dict[str, Any]:
+        """One scheduled event of `user_id`, with the field names of the MSC's latest
+        revision only, as Synapse 1.163 answers GET /delayed_events/{delay_id}."""
+        event = await self._store.get(delay_id)
+        if event is None or not event.scheduled or event.user_id != user_id:
+            raise not_found("No such scheduled delayed event")
+        body = describe(event)
+        del body["delay"], body["running_since"]
+        return body
+
     async def of_user(self, user_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(scheduled, finalised) delayed events of `user_id`, as clients are shown them."""
         events = await self._store.of_user(user_id, self._clock())

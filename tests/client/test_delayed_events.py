@@ -213,6 +213,15 @@ async def test_the_delay_id_manages_it_and_bad_requests_are_refused(app_client: 
     assert resp.status == 200
     # Bob's list shows only his own.
     assert (await _listed(client, bob_token))["delayed_events"] == []
+    # One of them, as Synapse 1.163 answers it: the owner's only, the latest field names.
+    one = await client.get(f"{DE}/{delay_id}", headers=auth(alice_token))
+    assert one.status == 200
+    body = await one.json()
+    assert set(body) == {"delay_id", "room_id", "type", "delay_ms", "delayed_since_ts", "content"}
+    assert body["delay_id"] == delay_id and body["content"] == {"body": "mine"}
+    other = await client.get(f"{DE}/{delay_id}", headers=auth(bob_token))
+    assert other.status == 404 and (await other.json())["errcode"] == "M_NOT_FOUND"
+    assert (await client.get(f"{DE}/{delay_id}")).status == 401
     resp = await _act(client, "dly_" + "A" * 32, "cancel")
     assert resp.status == 404 and (await resp.json())["errcode"] == "M_NOT_FOUND"
     bad = await client.post(f"{DE}/{delay_id}", json={"action": "explode"})
