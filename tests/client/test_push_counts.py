@@ -351,7 +351,12 @@ async def test_pushers(app_client: TestClient) -> None:
     r = await app_client.post(f"{url}/set", json=pusher, headers=auth(token))
     assert r.status == 200 and await r.json() == {}
     listed = await (await app_client.get(url, headers=auth(token))).json()
-    expected = {k: v for k, v in pusher.items()}
+    # MSC3881: switched on unless said otherwise, and the session that set it up.
+    expected = {
+        **pusher,
+        "org.matrix.msc3881.enabled": True,
+        "org.matrix.msc3881.device_id": "DEVICE1",
+    }
     assert listed == {"pushers": [expected]}
     # Update in place.
     r = await app_client.post(f"{url}/set", json={**pusher, "lang": "fr"}, headers=auth(token))
