@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from homeserver.app import create_app
 from homeserver.appstate import PUSH_STORE
-from tests.client.helpers import auth, register_user
+from tests.client.helpers import auth, eventually, register_user
 
 C = "/_matrix/client/v3"
 
@@ -281,8 +281,13 @@ async def test_a_pusher_switched_off_gets_nothing_until_switched_on(
         )
 
     assert (await switch(False)).status == 200
-    listed = (await (await client.get(f"{C}/pushers", headers=a)).json())["pushers"]
-    assert [p["org.matrix.msc3881.enabled"] for p in listed] == [False]
+
+    async def states() -> list[bool]:
+        listed = (await (await client.get(f"{C}/pushers", headers=a)).json())["pushers"]
+        return [p["org.matrix.msc3881.enabled"] for p in listed]
+
+    # (A deployment: the reader answering hears of the main's write a moment later.)
+    assert await eventually(client, states, lambda got: got == [False]) == [False]
     await say(client, b, room, "while it is off")
     await asyncio.sleep(0.5)
     assert gateway.received == []
