@@ -1,4 +1,5 @@
-"""Dehydrated devices (MSC3814, unstable prefix org.matrix.msc3814.v1): homeserver/e2ee/dehydration.py.
+"""Dehydrated devices (MSC3814, unstable prefix org.matrix.msc3814.v1), served by
+homeserver/e2ee/dehydration.py.
 
 PUT, GET and DELETE /dehydrated_device; POST /dehydrated_device/{device_id}/events
 (`{"next_batch": ...}`) for the to-device messages queued for it.

@@ -32,9 +32,10 @@ How it holds up:
   timer), as Synapse does.
 
 Bounds: MAX_SCHEDULED_PER_USER rows scheduled per user (storage bounds the finalised
-ones), MAX_PENDING_DROPS state checks at once; the longest delay is `max_event_delay_duration`; the loop sends DUE_BATCH per
-database read; scheduling costs the sender's message rate limit, managing one costs
-`rc_delayed_event_mgmt` (keyed by the event's owner, or by IP for unknown IDs).
+ones), MAX_PENDING_DROPS state checks at once; the longest delay is
+`max_event_delay_duration`; the loop sends DUE_BATCH per database read; scheduling
+costs the sender's message rate limit, managing one costs `rc_delayed_event_mgmt`
+(keyed by the event's owner, or by IP for unknown IDs).
 """
 
 from __future__ import annotations
