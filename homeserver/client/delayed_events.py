@@ -77,13 +77,15 @@ async def _manage(request: web.Request, action: str) -> web.Response:
     if not delay_id or len(delay_id) > MAX_DELAY_ID:
         raise not_found("No such scheduled delayed event")
     await get_optional_requester(request)  # a token given must be valid (401 if not)
-    service = request.config_dict[DELAYED_EVENTS]
-    owner = await service.owner_of(delay_id)
-    # Keyed by the owner: a token service acting for many users from one address is
-    # not throttled for all of them at once; guesses at unknown IDs are, per address.
-    key = owner if owner is not None else "ip:" + client_ip(request)
-    request.config_dict[RATE_LIMITERS].check("delayed_event_mgmt", key)
-    await service.act(delay_id, action)
+    limiter = request.config_dict[RATE_LIMITERS]
+
+    def admit(owner: str | None) -> None:
+        # Keyed by the owner: a token service acting for many users from one address is
+        # not throttled for all of them at once; guesses at unknown IDs are, per address.
+        key = owner if owner is not None else "ip:" + client_ip(request)
+        limiter.check("delayed_event_mgmt", key)
+
+    await request.config_dict[DELAYED_EVENTS].act(delay_id, action, admit)
     return json_response({})
 
 

@@ -47,11 +47,13 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from homeserver.background import cancel_and_wait
 from homeserver.errors import MatrixError, invalid_param, not_found
 from homeserver.events import Event
+from homeserver.rooms.sending import RoomSender
+from homeserver.storage import TransactionStore
 from homeserver.storage.delayed_events import (
     DelayedEvent,
     DelayedEventStore,
@@ -80,40 +82,8 @@ DELAY_PARAM = _MSC + ".delay"  # the query parameter that makes a send a delayed
 StateKey = tuple[str, str, str]
 
 
-class Sender(Protocol):
-    """The part of rooms.sending.RoomSender a delayed event is sent with."""
-
-    async def send_message(
-        self,
-        room_id: str,
-        user_id: str,
-        event_type: str,
-        content: dict[str, Any],
-        txn: tuple[str, str | None, str],
-        ts: int | None = None,
-    ) -> str: ...
-
-    async def set_state(
-        self,
-        room_id: str,
-        user_id: str,
-        event_type: str,
-        state_key: str,
-        content: dict[str, Any],
-        ts: int | None = None,
-    ) -> str: ...
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class TxnRecord(Protocol):
-    """storage.transactions.TransactionStore's record of client transactions."""
-
-    async def get_client_txn(
-        self, user_id: str, device_id: str | None, txn_id: str
-    ) -> str | None: ...
 
 
 def max_delay_exceeded(max_delay_ms: int) -> MatrixError:
@@ -175,8 +145,8 @@ class DelayedEvents:
         self.max_delay_ms = max_delay_ms  # None: delayed events are switched off
         self._runs_timer = runs_timer
         self._clock = clock
-        self._sender: Sender | None = None
-        self._txns: TxnRecord | None = None
+        self._sender: RoomSender | None = None
+        self._txns: TransactionStore | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy: set[str] = set()  # delay IDs being changed (see _claimed)
@@ -185,7 +155,7 @@ class DelayedEvents:
         self._state_targets: Counter[StateKey] = Counter()
         self._dropping: set[asyncio.Task[None]] = set()
 
-    async def start(self, sender: Sender, txns: TxnRecord) -> None:
+    async def start(self, sender: RoomSender, txns: TransactionStore) -> None:
         """Send with `sender` (RoomSender, built after the persister this listens to),
         checking `txns` (the client transactions' record) first; the main also loads
         what is scheduled and runs the timer."""
@@ -248,20 +218,20 @@ class DelayedEvents:
         self._wake.set()
         return delay_id
 
-    async def owner_of(self, delay_id: str) -> str | None:
-        """Who scheduled `delay_id` while it is still scheduled (rate limits key on it)."""
-        event = await self._store.get(delay_id)
-        return event.user_id if event is not None and event.scheduled else None
-
-    async def act(self, delay_id: str, action: str) -> None:
+    async def act(
+        self, delay_id: str, action: str, admit: Callable[[str | None], None] = lambda _: None
+    ) -> None:
         """cancel / restart / send the scheduled event `delay_id`: 404 if there is none
         (never was, already sent or cancelled). Whoever holds the delay_id may: the
         requester's identity plays no part (Synapse 1.163 acts for another user's token
-        too; leaving the token out would do the same)."""
+        too; leaving the token out would do the same). `admit(owner)` runs first, with
+        the owner (None for an unknown ID): the rate limit, from the same read."""
         if action not in ACTIONS:
             raise invalid_param(f"'action' must be one of {', '.join(ACTIONS)}")
         event = await self._store.get(delay_id)
-        if event is None or not event.scheduled:
+        scheduled = event is not None and event.scheduled
+        admit(event.user_id if event is not None and scheduled else None)
+        if event is None or not scheduled:
             raise not_found("No such scheduled delayed event")
         if action == "send":
             done = await self._send(event, "action")
