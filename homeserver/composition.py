@@ -410,8 +410,16 @@ async def build(
         config.registration, server_name, stores.accounts, auth_store, hasher, sessions
     )
     exchange = fed.remote_rooms if fed else None
-    identity_binds, third_party_invites = build_identity(
-        config, database, stores, membership, local_events, server_keys.primary, exchange, stack
+    identity = build_identity(
+        config,
+        database,
+        stores,
+        membership,
+        local_events,
+        server_keys.primary,
+        exchange,
+        stack,
+        uia,
     )
     lifecycle = AccountLifecycle(
         stores.accounts,
@@ -420,11 +428,11 @@ async def build(
         hasher,
         sessions,
         push_store.delete_pushers_of,
-        identity_binds.unbind_all,
+        identity.forget_user,
         account_data.forget_user,
     )
     if not worker:
-        tasks.spawn(housekeeping(uia, auth_store), "accounts housekeeping")
+        tasks.spawn(housekeeping(uia, auth_store, identity.threepids), "accounts housekeeping")
     last_seen = LastSeenTracker(stores.accounts)
     last_seen.start()  # writes behind, batched; the rest is written at shutdown
     stack.push_async_callback(last_seen.close)
@@ -541,8 +549,9 @@ async def build(
         keys.NOTIFIER: notifier,
         keys.LOCAL_EVENTS: local_events,
         keys.MEMBERSHIP: membership,
-        keys.IDENTITY_BINDS: identity_binds,
-        keys.THIRD_PARTY_INVITES: third_party_invites,
+        keys.IDENTITY_BINDS: identity.binds,
+        keys.THIRD_PARTY_INVITES: identity.invites,
+        keys.THREEPIDS: identity.threepids,
         keys.ROOM_CREATOR: room_creator,
         keys.ROOM_READ_STORE: read_store,
         keys.ROOM_READER: reader,

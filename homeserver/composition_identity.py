@@ -1,4 +1,5 @@
-"""The identity-server part of the wiring: 3PID binds and third-party invites.
+"""The identity part of the wiring: 3PID binds, third-party invites, and the email
+addresses we validate ourselves (mail, the UIA stage, what deactivation forgets).
 
 Split from composition.py (which must stay readable): the identity server client goes
 through the same outbound IP policy as federation, and the third-party invite service
@@ -8,10 +9,14 @@ gets federation's invite exchange when this process federates.
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from homeserver.accounts.identity import IdentityServers
 from homeserver.accounts.identity_binds import IdentityBinds
+from homeserver.accounts.mailer import Mailer
+from homeserver.accounts.threepids import ThreepidService
+from homeserver.accounts.uia import EMAIL_IDENTITY, UserInteractiveAuth
 from homeserver.config import Config
 from homeserver.ipfilter import outbound_ip_filter
 from homeserver.rooms.local_events import LocalEvents
@@ -20,6 +25,20 @@ from homeserver.rooms.third_party_invites import InviteExchange, ThirdPartyInvit
 from homeserver.storage import Stores
 from homeserver.storage.database import Database
 from homeserver.storage.threepid_binds import ThreepidBindStore
+from homeserver.storage.threepids import ThreepidStore
+
+
+@dataclass(frozen=True)
+class Identity:
+    binds: IdentityBinds
+    invites: ThirdPartyInvites
+    threepids: ThreepidService
+
+    async def forget_user(self, user_id: str) -> bool:
+        """Deactivation: the account's addresses are free again here, and identity
+        servers forget its bindings (True when every one did)."""
+        await self.threepids.remove_all(user_id)
+        return await self.binds.unbind_all(user_id)
 
 
 def build_identity(
@@ -31,7 +50,8 @@ def build_identity(
     signing_key: Any,
     exchange: InviteExchange | None,
     stack: AsyncExitStack,
-) -> tuple[IdentityBinds, ThirdPartyInvites]:
+    uia: UserInteractiveAuth,
+) -> Identity:
     fed = config.federation
     identity = IdentityServers(
         outbound_ip_filter(fed),
@@ -44,4 +64,14 @@ def build_identity(
     invites = ThirdPartyInvites(
         stores, membership, local_events, identity, config.server_name, exchange
     )
-    return binds, invites
+    email = config.threepids.email
+    threepids = ThreepidService(
+        config.threepids,
+        config.server_name,
+        config.public_baseurl,
+        ThreepidStore(database),
+        Mailer(email) if email is not None else None,
+    )
+    if threepids.email_enabled:
+        uia.add_stage(EMAIL_IDENTITY, threepids.uia_stage)
+    return Identity(binds, invites, threepids)

@@ -111,6 +111,31 @@ registration_requires_token: false
 # m.room.guest_access is can_join; a guest may upgrade to a full account.
 allow_guest_access: false
 
+# Mail (validating email addresses users add, "forgot password" and registering with
+# an address): your SMTP server. Without this section nothing is mailed and those
+# requests are refused. The links point at public_baseurl, which must be set.
+#email:
+#  smtp_host: mail.example.org
+#  smtp_port: 587
+#  smtp_user: matrix
+#  smtp_pass: secret
+#  require_transport_security: true   # STARTTLS or fail (force_tls: true for port 465)
+#  notif_from: "Matrix <noreply@example.org>"
+#  app_name: Matrix
+#  validation_token_lifetime: 1h
+# Users may add and remove addresses (Synapse's default).
+#enable_3pid_changes: true
+# Registration needs a validated address (with registration open).
+#registrations_require_3pid: [email]
+# Only addresses matching one of these may be added or registered with.
+#allowed_local_3pids:
+#  - {{medium: email, pattern: '^[^@]+@example\\.org$'}}
+# Where a confirmed link may send the browser (any http(s) host when unset).
+#next_link_domain_whitelist: ["app.element.io"]
+# Answer requestToken alike whether or not an address has an account (no account
+# enumeration, at the cost of less helpful errors).
+#request_token_inhibit_3pid_errors: false
+
 # argon2id cost for password hashes (libsodium units; defaults: OWASP m=7 MiB, t=5).
 #password_hashing: {{opslimit: 5, memlimit: 7340032}}
 
@@ -174,6 +199,8 @@ rc_third_party_invite: {{per_second: 0.2, burst_count: 10}}
 rc_media_create: {{per_second: 10, burst_count: 50}}
 # Managing a delayed event (restart, cancel, send; per owner, per address for unknown IDs):
 rc_delayed_event_mgmt: {{per_second: 1, burst_count: 5}}
+# Mails sent by requestToken, per client address and per email address.
+rc_3pid_validation: {{per_second: 0.003, burst_count: 5}}
 # Redactions by server admins are unlimited unless set:
 #rc_admin_redaction: {{per_second: 1, burst_count: 50}}
 

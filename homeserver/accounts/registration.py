@@ -11,7 +11,7 @@ from typing import Any
 from homeserver.accounts import tokens
 from homeserver.accounts.passwords import PasswordHasher
 from homeserver.accounts.sessions import SessionService
-from homeserver.accounts.uia import DUMMY, REGISTRATION_TOKEN
+from homeserver.accounts.uia import DUMMY, EMAIL_IDENTITY, REGISTRATION_TOKEN
 from homeserver.config import RegistrationConfig
 from homeserver.errors import MatrixError
 from homeserver.ids import MAX_ID_LENGTH, check_new_localpart
@@ -46,10 +46,14 @@ class RegistrationService:
 
     @property
     def flows(self) -> list[list[str]]:
-        """The UIA flows POST /register offers."""
-        if self._config.requires_token:
-            return [[REGISTRATION_TOKEN]]
-        return [[DUMMY]]
+        """The UIA flows POST /register offers: a token when required, and with an
+        `email` section a validated address (the only way when required)."""
+        base = [REGISTRATION_TOKEN] if self._config.requires_token else []
+        with_email = [*base, EMAIL_IDENTITY]
+        if self._config.requires_email:
+            return [with_email]
+        without = base or [DUMMY]
+        return [without, with_email] if self._config.offers_email else [without]
 
     def user_id_for(self, username: str) -> str:
         """The user ID a requested username maps to (lower-cased), or M_INVALID_USERNAME."""

@@ -31,6 +31,7 @@ from homeserver.storage.account_auth import AccountAuthStore
 PASSWORD = "m.login.password"
 DUMMY = "m.login.dummy"
 REGISTRATION_TOKEN = "m.login.registration_token"
+EMAIL_IDENTITY = "m.login.email.identity"
 
 SESSION_LIFETIME_MS = 60 * 60 * 1000
 MAX_SESSION_ID_LENGTH = 255
@@ -73,6 +74,7 @@ class StageContext:
 
     user_id: str | None  # the account that must authenticate; None when registering
     session_data: dict[str, Any]
+    uri: str = ""  # the endpoint the session is for, e.g. "/register"
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class UserInteractiveAuth:
                 raise MatrixError(400, "M_UNRECOGNIZED", f"Unrecognised login type {stage[:64]}")
             if stage not in completed:
                 try:
-                    data = await checker(auth, StageContext(user_id, session_data))
+                    data = await checker(auth, StageContext(user_id, session_data, uri))
                 except StageFailed as exc:
                     raise self._challenge(
                         flows, params, session_id, completed, exc.errcode, exc.message
@@ -261,7 +263,9 @@ def identifier_user(auth: dict[str, Any]) -> str | None:
         kind = identifier.get("type")
         if kind != "m.id.user":
             if isinstance(kind, str) and kind in ("m.id.thirdparty", "m.id.phone"):
-                raise MatrixError(400, "M_UNKNOWN", "Third-party identifiers are not supported")
+                raise MatrixError(
+                    400, "M_UNKNOWN", "Third-party identifiers are not supported here"
+                )
             raise MatrixError(400, "M_UNKNOWN", "Unknown login identifier type")
         user = identifier.get("user")
         if not isinstance(user, str) or not 0 < len(user) <= 255:

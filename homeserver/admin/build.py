@@ -38,6 +38,7 @@ from homeserver.storage.destinations import DestinationStore
 from homeserver.storage.push import PushStore
 from homeserver.storage.reports import AdminReportStore
 from homeserver.storage.room_directory import RoomReadStore
+from homeserver.storage.threepids import ThreepidStore
 
 from .federation import AdminDestinations
 from .jobs import JobRunner
@@ -115,6 +116,7 @@ async def build_admin(
             push_store,
             account_data_store,
             last_seen,
+            ThreepidStore(database),
         ),
         rooms=AdminRooms(
             server_name,

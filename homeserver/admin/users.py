@@ -28,6 +28,7 @@ from homeserver.storage.admin_users import (
     UserFilter,
 )
 from homeserver.storage.push import PushStore
+from homeserver.storage.threepids import ThreepidStore, UserThreepid
 
 from .paging import Page, page_json
 
@@ -86,7 +87,9 @@ class AdminUsers:
         push: PushStore,
         account_data: AccountDataStore,
         last_seen: LastSeenTracker,
+        threepids: ThreepidStore,
     ) -> None:
+        self._threepids = threepids
         self._server_name = server_name
         self._store = store
         self._accounts = accounts
@@ -128,7 +131,7 @@ class AdminUsers:
     async def get_user(self, user_id: str) -> dict[str, Any]:
         await self._last_seen.flush()
         user = await self.existing(user_id)
-        return _details(user)
+        return _details(user, await self._threepids.of_user(user_id))
 
     # -- create or modify -------------------------------------------------------------
 
@@ -145,7 +148,7 @@ class AdminUsers:
         created = user is None
         updated = await self._store.get_user(user_id)
         assert updated is not None
-        return created, _details(updated)
+        return created, _details(updated, await self._threepids.of_user(user_id))
 
     async def _create(self, user_id: str, changes: UserChanges) -> None:
         localpart = user_id[1:].partition(":")[0]
@@ -345,11 +348,11 @@ class AdminUsers:
         return {"account_data": {"global": global_data, "rooms": rooms}}
 
 
-def _details(user: AdminUser) -> dict[str, Any]:
+def _details(user: AdminUser, threepids: list[UserThreepid]) -> dict[str, Any]:
     body = user_json(user, seconds=True)
     body.update(
         {
-            "threepids": [],
+            "threepids": [t.to_json() for t in threepids],
             "external_ids": [],
             "appservice_id": None,
             "consent_server_notice_sent": None,

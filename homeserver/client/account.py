@@ -1,10 +1,9 @@
-"""/account/whoami, /account/password, /account/deactivate, /account/3pid*, and the
-accounts area's `setup` (the routes of register/login/devices/admin too).
+"""/account/whoami, /account/password, /account/deactivate, /account/3pid/bind, and
+the accounts area's `setup` (the routes of register/login/devices/admin/3PIDs too).
 
-3PIDs are held by identity servers, not by us: binding and unbinding go to the
-identity server the client names (homeserver/accounts/identity_binds.py); we hold no
-verified 3PIDs of our own, so GET /account/3pid lists none and adding one (which needs
-email or SMS sending) answers 403 M_THREEPID_DENIED.
+Binding a 3PID at an identity server goes to the server the client names
+(homeserver/accounts/identity_binds.py); the addresses we validate ourselves (by mail)
+are homeserver/client/threepids.py.
 """
 
 from __future__ import annotations
@@ -15,12 +14,13 @@ import homeserver.client.admin as admin_api
 import homeserver.client.devices as devices_api
 import homeserver.client.login as login_api
 import homeserver.client.register as register_api
+import homeserver.client.threepids as threepids_api
 from homeserver.accounts.identity import id_server_param
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.accounts.uia import PASSWORD
 from homeserver.appstate import ACCOUNT_LIFECYCLE, IDENTITY_BINDS, UIA, Mounts
 from homeserver.client.auth import get_requester
-from homeserver.client.routes import add_route, threepid_denied
+from homeserver.client.routes import add_route
 from homeserver.client.validate import optional_bool, optional_dict, optional_str, require_str
 from homeserver.http import json_response, read_json_body
 
@@ -34,8 +34,10 @@ async def get_whoami(request: web.Request) -> web.Response:
 
 
 async def post_password(request: web.Request) -> web.Response:
-    requester = await get_requester(request)
     body = await read_json_body(request)
+    if threepids_api.wants_email_reset(request):
+        return await threepids_api.reset_password_by_email(request, body)
+    requester = await get_requester(request)
     new_password = require_str(body, "new_password", max_len=MAX_PASSWORD_LENGTH)
     logout_devices = optional_bool(body, "logout_devices", default=True)
     uia = request.config_dict[UIA]
@@ -75,11 +77,6 @@ async def post_deactivate(request: web.Request) -> web.Response:
     return json_response({"id_server_unbind_result": unbind_result})
 
 
-async def get_threepids(request: web.Request) -> web.Response:
-    await get_requester(request)
-    return json_response({"threepids": []})
-
-
 async def post_threepid_bind(request: web.Request) -> web.Response:
     """POST /account/3pid/bind: the identity server binds the 3PID it validated."""
     requester = await get_requester(request)
@@ -95,44 +92,17 @@ async def post_threepid_bind(request: web.Request) -> web.Response:
     return json_response({})
 
 
-async def post_threepid_removed(request: web.Request) -> web.Response:
-    """POST /account/3pid/delete and /unbind: the identity server(s) forget the
-    binding ("no-support" when none could, or none is known)."""
-    requester = await get_requester(request)
-    body = await read_json_body(request)
-    medium = require_str(body, "medium", max_len=32)
-    address = require_str(body, "address", max_len=512)
-    raw_server = optional_str(body, "id_server", max_len=255)
-    id_server = None if raw_server is None else id_server_param(raw_server)
-    done = await request.config_dict[IDENTITY_BINDS].unbind(
-        requester.user_id, medium, address, id_server
-    )
-    return json_response({"id_server_unbind_result": "success" if done else "no-support"})
-
-
-async def post_threepid_refused(request: web.Request) -> web.Response:
-    await get_requester(request)
-    return await threepid_denied(request)
-
-
 def add_routes(app: web.Application) -> None:
     add_route(app, "GET", "/account/whoami", get_whoami)
     add_route(app, "POST", "/account/password", post_password)
     add_route(app, "POST", "/account/deactivate", post_deactivate)
-    add_route(app, "GET", "/account/3pid", get_threepids)
-    add_route(app, "POST", "/account/3pid/add", post_threepid_refused)
     add_route(app, "POST", "/account/3pid/bind", post_threepid_bind)
-    add_route(app, "POST", "/account/3pid", post_threepid_refused)  # deprecated add
-    for action in ("delete", "unbind"):
-        add_route(app, "POST", f"/account/3pid/{action}", post_threepid_removed)
-    for path in ("/account/3pid", "/account/password"):
-        for medium in ("email", "msisdn"):
-            add_route(app, "POST", f"{path}/{medium}/requestToken", threepid_denied)
 
 
 def setup(mounts: Mounts) -> None:
     register_api.add_routes(mounts.client)
     login_api.add_routes(mounts.client)
     add_routes(mounts.client)
+    threepids_api.add_routes(mounts.client)
     devices_api.add_routes(mounts.client)
     admin_api.add_routes(mounts.client, mounts.admin)

@@ -27,7 +27,11 @@ def capabilities(config: Config) -> dict[str, Any]:
         "m.change_password": {"enabled": True},
         "m.set_displayname": {"enabled": True},
         "m.set_avatar_url": {"enabled": True},
-        "m.3pid_changes": {"enabled": False},
+        # Adding an address needs mail: on with an `email` section (and
+        # enable_3pid_changes, on by default as in Synapse).
+        "m.3pid_changes": {
+            "enabled": config.threepids.email is not None and config.threepids.changes_enabled
+        },
         "m.get_login_token": {"enabled": True},
         # Every field may be set, within the spec's key grammar and 64 KiB per profile.
         "m.profile_fields": {"enabled": True},

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.accounts.uia import PASSWORD, identifier_user
-from homeserver.appstate import APP_SERVICES, CONFIG, SESSIONS, STORES, UIA
+from homeserver.appstate import APP_SERVICES, CONFIG, SESSIONS, STORES, THREEPIDS, UIA
 from homeserver.client.auth import extract_access_token, get_requester
 from homeserver.client.routes import add_route, client_ip, device_id_field
 from homeserver.client.validate import optional_bool, optional_dict, require_str
@@ -49,9 +49,7 @@ async def post_login(request: web.Request) -> web.Response:
         "refreshable": refreshable,
     }
     if kind == "m.login.password":
-        user = identifier_user(body)
-        if user is None:
-            raise missing_param("Missing 'identifier'")
+        user = await _password_login_user(request, body)
         password = require_str(body, "password", max_len=MAX_PASSWORD_LENGTH)
         session = await sessions.login_with_password(user, password, **common)
     elif kind == "m.login.token":
@@ -66,6 +64,29 @@ async def post_login(request: web.Request) -> web.Response:
     if request.config_dict[CONFIG].public_baseurl and base_url:
         response["well_known"] = {"m.homeserver": {"base_url": base_url}}
     return json_response(response)
+
+
+async def _password_login_user(request: web.Request, body: dict[str, Any]) -> str:
+    """Who a password login names: a user ID or localpart, or an email address one of
+    our accounts holds (`m.id.thirdparty`, or the legacy top-level medium/address).
+    An unknown address fails as an unknown user does (the same 403 as a wrong
+    password, under the same rate limits: no telling which addresses have accounts)."""
+    identifier = body.get("identifier")
+    if isinstance(identifier, dict) and identifier.get("type") == "m.id.thirdparty":
+        medium, address = identifier.get("medium"), identifier.get("address")
+    elif identifier is None and "user" not in body and "address" in body:
+        medium, address = body.get("medium"), body.get("address")
+    else:
+        user = identifier_user(body)
+        if user is None:
+            raise missing_param("Missing 'identifier'")
+        return user
+    if not isinstance(medium, str) or not isinstance(address, str) or len(address) > 512:
+        raise bad_json("'medium' and 'address' must be strings")
+    if medium != "email":
+        raise MatrixError(400, "M_UNKNOWN", "Only email addresses can be used to log in")
+    owner = await request.config_dict[THREEPIDS].owner(medium, address)
+    return owner or "@" + address.strip().lower()  # no such user: fails as one
 
 
 async def _app_service_login(

@@ -1,23 +1,35 @@
 """POST /register (UIA), GET /register/available, registration-token validity.
 
 Guests (`kind=guest`, when `allow_guest_access` is on) get an account without UIA; a
-guest becomes a full user by registering with its `guest_access_token`. 3PID
-verification for registration is out of scope (requestToken answers M_THREEPID_DENIED).
+guest becomes a full user by registering with its `guest_access_token`. With an
+`email` section, a flow with m.login.email.identity registers with a validated email
+address (homeserver/client/threepids.py mails it), which the new account then holds.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
 
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
-from homeserver.appstate import APP_SERVICES, CONFIG, RATE_LIMITERS, REGISTRATION, STORES, UIA
+from homeserver.appstate import (
+    APP_SERVICES,
+    CONFIG,
+    RATE_LIMITERS,
+    REGISTRATION,
+    STORES,
+    THREEPIDS,
+    UIA,
+)
 from homeserver.client.auth import extract_access_token
-from homeserver.client.routes import add_route, client_ip, device_id_field, threepid_denied
+from homeserver.client.routes import add_route, client_ip, device_id_field
 from homeserver.client.validate import optional_bool, optional_dict, optional_str
 from homeserver.errors import MatrixError, forbidden, invalid_param, missing_token, unknown_token
 from homeserver.http import json_response, query_param, read_json_body
+
+logger = logging.getLogger(__name__)
 
 # Long enough for any legal username, short enough to fail fast on junk.
 MAX_USERNAME_INPUT = 1024
@@ -126,6 +138,17 @@ async def post_register(request: web.Request) -> web.Response:
         before_new_session=lambda: limiters.check("registration_sessions", ip),
     )
     limiters.check("registration", ip)
+    email_session = None
+    if "threepid_sid" in result.data:
+        # Used once, before the account exists: a replay or a racing registration
+        # with the same session fails here instead of making a second account.
+        threepids = request.config_dict[THREEPIDS]
+        email_session = await threepids.validated(
+            "registration", result.data["threepid_sid"], result.data["threepid_client_secret"]
+        )
+        if await threepids.owner(email_session.medium, email_session.address) is not None:
+            raise MatrixError(400, "M_THREEPID_IN_USE", "Email is already in use")
+        await threepids.consume(email_session)
     if upgrading is not None:
         response = await registration.upgrade_guest(
             upgrading,
@@ -135,6 +158,7 @@ async def post_register(request: web.Request) -> web.Response:
             inhibit_login=inhibit_login,
             refreshable=refreshable,
         )
+        await _add_email(request, upgrading, email_session)
         await uia.finish(result)
         return json_response(response)
     response = await registration.register(
@@ -146,8 +170,20 @@ async def post_register(request: web.Request) -> web.Response:
         refreshable=refreshable,
         registration_token=result.data.get("registration_token"),
     )
+    await _add_email(request, response["user_id"], email_session)
     await uia.finish(result)
     return json_response(response)
+
+
+async def _add_email(request: web.Request, user_id: str, session: Any) -> None:
+    """The account registered with a validated address holds it (if no one took it in
+    the moment since the check: then it registers without, as the log says)."""
+    if session is None:
+        return
+    try:
+        await request.config_dict[THREEPIDS].add_to_user(user_id, session)
+    except MatrixError:
+        logger.warning("%s registered but %s was taken meanwhile", user_id, session.address)
 
 
 async def get_available(request: web.Request) -> web.Response:
@@ -181,5 +217,3 @@ def add_routes(app: web.Application) -> None:
         get_token_validity,
         prefixes=("/v1",),
     )
-    for medium in ("email", "msisdn"):
-        add_route(app, "POST", f"/register/{medium}/requestToken", threepid_denied)

@@ -8,6 +8,7 @@ services that receive a Config) without pulling in the parser.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,10 @@ class RegistrationConfig:
     # `POST /register?kind=guest` (Synapse's key, off by default as there): accounts
     # with no password that may only read and talk in rooms with guest_access can_join.
     allow_guest_access: bool = False
+    # With an `email` section: registering with a validated address is a flow, and with
+    # `registrations_require_3pid: [email]` the only one.
+    offers_email: bool = False
+    requires_email: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,8 @@ class RateLimitConfig:
     third_party_invite: RateLimit = RateLimit(0.2, 10)
     media_create: RateLimit = RateLimit(10.0, 50)
     delayed_event_mgmt: RateLimit = RateLimit(1.0, 5)
+    # Mail sent by requestToken, per client address and per email address.
+    threepid_validation: RateLimit = RateLimit(0.003, 5)
 
     def get(self, name: str) -> RateLimit:
         """The effective limit for `name` (a field name): unlimited when switched off."""
@@ -355,12 +362,61 @@ class SecretsConfig:
 
 
 @dataclass(frozen=True)
+class SmtpConfig:
+    """How to reach the mail server (Synapse's key names and defaults)."""
+
+    host: str = "localhost"
+    port: int = 25
+    user: str | None = None
+    password: str | None = None
+    # Implicit TLS from the first byte (port 465); else STARTTLS when offered...
+    force_tls: bool = False
+    enable_tls: bool = True
+    # ... and refuse to send in the clear when the server does not offer it.
+    require_transport_security: bool = False
+    # One connection's whole conversation; a hung mail server fails the request.
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    smtp: SmtpConfig
+    notif_from: str  # the From header, e.g. "Matrix <noreply@example.org>"
+    app_name: str = "Matrix"
+    # How long a mailed link (and the session it validates) stays usable.
+    validation_token_lifetime_ms: int = 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class LocalThreepidPattern:
+    medium: str
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class ThreepidConfig:
+    """What users may do with email addresses on this server."""
+
+    email: EmailConfig | None = None
+    # Users may add and remove addresses (capability m.3pid_changes).
+    changes_enabled: bool = True
+    # Answer requestToken as if it worked when the address is in use or unknown (no
+    # account enumeration), at the cost of a less helpful error for honest users.
+    inhibit_errors: bool = False
+    # Hosts a validated link may send the browser on to; None: any https/http host.
+    next_link_hosts: frozenset[str] | None = None
+    # Only addresses matching one of these may be added or registered; () allows any.
+    allowed_local: tuple[LocalThreepidPattern, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     server_name: str
     listeners: tuple[ListenerConfig, ...]
     database: DatabaseConfig
     keys: KeysConfig
     media: MediaConfig
+    threepids: ThreepidConfig = ThreepidConfig()
     public_baseurl: str | None = None
     tls: TlsConfig = TlsConfig()
     registration: RegistrationConfig = RegistrationConfig()

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from homeserver.config.appservices import read_appservices
+from homeserver.config.email import EMAIL_KEYS, read_threepids, registration_requires_email
 from homeserver.config.media import MEDIA_KEYS, read_media
 from homeserver.config.model import (
     DEFAULT_GC_THRESHOLDS,
@@ -87,6 +88,7 @@ KNOWN_KEYS = frozenset(
         *RC_NESTED,
         "default_room_version",
         *MEDIA_KEYS,
+        *EMAIL_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
         "well_known_client",
@@ -164,6 +166,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             r.problem(
                 "registration_shared_secret_path", f"cannot read {secret_path}: {exc.strerror}"
             )
+    threepids = read_threepids(r, top)
     registration = RegistrationConfig(
         enabled=r.bool(top, "enable_registration", "", False),
         without_verification=r.bool(top, "enable_registration_without_verification", "", False),
@@ -173,14 +176,19 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             "registration_shared_secret" in top and not shared_secret and secret_path is None
         ),
         allow_guest_access=r.bool(top, "allow_guest_access", "", False),
+        offers_email=threepids.email is not None,
+        requires_email=registration_requires_email(r, top),
     )
     if registration.enabled and not (
-        registration.without_verification or registration.requires_token
+        registration.without_verification
+        or registration.requires_token
+        or registration.requires_email
     ):
         r.problem(
             "enable_registration",
             "open registration without any verification invites spam accounts; also set "
-            "enable_registration_without_verification: true (or registration_requires_token: true)",
+            "enable_registration_without_verification: true (or registration_requires_token: "
+            "true, or registrations_require_3pid: [email])",
         )
 
     hashing_raw = r.mapping(top.get("password_hashing"), "password_hashing") or {}
@@ -215,6 +223,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         federation=read_federation(r, top),
         ratelimit=read_rate_limits(r, top),
         media=read_media(r, top),
+        threepids=threepids,
         well_known=WellKnownConfig(
             serve_server_wellknown=r.bool(top, "serve_server_wellknown", "", False),
             client_base_url=well_known_client or public_baseurl,
@@ -268,6 +277,8 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             "names this worker, which serves no media: name a media worker (a listener "
             "with the media resource), whose disk holds the media store",
         )
+    if threepids.email is not None and public_baseurl is None:
+        r.problem("email", "needs public_baseurl: the links we mail point there")
     if config.keys.key_refresh_interval_ms < 60_000 and "key_refresh_interval" in top:
         r.problem("key_refresh_interval", "must be at least one minute")
     if r.problems:

@@ -391,6 +391,7 @@ RC_FLAT = {
     "rc_third_party_invite": "third_party_invite",
     "rc_media_create": "media_create",
     "rc_delayed_event_mgmt": "delayed_event_mgmt",
+    "rc_3pid_validation": "threepid_validation",
 }
 # YAML key -> {sub key -> field} for the nested ones.
 RC_NESTED = {

@@ -440,11 +440,11 @@ async def test_startup_warns_naming_ignored_synapse_settings(tmp_path: Path, cap
 
     from homeserver.__main__ import _warn_ignored
 
-    config = parse_config({"server_name": "a.b", "sso": {}, "email": {}}, base_dir=tmp_path)
+    config = parse_config({"server_name": "a.b", "sso": {}, "user_consent": {}}, base_dir=tmp_path)
     with caplog.at_level(logging.WARNING):
         _warn_ignored(config)
     text = caplog.text
-    assert "'email'" in text and "'sso'" in text and "not implemented" in text
+    assert "'user_consent'" in text and "'sso'" in text and "not implemented" in text
 
 
 def test_log_config_is_read_relative_to_the_config_and_must_exist(tmp_path: Path) -> None:
@@ -572,3 +572,64 @@ def test_gc_thresholds_are_read_and_applied_once_started(tmp_path: Path) -> None
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_email_section_and_the_3pid_keys(tmp_path: Path) -> None:
+    """What an operator writes for mail (Synapse's keys), and each mistake reported."""
+    config = parse_config(
+        {
+            "server_name": "a.b",
+            "public_baseurl": "https://matrix.a.b/",
+            "email": {
+                "smtp_host": "mail.a.b",
+                "smtp_port": 587,
+                "smtp_user": "u",
+                "smtp_pass": "p",
+                "require_transport_security": True,
+                "notif_from": "Matrix <noreply@a.b>",
+                "validation_token_lifetime": "30m",
+            },
+            "enable_registration": True,
+            "registrations_require_3pid": ["email"],
+            "allowed_local_3pids": [{"medium": "email", "pattern": ".*@a\\.b$"}],
+            "next_link_domain_whitelist": ["App.A.B"],
+        },
+        base_dir=tmp_path,
+    )
+    email = config.threepids.email
+    assert email is not None
+    assert (email.smtp.host, email.smtp.port, email.smtp.user) == ("mail.a.b", 587, "u")
+    assert email.smtp.require_transport_security and email.validation_token_lifetime_ms == 1_800_000
+    assert config.registration.requires_email and config.registration.offers_email
+    assert config.threepids.next_link_hosts == frozenset({"app.a.b"})
+    assert config.threepids.allowed_local[0].pattern.match("x@a.b")
+    # Empty section: no mail, as without one.
+    assert (
+        parse_config({"server_name": "a.b", "email": {}}, base_dir=tmp_path).threepids.email is None
+    )
+
+    with pytest.raises(ConfigError) as exc:
+        parse_config(
+            {
+                "server_name": "a.b",
+                "email": {"smtp_port": 0, "notif_from": "no address", "enable_notifs": True},
+                "registrations_require_3pid": ["msisdn"],
+                "allowed_local_3pids": [{"medium": "email", "pattern": "("}],
+            },
+            base_dir=tmp_path,
+        )
+    text = "\n".join(exc.value.problems)
+    for expected in (
+        "email.smtp_port",
+        "email.notif_from: not an email address",
+        "email.enable_notifs: email notifications are not built",
+        "registrations_require_3pid: only email can be required",
+        "allowed_local_3pids[0].pattern: not a regular expression",
+        "email: needs public_baseurl",
+    ):
+        assert expected in text, expected
+    with pytest.raises(ConfigError) as exc:
+        parse_config(
+            {"server_name": "a.b", "registrations_require_3pid": ["email"]}, base_dir=tmp_path
+        )
+    assert "needs an email section" in "\n".join(exc.value.problems)
