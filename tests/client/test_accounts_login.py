@@ -137,8 +137,17 @@ async def test_unknown_login_and_identifier_types(app_client: TestClient) -> Non
             "password": "x",
         },
     )
-    assert third.status == 400
-    assert (await third.json())["errcode"] == "M_UNKNOWN"
+    # An address no account holds fails as a wrong password does (no enumeration).
+    assert (third.status, (await third.json())["errcode"]) == (403, "M_FORBIDDEN")
+    phone = await app_client.post(
+        LOGIN,
+        json={
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.phone", "country": "GB", "phone": "1"},
+            "password": "x",
+        },
+    )
+    assert (phone.status, (await phone.json())["errcode"]) == (400, "M_UNKNOWN")
 
 
 async def test_login_rate_limits(aiohttp_client: Any, tmp_config: Any) -> None:
