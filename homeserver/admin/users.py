@@ -7,6 +7,7 @@ local user a 404.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from homeserver.accounts import tokens
 from homeserver.accounts.lifecycle import AccountLifecycle
 from homeserver.accounts.passwords import PasswordHasher
 from homeserver.accounts.sessions import LastSeenTracker, SessionService
+from homeserver.accounts.threepids import canonical_email
 from homeserver.errors import MatrixError, bad_json, invalid_param, not_found
 from homeserver.ids import MAX_ID_LENGTH, check_new_localpart
 from homeserver.moderation import Moderation
@@ -69,6 +71,8 @@ class UserChanges:
     locked: bool | None = None
     user_type: str | None = None
     set_user_type: bool = False
+    # The user's whole set of email addresses (canonical), replacing theirs.
+    threepids: tuple[str, ...] | None = None
 
 
 class AdminUsers:
@@ -140,11 +144,17 @@ class AdminUsers:
     ) -> tuple[bool, dict[str, Any]]:
         """Create the user (True) or change it (False); answers the user's details."""
         self.check_local(user_id, "create or modify")
+        if changes.threepids is not None:
+            for address in changes.threepids:  # refused before anything changes
+                if await self._threepids.user_of("email", address) not in (None, user_id):
+                    raise MatrixError(400, "M_THREEPID_IN_USE", f"{address} is in use")
         user = await self._store.get_user(user_id)
         if user is None:
             await self._create(user_id, changes)
         else:
             await self._modify(admin_id, user, changes)
+        if changes.threepids is not None:
+            await self._set_threepids(user_id, changes.threepids)
         created = user is None
         updated = await self._store.get_user(user_id)
         assert updated is not None
@@ -207,6 +217,27 @@ class AdminUsers:
             await self._lifecycle.change_password(
                 user_id, changes.password, logout_devices=changes.logout_devices, keep_device=None
             )
+
+    async def _set_threepids(self, user_id: str, addresses: tuple[str, ...]) -> None:
+        current = {t.address for t in await self._threepids.of_user(user_id) if t.medium == "email"}
+        for address in current - set(addresses):
+            await self._threepids.remove(user_id, "email", address)
+        now = int(time.time() * 1000)
+        for address in set(addresses) - current:
+            if not await self._threepids.add(user_id, "email", address, now, now):
+                raise MatrixError(400, "M_THREEPID_IN_USE", f"{address} is in use")
+
+    async def user_of_threepid(self, medium: str, address: str) -> dict[str, str]:
+        """GET /v1/threepid/<medium>/users/<address>: who holds the address."""
+        user_id = None
+        if medium == "email":
+            try:
+                user_id = await self._threepids.user_of(medium, canonical_email(address))
+            except MatrixError:
+                user_id = None
+        if user_id is None:
+            raise MatrixError(404, "M_NOT_FOUND", "User not found")
+        return {"user_id": user_id}
 
     # -- account actions --------------------------------------------------------------
 
@@ -363,6 +394,25 @@ def _details(user: AdminUser, threepids: list[UserThreepid]) -> dict[str, Any]:
     return body
 
 
+MAX_ADMIN_THREEPIDS = 100
+
+
+def _threepid_list(value: Any) -> tuple[str, ...] | None:
+    """PUT's `threepids`: [{medium: email, address}], canonical addresses."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_ADMIN_THREEPIDS:
+        raise bad_json(f"'threepids' must be a list of at most {MAX_ADMIN_THREEPIDS}")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("address"), str):
+            raise MatrixError(400, "M_MISSING_PARAM", "Each threepid needs medium and address")
+        if item.get("medium") != "email":
+            raise invalid_param("Only email addresses are supported")
+        out.append(canonical_email(item["address"]))
+    return tuple(dict.fromkeys(out))
+
+
 def _device_json(device: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "device_id": device.device_id,
@@ -397,14 +447,13 @@ def parse_user_changes(body: dict[str, Any]) -> UserChanges:
             raise bad_json(f"'{key}' must be a boolean")
         return value
 
-    for key in ("threepids", "external_ids"):
-        value = body.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, list):
-            raise bad_json(f"'{key}' must be a list")
-        if value:
-            raise invalid_param(f"'{key}' are not supported by this server")
+    external_ids = body.get("external_ids")
+    if external_ids is not None:
+        if not isinstance(external_ids, list):
+            raise bad_json("'external_ids' must be a list")
+        if external_ids:
+            raise invalid_param("'external_ids' are not supported by this server")
+    threepids = _threepid_list(body.get("threepids"))
     password = opt_str("password", 512)
     avatar_url = opt_str("avatar_url", MAX_AVATAR_URL)
     if avatar_url and not avatar_url.startswith("mxc://"):
@@ -421,6 +470,7 @@ def parse_user_changes(body: dict[str, Any]) -> UserChanges:
         avatar_url=avatar_url,
         admin=opt_bool("admin"),
         deactivated=opt_bool("deactivated"),
+        threepids=threepids,
         locked=opt_bool("locked"),
         user_type=user_type,
         set_user_type=set_user_type,

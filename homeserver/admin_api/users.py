@@ -1,5 +1,6 @@
 """/_synapse/admin user endpoints: list, query, create/modify, deactivate, passwords,
-sessions, devices, rooms, pushers, moderation flags, rate limits, login as a user."""
+sessions, devices, rooms, pushers, moderation flags, rate limits, login as a user, who
+holds an email address."""
 
 from __future__ import annotations
 
@@ -65,6 +66,16 @@ async def list_users_v3(request: web.Request) -> web.Response:
 async def get_user(request: web.Request) -> web.Response:
     await require_admin(request)
     return json_response(await request.config_dict[ADMIN_USERS].get_user(user_id_path(request)))
+
+
+async def user_of_threepid(request: web.Request) -> web.Response:
+    await require_admin(request)
+    medium = str(path_param(request, "medium"))
+    address = str(path_param(request, "address"))
+    if len(medium) > 32 or len(address) > 512:
+        raise bad_json("medium or address is too long")
+    users = request.config_dict[ADMIN_USERS]
+    return json_response(await users.user_of_threepid(medium, address))
 
 
 async def put_user(request: web.Request) -> web.Response:
@@ -303,6 +314,7 @@ def add_routes(admin: web.Application) -> None:
     r.add_get("/v3/users", list_users_v3)
     r.add_get("/v2/users/{user_id}", get_user)
     r.add_put("/v2/users/{user_id}", put_user)
+    r.add_get("/v1/threepid/{medium}/users/{address}", user_of_threepid)
     r.add_post("/v1/deactivate/{user_id}", deactivate)
     r.add_post("/v1/reset_password/{user_id}", reset_password)
     r.add_get("/v1/whois/{user_id}", whois)

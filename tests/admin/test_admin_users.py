@@ -150,7 +150,7 @@ async def test_put_creates_a_user_who_can_log_in(env: AdminEnv) -> None:
 
 async def test_put_refuses_what_it_cannot_do(env: AdminEnv) -> None:
     for body in (
-        {"threepids": [{"medium": "email", "address": "a@b.c"}]},
+        {"threepids": [{"medium": "msisdn", "address": "447700900000"}]},
         {"external_ids": [{"auth_provider": "x", "external_id": "y"}]},
         {"avatar_url": "https://not-mxc.example/a.png"},
         {"user_type": "wizard"},
