@@ -411,16 +411,9 @@ async def build(
     )
     exchange = fed.remote_rooms if fed else None
     identity = build_identity(
-        config,
-        database,
-        stores,
-        membership,
-        local_events,
-        server_keys.primary,
-        exchange,
-        stack,
-        uia,
+        config, database, stores, membership, local_events, server_keys.primary, exchange, stack
     )
+    identity.start(uia, push_store, tasks)
     lifecycle = AccountLifecycle(
         stores.accounts,
         stores.current_state,

@@ -17,22 +17,49 @@ from homeserver.accounts.identity_binds import IdentityBinds
 from homeserver.accounts.mailer import Mailer
 from homeserver.accounts.threepids import ThreepidService
 from homeserver.accounts.uia import EMAIL_IDENTITY, UserInteractiveAuth
+from homeserver.background import BackgroundTasks
 from homeserver.config import Config
 from homeserver.ipfilter import outbound_ip_filter
+from homeserver.push.email_notifier import EmailNotifier
 from homeserver.rooms.local_events import LocalEvents
 from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.third_party_invites import InviteExchange, ThirdPartyInvites
 from homeserver.storage import Stores
 from homeserver.storage.database import Database
+from homeserver.storage.email_notifications import EmailNotificationStore
+from homeserver.storage.push import PushStore
 from homeserver.storage.threepid_binds import ThreepidBindStore
 from homeserver.storage.threepids import ThreepidStore
 
 
 @dataclass(frozen=True)
 class Identity:
+    config: Config
+    database: Database
+    stores: Stores
     binds: IdentityBinds
     invites: ThirdPartyInvites
     threepids: ThreepidService
+    mailer: Mailer | None  # one for the whole process: its bound on SMTP conversations
+
+    def start(self, uia: UserInteractiveAuth, push: PushStore, tasks: BackgroundTasks) -> None:
+        """With mail: the UIA stage of a mailed session, and (on the main, with
+        enable_notifs) the email notifications."""
+        email = self.config.threepids.email
+        if email is None or self.mailer is None:
+            return
+        uia.add_stage(EMAIL_IDENTITY, self.threepids.uia_stage)
+        if email.enable_notifs and not self.config.workers.is_worker:
+            notifier = EmailNotifier(
+                self.stores,
+                push,
+                EmailNotificationStore(self.database),
+                self.mailer,
+                self.config.server_name,
+                delay_ms=email.notif_delay_ms,
+                client_base_url=email.client_base_url,
+            )
+            tasks.spawn(notifier.run(), "email notifications")
 
     async def forget_user(self, user_id: str) -> bool:
         """Deactivation: the account's addresses are free again here, and identity
@@ -50,7 +77,6 @@ def build_identity(
     signing_key: Any,
     exchange: InviteExchange | None,
     stack: AsyncExitStack,
-    uia: UserInteractiveAuth,
 ) -> Identity:
     fed = config.federation
     identity = IdentityServers(
@@ -65,13 +91,12 @@ def build_identity(
         stores, membership, local_events, identity, config.server_name, exchange
     )
     email = config.threepids.email
+    mailer = Mailer(email) if email is not None else None
     threepids = ThreepidService(
         config.threepids,
         config.server_name,
         config.public_baseurl,
         ThreepidStore(database),
-        Mailer(email) if email is not None else None,
+        mailer,
     )
-    if threepids.email_enabled:
-        uia.add_stage(EMAIL_IDENTITY, threepids.uia_stage)
-    return Identity(binds, invites, threepids)
+    return Identity(config, database, stores, binds, invites, threepids, mailer)

@@ -123,6 +123,13 @@ allow_guest_access: false
 #  notif_from: "Matrix <noreply@example.org>"
 #  app_name: Matrix
 #  validation_token_lifetime: 1h
+#  # Mail users about messages left unread for notif_delay (Element's "email
+#  # notifications" switch; on at registration with an address unless
+#  # notif_for_new_users: false). Room links open client_base_url.
+#  enable_notifs: true
+#  notif_for_new_users: true
+#  client_base_url: https://app.element.io
+#  notif_delay: 10m
 # Users may add and remove addresses (Synapse's default).
 #enable_3pid_changes: true
 # Registration needs a validated address (with registration open).

@@ -12,7 +12,8 @@ import asyncio
 import re
 import socket
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -25,6 +26,7 @@ from aiosmtpd.controller import Controller
 class ReceivedMail:
     envelope_to: list[str]
     message: EmailMessage
+    received_at: float = field(default_factory=time.monotonic)
 
     @property
     def subject(self) -> str:

@@ -1,25 +1,27 @@
 """Pushers API: GET /pushers and POST /pushers/set (delivery to the gateways:
 homeserver.push.delivery). Bodies are validated here per pusher.yaml: kind http needs
-data.url (an http(s) URL with the notify path); email pushers are refused. MSC3881: a
+data.url (an http(s) URL with the notify path); kind email (with `enable_notifs`) needs
+one of the user's validated addresses as its pushkey. MSC3881: a
 pusher can be switched off and on (`org.matrix.msc3881.enabled`), and says which
 session set it up (`org.matrix.msc3881.device_id`)."""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from homeserver.appstate import CONFIG, PUSH_STORE, Mounts
+from homeserver.accounts.threepids import canonical_email
+from homeserver.appstate import CONFIG, PUSH_STORE, THREEPIDS, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_bool, optional_str, require_str
 from homeserver.config import Config
 from homeserver.errors import MatrixError, bad_json
 from homeserver.http import json_response, read_json_body
-from homeserver.storage.push import StoredPusher
+from homeserver.storage.push import PushStore, StoredPusher
 
 PREFIXES = ("/v3", "/r0")
 
@@ -57,9 +59,7 @@ def parse_pusher_body(body: dict[str, Any], user_id: str, device_id: str | None)
     append = optional_bool(body, "append")
     if kind is None:
         return PusherRequest(app_id, pushkey, append, None)
-    if kind == "email":
-        raise _invalid("Email pushers are not supported by this server")
-    if kind != "http":
+    if kind not in ("http", "email"):
         raise _invalid(f"Unknown pusher kind {kind[:30]!r}")
     app_display_name = require_str(body, "app_display_name", max_len=MAX_TEXT)
     device_display_name = require_str(body, "device_display_name", max_len=MAX_TEXT)
@@ -68,14 +68,8 @@ def parse_pusher_body(body: dict[str, Any], user_id: str, device_id: str | None)
     data = body.get("data")
     if not isinstance(data, dict):
         raise MatrixError(400, "M_MISSING_PARAM", "'data' must be an object")
-    url = data.get("url")
-    if not isinstance(url, str):
-        raise _invalid("'data.url' is required for http pushers")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise _invalid("'data.url' must be an http(s) URL")
-    if parts.path != NOTIFY_PATH:
-        raise _invalid(f"'data.url' must have the path {NOTIFY_PATH}")
+    if kind == "http":
+        _check_gateway_url(data)
     enabled = body.get(ENABLED, True)
     if not isinstance(enabled, bool):
         raise bad_json(f"'{ENABLED}' must be a boolean")
@@ -96,6 +90,34 @@ def parse_pusher_body(body: dict[str, Any], user_id: str, device_id: str | None)
         enabled=enabled,
     )
     return PusherRequest(app_id, pushkey, append, pusher)
+
+
+def _check_gateway_url(data: dict[str, Any]) -> None:
+    url = data.get("url")
+    if not isinstance(url, str):
+        raise _invalid("'data.url' is required for http pushers")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _invalid("'data.url' must be an http(s) URL")
+    if parts.path != NOTIFY_PATH:
+        raise _invalid(f"'data.url' must have the path {NOTIFY_PATH}")
+
+
+async def _check_email_pusher(
+    request: web.Request, parsed: PusherRequest, user_id: str
+) -> PusherRequest:
+    """An email pusher mails one of the user's own validated addresses, on a server
+    that sends email notifications (as Synapse: M_THREEPID_NOT_FOUND otherwise). The
+    pushkey is kept in the stored (canonical) form of the address."""
+    email = request.config_dict[CONFIG].threepids.email
+    if email is None or not email.enable_notifs:
+        raise _invalid("This server does not send email notifications")
+    threepids = request.config_dict[THREEPIDS]
+    if await threepids.owner("email", parsed.pushkey) != user_id:
+        raise MatrixError(400, "M_THREEPID_NOT_FOUND", "Email not found")
+    address = canonical_email(parsed.pushkey)
+    assert parsed.pusher is not None
+    return replace(parsed, pushkey=address, pusher=replace(parsed.pusher, pushkey=address))
 
 
 def pusher_json(pusher: StoredPusher) -> dict[str, Any]:
@@ -155,12 +177,51 @@ def check_gateway_address(config: Config, url: str) -> None:
         raise _invalid("'data.url' points at an address this server may not connect to")
 
 
+EMAIL_APP_ID = "m.email"
+
+
+def email_pusher(user_id: str, address: str) -> StoredPusher:
+    """The email pusher a user registering with an address gets (notif_for_new_users),
+    as Synapse makes it."""
+    return StoredPusher(
+        user_id=user_id,
+        app_id=EMAIL_APP_ID,
+        pushkey=address,
+        kind="email",
+        app_display_name="Email Notifications",
+        device_display_name=address,
+        profile_tag=None,
+        lang="en",
+        data={},
+        device_id=None,
+    )
+
+
+async def delete_email_pushers(store: PushStore, user_id: str, address: str) -> None:
+    """The address left the account: nothing is mailed to it any more."""
+    for pusher in await store.get_pushers(user_id):
+        if pusher.kind == "email" and pusher.pushkey == address:
+            await store.delete_pusher(user_id, pusher.app_id, pusher.pushkey)
+
+
+def _canonical_pushkey(parsed: PusherRequest) -> PusherRequest:
+    """Deleting an email pusher by the address as the client spells it."""
+    try:
+        return replace(parsed, pushkey=canonical_email(parsed.pushkey))
+    except MatrixError:
+        return parsed
+
+
 async def set_pusher(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     body = await read_json_body(request)
     parsed: PusherRequest = parse_pusher_body(body, requester.user_id, requester.device_id)
-    if parsed.pusher is not None:
+    if parsed.pusher is not None and parsed.pusher.kind == "email":
+        parsed = await _check_email_pusher(request, parsed, requester.user_id)
+    elif parsed.pusher is not None:
         check_gateway_address(request.config_dict[CONFIG], parsed.pusher.data["url"])
+    elif parsed.app_id == EMAIL_APP_ID:
+        parsed = _canonical_pushkey(parsed)
     store = request.config_dict[PUSH_STORE]
     if parsed.pusher is None:
         await store.delete_pusher(requester.user_id, parsed.app_id, parsed.pushkey)

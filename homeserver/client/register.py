@@ -17,6 +17,7 @@ from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.appstate import (
     APP_SERVICES,
     CONFIG,
+    PUSH_STORE,
     RATE_LIMITERS,
     REGISTRATION,
     STORES,
@@ -24,6 +25,7 @@ from homeserver.appstate import (
     UIA,
 )
 from homeserver.client.auth import extract_access_token
+from homeserver.client.pushers import email_pusher
 from homeserver.client.routes import add_route, client_ip, device_id_field
 from homeserver.client.validate import optional_bool, optional_dict, optional_str
 from homeserver.errors import MatrixError, forbidden, invalid_param, missing_token, unknown_token
@@ -184,6 +186,11 @@ async def _add_email(request: web.Request, user_id: str, session: Any) -> None:
         await request.config_dict[THREEPIDS].add_to_user(user_id, session)
     except MatrixError:
         logger.warning("%s registered but %s was taken meanwhile", user_id, session.address)
+        return
+    email = request.config_dict[CONFIG].threepids.email
+    if email is not None and email.enable_notifs and email.notif_for_new_users:
+        pusher = email_pusher(user_id, session.address)
+        await request.config_dict[PUSH_STORE].set_pusher(pusher, append=True)
 
 
 async def get_available(request: web.Request) -> web.Response:

@@ -21,17 +21,20 @@ from homeserver.accounts.threepids import (
     LINK_SEGMENTS,
     PASSWORD_RESET,
     REGISTRATION,
+    canonical_email,
     check_client_secret,
 )
 from homeserver.accounts.uia import EMAIL_IDENTITY, PASSWORD
 from homeserver.appstate import (
     ACCOUNT_LIFECYCLE,
     IDENTITY_BINDS,
+    PUSH_STORE,
     RATE_LIMITERS,
     THREEPIDS,
     UIA,
 )
 from homeserver.client.auth import extract_access_token, get_requester
+from homeserver.client.pushers import delete_email_pushers
 from homeserver.client.routes import add_route, client_ip, threepid_denied
 from homeserver.client.validate import optional_bool, optional_dict, optional_str, require_str
 from homeserver.errors import MatrixError, bad_json
@@ -121,7 +124,10 @@ async def post_threepid_delete(request: web.Request) -> web.Response:
     threepids = request.config_dict[THREEPIDS]
     if not threepids.changes_enabled:
         raise MatrixError(400, "M_FORBIDDEN", "3PID changes are disabled on this server")
-    await threepids.remove(requester.user_id, medium, address)
+    if await threepids.remove(requester.user_id, medium, address) and medium == "email":
+        await delete_email_pushers(
+            request.config_dict[PUSH_STORE], requester.user_id, canonical_email(address)
+        )
     return await _unbind(request, requester.user_id, medium, address, raw_server)
 
 

@@ -2,9 +2,8 @@
 validation and password-reset mail through, and who may add which address.
 
 Without an `email` section nothing is mailed: adding an address, resetting a password
-by email and registering with one are refused (as before). Email notifications of
-missed messages (Synapse's `enable_notifs`) are not built; asking for them is a
-config problem rather than a setting silently ignored.
+by email and registering with one are refused (as before). `enable_notifs` mails users
+about messages they left unread (homeserver/push/email_notifier.py).
 """
 
 from __future__ import annotations
@@ -41,6 +40,9 @@ _SECTION_KEYS = frozenset(
         "app_name",
         "validation_token_lifetime",
         "enable_notifs",
+        "notif_for_new_users",
+        "client_base_url",
+        "notif_delay",
         "smtp_timeout",
     }
 )
@@ -59,14 +61,18 @@ def _from_address(value: Any) -> str:
     return value.strip()
 
 
+def _client_base_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise ValueError("expected an http(s) URL, e.g. https://app.element.io")
+    return value.rstrip("/")
+
+
 def _email_section(r: Reader, raw: Any) -> EmailConfig | None:
     m = r.mapping(raw, "email")
     if not m:  # absent, or an empty section left in a file: no mail
         return None
     where = "email"
     r.check_keys(m, _SECTION_KEYS, where)
-    if r.bool(m, "enable_notifs", where, False):
-        r.problem(f"{where}.enable_notifs", "email notifications are not built; remove it")
     if m.get("notif_from") is None:
         r.problem(f"{where}.notif_from", "required: the From address of our mail")
     smtp = SmtpConfig(
@@ -88,6 +94,10 @@ def _email_section(r: Reader, raw: Any) -> EmailConfig | None:
         validation_token_lifetime_ms=r.converted(
             m, "validation_token_lifetime", where, 60 * 60 * 1000, parse_duration_ms
         ),
+        enable_notifs=r.bool(m, "enable_notifs", where, False),
+        notif_for_new_users=r.bool(m, "notif_for_new_users", where, True),
+        client_base_url=r.converted(m, "client_base_url", where, None, _client_base_url),
+        notif_delay_ms=r.converted(m, "notif_delay", where, 10 * 60 * 1000, parse_duration_ms),
     )
 
 

@@ -385,6 +385,16 @@ class EmailConfig:
     app_name: str = "Matrix"
     # How long a mailed link (and the session it validates) stays usable.
     validation_token_lifetime_ms: int = 60 * 60 * 1000
+    # Mail users about notifications still unread notif_delay after they arrived
+    # (Element's "email notifications" switch makes the email pusher).
+    enable_notifs: bool = False
+    # A user registering with an address gets that email pusher at once.
+    notif_for_new_users: bool = True
+    # Where the mailed room links open (Element Web's URL); matrix.to when unset.
+    client_base_url: str | None = None
+    # Ours (Synapse waits 10 minutes, fixed): how long a notification stays unread
+    # before it is mailed, and the least time between two mails to one user.
+    notif_delay_ms: int = 10 * 60 * 1000
 
 
 @dataclass(frozen=True)

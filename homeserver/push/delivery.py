@@ -82,6 +82,36 @@ def _device(pusher: StoredPusher, tweaks: dict[str, Any]) -> dict[str, Any]:
     return device
 
 
+async def event_names(stores: Stores, event: Event) -> dict[str, Any]:
+    """The sender's display name, the room's name and alias (a few state rows)."""
+    current = stores.current_state
+    ids = {
+        key: await current.get_current_state_event_id(event.room_id, *key)
+        for key in (
+            ("m.room.name", ""),
+            ("m.room.canonical_alias", ""),
+            ("m.room.member", event.sender),
+        )
+    }
+    loaded = await stores.events.get_events([i for i in ids.values() if i])
+
+    def field(key: tuple[str, str], name: str) -> Any:
+        found = loaded.get(ids[key] or "")
+        return found.content.get(name) if found is not None else None
+
+    names: dict[str, Any] = {}
+    display = field(("m.room.member", event.sender), "displayname")
+    if isinstance(display, str):
+        names["sender_display_name"] = display
+    room_name = field(("m.room.name", ""), "name")
+    if isinstance(room_name, str) and room_name:
+        names["room_name"] = room_name
+    alias = field(("m.room.canonical_alias", ""), "alias")
+    if isinstance(alias, str):
+        names["room_alias"] = alias
+    return names
+
+
 class PushDelivery:
     def __init__(
         self,
@@ -211,39 +241,10 @@ class PushDelivery:
             if event is None:
                 continue
             if event.event_id not in shared:
-                shared[event.event_id] = await self._names(event)
+                shared[event.event_id] = await event_names(self._stores, event)
             base = await self._notification(row, event, shared[event.event_id])
             for pusher in pushers:
                 self._enqueue(pusher, self._for_pusher(base, pusher, row))
-
-    async def _names(self, event: Event) -> dict[str, Any]:
-        """The sender's display name, the room's name and alias (a few state rows)."""
-        current = self._stores.current_state
-        ids = {
-            key: await current.get_current_state_event_id(event.room_id, *key)
-            for key in (
-                ("m.room.name", ""),
-                ("m.room.canonical_alias", ""),
-                ("m.room.member", event.sender),
-            )
-        }
-        loaded = await self._stores.events.get_events([i for i in ids.values() if i])
-
-        def field(key: tuple[str, str], name: str) -> Any:
-            found = loaded.get(ids[key] or "")
-            return found.content.get(name) if found is not None else None
-
-        names: dict[str, Any] = {}
-        display = field(("m.room.member", event.sender), "displayname")
-        if isinstance(display, str):
-            names["sender_display_name"] = display
-        room_name = field(("m.room.name", ""), "name")
-        if isinstance(room_name, str) and room_name:
-            names["room_name"] = room_name
-        alias = field(("m.room.canonical_alias", ""), "alias")
-        if isinstance(alias, str):
-            names["room_alias"] = alias
-        return names
 
     async def _notification(
         self, row: PushAction, event: Event, names: dict[str, Any]

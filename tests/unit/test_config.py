@@ -612,7 +612,7 @@ def test_email_section_and_the_3pid_keys(tmp_path: Path) -> None:
         parse_config(
             {
                 "server_name": "a.b",
-                "email": {"smtp_port": 0, "notif_from": "no address", "enable_notifs": True},
+                "email": {"smtp_port": 0, "notif_from": "no address", "client_base_url": "x"},
                 "registrations_require_3pid": ["msisdn"],
                 "allowed_local_3pids": [{"medium": "email", "pattern": "("}],
             },
@@ -622,7 +622,7 @@ def test_email_section_and_the_3pid_keys(tmp_path: Path) -> None:
     for expected in (
         "email.smtp_port",
         "email.notif_from: not an email address",
-        "email.enable_notifs: email notifications are not built",
+        "email.client_base_url: expected an http(s) URL",
         "registrations_require_3pid: only email can be required",
         "allowed_local_3pids[0].pattern: not a regular expression",
         "email: needs public_baseurl",
