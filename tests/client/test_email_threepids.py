@@ -669,3 +669,38 @@ async def test_an_admin_sets_and_looks_up_addresses(
     assert body["threepids"] == [] and body["displayname"] != "B"
     status, _ = await env.call("GET", "/v1/threepid/email/users/c2@x.org", token="user")
     assert status == 403
+
+
+async def test_allowed_addresses_and_inhibited_errors(
+    aiohttp_client: Any, tmp_config: Callable[..., Config], sink: MailSink
+) -> None:
+    """allowed_local_3pids limits which addresses may be added or registered;
+    request_token_inhibit_3pid_errors answers an address in use (or unknown, for a
+    reset) like any other, mailing nothing, so nobody learns which have accounts."""
+    settings = email_settings(
+        sink,
+        allowed_local_3pids=[{"medium": "email", "pattern": r"^[^@]+@example\.org$"}],
+        request_token_inhibit_3pid_errors=True,
+    )
+    client = await aiohttp_client(create_app(tmp_config(**settings)))
+    alice = await register_user(client, "alice")
+    resp = await request_token(client, "/register", "a@elsewhere.org", "s")
+    assert (resp.status, (await resp.json())["errcode"]) == (403, "M_THREEPID_DENIED")
+    await add_email(client, sink, alice, "alice@example.org")
+    seen = len(sink.received)
+    for path, email in (("/register", "alice@example.org"), ("/account/password", "x@example.org")):
+        resp = await request_token(client, path, email, "s")
+        assert resp.status == 200, await resp.text()
+        sid = (await resp.json())["sid"]
+        assert sid
+    assert len(sink.received) == seen
+    # The made-up sid leads nowhere.
+    body = {
+        "new_password": "x",
+        "auth": {
+            "type": "m.login.email.identity",
+            "threepid_creds": {"sid": sid, "client_secret": "s"},
+        },
+    }
+    resp = await client.post(f"{V3}/account/password", json=body)
+    assert resp.status == 401
