@@ -6,6 +6,7 @@ import aiohttp
 import pytest
 
 from tests.client.appservice_kit import bridge
+from tests.mail_sink import MailSink
 
 __all__ = ["bridge"]
 
@@ -15,3 +16,13 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """A plain HTTP client for tests that talk to a real deployment (test_workers*)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
         yield s
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[MailSink]:
+    """A real SMTP server on loopback keeping what the homeserver mails (test_email_*)."""
+    mail = MailSink().start()
+    try:
+        yield mail
+    finally:
+        mail.stop()

@@ -13,10 +13,8 @@ Both backends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from homeserver.app import create_app
 from homeserver.config import Config
@@ -26,15 +24,6 @@ from tests.mail_sink import MailSink
 
 V3 = "/_matrix/client/v3"
 DELAY_S = 1.0
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[MailSink]:
-    mail = MailSink().start()
-    try:
-        yield mail
-    finally:
-        mail.stop()
 
 
 def settings(sink: MailSink, **email: Any) -> dict[str, Any]:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from homeserver.app import create_app
 from homeserver.config import Config
@@ -26,15 +24,6 @@ from tests.mail_sink import MailSink, ReceivedMail
 
 V3 = "/_matrix/client/v3"
 BASE = "http://localhost:8008/"
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[MailSink]:
-    mail = MailSink().start()
-    try:
-        yield mail
-    finally:
-        mail.stop()
 
 
 def email_settings(sink: MailSink, **extra: Any) -> dict[str, Any]:
@@ -600,75 +589,6 @@ async def test_request_token_is_rate_limited_per_address(
         statuses.append(resp.status)
     assert statuses == [200, 200, 429]
     assert len(sink.received) == 2
-
-
-async def test_the_admin_api_shows_a_users_addresses(
-    aiohttp_client: Any, tmp_config: Callable[..., Config], sink: MailSink
-) -> None:
-    from tests.admin.conftest import make_env
-
-    client = await aiohttp_client(create_app(tmp_config(**email_settings(sink))))
-    env = await make_env(client)
-    alice = await register_user(client, "alice")
-    await add_email(client, sink, alice, "alice@example.org")
-    status, body = await env.call("GET", f"/v2/users/{alice['user_id']}")
-    assert status == 200
-    [entry] = body["threepids"]
-    assert entry == (await listed(client, alice["access_token"]))[0]
-    assert entry["address"] == "alice@example.org"
-
-
-async def test_an_admin_sets_and_looks_up_addresses(
-    aiohttp_client: Any, tmp_config: Callable[..., Config], sink: MailSink
-) -> None:
-    """Synapse's admin API: PUT /v2/users/<id> with `threepids` replaces the user's
-    addresses (creating a user with one too), and /v1/threepid/email/users/<address>
-    finds the holder. One address, one user: refused before anything changes."""
-    from tests.admin.conftest import make_env
-
-    client = await aiohttp_client(create_app(tmp_config(**email_settings(sink))))
-    env = await make_env(client)
-    carol = "@carol:test.local"
-    status, body = await env.call(
-        "PUT",
-        f"/v2/users/{carol}",
-        json={"password": "pw pw pw", "threepids": [{"medium": "email", "address": "C@x.org"}]},
-    )
-    assert status == 201, body
-    assert [t["address"] for t in body["threepids"]] == ["c@x.org"]
-    status, body = await env.call("GET", "/v1/threepid/email/users/C@X.org")
-    assert (status, body) == (200, {"user_id": carol})
-    # carol can sign in with it, and reset her password by it.
-    login = {
-        "type": "m.login.password",
-        "identifier": {"type": "m.id.thirdparty", "medium": "email", "address": "c@x.org"},
-        "password": "pw pw pw",
-    }
-    assert (await client.post(f"{V3}/login", json=login)).status == 200
-    # Replacing: the old one is gone, the new one listed.
-    status, body = await env.call(
-        "PUT",
-        f"/v2/users/{carol}",
-        json={"threepids": [{"medium": "email", "address": "c2@x.org"}]},
-    )
-    assert status == 200
-    assert [t["address"] for t in body["threepids"]] == ["c2@x.org"]
-    status, _ = await env.call("GET", "/v1/threepid/email/users/c@x.org")
-    assert status == 404
-    # Another user's address, a phone number, junk: refused, nothing changed.
-    for threepids, errcode in (
-        ([{"medium": "email", "address": "c2@x.org"}], "M_THREEPID_IN_USE"),
-        ([{"medium": "msisdn", "address": "447700900000"}], "M_INVALID_PARAM"),
-        ([{"medium": "email"}], "M_MISSING_PARAM"),
-    ):
-        status, body = await env.call(
-            "PUT", f"/v2/users/{env.user_id}", json={"displayname": "B", "threepids": threepids}
-        )
-        assert (status, body["errcode"]) == (400, errcode), body
-    status, body = await env.call("GET", f"/v2/users/{env.user_id}")
-    assert body["threepids"] == [] and body["displayname"] != "B"
-    status, _ = await env.call("GET", "/v1/threepid/email/users/c2@x.org", token="user")
-    assert status == 403
 
 
 async def test_allowed_addresses_and_inhibited_errors(
