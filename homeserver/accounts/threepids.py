@@ -160,9 +160,10 @@ class ThreepidService:
             if await self._store.advance_send_attempt(existing.session_id, send_attempt):
                 await self._mail(existing)
             return existing.session_id
+        new_id = secrets.token_urlsafe(24)
         session = await self._store.start_session(
             ValidationSession(
-                session_id=secrets.token_urlsafe(24),
+                session_id=new_id,
                 purpose=purpose,
                 medium="email",
                 address=address,
@@ -175,6 +176,8 @@ class ThreepidService:
                 validated_at=None,
             )
         )
+        if session.session_id != new_id:
+            return session.session_id  # a concurrent identical request made and mailed it
         try:
             await self._mail(session)
         except MatrixError:

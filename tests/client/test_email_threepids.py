@@ -451,6 +451,17 @@ async def test_a_retried_request_mails_once_per_attempt(
     # Another secret is another session.
     resp = await request_token(client, "/account/3pid", "a@example.org", "sec2", 1, token)
     assert (await resp.json())["sid"] != sids[0]
+    # Six identical requests at once (a client retrying impatiently): one session, one mail.
+    seen = len(sink.received)
+    answers = await asyncio.gather(
+        *(
+            request_token(client, "/account/3pid", "b@example.org", "sec", 1, token)
+            for _ in range(6)
+        )
+    )
+    assert len({(await r.json())["sid"] for r in answers}) == 1
+    await asyncio.sleep(0.3)
+    assert len(sink.received) == seen + 1
 
 
 async def test_mail_server_down_or_without_tls(
