@@ -43,20 +43,13 @@ from federation.media import FederationMediaSource
 from federation.queries import FederationToDevice
 from federation.query_ports import RemoteDirectoryAdapter, RemoteProfilesAdapter
 from homeserver import appstate as keys
-from homeserver.accounts.admin_register import SharedSecretRegistration
-from homeserver.accounts.housekeeping import housekeeping
-from homeserver.accounts.lifecycle import AccountLifecycle
-from homeserver.accounts.openid import OpenIdTokens
-from homeserver.accounts.passwords import PasswordHasher
-from homeserver.accounts.registration import RegistrationService
-from homeserver.accounts.sessions import LastSeenTracker, SessionService
-from homeserver.accounts.uia import UserInteractiveAuth
 from homeserver.admin.build import build_admin
 from homeserver.admin.room_stats import RoomStatsUpdater
 from homeserver.appservice.devices import AppServiceDevices
 from homeserver.appservice.registry import AppServices
 from homeserver.appservice.sender import AppServiceSender
 from homeserver.background import BackgroundTasks, every
+from homeserver.composition_accounts import build_accounts
 from homeserver.composition_federation import (
     Overrides,
     build_federation,
@@ -68,7 +61,6 @@ from homeserver.composition_federation import (
     reader_federation_client,
     remote_keys,
 )
-from homeserver.composition_identity import build_identity
 from homeserver.config import Config
 from homeserver.delayed.service import DelayedEvents
 from homeserver.e2ee.build import build_e2ee
@@ -119,7 +111,6 @@ from homeserver.sliding_sync.bump_stamps import BumpStamps
 from homeserver.sliding_sync.rooms import RoomBuilder
 from homeserver.sliding_sync.service import SlidingSyncService
 from homeserver.storage import open_database, open_stores
-from homeserver.storage.account_auth import AccountAuthStore
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.admin_rooms import AdminRoomStore
 from homeserver.storage.admin_users import AdminUserStore
@@ -391,44 +382,22 @@ async def build(
         await push_actions.catch_up()
 
     # -- accounts ------------------------------------------------------------------------
-    auth_store = AccountAuthStore(database)
-    hasher = PasswordHasher(config.password_hashing)
-    sessions = SessionService(
-        stores.accounts,
-        auth_store,
-        hasher,
-        limiters,
-        server_name,
-        device_deleted=[e2ee.device_deleted, push_store.delete_device_pushers],
-        device_created=[e2ee_keys.device_created],
-        device_renamed=[e2ee_keys.device_created],  # other servers show it: as a new one
+    accounts = await build_accounts(
+        config,
+        database,
+        stores,
+        stack,
+        tasks,
+        e2ee=e2ee,
+        push_store=push_store,
+        account_data=account_data,
+        limiters=limiters,
         moderation=moderation,
+        membership=membership,
+        local_events=local_events,
+        signing_key=server_keys.primary,
+        exchange=fed.remote_rooms if fed else None,
     )
-    e2ee.dehydrated.bind(sessions.delete_devices)
-    uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)
-    registration = RegistrationService(
-        config.registration, server_name, stores.accounts, auth_store, hasher, sessions
-    )
-    exchange = fed.remote_rooms if fed else None
-    identity = build_identity(
-        config, database, stores, membership, local_events, server_keys.primary, exchange, stack
-    )
-    identity.start(uia, push_store, tasks)
-    lifecycle = AccountLifecycle(
-        stores.accounts,
-        stores.current_state,
-        membership,
-        hasher,
-        sessions,
-        push_store.delete_pushers_of,
-        identity.forget_user,
-        account_data.forget_user,
-    )
-    if not worker:
-        tasks.spawn(housekeeping(uia, auth_store, identity.threepids), "accounts housekeeping")
-    last_seen = LastSeenTracker(stores.accounts)
-    last_seen.start()  # writes behind, batched; the rest is written at shutdown
-    stack.push_async_callback(last_seen.close)
 
     # -- reading rooms, directories, profiles, reports ------------------------------------
     read_store = RoomReadStore(database)
@@ -512,11 +481,11 @@ async def build(
         moderation=moderation,
         room_stats=room_stats,
         limiters=limiters,
-        auth_store=auth_store,
-        hasher=hasher,
-        sessions=sessions,
-        lifecycle=lifecycle,
-        last_seen=last_seen,
+        auth_store=accounts.auth_store,
+        hasher=accounts.hasher,
+        sessions=accounts.sessions,
+        lifecycle=accounts.lifecycle,
+        last_seen=accounts.last_seen,
         profiles=profiles,
         push_store=push_store,
         account_data_store=account_store,
@@ -542,9 +511,6 @@ async def build(
         keys.NOTIFIER: notifier,
         keys.LOCAL_EVENTS: local_events,
         keys.MEMBERSHIP: membership,
-        keys.IDENTITY_BINDS: identity.binds,
-        keys.THIRD_PARTY_INVITES: identity.invites,
-        keys.THREEPIDS: identity.threepids,
         keys.ROOM_CREATOR: room_creator,
         keys.ROOM_READ_STORE: read_store,
         keys.ROOM_READER: reader,
@@ -560,16 +526,6 @@ async def build(
         keys.RECEIPTS: receipts,
         keys.PRESENCE: presence,
         keys.TYPING: typing,
-        keys.ACCOUNT_AUTH_STORE: auth_store,
-        keys.UIA: uia,
-        keys.SESSIONS: sessions,
-        keys.LAST_SEEN: last_seen,
-        keys.REGISTRATION: registration,
-        keys.ACCOUNT_LIFECYCLE: lifecycle,
-        keys.SHARED_SECRET_REGISTRATION: SharedSecretRegistration(
-            config.registration.shared_secret
-        ),
-        keys.OPENID_TOKENS: OpenIdTokens(),
         keys.PUSH_STORE: push_store,
         keys.PUSH_RULES: push_rules,
         keys.PUSH_ACTIONS: push_actions,
@@ -591,6 +547,7 @@ async def build(
         FEDERATED_MEMBERSHIP: federated_membership,
     }
     services.update(keys.e2ee_services(e2ee) | keys.admin_services(admin))
+    services.update(accounts.app_keys(config))
     services.update(federation_services(fed, transactions))
 
     def publish(app: web.Application) -> None:

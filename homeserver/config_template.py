@@ -111,6 +111,21 @@ registration_requires_token: false
 # m.room.guest_access is can_join; a guest may upgrade to a full account.
 allow_guest_access: false
 
+# Registration with a reCAPTCHA (Element shows it): your site's keys, inline or in files.
+#enable_registration_captcha: true
+#recaptcha_public_key: "..."
+#recaptcha_private_key: "..."
+#recaptcha_public_key_path: /etc/matrix/recaptcha_public_key
+#recaptcha_private_key_path: /etc/matrix/recaptcha_private_key
+#recaptcha_siteverify_api: https://www.recaptcha.net/recaptcha/api/siteverify
+# A policy users accept when they register (m.login.terms): <template_dir>/en/<version>.html,
+# served at /_matrix/consent; the admin API shows who accepted which version.
+#user_consent:
+#  template_dir: privacy_policy_templates
+#  version: "1.0"
+#  policy_name: Privacy Policy
+#  require_at_registration: true
+
 # Mail (validating email addresses users add, "forgot password" and registering with
 # an address): your SMTP server. Without this section nothing is mailed and those
 # requests are refused. The links point at public_baseurl, which must be set.

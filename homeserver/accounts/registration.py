@@ -6,10 +6,12 @@ Used by POST /register (after UIA) and by the shared-secret admin API.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from homeserver.accounts import tokens
 from homeserver.accounts.passwords import PasswordHasher
+from homeserver.accounts.registration_stages import RECAPTCHA, TERMS
 from homeserver.accounts.sessions import SessionService
 from homeserver.accounts.uia import DUMMY, EMAIL_IDENTITY, REGISTRATION_TOKEN
 from homeserver.config import RegistrationConfig
@@ -17,6 +19,7 @@ from homeserver.errors import MatrixError
 from homeserver.ids import MAX_ID_LENGTH, check_new_localpart
 from homeserver.storage import AccountStore
 from homeserver.storage.account_auth import AccountAuthStore
+from homeserver.storage.user_consent import ConsentStore
 
 
 def invalid_username(message: str) -> MatrixError:
@@ -36,7 +39,9 @@ class RegistrationService:
         auth_store: AccountAuthStore,
         hasher: PasswordHasher,
         sessions: SessionService,
+        consent: ConsentStore | None = None,
     ) -> None:
+        self._consent = consent
         self._config = config
         self._server_name = server_name
         self._accounts = accounts
@@ -46,14 +51,25 @@ class RegistrationService:
 
     @property
     def flows(self) -> list[list[str]]:
-        """The UIA flows POST /register offers: a token when required, and with an
-        `email` section a validated address (the only way when required)."""
-        base = [REGISTRATION_TOKEN] if self._config.requires_token else []
-        with_email = [*base, EMAIL_IDENTITY]
-        if self._config.requires_email:
-            return [with_email]
-        without = base or [DUMMY]
-        return [without, with_email] if self._config.offers_email else [without]
+        """The UIA flows POST /register offers (Synapse's order): a token when required,
+        a captcha when configured, then nothing more or (with an `email` section) a
+        validated address (the only way when required), then accepting the policy."""
+        config = self._config
+        base = [REGISTRATION_TOKEN] if config.requires_token else []
+        if config.captcha is not None:
+            base.append(RECAPTCHA)
+        if config.requires_email:
+            middles = [[EMAIL_IDENTITY]]
+        else:
+            middles = [[], [EMAIL_IDENTITY]] if config.offers_email else [[]]
+        consent = config.consent
+        terms = [TERMS] if consent is not None and consent.require_at_registration else []
+        return [[*base, *middle, *terms] or [DUMMY] for middle in middles]
+
+    async def record_consent(self, user_id: str, version: str | None) -> None:
+        """The user accepted this version of the policy (the m.login.terms stage)."""
+        if version is not None and self._consent is not None:
+            await self._consent.record(user_id, version, int(time.time() * 1000))
 
     def user_id_for(self, username: str) -> str:
         """The user ID a requested username maps to (lower-cased), or M_INVALID_USERNAME."""

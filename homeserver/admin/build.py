@@ -39,6 +39,7 @@ from homeserver.storage.push import PushStore
 from homeserver.storage.reports import AdminReportStore
 from homeserver.storage.room_directory import RoomReadStore
 from homeserver.storage.threepids import ThreepidStore
+from homeserver.storage.user_consent import ConsentStore
 
 from .federation import AdminDestinations
 from .jobs import JobRunner
@@ -117,6 +118,7 @@ async def build_admin(
             account_data_store,
             last_seen,
             ThreepidStore(database),
+            ConsentStore(database),
         ),
         rooms=AdminRooms(
             server_name,

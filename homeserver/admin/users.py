@@ -31,6 +31,7 @@ from homeserver.storage.admin_users import (
 )
 from homeserver.storage.push import PushStore
 from homeserver.storage.threepids import ThreepidStore, UserThreepid
+from homeserver.storage.user_consent import ConsentStore
 
 from .paging import Page, page_json
 
@@ -92,8 +93,10 @@ class AdminUsers:
         account_data: AccountDataStore,
         last_seen: LastSeenTracker,
         threepids: ThreepidStore,
+        consent: ConsentStore,
     ) -> None:
         self._threepids = threepids
+        self._consent = consent
         self._server_name = server_name
         self._store = store
         self._accounts = accounts
@@ -135,7 +138,7 @@ class AdminUsers:
     async def get_user(self, user_id: str) -> dict[str, Any]:
         await self._last_seen.flush()
         user = await self.existing(user_id)
-        return _details(user, await self._threepids.of_user(user_id))
+        return await self._details(user)
 
     # -- create or modify -------------------------------------------------------------
 
@@ -158,7 +161,7 @@ class AdminUsers:
         created = user is None
         updated = await self._store.get_user(user_id)
         assert updated is not None
-        return created, _details(updated, await self._threepids.of_user(user_id))
+        return created, await self._details(updated)
 
     async def _create(self, user_id: str, changes: UserChanges) -> None:
         localpart = user_id[1:].partition(":")[0]
@@ -217,6 +220,13 @@ class AdminUsers:
             await self._lifecycle.change_password(
                 user_id, changes.password, logout_devices=changes.logout_devices, keep_device=None
             )
+
+    async def _details(self, user: AdminUser) -> dict[str, Any]:
+        body = _details(user, await self._threepids.of_user(user.name))
+        consent = await self._consent.get(user.name)
+        if consent is not None:
+            body["consent_version"], body["consent_ts"] = consent
+        return body
 
     async def _set_threepids(self, user_id: str, addresses: tuple[str, ...]) -> None:
         current = {t.address for t in await self._threepids.of_user(user_id) if t.medium == "email"}

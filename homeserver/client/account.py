@@ -101,6 +101,7 @@ def add_routes(app: web.Application) -> None:
 
 def setup(mounts: Mounts) -> None:
     register_api.add_routes(mounts.client)
+    mounts.root.router.add_get("/_matrix/consent", register_api.get_consent_policy)
     login_api.add_routes(mounts.client)
     add_routes(mounts.client)
     threepids_api.add_routes(mounts.client)

@@ -28,6 +28,7 @@ from homeserver.client.auth import extract_access_token
 from homeserver.client.pushers import email_pusher
 from homeserver.client.routes import add_route, client_ip, device_id_field
 from homeserver.client.validate import optional_bool, optional_dict, optional_str
+from homeserver.config import Config
 from homeserver.errors import MatrixError, forbidden, invalid_param, missing_token, unknown_token
 from homeserver.http import json_response, query_param, read_json_body
 
@@ -131,12 +132,15 @@ async def post_register(request: web.Request) -> web.Response:
     # As Synapse: an IP over its registration budget is refused before any work; and
     # every anonymous UIA session (a database row) is paid for first.
     limiters.get("registration").peek(ip)
+    if isinstance(auth, dict) and auth.get("type") == "m.login.recaptcha":
+        limiters.check("registration_sessions", ip)  # each costs a captcha service request
     uia = request.config_dict[UIA]
     result = await uia.authenticate(
         auth,
         registration.flows,
         uri="/register",
         method="POST",
+        params=uia_params(request.config_dict[CONFIG]),
         before_new_session=lambda: limiters.check("registration_sessions", ip),
     )
     limiters.check("registration", ip)
@@ -161,6 +165,7 @@ async def post_register(request: web.Request) -> web.Response:
             refreshable=refreshable,
         )
         await _add_email(request, upgrading, email_session)
+        await registration.record_consent(upgrading, result.data.get("consent_version"))
         await uia.finish(result)
         return json_response(response)
     response = await registration.register(
@@ -173,6 +178,7 @@ async def post_register(request: web.Request) -> web.Response:
         registration_token=result.data.get("registration_token"),
     )
     await _add_email(request, response["user_id"], email_session)
+    await registration.record_consent(response["user_id"], result.data.get("consent_version"))
     await uia.finish(result)
     return json_response(response)
 
@@ -191,6 +197,39 @@ async def _add_email(request: web.Request, user_id: str, session: Any) -> None:
     if email is not None and email.enable_notifs and email.notif_for_new_users:
         pusher = email_pusher(user_id, session.address)
         await request.config_dict[PUSH_STORE].set_pusher(pusher, append=True)
+
+
+def uia_params(config: Config) -> dict[str, Any]:
+    """What the registration stages tell the client: the captcha's site key, the
+    policy to accept (name, version, where to read it)."""
+    params: dict[str, Any] = {}
+    captcha = config.registration.captcha
+    if captcha is not None:
+        params["m.login.recaptcha"] = {"public_key": captcha.public_key}
+    consent = config.registration.consent
+    if consent is not None and consent.require_at_registration:
+        url = f"{config.public_baseurl}_matrix/consent?v={consent.version}"
+        policy = {"version": consent.version, "en": {"name": consent.policy_name, "url": url}}
+        params["m.login.terms"] = {"policies": {"privacy_policy": policy}}
+    return params
+
+
+async def get_consent_policy(request: web.Request) -> web.Response:
+    """GET /_matrix/consent: the policy users accept at registration (the operator's
+    HTML file; no scripts run on our origin from it)."""
+    consent = request.config_dict[CONFIG].registration.consent
+    version = request.query.get("v")
+    if consent is None or (version is not None and version != consent.version):
+        raise MatrixError(404, "M_NOT_FOUND", "No such policy")
+    return web.Response(
+        body=consent.policy_file.read_bytes(),
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": "script-src 'none'; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 async def get_available(request: web.Request) -> web.Response:

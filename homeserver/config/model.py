@@ -147,6 +147,25 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class CaptchaConfig:
+    """Synapse's reCAPTCHA keys: registration asks for a solved captcha."""
+
+    public_key: str
+    private_key: str
+    siteverify_api: str = "https://www.recaptcha.net/recaptcha/api/siteverify"
+
+
+@dataclass(frozen=True)
+class ConsentConfig:
+    """Synapse's `user_consent` (the registration part): the policy users accept."""
+
+    version: str
+    policy_file: Path  # <template_dir>/en/<version>.html, served at /_matrix/consent
+    policy_name: str = "Privacy Policy"
+    require_at_registration: bool = False
+
+
+@dataclass(frozen=True)
 class RegistrationConfig:
     enabled: bool = False
     without_verification: bool = False
@@ -162,6 +181,8 @@ class RegistrationConfig:
     # `registrations_require_3pid: [email]` the only one.
     offers_email: bool = False
     requires_email: bool = False
+    captcha: CaptchaConfig | None = None
+    consent: ConsentConfig | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,12 @@ from homeserver.config.model import (
     WellKnownConfig,
 )
 from homeserver.config.reader import MISSING, Reader, suggest
+from homeserver.config.registration_checks import (
+    CAPTCHA_KEYS,
+    CONSENT_KEYS,
+    read_captcha,
+    read_consent,
+)
 from homeserver.config.sections import (
     RC_FLAT,
     RC_NESTED,
@@ -89,6 +95,8 @@ KNOWN_KEYS = frozenset(
         "default_room_version",
         *MEDIA_KEYS,
         *EMAIL_KEYS,
+        *CAPTCHA_KEYS,
+        *CONSENT_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
         "well_known_client",
@@ -178,17 +186,20 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         allow_guest_access=r.bool(top, "allow_guest_access", "", False),
         offers_email=threepids.email is not None,
         requires_email=registration_requires_email(r, top),
+        captcha=read_captcha(r, top),
+        consent=read_consent(r, top),
     )
     if registration.enabled and not (
         registration.without_verification
         or registration.requires_token
         or registration.requires_email
+        or registration.captcha is not None
     ):
         r.problem(
             "enable_registration",
             "open registration without any verification invites spam accounts; also set "
             "enable_registration_without_verification: true (or registration_requires_token: "
-            "true, or registrations_require_3pid: [email])",
+            "true, or registrations_require_3pid: [email], or enable_registration_captcha: true)",
         )
 
     hashing_raw = r.mapping(top.get("password_hashing"), "password_hashing") or {}
@@ -277,6 +288,8 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             "names this worker, which serves no media: name a media worker (a listener "
             "with the media resource), whose disk holds the media store",
         )
+    if config.registration.consent is not None and public_baseurl is None:
+        r.problem("user_consent", "needs public_baseurl: the policy's link points there")
     if threepids.email is not None and public_baseurl is None:
         r.problem("email", "needs public_baseurl: the links we mail point there")
     if config.keys.key_refresh_interval_ms < 60_000 and "key_refresh_interval" in top:

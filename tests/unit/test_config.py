@@ -440,11 +440,11 @@ async def test_startup_warns_naming_ignored_synapse_settings(tmp_path: Path, cap
 
     from homeserver.__main__ import _warn_ignored
 
-    config = parse_config({"server_name": "a.b", "sso": {}, "user_consent": {}}, base_dir=tmp_path)
+    config = parse_config({"server_name": "a.b", "sso": {}, "cas_config": {}}, base_dir=tmp_path)
     with caplog.at_level(logging.WARNING):
         _warn_ignored(config)
     text = caplog.text
-    assert "'user_consent'" in text and "'sso'" in text and "not implemented" in text
+    assert "'cas_config'" in text and "'sso'" in text and "not implemented" in text
 
 
 def test_log_config_is_read_relative_to_the_config_and_must_exist(tmp_path: Path) -> None:
@@ -633,3 +633,48 @@ def test_email_section_and_the_3pid_keys(tmp_path: Path) -> None:
             {"server_name": "a.b", "registrations_require_3pid": ["email"]}, base_dir=tmp_path
         )
     assert "needs an email section" in "\n".join(exc.value.problems)
+
+
+def test_captcha_and_consent_keys(tmp_path: Path) -> None:
+    (tmp_path / "policy" / "en").mkdir(parents=True)
+    (tmp_path / "policy" / "en" / "2.html").write_text("policy")
+    (tmp_path / "private.key").write_text("from-file\n")
+    config = parse_config(
+        {
+            "server_name": "a.b",
+            "public_baseurl": "https://m.a.b/",
+            "enable_registration": True,
+            "enable_registration_captcha": True,
+            "recaptcha_public_key": "pub",
+            "recaptcha_private_key_path": "private.key",
+            "user_consent": {
+                "template_dir": "policy",
+                "version": 2,
+                "require_at_registration": True,
+            },
+        },
+        base_dir=tmp_path,
+    )
+    captcha, consent = config.registration.captcha, config.registration.consent
+    assert captcha is not None and (captcha.public_key, captcha.private_key) == ("pub", "from-file")
+    assert consent is not None and consent.policy_file == tmp_path / "policy" / "en" / "2.html"
+    with pytest.raises(ConfigError) as exc:
+        parse_config(
+            {
+                "server_name": "a.b",
+                "enable_registration_captcha": True,
+                "user_consent": {
+                    "template_dir": "policy",
+                    "version": "9",
+                    "block_events_error": "x",
+                },
+            },
+            base_dir=tmp_path,
+        )
+    text = "\n".join(exc.value.problems)
+    for expected in (
+        "enable_registration_captcha: needs recaptcha_public_key",
+        "user_consent.block_events_error: not built here",
+        "user_consent.version: no policy file",
+    ):
+        assert expected in text, expected

@@ -1,0 +1,136 @@
+"""The accounts part of the wiring: sessions, user-interactive auth and its stages,
+registration, the identity area (addresses, mail), the account lifecycle.
+
+Split from composition.py (which must stay readable): built once, after the services
+it hooks into (E2EE devices, pushers, account data, membership), and handed back as
+one object whose `app_keys` the handlers find.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+import homeserver.appstate as keys
+from homeserver.accounts.admin_register import SharedSecretRegistration
+from homeserver.accounts.housekeeping import housekeeping
+from homeserver.accounts.lifecycle import AccountLifecycle
+from homeserver.accounts.openid import OpenIdTokens
+from homeserver.accounts.passwords import PasswordHasher
+from homeserver.accounts.registration import RegistrationService
+from homeserver.accounts.registration_stages import install_registration_stages
+from homeserver.accounts.sessions import LastSeenTracker, SessionService
+from homeserver.accounts.uia import UserInteractiveAuth
+from homeserver.background import BackgroundTasks
+from homeserver.composition_identity import Identity, build_identity
+from homeserver.config import Config
+from homeserver.e2ee.build import E2ee
+from homeserver.ephemeral.account_data import AccountDataService
+from homeserver.moderation import Moderation
+from homeserver.ratelimit import RateLimiters
+from homeserver.rooms.local_events import LocalEvents
+from homeserver.rooms.membership import MembershipService
+from homeserver.rooms.third_party_invites import InviteExchange
+from homeserver.storage import Stores
+from homeserver.storage.account_auth import AccountAuthStore
+from homeserver.storage.database import Database
+from homeserver.storage.push import PushStore
+from homeserver.storage.user_consent import ConsentStore
+
+
+@dataclass(frozen=True)
+class Accounts:
+    auth_store: AccountAuthStore
+    hasher: PasswordHasher
+    sessions: SessionService
+    uia: UserInteractiveAuth
+    registration: RegistrationService
+    identity: Identity
+    lifecycle: AccountLifecycle
+    last_seen: LastSeenTracker
+
+    def app_keys(self, config: Config) -> dict[web.AppKey[Any], Any]:
+        """Where the accounts area's handlers find its services."""
+        return {
+            keys.IDENTITY_BINDS: self.identity.binds,
+            keys.THIRD_PARTY_INVITES: self.identity.invites,
+            keys.THREEPIDS: self.identity.threepids,
+            keys.ACCOUNT_AUTH_STORE: self.auth_store,
+            keys.UIA: self.uia,
+            keys.SESSIONS: self.sessions,
+            keys.LAST_SEEN: self.last_seen,
+            keys.REGISTRATION: self.registration,
+            keys.ACCOUNT_LIFECYCLE: self.lifecycle,
+            keys.SHARED_SECRET_REGISTRATION: SharedSecretRegistration(
+                config.registration.shared_secret
+            ),
+            keys.OPENID_TOKENS: OpenIdTokens(),
+        }
+
+
+async def build_accounts(
+    config: Config,
+    database: Database,
+    stores: Stores,
+    stack: AsyncExitStack,
+    tasks: BackgroundTasks,
+    *,
+    e2ee: E2ee,
+    push_store: PushStore,
+    account_data: AccountDataService,
+    limiters: RateLimiters,
+    moderation: Moderation,
+    membership: MembershipService,
+    local_events: LocalEvents,
+    signing_key: Any,
+    exchange: InviteExchange | None,
+) -> Accounts:
+    server_name = config.server_name
+    auth_store = AccountAuthStore(database)
+    hasher = PasswordHasher(config.password_hashing)
+    sessions = SessionService(
+        stores.accounts,
+        auth_store,
+        hasher,
+        limiters,
+        server_name,
+        device_deleted=[e2ee.device_deleted, push_store.delete_device_pushers],
+        device_created=[e2ee.keys.device_created],
+        device_renamed=[e2ee.keys.device_created],  # other servers show it: as a new one
+        moderation=moderation,
+    )
+    e2ee.dehydrated.bind(sessions.delete_devices)
+    uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)
+    install_registration_stages(uia, config, stack)
+    registration = RegistrationService(
+        config.registration,
+        server_name,
+        stores.accounts,
+        auth_store,
+        hasher,
+        sessions,
+        ConsentStore(database),
+    )
+    identity = build_identity(
+        config, database, stores, membership, local_events, signing_key, exchange, stack
+    )
+    identity.start(uia, push_store, tasks)
+    lifecycle = AccountLifecycle(
+        stores.accounts,
+        stores.current_state,
+        membership,
+        hasher,
+        sessions,
+        push_store.delete_pushers_of,
+        identity.forget_user,
+        account_data.forget_user,
+    )
+    if not config.workers.is_worker:
+        tasks.spawn(housekeeping(uia, auth_store, identity.threepids), "accounts housekeeping")
+    last_seen = LastSeenTracker(stores.accounts)
+    last_seen.start()  # writes behind, batched; the rest is written at shutdown
+    stack.push_async_callback(last_seen.close)
+    return Accounts(auth_store, hasher, sessions, uia, registration, identity, lifecycle, last_seen)
