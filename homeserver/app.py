@@ -132,6 +132,7 @@ PREFIX_RESOURCES: tuple[tuple[str, frozenset[str]], ...] = (
     ("/_matrix/client/v1/media", frozenset({"client", "media"})),
     ("/_matrix/client", CLIENT),
     ("/_synapse/admin", CLIENT),
+    ("/_synapse/client", CLIENT),
     (METRICS_PATH, frozenset({"metrics"})),
     ("/.well-known/matrix", CLIENT),
     ("/_matrix/federation", FEDERATION),

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from homeserver.accounts.openid import OpenIdTokens
     from homeserver.accounts.registration import RegistrationService
     from homeserver.accounts.sessions import LastSeenTracker, SessionService
+    from homeserver.accounts.sso import SsoService
     from homeserver.accounts.threepids import ThreepidService
     from homeserver.accounts.uia import UserInteractiveAuth
     from homeserver.admin.build import AdminServices
@@ -123,6 +124,7 @@ REGISTRATION: web.AppKey[RegistrationService] = web.AppKey("registration")
 ACCOUNT_LIFECYCLE: web.AppKey[AccountLifecycle] = web.AppKey("account_lifecycle")
 IDENTITY_BINDS: web.AppKey[IdentityBinds] = web.AppKey("identity_binds")
 THREEPIDS: web.AppKey[ThreepidService] = web.AppKey("threepids")
+SSO_SERVICE: web.AppKey[SsoService] = web.AppKey("sso")
 THIRD_PARTY_INVITES: web.AppKey[ThirdPartyInvites] = web.AppKey("third_party_invites")
 SHARED_SECRET_REGISTRATION: web.AppKey[SharedSecretRegistration] = web.AppKey(
     "shared_secret_registration"

@@ -23,6 +23,7 @@ from homeserver.accounts.passwords import PasswordHasher
 from homeserver.accounts.registration import RegistrationService
 from homeserver.accounts.registration_stages import install_registration_stages
 from homeserver.accounts.sessions import LastSeenTracker, SessionService
+from homeserver.accounts.sso import SsoService
 from homeserver.accounts.uia import UserInteractiveAuth
 from homeserver.background import BackgroundTasks
 from homeserver.composition_identity import Identity, build_identity
@@ -38,6 +39,8 @@ from homeserver.storage import Stores
 from homeserver.storage.account_auth import AccountAuthStore
 from homeserver.storage.database import Database
 from homeserver.storage.push import PushStore
+from homeserver.storage.sso import SsoStore
+from homeserver.storage.threepids import ThreepidStore
 from homeserver.storage.user_consent import ConsentStore
 
 
@@ -51,6 +54,7 @@ class Accounts:
     identity: Identity
     lifecycle: AccountLifecycle
     last_seen: LastSeenTracker
+    sso: SsoService
 
     def app_keys(self, config: Config) -> dict[web.AppKey[Any], Any]:
         """Where the accounts area's handlers find its services."""
@@ -58,6 +62,7 @@ class Accounts:
             keys.IDENTITY_BINDS: self.identity.binds,
             keys.THIRD_PARTY_INVITES: self.identity.invites,
             keys.THREEPIDS: self.identity.threepids,
+            keys.SSO_SERVICE: self.sso,
             keys.ACCOUNT_AUTH_STORE: self.auth_store,
             keys.UIA: self.uia,
             keys.SESSIONS: self.sessions,
@@ -105,6 +110,12 @@ async def build_accounts(
     e2ee.dehydrated.bind(sessions.delete_devices)
     uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)
     install_registration_stages(uia, config, stack)
+    sso = SsoService(
+        config, SsoStore(database), stores.accounts, ThreepidStore(database), auth_store
+    )
+    stack.push_async_callback(sso.close)
+    if sso.enabled:
+        uia.offer_sso()
     registration = RegistrationService(
         config.registration,
         server_name,
@@ -133,4 +144,6 @@ async def build_accounts(
     last_seen = LastSeenTracker(stores.accounts)
     last_seen.start()  # writes behind, batched; the rest is written at shutdown
     stack.push_async_callback(last_seen.close)
-    return Accounts(auth_store, hasher, sessions, uia, registration, identity, lifecycle, last_seen)
+    return Accounts(
+        auth_store, hasher, sessions, uia, registration, identity, lifecycle, last_seen, sso
+    )

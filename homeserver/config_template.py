@@ -111,6 +111,26 @@ registration_requires_token: false
 # m.room.guest_access is can_join; a guest may upgrade to a full account.
 allow_guest_access: false
 
+# Single sign-on with OpenID Connect providers (Element shows a button for each; needs
+# public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
+# <public_baseurl>_synapse/client/oidc/callback.
+#oidc_providers:
+#  - idp_id: company
+#    idp_name: "Company SSO"
+#    issuer: "https://login.example.org/"
+#    client_id: "matrix"
+#    client_secret: "..."
+#    scopes: ["openid", "profile", "email"]
+#    allow_existing_users: false   # link to an existing account of the same username
+#    user_mapping_provider:
+#      config:
+#        localpart_template: "{{{{ user.preferred_username }}}}"
+#        display_name_template: "{{{{ user.name }}}}"
+#        email_template: "{{{{ user.email }}}}"
+# Apps (URL prefixes) that get the login token without the user confirming.
+#sso:
+#  client_whitelist: ["https://app.element.io/"]
+
 # Registration with a reCAPTCHA (Element shows it): your site's keys, inline or in files.
 #enable_registration_captcha: true
 #recaptcha_public_key: "..."

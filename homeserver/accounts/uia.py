@@ -32,6 +32,7 @@ PASSWORD = "m.login.password"
 DUMMY = "m.login.dummy"
 REGISTRATION_TOKEN = "m.login.registration_token"
 EMAIL_IDENTITY = "m.login.email.identity"
+SSO = "m.login.sso"
 
 SESSION_LIFETIME_MS = 60 * 60 * 1000
 MAX_SESSION_ID_LENGTH = 255
@@ -99,11 +100,22 @@ class UserInteractiveAuth:
         self._accounts = accounts
         self._hasher = hasher
         self._server_name = server_name
+        self._sso = False
         self._stages: dict[str, StageChecker] = {
             DUMMY: self._check_dummy,
             PASSWORD: self._check_password,
             REGISTRATION_TOKEN: self._check_registration_token,
         }
+
+    def offer_sso(self) -> None:
+        """Wherever a password proves who you are, signing in again with an identity
+        provider does too (users whose account came from one have no password): its
+        fallback page completes the stage (homeserver/client/sso.py)."""
+        self._sso = True
+        self._stages[SSO] = self._check_sso
+
+    async def _check_sso(self, auth: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        raise StageFailed("M_UNAUTHORIZED", "Sign in with your identity provider first")
 
     def add_stage(self, stage: str, checker: StageChecker) -> None:
         """Let another area offer its own stage type (e.g. m.login.sso)."""
@@ -125,6 +137,8 @@ class UserInteractiveAuth:
         `before_new_session` runs before a session row is created (a rate limit for
         anonymous callers: it raises to refuse)."""
         params = params or {}
+        if self._sso and [PASSWORD] in [list(flow) for flow in flows]:
+            flows = [*flows, [SSO]]
         if auth is None:
             if before_new_session is not None:
                 before_new_session()

@@ -38,6 +38,7 @@ from homeserver.storage.destinations import DestinationStore
 from homeserver.storage.push import PushStore
 from homeserver.storage.reports import AdminReportStore
 from homeserver.storage.room_directory import RoomReadStore
+from homeserver.storage.sso import SsoStore
 from homeserver.storage.threepids import ThreepidStore
 from homeserver.storage.user_consent import ConsentStore
 
@@ -119,6 +120,7 @@ async def build_admin(
             last_seen,
             ThreepidStore(database),
             ConsentStore(database),
+            SsoStore(database),
         ),
         rooms=AdminRooms(
             server_name,

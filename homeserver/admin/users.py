@@ -30,6 +30,7 @@ from homeserver.storage.admin_users import (
     UserFilter,
 )
 from homeserver.storage.push import PushStore
+from homeserver.storage.sso import SsoStore
 from homeserver.storage.threepids import ThreepidStore, UserThreepid
 from homeserver.storage.user_consent import ConsentStore
 
@@ -94,7 +95,9 @@ class AdminUsers:
         last_seen: LastSeenTracker,
         threepids: ThreepidStore,
         consent: ConsentStore,
+        sso: SsoStore,
     ) -> None:
+        self._sso = sso
         self._threepids = threepids
         self._consent = consent
         self._server_name = server_name
@@ -223,6 +226,10 @@ class AdminUsers:
 
     async def _details(self, user: AdminUser) -> dict[str, Any]:
         body = _details(user, await self._threepids.of_user(user.name))
+        body["external_ids"] = [
+            {"auth_provider": provider, "external_id": external}
+            for provider, external in await self._sso.of_user(user.name)
+        ]
         consent = await self._consent.get(user.name)
         if consent is not None:
             body["consent_version"], body["consent_ts"] = consent

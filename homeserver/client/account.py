@@ -14,6 +14,7 @@ import homeserver.client.admin as admin_api
 import homeserver.client.devices as devices_api
 import homeserver.client.login as login_api
 import homeserver.client.register as register_api
+import homeserver.client.sso as sso_api
 import homeserver.client.threepids as threepids_api
 from homeserver.accounts.identity import id_server_param
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
@@ -105,5 +106,6 @@ def setup(mounts: Mounts) -> None:
     login_api.add_routes(mounts.client)
     add_routes(mounts.client)
     threepids_api.add_routes(mounts.client)
+    sso_api.add_routes(mounts.client, mounts.root)
     devices_api.add_routes(mounts.client)
     admin_api.add_routes(mounts.client, mounts.admin)

@@ -8,7 +8,15 @@ from aiohttp import web
 
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.accounts.uia import PASSWORD, identifier_user
-from homeserver.appstate import APP_SERVICES, CONFIG, SESSIONS, STORES, THREEPIDS, UIA
+from homeserver.appstate import (
+    APP_SERVICES,
+    CONFIG,
+    SESSIONS,
+    SSO_SERVICE,
+    STORES,
+    THREEPIDS,
+    UIA,
+)
 from homeserver.client.auth import extract_access_token, get_requester
 from homeserver.client.routes import add_route, client_ip, device_id_field
 from homeserver.client.validate import optional_bool, optional_dict, require_str
@@ -20,15 +28,15 @@ MAX_TOKEN_INPUT = 1024
 
 
 async def get_login(request: web.Request) -> web.Response:
-    return json_response(
-        {
-            "flows": [
-                {"type": "m.login.password"},
-                {"type": "m.login.token", "get_login_token": True},
-                {"type": "m.login.application_service"},
-            ]
-        }
-    )
+    flows: list[dict[str, Any]] = [
+        {"type": "m.login.password"},
+        {"type": "m.login.token", "get_login_token": True},
+        {"type": "m.login.application_service"},
+    ]
+    sso = request.config_dict[SSO_SERVICE]
+    if sso.enabled:
+        flows.insert(1, sso.login_flow())
+    return json_response({"flows": flows})
 
 
 async def post_login(request: web.Request) -> web.Response:

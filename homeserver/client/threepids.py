@@ -34,6 +34,7 @@ from homeserver.appstate import (
     UIA,
 )
 from homeserver.client.auth import extract_access_token, get_requester
+from homeserver.client.pages import PAGE_HEADERS, page
 from homeserver.client.pushers import delete_email_pushers
 from homeserver.client.routes import add_route, client_ip, threepid_denied
 from homeserver.client.validate import optional_bool, optional_dict, optional_str, require_str
@@ -187,13 +188,6 @@ def wants_email_reset(request: web.Request) -> bool:
 
 # -- the page the mailed link opens -----------------------------------------------------
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
-<h1>{title}</h1>{body}</body></html>
-"""
 _ASK = {
     ADD: "Add {address} to your account?",
     REGISTRATION: "Register with {address}?",
@@ -204,28 +198,10 @@ _DONE = {
     REGISTRATION: "Your email address is confirmed. Return to your client and continue.",
     PASSWORD_RESET: "Confirmed. Return to your client to choose the new password.",
 }
-# The page is ours alone: no framing (the confirm button cannot be clickjacked), no
-# scripts, nothing loaded from elsewhere, the form posts only back to us.
-_PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-
-def _page(title: str, body: str, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status,
-        text=_PAGE.format(title=escape(title), body=body),
-        content_type="text/html",
-        headers=_PAGE_HEADERS,
-    )
 
 
 def _bad_link() -> web.Response:
-    return _page(
+    return page(
         "Link not valid",
         "<p>This link has expired or is not valid. Ask your client to send a new one.</p>",
         400,
@@ -267,7 +243,7 @@ async def get_submit_token(request: web.Request) -> web.Response:
         '<button type="submit">Confirm</button></form>'
         "<p>If you did not ask for this, close this page: nothing changes.</p>"
     )
-    return _page("Confirm your email address", body)
+    return page("Confirm your email address", body)
 
 
 async def post_submit_token(request: web.Request) -> web.Response:
@@ -290,8 +266,8 @@ async def post_submit_token(request: web.Request) -> web.Response:
         return _bad_link()
     next_link = threepids.next_link_with_sid(session)
     if next_link is not None:
-        raise web.HTTPFound(next_link, headers=_PAGE_HEADERS)
-    return _page("Email address confirmed", f"<p>{escape(_DONE[purpose])}</p>")
+        raise web.HTTPFound(next_link, headers=PAGE_HEADERS)
+    return page("Email address confirmed", f"<p>{escape(_DONE[purpose])}</p>")
 
 
 def add_routes(app: web.Application) -> None:

@@ -441,6 +441,47 @@ class ThreepidConfig:
 
 
 @dataclass(frozen=True)
+class OidcProviderConfig:
+    """One of Synapse's `oidc_providers`: an OpenID Connect identity provider users
+    sign in with (authorization code flow, PKCE)."""
+
+    idp_id: str  # "oidc-<id>" as clients see it
+    idp_name: str
+    issuer: str
+    client_id: str
+    client_secret: str | None = None
+    client_auth_method: str = "client_secret_basic"  # or client_secret_post, none
+    scopes: tuple[str, ...] = ("openid",)
+    discover: bool = True
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    userinfo_endpoint: str | None = None
+    jwks_uri: str | None = None
+    skip_verification: bool = False  # allow http:// (tests, a local IdP)
+    user_profile_method: str = "auto"  # or userinfo_endpoint
+    allow_existing_users: bool = False
+    enable_registration: bool = True
+    pkce_method: str = "auto"
+    idp_icon: str | None = None
+    idp_brand: str | None = None
+    subject_claim: str = "sub"
+    localpart_template: str = "{{ user.preferred_username }}"
+    display_name_template: str | None = None
+    email_template: str | None = None
+    # (claim, required value or None for "present"), all must hold.
+    attribute_requirements: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class SsoConfig:
+    providers: tuple[OidcProviderConfig, ...] = ()
+    # Client URLs (prefixes) trusted with a login token without asking the user.
+    client_whitelist: tuple[str, ...] = ()
+    # Update display name and email from the provider at each login.
+    update_profile_information: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     server_name: str
     listeners: tuple[ListenerConfig, ...]
@@ -448,6 +489,7 @@ class Config:
     keys: KeysConfig
     media: MediaConfig
     threepids: ThreepidConfig = ThreepidConfig()
+    sso: SsoConfig = SsoConfig()
     public_baseurl: str | None = None
     tls: TlsConfig = TlsConfig()
     registration: RegistrationConfig = RegistrationConfig()

@@ -24,6 +24,7 @@ from homeserver.config.model import (
     TlsConfig,
     WellKnownConfig,
 )
+from homeserver.config.oidc import SSO_KEYS, read_sso
 from homeserver.config.reader import MISSING, Reader, suggest
 from homeserver.config.registration_checks import (
     CAPTCHA_KEYS,
@@ -97,6 +98,7 @@ KNOWN_KEYS = frozenset(
         *EMAIL_KEYS,
         *CAPTCHA_KEYS,
         *CONSENT_KEYS,
+        *SSO_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
         "well_known_client",
@@ -235,6 +237,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         ratelimit=read_rate_limits(r, top),
         media=read_media(r, top),
         threepids=threepids,
+        sso=read_sso(r, top),
         well_known=WellKnownConfig(
             serve_server_wellknown=r.bool(top, "serve_server_wellknown", "", False),
             client_base_url=well_known_client or public_baseurl,
@@ -288,6 +291,8 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             "names this worker, which serves no media: name a media worker (a listener "
             "with the media resource), whose disk holds the media store",
         )
+    if config.sso.providers and public_baseurl is None:
+        r.problem("oidc_providers", "needs public_baseurl: the providers send users back there")
     if config.registration.consent is not None and public_baseurl is None:
         r.problem("user_consent", "needs public_baseurl: the policy's link points there")
     if threepids.email is not None and public_baseurl is None:

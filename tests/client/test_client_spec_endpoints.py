@@ -18,9 +18,7 @@ SPEC = Path("/work/shared/spec/data/api/client-server")
 
 # (method, path) of spec endpoints deliberately not built (see the README).
 NOT_BUILT = {
-    # Server-side search, SSO and the OAuth 2.0 API.
-    ("GET", "/_matrix/client/v3/login/sso/redirect"),
-    ("GET", "/_matrix/client/v3/login/sso/redirect/{}"),
+    # The OAuth 2.0 API (SSO is served, with oidc_providers configured).
     ("GET", "/_matrix/client/v1/auth_metadata"),
     # Policy servers (MSC4284): a discovery document of a policy server, not ours.
     ("GET", "/.well-known/matrix/policy_server"),

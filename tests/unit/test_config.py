@@ -440,11 +440,13 @@ async def test_startup_warns_naming_ignored_synapse_settings(tmp_path: Path, cap
 
     from homeserver.__main__ import _warn_ignored
 
-    config = parse_config({"server_name": "a.b", "sso": {}, "cas_config": {}}, base_dir=tmp_path)
+    config = parse_config(
+        {"server_name": "a.b", "saml2_config": {}, "cas_config": {}}, base_dir=tmp_path
+    )
     with caplog.at_level(logging.WARNING):
         _warn_ignored(config)
     text = caplog.text
-    assert "'cas_config'" in text and "'sso'" in text and "not implemented" in text
+    assert "'cas_config'" in text and "'saml2_config'" in text and "not implemented" in text
 
 
 def test_log_config_is_read_relative_to_the_config_and_must_exist(tmp_path: Path) -> None:
@@ -676,5 +678,60 @@ def test_captcha_and_consent_keys(tmp_path: Path) -> None:
         "enable_registration_captcha: needs recaptcha_public_key",
         "user_consent.block_events_error: not built here",
         "user_consent.version: no policy file",
+    ):
+        assert expected in text, expected
+
+
+def test_oidc_providers(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "server_name": "a.b",
+            "public_baseurl": "https://m.a.b/",
+            "oidc_providers": [
+                {
+                    "idp_id": "company",
+                    "idp_name": "Company",
+                    "issuer": "https://login.a.b/",
+                    "client_id": "matrix",
+                    "client_secret": "s",
+                    "attribute_requirements": [{"attribute": "groups", "value": "staff"}],
+                    "user_mapping_provider": {
+                        "config": {"localpart_template": "{{ user.email | localpart_from_email }}"}
+                    },
+                }
+            ],
+            "sso": {"client_whitelist": ["https://app.a.b/"]},
+        },
+        base_dir=tmp_path,
+    )
+    [provider] = config.sso.providers
+    assert provider.idp_id == "oidc-company" and provider.scopes == ("openid",)
+    assert provider.attribute_requirements == (("groups", "staff"),)
+    assert config.sso.client_whitelist == ("https://app.a.b/",)
+    with pytest.raises(ConfigError) as exc:
+        parse_config(
+            {
+                "server_name": "a.b",
+                "oidc_providers": [
+                    {
+                        "issuer": "http://plain.a.b/",
+                        "client_id": "m",
+                        "client_secret_jwt_key": {"key": "k"},
+                        "user_mapping_provider": {
+                            "config": {"localpart_template": "{% if x %}{{ user.sub | upper }}"}
+                        },
+                    }
+                ],
+            },
+            base_dir=tmp_path,
+        )
+    text = "\n".join(exc.value.problems)
+    for expected in (
+        "oidc_providers[0].issuer: must be an https URL",
+        "oidc_providers[0].client_secret_jwt_key: not built here",
+        "oidc_providers[0].client_secret: required with client_secret_basic",
+        "localpart_template: only {{ user.<claim> }}",
+        "unknown filter 'upper'",
+        "oidc_providers: needs public_baseurl",
     ):
         assert expected in text, expected
