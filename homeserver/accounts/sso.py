@@ -25,6 +25,7 @@ from homeserver.accounts.threepids import canonical_email
 from homeserver.config import Config
 from homeserver.config.model import OidcProviderConfig
 from homeserver.errors import MatrixError
+from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.storage import AccountStore
 from homeserver.storage.account_auth import AccountAuthStore
 from homeserver.storage.sso import SsoSession, SsoStore
@@ -89,6 +90,7 @@ class SsoService:
         self._accounts = accounts
         self._threepids = threepids
         self._auth_store = auth_store
+        self._per_subject = KeyedLock()
         self.callback_url = f"{config.public_baseurl or '/'}_synapse/client/oidc/callback"
 
     @property
@@ -188,7 +190,12 @@ class SsoService:
         if not isinstance(subject, (str, int)) or isinstance(subject, bool) or subject == "":
             raise SsoError("The identity provider did not say who you are.", 502)
         ui = session.ui_auth_session
-        user_id = await self._user_for(config, str(subject), claims, existing_only=ui is not None)
+        # One sign-in per subject at a time: two first sign-ins racing (two tabs) would
+        # otherwise both make an account (the callback is served by the main only).
+        async with self._per_subject.hold(f"{config.idp_id}\n{subject}"):
+            user_id = await self._user_for(
+                config, str(subject), claims, existing_only=ui is not None
+            )
         if ui is not None:
             done = await self._auth_store.complete_uia_stage(ui, SSO, {"user_id": user_id})
             if done is None:

@@ -279,3 +279,29 @@ async def test_an_sso_user_confirms_a_risky_action_by_signing_in_again(
     assert resp.status == 200, await resp.text()
     whoami = await client.get(f"{V3}/account/whoami", headers=auth(second["access_token"]))
     assert whoami.status == 401
+
+
+async def test_two_first_sign_ins_at_once_make_one_account(
+    database_settings: dict[str, Any],
+    aiohttp_client: Any,
+    tmp_config: Callable[..., Config],
+    idp: FakeProvider,
+) -> None:
+    """The same person signing in for the first time in two browsers at once."""
+    import asyncio
+
+    first = await aiohttp_client(create_app(tmp_config(**database_settings, **sso_settings(idp))))
+    browsers = [first] + [await aiohttp_client(first.server) for _ in range(3)]
+    idp.next_claims = {"sub": "racer", "preferred_username": "racer"}
+    callbacks = [
+        await through_provider(b, f"{V3}/login/sso/redirect/oidc-test?redirectUrl={APP}")
+        for b in browsers
+    ]
+    pages = await asyncio.gather(
+        *(b.get(c, allow_redirects=False) for b, c in zip(browsers, callbacks, strict=True))
+    )
+    users = {(await login_with(first, login_token_in(await p.text())))["user_id"] for p in pages}
+    assert users == {"@racer:test.local"}
+    for taken in ("racer1", "racer2"):
+        resp = await first.get(f"{V3}/register/available?username={taken}")
+        assert resp.status == 200, taken
