@@ -61,6 +61,8 @@ COMPOSITION = (
     "homeserver.app",
     "homeserver.composition",
     "homeserver.composition_federation",
+    "homeserver.composition_accounts",
+    "homeserver.composition_identity",
     "homeserver.__main__",
 )
 APP_STATE = ("homeserver.appstate", "federation.appkeys")
