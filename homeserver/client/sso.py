@@ -38,7 +38,7 @@ def _sso(request: web.Request) -> SsoService:
 async def _go(
     request: web.Request, idp_id: str, redirect_url: str | None, ui_session: str | None
 ) -> web.Response:
-    request.config_dict[RATE_LIMITERS].check("login_address", client_ip(request))
+    request.config_dict[RATE_LIMITERS].check("sso_redirect", client_ip(request))
     url, browser_key = await _sso(request).start(idp_id, redirect_url, ui_session)
     response = web.HTTPFound(url)
     secure = (request.config_dict[CONFIG].public_baseurl or "").startswith("https://")

@@ -270,6 +270,9 @@ class RateLimitConfig:
     delayed_event_mgmt: RateLimit = RateLimit(1.0, 5)
     # Mail sent by requestToken, per client address and per email address.
     threepid_validation: RateLimit = RateLimit(0.003, 5)
+    # Single sign-ons started per client address (each is a row kept ten minutes);
+    # generous, as a whole office signs in from one address (not rc_login's 0.003/s).
+    sso_redirect: RateLimit = RateLimit(1.0, 30)
 
     def get(self, name: str) -> RateLimit:
         """The effective limit for `name` (a field name): unlimited when switched off."""

@@ -305,3 +305,18 @@ async def test_two_first_sign_ins_at_once_make_one_account(
     for taken in ("racer1", "racer2"):
         resp = await first.get(f"{V3}/register/available?username={taken}")
         assert resp.status == 200, taken
+
+
+async def test_starting_sign_ins_is_bounded_per_address(
+    aiohttp_client: Any, tmp_config: Callable[..., Config], idp: FakeProvider
+) -> None:
+    """Each start is a stored row: 30 at once per address, then one a second (an
+    office behind one address still signs in; a flood does not fill the table)."""
+    client = await aiohttp_client(create_app(tmp_config(**sso_settings(idp), rc_enabled=True)))
+    statuses = []
+    for _ in range(31):
+        resp = await client.get(
+            f"{V3}/login/sso/redirect/oidc-test?redirectUrl={APP}", allow_redirects=False
+        )
+        statuses.append(resp.status)
+    assert statuses == [302] * 30 + [429]
