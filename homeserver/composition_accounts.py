@@ -110,12 +110,11 @@ async def build_accounts(
     e2ee.dehydrated.bind(sessions.delete_devices)
     uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)
     install_registration_stages(uia, config, stack)
-    sso = SsoService(
-        config, SsoStore(database), stores.accounts, ThreepidStore(database), auth_store
-    )
+    sso_store = SsoStore(database)
+    sso = SsoService(config, sso_store, stores.accounts, ThreepidStore(database), auth_store)
     stack.push_async_callback(sso.close)
     if sso.enabled:
-        uia.offer_sso()
+        uia.offer_sso(sso_store.has_identity)
     registration = RegistrationService(
         config.registration,
         server_name,

@@ -158,11 +158,13 @@ class SsoService:
     # -- the way back --------------------------------------------------------------------
 
     async def finish(self, state: str, code: str, browser_key: str | None) -> SignedIn:
-        session = await self._store.take_session(state)
+        session = await self._store.get_session(state)
         if session is None or session.created_ts + SSO_SESSION_LIFETIME_MS < _now_ms():
             raise SsoError("This sign-in has expired or was used already. Start again.")
         if browser_key is None or not secrets.compare_digest(browser_key, session.browser_key):
             raise SsoError("This sign-in was started in another browser. Start again here.")
+        if not await self._store.take_session(state):
+            raise SsoError("This sign-in has expired or was used already. Start again.")
         provider = self.providers.get(session.idp_id)
         if provider is None:
             raise SsoError("This identity provider is no longer configured.")

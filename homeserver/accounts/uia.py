@@ -100,18 +100,19 @@ class UserInteractiveAuth:
         self._accounts = accounts
         self._hasher = hasher
         self._server_name = server_name
-        self._sso = False
+        self._has_sso_identity: Callable[[str], Awaitable[bool]] | None = None
         self._stages: dict[str, StageChecker] = {
             DUMMY: self._check_dummy,
             PASSWORD: self._check_password,
             REGISTRATION_TOKEN: self._check_registration_token,
         }
 
-    def offer_sso(self) -> None:
-        """Wherever a password proves who you are, signing in again with an identity
-        provider does too (users whose account came from one have no password): its
-        fallback page completes the stage (homeserver/client/sso.py)."""
-        self._sso = True
+    def offer_sso(self, has_sso_identity: Callable[[str], Awaitable[bool]]) -> None:
+        """Where a password proves who you are, a user linked to an identity provider
+        may sign in there again instead (the only way for one without a password; as
+        Synapse, each is offered what they have): its fallback page completes the
+        stage (homeserver/client/sso.py)."""
+        self._has_sso_identity = has_sso_identity
         self._stages[SSO] = self._check_sso
 
     async def _check_sso(self, auth: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
@@ -137,8 +138,8 @@ class UserInteractiveAuth:
         `before_new_session` runs before a session row is created (a rate limit for
         anonymous callers: it raises to refuse)."""
         params = params or {}
-        if self._sso and [PASSWORD] in [list(flow) for flow in flows]:
-            flows = [*flows, [SSO]]
+        if user_id is not None and [PASSWORD] in [list(flow) for flow in flows]:
+            flows = await self._flows_for(user_id, flows)
         if auth is None:
             if before_new_session is not None:
                 before_new_session()
@@ -192,6 +193,17 @@ class UserInteractiveAuth:
         if any(set(flow) <= done for flow in flows):
             return UiaResult(session_id, list(completed), dict(session_data))
         raise self._challenge(flows, params, session_id, completed)
+
+    async def _flows_for(self, user_id: str, flows: Flows) -> Flows:
+        """A password flow for users with a password, an SSO flow for users linked to
+        an identity provider (both when both; the password alone otherwise)."""
+        if self._has_sso_identity is None or not await self._has_sso_identity(user_id):
+            return flows
+        user = await self._accounts.get_user(user_id)
+        keep = [f for f in flows if list(f) != [PASSWORD]]
+        if user is not None and user.password_hash is not None:
+            keep = list(flows)
+        return [*keep, [SSO]]
 
     async def finish(self, result: UiaResult) -> None:
         """Forget a session whose operation has been carried out (no replay)."""

@@ -256,6 +256,13 @@ class AdminUsers:
             raise MatrixError(404, "M_NOT_FOUND", "User not found")
         return {"user_id": user_id}
 
+    async def user_of_external_id(self, provider: str, external_id: str) -> dict[str, str]:
+        """GET /v1/auth_providers/<provider>/users/<external id>: who signs in as it."""
+        user_id = await self._sso.user_of(provider, external_id)
+        if user_id is None:
+            raise MatrixError(404, "M_NOT_FOUND", "User not found")
+        return {"user_id": user_id}
+
     # -- account actions --------------------------------------------------------------
 
     async def deactivate(self, user_id: str, *, erase: bool) -> dict[str, Any]:

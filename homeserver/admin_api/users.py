@@ -78,6 +78,16 @@ async def user_of_threepid(request: web.Request) -> web.Response:
     return json_response(await users.user_of_threepid(medium, address))
 
 
+async def user_of_external_id(request: web.Request) -> web.Response:
+    await require_admin(request)
+    provider = str(path_param(request, "provider"))
+    external_id = str(path_param(request, "external_id"))
+    if len(provider) > 255 or len(external_id) > 1024:
+        raise bad_json("provider or external ID is too long")
+    users = request.config_dict[ADMIN_USERS]
+    return json_response(await users.user_of_external_id(provider, external_id))
+
+
 async def put_user(request: web.Request) -> web.Response:
     admin = await require_admin(request)
     user_id = user_id_path(request)
@@ -315,6 +325,7 @@ def add_routes(admin: web.Application) -> None:
     r.add_get("/v2/users/{user_id}", get_user)
     r.add_put("/v2/users/{user_id}", put_user)
     r.add_get("/v1/threepid/{medium}/users/{address}", user_of_threepid)
+    r.add_get("/v1/auth_providers/{provider}/users/{external_id}", user_of_external_id)
     r.add_post("/v1/deactivate/{user_id}", deactivate)
     r.add_post("/v1/reset_password/{user_id}", reset_password)
     r.add_get("/v1/whois/{user_id}", whois)

@@ -75,20 +75,47 @@ async def get_redirect(request: web.Request) -> web.Response:
     return await _go(request, idp_id, redirect_url, None)
 
 
+# What the UIA session's request does, in the user's words (the fallback page says
+# what they are confirming, so a client cannot pass one action off as another).
+_ACTIONS = (
+    ("/delete_devices", "remove devices from your account"),
+    ("/devices/", "remove a device from your account"),
+    ("/account/deactivate", "deactivate your account"),
+    ("/account/password", "change your password"),
+    ("/account/3pid/add", "add an email address to your account"),
+    ("/keys/device_signing/upload", "set up or reset your encryption identity"),
+    ("/login/get_token", "sign in a new device with your account"),
+)
+
+
 async def get_uia_fallback(request: web.Request) -> web.Response:
-    session = query_param(request, "session", required=True)
-    if (
-        len(session) > 255
-        or await request.config_dict[ACCOUNT_AUTH_STORE].get_uia_session(session) is None
-    ):
+    """Confirm it's you: the page says what the app wants to do and sends you to the
+    provider (`&idp=`) to prove it."""
+    session_id = query_param(request, "session", required=True)
+    uia_session = None
+    if len(session_id) <= 255:
+        uia_session = await request.config_dict[ACCOUNT_AUTH_STORE].get_uia_session(session_id)
+    if uia_session is None:
         raise MatrixError(400, "M_UNKNOWN", "Unknown session ID")
     sso = _sso(request)
     idp_id = request.query.get("idp")
-    if idp_id is None and len(sso.providers) == 1:
-        idp_id = next(iter(sso.providers))
-    if idp_id is None:
-        return _picker(request, f"{request.path}?{urlencode({'session': session})}&idp={{idp}}")
-    return await _go(request, idp_id, None, session)
+    if idp_id is not None:
+        return await _go(request, idp_id, None, session_id)
+    action = next(
+        (words for path, words in _ACTIONS if uia_session.uri.startswith(path)),
+        "do something that needs you to confirm who you are",
+    )
+    links = "".join(
+        f'<p><a href="{escape(request.path)}?'
+        f'{escape(urlencode({"session": session_id, "idp": idp}))}">'
+        f"Continue with {escape(p.config.idp_name)}</a></p>"
+        for idp, p in sso.providers.items()
+    )
+    body = (
+        f"<p>An app wants to {escape(action)}. To confirm, sign in again.</p>{links}"
+        "<p>If you did not expect this, do not continue: your account may be at risk.</p>"
+    )
+    return page("Confirm it's you", body)
 
 
 def _failed(message: str, status: int = 400) -> web.Response:

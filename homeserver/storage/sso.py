@@ -1,8 +1,9 @@
 """SsoStore: sign-ins in progress (sso_sessions) and which user an identity
 provider's subject is (user_external_ids).
 
-A sign-in is taken once (`take_session` deletes it), so a replayed callback finds
-nothing. Bounds: sessions expire (the caller drops them), and starting one is
+A sign-in is taken once (`take_session` deletes it, after the browser was checked:
+someone else's request with the code cannot spoil the real browser's sign-in), so a
+replayed callback finds nothing. Bounds: sessions expire (the caller drops them), and starting one is
 rate-limited per client address.
 """
 
@@ -44,18 +45,17 @@ class SsoStore:
             session.created_ts,
         )
 
-    async def take_session(self, state: str) -> SsoSession | None:
-        """The sign-in `state` names, removed so it is used once."""
+    async def get_session(self, state: str) -> SsoSession | None:
         row = await self.db.fetchrow(
             "SELECT state, idp_id, browser_key, nonce, code_verifier, client_redirect_url,"
             " ui_auth_session, created_ts FROM sso_sessions WHERE state = $1",
             state,
         )
-        if row is None:
-            return None
-        if not await self.db.execute("DELETE FROM sso_sessions WHERE state = $1", state):
-            return None  # a concurrent callback took it
-        return SsoSession(*row)
+        return None if row is None else SsoSession(*row)
+
+    async def take_session(self, state: str) -> bool:
+        """Remove the sign-in so it is used once; False when a concurrent callback did."""
+        return await self.db.execute("DELETE FROM sso_sessions WHERE state = $1", state) > 0
 
     async def delete_sessions_before(self, ts: int) -> int:
         return await self.db.execute("DELETE FROM sso_sessions WHERE created_ts < $1", ts)
@@ -77,6 +77,12 @@ class SsoStore:
             user_id,
         )
         return await self.user_of(auth_provider, external_id) == user_id
+
+    async def has_identity(self, user_id: str) -> bool:
+        found = await self.db.fetchval(
+            "SELECT 1 FROM user_external_ids WHERE user_id = $1 LIMIT 1", user_id
+        )
+        return found is not None
 
     async def of_user(self, user_id: str) -> list[tuple[str, str]]:
         rows = await self.db.fetch(

@@ -168,7 +168,8 @@ async def test_a_sign_in_belongs_to_the_browser_that_started_it(
     aiohttp_client: Any, tmp_config: Callable[..., Config], idp: FakeProvider
 ) -> None:
     """An attacker starts a sign-in and sends the victim the provider link: finished in
-    the victim's browser (no cookie of ours) it signs nobody in. A callback is used once."""
+    the victim's browser (no cookie of ours) it signs nobody in, and does not spoil the
+    sign-in for the browser that started it. A callback is used once."""
     settings = tmp_config(**sso_settings(idp))
     attacker = await aiohttp_client(create_app(settings))
     callback = await through_provider(
@@ -181,7 +182,9 @@ async def test_a_sign_in_belongs_to_the_browser_that_started_it(
     assert resp.status == 400 and "another browser" in await resp.text()
     for cookie in saved:
         victim_browser.update_cookies({cookie.key: cookie.value}, attacker.make_url(cookie["path"]))
-    # The sign-in was used up by that attempt: replaying it fails too.
+    resp = await attacker.get(callback, allow_redirects=False)
+    assert resp.status == 200 and "Continue" in await resp.text()
+    # Used once: replaying it fails.
     resp = await attacker.get(callback, allow_redirects=False)
     assert resp.status == 400 and "expired or was used" in await resp.text()
 
@@ -229,10 +232,30 @@ async def test_existing_users_are_linked_when_allowed(
     client = await aiohttp_client(
         create_app(tmp_config(**sso_settings(idp, allow_existing_users=True)))
     )
+    from tests.admin.conftest import make_env
+
+    env = await make_env(client)
     carol = await register_user(client, "carol")
+    dave = await register_user(client, "dave")
     idp.next_claims = {"sub": "carol-sub", "preferred_username": "carol"}
     _, page = await sign_in(client)
     assert (await login_with(client, login_token_in(page)))["user_id"] == carol["user_id"]
+    # Each is offered what they have: carol a password or the provider, dave his password.
+    for user, flows in (
+        (carol, [["m.login.password"], ["m.login.sso"]]),
+        (dave, [["m.login.password"]]),
+    ):
+        resp = await client.post(
+            f"{V3}/delete_devices", json={"devices": ["X"]}, headers=auth(user["access_token"])
+        )
+        assert [f["stages"] for f in (await resp.json())["flows"]] == flows
+    # The admin API shows the link and finds the user by it.
+    status, body = await env.call("GET", f"/v2/users/{carol['user_id']}")
+    assert body["external_ids"] == [{"auth_provider": "oidc-test", "external_id": "carol-sub"}]
+    status, body = await env.call("GET", "/v1/auth_providers/oidc-test/users/carol-sub")
+    assert (status, body) == (200, {"user_id": carol["user_id"]})
+    status, _ = await env.call("GET", "/v1/auth_providers/oidc-test/users/nobody")
+    assert status == 404
 
 
 async def test_an_sso_user_confirms_a_risky_action_by_signing_in_again(
@@ -248,14 +271,18 @@ async def test_an_sso_user_confirms_a_risky_action_by_signing_in_again(
     resp = await client.post(f"{V3}/delete_devices", json=body, headers=auth(first["access_token"]))
     assert resp.status == 401
     challenge = await resp.json()
-    assert {"stages": ["m.login.sso"]} in challenge["flows"]
+    assert challenge["flows"] == [{"stages": ["m.login.sso"]}]  # no password to type
     session = challenge["session"]
+    page = await client.get(f"{V3}/auth/m.login.sso/fallback/web?session={session}")
+    text = await page.text()
+    assert page.status == 200 and "wants to remove devices from your account" in text
+    assert "idp=oidc-test" in text
     # Someone else's provider identity cannot complete alice's session.
     idp.next_claims = {"sub": "mallory-sub", "preferred_username": "mallory"}
     _, page = await sign_in(client)
     await login_with(client, login_token_in(page))  # mallory exists now
     callback = await through_provider(
-        client, f"{V3}/auth/m.login.sso/fallback/web?session={session}"
+        client, f"{V3}/auth/m.login.sso/fallback/web?session={session}&idp=oidc-test"
     )
     await client.get(callback)
     body["auth"] = {"session": session}
@@ -270,7 +297,7 @@ async def test_an_sso_user_confirms_a_risky_action_by_signing_in_again(
     session = (await resp.json())["session"]
     idp.next_claims = {"sub": "s-1", "preferred_username": "alice"}
     callback = await through_provider(
-        client, f"{V3}/auth/m.login.sso/fallback/web?session={session}"
+        client, f"{V3}/auth/m.login.sso/fallback/web?session={session}&idp=oidc-test"
     )
     done = await client.get(callback)
     assert done.status == 200 and "confirmed who you are" in await done.text()
