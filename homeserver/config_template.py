@@ -111,6 +111,17 @@ registration_requires_token: false
 # m.room.guest_access is can_join; a guest may upgrade to a full account.
 allow_guest_access: false
 
+# TURN server (coturn) for 1:1 calls: clients get credentials from /voip/turnServer.
+# With coturn's use-auth-secret, give its static-auth-secret here (or a file);
+# otherwise fixed turn_username / turn_password.
+#turn_uris: ["turn:turn.example.org?transport=udp", "turn:turn.example.org?transport=tcp"]
+#turn_shared_secret: "..."
+#turn_shared_secret_path: /etc/matrix/turn_secret
+#turn_username: "..."
+#turn_password: "..."
+#turn_user_lifetime: 1h
+#turn_allow_guests: true
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

@@ -2,11 +2,9 @@
 
 - /thirdparty/*: forwarded to the application services that declare the protocol
   (bridges); without any, no protocols (`{}`), unknown protocol (404), no results (`[]`).
-- /voip/turnServer: no TURN server is configured; `{}` is Synapse's answer then, and
-  clients fall back to their own STUN/TURN defaults.
+- /voip/turnServer: homeserver/client/voip.py (TURN credentials, `{}` without TURN).
 - /rooms/{roomId}/report[/{eventId}], /users/{userId}/report: stored for admins.
 
-Not served (404 M_UNRECOGNIZED, listed in the README): SSO.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from aiohttp import web
 from homeserver.appstate import APP_SERVICE_SENDER, APP_SERVICES, REPORTS, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_str
+from homeserver.client.voip import get_turn_server
 from homeserver.errors import missing_param, not_found
 from homeserver.http import json_response, path_param, read_json_body
 from homeserver.ids import validate_event_id, validate_room_id, validate_user_id
@@ -75,11 +74,6 @@ async def get_thirdparty_lookup(request: web.Request) -> web.Response:
         if isinstance(answer, list):
             results.extend(a for a in answer if isinstance(a, dict))
     return json_response(results)
-
-
-async def get_turn_server(request: web.Request) -> web.Response:
-    await get_requester(request)
-    return json_response({})
 
 
 def _reason(body: dict, *, required: bool) -> str | None:

@@ -444,6 +444,20 @@ class ThreepidConfig:
 
 
 @dataclass(frozen=True)
+class TurnConfig:
+    """Synapse's turn_* keys: the TURN server (coturn) clients relay calls through."""
+
+    uris: tuple[str, ...] = ()
+    # coturn's use-auth-secret: we hand out time-limited credentials signed with it...
+    shared_secret: str | None = None
+    # ... or fixed ones.
+    username: str | None = None
+    password: str | None = None
+    user_lifetime_ms: int = 3_600_000
+    allow_guests: bool = True
+
+
+@dataclass(frozen=True)
 class OidcProviderConfig:
     """One of Synapse's `oidc_providers`: an OpenID Connect identity provider users
     sign in with (authorization code flow, PKCE)."""
@@ -493,6 +507,7 @@ class Config:
     media: MediaConfig
     threepids: ThreepidConfig = ThreepidConfig()
     sso: SsoConfig = SsoConfig()
+    turn: TurnConfig = TurnConfig()
     public_baseurl: str | None = None
     tls: TlsConfig = TlsConfig()
     registration: RegistrationConfig = RegistrationConfig()

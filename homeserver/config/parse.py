@@ -56,6 +56,7 @@ from homeserver.config.values import (
     parse_server_name,
     parse_size,
 )
+from homeserver.config.voip import TURN_KEYS, read_turn
 from homeserver.config.workers import EDU_STREAMS, WORKER_KEYS, read_workers
 
 # Every top-level key we understand. generate_config() must mention each of them.
@@ -99,6 +100,7 @@ KNOWN_KEYS = frozenset(
         *CAPTCHA_KEYS,
         *CONSENT_KEYS,
         *SSO_KEYS,
+        *TURN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
         "well_known_client",
@@ -238,6 +240,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         media=read_media(r, top),
         threepids=threepids,
         sso=read_sso(r, top),
+        turn=read_turn(r, top),
         well_known=WellKnownConfig(
             serve_server_wellknown=r.bool(top, "serve_server_wellknown", "", False),
             client_base_url=well_known_client or public_baseurl,

@@ -28,7 +28,7 @@ CONSENT_KEYS = ("user_consent",)
 _CONSENT_SECTION = frozenset({"template_dir", "version", "policy_name", "require_at_registration"})
 
 
-def _secret(r: Reader, top: Mapping[str, Any], key: str) -> str | None:
+def read_secret(r: Reader, top: Mapping[str, Any], key: str) -> str | None:
     """A key given inline or in a file (`<key>_path`), as Synapse allows."""
     value = r.str(top, key, "")
     path = r.path(top, f"{key}_path", "", None)
@@ -47,8 +47,8 @@ def read_captcha(r: Reader, top: Mapping[str, Any]) -> CaptchaConfig | None:
     if not r.bool(top, "enable_registration_captcha", "", False):
         return None
     public, private = (
-        _secret(r, top, "recaptcha_public_key"),
-        _secret(r, top, "recaptcha_private_key"),
+        read_secret(r, top, "recaptcha_public_key"),
+        read_secret(r, top, "recaptcha_private_key"),
     )
     if not public or not private:
         r.problem(
