@@ -51,7 +51,9 @@ async def _request_token(request: web.Request, purpose: str) -> web.Response:
     body = await read_json_body(request)
     email = require_str(body, "email", max_len=1024)
     client_secret = require_str(body, "client_secret", max_len=MAX_SECRET_INPUT)
-    send_attempt = body.get("send_attempt")
+    if "send_attempt" not in body:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing 'send_attempt'")
+    send_attempt = body["send_attempt"]
     if not isinstance(send_attempt, int) or isinstance(send_attempt, bool):
         raise bad_json("'send_attempt' must be an integer")
     next_link = optional_str(body, "next_link", max_len=4096)

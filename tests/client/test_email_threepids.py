@@ -394,6 +394,7 @@ async def test_links_and_parameters_that_are_refused(
         ({"client_secret": "has space"}, "M_INVALID_PARAM"),
         ({"send_attempt": "1"}, "M_BAD_JSON"),
         ({"client_secret": None}, "M_MISSING_PARAM"),
+        ({"send_attempt": None}, "M_MISSING_PARAM"),
     ]
     for override, errcode in cases:
         body = {"email": "a@example.org", "client_secret": "ok", "send_attempt": 1, **override}
