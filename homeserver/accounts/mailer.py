@@ -61,12 +61,12 @@ class Mailer:
         message = self.build(mail)
         async with self._slots:
             try:
-                await asyncio.to_thread(self._send_blocking, message)
+                await asyncio.to_thread(self._send_blocking, message, mail.to)
             except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
                 logger.warning("sending mail to the SMTP server failed: %s", exc)
                 raise MailError(str(exc)) from exc
 
-    def _send_blocking(self, message: EmailMessage) -> None:
+    def _send_blocking(self, message: EmailMessage, to: str) -> None:
         smtp_config = self._config.smtp
         context = ssl.create_default_context()
         client: smtplib.SMTP
@@ -86,4 +86,5 @@ class Mailer:
                     raise MailError("the SMTP server does not offer STARTTLS")
             if smtp_config.user is not None:
                 client.login(smtp_config.user, smtp_config.password or "")
-            client.send_message(message)
+            # The envelope names the one recipient (never what the headers parse to).
+            client.send_message(message, to_addrs=[to])

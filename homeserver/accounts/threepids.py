@@ -61,6 +61,12 @@ def invalid_param(message: str) -> MatrixError:
     return MatrixError(400, "M_INVALID_PARAM", message)
 
 
+# RFC 5322 specials (and DEL): an address with one could name more than one mailbox
+# in a header ("a,b@evil.example"); the quoted local parts that allow them are not
+# worth that.
+_SPECIALS = frozenset('()<>[]:;\\,"\x7f')
+
+
 def canonical_email(address: str) -> str:
     """The form we store and compare: trimmed, local part case-folded, domain lower-cased
     (as Synapse; two spellings of one mailbox are one address)."""
@@ -72,7 +78,7 @@ def canonical_email(address: str) -> str:
         or not domain
         or "@" in local
         or len(address) > MAX_EMAIL_LENGTH
-        or any(c.isspace() or ord(c) < 0x20 or c in "<>\x7f" for c in address)
+        or any(c.isspace() or ord(c) < 0x20 or c in _SPECIALS for c in address)
     ):
         raise invalid_param("Unable to parse email address")
     return f"{local.casefold()}@{domain.lower()}"

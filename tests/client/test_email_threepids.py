@@ -391,6 +391,8 @@ async def test_links_and_parameters_that_are_refused(
         ({"email": "not-an-email"}, "M_INVALID_PARAM"),
         ({"email": "a@b@c"}, "M_INVALID_PARAM"),
         ({"email": "a\n@b.org"}, "M_INVALID_PARAM"),
+        ({"email": "victim,attacker@evil.example"}, "M_INVALID_PARAM"),
+        ({"email": '"quoted"@b.org'}, "M_INVALID_PARAM"),
         ({"client_secret": "has space"}, "M_INVALID_PARAM"),
         ({"send_attempt": "1"}, "M_BAD_JSON"),
         ({"client_secret": None}, "M_MISSING_PARAM"),
