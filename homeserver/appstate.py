@@ -21,6 +21,7 @@ from homeserver.config import Config, ListenerConfig
 
 if TYPE_CHECKING:
     from homeserver.accounts.admin_register import SharedSecretRegistration
+    from homeserver.accounts.auto_join import AutoJoin
     from homeserver.accounts.identity_binds import IdentityBinds
     from homeserver.accounts.lifecycle import AccountLifecycle
     from homeserver.accounts.openid import OpenIdTokens
@@ -125,6 +126,7 @@ ACCOUNT_LIFECYCLE: web.AppKey[AccountLifecycle] = web.AppKey("account_lifecycle"
 IDENTITY_BINDS: web.AppKey[IdentityBinds] = web.AppKey("identity_binds")
 THREEPIDS: web.AppKey[ThreepidService] = web.AppKey("threepids")
 SSO_SERVICE: web.AppKey[SsoService] = web.AppKey("sso")
+AUTO_JOIN: web.AppKey[AutoJoin] = web.AppKey("auto_join")
 THIRD_PARTY_INVITES: web.AppKey[ThirdPartyInvites] = web.AppKey("third_party_invites")
 SHARED_SECRET_REGISTRATION: web.AppKey[SharedSecretRegistration] = web.AppKey(
     "shared_secret_registration"

@@ -395,6 +395,7 @@ async def build(
         moderation=moderation,
         membership=membership,
         local_events=local_events,
+        room_creator=room_creator,
         signing_key=server_keys.primary,
         exchange=fed.remote_rooms if fed else None,
     )
@@ -411,6 +412,7 @@ async def build(
         replication.backfill = backfill  # for the readers' /messages
     remote_directory = RemoteDirectoryAdapter(queries) if queries is not None else None
     directory = RoomDirectory(stores, server_name, remote_directory, local_events=local_events)
+    accounts.auto_join.bind(directory.resolve_alias)  # other servers' aliases
     profiles = ProfileService(
         stores, local_events, server_name, remote_profiles, moderation=moderation
     )

@@ -16,6 +16,7 @@ from aiohttp import web
 
 import homeserver.appstate as keys
 from homeserver.accounts.admin_register import SharedSecretRegistration
+from homeserver.accounts.auto_join import AutoJoin
 from homeserver.accounts.housekeeping import housekeeping
 from homeserver.accounts.lifecycle import AccountLifecycle
 from homeserver.accounts.openid import OpenIdTokens
@@ -32,6 +33,7 @@ from homeserver.e2ee.build import E2ee
 from homeserver.ephemeral.account_data import AccountDataService
 from homeserver.moderation import Moderation
 from homeserver.ratelimit import RateLimiters
+from homeserver.rooms.creation import RoomCreator
 from homeserver.rooms.local_events import LocalEvents
 from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.third_party_invites import InviteExchange
@@ -55,6 +57,7 @@ class Accounts:
     lifecycle: AccountLifecycle
     last_seen: LastSeenTracker
     sso: SsoService
+    auto_join: AutoJoin
 
     def app_keys(self, config: Config) -> dict[web.AppKey[Any], Any]:
         """Where the accounts area's handlers find its services."""
@@ -63,6 +66,7 @@ class Accounts:
             keys.THIRD_PARTY_INVITES: self.identity.invites,
             keys.THREEPIDS: self.identity.threepids,
             keys.SSO_SERVICE: self.sso,
+            keys.AUTO_JOIN: self.auto_join,
             keys.ACCOUNT_AUTH_STORE: self.auth_store,
             keys.UIA: self.uia,
             keys.SESSIONS: self.sessions,
@@ -90,6 +94,7 @@ async def build_accounts(
     moderation: Moderation,
     membership: MembershipService,
     local_events: LocalEvents,
+    room_creator: RoomCreator,
     signing_key: Any,
     exchange: InviteExchange | None,
 ) -> Accounts:
@@ -110,8 +115,18 @@ async def build_accounts(
     e2ee.dehydrated.bind(sessions.delete_devices)
     uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)
     install_registration_stages(uia, config, stack)
+    auto_join = AutoJoin(
+        config.auto_join,
+        server_name,
+        config.default_room_version,
+        stores,
+        membership,
+        room_creator,
+    )
     sso_store = SsoStore(database)
-    sso = SsoService(config, sso_store, stores.accounts, ThreepidStore(database), auth_store)
+    sso = SsoService(
+        config, sso_store, stores.accounts, ThreepidStore(database), auth_store, auto_join
+    )
     stack.push_async_callback(sso.close)
     if sso.enabled:
         uia.offer_sso(sso_store.has_identity)
@@ -144,5 +159,14 @@ async def build_accounts(
     last_seen.start()  # writes behind, batched; the rest is written at shutdown
     stack.push_async_callback(last_seen.close)
     return Accounts(
-        auth_store, hasher, sessions, uia, registration, identity, lifecycle, last_seen, sso
+        auth_store,
+        hasher,
+        sessions,
+        uia,
+        registration,
+        identity,
+        lifecycle,
+        last_seen,
+        sso,
+        auto_join,
     )

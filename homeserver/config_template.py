@@ -111,6 +111,14 @@ registration_requires_token: false
 # m.room.guest_access is can_join; a guest may upgrade to a full account.
 allow_guest_access: false
 
+# Rooms every new user joins (a local alias nobody made yet is created at first use).
+#auto_join_rooms: ["#welcome:example.org"]
+#autocreate_auto_join_rooms: true
+#autocreate_auto_join_rooms_federated: true
+#autocreate_auto_join_room_preset: public_chat   # private ones need the next key
+#auto_join_mxid_localpart: system   # who creates them (and invites); else the first user
+#auto_join_rooms_for_guests: true
+
 # TURN server (coturn) for 1:1 calls: clients get credentials from /voip/turnServer.
 # With coturn's use-auth-secret, give its static-auth-secret here (or a file);
 # otherwise fixed turn_username / turn_password.

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from homeserver.accounts.auto_join import AutoJoin
 from homeserver.accounts.oidc import OidcError, OidcProvider
 from homeserver.accounts.sso_mapping import render, to_localpart
 from homeserver.accounts.threepids import canonical_email
@@ -83,7 +84,9 @@ class SsoService:
         accounts: AccountStore,
         threepids: ThreepidStore,
         auth_store: AccountAuthStore,
+        auto_join: AutoJoin | None = None,
     ) -> None:
+        self._auto_join = auto_join
         self.providers = {p.idp_id: OidcProvider(p) for p in config.sso.providers}
         self._config = config
         self._store = store
@@ -243,7 +246,10 @@ class SsoService:
             ):
                 continue  # taken a moment ago
             await self._add_email(config, claims, user_id)
-            return await self._link(config, subject, user_id)
+            linked = await self._link(config, subject, user_id)
+            if self._auto_join is not None:
+                await self._auto_join.new_user(linked)
+            return linked
         raise SsoError("No free username was found for you.", 502)
 
     async def _link(self, config: OidcProviderConfig, subject: str, user_id: str) -> str:

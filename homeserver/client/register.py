@@ -16,6 +16,7 @@ from aiohttp import web
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.appstate import (
     APP_SERVICES,
+    AUTO_JOIN,
     CONFIG,
     PUSH_STORE,
     RATE_LIMITERS,
@@ -56,6 +57,7 @@ async def _register_guest(request: web.Request) -> web.Response:
         display_name=optional_str(body, "initial_device_display_name", max_len=MAX_DISPLAY_NAME),
         refreshable=optional_bool(body, "refresh_token"),
     )
+    await request.config_dict[AUTO_JOIN].new_user(response["user_id"], guest=True)
     return json_response(response)
 
 
@@ -180,6 +182,7 @@ async def post_register(request: web.Request) -> web.Response:
     await _add_email(request, response["user_id"], email_session)
     await registration.record_consent(response["user_id"], result.data.get("consent_version"))
     await uia.finish(result)
+    await request.config_dict[AUTO_JOIN].new_user(response["user_id"])
     return json_response(response)
 
 

@@ -444,6 +444,19 @@ class ThreepidConfig:
 
 
 @dataclass(frozen=True)
+class AutoJoinConfig:
+    """Synapse's auto_join_* keys: rooms every new user joins (a community's #welcome)."""
+
+    rooms: tuple[str, ...] = ()  # aliases or room IDs
+    autocreate: bool = True  # a local alias nobody made yet: create the room
+    federated: bool = True  # m.federate of rooms we create
+    preset: str = "public_chat"
+    # Who creates them (and invites, for a private preset); else the first new user.
+    creator_localpart: str | None = None
+    for_guests: bool = True
+
+
+@dataclass(frozen=True)
 class TurnConfig:
     """Synapse's turn_* keys: the TURN server (coturn) clients relay calls through."""
 
@@ -508,6 +521,7 @@ class Config:
     threepids: ThreepidConfig = ThreepidConfig()
     sso: SsoConfig = SsoConfig()
     turn: TurnConfig = TurnConfig()
+    auto_join: AutoJoinConfig = AutoJoinConfig()
     public_baseurl: str | None = None
     tls: TlsConfig = TlsConfig()
     registration: RegistrationConfig = RegistrationConfig()

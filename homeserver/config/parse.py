@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from homeserver.config.appservices import read_appservices
+from homeserver.config.auto_join import AUTO_JOIN_KEYS, read_auto_join
 from homeserver.config.email import EMAIL_KEYS, read_threepids, registration_requires_email
 from homeserver.config.media import MEDIA_KEYS, read_media
 from homeserver.config.model import (
@@ -101,6 +102,7 @@ KNOWN_KEYS = frozenset(
         *CONSENT_KEYS,
         *SSO_KEYS,
         *TURN_KEYS,
+        *AUTO_JOIN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
         "well_known_client",
@@ -241,6 +243,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         threepids=threepids,
         sso=read_sso(r, top),
         turn=read_turn(r, top),
+        auto_join=read_auto_join(r, top),
         well_known=WellKnownConfig(
             serve_server_wellknown=r.bool(top, "serve_server_wellknown", "", False),
             client_base_url=well_known_client or public_baseurl,
