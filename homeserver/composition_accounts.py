@@ -115,6 +115,8 @@ async def build_accounts(
     e2ee.dehydrated.bind(sessions.delete_devices)
     uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)
     install_registration_stages(uia, config, stack)
+    if not config.passwords.enabled:
+        uia.disable_passwords()
     auto_join = AutoJoin(
         config.auto_join,
         server_name,

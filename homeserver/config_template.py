@@ -111,6 +111,13 @@ registration_requires_token: false
 # m.room.guest_access is can_join; a guest may upgrade to a full account.
 allow_guest_access: false
 
+# Passwords: a policy for new ones (registration, change, reset; GET /password_policy
+# tells clients), or enabled: false when users sign in only through single sign-on.
+#password_config:
+#  enabled: true
+#  policy: {{enabled: true, minimum_length: 10, require_digit: true, require_symbol: false,
+#           require_lowercase: true, require_uppercase: false}}
+
 # Rooms every new user joins (a local alias nobody made yet is created at first use).
 #auto_join_rooms: ["#welcome:example.org"]
 #autocreate_auto_join_rooms: true

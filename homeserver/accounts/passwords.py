@@ -14,6 +14,8 @@ import nacl.exceptions
 import nacl.pwhash.argon2id as argon2id
 
 from homeserver.config import PasswordHashingConfig
+from homeserver.config.model import PasswordPolicy
+from homeserver.errors import MatrixError
 
 # Longer passwords are refused before hashing (Synapse's limit too).
 MAX_PASSWORD_LENGTH = 512
@@ -21,6 +23,36 @@ MAX_PASSWORD_LENGTH = 512
 
 def _encode(password: str) -> bytes:
     return unicodedata.normalize("NFKC", password).encode("utf-8")
+
+
+def check_password_policy(policy: PasswordPolicy, password: str) -> None:
+    """Synapse's password_config.policy, with its error codes (Element shows them)."""
+    if len(password) < policy.minimum_length:
+        raise MatrixError(
+            400,
+            "M_PASSWORD_TOO_SHORT",
+            f"The password must be at least {policy.minimum_length} characters long",
+        )
+    checks = (
+        (policy.require_digit, str.isdigit, "M_PASSWORD_NO_DIGIT", "a digit"),
+        (policy.require_lowercase, str.islower, "M_PASSWORD_NO_LOWERCASE", "a lowercase letter"),
+        (policy.require_uppercase, str.isupper, "M_PASSWORD_NO_UPPERCASE", "an uppercase letter"),
+        (policy.require_symbol, lambda c: not c.isalnum(), "M_PASSWORD_NO_SYMBOL", "a symbol"),
+    )
+    for required, test, errcode, what in checks:
+        if required and not any(test(c) for c in password):
+            raise MatrixError(400, errcode, f"The password must contain {what}")
+
+
+def password_policy_json(policy: PasswordPolicy) -> dict[str, object]:
+    """GET /password_policy (MSC2000, as Synapse serves it)."""
+    return {
+        "m.minimum_length": policy.minimum_length,
+        "m.require_digit": policy.require_digit,
+        "m.require_symbol": policy.require_symbol,
+        "m.require_lowercase": policy.require_lowercase,
+        "m.require_uppercase": policy.require_uppercase,
+    }
 
 
 # Hashes computed at once: each holds `memlimit` bytes, so a burst of logins queues

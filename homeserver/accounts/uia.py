@@ -101,11 +101,16 @@ class UserInteractiveAuth:
         self._hasher = hasher
         self._server_name = server_name
         self._has_sso_identity: Callable[[str], Awaitable[bool]] | None = None
+        self._passwords = True
         self._stages: dict[str, StageChecker] = {
             DUMMY: self._check_dummy,
             PASSWORD: self._check_password,
             REGISTRATION_TOKEN: self._check_registration_token,
         }
+
+    def disable_passwords(self) -> None:
+        """password_config.enabled false: no password proves anything."""
+        self._passwords = False
 
     def offer_sso(self, has_sso_identity: Callable[[str], Awaitable[bool]]) -> None:
         """Where a password proves who you are, a user linked to an identity provider
@@ -201,7 +206,7 @@ class UserInteractiveAuth:
             return flows
         user = await self._accounts.get_user(user_id)
         keep = [f for f in flows if list(f) != [PASSWORD]]
-        if user is not None and user.password_hash is not None:
+        if self._passwords and user is not None and user.password_hash is not None:
             keep = list(flows)
         return [*keep, [SSO]]
 
@@ -245,6 +250,8 @@ class UserInteractiveAuth:
     async def _check_password(self, auth: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         if ctx.user_id is None:
             raise StageFailed("M_FORBIDDEN", "Password authentication needs an account")
+        if not self._passwords:
+            raise StageFailed("M_FORBIDDEN", "Password authentication is disabled")
         claimed = identifier_user(auth)
         password = auth.get("password")
         if not isinstance(password, str) or len(password) > MAX_PASSWORD_LENGTH:

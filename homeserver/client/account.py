@@ -17,11 +17,13 @@ import homeserver.client.register as register_api
 import homeserver.client.sso as sso_api
 import homeserver.client.threepids as threepids_api
 from homeserver.accounts.identity import id_server_param
-from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
+from homeserver.accounts.passwords import (
+    password_policy_json,
+)
 from homeserver.accounts.uia import PASSWORD
-from homeserver.appstate import ACCOUNT_LIFECYCLE, IDENTITY_BINDS, UIA, Mounts
+from homeserver.appstate import ACCOUNT_LIFECYCLE, CONFIG, IDENTITY_BINDS, UIA, Mounts
 from homeserver.client.auth import get_requester
-from homeserver.client.routes import add_route
+from homeserver.client.routes import add_route, new_password_field
 from homeserver.client.validate import optional_bool, optional_dict, optional_str, require_str
 from homeserver.http import json_response, read_json_body
 
@@ -39,7 +41,7 @@ async def post_password(request: web.Request) -> web.Response:
     if threepids_api.wants_email_reset(request):
         return await threepids_api.reset_password_by_email(request, body)
     requester = await get_requester(request)
-    new_password = require_str(body, "new_password", max_len=MAX_PASSWORD_LENGTH)
+    new_password = new_password_field(request, body)
     logout_devices = optional_bool(body, "logout_devices", default=True)
     uia = request.config_dict[UIA]
     result = await uia.authenticate(
@@ -57,6 +59,10 @@ async def post_password(request: web.Request) -> web.Response:
     )
     await uia.finish(result)
     return json_response({})
+
+
+async def get_password_policy(request: web.Request) -> web.Response:
+    return json_response(password_policy_json(request.config_dict[CONFIG].passwords.policy))
 
 
 async def post_deactivate(request: web.Request) -> web.Response:
@@ -96,6 +102,7 @@ async def post_threepid_bind(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     add_route(app, "GET", "/account/whoami", get_whoami)
     add_route(app, "POST", "/account/password", post_password)
+    add_route(app, "GET", "/password_policy", get_password_policy)
     add_route(app, "POST", "/account/deactivate", post_deactivate)
     add_route(app, "POST", "/account/3pid/bind", post_threepid_bind)
 

@@ -24,7 +24,7 @@ def capabilities(config: Config) -> dict[str, Any]:
             "default": config.default_room_version,
             "available": {version: "stable" for version in KNOWN_ROOM_VERSIONS},
         },
-        "m.change_password": {"enabled": True},
+        "m.change_password": {"enabled": config.passwords.enabled},
         "m.set_displayname": {"enabled": True},
         "m.set_avatar_url": {"enabled": True},
         # Adding an address needs mail: on with an `email` section (and

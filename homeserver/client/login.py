@@ -29,13 +29,14 @@ MAX_TOKEN_INPUT = 1024
 
 async def get_login(request: web.Request) -> web.Response:
     flows: list[dict[str, Any]] = [
-        {"type": "m.login.password"},
         {"type": "m.login.token", "get_login_token": True},
         {"type": "m.login.application_service"},
     ]
+    if request.config_dict[CONFIG].passwords.enabled:
+        flows.insert(0, {"type": "m.login.password"})
     sso = request.config_dict[SSO_SERVICE]
     if sso.enabled:
-        flows.insert(1, sso.login_flow())
+        flows.insert(len(flows) - 2, sso.login_flow())
     return json_response({"flows": flows})
 
 
@@ -57,6 +58,8 @@ async def post_login(request: web.Request) -> web.Response:
         "refreshable": refreshable,
     }
     if kind == "m.login.password":
+        if not request.config_dict[CONFIG].passwords.enabled:
+            raise MatrixError(400, "M_UNKNOWN", "Password login has been disabled")
         user = await _password_login_user(request, body)
         password = require_str(body, "password", max_len=MAX_PASSWORD_LENGTH)
         session = await sessions.login_with_password(user, password, **common)

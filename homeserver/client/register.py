@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
+from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH, check_password_policy
 from homeserver.appstate import (
     APP_SERVICES,
     AUTO_JOIN,
@@ -115,6 +115,11 @@ async def post_register(request: web.Request) -> web.Response:
         raise forbidden("Registration has been disabled")
     username = optional_str(body, "username", max_len=MAX_USERNAME_INPUT)
     password = optional_str(body, "password", max_len=MAX_PASSWORD_LENGTH)
+    passwords = request.config_dict[CONFIG].passwords
+    if password is not None and not passwords.enabled:
+        password = None  # password_config disables them: the account signs in otherwise
+    if password is not None:
+        check_password_policy(passwords.policy, password)  # before UIA, as Synapse
     device_id = device_id_field(body)
     display_name = optional_str(body, "initial_device_display_name", max_len=MAX_DISPLAY_NAME)
     inhibit_login = optional_bool(body, "inhibit_login")

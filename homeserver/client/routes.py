@@ -1,5 +1,6 @@
 """Small helpers the account-area handlers share: routing under /v3 and /r0, the
-client's address for rate limits, the device_id field, and the 3PID refusal."""
+client's address for rate limits, the device_id field, a new password, and the 3PID
+refusal."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.client.validate import optional_str
+from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH, check_password_policy
+from homeserver.appstate import CONFIG
+from homeserver.client.validate import optional_str, require_str
 from homeserver.errors import MatrixError, bad_json
 from homeserver.http import Handler
 
@@ -39,6 +42,17 @@ def device_id_field(body: dict[str, Any], key: str = "device_id") -> str | None:
     if value is not None and (not value or any(not 0x21 <= ord(c) <= 0x7E for c in value)):
         raise bad_json(f"'{key}' must be printable ASCII without spaces")
     return value
+
+
+def new_password_field(request: web.Request, body: dict[str, Any]) -> str:
+    """`new_password`, where passwords are on (password_config) and it meets the
+    policy."""
+    passwords = request.config_dict[CONFIG].passwords
+    if not passwords.enabled:
+        raise MatrixError(403, "M_FORBIDDEN", "Password change disabled")
+    new_password = require_str(body, "new_password", max_len=MAX_PASSWORD_LENGTH)
+    check_password_policy(passwords.policy, new_password)
+    return new_password
 
 
 async def threepid_denied(request: web.Request) -> web.Response:

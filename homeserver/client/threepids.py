@@ -15,7 +15,6 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.accounts.identity import id_server_param
-from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.accounts.threepids import (
     ADD,
     LINK_SEGMENTS,
@@ -36,7 +35,7 @@ from homeserver.appstate import (
 from homeserver.client.auth import extract_access_token, get_requester
 from homeserver.client.pages import PAGE_HEADERS, page
 from homeserver.client.pushers import delete_email_pushers
-from homeserver.client.routes import add_route, client_ip, threepid_denied
+from homeserver.client.routes import add_route, client_ip, new_password_field, threepid_denied
 from homeserver.client.validate import optional_bool, optional_dict, optional_str, require_str
 from homeserver.errors import MatrixError, bad_json
 from homeserver.http import json_response, read_json_body
@@ -155,7 +154,7 @@ async def _unbind(
 async def reset_password_by_email(request: web.Request, body: dict[str, Any]) -> web.Response:
     """POST /account/password without an access token: the user forgot their password
     and proves they read the reset mail (UIA stage m.login.email.identity)."""
-    new_password = require_str(body, "new_password", max_len=MAX_PASSWORD_LENGTH)
+    new_password = new_password_field(request, body)
     logout_devices = optional_bool(body, "logout_devices", default=True)
     limiters = request.config_dict[RATE_LIMITERS]
     ip = client_ip(request)

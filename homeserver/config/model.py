@@ -444,6 +444,26 @@ class ThreepidConfig:
 
 
 @dataclass(frozen=True)
+class PasswordPolicy:
+    """Synapse's password_config.policy: what a new password must have."""
+
+    minimum_length: int = 0
+    require_digit: bool = False
+    require_symbol: bool = False
+    require_lowercase: bool = False
+    require_uppercase: bool = False
+
+
+@dataclass(frozen=True)
+class PasswordConfig:
+    """Synapse's password_config: `enabled: false` for servers whose users sign in
+    only through an identity provider."""
+
+    enabled: bool = True
+    policy: PasswordPolicy = PasswordPolicy()
+
+
+@dataclass(frozen=True)
 class AutoJoinConfig:
     """Synapse's auto_join_* keys: rooms every new user joins (a community's #welcome)."""
 
@@ -522,6 +542,7 @@ class Config:
     sso: SsoConfig = SsoConfig()
     turn: TurnConfig = TurnConfig()
     auto_join: AutoJoinConfig = AutoJoinConfig()
+    passwords: PasswordConfig = PasswordConfig()
     public_baseurl: str | None = None
     tls: TlsConfig = TlsConfig()
     registration: RegistrationConfig = RegistrationConfig()

@@ -30,8 +30,10 @@ from homeserver.config.reader import MISSING, Reader, suggest
 from homeserver.config.registration_checks import (
     CAPTCHA_KEYS,
     CONSENT_KEYS,
+    PASSWORD_KEYS,
     read_captcha,
     read_consent,
+    read_password_config,
 )
 from homeserver.config.sections import (
     RC_FLAT,
@@ -100,6 +102,7 @@ KNOWN_KEYS = frozenset(
         *EMAIL_KEYS,
         *CAPTCHA_KEYS,
         *CONSENT_KEYS,
+        *PASSWORD_KEYS,
         *SSO_KEYS,
         *TURN_KEYS,
         *AUTO_JOIN_KEYS,
@@ -244,6 +247,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         sso=read_sso(r, top),
         turn=read_turn(r, top),
         auto_join=read_auto_join(r, top),
+        passwords=read_password_config(r, top),
         well_known=WellKnownConfig(
             serve_server_wellknown=r.bool(top, "serve_server_wellknown", "", False),
             client_base_url=well_known_client or public_baseurl,

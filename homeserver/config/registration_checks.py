@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from homeserver.config.model import CaptchaConfig, ConsentConfig
+from homeserver.config.model import CaptchaConfig, ConsentConfig, PasswordConfig, PasswordPolicy
 from homeserver.config.reader import Reader
 
 CAPTCHA_KEYS = (
@@ -25,6 +25,7 @@ CAPTCHA_KEYS = (
     "recaptcha_siteverify_api",
 )
 CONSENT_KEYS = ("user_consent",)
+PASSWORD_KEYS = ("password_config",)
 _CONSENT_SECTION = frozenset({"template_dir", "version", "policy_name", "require_at_registration"})
 
 
@@ -60,6 +61,41 @@ def read_captcha(r: Reader, top: Mapping[str, Any]) -> CaptchaConfig | None:
     if not str(api).startswith(("https://", "http://")):
         r.problem("recaptcha_siteverify_api", "expected an http(s) URL")
     return CaptchaConfig(public, private, api)
+
+
+def read_password_config(r: Reader, top: Mapping[str, Any]) -> PasswordConfig:
+    """Synapse's password_config: `enabled` (and `localdb_enabled`: we have no other
+    password database, so false means the same) and `policy`."""
+    m = r.mapping(top.get("password_config"), "password_config") or {}
+    where = "password_config"
+    r.check_keys(m, {"enabled", "localdb_enabled", "policy", "pepper"}, where)
+    if m.get("pepper"):
+        r.problem(f"{where}.pepper", "not built here; remove it")
+    enabled = r.bool(m, "enabled", where, True) and r.bool(m, "localdb_enabled", where, True)
+    policy_raw = r.mapping(m.get("policy"), f"{where}.policy") or {}
+    pw = f"{where}.policy"
+    r.check_keys(
+        policy_raw,
+        {
+            "enabled",
+            "minimum_length",
+            "require_digit",
+            "require_symbol",
+            "require_lowercase",
+            "require_uppercase",
+        },
+        pw,
+    )
+    policy = PasswordPolicy()
+    if r.bool(policy_raw, "enabled", pw, False):
+        policy = PasswordPolicy(
+            minimum_length=r.int(policy_raw, "minimum_length", pw, 0, 0, 512),
+            require_digit=r.bool(policy_raw, "require_digit", pw, False),
+            require_symbol=r.bool(policy_raw, "require_symbol", pw, False),
+            require_lowercase=r.bool(policy_raw, "require_lowercase", pw, False),
+            require_uppercase=r.bool(policy_raw, "require_uppercase", pw, False),
+        )
+    return PasswordConfig(enabled=enabled, policy=policy)
 
 
 def read_consent(r: Reader, top: Mapping[str, Any]) -> ConsentConfig | None:
