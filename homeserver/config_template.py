@@ -118,6 +118,12 @@ allow_guest_access: false
 #  policy: {{enabled: true, minimum_length: 10, require_digit: true, require_symbol: false,
 #           require_lowercase: true, require_uppercase: false}}
 
+# New rooms start end-to-end encrypted: all, invite (the private presets) or off.
+#encryption_enabled_by_default_for_room_type: "off"
+# Users may change their display name and avatar (off where a directory owns them).
+#enable_set_displayname: true
+#enable_set_avatar_url: true
+
 # Rooms every new user joins (a local alias nobody made yet is created at first use).
 #auto_join_rooms: ["#welcome:example.org"]
 #autocreate_auto_join_rooms: true

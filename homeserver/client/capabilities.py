@@ -25,8 +25,8 @@ def capabilities(config: Config) -> dict[str, Any]:
             "available": {version: "stable" for version in KNOWN_ROOM_VERSIONS},
         },
         "m.change_password": {"enabled": config.passwords.enabled},
-        "m.set_displayname": {"enabled": True},
-        "m.set_avatar_url": {"enabled": True},
+        "m.set_displayname": {"enabled": config.set_displayname},
+        "m.set_avatar_url": {"enabled": config.set_avatar_url},
         # Adding an address needs mail: on with an `email` section (and
         # enable_3pid_changes, on by default as in Synapse).
         "m.3pid_changes": {

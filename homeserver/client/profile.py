@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.appstate import APP_SERVICE_SENDER, PROFILES, Mounts
+from homeserver.appstate import APP_SERVICE_SENDER, CONFIG, PROFILES, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.errors import MatrixError, missing_param
 from homeserver.http import json_response, path_param, read_json_body
@@ -39,6 +39,17 @@ async def get_field(request: web.Request) -> web.Response:
     return json_response({key: value})
 
 
+def _check_changeable(request: web.Request, key: str) -> None:
+    """enable_set_displayname / enable_set_avatar_url: off where something else owns
+    profiles (Synapse's answer: 400 M_FORBIDDEN)."""
+    config = request.config_dict[CONFIG]
+    if (key == "displayname" and not config.set_displayname) or (
+        key == "avatar_url" and not config.set_avatar_url
+    ):
+        what = "display name" if key == "displayname" else "avatar"
+        raise MatrixError(400, "M_FORBIDDEN", f"Changing the {what} is disabled on this server")
+
+
 async def put_field(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     user_id = _user_id(request)
@@ -46,6 +57,7 @@ async def put_field(request: web.Request) -> web.Response:
     body = await read_json_body(request)
     if key not in body:
         raise missing_param(f"Missing '{key}' in the request body")
+    _check_changeable(request, key)
     await request.config_dict[PROFILES].set_field(requester.user_id, user_id, key, body[key])
     return json_response({})
 
@@ -54,6 +66,7 @@ async def delete_field(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     user_id = _user_id(request)
     key = str(path_param(request, "key"))
+    _check_changeable(request, key)
     await request.config_dict[PROFILES].delete_field(requester.user_id, user_id, key)
     return json_response({})
 

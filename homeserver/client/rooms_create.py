@@ -7,6 +7,7 @@ through the membership service (with `is_direct` on the invite content).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -145,6 +146,25 @@ def parse_create_room(body: dict[str, Any], server_name: str, default_version: s
     )
 
 
+ENCRYPTION = {
+    "type": "m.room.encryption",
+    "state_key": "",
+    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+}
+
+
+def encrypted_by_default(spec: RoomSpec, setting: str) -> RoomSpec:
+    """encryption_enabled_by_default_for_room_type: all rooms, or those of the private
+    presets ("invite"), start encrypted unless the request set the event itself."""
+    wanted = setting == "all" or (
+        setting == "invite" and spec.preset in ("private_chat", "trusted_private_chat")
+    )
+    named = any(e.get("type") == "m.room.encryption" for e in spec.initial_state)
+    if not wanted or named:
+        return spec
+    return replace(spec, initial_state=[*spec.initial_state, dict(ENCRYPTION)])
+
+
 async def create_room(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     # Every part of the body ends up in some event: hold it all to canonical JSON.
@@ -152,6 +172,7 @@ async def create_room(request: web.Request) -> web.Response:
     app = request.config_dict
     config = app[CONFIG]
     spec = parse_create_room(body, config.server_name, config.default_room_version)
+    spec = encrypted_by_default(spec, config.encryption_by_default)
     stores = app[STORES]
     if spec.alias is not None and await stores.rooms.get_alias(spec.alias) is not None:
         raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")

@@ -543,6 +543,13 @@ class Config:
     turn: TurnConfig = TurnConfig()
     auto_join: AutoJoinConfig = AutoJoinConfig()
     passwords: PasswordConfig = PasswordConfig()
+    # Synapse's encryption_enabled_by_default_for_room_type: new rooms start with
+    # m.room.encryption ("all"; "invite": the private presets; "off").
+    encryption_by_default: str = "off"
+    # Synapse's enable_set_displayname / enable_set_avatar_url: users may change them
+    # (off where an identity provider or a directory owns profiles).
+    set_displayname: bool = True
+    set_avatar_url: bool = True
     public_baseurl: str | None = None
     tls: TlsConfig = TlsConfig()
     registration: RegistrationConfig = RegistrationConfig()

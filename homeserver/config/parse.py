@@ -119,9 +119,20 @@ KNOWN_KEYS = frozenset(
         "gc_thresholds",
         "server_notices",
         "max_event_delay_duration",
+        "encryption_enabled_by_default_for_room_type",
+        "enable_set_displayname",
+        "enable_set_avatar_url",
         *WORKER_KEYS,
     }
 )
+
+
+def _encryption_default(value: Any) -> str:
+    if value is False:  # YAML reads an unquoted off as false
+        return "off"
+    if value not in ("all", "invite", "off"):
+        raise ValueError("expected all, invite or off")
+    return str(value)
 
 
 def _duration_or_off(value: Any) -> int | None:
@@ -248,6 +259,11 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         turn=read_turn(r, top),
         auto_join=read_auto_join(r, top),
         passwords=read_password_config(r, top),
+        encryption_by_default=r.converted(
+            top, "encryption_enabled_by_default_for_room_type", "", "off", _encryption_default
+        ),
+        set_displayname=r.bool(top, "enable_set_displayname", "", True),
+        set_avatar_url=r.bool(top, "enable_set_avatar_url", "", True),
         well_known=WellKnownConfig(
             serve_server_wellknown=r.bool(top, "serve_server_wellknown", "", False),
             client_base_url=well_known_client or public_baseurl,

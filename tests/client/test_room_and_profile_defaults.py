@@ -1,0 +1,78 @@
+"""Synapse's keys for what a server decides about rooms and profiles:
+`encryption_enabled_by_default_for_room_type` (new rooms start encrypted: all of them,
+or the private presets) and `enable_set_displayname` / `enable_set_avatar_url` (users
+may not change what a directory owns; the capabilities say so)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from homeserver.app import create_app
+from homeserver.config import Config
+from tests.client.helpers import auth, register_user
+
+V3 = "/_matrix/client/v3"
+
+
+async def encryption_of(client: Any, token: str, body: dict[str, Any]) -> Any:
+    resp = await client.post(f"{V3}/createRoom", json=body, headers=auth(token))
+    assert resp.status == 200, await resp.text()
+    room_id = (await resp.json())["room_id"]
+    resp = await client.get(f"{V3}/rooms/{room_id}/state/m.room.encryption", headers=auth(token))
+    return (await resp.json()) if resp.status == 200 else None
+
+
+async def test_new_rooms_encrypted_by_default(
+    aiohttp_client: Any, tmp_config: Callable[..., Config]
+) -> None:
+    megolm = {"algorithm": "m.megolm.v1.aes-sha2"}
+    for setting, public, private in (
+        ("all", megolm, megolm),
+        ("invite", None, megolm),
+        ("off", None, None),
+    ):
+        client = await aiohttp_client(
+            create_app(tmp_config(encryption_enabled_by_default_for_room_type=setting))
+        )
+        alice = await register_user(client, f"alice{setting}")
+        token = alice["access_token"]
+        assert await encryption_of(client, token, {"preset": "public_chat"}) == public, setting
+        assert await encryption_of(client, token, {"preset": "private_chat"}) == private, setting
+    # What the request sets itself is kept.
+    client = await aiohttp_client(
+        create_app(tmp_config(encryption_enabled_by_default_for_room_type="all"))
+    )
+    bob = await register_user(client, "bob")
+    own = {
+        "type": "m.room.encryption",
+        "state_key": "",
+        "content": {"algorithm": "m.megolm.v1.aes-sha2", "rotation_period_ms": 1000},
+    }
+    found = await encryption_of(client, bob["access_token"], {"initial_state": [own]})
+    assert found["rotation_period_ms"] == 1000
+
+
+async def test_profile_changes_switched_off(
+    aiohttp_client: Any, tmp_config: Callable[..., Config]
+) -> None:
+    settings = {"enable_set_displayname": False, "enable_set_avatar_url": False}
+    client = await aiohttp_client(create_app(tmp_config(**settings)))
+    alice = await register_user(client, "alice")
+    token = alice["access_token"]
+    caps = (await (await client.get(f"{V3}/capabilities", headers=auth(token))).json())[
+        "capabilities"
+    ]
+    assert caps["m.set_displayname"] == {"enabled": False}
+    assert caps["m.set_avatar_url"] == {"enabled": False}
+    for key, value in (("displayname", "New"), ("avatar_url", "mxc://test.local/a")):
+        path = f"{V3}/profile/{alice['user_id']}/{key}"
+        resp = await client.put(path, json={key: value}, headers=auth(token))
+        assert (resp.status, (await resp.json())["errcode"]) == (400, "M_FORBIDDEN"), key
+        resp = await client.delete(path, headers=auth(token))
+        assert resp.status == 400, key
+    # Other fields stay the user's.
+    resp = await client.put(
+        f"{V3}/profile/{alice['user_id']}/m.tz", json={"m.tz": "Europe/Paris"}, headers=auth(token)
+    )
+    assert resp.status == 200
