@@ -228,7 +228,13 @@ async def build(
         start_retention(database, tasks)
     relations = RelationsService(stores, RelationsReadStore(database), RoomReadStore(database))
     joined = JoinedRoomsCache(stores)
-    user_directory = UserDirectory(stores, UserDirectoryStore(database), server_name)
+    user_directory = UserDirectory(
+        stores,
+        UserDirectoryStore(database),
+        server_name,
+        enabled=config.user_directory_enabled,
+        search_all_users=config.search_all_users,
+    )
     stack.push_async_callback(user_directory.close)
     activity = RoomActivity(notifier.current.events)
     bridge = EventNotifierBridge(notifier)

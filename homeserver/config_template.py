@@ -124,6 +124,10 @@ allow_guest_access: false
 #enable_set_displayname: true
 #enable_set_avatar_url: true
 
+# The user directory (/user_directory/search): who can be found. By default the users
+# you share a room with and members of public rooms; search_all_users: every local user.
+#user_directory: {{enabled: true, search_all_users: false}}
+
 # Rooms every new user joins (a local alias nobody made yet is created at first use).
 #auto_join_rooms: ["#welcome:example.org"]
 #autocreate_auto_join_rooms: true

@@ -550,6 +550,10 @@ class Config:
     # (off where an identity provider or a directory owns profiles).
     set_displayname: bool = True
     set_avatar_url: bool = True
+    # Synapse's user_directory: `enabled` (off: searches find no one) and
+    # `search_all_users` (every local user is findable, not only those sharing a room).
+    user_directory_enabled: bool = True
+    search_all_users: bool = False
     public_baseurl: str | None = None
     tls: TlsConfig = TlsConfig()
     registration: RegistrationConfig = RegistrationConfig()

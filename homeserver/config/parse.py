@@ -122,6 +122,7 @@ KNOWN_KEYS = frozenset(
         "encryption_enabled_by_default_for_room_type",
         "enable_set_displayname",
         "enable_set_avatar_url",
+        "user_directory",
         *WORKER_KEYS,
     }
 )
@@ -195,6 +196,8 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
                 "registration_shared_secret_path", f"cannot read {secret_path}: {exc.strerror}"
             )
     threepids = read_threepids(r, top)
+    directory = r.mapping(top.get("user_directory"), "user_directory") or {}
+    r.check_keys(directory, {"enabled", "search_all_users"}, "user_directory")
     registration = RegistrationConfig(
         enabled=r.bool(top, "enable_registration", "", False),
         without_verification=r.bool(top, "enable_registration_without_verification", "", False),
@@ -264,6 +267,8 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         ),
         set_displayname=r.bool(top, "enable_set_displayname", "", True),
         set_avatar_url=r.bool(top, "enable_set_avatar_url", "", True),
+        user_directory_enabled=r.bool(directory, "enabled", "user_directory", True),
+        search_all_users=r.bool(directory, "search_all_users", "user_directory", False),
         well_known=WellKnownConfig(
             serve_server_wellknown=r.bool(top, "serve_server_wellknown", "", False),
             client_base_url=well_known_client or public_baseurl,

@@ -2,7 +2,8 @@
 
 Visibility follows Synapse's default (`search_all_users: false`): the requester finds
 users who share a joined room with them, and users joined to rooms whose join rule is
-`public` or whose history is `world_readable`. The room flags and remote users' display
+`public` or whose history is `world_readable`; with `search_all_users` every local
+user too (a company server's colleagues). The room flags and remote users' display
 names are indexed by an event listener; the listener only queues work (it must not
 block the persister) and a flush runs right after, and before every search, so a search
 never misses an event that was already acknowledged. On start, rooms whose state moved
@@ -56,7 +57,17 @@ def _rank(term: str, user_id: str, displayname: str | None, avatar_url: str | No
 
 
 class UserDirectory:
-    def __init__(self, stores: Stores, store: UserDirectoryStore, server_name: str) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        store: UserDirectoryStore,
+        server_name: str,
+        *,
+        enabled: bool = True,
+        search_all_users: bool = False,
+    ) -> None:
+        self._enabled = enabled
+        self._search_all_users = search_all_users
         self._stores = stores
         self._store = store
         self._server_name = server_name
@@ -137,9 +148,11 @@ class UserDirectory:
         """Ranked matches for `term` among the users visible to `requester`."""
         await self.flush()
         term = term.strip()
-        if not term:
+        if not term or not self._enabled:
             return SearchResult([], False)
-        rows = await self._store.search(requester, term, MAX_CANDIDATES)
+        rows = await self._store.search(
+            requester, term, MAX_CANDIDATES, all_local=self._search_all_users
+        )
         rows.sort(key=lambda r: _rank(term, r.user_id, r.displayname, r.avatar_url))
         results = []
         for row in rows[:limit]:

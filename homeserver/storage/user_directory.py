@@ -94,7 +94,9 @@ class UserDirectoryStore:
             avatar_url,
         )
 
-    async def search(self, requester: str, term: str, max_rows: int) -> list[DirectoryEntry]:
+    async def search(
+        self, requester: str, term: str, max_rows: int, *, all_local: bool = False
+    ) -> list[DirectoryEntry]:
         """Users visible to `requester` (sharing a joined room, or joined to a public
         room) whose user ID or display name contains `term`, case-insensitively.
 
@@ -117,8 +119,7 @@ class UserDirectoryStore:
             " UNION"
             " SELECT m.user_id FROM user_directory_rooms r"
             " JOIN room_memberships m ON m.room_id = r.room_id AND m.membership = 'join'"
-            " WHERE r.is_public"
-            ")"
+            " WHERE r.is_public" + (" UNION SELECT user_id FROM users" if all_local else "") + ")"
             " SELECT v.user_id, COALESCE(p.displayname, rp.displayname),"
             " COALESCE(p.avatar_url, rp.avatar_url)"
             " FROM visible v"

@@ -76,3 +76,28 @@ async def test_profile_changes_switched_off(
         f"{V3}/profile/{alice['user_id']}/m.tz", json={"m.tz": "Europe/Paris"}, headers=auth(token)
     )
     assert resp.status == 200
+
+
+async def test_user_directory_settings(
+    aiohttp_client: Any, tmp_config: Callable[..., Config]
+) -> None:
+    """search_all_users: colleagues find each other without sharing a room; enabled:
+    false: nobody is found."""
+    for i, (settings, found) in enumerate(
+        (
+            ({}, False),
+            ({"user_directory": {"search_all_users": True}}, True),
+            ({"user_directory": {"enabled": False, "search_all_users": True}}, False),
+        )
+    ):
+        client = await aiohttp_client(create_app(tmp_config(**settings)))
+        alice = await register_user(client, f"alice{i}")
+        bob = await register_user(client, f"bob{i}")
+        resp = await client.post(
+            f"{V3}/user_directory/search",
+            json={"search_term": f"bob{i}"},
+            headers=auth(alice["access_token"]),
+        )
+        expected = [bob["user_id"]] if found else []
+        assert [r["user_id"] for r in (await resp.json())["results"]] == expected, settings
+        await client.close()
