@@ -124,6 +124,11 @@ allow_guest_access: false
 #enable_set_displayname: true
 #enable_set_avatar_url: true
 
+# Who may read profiles: anyone (default), users with an access token, or only users
+# sharing a room with the profile's owner.
+#require_auth_for_profile_requests: false
+#limit_profile_requests_to_users_who_share_rooms: false
+
 # The user directory (/user_directory/search): who can be found. By default the users
 # you share a room with and members of public rooms; search_all_users: every local user.
 #user_directory: {{enabled: true, search_all_users: false}}

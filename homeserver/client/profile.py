@@ -1,14 +1,16 @@
 """Profile endpoints (profile.yaml, v1.16 extended profiles).
 
 GET /profile/{userId}, GET/PUT/DELETE /profile/{userId}/{keyName}. Reading needs no
-access token (Synapse's default); changing needs the user's own token.
+access token (Synapse's default) unless `require_auth_for_profile_requests`, and with
+`limit_profile_requests_to_users_who_share_rooms` only users sharing a room with the
+profile's owner may read it; changing needs the user's own token.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.appstate import APP_SERVICE_SENDER, CONFIG, PROFILES, Mounts
+from homeserver.appstate import APP_SERVICE_SENDER, CONFIG, PROFILES, STORES, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.errors import MatrixError, missing_param
 from homeserver.http import json_response, path_param, read_json_body
@@ -19,8 +21,27 @@ def _user_id(request: web.Request) -> str:
     return str(path_param(request, "user_id", validate_user_id))
 
 
+async def _check_may_read(request: web.Request, user_id: str) -> None:
+    config = request.config_dict[CONFIG]
+    if not (config.profiles_need_auth or config.profiles_need_shared_room):
+        return
+    requester = await get_requester(request, allow_guest=True)
+    if not config.profiles_need_shared_room or requester.user_id == user_id:
+        return
+    current = request.config_dict[STORES].current_state
+    mine = {
+        m.room_id
+        for m in await current.get_memberships_for_user(requester.user_id)
+        if m.membership == "join"
+    }
+    theirs = await current.get_memberships_for_user(user_id)
+    if not any(m.membership == "join" and m.room_id in mine for m in theirs):
+        raise MatrixError(403, "M_FORBIDDEN", "You don't have permission to access that profile")
+
+
 async def get_profile(request: web.Request) -> web.Response:
     user_id = _user_id(request)
+    await _check_may_read(request, user_id)
     profiles = request.config_dict[PROFILES]
     try:
         return json_response(await profiles.get_profile(user_id))
@@ -34,6 +55,7 @@ async def get_profile(request: web.Request) -> web.Response:
 
 async def get_field(request: web.Request) -> web.Response:
     user_id = _user_id(request)
+    await _check_may_read(request, user_id)
     key = str(path_param(request, "key"))
     value = await request.config_dict[PROFILES].get_field(user_id, key)
     return json_response({key: value})

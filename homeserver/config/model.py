@@ -552,6 +552,10 @@ class Config:
     set_avatar_url: bool = True
     # Synapse's user_directory: `enabled` (off: searches find no one) and
     # `search_all_users` (every local user is findable, not only those sharing a room).
+    # Synapse's require_auth_for_profile_requests and
+    # limit_profile_requests_to_users_who_share_rooms: who may read a profile.
+    profiles_need_auth: bool = False
+    profiles_need_shared_room: bool = False
     user_directory_enabled: bool = True
     search_all_users: bool = False
     public_baseurl: str | None = None

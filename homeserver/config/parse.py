@@ -123,6 +123,8 @@ KNOWN_KEYS = frozenset(
         "enable_set_displayname",
         "enable_set_avatar_url",
         "user_directory",
+        "require_auth_for_profile_requests",
+        "limit_profile_requests_to_users_who_share_rooms",
         *WORKER_KEYS,
     }
 )
@@ -267,6 +269,10 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         ),
         set_displayname=r.bool(top, "enable_set_displayname", "", True),
         set_avatar_url=r.bool(top, "enable_set_avatar_url", "", True),
+        profiles_need_auth=r.bool(top, "require_auth_for_profile_requests", "", False),
+        profiles_need_shared_room=r.bool(
+            top, "limit_profile_requests_to_users_who_share_rooms", "", False
+        ),
         user_directory_enabled=r.bool(directory, "enabled", "user_directory", True),
         search_all_users=r.bool(directory, "search_all_users", "user_directory", False),
         well_known=WellKnownConfig(

@@ -101,3 +101,30 @@ async def test_user_directory_settings(
         expected = [bob["user_id"]] if found else []
         assert [r["user_id"] for r in (await resp.json())["results"]] == expected, settings
         await client.close()
+
+
+async def test_who_may_read_a_profile(
+    aiohttp_client: Any, tmp_config: Callable[..., Config]
+) -> None:
+    settings = {
+        "require_auth_for_profile_requests": True,
+        "limit_profile_requests_to_users_who_share_rooms": True,
+    }
+    client = await aiohttp_client(create_app(tmp_config(**settings)))
+    alice = await register_user(client, "alice")
+    bob = await register_user(client, "bob")
+    path = f"{V3}/profile/{bob['user_id']}"
+    resp = await client.get(path)
+    assert (resp.status, (await resp.json())["errcode"]) == (401, "M_MISSING_TOKEN")
+    for url in (path, f"{path}/displayname"):
+        resp = await client.get(url, headers=auth(alice["access_token"]))
+        assert (resp.status, (await resp.json())["errcode"]) == (403, "M_FORBIDDEN"), url
+    resp = await client.get(path, headers=auth(bob["access_token"]))  # their own
+    assert resp.status == 200
+    resp = await client.post(
+        f"{V3}/createRoom", json={"invite": [alice["user_id"]]}, headers=auth(bob["access_token"])
+    )
+    room_id = (await resp.json())["room_id"]
+    await client.post(f"{V3}/join/{room_id}", headers=auth(alice["access_token"]))
+    resp = await client.get(path, headers=auth(alice["access_token"]))
+    assert resp.status == 200 and (await resp.json())["displayname"] == "bob"
