@@ -120,6 +120,12 @@ allow_guest_access: false
 
 # New rooms start end-to-end encrypted: all, invite (the private presets) or off.
 #encryption_enabled_by_default_for_room_type: "off"
+# Only server admins may invite (a closed community's server).
+#block_non_admin_invites: false
+# Power levels of new rooms per preset (under what the request itself overrides).
+#default_power_level_content_override:
+#  private_chat: {{invite: 50}}
+
 # Users may change their display name and avatar (off where a directory owns them).
 #enable_set_displayname: true
 #enable_set_avatar_url: true

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from homeserver.accounts.identity import id_server_param
 from homeserver.appstate import (
+    CONFIG,
     MEMBERSHIP,
     RATE_LIMITERS,
     ROOM_DIRECTORY,
@@ -149,6 +150,14 @@ async def forget(request: web.Request) -> web.Response:
     return json_response({})
 
 
+async def check_may_invite(request: web.Request, user_id: str) -> None:
+    """block_non_admin_invites: only server admins send invites (Synapse's key)."""
+    if request.config_dict[CONFIG].block_non_admin_invites:
+        user = await request.config_dict[STORES].accounts.get_user(user_id)
+        if user is None or not user.is_admin:
+            raise MatrixError(403, "M_FORBIDDEN", "Invites have been disabled on this server")
+
+
 async def invite(request: web.Request) -> web.Response:
     requester = await get_requester(request)
     room_id = room_id_param(request)
@@ -166,6 +175,7 @@ async def invite(request: web.Request) -> web.Response:
     if third_party:
         await invite_third_party(request, room_id, requester.user_id, body)
         return json_response({})
+    await check_may_invite(request, requester.user_id)
     check_invite(request.config_dict[RATE_LIMITERS], room_id, target, requester.user_id)
     await request.config_dict[MEMBERSHIP].invite(room_id, requester.user_id, target, content)
     await request.config_dict[ROOM_READ_STORE].unforget_room(target, room_id)

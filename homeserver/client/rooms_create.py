@@ -14,7 +14,7 @@ from aiohttp import web
 
 from homeserver.appstate import CONFIG, MEMBERSHIP, ROOM_CREATOR, ROOM_READ_STORE, STORES
 from homeserver.client.auth import get_requester
-from homeserver.client.membership import invite_third_party
+from homeserver.client.membership import check_may_invite, invite_third_party
 from homeserver.client.validate import event_content, optional_bool, optional_dict, optional_str
 from homeserver.errors import MatrixError, bad_json, invalid_param
 from homeserver.events import KNOWN_ROOM_VERSIONS
@@ -173,6 +173,12 @@ async def create_room(request: web.Request) -> web.Response:
     config = app[CONFIG]
     spec = parse_create_room(body, config.server_name, config.default_room_version)
     spec = encrypted_by_default(spec, config.encryption_by_default)
+    preset_levels = config.default_power_levels.get(spec.preset)
+    if preset_levels:
+        merged = {**preset_levels, **(spec.power_level_content_override or {})}
+        spec = replace(spec, power_level_content_override=merged)
+    if spec.invite and config.block_non_admin_invites:
+        await check_may_invite(request, requester.user_id)
     stores = app[STORES]
     if spec.alias is not None and await stores.rooms.get_alias(spec.alias) is not None:
         raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")

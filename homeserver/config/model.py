@@ -550,6 +550,12 @@ class Config:
     # (off where an identity provider or a directory owns profiles).
     set_displayname: bool = True
     set_avatar_url: bool = True
+    # Synapse's block_non_admin_invites and default_power_level_content_override
+    # (per preset: merged into new rooms' power levels, under the request's own).
+    block_non_admin_invites: bool = False
+    default_power_levels: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=dict, compare=False
+    )
     # Synapse's user_directory: `enabled` (off: searches find no one) and
     # `search_all_users` (every local user is findable, not only those sharing a room).
     # Synapse's require_auth_for_profile_requests and

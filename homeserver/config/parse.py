@@ -124,10 +124,34 @@ KNOWN_KEYS = frozenset(
         "enable_set_avatar_url",
         "user_directory",
         "require_auth_for_profile_requests",
+        "block_non_admin_invites",
+        "default_power_level_content_override",
         "limit_profile_requests_to_users_who_share_rooms",
         *WORKER_KEYS,
     }
 )
+
+
+def _default_power_levels(r: Reader, top: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """default_power_level_content_override: {preset: power levels content}."""
+    raw = r.mapping(top.get("default_power_level_content_override"), "") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for preset, content in raw.items():
+        where = f"default_power_level_content_override.{preset}"
+        if preset not in ("private_chat", "trusted_private_chat", "public_chat"):
+            r.problem(where, "expected a preset: private_chat, trusted_private_chat, public_chat")
+            continue
+        m = r.mapping(content, where)
+        if m is None:
+            continue
+        for key, value in m.items():
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            if isinstance(value, dict):
+                ok = all(isinstance(v, int) and not isinstance(v, bool) for v in value.values())
+            if not ok:
+                r.problem(f"{where}.{key}", "expected a power level or a map of them")
+        out[preset] = dict(m)
+    return out
 
 
 def _encryption_default(value: Any) -> str:
@@ -269,6 +293,8 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         ),
         set_displayname=r.bool(top, "enable_set_displayname", "", True),
         set_avatar_url=r.bool(top, "enable_set_avatar_url", "", True),
+        block_non_admin_invites=r.bool(top, "block_non_admin_invites", "", False),
+        default_power_levels=_default_power_levels(r, top),
         profiles_need_auth=r.bool(top, "require_auth_for_profile_requests", "", False),
         profiles_need_shared_room=r.bool(
             top, "limit_profile_requests_to_users_who_share_rooms", "", False

@@ -128,3 +128,47 @@ async def test_who_may_read_a_profile(
     await client.post(f"{V3}/join/{room_id}", headers=auth(alice["access_token"]))
     resp = await client.get(path, headers=auth(alice["access_token"]))
     assert resp.status == 200 and (await resp.json())["displayname"] == "bob"
+
+
+async def test_invites_by_admins_only_and_preset_power_levels(
+    aiohttp_client: Any, tmp_config: Callable[..., Config]
+) -> None:
+    """block_non_admin_invites: only server admins invite (in /invite and in
+    /createRoom); default_power_level_content_override: a preset's power levels,
+    under the request's own override."""
+    from homeserver.appstate import STORES
+
+    settings = {
+        "block_non_admin_invites": True,
+        "default_power_level_content_override": {
+            "private_chat": {"invite": 50, "events_default": 10}
+        },
+    }
+    client = await aiohttp_client(create_app(tmp_config(**settings)))
+    alice = await register_user(client, "alice")
+    bob = await register_user(client, "bob")
+    token = alice["access_token"]
+    resp = await client.post(
+        f"{V3}/createRoom",
+        json={"preset": "private_chat", "invite": [bob["user_id"]]},
+        headers=auth(token),
+    )
+    assert (resp.status, (await resp.json())["errcode"]) == (403, "M_FORBIDDEN")
+    resp = await client.post(
+        f"{V3}/createRoom",
+        json={"preset": "private_chat", "power_level_content_override": {"events_default": 5}},
+        headers=auth(token),
+    )
+    room_id = (await resp.json())["room_id"]
+    resp = await client.get(f"{V3}/rooms/{room_id}/state/m.room.power_levels", headers=auth(token))
+    levels = await resp.json()
+    assert (levels["invite"], levels["events_default"]) == (50, 5)
+    resp = await client.post(
+        f"{V3}/rooms/{room_id}/invite", json={"user_id": bob["user_id"]}, headers=auth(token)
+    )
+    assert (resp.status, (await resp.json())["errcode"]) == (403, "M_FORBIDDEN")
+    await client.server.app[STORES].accounts.set_admin(alice["user_id"], True)
+    resp = await client.post(
+        f"{V3}/rooms/{room_id}/invite", json={"user_id": bob["user_id"]}, headers=auth(token)
+    )
+    assert resp.status == 200
