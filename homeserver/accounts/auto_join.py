@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from homeserver.config.model import AutoJoinConfig
+from homeserver.config.accounts_model import AutoJoinConfig
 from homeserver.errors import MatrixError
 from homeserver.rooms.creation import RoomCreator, RoomSpec
 from homeserver.rooms.keyed_lock import KeyedLock

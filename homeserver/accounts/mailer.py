@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from homeserver.config.model import EmailConfig
+from homeserver.config.accounts_model import EmailConfig
 
 logger = logging.getLogger(__name__)
 

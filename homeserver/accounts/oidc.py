@@ -20,7 +20,7 @@ from urllib.parse import quote_plus, urlencode
 
 import aiohttp
 
-from homeserver.config.model import OidcProviderConfig
+from homeserver.config.accounts_model import OidcProviderConfig
 
 REQUEST_TIMEOUT_S = 10.0
 MAX_ANSWER_BYTES = 1024 * 1024

@@ -14,7 +14,7 @@ import nacl.exceptions
 import nacl.pwhash.argon2id as argon2id
 
 from homeserver.config import PasswordHashingConfig
-from homeserver.config.model import PasswordPolicy
+from homeserver.config.accounts_model import PasswordPolicy
 from homeserver.errors import MatrixError
 
 # Longer passwords are refused before hashing (Synapse's limit too).

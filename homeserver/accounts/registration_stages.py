@@ -18,7 +18,7 @@ import aiohttp
 
 from homeserver.accounts.uia import StageContext, StageFailed, UserInteractiveAuth
 from homeserver.config import Config
-from homeserver.config.model import CaptchaConfig
+from homeserver.config.accounts_model import CaptchaConfig
 from homeserver.errors import MatrixError
 
 log = logging.getLogger(__name__)

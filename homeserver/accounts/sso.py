@@ -24,7 +24,7 @@ from homeserver.accounts.oidc import OidcError, OidcProvider
 from homeserver.accounts.sso_mapping import render, to_localpart
 from homeserver.accounts.threepids import canonical_email
 from homeserver.config import Config
-from homeserver.config.model import OidcProviderConfig
+from homeserver.config.accounts_model import OidcProviderConfig
 from homeserver.errors import MatrixError
 from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.storage import AccountStore

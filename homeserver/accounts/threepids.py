@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from homeserver.accounts.mailer import Mail, Mailer, MailError
 from homeserver.accounts.uia import StageContext, StageFailed
-from homeserver.config.model import ThreepidConfig
+from homeserver.config.accounts_model import ThreepidConfig
 from homeserver.errors import MatrixError
 from homeserver.storage.threepids import ThreepidStore, UserThreepid, ValidationSession
 

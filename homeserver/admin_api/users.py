@@ -68,22 +68,22 @@ async def get_user(request: web.Request) -> web.Response:
     return json_response(await request.config_dict[ADMIN_USERS].get_user(user_id_path(request)))
 
 
-async def user_of_threepid(request: web.Request) -> web.Response:
+async def _two_path_params(request: web.Request, first: str, second: str) -> tuple[str, str]:
+    """An admin's lookup by two path parts (each at most 1 KiB)."""
     await require_admin(request)
-    medium = str(path_param(request, "medium"))
-    address = str(path_param(request, "address"))
-    if len(medium) > 32 or len(address) > 512:
-        raise bad_json("medium or address is too long")
-    users = request.config_dict[ADMIN_USERS]
-    return json_response(await users.user_of_threepid(medium, address))
+    values = (str(path_param(request, first)), str(path_param(request, second)))
+    if any(len(v) > 1024 for v in values):
+        raise bad_json(f"{first} or {second} is too long")
+    return values
+
+
+async def user_of_threepid(request: web.Request) -> web.Response:
+    medium, address = await _two_path_params(request, "medium", "address")
+    return json_response(await request.config_dict[ADMIN_USERS].user_of_threepid(medium, address))
 
 
 async def user_of_external_id(request: web.Request) -> web.Response:
-    await require_admin(request)
-    provider = str(path_param(request, "provider"))
-    external_id = str(path_param(request, "external_id"))
-    if len(provider) > 255 or len(external_id) > 1024:
-        raise bad_json("provider or external ID is too long")
+    provider, external_id = await _two_path_params(request, "provider", "external_id")
     users = request.config_dict[ADMIN_USERS]
     return json_response(await users.user_of_external_id(provider, external_id))
 

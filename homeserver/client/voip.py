@@ -21,7 +21,7 @@ from aiohttp import web
 
 from homeserver.appstate import CONFIG
 from homeserver.client.auth import get_requester
-from homeserver.config.model import TurnConfig
+from homeserver.config.accounts_model import TurnConfig
 from homeserver.errors import MatrixError
 from homeserver.http import json_response
 

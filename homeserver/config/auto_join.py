@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from homeserver.config.model import AutoJoinConfig
+from homeserver.config.accounts_model import AutoJoinConfig
 from homeserver.config.reader import Reader
 from homeserver.ids import check_new_localpart, validate_room_alias
 

@@ -14,7 +14,12 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from typing import Any
 
-from homeserver.config.model import EmailConfig, LocalThreepidPattern, SmtpConfig, ThreepidConfig
+from homeserver.config.accounts_model import (
+    EmailConfig,
+    LocalThreepidPattern,
+    SmtpConfig,
+    ThreepidConfig,
+)
 from homeserver.config.reader import Reader
 from homeserver.config.values import parse_duration_ms
 

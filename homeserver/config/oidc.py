@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from homeserver.config.model import OidcProviderConfig, SsoConfig
+from homeserver.config.accounts_model import OidcProviderConfig, SsoConfig
 from homeserver.config.reader import Reader
 
 SSO_KEYS = ("oidc_providers", "sso")

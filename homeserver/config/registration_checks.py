@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from homeserver.config.model import CaptchaConfig, ConsentConfig, PasswordConfig, PasswordPolicy
+from homeserver.config.accounts_model import (
+    CaptchaConfig,
+    ConsentConfig,
+    PasswordConfig,
+    PasswordPolicy,
+)
 from homeserver.config.reader import Reader
 
 CAPTCHA_KEYS = (

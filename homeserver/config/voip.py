@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from homeserver.config.model import TurnConfig
+from homeserver.config.accounts_model import TurnConfig
 from homeserver.config.reader import Reader
 from homeserver.config.registration_checks import read_secret
 from homeserver.config.values import parse_duration_ms

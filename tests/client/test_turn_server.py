@@ -16,7 +16,7 @@ import pytest
 from homeserver.app import create_app
 from homeserver.client.voip import turn_credentials
 from homeserver.config import Config
-from homeserver.config.model import TurnConfig
+from homeserver.config.accounts_model import TurnConfig
 from tests.client.helpers import auth, register_user
 from tests.mail_sink import free_port
 
