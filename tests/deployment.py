@@ -23,7 +23,6 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 40
@@ -68,21 +69,6 @@ FULL_LAYOUT: dict[str, int] = {
     "federation_senders": 1,
     "event_persisters": 2,
 }
-
-
-# Ports this test process handed out recently: a port is free again once its probe
-# socket closed, so two calls could otherwise return the same one for one deployment.
-_RECENT_PORTS: deque[int] = deque(maxlen=1000)
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _RECENT_PORTS:
-            _RECENT_PORTS.append(port)
-            return port
 
 
 def missing_parts() -> str | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,8 @@ import nacl.signing
 from aiohttp import web
 from signedjson.key import decode_verify_key_bytes, generate_signing_key
 from signedjson.sign import sign_json, verify_signed_json
+
+from tests.ports import free_port
 
 TOKEN = "id-access-token"
 PEPPER = "matrixrocks"
@@ -53,7 +54,7 @@ class IdentityServer:
     def __post_init__(self) -> None:
         self.key = generate_signing_key("0")
         self.public_key = _b64(bytes(self.key.verify_key))
-        self.port = _free_port()
+        self.port = free_port()
         self.name = f"127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
         self._http = aiohttp.ClientSession()
@@ -211,9 +212,3 @@ class IdentityServer:
 
 def other_key() -> nacl.signing.SigningKey:
     return generate_signing_key("0")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

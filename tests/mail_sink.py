@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiosmtpd.controller import Controller
+
+from tests.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,6 @@ class _Handler:
         assert isinstance(message, EmailMessage)
         self._sink.deliver(ReceivedMail(list(envelope.rcpt_tos), message))
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class MailSink:

@@ -104,8 +104,10 @@ def _refuse_nul(sql: str, args: Sequence[Any]) -> None:
         )
 
 
-# What a statement, BEGIN or COMMIT may raise that is the database's, not ours.
-_BROKEN = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+# What a statement, BEGIN, COMMIT or a pool acquire may raise that is the database's, not
+# ours. OSError: a pool replacing a connection that broke connects anew, and a server that
+# is restarting refuses or resets that connection (ConnectionRefusedError, ...).
+_BROKEN = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 
 
 def _translate(exc: Exception, sql: str) -> StorageError:
@@ -120,7 +122,7 @@ def _translate(exc: Exception, sql: str) -> StorageError:
         | asyncpg.CannotConnectNowError
         | asyncpg.AdminShutdownError
         | OSError,
-    ):
+    ) or (isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)):
         return DatabaseUnavailableError(f"{type(exc).__name__}: {exc} {where}")
     return StorageError(f"{type(exc).__name__}: {exc} {where}")
 

@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from homeserver.appstate import STORES
 from tests import deployment_mode
 from tests.admin.conftest import AdminEnv
-from tests.unit.test_cli import ENV, free_port, wait_until_serving
+from tests.ports import free_port
+from tests.unit.test_cli import ENV, wait_until_serving
 
 CLIENT = "/_matrix/client/v3"
 

@@ -7,7 +7,6 @@ message in a transaction and replies as its user, and gets typing notifications
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,11 @@ from mautrix.types import Event, EventType, MessageEvent
 
 from homeserver.app import create_app
 from tests.client.helpers import auth, register_user
+from tests.ports import free_port
 
 C = "/_matrix/client/v3"
 AS_TOKEN = "mautrix-as-token-0123456789"
 HS_TOKEN = "mautrix-hs-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_a_mautrix_bot_answers_in_a_room(

@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 SERVER_NAME = "localhost"
 START_TIMEOUT_S = 20
@@ -48,18 +49,12 @@ SYNC_TIMELINE_LIMIT = 1000  # the server's cap; a syncing client never needs mor
 ERROR_MARKERS = (" ERROR ", " CRITICAL ", "Traceback", "corrupt", "malformed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """Our homeserver as a subprocess on a fixed config and data directory."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "homeserver.yaml"
         self.proc: subprocess.Popen[bytes] | None = None

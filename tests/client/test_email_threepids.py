@@ -473,7 +473,7 @@ async def test_mail_server_down_or_without_tls(
     """An SMTP failure answers 502 and keeps no session, so the client's retry (even
     with the same send_attempt) mails; STARTTLS demanded of a server without it fails
     rather than sending in the clear."""
-    from tests.mail_sink import free_port
+    from tests.ports import free_port
 
     down = {"public_baseurl": BASE, "email": {**sink.email_config(), "smtp_port": free_port()}}
     client = await aiohttp_client(create_app(tmp_config(**down)))

@@ -11,7 +11,6 @@ requests go through nio's own `Api` builders and response parsers (`client._send
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,18 +27,13 @@ from signedjson.sign import sign_json
 
 from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
 from tests.deployment_mode import READER_WRITERS
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_NAME = "localhost"
 PASSWORD = "nio test password"
 START_TIMEOUT_S = 30
 SYNC_TIMEOUT_MS = 3000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run_cli(*args: str, cwd: Path) -> None:
@@ -80,7 +74,7 @@ def server_url(
             deployment.stop()
         return
     workdir = tmp_path_factory.mktemp("nio_server")
-    port = _free_port()
+    port = free_port()
     config_path = workdir / "homeserver.yaml"
     _run_cli(
         "generate-config",

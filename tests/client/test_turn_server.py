@@ -18,7 +18,7 @@ from homeserver.client.voip import turn_credentials
 from homeserver.config import Config
 from homeserver.config.accounts_model import TurnConfig
 from tests.client.helpers import auth, register_user
-from tests.mail_sink import free_port
+from tests.ports import free_port
 
 V3 = "/_matrix/client/v3"
 SECRET = "coturn-static-auth-secret"

@@ -203,6 +203,7 @@ async def _sync_collector(
             which += 1
             await asyncio.sleep(0.2)
             continue
+        assert status != 500, body  # a fault is a 502/503 to retry, never a crash
         if status >= 500:
             which += 1
             await asyncio.sleep(0.2)
@@ -262,6 +263,8 @@ async def _run_load(
                 if status == 200:
                     acknowledged.append(body["event_id"])
                     break
+                # A fault answers 502/503 (or drops the connection), never a crash.
+                assert status != 500, body
                 base = deployment.url  # a killed reader: the client retries elsewhere
                 await asyncio.sleep(0.1)
             else:

@@ -15,7 +15,6 @@ memory is skipped there.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from homeserver.__main__ import registration_mac
 from homeserver.app import create_app
 from tests import deployment_mode
 from tests.conftest import TEST_SHARED_SECRET, config_settings, make_config
+from tests.ports import free_port
 
 # A peer that was down is retried within a second (production: 10 s, up to an hour).
 FAST_BACKOFF = {
@@ -44,12 +44,6 @@ SLOW_BACKOFF = {
     "destination_max_retry_interval": "10m",
     "client_timeout": "3s",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LoopbackServer:

@@ -17,7 +17,8 @@ import pytest
 from aiohttp import MultipartWriter, web
 from PIL import Image
 
-from tests.federation.multiserver import LoopbackServer, free_port
+from tests.federation.multiserver import LoopbackServer
+from tests.ports import free_port
 
 V1 = "/_matrix/client/v1/media"
 

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("homeserver", "federation")
@@ -65,12 +66,6 @@ def test_wheel_holds_every_runtime_file_of_the_tree(wheel: Path) -> None:
     missing = sorted(tree - names)
     assert not missing, f"files of the tree missing from the wheel: {missing}"
     assert any(n.startswith("homeserver/storage/migrations/0001_") for n in names)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _call(base: str, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
@@ -113,7 +108,7 @@ def test_installed_wheel_runs_from_an_empty_folder(wheel: Path, tmp_path: Path) 
     etc, workdir = tmp_path / "etc", tmp_path / "empty"
     etc.mkdir()
     workdir.mkdir()
-    port = _free_port()
+    port = free_port()
     script = env_dir / "bin" / "homeserver"
     _run(
         [str(script), "generate-config", "--server-name", "wheel.test", "--port", str(port),

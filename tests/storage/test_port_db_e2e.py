@@ -30,7 +30,8 @@ from signedjson.key import generate_signing_key
 
 from homeserver.__main__ import registration_mac
 from tests.client.test_e2ee_keys import device_keys
-from tests.federation.multiserver import LoopbackServer, eventually, free_port
+from tests.federation.multiserver import LoopbackServer, eventually
+from tests.ports import free_port
 from tests.storage.conftest import POSTGRES_SKIP_REASON, drop_postgres_schema, postgres_test_config
 from tests.unit.test_cli import ENV
 

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from homeserver.storage import StorageError, UnstorableValueError, open_database
+from homeserver.storage.errors import DatabaseUnavailableError
 from homeserver.storage.postgres import connect_kwargs, rowcount
 
 from .conftest import POSTGRES_SKIP_REASON, drop_postgres_schema, postgres_test_config
@@ -173,3 +175,85 @@ async def test_a_cancelled_write_leaves_its_pooled_connection_clean(
             await lock.close()
         await other.close()
         await db.close()
+
+
+class _Proxy:
+    """A TCP proxy on loopback in front of PostgreSQL, to cut: `stop` closes every
+    connection through it and refuses new ones (a server restarting), `start` serves
+    again on the same port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+async def test_a_database_that_goes_away_is_unavailable_not_an_error(
+    pg_config: dict[str, Any],
+) -> None:
+    """While PostgreSQL restarts, a pooled connection breaks mid-use and the pool's new
+    connection is refused or reset (an OSError from asyncpg's connect): every call says
+    DatabaseUnavailableError (a 503 to retry, a push batch retried), never another
+    error (a 500, a push batch dropped: the unread count lost in CI); and once the
+    server is back the same pool serves again."""
+    url = urlsplit(pg_config["args"]["dsn"])
+    proxy = _Proxy(url.hostname or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    dsn = urlunsplit(url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{proxy.port}"))
+    config = {**pg_config, "args": {**pg_config["args"], "dsn": dsn, "cp_min": 2, "cp_max": 2}}
+    db = await open_database(config, migrate=False)
+    try:
+        await db.execute("CREATE TABLE kept (x INTEGER)")
+        assert await db.fetchval("SELECT 1") == 1
+        await proxy.stop()
+
+        async def write() -> None:
+            async with db.transaction() as conn:
+                await conn.execute("INSERT INTO kept VALUES (1)")
+
+        calls = [
+            lambda: db.fetchval("SELECT 1"),
+            lambda: db.fetch("SELECT x FROM kept"),
+            lambda: db.execute("INSERT INTO kept VALUES (2)"),
+            write,
+        ]
+        for call in calls * 3:  # broken pooled connections first, then refused connects
+            with pytest.raises(DatabaseUnavailableError):
+                await call()
+        await proxy.start()
+        for _ in range(50):
+            with contextlib.suppress(DatabaseUnavailableError):
+                await write()
+                break
+            await asyncio.sleep(0.1)
+        assert await db.fetchval("SELECT COUNT(*) FROM kept") == 1
+    finally:
+        await db.close()
+        with contextlib.suppress(Exception):
+            await proxy.stop()

@@ -20,15 +20,10 @@ import pytest
 from aiohttp import web
 
 from homeserver.__main__ import main, registration_mac
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # test this tree, not an installed copy
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cli(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
