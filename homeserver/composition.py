@@ -352,6 +352,7 @@ async def build(
         sender,
         remote_keys(fed, reader_client),
         FederationToDevice(sender) if sender else None,
+        share_device_names=config.federation.allow_device_name_lookup_over_federation,
     )
     e2ee_keys, to_device, device_lists = e2ee.keys, e2ee.to_device, e2ee.device_lists
     devices = AppServiceDevices(app_services, to_device, e2ee_keys, stores.accounts)

@@ -251,6 +251,10 @@ ip_range_whitelist: []
 # Federate only with these servers; leave unset to federate with everyone.
 #federation_domain_whitelist: ["example.com"]
 allow_public_rooms_over_federation: false
+# Other servers' users see our users' device names ("Alice's work laptop") only when
+# this is on; profiles (name, avatar) can be withheld from other servers.
+allow_device_name_lookup_over_federation: false
+allow_profile_lookup_over_federation: true
 # Let clients without an access token read our room directory (/publicRooms).
 allow_public_rooms_without_auth: false
 # Tests only: talk to other servers over plain http:// (no TLS). Never enable in production.

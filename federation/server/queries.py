@@ -14,7 +14,11 @@ from aiohttp import web
 from federation.server.auth_middleware import body_of
 from federation.server.common import require_dict, stores_of
 from homeserver.appstate import CONFIG, DEVICE_LISTS, E2EE_KEY_STORE
-from homeserver.e2ee.device_list_edus import public_key_ids, with_owner_signatures
+from homeserver.e2ee.device_list_edus import (
+    public_key_ids,
+    with_owner_signatures,
+    without_device_name,
+)
 from homeserver.errors import MatrixError, not_found, unrecognized
 from homeserver.http import json_response, path_param, query_param
 from homeserver.ids import parse_user_id
@@ -55,6 +59,10 @@ async def query_directory(request: web.Request) -> web.Response:
 async def query_profile(request: web.Request) -> web.Response:
     user_id = _local_user(request, query_param(request, "user_id", required=True))
     field = query_param(request, "field")
+    if not request.config_dict[CONFIG].federation.allow_profile_lookup_over_federation:
+        raise MatrixError(
+            403, "M_FORBIDDEN", "Profile lookup over federation is disabled on this server"
+        )
     stores = stores_of(request)
     if await stores.accounts.get_user(user_id) is None:
         raise not_found("User not found")
@@ -73,6 +81,10 @@ async def query_profile(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+def _shares_device_names(request: web.Request) -> bool:
+    return request.config_dict[CONFIG].federation.allow_device_name_lookup_over_federation
+
+
 def _keystore(request: web.Request) -> E2eeKeyStore:
     # The app's own store: it caches per-device key counts, so claims must go through it.
     return request.config_dict[E2EE_KEY_STORE]
@@ -85,12 +97,14 @@ async def user_devices(request: web.Request) -> web.Response:
     devices = await stores.accounts.get_devices(user_id)
     keys = await keystore.get_device_keys_for_user(user_id)
     sigs = await keystore.get_signatures(user_id)
+    shared = _shares_device_names(request)
     out = []
     for d in devices:
         entry: dict[str, Any] = {"device_id": d.device_id}
         if d.device_id in keys:
-            entry["keys"] = with_owner_signatures(keys[d.device_id], {d.device_id}, sigs, user_id)
-        if d.display_name is not None:
+            device_keys = keys[d.device_id] if shared else without_device_name(keys[d.device_id])
+            entry["keys"] = with_owner_signatures(device_keys, {d.device_id}, sigs, user_id)
+        if d.display_name is not None and shared:
             entry["device_display_name"] = d.display_name
         out.append(entry)
     body: dict[str, Any] = {
@@ -115,6 +129,7 @@ async def keys_query(request: web.Request) -> web.Response:
     if not isinstance(wanted, dict):
         raise MatrixError(400, "M_BAD_JSON", "device_keys must be an object")
     keystore = _keystore(request)
+    shared = _shares_device_names(request)
     device_keys: dict[str, Any] = {}
     cross: dict[str, dict[str, Any]] = {field: {} for _, field in SHARED_CROSS_SIGNING}
     for user_id, device_ids in wanted.items():
@@ -124,6 +139,8 @@ async def keys_query(request: web.Request) -> web.Response:
             raise MatrixError(400, "M_BAD_JSON", "device lists must be arrays of strings")
         sigs = await keystore.get_signatures(user_id)
         found = await keystore.get_device_keys_for_user(user_id, device_ids or None)
+        if not shared:
+            found = {d: without_device_name(k) for d, k in found.items()}
         device_keys[user_id] = {
             d: with_owner_signatures(k, {d}, sigs, user_id) for d, k in found.items()
         }

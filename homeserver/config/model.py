@@ -193,6 +193,11 @@ class FederationConfig:
     ip_range_whitelist: tuple[IPNetwork, ...] = ()
     domain_whitelist: frozenset[str] | None = None  # None: federate with everyone
     allow_public_rooms_over_federation: bool = False
+    # What other servers may learn of our users (Synapse's keys and defaults): device
+    # names ("Alice's work laptop") stay private unless the operator shares them;
+    # profiles are answered unless the operator says no.
+    allow_device_name_lookup_over_federation: bool = False
+    allow_profile_lookup_over_federation: bool = True
     # Outbound federation over plain http:// instead of https:// (loopback test
     # federations only; never in production: requests would be unencrypted).
     plain_http_for_tests: bool = False

@@ -91,6 +91,8 @@ KNOWN_KEYS = frozenset(
         "ip_range_whitelist",
         "federation_domain_whitelist",
         "allow_public_rooms_over_federation",
+        "allow_device_name_lookup_over_federation",
+        "allow_profile_lookup_over_federation",
         "allow_public_rooms_without_auth",
         "federation_client_plain_http_for_tests",
         "federation",

@@ -460,6 +460,12 @@ def read_federation(r: Reader, top: Mapping[str, Any]) -> FederationConfig:
         allow_public_rooms_over_federation=r.bool(
             top, "allow_public_rooms_over_federation", "", False
         ),
+        allow_device_name_lookup_over_federation=r.bool(
+            top, "allow_device_name_lookup_over_federation", "", False
+        ),
+        allow_profile_lookup_over_federation=r.bool(
+            top, "allow_profile_lookup_over_federation", "", True
+        ),
         plain_http_for_tests=r.bool(top, "federation_client_plain_http_for_tests", "", False),
     )
 

@@ -49,11 +49,15 @@ async def build_e2ee(
     sender: Any,
     remote_keys: Any,
     remote_to_device: Any,
+    *,
+    share_device_names: bool = False,
 ) -> E2ee:
     """`sender` (outbound federation), `remote_keys` and `remote_to_device` (ports the
     federation adapter implements) are None without federation."""
     key_store = E2eeKeyStore(database)
-    broadcaster = DeviceListBroadcaster(key_store, stores.accounts, server_name, sender)
+    broadcaster = DeviceListBroadcaster(
+        key_store, stores.accounts, server_name, sender, share_device_names=share_device_names
+    )
     device_lists = DeviceListService(
         DeviceListStore(database),
         stores.current_state,

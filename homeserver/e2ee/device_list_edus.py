@@ -55,6 +55,20 @@ def public_key_ids(key: dict[str, Any]) -> set[str]:
     return {str(v) for v in keys.values()} | {k.partition(":")[2] for k in keys}
 
 
+def without_device_name(keys: dict[str, Any]) -> dict[str, Any]:
+    """Device keys as another server sees them when device names are private
+    (`allow_device_name_lookup_over_federation` off): `unsigned.device_display_name`
+    left out (a copy; the stored keys may be cached)."""
+    unsigned = keys.get("unsigned")
+    if not isinstance(unsigned, dict) or "device_display_name" not in unsigned:
+        return keys
+    rest = {k: v for k, v in unsigned.items() if k != "device_display_name"}
+    out = {k: v for k, v in keys.items() if k != "unsigned"}
+    if rest:
+        out["unsigned"] = rest
+    return out
+
+
 class DeviceListBroadcaster:
     def __init__(
         self,
@@ -62,7 +76,12 @@ class DeviceListBroadcaster:
         accounts: AccountStore,
         server_name: str,
         remote: RemoteDeviceLists | None,
+        *,
+        share_device_names: bool = False,
     ) -> None:
+        """`share_device_names`: updates carry the device's name (off by default, as
+        in Synapse: other servers' users would learn "Alice's work laptop")."""
+        self._share_names = share_device_names
         self._keys = keys
         self._accounts = accounts
         self._server_name = server_name
@@ -105,10 +124,12 @@ class DeviceListBroadcaster:
         if device is None:  # gone again since: say so rather than describe it
             content["deleted"] = True
             return content
-        if device.display_name is not None:
+        if device.display_name is not None and self._share_names:
             content["device_display_name"] = device.display_name
         keys = await self._keys.get_device_keys_json(change.user_id, change.device_id)
         if keys is not None:
+            if not self._share_names:
+                keys = without_device_name(keys)
             sigs = await self._keys.get_signatures(change.user_id)
             content["keys"] = with_owner_signatures(keys, {change.device_id}, sigs, change.user_id)
         return content

@@ -211,22 +211,37 @@ async def test_no_edu_for_a_user_sharing_no_room(pair) -> None:
     assert edus == []
 
 
-async def test_a_device_rename_reaches_the_other_server(pair) -> None:
-    """Other servers show device names, so a rename is announced like Synapse does."""
-    a, b = pair
+@pytest.mark.parametrize("shared", [False, True], ids=["names_private", "names_shared"])
+async def test_a_device_rename_reaches_the_other_server(loopback, shared: bool) -> None:
+    """A rename is announced like Synapse does; the name itself crosses only with
+    `allow_device_name_lookup_over_federation` (off by default, Synapse's privacy
+    default): not in the update, not in /user/devices, not in the keys' unsigned."""
+    settings = {"allow_device_name_lookup_over_federation": shared}
+    a, b = await loopback("a", **settings), await loopback("b")
     alice, bob, _room = await shared_room(a, b)
     token, device = await login(a, alice)
     a.tokens["alice-2"] = token
+    await a.ok(
+        "POST", "/keys/upload", "alice-2", {"device_keys": signed_device_keys(alice, device)}
+    )
     since = (await b.sync(bob))["next_batch"]
     edus = record_edus(a)
     await a.ok("PUT", f"/devices/{device}", "alice-2", {"display_name": "Alice's phone"})
     await changed_for(b, bob, since, alice)
+    expected = "Alice's phone" if shared else None
     if edus is not None:
         assert [e[1] for e in edus] == ["m.device_list_update"]
         update = edus[-1][2]
         assert update["device_id"] == device
-        assert update["device_display_name"] == "Alice's phone"
+        assert update.get("device_display_name") == expected
+        assert "device_display_name" not in update["keys"].get("unsigned", {}) or shared
         answer = await b.app[QUERIES].user_devices(alice)
         names = {d["device_id"]: d.get("device_display_name") for d in answer["devices"]}
-        assert names[device] == "Alice's phone"
-    # (Against deployments: bob's /sync saw the change; the name travels in the EDU.)
+        assert names[device] == expected
+    # What bob's client is told, on every deployment: the keys' unsigned name.
+    queried = await b.ok("POST", "/keys/query", bob, {"device_keys": {alice: [device]}})
+    unsigned = queried["device_keys"][alice][device].get("unsigned", {})
+    assert unsigned.get("device_display_name") == expected
+    # Alice's own server still shows her devices' names to local users.
+    mine = await a.ok("POST", "/keys/query", alice, {"device_keys": {alice: [device]}})
+    assert mine["device_keys"][alice][device]["unsigned"]["device_display_name"] == "Alice's phone"

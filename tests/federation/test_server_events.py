@@ -158,7 +158,8 @@ async def test_user_devices_and_keys(client):
     status, body = await fed(client, "GET", "/_matrix/federation/v1/user/devices/@bob:test.local")
     assert status == 200, body
     assert body["user_id"] == "@bob:test.local"
-    assert body["devices"] == [{"device_id": "DEV", "device_display_name": "Phone"}]
+    # Device names are private by default (allow_device_name_lookup_over_federation).
+    assert body["devices"] == [{"device_id": "DEV"}]
     status, body = await fed(
         client,
         "POST",
