@@ -218,11 +218,14 @@ async def build(
         push_store,
         outbound_ip_filter(config.federation),
         server_name,
+        settings=config.push,
     )
     stack.push_async_callback(push_delivery.close)
     this = config.workers.worker_name
     stores.events.instance_name = this  # whose push rules evaluate what it persists
-    push_actions = ActionGenerator(stores, push_store, push_rules, server_name, push_delivery, this)
+    push_actions = ActionGenerator(
+        stores, push_store, push_rules, server_name, push_delivery, this, config.push.enabled
+    )
     stack.push_async_callback(push_actions.close)
     if not worker:  # one process deletes what is kept for a while only
         start_retention(database, tasks)

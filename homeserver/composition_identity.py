@@ -58,6 +58,7 @@ class Identity:
                 self.config.server_name,
                 delay_ms=email.notif_delay_ms,
                 client_base_url=email.client_base_url,
+                include_content=self.config.push.include_content,
             )
             tasks.spawn(notifier.run(), "email notifications")
 

@@ -158,6 +158,13 @@ allow_guest_access: false
 #turn_user_lifetime: 1h
 #turn_allow_guests: true
 
+# Push notifications to phones. include_content: false keeps what messages say away
+# from the push gateway (and Apple's or Google's servers behind it, and notification
+# mails); group_unread_count_by_room: false badges the app with messages, not rooms;
+# jitter_delay sends each push at a random moment up to that long after the message;
+# enabled: false runs no push rules at all (no pushes, no unread counts).
+#push: {{enabled: true, include_content: true, group_unread_count_by_room: true, jitter_delay: 0}}
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

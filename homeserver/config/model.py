@@ -380,6 +380,16 @@ class SecretsConfig:
 
 
 @dataclass(frozen=True)
+class PushSettings:
+    """Synapse's `push:` section (homeserver/config/push.py says what each does)."""
+
+    enabled: bool = True
+    include_content: bool = True
+    group_unread_count_by_room: bool = True
+    jitter_delay_ms: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     server_name: str
     listeners: tuple[ListenerConfig, ...]
@@ -389,6 +399,7 @@ class Config:
     threepids: ThreepidConfig = ThreepidConfig()
     sso: SsoConfig = SsoConfig()
     turn: TurnConfig = TurnConfig()
+    push: PushSettings = PushSettings()
     auto_join: AutoJoinConfig = AutoJoinConfig()
     passwords: PasswordConfig = PasswordConfig()
     # Synapse's encryption_enabled_by_default_for_room_type: new rooms start with

@@ -111,7 +111,11 @@ class ActionGenerator:
         server_name: str,
         delivery: Delivery | None = None,
         instance: str = "main",
+        enabled: bool = True,
     ) -> None:
+        # push.enabled off: no rule runs, nothing is recorded (no counts, no pushes);
+        # batches still finish, so readers waiting for them do not wait.
+        self._enabled = enabled
         self._delivery = delivery
         self._instance = instance
         # Events of batches that failed for want of the database, in stream order, and
@@ -177,6 +181,8 @@ class ActionGenerator:
         live batches, and both pushed). Never at or below the retention's fold position
         (summaries count those). Called before the process serves, so no reader counts
         without them. A first start only records the current position."""
+        if not self._enabled:
+            return 0
         events = self._stores.events
         newest = await events.get_current_stream_position()
         since = await self._push.action_progress(self._instance)
@@ -286,6 +292,8 @@ class ActionGenerator:
     async def _generate_batch(self, batch: list[tuple[Event, int]], retried: bool = False) -> int:
         """Record the batch's actions; how many of them notify or highlight. `retried`:
         a failed batch or a catch-up, recorded after later events may have been counted."""
+        if not self._enabled:
+            return 0
         rows: list[PushAction] = []
         read_positions: dict[tuple[str, str, str], int] = {}
         rooms: dict[str, _RoomAudience] = {}

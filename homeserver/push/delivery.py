@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from homeserver.config.model import PushSettings
 from homeserver.events import Event
 from homeserver.ipfilter import FilteringResolver, IPBlockedError, IPFilter, ip_literal_guard
 from homeserver.storage import Stores
@@ -51,6 +53,7 @@ MAX_CONTENT_BYTES = 4096  # of an event's content copied into a notification
 class _Pending:
     body: dict[str, Any]
     created: float = field(default_factory=time.monotonic)
+    not_before: float = 0.0  # monotonic time before which it is not sent (jitter_delay)
 
 
 def tweaks_of(actions: Sequence[Any]) -> dict[str, Any]:
@@ -120,8 +123,10 @@ class PushDelivery:
         ip_filter: IPFilter,
         server_name: str,
         *,
+        settings: PushSettings = PushSettings(),
         session_factory: Callable[[], aiohttp.ClientSession] | None = None,
     ) -> None:
+        self._settings = settings
         self._stores = stores
         self._push = push_store
         self._filter = ip_filter
@@ -243,8 +248,19 @@ class PushDelivery:
             if event.event_id not in shared:
                 shared[event.event_id] = await event_names(self._stores, event)
             base = await self._notification(row, event, shared[event.event_id])
+            not_before = self._jitter(event)
             for pusher in pushers:
-                self._enqueue(pusher, self._for_pusher(base, pusher, row))
+                self._enqueue(pusher, self._for_pusher(base, pusher, row), not_before)
+
+    def _jitter(self, event: Event) -> float:
+        """When the push of `event` may go (push.jitter_delay): a random moment up to
+        the delay after the event was sent, not after now, so a burst of pushes is
+        not delayed one after another."""
+        jitter_ms = self._settings.jitter_delay_ms
+        if not jitter_ms:
+            return 0.0
+        wait_ms = event.origin_server_ts + random.randint(1, jitter_ms) - time.time() * 1000
+        return time.monotonic() + max(0.0, min(wait_ms, jitter_ms)) / 1000
 
     async def _notification(
         self, row: PushAction, event: Event, names: dict[str, Any]
@@ -262,19 +278,21 @@ class PushDelivery:
             notification["membership"] = event.content.get("membership")
             notification["user_is_target"] = event.state_key == row.user_id
         content = event.content
-        if len(str(content)) <= MAX_CONTENT_BYTES:
+        if self._settings.include_content and len(str(content)) <= MAX_CONTENT_BYTES:
             notification["content"] = content
         return notification
 
     async def _badge(self, user_id: str) -> int:
         """The app icon's number: invites plus rooms with unread notifications
-        (Synapse's default, group_unread_count_by_room)."""
+        (Synapse's default, push.group_unread_count_by_room), or plus the unread
+        notifications themselves when that is off."""
+        by_room = self._settings.group_unread_count_by_room
         memberships = await self._stores.current_state.get_memberships_for_user(user_id)
         unread = sum(1 for m in memberships if m.membership == "invite")
         for room_id in (m.room_id for m in memberships if m.membership == "join"):
             counts = await self._push.get_current_unread_counts(user_id, room_id)
-            if any(c.notifications for c in counts.values()):
-                unread += 1
+            notifications = sum(c.notifications for c in counts.values())
+            unread += min(notifications, 1) if by_room else notifications
         return unread
 
     @staticmethod
@@ -290,12 +308,12 @@ class PushDelivery:
 
     # -- per pusher queues -----------------------------------------------------------------
 
-    def _enqueue(self, pusher: StoredPusher, body: dict[str, Any]) -> None:
+    def _enqueue(self, pusher: StoredPusher, body: dict[str, Any], not_before: float = 0.0) -> None:
         key = (pusher.user_id, pusher.app_id, pusher.pushkey)
         queue = self._queues.setdefault(key, deque())
         if len(queue) >= QUEUE_LIMIT:
             queue.popleft()
-        queue.append(_Pending(body))
+        queue.append(_Pending(body, not_before=not_before))
         worker = self._workers.get(key)
         if worker is None or worker.done():
             self._workers[key] = asyncio.get_running_loop().create_task(
@@ -311,6 +329,8 @@ class PushDelivery:
                 if time.monotonic() - pending.created > GIVE_UP_AFTER_S:
                     queue.popleft()
                     continue
+                if pending.not_before > time.monotonic():
+                    await asyncio.sleep(pending.not_before - time.monotonic())
                 outcome = await self._send(url, pending.body)
                 if outcome == "retry":
                     await asyncio.sleep(delay)

@@ -49,15 +49,16 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _describe(event: Event) -> str:
-    """What a line of the mail says an event is."""
+def _describe(event: Event, include_content: bool = True) -> str:
+    """What a line of the mail says an event is (never what it says without
+    `include_content`, push.include_content)."""
     content = event.content
     if event.type == "m.room.encrypted":
         return "Encrypted message"
     if event.type == "m.room.member" and content.get("membership") == "invite":
         return "Invited you"
     body = content.get("body")
-    if isinstance(body, str) and body:
+    if isinstance(body, str) and body and include_content:
         if content.get("msgtype") == "m.emote":
             body = "* " + body
         return body if len(body) <= MAX_BODY_CHARS else body[:MAX_BODY_CHARS] + "…"
@@ -77,7 +78,9 @@ class EmailNotifier:
         *,
         delay_ms: int,
         client_base_url: str | None,
+        include_content: bool = True,
     ) -> None:
+        self._include_content = include_content
         self._stores = stores
         self._push = push
         self._store = store
@@ -170,7 +173,7 @@ class EmailNotifier:
             for event in room_events[-MAX_MESSAGES_PER_ROOM:]:
                 names = await event_names(self._stores, event)
                 sender = names.get("sender_display_name") or event.sender
-                lines.append((str(sender), _describe(event)))
+                lines.append((str(sender), _describe(event, self._include_content)))
             room = names.get("room_name") or names.get("room_alias") or "a room"
             sections.append((str(room), self._room_link(room_id), lines))
         count = len(unread)
