@@ -335,7 +335,9 @@ async def build(
     receipts = ReceiptsService(
         stores, receipt_store, account_data, notifier, outbox, receipt_position
     )
-    presence = PresenceService(PresenceStore(database), joined, notifier, outbox, server_name)
+    presence = PresenceService(
+        PresenceStore(database), joined, notifier, outbox, server_name, mode=config.presence_mode
+    )
     await presence.load()
     notifier.advance("presence", presence.position)
     if config.workers.writes("presence"):

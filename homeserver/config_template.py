@@ -165,6 +165,10 @@ allow_guest_access: false
 # enabled: false runs no push rules at all (no pushes, no unread counts).
 #push: {{enabled: true, include_content: true, group_unread_count_by_room: true, jitter_delay: 0}}
 
+# Presence (online / away dots): false turns it off (nothing tracked, shown or sent:
+# saves CPU and traffic on large servers); "untracked" shows only what users set.
+#presence: {{enabled: true}}
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

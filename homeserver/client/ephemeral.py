@@ -104,6 +104,8 @@ async def get_presence(request: web.Request) -> web.Response:
         if (await joined.get(user_id)).isdisjoint(await joined.get(requester.user_id)):
             raise forbidden("You do not share a room with this user")
     row = presence.get(user_id)
+    if row is None and presence.is_off:
+        return json_response({"presence": "offline"})  # as Synapse answers
     if row is None:
         raise not_found("Presence not known")
     content: dict[str, Any] = presence.format(row)

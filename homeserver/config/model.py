@@ -400,6 +400,7 @@ class Config:
     sso: SsoConfig = SsoConfig()
     turn: TurnConfig = TurnConfig()
     push: PushSettings = PushSettings()
+    presence_mode: str = "on"  # homeserver/config/presence.py
     auto_join: AutoJoinConfig = AutoJoinConfig()
     passwords: PasswordConfig = PasswordConfig()
     # Synapse's encryption_enabled_by_default_for_room_type: new rooms start with

@@ -26,6 +26,7 @@ from homeserver.config.model import (
     WellKnownConfig,
 )
 from homeserver.config.oidc import SSO_KEYS, read_sso
+from homeserver.config.presence import read_presence_mode
 from homeserver.config.push import read_push
 from homeserver.config.reader import MISSING, Reader, suggest
 from homeserver.config.registration_checks import (
@@ -109,6 +110,7 @@ KNOWN_KEYS = frozenset(
         *SSO_KEYS,
         *TURN_KEYS,
         "push",
+        "presence",
         *AUTO_JOIN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
@@ -291,6 +293,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         sso=read_sso(r, top),
         turn=read_turn(r, top),
         push=read_push(r, top),
+        presence_mode=read_presence_mode(r, top),
         auto_join=read_auto_join(r, top),
         passwords=read_password_config(r, top),
         encryption_by_default=r.converted(

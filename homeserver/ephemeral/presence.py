@@ -118,7 +118,12 @@ class PresenceService:
         idle_timeout_ms: int | None = None,
         sync_timeout_ms: int | None = None,
         check_interval_s: float | None = None,
+        mode: str = "on",
     ) -> None:
+        # presence.enabled (config/presence.py): "untracked" changes nobody's presence
+        # on its own (no sync, action or timer does); "off" keeps, shows and sends none.
+        self._tracked = mode == "on"
+        self._off = mode == "off"
         self._store = store
         self._rooms = rooms
         self._notifier = notifier
@@ -176,8 +181,12 @@ class PresenceService:
                 self._last_sync_ms[row.user_id] = now
                 self._reschedule(row.user_id, now)
 
+    @property
+    def is_off(self) -> bool:
+        return self._off
+
     def get(self, user_id: str) -> PresenceRow | None:
-        return self._state.get(user_id)
+        return None if self._off else self._state.get(user_id)
 
     def format(self, row: PresenceRow, now_ms: int | None = None) -> dict[str, Any]:
         """The presence content as clients see it (GET /presence and sync)."""
@@ -198,6 +207,8 @@ class PresenceService:
         self, user_id: str, state: str, status_msg: str | None = None, *, keep_msg: bool = False
     ) -> PresenceRow | None:
         """A local user's explicit presence (PUT /presence/.../status): the new row."""
+        if self._off:
+            return None
         if self.forward_set is not None:
             body = {"user_id": user_id, "set": state, "status_msg": status_msg}
             answer = await self.forward_set({**body, "keep_msg": keep_msg})
@@ -223,7 +234,7 @@ class PresenceService:
         """A sync with `set_presence`: "online" brings an offline user online (an idle,
         unavailable one stays so until they act), "unavailable" marks them idle,
         "offline" changes nothing. No write when nothing changes."""
-        if not self.touch_needed(user_id, state):
+        if not self._tracked or not self.touch_needed(user_id, state):
             # Nothing to change (nearly every sync): answer without queueing for the lock
             # behind other users' presence writes.
             return
@@ -232,7 +243,9 @@ class PresenceService:
     def touch_needed(self, user_id: str, state: str) -> bool:
         """Whether a sync with `set_presence=state` would change the user's row as this
         process holds it (a process reporting to the writer asks before telling it)."""
-        return state != "offline" and _touch_changes(self._state.get(user_id), state)
+        return (
+            self._tracked and state != "offline" and _touch_changes(self._state.get(user_id), state)
+        )
 
     def _touched(
         self, user_id: str, state: str, old: PresenceRow | None, now: int
@@ -252,6 +265,8 @@ class PresenceService:
         change the row it replicated (so at most once a minute while the user stays
         online: the main's idle timer then counts from that report).
         """
+        if not self._tracked:
+            return
         if self.forward_active is not None:
             self._report_active(user_id)
             return
@@ -268,7 +283,7 @@ class PresenceService:
         ends (returned, failed or the client went away) the sync timeout starts.
         In a process not writing presence (`forward_syncing` set) the writer keeps that
         state, told when the user starts and stops syncing here."""
-        if set_presence is None or set_presence == "offline":
+        if set_presence is None or set_presence == "offline" or not self._tracked:
             yield
             return
         reports = self.forward_syncing
@@ -385,7 +400,7 @@ class PresenceService:
         currently_active: bool = False,
     ) -> None:
         """An `m.presence` EDU entry from another server (origin checked by federation)."""
-        if state not in STATES:
+        if state not in STATES or self._off:
             return
         if self.forward_remote is not None:
             await self.forward_remote(
@@ -452,6 +467,8 @@ class PresenceService:
         return min(deadlines) if deadlines else None
 
     def _reschedule(self, user_id: str, now: int) -> None:
+        if not self._tracked:
+            return  # untracked: only the user changes their presence
         deadline = self._next_deadline(user_id)
         if deadline is not None:
             self._timers.schedule(user_id, max(deadline, now))
@@ -533,6 +550,8 @@ class PresenceService:
     def changed_since(self, since: int | None, upto: int) -> list[PresenceRow]:
         """Rows changed in (since, upto] (all rows for an initial sync), newest first."""
         out: list[PresenceRow] = []
+        if self._off:
+            return out
         for user_id in reversed(self._log):
             pos = self._log[user_id]
             if since is not None and pos <= since:
