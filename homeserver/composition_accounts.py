@@ -117,6 +117,7 @@ async def build_accounts(
     install_registration_stages(uia, config, stack)
     if not config.passwords.enabled:
         uia.disable_passwords()
+    uia.skip_within(config.ui_auth_session_timeout_ms)
     auto_join = AutoJoin(
         config.auto_join,
         server_name,

@@ -169,6 +169,10 @@ allow_guest_access: false
 # saves CPU and traffic on large servers); "untracked" shows only what users set.
 #presence: {{enabled: true}}
 
+# Deleting devices one after another asks for the password once: not again within
+# this long of the last time (or of signing in). At most 1h; unset: always asks.
+#ui_auth: {{session_timeout: 15s}}
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

@@ -102,11 +102,18 @@ class UserInteractiveAuth:
         self._server_name = server_name
         self._has_sso_identity: Callable[[str], Awaitable[bool]] | None = None
         self._passwords = True
+        self._session_timeout_ms = 0
         self._stages: dict[str, StageChecker] = {
             DUMMY: self._check_dummy,
             PASSWORD: self._check_password,
             REGISTRATION_TOKEN: self._check_registration_token,
         }
+
+    def skip_within(self, session_timeout_ms: int) -> None:
+        """ui_auth.session_timeout (Synapse's): an operation that allows it (deleting
+        devices, one after another while tidying up) needs no new UIA within this
+        long of the access token's last completed one (or of its login)."""
+        self._session_timeout_ms = session_timeout_ms
 
     def disable_passwords(self) -> None:
         """password_config.enabled false: no password proves anything."""
@@ -137,12 +144,36 @@ class UserInteractiveAuth:
         user_id: str | None = None,
         params: dict[str, Any] | None = None,
         before_new_session: Callable[[], None] | None = None,
+        token_id: int | None = None,
+        can_skip: bool = False,
     ) -> UiaResult:
         """Run one UIA step for the request's `auth` dict; return when a flow is done.
 
         `before_new_session` runs before a session row is created (a rate limit for
-        anonymous callers: it raises to refuse)."""
-        params = params or {}
+        anonymous callers: it raises to refuse). `token_id`: the requester's access
+        token, marked validated when a flow completes; `can_skip`: the operation may
+        go without UIA when that token was validated within the session timeout."""
+        if can_skip and token_id is not None and self._session_timeout_ms > 0:
+            validated = await self._store.token_validated_ts(token_id)
+            if validated is not None and _now_ms() - validated < self._session_timeout_ms:
+                return UiaResult("", [], {})
+        result = await self._authenticate(
+            auth, flows, uri, method, user_id, params or {}, before_new_session
+        )
+        if token_id is not None:
+            await self._store.mark_token_validated(token_id, _now_ms())
+        return result
+
+    async def _authenticate(
+        self,
+        auth: Any,
+        flows: Flows,
+        uri: str,
+        method: str,
+        user_id: str | None,
+        params: dict[str, Any],
+        before_new_session: Callable[[], None] | None,
+    ) -> UiaResult:
         if user_id is not None and [PASSWORD] in [list(flow) for flow in flows]:
             flows = await self._flows_for(user_id, flows)
         if auth is None:
@@ -212,7 +243,8 @@ class UserInteractiveAuth:
 
     async def finish(self, result: UiaResult) -> None:
         """Forget a session whose operation has been carried out (no replay)."""
-        await self._store.delete_uia_session(result.session_id)
+        if result.session_id:  # "": UIA skipped within the session timeout
+            await self._store.delete_uia_session(result.session_id)
 
     async def expire_sessions(self) -> int:
         return await self._store.delete_uia_sessions_before(_now_ms() - SESSION_LIFETIME_MS)

@@ -50,6 +50,7 @@ async def post_password(request: web.Request) -> web.Response:
         uri="/account/password",
         method="POST",
         user_id=requester.user_id,
+        token_id=requester.token_id,
     )
     await request.config_dict[ACCOUNT_LIFECYCLE].change_password(
         requester.user_id,
@@ -77,6 +78,7 @@ async def post_deactivate(request: web.Request) -> web.Response:
         uri="/account/deactivate",
         method="POST",
         user_id=requester.user_id,
+        token_id=requester.token_id,
     )
     lifecycle = request.config_dict[ACCOUNT_LIFECYCLE]
     unbind_result = await lifecycle.deactivate(requester.user_id, erase=erase)

@@ -91,6 +91,8 @@ async def _delete_with_uia(
         uri=uri,
         method=request.method,
         user_id=requester.user_id,
+        token_id=requester.token_id,
+        can_skip=True,  # tidying up devices one after another (ui_auth.session_timeout)
     )
     await request.config_dict[SESSIONS].delete_devices(requester.user_id, device_ids)
     await uia.finish(result)

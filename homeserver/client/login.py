@@ -132,6 +132,7 @@ async def post_get_token(request: web.Request) -> web.Response:
         uri="/login/get_token",
         method="POST",
         user_id=requester.user_id,
+        token_id=requester.token_id,
     )
     token, lifetime = await request.config_dict[SESSIONS].issue_login_token(requester.user_id)
     await uia.finish(result)

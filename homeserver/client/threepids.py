@@ -107,6 +107,7 @@ async def post_threepid_add(request: web.Request) -> web.Response:
         uri="/account/3pid/add",
         method="POST",
         user_id=requester.user_id,
+        token_id=requester.token_id,
     )
     session = await threepids.validated(ADD, sid, client_secret)
     await threepids.consume(session)

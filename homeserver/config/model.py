@@ -401,6 +401,9 @@ class Config:
     turn: TurnConfig = TurnConfig()
     push: PushSettings = PushSettings()
     presence_mode: str = "on"  # homeserver/config/presence.py
+    # Synapse's ui_auth.session_timeout: deleting devices needs no new UIA within this
+    # long of the access token's last one (0: always asks).
+    ui_auth_session_timeout_ms: int = 0
     auto_join: AutoJoinConfig = AutoJoinConfig()
     passwords: PasswordConfig = PasswordConfig()
     # Synapse's encryption_enabled_by_default_for_room_type: new rooms start with

@@ -111,6 +111,7 @@ KNOWN_KEYS = frozenset(
         *TURN_KEYS,
         "push",
         "presence",
+        "ui_auth",
         *AUTO_JOIN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
@@ -171,6 +172,23 @@ def _encryption_default(value: Any) -> str:
 def _duration_or_off(value: Any) -> int | None:
     """A duration; 0 means switched off (None)."""
     return parse_duration_ms(value) or None
+
+
+# Our bound on ui_auth.session_timeout: longer would let a stolen access token delete
+# the owner's other devices long after the owner last typed a password.
+MAX_UI_AUTH_SESSION_TIMEOUT_MS = 3_600_000
+
+
+def _ui_auth_timeout(r: Reader, top: Mapping[str, Any]) -> int:
+    section = r.mapping(top.get("ui_auth"), "ui_auth")
+    if section is None:
+        return 0
+    r.check_keys(section, {"session_timeout"}, "ui_auth")
+    timeout = r.converted(section, "session_timeout", "ui_auth", 0, parse_duration_ms) or 0
+    if timeout > MAX_UI_AUTH_SESSION_TIMEOUT_MS:
+        r.problem("ui_auth.session_timeout", "at most 1h")
+        return 0
+    return int(timeout)
 
 
 def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Config:
@@ -294,6 +312,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         turn=read_turn(r, top),
         push=read_push(r, top),
         presence_mode=read_presence_mode(r, top),
+        ui_auth_session_timeout_ms=_ui_auth_timeout(r, top),
         auto_join=read_auto_join(r, top),
         passwords=read_password_config(r, top),
         encryption_by_default=r.converted(

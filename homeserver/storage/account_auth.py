@@ -99,6 +99,21 @@ class AccountAuthStore:
 
     # -- registration tokens ------------------------------------------------------------
 
+    # -- when an access token last passed UIA (ui_auth.session_timeout) ------------------
+
+    async def token_validated_ts(self, token_id: int) -> int | None:
+        """When the user last completed UIA with this access token (its creation, at
+        login, when never since); None for an unknown token."""
+        return await self.db.fetchval(
+            "SELECT COALESCE(last_validated_ts, created_ts) FROM access_tokens WHERE id = $1",
+            token_id,
+        )
+
+    async def mark_token_validated(self, token_id: int, ts: int) -> None:
+        await self.db.execute(
+            "UPDATE access_tokens SET last_validated_ts = $1 WHERE id = $2", ts, token_id
+        )
+
     async def create_registration_token(
         self, token: str, uses_allowed: int | None = None, expiry_time: int | None = None
     ) -> bool:
