@@ -173,6 +173,10 @@ allow_guest_access: false
 # this long of the last time (or of signing in). At most 1h; unset: always asks.
 #ui_auth: {{session_timeout: 15s}}
 
+# What a redacted (deleted) message said is erased from the database this long after
+# its redaction (the time moderators have to review it); null keeps it forever.
+#redaction_retention_period: 7d
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

@@ -404,6 +404,9 @@ class Config:
     # Synapse's ui_auth.session_timeout: deleting devices needs no new UIA within this
     # long of the access token's last one (0: always asks).
     ui_auth_session_timeout_ms: int = 0
+    # Synapse's redaction_retention_period: what a redacted event said is erased from
+    # the database this long after the redaction (None: kept, for moderators, forever).
+    redaction_retention_ms: int | None = 7 * 24 * 3600 * 1000
     auto_join: AutoJoinConfig = AutoJoinConfig()
     passwords: PasswordConfig = PasswordConfig()
     # Synapse's encryption_enabled_by_default_for_room_type: new rooms start with

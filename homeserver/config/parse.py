@@ -112,6 +112,7 @@ KNOWN_KEYS = frozenset(
         "push",
         "presence",
         "ui_auth",
+        "redaction_retention_period",
         *AUTO_JOIN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
@@ -189,6 +190,15 @@ def _ui_auth_timeout(r: Reader, top: Mapping[str, Any]) -> int:
         r.problem("ui_auth.session_timeout", "at most 1h")
         return 0
     return int(timeout)
+
+
+def _redaction_retention(r: Reader, top: Mapping[str, Any]) -> int | None:
+    """7 days unless set; an explicit null keeps redacted content forever (Synapse)."""
+    if "redaction_retention_period" in top and top["redaction_retention_period"] is None:
+        return None
+    return int(
+        r.converted(top, "redaction_retention_period", "", 7 * 24 * 3600 * 1000, parse_duration_ms)
+    )
 
 
 def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Config:
@@ -313,6 +323,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         push=read_push(r, top),
         presence_mode=read_presence_mode(r, top),
         ui_auth_session_timeout_ms=_ui_auth_timeout(r, top),
+        redaction_retention_ms=_redaction_retention(r, top),
         auto_join=read_auto_join(r, top),
         passwords=read_password_config(r, top),
         encryption_by_default=r.converted(

@@ -7,7 +7,8 @@ all of it is visible afterwards or none of it. Every event gets a global, monoto
 reports history as new). Events are stored as the exact PDU JSON; reads rebuild `Event`
 objects with the room version from the rooms table and keep them in an LRU cache
 (event_reads.py: every read; this module: every write).
-Redactions are recorded (`redacted_because`), never applied to the stored JSON.
+Redactions are recorded (`redacted_because`); the stored JSON keeps the content until
+redaction_retention.py erases it (redaction_retention_period later).
 """
 
 from __future__ import annotations
@@ -324,6 +325,10 @@ class EventStore(EventReads):
                 [(room_id, e) for e in add],
             )
 
+    def forget_cached(self, event_ids: Iterable[str]) -> None:
+        """Drop cached copies of events whose stored JSON changed (content erased)."""
+        self._cache.invalidate_many(event_ids)
+
     def forget_events(self, room_id: str, event_ids: Iterable[str]) -> None:
         """Drop cached copies of events that were deleted (an admin purge)."""
         self._cache.invalidate_many(event_ids)
@@ -339,6 +344,13 @@ class EventStore(EventReads):
                 event_id,
                 redaction_event_id,
             )
+            if changed:  # its content is erased later (redaction_retention.py)
+                await conn.execute(
+                    "INSERT INTO redactions_to_prune (event_id, redacted_ts) VALUES ($1, $2)"
+                    " ON CONFLICT (event_id) DO NOTHING",
+                    event_id,
+                    now_ms(),
+                )
         self._cache.invalidate(event_id)
         return changed > 0
 
