@@ -455,6 +455,7 @@ async def build(
         activity=activity,
         aggregations=relations.bundle_aggregations,
         push_rules=push_rules.account_data_content,
+        excluded_rooms=config.exclude_rooms_from_sync,
     )
     sync = SyncService(builder, notifier, joined, presence, FilterStore(database))
 
@@ -479,6 +480,7 @@ async def build(
         push_actions,
         bump_stamps,
         activity,
+        excluded_rooms=config.exclude_rooms_from_sync,
     )
     stack.push_async_callback(sliding_sync.close)  # positions written behind
     if not worker:

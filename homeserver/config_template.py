@@ -177,6 +177,9 @@ allow_guest_access: false
 # its redaction (the time moderators have to review it); null keeps it forever.
 #redaction_retention_period: 7d
 
+# Rooms no sync shows, to anyone (a bot's busy room, a bridge's control room).
+#exclude_rooms_from_sync: ["!abcdefgh:example.org"]
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

@@ -407,6 +407,8 @@ class Config:
     # Synapse's redaction_retention_period: what a redacted event said is erased from
     # the database this long after the redaction (None: kept, for moderators, forever).
     redaction_retention_ms: int | None = 7 * 24 * 3600 * 1000
+    # Synapse's exclude_rooms_from_sync: rooms no /sync or sliding sync lists.
+    exclude_rooms_from_sync: frozenset[str] = frozenset()
     auto_join: AutoJoinConfig = AutoJoinConfig()
     passwords: PasswordConfig = PasswordConfig()
     # Synapse's encryption_enabled_by_default_for_room_type: new rooms start with

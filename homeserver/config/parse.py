@@ -113,6 +113,7 @@ KNOWN_KEYS = frozenset(
         "presence",
         "ui_auth",
         "redaction_retention_period",
+        "exclude_rooms_from_sync",
         *AUTO_JOIN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
@@ -199,6 +200,14 @@ def _redaction_retention(r: Reader, top: Mapping[str, Any]) -> int | None:
     return int(
         r.converted(top, "redaction_retention_period", "", 7 * 24 * 3600 * 1000, parse_duration_ms)
     )
+
+
+def _room_ids(r: Reader, top: Mapping[str, Any], key: str) -> frozenset[str]:
+    ids = r.str_list(top, key, "") or []
+    for room_id in ids:
+        if not room_id.startswith("!") or len(room_id) < 2:  # v12 IDs have no server
+            r.problem(key, f"expected room IDs (!...), got {room_id!r}")
+    return frozenset(ids)
 
 
 def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Config:
@@ -324,6 +333,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         presence_mode=read_presence_mode(r, top),
         ui_auth_session_timeout_ms=_ui_auth_timeout(r, top),
         redaction_retention_ms=_redaction_retention(r, top),
+        exclude_rooms_from_sync=_room_ids(r, top, "exclude_rooms_from_sync"),
         auto_join=read_auto_join(r, top),
         passwords=read_password_config(r, top),
         encryption_by_default=r.converted(

@@ -73,7 +73,9 @@ class SlidingSyncService:
         push_actions: ActionGenerator,
         bumps: BumpStamps,
         activity: RoomActivity | None = None,
+        excluded_rooms: frozenset[str] = frozenset(),
     ) -> None:
+        self._excluded = excluded_rooms  # exclude_rooms_from_sync: in no list
         self._order = RoomOrder(bumps)
         self._activity = activity
         self._stores = stores
@@ -152,7 +154,11 @@ class SlidingSyncService:
         # v1.18: a user who blocks invites is not shown them (nor their rooms' state).
         blocked = await self._account_data.invites_blocked(user_id)
         shown = ("join", "knock") if blocked else ("join", "invite", "knock")
-        return await self._order.candidates(user_id, rows, shown, since_events, sent)
+        by_room, ordered = await self._order.candidates(user_id, rows, shown, since_events, sent)
+        if self._excluded:  # after the cached order, which is keyed on the rows tuple
+            by_room = {r: c for r, c in by_room.items() if r not in self._excluded}
+            ordered = [c for c in ordered if c.room_id not in self._excluded]
+        return by_room, ordered
 
     async def _dm_rooms(self, user_id: str) -> set[str]:
         content = await self._account_data.get(user_id, "m.direct") or {}

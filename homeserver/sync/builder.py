@@ -83,7 +83,11 @@ class SyncBuilder:
         activity: RoomActivity | None = None,
         aggregations: Aggregations | None = None,
         push_rules: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
+        excluded_rooms: frozenset[str] = frozenset(),
     ) -> None:
+        # exclude_rooms_from_sync (Synapse's): rooms no sync shows (a bot's busy room,
+        # a bridge's control room), for every user.
+        self._excluded = excluded_rooms
         self._stores = stores
         self._queries = queries
         self._joined = joined
@@ -196,7 +200,9 @@ class SyncBuilder:
         return [
             m
             for m in await self._stores.current_state.get_memberships_for_user(req.user_id)
-            if req.filter.allows_room(m.room_id) and m.stream_ordering <= now.events
+            if req.filter.allows_room(m.room_id)
+            and m.stream_ordering <= now.events
+            and m.room_id not in self._excluded
         ]
 
     async def _stripped(
