@@ -428,7 +428,9 @@ async def build(
     if replication is not None and (not worker or config.workers.is_event_persister):
         replication.backfill = backfill  # for the readers' /messages
     remote_directory = RemoteDirectoryAdapter(queries) if queries is not None else None
-    directory = RoomDirectory(stores, server_name, remote_directory, local_events=local_events)
+    directory = RoomDirectory(
+        stores, server_name, remote_directory, local_events=local_events, policy=config.directory
+    )
     accounts.auto_join.bind(directory.resolve_alias)  # other servers' aliases
     profiles = ProfileService(
         stores, local_events, server_name, remote_profiles, moderation=moderation

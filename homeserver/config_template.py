@@ -180,6 +180,19 @@ allow_guest_access: false
 # Rooms no sync shows, to anyone (a bot's busy room, a bridge's control room).
 #exclude_rooms_from_sync: ["!abcdefgh:example.org"]
 
+# The room directory. Rules are read in order and the first whose globs match decides
+# (none matching denies); unset allows everyone. Who may create which aliases, who may
+# publish which rooms (a room denied is created unpublished), whether the public list
+# can be searched at all, and whether an alias needs membership of its room.
+#alias_creation_rules:
+#  - {{user_id: "*", alias: "#official-*", action: deny}}
+#  - {{action: allow}}
+#room_list_publication_rules:
+#  - {{user_id: "@moderator:example.org", action: allow}}
+#  - {{action: deny}}
+#enable_room_list_search: true
+#require_membership_for_aliases: true
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

@@ -13,6 +13,7 @@ from aiohttp import web
 from federation.server.auth_middleware import body_of
 from federation.server.common import require_dict, stores_of
 from federation.server.room_summary import room_summary
+from homeserver.appstate import CONFIG
 from homeserver.errors import MatrixError
 from homeserver.http import json_response
 
@@ -28,6 +29,8 @@ def _matches(chunk: dict[str, Any], term: str) -> bool:
 
 
 async def _list(request: web.Request, limit: int | None, since: str | None, term: str | None):
+    if not request.config_dict[CONFIG].directory.room_list_search:
+        return {"chunk": [], "total_room_count_estimate": 0}  # enable_room_list_search off
     stores = stores_of(request)
     total = await stores.rooms.count_public_rooms()
     chunk: list[dict[str, Any]] = []

@@ -12,7 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.appstate import CONFIG, MEMBERSHIP, ROOM_CREATOR, ROOM_READ_STORE, STORES
+from homeserver.appstate import (
+    CONFIG,
+    MEMBERSHIP,
+    ROOM_CREATOR,
+    ROOM_DIRECTORY,
+    ROOM_READ_STORE,
+    STORES,
+)
 from homeserver.client.auth import get_requester
 from homeserver.client.membership import check_may_invite, invite_third_party
 from homeserver.client.validate import event_content, optional_bool, optional_dict, optional_str
@@ -182,6 +189,9 @@ async def create_room(request: web.Request) -> web.Response:
     stores = app[STORES]
     if spec.alias is not None and await stores.rooms.get_alias(spec.alias) is not None:
         raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
+    directory = app[ROOM_DIRECTORY]
+    if spec.alias is not None:  # alias_creation_rules, before the room exists (no ID yet)
+        directory.check_alias_allowed(spec.alias, "", requester.user_id)
     membership = app[MEMBERSHIP]
     member_content = await membership.profile_content(requester.user_id)
     room_id = await app[ROOM_CREATOR].create_room(requester.user_id, spec, member_content)
@@ -189,7 +199,9 @@ async def create_room(request: web.Request) -> web.Response:
         await stores.rooms.create_alias(
             spec.alias, room_id, [config.server_name], creator=requester.user_id
         )
-    if spec.visibility == "public":
+    # room_list_publication_rules: a room they deny is still created, not published
+    # (as Synapse).
+    if spec.visibility == "public" and await directory.may_publish(room_id, requester.user_id):
         await stores.rooms.set_room_is_public(room_id, True)
     extra: dict[str, Any] = {"is_direct": True} if spec.is_direct else {}
     for user in spec.invite:

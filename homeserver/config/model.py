@@ -23,6 +23,7 @@ from homeserver.config.accounts_model import (
     ThreepidConfig,
     TurnConfig,
 )
+from homeserver.config.directory import DirectoryPolicy
 from homeserver.config.workers import WorkersConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -409,6 +410,7 @@ class Config:
     redaction_retention_ms: int | None = 7 * 24 * 3600 * 1000
     # Synapse's exclude_rooms_from_sync: rooms no /sync or sliding sync lists.
     exclude_rooms_from_sync: frozenset[str] = frozenset()
+    directory: DirectoryPolicy = DirectoryPolicy()  # config/directory.py
     auto_join: AutoJoinConfig = AutoJoinConfig()
     passwords: PasswordConfig = PasswordConfig()
     # Synapse's encryption_enabled_by_default_for_room_type: new rooms start with

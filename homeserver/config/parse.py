@@ -12,6 +12,7 @@ import yaml
 
 from homeserver.config.appservices import read_appservices
 from homeserver.config.auto_join import AUTO_JOIN_KEYS, read_auto_join
+from homeserver.config.directory import DIRECTORY_KEYS, read_directory_policy
 from homeserver.config.email import EMAIL_KEYS, read_threepids, registration_requires_email
 from homeserver.config.media import MEDIA_KEYS, read_media
 from homeserver.config.model import (
@@ -114,6 +115,7 @@ KNOWN_KEYS = frozenset(
         "ui_auth",
         "redaction_retention_period",
         "exclude_rooms_from_sync",
+        *DIRECTORY_KEYS,
         *AUTO_JOIN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
@@ -334,6 +336,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         ui_auth_session_timeout_ms=_ui_auth_timeout(r, top),
         redaction_retention_ms=_redaction_retention(r, top),
         exclude_rooms_from_sync=_room_ids(r, top, "exclude_rooms_from_sync"),
+        directory=read_directory_policy(r, top),
         auto_join=read_auto_join(r, top),
         passwords=read_password_config(r, top),
         encryption_by_default=r.converted(

@@ -15,6 +15,7 @@ import contextlib
 import time
 from typing import Any, Protocol
 
+from homeserver.config.directory import DirectoryPolicy
 from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.graph.power_levels import PowerLevels
 from homeserver.ids import server_of
@@ -78,7 +79,10 @@ class RoomDirectory:
         server_name: str,
         remote: RemoteDirectory | None = None,
         local_events: LocalEvents | None = None,
+        policy: DirectoryPolicy = DirectoryPolicy(),
     ) -> None:
+        # The operator's alias and publication rules (config/directory.py).
+        self._policy = policy
         self._stores = stores
         self._server_name = server_name
         self._remote = remote
@@ -115,12 +119,41 @@ class RoomDirectory:
             raise invalid_param("Room alias must be on this server")
         if await self._stores.rooms.get_room_version(room_id) is None:
             raise not_found("Unknown room")
-        if await self._stores.current_state.get_membership(room_id, user_id) != "join":
+        if (
+            self._policy.require_membership_for_aliases
+            and await self._stores.current_state.get_membership(room_id, user_id) != "join"
+            and not await self._is_admin(user_id)  # server admins need not be (Synapse)
+        ):
             raise forbidden("You must be in the room to give it an alias")
+        self.check_alias_allowed(alias, room_id, user_id)
         if not await self._stores.rooms.create_alias(
             alias, room_id, [self._server_name], creator=user_id
         ):
             raise MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists")
+
+    def check_alias_allowed(self, alias: str, room_id: str, user_id: str) -> None:
+        """alias_creation_rules: 403 when the operator's rules deny it (as Synapse,
+        for admins too, with a generic message)."""
+        if not self._policy.may_create_alias(user_id, room_id, alias):
+            raise MatrixError(403, "M_UNKNOWN", "Not allowed to create alias")
+
+    async def may_publish(self, room_id: str, user_id: str) -> bool:
+        """room_list_publication_rules, matched against the room's local aliases and
+        its canonical alias and alternatives."""
+        aliases = list(await self._stores.rooms.get_aliases_for_room(room_id))
+        canonical_id = await self._stores.current_state.get_current_state_event_id(
+            room_id, "m.room.canonical_alias", ""
+        )
+        canonical = await self._stores.events.get_event(canonical_id) if canonical_id else None
+        if canonical is not None:
+            content = canonical.content
+            named = [content.get("alias"), *(content.get("alt_aliases") or [])]
+            aliases += [a for a in named if isinstance(a, str)]
+        return self._policy.may_publish(user_id, room_id, aliases)
+
+    async def _is_admin(self, user_id: str) -> bool:
+        user = await self._stores.accounts.get_user(user_id)
+        return user is not None and user.is_admin
 
     async def delete_alias(self, alias: str, user_id: str) -> None:
         if server_of(alias) != self._server_name:
@@ -195,6 +228,8 @@ class RoomDirectory:
             user = await self._stores.accounts.get_user(user_id)
             if user is None or not user.is_admin:
                 raise forbidden("You don't have permission to change the room's visibility")
+        if visibility == "public" and not await self.may_publish(room_id, user_id):
+            raise forbidden("Not allowed to publish room")
         await self._stores.rooms.set_room_is_public(room_id, visibility == "public")
 
     # -- listing ----------------------------------------------------------------------------
@@ -285,7 +320,10 @@ class RoomDirectory:
         third_party_instance_id: str | None = None,
     ) -> dict[str, Any]:
         """The server's list; with `include_all_networks` also every appservice network's
-        list; with `third_party_instance_id` ("<appservice>|<network>") only that one."""
+        list; with `third_party_instance_id` ("<appservice>|<network>") only that one.
+        Empty for everyone with enable_room_list_search off."""
+        if not self._policy.room_list_search:
+            return {"chunk": [], "total_room_count_estimate": 0}
         offset = _parse_since(since)
         key = third_party_instance_id or ("*" if include_all_networks else "")
         entries = await self._published(key)
@@ -357,6 +395,8 @@ class RoomDirectory:
         `since` tokens are its own and passed through untouched."""
         if self._remote is None:
             raise not_found("Remote room directories are not available")
+        if not self._policy.room_list_search:
+            return {"chunk": [], "total_room_count_estimate": 0}
         body = await self._remote.public_rooms(
             server,
             limit=limit,
