@@ -76,6 +76,7 @@ from homeserver.media.build import build_media
 from homeserver.metrics import Metrics
 from homeserver.moderation import Moderation
 from homeserver.profiles.directory import UserDirectory
+from homeserver.profiles.policy import ProfilePolicy
 from homeserver.profiles.service import ProfileService
 from homeserver.push.actions import ActionGenerator
 from homeserver.push.delivery import PushDelivery
@@ -304,7 +305,9 @@ async def build(
         remote_profiles,
         moderation=moderation,
         invites_blocked=account_data.invites_blocked,
+        invite_profiles=config.profiles.include_on_invite,
     )
+    profile_policy = ProfilePolicy(stores, database, server_name, config.profiles)
     guest_eviction.bind(lambda room, user: membership.set_membership(room, user, user, "leave"))
     room_creator = RoomCreator(local_events)
     federated_membership = FederatedMembership(
@@ -433,7 +436,7 @@ async def build(
     )
     accounts.auto_join.bind(directory.resolve_alias)  # other servers' aliases
     profiles = ProfileService(
-        stores, local_events, server_name, remote_profiles, moderation=moderation
+        stores, local_events, server_name, remote_profiles, moderation, profile_policy
     )
     if not worker:
         await user_directory.reconcile()  # index what changed while we were down
@@ -526,6 +529,7 @@ async def build(
     room_sender = RoomSender(
         stores, read_store, local_events, moderation, membership.check_invite_allowed
     )
+    room_sender.profile_policy = profile_policy
     await delayed.start(room_sender, stores.transactions)  # sends what came due while down
     stack.push_async_callback(delayed.close)
     services: dict[web.AppKey[Any], Any] = {

@@ -193,6 +193,14 @@ allow_guest_access: false
 #enable_room_list_search: true
 #require_membership_for_aliases: true
 
+# Profiles: avatars must be media held here, at most this big and of these types;
+# allow_per_room_profiles: false gives every room the user's global name and avatar;
+# include_profile_data_on_invite: false keeps the invitee's profile out of invites.
+#max_avatar_size: 10M
+#allowed_avatar_mimetypes: ["image/png", "image/jpeg", "image/gif"]
+#allow_per_room_profiles: true
+#include_profile_data_on_invite: true
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

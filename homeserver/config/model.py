@@ -381,6 +381,17 @@ class SecretsConfig:
 
 
 @dataclass(frozen=True)
+class ProfileSettings:
+    """Synapse's max_avatar_size, allowed_avatar_mimetypes, allow_per_room_profiles and
+    include_profile_data_on_invite (homeserver/profiles/policy.py says what each does)."""
+
+    max_avatar_size: int | None = None
+    avatar_mimetypes: tuple[str, ...] = ()
+    per_room: bool = True
+    include_on_invite: bool = True
+
+
+@dataclass(frozen=True)
 class PushSettings:
     """Synapse's `push:` section (homeserver/config/push.py says what each does)."""
 
@@ -401,6 +412,7 @@ class Config:
     sso: SsoConfig = SsoConfig()
     turn: TurnConfig = TurnConfig()
     push: PushSettings = PushSettings()
+    profiles: ProfileSettings = ProfileSettings()
     presence_mode: str = "on"  # homeserver/config/presence.py
     # Synapse's ui_auth.session_timeout: deleting devices needs no new UIA within this
     # long of the access token's last one (0: always asks).

@@ -24,6 +24,7 @@ from .fields import (
     check_profile_size,
     check_value,
 )
+from .policy import ProfilePolicy
 from .ports import RemoteProfiles
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,9 @@ class ProfileService:
         server_name: str,
         remote: RemoteProfiles | None = None,
         moderation: Moderation | None = None,
+        policy: ProfilePolicy | None = None,
     ) -> None:
+        self._policy = policy  # the operator's avatar limits (policy.py)
         self._stores = stores
         self._events = local_events
         self._server_name = server_name
@@ -114,6 +117,8 @@ class ProfileService:
         check_key(key)
         await self._check_editable(requester, user_id)
         value = check_value(key, value)
+        if key == AVATAR_URL and self._policy is not None:
+            await self._policy.check_avatar(value)
         profile = await self._stores.accounts.get_profile(user_id)
         fields = {} if profile is None else profile_fields(profile)
         if value is None:

@@ -66,7 +66,11 @@ class MembershipService:
         *,
         moderation: Moderation | None = None,
         invites_blocked: Callable[[str], Awaitable[bool]] | None = None,
+        invite_profiles: bool = True,
     ) -> None:
+        # include_profile_data_on_invite (Synapse's): the invitee's name and avatar in
+        # the invite event; off, an invite reveals nothing of the invitee's profile.
+        self._invite_profiles = invite_profiles
         self._stores = stores
         self._events = local_events
         # A local user's m.invite_permission_config (v1.18); None: never blocked.
@@ -311,6 +315,8 @@ class MembershipService:
     async def _invitee_profile(self, user_id: str) -> dict[str, Any]:
         """displayname/avatar_url of the invitee: ours from the profile store, a remote
         user's by a profile query (bounded by the port; failures leave them out)."""
+        if not self._invite_profiles:
+            return {}
         if self._is_local(user_id):
             return await self.profile_content(user_id)
         if self._remote_profiles is None:

@@ -19,6 +19,7 @@ from homeserver.events import Event
 from homeserver.graph.power_levels import PowerLevels
 from homeserver.ids import validate_room_alias
 from homeserver.moderation import Moderation, suspended_error
+from homeserver.profiles.policy import ProfilePolicy
 from homeserver.storage import Stores
 from homeserver.storage.room_directory import RoomReadStore
 
@@ -48,6 +49,9 @@ class RoomSender:
         # MembershipService.check_invite_allowed: an invite sent as a state event is
         # refused like one sent with /invite (v1.18 invite permission).
         self._check_invite = check_invite
+        # The operator's profile rules for a user's own member event (per-room profiles,
+        # avatar limits); set by the composition.
+        self.profile_policy: ProfilePolicy | None = None
 
     def _silenced(self, user_id: str, event_type: str, content: dict[str, Any]) -> bool:
         """Suspended users may only leave (403 M_USER_SUSPENDED for the rest); True when
@@ -120,6 +124,8 @@ class RoomSender:
             await self._require_joined(room_id, user_id)
         elif content.get("membership") == "invite" and self._check_invite is not None:
             await self._check_invite(state_key)
+        elif state_key == user_id and self.profile_policy is not None:
+            content = await self.profile_policy.own_member_content(user_id, content)
         if self._silenced(user_id, event_type, content):
             return fake_event_id()
         if event_type == "m.room.canonical_alias":
