@@ -25,8 +25,10 @@ from homeserver.accounts.registration import RegistrationService
 from homeserver.accounts.registration_stages import install_registration_stages
 from homeserver.accounts.sessions import LastSeenTracker, SessionService
 from homeserver.accounts.sso import SsoService
+from homeserver.accounts.stale_devices import RUN_INTERVAL_S as STALE_DEVICES_INTERVAL_S
+from homeserver.accounts.stale_devices import StaleDevices
 from homeserver.accounts.uia import UserInteractiveAuth
-from homeserver.background import BackgroundTasks
+from homeserver.background import BackgroundTasks, every
 from homeserver.composition_identity import Identity, build_identity
 from homeserver.config import Config
 from homeserver.e2ee.build import E2ee
@@ -158,6 +160,11 @@ async def build_accounts(
     )
     if not config.workers.is_worker:
         tasks.spawn(housekeeping(uia, auth_store, identity.threepids), "accounts housekeeping")
+        if config.delete_stale_devices_after_ms is not None:
+            stale = StaleDevices(
+                database, config.delete_stale_devices_after_ms, sessions.delete_devices
+            )
+            tasks.spawn(every(STALE_DEVICES_INTERVAL_S, stale.run), "stale devices")
     last_seen = LastSeenTracker(stores.accounts)
     last_seen.start()  # writes behind, batched; the rest is written at shutdown
     stack.push_async_callback(last_seen.close)

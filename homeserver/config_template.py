@@ -201,6 +201,9 @@ allow_guest_access: false
 #allow_per_room_profiles: true
 #include_profile_data_on_invite: true
 
+# Devices nobody used for this long are signed out (their tokens, keys and pushers go).
+#delete_stale_devices_after: 1y
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

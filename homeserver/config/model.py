@@ -413,6 +413,8 @@ class Config:
     turn: TurnConfig = TurnConfig()
     push: PushSettings = PushSettings()
     profiles: ProfileSettings = ProfileSettings()
+    # Synapse's delete_stale_devices_after: devices unused this long are signed out.
+    delete_stale_devices_after_ms: int | None = None
     presence_mode: str = "on"  # homeserver/config/presence.py
     # Synapse's ui_auth.session_timeout: deleting devices needs no new UIA within this
     # long of the access token's last one (0: always asks).

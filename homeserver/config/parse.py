@@ -121,6 +121,7 @@ KNOWN_KEYS = frozenset(
         "allowed_avatar_mimetypes",
         "allow_per_room_profiles",
         "include_profile_data_on_invite",
+        "delete_stale_devices_after",
         *AUTO_JOIN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
@@ -342,6 +343,9 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         redaction_retention_ms=_redaction_retention(r, top),
         exclude_rooms_from_sync=_room_ids(r, top, "exclude_rooms_from_sync"),
         directory=read_directory_policy(r, top),
+        delete_stale_devices_after_ms=r.converted(
+            top, "delete_stale_devices_after", "", None, _duration_or_off
+        ),
         profiles=ProfileSettings(
             max_avatar_size=r.converted(top, "max_avatar_size", "", None, parse_size),
             avatar_mimetypes=tuple(r.str_list(top, "allowed_avatar_mimetypes", "") or ()),
