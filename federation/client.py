@@ -156,6 +156,8 @@ def make_ssl_context(
 MAX_KEY_RESPONSE_BYTES = 1024 * 1024
 MAX_ROOM_STATE_RESPONSE_BYTES = 128 * 1024 * 1024
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# One small JSON object (a room's complexity: {"v1": 1.5}).
+MAX_SMALL_RESPONSE_BYTES = 64 * 1024
 _ROOM_STATE_PATHS = (
     "/_matrix/federation/v1/send_join/",
     "/_matrix/federation/v2/send_join/",
@@ -172,6 +174,8 @@ def max_response_bytes(uri: str) -> int:
         return MAX_KEY_RESPONSE_BYTES
     if uri.startswith(_ROOM_STATE_PATHS):
         return MAX_ROOM_STATE_RESPONSE_BYTES
+    if uri.startswith("/_matrix/federation/unstable/rooms/") and uri.endswith("/complexity"):
+        return MAX_SMALL_RESPONSE_BYTES
     return MAX_RESPONSE_BYTES
 
 

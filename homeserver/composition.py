@@ -60,6 +60,7 @@ from homeserver.composition_federation import (
     outbound_sender,
     reader_federation_client,
     remote_keys,
+    remote_room_limit,
 )
 from homeserver.config import Config
 from homeserver.delayed.service import DelayedEvents
@@ -299,7 +300,9 @@ async def build(
         stores,
         local_events,
         server_name,
-        RemoteMembership(fed.remote_rooms, ingest, out_of_band)
+        RemoteMembership(
+            fed.remote_rooms, ingest, out_of_band, remote_room_limit(config, stores, fed.client)
+        )
         if fed and fed.remote_rooms
         else None,
         remote_profiles,

@@ -25,6 +25,7 @@ from federation.queries import FederationQueries, FederationRemoteKeys
 from federation.receiver import TransactionReceiver
 from federation.remote_events import FederationRemoteEvents
 from federation.remote_rooms import FederationRemoteRooms
+from federation.room_complexity import FederationRoomComplexity
 from federation.sender import FederationSender, SenderSettings
 from homeserver.config import Config, FederationConfig
 from homeserver.config.workers import EDU_STREAMS, shard
@@ -32,6 +33,7 @@ from homeserver.ephemeral.edus import EduSender
 from homeserver.ipfilter import outbound_ip_filter
 from homeserver.profiles.ports import RemoteProfiles
 from homeserver.replication.federation import FederationWriter, RoutedIngest
+from homeserver.rooms.complexity import RemoteRoomLimit
 from homeserver.rooms.remote_state import FetchLimits
 from homeserver.storage import Stores
 
@@ -67,6 +69,23 @@ def sender_settings(fc: FederationConfig) -> SenderSettings:
         max_retry_interval_s=fc.destination_max_retry_interval_ms / 1000,
         retry_multiplier=fc.destination_retry_multiplier,
         request_timeout_s=fc.request_timeout_ms / 1000,
+    )
+
+
+def remote_room_limit(
+    config: Config, stores: Stores, client: FederationClient
+) -> RemoteRoomLimit | None:
+    """limit_remote_rooms' guard on local users' remote joins (None when off): the
+    rooms' servers are asked for the complexity over `client`."""
+    limit = config.limit_remote_rooms
+    if not limit.enabled:
+        return None
+    return RemoteRoomLimit(
+        stores,
+        FederationRoomComplexity(client),
+        threshold=limit.complexity,
+        message=limit.complexity_error,
+        admins_can_join=limit.admins_can_join,
     )
 
 

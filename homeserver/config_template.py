@@ -316,6 +316,17 @@ federation:
   destination_max_retry_interval: 1h
   client_timeout: 60s
 
+# Refuse local users' joins of remote rooms bigger than this server wants to hold (a
+# room's whole state is fetched, stored and resolved at the join). The room's servers
+# are asked for its complexity (state events / 500; 1.0 = 500 state events) first;
+# if none answers, the join goes ahead and the user leaves again when the state turns
+# out bigger. admins_can_join: server admins are not limited.
+#limit_remote_rooms:
+#  enabled: false
+#  complexity: 1.0
+#  complexity_error: "This homeserver cannot join rooms this large or complex."
+#  admins_can_join: false
+
 # Rate limits: per_second (refill rate; null = unlimited) and burst_count.
 # rc_enabled: false switches every limit off (tests, private servers).
 rc_enabled: true

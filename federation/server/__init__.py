@@ -12,6 +12,7 @@ from aiohttp import web
 from homeserver.appstate import Mounts
 
 from . import (
+    complexity,
     events,
     hierarchy,
     media,
@@ -48,6 +49,7 @@ def setup(mounts: Mounts) -> None:
         version,
         openid,
         third_party,
+        complexity,
     )
     for module in modules:
         module.setup_routes(fed)

@@ -24,6 +24,7 @@ from homeserver.config.accounts_model import (
     TurnConfig,
 )
 from homeserver.config.directory import DirectoryPolicy
+from homeserver.config.room_complexity import LimitRemoteRoomsConfig
 from homeserver.config.workers import WorkersConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -474,6 +475,7 @@ class Config:
     app_services: tuple[Any, ...] = ()
     # Which process of a deployment this is, where the others are, the Redis bus.
     workers: WorkersConfig = WorkersConfig()
+    limit_remote_rooms: LimitRemoteRoomsConfig = LimitRemoteRoomsConfig()  # room_complexity.py
     config_path: Path | None = None
     ignored_keys: tuple[str, ...] = ()
 

@@ -39,6 +39,7 @@ from homeserver.config.registration_checks import (
     read_consent,
     read_password_config,
 )
+from homeserver.config.room_complexity import LIMIT_REMOTE_ROOMS_KEYS, read_limit_remote_rooms
 from homeserver.config.sections import (
     RC_FLAT,
     RC_NESTED,
@@ -145,6 +146,7 @@ KNOWN_KEYS = frozenset(
         "default_power_level_content_override",
         "limit_profile_requests_to_users_who_share_rooms",
         *WORKER_KEYS,
+        *LIMIT_REMOTE_ROOMS_KEYS,
     }
 )
 
@@ -393,6 +395,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         server_notices=read_server_notices(r, top.get("server_notices")),
         app_services=read_appservices(r, top),
         workers=read_workers(r, top, database.is_postgres),
+        limit_remote_rooms=read_limit_remote_rooms(r, top),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
         ),

@@ -21,6 +21,7 @@ from homeserver.events import Event
 from homeserver.moderation import Moderation
 from homeserver.storage import Stores
 
+from .complexity import RemoteRoomLimit
 from .ingest import RemoteEventIngest
 from .local_events import LocalEvents
 from .out_of_band import OutOfBandMemberships, OutOfBandRefused
@@ -53,6 +54,8 @@ class RemoteMembership:
     rooms: RemoteRooms
     ingest: RemoteEventIngest
     out_of_band: OutOfBandMemberships
+    # limit_remote_rooms (rooms/complexity.py); None: rooms of any size may be joined.
+    limit: RemoteRoomLimit | None = None
 
 
 class MembershipService:
@@ -163,7 +166,18 @@ class MembershipService:
             event = answer.event
             await ingest.persist_join(event.room_version, event, answer.state, answer.auth_chain)
 
-        return await self._remote.rooms.join(room_id, user_id, candidates, content, accept)
+        limit = self._remote.limit
+        measure_after = limit is not None and await limit.before_remote_join(
+            room_id, user_id, candidates
+        )
+        event = await self._remote.rooms.join(room_id, user_id, candidates, content, accept)
+        if limit is not None and measure_after and await limit.too_complex_here(room_id):
+            # No server told us the size beforehand and the state turned out too big:
+            # leave again (as Synapse), so we stop receiving and resolving the room.
+            log.info("%s joined %s, which is too complex: leaving", user_id, room_id)
+            await self.set_membership(room_id, user_id, user_id, "leave")
+            raise limit.refusal()
+        return event
 
     async def guests_may_join(self, room_id: str) -> bool:
         """Whether the room's current state (as we hold it) lets guests join."""

@@ -300,6 +300,19 @@ class CurrentStateStore:
             )
         )
 
+    async def count_current_state(self, room_id: str, cap: int) -> int:
+        """How many events the room's current state holds, counted up to `cap`: a
+        range of the primary key, never the state itself, bounded however big the room
+        (a room's size for limit_remote_rooms, asked by other servers too)."""
+        return int(
+            await self.db.fetchval(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM current_state WHERE room_id = $1"
+                " LIMIT $2) AS counted",
+                room_id,
+                cap,
+            )
+        )
+
     async def get_members(self, room_id: str) -> dict[str, str]:
         """user_id -> current membership, for every user with a member event in the room."""
         rows = await self.db.fetch(
