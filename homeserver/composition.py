@@ -93,6 +93,7 @@ from homeserver.rooms.backfill import RoomBackfill
 from homeserver.rooms.creation import RoomCreator
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.federated_membership import FederatedMembership
+from homeserver.rooms.forget_on_leave import forget_on_leave
 from homeserver.rooms.guest_access import GuestEviction
 from homeserver.rooms.hierarchy import SpaceHierarchy
 from homeserver.rooms.ingest import RemoteEventIngest
@@ -268,7 +269,14 @@ async def build(
         views=[activity, relations, joined, bump_stamps],
         notifier=bridge,
         writer_side=[push_actions, *([metrics] if metrics is not None else [])],
-        singletons=[user_directory, room_stats, app_service_sender, guest_eviction, delayed],
+        singletons=[
+            user_directory,
+            room_stats,
+            app_service_sender,
+            guest_eviction,
+            delayed,
+            *forget_on_leave(config, RoomReadStore(database), tasks),
+        ],  # fmt: skip
         is_worker=worker,
     )
     persister = Persister(
@@ -489,6 +497,7 @@ async def build(
         bump_stamps,
         activity,
         excluded_rooms=config.exclude_rooms_from_sync,
+        forgotten_rooms=read_store.get_forgotten_rooms,
     )
     stack.push_async_callback(sliding_sync.close)  # positions written behind
     if not worker:

@@ -204,6 +204,9 @@ allow_guest_access: false
 # Devices nobody used for this long are signed out (their tokens, keys and pushers go).
 #delete_stale_devices_after: 1y
 
+# Rooms a user leaves (or is kicked, banned from) are forgotten for them at once.
+#forget_rooms_on_leave: false
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

@@ -133,6 +133,8 @@ async def leave(request: web.Request) -> web.Response:
     await request.config_dict[MEMBERSHIP].set_membership(
         room_id, requester.user_id, requester.user_id, "leave", reason
     )
+    if request.config_dict[CONFIG].forget_rooms_on_leave:  # (rooms.forget_on_leave)
+        await request.config_dict[ROOM_READ_STORE].forget_room(requester.user_id, room_id)
     return json_response({})
 
 

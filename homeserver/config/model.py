@@ -416,6 +416,8 @@ class Config:
     profiles: ProfileSettings = ProfileSettings()
     # Synapse's delete_stale_devices_after: devices unused this long are signed out.
     delete_stale_devices_after_ms: int | None = None
+    # Synapse's forget_rooms_on_leave: a room left (or kicked, banned from) is forgotten.
+    forget_rooms_on_leave: bool = False
     presence_mode: str = "on"  # homeserver/config/presence.py
     # Synapse's ui_auth.session_timeout: deleting devices needs no new UIA within this
     # long of the access token's last one (0: always asks).

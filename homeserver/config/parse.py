@@ -123,6 +123,7 @@ KNOWN_KEYS = frozenset(
         "allow_per_room_profiles",
         "include_profile_data_on_invite",
         "delete_stale_devices_after",
+        "forget_rooms_on_leave",
         *AUTO_JOIN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
@@ -345,6 +346,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         redaction_retention_ms=_redaction_retention(r, top),
         exclude_rooms_from_sync=_room_ids(r, top, "exclude_rooms_from_sync"),
         directory=read_directory_policy(r, top),
+        forget_rooms_on_leave=r.bool(top, "forget_rooms_on_leave", "", False),
         delete_stale_devices_after_ms=r.converted(
             top, "delete_stale_devices_after", "", None, _duration_or_off
         ),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any
@@ -74,8 +75,11 @@ class SlidingSyncService:
         bumps: BumpStamps,
         activity: RoomActivity | None = None,
         excluded_rooms: frozenset[str] = frozenset(),
+        forgotten_rooms: Callable[[str], Awaitable[set[str]]] | None = None,
     ) -> None:
         self._excluded = excluded_rooms  # exclude_rooms_from_sync: in no list
+        # The rooms a user forgot: in no list either (as Synapse).
+        self._forgotten = forgotten_rooms
         self._order = RoomOrder(bumps)
         self._activity = activity
         self._stores = stores
@@ -155,9 +159,13 @@ class SlidingSyncService:
         blocked = await self._account_data.invites_blocked(user_id)
         shown = ("join", "knock") if blocked else ("join", "invite", "knock")
         by_room, ordered = await self._order.candidates(user_id, rows, shown, since_events, sent)
-        if self._excluded:  # after the cached order, which is keyed on the rows tuple
-            by_room = {r: c for r, c in by_room.items() if r not in self._excluded}
-            ordered = [c for c in ordered if c.room_id not in self._excluded]
+        # After the cached order (keyed on the rows tuple): excluded and forgotten rooms.
+        hidden = set(self._excluded)
+        if self._forgotten is not None and any(c.membership in ("leave", "ban") for c in ordered):
+            hidden |= await self._forgotten(user_id)
+        if hidden:
+            by_room = {r: c for r, c in by_room.items() if r not in hidden}
+            ordered = [c for c in ordered if c.room_id not in hidden]
         return by_room, ordered
 
     async def _dm_rooms(self, user_id: str) -> set[str]:

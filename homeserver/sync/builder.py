@@ -89,6 +89,7 @@ class SyncBuilder:
         # a bridge's control room), for every user.
         self._excluded = excluded_rooms
         self._stores = stores
+        self._room_reads = room_reads
         self._queries = queries
         self._joined = joined
         self._typing = typing
@@ -129,13 +130,16 @@ class SyncBuilder:
         works: list[RoomWork] = []
         invites: dict[str, Any] = {}
         knocks: dict[str, Any] = {}
+        left: list[MembershipInfo] = []
         for m in memberships:
             if m.membership == "join":
                 works.append(await self._rooms.room_work(m, req, None, now, True, False))
             elif m.membership in ("invite", "knock"):
                 await self._stripped(m, ignored, invites, knocks)
             elif m.membership in ("leave", "ban") and flt.include_leave:
-                works.append(await self._rooms.room_work(m, req, None, now, True, True))
+                left.append(m)
+        for m in await self._not_forgotten(req.user_id, left):
+            works.append(await self._rooms.room_work(m, req, None, now, True, True))
         return await self._assemble(
             req, None, now, memberships, works, invites, knocks, ignored,
             receipts, global_account, room_account,
@@ -170,6 +174,7 @@ class SyncBuilder:
         works: list[RoomWork] = []
         invites: dict[str, Any] = {}
         knocks: dict[str, Any] = {}
+        left: list[MembershipInfo] = []
         for m in memberships:
             new_membership = m.stream_ordering > since.events
             if m.membership == "join":
@@ -185,15 +190,27 @@ class SyncBuilder:
             elif m.membership in ("invite", "knock"):
                 if full or new_membership:
                     await self._stripped(m, ignored, invites, knocks)
-            elif m.membership in ("leave", "ban"):
-                if new_membership:
-                    works.append(await self._rooms.room_work(m, req, since, now, full, True))
-                elif full and flt.include_leave:
-                    works.append(await self._rooms.room_work(m, req, since, now, True, True))
+            elif m.membership in ("leave", "ban") and (
+                new_membership or full and flt.include_leave
+            ):
+                left.append(m)
+        for m in await self._not_forgotten(req.user_id, left):
+            room_full = full or m.stream_ordering <= since.events
+            works.append(await self._rooms.room_work(m, req, since, now, room_full, True))
         return await self._assemble(
             req, since, now, memberships, works, invites, knocks, ignored,
             receipts, global_account, room_account,
         )  # fmt: skip
+
+    async def _not_forgotten(
+        self, user_id: str, left: list[MembershipInfo]
+    ) -> list[MembershipInfo]:
+        """The rooms left or banned from that the user has not forgotten (a forgotten
+        room is in no sync, as in Synapse); one read, only when a sync would show one."""
+        if not left:
+            return left
+        forgotten = await self._room_reads.get_forgotten_rooms(user_id)
+        return [m for m in left if m.room_id not in forgotten]
 
     async def _memberships(self, req: SyncRequest, now: StreamToken) -> list[MembershipInfo]:
         """The user's memberships the filter allows, as of `now`."""
