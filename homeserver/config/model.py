@@ -23,6 +23,7 @@ from homeserver.config.accounts_model import (
     ThreepidConfig,
     TurnConfig,
 )
+from homeserver.config.retention import RetentionSettings
 from homeserver.config.workers import WorkersConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -407,6 +408,7 @@ class Config:
     # Synapse's redaction_retention_period: what a redacted event said is erased from
     # the database this long after the redaction (None: kept, for moderators, forever).
     redaction_retention_ms: int | None = 7 * 24 * 3600 * 1000
+    retention: RetentionSettings = RetentionSettings()  # config/retention.py (MSC1763)
     auto_join: AutoJoinConfig = AutoJoinConfig()
     passwords: PasswordConfig = PasswordConfig()
     # Synapse's encryption_enabled_by_default_for_room_type: new rooms start with

@@ -37,6 +37,7 @@ from homeserver.config.registration_checks import (
     read_consent,
     read_password_config,
 )
+from homeserver.config.retention import read_retention
 from homeserver.config.sections import (
     RC_FLAT,
     RC_NESTED,
@@ -113,6 +114,7 @@ KNOWN_KEYS = frozenset(
         "presence",
         "ui_auth",
         "redaction_retention_period",
+        "retention",
         *AUTO_JOIN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
@@ -324,6 +326,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         presence_mode=read_presence_mode(r, top),
         ui_auth_session_timeout_ms=_ui_auth_timeout(r, top),
         redaction_retention_ms=_redaction_retention(r, top),
+        retention=read_retention(r, top),
         auto_join=read_auto_join(r, top),
         passwords=read_password_config(r, top),
         encryption_by_default=r.converted(
