@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from homeserver.config.reader import Reader
+from homeserver.config.reader import MISSING, Reader
 
 DAY_MS = 86_400_000
 _SECTION_KEYS = frozenset(
@@ -120,10 +120,12 @@ def _purge_jobs(r: Reader, section: Mapping[str, Any]) -> tuple[PurgeJob, ...]:
         if job is None:
             continue
         r.check_keys(job, _JOB_KEYS, where)
-        interval = _duration(r, job, "interval", where)
-        if interval is None:
+        if r.raw(job, "interval") is MISSING:
             r.problem(f"{where}.interval", "required: how often this job runs, e.g. 1d")
             continue
+        interval = _duration(r, job, "interval", where)
+        if interval is None:
+            continue  # not a duration: reported
         if interval <= 0:
             r.problem(f"{where}.interval", "must be more than 0")
             continue

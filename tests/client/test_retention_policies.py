@@ -19,6 +19,7 @@ from homeserver.storage import room_retention
 from tests.client.helpers import auth, register_user
 
 C = "/_matrix/client/v3"
+SLIDING = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
@@ -251,3 +252,32 @@ async def test_allowed_lifetime_max_caps_what_is_served(
     monkeypatch.undo()
     later(monkeypatch, 8 * DAY_MS)
     assert await message_bodies(client, token, long_room) == []
+
+
+async def test_incremental_and_sliding_sync_leave_out_expired_messages(
+    aiohttp_client: Any, tmp_config: Any
+) -> None:
+    """The live paths skip history-visibility work for members; expiry still applies
+    (an event arriving already expired, e.g. from a server with a slow clock)."""
+    client, token = await alice_client(aiohttp_client, tmp_config, retention={"enabled": True})
+    room = await new_room(client, token)
+    assert (await set_policy(client, token, room, {"max_lifetime": HOUR_MS})).status == 200
+    resp = await client.get(f"{C}/sync?timeout=0", headers=auth(token))
+    since = (await resp.json())["next_batch"]
+    old = await send_at(client, token, room, "stamped two hours ago", -2 * HOUR_MS)
+    fresh = await send(client, token, room, "fresh")
+
+    resp = await client.get(f"{C}/sync?timeout=0&since={since}", headers=auth(token))
+    timeline = (await resp.json())["rooms"]["join"][room]["timeline"]["events"]
+    assert [e["event_id"] for e in timeline] == [fresh]
+
+    resp = await client.post(
+        SLIDING,
+        json={"lists": {"all": {"ranges": [[0, 9]], "timeline_limit": 10}}},
+        headers=auth(token),
+    )
+    assert resp.status == 200, await resp.text()
+    events = (await resp.json())["rooms"][room]["timeline"]
+    ids = [e["event_id"] for e in events]
+    assert fresh in ids and old not in ids
+    assert "m.room.retention" in {e["type"] for e in events}
