@@ -89,6 +89,7 @@ from homeserver.replication.build import ProcessParts, build_replication, requir
 from homeserver.replication.writers import event_listeners, room_locks
 from homeserver.reports.service import ReportService
 from homeserver.retention import start_retention
+from homeserver.retention_purge import RETENTION_PURGE, RetentionPurgeJobs
 from homeserver.rooms.backfill import RoomBackfill
 from homeserver.rooms.creation import RoomCreator
 from homeserver.rooms.directory import RoomDirectory
@@ -182,6 +183,7 @@ async def build(
         await require_migrated(database)
     log.info("Database: %s", config.database.describe())
     stores = await open_stores(database)
+    stores.retention.settings = config.retention  # rooms' retention policies (MSC1763)
     tasks = BackgroundTasks()
     stack.push_async_callback(tasks.close)
     notifier = Notifier(StreamToken(events=await stores.events.get_current_stream_position()))
@@ -335,6 +337,9 @@ async def build(
     purger = RoomPurger(
         stores, RoomPurgeStore(database, push_store.forget_room), locks, server_name
     )
+    retention_purge = RetentionPurgeJobs(stores.retention, purger)
+    if config.retention.enabled and not worker:  # purges run on the main process only
+        retention_purge.start(tasks)
     backfill = (
         RoomBackfill(
             stores, room_state, persister, locks, ingest, remote_state, remote_events, server_name
@@ -581,6 +586,7 @@ async def build(
         keys.MEDIA_ADMIN: MediaAdmin(media, media.store),
         keys.URL_PREVIEWER: previewer,
         keys.REPLICATION: replication,
+        RETENTION_PURGE: retention_purge,
         SERVER_KEYS: server_keys,
         ROOM_STATE: room_state,
         FEDERATED_MEMBERSHIP: federated_membership,

@@ -207,6 +207,22 @@ allow_guest_access: false
 # Rooms a user leaves (or is kicked, banned from) are forgotten for them at once.
 #forget_rooms_on_leave: false
 
+# Message retention policies (MSC1763): a room's m.room.retention state event, or else
+# default_policy, says how long its messages live (max_lifetime). Older messages are
+# no longer shown to clients, and purge jobs delete them (state events and each room's
+# latest event stay). allowed_lifetime_min/max bound the lifetime a purge uses (rooms'
+# values are brought within them). Each purge job handles the rooms whose max_lifetime
+# is above shortest_max_lifetime and at most longest_max_lifetime; unset: one daily job
+# for every room.
+#retention:
+#  enabled: false
+#  default_policy: {{min_lifetime: 1d, max_lifetime: 1y}}
+#  allowed_lifetime_min: 1d
+#  allowed_lifetime_max: 1y
+#  purge_jobs:
+#    - {{longest_max_lifetime: 3d, interval: 12h}}
+#    - {{shortest_max_lifetime: 3d, interval: 1d}}
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

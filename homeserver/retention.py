@@ -7,6 +7,10 @@ main process (workers never run it: one process deletes, every process reads).
   after a day (storage/txn_retention.py);
 - what redacted events said, after redaction_retention_period (7 days by default;
   storage/redaction_retention.py).
+
+Rooms' message retention policies (MSC1763, Synapse's `retention:` section) are purged
+by homeserver/retention_purge.py, started from composition next to the room purger it
+uses, under the same rule: the main process only.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from homeserver.client.membership import check_may_invite, invite_third_party
 from homeserver.client.validate import event_content, optional_bool, optional_dict, optional_str
 from homeserver.errors import MatrixError, bad_json, invalid_param
 from homeserver.events import KNOWN_ROOM_VERSIONS
+from homeserver.events.retention import RETENTION_TYPE, check_retention_event
 from homeserver.http import json_response, read_json_body
 from homeserver.ids import is_valid_user_id, validate_room_alias
 from homeserver.rooms.creation import PRESETS, RoomSpec
@@ -90,6 +91,8 @@ def _initial_state(body: dict[str, Any]) -> list[dict[str, Any]]:
             raise bad_json("'initial_state' items need an object 'content'")
         if etype in ("m.room.create", "m.room.member", "m.room.power_levels"):
             raise invalid_param(f"'initial_state' may not contain {etype}")
+        if etype == RETENTION_TYPE:
+            check_retention_event(content, key)  # before the room exists, not halfway
         out.append({"type": etype, "state_key": key, "content": content})
     return out
 

@@ -24,6 +24,7 @@ from homeserver.config.accounts_model import (
     TurnConfig,
 )
 from homeserver.config.directory import DirectoryPolicy
+from homeserver.config.retention import RetentionSettings
 from homeserver.config.room_complexity import LimitRemoteRoomsConfig
 from homeserver.config.workers import WorkersConfig
 
@@ -428,6 +429,7 @@ class Config:
     # Synapse's exclude_rooms_from_sync: rooms no /sync or sliding sync lists.
     exclude_rooms_from_sync: frozenset[str] = frozenset()
     directory: DirectoryPolicy = DirectoryPolicy()  # config/directory.py
+    retention: RetentionSettings = RetentionSettings()  # config/retention.py (MSC1763)
     auto_join: AutoJoinConfig = AutoJoinConfig()
     passwords: PasswordConfig = PasswordConfig()
     # Synapse's encryption_enabled_by_default_for_room_type: new rooms start with

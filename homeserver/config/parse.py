@@ -39,6 +39,7 @@ from homeserver.config.registration_checks import (
     read_consent,
     read_password_config,
 )
+from homeserver.config.retention import read_retention
 from homeserver.config.room_complexity import LIMIT_REMOTE_ROOMS_KEYS, read_limit_remote_rooms
 from homeserver.config.sections import (
     RC_FLAT,
@@ -124,6 +125,7 @@ KNOWN_KEYS = frozenset(
         "include_profile_data_on_invite",
         "delete_stale_devices_after",
         "forget_rooms_on_leave",
+        "retention",
         *AUTO_JOIN_KEYS,
         "app_service_config_files",
         "serve_server_wellknown",
@@ -356,6 +358,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             per_room=r.bool(top, "allow_per_room_profiles", "", True),
             include_on_invite=r.bool(top, "include_profile_data_on_invite", "", True),
         ),
+        retention=read_retention(r, top),
         auto_join=read_auto_join(r, top),
         passwords=read_password_config(r, top),
         encryption_by_default=r.converted(

@@ -26,6 +26,7 @@ from homeserver.events import Event, RoomVersion, get_room_version
 from homeserver.events.builder import build_event, edge_hash
 from homeserver.events.hashing import compute_reference_hash, unpadded_b64
 from homeserver.events.policy import POLICY_TYPE
+from homeserver.events.retention import RETENTION_TYPE, check_retention_event
 from homeserver.events.validation import EventFormatError
 from homeserver.graph.auth_rules import auth_types_for_event
 from homeserver.storage import Stores
@@ -131,6 +132,8 @@ class LocalEvents:
     ) -> Event:
         """Send an event as `sender`; with `txn` (user, device, txn_id) it is idempotent.
         `ts`: the event's origin_server_ts (appservices' timestamp massaging)."""
+        if event_type == RETENTION_TYPE:
+            check_retention_event(content, state_key)  # 400 for what Synapse refuses
         version = await self.room_version(room_id)
         if txn is not None:
             existing = await self._existing_txn(txn)

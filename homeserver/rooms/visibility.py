@@ -10,6 +10,9 @@ For each event we look at the state after it (its state group): the room's
   i.e. they joined the room at some point (callers cap reads at a departed user's
   leave, so a leaver keeps what they could see while they were in the room).
 
+Messages older than their room's retention policy allows (MSC1763, when the server
+enables retention) are never visible, as in Synapse.
+
 Events of a local user who asked for erasure are returned redacted to a reader who
 was not joined when they were sent.
 
@@ -67,6 +70,7 @@ async def filter_events_for_user(
     `is_peeking`: the user never joined the room (only world-readable events are then
     visible besides those where they were a member at the time).
     """
+    events = await stores.retention.drop_expired(events)  # the rooms' retention policies
     if not events:
         return []
     groups = await stores.state.get_state_groups_for_events([e.event_id for e in events])

@@ -8,6 +8,7 @@ from .accounts import AccountStore
 from .current_state import CurrentStateStore
 from .database import Database
 from .events import EventStore
+from .room_retention import RoomRetention
 from .rooms import RoomStore
 from .server_keys import ServerKeyStore
 from .state import StateStore
@@ -24,6 +25,7 @@ class Stores:
     accounts: AccountStore
     server_keys: ServerKeyStore
     transactions: TransactionStore
+    retention: RoomRetention  # rooms' m.room.retention policies (off until configured)
 
 
 async def open_stores(db: Database) -> Stores:
@@ -40,4 +42,5 @@ async def open_stores(db: Database) -> Stores:
         accounts=AccountStore(db),
         server_keys=ServerKeyStore(db),
         transactions=TransactionStore(db),
+        retention=RoomRetention(db, events),
     )

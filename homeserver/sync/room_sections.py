@@ -124,6 +124,13 @@ class RoomSections:
             )
         limited = len(fetched) > limit or gave_up
         timeline = list(reversed(fetched[:limit]))
+        if self._stores.retention.enabled and timeline:
+            # Messages the room's retention policy expired are not served (the state
+            # below still comes from the newest event fetched).
+            live = await self._stores.retention.drop_expired([t.event for t in timeline])
+            if len(live) < len(timeline):
+                kept = {e.event_id for e in live}
+                timeline = [t for t in timeline if t.event.event_id in kept]
         joined_before = (
             m.membership == "join"
             and bool(timeline)
