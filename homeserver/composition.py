@@ -233,12 +233,7 @@ async def build(
     )
     stack.push_async_callback(push_actions.close)
     if not worker:  # one process deletes what is kept for a while only
-        start_retention(
-            database,
-            tasks,
-            redaction_period_ms=config.redaction_retention_ms,
-            forget_events=stores.events.forget_cached,
-        )
+        start_retention(database, tasks, config.redaction_retention_ms, stores.events.forget_cached)
     relations = RelationsService(stores, RelationsReadStore(database), RoomReadStore(database))
     joined = JoinedRoomsCache(stores)
     user_directory = UserDirectory(

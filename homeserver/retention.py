@@ -30,7 +30,6 @@ from homeserver.storage.txn_retention import TransactionIdRetention
 def start_retention(
     database: Database,
     tasks: BackgroundTasks,
-    *,
     redaction_period_ms: int | None = None,
     forget_events: Callable[[Iterable[str]], None] | None = None,
 ) -> None:
