@@ -181,15 +181,16 @@ allow_guest_access: false
 #exclude_rooms_from_sync: ["!abcdefgh:example.org"]
 
 # The room directory. Rules are read in order and the first whose globs match decides
-# (none matching denies); unset allows everyone. Who may create which aliases, who may
-# publish which rooms (a room denied is created unpublished), whether the public list
-# can be searched at all, and whether an alias needs membership of its room.
+# (none matching denies). Who may create which aliases (unset: everyone), who may
+# publish which rooms in the public room list (unset: only server admins, as Synapse;
+# [{{action: allow}}] lets everyone; a room denied is created unpublished), whether the
+# list can be searched at all, and whether an alias needs membership of its room.
 #alias_creation_rules:
 #  - {{user_id: "*", alias: "#official-*", action: deny}}
 #  - {{action: allow}}
 #room_list_publication_rules:
 #  - {{user_id: "@moderator:example.org", action: allow}}
-#  - {{action: deny}}
+#  - {{alias: "#public-*", action: allow}}
 #enable_room_list_search: true
 #require_membership_for_aliases: true
 

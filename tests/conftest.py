@@ -46,6 +46,8 @@ def config_settings(**overrides: Any) -> dict[str, Any]:
         "signing_key_path": f"{TEST_SERVER_NAME}.signing.key",
         "media_store_path": "media_store",
         "rc_enabled": False,
+        # Any user may publish rooms (the default: server admins only).
+        "room_list_publication_rules": [{"action": "allow"}],
         "enable_registration": True,
         "enable_registration_without_verification": True,
         "registration_shared_secret": TEST_SHARED_SECRET,

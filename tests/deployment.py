@@ -204,6 +204,7 @@ class Deployment:
         config.update(
             {
                 "rc_enabled": False,
+                "room_list_publication_rules": [{"action": "allow"}],
                 "password_hashing": {"opslimit": 1, "memlimit": 8192},
                 "database": {
                     "name": "psycopg2",

@@ -6,10 +6,11 @@ room (`require_membership_for_aliases`).
 
 A rule list is read in order; the first rule whose globs (`user_id`, `room_id`,
 `alias`, `*` and `?` wildcards, case-insensitive, the whole value) all match decides
-with its `action`; none matching denies. Unset, a list allows everything (Synapse's
-default); an empty list allows nothing. For publication, `alias` matches when any of
-the room's local or canonical aliases does, and only `alias: "*"` matches a room with
-none.
+with its `action`; none matching denies; an empty list allows nothing. Unset, alias
+creation is open to everyone, while only server admins may publish rooms (Synapse's
+defaults since 1.126: an open directory is where spam rooms advertise); server admins
+may always publish. For publication, `alias` matches when any of the room's local or
+canonical aliases does, and only `alias: "*"` matches a room with none.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def decide(
 @dataclass(frozen=True)
 class DirectoryPolicy:
     alias_creation: tuple[DirectoryRule, ...] = ALLOW_ALL
-    publication: tuple[DirectoryRule, ...] = ALLOW_ALL
+    publication: tuple[DirectoryRule, ...] = ()  # unset: only server admins publish
     room_list_search: bool = True
     require_membership_for_aliases: bool = True
 
@@ -77,16 +78,18 @@ class DirectoryPolicy:
         return decide(self.publication, user_id, room_id, aliases)
 
 
-def _rules(r: Reader, top: Mapping[str, Any], key: str) -> tuple[DirectoryRule, ...]:
+def _rules(
+    r: Reader, top: Mapping[str, Any], key: str, default: tuple[DirectoryRule, ...]
+) -> tuple[DirectoryRule, ...]:
     raw = top.get(key)
     if raw is None:
-        return ALLOW_ALL
+        return default
     if not isinstance(raw, list):
         r.problem(key, f"expected a list of rules, got {describe(raw)}")
-        return ALLOW_ALL
+        return default
     if len(raw) > MAX_RULES:
         r.problem(key, f"at most {MAX_RULES} rules")
-        return ALLOW_ALL
+        return default
     rules = []
     for i, item in enumerate(raw):
         where = f"{key}[{i}]"
@@ -118,8 +121,8 @@ def _rules(r: Reader, top: Mapping[str, Any], key: str) -> tuple[DirectoryRule, 
 
 def read_directory_policy(r: Reader, top: Mapping[str, Any]) -> DirectoryPolicy:
     return DirectoryPolicy(
-        alias_creation=_rules(r, top, "alias_creation_rules"),
-        publication=_rules(r, top, "room_list_publication_rules"),
+        alias_creation=_rules(r, top, "alias_creation_rules", ALLOW_ALL),
+        publication=_rules(r, top, "room_list_publication_rules", ()),
         room_list_search=r.bool(top, "enable_room_list_search", "", True),
         require_membership_for_aliases=r.bool(top, "require_membership_for_aliases", "", True),
     )

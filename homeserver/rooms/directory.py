@@ -139,7 +139,9 @@ class RoomDirectory:
 
     async def may_publish(self, room_id: str, user_id: str) -> bool:
         """room_list_publication_rules, matched against the room's local aliases and
-        its canonical alias and alternatives."""
+        its canonical alias and alternatives; server admins may always publish."""
+        if await self._is_admin(user_id):
+            return True
         aliases = list(await self._stores.rooms.get_aliases_for_room(room_id))
         canonical_id = await self._stores.current_state.get_current_state_event_id(
             room_id, "m.room.canonical_alias", ""
@@ -229,7 +231,7 @@ class RoomDirectory:
             if user is None or not user.is_admin:
                 raise forbidden("You don't have permission to change the room's visibility")
         if visibility == "public" and not await self.may_publish(room_id, user_id):
-            raise forbidden("Not allowed to publish room")
+            raise MatrixError(403, "M_UNKNOWN", "Not allowed to publish room")  # Synapse's
         await self._stores.rooms.set_room_is_public(room_id, visibility == "public")
 
     # -- listing ----------------------------------------------------------------------------

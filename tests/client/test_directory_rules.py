@@ -81,7 +81,7 @@ async def test_publication_rules(aiohttp_client: Any, tmp_config: Any) -> None:
     resp = await client.put(
         f"{C}/directory/list/room/{room_id}", json={"visibility": "public"}, headers=auth(alice)
     )
-    assert (resp.status, (await resp.json())["errcode"]) == (403, "M_FORBIDDEN")
+    assert (resp.status, (await resp.json())["errcode"]) == (403, "M_UNKNOWN")
     # With an alias the rules allow, she may.
     assert (await _alias(client, alice, "#public-tea:test.local", room_id))[0] == 200
     resp = await client.put(
@@ -92,6 +92,26 @@ async def test_publication_rules(aiohttp_client: Any, tmp_config: Any) -> None:
     # The moderator may publish anything.
     status, other = await _create(client, mod, visibility="public", preset="public_chat")
     assert set(await _listed(client, mod)) == {room_id, other["room_id"]}
+
+
+async def test_by_default_only_server_admins_publish(aiohttp_client: Any, tmp_config: Any) -> None:
+    """Synapse's default since 1.126 (an open directory is where spam advertises)."""
+    client = await _server(aiohttp_client, tmp_config, room_list_publication_rules=None)
+    alice = (await register_user(client, "alice"))["access_token"]
+    admin = await register_user(client, "admin")
+    await client.app[STORES].accounts.set_admin(admin["user_id"], True)
+    status, room = await _create(client, alice, visibility="public", preset="public_chat")
+    assert status == 200 and await _listed(client, alice) == []
+    resp = await client.put(
+        f"{C}/directory/list/room/{room['room_id']}",
+        json={"visibility": "public"},
+        headers=auth(alice),
+    )
+    assert (resp.status, (await resp.json())["error"]) == (403, "Not allowed to publish room")
+    status, admins = await _create(
+        client, admin["access_token"], visibility="public", preset="public_chat"
+    )
+    assert await _listed(client, alice) == [admins["room_id"]]
 
 
 async def test_room_list_search_off_lists_nothing(aiohttp_client: Any, tmp_config: Any) -> None:
@@ -144,4 +164,5 @@ def test_rules_read_in_order_first_match_decides(tmp_path: Path) -> None:
     assert policy.may_publish("@a:example.org", "!xyz", ["#nope:x", "#OK-2:example.org"])
     assert not policy.may_publish("@a:example.org", "!xyz", [])  # no alias: only "*" rules
     assert not policy.may_create_alias("@a:example.org", "!xyz", "#any:example.org")  # []
-    assert DirectoryPolicy().may_publish("@a:b", "!c", [])  # unset: everyone
+    assert not DirectoryPolicy().may_publish("@a:b", "!c", [])  # unset: admins only
+    assert DirectoryPolicy().may_create_alias("@a:b", "!c", "#d:b")  # unset: everyone
