@@ -367,6 +367,11 @@ rc_invites:
   per_issuer: {{per_second: 0.3, burst_count: 10}}
 rc_third_party_invite: {{per_second: 0.2, burst_count: 10}}
 rc_media_create: {{per_second: 10, burst_count: 50}}
+# Rooms a user creates, presence changes they make, content reports they file.
+rc_room_creation: {{per_second: 0.016, burst_count: 10}}
+rc_presence:
+  per_user: {{per_second: 0.1, burst_count: 1}}
+rc_reports: {{per_second: 0.1, burst_count: 5}}
 # Managing a delayed event (restart, cancel, send; per owner, per address for unknown IDs):
 rc_delayed_event_mgmt: {{per_second: 1, burst_count: 5}}
 # Mails sent by requestToken, per client address and per email address.

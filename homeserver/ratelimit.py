@@ -100,7 +100,7 @@ class RateLimiter:
 
 # Limits keyed by user ID that an admin's per-user override replaces (as Synapse's
 # ratelimit_override applies to a requester's actions).
-USER_KEYED = frozenset({"message"})
+USER_KEYED = frozenset({"message", "room_creation", "presence", "reports"})
 
 
 class RateLimiters:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.appstate import JOINED_ROOMS, PRESENCE, RECEIPTS, TYPING
+from homeserver.appstate import JOINED_ROOMS, PRESENCE, RATE_LIMITERS, RECEIPTS, TYPING
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_int, optional_str
 from homeserver.ephemeral.presence import STATES
@@ -91,6 +91,7 @@ async def put_presence(request: web.Request) -> web.Response:
     if state not in STATES:
         raise bad_json("'presence' must be one of online, offline, unavailable")
     status_msg = optional_str(body, "status_msg", max_len=MAX_STATUS_MSG)
+    request.config_dict[RATE_LIMITERS].check("presence", user_id)  # rc_presence.per_user
     await request.config_dict[PRESENCE].set_local(user_id, state, status_msg)
     return json_response({})
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from homeserver.appstate import APP_SERVICE_SENDER, APP_SERVICES, REPORTS, Mounts
+from homeserver.appstate import APP_SERVICE_SENDER, APP_SERVICES, RATE_LIMITERS, REPORTS, Mounts
 from homeserver.client.auth import get_requester
 from homeserver.client.validate import optional_str
 from homeserver.client.voip import get_turn_server
@@ -88,6 +88,7 @@ async def report_event(request: web.Request) -> web.Response:
     event_id = str(path_param(request, "event_id", validate_event_id))
     body = await read_json_body(request, allow_empty=True)
     reason = _reason(body, required=False)
+    request.config_dict[RATE_LIMITERS].check("reports", requester.user_id)
     await request.config_dict[REPORTS].report_event(requester.user_id, room_id, event_id, reason)
     return json_response({})
 
@@ -97,6 +98,7 @@ async def report_room(request: web.Request) -> web.Response:
     room_id = str(path_param(request, "room_id", validate_room_id))
     body = await read_json_body(request)
     reason = _reason(body, required=True) or ""
+    request.config_dict[RATE_LIMITERS].check("reports", requester.user_id)
     await request.config_dict[REPORTS].report_room(requester.user_id, room_id, reason)
     return json_response({})
 
@@ -106,6 +108,7 @@ async def report_user(request: web.Request) -> web.Response:
     user_id = str(path_param(request, "user_id", validate_user_id))
     body = await read_json_body(request)
     reason = _reason(body, required=True) or ""
+    request.config_dict[RATE_LIMITERS].check("reports", requester.user_id)
     await request.config_dict[REPORTS].report_user(requester.user_id, user_id, reason)
     return json_response({})
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from homeserver.appstate import (
     CONFIG,
     MEMBERSHIP,
+    RATE_LIMITERS,
     ROOM_CREATOR,
     ROOM_DIRECTORY,
     ROOM_READ_STORE,
@@ -182,6 +183,7 @@ async def create_room(request: web.Request) -> web.Response:
     app = request.config_dict
     config = app[CONFIG]
     spec = parse_create_room(body, config.server_name, config.default_room_version)
+    app[RATE_LIMITERS].check("room_creation", requester.user_id)  # rc_room_creation
     spec = encrypted_by_default(spec, config.encryption_by_default)
     preset_levels = config.default_power_levels.get(spec.preset)
     if preset_levels:

@@ -265,6 +265,12 @@ class RateLimitConfig:
     third_party_invite: RateLimit = RateLimit(0.2, 10)
     media_create: RateLimit = RateLimit(10.0, 50)
     delayed_event_mgmt: RateLimit = RateLimit(1.0, 5)
+    # Synapse's: rooms a user creates (each is a dozen events and a state to keep) and
+    # presence changes (each goes to every server the user shares a room with).
+    room_creation: RateLimit = RateLimit(0.016, 10)
+    presence: RateLimit = RateLimit(0.1, 1)
+    # Content reports a user files (each a row admins read): ours, six a minute.
+    reports: RateLimit = RateLimit(0.1, 5)
     # Mail sent by requestToken, per client address and per email address.
     threepid_validation: RateLimit = RateLimit(0.003, 5)
     # Single sign-ons started per client address (each is a row kept ten minutes);

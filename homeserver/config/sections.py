@@ -392,6 +392,8 @@ RC_FLAT = {
     "rc_media_create": "media_create",
     "rc_delayed_event_mgmt": "delayed_event_mgmt",
     "rc_3pid_validation": "threepid_validation",
+    "rc_room_creation": "room_creation",
+    "rc_reports": "reports",
 }
 # YAML key -> {sub key -> field} for the nested ones.
 RC_NESTED = {
@@ -401,6 +403,7 @@ RC_NESTED = {
         "failed_attempts": "login_failed_attempts",
     },
     "rc_joins": {"local": "joins_local", "remote": "joins_remote"},
+    "rc_presence": {"per_user": "presence"},
     "rc_invites": {
         "per_room": "invites_per_room",
         "per_user": "invites_per_user",
