@@ -113,6 +113,7 @@ async def build_accounts(
         device_created=[e2ee.keys.device_created],
         device_renamed=[e2ee.keys.device_created],  # other servers show it: as a new one
         moderation=moderation,
+        lifetimes=config.token_lifetimes,
     )
     e2ee.dehydrated.bind(sessions.delete_devices)
     uia = UserInteractiveAuth(auth_store, stores.accounts, hasher, server_name)

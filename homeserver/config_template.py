@@ -208,6 +208,15 @@ allow_guest_access: false
 # Rooms a user leaves (or is kicked, banned from) are forgotten for them at once.
 #forget_rooms_on_leave: false
 
+# How long a login lasts: session_lifetime ends every token of a login (then sign in
+# again); access tokens a client can refresh last refreshable_access_token_lifetime
+# (5m), their refresh tokens refresh_token_lifetime, other access tokens
+# nonrefreshable_access_token_lifetime. Unset: forever.
+#session_lifetime: 90d
+#refreshable_access_token_lifetime: 5m
+#refresh_token_lifetime: 30d
+#nonrefreshable_access_token_lifetime: 1d
+
 # Message retention policies (MSC1763): a room's m.room.retention state event, or else
 # default_policy, says how long its messages live (max_lifetime). Older messages are
 # no longer shown to clients, and purge jobs delete them (state events and each room's

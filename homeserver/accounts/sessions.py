@@ -15,6 +15,7 @@ from typing import Any
 
 from homeserver.accounts import tokens
 from homeserver.accounts.passwords import PasswordHasher
+from homeserver.config.model import TokenLifetimes
 from homeserver.errors import MatrixError, forbidden, unknown_token
 from homeserver.moderation import Moderation, locked_error
 from homeserver.ratelimit import RateLimiters
@@ -25,7 +26,6 @@ from homeserver.write_behind import WriteBehind
 logger = logging.getLogger(__name__)
 
 # Access tokens that come with a refresh token expire after this (Synapse's default).
-REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS = 5 * 60 * 1000
 LOGIN_TOKEN_LIFETIME_MS = 2 * 60 * 1000
 # Pending last-seen updates are written together this often.
 LAST_SEEN_FLUSH_S = 2.0
@@ -60,6 +60,13 @@ class Session:
         return body
 
 
+def _earliest(now: int, lifetime_ms: int | None, session_end: int | None) -> int | None:
+    """When something living `lifetime_ms` from `now` ends, within the session (None:
+    never)."""
+    ends = [t for t in (None if lifetime_ms is None else now + lifetime_ms, session_end) if t]
+    return min(ends) if ends else None
+
+
 class SessionService:
     def __init__(
         self,
@@ -73,6 +80,7 @@ class SessionService:
         device_created: Sequence[DeviceHook] = (),
         device_renamed: Sequence[DeviceHook] = (),
         moderation: Moderation | None = None,
+        lifetimes: TokenLifetimes = TokenLifetimes(),
     ) -> None:
         """The hooks are `async (user_id, device_id)` of other areas (E2EE drops a
         deleted device's keys and announces new or renamed devices to other servers);
@@ -87,6 +95,8 @@ class SessionService:
         self._renamed_hooks = list(device_renamed)
         # Admin decisions: locked accounts may not log in. None: no moderation.
         self._moderation = moderation
+        # How long tokens and whole login sessions live (the operator's lifetimes).
+        self._lifetimes = lifetimes
 
     def qualify(self, user: str) -> str:
         """Full user ID from a localpart or a user ID; localparts are lower-cased."""
@@ -111,20 +121,22 @@ class SessionService:
         else:
             await _run_hooks(self._created_hooks, "device-created", user_id, device_id)
         access = tokens.access_token()
+        now, life = _now_ms(), self._lifetimes
+        session_end = None if life.session_ms is None else now + life.session_ms
         if not refreshable:
-            await self._accounts.add_access_token(access, user_id, device_id)
+            until = _earliest(now, life.nonrefreshable_access_ms, session_end)
+            await self._accounts.add_access_token(access, user_id, device_id, valid_until_ms=until)
             return Session(user_id, device_id, access)
         refresh = tokens.refresh_token()
-        refresh_id = await self._accounts.add_refresh_token(refresh, user_id, device_id)
-        lifetime = REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
-        await self._accounts.add_access_token(
-            access,
-            user_id,
-            device_id,
-            valid_until_ms=_now_ms() + lifetime,
-            refresh_token_id=refresh_id,
+        refresh_id = await self._accounts.add_refresh_token(
+            refresh, user_id, device_id, _earliest(now, life.refresh_ms, session_end), session_end
         )
-        return Session(user_id, device_id, access, refresh, lifetime)
+        until = _earliest(now, life.refreshable_access_ms, session_end)
+        assert until is not None
+        await self._accounts.add_access_token(
+            access, user_id, device_id, valid_until_ms=until, refresh_token_id=refresh_id
+        )
+        return Session(user_id, device_id, access, refresh, until - now)
 
     async def login_with_password(
         self,
@@ -194,12 +206,24 @@ class SessionService:
         info = await self._accounts.get_refresh_token(refresh_token)
         if info is None:
             raise unknown_token("Unknown refresh token")
+        now, session_end = _now_ms(), info.session_expiry_ts
+        if any(end is not None and end <= now for end in (info.expiry_ts, session_end)):
+            # The token's or the whole session's lifetime is over: sign in again.
+            raise unknown_token("The refresh token has expired")
         access, refresh = tokens.access_token(), tokens.refresh_token()
-        lifetime = REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
+        until = _earliest(now, self._lifetimes.refreshable_access_ms, session_end)
+        assert until is not None
         await self._accounts.rotate_refresh_token(
-            info.token_id, refresh, access, info.user_id, info.device_id, _now_ms() + lifetime
+            info.token_id,
+            refresh,
+            access,
+            info.user_id,
+            info.device_id,
+            until,
+            _earliest(now, self._lifetimes.refresh_ms, session_end),
+            session_end,
         )
-        return Session(info.user_id, info.device_id or "", access, refresh, lifetime)
+        return Session(info.user_id, info.device_id or "", access, refresh, until - now)
 
     # -- ending sessions ----------------------------------------------------------------
 

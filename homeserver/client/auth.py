@@ -22,6 +22,10 @@ from homeserver.moderation import locked_error
 MAX_TOKEN_LENGTH = 512
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @dataclass(frozen=True)
 class Requester:
     user_id: str
@@ -92,7 +96,7 @@ async def get_requester(
     info = await request.config_dict[STORES].accounts.get_token(token)
     if info is None:
         raise unknown_token()
-    if info.valid_until_ms is not None and info.valid_until_ms < int(time.time() * 1000):
+    if info.valid_until_ms is not None and info.valid_until_ms < _now_ms():
         raise unknown_token("Access token has expired", soft_logout=True)
     request[REQUESTER_KEY] = info.user_id
     request[TOKEN_INFO_KEY] = info

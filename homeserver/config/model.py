@@ -400,6 +400,17 @@ class ProfileSettings:
 
 
 @dataclass(frozen=True)
+class TokenLifetimes:
+    """Synapse's session_lifetime, refreshable_access_token_lifetime,
+    refresh_token_lifetime and nonrefreshable_access_token_lifetime (ms; None: never)."""
+
+    session_ms: int | None = None
+    refreshable_access_ms: int = 5 * 60 * 1000
+    refresh_ms: int | None = None
+    nonrefreshable_access_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class PushSettings:
     """Synapse's `push:` section (homeserver/config/push.py says what each does)."""
 
@@ -421,6 +432,7 @@ class Config:
     turn: TurnConfig = TurnConfig()
     push: PushSettings = PushSettings()
     profiles: ProfileSettings = ProfileSettings()
+    token_lifetimes: TokenLifetimes = TokenLifetimes()
     # Synapse's delete_stale_devices_after: devices unused this long are signed out.
     delete_stale_devices_after_ms: int | None = None
     # Synapse's forget_rooms_on_leave: a room left (or kicked, banned from) is forgotten.

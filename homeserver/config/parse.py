@@ -25,6 +25,7 @@ from homeserver.config.model import (
     RegistrationConfig,
     SecretsConfig,
     TlsConfig,
+    TokenLifetimes,
     WellKnownConfig,
 )
 from homeserver.config.oidc import SSO_KEYS, read_sso
@@ -125,6 +126,10 @@ KNOWN_KEYS = frozenset(
         "include_profile_data_on_invite",
         "delete_stale_devices_after",
         "forget_rooms_on_leave",
+        "session_lifetime",
+        "refreshable_access_token_lifetime",
+        "refresh_token_lifetime",
+        "nonrefreshable_access_token_lifetime",
         "retention",
         *AUTO_JOIN_KEYS,
         "app_service_config_files",
@@ -349,6 +354,17 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         exclude_rooms_from_sync=_room_ids(r, top, "exclude_rooms_from_sync"),
         directory=read_directory_policy(r, top),
         forget_rooms_on_leave=r.bool(top, "forget_rooms_on_leave", "", False),
+        token_lifetimes=TokenLifetimes(
+            session_ms=r.converted(top, "session_lifetime", "", None, _duration_or_off),
+            refreshable_access_ms=r.converted(
+                top, "refreshable_access_token_lifetime", "", 300_000, _duration_or_off
+            )
+            or 300_000,
+            refresh_ms=r.converted(top, "refresh_token_lifetime", "", None, _duration_or_off),
+            nonrefreshable_access_ms=r.converted(
+                top, "nonrefreshable_access_token_lifetime", "", None, _duration_or_off
+            ),
+        ),
         delete_stale_devices_after_ms=r.converted(
             top, "delete_stale_devices_after", "", None, _duration_or_off
         ),

@@ -59,6 +59,8 @@ class RefreshTokenInfo:
     token_id: int
     user_id: str
     device_id: str | None
+    expiry_ts: int | None = None  # the token's own end (refresh_token_lifetime)
+    session_expiry_ts: int | None = None  # the login session's end (session_lifetime)
 
 
 @dataclass(frozen=True)
@@ -415,23 +417,35 @@ class AccountStore:
 
     # -- refresh tokens -----------------------------------------------------------------
 
-    async def add_refresh_token(self, token: str, user_id: str, device_id: str | None) -> int:
+    async def add_refresh_token(
+        self,
+        token: str,
+        user_id: str,
+        device_id: str | None,
+        expiry_ts: int | None = None,
+        session_expiry_ts: int | None = None,
+    ) -> int:
         async with self.db.transaction() as conn:
             token_id = await conn.fetchval(
-                "INSERT INTO refresh_tokens (token, user_id, device_id, created_ts)"
-                " VALUES ($1, $2, $3, $4) RETURNING id",
+                "INSERT INTO refresh_tokens"
+                " (token, user_id, device_id, created_ts, expiry_ts, session_expiry_ts)"
+                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                 token,
                 user_id,
                 device_id,
                 now_ms(),
+                expiry_ts,
+                session_expiry_ts,
             )
         return int(token_id)
 
     async def get_refresh_token(self, token: str) -> RefreshTokenInfo | None:
         row = await self.db.fetchrow(
-            "SELECT id, user_id, device_id FROM refresh_tokens WHERE token = $1", token
+            "SELECT id, user_id, device_id, expiry_ts, session_expiry_ts FROM refresh_tokens"
+            " WHERE token = $1",
+            token,
         )
-        return None if row is None else RefreshTokenInfo(int(row[0]), row[1], row[2])
+        return None if row is None else RefreshTokenInfo(int(row[0]), *row[1:])
 
     async def delete_refresh_token(self, token_id: int) -> bool:
         """Delete a refresh token and the access tokens issued with it."""
@@ -453,6 +467,8 @@ class AccountStore:
         user_id: str,
         device_id: str | None,
         valid_until_ms: int | None,
+        expiry_ts: int | None = None,
+        session_expiry_ts: int | None = None,
     ) -> tuple[int, int]:
         """One /refresh: issue a new refresh + access token pair replacing `old_token_id`.
 
@@ -478,12 +494,15 @@ class AccountStore:
                 old_token_id,
             )
             new_id = await conn.fetchval(
-                "INSERT INTO refresh_tokens (token, user_id, device_id, created_ts)"
-                " VALUES ($1, $2, $3, $4) RETURNING id",
+                "INSERT INTO refresh_tokens"
+                " (token, user_id, device_id, created_ts, expiry_ts, session_expiry_ts)"
+                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                 new_refresh_token,
                 user_id,
                 device_id,
                 now,
+                expiry_ts,
+                session_expiry_ts,
             )
             await conn.execute(
                 "UPDATE refresh_tokens SET next_token_id = $2 WHERE id = $1", old_token_id, new_id
