@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from federation.queries import FederationQueries
     from federation.receiver import TransactionReceiver
     from federation.sender import FederationSender
+    from federation.server.origin_limits import OriginLimiter
     from homeserver.rooms.federated_membership import FederatedMembership
     from homeserver.rooms.room_state import RoomState
 
@@ -27,6 +28,8 @@ SERVER_KEYS: web.AppKey[ServerKeys] = web.AppKey("server_keys")
 KEYRING: web.AppKey[Keyring] = web.AppKey("fed_keyring")
 # Checks 1-3 (format, signatures, content hash) of every event a peer hands us.
 INBOUND: web.AppKey[InboundChecks] = web.AppKey("fed_inbound")
+# rc_federation: per-origin limits on inbound requests (None: rate limits off).
+ORIGIN_LIMITS: web.AppKey[OriginLimiter | None] = web.AppKey("fed_origin_limits")
 # /send transactions: PDUs to the room service, EDUs to their services.
 TRANSACTIONS: web.AppKey[TransactionReceiver] = web.AppKey("fed_transactions")
 # The room service's policy for make/send join, leave, knock and invites.

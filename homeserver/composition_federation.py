@@ -14,7 +14,15 @@ from typing import Any, cast
 
 import nacl.signing
 
-from federation.appkeys import FED_CLIENT, INBOUND, KEYRING, QUERIES, SENDER, TRANSACTIONS
+from federation.appkeys import (
+    FED_CLIENT,
+    INBOUND,
+    KEYRING,
+    ORIGIN_LIMITS,
+    QUERIES,
+    SENDER,
+    TRANSACTIONS,
+)
 from federation.client import FederationClient
 from federation.edus import InboundEdus, dispatch
 from federation.inbound import InboundChecks
@@ -27,6 +35,7 @@ from federation.remote_events import FederationRemoteEvents
 from federation.remote_rooms import FederationRemoteRooms
 from federation.room_complexity import FederationRoomComplexity
 from federation.sender import FederationSender, SenderSettings
+from federation.server.origin_limits import OriginLimiter
 from homeserver.config import Config, FederationConfig
 from homeserver.config.workers import EDU_STREAMS, shard
 from homeserver.ephemeral.edus import EduSender
@@ -60,6 +69,8 @@ class Federation:
     remote_rooms: FederationRemoteRooms | None
     queries: FederationQueries | None
     policy: Any = None  # rooms.policy_server.PolicyServerPort (federation.policy)
+    # rc_federation on inbound requests (None: rate limits off).
+    origin_limits: OriginLimiter | None = None
 
 
 def sender_settings(fc: FederationConfig) -> SenderSettings:
@@ -173,8 +184,10 @@ def build_federation(
         local_keys=cast(Mapping[str, nacl.signing.VerifyKey], server_keys.verify_keys()),
     )
     checks = InboundChecks(keyring)
+    rl = config.ratelimit
+    limits = OriginLimiter(rl.federation) if rl.enabled else None
     if "federation" not in served:
-        return Federation(client, keyring, checks, None, None, None, None)
+        return Federation(client, keyring, checks, None, None, None, None, None, limits)
     sender = FederationSender(
         stores.transactions,
         stores.events,
@@ -192,6 +205,7 @@ def build_federation(
         remote_rooms=FederationRemoteRooms(client, checks, config.server_name, server_keys.primary),
         queries=FederationQueries(client),
         policy=overrides.policy_servers or FederationPolicyServers(client),
+        origin_limits=limits,
     )
 
 
@@ -314,6 +328,7 @@ def federation_services(
         FED_CLIENT: fed.client,
         KEYRING: fed.keyring,
         INBOUND: fed.checks,
+        ORIGIN_LIMITS: fed.origin_limits,
         TRANSACTIONS: transactions,
     }
     if fed.sender is not None:

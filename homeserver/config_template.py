@@ -381,6 +381,9 @@ rc_room_creation: {{per_second: 0.016, burst_count: 10}}
 rc_presence:
   per_user: {{per_second: 0.1, burst_count: 1}}
 rc_reports: {{per_second: 0.1, burst_count: 5}}
+# Requests from each other server: at most `concurrent` at once, past `reject_limit`
+# waiting refused (429), past `sleep_limit` in `window_size` ms each delayed `sleep_delay` ms.
+rc_federation: {{window_size: 1000, sleep_limit: 10, sleep_delay: 500, reject_limit: 50, concurrent: 3}}
 # Managing a delayed event (restart, cancel, send; per owner, per address for unknown IDs):
 rc_delayed_event_mgmt: {{per_second: 1, burst_count: 5}}
 # Mails sent by requestToken, per client address and per email address.

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from federation.appkeys import KEYRING
+from federation.appkeys import KEYRING, ORIGIN_LIMITS
 from federation.auth import XMatrixAuth, parse_x_matrix, verify_request
 from federation.keyring import KeyringError
 from homeserver.appstate import CONFIG
@@ -91,5 +91,9 @@ async def x_matrix_middleware(request: web.Request, handler: Handler) -> web.Str
             request[ORIGIN] = auth.origin
             request[REQUESTER_KEY] = auth.origin  # for the request log
             request[BODY] = content
-            return await handler(request)
+            limiter = request.config_dict.get(ORIGIN_LIMITS)
+            if limiter is None:  # rate limits off (rc_enabled: false)
+                return await handler(request)
+            async with limiter.hold(auth.origin):  # rc_federation
+                return await handler(request)
     raise unauthorized("Invalid X-Matrix signature")

@@ -245,6 +245,17 @@ UNLIMITED = RateLimit(per_second=None, burst_count=0)
 
 
 @dataclass(frozen=True)
+class FederationRateLimit:
+    """Synapse's rc_federation, per origin server (federation/server/origin_limits.py)."""
+
+    window_size_ms: int = 1000
+    sleep_limit: int = 10
+    sleep_delay_ms: int = 500
+    reject_limit: int = 50
+    concurrent: int = 3
+
+
+@dataclass(frozen=True)
 class RateLimitConfig:
     """Synapse's `rc_*` settings; `enabled: false` (our `rc_enabled`) turns all of them off."""
 
@@ -271,6 +282,7 @@ class RateLimitConfig:
     presence: RateLimit = RateLimit(0.1, 1)
     # Content reports a user files (each a row admins read): ours, six a minute.
     reports: RateLimit = RateLimit(0.1, 5)
+    federation: FederationRateLimit = FederationRateLimit()  # inbound, per origin
     # Mail sent by requestToken, per client address and per email address.
     threepid_validation: RateLimit = RateLimit(0.003, 5)
     # Single sign-ons started per client address (each is a row kept ten minutes);

@@ -104,6 +104,7 @@ KNOWN_KEYS = frozenset(
         "federation_client_plain_http_for_tests",
         "federation",
         "rc_enabled",
+        "rc_federation",
         *RC_FLAT,
         *RC_NESTED,
         "default_room_version",

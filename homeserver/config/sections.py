@@ -20,6 +20,7 @@ from homeserver.config.model import (
     UNLIMITED,
     DatabaseConfig,
     FederationConfig,
+    FederationRateLimit,
     IPNetwork,
     ListenerConfig,
     OldVerifyKey,
@@ -412,6 +413,35 @@ RC_NESTED = {
 }
 
 
+_FEDERATION_LIMIT_KEYS = {
+    "window_size": "window_size_ms",
+    "sleep_limit": "sleep_limit",
+    "sleep_delay": "sleep_delay_ms",
+    "reject_limit": "reject_limit",
+    "concurrent": "concurrent",
+}
+
+
+def _read_federation_limit(r: Reader, top: Mapping[str, Any]) -> FederationRateLimit:
+    """rc_federation: whole numbers (window_size and sleep_delay in ms), each at least 1
+    (sleep_delay may be 0)."""
+    m = r.mapping(top.get("rc_federation"), "rc_federation")
+    if m is None:
+        return FederationRateLimit()
+    r.check_keys(m, set(_FEDERATION_LIMIT_KEYS), "rc_federation")
+    values: dict[str, int] = {}
+    for key, name in _FEDERATION_LIMIT_KEYS.items():
+        value = m.get(key)
+        if value is None:
+            continue
+        least = 0 if key == "sleep_delay" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            r.problem(f"rc_federation.{key}", f"expected a whole number of at least {least}")
+            continue
+        values[name] = value
+    return FederationRateLimit(**values)
+
+
 def read_rate_limits(r: Reader, top: Mapping[str, Any]) -> RateLimitConfig:
     defaults = RateLimitConfig()
     values: dict[str, Any] = {"enabled": r.bool(top, "rc_enabled", "", True)}
@@ -423,6 +453,7 @@ def read_rate_limits(r: Reader, top: Mapping[str, Any]) -> RateLimitConfig:
             r.check_keys(m, set(subs), key)
         for sub, name in subs.items():
             values[name] = _read_rate_limit(r, m, sub, f"{key}.{sub}", getattr(defaults, name))
+    values["federation"] = _read_federation_limit(r, top)
     return RateLimitConfig(**values)
 
 
