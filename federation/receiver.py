@@ -31,6 +31,11 @@ from homeserver.storage import Stores
 log = logging.getLogger(__name__)
 
 RESPONSE_DEADLINE_S = 50.0
+# Transactions of one origin still being processed (answered or not): past this a new
+# one is refused with 429 until one finishes. A peer whose transactions outlast the
+# deadline (PDUs whose missing history it serves slowly) would otherwise pile up
+# background work here without end; a sender sends one transaction at a time anyway.
+MAX_UNFINISHED_PER_ORIGIN = 3
 
 PduResult = dict[str, str]
 
@@ -97,6 +102,7 @@ class TransactionReceiver:
         self._tasks = tasks
         self._deadline_s = response_deadline_s
         self._observer = observer
+        self._unfinished: dict[str, int] = {}  # origin -> transactions being processed
 
     async def receive(
         self, origin: str, txn_id: str, pdus: list[Any], edus: list[Any]
@@ -105,6 +111,11 @@ class TransactionReceiver:
         cached = await self._stores.transactions.get_inbound_txn(origin, txn_id)
         if cached is not None:
             return cached
+        if self._unfinished.get(origin, 0) >= MAX_UNFINISHED_PER_ORIGIN:
+            raise MatrixError(
+                429, "M_LIMIT_EXCEEDED", "Earlier transactions are still being processed",
+                retry_after_ms=1000,
+            )  # fmt: skip
         if self._observer is not None:
             self._observer(len(pdus), len(edus))
         by_room: dict[str, list[tuple[int, Any]]] = {}
@@ -116,6 +127,7 @@ class TransactionReceiver:
         work = [self._process_room(origin, items, results) for items in by_room.values()]
         work.append(self._edus(origin, edus))
         tasks = [self._tasks.spawn(_written(job), f"txn {origin}") for job in work]
+        self._track(origin, tasks)
         done, pending = await asyncio.wait(tasks, timeout=self._deadline_s)
         if any(not t.cancelled() and t.exception() is None and not t.result() for t in done):
             log.warning("transaction %s from %s: no process could write it", txn_id, origin)
@@ -131,6 +143,21 @@ class TransactionReceiver:
         if not pending:
             await self._stores.transactions.set_inbound_txn(origin, txn_id, response)
         return response
+
+    def _track(self, origin: str, tasks: list[asyncio.Task[bool]]) -> None:
+        """Count the transaction as unfinished until its last task ends."""
+        self._unfinished[origin] = self._unfinished.get(origin, 0) + 1
+        left = [len(tasks)]
+
+        def one_done(_task: asyncio.Task[bool]) -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                count = self._unfinished.pop(origin, 1) - 1
+                if count > 0:
+                    self._unfinished[origin] = count
+
+        for task in tasks:
+            task.add_done_callback(one_done)
 
     async def _process_room(
         self, origin: str, items: list[tuple[int, Any]], results: dict[str, PduResult]

@@ -12,6 +12,7 @@ from typing import Any
 
 from signedjson.key import generate_signing_key
 
+from federation.appkeys import TRANSACTIONS
 from homeserver.app import create_app
 from homeserver.appstate import STORES
 from tests.federation.inbound_helpers import fed, seed_remote_key
@@ -78,3 +79,35 @@ async def test_unsigned_requests_are_refused_first(aiohttp_client: Any, tmp_conf
     client = await _server(aiohttp_client, tmp_config, concurrent=1)
     status, body = await fed(client, "GET", PROFILE, sign=False)
     assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED")
+
+
+async def test_transactions_still_processing_bound_the_next(
+    aiohttp_client: Any, tmp_config: Any
+) -> None:
+    """A peer whose transactions outlast the answer deadline (work goes on in the
+    background) may have at most three of them unfinished: the next is a 429 until
+    one finishes, instead of work piling up."""
+    client = await aiohttp_client(create_app(tmp_config()))
+    await seed_remote_key(client)
+    receiver = client.app[TRANSACTIONS]
+    release = asyncio.Event()
+
+    async def slow_edus(origin: str, edus: list[Any]) -> None:
+        await release.wait()
+
+    receiver._edus = slow_edus  # the EDUs of every transaction take until released
+    receiver._deadline_s = 0.05  # answered at once, the work goes on
+
+    async def send(txn: str) -> tuple[int, Any]:
+        return await fed(client, "PUT", f"/_matrix/federation/v1/send/{txn}", {"pdus": []})
+
+    assert [(await send(f"t{i}"))[0] for i in range(3)] == [200, 200, 200]
+    status, body = await send("t3")
+    assert (status, body["errcode"]) == (429, "M_LIMIT_EXCEEDED")
+    release.set()
+    for _ in range(50):
+        status, body = await send("t4")
+        if status == 200:
+            break
+        await asyncio.sleep(0.02)
+    assert status == 200, body
