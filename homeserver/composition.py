@@ -119,6 +119,7 @@ from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.admin_rooms import AdminRoomStore
 from homeserver.storage.admin_users import AdminUserStore
 from homeserver.storage.appservices import AppServiceStore
+from homeserver.storage.cache import cache_sizing
 from homeserver.storage.delayed_events import DelayedEventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.presence import PresenceStore
@@ -153,7 +154,8 @@ def lifetime(
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            publish = await build(app[keys.CONFIG], stack, overrides, metrics)
+            with cache_sizing(app[keys.CONFIG].caches.size_for):  # caches built now
+                publish = await build(app[keys.CONFIG], stack, overrides, metrics)
             publish(app)
             yield
 
@@ -455,24 +457,13 @@ async def build(
 
     # -- sync ----------------------------------------------------------------------------
     builder = SyncBuilder(
-        stores,
-        SyncQueryStore(database),
-        read_store,
-        joined,
-        membership,
-        typing,
-        receipts,
-        presence,
-        account_data,
-        [
-            E2eeSyncExtension(e2ee_keys, to_device, device_lists),
-            UnreadCountsExtension(push_actions, push_store),
-        ],
-        activity=activity,
-        aggregations=relations.bundle_aggregations,
-        push_rules=push_rules.account_data_content,
-        excluded_rooms=config.exclude_rooms_from_sync,
-    )
+        stores, SyncQueryStore(database), read_store, joined, membership, typing, receipts,
+        presence, account_data,
+        [E2eeSyncExtension(e2ee_keys, to_device, device_lists),
+         UnreadCountsExtension(push_actions, push_store)],
+        activity=activity, aggregations=relations.bundle_aggregations,
+        push_rules=push_rules.account_data_content, excluded_rooms=config.exclude_rooms_from_sync,
+    )  # fmt: skip
     sync = SyncService(builder, notifier, joined, presence, FilterStore(database))
 
     # -- federation, inbound half ----------------------------------------------------------
@@ -483,22 +474,11 @@ async def build(
 
     # -- simplified sliding sync (MSC4186) ------------------------------------------------
     sliding_sync = SlidingSyncService(
-        stores,
-        sliding_store,
-        RoomBuilder(stores, reader, push_store, membership),
-        notifier,
-        account_data,
-        receipts,
-        typing,
-        to_device,
-        e2ee_keys,
-        device_lists,
-        push_actions,
-        bump_stamps,
-        activity,
-        excluded_rooms=config.exclude_rooms_from_sync,
+        stores, sliding_store, RoomBuilder(stores, reader, push_store, membership), notifier,
+        account_data, receipts, typing, to_device, e2ee_keys, device_lists, push_actions,
+        bump_stamps, activity, excluded_rooms=config.exclude_rooms_from_sync,
         forgotten_rooms=read_store.get_forgotten_rooms,
-    )
+    )  # fmt: skip
     stack.push_async_callback(sliding_sync.close)  # positions written behind
     if not worker:
         tasks.spawn(every(3600, sliding_sync.expire_positions), "sliding sync expiry")

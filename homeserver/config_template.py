@@ -217,6 +217,11 @@ allow_guest_access: false
 #refresh_token_lifetime: 30d
 #nonrefreshable_access_token_lifetime: 1d
 
+# Cache sizes: global_factor scales every cache (below 1 on a small machine, above on a
+# busy server), per_cache_factors one cache by name; event_cache_size the event cache.
+#caches: {{global_factor: 1.0, per_cache_factors: {{get_users_in_room: 2.0}}}}
+#event_cache_size: 10K
+
 # Message retention policies (MSC1763): a room's m.room.retention state event, or else
 # default_policy, says how long its messages live (max_lifetime). Older messages are
 # no longer shown to clients, and purge jobs delete them (state events and each room's

@@ -423,6 +423,23 @@ class TokenLifetimes:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """Synapse's caches.global_factor and per_cache_factors (by cache name, ours
+    named as Synapse's where they hold the same thing: getEvent, get_users_in_room...)
+    and event_cache_size (the event caches' entries)."""
+
+    global_factor: float = 1.0
+    per_cache_factors: Mapping[str, float] = field(default_factory=dict)
+    event_cache_size: int | None = None
+
+    def size_for(self, name: str | None, default: int) -> int:
+        if name == "getEvent" and self.event_cache_size is not None:
+            default = self.event_cache_size
+        factor = self.per_cache_factors.get(name or "", self.global_factor)
+        return max(1, int(default * factor))
+
+
+@dataclass(frozen=True)
 class PushSettings:
     """Synapse's `push:` section (homeserver/config/push.py says what each does)."""
 
@@ -445,6 +462,7 @@ class Config:
     push: PushSettings = PushSettings()
     profiles: ProfileSettings = ProfileSettings()
     token_lifetimes: TokenLifetimes = TokenLifetimes()
+    caches: CacheSettings = CacheSettings()
     # Synapse's delete_stale_devices_after: devices unused this long are signed out.
     delete_stale_devices_after_ms: int | None = None
     # Synapse's forget_rooms_on_leave: a room left (or kicked, banned from) is forgotten.

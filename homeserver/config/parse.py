@@ -12,6 +12,7 @@ import yaml
 
 from homeserver.config.appservices import read_appservices
 from homeserver.config.auto_join import AUTO_JOIN_KEYS, read_auto_join
+from homeserver.config.caches import read_caches
 from homeserver.config.directory import DIRECTORY_KEYS, read_directory_policy
 from homeserver.config.email import EMAIL_KEYS, read_threepids, registration_requires_email
 from homeserver.config.media import MEDIA_KEYS, read_media
@@ -128,6 +129,8 @@ KNOWN_KEYS = frozenset(
         "delete_stale_devices_after",
         "forget_rooms_on_leave",
         "session_lifetime",
+        "caches",
+        "event_cache_size",
         "refreshable_access_token_lifetime",
         "refresh_token_lifetime",
         "nonrefreshable_access_token_lifetime",
@@ -324,6 +327,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
     well_known_client = r.converted(top, "well_known_client", "", None, parse_base_url)
     database = read_database(r, top.get("database"))
 
+    caches, ignored_cache_keys = read_caches(r, top)
     config = Config(
         server_name=server_name,
         public_baseurl=public_baseurl,
@@ -418,9 +422,11 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         app_services=read_appservices(r, top),
         workers=read_workers(r, top, database.is_postgres),
         limit_remote_rooms=read_limit_remote_rooms(r, top),
+        caches=caches,
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
-        ),
+        )
+        + tuple(ignored_cache_keys),
     )
     if config.log_config is not None and not config.log_config.is_file():
         r.problem("log_config", f"no such file: {config.log_config}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -18,6 +20,24 @@ V = TypeVar("V")
 
 
 _MISSING: Any = object()
+
+# The operator's cache sizing (Synapse's caches.global_factor, per_cache_factors and
+# event_cache_size: config.model.CacheSettings.size_for), applied to every cache built
+# while a server's composition runs: (name, default size) -> size. A context variable,
+# so two servers in one process (tests) each get their own.
+_sizing: ContextVar[Callable[[str | None, int], int] | None] = ContextVar(
+    "cache_sizing", default=None
+)
+
+
+@contextmanager
+def cache_sizing(size_for: Callable[[str | None, int], int]) -> Iterator[None]:
+    token = _sizing.set(size_for)
+    try:
+        yield
+    finally:
+        _sizing.reset(token)
+
 
 # Every named cache alive in the process, for the metrics (synapse_util_caches_*).
 _NAMED: weakref.WeakSet[LruCache] = weakref.WeakSet()
@@ -68,7 +88,8 @@ class LruCache(Generic[K, V]):
     def __init__(
         self, max_size: int, name: str | None = None, weigh: Callable[[V], int] | None = None
     ) -> None:
-        self.max_size = max_size
+        sizing = _sizing.get()
+        self.max_size = max_size if sizing is None else sizing(name, max_size)
         self.name = name
         self._weigh = weigh
         self._weights: dict[K, int] = {}
