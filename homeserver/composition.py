@@ -186,6 +186,7 @@ async def build(
     log.info("Database: %s", config.database.describe())
     stores = await open_stores(database)
     stores.retention.settings = config.retention  # rooms' retention policies (MSC1763)
+    stores.events.index_for_search = config.enable_search
     tasks = BackgroundTasks()
     stack.push_async_callback(tasks.close)
     notifier = Notifier(StreamToken(events=await stores.events.get_current_stream_position()))

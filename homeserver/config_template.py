@@ -222,6 +222,9 @@ allow_guest_access: false
 #caches: {{global_factor: 1.0, per_cache_factors: {{get_users_in_room: 2.0}}}}
 #event_cache_size: 10K
 
+# Server-side message search (/search): false answers it 400 and indexes nothing.
+#enable_search: true
+
 # Message retention policies (MSC1763): a room's m.room.retention state event, or else
 # default_policy, says how long its messages live (max_lifetime). Older messages are
 # no longer shown to clients, and purge jobs delete them (state events and each room's

@@ -131,6 +131,7 @@ KNOWN_KEYS = frozenset(
         "session_lifetime",
         "caches",
         "event_cache_size",
+        "enable_search",
         "refreshable_access_token_lifetime",
         "refresh_token_lifetime",
         "nonrefreshable_access_token_lifetime",
@@ -423,6 +424,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         workers=read_workers(r, top, database.is_postgres),
         limit_remote_rooms=read_limit_remote_rooms(r, top),
         caches=caches,
+        enable_search=r.bool(top, "enable_search", "", True),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
         )

@@ -67,6 +67,9 @@ class EventStore(EventReads):
         super().__init__(db, cache_size)
         # Which process writes (events.instance_name): the composition sets its name.
         self.instance_name: str | None = None
+        # enable_search: false (Synapse's): nothing is indexed (a search index costs a
+        # row and its text per message), set by the composition.
+        self.index_for_search = True
         # Told (after commit) in which room whose membership rows a persist changed.
         self.membership_observers: list[Callable[[str, set[str]], None]] = []
         self._groups: GroupCommit[PersistRequest, list[int]] = GroupCommit(
@@ -298,7 +301,8 @@ class EventStore(EventReads):
             for i in [*new_items, *promoted]
             if not i.outlier and not i.rejected_reason and not i.soft_failed
         ]
-        await index_rows(conn, event_rows(timeline))
+        if self.index_for_search:
+            await index_rows(conn, event_rows(timeline))
         await record_bumps(conn, timeline)
         extremities = {
             r.room_id: r.new_extremities for r in requests if r.new_extremities is not None
