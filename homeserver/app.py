@@ -32,6 +32,7 @@ import homeserver.client.appservice as client_appservice
 import homeserver.client.capabilities as client_capabilities
 import homeserver.client.dehydrated_devices as client_dehydrated_devices
 import homeserver.client.delayed_events as client_delayed_events
+import homeserver.client.front_page as client_front_page
 import homeserver.client.key_backup as client_key_backup
 import homeserver.client.keys as client_keys
 import homeserver.client.media as client_media
@@ -93,6 +94,7 @@ OPENID_USERINFO_PATH = "/_matrix/federation/v1/openid/userinfo"
 # (resources: mounted when some listener serves any of them, setup function).
 AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_versions.setup),
+    (CLIENT, client_front_page.setup),
     (CLIENT, client_well_known.setup),
     (KEYS, federation_keys_api.setup),
     (FEDERATION | OPENID, federation_inbound.setup),

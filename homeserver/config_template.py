@@ -225,6 +225,10 @@ allow_guest_access: false
 # Server-side message search (/search): false answers it 400 and indexes nothing.
 #enable_search: true
 
+# Where a browser opening this server's address is sent (a web client such as Element);
+# unset: a page saying this is a Matrix homeserver.
+#web_client_location: https://app.element.io/
+
 # Message retention policies (MSC1763): a room's m.room.retention state event, or else
 # default_policy, says how long its messages live (max_lifetime). Older messages are
 # no longer shown to clients, and purge jobs delete them (state events and each room's

@@ -465,6 +465,8 @@ class Config:
     caches: CacheSettings = CacheSettings()
     # Synapse's enable_search: false answers /search 400 and indexes nothing.
     enable_search: bool = True
+    # Synapse's web_client_location: where the server's root sends a browser.
+    web_client_location: str | None = None
     # Synapse's delete_stale_devices_after: devices unused this long are signed out.
     delete_stale_devices_after_ms: int | None = None
     # Synapse's forget_rooms_on_leave: a room left (or kicked, banned from) is forgotten.

@@ -132,6 +132,7 @@ KNOWN_KEYS = frozenset(
         "caches",
         "event_cache_size",
         "enable_search",
+        "web_client_location",
         "refreshable_access_token_lifetime",
         "refresh_token_lifetime",
         "nonrefreshable_access_token_lifetime",
@@ -231,6 +232,14 @@ def _room_ids(r: Reader, top: Mapping[str, Any], key: str) -> frozenset[str]:
         if not room_id.startswith("!") or len(room_id) < 2:  # v12 IDs have no server
             r.problem(key, f"expected room IDs (!...), got {room_id!r}")
     return frozenset(ids)
+
+
+def _web_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise ValueError("expected an http(s) URL, e.g. https://app.element.io/")
+    if any(c in value for c in "\r\n"):
+        raise ValueError("a URL cannot span lines")
+    return value
 
 
 def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Config:
@@ -425,6 +434,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         limit_remote_rooms=read_limit_remote_rooms(r, top),
         caches=caches,
         enable_search=r.bool(top, "enable_search", "", True),
+        web_client_location=r.converted(top, "web_client_location", "", None, _web_url),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
         )
