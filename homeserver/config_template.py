@@ -324,7 +324,9 @@ allow_guest_access: false
 #registration_shared_secret: "<long random string>"
 #registration_shared_secret_path: "/run/secrets/registration_shared_secret"
 #macaroon_secret_key: "<long random string>"
+#macaroon_secret_key_path: "/run/secrets/macaroon_secret_key"
 #form_secret: "<long random string>"
+#form_secret_path: "/run/secrets/form_secret"
 
 # Outbound federation.
 federation_verify_certificates: true

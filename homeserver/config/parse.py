@@ -40,6 +40,7 @@ from homeserver.config.registration_checks import (
     read_captcha,
     read_consent,
     read_password_config,
+    read_secret,
 )
 from homeserver.config.retention import read_retention
 from homeserver.config.room_complexity import LIMIT_REMOTE_ROOMS_KEYS, read_limit_remote_rooms
@@ -92,7 +93,9 @@ KNOWN_KEYS = frozenset(
         "registration_shared_secret_path",
         "password_hashing",
         "macaroon_secret_key",
+        "macaroon_secret_key_path",
         "form_secret",
+        "form_secret_path",
         "federation_custom_ca_list",
         "federation_verify_certificates",
         "ip_range_blacklist",
@@ -413,8 +416,8 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             rtc_transports=read_rtc_transports(r, top),
         ),
         secrets=SecretsConfig(
-            macaroon_secret_key=r.str(top, "macaroon_secret_key", ""),
-            form_secret=r.str(top, "form_secret", ""),
+            macaroon_secret_key=read_secret(r, top, "macaroon_secret_key"),
+            form_secret=read_secret(r, top, "form_secret"),
         ),
         default_room_version=r.converted(top, "default_room_version", "", "12", parse_room_version),
         max_request_body=r.converted(top, "max_request_body", "", 10 * 1024**2, parse_size),

@@ -574,3 +574,27 @@ def test_gc_thresholds_are_read_and_applied_once_started(tmp_path: Path) -> None
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_secrets_read_from_files(tmp_path: Path) -> None:
+    """macaroon_secret_key_path and form_secret_path (Synapse's): Docker-style secret
+    files; one of the inline key and its file, not both."""
+    (tmp_path / "mac").write_text("mac-secret\n")
+    (tmp_path / "form").write_text("form-secret")
+    config = parse_config(
+        {
+            "server_name": "a.b",
+            "macaroon_secret_key_path": str(tmp_path / "mac"),
+            "form_secret_path": str(tmp_path / "form"),
+        },
+        base_dir=tmp_path,
+    )
+    assert (config.secrets.macaroon_secret_key, config.secrets.form_secret) == (
+        "mac-secret",
+        "form-secret",
+    )
+    with pytest.raises(ConfigError, match="form_secret_path"):
+        parse_config(
+            {"server_name": "a.b", "form_secret": "x", "form_secret_path": str(tmp_path / "form")},
+            base_dir=tmp_path,
+        )
