@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -122,6 +123,10 @@ def encode_query(query: Query | None) -> str:
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."), re.I)
+
+
 def build_uri(path: str | Sequence[str], query: Query | None = None) -> str:
     """The exact request target (path + query) that is both signed and sent."""
     raw = encode_path(path)
@@ -129,25 +134,39 @@ def build_uri(path: str | Sequence[str], query: Query | None = None) -> str:
     return f"{raw}?{qs}" if qs else raw
 
 
+TLS_VERSIONS = {
+    "1": ssl.TLSVersion.TLSv1,
+    "1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
 def make_ssl_context(
-    verify_tls: bool = True, custom_ca_files: Sequence[str] = ()
+    verify_tls: bool = True,
+    custom_ca_files: Sequence[str] = (),
+    minimum_version: str | None = None,
 ) -> ssl.SSLContext:
     """TLS context for federation: system trust, or only the given CAs when listed.
 
     A custom CA list replaces the system store (like Synapse's
     federation_custom_ca_list), which is what a closed test federation wants.
+    `minimum_version` (federation_client_minimum_tls_version: "1".."1.3"): the oldest
+    TLS we speak to other servers (unset: the system's default).
     """
     if not verify_tls:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    if custom_ca_files:
+    elif custom_ca_files:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         for ca in custom_ca_files:
             ctx.load_verify_locations(cafile=ca)
-        return ctx
-    return ssl.create_default_context()
+    else:
+        ctx = ssl.create_default_context()
+    if minimum_version is not None:
+        ctx.minimum_version = TLS_VERSIONS[minimum_version]
+    return ctx
 
 
 # The most we read of a peer's answer, by what was asked (Synapse bounds them too):
@@ -220,7 +239,12 @@ class FederationClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         user_agent: str = USER_AGENT,
         plain_http: bool = False,
+        minimum_tls_version: str | None = None,
+        unverified_servers: Sequence[str] = (),
     ) -> None:
+        """`unverified_servers`: globs of server names whose certificates are not
+        checked (federation_certificate_verification_whitelist: a closed federation
+        with self-signed certificates, while every other server's are)."""
         self.server_name = server_name
         # http:// instead of https:// (config federation_client_plain_http_for_tests):
         # lets a loopback test federation run without certificates. Never in production.
@@ -230,7 +254,11 @@ class FederationClient:
         if self.discovery.well_known_fetcher is None:
             self.discovery.well_known_fetcher = AiohttpWellKnownFetcher(self._get_session)
         self.ip_filter = ip_filter or IPFilter()
-        self.ssl_context = make_ssl_context(verify_tls, custom_ca_files)
+        self.ssl_context = make_ssl_context(verify_tls, custom_ca_files, minimum_tls_version)
+        self._unverified = [_glob(g) for g in unverified_servers]
+        self._unverified_context = (
+            make_ssl_context(False, (), minimum_tls_version) if unverified_servers else None
+        )
         self.timeout = timeout
         self.user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
@@ -253,6 +281,14 @@ class FederationClient:
                 trace_configs=[ip_literal_guard(self.ip_filter)],
             )
         return self._session
+
+    def _ssl_for(self, server_name: str) -> dict[str, Any]:
+        """The request's TLS context when the server's certificate goes unchecked."""
+        if self._unverified_context is not None and any(
+            g.fullmatch(server_name) for g in self._unverified
+        ):
+            return {"ssl": self._unverified_context}
+        return {}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -333,6 +369,7 @@ class FederationClient:
                 timeout=timeout,
                 server_hostname=None if self.plain_http else target.tls_server_name,
                 allow_redirects=False,
+                **self._ssl_for(err["destination"]),
             ) as resp:
                 status = resp.status
                 raw = await _read_bounded(resp, max_response_bytes(uri), err)

@@ -112,6 +112,8 @@ def federation_client(
         verify_tls=fed.verify_certificates,
         custom_ca_files=[str(p) for p in fed.custom_ca_list],
         plain_http=fed.plain_http_for_tests,
+        minimum_tls_version=fed.client_minimum_tls_version,
+        unverified_servers=fed.certificate_verification_whitelist,
     )
     stack.push_async_callback(client.close)
     return client

@@ -332,6 +332,10 @@ allow_guest_access: false
 federation_verify_certificates: true
 # Extra CA certificates (PEM files) to trust for federation requests.
 federation_custom_ca_list: []
+# The oldest TLS version spoken to other servers ("1.2", "1.3"; unset: the system's).
+#federation_client_minimum_tls_version: "1.2"
+# Servers whose certificates are not checked (globs; a closed federation only).
+#federation_certificate_verification_whitelist: ["*.internal.example.org"]
 # Never contact these addresses (protects your private network from crafted server
 # names). ip_range_whitelist punches holes in it.
 ip_range_blacklist:

@@ -201,6 +201,10 @@ class FederationConfig:
     # profiles are answered unless the operator says no.
     allow_device_name_lookup_over_federation: bool = False
     allow_profile_lookup_over_federation: bool = True
+    # federation_client_minimum_tls_version ("1".."1.3"; None: the system's default) and
+    # federation_certificate_verification_whitelist (server name globs).
+    client_minimum_tls_version: str | None = None
+    certificate_verification_whitelist: tuple[str, ...] = ()
     # Outbound federation over plain http:// instead of https:// (loopback test
     # federations only; never in production: requests would be unencrypted).
     plain_http_for_tests: bool = False

@@ -104,6 +104,8 @@ KNOWN_KEYS = frozenset(
         "allow_public_rooms_over_federation",
         "allow_device_name_lookup_over_federation",
         "allow_profile_lookup_over_federation",
+        "federation_client_minimum_tls_version",
+        "federation_certificate_verification_whitelist",
         "allow_public_rooms_without_auth",
         "federation_client_plain_http_for_tests",
         "federation",

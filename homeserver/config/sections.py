@@ -501,7 +501,20 @@ def read_federation(r: Reader, top: Mapping[str, Any]) -> FederationConfig:
             top, "allow_profile_lookup_over_federation", "", True
         ),
         plain_http_for_tests=r.bool(top, "federation_client_plain_http_for_tests", "", False),
+        client_minimum_tls_version=r.converted(
+            top, "federation_client_minimum_tls_version", "", None, _tls_version
+        ),
+        certificate_verification_whitelist=tuple(
+            r.str_list(top, "federation_certificate_verification_whitelist", "") or ()
+        ),
     )
+
+
+def _tls_version(value: Any) -> str:
+    text = str(value)  # YAML reads 1.2 as a number
+    if text not in ("1", "1.0", "1.1", "1.2", "1.3"):
+        raise ValueError("expected one of 1, 1.1, 1.2, 1.3")
+    return "1" if text == "1.0" else text
 
 
 # Synapse's `federation:` keys we accept without acting on them (its per-request retry

@@ -361,6 +361,38 @@ async def test_tls_verification_is_on_by_default(peer, certs) -> None:
         assert (await client.get_json(p.name, "/x"))["raw_path"] == "/x"
 
 
+async def test_whitelisted_servers_skip_certificate_checks_only(peer, certs) -> None:
+    """federation_certificate_verification_whitelist: a listed server's certificate
+    (here signed by a CA we do not trust) is accepted; others are still checked."""
+    p, key, _ = peer
+    async with _client(key, certs, custom_ca_files=[], unverified_servers=["127.0.0.*"]) as c:
+        assert (await c.get_json(p.name, "/x"))["raw_path"] == "/x"
+    async with _client(key, certs, custom_ca_files=[], unverified_servers=["other.*"]) as c:
+        with pytest.raises(FederationError, match="(?i)certificate"):
+            await c.get_json(p.name, "/x")
+
+
+async def test_a_minimum_tls_version_above_the_peers_refuses_it(aiohttp_server, certs) -> None:
+    """federation_client_minimum_tls_version: a peer speaking only TLS 1.2 is not
+    reached by a client asking for 1.3, and is with 1.2."""
+    import ssl
+
+    key = generate_signing_key("ours")
+    p = Peer(key)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", p.handle)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(certs["crt"], certs["key"])
+    server = await aiohttp_server(app, host="127.0.0.1", ssl=ctx)
+    name = p.name = f"127.0.0.1:{server.port}"
+    async with _client(key, certs, minimum_tls_version="1.3") as client:
+        with pytest.raises(FederationError):
+            await client.get_json(name, "/x")
+    async with _client(key, certs, minimum_tls_version="1.2") as client:
+        assert (await client.get_json(name, "/x"))["raw_path"] == "/x"
+
+
 async def test_connection_refused_and_bad_name(certs) -> None:
     key = generate_signing_key("k")
     s = socket.socket()
