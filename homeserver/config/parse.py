@@ -39,6 +39,7 @@ from homeserver.config.registration_checks import (
     read_consent,
     read_password_config,
 )
+from homeserver.config.resource_limits import RESOURCE_LIMITS_KEYS, read_resource_limits
 from homeserver.config.retention import read_retention
 from homeserver.config.room_complexity import LIMIT_REMOTE_ROOMS_KEYS, read_limit_remote_rooms
 from homeserver.config.sections import (
@@ -150,6 +151,7 @@ KNOWN_KEYS = frozenset(
         "limit_profile_requests_to_users_who_share_rooms",
         *WORKER_KEYS,
         *LIMIT_REMOTE_ROOMS_KEYS,
+        *RESOURCE_LIMITS_KEYS,
     }
 )
 
@@ -401,6 +403,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         app_services=read_appservices(r, top),
         workers=read_workers(r, top, database.is_postgres),
         limit_remote_rooms=read_limit_remote_rooms(r, top),
+        resource_limits=read_resource_limits(r, top),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
         ),
