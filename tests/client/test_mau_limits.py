@@ -13,6 +13,8 @@ import pytest
 import homeserver.accounts.mau as mau
 from homeserver.accounts.mau import RESOURCE_LIMITS
 from homeserver.app import create_app
+from homeserver.appstate import SERVER_NOTICES, STORES
+from homeserver.config import ConfigError
 from tests.client.helpers import auth, make_user, register_user
 
 C = "/_matrix/client/v3"
@@ -228,3 +230,77 @@ async def test_metrics_show_the_count(aiohttp_client: Any, tmp_config: Any, cloc
         'synapse_admin_mau_current_mau_by_service{app_service="native",'
         'server_name="test.local"} 1.0'
     ) in text
+
+
+async def _pinned_notice(client: Any, user_id: str) -> dict[str, Any] | None:
+    """The content of the limit notice pinned in the user's server notices room."""
+    stores = client.server.app[STORES]
+    room_id = await client.server.app[SERVER_NOTICES].room_of(user_id)
+    assert room_id is not None
+    pin_id = await stores.current_state.get_current_state_event_id(room_id, "m.room.pinned_events")
+    assert pin_id is not None
+    pinned = (await stores.events.get_event(pin_id)).content["pinned"]
+    if not pinned:
+        return None
+    (event_id,) = pinned
+    content: dict[str, Any] = (await stores.events.get_event(event_id)).content
+    return content
+
+
+async def test_a_pinned_server_notice_tells_counted_users_the_limit_is_reached(
+    database_settings: dict[str, Any], aiohttp_client: Any, tmp_config: Any, clock: Clock
+) -> None:
+    config = tmp_config(
+        **database_settings,
+        limit_usage_by_mau=True,
+        max_mau_value=2,
+        admin_contact=CONTACT,
+        server_notices={"system_mxid_localpart": "notices"},
+    )
+    client = await aiohttp_client(create_app(config))
+    limits = client.server.app[RESOURCE_LIMITS]
+    alice, token_a, _ = await make_user(client, "alice")
+    _bob, token_b, _ = await make_user(client, "bob")
+    for token in (token_a, token_b):
+        resp = await client.get(f"{C}/account/whoami", headers=auth(token))
+        assert resp.status == 200
+    assert await limits.count() == 2  # full now
+    resp = await client.get(f"{C}/sync?timeout=0", headers=auth(token_a))
+    assert resp.status == 200, await resp.text()
+    assert await _pinned_notice(client, alice) == {
+        "body": "Monthly Active User Limit Exceeded",
+        "msgtype": "m.server_notice.usage_limit_reached",
+        "server_notice_type": "m.server_notice.usage_limit_reached",
+        "admin_contact": CONTACT,
+        "limit_type": "monthly_active_user",
+    }
+    # Alice stays active, bob does not: after a month bob's seat is freed and the
+    # notice is unpinned at alice's next sync.
+    clock.offset += 29 * DAY_MS
+    resp = await client.get(f"{C}/account/whoami", headers=auth(token_a))
+    clock.offset += 2 * DAY_MS
+    await limits.reap()
+    assert await limits.count() == 1
+    resp = await client.get(f"{C}/sync?timeout=0", headers=auth(token_a))
+    assert resp.status == 200, await resp.text()
+    assert await _pinned_notice(client, alice) is None
+
+
+def test_the_settings_are_read_not_ignored(tmp_config: Any) -> None:
+    config = tmp_config(
+        limit_usage_by_mau=True,
+        max_mau_value=5,
+        mau_trial_days=1,
+        mau_appservice_trial_days={"bridge": 3},
+        mau_limit_reserved_threepids=[{"medium": "email", "address": "Boss@Example.COM"}],
+        hs_disabled_message="",
+    )
+    limits = config.resource_limits
+    assert (limits.max_mau_value, limits.trial_days("bridge"), limits.trial_days(None)) == (5, 3, 1)
+    assert limits.reserved_threepids == (("email", "boss@example.com"),)
+    assert limits.hs_disabled_message == "Homeserver is currently blocked"
+    assert "limit_usage_by_mau" not in config.ignored_keys
+    with pytest.raises(ConfigError) as caught:
+        tmp_config(max_mau_value="ten", mau_limit_reserved_threepids=["a@b.c"])
+    problems = " ".join(caught.value.problems)
+    assert "max_mau_value" in problems and "mau_limit_reserved_threepids[0]" in problems
