@@ -44,6 +44,7 @@ import homeserver.client.profile as client_profile
 import homeserver.client.push_rules as client_push_rules
 import homeserver.client.pushers as client_pushers
 import homeserver.client.relations as client_relations
+import homeserver.client.resource_limits as client_resource_limits
 import homeserver.client.rooms as client_rooms
 import homeserver.client.search as client_search
 import homeserver.client.sliding_sync as client_sliding_sync
@@ -108,6 +109,7 @@ AREAS: tuple[tuple[frozenset[str], Setup], ...] = (
     (CLIENT, client_to_device.setup),
     (CLIENT, client_key_backup.setup),
     (CLIENT, client_sync.setup),
+    (CLIENT, client_resource_limits.setup),
     (CLIENT, client_rooms.setup),
     (CLIENT, client_profile.setup),
     (CLIENT, client_user_directory.setup),

@@ -432,6 +432,7 @@ async def build(
         room_creator=room_creator,
         signing_key=server_keys.primary,
         exchange=fed.remote_rooms if fed else None,
+        metrics=metrics,
     )
 
     # -- reading rooms, directories, profiles, reports ------------------------------------

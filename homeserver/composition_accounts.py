@@ -19,6 +19,7 @@ from homeserver.accounts.admin_register import SharedSecretRegistration
 from homeserver.accounts.auto_join import AutoJoin
 from homeserver.accounts.housekeeping import housekeeping
 from homeserver.accounts.lifecycle import AccountLifecycle
+from homeserver.accounts.mau import RESOURCE_LIMITS, ResourceLimits
 from homeserver.accounts.openid import OpenIdTokens
 from homeserver.accounts.passwords import PasswordHasher
 from homeserver.accounts.registration import RegistrationService
@@ -30,9 +31,11 @@ from homeserver.accounts.stale_devices import StaleDevices
 from homeserver.accounts.uia import UserInteractiveAuth
 from homeserver.background import BackgroundTasks, every
 from homeserver.composition_identity import Identity, build_identity
+from homeserver.composition_limits import build_resource_limits
 from homeserver.config import Config
 from homeserver.e2ee.build import E2ee
 from homeserver.ephemeral.account_data import AccountDataService
+from homeserver.metrics import Metrics
 from homeserver.moderation import Moderation
 from homeserver.ratelimit import RateLimiters
 from homeserver.rooms.creation import RoomCreator
@@ -60,10 +63,14 @@ class Accounts:
     last_seen: LastSeenTracker
     sso: SsoService
     auto_join: AutoJoin
+    resource_limits: ResourceLimits | None = None
 
     def app_keys(self, config: Config) -> dict[web.AppKey[Any], Any]:
         """Where the accounts area's handlers find its services."""
-        return {
+        limits: dict[web.AppKey[Any], Any] = {}
+        if self.resource_limits is not None:
+            limits[RESOURCE_LIMITS] = self.resource_limits
+        return limits | {
             keys.IDENTITY_BINDS: self.identity.binds,
             keys.THIRD_PARTY_INVITES: self.identity.invites,
             keys.THREEPIDS: self.identity.threepids,
@@ -99,6 +106,7 @@ async def build_accounts(
     room_creator: RoomCreator,
     signing_key: Any,
     exchange: InviteExchange | None,
+    metrics: Metrics | None = None,
 ) -> Accounts:
     server_name = config.server_name
     auth_store = AccountAuthStore(database)
@@ -180,4 +188,5 @@ async def build_accounts(
         last_seen,
         sso,
         auto_join,
+        await build_resource_limits(config, database, tasks, sessions, metrics),
     )

@@ -374,6 +374,27 @@ federation:
 #  complexity_error: "This homeserver cannot join rooms this large or complex."
 #  admins_can_join: false
 
+# Resource limits (Synapse's). limit_usage_by_mau caps the monthly active users (a user
+# counts once active in the last 30 days) at max_mau_value: past it, newcomers cannot
+# register, log in, sync, create or join rooms or send (403 M_RESOURCE_LIMIT_EXCEEDED,
+# naming admin_contact); users already counted carry on. mau_stats_only counts them for
+# the synapse_admin_mau_* metrics without refusing anyone. mau_trial_days: new accounts
+# count only after this many days (mau_appservice_trial_days: per appservice ID).
+# mau_limit_reserved_threepids: accounts (by email) that always hold a seat.
+# mau_limit_alerting: false sends no "limit reached" server notice (server_notices).
+# hs_disabled refuses every user with hs_disabled_message.
+#limit_usage_by_mau: false
+#max_mau_value: 0
+#mau_stats_only: false
+#mau_trial_days: 0
+#mau_appservice_trial_days: {{my_appservice_id: 3}}
+#mau_limit_alerting: true
+#mau_limit_reserved_threepids:
+#  - {{medium: email, address: reserved_user@example.com}}
+#hs_disabled: false
+#hs_disabled_message: "Homeserver is currently blocked"
+#admin_contact: "mailto:admin@example.com"
+
 # Rate limits: per_second (refill rate; null = unlimited) and burst_count.
 # rc_enabled: false switches every limit off (tests, private servers).
 rc_enabled: true

@@ -97,6 +97,9 @@ class SessionService:
         self._moderation = moderation
         # How long tokens and whole login sessions live (the operator's lifetimes).
         self._lifetimes = lifetimes
+        # Resource limits (homeserver/accounts/mau.py): Synapse refuses logins while
+        # disabled, or while full to users not counted this month. None: no limits.
+        self.gate: Callable[[str], Awaitable[None]] | None = None
 
     def qualify(self, user: str) -> str:
         """Full user ID from a localpart or a user ID; localparts are lower-cased."""
@@ -166,6 +169,8 @@ class SessionService:
         if info.deactivated:
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
         self._check_not_locked(user_id)
+        if self.gate is not None:
+            await self.gate(user_id)
         return await self.create_session(user_id, device_id, display_name, refreshable=refreshable)
 
     def _check_not_locked(self, user_id: str) -> None:
@@ -190,6 +195,8 @@ class SessionService:
         if info is None or info.deactivated:
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
         self._check_not_locked(user_id)
+        if self.gate is not None:
+            await self.gate(user_id)
         return await self.create_session(user_id, device_id, display_name, refreshable=refreshable)
 
     async def issue_login_token(self, user_id: str) -> tuple[str, int]:

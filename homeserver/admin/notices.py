@@ -52,6 +52,10 @@ class ServerNotices:
             return None
         return f"@{self._config.system_mxid_localpart}:{self._server_name}"
 
+    async def room_of(self, user_id: str) -> str | None:
+        """The user's notice room, if one was made (None: no notice sent yet)."""
+        return await self._admin_rooms.get_notice_room(user_id)
+
     async def send(
         self,
         user_id: str,

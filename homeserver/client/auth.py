@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from homeserver.accounts.mau import RESOURCE_LIMITS
 from homeserver.appstate import APP_SERVICES, MODERATION, STORES
 from homeserver.client.guests import guest_may_call
 from homeserver.errors import MatrixError, forbidden, missing_token, unknown_token
@@ -104,6 +105,9 @@ async def get_requester(
         raise locked_error()
     if info.is_guest and not allow_guest and not guest_may_call(request.method, request.path):
         raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
+    limits = request.config_dict.get(RESOURCE_LIMITS)
+    if limits is not None:  # monthly active users (a dict lookup once counted)
+        await limits.record(info.user_id)
     return Requester(
         user_id=info.user_id,
         device_id=info.device_id,

@@ -27,6 +27,7 @@ from homeserver.appstate import (
 )
 from homeserver.client.auth import extract_access_token
 from homeserver.client.pushers import email_pusher
+from homeserver.client.resource_limits import check_registration, registered
 from homeserver.client.routes import add_route, client_ip, device_id_field
 from homeserver.client.validate import optional_bool, optional_dict, optional_str
 from homeserver.config import Config
@@ -52,6 +53,7 @@ async def _register_guest(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
     limiters = request.config_dict[RATE_LIMITERS]
     limiters.check("registration", client_ip(request))
+    await check_registration(request, None)
     response = await request.config_dict[REGISTRATION].register_guest(
         device_id=device_id_field(body),
         display_name=optional_str(body, "initial_device_display_name", max_len=MAX_DISPLAY_NAME),
@@ -161,7 +163,10 @@ async def post_register(request: web.Request) -> web.Response:
         )
         if await threepids.owner(email_session.medium, email_session.address) is not None:
             raise MatrixError(400, "M_THREEPID_IN_USE", "Email is already in use")
-        await threepids.consume(email_session)
+    threepid = (email_session.medium, email_session.address) if email_session else None
+    await check_registration(request, threepid)  # disabled, or full (MAU)
+    if email_session is not None:
+        await request.config_dict[THREEPIDS].consume(email_session)
     if upgrading is not None:
         response = await registration.upgrade_guest(
             upgrading,
@@ -184,6 +189,7 @@ async def post_register(request: web.Request) -> web.Response:
         refreshable=refreshable,
         registration_token=result.data.get("registration_token"),
     )
+    await registered(request, response["user_id"], threepid)
     await _add_email(request, response["user_id"], email_session)
     await registration.record_consent(response["user_id"], result.data.get("consent_version"))
     await uia.finish(result)

@@ -24,6 +24,7 @@ from homeserver.config.accounts_model import (
     TurnConfig,
 )
 from homeserver.config.directory import DirectoryPolicy
+from homeserver.config.resource_limits import ResourceLimitsConfig
 from homeserver.config.retention import RetentionSettings
 from homeserver.config.room_complexity import LimitRemoteRoomsConfig
 from homeserver.config.workers import WorkersConfig
@@ -536,6 +537,7 @@ class Config:
     # Which process of a deployment this is, where the others are, the Redis bus.
     workers: WorkersConfig = WorkersConfig()
     limit_remote_rooms: LimitRemoteRoomsConfig = LimitRemoteRoomsConfig()  # room_complexity.py
+    resource_limits: ResourceLimitsConfig = ResourceLimitsConfig()  # resource_limits.py
     config_path: Path | None = None
     ignored_keys: tuple[str, ...] = ()
 

@@ -42,6 +42,7 @@ from homeserver.config.registration_checks import (
     read_password_config,
     read_secret,
 )
+from homeserver.config.resource_limits import RESOURCE_LIMITS_KEYS, read_resource_limits
 from homeserver.config.retention import read_retention
 from homeserver.config.room_complexity import LIMIT_REMOTE_ROOMS_KEYS, read_limit_remote_rooms
 from homeserver.config.sections import (
@@ -166,6 +167,7 @@ KNOWN_KEYS = frozenset(
         "limit_profile_requests_to_users_who_share_rooms",
         *WORKER_KEYS,
         *LIMIT_REMOTE_ROOMS_KEYS,
+        *RESOURCE_LIMITS_KEYS,
     }
 )
 
@@ -440,6 +442,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         caches=caches,
         enable_search=r.bool(top, "enable_search", "", True),
         web_client_location=r.converted(top, "web_client_location", "", None, _web_url),
+        resource_limits=read_resource_limits(r, top),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
         )
