@@ -317,6 +317,7 @@ async def build(
         moderation=moderation,
         invites_blocked=account_data.invites_blocked,
         invite_profiles=config.profiles.include_on_invite,
+        prejoin_state=config.prejoin_state,
     )
     profile_policy = ProfilePolicy(stores, database, server_name, config.profiles)
     guest_eviction.bind(lambda room, user: membership.set_membership(room, user, user, "leave"))

@@ -229,6 +229,12 @@ allow_guest_access: false
 # unset: a page saying this is a Matrix homeserver.
 #web_client_location: https://app.element.io/
 
+# The state invitees and knockers see before joining (name, avatar, topic... by
+# default): more types (a type: every state key; [type, state key]: one), or only those.
+#room_prejoin_state:
+#  disable_default_event_types: false
+#  additional_event_types: ["org.example.custom.event.type", ["m.space.parent", "!abc:example.org"]]
+
 # Message retention policies (MSC1763): a room's m.room.retention state event, or else
 # default_policy, says how long its messages live (max_lifetime). Older messages are
 # no longer shown to clients, and purge jobs delete them (state events and each room's

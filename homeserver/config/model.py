@@ -472,6 +472,9 @@ class Config:
     enable_search: bool = True
     # Synapse's web_client_location: where the server's root sends a browser.
     web_client_location: str | None = None
+    # Synapse's room_prejoin_state: (type, state key; None: every key) shown to invitees
+    # and knockers; None: the default set (config/prejoin.py).
+    prejoin_state: tuple[tuple[str, str | None], ...] | None = None
     # Synapse's delete_stale_devices_after: devices unused this long are signed out.
     delete_stale_devices_after_ms: int | None = None
     # Synapse's forget_rooms_on_leave: a room left (or kicked, banned from) is forgotten.

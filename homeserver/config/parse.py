@@ -30,6 +30,7 @@ from homeserver.config.model import (
     WellKnownConfig,
 )
 from homeserver.config.oidc import SSO_KEYS, read_sso
+from homeserver.config.prejoin import read_prejoin_state
 from homeserver.config.presence import read_presence_mode
 from homeserver.config.push import read_push
 from homeserver.config.reader import MISSING, Reader, suggest
@@ -139,6 +140,7 @@ KNOWN_KEYS = frozenset(
         "event_cache_size",
         "enable_search",
         "web_client_location",
+        "room_prejoin_state",
         "refreshable_access_token_lifetime",
         "refresh_token_lifetime",
         "nonrefreshable_access_token_lifetime",
@@ -442,6 +444,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         caches=caches,
         enable_search=r.bool(top, "enable_search", "", True),
         web_client_location=r.converted(top, "web_client_location", "", None, _web_url),
+        prejoin_state=read_prejoin_state(r, top),
         resource_limits=read_resource_limits(r, top),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)

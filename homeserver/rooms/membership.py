@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from homeserver.config.prejoin import DEFAULT_TYPES as DEFAULT_PREJOIN_TYPES
 from homeserver.errors import MatrixError, forbidden, invite_blocked, not_found
 from homeserver.events import Event
 from homeserver.moderation import Moderation
@@ -35,15 +36,10 @@ MAX_PROFILE_VALUE = 1000
 # How long an invite waits for the remote invitee's profile before going without it.
 INVITE_PROFILE_TIMEOUT_S = 5.0
 
-STRIPPED_STATE_TYPES = (
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.canonical_alias",
-    "m.room.avatar",
-    "m.room.name",
-    "m.room.encryption",
-    "m.room.topic",
-)
+STRIPPED_STATE_TYPES = DEFAULT_PREJOIN_TYPES  # (room_prejoin_state may change them)
+# Stripped state events sent with an invite or knock at most (room_prejoin_state may
+# name types with any state key: a room with thousands must not make every invite huge).
+MAX_STRIPPED_STATE = 100
 
 
 @dataclass(frozen=True)
@@ -70,7 +66,13 @@ class MembershipService:
         moderation: Moderation | None = None,
         invites_blocked: Callable[[str], Awaitable[bool]] | None = None,
         invite_profiles: bool = True,
+        prejoin_state: tuple[tuple[str, str | None], ...] | None = None,
     ) -> None:
+        # room_prejoin_state (Synapse's): the (type, state key; None: every key) of the
+        # state an invitee or knocker is shown; None: STRIPPED_STATE_TYPES.
+        self._prejoin = (
+            tuple((t, "") for t in STRIPPED_STATE_TYPES) if prejoin_state is None else prejoin_state
+        )
         # include_profile_data_on_invite (Synapse's): the invitee's name and avatar in
         # the invite event; off, an invite reveals nothing of the invitee's profile.
         self._invite_profiles = invite_profiles
@@ -351,7 +353,18 @@ class MembershipService:
 
     async def _stripped_ids(self, room_id: str, inviter: str | None) -> list[str]:
         ids = await self._stores.current_state.get_current_state_ids(room_id)
-        wanted = [ids[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in ids]
+        wanted: list[str] = []
+        for event_type, state_key in self._prejoin:
+            if state_key is not None:
+                if (event_type, state_key) in ids:
+                    wanted.append(ids[(event_type, state_key)])
+            else:
+                wanted += [e for (t, _), e in sorted(ids.items()) if t == event_type]
+        # The create event always (the spec requires it since v1.16).
+        create = ids.get(("m.room.create", ""))
+        if create is not None and create not in wanted:
+            wanted.insert(0, create)
+        wanted = list(dict.fromkeys(wanted))[:MAX_STRIPPED_STATE]
         if inviter is not None and ("m.room.member", inviter) in ids:
             wanted.append(ids[("m.room.member", inviter)])
         return wanted
