@@ -480,6 +480,8 @@ url_preview_enabled: false
 #  - {{netloc: "*.internal.example.com"}}
 # Largest page or image a preview downloads.
 max_spider_size: "10M"
+# Servers whose media is never downloaded (abuse); what is already held is still served.
+#prevent_media_downloads_from: ["evil.example.com"]
 
 # Application services (bridges, bots): their registration files.
 #app_service_config_files: ["/etc/matrix/bridge-registration.yaml"]

@@ -32,6 +32,7 @@ MEDIA_KEYS = (
     "url_preview_url_blacklist",
     "max_spider_size",
     "media_upload_limits",
+    "prevent_media_downloads_from",
 )
 
 _URL_COMPONENTS = frozenset(
@@ -155,5 +156,8 @@ def read_media(r: Reader, top: Mapping[str, Any]) -> MediaConfig:
         url_preview_ip_range_whitelist=_networks(r, top, "url_preview_ip_range_whitelist") or (),
         url_preview_url_blacklist=_url_blacklist(r, top),
         max_spider_size=r.converted(top, "max_spider_size", "", 10 * 1024**2, parse_size),
+        prevent_downloads_from=frozenset(
+            n.lower() for n in r.str_list(top, "prevent_media_downloads_from", "") or ()
+        ),
         upload_limits=_upload_limits(r, top),
     )

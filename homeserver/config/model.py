@@ -356,6 +356,9 @@ class MediaConfig:
     max_spider_size: int = 10 * 1024 * 1024
     # media_upload_limits: (time period ms, bytes) a user may upload in that period.
     upload_limits: tuple[tuple[int, int], ...] = ()
+    # prevent_media_downloads_from: servers whose media is never fetched (what we
+    # already hold of it is still served).
+    prevent_downloads_from: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -334,6 +334,8 @@ class MediaRepository:
                 raise not_found("Media not found")
             if legacy and self.config.enable_authenticated_media:
                 raise not_found("Media not found")
+            if origin.lower() in self.config.prevent_downloads_from:
+                raise not_found("Media not found")  # the operator's block (Synapse's answer)
             media = await self._fetch_shared(origin, media_id)
         if media.quarantined_by is not None:
             raise not_found("Media not found")

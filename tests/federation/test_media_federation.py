@@ -222,3 +222,16 @@ async def test_a_missing_remote_file_is_404_and_remembered(loopback: Any, peer: 
         status, _, _ = await get(b, bob, f"/download/{peer.name}/gone")
         assert status == 404
     assert peer.hits == {"/_matrix/federation/v1/media/download/gone": 1}
+
+
+@pytest.mark.parametrize("blocked", [True, False], ids=["prevented", "other_server_prevented"])
+async def test_media_of_a_prevented_server_is_never_fetched(loopback: Any, blocked: bool) -> None:
+    """prevent_media_downloads_from (Synapse's): b refuses to download a's media (404;
+    a is never asked); a list naming another server changes nothing."""
+    a = await loopback("a")
+    b = await loopback("b", prevent_media_downloads_from=[a.name if blocked else "x.test"])
+    alice = await a.register("alice")
+    bob = await b.register("bob")
+    ref = (await upload(a, alice, jpeg((64, 64)), "image/jpeg", "x.jpg"))[len("mxc://") :]
+    status, _, body = await get(b, bob, f"/download/{ref}")
+    assert status == (404 if blocked else 200), body
