@@ -23,6 +23,7 @@ from homeserver.config.accounts_model import (
     ThreepidConfig,
     TurnConfig,
 )
+from homeserver.config.auto_accept import AutoAcceptInvitesConfig
 from homeserver.config.directory import DirectoryPolicy
 from homeserver.config.retention import RetentionSettings
 from homeserver.config.room_complexity import LimitRemoteRoomsConfig
@@ -486,6 +487,7 @@ class Config:
     # Which process of a deployment this is, where the others are, the Redis bus.
     workers: WorkersConfig = WorkersConfig()
     limit_remote_rooms: LimitRemoteRoomsConfig = LimitRemoteRoomsConfig()  # room_complexity.py
+    auto_accept_invites: AutoAcceptInvitesConfig = AutoAcceptInvitesConfig()  # auto_accept.py
     config_path: Path | None = None
     ignored_keys: tuple[str, ...] = ()
 

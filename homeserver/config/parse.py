@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from homeserver.config.appservices import read_appservices
+from homeserver.config.auto_accept import AUTO_ACCEPT_KEYS, read_auto_accept_invites
 from homeserver.config.auto_join import AUTO_JOIN_KEYS, read_auto_join
 from homeserver.config.directory import DIRECTORY_KEYS, read_directory_policy
 from homeserver.config.email import EMAIL_KEYS, read_threepids, registration_requires_email
@@ -150,6 +151,7 @@ KNOWN_KEYS = frozenset(
         "limit_profile_requests_to_users_who_share_rooms",
         *WORKER_KEYS,
         *LIMIT_REMOTE_ROOMS_KEYS,
+        *AUTO_ACCEPT_KEYS,
     }
 )
 
@@ -401,6 +403,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         app_services=read_appservices(r, top),
         workers=read_workers(r, top, database.is_postgres),
         limit_remote_rooms=read_limit_remote_rooms(r, top),
+        auto_accept_invites=read_auto_accept_invites(r, top),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
         ),
