@@ -43,8 +43,9 @@ async def _joined_rooms(client: Any, token: str) -> set[str]:
 
 
 async def _wait_joined(client: Any, token: str, room: str) -> set[str]:
-    """The user's joined rooms once `room` is among them (or after 5 s)."""
-    for _ in range(100):
+    """The user's joined rooms once `room` is among them (or after 10 s: a worker
+    deployment hears the invite over replication first)."""
+    for _ in range(200):
         rooms = await _joined_rooms(client, token)
         if room in rooms:
             return rooms
