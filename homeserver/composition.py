@@ -90,6 +90,7 @@ from homeserver.replication.writers import event_listeners, room_locks
 from homeserver.reports.service import ReportService
 from homeserver.retention import start_retention
 from homeserver.retention_purge import RETENTION_PURGE, RetentionPurgeJobs
+from homeserver.rooms.auto_accept_invites import auto_accept
 from homeserver.rooms.backfill import RoomBackfill
 from homeserver.rooms.creation import RoomCreator
 from homeserver.rooms.directory import RoomDirectory
@@ -276,6 +277,7 @@ async def build(
             guest_eviction,
             delayed,
             *forget_on_leave(config, RoomReadStore(database), tasks),
+            *auto_accept(config, stores, account_data, moderation, tasks, lambda: membership),
         ],  # fmt: skip
         is_worker=worker,
     )

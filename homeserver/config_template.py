@@ -235,6 +235,17 @@ allow_guest_access: false
 #  disable_default_event_types: false
 #  additional_event_types: ["org.example.custom.event.type", ["m.space.parent", "!abc:example.org"]]
 
+# Invites of local users are accepted for them: the server joins the room on their
+# behalf (retried a few times). only_for_direct_messages: invites marked is_direct
+# only (the room is also added to the user's m.direct); only_from_local_users: invites
+# sent by this server's users only. worker_to_run_on is read for Synapse's files; the
+# main process accepts invites once for the whole deployment.
+#auto_accept_invites:
+#  enabled: false
+#  only_for_direct_messages: false
+#  only_from_local_users: false
+#  worker_to_run_on: null
+
 # Message retention policies (MSC1763): a room's m.room.retention state event, or else
 # default_policy, says how long its messages live (max_lifetime). Older messages are
 # no longer shown to clients, and purge jobs delete them (state events and each room's

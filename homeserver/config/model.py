@@ -23,6 +23,7 @@ from homeserver.config.accounts_model import (
     ThreepidConfig,
     TurnConfig,
 )
+from homeserver.config.auto_accept import AutoAcceptInvitesConfig
 from homeserver.config.directory import DirectoryPolicy
 from homeserver.config.resource_limits import ResourceLimitsConfig
 from homeserver.config.retention import RetentionSettings
@@ -544,6 +545,7 @@ class Config:
     workers: WorkersConfig = WorkersConfig()
     limit_remote_rooms: LimitRemoteRoomsConfig = LimitRemoteRoomsConfig()  # room_complexity.py
     resource_limits: ResourceLimitsConfig = ResourceLimitsConfig()  # resource_limits.py
+    auto_accept_invites: AutoAcceptInvitesConfig = AutoAcceptInvitesConfig()  # auto_accept.py
     config_path: Path | None = None
     ignored_keys: tuple[str, ...] = ()
 

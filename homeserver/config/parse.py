@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from homeserver.config.appservices import read_appservices
+from homeserver.config.auto_accept import AUTO_ACCEPT_KEYS, read_auto_accept_invites
 from homeserver.config.auto_join import AUTO_JOIN_KEYS, read_auto_join
 from homeserver.config.caches import read_caches
 from homeserver.config.directory import DIRECTORY_KEYS, read_directory_policy
@@ -170,6 +171,7 @@ KNOWN_KEYS = frozenset(
         *WORKER_KEYS,
         *LIMIT_REMOTE_ROOMS_KEYS,
         *RESOURCE_LIMITS_KEYS,
+        *AUTO_ACCEPT_KEYS,
     }
 )
 
@@ -446,6 +448,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         web_client_location=r.converted(top, "web_client_location", "", None, _web_url),
         prejoin_state=read_prejoin_state(r, top),
         resource_limits=read_resource_limits(r, top),
+        auto_accept_invites=read_auto_accept_invites(r, top),
         ignored_keys=tuple(
             sorted(k for k in top if k in SYNAPSE_TOP_LEVEL_KEYS and k not in KNOWN_KEYS)
         )

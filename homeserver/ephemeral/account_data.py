@@ -45,6 +45,22 @@ class AccountDataService:
             self._written(user_id, data_type, room_id, pos)
         return pos
 
+    async def modify(
+        self,
+        user_id: str,
+        data_type: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        room_id: str = "",
+    ) -> None:
+        """Change one entry the server keeps up to date for the user (m.direct when an
+        invite is auto-accepted): read and written in one store transaction, so a
+        client's write at the same moment is not lost. `change` returns None to leave
+        the entry as it is."""
+        async with self._lock:
+            pos = await self._store.modify(user_id, room_id, data_type, change)
+            if pos is not None:
+                self._written(user_id, data_type, room_id, pos)
+
     def _written(self, user_id: str, data_type: str, room_id: str, pos: int) -> None:
         self._position = max(self._position, pos)
         if data_type == IGNORED_USERS_TYPE and not room_id:

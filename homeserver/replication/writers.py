@@ -191,16 +191,21 @@ def event_listeners(
     in that order); `notifier` wakes long-polls (told last, once the views are
     current); `writer_side`: once per event where it is written (push rules first,
     metrics); `singletons`: once per deployment, on the main (user directory, room
-    stats, appservices, guest eviction, delayed events)."""
+    stats, appservices, guest eviction, delayed events); a singleton whose
+    `hears_out_of_band` is true (auto-accepting invites) also hears out-of-band
+    memberships (an invite from a server whose room we are not in), on the main too."""
     follower = [*views, notifier]
+    out_of_band = [s for s in singletons if getattr(s, "hears_out_of_band", False)]
     if not shared_writers:
         activity, relations, joined, bump_stamps = views
         push, *rest = writer_side
         directory, stats, *later = singletons
         persister = [activity, notifier, push, relations, joined, directory, stats]
         persister += [bump_stamps, *later, *rest]
-        return EventListeners(persister, [notifier], follower, None, [notifier])
+        return EventListeners(persister, [notifier, *out_of_band], follower, None, [notifier])
     commits = LocalCommits()
+    followed = [notifier]
     if not is_worker:
         follower = [*views, *singletons, notifier]
-    return EventListeners([*writer_side, commits], [commits], follower, commits, [notifier])
+        followed = [*out_of_band, notifier]
+    return EventListeners([*writer_side, commits], [commits], follower, commits, followed)
