@@ -38,6 +38,10 @@ def generate_config(
 # just local clients can register. Turn it off before listening on a public address.
 enable_registration: true
 enable_registration_without_verification: true"""
+    # Names starting with _ are kept for bridges unless allowed; inhibit_user_in_use_error
+    # hides whether a name is taken until registration completes (no probing for accounts).
+    # allow_underscore_prefixed_registration: false
+    # inhibit_user_in_use_error: false
     else:
         registration = """\
 # Let anyone create an account with /register. Off by default; Synapse (and we) also

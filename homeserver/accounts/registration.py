@@ -85,6 +85,19 @@ class RegistrationService:
             raise invalid_username(f"User ID may not be longer than {MAX_ID_LENGTH} characters")
         return user_id
 
+    async def check_requested(self, username: str) -> str:
+        """A username a person asks for (POST /register, /register/available): valid,
+        not `_`-prefixed (reserved for bridges, as in Synapse, unless
+        allow_underscore_prefixed_registration), and free, except that with
+        inhibit_user_in_use_error a taken name is not revealed until registration
+        completes (no probing which accounts exist)."""
+        user_id = self.user_id_for(username)
+        if username.startswith("_") and not self._config.allow_underscore_prefix:
+            raise invalid_username("User ID may not begin with _")
+        if not self._config.inhibit_user_in_use_error:
+            await self.check_available(username)
+        return user_id
+
     async def check_available(self, username: str) -> str:
         """The user ID if `username` is valid and free (M_INVALID_USERNAME/M_USER_IN_USE)."""
         user_id = self.user_id_for(username)

@@ -135,7 +135,7 @@ async def post_register(request: web.Request) -> web.Response:
         upgrading = await registration.guest_to_upgrade(guest, username)
     elif username is not None:
         _check_exclusive(request, username)
-        await registration.check_available(username)  # tell the client before UIA
+        await registration.check_requested(username)  # tell the client before UIA
     limiters = request.config_dict[RATE_LIMITERS]
     ip = client_ip(request)
     # As Synapse: an IP over its registration budget is refused before any work; and
@@ -251,7 +251,7 @@ async def get_available(request: web.Request) -> web.Response:
     if len(username) > MAX_USERNAME_INPUT:
         raise MatrixError(400, "M_INVALID_USERNAME", "Username is too long")
     _check_exclusive(request, username)
-    await request.config_dict[REGISTRATION].check_available(username)
+    await request.config_dict[REGISTRATION].check_requested(username)
     return json_response({"available": True})
 
 

@@ -177,6 +177,10 @@ class RegistrationConfig:
     requires_email: bool = False
     captcha: CaptchaConfig | None = None
     consent: ConsentConfig | None = None
+    # Synapse's: `_`-prefixed names are for bridges unless allowed; with
+    # inhibit_user_in_use_error a taken name is revealed only when registration ends.
+    allow_underscore_prefix: bool = False
+    inhibit_user_in_use_error: bool = False
 
 
 @dataclass(frozen=True)

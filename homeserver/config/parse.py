@@ -142,6 +142,8 @@ KNOWN_KEYS = frozenset(
         "enable_search",
         "web_client_location",
         "room_prejoin_state",
+        "allow_underscore_prefixed_registration",
+        "inhibit_user_in_use_error",
         "refreshable_access_token_lifetime",
         "refresh_token_lifetime",
         "nonrefreshable_access_token_lifetime",
@@ -323,6 +325,8 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         requires_email=registration_requires_email(r, top),
         captcha=read_captcha(r, top),
         consent=read_consent(r, top),
+        allow_underscore_prefix=r.bool(top, "allow_underscore_prefixed_registration", "", False),
+        inhibit_user_in_use_error=r.bool(top, "inhibit_user_in_use_error", "", False),
     )
     if registration.enabled and not (
         registration.without_verification
