@@ -38,10 +38,6 @@ def generate_config(
 # just local clients can register. Turn it off before listening on a public address.
 enable_registration: true
 enable_registration_without_verification: true"""
-    # Names starting with _ are kept for bridges unless allowed; inhibit_user_in_use_error
-    # hides whether a name is taken until registration completes (no probing for accounts).
-    # allow_underscore_prefixed_registration: false
-    # inhibit_user_in_use_error: false
     else:
         registration = """\
 # Let anyone create an account with /register. Off by default; Synapse (and we) also
@@ -109,6 +105,10 @@ suppress_key_server_warning: false
 #tls_private_key_path: "/etc/ssl/matrix/privkey.pem"
 
 {registration}
+# Names starting with _ are kept for bridges unless allowed; inhibit_user_in_use_error
+# hides whether a name is taken until registration completes (no probing for accounts).
+#allow_underscore_prefixed_registration: false
+#inhibit_user_in_use_error: false
 registration_requires_token: false
 
 # Guest accounts (POST /register?kind=guest): no password, only rooms whose
@@ -515,6 +515,8 @@ serve_server_wellknown: false
 # More keys for /.well-known/matrix/client (ours are never replaced): Element Call
 # finds its LiveKit token service (lk-jwt-service) here...
 #extra_well_known_client_content:
+# The identity server clients are told of (m.identity_server in that document).
+#default_identity_server: https://vector.im
 #  org.matrix.msc4143.rtc_foci:
 #    - type: livekit
 #      livekit_service_url: "https://livekit-jwt.example.com"

@@ -23,6 +23,8 @@ from homeserver.ids import split_server_name
 async def get_client_well_known(request: web.Request) -> web.Response:
     well_known = request.config_dict[CONFIG].well_known
     body: dict[str, Any] = {"m.homeserver": {"base_url": well_known.client_base_url}}
+    if well_known.identity_server is not None:
+        body["m.identity_server"] = {"base_url": well_known.identity_server}
     for key, value in well_known.extra_client_content.items():
         body.setdefault(key, value)  # extra_well_known_client_content never replaces ours
     return json_response(body)

@@ -392,6 +392,9 @@ class WellKnownConfig:
     # Synapse's matrix_rtc.transports: the MatrixRTC backends (LiveKit SFUs) clients are
     # told of by GET /unstable/org.matrix.msc4143/rtc/transports (MSC4143).
     rtc_transports: tuple[Mapping[str, Any], ...] = ()
+    # Synapse's default_identity_server: the identity server clients are told of
+    # (m.identity_server in the client document).
+    identity_server: str | None = None
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,7 @@ KNOWN_KEYS = frozenset(
         "room_prejoin_state",
         "allow_underscore_prefixed_registration",
         "inhibit_user_in_use_error",
+        "default_identity_server",
         "refreshable_access_token_lifetime",
         "refresh_token_lifetime",
         "nonrefreshable_access_token_lifetime",
@@ -426,6 +427,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
             support=read_support(r, top.get("support")),
             extra_client_content=read_json_mapping(r, top, "extra_well_known_client_content"),
             rtc_transports=read_rtc_transports(r, top),
+            identity_server=r.converted(top, "default_identity_server", "", None, _web_url),
         ),
         secrets=SecretsConfig(
             macaroon_secret_key=read_secret(r, top, "macaroon_secret_key"),

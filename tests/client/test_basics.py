@@ -97,6 +97,21 @@ async def test_well_known_only_when_configured(aiohttp_client: Any, tmp_config) 
     assert await response.json() == {"m.server": "test.local:443"}
 
 
+async def test_well_known_names_the_default_identity_server(
+    aiohttp_client: Any, tmp_config
+) -> None:
+    """default_identity_server (Synapse's): m.identity_server in the client document."""
+    config = tmp_config(
+        public_baseurl="https://matrix.test.local", default_identity_server="https://id.test"
+    )
+    client = await aiohttp_client(create_app(config))
+    response = await client.get("/.well-known/matrix/client")
+    assert await response.json() == {
+        "m.homeserver": {"base_url": "https://matrix.test.local/"},
+        "m.identity_server": {"base_url": "https://id.test"},
+    }
+
+
 async def test_listener_serves_only_its_resources(aiohttp_client: Any, tmp_config) -> None:
     client = await aiohttp_client(create_app(tmp_config()))
     listeners = client.server.app[LISTENERS]
