@@ -96,6 +96,7 @@ from homeserver.rooms.creation import RoomCreator
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.federated_membership import FederatedMembership
 from homeserver.rooms.forget_on_leave import forget_on_leave
+from homeserver.rooms.forgotten_purge import start_forgotten_purge
 from homeserver.rooms.guest_access import GuestEviction
 from homeserver.rooms.hierarchy import SpaceHierarchy
 from homeserver.rooms.ingest import RemoteEventIngest
@@ -341,6 +342,10 @@ async def build(
     retention_purge = RetentionPurgeJobs(stores.retention, purger)
     if config.retention.enabled and not worker:  # purges run on the main process only
         retention_purge.start(tasks)
+    if not worker:
+        start_forgotten_purge(
+            config.forgotten_room_retention_ms, database, purger, server_name, tasks
+        )
     backfill = (
         RoomBackfill(
             stores, room_state, persister, locks, ingest, remote_state, remote_events, server_name

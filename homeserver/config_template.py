@@ -211,6 +211,8 @@ allow_guest_access: false
 
 # Rooms a user leaves (or is kicked, banned from) are forgotten for them at once.
 #forget_rooms_on_leave: false
+# A room every local user has forgotten is deleted this long after (unset: kept).
+#forgotten_room_retention_period: 28d
 
 # How long a login lasts: session_lifetime ends every token of a login (then sign in
 # again); access tokens a client can refresh last refreshable_access_token_lifetime

@@ -490,6 +490,9 @@ class Config:
     delete_stale_devices_after_ms: int | None = None
     # Synapse's forget_rooms_on_leave: a room left (or kicked, banned from) is forgotten.
     forget_rooms_on_leave: bool = False
+    # Synapse's forgotten_room_retention_period: a room all local users forgot is
+    # purged this long after (None: kept).
+    forgotten_room_retention_ms: int | None = None
     presence_mode: str = "on"  # homeserver/config/presence.py
     # Synapse's ui_auth.session_timeout: deleting devices needs no new UIA within this
     # long of the access token's last one (0: always asks).

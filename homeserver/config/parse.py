@@ -136,6 +136,7 @@ KNOWN_KEYS = frozenset(
         "include_profile_data_on_invite",
         "delete_stale_devices_after",
         "forget_rooms_on_leave",
+        "forgotten_room_retention_period",
         "session_lifetime",
         "caches",
         "event_cache_size",
@@ -385,6 +386,9 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         exclude_rooms_from_sync=_room_ids(r, top, "exclude_rooms_from_sync"),
         directory=read_directory_policy(r, top),
         forget_rooms_on_leave=r.bool(top, "forget_rooms_on_leave", "", False),
+        forgotten_room_retention_ms=r.converted(
+            top, "forgotten_room_retention_period", "", None, _duration_or_off
+        ),
         token_lifetimes=TokenLifetimes(
             session_ms=r.converted(top, "session_lifetime", "", None, _duration_or_off),
             refreshable_access_ms=r.converted(
