@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from homeserver.accounts.admin_register import SharedSecretRegistration
     from homeserver.accounts.auto_join import AutoJoin
     from homeserver.accounts.identity_binds import IdentityBinds
+    from homeserver.accounts.jwt_login import JwtLogin
     from homeserver.accounts.lifecycle import AccountLifecycle
     from homeserver.accounts.openid import OpenIdTokens
     from homeserver.accounts.registration import RegistrationService
@@ -120,6 +121,8 @@ TYPING: web.AppKey[TypingService] = web.AppKey("typing")
 ACCOUNT_AUTH_STORE: web.AppKey[AccountAuthStore] = web.AppKey("account_auth_store")
 UIA: web.AppKey[UserInteractiveAuth] = web.AppKey("uia")
 SESSIONS: web.AppKey[SessionService] = web.AppKey("sessions")
+# org.matrix.login.jwt (jwt_config); None when not configured.
+JWT_LOGIN: web.AppKey[JwtLogin | None] = web.AppKey("jwt_login")
 LAST_SEEN: web.AppKey[LastSeenTracker] = web.AppKey("last_seen")
 REGISTRATION: web.AppKey[RegistrationService] = web.AppKey("registration")
 ACCOUNT_LIFECYCLE: web.AppKey[AccountLifecycle] = web.AppKey("account_lifecycle")

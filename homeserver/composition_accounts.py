@@ -18,6 +18,7 @@ import homeserver.appstate as keys
 from homeserver.accounts.admin_register import SharedSecretRegistration
 from homeserver.accounts.auto_join import AutoJoin
 from homeserver.accounts.housekeeping import housekeeping
+from homeserver.accounts.jwt_login import JwtLogin
 from homeserver.accounts.lifecycle import AccountLifecycle
 from homeserver.accounts.mau import RESOURCE_LIMITS, ResourceLimits
 from homeserver.accounts.openid import OpenIdTokens
@@ -79,6 +80,11 @@ class Accounts:
             keys.ACCOUNT_AUTH_STORE: self.auth_store,
             keys.UIA: self.uia,
             keys.SESSIONS: self.sessions,
+            keys.JWT_LOGIN: (
+                JwtLogin(config.jwt_login, self.sessions.accounts, self.registration, self.sessions)
+                if config.jwt_login is not None
+                else None
+            ),
             keys.LAST_SEEN: self.last_seen,
             keys.REGISTRATION: self.registration,
             keys.ACCOUNT_LIFECYCLE: self.lifecycle,

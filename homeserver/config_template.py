@@ -268,6 +268,17 @@ allow_guest_access: false
 #    - {{longest_max_lifetime: 3d, interval: 12h}}
 #    - {{shortest_max_lifetime: 3d, interval: 1d}}
 
+# Signing in with a JSON Web Token a portal you trust issued (org.matrix.login.jwt):
+# its subject claim is the user's localpart (the account is made on first sign-in).
+#jwt_config:
+#  enabled: true
+#  secret: "<the HMAC secret, or the PEM public key for RS256/ES256>"
+#  algorithm: HS256
+#  subject_claim: sub
+#  display_name_claim: name
+#  issuer: https://portal.example.org
+#  audiences: [matrix]
+
 # Single sign-on with OpenID Connect providers (Element shows a button for each; needs
 # public_baseurl and `pip install 'homeserver[oidc]'`). The provider sends users back to
 # <public_baseurl>_synapse/client/oidc/callback.

@@ -86,6 +86,7 @@ class SessionService:
         deleted device's keys and announces new or renamed devices to other servers);
         one failing hook is logged and does not stop the others."""
         self._accounts = accounts
+        self.accounts = accounts  # (for the JWT login's user lookups)
         self._auth_store = auth_store
         self._hasher = hasher
         self._limiters = limiters
@@ -191,6 +192,15 @@ class SessionService:
         user_id = await self._auth_store.consume_login_token(token)
         if user_id is None:
             raise forbidden("Invalid login token")
+        return await self.login_verified(
+            user_id, device_id=device_id, display_name=display_name, refreshable=refreshable
+        )
+
+    async def login_verified(
+        self, user_id: str, *, device_id: str | None, display_name: str | None, refreshable: bool
+    ) -> Session:
+        """A session for `user_id`, whose identity a login token or a signed JWT
+        proved: refused for deactivated and locked accounts and by resource limits."""
         info = await self._accounts.get_user(user_id)
         if info is None or info.deactivated:
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")

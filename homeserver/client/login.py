@@ -6,11 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
+from homeserver.accounts.jwt_login import LOGIN_TYPE as JWT_LOGIN_TYPE
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.accounts.uia import PASSWORD, identifier_user
 from homeserver.appstate import (
     APP_SERVICES,
     CONFIG,
+    JWT_LOGIN,
+    RATE_LIMITERS,
     SESSIONS,
     SSO_SERVICE,
     STORES,
@@ -25,6 +28,7 @@ from homeserver.http import json_response, read_json_body
 
 MAX_DISPLAY_NAME = 1024
 MAX_TOKEN_INPUT = 1024
+MAX_JWT_INPUT = 8192
 
 
 async def get_login(request: web.Request) -> web.Response:
@@ -37,6 +41,8 @@ async def get_login(request: web.Request) -> web.Response:
     sso = request.config_dict[SSO_SERVICE]
     if sso.enabled:
         flows.insert(len(flows) - 2, sso.login_flow())
+    if request.config_dict[JWT_LOGIN] is not None:
+        flows.insert(len(flows) - 2, {"type": JWT_LOGIN_TYPE})
     return json_response({"flows": flows})
 
 
@@ -68,6 +74,10 @@ async def post_login(request: web.Request) -> web.Response:
         session = await sessions.login_with_token(token, **common)
     elif kind == "m.login.application_service":
         session = await _app_service_login(request, body, common)
+    elif kind == JWT_LOGIN_TYPE and (jwt_login := request.config_dict[JWT_LOGIN]) is not None:
+        token = require_str(body, "token", max_len=MAX_JWT_INPUT)
+        request.config_dict[RATE_LIMITERS].check("login_address", common.pop("address"))
+        session = await jwt_login.login(token, **common)
     else:
         raise MatrixError(400, "M_UNKNOWN", "Unknown login type")
     response = session.to_json(request.config_dict[CONFIG].server_name)

@@ -25,6 +25,7 @@ from homeserver.config.accounts_model import (
 )
 from homeserver.config.auto_accept import AutoAcceptInvitesConfig
 from homeserver.config.directory import DirectoryPolicy
+from homeserver.config.jwt_login import JwtLoginConfig
 from homeserver.config.resource_limits import ResourceLimitsConfig
 from homeserver.config.retention import RetentionSettings
 from homeserver.config.room_complexity import LimitRemoteRoomsConfig
@@ -490,6 +491,7 @@ class Config:
     delete_stale_devices_after_ms: int | None = None
     # Synapse's forget_rooms_on_leave: a room left (or kicked, banned from) is forgotten.
     forget_rooms_on_leave: bool = False
+    jwt_login: JwtLoginConfig | None = None  # Synapse's jwt_config (config/jwt_login.py)
     # Synapse's forgotten_room_retention_period: a room all local users forgot is
     # purged this long after (None: kept).
     forgotten_room_retention_ms: int | None = None

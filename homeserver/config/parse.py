@@ -16,6 +16,7 @@ from homeserver.config.auto_join import AUTO_JOIN_KEYS, read_auto_join
 from homeserver.config.caches import read_caches
 from homeserver.config.directory import DIRECTORY_KEYS, read_directory_policy
 from homeserver.config.email import EMAIL_KEYS, read_threepids, registration_requires_email
+from homeserver.config.jwt_login import read_jwt_login
 from homeserver.config.media import MEDIA_KEYS, read_media
 from homeserver.config.model import (
     DEFAULT_GC_THRESHOLDS,
@@ -137,6 +138,7 @@ KNOWN_KEYS = frozenset(
         "delete_stale_devices_after",
         "forget_rooms_on_leave",
         "forgotten_room_retention_period",
+        "jwt_config",
         "session_lifetime",
         "caches",
         "event_cache_size",
@@ -386,6 +388,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         exclude_rooms_from_sync=_room_ids(r, top, "exclude_rooms_from_sync"),
         directory=read_directory_policy(r, top),
         forget_rooms_on_leave=r.bool(top, "forget_rooms_on_leave", "", False),
+        jwt_login=read_jwt_login(r, top),
         forgotten_room_retention_ms=r.converted(
             top, "forgotten_room_retention_period", "", None, _duration_or_off
         ),
