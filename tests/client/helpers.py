@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -159,6 +160,24 @@ def _token_of(client: TestClient, user_id: str) -> dict[str, str]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def create_room(client: TestClient, token: str, **body: Any) -> str:
+    """POST /createRoom as the token's user; the room ID."""
+    resp = await client.post("/_matrix/client/v3/createRoom", json=body, headers=auth(token))
+    assert resp.status == 200, await resp.text()
+    return str((await resp.json())["room_id"])
+
+
+async def send_text(client: TestClient, token: str, room_id: str, body: str) -> str:
+    """PUT an m.text message as the token's user (a fresh transaction ID); its event ID."""
+    resp = await client.put(
+        f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{uuid.uuid4().hex}",
+        json={"msgtype": "m.text", "body": body},
+        headers=auth(token),
+    )
+    assert resp.status == 200, await resp.text()
+    return str((await resp.json())["event_id"])
 
 
 async def make_room(client: TestClient, creator: str, *, preset: str = "public_chat") -> str:

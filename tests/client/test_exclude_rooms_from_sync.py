@@ -4,11 +4,11 @@ its members) and in no sliding sync list, while the user's other rooms are."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from homeserver.app import create_app
 from tests.client.helpers import auth, register_user
+from tests.client.helpers import send_text as _say
 
 C = "/_matrix/client/v3"
 SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
@@ -17,15 +17,6 @@ SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 async def _room(client: Any, token: str, name: str) -> str:
     resp = await client.post(f"{C}/createRoom", json={"name": name}, headers=auth(token))
     return (await resp.json())["room_id"]
-
-
-async def _say(client: Any, token: str, room: str, body: str) -> None:
-    resp = await client.put(
-        f"{C}/rooms/{room}/send/m.room.message/{uuid.uuid4().hex}",
-        json={"msgtype": "m.text", "body": body},
-        headers=auth(token),
-    )
-    assert resp.status == 200, await resp.text()
 
 
 async def test_excluded_rooms_are_in_no_sync(aiohttp_client: Any, tmp_config: Any) -> None:

@@ -5,7 +5,6 @@ event keeps its ID and signatures. Both backends, through the client API."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -15,20 +14,11 @@ from homeserver.appstate import STORES
 from homeserver.storage._util import now_ms as _now_ms
 from homeserver.storage.redaction_retention import RedactionRetention
 from tests.client.helpers import auth, register_user
+from tests.client.helpers import send_text as _send
 
 C = "/_matrix/client/v3"
 DAY_MS = 24 * 3600 * 1000
 SECRET = "my card number is 4111-1111"
-
-
-async def _send(client: Any, token: str, room: str, body: str) -> str:
-    resp = await client.put(
-        f"{C}/rooms/{room}/send/m.room.message/{uuid.uuid4().hex}",
-        json={"msgtype": "m.text", "body": body},
-        headers=auth(token),
-    )
-    assert resp.status == 200, await resp.text()
-    return (await resp.json())["event_id"]
 
 
 async def _stored_json(client: Any, event_id: str) -> str:

@@ -7,7 +7,6 @@ The purge jobs themselves: test_retention_purge_jobs.py."""
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -17,27 +16,13 @@ from homeserver.app import create_app
 from homeserver.appstate import LOCAL_EVENTS
 from homeserver.storage import room_retention
 from tests.client.helpers import auth, register_user
+from tests.client.helpers import create_room as new_room
+from tests.client.helpers import send_text as send
 
 C = "/_matrix/client/v3"
 SLIDING = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-
-
-async def send(client: TestClient, token: str, room: str, body: str) -> str:
-    resp = await client.put(
-        f"{C}/rooms/{room}/send/m.room.message/{uuid.uuid4().hex}",
-        json={"msgtype": "m.text", "body": body},
-        headers=auth(token),
-    )
-    assert resp.status == 200, await resp.text()
-    return (await resp.json())["event_id"]
-
-
-async def new_room(client: TestClient, token: str, **body: Any) -> str:
-    resp = await client.post(f"{C}/createRoom", json=body, headers=auth(token))
-    assert resp.status == 200, await resp.text()
-    return (await resp.json())["room_id"]
 
 
 async def set_policy(client: TestClient, token: str, room: str, content: dict) -> Any:
