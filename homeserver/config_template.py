@@ -508,6 +508,8 @@ url_preview_enabled: false
 #  - {{netloc: "*.internal.example.com"}}
 # Largest page or image a preview downloads.
 max_spider_size: "10M"
+# The languages previews ask pages for (Accept-Language).
+#url_preview_accept_language: ["en-GB", "en;q=0.9", "*;q=0.5"]
 # Servers whose media is never downloaded (abuse); what is already held is still served.
 #prevent_media_downloads_from: ["evil.example.com"]
 

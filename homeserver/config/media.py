@@ -33,6 +33,7 @@ MEDIA_KEYS = (
     "max_spider_size",
     "media_upload_limits",
     "prevent_media_downloads_from",
+    "url_preview_accept_language",
 )
 
 _URL_COMPONENTS = frozenset(
@@ -122,6 +123,15 @@ def _upload_limits(r: Reader, top: Mapping[str, Any]) -> tuple[tuple[int, int], 
     return tuple(sorted(limits, reverse=True))
 
 
+def _accept_language(r: Reader, top: Mapping[str, Any]) -> str:
+    """Synapse's list (`["en-UK", "en;q=0.9", "*;q=0.5"]`) as one header value."""
+    languages = r.str_list(top, "url_preview_accept_language", "") or ["en"]
+    if any(not lang or any(c in lang for c in ",\r\n") for lang in languages):
+        r.problem("url_preview_accept_language", "expected language tags like en or fr;q=0.9")
+        return "en"
+    return ", ".join(languages)
+
+
 def read_media(r: Reader, top: Mapping[str, Any]) -> MediaConfig:
     retention = r.mapping(top.get("media_retention"), "media_retention") or {}
     r.check_keys(retention, {"local_media_lifetime", "remote_media_lifetime"}, "media_retention")
@@ -156,6 +166,7 @@ def read_media(r: Reader, top: Mapping[str, Any]) -> MediaConfig:
         url_preview_ip_range_whitelist=_networks(r, top, "url_preview_ip_range_whitelist") or (),
         url_preview_url_blacklist=_url_blacklist(r, top),
         max_spider_size=r.converted(top, "max_spider_size", "", 10 * 1024**2, parse_size),
+        url_preview_accept_language=_accept_language(r, top),
         prevent_downloads_from=frozenset(
             n.lower() for n in r.str_list(top, "prevent_media_downloads_from", "") or ()
         ),

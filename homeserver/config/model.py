@@ -365,6 +365,9 @@ class MediaConfig:
     # prevent_media_downloads_from: servers whose media is never fetched (what we
     # already hold of it is still served).
     prevent_downloads_from: frozenset[str] = frozenset()
+    # url_preview_accept_language: the languages previews ask pages for (Synapse's
+    # list, sent as one Accept-Language header).
+    url_preview_accept_language: str = "en"
 
 
 @dataclass(frozen=True)

@@ -277,7 +277,7 @@ class UrlPreviewer:
                 url,
                 timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S),
                 max_redirects=MAX_REDIRECTS,
-                headers={"Accept-Language": "en"},
+                headers={"Accept-Language": self._config.url_preview_accept_language},
             ) as resp:
                 if resp.status != 200:
                     raise preview_error(502, f"The page answered HTTP {resp.status}")

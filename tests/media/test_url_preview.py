@@ -52,6 +52,10 @@ async def site() -> AsyncIterator[TestServer]:
     async def huge(request: web.Request) -> web.Response:
         return web.Response(body=b"<html>" + b"a" * 3_000_000, content_type="text/html")
 
+    async def language(request: web.Request) -> web.Response:
+        wanted = request.headers.get("Accept-Language", "")
+        return web.Response(text=f"<title>{wanted}</title>", content_type="text/html")
+
     async def gzipped(request: web.Request) -> web.Response:
         return web.Response(
             body=b"\x1f\x8b...", content_type="text/html", headers={"Content-Encoding": "gzip"}
@@ -65,6 +69,7 @@ async def site() -> AsyncIterator[TestServer]:
     app.router.add_get("/to-zero", redirect_to_zero)
     app.router.add_get("/huge", huge)
     app.router.add_get("/gzipped", gzipped)
+    app.router.add_get("/language", language)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -197,3 +202,19 @@ async def test_url_blacklist(aiohttp_client: Any, tmp_config: Any, site: TestSer
     assert status == 403
     status, body = await preview(client, token, str(site.make_url("/plain")))
     assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("setting", "sent"),
+    [(None, "en"), (["fr-CA", "fr;q=0.9", "*;q=0.5"], "fr-CA, fr;q=0.9, *;q=0.5")],
+    ids=["default", "configured"],
+)
+async def test_previews_ask_for_the_configured_languages(
+    aiohttp_client: Any, tmp_config: Any, site: TestServer, setting: Any, sent: str
+) -> None:
+    """url_preview_accept_language (Synapse's): the Accept-Language a page is asked with."""
+    extra = {} if setting is None else {"url_preview_accept_language": setting}
+    client = await preview_client(aiohttp_client, tmp_config, **extra)
+    token = (await make_user(client, "lang"))[1]
+    status, og = await preview(client, token, str(site.make_url("/language")))
+    assert status == 200 and og["og:title"] == sent
