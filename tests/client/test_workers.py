@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,11 @@ async def _run_load(
         # Half the senders go through nginx to the main, half through a reader (forwarded).
         base = deployment.url if i % 2 == 0 else readers[i % 2]
         for n in range(MESSAGES_PER_SENDER):
-            for _attempt in range(50):
+            # Retried for a minute: a PostgreSQL restart on a loaded machine (CI's two
+            # cores) can keep every process answering 503 for several seconds.
+            deadline = time.monotonic() + 60
+            status, body = 0, None
+            while time.monotonic() < deadline:
                 try:
                     status, body = await client.call(
                         "PUT",
@@ -268,7 +273,7 @@ async def _run_load(
                 base = deployment.url  # a killed reader: the client retries elsewhere
                 await asyncio.sleep(0.1)
             else:
-                raise AssertionError("a send never succeeded")
+                raise AssertionError(f"a send never succeeded: {status} {body}")
 
     sending = [asyncio.create_task(send(i, c)) for i, c in enumerate(senders)]
     await asyncio.sleep(0.5)

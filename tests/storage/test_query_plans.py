@@ -57,6 +57,7 @@ async def _scenario(stores: Stores) -> None:
     fresh = type(stores)(
         stores.db,
         *(type(s)(stores.db) for s in (ev, stores.rooms, st, cs, acc, stores.server_keys, tx)),
+        stores.retention,
     )
     ev, st, cs, acc, tx = (
         fresh.events,
