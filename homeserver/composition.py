@@ -497,6 +497,7 @@ async def build(
     fetches_media = fed is not None and (fed.sender is not None or "media" in config.resources)
     remote_media = FederationMediaSource(fed.client) if fed and fetches_media else None
     media, previewer = build_media(config, database, stack, tasks, remote_media)
+    media.download_limiter = limiters.get("remote_media_download")
 
     # -- server administration -------------------------------------------------------------
     admin = await build_admin(

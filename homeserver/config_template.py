@@ -512,6 +512,10 @@ max_spider_size: "10M"
 #url_preview_accept_language: ["en-GB", "en;q=0.9", "*;q=0.5"]
 # Servers whose media is never downloaded (abuse); what is already held is still served.
 #prevent_media_downloads_from: ["evil.example.com"]
+# Bytes of other servers' media one client address may have us download (a leaky
+# bucket: this many a second, this many at once); past it 429 until it drains.
+#remote_media_download_per_second: 87K
+#remote_media_download_burst_count: 500M
 
 # Application services (bridges, bots): their registration files.
 #app_service_config_files: ["/etc/matrix/bridge-registration.yaml"]

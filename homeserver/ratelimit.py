@@ -76,6 +76,15 @@ class RateLimiter:
             self._on_record(key, cost)
         return True
 
+    def charge(self, key: str, cost: float) -> None:
+        """Take `cost` after the fact, however full the bucket (at most to full): for
+        what is known only once done (the bytes a download took)."""
+        if self._rate is None:
+            return
+        self.charge_elsewhere(key, cost)
+        if self._on_record is not None:
+            self._on_record(key, cost)
+
     def charge_elsewhere(self, key: str, cost: float) -> None:
         """Another process of the deployment took `cost` from `key`'s bucket: take it
         here too, however full the bucket (at most to full: a burst that slipped past

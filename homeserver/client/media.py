@@ -15,6 +15,7 @@ from aiohttp import web
 
 from homeserver.appstate import CONFIG, MEDIA, RATE_LIMITERS, URL_PREVIEWER, Mounts
 from homeserver.client.auth import get_requester
+from homeserver.client.routes import client_ip
 from homeserver.errors import MatrixError, invalid_param, missing_param
 from homeserver.http import body_chunks, json_response, path_param, query_param
 from homeserver.media.headers import media_headers
@@ -113,6 +114,7 @@ async def _download(request: web.Request, *, legacy: bool) -> web.StreamResponse
         legacy=legacy,
         allow_remote=allow_remote,
         timeout_ms=_timeout_ms(request),
+        requester=client_ip(request),
     )
     return _send_file(stored, request.match_info.get("file_name"))
 
@@ -143,6 +145,7 @@ async def _thumbnail(request: web.Request, *, legacy: bool) -> web.StreamRespons
         legacy=legacy,
         allow_remote=query_param(request, "allow_remote", _bool, default=True),
         timeout_ms=_timeout_ms(request),
+        requester=client_ip(request),
     )
     return _send_file(stored)
 

@@ -294,6 +294,9 @@ class RateLimitConfig:
     # Content reports a user files (each a row admins read): ours, six a minute.
     reports: RateLimit = RateLimit(0.1, 5)
     federation: FederationRateLimit = FederationRateLimit()  # inbound, per origin
+    # Bytes of other servers' media a client address makes us download (Synapse's
+    # remote_media_download_per_second / _burst_count: 87K a second, 500M at once).
+    remote_media_download: RateLimit = RateLimit(87 * 1024, 500 * 1024 * 1024)
     # Mail sent by requestToken, per client address and per email address.
     threepid_validation: RateLimit = RateLimit(0.003, 5)
     # Single sign-ons started per client address (each is a row kept ten minutes);

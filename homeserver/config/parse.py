@@ -115,6 +115,8 @@ KNOWN_KEYS = frozenset(
         "federation",
         "rc_enabled",
         "rc_federation",
+        "remote_media_download_per_second",
+        "remote_media_download_burst_count",
         *RC_FLAT,
         *RC_NESTED,
         "default_room_version",

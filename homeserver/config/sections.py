@@ -37,6 +37,7 @@ from homeserver.config.values import (
     parse_key_base64,
     parse_network,
     parse_server_name,
+    parse_size,
 )
 
 
@@ -454,6 +455,10 @@ def read_rate_limits(r: Reader, top: Mapping[str, Any]) -> RateLimitConfig:
         for sub, name in subs.items():
             values[name] = _read_rate_limit(r, m, sub, f"{key}.{sub}", getattr(defaults, name))
     values["federation"] = _read_federation_limit(r, top)
+    values["remote_media_download"] = RateLimit(
+        r.converted(top, "remote_media_download_per_second", "", 87 * 1024, parse_size),
+        r.converted(top, "remote_media_download_burst_count", "", 500 * 1024**2, parse_size),
+    )
     return RateLimitConfig(**values)
 
 

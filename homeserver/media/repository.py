@@ -34,6 +34,7 @@ from homeserver.media.headers import DEFAULT_CONTENT_TYPE, clean_content_type, c
 from homeserver.media.ids import check_media_ref, is_valid_media_id, new_media_id
 from homeserver.media.ports import RemoteMediaError, RemoteMediaSource
 from homeserver.media.thumbnails import Source, Thumbnails, is_thumbnailable
+from homeserver.ratelimit import RateLimiter
 from homeserver.storage.media import LOCAL, LocalMedia, MediaStore, RemoteMedia, Thumbnail
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ class MediaRepository:
         self._upload_locks: dict[str, asyncio.Lock] = {}
         self._fetching: dict[tuple[str, str], asyncio.Future[RemoteMedia]] = {}
         self._fetch_slots = asyncio.Semaphore(MAX_CONCURRENT_REMOTE_FETCHES)
+        # remote_media_download_*: the bytes of other servers' media each client
+        # address may have us fetch (set by the composition; None: unlimited).
+        self.download_limiter: RateLimiter | None = None
         self._remote_failures: OrderedDict[tuple[str, str], tuple[float, bool]] = OrderedDict()
         self._accessed_local: set[str] = set()
         self._accessed_remote: set[tuple[str, str]] = set()
@@ -326,7 +330,13 @@ class MediaRepository:
             self._remote_failures.popitem(last=False)
 
     async def _remote_media(
-        self, origin: str, media_id: str, *, legacy: bool, allow_remote: bool
+        self,
+        origin: str,
+        media_id: str,
+        *,
+        legacy: bool,
+        allow_remote: bool,
+        requester: str | None = None,
     ) -> RemoteMedia:
         media = await self.store.get_remote(origin, media_id)
         if media is None:
@@ -336,7 +346,12 @@ class MediaRepository:
                 raise not_found("Media not found")
             if origin.lower() in self.config.prevent_downloads_from:
                 raise not_found("Media not found")  # the operator's block (Synapse's answer)
+            limiter = self.download_limiter if requester is not None else None
+            if limiter is not None and requester is not None:
+                limiter.peek(requester)  # 429 once the address's bytes are spent
             media = await self._fetch_shared(origin, media_id)
+            if limiter is not None and requester is not None:
+                limiter.charge(requester, media.media_length)
         if media.quarantined_by is not None:
             raise not_found("Media not found")
         if legacy and media.authenticated:
@@ -415,7 +430,10 @@ class MediaRepository:
         legacy: bool = False,
         allow_remote: bool = True,
         timeout_ms: int = DEFAULT_WAIT_MS,
+        requester: str | None = None,
     ) -> StoredFile:
+        """`requester`: the client's address, charged the bytes of remote media
+        fetched for it (remote_media_download_*)."""
         check_media_ref(server_name, media_id)
         if server_name == self.server_name:
             media = await self._local(media_id, legacy=legacy, timeout_ms=timeout_ms)
@@ -426,7 +444,7 @@ class MediaRepository:
                 media.media_length or 0,
             )
         remote = await self._remote_media(
-            server_name, media_id, legacy=legacy, allow_remote=allow_remote
+            server_name, media_id, legacy=legacy, allow_remote=allow_remote, requester=requester
         )
         return StoredFile(
             self.files.remote(server_name, remote.filesystem_id),
@@ -447,6 +465,7 @@ class MediaRepository:
         legacy: bool = False,
         allow_remote: bool = True,
         timeout_ms: int = DEFAULT_WAIT_MS,
+        requester: str | None = None,
     ) -> StoredFile:
         check_media_ref(server_name, media_id)
         if server_name == self.server_name:
@@ -454,7 +473,7 @@ class MediaRepository:
             source = self._local_source(media_id, media.content_type or DEFAULT_CONTENT_TYPE)
         else:
             remote = await self._remote_media(
-                server_name, media_id, legacy=legacy, allow_remote=allow_remote
+                server_name, media_id, legacy=legacy, allow_remote=allow_remote, requester=requester
             )
             source = self._remote_source(remote)
         thumb = await self.thumbnails.find(

@@ -235,3 +235,28 @@ async def test_media_of_a_prevented_server_is_never_fetched(loopback: Any, block
     ref = (await upload(a, alice, jpeg((64, 64)), "image/jpeg", "x.jpg"))[len("mxc://") :]
     status, _, body = await get(b, bob, f"/download/{ref}")
     assert status == (404 if blocked else 200), body
+
+
+async def test_a_client_address_spends_its_remote_download_allowance(loopback: Any) -> None:
+    """remote_media_download_* (Synapse's): the bytes of other servers' media one
+    client address has us fetch; past the burst, 429 until it drains, while media
+    already held is still served."""
+    a = await loopback("a")
+    b = await loopback(
+        "b",
+        rc_enabled=True,
+        remote_media_download_burst_count="100K",
+        remote_media_download_per_second=1,
+    )
+    alice = await a.register("alice")
+    bob = await b.register("bob")
+    refs = []
+    for i in range(3):
+        data = bytes([i]) * 60_000
+        mxc = await upload(a, alice, data, "application/octet-stream", f"f{i}")
+        refs.append(mxc[len("mxc://") :])
+    assert (await get(b, bob, f"/download/{refs[0]}"))[0] == 200  # 60K spent
+    assert (await get(b, bob, f"/download/{refs[1]}"))[0] == 200  # fits the check: 100K spent
+    status, headers, body = await get(b, bob, f"/download/{refs[2]}")
+    assert status == 429 and b"M_LIMIT_EXCEEDED" in body
+    assert (await get(b, bob, f"/download/{refs[0]}"))[0] == 200  # held: no fetch, no charge
