@@ -109,6 +109,9 @@ suppress_key_server_warning: false
 # hides whether a name is taken until registration completes (no probing for accounts).
 #allow_underscore_prefixed_registration: false
 #inhibit_user_in_use_error: false
+# The type new accounts get (bot, support or one of extra_user_types) and the types
+# beyond bot and support the admin API may give users.
+#user_types: {{default_user_type: null, extra_user_types: []}}
 registration_requires_token: false
 
 # Guest accounts (POST /register?kind=guest): no password, only rooms whose

@@ -126,7 +126,11 @@ class RegistrationService:
         if username is not None:
             user_id = await self.check_available(username)
             created = await self._accounts.create_user(
-                user_id, password_hash, is_admin=admin, displayname=displayname or username.lower()
+                user_id,
+                password_hash,
+                is_admin=admin,
+                displayname=displayname or username.lower(),
+                user_type=self._config.default_user_type,  # user_types
             )
             if not created:
                 raise user_in_use()
@@ -210,7 +214,11 @@ class RegistrationService:
             localpart = tokens.localpart()
             user_id = f"@{localpart}:{self._server_name}"
             if await self._accounts.create_user(
-                user_id, password_hash, is_admin=admin, displayname=displayname or localpart
+                user_id,
+                password_hash,
+                is_admin=admin,
+                displayname=displayname or localpart,
+                user_type=self._config.default_user_type,
             ):
                 return user_id
         raise MatrixError(500, "M_UNKNOWN", "Could not generate a free user ID")

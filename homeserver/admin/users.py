@@ -451,7 +451,7 @@ def _device_json(device: Any) -> dict[str, Any]:
     return body
 
 
-def parse_user_changes(body: dict[str, Any]) -> UserChanges:
+def parse_user_changes(body: dict[str, Any], extra_types: tuple[str, ...] = ()) -> UserChanges:
     """Check PUT /v2/users/<id>'s body (admin tools send whole records: unknown keys
     are ignored; third-party IDs and SSO links are not supported here)."""
 
@@ -484,8 +484,9 @@ def parse_user_changes(body: dict[str, Any]) -> UserChanges:
         raise invalid_param("'avatar_url' must be an mxc:// URI")
     set_user_type = "user_type" in body
     user_type = body.get("user_type")
-    if set_user_type and user_type not in USER_TYPES:
-        raise invalid_param("'user_type' must be null, 'bot' or 'support'")
+    if set_user_type and user_type not in (*USER_TYPES, *extra_types):
+        allowed = ", ".join(repr(t) for t in ("bot", "support", *extra_types))
+        raise invalid_param(f"'user_type' must be null or one of {allowed}")
     logout_devices = opt_bool("logout_devices")
     return UserChanges(
         password=password,

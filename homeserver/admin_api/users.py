@@ -8,7 +8,7 @@ from aiohttp import web
 
 from homeserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from homeserver.admin.users import parse_user_changes
-from homeserver.appstate import ADMIN_USERS, REGISTRATION
+from homeserver.appstate import ADMIN_USERS, CONFIG, REGISTRATION
 from homeserver.client.routes import MAX_DEVICE_ID_LENGTH
 from homeserver.client.validate import optional_bool, optional_int, optional_str, require_str
 from homeserver.errors import bad_json, missing_param
@@ -91,7 +91,8 @@ async def user_of_external_id(request: web.Request) -> web.Response:
 async def put_user(request: web.Request) -> web.Response:
     admin = await require_admin(request)
     user_id = user_id_path(request)
-    changes = parse_user_changes(await read_json_body(request))
+    extra = request.config_dict[CONFIG].registration.extra_user_types  # user_types
+    changes = parse_user_changes(await read_json_body(request), extra)
     created, body = await request.config_dict[ADMIN_USERS].put_user(admin.user_id, user_id, changes)
     return json_response(body, status=201 if created else 200)
 

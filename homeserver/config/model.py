@@ -182,6 +182,10 @@ class RegistrationConfig:
     # inhibit_user_in_use_error a taken name is revealed only when registration ends.
     allow_underscore_prefix: bool = False
     inhibit_user_in_use_error: bool = False
+    # Synapse's user_types: the type new accounts get, and types beyond bot and
+    # support the admin API may set.
+    default_user_type: str | None = None
+    extra_user_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,7 @@ KNOWN_KEYS = frozenset(
         "allow_underscore_prefixed_registration",
         "inhibit_user_in_use_error",
         "default_identity_server",
+        "user_types",
         "refreshable_access_token_lifetime",
         "refresh_token_lifetime",
         "nonrefreshable_access_token_lifetime",
@@ -261,6 +262,21 @@ def _web_url(value: Any) -> str:
     return value
 
 
+def read_user_types(r: Reader, top: Mapping[str, Any]) -> dict[str, Any]:
+    """Synapse's user_types: {default_user_type, extra_user_types}."""
+    section = r.mapping(top.get("user_types"), "user_types")
+    if section is None:
+        return {}
+    r.check_keys(section, {"default_user_type", "extra_user_types"}, "user_types")
+    extra = tuple(r.str_list(section, "extra_user_types", "user_types") or ())
+    default = r.str(section, "default_user_type", "user_types")
+    if default is not None and default not in ("bot", "support", *extra):
+        r.problem(
+            "user_types.default_user_type", "must be bot, support or an extra_user_types entry"
+        )
+    return {"default_user_type": default, "extra_user_types": extra}
+
+
 def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Config:
     """Check a parsed YAML document and build the Config; raise ConfigError listing all problems.
 
@@ -333,6 +349,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: str = "<config>") -> Confi
         consent=read_consent(r, top),
         allow_underscore_prefix=r.bool(top, "allow_underscore_prefixed_registration", "", False),
         inhibit_user_in_use_error=r.bool(top, "inhibit_user_in_use_error", "", False),
+        **read_user_types(r, top),
     )
     if registration.enabled and not (
         registration.without_verification

@@ -114,6 +114,7 @@ class AccountStore:
         is_guest: bool = False,
         displayname: str | None = None,
         created_ts: int | None = None,
+        user_type: str | None = None,
     ) -> bool:
         """Create a user (and their profile row); False if the user ID is taken."""
         try:
@@ -126,6 +127,10 @@ class AccountStore:
                     is_admin,
                     is_guest,
                 )
+                if user_type is not None:
+                    await conn.execute(
+                        "UPDATE users SET user_type = $2 WHERE user_id = $1", user_id, user_type
+                    )
                 await conn.execute(
                     "INSERT INTO profiles (user_id, displayname) VALUES ($1, $2)"
                     " ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname",
