@@ -43,7 +43,10 @@ RETRY_MAX_S = 0.05
 # A room write waits at most this long for another process to release the room (a
 # write takes milliseconds; past this the holder is stuck): then 503, not a pile-up.
 WAIT_MAX_S = 30.0
-_BROKEN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# What the lock connection raises once it is broken: a server restart can leave it
+# mid-operation, and the next statement is asyncpg's InternalClientError ("another
+# operation is in progress"), not a closed-connection error.
+_BROKEN = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 
 
 def lock_key(schema: str | None, name: str) -> int:

@@ -112,3 +112,43 @@ async def test_write_transactions_of_two_processes_take_turns(two_processes: Any
 
     await asyncio.gather(allocate(first), allocate(second))
     assert await first.fetchval("SELECT COUNT(*) FROM t") == 60
+
+
+async def test_a_lock_connection_left_mid_operation_is_unavailable_not_a_crash() -> None:
+    """A PostgreSQL restart left the lock connection mid-operation: releasing the lock
+    raised asyncpg's InternalClientError, which escaped as a 500 (CI). It is now the
+    connection being gone (the lock with it): the room's write ends with the error it
+    had, and the next lock takes a new connection."""
+    import asyncpg
+
+    from homeserver.storage.postgres_locks import SessionLocks
+
+    class Conn:
+        def __init__(self, broken: bool) -> None:
+            self.broken, self.terminated = broken, False
+
+        def is_closed(self) -> bool:
+            return self.terminated
+
+        def terminate(self) -> None:
+            self.terminated = True
+
+        async def fetchval(self, sql: str, key: int) -> bool:
+            if self.broken and "unlock" in sql:
+                raise asyncpg.InternalClientError("cannot switch to state 12")
+            return True
+
+    made: list[Conn] = []
+
+    async def connect() -> Conn:
+        made.append(Conn(broken=not made))
+        return made[-1]
+
+    locks = SessionLocks(connect, "s")
+    with pytest.raises(RuntimeError, match="the write failed"):
+        async with locks.hold("room"):
+            raise RuntimeError("the write failed")
+    assert made[0].terminated
+    async with locks.hold("room"):
+        pass
+    assert len(made) == 2 and not made[1].terminated
