@@ -86,7 +86,7 @@ from homeserver.push.sync_extension import UnreadCountsExtension
 from homeserver.ratelimit import RateLimiters, override_limit
 from homeserver.relations.service import RelationsService
 from homeserver.replication.build import ProcessParts, build_replication, require_migrated
-from homeserver.replication.writers import event_listeners, room_locks
+from homeserver.replication.writers import claim_positions, event_listeners, room_locks
 from homeserver.reports.service import ReportService
 from homeserver.retention import start_retention
 from homeserver.retention_purge import RETENTION_PURGE, RetentionPurgeJobs
@@ -189,6 +189,7 @@ async def build(
     stores = await open_stores(database)
     stores.retention.settings = config.retention  # rooms' retention policies (MSC1763)
     stores.events.index_for_search = config.enable_search
+    claim_positions(config, stores, database)
     tasks = BackgroundTasks()
     stack.push_async_callback(tasks.close)
     notifier = Notifier(StreamToken(events=await stores.events.get_current_stream_position()))

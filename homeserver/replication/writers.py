@@ -2,11 +2,13 @@
 
 The single-writer rule of a room holds across the deployment by PostgreSQL, not by
 which process a request reached:
-- every write transaction of every process takes one advisory lock first
-  (storage/postgres_locks.py), so each stream is allocated and committed in one order
-  and a stream token stays one integer per stream: a reader never serves a position
-  beyond what every writer has persisted, and tokens survive restarts and any change
-  in the number of writers;
+- event transactions of different processes run side by side, each claiming its
+  stream positions (storage/event_positions.py), and what is announced is the
+  visible position, below every claim still in flight: a stream token stays one
+  integer, a reader never serves a position beyond what every writer has persisted,
+  and tokens survive restarts and any change in the number of writers. Every other
+  write transaction takes one advisory lock first (storage/postgres_locks.py), so
+  the smaller streams are allocated and committed in one order;
 - a room write (build on the room's tips, auth, persist) holds the room's advisory
   lock (`room_locks`); on taking it, a process whose own write is not the room's
   newest forgets the room's tips and members it cached (another process changed them).
@@ -32,9 +34,11 @@ events, and announces each commit on the bus (`LocalCommits`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -43,9 +47,20 @@ from homeserver.events import Event
 from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.rooms.ports import EventListener
 from homeserver.storage import Stores
+from homeserver.storage.errors import StorageError
+from homeserver.storage.event_positions import ConcurrentEventPositions
 from homeserver.storage.replication import ReplicationStore
 
+log = logging.getLogger(__name__)
+
 ROOMS_REMEMBERED = 100_000  # rooms whose newest write here is kept (about 100 B each)
+# How often a writer whose events wait behind a lower position still being written
+# elsewhere reads the visible position again (a write takes milliseconds: from 2 ms,
+# doubling to 50 ms while nothing moves), and how soon it retries when the database
+# is away.
+VISIBLE_RECHECK_S = 0.002
+VISIBLE_RECHECK_MAX_S = 0.05
+VISIBLE_RETRY_S = 0.5
 _C = r"^/_matrix/client/(?:r0|v3|unstable)"
 _F = r"^/_matrix/federation/v[12]"
 # Room writes routed to the room's persister, with the room ID in group 1 (a room
@@ -107,6 +122,14 @@ def write_shard_key(method: str, path: str, access_token: str | None) -> str | N
     return None
 
 
+def claim_positions(config: Any, stores: Stores, database: Any) -> None:
+    """With event persisters, this process's event transactions claim their stream
+    positions beside the other processes' (storage/event_positions.py); set before
+    anything reads the current position."""
+    if config.workers.shared_writers:
+        stores.events.concurrent_positions = ConcurrentEventPositions(database, database.schema)
+
+
 def room_locks(
     config: Any, stores: Stores, database: Any, stack: Any, commits: LocalCommits | None
 ) -> KeyedLock:
@@ -120,6 +143,8 @@ def room_locks(
         return KeyedLock()
     shared = database.share_writes()  # a PostgresDatabase: workers need PostgreSQL
     stack.push_async_callback(shared.close)
+    commits.visible = stores.events.get_current_stream_position
+    stack.push_async_callback(commits.close)
     store = ReplicationStore(database, stores.events)
 
     async def acquired(room_id: str) -> None:
@@ -139,7 +164,12 @@ class LocalCommits:
     def __init__(self) -> None:
         self.publish: Callable[[dict[str, Any]], None] | None = None
         self.follow: Callable[[int], None] | None = None
+        # The visible position (storage/event_positions.py): what is announced when
+        # the processes claim positions side by side, rather than each write's own.
+        self.visible: Callable[[], Awaitable[int]] | None = None
         self.last = 0  # the highest position written here
+        self._announced = 0
+        self._announcing: asyncio.Task[None] | None = None
         # room -> the newest position this process wrote in it (most recent rooms).
         self._rooms: OrderedDict[str, int] = OrderedDict()
 
@@ -155,10 +185,48 @@ class LocalCommits:
         self._rooms.move_to_end(event.room_id)
         if len(self._rooms) > ROOMS_REMEMBERED:
             self._rooms.popitem(last=False)
+        if self.visible is None:
+            self._announce(stream_ordering)
+        elif self._announcing is None or self._announcing.done():
+            self._announcing = asyncio.get_running_loop().create_task(self._announce_visible())
+
+    def _announce(self, position: int) -> None:
         if self.publish is not None:
-            self.publish({"k": "pos", "s": "events", "p": stream_ordering})
+            self.publish({"k": "pos", "s": "events", "p": position})
         if self.follow is not None:
-            self.follow(stream_ordering)
+            self.follow(position)
+
+    async def _announce_visible(self) -> None:
+        """Announce the visible position until it covers every write of ours: at once
+        when nothing lower is in flight elsewhere, else when that ends (committed,
+        rolled back, or its process gone). One task at a time; writes made meanwhile
+        are covered by its next read."""
+        assert self.visible is not None
+        delay = VISIBLE_RECHECK_S
+        while True:
+            target = self.last
+            try:
+                visible = await self.visible()
+            except StorageError as exc:  # the database is away: ours are committed
+                log.warning("Cannot read the visible event position (%s); retrying", exc)
+                await asyncio.sleep(VISIBLE_RETRY_S)
+                continue
+            if visible > self._announced:
+                self._announced = visible
+                self._announce(visible)
+                delay = VISIBLE_RECHECK_S
+            if visible >= self.last:
+                return
+            if visible < target:  # a lower position is still being written elsewhere
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, VISIBLE_RECHECK_MAX_S)
+
+    async def close(self) -> None:
+        task = self._announcing
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def spawn(coro: Any, tasks: set[asyncio.Task[Any]]) -> None:

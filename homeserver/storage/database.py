@@ -57,10 +57,13 @@ class Database(abc.ABC):
     observer: TransactionObserver | None = None
 
     @abc.abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+    def transaction(self, *, exclusive: bool = True) -> AbstractAsyncContextManager[Connection]:
         """Open a write transaction: commit on normal exit, roll back on any exception.
 
-        Only one transaction runs at a time. Do not call the `Database` itself from inside
+        Only one transaction of this process runs at a time. `exclusive=False`: with
+        several writing processes (PostgresDatabase.share_writes), this one does not
+        wait for theirs (an event transaction that claims its stream positions from
+        storage/event_positions.py); every other one takes turns with them. Do not call the `Database` itself from inside
         one (use the yielded connection) or the read may not see the uncommitted writes.
         """
 

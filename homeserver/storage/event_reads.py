@@ -16,6 +16,7 @@ from homeserver.events.redaction import redact
 from ._util import chunks, load_json, placeholders
 from .cache import LruCache
 from .database import Database, Row
+from .event_positions import ConcurrentEventPositions
 
 
 class TimelineEvent(NamedTuple):
@@ -48,6 +49,9 @@ class EventReads:
         self._extremities: LruCache[str, list[str]] = LruCache(
             cache_size, "get_latest_event_ids_in_room"
         )
+        # With several writing processes (event_positions.py): the claims of positions
+        # and the visible position, set by the composition.
+        self.concurrent_positions: ConcurrentEventPositions | None = None
 
     # -- reading single events ----------------------------------------------------------
 
@@ -264,7 +268,11 @@ class EventReads:
         return await self.db.fetchval(sql, event_id)
 
     async def get_current_stream_position(self) -> int:
-        """The highest stream ordering handed out so far (0 for an empty database)."""
+        """The newest complete stream position: every event at or below it is stored
+        (0 for an empty database). With several writing processes, one below the
+        lowest position still being written (event_positions.py)."""
+        if self.concurrent_positions is not None:
+            return await self.concurrent_positions.visible()
         return max(int(await self.db.fetchval("SELECT MAX(stream_ordering) FROM events") or 0), 0)
 
     async def get_room_events_between(

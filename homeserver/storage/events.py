@@ -22,7 +22,7 @@ from homeserver.events.relations import relation_of
 from ._util import MAX_IN_LIST, chunks, dump_json, now_ms, placeholders
 from .current_state import MembershipSource, apply_current_state_delta, upsert_memberships
 from .database import Connection, Database
-from .errors import StorageError
+from .errors import IntegrityError, StorageError
 from .event_reads import CachedEvent, EventReads
 from .group_commit import GroupCommit
 from .search import event_rows, index_rows, unindex_event
@@ -58,6 +58,8 @@ class PersistRequest:
 
 # Requests (one room's batch each) written by one grouped transaction at most.
 MAX_GROUP = 64
+# Attempts at a transaction whose insert met another process's copy of an event.
+DUPLICATE_RETRIES = 3
 
 
 class EventStore(EventReads):
@@ -132,8 +134,23 @@ class EventStore(EventReads):
         return (await self._persist_requests([request]))[0]
 
     async def _persist_requests(self, requests: list[PersistRequest]) -> list[list[int]]:
-        """Several rooms' requests (all backfilled or none) in ONE transaction."""
-        async with self.db.transaction() as conn:
+        """Several rooms' requests (all backfilled or none) in ONE transaction.
+
+        With several writing processes a transaction that claims its positions runs
+        beside theirs (event_positions.py): one may store an event (an outlier, an
+        invite) that this one found missing before its insert. That insert then fails
+        as a duplicate, and the requests are written again, finding the event stored."""
+        for attempt in range(1, DUPLICATE_RETRIES + 1):
+            try:
+                return await self._persist_requests_once(requests)
+            except IntegrityError:
+                if self.concurrent_positions is None or attempt == DUPLICATE_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _persist_requests_once(self, requests: list[PersistRequest]) -> list[list[int]]:
+        claimed = self.concurrent_positions is not None and not requests[0].backfilled
+        async with self.db.transaction(exclusive=not claimed) as conn:
             written = await self._persist_txn(conn, requests)
             txns: list[tuple[str, str | None, str, str]] = []
             for request, (orderings, _) in zip(requests, written, strict=True):
@@ -190,11 +207,11 @@ class EventStore(EventReads):
         for room_id in rooms:
             if room_id not in known_rooms:
                 raise StorageError(f"cannot persist events of unknown room {room_id}")
-        next_pos = _counter(last, backfilled)
         assigned: dict[str, int] = {}
         new_items: list[PersistItem] = []
         promoted: list[PersistItem] = []
         fresh_per_request: list[list[PersistItem]] = []
+        numbered: list[str] = []  # events that get a new position
         for request in requests:
             fresh: list[PersistItem] = []
             for item in request.items:
@@ -203,16 +220,20 @@ class EventStore(EventReads):
                     continue
                 old = existing.get(eid)
                 if old is None:
-                    assigned[eid] = next_pos()
                     new_items.append(item)
                     fresh.append(item)
                 elif old[1] and not item.outlier:
-                    assigned[eid] = next_pos()
                     promoted.append(item)
                     fresh.append(item)
                 else:
                     assigned[eid] = old[0]
+                    continue
+                assigned[eid] = 0  # numbered below, in this order
+                numbered.append(eid)
             fresh_per_request.append(fresh)
+        next_pos = await self._positions(conn, last, backfilled, len(numbered))
+        for eid in numbered:
+            assigned[eid] = next_pos()
 
         received = now_ms()
         await conn.executemany(
@@ -313,6 +334,17 @@ class EventStore(EventReads):
             ([assigned[i.event.event_id] for i in request.items], fresh)
             for request, fresh in zip(requests, fresh_per_request, strict=True)
         ]
+
+    async def _positions(
+        self, conn: Connection, last: int, backfilled: bool, count: int
+    ) -> Callable[[], int]:
+        """Hands out the transaction's `count` new stream positions: claimed when
+        several processes write events at once (event_positions.py), else after `last`
+        (safe: every writer of the database waits for this transaction)."""
+        positions = self.concurrent_positions
+        if positions is None or backfilled or count <= 0:
+            return _counter(last, backfilled)
+        return _counter(await positions.claim(conn, count) - 1, False)
 
     async def update_forward_extremities(
         self, room_id: str, add: Sequence[str], remove: Sequence[str]

@@ -5,7 +5,9 @@ transactions are serialised (stores allocate IDs with `MAX(...) + 1` inside one)
 run concurrently and see committed data. So writes go through an `asyncio.Lock` here too,
 while reads take any pooled connection. When several processes write events (event
 persisters), `share_writes` makes every write transaction also take one PostgreSQL
-advisory lock first (postgres_locks): the same rule across the deployment.
+advisory lock first (postgres_locks): the same rule across the deployment, except for
+the event transactions, which claim their stream positions without waiting for the
+other processes (`exclusive=False`, event_positions.py).
 
 asyncpg encodes arguments strictly by the column type the server infers (a BOOLEAN wants
 a `bool`, a BIGINT an `int`), where SQLite stores whatever it is given. When an argument
@@ -325,7 +327,7 @@ class PostgresDatabase(Database):
         return cls(pool, kwargs, str(schema) if schema else None)
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PostgresConnection]:
+    async def transaction(self, *, exclusive: bool = True) -> AsyncIterator[PostgresConnection]:
         asked = time.perf_counter()
         async with self._write_lock, self._translated():
             self._check_open()
@@ -333,7 +335,7 @@ class PostgresDatabase(Database):
                 tx = raw.transaction()
                 try:
                     await tx.start()
-                    if self._shared_write_key is not None:
+                    if exclusive and self._shared_write_key is not None:
                         await raw.execute(
                             "SELECT pg_advisory_xact_lock($1)", self._shared_write_key
                         )

@@ -6,7 +6,10 @@ homeserver.replication.writers):
   deployment-wide form of PostgresDatabase's asyncio write lock: stores allocate
   stream IDs with MAX(...) + 1 inside their transactions, so IDs stay unique and every
   stream commits in order (a reader that sees position N has every position below N,
-  whichever process wrote it: one integer stays a complete stream token);
+  whichever process wrote it: one integer stays a complete stream token). The event
+  stream, the one written in bulk, is the exception: its transactions run side by
+  side and claim their positions (event_positions.py), readers being told only
+  positions below every claim still in flight;
 - each room write (build on the room's forward extremities, check, persist) holds a
   session-level advisory lock of that room, so one process at a time writes a room.
 

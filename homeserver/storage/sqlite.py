@@ -362,7 +362,7 @@ class SQLiteDatabase(Database):
         return cls(path, writer, readers, checkpointer)
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SQLiteConnection]:
+    async def transaction(self, *, exclusive: bool = True) -> AsyncIterator[SQLiteConnection]:
         asked = time.perf_counter()
         async with self._write_lock:
             self._check_open()

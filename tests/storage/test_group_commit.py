@@ -23,9 +23,9 @@ def count_transactions(stores: Stores, monkeypatch: pytest.MonkeyPatch) -> list[
     original = stores.db.transaction
 
     @contextlib.asynccontextmanager
-    async def counted() -> AsyncIterator[Any]:
+    async def counted(**options: Any) -> AsyncIterator[Any]:
         opened[0] += 1
-        async with original() as conn:
+        async with original(**options) as conn:
             yield conn
 
     monkeypatch.setattr(stores.db, "transaction", counted)
