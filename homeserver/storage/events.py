@@ -13,6 +13,9 @@ redaction_retention.py erases it (redaction_retention_period later).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +25,7 @@ from homeserver.events.relations import relation_of
 from ._util import MAX_IN_LIST, chunks, dump_json, now_ms, placeholders
 from .current_state import MembershipSource, apply_current_state_delta, upsert_memberships
 from .database import Connection, Database
-from .errors import IntegrityError, StorageError
+from .errors import DatabaseUnavailableError, IntegrityError, StorageError
 from .event_reads import CachedEvent, EventReads
 from .group_commit import GroupCommit
 from .search import event_rows, index_rows, unindex_event
@@ -60,6 +63,11 @@ class PersistRequest:
 MAX_GROUP = 64
 # Attempts at a transaction whose insert met another process's copy of an event.
 DUPLICATE_RETRIES = 3
+# How long a write whose COMMIT answer was lost waits for the database to say whether
+# it committed (a PostgreSQL restart takes seconds).
+COMMIT_CHECK_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class EventStore(EventReads):
@@ -150,26 +158,46 @@ class EventStore(EventReads):
 
     async def _persist_requests_once(self, requests: list[PersistRequest]) -> list[list[int]]:
         claimed = self.concurrent_positions is not None and not requests[0].backfilled
-        async with self.db.transaction(exclusive=not claimed) as conn:
-            written = await self._persist_txn(conn, requests)
-            txns: list[tuple[str, str | None, str, str]] = []
-            for request, (orderings, _) in zip(requests, written, strict=True):
-                await _apply_memberships(conn, request, orderings)
-                txns.extend(request.client_txns)
-            if txns:
-                created = now_ms()
-                await conn.executemany(
-                    "INSERT INTO client_txns (user_id, device_id, txn_id, event_id, created_ts)"
-                    " VALUES ($1, $2, $3, $4, $5)"
-                    " ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
-                    [(u, d or "", t, e, created) for u, d, t, e in txns],
-                )
-            for request in requests:
-                if request.in_commit_order is not None:
-                    request.in_commit_order()
-        for request, (_, fresh) in zip(requests, written, strict=True):
-            self._after_commit(request, fresh)
+        written: list[tuple[list[int], list[PersistItem]]] = []
+        committing = False
+        try:
+            async with self.db.transaction(exclusive=not claimed) as conn:
+                written = await self._write_requests(conn, requests)
+                committing = True  # what fails from here on is the COMMIT
+        except DatabaseUnavailableError:
+            # The connection was lost at COMMIT: the database may have committed. If it
+            # did, this is a success like any other (announced, pushed, sent to other
+            # servers); answering an error would leave the events stored but unsent.
+            fresh = _fresh_positions(requests, written)
+            if not committing or not fresh or not await _committed(self.db, *fresh[0]):
+                raise
+            log.warning("A COMMIT's answer was lost, but it committed: carrying on")
+        for request, (_, fresh_items) in zip(requests, written, strict=True):
+            self._after_commit(request, fresh_items)
         return [orderings for orderings, _ in written]
+
+    async def _write_requests(
+        self, conn: Connection, requests: list[PersistRequest]
+    ) -> list[tuple[list[int], list[PersistItem]]]:
+        """Every row of `requests`, in the open transaction, then their commit-order
+        hooks."""
+        written = await self._persist_txn(conn, requests)
+        txns: list[tuple[str, str | None, str, str]] = []
+        for request, (orderings, _) in zip(requests, written, strict=True):
+            await _apply_memberships(conn, request, orderings)
+            txns.extend(request.client_txns)
+        if txns:
+            created = now_ms()
+            await conn.executemany(
+                "INSERT INTO client_txns (user_id, device_id, txn_id, event_id, created_ts)"
+                " VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
+                [(u, d or "", t, e, created) for u, d, t, e in txns],
+            )
+        for request in requests:
+            if request.in_commit_order is not None:
+                request.in_commit_order()
+        return written
 
     def _after_commit(self, request: PersistRequest, fresh: list[PersistItem]) -> None:
         """Observers and caches, once the request's rows are committed."""
@@ -389,6 +417,38 @@ class EventStore(EventReads):
                 )
         self._cache.invalidate(event_id)
         return changed > 0
+
+
+def _fresh_positions(
+    requests: Sequence[PersistRequest], written: Sequence[tuple[list[int], list[PersistItem]]]
+) -> list[tuple[str, int]]:
+    """(event ID, new stream position) of each event a transaction wrote or promoted."""
+    out: list[tuple[str, int]] = []
+    for request, (orderings, fresh) in zip(requests, written, strict=True):
+        new = {item.event.event_id for item in fresh}
+        position = dict(zip((i.event.event_id for i in request.items), orderings, strict=True))
+        out += [(event_id, position[event_id]) for event_id in new]
+    return out
+
+
+async def _committed(db: Database, event_id: str, position: int) -> bool:
+    """Whether a transaction whose COMMIT answer was lost committed: its event is
+    stored at the position it gave it. Waits for the database to be back, up to
+    COMMIT_CHECK_S (then the error is the answer: the client retries with its
+    transaction ID, which finds the event if it is there)."""
+    deadline = time.monotonic() + COMMIT_CHECK_S
+    delay = 0.05
+    while True:
+        try:
+            stored = await db.fetchval(
+                "SELECT stream_ordering FROM events WHERE event_id = $1", event_id
+            )
+            return stored is not None and int(stored) == position
+        except DatabaseUnavailableError:
+            if time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 async def _replace_extremities(conn: Connection, extremities: Mapping[str, Sequence[str]]) -> None:
