@@ -48,7 +48,6 @@ from homeserver.rooms.keyed_lock import KeyedLock
 from homeserver.rooms.ports import EventListener
 from homeserver.storage import Stores
 from homeserver.storage.errors import StorageError
-from homeserver.storage.event_positions import ConcurrentEventPositions
 from homeserver.storage.replication import ReplicationStore
 
 log = logging.getLogger(__name__)
@@ -127,6 +126,8 @@ def claim_positions(config: Any, stores: Stores, database: Any) -> None:
     positions beside the other processes' (storage/event_positions.py); set before
     anything reads the current position."""
     if config.workers.shared_writers:
+        from homeserver.storage.event_positions import ConcurrentEventPositions
+
         stores.events.concurrent_positions = ConcurrentEventPositions(database, database.schema)
 
 

@@ -27,7 +27,6 @@ scan of pg_locks.
 from __future__ import annotations
 
 from .database import Connection, Database
-from .postgres_locks import lock_key
 
 _FLIGHT_MASK = 0x7FFF_FFFF  # an advisory lock's first int4 key: kept positive
 
@@ -36,6 +35,8 @@ class ConcurrentEventPositions:
     """Claims and the visible position, for one deployment's schema."""
 
     def __init__(self, db: Database, schema: str | None) -> None:
+        from .postgres_locks import lock_key  # asyncpg: loaded by PostgreSQL servers only
+
         self._db = db
         self._guard = lock_key(schema, "event positions")
         self._flight = lock_key(schema, "event positions in flight") & _FLIGHT_MASK

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from homeserver.events import Event, get_room_version
 from homeserver.events.redaction import redact
@@ -16,7 +16,9 @@ from homeserver.events.redaction import redact
 from ._util import chunks, load_json, placeholders
 from .cache import LruCache
 from .database import Database, Row
-from .event_positions import ConcurrentEventPositions
+
+if TYPE_CHECKING:  # PostgreSQL only: asyncpg is not loaded by a SQLite server
+    from .event_positions import ConcurrentEventPositions
 
 
 class TimelineEvent(NamedTuple):
