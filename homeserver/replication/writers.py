@@ -212,6 +212,10 @@ class LocalCommits:
                 log.warning("Cannot read the visible event position (%s); retrying", exc)
                 await asyncio.sleep(VISIBLE_RETRY_S)
                 continue
+            except Exception:  # never give up: our writes would stay unannounced
+                log.exception("Reading the visible event position failed; retrying")
+                await asyncio.sleep(VISIBLE_RETRY_S)
+                continue
             if visible > self._announced:
                 self._announced = visible
                 self._announce(visible)

@@ -44,8 +44,9 @@ async def test_own_writes_are_announced_once_the_lower_positions_elsewhere_end(
 ) -> None:
     monkeypatch.setattr(writers, "VISIBLE_RETRY_S", 0.001)
     # Positions 1-2 are another process's, still in flight for three reads; the
-    # database is away for one.
-    commits, published, followed = _commits([0, 0, DatabaseUnavailableError("away"), 0, 4])
+    # database is away for one, and one fails as nothing should.
+    away, broken = DatabaseUnavailableError("away"), RuntimeError("unexpected")
+    commits, published, followed = _commits([0, 0, away, 0, broken, 4])
     commits.on_new_event(make_event("$3", room_id="!r:x"), 3)
     commits.on_new_event(make_event("$4", room_id="!r:x"), 4)
     await _settle(commits)
