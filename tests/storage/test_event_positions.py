@@ -113,6 +113,38 @@ async def test_a_killed_writers_claim_holds_nothing_up(
             await asyncio.sleep(0.02)
 
 
+async def test_an_event_two_processes_store_at_once_is_stored_once(
+    two_writers: tuple[Stores, Stores, dict[str, Any]],
+) -> None:
+    """An out-of-band invite reaching two processes at once: one transaction's insert
+    meets the other's row, fails as a duplicate, and is written again, finding the
+    event stored (before, the write lock made it find it at once)."""
+    a, b, _ = two_writers
+    pa, _ = _concurrent(a, b)
+    await a.rooms.store_room("!a:example.org", "10", "@alice:example.org")
+    claim, release, claimed = pa.claim, asyncio.Event(), asyncio.Event()
+
+    async def held_claim(conn: Any, count: int) -> int:
+        first = await claim(conn, count)
+        claimed.set()
+        await release.wait()
+        return first
+
+    pa.claim = held_claim  # type: ignore[method-assign]
+    invite = _chain("!a:example.org", "i", 1)
+    first = asyncio.create_task(a.events.persist_events("!a:example.org", invite))
+    await claimed.wait()
+    second = asyncio.create_task(b.events.persist_events("!a:example.org", invite))
+    async with asyncio.timeout(5):  # b claims after a, stores it and commits
+        while await b.events.get_stream_ordering(invite[0].event.event_id) is None:
+            await asyncio.sleep(0.01)
+    release.set()  # a's insert now meets b's row
+    assert await first == await second == [2]
+    count = "SELECT COUNT(*) FROM events WHERE event_id = $1"
+    assert await a.db.fetchval(count, invite[0].event.event_id) == 1
+    assert await a.events.get_current_stream_position() == 2  # a's claim of 1: a gap
+
+
 async def test_claims_start_above_positions_a_single_process_allocated(
     two_writers: tuple[Stores, Stores, dict[str, Any]],
 ) -> None:
