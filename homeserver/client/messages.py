@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -43,6 +45,7 @@ MAX_INITIAL_SYNC_ROOMS = 500
 PEEK_LIMIT = 50
 MAX_PEEK_TIMEOUT_MS = 30_000
 MAX_LIMIT = 1000
+T = TypeVar("T")
 
 
 def _limit(value: str) -> int:
@@ -229,10 +232,9 @@ async def peek_events(request: web.Request) -> web.Response:
             event_filter=RoomEventFilter.from_query(None),
         )
 
-    with notifier.listen(requester.user_id, [room_id]) as listener:
-        body = await read()
-        if not body["chunk"] and timeout > 0 and await listener.wait(timeout / 1000):
-            body = await read()
+    body = await _long_poll(
+        notifier, requester.user_id, lambda: [room_id], timeout, read, lambda b: b["chunk"]
+    )
     return json_response(
         {"chunk": body["chunk"], "start": start.encode(), "end": body.get("end", start.encode())}
     )
@@ -259,14 +261,43 @@ async def _global_events(request: web.Request, requester: Requester) -> web.Resp
             requester.user_id, requester.device_id, after, upto, PEEK_LIMIT
         )
 
-    rooms = await request.config_dict[STORES].current_state.get_rooms_for_user(requester.user_id)
-    with notifier.listen(requester.user_id, rooms) as listener:
-        chunk, end = await read()
-        if not chunk and timeout > 0 and await listener.wait(timeout / 1000):
-            chunk, end = await read()
+    state = request.config_dict[STORES].current_state
+    chunk, end = await _long_poll(
+        notifier,
+        requester.user_id,
+        lambda: state.get_rooms_for_user(requester.user_id),
+        timeout,
+        read,
+        lambda result: result[0],
+    )
     return json_response(
         {"chunk": chunk, "start": start.encode(), "end": RoomToken(max(end, after)).encode()}
     )
+
+
+async def _long_poll(
+    notifier: Any,
+    user_id: str,
+    rooms: Callable[[], Iterable[str] | Awaitable[Iterable[str]]],
+    timeout_ms: int,
+    read: Callable[[], Awaitable[T]],
+    found: Callable[[T], Any],
+) -> T:
+    """`read()` until it `found` something or `timeout_ms` passed, reading again each
+    time the notifier wakes the user or one of their rooms. A wake that brings nothing
+    this endpoint shows (another stream, an event the user may not see, a worker
+    catching up on writes older than `from`) waits on, not answered empty at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_ms / 1000
+    while True:
+        listening = rooms()
+        if inspect.isawaitable(listening):
+            listening = await listening
+        with notifier.listen(user_id, listening) as listener:
+            result = await read()
+            remaining = deadline - loop.time()
+            if found(result) or remaining <= 0 or not await listener.wait(remaining):
+                return result
 
 
 async def _room_snapshot(

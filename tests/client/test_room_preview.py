@@ -204,3 +204,42 @@ async def test_global_initial_sync_lists_joined_rooms(app_client) -> None:
         f"{V3}/sync", params={"since": body["end"], "timeout": "0"}, headers=auth(atok)
     )
     assert resp.status == 200
+
+
+async def test_an_event_stream_long_poll_woken_by_typing_waits_for_an_event(app_client) -> None:
+    """Typing wakes the room's long-polls, but /events shows room events only: the
+    poll waits on for the message rather than answering an empty chunk at once (in a
+    deployment, a client reader catching up on older writes woke it the same way)."""
+    _, atok, _ = await make_user(app_client, "alice")
+    bob, btok, _ = await make_user(app_client, "bob")
+    resp = await app_client.post(
+        f"{V3}/createRoom", json={"preset": "public_chat"}, headers=auth(atok)
+    )
+    room = (await resp.json())["room_id"]
+    assert (await app_client.post(f"{V3}/join/{room}", headers=auth(btok))).status == 200
+    typing_path = f"{V3}/rooms/{room}/typing/{bob}"
+
+    async def type_then_send(txn: str) -> None:
+        await asyncio.sleep(0.2)
+        typing = {"typing": True, "timeout": 5000}
+        resp = await app_client.put(typing_path, json=typing, headers=auth(btok))
+        assert resp.status == 200
+        await asyncio.sleep(0.3)
+        await app_client.put(
+            f"{V3}/rooms/{room}/send/m.room.message/{txn}",
+            json={"msgtype": "m.text", "body": f"after typing {txn}"},
+            headers=auth(btok),
+        )
+
+    for txn, query in (("peek", f"room_id={room}&"), ("global", "")):
+        status, first = await _get(app_client, f"/events?{query}timeout=0", atok)
+        assert status == 200
+        sender = asyncio.ensure_future(type_then_send(txn))
+        status, woken = await _get(
+            app_client, f"/events?{query}from={first['end']}&timeout=5000", atok
+        )
+        await sender
+        assert status == 200, woken
+        assert [e["content"].get("body") for e in woken["chunk"]] == [f"after typing {txn}"]
+        resp = await app_client.put(typing_path, json={"typing": False}, headers=auth(btok))
+        assert resp.status == 200
