@@ -348,9 +348,15 @@ async def test_pushers(app_client: TestClient) -> None:
         "lang": "en",
         "data": {"url": "https://push.example/_matrix/push/v1/notify", "format": "event_id_only"},
     }
+
+    # Each listing waits for the change before it: in a deployment the main writes
+    # pushers and a client reader lists them, a moment later.
+    async def listing() -> Any:
+        return await (await app_client.get(url, headers=auth(token))).json()
+
     r = await app_client.post(f"{url}/set", json=pusher, headers=auth(token))
     assert r.status == 200 and await r.json() == {}
-    listed = await (await app_client.get(url, headers=auth(token))).json()
+    listed = await eventually(app_client, listing, lambda body: bool(body["pushers"]))
     # MSC3881: switched on unless said otherwise, and the session that set it up.
     expected = {
         **pusher,
@@ -360,8 +366,10 @@ async def test_pushers(app_client: TestClient) -> None:
     assert listed == {"pushers": [expected]}
     # Update in place.
     r = await app_client.post(f"{url}/set", json={**pusher, "lang": "fr"}, headers=auth(token))
-    listed = await (await app_client.get(url, headers=auth(token))).json()
-    assert [p["lang"] for p in listed["pushers"]] == ["fr"]
+    changed = await eventually(
+        app_client, listing, lambda body: [p["lang"] for p in body["pushers"]] != ["en"]
+    )
+    assert [p["lang"] for p in changed["pushers"]] == ["fr"]
     # Errors.
     for bad in (
         {**pusher, "kind": "email"},
@@ -383,7 +391,9 @@ async def test_pushers(app_client: TestClient) -> None:
         headers=auth(token),
     )
     assert r.status == 200
-    assert await (await app_client.get(url, headers=auth(token))).json() == {"pushers": []}
+    assert await eventually(app_client, listing, lambda body: not body["pushers"]) == {
+        "pushers": []
+    }
 
 
 async def test_legacy_mention_rules_as_a_client_sees_them(app_client: TestClient) -> None:
