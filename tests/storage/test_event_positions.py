@@ -48,6 +48,21 @@ def _concurrent(*stores: Stores) -> list[ConcurrentEventPositions]:
     return out
 
 
+def _hold_after_claim(positions: ConcurrentEventPositions) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the next transactions of `positions` stop right after their claim: the
+    first event is set when one has claimed, the second lets them go on."""
+    claim, claimed, release = positions.claim, asyncio.Event(), asyncio.Event()
+
+    async def held_claim(conn: Any, count: int) -> int:
+        first = await claim(conn, count)
+        claimed.set()
+        await release.wait()
+        return first
+
+    positions.claim = held_claim  # type: ignore[method-assign]
+    return claimed, release
+
+
 async def test_a_lower_claim_in_flight_holds_the_visible_position_back(
     two_writers: tuple[Stores, Stores, dict[str, Any]],
 ) -> None:
@@ -56,15 +71,7 @@ async def test_a_lower_claim_in_flight_holds_the_visible_position_back(
     for room in ("!a:example.org", "!b:example.org"):
         await a.rooms.store_room(room, "10", "@alice:example.org")
     assert await pa.visible() == 0
-    claim, release, claimed = pa.claim, asyncio.Event(), asyncio.Event()
-
-    async def held_claim(conn: Any, count: int) -> int:
-        first = await claim(conn, count)
-        claimed.set()
-        await release.wait()
-        return first
-
-    pa.claim = held_claim  # type: ignore[method-assign]
+    claim, (claimed, release) = pa.claim, _hold_after_claim(pa)
     slow = asyncio.create_task(
         a.events.persist_events("!a:example.org", _chain("!a:example.org", "a", 2))
     )
@@ -122,15 +129,7 @@ async def test_an_event_two_processes_store_at_once_is_stored_once(
     a, b, _ = two_writers
     pa, _ = _concurrent(a, b)
     await a.rooms.store_room("!a:example.org", "10", "@alice:example.org")
-    claim, release, claimed = pa.claim, asyncio.Event(), asyncio.Event()
-
-    async def held_claim(conn: Any, count: int) -> int:
-        first = await claim(conn, count)
-        claimed.set()
-        await release.wait()
-        return first
-
-    pa.claim = held_claim  # type: ignore[method-assign]
+    claimed, release = _hold_after_claim(pa)
     invite = _chain("!a:example.org", "i", 1)
     first = asyncio.create_task(a.events.persist_events("!a:example.org", invite))
     await claimed.wait()
