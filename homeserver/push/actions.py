@@ -207,8 +207,6 @@ class ActionGenerator:
             if batch:
                 counted = await self._generate_batch(batch, retried=True)
                 evaluated, found = evaluated + len(batch), found + counted
-                if self.on_recorded is not None:
-                    self.on_recorded([so for _, so in batch], counted, True)
         if found:  # events that notify nobody have no rows: evaluated again, harmlessly
             log.info("%d notifications of %d events written before a restart", found, evaluated)
         return evaluated
@@ -222,9 +220,10 @@ class ActionGenerator:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                counted = 1  # unknown after a failure: readers then look for themselves
+                failed = True
                 try:
-                    counted = await self._generate_batch(batch)
+                    await self._generate_batch(batch)  # announced there
+                    failed = False
                 except DatabaseUnavailableError as exc:
                     log.warning(
                         "push actions of %d events wait for the database: %s", len(batch), exc
@@ -232,8 +231,9 @@ class ActionGenerator:
                     self._retry_later(batch)
                 except Exception:
                     log.exception("push action generation failed for %d events", len(batch))
-                if self.on_recorded is not None:
-                    self.on_recorded([so for _, so in batch], counted, False)
+                if failed and self.on_recorded is not None:
+                    # How many count is unknown: readers then look for themselves.
+                    self.on_recorded([so for _, so in batch], 1, False)
                 async with self._progress:
                     self._done_upto = max(self._done_upto, max(so for _, so in batch))
                     self._progress.notify_all()
@@ -261,17 +261,16 @@ class ActionGenerator:
             await asyncio.sleep(delay)
             batch = self._unrecorded[:CATCH_UP_PAGE]
             try:
-                counted = await self._generate_batch(batch, retried=True)
+                await self._generate_batch(batch, retried=True)  # announced there
             except DatabaseUnavailableError:
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             except Exception:
                 log.exception("push action generation failed for %d events", len(batch))
-                counted = 1
+                if self.on_recorded is not None:  # unknown: readers look for themselves
+                    self.on_recorded([so for _, so in batch], 1, True)
             delay = RETRY_MIN_S
             del self._unrecorded[: len(batch)]
-            if self.on_recorded is not None:
-                self.on_recorded([so for _, so in batch], counted, True)
 
     def _progress_to_record(
         self, batch: list[tuple[Event, int]], wrote: bool
@@ -290,10 +289,25 @@ class ActionGenerator:
         return self._instance, upto
 
     async def _generate_batch(self, batch: list[tuple[Event, int]], retried: bool = False) -> int:
-        """Record the batch's actions; how many of them notify or highlight. `retried`:
-        a failed batch or a catch-up, recorded after later events may have been counted."""
+        """Record the batch's actions, announce them, then push: how many of them notify
+        or highlight. `retried`: a failed batch or a catch-up, recorded after later
+        events may have been counted. The announcement goes first: a pusher in another
+        process folds it into the unread counts the push's badge is read from (pushed
+        first, a badge could miss the very message it announces)."""
+        counted, pushed = await self._record_batch(batch, retried)
+        if self.on_recorded is not None:
+            self.on_recorded([so for _, so in batch], counted, retried)
+        if self._delivery is not None and pushed:
+            self._delivery.notify(pushed, {event.event_id: event for event, _ in batch})
+        return counted
+
+    async def _record_batch(
+        self, batch: list[tuple[Event, int]], retried: bool
+    ) -> tuple[int, list[PushAction]]:
+        """The batch's actions recorded: how many notify or highlight, and the rows to
+        push."""
         if not self._enabled:
-            return 0
+            return 0, []
         rows: list[PushAction] = []
         read_positions: dict[tuple[str, str, str], int] = {}
         rooms: dict[str, _RoomAudience] = {}
@@ -324,9 +338,8 @@ class ActionGenerator:
                 self._push.read_marker_moved(user_id, room_id)
             oldest = (time.time() - CATCH_UP_PUSH_MAX_AGE_S) * 1000
             pushed = [r for r in rows if r.ts >= oldest]
-        if self._delivery is not None and any(r.notif for r in pushed):
-            self._delivery.notify(pushed, {event.event_id: event for event, _ in batch})
-        return sum(1 for r in rows if r.notif or r.highlight)
+        notifying = pushed if any(r.notif for r in pushed) else []
+        return sum(1 for r in rows if r.notif or r.highlight), notifying
 
     async def _actions_for(
         self,
