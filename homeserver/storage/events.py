@@ -168,8 +168,10 @@ class EventStore(EventReads):
             # The connection was lost at COMMIT: the database may have committed. If it
             # did, this is a success like any other (announced, pushed, sent to other
             # servers); answering an error would leave the events stored but unsent.
+            if not committing:
+                raise
             fresh = _fresh_positions(requests, written)
-            if not committing or not fresh or not await _committed(self.db, *fresh[0]):
+            if not fresh or not await _committed(self.db, *fresh[0]):
                 raise
             log.warning("A COMMIT's answer was lost, but it committed: carrying on")
         for request, (_, fresh_items) in zip(requests, written, strict=True):

@@ -81,6 +81,24 @@ async def test_a_commit_that_did_not_happen_is_the_error(
     assert await stores.events.get_stream_ordering("$m2") is None
 
 
+async def test_a_connection_lost_before_the_commit_is_the_error(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut mid-transaction (a PostgreSQL restart during an insert): nothing to check,
+    the error is the answer (a CI run found this path raising a ValueError: a 500)."""
+    await stores.rooms.store_room(ROOM, "10", "@alice:example.org")
+
+    async def cut(conn: Any, requests: Any) -> Any:
+        raise DatabaseUnavailableError("connection was closed in the middle of operation")
+
+    monkeypatch.setattr(stores.events, "_write_requests", cut)
+    with pytest.raises(DatabaseUnavailableError):
+        await stores.events.persist_events(ROOM, _message("$m5"))
+    with pytest.raises(DatabaseUnavailableError):
+        await stores.events.persist_events(ROOM, _message("$m6"), grouped=True)
+    assert await stores.events.get_stream_ordering("$m5") is None
+
+
 async def test_the_outcome_is_read_once_the_database_is_back(
     stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
