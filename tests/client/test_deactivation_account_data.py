@@ -11,7 +11,7 @@ from typing import Any
 from homeserver.app import create_app
 from homeserver.appstate import STORES
 from homeserver.config import Config
-from tests.client.helpers import auth, make_room, register_user
+from tests.client.helpers import auth, eventually, make_room, register_user
 from tests.client.test_accounts_account import _password_auth
 
 V3 = "/_matrix/client/v3"
@@ -54,6 +54,10 @@ async def test_deactivation_deletes_account_data_and_keeps_the_stream_whole(
 
     # Frank's next write is seen by his next sync: its position lies beyond his token.
     await _put(client, f, f"/user/{frank['user_id']}/account_data/org.example.after", {"y": 2})
-    body = await _sync(client, f, since)
-    types = [ev["type"] for ev in body.get("account_data", {}).get("events", [])]
-    assert types == ["org.example.after"]
+
+    def types(body: dict[str, Any]) -> list[str]:
+        return [ev["type"] for ev in body.get("account_data", {}).get("events", [])]
+
+    # (In a deployment the main writes and a client reader answers a moment later.)
+    body = await eventually(client, lambda: _sync(client, f, since), lambda b: bool(types(b)))
+    assert types(body) == ["org.example.after"]

@@ -49,7 +49,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     d = Deployment(
         Path(tmp_path_factory.mktemp("persisters")),
         **FULL_LAYOUT,
-        overrides={"ip_range_whitelist": ["127.0.0.0/8"]},  # the recording push gateway
+        overrides={
+            "ip_range_whitelist": ["127.0.0.0/8"],  # the recording push gateway
+            # A badge counts unread messages (not rooms): each push's is checked.
+            "push": {"group_unread_count_by_room": False},
+        },
     ).start()
     try:
         yield d
@@ -314,7 +318,10 @@ async def test_a_killed_persisters_rooms_are_written_by_the_main_until_it_is_bac
 async def test_the_main_sends_the_notifications_of_events_the_persisters_wrote(
     deployment: Deployment, session: aiohttp.ClientSession
 ) -> None:
-    """No pusher workers: the main sends every push, once, whichever process wrote."""
+    """No pusher workers: the main sends every push, once, whichever process wrote,
+    and its badge counts the message it announces: the persister that recorded the
+    push actions announces them before it asks the main to push (the main's cached
+    counts lagged one message behind, badges 0, 1, 2 for three messages)."""
     gateway = Recorder()
     try:
         alice = await register(session, deployment.url)
@@ -339,6 +346,10 @@ async def test_the_main_sends_the_notifications_of_events_the_persisters_wrote(
         await asyncio.sleep(0.5)
         pushed = [e for _, e in gateway.pushes() if e in set(sent)]
         assert sorted(pushed) == sorted(sent)  # each once
+        # Bob has read nothing: the push for the k-th message counts at least k
+        # messages (more when later ones were recorded before it went out).
+        badges = gateway.badges()
+        assert all(badges[e] >= k + 1 for k, e in enumerate(sent)), (sent, badges)
     finally:
         gateway.server.shutdown()
 

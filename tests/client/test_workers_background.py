@@ -78,6 +78,15 @@ class Recorder:
                     found += [(d["pushkey"], n["event_id"]) for d in n["devices"]]
             return found
 
+    def badges(self) -> dict[str, int]:
+        """event_id -> the badge (`counts.unread`) its notification carried."""
+        with self.lock:
+            return {
+                n["event_id"]: n.get("counts", {}).get("unread", 0)
+                for path, body in self.requests
+                if "/push/" in path and (n := body.get("notification", {})).get("event_id")
+            }
+
     def transactions(self) -> list[dict[str, Any]]:
         with self.lock:
             return [body for path, body in self.requests if "/transactions/" in path]
