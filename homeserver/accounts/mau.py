@@ -148,11 +148,15 @@ class ResourceLimits:
             return last
         return None
 
-    async def count(self) -> int:
-        """Users counted towards max_mau_value (read again after a few seconds)."""
+    async def count(self, *, fresh: bool = False) -> int:
+        """Users counted towards max_mau_value (read again after a few seconds; with
+        `fresh`, now, unless the cached count already says full)."""
         now = now_ms()
-        if self._count is not None and now - self._count[1] < COUNT_CACHE_MS:
-            return self._count[0]
+        cached = self._count
+        if cached is not None and now - cached[1] < COUNT_CACHE_MS:
+            full = cached[0] >= self.config.max_mau_value
+            if full or not fresh:
+                return cached[0]
         value = await self._store.count()
         self._count = (value, now)
         return value
@@ -202,12 +206,16 @@ class ResourceLimits:
             )
         if not self.config.limit_usage_by_mau:
             return
+        fresh = False
         if user_id is not None:
             if await self.last_active(user_id) is not None or await self.in_trial(user_id):
                 return
+            # Not counted: their seat was refused (`record` ran first), so a count with
+            # room in it is stale (another process took the last seats a moment ago).
+            fresh = True
         elif threepid is not None and threepid in self.config.reserved_threepids:
             return
-        if await self.count() >= self.config.max_mau_value:
+        if await self.count(fresh=fresh) >= self.config.max_mau_value:
             raise resource_limit_error(
                 MAU_EXCEEDED_MESSAGE, self.config.admin_contact, LIMIT_TYPE_MAU
             )

@@ -5,6 +5,7 @@ and forged, expired, foreign or mis-addressed tokens are refused with 403."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -125,3 +126,23 @@ def test_the_algorithm_and_secret_are_required(tmp_config: Any) -> None:
         tmp_config(jwt_config={"enabled": True, "secret": "x", "algorithm": "none"})
     with pytest.raises(ConfigError, match="jwt_config.secret"):
         tmp_config(jwt_config={"enabled": True, "algorithm": "HS256"})
+
+
+async def test_a_subjects_first_sign_ins_at_once_make_one_account(
+    aiohttp_client: Any, tmp_config: Any
+) -> None:
+    """A user opening the portal on several devices at once: every first sign-in
+    creates or finds the same account (the one that loses the race to register
+    signs in to the winner's), each on a device of its own."""
+    client = await aiohttp_client(create_app(tmp_config(jwt_config=SETTINGS)))
+    answers = await asyncio.gather(*(_login(client, _token(sub="dora")) for _ in range(8)))
+    assert [status for status, _ in answers] == [200] * 8, answers
+    assert {body["user_id"] for _, body in answers} == {"@dora:test.local"}
+    assert len({body["device_id"] for _, body in answers}) == 8
+    for _, body in answers:
+        resp = await client.get(f"{C}/account/whoami", headers=auth(body["access_token"]))
+        assert (await resp.json())["user_id"] == "@dora:test.local"
+    devices = await (
+        await client.get(f"{C}/devices", headers=auth(answers[0][1]["access_token"]))
+    ).json()
+    assert len(devices["devices"]) == 8

@@ -5,6 +5,7 @@ limits' clock (homeserver.accounts.mau.now_ms)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -304,3 +305,61 @@ def test_the_settings_are_read_not_ignored(tmp_config: Any) -> None:
         tmp_config(max_mau_value="ten", mau_limit_reserved_threepids=["a@b.c"])
     problems = " ".join(caught.value.problems)
     assert "max_mau_value" in problems and "mau_limit_reserved_threepids[0]" in problems
+
+
+async def test_newcomers_racing_for_the_last_seats_get_exactly_those(
+    database_settings: dict[str, Any], aiohttp_client: Any, tmp_config: Any
+) -> None:
+    """Six never-active users sync at once for the last two seats: two are counted and
+    served, the other four refused, on every request after, too (the seat and the
+    count it is checked against are one statement; a count read before the race must
+    not let a refused newcomer through)."""
+    config = tmp_config(
+        **database_settings, limit_usage_by_mau=True, max_mau_value=3, admin_contact=CONTACT
+    )
+    client = await aiohttp_client(create_app(config))
+    _first, first_token, _ = await make_user(client, "first")
+    resp = await client.get(f"{C}/sync?timeout=0", headers=auth(first_token))
+    assert resp.status == 200, await resp.text()
+    limits = client.server.app[RESOURCE_LIMITS]
+    assert await limits.count() == 1  # and cached: the race below starts from it
+    tokens = [(await make_user(client, f"new{i}"))[1] for i in range(6)]
+
+    async def sync(token: str) -> tuple[int, dict[str, Any]]:
+        resp = await client.get(f"{C}/sync?timeout=0", headers=auth(token))
+        return resp.status, await resp.json()
+
+    answers = await asyncio.gather(*(sync(t) for t in tokens))
+    statuses = [status for status, _ in answers]
+    assert sorted(statuses) == [200, 200, 403, 403, 403, 403], answers
+    assert all(_is_mau_error(body) for status, body in answers if status == 403)
+    assert (
+        await client.server.app[STORES].db.fetchval("SELECT COUNT(*) FROM monthly_active_users")
+        == 3
+    )
+    # Each keeps the answer it got.
+    assert [status for status, _ in [await sync(t) for t in tokens]] == statuses
+
+
+async def test_a_seat_another_process_took_is_not_given_again_from_a_stale_count(
+    aiohttp_client: Any, tmp_config: Any
+) -> None:
+    """In a worker deployment each process caches the count for a few seconds; the
+    last seat taken on another process meanwhile must still refuse the next newcomer
+    here (their seat was refused by the table, so the cached count is read again)."""
+    config = tmp_config(limit_usage_by_mau=True, max_mau_value=2, admin_contact=CONTACT)
+    client = await aiohttp_client(create_app(config))
+    _first, first_token, _ = await make_user(client, "first")
+    resp = await client.get(f"{C}/sync?timeout=0", headers=auth(first_token))
+    assert resp.status == 200, await resp.text()
+    assert await client.server.app[RESOURCE_LIMITS].count() == 1  # cached
+    await client.server.app[STORES].db.execute(  # the other process's newcomer
+        "INSERT INTO monthly_active_users (user_id, timestamp) VALUES ($1, $2)",
+        "@elsewhere:test.local",
+        int(time.time() * 1000),
+    )
+    _late, late_token, _ = await make_user(client, "late")
+    resp = await client.get(f"{C}/sync?timeout=0", headers=auth(late_token))
+    assert resp.status == 403 and _is_mau_error(await resp.json())
+    resp = await client.get(f"{C}/sync?timeout=0", headers=auth(first_token))
+    assert resp.status == 200, await resp.text()
