@@ -200,8 +200,8 @@ class Deployment:
             cwd=self.workdir, check=True, capture_output=True, timeout=60,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )  # fmt: skip
-        config = yaml.safe_load((self.workdir / "homeserver.yaml").read_text())
-        config.update(
+        self._base_config = yaml.safe_load((self.workdir / "homeserver.yaml").read_text())
+        self._base_config.update(
             {
                 "rc_enabled": False,
                 "room_list_publication_rules": [{"action": "allow"}],
@@ -228,9 +228,27 @@ class Deployment:
                     {"port": replication_port, "bind_addresses": ["127.0.0.1"],
                      "resources": [{"names": ["replication"]}]},
                 ],
-                **self._overrides,
             }
         )  # fmt: skip
+        shared = self._write_shared_config()
+        self.processes["main"] = Process(
+            "main", ["-c", str(shared)], main_port, self.workdir / "main.log"
+        )
+        self._write_worker_configs(shared)
+
+    def reconfigure(self, overrides: dict[str, Any]) -> None:
+        """Replace the settings given at construction, for the next start() of a
+        stopped deployment (a restart with other settings)."""
+        assert not any(
+            p.proc is not None and p.proc.poll() is None for p in self.processes.values()
+        )
+        self._overrides = overrides
+        self._write_shared_config()
+
+    def _write_shared_config(self) -> Path:
+        """homeserver.yaml, which every process reads: the generated config, the
+        deployment's settings, then the caller's overrides."""
+        config = {**self._base_config, **self._overrides}
         if self._appservice_senders:
             config["notify_appservices_from_worker"] = "appservice1"
         if self._persisters:
@@ -252,9 +270,9 @@ class Deployment:
             self._media_workers = 0
         shared = self.workdir / "homeserver.yaml"
         shared.write_text(yaml.safe_dump(config))
-        self.processes["main"] = Process(
-            "main", ["-c", str(shared)], main_port, self.workdir / "main.log"
-        )
+        return shared
+
+    def _write_worker_configs(self, shared: Path) -> None:
         roles = [("client_reader", "client", self._client_readers)]
         roles.append(("federation_inbound", "federation", self._federation_inbound))
         roles.append(("federation_sender", "federation", self._federation_senders))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,26 +81,40 @@ def settings_for_deployment(raw: dict[str, Any]) -> dict[str, Any]:
 class DeploymentServer(BaseTestServer):
     """What an aiohttp TestClient talks to: the deployment's nginx."""
 
-    def __init__(self, config: Any, settings: dict[str, Any] | None = None, **layout: Any) -> None:
+    def __init__(
+        self,
+        config: Any,
+        settings: dict[str, Any] | None = None,
+        *,
+        restart_of: DeploymentServer | None = None,
+        **layout: Any,
+    ) -> None:
         """`settings`: deployment settings beside the test config's (which SQLite
         would refuse: `stream_writers`...); `layout`: Deployment's role counts instead
-        of FULL_LAYOUT's."""
+        of FULL_LAYOUT's; `restart_of`: a closed server whose deployment this one
+        starts again, on its data (the test restarting its server)."""
         super().__init__()
         from tests.deployment import FULL_LAYOUT, Deployment, missing_parts
 
         why = missing_parts()
         if why is not None:
             pytest.skip(f"HS_TEST_DEPLOYMENT needs a worker deployment: {why}")
-        overrides = {**deployment_settings(config), **(settings or {})}
+        self.overrides = {**deployment_settings(config), **(settings or {})}
         self.config = config
-        self.tokens: dict[str, str] = {}  # the test helpers' users (helpers.make_user)
         self.view: Any = None
+        self._discard_on_close = False
+        if restart_of is not None:
+            self.tokens: dict[str, str] = restart_of.tokens  # (helpers.make_user)
+            self._workdir = restart_of._workdir
+            self.deployment = restart_of.deployment
+            return
+        self.tokens = {}
         self._workdir = tempfile.TemporaryDirectory(prefix="hs-deployment-")
         self.deployment = Deployment(
             Path(self._workdir.name),
             **(layout or FULL_LAYOUT),
             server_name=config.server_name,
-            overrides=overrides,
+            overrides=self.overrides,
         )
 
     async def _make_runner(self, **kwargs: Any) -> Any:
@@ -122,42 +137,77 @@ class DeploymentServer(BaseTestServer):
         return self.view
 
     async def close(self) -> None:
+        """Stop the deployment, keeping its data for a restart within the test
+        (`discard` drops it when the test ends)."""
         if not self._closed:
             self._closed = True
             if self.view is not None:
                 await self.view.close()
-            await asyncio.to_thread(self.deployment.stop)
-            self._workdir.cleanup()
+            if self._discard_on_close:
+                await asyncio.to_thread(self._discard_now)
+            else:
+                await asyncio.to_thread(self.deployment.stop, keep_data=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def discard(self) -> None:
+        """The test is over: drop the deployment's data and files, now if it is
+        closed, else once it is (its client is closed after this fixture ends)."""
+        if self._closed:
+            self._discard_now()
+        else:
+            self._discard_on_close = True
+
+    def _discard_now(self) -> None:
+        self.deployment.stop()
+        self._workdir.cleanup()
 
 
 @pytest.fixture
-def aiohttp_client(aiohttp_client: Any) -> Any:
+def aiohttp_client(aiohttp_client: Any) -> Iterator[Any]:
     """pytest-aiohttp's factory, with an Application replaced by its deployment."""
     if not MODE:
-        return aiohttp_client
+        yield aiohttp_client
+        return
     from homeserver.appstate import CONFIG, SUBSTITUTED
 
-    started: set[str] = set()  # the servers (signing keys) this test's deployments run
+    # This test's deployments by the server they run (its signing key file): a second
+    # create_app of the same server is a restart on its data, as in process.
+    started: dict[str, DeploymentServer] = {}
+    every: list[DeploymentServer] = []  # each deployment's latest server
 
     async def go(param: Any, **kwargs: Any) -> Any:
         if isinstance(param, web.Application):
             if param[SUBSTITUTED]:
                 pytest.skip("gives create_app a test's substitutes, which a deployment lacks")
             config = param[CONFIG]
+            if _RAW.get(id(config), (None, {}))[1].get("listeners") != _default_listeners():
+                pytest.skip("sets its own listeners; a deployment's are the README's")
             # A server's data is where its signing key is (tmp_config() called again
             # gives a new Config for the same files).
             identity = str(config.keys.signing_key_path)
-            if identity in started:
-                # Each deployment has a database schema of its own, dropped when it stops.
-                # (Restarts of a deployment: tests/client/test_workers*.py.)
-                pytest.skip("restarts its server on the same data, which this mode does not keep")
-            started.add(identity)
-            if _RAW.get(id(config), (None, {}))[1].get("listeners") != _default_listeners():
-                pytest.skip("sets its own listeners; a deployment's are the README's")
-            param = DeploymentServer(config)
+            before = started.get(identity)
+            if before is None or not before.closed:
+                # (A second server while the first runs: a test comparing two configs,
+                # in process on the same files; here each is a deployment of its own.)
+                param = DeploymentServer(config)
+                every.append(param)
+            else:
+                param = DeploymentServer(config, restart_of=before)
+                every[every.index(before)] = param  # the one that ends the deployment
+                if param.overrides != before.overrides:  # restarted with other settings
+                    param.deployment.reconfigure(param.overrides)
+            started[identity] = param
         return await aiohttp_client(param, **kwargs)
 
-    return go
+    try:
+        yield go
+    finally:
+        # (Before pytest-aiohttp closes its clients: those still open drop theirs then.)
+        for server in every:
+            server.discard()
 
 
 def _default_listeners() -> Any:

@@ -12,6 +12,7 @@ import pytest
 from homeserver.app import create_app
 from homeserver.appstate import STORES
 from homeserver.config import ConfigError, parse_config
+from tests import deployment_mode
 
 
 def _sizes(client: Any) -> dict[str, int]:
@@ -22,6 +23,9 @@ def _sizes(client: Any) -> dict[str, int]:
     }
 
 
+@pytest.mark.skipif(
+    bool(deployment_mode.MODE), reason="reads the sizes of the caches in the server's memory"
+)
 async def test_caches_take_the_operators_sizes(aiohttp_client: Any, tmp_config: Any) -> None:
     tuned = await aiohttp_client(
         create_app(

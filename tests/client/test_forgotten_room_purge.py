@@ -15,6 +15,7 @@ from homeserver.app import create_app
 from homeserver.appstate import STORES
 from homeserver.rooms import forgotten_purge
 from homeserver.rooms.forgotten_purge import ForgottenRoomPurge
+from tests import deployment_mode
 from tests.client.helpers import auth, register_user
 
 C = "/_matrix/client/v3"
@@ -40,6 +41,10 @@ async def _leave_and_forget(client: Any, token: str, room: str) -> None:
     assert resp.status == 200
 
 
+@pytest.mark.skipif(
+    bool(deployment_mode.MODE),
+    reason="shortens the purge job's interval in this process; a deployment's is its own",
+)
 async def test_rooms_everyone_forgot_are_purged_after_the_period(
     database_settings: dict[str, Any],
     aiohttp_client: Any,

@@ -52,6 +52,7 @@ async def test_taken_names_are_not_revealed_before_registration_ends(
         },
     )
     assert (done.status, (await done.json())["errcode"]) == (400, "M_USER_IN_USE")
+    await client.close()  # the same server without the setting: it says so at once
     plain = await aiohttp_client(create_app(tmp_config()))
     status, body = await _available(plain, "alice")
     assert (status, body["errcode"]) == (400, "M_USER_IN_USE")

@@ -14,6 +14,7 @@ import pytest
 import homeserver.composition_accounts as composition_accounts
 from homeserver.app import create_app
 from homeserver.appstate import STORES
+from tests import deployment_mode
 from tests.client.helpers import auth, register_user
 from tests.client.test_accounts_devices import _login
 from tests.client.test_dehydrated_devices import DD, _body
@@ -22,6 +23,10 @@ C = "/_matrix/client/v3"
 YEAR_MS = 365 * 24 * 3600 * 1000
 
 
+@pytest.mark.skipif(
+    bool(deployment_mode.MODE),
+    reason="shortens the job's interval in this process; a deployment's is its own",
+)
 async def test_devices_unused_for_the_period_are_signed_out(
     database_settings: dict[str, Any],
     aiohttp_client: Any,
