@@ -12,13 +12,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from .dialect import Dialect
 from .errors import StorageError
 from .schema import Table
 
 Row = Any  # sqlite3.Row / asyncpg.Record: row[0] and row["column"] both work.
+# Which other processes' write transactions one may run beside (Database.transaction).
+WriteTurn = Literal["alone", "alongside", "own"]
 
 
 class TransactionObserver(Protocol):
@@ -57,14 +59,17 @@ class Database(abc.ABC):
     observer: TransactionObserver | None = None
 
     @abc.abstractmethod
-    def transaction(self, *, exclusive: bool = True) -> AbstractAsyncContextManager[Connection]:
+    def transaction(self, *, turn: WriteTurn = "alone") -> AbstractAsyncContextManager[Connection]:
         """Open a write transaction: commit on normal exit, roll back on any exception.
 
-        Only one transaction of this process runs at a time. `exclusive=False`: with
-        several writing processes (PostgresDatabase.share_writes), this one does not
-        wait for theirs (an event transaction that claims its stream positions from
-        storage/event_positions.py); every other one takes turns with them. Do not call the `Database` itself from inside
-        one (use the yielded connection) or the read may not see the uncommitted writes.
+        Only one transaction of this process runs at a time. With several writing
+        processes (PostgresDatabase.share_writes), `turn` says which of theirs it may
+        run beside: "alone" (the default) none; "alongside" the other "alongside" ones
+        (never an "alone" one), for writes that neither allocate stream positions nor
+        depend on each other's order; "own" all of them (an event transaction, which
+        claims its stream positions from storage/event_positions.py). Do not call the
+        `Database` itself from inside one (use the yielded connection) or the read may
+        not see the uncommitted writes.
         """
 
     async def write_barrier(self) -> None:

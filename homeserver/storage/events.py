@@ -161,7 +161,7 @@ class EventStore(EventReads):
         written: list[tuple[list[int], list[PersistItem]]] = []
         committing = False
         try:
-            async with self.db.transaction(exclusive=not claimed) as conn:
+            async with self.db.transaction(turn="own" if claimed else "alone") as conn:
                 written = await self._write_requests(conn, requests)
                 committing = True  # what fails from here on is the COMMIT
         except DatabaseUnavailableError:

@@ -7,7 +7,8 @@ while reads take any pooled connection. When several processes write events (eve
 persisters), `share_writes` makes every write transaction also take one PostgreSQL
 advisory lock first (postgres_locks): the same rule across the deployment, except for
 the event transactions, which claim their stream positions without waiting for the
-other processes (`exclusive=False`, event_positions.py).
+other processes (`turn="own"`, event_positions.py), and the push actions recorded
+after them, which take it shared (`turn="alongside"`, push.py).
 
 asyncpg encodes arguments strictly by the column type the server infers (a BOOLEAN wants
 a `bool`, a BIGINT an `int`), where SQLite stores whatever it is given. When an argument
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from .database import Database, Row
+from .database import Database, Row, WriteTurn
 from .dialect import POSTGRES, Dialect
 from .errors import DatabaseUnavailableError, IntegrityError, StorageError, UnstorableValueError
 from .postgres_locks import SessionLocks, lock_key
@@ -110,6 +111,12 @@ def _refuse_nul(sql: str, args: Sequence[Any]) -> None:
 # ours. OSError: a pool replacing a connection that broke connects anew, and a server that
 # is restarting refuses or resets that connection (ConnectionRefusedError, ...).
 _BROKEN = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+# The deployment-wide write lock as each turn takes it ("own" takes none): "alone"
+# waits for every holder, "alongside" only for an "alone" one.
+_TAKE_TURN = {
+    "alone": "SELECT pg_advisory_xact_lock($1)",
+    "alongside": "SELECT pg_advisory_xact_lock_shared($1)",
+}
 
 
 def _translate(exc: Exception, sql: str) -> StorageError:
@@ -327,7 +334,7 @@ class PostgresDatabase(Database):
         return cls(pool, kwargs, str(schema) if schema else None)
 
     @contextlib.asynccontextmanager
-    async def transaction(self, *, exclusive: bool = True) -> AsyncIterator[PostgresConnection]:
+    async def transaction(self, *, turn: WriteTurn = "alone") -> AsyncIterator[PostgresConnection]:
         asked = time.perf_counter()
         async with self._write_lock, self._translated():
             self._check_open()
@@ -335,10 +342,8 @@ class PostgresDatabase(Database):
                 tx = raw.transaction()
                 try:
                     await tx.start()
-                    if exclusive and self._shared_write_key is not None:
-                        await raw.execute(
-                            "SELECT pg_advisory_xact_lock($1)", self._shared_write_key
-                        )
+                    if turn != "own" and self._shared_write_key is not None:
+                        await raw.execute(_TAKE_TURN[turn], self._shared_write_key)
                 except _BROKEN as exc:  # a connection cut since it was pooled
                     with contextlib.suppress(Exception):
                         await tx.rollback()

@@ -303,19 +303,33 @@ class PushStore(PushActionReads, PusherRows):
         batch of events, in one transaction; with `progress` (instance, position), how
         far that instance has recorded (push_actions.action_progress), in the same one.
         The actions recorded: with `late` (a retry or a catch-up, which another process
-        may be recording too), only those this call inserted."""
+        may be recording too), only those this call inserted.
+
+        In a deployment, batches of different processes are written side by side
+        (`turn="alongside"`): each inserts the actions of its own events, moves read
+        positions only forward and its own progress row, so their order does not
+        matter; rows go in key order, so two batches touching the same rows (a late
+        one, a user sending in rooms of two persisters) wait for each other rather
+        than deadlock. Every other write transaction still excludes them: the
+        retention fold's, which must see no action arrive in the range it folds, and
+        the receipts', which move the same read positions."""
         if not actions and not read_positions and progress is None:
             return []
         recorded: Sequence[PushAction] = actions
-        async with self.db.transaction() as conn:
+        in_order = sorted(actions, key=lambda a: (a.stream_ordering, a.user_id))
+        async with self.db.transaction(turn="alongside") as conn:
             if late:
-                recorded = []
-                for i in range(0, len(actions), LATE_ROWS_PER_INSERT):
-                    recorded += await _insert_new(conn, actions[i : i + LATE_ROWS_PER_INSERT])
+                new: set[tuple[str, int]] = set()
+                for i in range(0, len(in_order), LATE_ROWS_PER_INSERT):
+                    chunk = in_order[i : i + LATE_ROWS_PER_INSERT]
+                    new.update(
+                        (a.user_id, a.stream_ordering) for a in await _insert_new(conn, chunk)
+                    )
+                recorded = [a for a in actions if (a.user_id, a.stream_ordering) in new]
             elif actions:
-                await conn.executemany(_INSERT_ACTION, [_action_row(a) for a in actions])
+                await conn.executemany(_INSERT_ACTION, [_action_row(a) for a in in_order])
             if read_positions:
-                await conn.executemany(_ADVANCE_READ, list(read_positions))
+                await conn.executemany(_ADVANCE_READ, sorted(read_positions))
             if progress is not None:
                 await conn.executemany(ADVANCE_PROGRESS, [progress])  # held with the rest
         self._apply_actions(recorded)

@@ -114,6 +114,57 @@ async def test_write_transactions_of_two_processes_take_turns(two_processes: Any
     assert await first.fetchval("SELECT COUNT(*) FROM t") == 60
 
 
+async def test_alongside_transactions_run_together_and_never_beside_one_alone(
+    two_processes: Any,
+) -> None:
+    """Push action batches of two processes (`turn="alongside"`) hold the lock at the
+    same time; a transaction that must be alone (the retention fold, a MAX + 1
+    allocation) waits for them, and they wait for it."""
+    first, second = two_processes
+    first.share_writes()
+    second.share_writes()
+    order: list[str] = []
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def alongside(db: Any, tag: str, hold: bool) -> None:
+        async with db.transaction(turn="alongside"):
+            order.append(f"{tag} in")
+            if hold:
+                inside.set()
+                await release.wait()
+            order.append(f"{tag} out")
+
+    async def alone(db: Any, tag: str) -> None:
+        async with db.transaction():
+            order.append(f"{tag} in")
+            await asyncio.sleep(0.1)
+            order.append(f"{tag} out")
+
+    holder = asyncio.create_task(alongside(first, "a", hold=True))
+    await inside.wait()
+    beside = asyncio.create_task(alongside(second, "b", hold=False))
+    try:  # beside a held alongside one: at once
+        await asyncio.wait_for(asyncio.shield(beside), 5)
+    except TimeoutError:
+        release.set()  # (let the holder go: the fixture's teardown waits for it)
+        await asyncio.gather(holder, beside)
+        raise AssertionError(f"an alongside transaction waited for another: {order}") from None
+    waiting = asyncio.create_task(alone(second, "c"))
+    await asyncio.sleep(0.2)
+    release.set()
+    await holder
+    await waiting
+    assert order == ["a in", "b in", "b out", "a out", "c in", "c out"]  # c waited for a
+    # And an alongside one waits for an alone one.
+    order.clear()
+    blocking = asyncio.create_task(alone(first, "d"))
+    await asyncio.sleep(0.02)
+    await alongside(second, "e", hold=False)
+    await blocking
+    assert order == ["d in", "d out", "e in", "e out"]
+
+
 async def test_a_lock_connection_left_mid_operation_is_unavailable_not_a_crash() -> None:
     """A PostgreSQL restart left the lock connection mid-operation: releasing the lock
     raised asyncpg's InternalClientError, which escaped as a 500 (CI). It is now the
