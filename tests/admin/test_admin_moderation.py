@@ -101,7 +101,7 @@ async def test_suspended_user_may_leave_and_redact_own_events_only(env: AdminEnv
     )
     status, body = await env.call("PUT", f"/v1/suspend/{env.user_id}", json={"suspend": True})
     assert (status, body) == (200, {f"user_{env.user_id}_suspended": True})
-
+    await heard_everywhere(env)
     refused = [
         await put(
             env,
@@ -125,6 +125,7 @@ async def test_suspended_user_may_leave_and_redact_own_events_only(env: AdminEnv
     status, user = await env.call("GET", f"/v2/users/{env.user_id}")
     assert user["suspended"] is True
     await env.call("PUT", f"/v1/suspend/{env.user_id}", json={"suspend": False})
+    await heard_everywhere(env)
     status, _ = await post(env, f"/join/{other}", env.user_token, {})
     assert status == 200
 
@@ -158,9 +159,10 @@ async def test_locked_user_gets_m_user_locked_but_may_log_out(env: AdminEnv) -> 
     assert response.status == 200
 
 
-async def override_heard(env: AdminEnv) -> None:
-    """In a deployment the override reaches the room's event persister over Redis a
-    moment after the admin API answered (homeserver/replication/ratelimits.py); sends
+async def heard_everywhere(env: AdminEnv) -> None:
+    """In a deployment an admin's change (a rate limit override, a suspension) reaches
+    the other processes (the room's event persister...) over Redis a moment after the
+    admin API answered (homeserver/replication/ratelimits.py, moderation.py); requests
     in that moment are checked against the old one. One process: at once."""
     if deployed(env.client):
         await asyncio.sleep(0.5)
@@ -192,7 +194,7 @@ async def test_rate_limit_override(make_admin_env: Any) -> None:
         json={"messages_per_second": 0, "burst_count": 0},
     )
     assert body == {"messages_per_second": 0, "burst_count": 0}
-    await override_heard(env)
+    await heard_everywhere(env)
     assert await burst(10, "b") == [200] * 10  # 0/0: never limited
     status, body = await env.call("GET", f"/v1/users/{env.user_id}/override_ratelimit")
     assert body == {"messages_per_second": 0, "burst_count": 0}
@@ -201,7 +203,7 @@ async def test_rate_limit_override(make_admin_env: Any) -> None:
         f"/v1/users/{env.user_id}/override_ratelimit",
         json={"messages_per_second": 1, "burst_count": 4},
     )
-    await override_heard(env)
+    await heard_everywhere(env)
     assert await burst(5, "c") == [200, 200, 200, 200, 429]
     status, _ = await env.call("DELETE", f"/v1/users/{env.user_id}/override_ratelimit")
     status, body = await env.call("GET", f"/v1/users/{env.user_id}/override_ratelimit")

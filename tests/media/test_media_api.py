@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.app import create_app
-from tests.client.helpers import auth, make_user
+from tests.client.helpers import auth, deployed, make_user
 
 V1 = "/_matrix/client/v1/media"
 V3 = "/_matrix/media/v3"
@@ -180,6 +180,8 @@ async def test_hostile_media_references_are_matrix_errors(
     _, token, _ = await make_user(media_client, "alice")
     resp = await media_client.get(V1 + path, headers=auth(token))
     assert resp.status == status, await resp.text()
+    if deployed(media_client) and "%00" in path:
+        errcode = "M_UNRECOGNIZED"  # nginx refuses a NUL before any of our processes
     assert (await resp.json())["errcode"] == errcode
 
 

@@ -147,6 +147,7 @@ def png_bomb(width: int, height: int) -> bytes:
         (image_bytes((300, 300), "BMP"), "image/png"),  # a decoder we never enable
         (b"%PDF-1.4 ...", "application/pdf"),
     ],
+    ids=["bomb", "not-an-image", "truncated", "bmp-as-png", "pdf"],
 )
 async def test_images_we_will_not_decode_get_400_and_the_server_stays_up(
     client: TestClient, data: bytes, content_type: str
