@@ -169,6 +169,15 @@ class Metrics:
             buckets=DB_BUCKETS,
             registry=r,
         )
+        # Ours (Synapse has no such lock): in a worker deployment, how long write
+        # transactions waited for their turn at the deployment-wide write lock.
+        self.db_turn_wait = Histogram(
+            "homeserver_storage_write_turn_wait_seconds",
+            "sec",
+            ["turn", s],
+            buckets=DB_BUCKETS,
+            registry=r,
+        )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
@@ -188,6 +197,9 @@ class Metrics:
     # -- hooks ------------------------------------------------------------------------
 
     def db_observer(self, kind: str, waited_s: float, took_s: float) -> None:
+        if kind.startswith("turn "):
+            self.db_turn_wait.labels(kind[5:], self.server_name).observe(waited_s)
+            return
         count, total, hist = self._db.get(kind) or self._db["read"]
         self._schedule.observe(waited_s)
         count.inc()

@@ -25,7 +25,9 @@ WriteTurn = Literal["alone", "alongside", "own"]
 
 class TransactionObserver(Protocol):
     """Told about every transaction ("write") and read ("read"): how long it waited
-    for its connection and how long it then took, in seconds (the metrics)."""
+    for its connection and how long it then took, in seconds (the metrics); in a
+    deployment also how long each write waited for its turn at the deployment's write
+    lock ("turn alone", "turn alongside": `waited_s`, `took_s` 0)."""
 
     def __call__(self, kind: str, waited_s: float, took_s: float) -> None: ...
 

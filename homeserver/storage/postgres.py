@@ -343,7 +343,11 @@ class PostgresDatabase(Database):
                 try:
                     await tx.start()
                     if turn != "own" and self._shared_write_key is not None:
+                        asked_turn = time.perf_counter()
                         await raw.execute(_TAKE_TURN[turn], self._shared_write_key)
+                        if self.observer is not None:
+                            waited = time.perf_counter() - asked_turn
+                            self.observer(f"turn {turn}", waited, 0.0)
                 except _BROKEN as exc:  # a connection cut since it was pooled
                     with contextlib.suppress(Exception):
                         await tx.rollback()

@@ -123,6 +123,8 @@ async def test_alongside_transactions_run_together_and_never_beside_one_alone(
     first, second = two_processes
     first.share_writes()
     second.share_writes()
+    turns: list[tuple[str, float]] = []  # what the metrics are told (the waits)
+    second.observer = lambda kind, waited, took: turns.append((kind, waited))
     order: list[str] = []
     inside = asyncio.Event()
     release = asyncio.Event()
@@ -156,6 +158,9 @@ async def test_alongside_transactions_run_together_and_never_beside_one_alone(
     await holder
     await waiting
     assert order == ["a in", "b in", "b out", "a out", "c in", "c out"]  # c waited for a
+    (b, b_waited), (c, c_waited) = [t for t in turns if t[0].startswith("turn")]
+    assert (b, c) == ("turn alongside", "turn alone")
+    assert b_waited < 0.1 and c_waited >= 0.15, turns  # b beside a at once, c after it
     # And an alongside one waits for an alone one.
     order.clear()
     blocking = asyncio.create_task(alone(first, "d"))
