@@ -30,6 +30,7 @@ from federation.appkeys import SERVER_KEYS
 from homeserver.appstate import (
     ACCOUNT_AUTH_STORE,
     ADMIN_JOBS,
+    E2EE_KEY_STORE,
     LOCAL_EVENTS,
     MEMBERSHIP,
     PUSH_STORE,
@@ -180,6 +181,7 @@ def _database_only() -> dict[Any, Any]:
     """Stores whose every answer is in the database: the view gives a test its own,
     over the deployment's PostgreSQL, with nothing cached."""
     from homeserver.storage.account_auth import AccountAuthStore
+    from homeserver.storage.e2ee_keys import E2eeKeyStore
     from homeserver.storage.push import PushStore
     from homeserver.storage.room_directory import RoomReadStore
 
@@ -187,6 +189,7 @@ def _database_only() -> dict[Any, Any]:
         PUSH_STORE: PushStore,
         ACCOUNT_AUTH_STORE: AccountAuthStore,
         ROOM_READ_STORE: RoomReadStore,
+        E2EE_KEY_STORE: E2eeKeyStore,
     }
 
 
