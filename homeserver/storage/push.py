@@ -308,17 +308,19 @@ class PushStore(PushActionReads, PusherRows):
         In a deployment, batches of different processes are written side by side
         (`turn="alongside"`): each inserts the actions of its own events, moves read
         positions only forward and its own progress row, so their order does not
-        matter; rows go in key order, so two batches touching the same rows (a late
-        one, a user sending in rooms of two persisters) wait for each other rather
-        than deadlock. Every other write transaction still excludes them: the
+        matter; read positions (and a late batch's rows, which a retry may insert
+        again) go in key order, so two batches touching the same rows (a user sending
+        in rooms of two persisters) wait for each other rather than deadlock. A live
+        batch's actions are its own events' alone: no sort on the send path. Every
+        other write transaction still excludes them: the
         retention fold's, which must see no action arrive in the range it folds, and
         the receipts', which move the same read positions."""
         if not actions and not read_positions and progress is None:
             return []
         recorded: Sequence[PushAction] = actions
-        in_order = sorted(actions, key=lambda a: (a.stream_ordering, a.user_id))
         async with self.db.transaction(turn="alongside") as conn:
             if late:
+                in_order = sorted(actions, key=lambda a: (a.stream_ordering, a.user_id))
                 new: set[tuple[str, int]] = set()
                 for i in range(0, len(in_order), LATE_ROWS_PER_INSERT):
                     chunk = in_order[i : i + LATE_ROWS_PER_INSERT]
@@ -327,7 +329,7 @@ class PushStore(PushActionReads, PusherRows):
                     )
                 recorded = [a for a in actions if (a.user_id, a.stream_ordering) in new]
             elif actions:
-                await conn.executemany(_INSERT_ACTION, [_action_row(a) for a in in_order])
+                await conn.executemany(_INSERT_ACTION, [_action_row(a) for a in actions])
             if read_positions:
                 await conn.executemany(_ADVANCE_READ, sorted(read_positions))
             if progress is not None:
