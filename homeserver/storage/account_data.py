@@ -12,6 +12,7 @@ from typing import Any
 
 from ._util import dump_json, load_json
 from .database import Connection, Database
+from .stream_marks import newest_sql
 
 # The mark row's type (user_id ''): keeps the stream's highest position (delete_user).
 STREAM_MARK = "org.homeserver.stream_position"
@@ -30,16 +31,18 @@ class AccountDataStore:
         self.db = db
 
     async def get_max_stream_id(self) -> int:
-        return int(await self.db.fetchval("SELECT MAX(stream_id) FROM account_data") or 0)
+        return int(await self.db.fetchval(f"SELECT {newest_sql('account_data')}") or 0)
 
     async def put(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]) -> int:
         """Store one entry at the next stream position, which it returns. The position
         is allocated inside the write transaction: write transactions are serialised
-        (in the process; with several writing processes, across the deployment by
-        PostgreSQL, storage/postgres_locks.py), so positions are unique and commit in
-        order whichever process writes. Rows are replaced by a higher position, and
-        deleted only with the maximum kept (delete_user), so it never goes back."""
-        async with self.db.transaction() as conn:
+        in the process, and with several writing processes this stream's are across
+        the deployment (its own lock, storage/postgres_locks.py), so positions are
+        unique and commit in order whichever process writes. Rows are replaced by a
+        higher position, and deleted only with the maximum kept (delete_user), so it
+        never goes back. Only this store writes the table: other streams' writes run
+        beside its transactions."""
+        async with self.db.transaction(turn="alongside", stream="account_data") as conn:
             return await _write(conn, user_id, room_id, data_type, content)
 
     async def modify(
@@ -54,7 +57,7 @@ class AccountDataStore:
         serialised write transactions (see `put`) order them. `change` gets the current
         content (None: none) and returns the new one, or None to leave it as it is.
         Returns the new stream position, or None when nothing was written."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(turn="alongside", stream="account_data") as conn:
             text = await conn.fetchval(
                 "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2"
                 " AND data_type = $3",
@@ -72,7 +75,7 @@ class AccountDataStore:
         MAX + 1: if the user held the highest, a mark row (no user) keeps it, or the
         next write anywhere would reuse a position some client's token already passed
         (and that client would never see it)."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(turn="alongside", stream="account_data") as conn:
             top = await conn.fetchval("SELECT MAX(stream_id) FROM account_data")
             deleted = await conn.execute("DELETE FROM account_data WHERE user_id = $1", user_id)
             if deleted and top is not None:
@@ -114,7 +117,7 @@ async def _write(
     position = await conn.fetchval(
         "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
         " VALUES ($1, $2, $3, $4,"
-        " (SELECT COALESCE(MAX(stream_id), 0) + 1 FROM account_data))"
+        f" COALESCE({newest_sql('account_data')}, 0) + 1)"
         " ON CONFLICT (user_id, room_id, data_type)"
         " DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id"
         " RETURNING stream_id",

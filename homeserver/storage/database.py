@@ -21,13 +21,17 @@ from .schema import Table
 Row = Any  # sqlite3.Row / asyncpg.Record: row[0] and row["column"] both work.
 # Which other processes' write transactions one may run beside (Database.transaction).
 WriteTurn = Literal["alone", "alongside", "own"]
+# The streams whose writes, written alongside, take a lock of their own
+# (Database.transaction's `stream`): a fixed set, so the metric's labels are bounded.
+WriteStream = Literal["receipts", "to_device", "account_data", "device_lists"]
 
 
 class TransactionObserver(Protocol):
     """Told about every transaction ("write") and read ("read"): how long it waited
     for its connection and how long it then took, in seconds (the metrics); in a
     deployment also how long each write waited for its turn at the deployment's write
-    lock ("turn alone", "turn alongside": `waited_s`, `took_s` 0)."""
+    lock ("turn alone", "turn alongside", or the stream's name for a stream's
+    transaction, "turn receipts" say: `waited_s`, `took_s` 0)."""
 
     def __call__(self, kind: str, waited_s: float, took_s: float) -> None: ...
 
@@ -61,7 +65,9 @@ class Database(abc.ABC):
     observer: TransactionObserver | None = None
 
     @abc.abstractmethod
-    def transaction(self, *, turn: WriteTurn = "alone") -> AbstractAsyncContextManager[Connection]:
+    def transaction(
+        self, *, turn: WriteTurn = "alone", stream: WriteStream | None = None
+    ) -> AbstractAsyncContextManager[Connection]:
         """Open a write transaction: commit on normal exit, roll back on any exception.
 
         Only one transaction of this process runs at a time. With several writing
@@ -69,9 +75,14 @@ class Database(abc.ABC):
         run beside: "alone" (the default) none; "alongside" the other "alongside" ones
         (never an "alone" one), for writes that neither allocate stream positions nor
         depend on each other's order; "own" all of them (an event transaction, which
-        claims its stream positions from storage/event_positions.py). Do not call the
-        `Database` itself from inside one (use the yielded connection) or the read may
-        not see the uncommitted writes.
+        claims its stream positions from storage/event_positions.py). With `stream`
+        (and turn "alongside"): a transaction that allocates positions of that one
+        stream as MAX + 1 (or from the stream's sequence) and writes nothing another
+        stream's transaction writes; it runs beside other streams' transactions and
+        the "alongside" ones, and in turn with its own stream's, so that stream's
+        positions stay unique and commit in order. Do not call the `Database` itself
+        from inside one (use the yielded connection) or the read may not see the
+        uncommitted writes.
         """
 
     async def write_barrier(self) -> None:

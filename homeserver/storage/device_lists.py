@@ -1,7 +1,9 @@
 """DeviceListStore: the device-list change stream and who shares a room with whom.
 
 A row in `device_lists_stream` says "this user's devices or cross-signing keys changed";
-its stream_id is the `device_lists` position of sync tokens. Membership-driven changes
+its stream_id is the `device_lists` position of sync tokens. Only this store writes
+it: with several writing processes its writes take the stream's own lock (positions
+from the table's sequence commit in order), beside other streams' writes. Membership-driven changes
 (joins, leaves) are derived from `room_memberships` at read time instead of written.
 """
 
@@ -17,7 +19,7 @@ class DeviceListStore:
 
     async def add_change(self, user_id: str) -> int:
         """Record that `user_id`'s device list changed; returns the new stream position."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(turn="alongside", stream="device_lists") as conn:
             position = await conn.fetchval(
                 "INSERT INTO device_lists_stream (user_id) VALUES ($1) RETURNING stream_id",
                 user_id,
@@ -28,7 +30,7 @@ class DeviceListStore:
         """Record a change of `user_id`'s devices; returns (new position, the user's
         previous position or None). Both in one transaction so the pair is consistent:
         other servers chain a user's updates by these IDs (`stream_id`, `prev_id`)."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(turn="alongside", stream="device_lists") as conn:
             previous = await conn.fetchval(
                 "SELECT MAX(stream_id) FROM device_lists_stream WHERE user_id = $1", user_id
             )

@@ -16,6 +16,7 @@ from homeserver.events.redaction import redact
 from ._util import chunks, load_json, placeholders
 from .cache import LruCache
 from .database import Database, Row
+from .stream_marks import newest_sql
 
 if TYPE_CHECKING:  # PostgreSQL only: asyncpg is not loaded by a SQLite server
     from .event_positions import ConcurrentEventPositions
@@ -275,7 +276,7 @@ class EventReads:
         lowest position still being written (event_positions.py)."""
         if self.concurrent_positions is not None:
             return await self.concurrent_positions.visible()
-        return max(int(await self.db.fetchval("SELECT MAX(stream_ordering) FROM events") or 0), 0)
+        return max(int(await self.db.fetchval(f"SELECT {newest_sql('events')}") or 0), 0)
 
     async def get_room_events_between(
         self,

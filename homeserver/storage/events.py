@@ -30,6 +30,7 @@ from .event_reads import CachedEvent, EventReads
 from .group_commit import GroupCommit
 from .search import event_rows, index_rows, unindex_event
 from .sliding_sync import record_bumps
+from .stream_marks import newest_sql
 
 StateKey = tuple[str, str]
 
@@ -501,7 +502,12 @@ async def _read_before_write(
     from 0). One round trip when the lists are short (every send, every federation
     transaction), under the write lock: each round trip saved shortens the time every
     writer of the deployment waits for it."""
-    edge = "MIN" if backfilled else "MAX"
+    # A purge may have deleted the newest rows: their positions stay taken (stream_marks).
+    edge = (
+        "SELECT MIN(stream_ordering) FROM events"
+        if backfilled
+        else f"SELECT {newest_sql('events')}"
+    )
     known: set[str] = set()
     existing: dict[str, tuple[int, bool]] = {}
     if len(rooms) + len(ids) > MAX_IN_LIST:
@@ -514,9 +520,9 @@ async def _read_before_write(
                 f" WHERE event_id IN ({placeholders(len(part))})"
             )
             existing.update({r[0]: (int(r[1]), bool(r[2])) for r in await conn.fetch(sql, *part)})
-        last = await conn.fetchval(f"SELECT {edge}(stream_ordering) FROM events")
+        last = await conn.fetchval(edge)
         return known, existing, int(last or 0)
-    parts = [f"SELECT 2, '', {edge}(stream_ordering), FALSE FROM events"]
+    parts = [f"SELECT 2, '', ({edge}), FALSE"]
     if rooms:
         parts.append(
             f"SELECT 0, room_id, 0, FALSE FROM rooms WHERE room_id IN ({placeholders(len(rooms))})"

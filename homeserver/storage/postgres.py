@@ -7,8 +7,11 @@ while reads take any pooled connection. When several processes write events (eve
 persisters), `share_writes` makes every write transaction also take one PostgreSQL
 advisory lock first (postgres_locks): the same rule across the deployment, except for
 the event transactions, which claim their stream positions without waiting for the
-other processes (`turn="own"`, event_positions.py), and the push actions recorded
-after them, which take it shared (`turn="alongside"`, push.py).
+other processes (`turn="own"`, event_positions.py), the push actions recorded after
+them, which take it shared (`turn="alongside"`, push.py), and the writes of receipts,
+to-device messages, account data and device-list changes, which take it shared and
+their own stream's lock exclusively (`stream=...`): each stream's writes take turns,
+different streams' run side by side.
 
 asyncpg encodes arguments strictly by the column type the server infers (a BOOLEAN wants
 a `bool`, a BIGINT an `int`), where SQLite stores whatever it is given. When an argument
@@ -27,11 +30,11 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import asyncpg
 
-from .database import Database, Row, WriteTurn
+from .database import Database, Row, WriteStream, WriteTurn
 from .dialect import POSTGRES, Dialect
 from .errors import DatabaseUnavailableError, IntegrityError, StorageError, UnstorableValueError
 from .postgres_locks import SessionLocks, lock_key
@@ -112,7 +115,8 @@ def _refuse_nul(sql: str, args: Sequence[Any]) -> None:
 # is restarting refuses or resets that connection (ConnectionRefusedError, ...).
 _BROKEN = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 # The deployment-wide write lock as each turn takes it ("own" takes none): "alone"
-# waits for every holder, "alongside" only for an "alone" one.
+# waits for every holder, "alongside" only for an "alone" one. A stream's own lock
+# (`stream=`) is taken like "alone", after the shared deployment lock.
 _TAKE_TURN = {
     "alone": "SELECT pg_advisory_xact_lock($1)",
     "alongside": "SELECT pg_advisory_xact_lock_shared($1)",
@@ -289,11 +293,13 @@ class PostgresDatabase(Database):
         # Set when several processes write (postgres_locks): the advisory lock every
         # write transaction takes first.
         self._shared_write_key: int | None = None
+        self._stream_keys: dict[str, int] = {}
 
     def share_writes(self) -> SessionLocks:
         """Serialise write transactions with the other processes of the deployment;
         the room locks they share, on a connection of their own."""
         self._shared_write_key = lock_key(self.schema, "write transactions")
+        self._stream_keys = {s: lock_key(self.schema, f"{s} stream") for s in get_args(WriteStream)}
         return SessionLocks(lambda: asyncpg.connect(**self._connect_kwargs), self.schema)
 
     @classmethod
@@ -334,7 +340,11 @@ class PostgresDatabase(Database):
         return cls(pool, kwargs, str(schema) if schema else None)
 
     @contextlib.asynccontextmanager
-    async def transaction(self, *, turn: WriteTurn = "alone") -> AsyncIterator[PostgresConnection]:
+    async def transaction(
+        self, *, turn: WriteTurn = "alone", stream: WriteStream | None = None
+    ) -> AsyncIterator[PostgresConnection]:
+        if stream is not None and turn != "alongside":
+            raise ValueError(f"a {stream} transaction is written alongside, not {turn}")
         asked = time.perf_counter()
         async with self._write_lock, self._translated():
             self._check_open()
@@ -345,9 +355,11 @@ class PostgresDatabase(Database):
                     if turn != "own" and self._shared_write_key is not None:
                         asked_turn = time.perf_counter()
                         await raw.execute(_TAKE_TURN[turn], self._shared_write_key)
+                        if stream is not None:  # after the deployment lock: no cycle
+                            await raw.execute(_TAKE_TURN["alone"], self._stream_keys[stream])
                         if self.observer is not None:
                             waited = time.perf_counter() - asked_turn
-                            self.observer(f"turn {turn}", waited, 0.0)
+                            self.observer(f"turn {stream or turn}", waited, 0.0)
                 except _BROKEN as exc:  # a connection cut since it was pooled
                     with contextlib.suppress(Exception):
                         await tx.rollback()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ._util import chunks, placeholders
 from .database import Database
+from .stream_marks import newest_sql
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ReceiptStore:
         self._read_marker_moved = read_marker_moved
 
     async def get_max_stream_id(self) -> int:
-        return int(await self.db.fetchval("SELECT MAX(stream_id) FROM receipts") or 0)
+        return int(await self.db.fetchval(f"SELECT {newest_sql('receipts')}") or 0)
 
     async def write(
         self,
@@ -54,15 +55,16 @@ class ReceiptStore:
     ) -> int:
         """Store a user's latest receipt at the next stream position, which it returns.
         The position is allocated inside the write transaction: write transactions are
-        serialised (in the process; with several writing processes, across the
-        deployment by PostgreSQL, storage/postgres_locks.py), so positions are unique
-        and commit in order whichever process writes (`stream_writers: {receipts:
-        [...]}`). Rows are only ever replaced by a higher position, never deleted, so
-        the maximum never goes back."""
-        async with self.db.transaction() as conn:
+        serialised in the process, and with several writing processes the receipts
+        stream's are across the deployment (its own lock, storage/postgres_locks.py),
+        so positions are unique and commit in order whichever process writes
+        (`stream_writers: {receipts: [...]}`). Rows are only ever replaced by a higher
+        position, never deleted, so the maximum never goes back. Nothing else writes
+        this table: other streams' writes run beside it."""
+        async with self.db.transaction(turn="alongside", stream="receipts") as conn:
             position = await conn.fetchval(
                 f"INSERT INTO receipts ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6,"
-                " (SELECT COALESCE(MAX(stream_id), 0) + 1 FROM receipts))"
+                f" COALESCE({newest_sql('receipts')}, 0) + 1)"
                 " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"
                 " event_id = excluded.event_id, ts = excluded.ts,"
                 " stream_id = excluded.stream_id"

@@ -9,7 +9,8 @@ another area adds later is covered without anyone remembering to list it here:
 - every other table with an `event_id` column: rows of the room's events.
 
 Deletion runs children first (the reverse of foreign-key order) in one transaction,
-so a crash leaves either the whole room or none of it. Callers drop their caches
+so a crash leaves either the whole room or none of it. The streams' newest positions
+are kept first (stream_marks.py): deleted rows' positions are never handed out again. Callers drop their caches
 afterwards with what `RoomPurgeResult` reports.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from ._util import chunks, placeholders
 from .database import Database
 from .schema import Table, dependency_order, quote_ident
+from .stream_marks import keep_newest_positions
 
 # Kept when a room is deleted: the block must outlive the room (that is its point), and
 # reports stay readable for admins (as in Synapse).
@@ -80,6 +82,7 @@ class RoomPurgeStore:
         plan = await self._room_plan()
         result = RoomPurgeResult()
         async with self.db.transaction() as conn:
+            await keep_newest_positions(conn)
             result.event_ids = [
                 r[0]
                 for r in await conn.fetch("SELECT event_id FROM events WHERE room_id = $1", room_id)
@@ -118,6 +121,7 @@ class RoomPurgeStore:
         ]
         result = HistoryPurgeResult()
         async with self.db.transaction() as conn:
+            await keep_newest_positions(conn)
             rows = await conn.fetch(
                 "SELECT event_id, sender FROM events WHERE room_id = $1 AND stream_ordering < $2"
                 " AND state_key IS NULL AND event_id NOT IN"

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiosqlite
 
-from .database import Database, Row, WriteTurn
+from .database import Database, Row, WriteStream, WriteTurn
 from .dialect import SQLITE, Dialect
 from .errors import IntegrityError, StorageError
 from .schema import INTERNAL_TABLES, ForeignKey, Table, quote_ident
@@ -362,7 +362,9 @@ class SQLiteDatabase(Database):
         return cls(path, writer, readers, checkpointer)
 
     @contextlib.asynccontextmanager
-    async def transaction(self, *, turn: WriteTurn = "alone") -> AsyncIterator[SQLiteConnection]:
+    async def transaction(
+        self, *, turn: WriteTurn = "alone", stream: WriteStream | None = None
+    ) -> AsyncIterator[SQLiteConnection]:
         asked = time.perf_counter()
         async with self._write_lock:
             self._check_open()

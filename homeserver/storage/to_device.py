@@ -36,10 +36,14 @@ class ToDeviceStore:
         """Queue messages (and record the (user, device, txn_id) in the same transaction).
 
         Returns the highest new stream position, None if nothing was queued, or raises
-        IntegrityError when the transaction ID was already used.
+        IntegrityError when the transaction ID was already used. Positions come from
+        the table's sequence and the stream's newest is kept in to_device_stream_max:
+        with several writing processes, the stream's own lock (storage/postgres_locks.py)
+        makes them commit in order, beside other streams' writes (only this store
+        writes these tables).
         """
         position: int | None = None
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(turn="alongside", stream="to_device") as conn:
             if txn is not None:
                 await conn.execute(
                     "INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts)"

@@ -18,6 +18,7 @@ import pytest
 
 from homeserver.storage import PersistItem, Stores, open_database, open_stores
 from homeserver.storage.event_positions import ConcurrentEventPositions
+from homeserver.storage.room_purge import RoomPurgeStore
 
 from .conftest import POSTGRES_SKIP_REASON, drop_postgres_schema, make_event, postgres_test_config
 
@@ -154,6 +155,29 @@ async def test_claims_start_above_positions_a_single_process_allocated(
     _concurrent(a, b)
     assert await b.events.get_current_stream_position() == 3
     assert await b.events.persist_events(room, _chain(room, "t", 2)) == [4, 5]
+
+
+async def test_positions_a_purge_deleted_are_never_claimed_again(
+    two_writers: tuple[Stores, Stores, dict[str, Any]],
+) -> None:
+    """A room deletion removed the newest events of a single process's database, whose
+    tokens clients hold: when persisters take over, neither the current position nor
+    their claims go back below them (stream_marks.py)."""
+    a, b, _ = two_writers
+    for room in ("!gone:example.org", "!kept:example.org"):
+        await a.rooms.store_room(room, "10", "@alice:example.org")
+    assert await a.events.persist_events(
+        "!kept:example.org", _chain("!kept:example.org", "k", 1)
+    ) == [1]
+    gone = _chain("!gone:example.org", "g", 3)
+    assert await a.events.persist_events("!gone:example.org", gone) == [2, 3, 4]
+    await RoomPurgeStore(a.db).purge_room("!gone:example.org")
+    assert await a.events.get_current_stream_position() == 4  # one process
+    _concurrent(a, b)
+    assert await b.events.get_current_stream_position() == 4  # persisters
+    assert await b.events.persist_events(
+        "!kept:example.org", _chain("!kept:example.org", "l", 1)
+    ) == [5]
 
 
 def _chain(room_id: str, tag: str, n: int) -> list[PersistItem]:

@@ -16,12 +16,11 @@ from homeserver.storage.errors import DatabaseUnavailableError
 from .conftest import POSTGRES_SKIP_REASON, drop_postgres_schema, postgres_test_config
 
 
-@pytest.fixture
-async def two_processes() -> AsyncIterator[tuple[Any, Any]]:
+async def _two(migrate: bool) -> AsyncIterator[tuple[Any, Any]]:
     config = postgres_test_config()
     if config is None:
         pytest.skip(POSTGRES_SKIP_REASON)
-    first = await open_database(config, migrate=False)
+    first = await open_database(config, migrate=migrate)
     second = await open_database(config, migrate=False)
     try:
         yield first, second
@@ -29,6 +28,19 @@ async def two_processes() -> AsyncIterator[tuple[Any, Any]]:
         await first.close()
         await second.close()
         await drop_postgres_schema(config)
+
+
+@pytest.fixture
+async def two_processes() -> AsyncIterator[tuple[Any, Any]]:
+    async for pair in _two(migrate=False):
+        yield pair
+
+
+@pytest.fixture
+async def two_migrated_processes() -> AsyncIterator[tuple[Any, Any]]:
+    """The same on the homeserver's schema."""
+    async for pair in _two(migrate=True):
+        yield pair
 
 
 async def test_a_room_is_written_by_one_process_at_a_time(two_processes: Any) -> None:
@@ -208,3 +220,78 @@ async def test_a_lock_connection_left_mid_operation_is_unavailable_not_a_crash()
     async with locks.hold("room"):
         pass
     assert len(made) == 2 and not made[1].terminated
+
+
+async def test_each_streams_writes_take_turns_beside_other_streams(two_processes: Any) -> None:
+    """Receipts, to-device messages, account data and device-list changes of two
+    processes (`stream=`): one stream's transactions wait for each other (they allocate
+    its positions as MAX + 1), another stream's run beside them, and a transaction that
+    must be alone still waits for all of them."""
+    first, second = two_processes
+    first.share_writes()
+    second.share_writes()
+    turns: list[str] = []
+    second.observer = lambda kind, waited, took: turns.append(kind)
+    order: list[str] = []
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with first.transaction(turn="alongside", stream="receipts"):
+            order.append("receipts a in")
+            inside.set()
+            await release.wait()
+            order.append("receipts a out")
+
+    async def write(tag: str, **turn: Any) -> None:
+        async with second.transaction(**turn):
+            order.append(tag)
+
+    held = asyncio.create_task(holder())
+    await inside.wait()
+    try:
+        async with asyncio.timeout(5):  # another stream, and push actions: at once
+            await write("to_device b", turn="alongside", stream="to_device")
+            await write("push b", turn="alongside")
+        same = asyncio.create_task(write("receipts b", turn="alongside", stream="receipts"))
+        await asyncio.sleep(0.2)
+        assert not same.done(), order  # the same stream waits
+        release.set()
+        await asyncio.gather(held, same)
+    finally:
+        release.set()
+        await held
+    assert order == ["receipts a in", "to_device b", "push b", "receipts a out", "receipts b"]
+    waits = [kind for kind in turns if kind.startswith("turn ")]  # the metric's labels
+    assert waits == ["turn to_device", "turn alongside", "turn receipts"]
+
+    # An alone transaction excludes them, and they it.
+    order.clear()
+    blocking = asyncio.create_task(write("alone b"))
+    await asyncio.sleep(0.02)
+    async with first.transaction(turn="alongside", stream="account_data"):
+        order.append("account_data a")
+    await blocking
+    assert order == ["alone b", "account_data a"]
+    with pytest.raises(ValueError, match="alongside"):
+        async with first.transaction(stream="receipts"):
+            pass
+
+
+async def test_receipts_of_two_processes_get_unique_positions(
+    two_migrated_processes: Any,
+) -> None:
+    """The receipts store itself, 40 writes from each of two processes at once: every
+    position is handed out once, and the newest is the count."""
+    from homeserver.storage.receipts import ReceiptStore
+
+    first, second = two_migrated_processes
+    first.share_writes()
+    second.share_writes()
+    stores = [ReceiptStore(first), ReceiptStore(second)]
+
+    async def write(i: int) -> int:
+        return await stores[i % 2].write("!r:x", "m.read", f"@u{i}:x", "", f"$e{i}", i)
+
+    positions = await asyncio.gather(*(write(i) for i in range(80)))
+    assert sorted(positions) == list(range(1, 81))
+    assert await stores[0].get_max_stream_id() == 80
