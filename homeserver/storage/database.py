@@ -23,7 +23,7 @@ Row = Any  # sqlite3.Row / asyncpg.Record: row[0] and row["column"] both work.
 WriteTurn = Literal["alone", "alongside", "own"]
 # The streams whose writes, written alongside, take a lock of their own
 # (Database.transaction's `stream`): a fixed set, so the metric's labels are bounded.
-WriteStream = Literal["receipts", "to_device", "account_data", "device_lists"]
+WriteStream = Literal["receipts", "to_device", "account_data", "device_lists", "federation_outbox"]
 
 
 class TransactionObserver(Protocol):

@@ -9,9 +9,9 @@ advisory lock first (postgres_locks): the same rule across the deployment, excep
 the event transactions, which claim their stream positions without waiting for the
 other processes (`turn="own"`, event_positions.py), the push actions recorded after
 them, which take it shared (`turn="alongside"`, push.py), and the writes of receipts,
-to-device messages, account data and device-list changes, which take it shared and
-their own stream's lock exclusively (`stream=...`): each stream's writes take turns,
-different streams' run side by side.
+to-device messages, account data, device-list changes and the federation outbox's
+queueing, which take it shared and their own stream's lock exclusively (`stream=...`):
+each stream's writes take turns, different streams' run side by side.
 
 asyncpg encodes arguments strictly by the column type the server infers (a BOOLEAN wants
 a `bool`, a BIGINT an `int`), where SQLite stores whatever it is given. When an argument

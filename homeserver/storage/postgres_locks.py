@@ -10,8 +10,8 @@ homeserver.replication.writers):
   stream, the one written in bulk, is the exception: its transactions run side by
   side and claim their positions (event_positions.py), readers being told only
   positions below every claim still in flight. The receipts, to-device, account
-  data and device-list streams take it shared and a lock of their own stream
-  exclusively: each is allocated in order, the four side by side;
+  data, device-list and federation outbox streams take it shared and a lock of
+  their own stream exclusively: each is allocated in order, the five side by side;
 - each room write (build on the room's forward extremities, check, persist) holds a
   session-level advisory lock of that room, so one process at a time writes a room.
 

@@ -209,7 +209,11 @@ class TransactionStore:
         await self._enqueues.submit((queued, caught_up))
 
     async def _write_enqueues(self, requests: list[_Enqueue]) -> list[None]:
-        async with self.db.transaction() as conn:
+        # The outbox's stream lock (storage/postgres_locks.py): rows are numbered from its
+        # sequence and acked as "every id up to N", so they must commit in id order
+        # (a lower id committing after the sender acked a higher one would be deleted
+        # unsent); other streams' writes and the push actions run beside.
+        async with self.db.transaction(turn="alongside", stream="federation_outbox") as conn:
             await conn.executemany(_ENQUEUE_PDU, [row for queued, _ in requests for row in queued])
             await conn.executemany(
                 _CATCH_UP_EVENT, [row for _, caught in requests for row in caught]
@@ -235,14 +239,15 @@ class TransactionStore:
         queued for a destination that is backing off (as of DOWN_CACHE_S ago)."""
         if transient and destination in await self._failing_destinations():
             return
-        await self.db.execute(
-            "INSERT INTO federation_outbox (destination, edu, edu_type, created_ts)"
-            " VALUES ($1, $2, $3, $4)",
-            destination,
-            dump_json(edu),
-            str(edu.get("edu_type", "")),
-            now_ms(),
-        )
+        async with self.db.transaction(turn="alongside", stream="federation_outbox") as conn:
+            await conn.execute(
+                "INSERT INTO federation_outbox (destination, edu, edu_type, created_ts)"
+                " VALUES ($1, $2, $3, $4)",
+                destination,
+                dump_json(edu),
+                str(edu.get("edu_type", "")),
+                now_ms(),
+            )
 
     async def peek(
         self, destination: str, pdu_limit: int = 50, edu_limit: int = 100

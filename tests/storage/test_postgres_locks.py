@@ -295,3 +295,49 @@ async def test_receipts_of_two_processes_get_unique_positions(
     positions = await asyncio.gather(*(write(i) for i in range(80)))
     assert sorted(positions) == list(range(1, 81))
     assert await stores[0].get_max_stream_id() == 80
+
+
+async def test_federation_outbox_queueing_takes_the_outbox_streams_turn(
+    two_migrated_processes: Any,
+) -> None:
+    """Queueing for federation (every federated event's path on a persister) runs
+    beside another process's receipts and push actions, and in turn with its outbox
+    writes: ids commit in order, so the sender's "acked up to N" never deletes a
+    lower id that committed late."""
+    from homeserver.storage.transactions import TransactionStore
+
+    first, second = two_migrated_processes
+    first.share_writes()
+    second.share_writes()
+    turns: list[str] = []
+    second.observer = lambda kind, waited, took: turns.append(kind)
+    outbox = TransactionStore(second)
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(**turn: Any) -> None:
+        async with first.transaction(**turn):
+            inside.set()
+            await release.wait()
+
+    held = asyncio.create_task(hold(turn="alongside", stream="receipts"))
+    await inside.wait()
+    try:
+        async with asyncio.timeout(5):
+            await outbox.enqueue_pdu_batch(["a.example"], ["$e1"])
+            await outbox.enqueue_edu("a.example", {"edu_type": "m.typing", "content": {}})
+    finally:
+        release.set()
+        await held
+    assert [k for k in turns if k.startswith("turn ")] == ["turn federation_outbox"] * 2
+
+    inside.clear()
+    release.clear()
+    held = asyncio.create_task(hold(turn="alongside", stream="federation_outbox"))
+    await inside.wait()
+    queued = asyncio.create_task(outbox.enqueue_pdu_batch(["a.example"], ["$e2"]))
+    await asyncio.sleep(0.2)
+    assert not queued.done()  # the outbox's own turn
+    release.set()
+    await asyncio.gather(held, queued)
+    batch = await outbox.peek("a.example")
+    assert batch.pdu_event_ids == ["$e1", "$e2"] and len(batch.edus) == 1
