@@ -321,12 +321,15 @@ class AccountStore:
         self, updates: Sequence[tuple[str, str, int, str | None, str | None]]
     ) -> None:
         """(user, device, last_seen_ts, last_seen_ip, last_seen_user_agent) for many
-        devices, one transaction."""
-        await self.db.executemany(
-            "UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4, last_seen_user_agent = $5"
-            " WHERE user_id = $1 AND device_id = $2",
-            updates,
-        )
+        devices, one transaction: bookkeeping that every process writes behind
+        (accounts/sessions.py), alongside the other processes' writes. Rows go in key
+        order, so two processes' batches that share a device wait rather than deadlock."""
+        async with self.db.transaction(turn="alongside") as conn:
+            await conn.executemany(
+                "UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4,"
+                " last_seen_user_agent = $5 WHERE user_id = $1 AND device_id = $2",
+                sorted(updates, key=lambda u: (u[0], u[1])),
+            )
 
     async def delete_device(self, user_id: str, device_id: str) -> bool:
         """Delete a device with its access and refresh tokens."""

@@ -93,8 +93,10 @@ class SlidingSyncStore:
     ) -> None:
         """Store a new position; drop the connection's others except `keep` (the one
         the request acknowledged: a retry of it must still work). `rooms_json`: the
-        snapshot's rooms already serialised."""
-        async with self.db.transaction() as conn:
+        snapshot's rooms already serialised. Written alongside other processes' writes
+        (every sliding sync response of a client reader writes one): positions are
+        random, not allocated, and the rows are this device's alone."""
+        async with self.db.transaction(turn="alongside") as conn:
             await conn.execute(
                 "DELETE FROM sliding_sync_positions WHERE user_id = $1 AND device_id = $2"
                 " AND conn_id = $3 AND pos <> $4",

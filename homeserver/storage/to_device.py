@@ -102,14 +102,18 @@ class ToDeviceStore:
         ]
 
     async def delete_messages_up_to(self, user_id: str, device_id: str, up_to: int) -> int:
-        """Drop messages the device acknowledged (stream_id <= up_to)."""
-        return await self.db.execute(
-            "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2"
-            " AND stream_id <= $3",
-            user_id,
-            device_id,
-            up_to,
-        )
+        """Drop messages the device acknowledged (stream_id <= up_to). Alongside other
+        processes' writes (a sync of a client reader acknowledging messages): it
+        allocates nothing, and every message at or below a position a client was served
+        has committed (the stream's writes take turns), so none can land below it."""
+        async with self.db.transaction(turn="alongside") as conn:
+            return await conn.execute(
+                "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2"
+                " AND stream_id <= $3",
+                user_id,
+                device_id,
+                up_to,
+            )
 
     async def get_messages_limited(
         self, user_id: str, device_id: str, to_pos: int, limit: int

@@ -341,3 +341,46 @@ async def test_federation_outbox_queueing_takes_the_outbox_streams_turn(
     await asyncio.gather(held, queued)
     batch = await outbox.peek("a.example")
     assert batch.pdu_event_ids == ["$e1", "$e2"] and len(batch.edus) == 1
+
+
+async def test_a_client_readers_bookkeeping_writes_run_alongside(
+    two_migrated_processes: Any,
+) -> None:
+    """What a client reader writes while serving syncs (a sliding sync position per
+    response, acknowledged to-device messages, devices' last seen) allocates nothing:
+    it runs beside other processes' writes instead of taking the deployment's lock
+    alone (where every reader's syncs would take turns with every write)."""
+    from homeserver.storage import open_stores
+    from homeserver.storage.sliding_sync import SlidingSyncStore, Snapshot
+    from homeserver.storage.to_device import ToDeviceStore
+
+    first, second = two_migrated_processes
+    first.share_writes()
+    second.share_writes()
+    stores = await open_stores(second)
+    await stores.accounts.create_user("@u:x", None)
+    await stores.accounts.upsert_device("@u:x", "D")
+    turns: list[str] = []
+    second.observer = lambda kind, waited, took: turns.append(kind)
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with first.transaction(turn="alongside"):  # a push-action batch, say
+            inside.set()
+            await release.wait()
+
+    held = asyncio.create_task(hold())
+    await inside.wait()
+    try:
+        async with asyncio.timeout(5):
+            await SlidingSyncStore(second).put("@u:x", "D", "c", 7, Snapshot("s1", {}), None)
+            assert await ToDeviceStore(second).delete_messages_up_to("@u:x", "D", 10) == 0
+            await stores.accounts.update_devices_last_seen([("@u:x", "D", 5, "1.2.3.4", "ua")])
+    finally:
+        release.set()
+        await held
+    assert [k for k in turns if k.startswith("turn ")] == ["turn alongside"] * 3
+    snapshot = await SlidingSyncStore(second).get("@u:x", "D", "c", 7)
+    assert snapshot is not None and snapshot.token == "s1"
+    device = await stores.accounts.get_device("@u:x", "D")
+    assert device is not None and device.last_seen_ts == 5
