@@ -170,15 +170,20 @@ class TransactionStore:
         return None if raw is None else load_json(raw)
 
     async def set_inbound_txn(self, origin: str, txn_id: str, response: dict[str, Any]) -> None:
-        await self.db.execute(
-            "INSERT INTO federation_inbound_txns (origin, txn_id, response, received_ts)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (origin, txn_id) DO UPDATE"
-            " SET response = excluded.response",
-            origin,
-            txn_id,
-            dump_json(response),
-            now_ms(),
-        )
+        """Record our answer to a peer's transaction (its retry gets the same one).
+        Every inbound transaction writes one, alongside other processes' writes: it
+        allocates nothing, and two inbound workers answering the same retried
+        transaction may write in either order."""
+        async with self.db.transaction(turn="alongside") as conn:
+            await conn.execute(
+                "INSERT INTO federation_inbound_txns (origin, txn_id, response, received_ts)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (origin, txn_id) DO UPDATE"
+                " SET response = excluded.response",
+                origin,
+                txn_id,
+                dump_json(response),
+                now_ms(),
+            )
 
     # -- outbound queue -----------------------------------------------------------------
 

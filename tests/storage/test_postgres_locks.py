@@ -347,7 +347,8 @@ async def test_a_client_readers_bookkeeping_writes_run_alongside(
     two_migrated_processes: Any,
 ) -> None:
     """What a client reader writes while serving syncs (a sliding sync position per
-    response, acknowledged to-device messages, devices' last seen) allocates nothing:
+    response, acknowledged to-device messages, devices' last seen), and a federation
+    inbound worker for each transaction, allocates nothing:
     it runs beside other processes' writes instead of taking the deployment's lock
     alone (where every reader's syncs would take turns with every write)."""
     from homeserver.storage import open_stores
@@ -376,10 +377,13 @@ async def test_a_client_readers_bookkeeping_writes_run_alongside(
             await SlidingSyncStore(second).put("@u:x", "D", "c", 7, Snapshot("s1", {}), None)
             assert await ToDeviceStore(second).delete_messages_up_to("@u:x", "D", 10) == 0
             await stores.accounts.update_devices_last_seen([("@u:x", "D", 5, "1.2.3.4", "ua")])
+            # And a federation inbound worker's record of each transaction it answered.
+            await stores.transactions.set_inbound_txn("peer.example", "t1", {"pdus": {}})
     finally:
         release.set()
         await held
-    assert [k for k in turns if k.startswith("turn ")] == ["turn alongside"] * 3
+    assert [k for k in turns if k.startswith("turn ")] == ["turn alongside"] * 4
+    assert await stores.transactions.get_inbound_txn("peer.example", "t1") == {"pdus": {}}
     snapshot = await SlidingSyncStore(second).get("@u:x", "D", "c", 7)
     assert snapshot is not None and snapshot.token == "s1"
     device = await stores.accounts.get_device("@u:x", "D")
