@@ -3,8 +3,9 @@
 A row in `device_lists_stream` says "this user's devices or cross-signing keys changed";
 its stream_id is the `device_lists` position of sync tokens. Only this store writes
 it: with several writing processes its writes take the stream's own lock (positions
-from the table's sequence commit in order), beside other streams' writes. Membership-driven changes
-(joins, leaves) are derived from `room_memberships` at read time instead of written.
+from the table's sequence commit in order), beside other streams' writes.
+Membership-driven changes (joins, leaves) are derived from `room_memberships` at read
+time instead of written.
 """
 
 from __future__ import annotations

@@ -365,6 +365,10 @@ class SQLiteDatabase(Database):
     async def transaction(
         self, *, turn: WriteTurn = "alone", stream: WriteStream | None = None
     ) -> AsyncIterator[SQLiteConnection]:
+        # One process: its write lock serialises everything; the contract is checked
+        # all the same, so a mistake shows here as on PostgreSQL.
+        if stream is not None and turn != "alongside":
+            raise ValueError(f"a {stream} transaction is written alongside, not {turn}")
         asked = time.perf_counter()
         async with self._write_lock:
             self._check_open()

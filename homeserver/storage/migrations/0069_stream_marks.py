@@ -1,10 +1,11 @@
 """0069: stream positions that outlive their rows (storage/stream_marks.py).
 
-Event and receipt positions are allocated as the newest stored one + 1. Deleting a
-room removes its rows; when they held a stream's newest positions (the deletion's own
-kicks are the newest events), the next write would get a position clients' tokens
-have already passed, and no incremental sync would ever show it. `stream_marks` keeps
-the newest position a deletion removed, and allocation starts above it.
+Event, receipt and account-data positions are allocated as the newest stored one + 1.
+Deleting a room removes its rows; when they held a stream's newest positions (the
+deletion's own kicks are the newest events), the next write would get a position
+clients' tokens have already passed, and no incremental sync would ever show it.
+`stream_marks` keeps the newest position a deletion removed, and allocation starts
+above it.
 
 On PostgreSQL the event position functions of 0068 are replaced so that the
 sequence is raised to the mark too and the visible position may reach it.
