@@ -13,7 +13,10 @@ For each layout, on the same PostgreSQL and machine, in one run:
 runs csbench's `send` (one room: throughput, latency) and `fanout` (one sender, N
 long-polling receivers: send-return to seen, p50/p99) through the layout's public URL,
 and `rooms` (ours: U users each sending M messages into a room of their own at once,
-so writes spread over the persisters), and `federation` (ours: a signed fake peer sends transactions of 40 messages over 8
+so writes spread over the persisters), and `reading` (ours: the same users each sending and marking each message read
+with `/read_markers`, as Element does, while PostgreSQL's advisory locks waiting
+are sampled: `--reader-writers` has the client readers write those streams),
+and `federation` (ours: a signed fake peer sends transactions of 40 messages over 8
 rooms, one after another, through the public URL: PDUs/s and transaction latency),
 and `follow` (ours: messages sent at a steady 40 events/s to the main's own listener,
 nobody syncing: what each process spends following the deployment's streams, as a share of one core, against
@@ -149,6 +152,66 @@ async def rooms_scenario(url: str, users: int, messages: int) -> dict[str, Any]:
     }
 
 
+async def reading_scenario(url: str, dsn: str, users: int, messages: int) -> dict[str, Any]:
+    """`users` users, each in a room of their own, each sending `messages` and marking
+    each read as Element does (`/read_markers`: the m.fully_read account data and an
+    m.read receipt), all at once; meanwhile PostgreSQL's pg_locks is sampled every 2 ms
+    for advisory locks not yet granted (writes waiting for a deployment-wide or a
+    stream's turn, or a room's lock)."""
+    import aiohttp
+    import asyncpg
+
+    from tests.client.test_workers import Client, register
+
+    waiting: list[int] = []
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            while not done.is_set():
+                waiting.append(
+                    await conn.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    )
+                )
+                await asyncio.sleep(0.002)
+        finally:
+            await conn.close()
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        clients: list[Client] = [await register(session, url) for _ in range(users)]
+        rooms = [
+            (await c.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"] for c in clients
+        ]
+        latencies: list[float] = []
+
+        async def reader(c: Client, room: str) -> None:
+            for i in range(messages):
+                started = time.perf_counter()
+                path = f"/_matrix/client/v3/rooms/{room}/send/m.room.message/r{i}"
+                sent = await c.ok("PUT", path, {"msgtype": "m.text", "body": str(i)})
+                markers = {"m.fully_read": sent["event_id"], "m.read": sent["event_id"]}
+                await c.ok("POST", f"/_matrix/client/v3/rooms/{room}/read_markers", markers)
+                latencies.append(time.perf_counter() - started)
+
+        sampler = asyncio.create_task(sample())
+        started = time.perf_counter()
+        await asyncio.gather(*(reader(c, r) for c, r in zip(clients, rooms, strict=True)))
+        elapsed = time.perf_counter() - started
+        done.set()
+        await sampler
+    latencies.sort()
+    return {
+        "events": users * messages,
+        "messages_read_per_s": round(users * messages / elapsed, 1),
+        "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
+        "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1),
+        "advisory_locks_waiting_avg": round(sum(waiting) / max(len(waiting), 1), 4),
+        "samples": len(waiting),
+    }
+
+
 async def follow_scenario(url: str, rate: float, seconds: float) -> dict[str, Any]:
     """Four users, a room each, sending `rate` messages per second in all for `seconds`
     (each send its own task, so a slow answer does not lower the rate)."""
@@ -255,7 +318,12 @@ def measure(layout: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     # test.local: the fake peer's requests name it (tests/federation/inbound_helpers.py).
     workdir = Path(tempfile.mkdtemp(prefix=f"wb-{layout}-"))
-    d = Deployment(workdir, server_name="test.local", **shapes[layout])
+    overrides: dict[str, Any] = {}
+    if args.reader_writers and layout != "single":
+        from tests.deployment_mode import READER_WRITERS
+
+        overrides["stream_writers"] = READER_WRITERS  # the readers write the streams
+    d = Deployment(workdir, server_name="test.local", overrides=overrides, **shapes[layout])
     d.start()
     try:
         result: dict[str, Any] = {"layout": layout, "processes": len(pids(d))}
@@ -269,6 +337,10 @@ def measure(layout: str, args: argparse.Namespace) -> dict[str, Any]:
                 )
             elif scenario == "rooms":
                 data = asyncio.run(rooms_scenario(d.url, args.send_users, args.send_messages))
+            elif scenario == "reading":
+                data = asyncio.run(
+                    reading_scenario(d.url, d.dsn, args.send_users, args.send_messages)
+                )
             elif scenario == "follow":
                 # Straight to the main's public listener (it hands each room write to
                 # the room's persister): the client readers and the other workers do
@@ -287,7 +359,7 @@ def measure(layout: str, args: argparse.Namespace) -> dict[str, Any]:
                 data = run_csbench(d.url, scenario, args)
             used = sum(cpu_s(p) - before.get(p, 0.0) for p in pids(d))
             main_used = cpu_s(d.processes["main"].proc.pid) - main_before  # type: ignore[union-attr]
-            if scenario in ("send", "rooms"):
+            if scenario in ("send", "rooms", "reading"):
                 events = args.send_users * args.send_messages
             elif scenario == "fanout":
                 events = args.messages
@@ -319,6 +391,9 @@ def main() -> None:
     p.add_argument("--fed-txns", type=int, default=50)
     p.add_argument("--follow-rate", type=float, default=40.0)
     p.add_argument("--follow-s", type=float, default=60.0)
+    p.add_argument(
+        "--reader-writers", action="store_true", help="the client readers write the streams"
+    )
     args = p.parse_args()
     for layout in [args.only] if args.only else ["single", "workers", "full"]:
         print(json.dumps(measure(layout, args)), flush=True)
