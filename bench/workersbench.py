@@ -120,17 +120,23 @@ def run_csbench(url: str, scenario: str, args: argparse.Namespace) -> dict[str, 
     return json.loads(lines[-1])
 
 
+async def users_in_own_rooms(session: Any, url: str, users: int) -> tuple[list[Any], list[str]]:
+    """`users` new users, each with a room of their own."""
+    from tests.client.test_workers import register
+
+    clients = [await register(session, url) for _ in range(users)]
+    rooms = [(await c.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"] for c in clients]
+    return clients, rooms
+
+
 async def rooms_scenario(url: str, users: int, messages: int) -> dict[str, Any]:
     """`users` users, each in a room of their own, all sending `messages` at once."""
     import aiohttp
 
-    from tests.client.test_workers import Client, register
+    from tests.client.test_workers import Client
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
-        clients: list[Client] = [await register(session, url) for _ in range(users)]
-        rooms = [
-            (await c.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"] for c in clients
-        ]
+        clients, rooms = await users_in_own_rooms(session, url, users)
         latencies: list[float] = []
 
         async def sender(c: Client, room: str) -> None:
@@ -161,7 +167,7 @@ async def reading_scenario(url: str, dsn: str, users: int, messages: int) -> dic
     import aiohttp
     import asyncpg
 
-    from tests.client.test_workers import Client, register
+    from tests.client.test_workers import Client
 
     waiting: list[int] = []
     done = asyncio.Event()
@@ -180,10 +186,7 @@ async def reading_scenario(url: str, dsn: str, users: int, messages: int) -> dic
             await conn.close()
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
-        clients: list[Client] = [await register(session, url) for _ in range(users)]
-        rooms = [
-            (await c.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"] for c in clients
-        ]
+        clients, rooms = await users_in_own_rooms(session, url, users)
         latencies: list[float] = []
 
         async def reader(c: Client, room: str) -> None:
