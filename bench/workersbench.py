@@ -18,7 +18,9 @@ with `/read_markers`, as Element does, while PostgreSQL's advisory locks waiting
 are sampled: `--reader-writers` has the client readers write those streams),
 and `federation` (ours: a signed fake peer sends transactions of 40 messages over 8
 rooms, one after another, through the public URL: PDUs/s and transaction latency),
-and `follow` (ours: messages sent at a steady 40 events/s to the main's own listener,
+and `markers` (ours: the users in one room, each marking its messages read with
+`/read_markers` one after another, all at once: markers per second; "events" in
+the CPU figures are markers), and `follow` (ours: messages sent at a steady 40 events/s to the main's own listener,
 nobody syncing: what each process spends following the deployment's streams, as a share of one core, against
 Synapse's published figure of about 25% of a worker's CPU at that rate), and reports
 the CPU seconds every server process (nginx and Redis included) used per event, the
@@ -215,6 +217,73 @@ async def reading_scenario(url: str, dsn: str, users: int, messages: int) -> dic
     }
 
 
+async def markers_scenario(
+    url: str, dsn: str, server_pids: list[int], users: int, markers: int
+) -> dict[str, Any]:
+    """`users` users in one room, each marking its `markers` messages read one after
+    another (`/read_markers`: an m.fully_read and an m.read receipt, as Element does
+    while its user reads), all users at once: read markers per second, latency, and
+    over the marking alone (not the users' registration) the server processes' CPU
+    and PostgreSQL's committed transactions (pg_stat_database) per marker."""
+    import aiohttp
+    import asyncpg
+
+    async def commits() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+                )
+            )
+        finally:
+            await conn.close()
+
+    from tests.client.test_workers import Client, register
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        clients = [await register(session, url) for _ in range(users)]
+        room = (
+            await clients[0].ok("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+        )["room_id"]
+        for c in clients[1:]:
+            await c.ok("POST", f"/_matrix/client/v3/join/{room}", {})
+        events = []
+        for i in range(markers):
+            path = f"/_matrix/client/v3/rooms/{room}/send/m.room.message/m{i}"
+            events.append(
+                (await clients[0].ok("PUT", path, {"msgtype": "m.text", "body": str(i)}))[
+                    "event_id"
+                ]
+            )
+        latencies: list[float] = []
+
+        async def reader(c: Client) -> None:
+            for event_id in events:
+                started = time.perf_counter()
+                body = {"m.fully_read": event_id, "m.read": event_id}
+                await c.ok("POST", f"/_matrix/client/v3/rooms/{room}/read_markers", body)
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.sleep(3)  # PostgreSQL's statistics are sent at most every 1 s
+        cpu_before, commits_before = sum(cpu_s(p) for p in server_pids), await commits()
+        started = time.perf_counter()
+        await asyncio.gather(*(reader(c) for c in clients))
+        elapsed = time.perf_counter() - started
+        cpu = sum(cpu_s(p) for p in server_pids) - cpu_before
+        await asyncio.sleep(3)
+        committed = await commits() - commits_before
+    latencies.sort()
+    return {
+        "markers": users * markers,
+        "marking_cpu_ms_per_marker": round(1000 * cpu / (users * markers), 2),
+        "pg_commits_per_marker": round(committed / (users * markers), 2),
+        "markers_per_s": round(users * markers / elapsed, 1),
+        "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
+        "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1),
+    }
+
+
 async def follow_scenario(url: str, rate: float, seconds: float) -> dict[str, Any]:
     """Four users, a room each, sending `rate` messages per second in all for `seconds`
     (each send its own task, so a slow answer does not lower the rate)."""
@@ -344,6 +413,10 @@ def measure(layout: str, args: argparse.Namespace) -> dict[str, Any]:
                 data = asyncio.run(
                     reading_scenario(d.url, d.dsn, args.send_users, args.send_messages)
                 )
+            elif scenario == "markers":
+                data = asyncio.run(
+                    markers_scenario(d.url, d.dsn, pids(d), args.send_users, args.send_messages)
+                )
             elif scenario == "follow":
                 # Straight to the main's public listener (it hands each room write to
                 # the room's persister): the client readers and the other workers do
@@ -362,7 +435,7 @@ def measure(layout: str, args: argparse.Namespace) -> dict[str, Any]:
                 data = run_csbench(d.url, scenario, args)
             used = sum(cpu_s(p) - before.get(p, 0.0) for p in pids(d))
             main_used = cpu_s(d.processes["main"].proc.pid) - main_before  # type: ignore[union-attr]
-            if scenario in ("send", "rooms", "reading"):
+            if scenario in ("send", "rooms", "reading", "markers"):
                 events = args.send_users * args.send_messages
             elif scenario == "fanout":
                 events = args.messages

@@ -28,25 +28,31 @@ class PresenceStore:
         await self.upsert_many([row])
 
     async def upsert_many(self, rows: list[PresenceRow]) -> None:
-        """Store the rows (one per user) in one transaction."""
-        await self.db.executemany(
-            "INSERT INTO presence (user_id, state, status_msg, last_active_ts,"
-            " currently_active, stream_id) VALUES ($1, $2, $3, $4, $5, $6)"
-            " ON CONFLICT (user_id) DO UPDATE SET state = excluded.state,"
-            " status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts,"
-            " currently_active = excluded.currently_active, stream_id = excluded.stream_id",
-            [
-                (
-                    r.user_id,
-                    r.state,
-                    r.status_msg,
-                    r.last_active_ts,
-                    r.currently_active,
-                    r.stream_id,
-                )
-                for r in rows
-            ],
-        )
+        """Store the rows (one per user) in one transaction, alongside other processes'
+        writes: positions come from the presence writer's counter, not from this
+        table, and the rows go in user order, so two batches touching the same users
+        wait for each other rather than deadlock."""
+        async with self.db.transaction(turn="alongside") as conn:
+            await conn.executemany(
+                "INSERT INTO presence (user_id, state, status_msg, last_active_ts,"
+                " currently_active, stream_id) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (user_id) DO UPDATE SET state = excluded.state,"
+                " status_msg = excluded.status_msg,"
+                " last_active_ts = excluded.last_active_ts,"
+                " currently_active = excluded.currently_active,"
+                " stream_id = excluded.stream_id",
+                [
+                    (
+                        r.user_id,
+                        r.state,
+                        r.status_msg,
+                        r.last_active_ts,
+                        r.currently_active,
+                        r.stream_id,
+                    )
+                    for r in sorted(rows, key=lambda r: r.user_id)
+                ],
+            )
 
     async def get_all(self) -> list[PresenceRow]:
         """Every stored presence (loaded once at startup into the presence service)."""

@@ -347,11 +347,12 @@ async def test_a_client_readers_bookkeeping_writes_run_alongside(
     two_migrated_processes: Any,
 ) -> None:
     """What a client reader writes while serving syncs (a sliding sync position per
-    response, acknowledged to-device messages, devices' last seen), and a federation
-    inbound worker for each transaction, allocates nothing:
+    response, acknowledged to-device messages, devices' last seen), a federation
+    inbound worker for each transaction, and the presence writer's rows allocate nothing:
     it runs beside other processes' writes instead of taking the deployment's lock
     alone (where every reader's syncs would take turns with every write)."""
     from homeserver.storage import open_stores
+    from homeserver.storage.presence import PresenceRow, PresenceStore
     from homeserver.storage.sliding_sync import SlidingSyncStore, Snapshot
     from homeserver.storage.to_device import ToDeviceStore
 
@@ -379,10 +380,21 @@ async def test_a_client_readers_bookkeeping_writes_run_alongside(
             await stores.accounts.update_devices_last_seen([("@u:x", "D", 5, "1.2.3.4", "ua")])
             # And a federation inbound worker's record of each transaction it answered.
             await stores.transactions.set_inbound_txn("peer.example", "t1", {"pdus": {}})
+            # And the presence writer's rows (positions from its own counter).
+            await PresenceStore(second).upsert_many(
+                [
+                    PresenceRow("@v:x", "online", None, 9, True, 3),
+                    PresenceRow("@u:x", "unavailable", "away", 8, False, 2),
+                ]
+            )
     finally:
         release.set()
         await held
-    assert [k for k in turns if k.startswith("turn ")] == ["turn alongside"] * 4
+    assert [k for k in turns if k.startswith("turn ")] == ["turn alongside"] * 5
+    assert {r.user_id: r.stream_id for r in await PresenceStore(second).get_all()} == {
+        "@u:x": 2,
+        "@v:x": 3,
+    }
     assert await stores.transactions.get_inbound_txn("peer.example", "t1") == {"pdus": {}}
     snapshot = await SlidingSyncStore(second).get("@u:x", "D", "c", 7)
     assert snapshot is not None and snapshot.token == "s1"
