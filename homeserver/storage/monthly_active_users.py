@@ -58,9 +58,10 @@ class MauStore:
     async def insert_if_room(
         self, user_id: str, now_ms: int, limit: int, appservice_id: str | None
     ) -> bool:
-        """Count a new user only while fewer than `limit` are counted:
-        the check and the insert are one statement, so two processes admitting their
-        last newcomer at once overshoot by at most the race of one statement."""
+        """Count a new user only while fewer than `limit` are counted. The check and
+        the insert are one statement in a transaction alone (a deployment's processes
+        take turns), so processes admitting newcomers at once never overshoot
+        (tests/storage/test_postgres_locks.py)."""
         written = await self.db.execute(
             "INSERT INTO monthly_active_users (user_id, timestamp, appservice_id)"
             " SELECT CAST($1 AS TEXT), CAST($2 AS BIGINT), CAST($4 AS TEXT) WHERE (SELECT COUNT(*) FROM monthly_active_users"

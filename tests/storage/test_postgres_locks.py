@@ -400,3 +400,24 @@ async def test_a_client_readers_bookkeeping_writes_run_alongside(
     assert snapshot is not None and snapshot.token == "s1"
     device = await stores.accounts.get_device("@u:x", "D")
     assert device is not None and device.last_seen_ts == 5
+
+
+async def test_the_last_monthly_active_seats_go_once_across_processes(
+    two_migrated_processes: Any,
+) -> None:
+    """Two processes admitting newcomers at once, 40 for 10 seats (max_mau_value): the
+    check-and-insert takes its turn deployment-wide (a transaction alone), so exactly
+    10 are admitted, whichever process admits them."""
+    from homeserver.storage.monthly_active_users import MauStore
+
+    first, second = two_migrated_processes
+    first.share_writes()
+    second.share_writes()
+    stores = [MauStore(first), MauStore(second)]
+    admitted = await asyncio.gather(
+        *(stores[i % 2].insert_if_room(f"@u{i}:x", 1000 + i, 10, None) for i in range(40))
+    )
+    assert admitted.count(True) == 10
+    assert await stores[0].count() == 10
+    for i, ok in enumerate(admitted):
+        assert (await stores[1].last_active(f"@u{i}:x") is not None) == ok
