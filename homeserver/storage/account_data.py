@@ -12,10 +12,19 @@ from typing import Any
 
 from ._util import dump_json, load_json
 from .database import Connection, Database
+from .group_commit import GroupCommit
 from .stream_marks import newest_sql
 
 # The mark row's type (user_id ''): keeps the stream's highest position (delete_user).
 STREAM_MARK = "org.homeserver.stream_position"
+# user_id, room_id, data_type, content (JSON text): one entry to put.
+_Put = tuple[str, str, str, str]
+# An entry replaces the user's previous one of its key, at a new position.
+_UPSERT = (
+    "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
+    " VALUES ($1, $2, $3, $4, {position}) ON CONFLICT (user_id, room_id, data_type)"
+    " DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id"
+)
 
 
 @dataclass(frozen=True)
@@ -29,21 +38,42 @@ class AccountDataEntry:
 class AccountDataStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Bound: a group holds at most 100 entries (each at most a request body); the
+        # queue holds one per request in flight (each awaits its write).
+        self._puts: GroupCommit[_Put, int] = GroupCommit(
+            self._put_group, max_group=100, name="account-data-write"
+        )
 
     async def get_max_stream_id(self) -> int:
         return int(await self.db.fetchval(f"SELECT {newest_sql('account_data')}") or 0)
 
     async def put(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]) -> int:
-        """Store one entry at the next stream position, which it returns. The position
-        is allocated inside the write transaction: write transactions are serialised
-        in the process, and with several writing processes this stream's are across
-        the deployment (its own lock, storage/postgres_locks.py), so positions are
-        unique and commit in order whichever process writes. Rows are replaced by a
-        higher position, and deleted only with the maximum kept (delete_user), so it
-        never goes back. Only this store writes the table: other streams' writes run
-        beside its transactions."""
+        """Store one entry at the next stream position, which it returns. Entries put
+        while another group commits share the next transaction (group_commit.py): every
+        `/read_markers` of a reading user's client puts its `m.fully_read`, so this is
+        among a deployment's most frequent writes."""
+        return await self._puts.submit((user_id, room_id, data_type, dump_json(content)))
+
+    async def _put_group(self, puts: list[_Put]) -> list[int]:
+        """Write a group of entries at the next positions, in order. The positions are
+        allocated inside the write transaction: write transactions are serialised in
+        the process, and with several writing processes this stream's are across the
+        deployment (its own lock, storage/postgres_locks.py), so positions are unique
+        and commit in order whichever process writes. Rows are replaced by a higher
+        position (a later put of the same entry in the group replaces an earlier one),
+        and deleted only with the maximum kept (delete_user), so it never goes back.
+        Only this store writes the table: other streams' writes run beside its
+        transactions."""
         async with self.db.transaction(turn="alongside", stream="account_data") as conn:
-            return await _write(conn, user_id, room_id, data_type, content)
+            if len(puts) == 1:  # the common case when idle: one trip, not two
+                return [await _write(conn, *puts[0])]
+            top = int(await conn.fetchval(f"SELECT COALESCE({newest_sql('account_data')}, 0)"))
+            positions = list(range(top + 1, top + 1 + len(puts)))
+            await conn.executemany(
+                _UPSERT.format(position="$5"),
+                [(*put, position) for put, position in zip(puts, positions, strict=True)],
+            )
+        return positions
 
     async def modify(
         self,
@@ -68,7 +98,7 @@ class AccountDataStore:
             content = change(None if text is None else load_json(text))
             if content is None:
                 return None
-            return await _write(conn, user_id, room_id, data_type, content)
+            return await _write(conn, user_id, room_id, data_type, dump_json(content))
 
     async def delete_user(self, user_id: str) -> int:
         """Delete everything of the user (a deactivation); how many entries. Positions are
@@ -111,19 +141,15 @@ class AccountDataStore:
 
 
 async def _write(
-    conn: Connection, user_id: str, room_id: str, data_type: str, content: dict[str, Any]
+    conn: Connection, user_id: str, room_id: str, data_type: str, content_json: str
 ) -> int:
     """Upsert one entry at MAX + 1, inside the caller's write transaction."""
     position = await conn.fetchval(
-        "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
-        " VALUES ($1, $2, $3, $4,"
-        f" COALESCE({newest_sql('account_data')}, 0) + 1)"
-        " ON CONFLICT (user_id, room_id, data_type)"
-        " DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id"
-        " RETURNING stream_id",
+        _UPSERT.format(position=f"COALESCE({newest_sql('account_data')}, 0) + 1")
+        + " RETURNING stream_id",
         user_id,
         room_id,
         data_type,
-        dump_json(content),
+        content_json,
     )
     return int(position)

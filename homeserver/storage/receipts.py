@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ._util import chunks, placeholders
 from .database import Database
+from .group_commit import GroupCommit
 from .stream_marks import newest_sql
 
 
@@ -25,7 +26,16 @@ class Receipt:
     stream_id: int
 
 
+# room_id, receipt_type, user_id, thread_id, event_id, ts: one receipt to write.
+_Write = tuple[str, str, str, str, str, int]
+
 _COLUMNS = "room_id, receipt_type, user_id, thread_id, event_id, ts, stream_id"
+# A receipt replaces the user's previous one of its key, at a new position.
+_UPSERT = (
+    f"INSERT INTO receipts ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, {{position}})"
+    " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"
+    " event_id = excluded.event_id, ts = excluded.ts, stream_id = excluded.stream_id"
+)
 
 
 def _row(r: object) -> Receipt:
@@ -40,6 +50,11 @@ class ReceiptStore:
         receipt moves where the user has read to, which cached unread counts depend on."""
         self.db = db
         self._read_marker_moved = read_marker_moved
+        # Bound: a group holds at most 500 receipts; the queue holds one per request in
+        # flight (each awaits its write), so the server's request limits bound it.
+        self._writes: GroupCommit[_Write, int] = GroupCommit(
+            self._write_group, max_group=500, name="receipts-write"
+        )
 
     async def get_max_stream_id(self) -> int:
         return int(await self.db.fetchval(f"SELECT {newest_sql('receipts')}") or 0)
@@ -54,31 +69,42 @@ class ReceiptStore:
         ts: int,
     ) -> int:
         """Store a user's latest receipt at the next stream position, which it returns.
-        The position is allocated inside the write transaction: write transactions are
+        Receipts written while another group commits share the next transaction
+        (group_commit.py): a reading user's client sends one per message read, so this
+        is among a deployment's most frequent writes, and one transaction each made
+        every receipt a turn at the process's write connection and at the stream's lock."""
+        position = await self._writes.submit(
+            (room_id, receipt_type, user_id, thread_id, event_id, ts)
+        )
+        if self._read_marker_moved is not None:
+            self._read_marker_moved(user_id, room_id)
+        return position
+
+    async def _write_group(self, requests: list[_Write]) -> list[int]:
+        """Write a group of receipts at the next positions, in request order. The
+        positions are allocated inside the transaction: write transactions are
         serialised in the process, and with several writing processes the receipts
         stream's are across the deployment (its own lock, storage/postgres_locks.py),
         so positions are unique and commit in order whichever process writes
         (`stream_writers: {receipts: [...]}`). Rows are only ever replaced by a higher
-        position, never deleted, so the maximum never goes back. Nothing else writes
-        this table: other streams' writes run beside it."""
+        position (a later receipt of the same key in the group replaces an earlier
+        one), never deleted, so the maximum never goes back. Nothing else writes this
+        table: other streams' writes run beside it."""
         async with self.db.transaction(turn="alongside", stream="receipts") as conn:
-            position = await conn.fetchval(
-                f"INSERT INTO receipts ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6,"
-                f" COALESCE({newest_sql('receipts')}, 0) + 1)"
-                " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"
-                " event_id = excluded.event_id, ts = excluded.ts,"
-                " stream_id = excluded.stream_id"
-                " RETURNING stream_id",
-                room_id,
-                receipt_type,
-                user_id,
-                thread_id,
-                event_id,
-                ts,
+            if len(requests) == 1:  # the common case when idle: one trip, not two
+                position = await conn.fetchval(
+                    _UPSERT.format(position=f"COALESCE({newest_sql('receipts')}, 0) + 1")
+                    + " RETURNING stream_id",
+                    *requests[0],
+                )
+                return [int(position)]
+            top = int(await conn.fetchval(f"SELECT COALESCE({newest_sql('receipts')}, 0)"))
+            positions = list(range(top + 1, top + 1 + len(requests)))
+            await conn.executemany(
+                _UPSERT.format(position="$7"),
+                [(*r, position) for r, position in zip(requests, positions, strict=True)],
             )
-        if self._read_marker_moved is not None:
-            self._read_marker_moved(user_id, room_id)
-        return int(position)
+        return positions
 
     async def get_since(self, since: int, upto: int) -> list[Receipt]:
         """Receipts written with since < stream_id <= upto, in stream order."""

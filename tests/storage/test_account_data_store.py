@@ -46,3 +46,26 @@ async def test_modify_reads_and_writes_in_one_transaction(db: Database) -> None:
     # A change that returns None writes nothing and allocates no position.
     assert await store.modify("@a:x", "!r:x", "m.tag", lambda content: None) is None
     assert await store.get_max_stream_id() == 20
+
+
+async def test_entries_put_at_once_share_transactions(db: Database) -> None:
+    """40 puts at once (Element's m.fully_read per /read_markers; some of one entry):
+    positions 1..40, each once, in far fewer transactions than puts, and each entry
+    holds its last put at the position that put returned."""
+    store = AccountDataStore(db)
+    kinds: list[str] = []
+    db.observer = lambda kind, waited, took: kinds.append(kind)
+    written = await asyncio.gather(
+        *(
+            store.put(f"@u{i % 10}:x", "!r:x", "m.fully_read", {"event_id": f"$e{i}"})
+            for i in range(40)
+        )
+    )
+    assert sorted(written) == list(range(1, 41))
+    assert kinds.count("write") <= 3, kinds  # one transaction each before
+    for u in range(10):
+        last = u + 30  # the user's puts were submitted in order u, u + 10, u + 20, u + 30
+        assert await store.get(f"@u{u}:x", "!r:x", "m.fully_read") == {"event_id": f"$e{last}"}
+        [entry] = await store.get_since(f"@u{u}:x", 0)
+        assert entry.stream_id == written[last]
+    assert await store.get_max_stream_id() == 40
