@@ -7,12 +7,13 @@ events that were persisted. All reads are primary-key or index lookups.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ._util import chunks, load_json, placeholders
 from .cache import LruCache
-from .database import Connection, Database
+from .database import Connection, Database, Row
 from .errors import StorageError
 
 StateKey = tuple[str, str]
@@ -96,6 +97,10 @@ async def _membership_source(conn: Connection, event_id: str) -> MembershipSourc
     return MembershipSource(membership if isinstance(membership, str) else "", int(row[1]))
 
 
+# The state and member maps cached for sliding sync: entries in all (a map weighs its
+# size), about 200 bytes each at most.
+STATE_CACHE_ENTRIES = 100_000
+
 # is_joined scans a cached member list at most this long (a few microseconds); a
 # bigger room's answer is one indexed read.
 SCAN_MEMBERS_MAX = 1_000
@@ -122,18 +127,38 @@ class CurrentStateStore:
         # room -> the servers of its joined users: read at every event we send (where to
         # send it), and O(members) to work out. Same writes as `_joined`.
         self._hosts: LruCache[str, frozenset[str]] = LruCache(10_000, "get_joined_hosts")
+        # room -> its whole current state map, and room -> every member's membership:
+        # read by each sliding sync answer that carries the room, so a message to a
+        # room many Element X clients wait on read both in full once per client
+        # (O(members) rows each: O(members^2) per message). Bounded by their entries
+        # (a big room weighs its size), not by rooms. `state_changed` (any state
+        # event, after commit) and the membership writes invalidate them; shared
+        # read-only with the callers.
+        self._state_maps: LruCache[str, dict[StateKey, str]] = LruCache(
+            STATE_CACHE_ENTRIES, "get_current_state_ids_for_rooms", weigh=len
+        )
+        self._member_maps: LruCache[str, dict[str, str]] = LruCache(
+            STATE_CACHE_ENTRIES, "get_members_for_rooms", weigh=len
+        )
 
     def forget_room(self, room_id: str) -> None:
         """Another process may have written the room: read its members afresh."""
         self._joined.invalidate(room_id)
         self._summary.invalidate(room_id)
         self._hosts.invalidate(room_id)
+        self.state_changed(room_id)
 
     def memberships_changed(self, room_id: str, user_ids: Iterable[str]) -> None:
         self._memberships.invalidate_many(user_ids)
         self._joined.invalidate(room_id)
         self._summary.invalidate(room_id)
         self._hosts.invalidate(room_id)
+        self.state_changed(room_id)
+
+    def state_changed(self, room_id: str) -> None:
+        """The room's current state changed (EventStore, after commit; a purge)."""
+        self._state_maps.invalidate(room_id)
+        self._member_maps.invalidate(room_id)
 
     async def get_summary_members(
         self, room_ids: Iterable[str]
@@ -192,29 +217,54 @@ class CurrentStateStore:
     async def get_current_state_ids_for_rooms(
         self, room_ids: Iterable[str]
     ) -> dict[str, dict[StateKey, str]]:
-        """Several rooms' current state maps in one query per 500 rooms."""
-        out: dict[str, dict[StateKey, str]] = {r: {} for r in room_ids}
-        for part in chunks(list(out)):
-            rows = await self.db.fetch(
-                "SELECT room_id, type, state_key, event_id FROM current_state"
-                f" WHERE room_id IN ({placeholders(len(part))})",
-                *part,
-            )
-            for r in rows:
-                out[r[0]][(r[1], r[2])] = r[3]
-        return out
+        """Several rooms' current state maps (cached; do not change them), the rooms
+        not cached read in one query per 500 rooms."""
+        return await self._cached_maps(
+            self._state_maps,
+            room_ids,
+            "SELECT room_id, type, state_key, event_id FROM current_state",
+            lambda r: ((r[1], r[2]), r[3]),
+        )
 
     async def get_members_for_rooms(self, room_ids: Iterable[str]) -> dict[str, dict[str, str]]:
-        """room -> user_id -> current membership, for several rooms at once."""
-        out: dict[str, dict[str, str]] = {r: {} for r in room_ids}
-        for part in chunks(list(out)):
+        """room -> user_id -> current membership, for several rooms at once (cached; do
+        not change them)."""
+        return await self._cached_maps(
+            self._member_maps,
+            room_ids,
+            "SELECT room_id, user_id, membership FROM room_memberships",
+            lambda r: (r[1], r[2]),
+        )
+
+    async def _cached_maps(
+        self,
+        cache: LruCache[str, dict[Any, str]],
+        room_ids: Iterable[str],
+        select: str,
+        entry: Callable[[Row], tuple[Any, str]],
+    ) -> dict[str, dict[Any, str]]:
+        out: dict[str, dict[Any, str]] = {}
+        missing: list[str] = []
+        for room_id in dict.fromkeys(room_ids):
+            cached = cache.get(room_id)
+            if cached is None:
+                missing.append(room_id)
+            else:
+                out[room_id] = cached
+        # An invalidation between the read and the fill leaves the cache alone (the
+        # rows read may predate that write).
+        generation = cache.generation()
+        for part in chunks(missing):
+            found: dict[str, dict[Any, str]] = {r: {} for r in part}
             rows = await self.db.fetch(
-                "SELECT room_id, user_id, membership FROM room_memberships"
-                f" WHERE room_id IN ({placeholders(len(part))})",
-                *part,
+                f"{select} WHERE room_id IN ({placeholders(len(part))})", *part
             )
             for r in rows:
-                out[r[0]][r[1]] = r[2]
+                key, value = entry(r)
+                found[r[0]][key] = value
+            for room_id, mapping in found.items():
+                out[room_id] = mapping
+                cache.set_if_current(room_id, mapping, generation)
         return out
 
     async def get_current_state_event_id(

@@ -83,6 +83,8 @@ class EventStore(EventReads):
         self.index_for_search = True
         # Told (after commit) in which room whose membership rows a persist changed.
         self.membership_observers: list[Callable[[str, set[str]], None]] = []
+        # Told the room of each committed change of its current state.
+        self.state_observers: list[Callable[[str], None]] = []
         self._groups: GroupCommit[PersistRequest, list[int]] = GroupCommit(
             self._persist_requests, max_group=MAX_GROUP, name="persist events"
         )
@@ -213,6 +215,9 @@ class EventStore(EventReads):
         if request.current_state_delta is not None:
             to_remove, to_insert = request.current_state_delta
             touched.update(k for t, k in [*to_remove, *to_insert] if t == "m.room.member")
+            if to_remove or to_insert:
+                for state_observer in self.state_observers:
+                    state_observer(room_id)
         if touched:
             for observer in self.membership_observers:
                 observer(room_id, touched)

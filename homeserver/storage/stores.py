@@ -33,6 +33,7 @@ async def open_stores(db: Database) -> Stores:
     events = EventStore(db)
     current_state = CurrentStateStore(db)
     events.membership_observers.append(current_state.memberships_changed)
+    events.state_observers.append(current_state.state_changed)
     return Stores(
         db=db,
         events=events,

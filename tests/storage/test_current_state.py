@@ -114,3 +114,57 @@ async def test_rooms_for_user_across_rooms(stores: Stores) -> None:
     assert await stores.current_state.get_rooms_for_user(ALICE) == [rooms[0], rooms[2]]
     assert await stores.current_state.get_rooms_for_user(ALICE, ("join", "invite")) == rooms
     assert await stores.current_state.get_rooms_for_user(ALICE, ()) == []
+
+
+async def test_state_and_member_maps_are_cached_until_the_state_changes(stores: Stores) -> None:
+    """Sliding sync reads a room's whole state and member maps per answer: they are
+    read once, then served from memory until a state event (not only a membership)
+    or a membership changes the room."""
+    await stores.rooms.store_room(ROOM, "10", ALICE)
+    create = make_event("$create", "m.room.create", state_key="", sender=ALICE)
+    await stores.events.persist_events(
+        ROOM,
+        [PersistItem(create), PersistItem(member("$ja", ALICE, "join"))],
+        current_state_delta=(
+            [],
+            {("m.room.create", ""): "$create", ("m.room.member", ALICE): "$ja"},
+        ),
+    )
+    cs = stores.current_state
+    reads: list[str] = []
+    stores.db.observer = lambda kind, waited, took: reads.append(kind)
+
+    async def maps() -> tuple[dict, dict]:
+        states = await cs.get_current_state_ids_for_rooms([ROOM])
+        members = await cs.get_members_for_rooms([ROOM])
+        return states[ROOM], members[ROOM]
+
+    first = await maps()
+    assert first == (
+        {("m.room.create", ""): "$create", ("m.room.member", ALICE): "$ja"},
+        {ALICE: "join"},
+    )
+    assert reads.count("read") == 2
+    assert await maps() == first and reads.count("read") == 2  # from memory
+
+    # A name: no membership changed, the state map did.
+    name = make_event("$name", "m.room.name", state_key="", sender=ALICE, content={"name": "N"})
+    await stores.events.persist_events(
+        ROOM, [PersistItem(name)], current_state_delta=([], {("m.room.name", ""): "$name"})
+    )
+    states, members = await maps()
+    assert states[("m.room.name", "")] == "$name" and members == {ALICE: "join"}
+    # A message changes no state: still from memory.
+    reads.clear()
+    text = make_event("$text", "m.room.message", sender=ALICE, content={"body": "hi"})
+    await stores.events.persist_events(ROOM, [PersistItem(text)])
+    reads.clear()
+    assert await maps() == (states, members) and reads.count("read") == 0
+    # Bob joins: both maps again.
+    await stores.events.persist_events(
+        ROOM,
+        [PersistItem(member("$jb", BOB, "join"))],
+        current_state_delta=([], {("m.room.member", BOB): "$jb"}),
+    )
+    states, members = await maps()
+    assert states[("m.room.member", BOB)] == "$jb" and members == {ALICE: "join", BOB: "join"}
