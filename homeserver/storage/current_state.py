@@ -97,9 +97,11 @@ async def _membership_source(conn: Connection, event_id: str) -> MembershipSourc
     return MembershipSource(membership if isinstance(membership, str) else "", int(row[1]))
 
 
-# The state and member maps cached for sliding sync: entries in all (a map weighs its
-# size), about 200 bytes each at most.
-STATE_CACHE_ENTRIES = 100_000
+# The state and member maps cached for sliding sync: entries in all, each cache (a map
+# weighs its size; one map bigger than this is kept alone). A state entry holds about
+# 350 bytes (key tuple, three strings, its slot), a member entry about 200: at most
+# about 10 and 6 MB.
+STATE_CACHE_ENTRIES = 30_000
 
 # is_joined scans a cached member list at most this long (a few microseconds); a
 # bigger room's answer is one indexed read.
