@@ -13,7 +13,7 @@ from typing import Any
 from ._util import dump_json, load_json
 from .database import Connection, Database
 from .group_commit import GroupCommit
-from .stream_marks import newest_sql
+from .stream_marks import newest_sql, upsert_at_next_positions
 
 # The mark row's type (user_id ''): keeps the stream's highest position (delete_user).
 STREAM_MARK = "org.homeserver.stream_position"
@@ -65,15 +65,7 @@ class AccountDataStore:
         Only this store writes the table: other streams' writes run beside its
         transactions."""
         async with self.db.transaction(turn="alongside", stream="account_data") as conn:
-            if len(puts) == 1:  # the common case when idle: one trip, not two
-                return [await _write(conn, *puts[0])]
-            top = int(await conn.fetchval(f"SELECT COALESCE({newest_sql('account_data')}, 0)"))
-            positions = list(range(top + 1, top + 1 + len(puts)))
-            await conn.executemany(
-                _UPSERT.format(position="$5"),
-                [(*put, position) for put, position in zip(puts, positions, strict=True)],
-            )
-        return positions
+            return await upsert_at_next_positions(conn, "account_data", _UPSERT, puts)
 
     async def modify(
         self,
@@ -144,12 +136,6 @@ async def _write(
     conn: Connection, user_id: str, room_id: str, data_type: str, content_json: str
 ) -> int:
     """Upsert one entry at MAX + 1, inside the caller's write transaction."""
-    position = await conn.fetchval(
-        _UPSERT.format(position=f"COALESCE({newest_sql('account_data')}, 0) + 1")
-        + " RETURNING stream_id",
-        user_id,
-        room_id,
-        data_type,
-        content_json,
-    )
-    return int(position)
+    put = (user_id, room_id, data_type, content_json)
+    [position] = await upsert_at_next_positions(conn, "account_data", _UPSERT, [put])
+    return position

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ._util import chunks, placeholders
 from .database import Database
 from .group_commit import GroupCommit
-from .stream_marks import newest_sql
+from .stream_marks import newest_sql, upsert_at_next_positions
 
 
 @dataclass(frozen=True)
@@ -91,20 +91,7 @@ class ReceiptStore:
         one), never deleted, so the maximum never goes back. Nothing else writes this
         table: other streams' writes run beside it."""
         async with self.db.transaction(turn="alongside", stream="receipts") as conn:
-            if len(requests) == 1:  # the common case when idle: one trip, not two
-                position = await conn.fetchval(
-                    _UPSERT.format(position=f"COALESCE({newest_sql('receipts')}, 0) + 1")
-                    + " RETURNING stream_id",
-                    *requests[0],
-                )
-                return [int(position)]
-            top = int(await conn.fetchval(f"SELECT COALESCE({newest_sql('receipts')}, 0)"))
-            positions = list(range(top + 1, top + 1 + len(requests)))
-            await conn.executemany(
-                _UPSERT.format(position="$7"),
-                [(*r, position) for r, position in zip(requests, positions, strict=True)],
-            )
-        return positions
+            return await upsert_at_next_positions(conn, "receipts", _UPSERT, requests)
 
     async def get_since(self, since: int, upto: int) -> list[Receipt]:
         """Receipts written with since < stream_id <= upto, in stream order."""

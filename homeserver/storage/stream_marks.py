@@ -12,6 +12,9 @@ take the greater of the newest row and the mark.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from .database import Connection
 
 # stream -> (table, position column): the streams numbered MAX + 1 whose rows a room
@@ -47,3 +50,27 @@ async def keep_newest_positions(conn: Connection) -> None:
             stream,
             int(top),
         )
+
+
+async def upsert_at_next_positions(
+    conn: Connection, stream: str, upsert: str, rows: Sequence[tuple[Any, ...]]
+) -> list[int]:
+    """Inside the stream's write transaction: run `upsert` (`{position}` where the
+    position goes) for each row, at the stream's next positions in row order; return
+    them. One row is one statement (its position worked out in it); more read the
+    newest position once and go in one batch."""
+    column = MARKED_STREAMS[stream][1]
+    if len(rows) == 1:
+        position = await conn.fetchval(
+            upsert.format(position=f"COALESCE({newest_sql(stream)}, 0) + 1")
+            + f" RETURNING {column}",
+            *rows[0],
+        )
+        return [int(position)]
+    top = int(await conn.fetchval(f"SELECT COALESCE({newest_sql(stream)}, 0)"))
+    positions = list(range(top + 1, top + 1 + len(rows)))
+    await conn.executemany(
+        upsert.format(position=f"${len(rows[0]) + 1}"),
+        [(*row, position) for row, position in zip(rows, positions, strict=True)],
+    )
+    return positions
